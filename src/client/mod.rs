@@ -1,0 +1,569 @@
+//! The client: the handle the user's program gets ([`Client`]), the futures it returns, and
+//! the client rank's communication node.
+//!
+//! The user's code runs on its own thread and never calls MPI: `Client` methods encode
+//! tasks, register them in a shared table and pass messages to the communication thread
+//! ([`ClientNode`]), which sends them and records answers in the table. Blocking calls wait
+//! on a condition variable for the table to change.
+
+mod future;
+mod node;
+
+pub use future::{AsCompleted, Future};
+pub(crate) use node::{ClientNode, Command};
+
+use crate::error::{Error, Result, TaskError};
+use crate::protocol::{
+    ArgSlot, FnRef, Key, Payload, Rank, SchedulerInfo, TaskOptions, TaskSpec, ToScheduler,
+    ToWorker, decode_value, encode_value,
+};
+use crate::task::{self, IntoArgs, KeepAlive, TaskFn};
+use crossbeam_channel::Sender;
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Display;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+/// Tasks sent to the scheduler in one message by [`Client::map`].
+const MAP_BATCH: usize = 4096;
+
+/// What the client knows about a key.
+#[derive(Debug, Clone)]
+pub(crate) enum Status {
+    Pending,
+    Done(Rank),
+    Failed(TaskError),
+    Cancelled(String),
+}
+
+impl Status {
+    fn is_final(&self) -> bool {
+        !matches!(self, Status::Pending)
+    }
+}
+
+pub(crate) struct Entry {
+    name: u32,
+    status: Status,
+    data: Option<Payload>,
+    fetching: bool,
+    watchers: Vec<Sender<Key>>,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    keys: FxHashMap<Key, Entry>,
+    functions: FxHashMap<i64, u32>,
+    names: Vec<String>,
+    info: Option<SchedulerInfo>,
+    stopped: bool,
+}
+
+impl State {
+    fn key_name(&self, key: Key) -> String {
+        let name = match self.keys.get(&key).map(|e| e.name) {
+            Some(u32::MAX) => "scatter",
+            Some(id) => self.names.get(id as usize).map_or("task", String::as_str),
+            None => "task",
+        };
+        format!("{name}-{}", key.0)
+    }
+
+    /// Records a key's new status and wakes its `as_completed` watchers.
+    pub(crate) fn set_status(&mut self, key: Key, status: Status) {
+        if let Some(entry) = self.keys.get_mut(&key) {
+            if entry.status.is_final() && !matches!(status, Status::Failed(_)) {
+                return;
+            }
+            entry.status = status;
+            for watcher in entry.watchers.drain(..) {
+                let _ = watcher.send(key);
+            }
+        }
+    }
+}
+
+/// Shared between the user's threads and the communication thread.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    commands: Sender<Command>,
+    next_key: AtomicU64,
+    workers: Vec<Rank>,
+    next_worker: AtomicUsize,
+}
+
+impl Shared {
+    pub(crate) fn new(commands: Sender<Command>, workers: Vec<Rank>) -> Arc<Shared> {
+        Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            commands,
+            next_key: AtomicU64::new(1),
+            workers,
+            next_worker: AtomicUsize::new(0),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn notify(&self) {
+        self.changed.notify_all();
+    }
+
+    fn send(&self, command: Command) {
+        // The communication thread outlives every client call; if it is gone the job is
+        // ending and the command does not matter.
+        let _ = self.commands.send(command);
+    }
+
+    /// Waits until `ready` returns `Some`, or the runtime stops.
+    fn wait_for<T>(&self, mut ready: impl FnMut(&mut State) -> Option<T>) -> Result<T> {
+        let mut state = self.lock();
+        loop {
+            if let Some(value) = ready(&mut state) {
+                return Ok(value);
+            }
+            if state.stopped {
+                return Err(Error::ShuttingDown);
+            }
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Called when the last handle of a future is dropped.
+    pub(crate) fn release(&self, key: Key) {
+        self.lock().keys.remove(&key);
+        self.send(Command::Release(key));
+    }
+}
+
+/// Options for the tasks of one `submit` or `map` call; see [`Client::with_options`].
+impl TaskOptions {
+    /// Runs a failed task up to `n` more times before its failure is final.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
+    /// Runs before ready tasks of lower priority (default 0).
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Runs only on these worker ranks.
+    pub fn workers(mut self, ranks: impl IntoIterator<Item = u32>) -> Self {
+        self.workers = ranks.into_iter().map(Rank).collect();
+        self
+    }
+
+    /// Runs only on a worker that advertises `amount` of `name` (`--resources name=amount`),
+    /// holding it while the task runs.
+    pub fn resource(mut self, name: impl Into<String>, amount: f64) -> Self {
+        self.resources.push(crate::protocol::Resource {
+            name: name.into(),
+            amount,
+        });
+        self
+    }
+}
+
+/// The user's handle on the runtime: submits tasks, returns futures, gathers results.
+///
+/// Cheap to clone and usable from several threads.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+/// Submits tasks with options; see [`Client::with_options`].
+pub struct Submitter<'a> {
+    client: &'a Client,
+    options: TaskOptions,
+}
+
+impl Client {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Client { shared }
+    }
+
+    /// The worker ranks.
+    pub fn workers(&self) -> &[Rank] {
+        &self.shared.workers
+    }
+
+    /// Submits tasks with `options` (retries, priority, worker pinning, resources):
+    ///
+    /// ```
+    /// # use mpidask::{Client, TaskOptions};
+    /// # fn flaky(x: u32) -> u32 { x }
+    /// # fn demo(client: &Client) {
+    /// let future = client
+    ///     .with_options(TaskOptions::default().retries(2).priority(5))
+    ///     .submit(flaky, 7);
+    /// # }
+    /// ```
+    pub fn with_options(&self, options: TaskOptions) -> Submitter<'_> {
+        Submitter {
+            client: self,
+            options,
+        }
+    }
+
+    /// Runs `f(args)` on a worker. `args` is the single argument of a one-argument function,
+    /// a tuple for more, `()` for none; any argument may be a [`Future`] (or `&Future`, or a
+    /// `Vec` of futures for a `Vec` parameter), which makes the task wait for that result
+    /// and read it on the worker, never through the client. A panic in `f` fails the task.
+    pub fn submit<F, Args, X>(&self, f: F, args: X) -> Future<F::Output>
+    where
+        F: TaskFn<Args>,
+        Args: DeserializeOwned,
+        F::Output: Serialize,
+        X: IntoArgs<Args>,
+    {
+        self.with_options(TaskOptions::default()).submit(f, args)
+    }
+
+    /// Like [`submit`](Self::submit) for a function returning `Result<T, E>`: `Err` fails
+    /// the task with `E`'s `Display` as the message.
+    pub fn try_submit<F, Args, X, T, E>(&self, f: F, args: X) -> Future<T>
+    where
+        F: TaskFn<Args, Output = Result<T, E>>,
+        Args: DeserializeOwned,
+        T: Serialize,
+        E: Display,
+        X: IntoArgs<Args>,
+    {
+        self.with_options(TaskOptions::default()).try_submit(f, args)
+    }
+
+    /// Submits one task per item: `f(item)` (items are tuples for functions of several
+    /// arguments).
+    pub fn map<F, Args, I>(&self, f: F, items: I) -> Vec<Future<F::Output>>
+    where
+        F: TaskFn<Args>,
+        Args: DeserializeOwned,
+        F::Output: Serialize,
+        I: IntoIterator,
+        I::Item: IntoArgs<Args>,
+    {
+        self.with_options(TaskOptions::default()).map(f, items)
+    }
+
+    /// [`map`](Self::map) for a function returning `Result<T, E>`.
+    pub fn try_map<F, Args, I, T, E>(&self, f: F, items: I) -> Vec<Future<T>>
+    where
+        F: TaskFn<Args, Output = Result<T, E>>,
+        Args: DeserializeOwned,
+        T: Serialize,
+        E: Display,
+        I: IntoIterator,
+        I::Item: IntoArgs<Args>,
+    {
+        self.with_options(TaskOptions::default()).try_map(f, items)
+    }
+
+    /// Sends `value` to a worker (round robin) and returns a future for it, to pass to
+    /// many tasks without sending it with each.
+    pub fn scatter<T: Serialize>(&self, value: T) -> Result<Future<T>> {
+        let workers = &self.shared.workers;
+        let index = self.shared.next_worker.fetch_add(1, Ordering::Relaxed) % workers.len();
+        self.scatter_to(value, workers[index])
+    }
+
+    /// Sends `value` to worker rank `worker` and returns a future for it.
+    pub fn scatter_to<T: Serialize>(&self, value: T, worker: Rank) -> Result<Future<T>> {
+        if !self.shared.workers.contains(&worker) {
+            return Err(Error::Config(format!(
+                "cannot scatter to {worker}: the worker ranks are {}",
+                describe_ranks(&self.shared.workers)
+            )));
+        }
+        let bytes = Arc::new(encode_value(&value).map_err(|e| Error::encode("a scattered value", e))?);
+        let key = self.next_key();
+        self.shared.lock().keys.insert(
+            key,
+            Entry {
+                name: u32::MAX,
+                status: Status::Pending,
+                data: Some(bytes.clone()),
+                fetching: false,
+                watchers: Vec::new(),
+            },
+        );
+        self.shared
+            .send(Command::Scheduler(ToScheduler::Scatter { key, worker }));
+        self.shared
+            .send(Command::Worker(worker, ToWorker::ScatterData { key, bytes }));
+        Ok(Future::new(key, self.shared.clone()))
+    }
+
+    /// The results of `futures`, in order. Values are fetched directly from the workers
+    /// holding them, all at once. The first failed future's error is returned.
+    pub fn gather<T: DeserializeOwned>(&self, futures: &[Future<T>]) -> Result<Vec<T>> {
+        let keys: Vec<Key> = futures.iter().map(Future::key).collect();
+        let payloads = self.fetch(&keys)?;
+        keys.iter()
+            .zip(payloads)
+            .map(|(key, bytes)| {
+                decode_value(&bytes)
+                    .map_err(|e| Error::decode(self.shared.lock().key_name(*key), e))
+            })
+            .collect()
+    }
+
+    /// Waits until every future has finished (with a value, an error or a cancellation),
+    /// without fetching values.
+    pub fn wait<T>(&self, futures: &[Future<T>]) -> Result<()> {
+        self.shared.wait_for(|state| {
+            futures
+                .iter()
+                .all(|f| {
+                    state
+                        .keys
+                        .get(&f.key())
+                        .is_none_or(|e| e.status.is_final())
+                })
+                .then_some(())
+        })
+    }
+
+    /// An iterator over `futures` in the order they finish.
+    pub fn as_completed<T>(&self, futures: &[Future<T>]) -> AsCompleted<T> {
+        AsCompleted::new(&self.shared, futures)
+    }
+
+    /// Cancels the tasks of `futures` (and the tasks that depend on them). Their results
+    /// become [`Error::Cancelled`]; finished futures keep their value.
+    pub fn cancel<T>(&self, futures: &[Future<T>]) {
+        let keys = futures.iter().map(Future::key).collect();
+        self.shared
+            .send(Command::Scheduler(ToScheduler::CancelKeys(keys)));
+    }
+
+    /// The workers (ranks, hosts, threads, resources) and the scheduler's CPU time.
+    pub fn scheduler_info(&self) -> Result<SchedulerInfo> {
+        self.shared.lock().info = None;
+        self.shared
+            .send(Command::Scheduler(ToScheduler::InfoRequest));
+        self.shared.wait_for(|state| state.info.take())
+    }
+
+    fn next_key(&self) -> Key {
+        Key(self.shared.next_key.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The name id of a task function, registering it with the scheduler on first use.
+    fn function_id(&self, offset: i64, name: impl FnOnce() -> String) -> u32 {
+        let mut state = self.shared.lock();
+        if let Some(id) = state.functions.get(&offset) {
+            return *id;
+        }
+        let id = state.names.len() as u32;
+        let name = name();
+        state.names.push(name.clone());
+        state.functions.insert(offset, id);
+        // Sent under the lock so it reaches the scheduler before any task using it.
+        self.shared
+            .send(Command::Scheduler(ToScheduler::RegisterFunction { id, name }));
+        id
+    }
+
+    /// Registers and sends tasks whose arguments were encoded (or failed to encode).
+    fn submit_encoded<T>(
+        &self,
+        func: FnRef,
+        calls: Vec<bincode::Result<Vec<ArgSlot>>>,
+        options: &TaskOptions,
+        keep: KeepAlive,
+    ) -> Vec<Future<T>> {
+        let mut futures = Vec::with_capacity(calls.len());
+        let mut batch = Vec::with_capacity(calls.len().min(MAP_BATCH));
+        {
+            let mut state = self.shared.lock();
+            for args in calls {
+                let key = self.next_key();
+                let status = match &args {
+                    Ok(_) => Status::Pending,
+                    Err(e) => Status::Failed(TaskError {
+                        key: format!("{}-{}", state.names[func.name as usize], key.0),
+                        message: format!("could not encode its arguments: {e}"),
+                    }),
+                };
+                state.keys.insert(
+                    key,
+                    Entry {
+                        name: func.name,
+                        status,
+                        data: None,
+                        fetching: false,
+                        watchers: Vec::new(),
+                    },
+                );
+                if let Ok(args) = args {
+                    batch.push(TaskSpec {
+                        key,
+                        func,
+                        args,
+                        options: options.clone(),
+                    });
+                    if batch.len() == MAP_BATCH {
+                        self.shared.send(Command::Scheduler(ToScheduler::Submit(
+                            std::mem::take(&mut batch),
+                        )));
+                    }
+                }
+                futures.push(Future::new(key, self.shared.clone()));
+            }
+        }
+        if !batch.is_empty() {
+            self.shared
+                .send(Command::Scheduler(ToScheduler::Submit(batch)));
+        }
+        // Only now may the futures used as arguments be released.
+        drop(keep);
+        futures
+    }
+
+    /// Waits for `keys` and fetches their values from the workers, all at once.
+    fn fetch(&self, keys: &[Key]) -> Result<Vec<Payload>> {
+        let mut requested = false;
+        self.shared.wait_for(|state| {
+            if !requested {
+                requested = true;
+                let mut requests: FxHashMap<Rank, Vec<Key>> = FxHashMap::default();
+                for key in keys {
+                    if let Some(entry) = state.keys.get_mut(key)
+                        && let Status::Done(worker) = entry.status
+                        && entry.data.is_none()
+                        && !entry.fetching
+                    {
+                        entry.fetching = true;
+                        requests.entry(worker).or_default().push(*key);
+                    }
+                }
+                for (worker, keys) in requests {
+                    self.shared
+                        .send(Command::Worker(worker, ToWorker::GetData(keys)));
+                }
+            }
+            let mut values = Vec::with_capacity(keys.len());
+            for key in keys {
+                let Some(entry) = state.keys.get_mut(key) else {
+                    return Some(Err(Error::UnknownKey(*key)));
+                };
+                match &entry.status {
+                    Status::Failed(error) => return Some(Err(Error::Task(error.clone()))),
+                    Status::Cancelled(cause) => {
+                        return Some(Err(Error::Cancelled { key: cause.clone() }));
+                    }
+                    Status::Pending => return None,
+                    Status::Done(worker) => match &entry.data {
+                        Some(data) => values.push(data.clone()),
+                        None => {
+                            if !entry.fetching {
+                                // Finished after the first pass: ask for it now.
+                                entry.fetching = true;
+                                self.shared
+                                    .send(Command::Worker(*worker, ToWorker::GetData(vec![*key])));
+                            }
+                            return None;
+                        }
+                    },
+                }
+            }
+            Some(Ok(values))
+        })?
+    }
+}
+
+impl Submitter<'_> {
+    /// [`Client::submit`] with these options.
+    pub fn submit<F, Args, X>(&self, f: F, args: X) -> Future<F::Output>
+    where
+        F: TaskFn<Args>,
+        Args: DeserializeOwned,
+        F::Output: Serialize,
+        X: IntoArgs<Args>,
+    {
+        let _ = f;
+        let offset = task::plain_offset::<F, Args>();
+        self.submit_calls(offset, task::function_name::<F>, std::iter::once(args))
+            .pop()
+            .expect("one call")
+    }
+
+    /// [`Client::try_submit`] with these options.
+    pub fn try_submit<F, Args, X, T, E>(&self, f: F, args: X) -> Future<T>
+    where
+        F: TaskFn<Args, Output = Result<T, E>>,
+        Args: DeserializeOwned,
+        T: Serialize,
+        E: Display,
+        X: IntoArgs<Args>,
+    {
+        let _ = f;
+        let offset = task::fallible_offset::<F, Args, T, E>();
+        self.submit_calls(offset, task::function_name::<F>, std::iter::once(args))
+            .pop()
+            .expect("one call")
+    }
+
+    /// [`Client::map`] with these options.
+    pub fn map<F, Args, I>(&self, f: F, items: I) -> Vec<Future<F::Output>>
+    where
+        F: TaskFn<Args>,
+        Args: DeserializeOwned,
+        F::Output: Serialize,
+        I: IntoIterator,
+        I::Item: IntoArgs<Args>,
+    {
+        let _ = f;
+        let offset = task::plain_offset::<F, Args>();
+        self.submit_calls(offset, task::function_name::<F>, items)
+    }
+
+    /// [`Client::try_map`] with these options.
+    pub fn try_map<F, Args, I, T, E>(&self, f: F, items: I) -> Vec<Future<T>>
+    where
+        F: TaskFn<Args, Output = Result<T, E>>,
+        Args: DeserializeOwned,
+        T: Serialize,
+        E: Display,
+        I: IntoIterator,
+        I::Item: IntoArgs<Args>,
+    {
+        let _ = f;
+        let offset = task::fallible_offset::<F, Args, T, E>();
+        self.submit_calls(offset, task::function_name::<F>, items)
+    }
+
+    fn submit_calls<T, Args, X: IntoArgs<Args>>(
+        &self,
+        offset: i64,
+        name: fn() -> String,
+        calls: impl IntoIterator<Item = X>,
+    ) -> Vec<Future<T>> {
+        let client = self.client;
+        let func = FnRef {
+            offset,
+            name: client.function_id(offset, name),
+        };
+        let mut keep = KeepAlive::new();
+        let encoded: Vec<_> = calls
+            .into_iter()
+            .map(|call| call.into_slots(&mut keep))
+            .collect();
+        client.submit_encoded(func, encoded, &self.options, keep)
+    }
+}
+
+fn describe_ranks(ranks: &[Rank]) -> String {
+    let list: Vec<String> = ranks.iter().map(|r| r.0.to_string()).collect();
+    list.join(", ")
+}

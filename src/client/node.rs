@@ -1,0 +1,147 @@
+//! The client rank's communication node: forwards the user's commands and records the
+//! answers of the scheduler and the workers in the shared table.
+
+use super::{Shared, Status};
+use crate::error::TaskError;
+use crate::exit::ExitCode;
+use crate::protocol::{Key, Rank, ToClient, ToScheduler, ToWorker};
+use crate::runtime::driver::{Node, NodeStatus};
+use crate::transport::Outbox;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Releases sent to the scheduler in one message at most.
+const RELEASE_BATCH: usize = 4096;
+
+/// What the user's threads ask the communication thread to do.
+pub enum Command {
+    /// Send to the scheduler.
+    Scheduler(ToScheduler),
+    /// Send to a worker.
+    Worker(Rank, ToWorker),
+    /// The last future of a key was dropped.
+    Release(Key),
+    /// The user's program ended with this exit code.
+    Done(i32),
+}
+
+/// The client rank's communication-thread state.
+pub struct ClientNode {
+    shared: Arc<Shared>,
+    releases: Vec<Key>,
+    done_at: Option<Instant>,
+    shutdown_timeout: Duration,
+    status: NodeStatus,
+}
+
+impl ClientNode {
+    /// A node serving the client table `shared`.
+    pub fn new(shared: Arc<Shared>, shutdown_timeout: Duration) -> Self {
+        ClientNode {
+            shared,
+            releases: Vec::new(),
+            done_at: None,
+            shutdown_timeout,
+            status: NodeStatus::Running,
+        }
+    }
+
+    fn flush_releases(&mut self, out: &mut Outbox) {
+        if !self.releases.is_empty() {
+            let keys = std::mem::take(&mut self.releases);
+            out.push(Rank::SCHEDULER, &ToScheduler::ReleaseKeys(keys));
+        }
+    }
+}
+
+impl Node for ClientNode {
+    type Message = ToClient;
+    type Event = Command;
+
+    fn on_message(&mut self, from: Rank, message: ToClient, _out: &mut Outbox, _now: Instant) {
+        let mut state = self.shared.lock();
+        match message {
+            ToClient::KeyDone { key, worker } => state.set_status(key, Status::Done(worker)),
+            ToClient::KeyErred {
+                key,
+                cause,
+                message,
+            } => state.set_status(
+                key,
+                Status::Failed(TaskError {
+                    key: cause,
+                    message,
+                }),
+            ),
+            ToClient::KeyCancelled { key, cause } => {
+                state.set_status(key, Status::Cancelled(cause))
+            }
+            ToClient::Data { key, bytes } => {
+                if let Some(entry) = state.keys.get_mut(&key) {
+                    entry.data = Some(bytes);
+                    entry.fetching = false;
+                }
+            }
+            ToClient::DataMissing(key) => {
+                let name = state.key_name(key);
+                state.set_status(
+                    key,
+                    Status::Failed(TaskError {
+                        key: name,
+                        message: format!("its value was not found on {from}"),
+                    }),
+                );
+            }
+            ToClient::Info(info) => state.info = Some(info),
+            ToClient::Stop => {
+                state.stopped = true;
+                self.status = NodeStatus::Quiescing;
+            }
+            ToClient::Exit { code } => self.status = NodeStatus::Exit(code),
+        }
+        drop(state);
+        self.shared.notify();
+    }
+
+    fn on_event(&mut self, command: Command, out: &mut Outbox, now: Instant) {
+        match command {
+            Command::Release(key) => {
+                self.releases.push(key);
+                if self.releases.len() >= RELEASE_BATCH {
+                    self.flush_releases(out);
+                }
+            }
+            Command::Scheduler(message) => {
+                self.flush_releases(out);
+                out.push(Rank::SCHEDULER, &message);
+            }
+            Command::Worker(rank, message) => out.push(rank, &message),
+            Command::Done(code) => {
+                self.flush_releases(out);
+                out.push(Rank::SCHEDULER, &ToScheduler::ClientDone { code });
+                self.done_at = Some(now);
+            }
+        }
+    }
+
+    fn on_tick(&mut self, out: &mut Outbox, now: Instant) {
+        self.flush_releases(out);
+        if let Some(done_at) = self.done_at
+            && self.status == NodeStatus::Running
+            && now.duration_since(done_at) > self.shutdown_timeout
+        {
+            self.status = NodeStatus::Abort(
+                ExitCode::ShutdownTimeout.code(),
+                format!(
+                    "the scheduler did not start the shutdown within {:.1} s of the end of \
+                     the client program (--shutdown-timeout); aborting",
+                    self.shutdown_timeout.as_secs_f64()
+                ),
+            );
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        self.status.clone()
+    }
+}

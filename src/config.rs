@@ -1,0 +1,245 @@
+//! Runtime settings: one set of command-line flags, each with an environment variable as
+//! fallback, that a program can flatten into its own `clap` parser.
+
+use crate::protocol::Resource;
+use crate::transport::mpi::DEFAULT_PART_BYTES;
+use clap::Parser;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Default `--local-workers`.
+pub const DEFAULT_LOCAL_WORKERS: u32 = 1;
+/// Default `--worker-timeout`, seconds.
+pub const DEFAULT_WORKER_TIMEOUT: f64 = 60.0;
+/// Default `--shutdown-timeout`, seconds.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: f64 = 10.0;
+/// Default `--poll-max-us`.
+pub const DEFAULT_POLL_MAX_US: u64 = 1000;
+
+/// Resources a worker advertises: `gpu=1,ssd=2`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResourceList(pub Vec<Resource>);
+
+impl FromStr for ResourceList {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut resources: Vec<Resource> = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (name, amount) = item.split_once('=').ok_or_else(|| {
+                format!("'{item}' is not NAME=AMOUNT (for example gpu=1 or gpu=1,ssd=2)")
+            })?;
+            let name = name.trim();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+            {
+                return Err(format!(
+                    "resource name '{name}' must be letters, digits, '_', '-' or '.'"
+                ));
+            }
+            let amount: f64 = amount.trim().parse().map_err(|_| {
+                format!("the amount of '{name}' is '{}', not a number", amount.trim())
+            })?;
+            if !amount.is_finite() || amount < 0.0 {
+                return Err(format!("the amount of '{name}' must be a number >= 0"));
+            }
+            if resources.iter().any(|r| r.name == name) {
+                return Err(format!("resource '{name}' is given twice"));
+            }
+            resources.push(Resource {
+                name: name.to_string(),
+                amount,
+            });
+        }
+        Ok(ResourceList(resources))
+    }
+}
+
+impl fmt::Display for ResourceList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let items: Vec<String> = self
+            .0
+            .iter()
+            .map(|r| format!("{}={}", r.name, r.amount))
+            .collect();
+        f.write_str(&items.join(","))
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds (for example 30 or 2.5)"))?;
+    if !seconds.is_finite() || seconds <= 0.0 || seconds > 1e7 {
+        return Err(format!("'{text}' must be a number of seconds above 0"));
+    }
+    Ok(seconds)
+}
+
+fn parse_part_bytes(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=i32::MAX as usize).contains(&n) => Ok(n),
+        _ => Err(format!("'{text}' must be a byte count from 1 to {}", i32::MAX)),
+    }
+}
+
+/// The runtime's settings. Flatten into a program's own parser with
+/// `#[command(flatten)] runtime: mpidask::RuntimeArgs`, or read from the environment alone
+/// with [`RuntimeArgs::from_env`].
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+#[command(next_help_heading = "mpidask runtime")]
+pub struct RuntimeArgs {
+    /// Threads per worker that run tasks [default: the cores this rank may use]
+    #[arg(long, env = "MPIDASK_NTHREADS", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub nthreads: Option<u32>,
+
+    /// Resources every worker advertises to tasks that ask for them, e.g. gpu=1,ssd=2
+    #[arg(long, env = "MPIDASK_RESOURCES", value_name = "NAME=AMOUNT,...", default_value_t)]
+    pub resources: ResourceList,
+
+    /// Worker threads (ranks) in local mode, when started without mpirun/srun
+    #[arg(long, env = "MPIDASK_LOCAL_WORKERS", value_name = "N",
+          default_value_t = DEFAULT_LOCAL_WORKERS,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub local_workers: u32,
+
+    /// Seconds a worker may stay silent before the job is aborted as "worker lost"
+    #[arg(long, env = "MPIDASK_WORKER_TIMEOUT", value_name = "SECONDS",
+          default_value_t = DEFAULT_WORKER_TIMEOUT, value_parser = parse_seconds)]
+    pub worker_timeout: f64,
+
+    /// Seconds the shutdown handshake may take before the job is aborted
+    #[arg(long, env = "MPIDASK_SHUTDOWN_TIMEOUT", value_name = "SECONDS",
+          default_value_t = DEFAULT_SHUTDOWN_TIMEOUT, value_parser = parse_seconds)]
+    pub shutdown_timeout: f64,
+
+    /// Longest sleep, in microseconds, of an idle rank between two polls for messages
+    #[arg(long, env = "MPIDASK_POLL_MAX_US", value_name = "MICROSECONDS",
+          default_value_t = DEFAULT_POLL_MAX_US,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub poll_max_us: u64,
+
+    /// Largest MPI message; bigger frames are split (for tests of the splitting)
+    #[arg(long, env = "MPIDASK_MESSAGE_PART_BYTES", hide = true,
+          default_value_t = DEFAULT_PART_BYTES,
+          value_parser = parse_part_bytes)]
+    pub message_part_bytes: usize,
+}
+
+impl Default for RuntimeArgs {
+    /// The defaults, ignoring the environment.
+    fn default() -> Self {
+        RuntimeArgs {
+            nthreads: None,
+            resources: ResourceList::default(),
+            local_workers: DEFAULT_LOCAL_WORKERS,
+            worker_timeout: DEFAULT_WORKER_TIMEOUT,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            poll_max_us: DEFAULT_POLL_MAX_US,
+            message_part_bytes: DEFAULT_PART_BYTES,
+        }
+    }
+}
+
+#[derive(Parser)]
+#[command(name = "mpidask")]
+struct EnvironmentOnly {
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+impl RuntimeArgs {
+    /// The settings from the `MPIDASK_*` environment variables, defaults for the rest.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        EnvironmentOnly::try_parse_from(["mpidask"]).map(|p| p.runtime)
+    }
+
+    /// `--worker-timeout` as a duration.
+    pub fn worker_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.worker_timeout)
+    }
+
+    /// `--shutdown-timeout` as a duration.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown_timeout)
+    }
+
+    /// `--poll-max-us` as a duration.
+    pub fn poll_max(&self) -> Duration {
+        Duration::from_micros(self.poll_max_us)
+    }
+
+    /// Worker threads: `--nthreads`, else the cores this rank may use divided among
+    /// `sharing` workers of one process.
+    pub fn worker_threads(&self, sharing: usize) -> usize {
+        match self.nthreads {
+            Some(n) => n as usize,
+            None => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                (cores / sharing.max(1)).max(1)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Parser)]
+    struct Program {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+        #[arg(long, default_value_t = 1)]
+        samples: u64,
+    }
+
+    #[test]
+    fn flags_flatten_into_a_program_parser() {
+        let p = Program::try_parse_from([
+            "prog",
+            "--nthreads",
+            "3",
+            "--resources",
+            "gpu=1, ssd=0.5",
+            "--samples",
+            "9",
+        ])
+        .unwrap();
+        assert_eq!(p.runtime.nthreads, Some(3));
+        assert_eq!(p.runtime.resources.to_string(), "gpu=1,ssd=0.5");
+        assert_eq!(p.samples, 9);
+        assert_eq!(p.runtime.shutdown_timeout(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn defaults_match_the_parser() {
+        let parsed = Program::try_parse_from(["prog"]).unwrap().runtime;
+        // The environment of the test process may set MPIDASK_*; compare only then.
+        if std::env::vars().all(|(k, _)| !k.starts_with("MPIDASK_")) {
+            assert_eq!(parsed, RuntimeArgs::default());
+        }
+    }
+
+    #[test]
+    fn bad_values_are_named_in_the_error() {
+        for (args, expected) in [
+            (vec!["--nthreads", "0"], "--nthreads"),
+            (vec!["--resources", "gpu"], "is not NAME=AMOUNT"),
+            (vec!["--resources", "gpu=lots"], "not a number"),
+            (vec!["--resources", "gpu=1,gpu=2"], "given twice"),
+            (vec!["--worker-timeout=-1"], "above 0"),
+            (vec!["--shutdown-timeout", "soon"], "not a number of seconds"),
+        ] {
+            let mut argv = vec!["prog"];
+            argv.extend(args);
+            let error = Program::try_parse_from(&argv).err().expect("an error").to_string();
+            assert!(error.contains(expected), "{argv:?}: {error}");
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The exit codes every rank of a job ends with, and what each means.
+//!
+//! All ranks exit with the same code after the shutdown handshake. Where a rank cannot take
+//! part in the handshake the runtime calls `MPI_Abort` with the code instead, and the
+//! launcher returns it.
+
+/// Why a job ended, as its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum ExitCode {
+    /// The client's function returned `Ok`.
+    Success = 0,
+    /// The client's function returned an error that is not a task failure.
+    ClientError = 1,
+    /// Invalid command-line flags or environment values (the code clap uses).
+    Usage = 2,
+    /// The client's function panicked.
+    ClientPanic = 3,
+    /// The client's function returned a task failure it did not handle.
+    TaskFailed = 4,
+    /// A worker rank stopped responding.
+    WorkerLost = 5,
+    /// Start-up or configuration error: too few ranks, ranks running different executables
+    /// or protocol versions, insufficient MPI thread support.
+    Startup = 6,
+    /// The shutdown handshake did not finish within the deadline; the job was aborted.
+    ShutdownTimeout = 7,
+    /// An internal runtime error (a malformed message, a broken invariant).
+    Internal = 8,
+}
+
+impl ExitCode {
+    /// The numeric code.
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// Every code, in numeric order.
+    pub const ALL: [ExitCode; 9] = [
+        ExitCode::Success,
+        ExitCode::ClientError,
+        ExitCode::Usage,
+        ExitCode::ClientPanic,
+        ExitCode::TaskFailed,
+        ExitCode::WorkerLost,
+        ExitCode::Startup,
+        ExitCode::ShutdownTimeout,
+        ExitCode::Internal,
+    ];
+
+    /// The code for a number, if it is one of ours.
+    pub fn from_code(code: i32) -> Option<ExitCode> {
+        Self::ALL.into_iter().find(|c| c.code() == code)
+    }
+
+    /// One line saying what the code means.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ExitCode::Success => "success",
+            ExitCode::ClientError => "the client program returned an error",
+            ExitCode::Usage => "invalid command-line flags or environment values",
+            ExitCode::ClientPanic => "the client program panicked",
+            ExitCode::TaskFailed => "a task failed and the client program did not handle it",
+            ExitCode::WorkerLost => "a worker rank stopped responding",
+            ExitCode::Startup => "start-up or configuration error",
+            ExitCode::ShutdownTimeout => "shutdown did not finish in time; the job was aborted",
+            ExitCode::Internal => "internal runtime error",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_and_round_trip() {
+        for (i, code) in ExitCode::ALL.into_iter().enumerate() {
+            assert_eq!(code.code(), i as i32);
+            assert_eq!(ExitCode::from_code(code.code()), Some(code));
+        }
+        assert_eq!(ExitCode::from_code(137), None);
+    }
+}

@@ -1,0 +1,572 @@
+//! Wire types: every message that crosses ranks (one enum per receiver) and the frame codec.
+//!
+//! Nothing here does I/O. A *frame* is what one MPI message carries: a magic byte, a message
+//! count and that many bincode-encoded messages for one receiver, so small messages to the
+//! same destination travel together. Values (task arguments and results) are opaque byte
+//! strings encoded with [`encode_value`]; only the task's trampoline knows their type.
+
+use bincode::Options;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::Arc;
+
+/// An encoded value (task argument or result) held by a worker or the client. Shared, so a
+/// value is encoded into a message frame without first being copied.
+pub type Payload = Arc<Vec<u8>>;
+
+/// Serde adapter that writes a [`Payload`] as a byte string.
+mod payload_bytes {
+    use super::Payload;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer>(payload: &Payload, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(payload)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Payload, D::Error> {
+        Ok(Arc::new(serde_bytes::ByteBuf::deserialize(deserializer)?.into_vec()))
+    }
+}
+
+/// Version of the message set below. Every rank checks at start-up that all ranks agree.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// First byte of every frame; a frame starting with anything else is rejected.
+pub const FRAME_MAGIC: u8 = 0xD5;
+
+/// Identity of a task or of a scattered value, unique within one job.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(pub u64);
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// An MPI rank in `MPI_COMM_WORLD` (or a thread standing for one in local mode).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Rank(pub u32);
+
+impl Rank {
+    /// Rank 0 runs the scheduler.
+    pub const SCHEDULER: Rank = Rank(0);
+    /// Rank 1 runs the user's program.
+    pub const CLIENT: Rank = Rank(1);
+    /// The first worker rank; workers are ranks 2, 3, ...
+    pub const FIRST_WORKER: Rank = Rank(2);
+
+    /// The rank as an index.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for Rank {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rank {}", self.0)
+    }
+}
+
+/// Counts placements of a task: a reply about an older attempt is stale and ignored.
+pub type Attempt = u32;
+
+/// A task function: the offset of its monomorphised trampoline from a fixed symbol of the
+/// executable (identical on every rank) and an index into the client's function-name table.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FnRef {
+    /// `trampoline address - anchor address`.
+    pub offset: i64,
+    /// Index of the function's readable name (registered with `RegisterFunction`).
+    pub name: u32,
+}
+
+/// One positional argument of a task.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum ArgSlot {
+    /// An inline value, already encoded.
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The result of another task (a dependency).
+    Future(Key),
+    /// Results of several tasks, decoded by the task as one `Vec<T>`.
+    Futures(Vec<Key>),
+}
+
+impl ArgSlot {
+    /// Keys this slot depends on.
+    pub fn dependencies(&self) -> &[Key] {
+        match self {
+            ArgSlot::Value(_) => &[],
+            ArgSlot::Future(key) => std::slice::from_ref(key),
+            ArgSlot::Futures(keys) => keys,
+        }
+    }
+}
+
+/// A named amount of an abstract resource (`gpu = 1`), advertised by workers and required
+/// by tasks.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Resource {
+    /// Resource name, e.g. `gpu`.
+    pub name: String,
+    /// Amount, e.g. `1`.
+    pub amount: f64,
+}
+
+/// Per-task options chosen by the client.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct TaskOptions {
+    /// How many times a failed task is run again before its failure is final.
+    pub retries: u32,
+    /// Higher runs earlier among ready tasks.
+    pub priority: i32,
+    /// If not empty, only these worker ranks may run the task.
+    pub workers: Vec<Rank>,
+    /// Resources a worker must advertise, held while the task runs.
+    pub resources: Vec<Resource>,
+}
+
+/// A task as the client submits it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    /// The task's key.
+    pub key: Key,
+    /// The function to run.
+    pub func: FnRef,
+    /// Its arguments, in order.
+    pub args: Vec<ArgSlot>,
+    /// Retries, priority, placement restrictions.
+    pub options: TaskOptions,
+}
+
+impl TaskSpec {
+    /// Keys of all tasks whose results this task reads (may repeat).
+    pub fn dependencies(&self) -> impl Iterator<Item = Key> + '_ {
+        self.args
+            .iter()
+            .flat_map(|slot| slot.dependencies().iter().copied())
+    }
+}
+
+/// What a worker tells the scheduler when it starts.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WorkerHello {
+    /// Threads that run tasks.
+    pub nthreads: u32,
+    /// Resources the worker advertises.
+    pub resources: Vec<Resource>,
+    /// Host name (from MPI's processor name).
+    pub host: String,
+    /// Process id, for diagnostics.
+    pub pid: u32,
+}
+
+/// A worker as the scheduler describes it to the client.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WorkerInfo {
+    /// The worker's rank.
+    pub rank: Rank,
+    /// What it said at start-up.
+    pub hello: WorkerHello,
+}
+
+/// The scheduler's answer to `InfoRequest`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SchedulerInfo {
+    /// All workers, by rank.
+    pub workers: Vec<WorkerInfo>,
+    /// CPU time the scheduler process has used so far (user + system), seconds.
+    pub cpu_seconds: f64,
+    /// Tasks the scheduler currently tracks.
+    pub tasks: u64,
+    /// Tasks that completed since start.
+    pub tasks_completed: u64,
+}
+
+/// A task placed on a worker.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ComputeMsg {
+    /// The task's key.
+    pub key: Key,
+    /// Placement number; echo it in the reply.
+    pub attempt: Attempt,
+    /// Function to run.
+    pub func: FnRef,
+    /// Arguments.
+    pub args: Vec<ArgSlot>,
+    /// For every distinct dependency, the rank to fetch it from (this worker's own rank when
+    /// it holds the value or is computing it).
+    pub deps: Vec<(Key, Rank)>,
+    /// Priority among this worker's ready tasks.
+    pub priority: i32,
+    /// Resources held while the task runs.
+    pub resources: Vec<Resource>,
+}
+
+/// Messages the scheduler (rank 0) receives.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum ToScheduler {
+    /// A worker joins (first message of every worker).
+    WorkerHello(WorkerHello),
+    /// The client names a function index used by later tasks.
+    RegisterFunction {
+        /// Index used in `FnRef::name`.
+        id: u32,
+        /// Readable name.
+        name: String,
+    },
+    /// New tasks from the client.
+    Submit(Vec<TaskSpec>),
+    /// The client sent a value straight to `worker`; treat `key` as computing there.
+    Scatter {
+        /// Key of the value.
+        key: Key,
+        /// Worker that receives it.
+        worker: Rank,
+    },
+    /// The client dropped its last future for these keys.
+    ReleaseKeys(Vec<Key>),
+    /// The client cancels these keys.
+    CancelKeys(Vec<Key>),
+    /// The client asks for a [`SchedulerInfo`] (answered once all workers joined).
+    InfoRequest,
+    /// A worker finished a task (or stored a scattered value) and holds its result.
+    TaskFinished {
+        /// Task key.
+        key: Key,
+        /// Attempt that finished.
+        attempt: Attempt,
+        /// Size of the encoded result.
+        nbytes: u64,
+        /// How long the function ran.
+        duration_us: u64,
+    },
+    /// A worker's task panicked, returned `Err`, or could not decode its inputs.
+    TaskFailed {
+        /// Task key.
+        key: Key,
+        /// Attempt that failed.
+        attempt: Attempt,
+        /// What went wrong.
+        message: String,
+    },
+    /// Answer to a `Steal` request.
+    StealReply {
+        /// Task key.
+        key: Key,
+        /// Attempt the request named.
+        attempt: Attempt,
+        /// `true` if the task was still queued and is now removed from the worker.
+        stolen: bool,
+    },
+    /// A worker now also holds copies of these keys (fetched for its tasks).
+    AddReplicas(Vec<Key>),
+    /// Sign of life from an idle worker.
+    Heartbeat,
+    /// The client's program ended with this exit code: shut the job down.
+    ClientDone {
+        /// Exit code every rank will exit with.
+        code: i32,
+    },
+    /// During shutdown: this rank has completed all its sends and sends nothing more.
+    Quiesced,
+    /// A rank hit an error it cannot recover from; the job must end with `code`.
+    Fatal {
+        /// Exit code for the job.
+        code: i32,
+        /// One-line description.
+        message: String,
+    },
+}
+
+/// Messages a worker (rank >= 2) receives.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum ToWorker {
+    /// Run a task (from the scheduler).
+    Compute(ComputeMsg),
+    /// Forget a queued or running task; a running task's result is dropped.
+    CancelTask {
+        /// Task key.
+        key: Key,
+        /// Attempt to cancel.
+        attempt: Attempt,
+    },
+    /// Free these values (from the scheduler).
+    ReleaseKeys(Vec<Key>),
+    /// Give up this task if it has not started (from the scheduler); answer `StealReply`.
+    Steal {
+        /// Task key.
+        key: Key,
+        /// Attempt to steal.
+        attempt: Attempt,
+    },
+    /// Send these values to the sender (from another worker or the client).
+    GetData(Vec<Key>),
+    /// A value this worker asked for (from another worker).
+    Data {
+        /// Key of the value.
+        key: Key,
+        /// Encoded value.
+        #[serde(with = "payload_bytes")]
+        bytes: Payload,
+    },
+    /// A value this worker asked for is not held by the sender.
+    DataMissing(Key),
+    /// A value the client scatters to this worker.
+    ScatterData {
+        /// Key of the value.
+        key: Key,
+        /// Encoded value.
+        #[serde(with = "payload_bytes")]
+        bytes: Payload,
+    },
+    /// Shutdown, phase 1: stop working, finish sending, answer `Quiesced`.
+    Stop,
+    /// Shutdown, phase 2: exit with this code.
+    Exit {
+        /// Exit code.
+        code: i32,
+    },
+}
+
+/// Messages the client (rank 1) receives.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum ToClient {
+    /// A key's value is ready on `worker` (from the scheduler).
+    KeyDone {
+        /// The key.
+        key: Key,
+        /// Worker holding it.
+        worker: Rank,
+    },
+    /// A key failed: `cause` is the readable key of the task that failed first.
+    KeyErred {
+        /// The key.
+        key: Key,
+        /// Readable key of the original failure.
+        cause: String,
+        /// Its message.
+        message: String,
+    },
+    /// A key was cancelled (or something it depends on was).
+    KeyCancelled {
+        /// The key.
+        key: Key,
+        /// Readable key of the cancelled task.
+        cause: String,
+    },
+    /// A value the client asked for (from a worker).
+    Data {
+        /// The key.
+        key: Key,
+        /// Encoded value.
+        #[serde(with = "payload_bytes")]
+        bytes: Payload,
+    },
+    /// A value the client asked for is not on that worker.
+    DataMissing(Key),
+    /// Answer to `InfoRequest`.
+    Info(SchedulerInfo),
+    /// Shutdown, phase 1.
+    Stop,
+    /// Shutdown, phase 2.
+    Exit {
+        /// Exit code.
+        code: i32,
+    },
+}
+
+/// The bincode configuration used for messages and values: variable-length integers,
+/// little endian, trailing bytes rejected.
+pub fn codec() -> impl Options + Copy {
+    bincode::DefaultOptions::new()
+}
+
+/// Encodes a task argument or result.
+pub fn encode_value<T: Serialize + ?Sized>(value: &T) -> bincode::Result<Vec<u8>> {
+    codec().serialize(value)
+}
+
+/// Decodes a task argument or result.
+pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> bincode::Result<T> {
+    codec().deserialize(bytes)
+}
+
+/// Builds one frame: messages for one destination, appended as they are produced.
+#[derive(Debug)]
+pub struct FrameWriter {
+    buf: Vec<u8>,
+    count: u32,
+}
+
+const FRAME_HEADER_LEN: usize = 5;
+
+impl Default for FrameWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FrameWriter {
+    /// An empty frame.
+    pub fn new() -> Self {
+        let mut buf = Vec::with_capacity(256);
+        buf.push(FRAME_MAGIC);
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        FrameWriter { buf, count: 0 }
+    }
+
+    /// Appends one message.
+    pub fn push<M: Serialize>(&mut self, message: &M) -> bincode::Result<()> {
+        codec().serialize_into(&mut self.buf, message)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Messages appended so far.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// `true` if no message was appended.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes the frame has so far.
+    pub fn byte_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The finished frame.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.buf[1..FRAME_HEADER_LEN].copy_from_slice(&self.count.to_le_bytes());
+        self.buf
+    }
+}
+
+/// Encodes `messages` as one frame.
+pub fn encode_frame<M: Serialize>(messages: &[M]) -> bincode::Result<Vec<u8>> {
+    let mut writer = FrameWriter::new();
+    for message in messages {
+        writer.push(message)?;
+    }
+    Ok(writer.finish())
+}
+
+/// Decodes a frame; a malformed or truncated frame is an error, never a panic.
+pub fn decode_frame<M: DeserializeOwned>(frame: &[u8]) -> bincode::Result<Vec<M>> {
+    if frame.len() < FRAME_HEADER_LEN || frame[0] != FRAME_MAGIC {
+        return Err(Box::new(bincode::ErrorKind::Custom(format!(
+            "not an mpidask frame ({} bytes, first byte {:?})",
+            frame.len(),
+            frame.first()
+        ))));
+    }
+    let count = u32::from_le_bytes(frame[1..FRAME_HEADER_LEN].try_into().expect("4 bytes"));
+    let body = &frame[FRAME_HEADER_LEN..];
+    // Every message takes at least one byte, which bounds the allocation below.
+    if count as usize > body.len() {
+        return Err(Box::new(bincode::ErrorKind::Custom(format!(
+            "frame claims {count} messages in {} bytes",
+            body.len()
+        ))));
+    }
+    let options = codec().with_limit(body.len() as u64);
+    let mut deserializer = bincode::Deserializer::from_slice(body, options);
+    let mut messages = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        messages.push(M::deserialize(&mut deserializer)?);
+    }
+    Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_messages() -> Vec<ToScheduler> {
+        vec![
+            ToScheduler::Submit(vec![TaskSpec {
+                key: Key(7),
+                func: FnRef {
+                    offset: -1234,
+                    name: 3,
+                },
+                args: vec![
+                    ArgSlot::Value(vec![1, 2, 3]),
+                    ArgSlot::Future(Key(5)),
+                    ArgSlot::Futures(vec![Key(1), Key(2)]),
+                ],
+                options: TaskOptions {
+                    retries: 2,
+                    priority: -4,
+                    workers: vec![Rank(3)],
+                    resources: vec![Resource {
+                        name: "gpu".into(),
+                        amount: 1.0,
+                    }],
+                },
+            }]),
+            ToScheduler::Heartbeat,
+            ToScheduler::TaskFinished {
+                key: Key(u64::MAX),
+                attempt: 9,
+                nbytes: 1 << 40,
+                duration_us: 17,
+            },
+        ]
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let messages = sample_messages();
+        let frame = encode_frame(&messages).unwrap();
+        let decoded: Vec<ToScheduler> = decode_frame(&frame).unwrap();
+        assert_eq!(decoded, messages);
+    }
+
+    #[test]
+    fn empty_frame_round_trips() {
+        let frame = encode_frame::<ToWorker>(&[]).unwrap();
+        assert!(decode_frame::<ToWorker>(&frame).unwrap().is_empty());
+    }
+
+    #[test]
+    fn truncated_frames_are_errors_not_panics() {
+        let frame = encode_frame(&sample_messages()).unwrap();
+        for cut in 0..frame.len() {
+            assert!(decode_frame::<ToScheduler>(&frame[..cut]).is_err(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn corrupted_frames_never_panic() {
+        let frame = encode_frame(&sample_messages()).unwrap();
+        for i in 0..frame.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut bad = frame.clone();
+                bad[i] ^= flip;
+                let _ = decode_frame::<ToScheduler>(&bad);
+                let _ = decode_frame::<ToWorker>(&bad);
+                let _ = decode_frame::<ToClient>(&bad);
+            }
+        }
+    }
+
+    #[test]
+    fn huge_claimed_counts_are_rejected() {
+        let mut frame = encode_frame(&[ToWorker::Stop]).unwrap();
+        frame[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_frame::<ToWorker>(&frame).is_err());
+    }
+
+    #[test]
+    fn values_round_trip() {
+        let value = (1u64, vec![0.5f64, -2.0], String::from("x"));
+        let bytes = encode_value(&value).unwrap();
+        assert_eq!(decode_value::<(u64, Vec<f64>, String)>(&bytes).unwrap(), value);
+    }
+}

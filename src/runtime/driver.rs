@@ -1,0 +1,209 @@
+//! The communication loop every rank runs on its one MPI thread: receive frames, hand the
+//! decoded messages and local events to the rank's [`Node`], send what it produced, and
+//! sleep with an exponential back-off when there is nothing to do.
+
+use crate::exit::ExitCode;
+use crate::protocol::{Rank, ToScheduler, decode_frame};
+use crate::transport::{Incoming, Outbox, Transport};
+use crossbeam_channel::{Receiver, Select};
+use log::{debug, error};
+use serde::de::DeserializeOwned;
+use std::time::{Duration, Instant};
+
+/// Where a node is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeStatus {
+    /// Working.
+    Running,
+    /// Told to stop: the driver finishes the rank's sends, then reports `Quiesced`.
+    Quiescing,
+    /// Done: exit with this code.
+    Exit(i32),
+    /// Something unrecoverable happened: end the whole job with `MPI_Abort(code)`.
+    Abort(i32, String),
+}
+
+/// The role-specific logic of a rank (scheduler, client or worker).
+pub trait Node {
+    /// What this rank receives from other ranks.
+    type Message: DeserializeOwned;
+    /// What other threads of this rank send it (client commands, task outcomes).
+    type Event;
+    /// Called once before the loop starts (e.g. to introduce the rank to the scheduler).
+    fn on_start(&mut self, _out: &mut Outbox) {}
+    /// Handles a message from another rank.
+    fn on_message(&mut self, from: Rank, message: Self::Message, out: &mut Outbox, now: Instant);
+    /// Handles a local event.
+    fn on_event(&mut self, event: Self::Event, out: &mut Outbox, now: Instant);
+    /// Called every [`TICK`] or so, for timers.
+    fn on_tick(&mut self, out: &mut Outbox, now: Instant);
+    /// The node's status after the last call.
+    fn status(&self) -> NodeStatus;
+}
+
+/// How often [`Node::on_tick`] runs.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Idle rounds that only poll again before the loop starts sleeping.
+const SPIN_ROUNDS: u32 = 32;
+
+/// First sleep of the back-off.
+const FIRST_SLEEP: Duration = Duration::from_micros(4);
+
+/// Events handled per round, so a flood of events cannot starve incoming frames.
+const MAX_EVENTS_PER_ROUND: usize = 4096;
+
+/// Settings of the loop.
+#[derive(Debug, Clone, Copy)]
+pub struct DriveSettings {
+    /// Longest sleep of an idle rank between two polls.
+    pub poll_max: Duration,
+    /// Deadline for this rank's part of the shutdown handshake.
+    pub shutdown_timeout: Duration,
+}
+
+/// Exponential back-off of an idle loop: poll again at once for a few rounds, then sleep
+/// 4 us, 8 us, ... up to `max`, waking early when a local event (or, for the local
+/// transport, a frame) arrives.
+struct Backoff {
+    idle_rounds: u32,
+    max: Duration,
+}
+
+impl Backoff {
+    fn reset(&mut self) {
+        self.idle_rounds = 0;
+    }
+
+    fn wait<E>(&mut self, events: &Receiver<E>, arrivals: Option<&Receiver<Incoming>>) {
+        self.idle_rounds = self.idle_rounds.saturating_add(1);
+        let timeout = if arrivals.is_some() {
+            // Arrivals wake the thread: sleep until something happens or the next tick.
+            TICK
+        } else if self.idle_rounds <= SPIN_ROUNDS {
+            std::thread::yield_now();
+            return;
+        } else {
+            let doublings = (self.idle_rounds - SPIN_ROUNDS).min(20);
+            FIRST_SLEEP.saturating_mul(1 << doublings).min(self.max)
+        };
+        let mut select = Select::new();
+        select.recv(events);
+        if let Some(arrivals) = arrivals {
+            select.recv(arrivals);
+        }
+        let _ = select.ready_timeout(timeout);
+    }
+}
+
+/// Makes this thread's sleeps precise (1 us timer slack instead of Linux's 50 us default),
+/// so short back-off sleeps do not add latency.
+fn tighten_timer_slack() {
+    // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer slack.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+/// Runs `node` until it exits; returns the exit code. Aborts the job through the transport
+/// when the node asks for it, when a frame cannot be decoded, or when the shutdown
+/// handshake misses its deadline.
+pub fn drive<N: Node>(
+    node: &mut N,
+    transport: &mut dyn Transport,
+    events: &Receiver<N::Event>,
+    settings: DriveSettings,
+) -> i32 {
+    tighten_timer_slack();
+    let mut outbox = Outbox::new();
+    let mut frames = Vec::new();
+    let mut backoff = Backoff {
+        idle_rounds: 0,
+        max: settings.poll_max,
+    };
+    let mut last_tick = Instant::now();
+    let mut stopping_since: Option<Instant> = None;
+    let mut quiesced = false;
+    node.on_start(&mut outbox);
+    loop {
+        let mut busy = false;
+        transport.receive(&mut frames);
+        let now = Instant::now();
+        for (from, frame) in frames.drain(..) {
+            busy = true;
+            match decode_frame::<N::Message>(&frame) {
+                Ok(messages) => {
+                    for message in messages {
+                        node.on_message(from, message, &mut outbox, now);
+                    }
+                }
+                Err(e) => {
+                    error!(
+                        "malformed frame of {} bytes from {from}: {e}; aborting the job",
+                        frame.len()
+                    );
+                    transport.abort(ExitCode::Internal.code());
+                }
+            }
+        }
+        for event in events.try_iter().take(MAX_EVENTS_PER_ROUND) {
+            busy = true;
+            node.on_event(event, &mut outbox, now);
+        }
+        if now.duration_since(last_tick) >= TICK {
+            node.on_tick(&mut outbox, now);
+            last_tick = now;
+        }
+        outbox.flush(transport);
+        let pending = transport.progress();
+        match node.status() {
+            NodeStatus::Running => {}
+            NodeStatus::Quiescing => {
+                let since = *stopping_since.get_or_insert(now);
+                if !quiesced && pending == 0 {
+                    outbox.push(Rank::SCHEDULER, &ToScheduler::Quiesced);
+                    outbox.flush(transport);
+                    quiesced = true;
+                    busy = true;
+                }
+                if now.duration_since(since) > settings.shutdown_timeout + Duration::from_secs(2) {
+                    error!(
+                        "shutdown did not complete within {:.1} s (--shutdown-timeout); aborting",
+                        settings.shutdown_timeout.as_secs_f64()
+                    );
+                    transport.abort(ExitCode::ShutdownTimeout.code());
+                }
+            }
+            NodeStatus::Exit(code) => {
+                finish_sends(transport, settings.shutdown_timeout);
+                return code;
+            }
+            NodeStatus::Abort(code, message) => {
+                error!("{message}");
+                transport.abort(code);
+            }
+        }
+        if busy {
+            backoff.reset();
+        } else {
+            backoff.wait(events, transport.arrivals());
+        }
+    }
+}
+
+/// Completes the rank's last sends (the scheduler's `Exit` messages), discarding anything
+/// that still arrives; aborts if they do not complete in time.
+fn finish_sends(transport: &mut dyn Transport, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut discarded = Vec::new();
+    while transport.progress() > 0 {
+        transport.receive(&mut discarded);
+        discarded.clear();
+        if Instant::now() > deadline {
+            error!("the last messages of this rank were not received in time; aborting");
+            transport.abort(ExitCode::ShutdownTimeout.code());
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    debug!("all sends complete");
+}

@@ -1,0 +1,506 @@
+//! Start-up and shutdown of a job: MPI initialisation and checks, the role of each rank,
+//! local mode, and the exit code every rank ends with.
+
+pub mod driver;
+
+use crate::client::{Client, ClientNode, Command, Shared};
+use crate::config::RuntimeArgs;
+use crate::error::{Error, TaskError};
+use crate::exit::ExitCode;
+use crate::logging;
+use crate::protocol::{PROTOCOL_VERSION, Rank, ToClient, ToScheduler, WorkerHello};
+use crate::scheduler::{Output, Scheduler, SchedulerConfig};
+use crate::transport::local::LocalTransport;
+use crate::transport::mpi::MpiTransport;
+use crate::transport::{Outbox, Transport};
+use crate::worker::WorkerNode;
+use crate::worker::executor::{self, Executor};
+use driver::{DriveSettings, Node, NodeStatus, drive};
+use log::{debug, error, info};
+use mpi::Threading;
+use mpi::traits::*;
+use std::cell::RefCell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+/// What the user's program returns: `()` or `Result<(), E>`. Decides the job's exit code.
+pub trait ClientOutcome {
+    /// The exit code and, for a failure, the message to log.
+    fn exit_status(self) -> (ExitCode, Option<String>);
+}
+
+impl ClientOutcome for () {
+    fn exit_status(self) -> (ExitCode, Option<String>) {
+        (ExitCode::Success, None)
+    }
+}
+
+impl<E> ClientOutcome for Result<(), E>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+{
+    fn exit_status(self) -> (ExitCode, Option<String>) {
+        let Err(error) = self else {
+            return (ExitCode::Success, None);
+        };
+        let error: Box<dyn std::error::Error + Send + Sync> = error.into();
+        let mut task_failure = false;
+        let mut parts = Vec::new();
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+        while let Some(e) = current {
+            task_failure |= e.downcast_ref::<TaskError>().is_some()
+                || matches!(e.downcast_ref::<Error>(), Some(Error::Task(_)));
+            let text = e.to_string();
+            if parts.last() != Some(&text) {
+                parts.push(text);
+            }
+            current = e.source();
+        }
+        let chain = parts.join(": ");
+        if task_failure {
+            (
+                ExitCode::TaskFailed,
+                Some(format!("the client program returned a task failure: {chain}")),
+            )
+        } else {
+            (
+                ExitCode::ClientError,
+                Some(format!("the client program returned an error: {chain}")),
+            )
+        }
+    }
+}
+
+/// Runs a job: call it first thing in `main`. Reads the runtime settings from `MPIDASK_*`
+/// environment variables; use [`run_with`] to take them from the command line.
+///
+/// Under `mpirun`/`srun`, rank 0 becomes the scheduler, rank 1 runs `program` and ranks 2
+/// and up run tasks. Started without a launcher (a world of one rank) the same program runs
+/// in local mode, with the scheduler and workers as threads. Never returns: every rank exits
+/// with the same code (see [`ExitCode`]).
+pub fn run<F, R>(program: F) -> !
+where
+    F: FnOnce(&Client) -> R + Send,
+    R: ClientOutcome,
+{
+    logging::init();
+    match RuntimeArgs::from_env() {
+        Ok(args) => run_with(args, program),
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(ExitCode::Usage.code())
+        }
+    }
+}
+
+/// [`run`] with explicit settings, e.g. flattened into the program's own `clap` parser.
+pub fn run_with<F, R>(args: RuntimeArgs, program: F) -> !
+where
+    F: FnOnce(&Client) -> R + Send,
+    R: ClientOutcome,
+{
+    logging::init();
+    install_panic_hook();
+    let code = start(&args, program);
+    std::process::exit(code)
+}
+
+/// Runs `program` against a scheduler and workers on threads of this process and returns
+/// its value (for tests, examples and notebooks-style use; no MPI involved).
+///
+/// ```
+/// fn square(x: u64) -> u64 { x * x }
+/// let total: u64 = mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+///     let squares = client.map(square, 1..=4u64);
+///     client.gather(&squares).unwrap().into_iter().sum()
+/// });
+/// assert_eq!(total, 30);
+/// ```
+pub fn run_local<T: Send>(args: RuntimeArgs, program: impl FnOnce(&Client) -> T + Send) -> T {
+    logging::init();
+    install_panic_hook();
+    let (_, result) = local_job(&args, program, |result| match &result {
+        Ok(_) => (ExitCode::Success.code(), result),
+        Err(_) => (ExitCode::ClientPanic.code(), result),
+    });
+    match result {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+fn start<F, R>(args: &RuntimeArgs, program: F) -> i32
+where
+    F: FnOnce(&Client) -> R + Send,
+    R: ClientOutcome,
+{
+    let Some((universe, threading)) = mpi::initialize_with_threading(Threading::Funneled) else {
+        error!("MPI was initialized before mpidask::run; let mpidask initialize it");
+        return ExitCode::Startup.code();
+    };
+    if threading < Threading::Funneled {
+        error!(
+            "the MPI library gives thread level {threading:?}; mpidask needs FUNNELED \
+             (use an MPI library built with thread support)"
+        );
+        return ExitCode::Startup.code();
+    }
+    let world = universe.world();
+    let rank = world.rank() as u32;
+    let size = world.size() as usize;
+    logging::set_process_role(rank, logging::role_of(rank, size));
+    match size {
+        1 => {
+            debug!("world of one rank: local mode");
+            let (code, _) = local_job(args, program, exit_code_with_message);
+            return code;
+        }
+        2 => {
+            if rank == 0 {
+                error!(
+                    "mpidask needs at least 3 ranks (0: scheduler, 1: your program, 2 and up: \
+                     workers) but runs with 2: use mpirun -np 3 (or more), or start the \
+                     program without mpirun/srun to run it in local mode"
+                );
+            }
+            return ExitCode::Startup.code();
+        }
+        _ => {}
+    }
+    if let Err(message) = check_same_program(&world) {
+        if rank == 0 {
+            error!("{message}");
+        }
+        return ExitCode::Startup.code();
+    }
+    let workers: Vec<Rank> = (2..size as u32).map(Rank).collect();
+    let mut transport = MpiTransport::new(world, args.message_part_bytes);
+    let code = match rank {
+        0 => scheduler_main(&mut transport, args, workers),
+        1 => client_main(&mut transport, args, workers, program, exit_code_with_message).0,
+        _ => {
+            let host = mpi::environment::processor_name().unwrap_or_else(|_| "unknown".into());
+            worker_main(&mut transport, args, host, 1)
+        }
+    };
+    drop(transport);
+    drop(universe);
+    code
+}
+
+/// The exit code of the user's program, logging its failure once.
+fn exit_code_with_message<R: ClientOutcome>(result: std::thread::Result<R>) -> (i32, ()) {
+    let (code, message) = match result {
+        Ok(outcome) => outcome.exit_status(),
+        Err(payload) => (
+            ExitCode::ClientPanic,
+            Some(format!(
+                "the client program {}",
+                take_client_panic().unwrap_or_else(|| format!("panicked: {}", payload_text(&*payload)))
+            )),
+        ),
+    };
+    if let Some(message) = message {
+        error!("{message}");
+    }
+    (code.code(), ())
+}
+
+/// Checks with a collective that every rank runs the same executable and protocol version.
+fn check_same_program(world: &mpi::topology::SimpleCommunicator) -> Result<(), String> {
+    let path = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let fingerprint = std::fs::read("/proc/self/exe")
+        .or_else(|_| std::fs::read(&path))
+        .map(|bytes| xxhash_rust::xxh3::xxh3_64(&bytes))
+        .unwrap_or(0);
+    let mine = [fingerprint, PROTOCOL_VERSION as u64];
+    let mut all = vec![0u64; 2 * world.size() as usize];
+    world.all_gather_into(&mine[..], &mut all[..]);
+    let reference = [all[0], all[1]];
+    let differing: Vec<String> = all
+        .chunks(2)
+        .enumerate()
+        .filter(|(_, id)| *id != reference)
+        .map(|(rank, id)| {
+            format!(
+                "rank {rank} (executable fingerprint {:016x}, protocol {})",
+                id[0], id[1]
+            )
+        })
+        .collect();
+    if differing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "every rank must run the same program: {} differ(s) from rank 0 (executable \
+         fingerprint {:016x}, protocol {}; rank 0 runs {path}). Build once and start the \
+         same file on every rank (put it on storage all nodes share).",
+        differing.join(", "),
+        reference[0],
+        reference[1]
+    ))
+}
+
+fn settings(args: &RuntimeArgs) -> DriveSettings {
+    DriveSettings {
+        poll_max: args.poll_max(),
+        shutdown_timeout: args.shutdown_timeout(),
+    }
+}
+
+/// Rank 0: the scheduler state machine behind the communication loop.
+struct SchedulerNode {
+    scheduler: Scheduler,
+    outputs: Vec<Output>,
+    abort: Option<(i32, String)>,
+}
+
+impl SchedulerNode {
+    fn route(&mut self, out: &mut Outbox) {
+        self.scheduler.drain_outbox(&mut self.outputs);
+        for output in self.outputs.drain(..) {
+            match output {
+                Output::Worker(rank, message) => out.push(rank, &message),
+                Output::Client(message) => out.push(Rank::CLIENT, &message),
+                Output::Info(mut info) => {
+                    info.cpu_seconds = process_cpu_seconds();
+                    out.push(Rank::CLIENT, &ToClient::Info(info));
+                }
+                Output::Abort { code, message } => {
+                    self.abort.get_or_insert((code, message));
+                }
+            }
+        }
+    }
+}
+
+impl Node for SchedulerNode {
+    type Message = ToScheduler;
+    type Event = ();
+
+    fn on_message(&mut self, from: Rank, message: ToScheduler, out: &mut Outbox, now: Instant) {
+        self.scheduler.handle(from, message, now);
+        self.route(out);
+    }
+
+    fn on_event(&mut self, _event: (), _out: &mut Outbox, _now: Instant) {}
+
+    fn on_tick(&mut self, out: &mut Outbox, now: Instant) {
+        self.scheduler.tick(now);
+        self.route(out);
+    }
+
+    fn status(&self) -> NodeStatus {
+        if let Some((code, message)) = &self.abort {
+            return NodeStatus::Abort(*code, message.clone());
+        }
+        match self.scheduler.exit_code() {
+            Some(code) => NodeStatus::Exit(code),
+            None => NodeStatus::Running,
+        }
+    }
+}
+
+/// CPU time (user + system) this process has used, seconds.
+pub fn process_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we pass.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+fn scheduler_main(transport: &mut dyn Transport, args: &RuntimeArgs, workers: Vec<Rank>) -> i32 {
+    logging::set_thread_role(0, "scheduler");
+    let config = SchedulerConfig {
+        workers,
+        worker_timeout: args.worker_timeout(),
+        shutdown_timeout: args.shutdown_timeout(),
+    };
+    let mut node = SchedulerNode {
+        scheduler: Scheduler::new(config, Instant::now()),
+        outputs: Vec::new(),
+        abort: None,
+    };
+    let code = drive(
+        &mut node,
+        transport,
+        &crossbeam_channel::never(),
+        settings(args),
+    );
+    info!("job ends with exit code {code}");
+    code
+}
+
+fn worker_main(transport: &mut dyn Transport, args: &RuntimeArgs, host: String, sharing: usize) -> i32 {
+    let rank = transport.rank();
+    logging::set_thread_role(rank.0, "worker");
+    let nthreads = args.worker_threads(sharing);
+    let (outcomes, events) = crossbeam_channel::unbounded();
+    let executor = Executor::new(
+        nthreads,
+        args.resources.0.clone(),
+        outcomes,
+        move |i| format!("mpidask-r{}-t{i}", rank.0),
+        move || logging::set_thread_role(rank.0, "worker"),
+    );
+    let executor = match executor {
+        Ok(executor) => executor,
+        Err(e) => {
+            error!("cannot start {nthreads} worker threads: {e}");
+            transport.abort(ExitCode::Startup.code());
+        }
+    };
+    let hello = WorkerHello {
+        nthreads: nthreads as u32,
+        resources: args.resources.0.clone(),
+        host,
+        pid: std::process::id(),
+    };
+    let mut node = WorkerNode::new(rank, hello, executor);
+    drive(&mut node, transport, &events, settings(args))
+}
+
+/// Rank 1: runs `program` on its own thread while this thread runs the communication loop.
+/// `exit_code` turns the program's result into the job's exit code (it runs on the program
+/// thread, before the shutdown starts). Returns the code and what `exit_code` made of the
+/// result.
+fn client_main<R, T, F>(
+    transport: &mut dyn Transport,
+    args: &RuntimeArgs,
+    workers: Vec<Rank>,
+    program: F,
+    exit_code: impl FnOnce(std::thread::Result<R>) -> (i32, T) + Send,
+) -> (i32, T)
+where
+    F: FnOnce(&Client) -> R + Send,
+    T: Send,
+{
+    logging::set_thread_role(1, "client");
+    let (commands, events) = crossbeam_channel::unbounded();
+    let shared = Shared::new(commands.clone(), workers);
+    let mut node = ClientNode::new(shared.clone(), args.shutdown_timeout());
+    std::thread::scope(|scope| {
+        let program_thread = std::thread::Builder::new()
+            .name("client".into())
+            .spawn_scoped(scope, move || {
+                logging::set_thread_role(1, "client");
+                IS_CLIENT_PROGRAM.with(|f| f.set(true));
+                let client = Client::new(shared);
+                let result = catch_unwind(AssertUnwindSafe(|| program(&client)));
+                drop(client);
+                let (code, value) = exit_code(result);
+                let _ = commands.send(Command::Done(code));
+                value
+            });
+        let program_thread = match program_thread {
+            Ok(handle) => handle,
+            Err(e) => {
+                error!("cannot start the client program thread: {e}");
+                transport.abort(ExitCode::Startup.code());
+            }
+        };
+        let code = drive(&mut node, transport, &events, settings(args));
+        let value = program_thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (code, value)
+    })
+}
+
+/// Local mode: every role on threads of this process, over the local transport.
+fn local_job<R, T, F>(
+    args: &RuntimeArgs,
+    program: F,
+    exit_code: impl FnOnce(std::thread::Result<R>) -> (i32, T) + Send,
+) -> (i32, T)
+where
+    F: FnOnce(&Client) -> R + Send,
+    T: Send,
+{
+    let nworkers = args.local_workers as usize;
+    let size = 2 + nworkers;
+    let mut transports = LocalTransport::mesh(size).into_iter();
+    let mut scheduler_transport = transports.next().expect("rank 0");
+    let mut client_transport = transports.next().expect("rank 1");
+    let workers: Vec<Rank> = (2..size as u32).map(Rank).collect();
+    let host = hostname();
+    std::thread::scope(|scope| {
+        let scheduler = std::thread::Builder::new()
+            .name("scheduler".into())
+            .spawn_scoped(scope, || scheduler_main(&mut scheduler_transport, args, workers.clone()))
+            .expect("start the scheduler thread");
+        let worker_threads: Vec<_> = transports
+            .map(|mut transport| {
+                let host = host.clone();
+                std::thread::Builder::new()
+                    .name(format!("worker-{}", transport.rank().0))
+                    .spawn_scoped(scope, move || worker_main(&mut transport, args, host, nworkers))
+                    .expect("start a worker thread")
+            })
+            .collect();
+        let (code, value) = client_main(&mut client_transport, args, workers.clone(), program, exit_code);
+        let scheduler_code = scheduler.join().unwrap_or(ExitCode::Internal.code());
+        for worker in worker_threads {
+            let _ = worker.join();
+        }
+        debug_assert_eq!(code, scheduler_code);
+        (code, value)
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+thread_local! {
+    static IS_CLIENT_PROGRAM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static CLIENT_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+fn take_client_panic() -> Option<String> {
+    CLIENT_PANIC.with(|p| p.borrow_mut().take())
+}
+
+fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic payload".to_string())
+}
+
+/// Routes panics: a task's panic becomes its error message (sent to the client), the client
+/// program's panic is logged once by the runtime, anything else goes to the default hook.
+fn install_panic_hook() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+                .unwrap_or_else(|| "an unknown location".into());
+            let report = format!("panicked at {location}: {}", payload_text(info.payload()));
+            if executor::on_executor_thread() {
+                executor::record_task_panic(report);
+            } else if IS_CLIENT_PROGRAM.with(|f| f.get()) {
+                let backtrace = std::backtrace::Backtrace::capture();
+                let report = match backtrace.status() {
+                    std::backtrace::BacktraceStatus::Captured => format!("{report}\n{backtrace}"),
+                    _ => report,
+                };
+                CLIENT_PANIC.with(|p| *p.borrow_mut() = Some(report));
+            } else {
+                default_hook(info);
+            }
+        }));
+    });
+}

@@ -1,0 +1,93 @@
+//! Placement policy: how many tasks a worker may queue and which worker a ready task goes to.
+
+use super::state::{Task, TaskState, Worker};
+use crate::protocol::Key;
+use rustc_hash::FxHashMap;
+
+/// Bandwidth assumed for moving a task's inputs between workers, bytes per second.
+pub const NOMINAL_BANDWIDTH: f64 = 2.0e9;
+
+/// Queued work the scheduler aims to keep on each worker thread, seconds. Enough to hide the
+/// round trip to the scheduler, small enough that stealing rarely has to move work.
+pub const TARGET_QUEUE_SECONDS: f64 = 0.02;
+
+/// Most tasks queued per worker thread beyond the running one.
+pub const MAX_QUEUE_DEPTH: usize = 1000;
+
+/// Task duration assumed before any task has finished, seconds.
+pub const DEFAULT_TASK_SECONDS: f64 = 0.005;
+
+/// Tasks a worker thread may have queued beyond the one it runs, for tasks that take
+/// `mean_task_seconds` on average.
+pub fn queue_depth(mean_task_seconds: Option<f64>) -> usize {
+    let mean = mean_task_seconds.unwrap_or(DEFAULT_TASK_SECONDS).max(1e-7);
+    ((TARGET_QUEUE_SECONDS / mean) as usize).clamp(1, MAX_QUEUE_DEPTH)
+}
+
+/// Tasks `worker` may hold (running plus queued).
+pub fn slots(worker: &Worker, depth: usize) -> usize {
+    worker.nthreads() * (1 + depth)
+}
+
+/// `true` if `worker` may ever run `task` (rank and resource restrictions).
+pub fn is_eligible(task: &Task, worker: &Worker) -> bool {
+    worker.hello.is_some()
+        && (task.allowed_workers.is_empty() || task.allowed_workers.contains(&worker.rank))
+        && worker.has_resources(&task.resources)
+}
+
+/// Bytes of `task`'s inputs that `worker` does not hold yet.
+pub fn missing_bytes(task: &Task, worker: &Worker, tasks: &FxHashMap<Key, Task>) -> u64 {
+    task.deps
+        .iter()
+        .filter_map(|dep| tasks.get(dep))
+        .filter_map(|dep| match &dep.state {
+            TaskState::Memory { who_has } if !who_has.contains(&worker.rank) => Some(dep.nbytes),
+            _ => None,
+        })
+        .sum()
+}
+
+/// Estimated time until `task` could start on `worker`: its queue drained over its threads
+/// plus the transfer of the inputs it lacks. Lower is better.
+pub fn start_time_estimate(
+    task: &Task,
+    worker: &Worker,
+    tasks: &FxHashMap<Key, Task>,
+    mean_task_seconds: Option<f64>,
+) -> f64 {
+    let mean = mean_task_seconds.unwrap_or(DEFAULT_TASK_SECONDS);
+    let queue = (worker.processing.len() + 1) as f64 / worker.nthreads().max(1) as f64 * mean;
+    queue + missing_bytes(task, worker, tasks) as f64 / NOMINAL_BANDWIDTH
+}
+
+/// The worker for a ready task: among eligible workers with a free slot, the one with the
+/// earliest estimated start (least loaded, preferring the holder of most input bytes); ties
+/// go to the lower rank.
+pub fn choose_worker<'w>(
+    task: &Task,
+    workers: &'w [Worker],
+    tasks: &FxHashMap<Key, Task>,
+    mean_task_seconds: Option<f64>,
+) -> Option<&'w Worker> {
+    let depth = queue_depth(mean_task_seconds);
+    workers
+        .iter()
+        .filter(|w| is_eligible(task, w) && w.processing.len() < slots(w, depth))
+        .map(|w| (start_time_estimate(task, w, tasks, mean_task_seconds), w))
+        .min_by(|(a, wa), (b, wb)| a.total_cmp(b).then(wa.rank.cmp(&wb.rank)))
+        .map(|(_, w)| w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_depth_follows_task_duration() {
+        assert_eq!(queue_depth(Some(1.0)), 1);
+        assert_eq!(queue_depth(Some(0.002)), 10);
+        assert_eq!(queue_depth(Some(1e-9)), MAX_QUEUE_DEPTH);
+        assert_eq!(queue_depth(None), 4);
+    }
+}

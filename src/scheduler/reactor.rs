@@ -1,0 +1,1079 @@
+//! The scheduler's message handlers: each takes the current time, updates the state and
+//! writes the messages to send into an outbox. Nothing here blocks or talks to MPI.
+
+use super::policy;
+use super::state::{Failure, Task, TaskCode, TaskState, Worker};
+use crate::exit::ExitCode;
+use crate::protocol::{
+    Attempt, ComputeMsg, Key, Rank, SchedulerInfo, TaskSpec, ToClient, ToScheduler, ToWorker,
+    WorkerHello, WorkerInfo,
+};
+use log::{debug, error, info, warn};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::cmp::Reverse;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Name id the scheduler uses for scattered values.
+const SCATTER_NAME: u32 = u32::MAX;
+
+/// Settings of the scheduler.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Ranks of the workers that will join.
+    pub workers: Vec<Rank>,
+    /// A worker silent this long is presumed lost and the job is aborted.
+    pub worker_timeout: Duration,
+    /// Deadline for the shutdown handshake.
+    pub shutdown_timeout: Duration,
+}
+
+/// Something the scheduler wants done: a message to send, or the end of the job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send to a worker.
+    Worker(Rank, ToWorker),
+    /// Send to the client.
+    Client(ToClient),
+    /// Send [`ToClient::Info`] once the driver filled in the scheduler's CPU time.
+    Info(SchedulerInfo),
+    /// End the job at once with `MPI_Abort(code)`.
+    Abort {
+        /// Exit code.
+        code: i32,
+        /// Why, in one line.
+        message: String,
+    },
+}
+
+#[derive(Debug)]
+enum Lifecycle {
+    Running,
+    Stopping {
+        code: i32,
+        deadline: Instant,
+        waiting_for: FxHashSet<Rank>,
+    },
+    Exited {
+        code: i32,
+    },
+    Aborted,
+}
+
+/// Entry of the ready set: highest priority first, then submission order.
+type ReadyEntry = (Reverse<i32>, u64, Key);
+
+/// The scheduler state machine.
+pub struct Scheduler {
+    config: SchedulerConfig,
+    tasks: FxHashMap<Key, Task>,
+    workers: Vec<Worker>,
+    ready: BTreeSet<ReadyEntry>,
+    names: FxHashMap<u32, String>,
+    outbox: Vec<Output>,
+    releases: FxHashMap<Rank, Vec<Key>>,
+    next_seq: u64,
+    completed: u64,
+    mean_task_seconds: Option<f64>,
+    joined: usize,
+    info_requests: u32,
+    lifecycle: Lifecycle,
+}
+
+impl Scheduler {
+    /// A scheduler waiting for `config.workers` to join.
+    pub fn new(config: SchedulerConfig, now: Instant) -> Self {
+        let workers = config.workers.iter().map(|&r| Worker::new(r, now)).collect();
+        Scheduler {
+            config,
+            tasks: FxHashMap::default(),
+            workers,
+            ready: BTreeSet::new(),
+            names: FxHashMap::default(),
+            outbox: Vec::new(),
+            releases: FxHashMap::default(),
+            next_seq: 0,
+            completed: 0,
+            mean_task_seconds: None,
+            joined: 0,
+            info_requests: 0,
+            lifecycle: Lifecycle::Running,
+        }
+    }
+
+    /// Handles one message from `from`.
+    pub fn handle(&mut self, from: Rank, message: ToScheduler, now: Instant) {
+        if let Some(i) = self.worker_index(from) {
+            self.workers[i].last_seen = now;
+        }
+        match message {
+            ToScheduler::WorkerHello(hello) => self.on_worker_hello(from, hello),
+            ToScheduler::RegisterFunction { id, name } => {
+                self.names.insert(id, name);
+            }
+            ToScheduler::Submit(specs) => self.on_submit(specs),
+            ToScheduler::Scatter { key, worker } => self.on_scatter(key, worker),
+            ToScheduler::ReleaseKeys(keys) => self.on_release(&keys),
+            ToScheduler::CancelKeys(keys) => self.on_cancel(&keys),
+            ToScheduler::InfoRequest => self.on_info_request(),
+            ToScheduler::TaskFinished {
+                key,
+                attempt,
+                nbytes,
+                duration_us,
+            } => self.on_task_finished(from, key, attempt, nbytes, duration_us),
+            ToScheduler::TaskFailed {
+                key,
+                attempt,
+                message,
+            } => self.on_task_failed(from, key, attempt, message),
+            ToScheduler::StealReply {
+                key,
+                attempt,
+                stolen,
+            } => self.on_steal_reply(from, key, attempt, stolen),
+            ToScheduler::AddReplicas(keys) => self.on_add_replicas(from, &keys),
+            ToScheduler::Heartbeat => {}
+            ToScheduler::ClientDone { code } => self.on_client_done(code, now),
+            ToScheduler::Quiesced => self.on_quiesced(from),
+            ToScheduler::Fatal { code, message } => self.abort(code, format!("{from}: {message}")),
+        }
+        self.flush_releases();
+    }
+
+    /// Checks deadlines: workers that went silent, a shutdown that takes too long.
+    pub fn tick(&mut self, now: Instant) {
+        match &self.lifecycle {
+            Lifecycle::Running => {
+                let timeout = self.config.worker_timeout;
+                let silent = self
+                    .workers
+                    .iter()
+                    .find(|w| now.saturating_duration_since(w.last_seen) > timeout);
+                if let Some(worker) = silent {
+                    let message = format!(
+                        "worker {} sent nothing for {:.0} s (--worker-timeout): presumed lost",
+                        worker.rank,
+                        now.saturating_duration_since(worker.last_seen).as_secs_f64()
+                    );
+                    self.abort(ExitCode::WorkerLost.code(), message);
+                }
+            }
+            Lifecycle::Stopping {
+                deadline,
+                waiting_for,
+                ..
+            } if now > *deadline => {
+                let mut ranks: Vec<_> = waiting_for.iter().map(|r| r.0.to_string()).collect();
+                ranks.sort();
+                let message = format!(
+                    "rank(s) {} did not finish shutting down within {:.1} s (--shutdown-timeout)",
+                    ranks.join(", "),
+                    self.config.shutdown_timeout.as_secs_f64()
+                );
+                self.abort(ExitCode::ShutdownTimeout.code(), message);
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves the pending outputs into `out`.
+    pub fn drain_outbox(&mut self, out: &mut Vec<Output>) {
+        out.append(&mut self.outbox);
+    }
+
+    /// The exit code once the shutdown handshake completed.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self.lifecycle {
+            Lifecycle::Exited { code } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// `true` once the job is ending (handshake done or aborting).
+    pub fn is_finished(&self) -> bool {
+        matches!(
+            self.lifecycle,
+            Lifecycle::Exited { .. } | Lifecycle::Aborted
+        )
+    }
+
+    /// Tasks the scheduler tracks.
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// The state of a task, if it is known.
+    pub fn task_state(&self, key: Key) -> Option<&TaskState> {
+        self.tasks.get(&key).map(|t| &t.state)
+    }
+
+    /// Keys placed on `worker` and not finished.
+    pub fn processing_on(&self, worker: Rank) -> Vec<Key> {
+        let mut keys: Vec<Key> = self
+            .worker_index(worker)
+            .map(|i| self.workers[i].processing.iter().copied().collect())
+            .unwrap_or_default();
+        keys.sort();
+        keys
+    }
+
+    /// Readable key, `name-number`.
+    pub fn key_name(&self, key: Key) -> String {
+        let name = self
+            .tasks
+            .get(&key)
+            .map(|t| t.name)
+            .and_then(|n| self.names.get(&n).map(String::as_str))
+            .or_else(|| {
+                self.tasks
+                    .get(&key)
+                    .filter(|t| t.scattered)
+                    .map(|_| "scatter")
+            })
+            .unwrap_or("task");
+        format!("{name}-{}", key.0)
+    }
+
+    fn worker_index(&self, rank: Rank) -> Option<usize> {
+        self.workers.iter().position(|w| w.rank == rank)
+    }
+
+    fn worker_mut(&mut self, rank: Rank) -> Option<&mut Worker> {
+        self.workers.iter_mut().find(|w| w.rank == rank)
+    }
+
+    fn all_joined(&self) -> bool {
+        self.joined == self.workers.len()
+    }
+
+    fn is_running(&self) -> bool {
+        matches!(self.lifecycle, Lifecycle::Running)
+    }
+
+    fn abort(&mut self, code: i32, message: String) {
+        if matches!(self.lifecycle, Lifecycle::Aborted) {
+            return;
+        }
+        self.lifecycle = Lifecycle::Aborted;
+        self.outbox.push(Output::Abort { code, message });
+    }
+
+    // ----- workers joining, info -----------------------------------------------------
+
+    fn on_worker_hello(&mut self, from: Rank, hello: WorkerHello) {
+        let Some(worker) = self.worker_mut(from) else {
+            warn!("hello from {from}, which is not a worker rank; ignored");
+            return;
+        };
+        if worker.hello.is_some() {
+            warn!("second hello from worker {from}; ignored");
+            return;
+        }
+        debug!(
+            "worker {from} joined: {} threads on {} (pid {})",
+            hello.nthreads, hello.host, hello.pid
+        );
+        worker.hello = Some(hello);
+        self.joined += 1;
+        if self.all_joined() {
+            let threads: usize = self.workers.iter().map(Worker::nthreads).sum();
+            info!(
+                "all {} workers joined ({threads} threads)",
+                self.workers.len()
+            );
+            for _ in 0..std::mem::take(&mut self.info_requests) {
+                self.outbox.push(Output::Info(self.info()));
+            }
+            self.schedule();
+        }
+    }
+
+    fn on_info_request(&mut self) {
+        if self.all_joined() {
+            self.outbox.push(Output::Info(self.info()));
+        } else {
+            self.info_requests += 1;
+        }
+    }
+
+    fn info(&self) -> SchedulerInfo {
+        SchedulerInfo {
+            workers: self
+                .workers
+                .iter()
+                .filter_map(|w| {
+                    w.hello.clone().map(|hello| WorkerInfo {
+                        rank: w.rank,
+                        hello,
+                    })
+                })
+                .collect(),
+            cpu_seconds: 0.0,
+            tasks: self.tasks.len() as u64,
+            tasks_completed: self.completed,
+        }
+    }
+
+    // ----- new work ---------------------------------------------------------------------
+
+    fn on_submit(&mut self, specs: Vec<TaskSpec>) {
+        if !self.is_running() {
+            return;
+        }
+        let mut waiting = Vec::new();
+        for spec in specs {
+            if let Some(key) = self.add_task(spec) {
+                waiting.push(key);
+            }
+        }
+        self.schedule();
+        // Tasks whose inputs are all being computed on one worker join them there, so a
+        // chain submitted in one batch is placed whole.
+        for key in waiting {
+            if matches!(self.tasks.get(&key).map(|t| &t.state), Some(TaskState::Waiting)) {
+                self.try_place_with_running_deps(key);
+            }
+        }
+    }
+
+    /// Adds a task; returns its key if it waits for dependencies.
+    fn add_task(&mut self, spec: TaskSpec) -> Option<Key> {
+        let key = spec.key;
+        if self.tasks.contains_key(&key) {
+            error!("key {key} submitted twice; the second submission is ignored");
+            return None;
+        }
+        let mut deps: Vec<Key> = spec.dependencies().collect();
+        deps.sort_unstable();
+        deps.dedup();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let code = TaskCode {
+            func: spec.func,
+            args: spec.args,
+        };
+        let mut task = Task::new(code, spec.options, deps, seq);
+        let mut inherited: Option<Arc<Failure>> = None;
+        for dep in task.deps.clone() {
+            match self.tasks.get_mut(&dep) {
+                Some(dep_task) => {
+                    dep_task.dependents.push(key);
+                    dep_task.unfinished_dependents += 1;
+                    match &dep_task.state {
+                        TaskState::Memory { .. } => {}
+                        TaskState::Failed(failure) => inherited = Some(failure.clone()),
+                        _ => task.waiting_on += 1,
+                    }
+                }
+                None => {
+                    inherited = Some(Arc::new(Failure {
+                        cause: format!("task-{}", dep.0),
+                        message: "this dependency was released before the task using it \
+                                  was submitted (keep its future alive)"
+                            .into(),
+                        cancelled: false,
+                    }));
+                }
+            }
+        }
+        // Dependencies that do not exist were not linked; do not count them.
+        task.deps.retain(|d| self.tasks.contains_key(d));
+        self.tasks.insert(key, task);
+        if let Some(failure) = inherited {
+            self.fail(key, failure);
+            None
+        } else if self.tasks[&key].waiting_on == 0 {
+            self.make_ready(key);
+            None
+        } else {
+            Some(key)
+        }
+    }
+
+    fn on_scatter(&mut self, key: Key, worker: Rank) {
+        if self.tasks.contains_key(&key) || self.worker_index(worker).is_none() {
+            error!("invalid scatter of {key} to {worker}; ignored");
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.tasks
+            .insert(key, Task::scattered(worker, SCATTER_NAME, seq));
+    }
+
+    fn make_ready(&mut self, key: Key) {
+        let task = self.tasks.get_mut(&key).expect("task exists");
+        task.state = TaskState::Ready;
+        self.ready.insert((Reverse(task.priority), task.seq, key));
+    }
+
+    /// Places a waiting task right away on the worker that computes all of its missing
+    /// dependencies, so chains run there without a round trip to the scheduler per link.
+    fn try_place_with_running_deps(&mut self, key: Key) {
+        if !self.all_joined() || !self.is_running() {
+            return;
+        }
+        let task = &self.tasks[&key];
+        let mut target: Option<Rank> = None;
+        for dep in &task.deps {
+            match &self.tasks[dep].state {
+                TaskState::Memory { .. } => {}
+                TaskState::Processing {
+                    worker,
+                    stealing: false,
+                } if target.is_none_or(|t| t == *worker) => target = Some(*worker),
+                _ => return,
+            }
+        }
+        let Some(rank) = target else { return };
+        let index = self.worker_index(rank).expect("worker exists");
+        let worker = &self.workers[index];
+        let depth = policy::queue_depth(self.mean_task_seconds);
+        if policy::is_eligible(task, worker) && worker.processing.len() < policy::slots(worker, depth)
+        {
+            self.assign(key, rank);
+        }
+    }
+
+    /// Places ready tasks while workers have free slots. A restricted task no worker can ever
+    /// run fails with a message naming what it asked for and what the workers offer.
+    fn schedule(&mut self) {
+        if !self.all_joined() || !self.is_running() {
+            return;
+        }
+        let mut skipped = Vec::new();
+        let mut unschedulable = Vec::new();
+        while let Some(entry) = self.ready.pop_first() {
+            let key = entry.2;
+            let task = &self.tasks[&key];
+            match policy::choose_worker(task, &self.workers, &self.tasks, self.mean_task_seconds) {
+                Some(worker) => {
+                    let rank = worker.rank;
+                    self.assign(key, rank);
+                }
+                None if task.is_restricted()
+                    && !self.workers.iter().any(|w| policy::is_eligible(task, w)) =>
+                {
+                    unschedulable.push(entry);
+                }
+                None => {
+                    skipped.push(entry);
+                    if !task.is_restricted() || !self.any_free_slot() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.ready.extend(skipped);
+        for entry in unschedulable {
+            self.ready.insert(entry);
+            let key = entry.2;
+            let failure = Arc::new(Failure {
+                cause: self.key_name(key),
+                message: self.unschedulable_reason(key),
+                cancelled: false,
+            });
+            self.fail(key, failure);
+        }
+    }
+
+    fn any_free_slot(&self) -> bool {
+        let depth = policy::queue_depth(self.mean_task_seconds);
+        self.workers
+            .iter()
+            .any(|w| w.hello.is_some() && w.processing.len() < policy::slots(w, depth))
+    }
+
+    fn unschedulable_reason(&self, key: Key) -> String {
+        let task = &self.tasks[&key];
+        let ranks: Vec<String> = self.workers.iter().map(|w| w.rank.0.to_string()).collect();
+        let mut parts = Vec::new();
+        if !task.allowed_workers.is_empty() {
+            let wanted: Vec<String> = task.allowed_workers.iter().map(|r| r.0.to_string()).collect();
+            parts.push(format!("it is pinned to worker rank(s) {}", wanted.join(", ")));
+        }
+        for resource in &task.resources {
+            parts.push(format!("it needs {}={}", resource.name, resource.amount));
+        }
+        let advertised: Vec<String> = self
+            .workers
+            .iter()
+            .filter_map(|w| w.hello.as_ref().map(|h| (w.rank, h)))
+            .flat_map(|(rank, h)| {
+                h.resources
+                    .iter()
+                    .map(move |r| format!("{}={} on rank {}", r.name, r.amount, rank.0))
+            })
+            .collect();
+        format!(
+            "no worker can run it: {}; the workers are ranks {} and advertise {} \
+             (start workers with --resources / MPIDASK_RESOURCES, or change the task options)",
+            parts.join(" and "),
+            ranks.join(", "),
+            if advertised.is_empty() {
+                "no resources".to_string()
+            } else {
+                advertised.join(", ")
+            }
+        )
+    }
+
+    fn assign(&mut self, key: Key, rank: Rank) {
+        let index = self.worker_index(rank).expect("worker exists");
+        let task = self.tasks.get_mut(&key).expect("task exists");
+        task.attempt += 1;
+        task.state = TaskState::Processing {
+            worker: rank,
+            stealing: false,
+        };
+        let code = task.code.as_ref().expect("an unfinished task keeps its code");
+        let (func, args) = (code.func, code.args.clone());
+        let (attempt, priority, resources) = (task.attempt, task.priority, task.resources.clone());
+        let dep_keys = task.deps.clone();
+        let deps = dep_keys
+            .into_iter()
+            .map(|dep| (dep, self.source_of(dep, rank)))
+            .collect();
+        self.workers[index].processing.insert(key);
+        debug!("{} -> {rank}", self.key_name(key));
+        self.outbox.push(Output::Worker(
+            rank,
+            ToWorker::Compute(ComputeMsg {
+                key,
+                attempt,
+                func,
+                args,
+                deps,
+                priority,
+                resources,
+            }),
+        ));
+    }
+
+    /// Where the worker `to` gets dependency `dep`: itself if it holds or computes it, else
+    /// the holder with the least work.
+    fn source_of(&self, dep: Key, to: Rank) -> Rank {
+        match &self.tasks[&dep].state {
+            TaskState::Memory { who_has } if !who_has.contains(&to) => *who_has
+                .iter()
+                .min_by_key(|r| {
+                    self.worker_index(**r)
+                        .map_or(usize::MAX, |i| self.workers[i].processing.len())
+                })
+                .expect("a value in memory has a holder"),
+            TaskState::Processing { worker, .. } => *worker,
+            _ => to,
+        }
+    }
+
+    // ----- results ----------------------------------------------------------------------
+
+    /// The task is processing on `from` under `attempt`; a reply that fails this check is
+    /// about an older placement and is dropped.
+    fn is_current(&self, key: Key, from: Rank, attempt: Attempt) -> bool {
+        self.tasks.get(&key).is_some_and(|task| {
+            task.attempt == attempt
+                && matches!(task.state, TaskState::Processing { worker, .. } if worker == from)
+        })
+    }
+
+    fn on_task_finished(
+        &mut self,
+        from: Rank,
+        key: Key,
+        attempt: Attempt,
+        nbytes: u64,
+        duration_us: u64,
+    ) {
+        if !self.is_current(key, from, attempt) {
+            let holds = matches!(
+                self.tasks.get(&key).map(|t| &t.state),
+                Some(TaskState::Memory { who_has }) if who_has.contains(&from)
+            );
+            if !holds {
+                debug!("stale result of {key} from {from} (attempt {attempt}); released");
+                self.releases.entry(from).or_default().push(key);
+            }
+            return;
+        }
+        if let Some(worker) = self.worker_mut(from) {
+            worker.processing.remove(&key);
+            worker.nbytes += nbytes;
+        }
+        let task = self.tasks.get_mut(&key).expect("current task exists");
+        task.state = TaskState::Memory {
+            who_has: vec![from],
+        };
+        task.nbytes = nbytes;
+        task.code = None;
+        let scattered = task.scattered;
+        let client_wants = task.client_wants;
+        let deps = task.deps.clone();
+        let dependents = task.dependents.clone();
+        if !scattered {
+            self.completed += 1;
+            let seconds = duration_us as f64 * 1e-6;
+            self.mean_task_seconds = Some(match self.mean_task_seconds {
+                None => seconds,
+                Some(mean) => 0.9 * mean + 0.1 * seconds,
+            });
+        }
+        if client_wants {
+            self.outbox
+                .push(Output::Client(ToClient::KeyDone { key, worker: from }));
+        }
+        for dependent in dependents {
+            let Some(d) = self.tasks.get_mut(&dependent) else {
+                continue;
+            };
+            if d.state.is_final() {
+                continue;
+            }
+            d.waiting_on -= 1;
+            if d.waiting_on == 0 {
+                if matches!(d.state, TaskState::Waiting) {
+                    self.make_ready(dependent);
+                }
+            } else if matches!(d.state, TaskState::Waiting) {
+                self.try_place_with_running_deps(dependent);
+            }
+        }
+        for dep in deps {
+            self.dependent_finished(dep);
+        }
+        self.maybe_forget(key);
+        self.schedule();
+        self.balance();
+    }
+
+    fn on_task_failed(&mut self, from: Rank, key: Key, attempt: Attempt, message: String) {
+        if !self.is_current(key, from, attempt) {
+            debug!("stale failure of {key} from {from} (attempt {attempt}); ignored");
+            return;
+        }
+        if let Some(worker) = self.worker_mut(from) {
+            worker.processing.remove(&key);
+        }
+        let name = self.key_name(key);
+        let task = self.tasks.get_mut(&key).expect("current task exists");
+        if task.retries_left > 0 {
+            task.retries_left -= 1;
+            warn!(
+                "task {name} failed on {from}: {message}; retrying ({} retries left)",
+                task.retries_left
+            );
+            self.revoke_running_dependents(key);
+            self.make_ready(key);
+        } else {
+            debug!("task {name} failed on {from}: {message}");
+            let failure = Arc::new(Failure {
+                cause: name,
+                message,
+                cancelled: false,
+            });
+            self.fail(key, failure);
+        }
+        self.schedule();
+        self.balance();
+    }
+
+    /// Takes back dependents placed on a worker to wait there for `key`, which will now be
+    /// computed again (possibly elsewhere).
+    fn revoke_running_dependents(&mut self, key: Key) {
+        for dependent in self.tasks[&key].dependents.clone() {
+            if let Some(TaskState::Processing { worker, .. }) =
+                self.tasks.get(&dependent).map(|t| t.state.clone())
+            {
+                self.unplace(dependent, worker);
+                self.tasks.get_mut(&dependent).expect("exists").state = TaskState::Waiting;
+            }
+        }
+    }
+
+    /// Removes a processing task from its worker and tells the worker to drop it (unless the
+    /// worker already let go of it, as after a failure).
+    fn unplace(&mut self, key: Key, worker: Rank) {
+        let attempt = self.tasks[&key].attempt;
+        let was_there = self
+            .worker_mut(worker)
+            .is_some_and(|w| w.processing.remove(&key));
+        if was_there {
+            self.outbox.push(Output::Worker(
+                worker,
+                ToWorker::CancelTask { key, attempt },
+            ));
+        }
+    }
+
+    /// Ends `key` and every task that depends on it, transitively, with `failure`.
+    fn fail(&mut self, key: Key, failure: Arc<Failure>) {
+        let mut stack = vec![key];
+        let mut finished = Vec::new();
+        while let Some(k) = stack.pop() {
+            let Some(task) = self.tasks.get(&k) else {
+                continue;
+            };
+            match task.state.clone() {
+                TaskState::Memory { .. } | TaskState::Failed(_) => continue,
+                TaskState::Ready => {
+                    self.ready.remove(&(Reverse(task.priority), task.seq, k));
+                }
+                TaskState::Processing { worker, .. } => self.unplace(k, worker),
+                TaskState::Waiting => {}
+            }
+            let task = self.tasks.get_mut(&k).expect("exists");
+            task.state = TaskState::Failed(failure.clone());
+            task.code = None;
+            if task.client_wants {
+                let message = if failure.cancelled {
+                    ToClient::KeyCancelled {
+                        key: k,
+                        cause: failure.cause.clone(),
+                    }
+                } else {
+                    ToClient::KeyErred {
+                        key: k,
+                        cause: failure.cause.clone(),
+                        message: failure.message.clone(),
+                    }
+                };
+                self.outbox.push(Output::Client(message));
+            }
+            stack.extend(task.dependents.iter().copied());
+            finished.push(k);
+        }
+        // Collect first: releasing a dependency below may forget tasks listed in `finished`.
+        let deps: Vec<Key> = finished
+            .iter()
+            .flat_map(|k| self.tasks[k].deps.clone())
+            .collect();
+        for dep in deps {
+            self.dependent_finished(dep);
+        }
+        for k in finished {
+            self.maybe_forget(k);
+        }
+    }
+
+    fn dependent_finished(&mut self, key: Key) {
+        if let Some(task) = self.tasks.get_mut(&key) {
+            task.unfinished_dependents -= 1;
+            self.maybe_forget(key);
+        }
+    }
+
+    /// Drops a task nobody needs any more: the client released it and no unfinished task
+    /// reads it. Its value is freed on the workers; an unfinished task is cancelled.
+    fn maybe_forget(&mut self, key: Key) {
+        let Some(task) = self.tasks.get(&key) else {
+            return;
+        };
+        if task.client_wants || task.unfinished_dependents > 0 {
+            return;
+        }
+        let task = self.tasks.remove(&key).expect("exists");
+        match &task.state {
+            TaskState::Memory { who_has } => {
+                for rank in who_has {
+                    if let Some(w) = self.worker_mut(*rank) {
+                        w.nbytes = w.nbytes.saturating_sub(task.nbytes);
+                    }
+                    self.releases.entry(*rank).or_default().push(key);
+                }
+            }
+            TaskState::Failed(_) => {}
+            TaskState::Ready => {
+                self.ready.remove(&(Reverse(task.priority), task.seq, key));
+            }
+            TaskState::Waiting => {}
+            TaskState::Processing { worker, .. } => {
+                if let Some(w) = self.worker_mut(*worker) {
+                    w.processing.remove(&key);
+                }
+                let message = if task.scattered {
+                    // The value may already be on its way: free it once stored.
+                    ToWorker::ReleaseKeys(vec![key])
+                } else {
+                    ToWorker::CancelTask {
+                        key,
+                        attempt: task.attempt,
+                    }
+                };
+                self.outbox.push(Output::Worker(*worker, message));
+            }
+        }
+        if !task.state.is_final() {
+            debug!("task {key} released before it finished; cancelled");
+            for dep in &task.deps {
+                self.dependent_finished(*dep);
+            }
+        }
+    }
+
+    fn flush_releases(&mut self) {
+        for (rank, keys) in self.releases.drain() {
+            self.outbox
+                .push(Output::Worker(rank, ToWorker::ReleaseKeys(keys)));
+        }
+    }
+
+    fn on_add_replicas(&mut self, from: Rank, keys: &[Key]) {
+        for key in keys {
+            let nbytes = match self.tasks.get_mut(key) {
+                Some(Task {
+                    state: TaskState::Memory { who_has },
+                    nbytes,
+                    ..
+                }) => {
+                    if who_has.contains(&from) {
+                        continue;
+                    }
+                    who_has.push(from);
+                    *nbytes
+                }
+                _ => {
+                    self.releases.entry(from).or_default().push(*key);
+                    continue;
+                }
+            };
+            if let Some(w) = self.worker_mut(from) {
+                w.nbytes += nbytes;
+            }
+        }
+    }
+
+    // ----- client requests --------------------------------------------------------------
+
+    fn on_release(&mut self, keys: &[Key]) {
+        for key in keys {
+            if let Some(task) = self.tasks.get_mut(key) {
+                task.client_wants = false;
+                self.maybe_forget(*key);
+            }
+        }
+        self.schedule();
+    }
+
+    fn on_cancel(&mut self, keys: &[Key]) {
+        for key in keys {
+            if self.tasks.get(key).is_some_and(|t| !t.state.is_final()) {
+                let failure = Arc::new(Failure {
+                    cause: self.key_name(*key),
+                    message: String::new(),
+                    cancelled: true,
+                });
+                self.fail(*key, failure);
+            }
+        }
+        self.schedule();
+    }
+
+    // ----- work stealing ----------------------------------------------------------------
+
+    /// When a worker has an idle thread and nothing is waiting for a slot, asks the most
+    /// loaded workers to give up queued tasks (not running ones: a worker only gives up a
+    /// task it has not started) so they can be placed again.
+    fn balance(&mut self) {
+        if !self.all_joined() || !self.is_running() || !self.ready.is_empty() {
+            return;
+        }
+        let idle: Vec<usize> = (0..self.workers.len())
+            .filter(|&i| self.workers[i].processing.len() < self.workers[i].nthreads())
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        let mut free_threads: usize = idle
+            .iter()
+            .map(|&i| self.workers[i].nthreads() - self.workers[i].processing.len())
+            .sum();
+        let mut victims: Vec<usize> = (0..self.workers.len())
+            .filter(|&i| self.workers[i].processing.len() > self.workers[i].nthreads())
+            .collect();
+        victims.sort_by_key(|&i| {
+            Reverse(self.workers[i].processing.len() - self.workers[i].nthreads())
+        });
+        let mean = self.mean_task_seconds.unwrap_or(policy::DEFAULT_TASK_SECONDS);
+        for v in victims {
+            if free_threads == 0 {
+                break;
+            }
+            let victim = &self.workers[v];
+            let queued = victim.processing.len() - victim.nthreads();
+            // Moving work that takes less than a couple of round trips is not worth it.
+            if queued as f64 * mean < 0.002 {
+                continue;
+            }
+            let want = free_threads.min(queued.div_ceil(2));
+            let candidates: Vec<Key> = victim
+                .processing
+                .iter()
+                .copied()
+                .filter(|k| self.is_stealable(*k, &idle))
+                .take(want)
+                .collect();
+            let rank = victim.rank;
+            for key in candidates {
+                let task = self.tasks.get_mut(&key).expect("processing task exists");
+                if let TaskState::Processing { stealing, .. } = &mut task.state {
+                    *stealing = true;
+                }
+                let attempt = task.attempt;
+                self.outbox
+                    .push(Output::Worker(rank, ToWorker::Steal { key, attempt }));
+                free_threads -= 1;
+            }
+        }
+    }
+
+    fn is_stealable(&self, key: Key, thieves: &[usize]) -> bool {
+        let task = &self.tasks[&key];
+        matches!(task.state, TaskState::Processing { stealing: false, .. })
+            && task.waiting_on == 0
+            && !task.scattered
+            && !task.dependents.iter().any(|d| {
+                matches!(
+                    self.tasks.get(d).map(|t| &t.state),
+                    Some(TaskState::Processing { .. })
+                )
+            })
+            && thieves
+                .iter()
+                .any(|&i| policy::is_eligible(task, &self.workers[i]))
+    }
+
+    fn on_steal_reply(&mut self, from: Rank, key: Key, attempt: Attempt, stolen: bool) {
+        if !self.is_current(key, from, attempt) {
+            return;
+        }
+        if stolen {
+            if let Some(w) = self.worker_mut(from) {
+                w.processing.remove(&key);
+            }
+            debug!("{} stolen from {from}", self.key_name(key));
+            self.make_ready(key);
+            self.schedule();
+        } else if let Some(task) = self.tasks.get_mut(&key)
+            && let TaskState::Processing { stealing, .. } = &mut task.state
+        {
+            *stealing = false;
+        }
+    }
+
+    // ----- shutdown ---------------------------------------------------------------------
+
+    fn on_client_done(&mut self, code: i32, now: Instant) {
+        if !self.is_running() {
+            return;
+        }
+        info!(
+            "client finished (exit code {code}) after {} tasks; shutting down",
+            self.completed
+        );
+        let mut waiting_for: FxHashSet<Rank> = self.workers.iter().map(|w| w.rank).collect();
+        waiting_for.insert(Rank::CLIENT);
+        for worker in &self.workers {
+            self.outbox.push(Output::Worker(worker.rank, ToWorker::Stop));
+        }
+        self.outbox.push(Output::Client(ToClient::Stop));
+        self.lifecycle = Lifecycle::Stopping {
+            code,
+            deadline: now + self.config.shutdown_timeout,
+            waiting_for,
+        };
+    }
+
+    fn on_quiesced(&mut self, from: Rank) {
+        let Lifecycle::Stopping {
+            code, waiting_for, ..
+        } = &mut self.lifecycle
+        else {
+            warn!("{from} quiesced outside shutdown; ignored");
+            return;
+        };
+        waiting_for.remove(&from);
+        if waiting_for.is_empty() {
+            let code = *code;
+            for worker in &self.workers {
+                self.outbox
+                    .push(Output::Worker(worker.rank, ToWorker::Exit { code }));
+            }
+            self.outbox.push(Output::Client(ToClient::Exit { code }));
+            self.lifecycle = Lifecycle::Exited { code };
+        }
+    }
+
+    // ----- invariants -------------------------------------------------------------------
+
+    /// Checks the bookkeeping for consistency; panics with a description when it is broken.
+    /// Tests call it after every step.
+    pub fn check_invariants(&self) {
+        for (key, task) in &self.tasks {
+            let waiting = task
+                .deps
+                .iter()
+                .filter(|d| {
+                    !matches!(
+                        self.tasks.get(d).map(|t| &t.state),
+                        Some(TaskState::Memory { .. })
+                    )
+                })
+                .count() as u32;
+            if !task.state.is_final() {
+                assert_eq!(task.waiting_on, waiting, "waiting_on of {key}");
+                for dep in &task.deps {
+                    let dep_task = self.tasks.get(dep).unwrap_or_else(|| {
+                        panic!("{key} depends on {dep}, which was forgotten")
+                    });
+                    assert!(dep_task.dependents.contains(key), "{dep} lists {key}");
+                }
+            }
+            let unfinished = task
+                .dependents
+                .iter()
+                .filter(|d| self.tasks.get(d).is_some_and(|t| !t.state.is_final()))
+                .count() as u32;
+            assert_eq!(
+                task.unfinished_dependents, unfinished,
+                "unfinished_dependents of {key}"
+            );
+            assert!(
+                task.client_wants || task.unfinished_dependents > 0,
+                "{key} should have been forgotten"
+            );
+            let in_ready = self.ready.contains(&(Reverse(task.priority), task.seq, *key));
+            assert_eq!(
+                in_ready,
+                matches!(task.state, TaskState::Ready),
+                "ready set membership of {key}"
+            );
+            match &task.state {
+                TaskState::Ready => assert_eq!(task.waiting_on, 0, "{key} ready but waiting"),
+                TaskState::Processing { worker, .. } => {
+                    let w = &self.workers[self.worker_index(*worker).expect("worker")];
+                    assert_eq!(
+                        w.processing.contains(key),
+                        !task.scattered,
+                        "{key} processing on {worker}"
+                    );
+                }
+                TaskState::Memory { who_has } => assert!(!who_has.is_empty(), "{key} has no holder"),
+                _ => {}
+            }
+        }
+        for worker in &self.workers {
+            for key in &worker.processing {
+                assert!(
+                    matches!(
+                        self.tasks.get(key).map(|t| &t.state),
+                        Some(TaskState::Processing { worker: w, .. }) if *w == worker.rank
+                    ),
+                    "{} lists {key} as processing",
+                    worker.rank
+                );
+            }
+        }
+    }
+}

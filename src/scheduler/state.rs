@@ -1,0 +1,194 @@
+//! The scheduler's bookkeeping: what it knows about every task and every worker.
+
+use crate::protocol::{ArgSlot, Attempt, FnRef, Key, Rank, Resource, TaskOptions, WorkerHello};
+use rustc_hash::FxHashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Why a task ended without a value: the readable key of the task where it started, and
+/// what happened there. Shared by all tasks that failed because of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Readable key of the task that failed or was cancelled first.
+    pub cause: String,
+    /// The failure message (empty for a cancellation).
+    pub message: String,
+    /// `true` for a cancellation, `false` for an error.
+    pub cancelled: bool,
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskState {
+    /// Some dependencies have no value yet.
+    Waiting,
+    /// All dependencies have values; waiting for a worker with room.
+    Ready,
+    /// Placed on `worker`, which runs it (or will, once its local dependencies finish).
+    Processing {
+        /// The worker.
+        worker: Rank,
+        /// `true` while a steal request for it is in flight.
+        stealing: bool,
+    },
+    /// Finished; its value lives on these workers.
+    Memory {
+        /// Workers holding the value (the first computed it).
+        who_has: Vec<Rank>,
+    },
+    /// Failed or cancelled, for good.
+    Failed(Arc<Failure>),
+}
+
+impl TaskState {
+    /// `true` once the task will not change any more (value, error or cancellation).
+    pub fn is_final(&self) -> bool {
+        matches!(self, TaskState::Memory { .. } | TaskState::Failed(_))
+    }
+}
+
+/// What the scheduler keeps of a task's function and arguments until it succeeds.
+#[derive(Debug, Clone)]
+pub struct TaskCode {
+    /// The function.
+    pub func: FnRef,
+    /// Its arguments.
+    pub args: Vec<ArgSlot>,
+}
+
+/// One task (or scattered value).
+#[derive(Debug)]
+pub struct Task {
+    /// Function and arguments; `None` for a scattered value, and dropped once computed.
+    pub code: Option<Box<TaskCode>>,
+    /// Function name id, for readable keys.
+    pub name: u32,
+    /// Distinct dependencies.
+    pub deps: Vec<Key>,
+    /// Tasks that read this one's value.
+    pub dependents: Vec<Key>,
+    /// Dependencies without a value yet.
+    pub waiting_on: u32,
+    /// Dependents that have not reached a final state.
+    pub unfinished_dependents: u32,
+    /// The client holds a future for it.
+    pub client_wants: bool,
+    /// Runs earlier among ready tasks when higher.
+    pub priority: i32,
+    /// Submission order.
+    pub seq: u64,
+    /// Runs left after a failure.
+    pub retries_left: u32,
+    /// Worker ranks allowed (empty: any).
+    pub allowed_workers: Vec<Rank>,
+    /// Resources a worker must have.
+    pub resources: Vec<Resource>,
+    /// Placement count; replies about other attempts are stale.
+    pub attempt: Attempt,
+    /// Encoded size of the value, once known.
+    pub nbytes: u64,
+    /// A value the client scattered, not a computed task.
+    pub scattered: bool,
+    /// Current state.
+    pub state: TaskState,
+}
+
+impl Task {
+    /// A task from the client, before its dependencies are linked.
+    pub fn new(code: TaskCode, options: TaskOptions, deps: Vec<Key>, seq: u64) -> Self {
+        Task {
+            name: code.func.name,
+            code: Some(Box::new(code)),
+            deps,
+            dependents: Vec::new(),
+            waiting_on: 0,
+            unfinished_dependents: 0,
+            client_wants: true,
+            priority: options.priority,
+            seq,
+            retries_left: options.retries,
+            allowed_workers: options.workers,
+            resources: options.resources,
+            attempt: 0,
+            nbytes: 0,
+            scattered: false,
+            state: TaskState::Waiting,
+        }
+    }
+
+    /// A value the client scattered to `worker`.
+    pub fn scattered(worker: Rank, name: u32, seq: u64) -> Self {
+        Task {
+            code: None,
+            name,
+            deps: Vec::new(),
+            dependents: Vec::new(),
+            waiting_on: 0,
+            unfinished_dependents: 0,
+            client_wants: true,
+            priority: 0,
+            seq,
+            retries_left: 0,
+            allowed_workers: Vec::new(),
+            resources: Vec::new(),
+            attempt: 0,
+            nbytes: 0,
+            scattered: true,
+            state: TaskState::Processing {
+                worker,
+                stealing: false,
+            },
+        }
+    }
+
+    /// `true` if only some workers may run it.
+    pub fn is_restricted(&self) -> bool {
+        !self.allowed_workers.is_empty() || !self.resources.is_empty()
+    }
+}
+
+/// One worker rank.
+#[derive(Debug)]
+pub struct Worker {
+    /// Its rank.
+    pub rank: Rank,
+    /// What it said when it joined (`None` until then).
+    pub hello: Option<WorkerHello>,
+    /// Tasks placed on it and not yet finished.
+    pub processing: FxHashSet<Key>,
+    /// Last time it sent anything.
+    pub last_seen: Instant,
+    /// Bytes of values it holds.
+    pub nbytes: u64,
+}
+
+impl Worker {
+    /// A worker that has not said hello yet.
+    pub fn new(rank: Rank, now: Instant) -> Self {
+        Worker {
+            rank,
+            hello: None,
+            processing: FxHashSet::default(),
+            last_seen: now,
+            nbytes: 0,
+        }
+    }
+
+    /// Threads it runs tasks on (0 before it joined).
+    pub fn nthreads(&self) -> usize {
+        self.hello.as_ref().map_or(0, |h| h.nthreads.max(1) as usize)
+    }
+
+    /// `true` if it advertises at least these resources.
+    pub fn has_resources(&self, wanted: &[Resource]) -> bool {
+        let Some(hello) = &self.hello else {
+            return false;
+        };
+        wanted.iter().all(|want| {
+            hello
+                .resources
+                .iter()
+                .any(|have| have.name == want.name && have.amount >= want.amount)
+        })
+    }
+}

@@ -1,0 +1,731 @@
+//! Scenario tests of the scheduler through a fake transport that round-trips every message
+//! through the wire encoding, with an invariant check after every step.
+
+use super::state::TaskState;
+use super::{Output, Scheduler, SchedulerConfig};
+use crate::exit::ExitCode;
+use crate::protocol::{
+    ArgSlot, Attempt, ComputeMsg, FnRef, Key, Rank, Resource, TaskOptions, TaskSpec, ToClient,
+    ToScheduler, ToWorker, WorkerHello, decode_frame, encode_frame,
+};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// A scheduler plus everything it sent, with helpers to play the workers and the client.
+struct TestEnv {
+    scheduler: Scheduler,
+    now: Instant,
+    to_workers: Vec<(Rank, ToWorker)>,
+    to_client: Vec<ToClient>,
+    attempts: HashMap<Key, Attempt>,
+    aborted: Option<(i32, String)>,
+}
+
+fn round_trip<M: serde::Serialize + serde::de::DeserializeOwned>(message: M) -> M {
+    let frame = encode_frame(std::slice::from_ref(&message)).expect("encodes");
+    decode_frame::<M>(&frame)
+        .expect("decodes")
+        .pop()
+        .expect("one message")
+}
+
+impl TestEnv {
+    /// Workers `(rank, nthreads)`, all joined.
+    fn new(workers: &[(u32, u32)]) -> Self {
+        let workers: Vec<_> = workers.iter().map(|&(r, t)| (r, t, vec![])).collect();
+        Self::with_resources(&workers)
+    }
+
+    fn unjoined(ranks: &[u32]) -> Self {
+        let now = Instant::now();
+        let config = SchedulerConfig {
+            workers: ranks.iter().map(|r| Rank(*r)).collect(),
+            worker_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(5),
+        };
+        let mut env = TestEnv {
+            scheduler: Scheduler::new(config, now),
+            now,
+            to_workers: Vec::new(),
+            to_client: Vec::new(),
+            attempts: HashMap::new(),
+            aborted: None,
+        };
+        env.send(
+            Rank::CLIENT,
+            ToScheduler::RegisterFunction {
+                id: 0,
+                name: "f".into(),
+            },
+        );
+        env
+    }
+
+    fn with_resources(workers: &[(u32, u32, Vec<Resource>)]) -> Self {
+        let ranks: Vec<u32> = workers.iter().map(|w| w.0).collect();
+        let mut env = Self::unjoined(&ranks);
+        for (rank, nthreads, resources) in workers {
+            env.hello(*rank, *nthreads, resources.clone());
+        }
+        env
+    }
+
+    fn hello(&mut self, rank: u32, nthreads: u32, resources: Vec<Resource>) {
+        self.send(
+            Rank(rank),
+            ToScheduler::WorkerHello(WorkerHello {
+                nthreads,
+                resources,
+                host: "node1".into(),
+                pid: 100 + rank,
+            }),
+        );
+    }
+
+    fn send(&mut self, from: Rank, message: ToScheduler) {
+        self.scheduler.handle(from, round_trip(message), self.now);
+        self.collect();
+    }
+
+    fn collect(&mut self) {
+        let mut out = Vec::new();
+        self.scheduler.drain_outbox(&mut out);
+        for output in out {
+            match output {
+                Output::Worker(rank, message) => {
+                    let message = round_trip(message);
+                    if let ToWorker::Compute(c) = &message {
+                        self.attempts.insert(c.key, c.attempt);
+                    }
+                    self.to_workers.push((rank, message));
+                }
+                Output::Client(m) => self.to_client.push(round_trip(m)),
+                Output::Info(info) => self.to_client.push(round_trip(ToClient::Info(info))),
+                Output::Abort { code, message } => self.aborted = Some((code, message)),
+            }
+        }
+        self.scheduler.check_invariants();
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.scheduler.tick(self.now);
+        self.collect();
+    }
+
+    fn submit(&mut self, specs: Vec<TaskSpec>) {
+        self.send(Rank::CLIENT, ToScheduler::Submit(specs));
+    }
+
+    fn client(&mut self, message: ToScheduler) {
+        self.send(Rank::CLIENT, message);
+    }
+
+    /// Compute messages sent so far, removed from the record.
+    fn take_computes(&mut self) -> Vec<(Rank, ComputeMsg)> {
+        let mut computes = Vec::new();
+        self.to_workers.retain(|(rank, m)| match m {
+            ToWorker::Compute(c) => {
+                computes.push((*rank, c.clone()));
+                false
+            }
+            _ => true,
+        });
+        computes
+    }
+
+    fn placements(&mut self) -> Vec<(u64, u32)> {
+        self.take_computes()
+            .into_iter()
+            .map(|(rank, c)| (c.key.0, rank.0))
+            .collect()
+    }
+
+    fn take_worker_messages(&mut self) -> Vec<(Rank, ToWorker)> {
+        std::mem::take(&mut self.to_workers)
+    }
+
+    fn take_client_messages(&mut self) -> Vec<ToClient> {
+        std::mem::take(&mut self.to_client)
+    }
+
+    fn processing(&self, key: u64) -> (Rank, Attempt) {
+        match self.scheduler.task_state(Key(key)) {
+            Some(TaskState::Processing { worker, .. }) => (*worker, self.attempts[&Key(key)]),
+            other => panic!("task {key} is not processing: {other:?}"),
+        }
+    }
+
+    fn finish(&mut self, key: u64, nbytes: u64) {
+        let (worker, attempt) = self.processing(key);
+        self.finish_as(worker, key, attempt, nbytes);
+    }
+
+    fn finish_as(&mut self, worker: Rank, key: u64, attempt: Attempt, nbytes: u64) {
+        self.send(
+            worker,
+            ToScheduler::TaskFinished {
+                key: Key(key),
+                attempt,
+                nbytes,
+                duration_us: 100_000,
+            },
+        );
+    }
+
+    fn fail(&mut self, key: u64, message: &str) {
+        let (worker, attempt) = self.processing(key);
+        self.send(
+            worker,
+            ToScheduler::TaskFailed {
+                key: Key(key),
+                attempt,
+                message: message.into(),
+            },
+        );
+    }
+
+    fn state(&self, key: u64) -> Option<TaskState> {
+        self.scheduler.task_state(Key(key)).cloned()
+    }
+
+    fn release(&mut self, keys: &[u64]) {
+        self.client(ToScheduler::ReleaseKeys(
+            keys.iter().map(|k| Key(*k)).collect(),
+        ));
+    }
+}
+
+fn task(key: u64, deps: &[u64]) -> TaskSpec {
+    task_with(key, deps, TaskOptions::default())
+}
+
+fn task_with(key: u64, deps: &[u64], options: TaskOptions) -> TaskSpec {
+    let mut args: Vec<ArgSlot> = deps.iter().map(|d| ArgSlot::Future(Key(*d))).collect();
+    args.push(ArgSlot::Value(vec![key as u8]));
+    TaskSpec {
+        key: Key(key),
+        func: FnRef { offset: 0, name: 0 },
+        args,
+        options,
+    }
+}
+
+fn gpu(amount: f64) -> Vec<Resource> {
+    vec![Resource {
+        name: "gpu".into(),
+        amount,
+    }]
+}
+
+fn released(messages: &[(Rank, ToWorker)]) -> Vec<(u32, u64)> {
+    let mut out: Vec<(u32, u64)> = messages
+        .iter()
+        .filter_map(|(rank, m)| match m {
+            ToWorker::ReleaseKeys(keys) => Some(keys.iter().map(|k| (rank.0, k.0)).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn independent_tasks_go_to_the_least_loaded_workers() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    env.submit(vec![task(1, &[]), task(2, &[]), task(3, &[]), task(4, &[])]);
+    let mut per_worker = HashMap::new();
+    for (_, rank) in env.placements() {
+        *per_worker.entry(rank).or_insert(0) += 1;
+    }
+    assert_eq!(per_worker.get(&2), Some(&2));
+    assert_eq!(per_worker.get(&3), Some(&2));
+}
+
+#[test]
+fn nothing_is_placed_before_all_workers_joined() {
+    let mut env = TestEnv::unjoined(&[2, 3]);
+    env.submit(vec![task(1, &[])]);
+    env.hello(2, 1, vec![]);
+    assert!(env.placements().is_empty());
+    env.hello(3, 1, vec![]);
+    assert_eq!(env.placements().len(), 1);
+}
+
+#[test]
+fn a_task_waits_for_its_dependencies_and_learns_where_they_are() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    env.submit(vec![task(1, &[]), task(2, &[])]);
+    let placed = env.placements();
+    assert_eq!(placed.len(), 2);
+    env.submit(vec![task(3, &[1, 2])]);
+    assert!(env.placements().is_empty(), "inputs are on two workers");
+    assert_eq!(env.state(3), Some(TaskState::Waiting));
+    env.finish(1, 10);
+    // Now only task 2 is missing: task 3 goes where task 2 runs.
+    let computes = env.take_computes();
+    assert_eq!(computes.len(), 1);
+    let (rank, c) = &computes[0];
+    let where_2 = placed.iter().find(|(k, _)| *k == 2).unwrap().1;
+    let where_1 = placed.iter().find(|(k, _)| *k == 1).unwrap().1;
+    assert_eq!(rank.0, where_2);
+    let mut deps = c.deps.clone();
+    deps.sort();
+    assert_eq!(deps, vec![(Key(1), Rank(where_1)), (Key(2), Rank(where_2))]);
+}
+
+#[test]
+fn a_chain_is_placed_on_one_worker_at_once() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    env.submit(vec![task(1, &[]), task(2, &[1]), task(3, &[2])]);
+    let placed = env.placements();
+    assert_eq!(placed.len(), 3, "the whole chain is placed: {placed:?}");
+    assert!(placed.iter().all(|(_, rank)| *rank == placed[0].1));
+    env.finish(1, 8);
+    env.finish(2, 8);
+    env.finish(3, 8);
+    assert_eq!(env.take_client_messages().len(), 3);
+}
+
+#[test]
+fn placement_prefers_the_worker_holding_the_input_bytes() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    env.submit(vec![task(1, &[])]);
+    let (_, first) = env.placements()[0];
+    let other = if first == 2 { 3 } else { 2 };
+    env.finish(1, 500_000_000);
+    // Load the holder a little: one unrelated task.
+    env.submit(vec![task_with(
+        2,
+        &[],
+        TaskOptions {
+            workers: vec![Rank(first)],
+            ..Default::default()
+        },
+    )]);
+    env.take_computes();
+    env.submit(vec![task(3, &[1])]);
+    assert_eq!(env.placements(), vec![(3, first)], "not moved to {other}");
+}
+
+#[test]
+fn small_inputs_do_not_outweigh_load() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    env.submit(vec![task(1, &[])]);
+    let (_, first) = env.placements()[0];
+    env.finish(1, 8);
+    let pinned = TaskOptions {
+        workers: vec![Rank(first)],
+        ..Default::default()
+    };
+    env.submit(vec![task_with(2, &[], pinned.clone()), task_with(3, &[], pinned)]);
+    env.take_computes();
+    env.submit(vec![task(4, &[1])]);
+    let other = if first == 2 { 3 } else { 2 };
+    assert_eq!(env.placements(), vec![(4, other)]);
+}
+
+#[test]
+fn results_nobody_needs_are_released() {
+    let mut env = TestEnv::new(&[(2, 1)]);
+    env.submit(vec![task(1, &[]), task(2, &[1])]);
+    env.release(&[1]);
+    assert!(env.state(1).is_some(), "task 2 still needs it");
+    env.finish(1, 8);
+    env.finish(2, 8);
+    assert_eq!(released(&env.take_worker_messages()), vec![(2, 1)]);
+    assert!(env.state(1).is_none());
+    env.release(&[2]);
+    assert_eq!(released(&env.take_worker_messages()), vec![(2, 2)]);
+    assert_eq!(env.scheduler.task_count(), 0);
+}
+
+#[test]
+fn releasing_an_unfinished_task_cancels_it() {
+    let mut env = TestEnv::new(&[(2, 1)]);
+    env.submit(vec![task(1, &[])]);
+    let (rank, attempt) = env.processing(1);
+    env.release(&[1]);
+    let messages = env.take_worker_messages();
+    assert!(messages.contains(&(rank, ToWorker::CancelTask { key: Key(1), attempt })));
+    assert_eq!(env.scheduler.task_count(), 0);
+    // Its late result is released, not kept.
+    env.finish_as(rank, 1, attempt, 8);
+    assert_eq!(released(&env.take_worker_messages()), vec![(2, 1)]);
+}
+
+#[test]
+fn a_failure_reaches_every_dependent_with_the_same_cause() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    env.submit(vec![task(1, &[]), task(2, &[1]), task(3, &[2]), task(4, &[])]);
+    env.take_computes();
+    env.fail(1, "boom");
+    let erred: Vec<(u64, String, String)> = env
+        .take_client_messages()
+        .into_iter()
+        .filter_map(|m| match m {
+            ToClient::KeyErred {
+                key,
+                cause,
+                message,
+            } => Some((key.0, cause, message)),
+            _ => None,
+        })
+        .collect();
+    let mut keys: Vec<u64> = erred.iter().map(|e| e.0).collect();
+    keys.sort();
+    assert_eq!(keys, vec![1, 2, 3]);
+    assert!(erred.iter().all(|(_, cause, msg)| cause == "f-1" && msg == "boom"));
+    // Dependents placed ahead on the worker are cancelled there.
+    let cancels = env
+        .take_worker_messages()
+        .into_iter()
+        .filter(|(_, m)| matches!(m, ToWorker::CancelTask { .. }))
+        .count();
+    assert_eq!(cancels, 2);
+    assert!(matches!(env.state(4), Some(TaskState::Processing { .. })));
+    // A task submitted later on top of the failed one fails at once.
+    env.submit(vec![task(5, &[1])]);
+    assert!(matches!(
+        env.take_client_messages().as_slice(),
+        [ToClient::KeyErred { key: Key(5), .. }]
+    ));
+}
+
+#[test]
+fn a_failed_task_with_retries_runs_again() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    let options = TaskOptions {
+        retries: 1,
+        ..Default::default()
+    };
+    env.submit(vec![task_with(1, &[], options), task(2, &[1])]);
+    let first = env.processing(1);
+    env.take_computes();
+    env.fail(1, "flaky");
+    let (_, attempt) = env.processing(1);
+    assert!(attempt > first.1, "a new attempt");
+    assert!(
+        env.take_client_messages().is_empty(),
+        "no error reaches the client"
+    );
+    assert!(matches!(env.state(2), Some(TaskState::Waiting | TaskState::Processing { .. })));
+    // A late reply about the first attempt is ignored.
+    env.finish_as(first.0, 1, first.1, 8);
+    assert!(matches!(env.state(1), Some(TaskState::Processing { .. })));
+    env.finish(1, 8);
+    env.finish(2, 8);
+    let done = env
+        .take_client_messages()
+        .into_iter()
+        .filter(|m| matches!(m, ToClient::KeyDone { .. }))
+        .count();
+    assert_eq!(done, 2);
+}
+
+#[test]
+fn retries_run_out() {
+    let mut env = TestEnv::new(&[(2, 1)]);
+    let options = TaskOptions {
+        retries: 2,
+        ..Default::default()
+    };
+    env.submit(vec![task_with(1, &[], options)]);
+    env.fail(1, "one");
+    env.fail(1, "two");
+    assert!(env.take_client_messages().is_empty());
+    env.fail(1, "three");
+    assert!(matches!(
+        env.take_client_messages().as_slice(),
+        [ToClient::KeyErred { message, .. }] if message == "three"
+    ));
+}
+
+/// Ten tasks spread five and five while durations are unknown; worker 3 then finishes
+/// its five (learning that tasks are long) and idles while worker 2 still has a queue.
+fn env_with_idle_worker_3() -> TestEnv {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    let pinned = TaskOptions {
+        workers: vec![Rank(2)],
+        ..Default::default()
+    };
+    let mut specs = vec![task_with(1, &[], pinned)];
+    specs.extend((2..=10).map(|k| task(k, &[])));
+    env.submit(specs);
+    let placed = env.placements();
+    let on_3: Vec<u64> = placed.iter().filter(|p| p.1 == 3).map(|p| p.0).collect();
+    assert_eq!(on_3.len(), 5, "{placed:?}");
+    for key in on_3 {
+        env.finish(key, 8);
+    }
+    env
+}
+
+fn steal_requests(env: &mut TestEnv) -> Vec<(Key, Attempt)> {
+    env.take_worker_messages()
+        .into_iter()
+        .filter_map(|(rank, m)| match m {
+            ToWorker::Steal { key, attempt } => {
+                assert_eq!(rank, Rank(2));
+                Some((key, attempt))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_idle_worker_steals_queued_tasks() {
+    let mut env = env_with_idle_worker_3();
+    let steals = steal_requests(&mut env);
+    assert!(!steals.is_empty(), "a steal request was sent");
+    assert!(steals.iter().all(|(k, _)| k.0 != 1), "the pinned task stays");
+    for (key, attempt) in &steals {
+        env.send(
+            Rank(2),
+            ToScheduler::StealReply {
+                key: *key,
+                attempt: *attempt,
+                stolen: true,
+            },
+        );
+    }
+    let moved = env.placements();
+    assert_eq!(moved.len(), steals.len());
+    assert!(moved.iter().all(|(_, rank)| *rank == 3), "{moved:?}");
+}
+
+#[test]
+fn a_refused_steal_leaves_the_task_in_place() {
+    let mut env = env_with_idle_worker_3();
+    let (key, attempt) = steal_requests(&mut env)[0];
+    env.send(
+        Rank(2),
+        ToScheduler::StealReply {
+            key,
+            attempt,
+            stolen: false,
+        },
+    );
+    assert_eq!(
+        env.state(key.0),
+        Some(TaskState::Processing {
+            worker: Rank(2),
+            stealing: false
+        })
+    );
+}
+
+#[test]
+fn cancel_reaches_dependents_and_the_worker() {
+    let mut env = TestEnv::new(&[(2, 1)]);
+    env.submit(vec![task(1, &[]), task(2, &[1])]);
+    env.take_computes();
+    env.client(ToScheduler::CancelKeys(vec![Key(1)]));
+    let client = env.take_client_messages();
+    assert_eq!(client.len(), 2);
+    assert!(client.iter().all(|m| matches!(m, ToClient::KeyCancelled { cause, .. } if cause == "f-1")));
+    let cancels = env
+        .take_worker_messages()
+        .into_iter()
+        .filter(|(_, m)| matches!(m, ToWorker::CancelTask { .. }))
+        .count();
+    assert_eq!(cancels, 2);
+}
+
+#[test]
+fn restrictions_pick_matching_workers_or_fail_clearly() {
+    let mut env = TestEnv::with_resources(&[(2, 1, vec![]), (3, 1, gpu(1.0))]);
+    let needs_gpu = TaskOptions {
+        resources: gpu(1.0),
+        ..Default::default()
+    };
+    let pinned = TaskOptions {
+        workers: vec![Rank(2)],
+        ..Default::default()
+    };
+    env.submit(vec![
+        task_with(1, &[], needs_gpu),
+        task_with(2, &[], pinned),
+        task_with(
+            3,
+            &[],
+            TaskOptions {
+                resources: gpu(2.0),
+                ..Default::default()
+            },
+        ),
+        task_with(
+            4,
+            &[],
+            TaskOptions {
+                workers: vec![Rank(9)],
+                ..Default::default()
+            },
+        ),
+    ]);
+    let mut placed = env.placements();
+    placed.sort();
+    assert_eq!(placed, vec![(1, 3), (2, 2)]);
+    let errors: Vec<(u64, String)> = env
+        .take_client_messages()
+        .into_iter()
+        .filter_map(|m| match m {
+            ToClient::KeyErred { key, message, .. } => Some((key.0, message)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 2);
+    let gpu_error = &errors.iter().find(|e| e.0 == 3).unwrap().1;
+    assert!(gpu_error.contains("it needs gpu=2"), "{gpu_error}");
+    assert!(gpu_error.contains("gpu=1 on rank 3"), "{gpu_error}");
+    let pin_error = &errors.iter().find(|e| e.0 == 4).unwrap().1;
+    assert!(pin_error.contains("pinned to worker rank(s) 9"), "{pin_error}");
+}
+
+#[test]
+fn higher_priority_runs_first_when_slots_are_scarce() {
+    let mut env = TestEnv::new(&[(2, 1)]);
+    // Teach the scheduler that tasks are long, so the worker queues only one extra task.
+    env.submit(vec![task(100, &[])]);
+    env.finish(100, 8);
+    let low: Vec<TaskSpec> = (1..=4).map(|k| task(k, &[])).collect();
+    env.submit(low);
+    env.take_computes();
+    let high = TaskOptions {
+        priority: 10,
+        ..Default::default()
+    };
+    env.submit(vec![task_with(9, &[], high)]);
+    assert!(env.placements().is_empty(), "worker is full");
+    let first = env.scheduler.processing_on(Rank(2))[0];
+    env.finish(first.0, 8);
+    assert_eq!(env.placements(), vec![(9, 2)]);
+}
+
+#[test]
+fn scattered_values_become_dependencies() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    env.client(ToScheduler::Scatter {
+        key: Key(1),
+        worker: Rank(3),
+    });
+    env.submit(vec![task(2, &[1])]);
+    assert_eq!(env.placements(), vec![(2, 3)], "placed beside the value");
+    env.finish_as(Rank(3), 1, 0, 100);
+    assert!(matches!(
+        env.take_client_messages().as_slice(),
+        [ToClient::KeyDone { key: Key(1), worker: Rank(3) }]
+    ));
+}
+
+#[test]
+fn replicas_are_tracked_and_released() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    env.submit(vec![task(1, &[])]);
+    let (_, holder) = env.placements()[0];
+    env.finish(1, 8);
+    let other = if holder == 2 { 3 } else { 2 };
+    env.send(Rank(other), ToScheduler::AddReplicas(vec![Key(1)]));
+    assert!(matches!(
+        env.state(1),
+        Some(TaskState::Memory { who_has }) if who_has.len() == 2
+    ));
+    env.release(&[1]);
+    let mut expected = vec![(2, 1), (3, 1)];
+    expected.sort();
+    assert_eq!(released(&env.take_worker_messages()), expected);
+}
+
+#[test]
+fn shutdown_is_a_two_phase_handshake() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    env.client(ToScheduler::ClientDone { code: 3 });
+    let stops = env
+        .take_worker_messages()
+        .into_iter()
+        .filter(|(_, m)| *m == ToWorker::Stop)
+        .count();
+    assert_eq!(stops, 2);
+    assert_eq!(env.take_client_messages(), vec![ToClient::Stop]);
+    env.send(Rank(2), ToScheduler::Quiesced);
+    env.send(Rank::CLIENT, ToScheduler::Quiesced);
+    assert_eq!(env.scheduler.exit_code(), None);
+    env.send(Rank(3), ToScheduler::Quiesced);
+    assert_eq!(env.scheduler.exit_code(), Some(3));
+    let exits = env
+        .take_worker_messages()
+        .into_iter()
+        .filter(|(_, m)| *m == ToWorker::Exit { code: 3 })
+        .count();
+    assert_eq!(exits, 2);
+    assert_eq!(env.take_client_messages(), vec![ToClient::Exit { code: 3 }]);
+}
+
+#[test]
+fn a_shutdown_past_its_deadline_aborts() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    env.client(ToScheduler::ClientDone { code: 0 });
+    env.send(Rank(2), ToScheduler::Quiesced);
+    env.send(Rank::CLIENT, ToScheduler::Quiesced);
+    env.advance(Duration::from_secs(6));
+    let (code, message) = env.aborted.clone().expect("aborted");
+    assert_eq!(code, ExitCode::ShutdownTimeout.code());
+    assert!(message.contains("rank(s) 3 did not finish"), "{message}");
+}
+
+#[test]
+fn a_silent_worker_is_declared_lost() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    env.advance(Duration::from_secs(20));
+    env.send(Rank(2), ToScheduler::Heartbeat);
+    env.advance(Duration::from_secs(15));
+    let (code, message) = env.aborted.clone().expect("aborted");
+    assert_eq!(code, ExitCode::WorkerLost.code());
+    assert!(message.contains("worker rank 3"), "{message}");
+}
+
+#[test]
+fn info_waits_for_all_workers() {
+    let mut env = TestEnv::unjoined(&[2, 3]);
+    env.client(ToScheduler::InfoRequest);
+    env.hello(2, 4, vec![]);
+    assert!(env.take_client_messages().is_empty());
+    env.hello(3, 2, gpu(1.0));
+    match env.take_client_messages().as_slice() {
+        [ToClient::Info(info)] => {
+            assert_eq!(info.workers.len(), 2);
+            assert_eq!(info.workers[1].hello.resources, gpu(1.0));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn many_tasks_flow_through_deep_queues() {
+    let mut env = TestEnv::new(&[(2, 2), (3, 2)]);
+    env.submit((0..2000).map(|k| task(k, &[])).collect());
+    let mut done = 0;
+    loop {
+        let computes = env.take_computes();
+        if computes.is_empty() {
+            break;
+        }
+        for (rank, c) in computes {
+            env.send(
+                rank,
+                ToScheduler::TaskFinished {
+                    key: c.key,
+                    attempt: c.attempt,
+                    nbytes: 8,
+                    duration_us: 1,
+                },
+            );
+            done += 1;
+        }
+    }
+    assert_eq!(done, 2000);
+    env.release(&(0..2000).collect::<Vec<_>>());
+    assert_eq!(env.scheduler.task_count(), 0);
+}

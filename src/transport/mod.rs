@@ -1,0 +1,84 @@
+//! Moving frames between ranks: the [`Transport`] interface, its MPI and local (threads)
+//! implementations, and the per-destination [`Outbox`] that batches small messages.
+
+pub mod local;
+pub mod mpi;
+
+use crate::protocol::{FrameWriter, Rank};
+use crossbeam_channel::Receiver;
+use serde::Serialize;
+
+/// A frame received from another rank.
+pub type Incoming = (Rank, Vec<u8>);
+
+/// Sends and receives whole frames between the ranks of one job. Nothing here blocks: the
+/// rank's single communication thread polls it.
+pub trait Transport {
+    /// This rank.
+    fn rank(&self) -> Rank;
+    /// Number of ranks in the job.
+    fn size(&self) -> usize;
+    /// Starts sending `frame` to `to`; the transport owns the buffer until the send completes.
+    fn send(&mut self, to: Rank, frame: Vec<u8>);
+    /// Appends every frame that has fully arrived to `out`.
+    fn receive(&mut self, out: &mut Vec<Incoming>);
+    /// Advances sends in flight; returns how many are still pending.
+    fn progress(&mut self) -> usize;
+    /// For transports that can wake a sleeping thread when a frame arrives (threads), the
+    /// channel to wait on; `None` means the caller must poll.
+    fn arrivals(&self) -> Option<&Receiver<Incoming>>;
+    /// Ends the whole job now with `code`.
+    fn abort(&mut self, code: i32) -> !;
+}
+
+/// Frames above this size are sent as soon as they reach it, so a long batch is pipelined.
+pub const FRAME_FLUSH_BYTES: usize = 1 << 20;
+
+/// Messages waiting to be sent, one growing frame per destination.
+#[derive(Default)]
+pub struct Outbox {
+    frames: Vec<Option<FrameWriter>>,
+    full: Vec<(Rank, Vec<u8>)>,
+}
+
+impl Outbox {
+    /// An empty outbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends `message` to the frame for `to`.
+    pub fn push<M: Serialize>(&mut self, to: Rank, message: &M) {
+        let index = to.index();
+        if self.frames.len() <= index {
+            self.frames.resize_with(index + 1, || None);
+        }
+        let writer = self.frames[index].get_or_insert_with(FrameWriter::new);
+        // Encoding our own message types into a Vec cannot fail short of running out of
+        // memory; a failure here is a bug, not bad input.
+        writer
+            .push(message)
+            .expect("encoding an mpidask message failed");
+        if writer.byte_len() >= FRAME_FLUSH_BYTES {
+            let frame = self.frames[index].take().expect("just used").finish();
+            self.full.push((to, frame));
+        }
+    }
+
+    /// `true` if nothing waits to be sent.
+    pub fn is_empty(&self) -> bool {
+        self.full.is_empty() && self.frames.iter().all(Option::is_none)
+    }
+
+    /// Hands every pending frame to `transport`.
+    pub fn flush(&mut self, transport: &mut dyn Transport) {
+        for (to, frame) in self.full.drain(..) {
+            transport.send(to, frame);
+        }
+        for (index, slot) in self.frames.iter_mut().enumerate() {
+            if let Some(writer) = slot.take() {
+                transport.send(Rank(index as u32), writer.finish());
+            }
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! Runs ready tasks on a rayon pool, each under `catch_unwind`, and reports every outcome
+//! to the worker's communication thread.
+//!
+//! Ready tasks wait in a priority queue shared with the pool. At most `nthreads` drain
+//! loops run on the pool at once; each pops the best task whose resources are free, runs it,
+//! and pops again, so a busy worker starts its next task without a round trip through the
+//! communication thread. Tasks still in the queue have not started and can be stolen.
+
+use crate::protocol::{ArgSlot, Attempt, FnRef, Key, Payload, Resource};
+use crate::task::{self, TaskInput};
+use crossbeam_channel::Sender;
+use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A task whose inputs are all present.
+pub struct ReadyTask {
+    /// Task key.
+    pub key: Key,
+    /// Placement number.
+    pub attempt: Attempt,
+    /// Function to run.
+    pub func: FnRef,
+    /// Argument slots.
+    pub args: Vec<ArgSlot>,
+    /// Dependency values in slot order.
+    pub deps: Vec<Payload>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Held while it runs.
+    pub resources: Vec<Resource>,
+    /// Arrival order, for FIFO among equal priorities.
+    pub seq: u64,
+}
+
+impl PartialEq for ReadyTask {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for ReadyTask {}
+impl PartialOrd for ReadyTask {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ReadyTask {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.priority
+            .cmp(&other.priority)
+            .then(other.seq.cmp(&self.seq))
+    }
+}
+
+/// What happened to a task.
+pub struct TaskOutcome {
+    /// Task key.
+    pub key: Key,
+    /// Placement number it ran under.
+    pub attempt: Attempt,
+    /// The encoded value, or what went wrong.
+    pub result: Result<Vec<u8>, String>,
+    /// Time the function ran.
+    pub duration: Duration,
+}
+
+struct Queue {
+    ready: BinaryHeap<ReadyTask>,
+    active_loops: usize,
+    free: Vec<Resource>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    max_loops: usize,
+    outcomes: Sender<TaskOutcome>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A poisoned lock means a drain loop panicked outside a task, which is a bug; the
+        // queue itself is still consistent (every mutation is a single call).
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The task runner of one worker.
+pub struct Executor {
+    pool: rayon::ThreadPool,
+    shared: Arc<Shared>,
+}
+
+thread_local! {
+    /// Set on executor threads: where and why the running task panicked, captured by the
+    /// panic hook so the client gets the location too.
+    static PANIC_REPORT: RefCell<Option<String>> = const { RefCell::new(None) };
+    static IS_EXECUTOR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `true` on threads that run tasks (their panics are reported to the client, not printed).
+pub fn on_executor_thread() -> bool {
+    IS_EXECUTOR.with(|f| f.get())
+}
+
+/// Records a panic raised while a task runs on this thread.
+pub fn record_task_panic(report: String) {
+    PANIC_REPORT.with(|slot| *slot.borrow_mut() = Some(report));
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(report) = PANIC_REPORT.with(|slot| slot.borrow_mut().take()) {
+        return report;
+    }
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic payload".to_string());
+    format!("panicked: {text}")
+}
+
+/// Runs one task now, on this thread, turning a panic into an error.
+pub fn run_task(task: &ReadyTask) -> TaskOutcome {
+    let started = Instant::now();
+    let input = TaskInput {
+        args: &task.args,
+        deps: &task.deps,
+    };
+    // SAFETY: `func` was produced by the client with `task::plain_offset` or
+    // `task::fallible_offset` in this same executable (checked at start-up).
+    let result = catch_unwind(AssertUnwindSafe(|| unsafe { task::call(task.func, &input) }))
+        .unwrap_or_else(|payload| Err(panic_message(payload)));
+    TaskOutcome {
+        key: task.key,
+        attempt: task.attempt,
+        result,
+        duration: started.elapsed(),
+    }
+}
+
+fn take_resources(free: &mut [Resource], wanted: &[Resource]) -> bool {
+    let available = wanted.iter().all(|want| {
+        free.iter()
+            .any(|have| have.name == want.name && have.amount >= want.amount)
+    });
+    if available {
+        for want in wanted {
+            if let Some(have) = free.iter_mut().find(|h| h.name == want.name) {
+                have.amount -= want.amount;
+            }
+        }
+    }
+    available
+}
+
+fn give_back(free: &mut [Resource], held: &[Resource]) {
+    for r in held {
+        if let Some(have) = free.iter_mut().find(|h| h.name == r.name) {
+            have.amount += r.amount;
+        }
+    }
+}
+
+impl Executor {
+    /// An executor with `nthreads` threads, the given resources, reporting to `outcomes`.
+    pub fn new(
+        nthreads: usize,
+        resources: Vec<Resource>,
+        outcomes: Sender<TaskOutcome>,
+        thread_name: impl Fn(usize) -> String + Send + Sync + 'static,
+        on_thread_start: impl Fn() + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(nthreads)
+            .thread_name(thread_name)
+            .start_handler(move |_| {
+                IS_EXECUTOR.with(|f| f.set(true));
+                on_thread_start();
+            })
+            .build()
+            .map_err(std::io::Error::other)?;
+        Ok(Executor {
+            pool,
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue {
+                    ready: BinaryHeap::new(),
+                    active_loops: 0,
+                    free: resources,
+                }),
+                max_loops: nthreads,
+                outcomes,
+            }),
+        })
+    }
+
+    /// Queues a ready task.
+    pub fn push(&self, task: ReadyTask) {
+        let start_loop = {
+            let mut queue = self.shared.lock();
+            queue.ready.push(task);
+            let start = queue.active_loops < self.shared.max_loops;
+            if start {
+                queue.active_loops += 1;
+            }
+            start
+        };
+        if start_loop {
+            let shared = self.shared.clone();
+            self.pool.spawn(move || drain(&shared));
+        }
+    }
+
+    /// Removes a queued (not started) task; `true` if it was queued.
+    pub fn remove(&self, key: Key, attempt: Attempt) -> bool {
+        let mut queue = self.shared.lock();
+        let before = queue.ready.len();
+        queue
+            .ready
+            .retain(|t| !(t.key == key && t.attempt == attempt));
+        queue.ready.len() != before
+    }
+
+    /// Drops every queued task (at shutdown).
+    pub fn clear(&self) {
+        self.shared.lock().ready.clear();
+    }
+
+    /// Tasks queued and not started.
+    pub fn queued(&self) -> usize {
+        self.shared.lock().ready.len()
+    }
+}
+
+/// Pops the best task whose resources are free, reserving them.
+fn pop_runnable(queue: &mut Queue) -> Option<ReadyTask> {
+    let mut blocked = Vec::new();
+    let mut found = None;
+    while let Some(task) = queue.ready.pop() {
+        if task.resources.is_empty() || take_resources(&mut queue.free, &task.resources) {
+            found = Some(task);
+            break;
+        }
+        blocked.push(task);
+    }
+    queue.ready.extend(blocked);
+    found
+}
+
+fn drain(shared: &Shared) {
+    loop {
+        let task = {
+            let mut queue = shared.lock();
+            match pop_runnable(&mut queue) {
+                Some(task) => task,
+                None => {
+                    queue.active_loops -= 1;
+                    return;
+                }
+            }
+        };
+        let outcome = run_task(&task);
+        if !task.resources.is_empty() {
+            give_back(&mut shared.lock().free, &task.resources);
+        }
+        // The communication thread outlives the pool except at exit, when results no
+        // longer matter.
+        let _ = shared.outcomes.send(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(name: &str, amount: f64) -> Resource {
+        Resource {
+            name: name.into(),
+            amount,
+        }
+    }
+
+    #[test]
+    fn resources_are_taken_and_given_back() {
+        let mut free = vec![resource("gpu", 1.0)];
+        assert!(take_resources(&mut free, &[resource("gpu", 1.0)]));
+        assert!(!take_resources(&mut free, &[resource("gpu", 1.0)]));
+        give_back(&mut free, &[resource("gpu", 1.0)]);
+        assert!(take_resources(&mut free, &[resource("gpu", 0.5)]));
+        assert!(!take_resources(&mut free, &[resource("ssd", 1.0)]));
+    }
+
+    #[test]
+    fn higher_priority_pops_first_then_fifo() {
+        let task = |key: u64, priority: i32, seq: u64| ReadyTask {
+            key: Key(key),
+            attempt: 1,
+            func: FnRef { offset: 0, name: 0 },
+            args: vec![],
+            deps: vec![],
+            priority,
+            resources: vec![],
+            seq,
+        };
+        let mut queue = Queue {
+            ready: BinaryHeap::new(),
+            active_loops: 0,
+            free: vec![],
+        };
+        queue.ready.extend([task(1, 0, 0), task(2, 5, 1), task(3, 0, 2)]);
+        let order: Vec<u64> = std::iter::from_fn(|| pop_runnable(&mut queue))
+            .map(|t| t.key.0)
+            .collect();
+        assert_eq!(order, vec![2, 1, 3]);
+    }
+}

@@ -1,0 +1,351 @@
+//! A worker rank: holds task results, fetches inputs from other workers, runs tasks on its
+//! [`executor::Executor`] and reports to the scheduler.
+//!
+//! The [`WorkerNode`] runs on the rank's communication thread (the only one that calls MPI);
+//! tasks run on the executor's threads and come back as [`executor::TaskOutcome`] events.
+
+pub mod executor;
+
+use crate::protocol::{
+    ArgSlot, Attempt, ComputeMsg, FnRef, Key, Payload, Rank, Resource, ToClient, ToScheduler,
+    ToWorker, WorkerHello,
+};
+use crate::runtime::driver::{Node, NodeStatus};
+use crate::transport::Outbox;
+use executor::{Executor, ReadyTask, TaskOutcome};
+use log::debug;
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often an idle worker tells the scheduler it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Some inputs are not here yet.
+    Waiting,
+    /// Handed to the executor: queued, or already running (only the executor knows).
+    Queued,
+}
+
+struct WorkerTask {
+    attempt: Attempt,
+    func: FnRef,
+    args: Vec<ArgSlot>,
+    priority: i32,
+    resources: Vec<Resource>,
+    missing: usize,
+    phase: Phase,
+}
+
+/// The worker's communication-thread state.
+pub struct WorkerNode {
+    rank: Rank,
+    executor: Executor,
+    store: FxHashMap<Key, Payload>,
+    tasks: FxHashMap<Key, WorkerTask>,
+    /// Tasks waiting for a value, by the key of that value.
+    waiters: FxHashMap<Key, Vec<Key>>,
+    /// Values requested from other workers and not yet received.
+    fetching: FxHashSet<Key>,
+    next_seq: u64,
+    hello: Option<WorkerHello>,
+    last_heartbeat: Instant,
+    status: NodeStatus,
+}
+
+impl WorkerNode {
+    /// A worker that introduces itself to the scheduler with `hello` when it starts.
+    pub fn new(rank: Rank, hello: WorkerHello, executor: Executor) -> Self {
+        WorkerNode {
+            rank,
+            executor,
+            store: FxHashMap::default(),
+            tasks: FxHashMap::default(),
+            waiters: FxHashMap::default(),
+            fetching: FxHashSet::default(),
+            next_seq: 0,
+            hello: Some(hello),
+            last_heartbeat: Instant::now(),
+            status: NodeStatus::Running,
+        }
+    }
+
+    fn on_compute(&mut self, msg: ComputeMsg, out: &mut Outbox) {
+        let key = msg.key;
+        let mut missing = 0;
+        for (dep, source) in &msg.deps {
+            if self.store.contains_key(dep) {
+                continue;
+            }
+            missing += 1;
+            self.waiters.entry(*dep).or_default().push(key);
+            if *source != self.rank && self.fetching.insert(*dep) {
+                out.push(*source, &ToWorker::GetData(vec![*dep]));
+            }
+        }
+        self.tasks.insert(
+            key,
+            WorkerTask {
+                attempt: msg.attempt,
+                func: msg.func,
+                args: msg.args,
+                priority: msg.priority,
+                resources: msg.resources,
+                missing,
+                phase: Phase::Waiting,
+            },
+        );
+        if missing == 0 {
+            self.enqueue(key, out);
+        }
+    }
+
+    /// Hands a task whose inputs are all here to the executor.
+    fn enqueue(&mut self, key: Key, out: &mut Outbox) {
+        let task = self.tasks.get_mut(&key).expect("task exists");
+        let deps: Option<Vec<Payload>> = task
+            .args
+            .iter()
+            .flat_map(ArgSlot::dependencies)
+            .map(|dep| self.store.get(dep).cloned())
+            .collect();
+        let Some(deps) = deps else {
+            // Only a scheduler bug releases a value a placed task still reads.
+            let attempt = task.attempt;
+            self.tasks.remove(&key);
+            out.push(
+                Rank::SCHEDULER,
+                &ToScheduler::TaskFailed {
+                    key,
+                    attempt,
+                    message: format!("an input of task {key} was released on {}", self.rank),
+                },
+            );
+            return;
+        };
+        task.phase = Phase::Queued;
+        self.next_seq += 1;
+        self.executor.push(ReadyTask {
+            key,
+            attempt: task.attempt,
+            func: task.func,
+            args: task.args.clone(),
+            deps,
+            priority: task.priority,
+            resources: task.resources.clone(),
+            seq: self.next_seq,
+        });
+    }
+
+    /// Stores a value and starts the tasks that were waiting only for it.
+    fn store_value(&mut self, key: Key, value: Payload, out: &mut Outbox) {
+        self.store.insert(key, value);
+        for waiter in self.waiters.remove(&key).unwrap_or_default() {
+            let Some(task) = self.tasks.get_mut(&waiter) else {
+                continue;
+            };
+            if task.phase != Phase::Waiting {
+                continue;
+            }
+            task.missing -= 1;
+            if task.missing == 0 {
+                self.enqueue(waiter, out);
+            }
+        }
+    }
+
+    fn on_data(&mut self, from: Rank, key: Key, bytes: Payload, out: &mut Outbox) {
+        if !self.fetching.remove(&key) {
+            debug!("unrequested value {key} from {from}; dropped");
+            return;
+        }
+        self.store_value(key, bytes, out);
+        out.push(Rank::SCHEDULER, &ToScheduler::AddReplicas(vec![key]));
+    }
+
+    fn on_data_missing(&mut self, from: Rank, key: Key, out: &mut Outbox) {
+        self.fetching.remove(&key);
+        for waiter in self.waiters.remove(&key).unwrap_or_default() {
+            if let Some(task) = self.tasks.remove(&waiter) {
+                out.push(
+                    Rank::SCHEDULER,
+                    &ToScheduler::TaskFailed {
+                        key: waiter,
+                        attempt: task.attempt,
+                        message: format!("its input {key} was not found on {from}"),
+                    },
+                );
+            }
+        }
+    }
+
+    fn on_get_data(&mut self, from: Rank, keys: Vec<Key>, out: &mut Outbox) {
+        for key in keys {
+            match (self.store.get(&key), from == Rank::CLIENT) {
+                (Some(bytes), true) => out.push(
+                    from,
+                    &ToClient::Data {
+                        key,
+                        bytes: bytes.clone(),
+                    },
+                ),
+                (Some(bytes), false) => out.push(
+                    from,
+                    &ToWorker::Data {
+                        key,
+                        bytes: bytes.clone(),
+                    },
+                ),
+                (None, true) => out.push(from, &ToClient::DataMissing(key)),
+                (None, false) => out.push(from, &ToWorker::DataMissing(key)),
+            }
+        }
+    }
+
+    fn on_cancel(&mut self, key: Key, attempt: Attempt) {
+        let Some(task) = self.tasks.get(&key) else {
+            return;
+        };
+        if task.attempt != attempt {
+            return;
+        }
+        if task.phase == Phase::Queued {
+            // If it already runs, its outcome finds no task below and is dropped.
+            self.executor.remove(key, attempt);
+        }
+        self.tasks.remove(&key);
+    }
+
+    fn on_steal(&mut self, key: Key, attempt: Attempt, out: &mut Outbox) {
+        let stolen = match self.tasks.get(&key) {
+            Some(task) if task.attempt == attempt => match task.phase {
+                Phase::Waiting => true,
+                // Only a task that has not started can be taken back.
+                Phase::Queued => self.executor.remove(key, attempt),
+            },
+            _ => false,
+        };
+        if stolen {
+            self.tasks.remove(&key);
+        }
+        out.push(
+            Rank::SCHEDULER,
+            &ToScheduler::StealReply {
+                key,
+                attempt,
+                stolen,
+            },
+        );
+    }
+
+    fn on_outcome(&mut self, outcome: TaskOutcome, out: &mut Outbox) {
+        let current = self
+            .tasks
+            .get(&outcome.key)
+            .is_some_and(|t| t.attempt == outcome.attempt);
+        if !current || self.status != NodeStatus::Running {
+            return;
+        }
+        self.tasks.remove(&outcome.key);
+        match outcome.result {
+            Ok(bytes) => {
+                let nbytes = bytes.len() as u64;
+                self.store_value(outcome.key, Arc::new(bytes), out);
+                out.push(
+                    Rank::SCHEDULER,
+                    &ToScheduler::TaskFinished {
+                        key: outcome.key,
+                        attempt: outcome.attempt,
+                        nbytes,
+                        duration_us: outcome.duration.as_micros() as u64,
+                    },
+                );
+            }
+            Err(message) => {
+                debug!("task {} failed: {message}", outcome.key);
+                out.push(
+                    Rank::SCHEDULER,
+                    &ToScheduler::TaskFailed {
+                        key: outcome.key,
+                        attempt: outcome.attempt,
+                        message,
+                    },
+                );
+            }
+        }
+    }
+}
+
+impl Node for WorkerNode {
+    type Message = ToWorker;
+    type Event = TaskOutcome;
+
+    fn on_start(&mut self, out: &mut Outbox) {
+        if let Some(hello) = self.hello.take() {
+            out.push(Rank::SCHEDULER, &ToScheduler::WorkerHello(hello));
+        }
+    }
+
+    fn on_message(&mut self, from: Rank, message: ToWorker, out: &mut Outbox, _now: Instant) {
+        if self.status != NodeStatus::Running {
+            if let ToWorker::Exit { code } = message {
+                self.status = NodeStatus::Exit(code);
+            }
+            return;
+        }
+        match message {
+            ToWorker::Compute(msg) => self.on_compute(msg, out),
+            ToWorker::CancelTask { key, attempt } => self.on_cancel(key, attempt),
+            ToWorker::ReleaseKeys(keys) => {
+                for key in keys {
+                    self.store.remove(&key);
+                }
+            }
+            ToWorker::Steal { key, attempt } => self.on_steal(key, attempt, out),
+            ToWorker::GetData(keys) => self.on_get_data(from, keys, out),
+            ToWorker::Data { key, bytes } => self.on_data(from, key, bytes, out),
+            ToWorker::DataMissing(key) => self.on_data_missing(from, key, out),
+            ToWorker::ScatterData { key, bytes } => {
+                let nbytes = bytes.len() as u64;
+                self.store_value(key, bytes, out);
+                out.push(
+                    Rank::SCHEDULER,
+                    &ToScheduler::TaskFinished {
+                        key,
+                        attempt: 0,
+                        nbytes,
+                        duration_us: 0,
+                    },
+                );
+            }
+            ToWorker::Stop => {
+                debug!(
+                    "stopping with {} values and {} queued tasks",
+                    self.store.len(),
+                    self.executor.queued()
+                );
+                self.executor.clear();
+                self.status = NodeStatus::Quiescing;
+            }
+            ToWorker::Exit { code } => self.status = NodeStatus::Exit(code),
+        }
+    }
+
+    fn on_event(&mut self, outcome: TaskOutcome, out: &mut Outbox, _now: Instant) {
+        self.on_outcome(outcome, out);
+    }
+
+    fn on_tick(&mut self, out: &mut Outbox, now: Instant) {
+        if self.status == NodeStatus::Running && now.duration_since(self.last_heartbeat) >= HEARTBEAT
+        {
+            out.push(Rank::SCHEDULER, &ToScheduler::Heartbeat);
+            self.last_heartbeat = now;
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        self.status.clone()
+    }
+}
