@@ -41,7 +41,10 @@ impl FromStr for ResourceList {
                 ));
             }
             let amount: f64 = amount.trim().parse().map_err(|_| {
-                format!("the amount of '{name}' is '{}', not a number", amount.trim())
+                format!(
+                    "the amount of '{name}' is '{}', not a number",
+                    amount.trim()
+                )
             })?;
             if !amount.is_finite() || amount < 0.0 {
                 return Err(format!("the amount of '{name}' must be a number >= 0"));
@@ -83,7 +86,10 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
 fn parse_part_bytes(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
         Ok(n) if (1..=i32::MAX as usize).contains(&n) => Ok(n),
-        _ => Err(format!("'{text}' must be a byte count from 1 to {}", i32::MAX)),
+        _ => Err(format!(
+            "'{text}' must be a byte count from 1 to {}",
+            i32::MAX
+        )),
     }
 }
 
@@ -99,7 +105,12 @@ pub struct RuntimeArgs {
     pub nthreads: Option<u32>,
 
     /// Resources every worker advertises to tasks that ask for them, e.g. gpu=1,ssd=2
-    #[arg(long, env = "MPIDASK_RESOURCES", value_name = "NAME=AMOUNT,...", default_value_t)]
+    #[arg(
+        long,
+        env = "MPIDASK_RESOURCES",
+        value_name = "NAME=AMOUNT,...",
+        default_value_t
+    )]
     pub resources: ResourceList,
 
     /// Worker threads (ranks) in local mode, when started without mpirun/srun
@@ -234,11 +245,17 @@ mod tests {
             (vec!["--resources", "gpu=lots"], "not a number"),
             (vec!["--resources", "gpu=1,gpu=2"], "given twice"),
             (vec!["--worker-timeout=-1"], "above 0"),
-            (vec!["--shutdown-timeout", "soon"], "not a number of seconds"),
+            (
+                vec!["--shutdown-timeout", "soon"],
+                "not a number of seconds",
+            ),
         ] {
             let mut argv = vec!["prog"];
             argv.extend(args);
-            let error = Program::try_parse_from(&argv).err().expect("an error").to_string();
+            let error = Program::try_parse_from(&argv)
+                .err()
+                .expect("an error")
+                .to_string();
             assert!(error.contains(expected), "{argv:?}: {error}");
         }
     }

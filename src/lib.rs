@@ -65,3 +65,4 @@ pub use error::{Error, Result, TaskError};
 pub use exit::ExitCode;
 pub use protocol::{Rank, SchedulerInfo, TaskOptions};
 pub use runtime::{ClientOutcome, run, run_local, run_with};
+pub use worker::executor::worker_rank;

@@ -26,7 +26,9 @@ mod payload_bytes {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Payload, D::Error> {
-        Ok(Arc::new(serde_bytes::ByteBuf::deserialize(deserializer)?.into_vec()))
+        Ok(Arc::new(
+            serde_bytes::ByteBuf::deserialize(deserializer)?.into_vec(),
+        ))
     }
 }
 
@@ -538,7 +540,10 @@ mod tests {
     fn truncated_frames_are_errors_not_panics() {
         let frame = encode_frame(&sample_messages()).unwrap();
         for cut in 0..frame.len() {
-            assert!(decode_frame::<ToScheduler>(&frame[..cut]).is_err(), "cut {cut}");
+            assert!(
+                decode_frame::<ToScheduler>(&frame[..cut]).is_err(),
+                "cut {cut}"
+            );
         }
     }
 
@@ -567,6 +572,9 @@ mod tests {
     fn values_round_trip() {
         let value = (1u64, vec![0.5f64, -2.0], String::from("x"));
         let bytes = encode_value(&value).unwrap();
-        assert_eq!(decode_value::<(u64, Vec<f64>, String)>(&bytes).unwrap(), value);
+        assert_eq!(
+            decode_value::<(u64, Vec<f64>, String)>(&bytes).unwrap(),
+            value
+        );
     }
 }

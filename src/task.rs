@@ -14,19 +14,22 @@
 //! nothing. A capturing closure or a function-pointer value is rejected at compile time:
 //!
 //! ```compile_fail
-//! fn check(client: &mpidask::Client) {
+//! mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
 //!     let k = 3;
 //!     let _ = client.submit(move |x: i64| x + k, 1); // captures `k`: compile error
-//! }
+//! });
 //! ```
 //!
 //! ```compile_fail
 //! fn inc(x: i64) -> i64 { x + 1 }
-//! fn check(client: &mpidask::Client) {
+//! mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
 //!     let pointer: fn(i64) -> i64 = inc;
 //!     let _ = client.submit(pointer, 1); // a function pointer has a size: compile error
-//! }
+//! });
 //! ```
+//!
+//! (The check runs when the code is compiled to a binary, so `cargo build` reports it;
+//! `cargo check` alone does not.)
 
 use crate::client::Future;
 use crate::protocol::{ArgSlot, FnRef, Payload, codec, encode_value};
@@ -362,7 +365,11 @@ mod tests {
 
     #[test]
     fn trampolines_round_trip_through_offsets() {
-        let out = run(plain_offset::<_, (i64, i64)>(add), &[value(2i64), value(40i64)], &[]);
+        let out = run(
+            plain_offset::<_, (i64, i64)>(add),
+            &[value(2i64), value(40i64)],
+            &[],
+        );
         assert_eq!(decode_value::<i64>(&out.unwrap()).unwrap(), 42);
     }
 
@@ -427,7 +434,10 @@ mod tests {
     #[test]
     fn wrong_argument_bytes_are_an_error() {
         let err = run(plain_offset(add), &[ArgSlot::Value(vec![0xff])], &[]).unwrap_err();
-        assert!(err.contains("could not decode the arguments of add"), "{err}");
+        assert!(
+            err.contains("could not decode the arguments of add"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub(crate) struct State {
     names: Vec<String>,
     info: Option<SchedulerInfo>,
     stopped: bool,
+    /// Messages of the task errors handed to the program (to recognise them in its result).
+    failures_returned: Vec<String>,
 }
 
 impl State {
@@ -133,6 +135,11 @@ impl Shared {
             }
             state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Messages of the task errors the program was given.
+    pub(crate) fn task_failures_returned(&self) -> Vec<String> {
+        self.lock().failures_returned.clone()
     }
 
     /// Called when the last handle of a future is dropped.
@@ -239,7 +246,8 @@ impl Client {
         E: Display,
         X: IntoArgs<Args>,
     {
-        self.with_options(TaskOptions::default()).try_submit(f, args)
+        self.with_options(TaskOptions::default())
+            .try_submit(f, args)
     }
 
     /// Submits one task per item: `f(item)` (items are tuples for functions of several
@@ -284,7 +292,8 @@ impl Client {
                 describe_ranks(&self.shared.workers)
             )));
         }
-        let bytes = Arc::new(encode_value(&value).map_err(|e| Error::encode("a scattered value", e))?);
+        let bytes =
+            Arc::new(encode_value(&value).map_err(|e| Error::encode("a scattered value", e))?);
         let key = self.next_key();
         self.shared.lock().keys.insert(
             key,
@@ -298,8 +307,10 @@ impl Client {
         );
         self.shared
             .send(Command::Scheduler(ToScheduler::Scatter { key, worker }));
-        self.shared
-            .send(Command::Worker(worker, ToWorker::ScatterData { key, bytes }));
+        self.shared.send(Command::Worker(
+            worker,
+            ToWorker::ScatterData { key, bytes },
+        ));
         Ok(Future::new(key, self.shared.clone()))
     }
 
@@ -323,12 +334,7 @@ impl Client {
         self.shared.wait_for(|state| {
             futures
                 .iter()
-                .all(|f| {
-                    state
-                        .keys
-                        .get(&f.key())
-                        .is_none_or(|e| e.status.is_final())
-                })
+                .all(|f| state.keys.get(&f.key()).is_none_or(|e| e.status.is_final()))
                 .then_some(())
         })
     }
@@ -370,7 +376,10 @@ impl Client {
         state.functions.insert(offset, id);
         // Sent under the lock so it reaches the scheduler before any task using it.
         self.shared
-            .send(Command::Scheduler(ToScheduler::RegisterFunction { id, name }));
+            .send(Command::Scheduler(ToScheduler::RegisterFunction {
+                id,
+                name,
+            }));
         id
     }
 
@@ -413,9 +422,10 @@ impl Client {
                         options: options.clone(),
                     });
                     if batch.len() == MAP_BATCH {
-                        self.shared.send(Command::Scheduler(ToScheduler::Submit(
-                            std::mem::take(&mut batch),
-                        )));
+                        self.shared
+                            .send(Command::Scheduler(ToScheduler::Submit(std::mem::take(
+                                &mut batch,
+                            ))));
                     }
                 }
                 futures.push(Future::new(key, self.shared.clone()));
@@ -458,7 +468,16 @@ impl Client {
                     return Some(Err(Error::UnknownKey(*key)));
                 };
                 match &entry.status {
-                    Status::Failed(error) => return Some(Err(Error::Task(error.clone()))),
+                    Status::Failed(error) => {
+                        let error = error.clone();
+                        let text = error.to_string();
+                        if state.failures_returned.len() < 1000
+                            && !state.failures_returned.contains(&text)
+                        {
+                            state.failures_returned.push(text);
+                        }
+                        return Some(Err(Error::Task(error)));
+                    }
                     Status::Cancelled(cause) => {
                         return Some(Err(Error::Cancelled { key: cause.clone() }));
                     }

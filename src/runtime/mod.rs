@@ -25,12 +25,14 @@ use std::time::Instant;
 
 /// What the user's program returns: `()` or `Result<(), E>`. Decides the job's exit code.
 pub trait ClientOutcome {
-    /// The exit code and, for a failure, the message to log.
-    fn exit_status(self) -> (ExitCode, Option<String>);
+    /// The exit code and, for a failure, the message to log. `task_failures` are the
+    /// messages of the task errors the client handed to the program: an error that is (or
+    /// wraps) one of them is an unhandled task failure.
+    fn exit_status(self, task_failures: &[String]) -> (ExitCode, Option<String>);
 }
 
 impl ClientOutcome for () {
-    fn exit_status(self) -> (ExitCode, Option<String>) {
+    fn exit_status(self, _task_failures: &[String]) -> (ExitCode, Option<String>) {
         (ExitCode::Success, None)
     }
 }
@@ -39,7 +41,7 @@ impl<E> ClientOutcome for Result<(), E>
 where
     E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
 {
-    fn exit_status(self) -> (ExitCode, Option<String>) {
+    fn exit_status(self, task_failures: &[String]) -> (ExitCode, Option<String>) {
         let Err(error) = self else {
             return (ExitCode::Success, None);
         };
@@ -48,9 +50,12 @@ where
         let mut parts = Vec::new();
         let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
         while let Some(e) = current {
-            task_failure |= e.downcast_ref::<TaskError>().is_some()
-                || matches!(e.downcast_ref::<Error>(), Some(Error::Task(_)));
             let text = e.to_string();
+            // By type where the error is visible as itself; by message where a wrapper
+            // (such as anyhow's) hides the type.
+            task_failure |= e.downcast_ref::<TaskError>().is_some()
+                || matches!(e.downcast_ref::<Error>(), Some(Error::Task(_)))
+                || task_failures.contains(&text);
             if parts.last() != Some(&text) {
                 parts.push(text);
             }
@@ -60,7 +65,9 @@ where
         if task_failure {
             (
                 ExitCode::TaskFailed,
-                Some(format!("the client program returned a task failure: {chain}")),
+                Some(format!(
+                    "the client program returned a task failure: {chain}"
+                )),
             )
         } else {
             (
@@ -119,7 +126,7 @@ where
 pub fn run_local<T: Send>(args: RuntimeArgs, program: impl FnOnce(&Client) -> T + Send) -> T {
     logging::init();
     install_panic_hook();
-    let (_, result) = local_job(&args, program, |result| match &result {
+    let (_, result) = local_job(&args, program, |result, _failures| match &result {
         Ok(_) => (ExitCode::Success.code(), result),
         Err(_) => (ExitCode::ClientPanic.code(), result),
     });
@@ -177,7 +184,16 @@ where
     let mut transport = MpiTransport::new(world, args.message_part_bytes);
     let code = match rank {
         0 => scheduler_main(&mut transport, args, workers),
-        1 => client_main(&mut transport, args, workers, program, exit_code_with_message).0,
+        1 => {
+            client_main(
+                &mut transport,
+                args,
+                workers,
+                program,
+                exit_code_with_message,
+            )
+            .0
+        }
         _ => {
             let host = mpi::environment::processor_name().unwrap_or_else(|_| "unknown".into());
             worker_main(&mut transport, args, host, 1)
@@ -189,14 +205,18 @@ where
 }
 
 /// The exit code of the user's program, logging its failure once.
-fn exit_code_with_message<R: ClientOutcome>(result: std::thread::Result<R>) -> (i32, ()) {
+fn exit_code_with_message<R: ClientOutcome>(
+    result: std::thread::Result<R>,
+    task_failures: &[String],
+) -> (i32, ()) {
     let (code, message) = match result {
-        Ok(outcome) => outcome.exit_status(),
+        Ok(outcome) => outcome.exit_status(task_failures),
         Err(payload) => (
             ExitCode::ClientPanic,
             Some(format!(
                 "the client program {}",
-                take_client_panic().unwrap_or_else(|| format!("panicked: {}", payload_text(&*payload)))
+                take_client_panic()
+                    .unwrap_or_else(|| format!("panicked: {}", payload_text(&*payload)))
             )),
         ),
     };
@@ -337,16 +357,21 @@ fn scheduler_main(transport: &mut dyn Transport, args: &RuntimeArgs, workers: Ve
     code
 }
 
-fn worker_main(transport: &mut dyn Transport, args: &RuntimeArgs, host: String, sharing: usize) -> i32 {
+fn worker_main(
+    transport: &mut dyn Transport,
+    args: &RuntimeArgs,
+    host: String,
+    sharing: usize,
+) -> i32 {
     let rank = transport.rank();
     logging::set_thread_role(rank.0, "worker");
     let nthreads = args.worker_threads(sharing);
     let (outcomes, events) = crossbeam_channel::unbounded();
     let executor = Executor::new(
+        rank,
         nthreads,
         args.resources.0.clone(),
         outcomes,
-        move |i| format!("mpidask-r{}-t{i}", rank.0),
         move || logging::set_thread_role(rank.0, "worker"),
     );
     let executor = match executor {
@@ -375,7 +400,7 @@ fn client_main<R, T, F>(
     args: &RuntimeArgs,
     workers: Vec<Rank>,
     program: F,
-    exit_code: impl FnOnce(std::thread::Result<R>) -> (i32, T) + Send,
+    exit_code: impl FnOnce(std::thread::Result<R>, &[String]) -> (i32, T) + Send,
 ) -> (i32, T)
 where
     F: FnOnce(&Client) -> R + Send,
@@ -391,10 +416,11 @@ where
             .spawn_scoped(scope, move || {
                 logging::set_thread_role(1, "client");
                 IS_CLIENT_PROGRAM.with(|f| f.set(true));
-                let client = Client::new(shared);
+                let client = Client::new(shared.clone());
                 let result = catch_unwind(AssertUnwindSafe(|| program(&client)));
                 drop(client);
-                let (code, value) = exit_code(result);
+                let failures = shared.task_failures_returned();
+                let (code, value) = exit_code(result, &failures);
                 let _ = commands.send(Command::Done(code));
                 value
             });
@@ -417,7 +443,7 @@ where
 fn local_job<R, T, F>(
     args: &RuntimeArgs,
     program: F,
-    exit_code: impl FnOnce(std::thread::Result<R>) -> (i32, T) + Send,
+    exit_code: impl FnOnce(std::thread::Result<R>, &[String]) -> (i32, T) + Send,
 ) -> (i32, T)
 where
     F: FnOnce(&Client) -> R + Send,
@@ -433,18 +459,28 @@ where
     std::thread::scope(|scope| {
         let scheduler = std::thread::Builder::new()
             .name("scheduler".into())
-            .spawn_scoped(scope, || scheduler_main(&mut scheduler_transport, args, workers.clone()))
+            .spawn_scoped(scope, || {
+                scheduler_main(&mut scheduler_transport, args, workers.clone())
+            })
             .expect("start the scheduler thread");
         let worker_threads: Vec<_> = transports
             .map(|mut transport| {
                 let host = host.clone();
                 std::thread::Builder::new()
                     .name(format!("worker-{}", transport.rank().0))
-                    .spawn_scoped(scope, move || worker_main(&mut transport, args, host, nworkers))
+                    .spawn_scoped(scope, move || {
+                        worker_main(&mut transport, args, host, nworkers)
+                    })
                     .expect("start a worker thread")
             })
             .collect();
-        let (code, value) = client_main(&mut client_transport, args, workers.clone(), program, exit_code);
+        let (code, value) = client_main(
+            &mut client_transport,
+            args,
+            workers.clone(),
+            program,
+            exit_code,
+        );
         let scheduler_code = scheduler.join().unwrap_or(ExitCode::Internal.code());
         for worker in worker_threads {
             let _ = worker.join();

@@ -84,7 +84,11 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler waiting for `config.workers` to join.
     pub fn new(config: SchedulerConfig, now: Instant) -> Self {
-        let workers = config.workers.iter().map(|&r| Worker::new(r, now)).collect();
+        let workers = config
+            .workers
+            .iter()
+            .map(|&r| Worker::new(r, now))
+            .collect();
         Scheduler {
             config,
             tasks: FxHashMap::default(),
@@ -155,7 +159,8 @@ impl Scheduler {
                     let message = format!(
                         "worker {} sent nothing for {:.0} s (--worker-timeout): presumed lost",
                         worker.rank,
-                        now.saturating_duration_since(worker.last_seen).as_secs_f64()
+                        now.saturating_duration_since(worker.last_seen)
+                            .as_secs_f64()
                     );
                     self.abort(ExitCode::WorkerLost.code(), message);
                 }
@@ -332,7 +337,10 @@ impl Scheduler {
         // Tasks whose inputs are all being computed on one worker join them there, so a
         // chain submitted in one batch is placed whole.
         for key in waiting {
-            if matches!(self.tasks.get(&key).map(|t| &t.state), Some(TaskState::Waiting)) {
+            if matches!(
+                self.tasks.get(&key).map(|t| &t.state),
+                Some(TaskState::Waiting)
+            ) {
                 self.try_place_with_running_deps(key);
             }
         }
@@ -431,7 +439,8 @@ impl Scheduler {
         let index = self.worker_index(rank).expect("worker exists");
         let worker = &self.workers[index];
         let depth = policy::queue_depth(self.mean_task_seconds);
-        if policy::is_eligible(task, worker) && worker.processing.len() < policy::slots(worker, depth)
+        if policy::is_eligible(task, worker)
+            && worker.processing.len() < policy::slots(worker, depth)
         {
             self.assign(key, rank);
         }
@@ -491,8 +500,15 @@ impl Scheduler {
         let ranks: Vec<String> = self.workers.iter().map(|w| w.rank.0.to_string()).collect();
         let mut parts = Vec::new();
         if !task.allowed_workers.is_empty() {
-            let wanted: Vec<String> = task.allowed_workers.iter().map(|r| r.0.to_string()).collect();
-            parts.push(format!("it is pinned to worker rank(s) {}", wanted.join(", ")));
+            let wanted: Vec<String> = task
+                .allowed_workers
+                .iter()
+                .map(|r| r.0.to_string())
+                .collect();
+            parts.push(format!(
+                "it is pinned to worker rank(s) {}",
+                wanted.join(", ")
+            ));
         }
         for resource in &task.resources {
             parts.push(format!("it needs {}={}", resource.name, resource.amount));
@@ -528,7 +544,10 @@ impl Scheduler {
             worker: rank,
             stealing: false,
         };
-        let code = task.code.as_ref().expect("an unfinished task keeps its code");
+        let code = task
+            .code
+            .as_ref()
+            .expect("an unfinished task keeps its code");
         let (func, args) = (code.func, code.args.clone());
         let (attempt, priority, resources) = (task.attempt, task.priority, task.resources.clone());
         let dep_keys = task.deps.clone();
@@ -895,7 +914,9 @@ impl Scheduler {
         victims.sort_by_key(|&i| {
             Reverse(self.workers[i].processing.len() - self.workers[i].nthreads())
         });
-        let mean = self.mean_task_seconds.unwrap_or(policy::DEFAULT_TASK_SECONDS);
+        let mean = self
+            .mean_task_seconds
+            .unwrap_or(policy::DEFAULT_TASK_SECONDS);
         for v in victims {
             if free_threads == 0 {
                 break;
@@ -930,8 +951,13 @@ impl Scheduler {
 
     fn is_stealable(&self, key: Key, thieves: &[usize]) -> bool {
         let task = &self.tasks[&key];
-        matches!(task.state, TaskState::Processing { stealing: false, .. })
-            && task.waiting_on == 0
+        matches!(
+            task.state,
+            TaskState::Processing {
+                stealing: false,
+                ..
+            }
+        ) && task.waiting_on == 0
             && !task.scattered
             && !task.dependents.iter().any(|d| {
                 matches!(
@@ -975,7 +1001,8 @@ impl Scheduler {
         let mut waiting_for: FxHashSet<Rank> = self.workers.iter().map(|w| w.rank).collect();
         waiting_for.insert(Rank::CLIENT);
         for worker in &self.workers {
-            self.outbox.push(Output::Worker(worker.rank, ToWorker::Stop));
+            self.outbox
+                .push(Output::Worker(worker.rank, ToWorker::Stop));
         }
         self.outbox.push(Output::Client(ToClient::Stop));
         self.lifecycle = Lifecycle::Stopping {
@@ -1024,9 +1051,10 @@ impl Scheduler {
             if !task.state.is_final() {
                 assert_eq!(task.waiting_on, waiting, "waiting_on of {key}");
                 for dep in &task.deps {
-                    let dep_task = self.tasks.get(dep).unwrap_or_else(|| {
-                        panic!("{key} depends on {dep}, which was forgotten")
-                    });
+                    let dep_task = self
+                        .tasks
+                        .get(dep)
+                        .unwrap_or_else(|| panic!("{key} depends on {dep}, which was forgotten"));
                     assert!(dep_task.dependents.contains(key), "{dep} lists {key}");
                 }
             }
@@ -1043,7 +1071,9 @@ impl Scheduler {
                 task.client_wants || task.unfinished_dependents > 0,
                 "{key} should have been forgotten"
             );
-            let in_ready = self.ready.contains(&(Reverse(task.priority), task.seq, *key));
+            let in_ready = self
+                .ready
+                .contains(&(Reverse(task.priority), task.seq, *key));
             assert_eq!(
                 in_ready,
                 matches!(task.state, TaskState::Ready),
@@ -1059,7 +1089,9 @@ impl Scheduler {
                         "{key} processing on {worker}"
                     );
                 }
-                TaskState::Memory { who_has } => assert!(!who_has.is_empty(), "{key} has no holder"),
+                TaskState::Memory { who_has } => {
+                    assert!(!who_has.is_empty(), "{key} has no holder")
+                }
                 _ => {}
             }
         }

@@ -176,7 +176,9 @@ impl Worker {
 
     /// Threads it runs tasks on (0 before it joined).
     pub fn nthreads(&self) -> usize {
-        self.hello.as_ref().map_or(0, |h| h.nthreads.max(1) as usize)
+        self.hello
+            .as_ref()
+            .map_or(0, |h| h.nthreads.max(1) as usize)
     }
 
     /// `true` if it advertises at least these resources.

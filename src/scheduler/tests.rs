@@ -222,7 +222,9 @@ fn released(messages: &[(Rank, ToWorker)]) -> Vec<(u32, u64)> {
     let mut out: Vec<(u32, u64)> = messages
         .iter()
         .filter_map(|(rank, m)| match m {
-            ToWorker::ReleaseKeys(keys) => Some(keys.iter().map(|k| (rank.0, k.0)).collect::<Vec<_>>()),
+            ToWorker::ReleaseKeys(keys) => {
+                Some(keys.iter().map(|k| (rank.0, k.0)).collect::<Vec<_>>())
+            }
             _ => None,
         })
         .flatten()
@@ -319,7 +321,10 @@ fn small_inputs_do_not_outweigh_load() {
         workers: vec![Rank(first)],
         ..Default::default()
     };
-    env.submit(vec![task_with(2, &[], pinned.clone()), task_with(3, &[], pinned)]);
+    env.submit(vec![
+        task_with(2, &[], pinned.clone()),
+        task_with(3, &[], pinned),
+    ]);
     env.take_computes();
     env.submit(vec![task(4, &[1])]);
     let other = if first == 2 { 3 } else { 2 };
@@ -348,7 +353,13 @@ fn releasing_an_unfinished_task_cancels_it() {
     let (rank, attempt) = env.processing(1);
     env.release(&[1]);
     let messages = env.take_worker_messages();
-    assert!(messages.contains(&(rank, ToWorker::CancelTask { key: Key(1), attempt })));
+    assert!(messages.contains(&(
+        rank,
+        ToWorker::CancelTask {
+            key: Key(1),
+            attempt
+        }
+    )));
     assert_eq!(env.scheduler.task_count(), 0);
     // Its late result is released, not kept.
     env.finish_as(rank, 1, attempt, 8);
@@ -358,7 +369,12 @@ fn releasing_an_unfinished_task_cancels_it() {
 #[test]
 fn a_failure_reaches_every_dependent_with_the_same_cause() {
     let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
-    env.submit(vec![task(1, &[]), task(2, &[1]), task(3, &[2]), task(4, &[])]);
+    env.submit(vec![
+        task(1, &[]),
+        task(2, &[1]),
+        task(3, &[2]),
+        task(4, &[]),
+    ]);
     env.take_computes();
     env.fail(1, "boom");
     let erred: Vec<(u64, String, String)> = env
@@ -376,7 +392,11 @@ fn a_failure_reaches_every_dependent_with_the_same_cause() {
     let mut keys: Vec<u64> = erred.iter().map(|e| e.0).collect();
     keys.sort();
     assert_eq!(keys, vec![1, 2, 3]);
-    assert!(erred.iter().all(|(_, cause, msg)| cause == "f-1" && msg == "boom"));
+    assert!(
+        erred
+            .iter()
+            .all(|(_, cause, msg)| cause == "f-1" && msg == "boom")
+    );
     // Dependents placed ahead on the worker are cancelled there.
     let cancels = env
         .take_worker_messages()
@@ -410,7 +430,10 @@ fn a_failed_task_with_retries_runs_again() {
         env.take_client_messages().is_empty(),
         "no error reaches the client"
     );
-    assert!(matches!(env.state(2), Some(TaskState::Waiting | TaskState::Processing { .. })));
+    assert!(matches!(
+        env.state(2),
+        Some(TaskState::Waiting | TaskState::Processing { .. })
+    ));
     // A late reply about the first attempt is ignored.
     env.finish_as(first.0, 1, first.1, 8);
     assert!(matches!(env.state(1), Some(TaskState::Processing { .. })));
@@ -480,7 +503,10 @@ fn an_idle_worker_steals_queued_tasks() {
     let mut env = env_with_idle_worker_3();
     let steals = steal_requests(&mut env);
     assert!(!steals.is_empty(), "a steal request was sent");
-    assert!(steals.iter().all(|(k, _)| k.0 != 1), "the pinned task stays");
+    assert!(
+        steals.iter().all(|(k, _)| k.0 != 1),
+        "the pinned task stays"
+    );
     for (key, attempt) in &steals {
         env.send(
             Rank(2),
@@ -525,7 +551,11 @@ fn cancel_reaches_dependents_and_the_worker() {
     env.client(ToScheduler::CancelKeys(vec![Key(1)]));
     let client = env.take_client_messages();
     assert_eq!(client.len(), 2);
-    assert!(client.iter().all(|m| matches!(m, ToClient::KeyCancelled { cause, .. } if cause == "f-1")));
+    assert!(
+        client
+            .iter()
+            .all(|m| matches!(m, ToClient::KeyCancelled { cause, .. } if cause == "f-1"))
+    );
     let cancels = env
         .take_worker_messages()
         .into_iter()
@@ -581,7 +611,10 @@ fn restrictions_pick_matching_workers_or_fail_clearly() {
     assert!(gpu_error.contains("it needs gpu=2"), "{gpu_error}");
     assert!(gpu_error.contains("gpu=1 on rank 3"), "{gpu_error}");
     let pin_error = &errors.iter().find(|e| e.0 == 4).unwrap().1;
-    assert!(pin_error.contains("pinned to worker rank(s) 9"), "{pin_error}");
+    assert!(
+        pin_error.contains("pinned to worker rank(s) 9"),
+        "{pin_error}"
+    );
 }
 
 #[test]
@@ -616,7 +649,10 @@ fn scattered_values_become_dependencies() {
     env.finish_as(Rank(3), 1, 0, 100);
     assert!(matches!(
         env.take_client_messages().as_slice(),
-        [ToClient::KeyDone { key: Key(1), worker: Rank(3) }]
+        [ToClient::KeyDone {
+            key: Key(1),
+            worker: Rank(3)
+        }]
     ));
 }
 

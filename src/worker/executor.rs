@@ -6,7 +6,7 @@
 //! and pops again, so a busy worker starts its next task without a round trip through the
 //! communication thread. Tasks still in the queue have not started and can be stolen.
 
-use crate::protocol::{ArgSlot, Attempt, FnRef, Key, Payload, Resource};
+use crate::protocol::{ArgSlot, Attempt, FnRef, Key, Payload, Rank, Resource};
 use crate::task::{self, TaskInput};
 use crossbeam_channel::Sender;
 use std::cell::RefCell;
@@ -97,12 +97,17 @@ thread_local! {
     /// Set on executor threads: where and why the running task panicked, captured by the
     /// panic hook so the client gets the location too.
     static PANIC_REPORT: RefCell<Option<String>> = const { RefCell::new(None) };
-    static IS_EXECUTOR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static WORKER_RANK: std::cell::Cell<Option<Rank>> = const { std::cell::Cell::new(None) };
 }
 
 /// `true` on threads that run tasks (their panics are reported to the client, not printed).
 pub fn on_executor_thread() -> bool {
-    IS_EXECUTOR.with(|f| f.get())
+    WORKER_RANK.with(|r| r.get()).is_some()
+}
+
+/// The rank of the worker whose task is running on this thread; `None` outside tasks.
+pub fn worker_rank() -> Option<Rank> {
+    WORKER_RANK.with(|r| r.get())
 }
 
 /// Records a panic raised while a task runs on this thread.
@@ -131,8 +136,10 @@ pub fn run_task(task: &ReadyTask) -> TaskOutcome {
     };
     // SAFETY: `func` was produced by the client with `task::plain_offset` or
     // `task::fallible_offset` in this same executable (checked at start-up).
-    let result = catch_unwind(AssertUnwindSafe(|| unsafe { task::call(task.func, &input) }))
-        .unwrap_or_else(|payload| Err(panic_message(payload)));
+    let result = catch_unwind(AssertUnwindSafe(|| unsafe {
+        task::call(task.func, &input)
+    }))
+    .unwrap_or_else(|payload| Err(panic_message(payload)));
     TaskOutcome {
         key: task.key,
         attempt: task.attempt,
@@ -165,19 +172,20 @@ fn give_back(free: &mut [Resource], held: &[Resource]) {
 }
 
 impl Executor {
-    /// An executor with `nthreads` threads, the given resources, reporting to `outcomes`.
+    /// The executor of worker `rank`: `nthreads` threads, the given resources, reporting to
+    /// `outcomes`; `on_thread_start` runs first on every thread.
     pub fn new(
+        rank: Rank,
         nthreads: usize,
         resources: Vec<Resource>,
         outcomes: Sender<TaskOutcome>,
-        thread_name: impl Fn(usize) -> String + Send + Sync + 'static,
         on_thread_start: impl Fn() + Send + Sync + 'static,
     ) -> std::io::Result<Self> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(nthreads)
-            .thread_name(thread_name)
+            .thread_name(move |i| format!("mpidask-r{}-t{i}", rank.0))
             .start_handler(move |_| {
-                IS_EXECUTOR.with(|f| f.set(true));
+                WORKER_RANK.with(|r| r.set(Some(rank)));
                 on_thread_start();
             })
             .build()
@@ -309,7 +317,9 @@ mod tests {
             active_loops: 0,
             free: vec![],
         };
-        queue.ready.extend([task(1, 0, 0), task(2, 5, 1), task(3, 0, 2)]);
+        queue
+            .ready
+            .extend([task(1, 0, 0), task(2, 5, 1), task(3, 0, 2)]);
         let order: Vec<u64> = std::iter::from_fn(|| pop_runnable(&mut queue))
             .map(|t| t.key.0)
             .collect();

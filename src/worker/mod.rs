@@ -338,7 +338,8 @@ impl Node for WorkerNode {
     }
 
     fn on_tick(&mut self, out: &mut Outbox, now: Instant) {
-        if self.status == NodeStatus::Running && now.duration_since(self.last_heartbeat) >= HEARTBEAT
+        if self.status == NodeStatus::Running
+            && now.duration_since(self.last_heartbeat) >= HEARTBEAT
         {
             out.push(Rank::SCHEDULER, &ToScheduler::Heartbeat);
             self.last_heartbeat = now;

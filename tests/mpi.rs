@@ -1,0 +1,436 @@
+//! Integration tests that launch real jobs under `mpirun` (3 to 6 ranks) and in local mode,
+//! and check their output and exit codes.
+//!
+//! The test binary is also the program under test: started with `MPIDASK_SCENARIO=<name>`
+//! it runs that scenario through `mpidask::run` (this is how each test's job runs under
+//! `mpirun`); started normally it runs the tests.
+
+mod support;
+
+use anyhow::{anyhow, ensure};
+use libtest_mimic::{Arguments, Failed, Trial};
+use mpidask::{Client, Error, ExitCode, TaskError, TaskOptions};
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+use support::{Run, example, mpirun, run_with_deadline};
+
+/// Deadline of every job a test starts.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+// ----- task functions used by the scenarios ----------------------------------------------
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn inc(x: i64) -> i64 {
+    x + 1
+}
+
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+fn total(values: Vec<u64>) -> u64 {
+    values.into_iter().sum()
+}
+
+fn sum_f64(values: Vec<f64>) -> f64 {
+    values.into_iter().sum()
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn my_rank() -> u32 {
+    mpidask::worker_rank().expect("runs on a worker").0
+}
+
+fn refuse_seven(x: u32) -> u32 {
+    assert_ne!(x, 7, "seven is not allowed");
+    x
+}
+
+fn checked_div(a: i64, b: i64) -> Result<i64, String> {
+    if b == 0 {
+        Err(format!("division of {a} by zero"))
+    } else {
+        Ok(a / b)
+    }
+}
+
+/// Fails the first time it runs for `marker` (it creates the file), succeeds afterwards.
+fn fails_once(marker: String) -> u32 {
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&marker)
+        .is_ok()
+    {
+        panic!("first attempt fails on purpose");
+    }
+    42
+}
+
+fn checksum(bytes: Vec<u8>) -> u64 {
+    bytes.iter().map(|b| *b as u64).sum()
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+// ----- scenarios (run under mpirun) --------------------------------------------------------
+
+fn scenario_success(client: &Client) -> anyhow::Result<()> {
+    // map + gather
+    let squares = client.map(square, 0..200u64);
+    let values = client.gather(&squares)?;
+    ensure!(values == (0..200u64).map(|x| x * x).collect::<Vec<_>>());
+
+    // A chain: each link depends on the previous one.
+    let mut x = client.submit(inc, 0i64);
+    for _ in 0..99 {
+        x = client.submit(inc, &x);
+    }
+    ensure!(x.result()? == 100);
+
+    // Two futures as two arguments, a list of futures as one Vec argument.
+    let a = client.submit(inc, 1i64);
+    let b = client.submit(inc, &a);
+    ensure!(client.submit(add, (a, b)).result()? == 5);
+    let sum = client.submit(total, squares.clone());
+    ensure!(sum.result()? == values.iter().sum::<u64>());
+
+    // scatter: one value used by a task on the worker holding it.
+    let data = client.scatter(vec![0.5f64; 1000])?;
+    ensure!(client.submit(sum_f64, &data).result()? == 500.0);
+    ensure!(data.result()?.len() == 1000);
+
+    // as_completed yields every future once, the fastest first.
+    let sleepers = client.map(sleep_ms, [400u64, 1, 150]);
+    let order: Vec<u64> = client
+        .as_completed(&sleepers)
+        .map(|f| f.result())
+        .collect::<Result<_, _>>()?;
+    ensure!(
+        order.len() == 3 && order[0] == 1,
+        "completion order {order:?}"
+    );
+    client.wait(&sleepers)?;
+    ensure!(sleepers.iter().all(|f| f.done()));
+
+    // Pinning: a task pinned to a rank runs there.
+    for rank in client.workers().to_vec() {
+        let pinned = client
+            .with_options(TaskOptions::default().workers([rank.0]))
+            .submit(my_rank, ());
+        ensure!(pinned.result()? == rank.0, "pinned to {rank}");
+    }
+
+    // A panicking task: an error for it and its dependents, and the workers carry on.
+    let bad = client.submit(refuse_seven, 7u32);
+    let dependent = client.submit(refuse_seven, &bad);
+    match bad.result() {
+        Err(Error::Task(TaskError { key, message })) => {
+            ensure!(key == bad.name(), "key {key} vs {}", bad.name());
+            ensure!(key.starts_with("refuse_seven-"), "{key}");
+            ensure!(message.contains("seven is not allowed"), "{message}");
+            ensure!(message.contains("panicked at"), "{message}");
+        }
+        other => return Err(anyhow!("expected a task error, got {other:?}")),
+    }
+    match dependent.result() {
+        Err(Error::Task(e)) => ensure!(e.key == bad.name(), "same cause: {e}"),
+        other => return Err(anyhow!("expected the same task error, got {other:?}")),
+    }
+    match client.try_submit(checked_div, (1i64, 0i64)).result() {
+        Err(Error::Task(e)) => ensure!(e.message == "division of 1 by zero", "{e}"),
+        other => return Err(anyhow!("expected Err from try_submit, got {other:?}")),
+    }
+    ensure!(client.try_submit(checked_div, (9i64, 3i64)).result()? == 3);
+
+    // Cancel: the task and its dependent report Cancelled.
+    let slow = client.submit(sleep_ms, 1500u64);
+    let after = client.submit(sleep_ms, &slow);
+    client.cancel(std::slice::from_ref(&slow));
+    ensure!(matches!(slow.result(), Err(Error::Cancelled { .. })));
+    ensure!(matches!(after.result(), Err(Error::Cancelled { .. })));
+
+    let again = client.gather(&client.map(square, 0..10u64))?;
+    ensure!(again.iter().sum::<u64>() == 285);
+    let info = client.scheduler_info()?;
+    ensure!(info.workers.len() == client.workers().len());
+    println!("SCENARIO success OK workers={}", info.workers.len());
+    Ok(())
+}
+
+fn scenario_retry(client: &Client) -> anyhow::Result<()> {
+    let dir = std::env::var("MPIDASK_TEST_DIR")?;
+    let with_retry = client
+        .with_options(TaskOptions::default().retries(1))
+        .submit(fails_once, format!("{dir}/with-retry"));
+    ensure!(with_retry.result()? == 42);
+    let without = client.submit(fails_once, format!("{dir}/without-retry"));
+    ensure!(matches!(without.result(), Err(Error::Task(_))));
+    println!("SCENARIO retry OK");
+    Ok(())
+}
+
+fn scenario_resources(client: &Client) -> anyhow::Result<()> {
+    let on_gpu = client
+        .with_options(TaskOptions::default().resource("gpu", 1.0))
+        .map(my_rank, vec![(); 4]);
+    let ranks: BTreeSet<u32> = client.gather(&on_gpu)?.into_iter().collect();
+    ensure!(ranks == BTreeSet::from([3]), "gpu tasks ran on {ranks:?}");
+    let too_much = client
+        .with_options(TaskOptions::default().resource("gpu", 2.0))
+        .submit(my_rank, ());
+    match too_much.result() {
+        Err(Error::Task(e)) => {
+            ensure!(e.message.contains("it needs gpu=2"), "{e}");
+            ensure!(e.message.contains("gpu=1 on rank 3"), "{e}");
+        }
+        other => return Err(anyhow!("expected unschedulable, got {other:?}")),
+    }
+    println!("SCENARIO resources OK");
+    Ok(())
+}
+
+fn scenario_big_messages(client: &Client) -> anyhow::Result<()> {
+    // With MPIDASK_MESSAGE_PART_BYTES small, these frames travel in many parts.
+    let data = client.scatter(pattern(300_000))?;
+    let sum = client.submit(checksum, &data);
+    ensure!(sum.result()? == checksum(pattern(300_000)));
+    let back = client.submit(pattern, 500_000usize);
+    ensure!(back.result()? == pattern(500_000));
+    println!("SCENARIO big_messages OK");
+    Ok(())
+}
+
+fn run_scenario(name: &str) -> ! {
+    match name {
+        "success" => mpidask::run(scenario_success),
+        "retry" => mpidask::run(scenario_retry),
+        "resources" => mpidask::run(scenario_resources),
+        "big_messages" => mpidask::run(scenario_big_messages),
+        "client_error" => mpidask::run(|_client| -> anyhow::Result<()> {
+            Err(anyhow!(
+                "the input file /nonexistent/data.csv was not found"
+            ))
+        }),
+        "client_panic" => mpidask::run(|_client| -> anyhow::Result<()> {
+            panic!("the client gave up");
+        }),
+        "task_failure_unhandled" => mpidask::run(|client| -> anyhow::Result<()> {
+            client.submit(refuse_seven, 7u32).result()?;
+            Ok(())
+        }),
+        other => {
+            eprintln!("unknown scenario {other}");
+            std::process::exit(99)
+        }
+    }
+}
+
+// ----- tests -------------------------------------------------------------------------------
+
+fn this_binary() -> std::path::PathBuf {
+    std::env::current_exe().expect("current exe")
+}
+
+fn scenario_under_mpirun(np: usize, scenario: &str) -> Command {
+    let mut command = mpirun(np, &this_binary(), &[]);
+    command.env("MPIDASK_SCENARIO", scenario);
+    command
+}
+
+fn launch(command: Command) -> Run {
+    run_with_deadline(command, DEADLINE)
+}
+
+fn check(f: impl FnOnce() + std::panic::UnwindSafe) -> Result<(), Failed> {
+    std::panic::catch_unwind(f).map_err(|e| {
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "test panicked".into())
+            .into()
+    })
+}
+
+fn test_success(np: usize) -> Result<(), Failed> {
+    check(|| {
+        let run = launch(scenario_under_mpirun(np, "success"));
+        run.expect_code(0)
+            .expect_stdout(&format!("SCENARIO success OK workers={}", np - 2))
+            .expect_quiet();
+    })
+}
+
+fn test_local_mode() -> Result<(), Failed> {
+    check(|| {
+        let mut command = Command::new(this_binary());
+        command
+            .env("MPIDASK_SCENARIO", "success")
+            .env("MPIDASK_LOCAL_WORKERS", "2");
+        let run = launch(command);
+        run.expect_code(0)
+            .expect_stdout("SCENARIO success OK workers=2")
+            .expect_quiet();
+    })
+}
+
+fn test_client_error() -> Result<(), Failed> {
+    check(|| {
+        let run = launch(scenario_under_mpirun(4, "client_error"));
+        run.expect_code(ExitCode::ClientError.code()).expect_stderr(
+            "the client program returned an error: the input file /nonexistent/data.csv was not found",
+        );
+        assert_eq!(
+            run.log_lines("ERROR").len(),
+            1,
+            "one error line\n{}",
+            run.dump()
+        );
+    })
+}
+
+fn test_client_panic() -> Result<(), Failed> {
+    check(|| {
+        let run = launch(scenario_under_mpirun(4, "client_panic"));
+        run.expect_code(ExitCode::ClientPanic.code())
+            .expect_stderr("the client program panicked at tests/mpi.rs")
+            .expect_stderr("the client gave up");
+        assert_eq!(
+            run.log_lines("ERROR").len(),
+            1,
+            "one error line\n{}",
+            run.dump()
+        );
+    })
+}
+
+fn test_task_failure_unhandled() -> Result<(), Failed> {
+    check(|| {
+        let run = launch(scenario_under_mpirun(3, "task_failure_unhandled"));
+        run.expect_code(ExitCode::TaskFailed.code())
+            .expect_stderr("the client program returned a task failure: task refuse_seven-")
+            .expect_stderr("seven is not allowed");
+    })
+}
+
+fn test_retry() -> Result<(), Failed> {
+    check(|| {
+        let dir = std::env::temp_dir().join(format!("mpidask-retry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut command = scenario_under_mpirun(4, "retry");
+        command.env("MPIDASK_TEST_DIR", &dir);
+        let run = launch(command);
+        let _ = std::fs::remove_dir_all(&dir);
+        run.expect_code(0).expect_stdout("SCENARIO retry OK");
+        let warnings = run.log_lines("WARN");
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("retrying (0 retries left)"),
+            "one retry warning\n{}",
+            run.dump()
+        );
+    })
+}
+
+fn test_world_of_two() -> Result<(), Failed> {
+    check(|| {
+        let run = launch(scenario_under_mpirun(2, "success"));
+        run.expect_code(ExitCode::Startup.code())
+            .expect_stderr("mpidask needs at least 3 ranks");
+        assert!(!run.stdout.contains("SCENARIO"), "the program must not run");
+    })
+}
+
+fn test_resources() -> Result<(), Failed> {
+    check(|| {
+        // Ranks 0-2 without resources, rank 3 with one GPU (MPMD launch of the same binary).
+        let exe = this_binary();
+        let mut command = mpirun(3, &exe, &[]);
+        command
+            .arg(":")
+            .args(["-np", "1", "env", "MPIDASK_RESOURCES=gpu=1"])
+            .arg(&exe)
+            .env("MPIDASK_SCENARIO", "resources");
+        let run = launch(command);
+        run.expect_code(0)
+            .expect_stdout("SCENARIO resources OK")
+            .expect_quiet();
+    })
+}
+
+fn test_big_messages() -> Result<(), Failed> {
+    check(|| {
+        let mut command = scenario_under_mpirun(4, "big_messages");
+        command.env("MPIDASK_MESSAGE_PART_BYTES", "4096");
+        let run = launch(command);
+        run.expect_code(0)
+            .expect_stdout("SCENARIO big_messages OK")
+            .expect_quiet();
+    })
+}
+
+fn test_pi_same_estimate_everywhere() -> Result<(), Failed> {
+    check(|| {
+        let pi = example("pi_futures");
+        let args = ["--samples", "4000000", "--tasks", "24", "--seed", "7"];
+        let mut estimates = Vec::new();
+        for np in [3, 4, 6] {
+            let run = launch(mpirun(np, &pi, &args));
+            run.expect_code(0).expect_quiet();
+            assert_eq!(
+                run.field("RESULT", "workers").as_deref(),
+                Some((np - 2).to_string().as_str())
+            );
+            estimates.push((format!("-np {np}"), run.field("RESULT", "pi").expect("pi")));
+        }
+        let mut local = Command::new(&pi);
+        local.args(args);
+        let run = launch(local);
+        run.expect_code(0).expect_quiet();
+        estimates.push(("local".into(), run.field("RESULT", "pi").expect("pi")));
+        let first = &estimates[0].1;
+        assert!(
+            estimates.iter().all(|(_, e)| e == first),
+            "estimates differ: {estimates:?}"
+        );
+    })
+}
+
+fn main() {
+    if let Ok(name) = std::env::var("MPIDASK_SCENARIO") {
+        run_scenario(&name);
+    }
+    let mut args = Arguments::from_args();
+    // The jobs share two cores; one at a time keeps their timing realistic.
+    args.test_threads.get_or_insert(1);
+    let tests = vec![
+        Trial::test("success_np3", || test_success(3)),
+        Trial::test("success_np4", || test_success(4)),
+        Trial::test("success_np6", || test_success(6)),
+        Trial::test("local_mode", test_local_mode),
+        Trial::test("client_error_exits_1", test_client_error),
+        Trial::test("client_panic_exits_3", test_client_panic),
+        Trial::test(
+            "unhandled_task_failure_exits_4",
+            test_task_failure_unhandled,
+        ),
+        Trial::test("failed_task_succeeds_on_retry", test_retry),
+        Trial::test("world_of_two_exits_6", test_world_of_two),
+        Trial::test("resources_match_workers", test_resources),
+        Trial::test("frames_split_into_parts", test_big_messages),
+        Trial::test(
+            "pi_same_estimate_at_3_4_6_and_local",
+            test_pi_same_estimate_everywhere,
+        ),
+    ];
+    libtest_mimic::run(&args, tests).exit();
+}

@@ -1,0 +1,252 @@
+//! Launching real jobs for tests and benchmarks: `mpirun` (or a plain process) in its own
+//! session, under a deadline, with everything it started killed when the deadline passes.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a finished (or killed) job left.
+#[derive(Debug)]
+pub struct Run {
+    /// The command line, for messages.
+    pub command: String,
+    /// Exit code; `None` if the job was killed by the deadline or a signal.
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// `true` if the deadline passed and the job was killed.
+    pub timed_out: bool,
+    /// Wall time.
+    pub wall: Duration,
+}
+
+impl Run {
+    /// Panics with the job's output unless it exited with `code`.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert!(
+            !self.timed_out,
+            "{} timed out (a hang)\n{}",
+            self.command,
+            self.dump()
+        );
+        assert_eq!(
+            self.code,
+            Some(code),
+            "{} exited with {:?}, expected {code}\n{}",
+            self.command,
+            self.code,
+            self.dump()
+        );
+        self
+    }
+
+    /// Panics unless stdout contains `text`.
+    pub fn expect_stdout(&self, text: &str) -> &Self {
+        assert!(
+            self.stdout.contains(text),
+            "stdout of {} lacks {text:?}\n{}",
+            self.command,
+            self.dump()
+        );
+        self
+    }
+
+    /// Panics unless stderr contains `text`.
+    pub fn expect_stderr(&self, text: &str) -> &Self {
+        assert!(
+            self.stderr.contains(text),
+            "stderr of {} lacks {text:?}\n{}",
+            self.command,
+            self.dump()
+        );
+        self
+    }
+
+    /// Panics if stderr has an ERROR or WARN line of mpidask.
+    pub fn expect_quiet(&self) -> &Self {
+        let noisy: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.contains("] ERROR:") || l.contains("] WARN:") || l.contains("panicked"))
+            .collect();
+        assert!(
+            noisy.is_empty(),
+            "{} printed errors or warnings: {noisy:#?}\n{}",
+            self.command,
+            self.dump()
+        );
+        self
+    }
+
+    /// Lines of stderr from mpidask's logger at `level`.
+    pub fn log_lines(&self, level: &str) -> Vec<&str> {
+        let tag = format!("] {level}:");
+        self.stderr.lines().filter(|l| l.contains(&tag)).collect()
+    }
+
+    /// The value of `name=` on the first stdout line starting with `prefix`.
+    pub fn field(&self, prefix: &str, name: &str) -> Option<String> {
+        let line = self.stdout.lines().find(|l| l.starts_with(prefix))?;
+        let tag = format!("{name}=");
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(tag.as_str()))
+            .map(str::to_string)
+    }
+
+    /// Output for failure messages.
+    pub fn dump(&self) -> String {
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}\n--- end ({:.2} s) ---",
+            self.stdout,
+            self.stderr,
+            self.wall.as_secs_f64()
+        )
+    }
+}
+
+/// `target/<profile>` of the running test or bench binary.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<binary>")
+        .to_path_buf()
+}
+
+/// Path of a built example.
+pub fn example(name: &str) -> PathBuf {
+    let path = target_dir().join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the examples first (cargo test builds them)",
+        path.display()
+    );
+    path
+}
+
+/// The `mpirun` on the PATH; fails clearly when MPI is not installed.
+pub fn mpirun_path() -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("mpirun"))
+            .find(|p| p.exists())
+    });
+    found.unwrap_or_else(|| {
+        panic!("mpirun not found on PATH: install Open MPI (make deps, or apt-get install openmpi-bin libopenmpi-dev)")
+    })
+}
+
+/// Builds an `mpirun -np N` command for `program` with the variables Open MPI needs on a
+/// small machine run as root (oversubscription, root permission).
+pub fn mpirun(np: usize, program: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(mpirun_path());
+    command
+        .arg("--oversubscribe")
+        .arg("-np")
+        .arg(np.to_string())
+        .arg(program)
+        .args(args);
+    mpi_environment(&mut command);
+    command
+}
+
+/// Sets the environment Open MPI needs here.
+pub fn mpi_environment(command: &mut Command) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        command
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    }
+    command.env("OMPI_MCA_rmaps_base_oversubscribe", "1");
+}
+
+/// Runs `command` in a new session with a deadline; on the deadline every process of the
+/// session (mpirun and all its ranks) is killed.
+pub fn run_with_deadline(mut command: Command, deadline: Duration) -> Run {
+    let description = format!("{command:?}");
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    // SAFETY: setsid is async-signal-safe and only affects the child.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {description}: {e}"));
+    let session = child.id() as i32;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            timed_out = true;
+            kill_session(session);
+            break child.wait().expect("wait after kill");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let wall = started.elapsed();
+    // Leftover processes of the session (there should be none) must not outlive the test.
+    kill_session(session);
+    Run {
+        command: description,
+        code: status.code(),
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+        timed_out,
+        wall,
+    }
+}
+
+/// Processes whose session id is `session`.
+pub fn session_members(session: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // Fields after the command name (which may contain spaces) start after ')'.
+                    let rest = &stat[stat.rfind(')')? + 2..];
+                    rest.split_whitespace().nth(3)?.parse::<i32>().ok()
+                })
+                == Some(session)
+        })
+        .collect()
+}
+
+/// Kills every process of a session.
+pub fn kill_session(session: i32) {
+    for pid in session_members(session) {
+        // SAFETY: sending a signal has no memory-safety preconditions.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
