@@ -51,6 +51,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod exit;
+pub mod keymap;
 pub mod logging;
 pub mod protocol;
 pub mod runtime;

@@ -187,6 +187,16 @@ pub struct SchedulerInfo {
     pub tasks_completed: u64,
 }
 
+/// What a worker needs to run a task: the function and its arguments. The scheduler keeps
+/// it shared, so placing a task (again) does not copy the arguments.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TaskCode {
+    /// Function to run.
+    pub func: FnRef,
+    /// Arguments.
+    pub args: Vec<ArgSlot>,
+}
+
 /// A task placed on a worker.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ComputeMsg {
@@ -194,10 +204,8 @@ pub struct ComputeMsg {
     pub key: Key,
     /// Placement number; echo it in the reply.
     pub attempt: Attempt,
-    /// Function to run.
-    pub func: FnRef,
-    /// Arguments.
-    pub args: Vec<ArgSlot>,
+    /// Function and arguments.
+    pub code: Arc<TaskCode>,
     /// For every distinct dependency, the rank to fetch it from (this worker's own rank when
     /// it holds the value or is computing it).
     pub deps: Vec<(Key, Rank)>,

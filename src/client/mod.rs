@@ -13,6 +13,7 @@ pub use future::{AsCompleted, Future};
 pub(crate) use node::{ClientNode, Command};
 
 use crate::error::{Error, Result, TaskError};
+use crate::keymap::KeyMap;
 use crate::protocol::{
     ArgSlot, FnRef, Key, Payload, Rank, SchedulerInfo, TaskOptions, TaskSpec, ToScheduler,
     ToWorker, decode_value, encode_value,
@@ -48,13 +49,29 @@ pub(crate) struct Entry {
     name: u32,
     status: Status,
     data: Option<Payload>,
-    fetching: bool,
+    /// The program waits for the value: fetch it as soon as it is done.
+    wanted: bool,
+    /// A `GetData` for it was sent.
+    requested: bool,
     watchers: Vec<Sender<Key>>,
+}
+
+impl Entry {
+    fn new(name: u32, status: Status, data: Option<Payload>) -> Self {
+        Entry {
+            name,
+            status,
+            data,
+            wanted: false,
+            requested: false,
+            watchers: Vec::new(),
+        }
+    }
 }
 
 #[derive(Default)]
 pub(crate) struct State {
-    keys: FxHashMap<Key, Entry>,
+    keys: KeyMap<Entry>,
     functions: FxHashMap<i64, u32>,
     names: Vec<String>,
     info: Option<SchedulerInfo>,
@@ -297,13 +314,7 @@ impl Client {
         let key = self.next_key();
         self.shared.lock().keys.insert(
             key,
-            Entry {
-                name: u32::MAX,
-                status: Status::Pending,
-                data: Some(bytes.clone()),
-                fetching: false,
-                watchers: Vec::new(),
-            },
+            Entry::new(u32::MAX, Status::Pending, Some(bytes.clone())),
         );
         self.shared
             .send(Command::Scheduler(ToScheduler::Scatter { key, worker }));
@@ -331,11 +342,15 @@ impl Client {
     /// Waits until every future has finished (with a value, an error or a cancellation),
     /// without fetching values.
     pub fn wait<T>(&self, futures: &[Future<T>]) -> Result<()> {
+        let mut cursor = 0;
         self.shared.wait_for(|state| {
-            futures
-                .iter()
-                .all(|f| state.keys.get(&f.key()).is_none_or(|e| e.status.is_final()))
-                .then_some(())
+            while let Some(future) = futures.get(cursor) {
+                match state.keys.get(&future.key()) {
+                    Some(entry) if !entry.status.is_final() => return None,
+                    _ => cursor += 1,
+                }
+            }
+            Some(())
         })
     }
 
@@ -404,16 +419,7 @@ impl Client {
                         message: format!("could not encode its arguments: {e}"),
                     }),
                 };
-                state.keys.insert(
-                    key,
-                    Entry {
-                        name: func.name,
-                        status,
-                        data: None,
-                        fetching: false,
-                        watchers: Vec::new(),
-                    },
-                );
+                state.keys.insert(key, Entry::new(func.name, status, None));
                 if let Ok(args) = args {
                     batch.push(TaskSpec {
                         key,
@@ -440,35 +446,39 @@ impl Client {
         futures
     }
 
-    /// Waits for `keys` and fetches their values from the workers, all at once.
+    /// Waits for `keys` and fetches their values from the workers: values already computed
+    /// are requested at once (one message per worker), the others as soon as they finish.
     fn fetch(&self, keys: &[Key]) -> Result<Vec<Payload>> {
-        let mut requested = false;
-        self.shared.wait_for(|state| {
-            if !requested {
-                requested = true;
-                let mut requests: FxHashMap<Rank, Vec<Key>> = FxHashMap::default();
-                for key in keys {
-                    if let Some(entry) = state.keys.get_mut(key)
-                        && let Status::Done(worker) = entry.status
-                        && entry.data.is_none()
-                        && !entry.fetching
-                    {
-                        entry.fetching = true;
-                        requests.entry(worker).or_default().push(*key);
-                    }
-                }
-                for (worker, keys) in requests {
-                    self.shared
-                        .send(Command::Worker(worker, ToWorker::GetData(keys)));
-                }
-            }
-            let mut values = Vec::with_capacity(keys.len());
+        {
+            let mut state = self.shared.lock();
+            let mut requests: FxHashMap<Rank, Vec<Key>> = FxHashMap::default();
             for key in keys {
                 let Some(entry) = state.keys.get_mut(key) else {
+                    continue;
+                };
+                entry.wanted = true;
+                if let Status::Done(worker) = entry.status
+                    && entry.data.is_none()
+                    && !entry.requested
+                {
+                    entry.requested = true;
+                    requests.entry(worker).or_default().push(*key);
+                }
+            }
+            for (worker, keys) in requests {
+                self.shared
+                    .send(Command::Worker(worker, ToWorker::GetData(keys)));
+            }
+        }
+        // Checked in order; a key is looked at again only while it is the first missing one.
+        let mut values = Vec::with_capacity(keys.len());
+        self.shared.wait_for(|state| {
+            while let Some(key) = keys.get(values.len()) {
+                let Some(entry) = state.keys.get(key) else {
                     return Some(Err(Error::UnknownKey(*key)));
                 };
-                match &entry.status {
-                    Status::Failed(error) => {
+                match (&entry.status, &entry.data) {
+                    (Status::Failed(error), _) => {
                         let error = error.clone();
                         let text = error.to_string();
                         if state.failures_returned.len() < 1000
@@ -478,26 +488,16 @@ impl Client {
                         }
                         return Some(Err(Error::Task(error)));
                     }
-                    Status::Cancelled(cause) => {
+                    (Status::Cancelled(cause), _) => {
                         return Some(Err(Error::Cancelled { key: cause.clone() }));
                     }
-                    Status::Pending => return None,
-                    Status::Done(worker) => match &entry.data {
-                        Some(data) => values.push(data.clone()),
-                        None => {
-                            if !entry.fetching {
-                                // Finished after the first pass: ask for it now.
-                                entry.fetching = true;
-                                self.shared
-                                    .send(Command::Worker(*worker, ToWorker::GetData(vec![*key])));
-                            }
-                            return None;
-                        }
-                    },
+                    (_, Some(data)) => values.push(data.clone()),
+                    _ => return None,
                 }
             }
-            Some(Ok(values))
-        })?
+            Some(Ok(()))
+        })??;
+        Ok(values)
     }
 }
 

@@ -7,6 +7,7 @@ use crate::exit::ExitCode;
 use crate::protocol::{Key, Rank, ToClient, ToScheduler, ToWorker};
 use crate::runtime::driver::{Node, NodeStatus};
 use crate::transport::Outbox;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,10 @@ pub enum Command {
 pub struct ClientNode {
     shared: Arc<Shared>,
     releases: Vec<Key>,
+    /// Values to request from each worker at the end of the round.
+    fetches: FxHashMap<Rank, Vec<Key>>,
+    /// The shared table changed this round.
+    changed: bool,
     done_at: Option<Instant>,
     shutdown_timeout: Duration,
     status: NodeStatus,
@@ -40,6 +45,8 @@ impl ClientNode {
         ClientNode {
             shared,
             releases: Vec::new(),
+            fetches: FxHashMap::default(),
+            changed: false,
             done_at: None,
             shutdown_timeout,
             status: NodeStatus::Running,
@@ -61,7 +68,17 @@ impl Node for ClientNode {
     fn on_message(&mut self, from: Rank, message: ToClient, _out: &mut Outbox, _now: Instant) {
         let mut state = self.shared.lock();
         match message {
-            ToClient::KeyDone { key, worker } => state.set_status(key, Status::Done(worker)),
+            ToClient::KeyDone { key, worker } => {
+                state.set_status(key, Status::Done(worker));
+                if let Some(entry) = state.keys.get_mut(&key)
+                    && entry.wanted
+                    && entry.data.is_none()
+                    && !entry.requested
+                {
+                    entry.requested = true;
+                    self.fetches.entry(worker).or_default().push(key);
+                }
+            }
             ToClient::KeyErred {
                 key,
                 cause,
@@ -79,7 +96,6 @@ impl Node for ClientNode {
             ToClient::Data { key, bytes } => {
                 if let Some(entry) = state.keys.get_mut(&key) {
                     entry.data = Some(bytes);
-                    entry.fetching = false;
                 }
             }
             ToClient::DataMissing(key) => {
@@ -100,7 +116,7 @@ impl Node for ClientNode {
             ToClient::Exit { code } => self.status = NodeStatus::Exit(code),
         }
         drop(state);
-        self.shared.notify();
+        self.changed = true;
     }
 
     fn on_event(&mut self, command: Command, out: &mut Outbox, now: Instant) {
@@ -121,6 +137,16 @@ impl Node for ClientNode {
                 out.push(Rank::SCHEDULER, &ToScheduler::ClientDone { code });
                 self.done_at = Some(now);
             }
+        }
+    }
+
+    fn on_batch_end(&mut self, out: &mut Outbox, _now: Instant) {
+        // Waiters are woken once per round, not once per message.
+        if std::mem::take(&mut self.changed) {
+            self.shared.notify();
+        }
+        for (worker, keys) in self.fetches.drain() {
+            out.push(worker, &ToWorker::GetData(keys));
         }
     }
 

@@ -35,6 +35,8 @@ pub trait Node {
     fn on_message(&mut self, from: Rank, message: Self::Message, out: &mut Outbox, now: Instant);
     /// Handles a local event.
     fn on_event(&mut self, event: Self::Event, out: &mut Outbox, now: Instant);
+    /// Called after a round of messages and events was handled (batch work goes here).
+    fn on_batch_end(&mut self, _out: &mut Outbox, _now: Instant) {}
     /// Called every [`TICK`] or so, for timers.
     fn on_tick(&mut self, out: &mut Outbox, now: Instant);
     /// The node's status after the last call.
@@ -44,11 +46,12 @@ pub trait Node {
 /// How often [`Node::on_tick`] runs.
 pub const TICK: Duration = Duration::from_millis(10);
 
-/// Idle rounds that only poll again before the loop starts sleeping.
-const SPIN_ROUNDS: u32 = 32;
+/// How long an idle loop keeps polling (yielding the core between polls) after its last
+/// activity before it starts sleeping: messages in a busy exchange arrive well within it.
+const SPIN: Duration = Duration::from_micros(300);
 
 /// First sleep of the back-off.
-const FIRST_SLEEP: Duration = Duration::from_micros(4);
+const FIRST_SLEEP: Duration = Duration::from_micros(10);
 
 /// Events handled per round, so a flood of events cannot starve incoming frames.
 const MAX_EVENTS_PER_ROUND: usize = 4096;
@@ -62,30 +65,33 @@ pub struct DriveSettings {
     pub shutdown_timeout: Duration,
 }
 
-/// Exponential back-off of an idle loop: poll again at once for a few rounds, then sleep
-/// 4 us, 8 us, ... up to `max`, waking early when a local event (or, for the local
-/// transport, a frame) arrives.
+/// Back-off of an idle loop: keep polling (yielding the core between polls) for [`SPIN`]
+/// after the last activity, then sleep 10 us, 20 us, 40 us, ... up to `max`, waking early
+/// when a local event (or, for the local transport, a frame) arrives.
 struct Backoff {
-    idle_rounds: u32,
+    last_activity: Instant,
+    sleeps: u32,
     max: Duration,
 }
 
 impl Backoff {
-    fn reset(&mut self) {
-        self.idle_rounds = 0;
+    fn reset(&mut self, now: Instant) {
+        self.last_activity = now;
+        self.sleeps = 0;
     }
 
     fn wait<E>(&mut self, events: &Receiver<E>, arrivals: Option<&Receiver<Incoming>>) {
-        self.idle_rounds = self.idle_rounds.saturating_add(1);
         let timeout = if arrivals.is_some() {
             // Arrivals wake the thread: sleep until something happens or the next tick.
             TICK
-        } else if self.idle_rounds <= SPIN_ROUNDS {
+        } else if self.last_activity.elapsed() < SPIN {
             std::thread::yield_now();
             return;
         } else {
-            let doublings = (self.idle_rounds - SPIN_ROUNDS).min(20);
-            FIRST_SLEEP.saturating_mul(1 << doublings).min(self.max)
+            self.sleeps = self.sleeps.saturating_add(1).min(20);
+            FIRST_SLEEP
+                .saturating_mul(1 << (self.sleeps - 1))
+                .min(self.max)
         };
         let mut select = Select::new();
         select.recv(events);
@@ -118,7 +124,8 @@ pub fn drive<N: Node>(
     let mut outbox = Outbox::new();
     let mut frames = Vec::new();
     let mut backoff = Backoff {
-        idle_rounds: 0,
+        last_activity: Instant::now(),
+        sleeps: 0,
         max: settings.poll_max,
     };
     let mut last_tick = Instant::now();
@@ -149,6 +156,9 @@ pub fn drive<N: Node>(
         for event in events.try_iter().take(MAX_EVENTS_PER_ROUND) {
             busy = true;
             node.on_event(event, &mut outbox, now);
+        }
+        if busy {
+            node.on_batch_end(&mut outbox, now);
         }
         if now.duration_since(last_tick) >= TICK {
             node.on_tick(&mut outbox, now);
@@ -184,7 +194,7 @@ pub fn drive<N: Node>(
             }
         }
         if busy {
-            backoff.reset();
+            backoff.reset(now);
         } else {
             backoff.wait(events, transport.arrivals());
         }

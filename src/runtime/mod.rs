@@ -23,6 +23,24 @@ use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
+/// How MPI was set up for this process, for diagnostics ([`mpi_setup`]).
+#[derive(Debug, Clone)]
+pub struct MpiSetup {
+    /// `MPI_Get_library_version`.
+    pub library_version: String,
+    /// The thread level MPI provides (mpidask asks for `Funneled`).
+    pub thread_level: String,
+    /// Ranks in `MPI_COMM_WORLD`.
+    pub world_size: usize,
+}
+
+static MPI_SETUP: std::sync::OnceLock<MpiSetup> = std::sync::OnceLock::new();
+
+/// How MPI was set up, once [`run`] initialised it (`None` in [`run_local`]).
+pub fn mpi_setup() -> Option<&'static MpiSetup> {
+    MPI_SETUP.get()
+}
+
 /// What the user's program returns: `()` or `Result<(), E>`. Decides the job's exit code.
 pub trait ClientOutcome {
     /// The exit code and, for a failure, the message to log. `task_failures` are the
@@ -156,6 +174,13 @@ where
     let rank = world.rank() as u32;
     let size = world.size() as usize;
     logging::set_process_role(rank, logging::role_of(rank, size));
+    let _ = MPI_SETUP.set(MpiSetup {
+        library_version: mpi::environment::library_version()
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into()),
+        thread_level: format!("{threading:?}"),
+        world_size: size,
+    });
     match size {
         1 => {
             debug!("world of one rank: local mode");
@@ -300,8 +325,11 @@ impl Node for SchedulerNode {
     type Message = ToScheduler;
     type Event = ();
 
-    fn on_message(&mut self, from: Rank, message: ToScheduler, out: &mut Outbox, now: Instant) {
+    fn on_message(&mut self, from: Rank, message: ToScheduler, _out: &mut Outbox, now: Instant) {
         self.scheduler.handle(from, message, now);
+    }
+
+    fn on_batch_end(&mut self, out: &mut Outbox, _now: Instant) {
         self.route(out);
     }
 

@@ -1,8 +1,7 @@
 //! Placement policy: how many tasks a worker may queue and which worker a ready task goes to.
 
 use super::state::{Task, TaskState, Worker};
-use crate::protocol::Key;
-use rustc_hash::FxHashMap;
+use crate::keymap::KeyMap;
 
 /// Bandwidth assumed for moving a task's inputs between workers, bytes per second.
 pub const NOMINAL_BANDWIDTH: f64 = 2.0e9;
@@ -37,7 +36,7 @@ pub fn is_eligible(task: &Task, worker: &Worker) -> bool {
 }
 
 /// Bytes of `task`'s inputs that `worker` does not hold yet.
-pub fn missing_bytes(task: &Task, worker: &Worker, tasks: &FxHashMap<Key, Task>) -> u64 {
+pub fn missing_bytes(task: &Task, worker: &Worker, tasks: &KeyMap<Task>) -> u64 {
     task.deps
         .iter()
         .filter_map(|dep| tasks.get(dep))
@@ -53,7 +52,7 @@ pub fn missing_bytes(task: &Task, worker: &Worker, tasks: &FxHashMap<Key, Task>)
 pub fn start_time_estimate(
     task: &Task,
     worker: &Worker,
-    tasks: &FxHashMap<Key, Task>,
+    tasks: &KeyMap<Task>,
     mean_task_seconds: Option<f64>,
 ) -> f64 {
     let mean = mean_task_seconds.unwrap_or(DEFAULT_TASK_SECONDS);
@@ -67,7 +66,7 @@ pub fn start_time_estimate(
 pub fn choose_worker<'w>(
     task: &Task,
     workers: &'w [Worker],
-    tasks: &FxHashMap<Key, Task>,
+    tasks: &KeyMap<Task>,
     mean_task_seconds: Option<f64>,
 ) -> Option<&'w Worker> {
     let depth = queue_depth(mean_task_seconds);

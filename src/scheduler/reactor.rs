@@ -2,16 +2,16 @@
 //! writes the messages to send into an outbox. Nothing here blocks or talks to MPI.
 
 use super::policy;
-use super::state::{Failure, Task, TaskCode, TaskState, Worker};
+use super::state::{Failure, ReadyQueue, Task, TaskState, Worker};
 use crate::exit::ExitCode;
+use crate::keymap::KeyMap;
 use crate::protocol::{
-    Attempt, ComputeMsg, Key, Rank, SchedulerInfo, TaskSpec, ToClient, ToScheduler, ToWorker,
-    WorkerHello, WorkerInfo,
+    Attempt, ComputeMsg, Key, Rank, SchedulerInfo, TaskCode, TaskSpec, ToClient, ToScheduler,
+    ToWorker, WorkerHello, WorkerInfo,
 };
 use log::{debug, error, info, warn};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::cmp::Reverse;
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,15 +61,12 @@ enum Lifecycle {
     Aborted,
 }
 
-/// Entry of the ready set: highest priority first, then submission order.
-type ReadyEntry = (Reverse<i32>, u64, Key);
-
 /// The scheduler state machine.
 pub struct Scheduler {
     config: SchedulerConfig,
-    tasks: FxHashMap<Key, Task>,
+    tasks: KeyMap<Task>,
     workers: Vec<Worker>,
-    ready: BTreeSet<ReadyEntry>,
+    ready: ReadyQueue,
     names: FxHashMap<u32, String>,
     outbox: Vec<Output>,
     releases: FxHashMap<Rank, Vec<Key>>,
@@ -78,6 +75,7 @@ pub struct Scheduler {
     mean_task_seconds: Option<f64>,
     joined: usize,
     info_requests: u32,
+    needs_schedule: bool,
     lifecycle: Lifecycle,
 }
 
@@ -91,9 +89,9 @@ impl Scheduler {
             .collect();
         Scheduler {
             config,
-            tasks: FxHashMap::default(),
+            tasks: KeyMap::new(),
             workers,
-            ready: BTreeSet::new(),
+            ready: ReadyQueue::default(),
             names: FxHashMap::default(),
             outbox: Vec::new(),
             releases: FxHashMap::default(),
@@ -102,6 +100,7 @@ impl Scheduler {
             mean_task_seconds: None,
             joined: 0,
             info_requests: 0,
+            needs_schedule: false,
             lifecycle: Lifecycle::Running,
         }
     }
@@ -143,7 +142,6 @@ impl Scheduler {
             ToScheduler::Quiesced => self.on_quiesced(from),
             ToScheduler::Fatal { code, message } => self.abort(code, format!("{from}: {message}")),
         }
-        self.flush_releases();
     }
 
     /// Checks deadlines: workers that went silent, a shutdown that takes too long.
@@ -183,8 +181,15 @@ impl Scheduler {
         }
     }
 
-    /// Moves the pending outputs into `out`.
+    /// Finishes the work the handled messages left (placing ready tasks, balancing load,
+    /// batching releases) and moves the pending outputs into `out`. Call it after a batch of
+    /// messages rather than after each one: placement then runs once per batch.
     pub fn drain_outbox(&mut self, out: &mut Vec<Output>) {
+        if std::mem::take(&mut self.needs_schedule) {
+            self.schedule();
+            self.balance();
+        }
+        self.flush_releases();
         out.append(&mut self.outbox);
     }
 
@@ -414,14 +419,22 @@ impl Scheduler {
     fn make_ready(&mut self, key: Key) {
         let task = self.tasks.get_mut(&key).expect("task exists");
         task.state = TaskState::Ready;
-        self.ready.insert((Reverse(task.priority), task.seq, key));
+        self.ready.push(task, key);
     }
 
     /// Places a waiting task right away on the worker that computes all of its missing
     /// dependencies, so chains run there without a round trip to the scheduler per link.
     fn try_place_with_running_deps(&mut self, key: Key) {
+        if let Some(rank) = self.worker_for_running_deps(key) {
+            self.assign(key, rank);
+        }
+    }
+
+    /// The worker computing every missing input of the waiting task `key`, if there is one
+    /// such worker, it may run the task and it has a free slot.
+    fn worker_for_running_deps(&self, key: Key) -> Option<Rank> {
         if !self.all_joined() || !self.is_running() {
-            return;
+            return None;
         }
         let task = &self.tasks[&key];
         let mut target: Option<Rank> = None;
@@ -432,18 +445,15 @@ impl Scheduler {
                     worker,
                     stealing: false,
                 } if target.is_none_or(|t| t == *worker) => target = Some(*worker),
-                _ => return,
+                _ => return None,
             }
         }
-        let Some(rank) = target else { return };
-        let index = self.worker_index(rank).expect("worker exists");
-        let worker = &self.workers[index];
+        let rank = target?;
+        let worker = &self.workers[self.worker_index(rank)?];
         let depth = policy::queue_depth(self.mean_task_seconds);
-        if policy::is_eligible(task, worker)
-            && worker.processing.len() < policy::slots(worker, depth)
-        {
-            self.assign(key, rank);
-        }
+        (policy::is_eligible(task, worker)
+            && worker.processing.len() < policy::slots(worker, depth))
+        .then_some(rank)
     }
 
     /// Places ready tasks while workers have free slots. A restricted task no worker can ever
@@ -454,8 +464,7 @@ impl Scheduler {
         }
         let mut skipped = Vec::new();
         let mut unschedulable = Vec::new();
-        while let Some(entry) = self.ready.pop_first() {
-            let key = entry.2;
+        while let Some(key) = self.ready.pop(&self.tasks) {
             let task = &self.tasks[&key];
             match policy::choose_worker(task, &self.workers, &self.tasks, self.mean_task_seconds) {
                 Some(worker) => {
@@ -465,20 +474,22 @@ impl Scheduler {
                 None if task.is_restricted()
                     && !self.workers.iter().any(|w| policy::is_eligible(task, w)) =>
                 {
-                    unschedulable.push(entry);
+                    unschedulable.push(key);
                 }
                 None => {
-                    skipped.push(entry);
+                    skipped.push(key);
                     if !task.is_restricted() || !self.any_free_slot() {
                         break;
                     }
                 }
             }
         }
-        self.ready.extend(skipped);
-        for entry in unschedulable {
-            self.ready.insert(entry);
-            let key = entry.2;
+        for key in skipped {
+            self.ready.push(&self.tasks[&key], key);
+        }
+        for key in unschedulable {
+            // Still in the ready state: queue it again so `fail` counts it out.
+            self.ready.push(&self.tasks[&key], key);
             let failure = Arc::new(Failure {
                 cause: self.key_name(key),
                 message: self.unschedulable_reason(key),
@@ -537,6 +548,12 @@ impl Scheduler {
     }
 
     fn assign(&mut self, key: Key, rank: Rank) {
+        self.assign_one(key, rank);
+        self.place_waiting_dependents(key);
+    }
+
+    /// Places one task on `rank` and sends it there.
+    fn assign_one(&mut self, key: Key, rank: Rank) {
         let index = self.worker_index(rank).expect("worker exists");
         let task = self.tasks.get_mut(&key).expect("task exists");
         task.attempt += 1;
@@ -546,9 +563,8 @@ impl Scheduler {
         };
         let code = task
             .code
-            .as_ref()
+            .clone()
             .expect("an unfinished task keeps its code");
-        let (func, args) = (code.func, code.args.clone());
         let (attempt, priority, resources) = (task.attempt, task.priority, task.resources.clone());
         let dep_keys = task.deps.clone();
         let deps = dep_keys
@@ -562,13 +578,32 @@ impl Scheduler {
             ToWorker::Compute(ComputeMsg {
                 key,
                 attempt,
-                func,
-                args,
+                code,
                 deps,
                 priority,
                 resources,
             }),
         ));
+    }
+
+    /// After `key` was placed, its waiting dependents may now have all missing inputs
+    /// computing on one worker: place them there too, and so on down a chain.
+    fn place_waiting_dependents(&mut self, key: Key) {
+        let mut candidates: Vec<Key> = self.tasks[&key].dependents.clone();
+        while let Some(dependent) = candidates.pop() {
+            let Some(task) = self.tasks.get(&dependent) else {
+                continue;
+            };
+            if !matches!(task.state, TaskState::Waiting) {
+                continue;
+            }
+            // `assign` would recurse into this function; place without it and continue the
+            // walk here instead.
+            if let Some(rank) = self.worker_for_running_deps(dependent) {
+                self.assign_one(dependent, rank);
+                candidates.extend(self.tasks[&dependent].dependents.iter().copied());
+            }
+        }
     }
 
     /// Where the worker `to` gets dependency `dep`: itself if it holds or computes it, else
@@ -663,8 +698,7 @@ impl Scheduler {
             self.dependent_finished(dep);
         }
         self.maybe_forget(key);
-        self.schedule();
-        self.balance();
+        self.needs_schedule = true;
     }
 
     fn on_task_failed(&mut self, from: Rank, key: Key, attempt: Attempt, message: String) {
@@ -694,8 +728,7 @@ impl Scheduler {
             });
             self.fail(key, failure);
         }
-        self.schedule();
-        self.balance();
+        self.needs_schedule = true;
     }
 
     /// Takes back dependents placed on a worker to wait there for `key`, which will now be
@@ -736,9 +769,7 @@ impl Scheduler {
             };
             match task.state.clone() {
                 TaskState::Memory { .. } | TaskState::Failed(_) => continue,
-                TaskState::Ready => {
-                    self.ready.remove(&(Reverse(task.priority), task.seq, k));
-                }
+                TaskState::Ready => self.ready.forget(),
                 TaskState::Processing { worker, .. } => self.unplace(k, worker),
                 TaskState::Waiting => {}
             }
@@ -803,9 +834,7 @@ impl Scheduler {
                 }
             }
             TaskState::Failed(_) => {}
-            TaskState::Ready => {
-                self.ready.remove(&(Reverse(task.priority), task.seq, key));
-            }
+            TaskState::Ready => self.ready.forget(),
             TaskState::Waiting => {}
             TaskState::Processing { worker, .. } => {
                 if let Some(w) = self.worker_mut(*worker) {
@@ -872,7 +901,7 @@ impl Scheduler {
                 self.maybe_forget(*key);
             }
         }
-        self.schedule();
+        self.needs_schedule = true;
     }
 
     fn on_cancel(&mut self, keys: &[Key]) {
@@ -886,7 +915,7 @@ impl Scheduler {
                 self.fail(*key, failure);
             }
         }
-        self.schedule();
+        self.needs_schedule = true;
     }
 
     // ----- work stealing ----------------------------------------------------------------
@@ -980,7 +1009,7 @@ impl Scheduler {
             }
             debug!("{} stolen from {from}", self.key_name(key));
             self.make_ready(key);
-            self.schedule();
+            self.needs_schedule = true;
         } else if let Some(task) = self.tasks.get_mut(&key)
             && let TaskState::Processing { stealing, .. } = &mut task.state
         {
@@ -1037,7 +1066,8 @@ impl Scheduler {
     /// Checks the bookkeeping for consistency; panics with a description when it is broken.
     /// Tests call it after every step.
     pub fn check_invariants(&self) {
-        for (key, task) in &self.tasks {
+        for (key, task) in self.tasks.iter() {
+            let key = &key;
             let waiting = task
                 .deps
                 .iter()
@@ -1071,14 +1101,9 @@ impl Scheduler {
                 task.client_wants || task.unfinished_dependents > 0,
                 "{key} should have been forgotten"
             );
-            let in_ready = self
-                .ready
-                .contains(&(Reverse(task.priority), task.seq, *key));
-            assert_eq!(
-                in_ready,
-                matches!(task.state, TaskState::Ready),
-                "ready set membership of {key}"
-            );
+            if matches!(task.state, TaskState::Ready) {
+                assert!(self.ready.contains(*key), "{key} is ready but not queued");
+            }
             match &task.state {
                 TaskState::Ready => assert_eq!(task.waiting_on, 0, "{key} ready but waiting"),
                 TaskState::Processing { worker, .. } => {
@@ -1095,6 +1120,12 @@ impl Scheduler {
                 _ => {}
             }
         }
+        let ready = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| matches!(t.state, TaskState::Ready))
+            .count();
+        assert_eq!(self.ready.len(), ready, "ready count");
         for worker in &self.workers {
             for key in &worker.processing {
                 assert!(

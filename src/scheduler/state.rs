@@ -1,7 +1,10 @@
 //! The scheduler's bookkeeping: what it knows about every task and every worker.
 
-use crate::protocol::{ArgSlot, Attempt, FnRef, Key, Rank, Resource, TaskOptions, WorkerHello};
+use crate::keymap::KeyMap;
+use crate::protocol::{Attempt, Key, Rank, Resource, TaskCode, TaskOptions, WorkerHello};
 use rustc_hash::FxHashSet;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,20 +50,11 @@ impl TaskState {
     }
 }
 
-/// What the scheduler keeps of a task's function and arguments until it succeeds.
-#[derive(Debug, Clone)]
-pub struct TaskCode {
-    /// The function.
-    pub func: FnRef,
-    /// Its arguments.
-    pub args: Vec<ArgSlot>,
-}
-
 /// One task (or scattered value).
 #[derive(Debug)]
 pub struct Task {
     /// Function and arguments; `None` for a scattered value, and dropped once computed.
-    pub code: Option<Box<TaskCode>>,
+    pub code: Option<Arc<TaskCode>>,
     /// Function name id, for readable keys.
     pub name: u32,
     /// Distinct dependencies.
@@ -98,7 +92,7 @@ impl Task {
     pub fn new(code: TaskCode, options: TaskOptions, deps: Vec<Key>, seq: u64) -> Self {
         Task {
             name: code.func.name,
-            code: Some(Box::new(code)),
+            code: Some(Arc::new(code)),
             deps,
             dependents: Vec::new(),
             waiting_on: 0,
@@ -192,5 +186,57 @@ impl Worker {
                 .iter()
                 .any(|have| have.name == want.name && have.amount >= want.amount)
         })
+    }
+}
+
+/// Ready tasks, highest priority first, then in submission order.
+///
+/// A task that leaves the ready state other than by [`ReadyQueue::pop`] (it failed or was
+/// released) is only counted out; its entry is dropped when it surfaces.
+#[derive(Debug, Default)]
+pub struct ReadyQueue {
+    heap: BinaryHeap<(i32, Reverse<u64>, Key)>,
+    len: usize,
+}
+
+impl ReadyQueue {
+    /// Adds a task that just became ready.
+    pub fn push(&mut self, task: &Task, key: Key) {
+        self.heap.push((task.priority, Reverse(task.seq), key));
+        self.len += 1;
+    }
+
+    /// Counts out a ready task that failed or was released.
+    pub fn forget(&mut self) {
+        self.len -= 1;
+    }
+
+    /// The most urgent ready task.
+    pub fn pop(&mut self, tasks: &KeyMap<Task>) -> Option<Key> {
+        while let Some((_, Reverse(seq), key)) = self.heap.pop() {
+            let current = tasks
+                .get(&key)
+                .is_some_and(|t| matches!(t.state, TaskState::Ready) && t.seq == seq);
+            if current {
+                self.len -= 1;
+                return Some(key);
+            }
+        }
+        None
+    }
+
+    /// Ready tasks.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `true` if no task is ready.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `true` if `key` has an entry (for invariant checks; linear time).
+    pub fn contains(&self, key: Key) -> bool {
+        self.heap.iter().any(|e| e.2 == key)
     }
 }

@@ -6,7 +6,7 @@
 //! and pops again, so a busy worker starts its next task without a round trip through the
 //! communication thread. Tasks still in the queue have not started and can be stolen.
 
-use crate::protocol::{ArgSlot, Attempt, FnRef, Key, Payload, Rank, Resource};
+use crate::protocol::{Attempt, Key, Payload, Rank, Resource, TaskCode};
 use crate::task::{self, TaskInput};
 use crossbeam_channel::Sender;
 use std::cell::RefCell;
@@ -22,10 +22,8 @@ pub struct ReadyTask {
     pub key: Key,
     /// Placement number.
     pub attempt: Attempt,
-    /// Function to run.
-    pub func: FnRef,
-    /// Argument slots.
-    pub args: Vec<ArgSlot>,
+    /// Function and argument slots.
+    pub code: Arc<TaskCode>,
     /// Dependency values in slot order.
     pub deps: Vec<Payload>,
     /// Higher runs first.
@@ -131,13 +129,13 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 pub fn run_task(task: &ReadyTask) -> TaskOutcome {
     let started = Instant::now();
     let input = TaskInput {
-        args: &task.args,
+        args: &task.code.args,
         deps: &task.deps,
     };
     // SAFETY: `func` was produced by the client with `task::plain_offset` or
     // `task::fallible_offset` in this same executable (checked at start-up).
     let result = catch_unwind(AssertUnwindSafe(|| unsafe {
-        task::call(task.func, &input)
+        task::call(task.code.func, &input)
     }))
     .unwrap_or_else(|payload| Err(panic_message(payload)));
     TaskOutcome {
@@ -305,8 +303,10 @@ mod tests {
         let task = |key: u64, priority: i32, seq: u64| ReadyTask {
             key: Key(key),
             attempt: 1,
-            func: FnRef { offset: 0, name: 0 },
-            args: vec![],
+            code: Arc::new(TaskCode {
+                func: crate::protocol::FnRef { offset: 0, name: 0 },
+                args: vec![],
+            }),
             deps: vec![],
             priority,
             resources: vec![],

@@ -6,8 +6,9 @@
 
 pub mod executor;
 
+use crate::keymap::KeyMap;
 use crate::protocol::{
-    ArgSlot, Attempt, ComputeMsg, FnRef, Key, Payload, Rank, Resource, ToClient, ToScheduler,
+    ArgSlot, Attempt, ComputeMsg, Key, Payload, Rank, Resource, TaskCode, ToClient, ToScheduler,
     ToWorker, WorkerHello,
 };
 use crate::runtime::driver::{Node, NodeStatus};
@@ -31,8 +32,7 @@ enum Phase {
 
 struct WorkerTask {
     attempt: Attempt,
-    func: FnRef,
-    args: Vec<ArgSlot>,
+    code: Arc<TaskCode>,
     priority: i32,
     resources: Vec<Resource>,
     missing: usize,
@@ -43,8 +43,8 @@ struct WorkerTask {
 pub struct WorkerNode {
     rank: Rank,
     executor: Executor,
-    store: FxHashMap<Key, Payload>,
-    tasks: FxHashMap<Key, WorkerTask>,
+    store: KeyMap<Payload>,
+    tasks: KeyMap<WorkerTask>,
     /// Tasks waiting for a value, by the key of that value.
     waiters: FxHashMap<Key, Vec<Key>>,
     /// Values requested from other workers and not yet received.
@@ -61,8 +61,8 @@ impl WorkerNode {
         WorkerNode {
             rank,
             executor,
-            store: FxHashMap::default(),
-            tasks: FxHashMap::default(),
+            store: KeyMap::new(),
+            tasks: KeyMap::new(),
             waiters: FxHashMap::default(),
             fetching: FxHashSet::default(),
             next_seq: 0,
@@ -89,8 +89,7 @@ impl WorkerNode {
             key,
             WorkerTask {
                 attempt: msg.attempt,
-                func: msg.func,
-                args: msg.args,
+                code: msg.code,
                 priority: msg.priority,
                 resources: msg.resources,
                 missing,
@@ -106,6 +105,7 @@ impl WorkerNode {
     fn enqueue(&mut self, key: Key, out: &mut Outbox) {
         let task = self.tasks.get_mut(&key).expect("task exists");
         let deps: Option<Vec<Payload>> = task
+            .code
             .args
             .iter()
             .flat_map(ArgSlot::dependencies)
@@ -130,8 +130,7 @@ impl WorkerNode {
         self.executor.push(ReadyTask {
             key,
             attempt: task.attempt,
-            func: task.func,
-            args: task.args.clone(),
+            code: task.code.clone(),
             deps,
             priority: task.priority,
             resources: task.resources.clone(),

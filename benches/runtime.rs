@@ -1,0 +1,259 @@
+//! Benchmarks of the runtime core under `mpirun -np 4`, each with its baseline measured in
+//! the same run. Prints one `BENCH name=<id> value=<number> unit=<unit>` line per figure.
+//!
+//! ```text
+//! cargo bench --bench runtime                 # all
+//! cargo bench --bench runtime -- chain_us     # the benchmarks whose name contains chain_us
+//! ```
+//!
+//! The binary is also every program it measures: started with `MPIDASK_BENCH_ROLE=<role>`
+//! (under `mpirun`) it plays that role.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use mpi::traits::*;
+use mpidask::Client;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::{Run, mpirun, run_with_deadline};
+
+const NP: usize = 4;
+const DEADLINE: Duration = Duration::from_secs(600);
+const TASKS: u64 = 100_000;
+const CHAIN: usize = 10_000;
+const PINGPONGS: usize = 100_000;
+const IDLE_SECONDS: u64 = 5;
+const REPEATS: usize = 3;
+
+fn epoch_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+fn noop(x: u64) -> u64 {
+    x
+}
+
+fn inc(x: u64) -> u64 {
+    x + 1
+}
+
+// ----- roles -------------------------------------------------------------------------------
+
+fn role_tasks(client: &Client) -> anyhow::Result<()> {
+    client.gather(&client.map(noop, 0..1000u64))?;
+    for _ in 0..REPEATS {
+        let started = Instant::now();
+        let futures = client.map(noop, 0..TASKS);
+        println!("MEASURE tasks_submit_s={}", started.elapsed().as_secs_f64());
+        let values = client.gather(&futures)?;
+        let seconds = started.elapsed().as_secs_f64();
+        anyhow::ensure!(values.len() == TASKS as usize && values[7] == 7);
+        drop(futures);
+        println!("MEASURE tasks_per_s={}", TASKS as f64 / seconds);
+    }
+    Ok(())
+}
+
+fn role_chain(client: &Client) -> anyhow::Result<()> {
+    for _ in 0..REPEATS {
+        let started = Instant::now();
+        let mut x = client.submit(inc, 0u64);
+        for _ in 1..CHAIN {
+            x = client.submit(inc, &x);
+        }
+        let submitted = started.elapsed().as_secs_f64();
+        let value = x.result()?;
+        println!("MEASURE chain_submit_us={}", submitted * 1e6 / CHAIN as f64);
+        let seconds = started.elapsed().as_secs_f64();
+        anyhow::ensure!(value == CHAIN as u64);
+        println!("MEASURE chain_us={}", seconds * 1e6 / CHAIN as f64);
+    }
+    Ok(())
+}
+
+fn role_empty(_client: &Client) {
+    println!("MEASURE ready_at={}", epoch_seconds());
+    println!("MEASURE done_at={}", epoch_seconds());
+}
+
+fn role_idle(client: &Client) -> anyhow::Result<()> {
+    let before = client.scheduler_info()?.cpu_seconds;
+    let client_before = mpidask::runtime::process_cpu_seconds();
+    std::thread::sleep(Duration::from_secs(IDLE_SECONDS));
+    let client_cpu = mpidask::runtime::process_cpu_seconds() - client_before;
+    let scheduler_cpu = client.scheduler_info()?.cpu_seconds - before;
+    println!("MEASURE idle_scheduler_cpu_s={scheduler_cpu}");
+    println!("MEASURE idle_client_cpu_s={client_cpu}");
+    Ok(())
+}
+
+/// A bare rsmpi program: initialise, synchronise, report, finalise.
+fn role_hello() {
+    let universe = mpi::initialize().expect("MPI initialises");
+    let world = universe.world();
+    world.barrier();
+    if world.rank() == 0 {
+        println!("MEASURE ready_at={}", epoch_seconds());
+        println!("MEASURE done_at={}", epoch_seconds());
+    }
+}
+
+/// Raw rsmpi ping-pong of 8 bytes between ranks 0 and 1; the other ranks wait without
+/// spinning (a non-blocking barrier tested every millisecond).
+fn role_pingpong() {
+    let universe = mpi::initialize().expect("MPI initialises");
+    let world = universe.world();
+    let rank = world.rank();
+    let mut buffer = [0u64; 1];
+    if rank <= 1 {
+        let peer = world.process_at_rank(1 - rank);
+        for round in 0..(PINGPONGS / 10 + PINGPONGS) {
+            if round == PINGPONGS / 10 && rank == 0 {
+                // Warm-up done.
+                buffer[0] = 0;
+                println!("MEASURE start_at={}", epoch_seconds());
+            }
+            if rank == 0 {
+                peer.send(&buffer[..]);
+                peer.receive_into(&mut buffer[..]);
+            } else {
+                peer.receive_into(&mut buffer[..]);
+                buffer[0] += 1;
+                peer.send(&buffer[..]);
+            }
+        }
+        if rank == 0 {
+            println!("MEASURE end_at={}", epoch_seconds());
+        }
+    }
+    let mut request = world.immediate_barrier();
+    loop {
+        match request.test() {
+            Ok(_) => break,
+            Err(r) => request = r,
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn play(role: &str) -> ! {
+    match role {
+        "tasks" => mpidask::run(role_tasks),
+        "chain" => mpidask::run(role_chain),
+        "empty" => mpidask::run(role_empty),
+        "idle" => mpidask::run(role_idle),
+        "hello" => role_hello(),
+        "pingpong" => role_pingpong(),
+        other => panic!("unknown role {other}"),
+    }
+    std::process::exit(0)
+}
+
+// ----- driver ------------------------------------------------------------------------------
+
+fn launch(role: &str) -> (Run, f64) {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut command: Command = mpirun(NP, &exe, &[]);
+    command.env("MPIDASK_BENCH_ROLE", role);
+    let spawned_at = epoch_seconds();
+    let run = run_with_deadline(command, DEADLINE);
+    run.expect_code(0);
+    (run, spawned_at)
+}
+
+fn measures(run: &Run, name: &str) -> Vec<f64> {
+    let tag = format!("MEASURE {name}=");
+    run.stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(tag.as_str()))
+        .map(|v| v.trim().parse().expect("a number"))
+        .collect()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    assert!(!values.is_empty(), "no measurement");
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn bench(name: &str, value: f64, unit: &str) {
+    println!("BENCH name={name} value={value:.6} unit={unit}");
+}
+
+fn pingpong_us() -> f64 {
+    let (run, _) = launch("pingpong");
+    let seconds = measures(&run, "end_at")[0] - measures(&run, "start_at")[0];
+    seconds * 1e6 / (2 * PINGPONGS) as f64
+}
+
+/// Startup (launch to program start) and shutdown (program end to launcher exit).
+fn startup_shutdown(role: &str) -> (f64, f64) {
+    let mut startups = Vec::new();
+    let mut shutdowns = Vec::new();
+    for _ in 0..REPEATS {
+        let (run, spawned_at) = launch(role);
+        let ready = measures(&run, "ready_at")[0];
+        let done = measures(&run, "done_at")[0];
+        startups.push(ready - spawned_at);
+        shutdowns.push(spawned_at + run.wall.as_secs_f64() - done);
+    }
+    (median(startups), median(shutdowns))
+}
+
+fn main() {
+    if let Ok(role) = std::env::var("MPIDASK_BENCH_ROLE") {
+        play(&role);
+    }
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted =
+        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+
+    let needs_pingpong = ["pingpong_us", "tasks_per_s", "chain_us"];
+    let pingpong = needs_pingpong.iter().any(|n| wanted(n)).then(pingpong_us);
+    if let Some(us) = pingpong {
+        bench("pingpong_us", us, "us");
+    }
+    if wanted("tasks_per_s") {
+        let (run, _) = launch("tasks");
+        let rate = median(measures(&run, "tasks_per_s"));
+        bench("tasks_per_s", rate, "tasks/s");
+        let us = pingpong.expect("measured");
+        bench("tasks_per_s_vs_pingpong_rate", rate * us * 1e-6, "x");
+    }
+    if wanted("chain_us") {
+        let (run, _) = launch("chain");
+        let us = median(measures(&run, "chain_us"));
+        bench("chain_us", us, "us");
+        bench(
+            "chain_us_over_pingpong",
+            us / pingpong.expect("measured"),
+            "x",
+        );
+    }
+    if wanted("startup_s") || wanted("shutdown_s") {
+        let (startup, shutdown) = startup_shutdown("empty");
+        let (bare_startup, bare_shutdown) = startup_shutdown("hello");
+        bench("startup_s", startup, "s");
+        bench("startup_bare_mpi_s", bare_startup, "s");
+        bench("startup_ratio", startup / bare_startup, "x");
+        bench("shutdown_s", shutdown, "s");
+        bench("shutdown_bare_mpi_s", bare_shutdown, "s");
+        bench("shutdown_ratio", shutdown / bare_shutdown, "x");
+    }
+    if wanted("idle_cpu_s") {
+        let (run, _) = launch("idle");
+        bench("idle_cpu_s", measures(&run, "idle_scheduler_cpu_s")[0], "s");
+        bench(
+            "idle_cpu_client_s",
+            measures(&run, "idle_client_cpu_s")[0],
+            "s",
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! The scheduler state machine alone, in process: simulated workers, no MPI. Prints
+//! `BENCH name=<id> value=<number> unit=<unit>` lines.
+//!
+//! ```text
+//! cargo bench --bench scheduler
+//! cargo bench --bench scheduler -- 4096     # only the runs whose name contains 4096
+//! ```
+
+use mpidask::protocol::{
+    ArgSlot, FnRef, Key, Rank, TaskOptions, TaskSpec, ToScheduler, ToWorker, WorkerHello,
+};
+use mpidask::scheduler::{Output, Scheduler, SchedulerConfig};
+use std::time::{Duration, Instant};
+
+fn hello(nthreads: u32) -> ToScheduler {
+    ToScheduler::WorkerHello(WorkerHello {
+        nthreads,
+        resources: vec![],
+        host: "sim".into(),
+        pid: 1,
+    })
+}
+
+fn spec(key: u64) -> TaskSpec {
+    TaskSpec {
+        key: Key(key),
+        func: FnRef { offset: 0, name: 0 },
+        args: vec![ArgSlot::Value(vec![1, 2, 3, 4, 5, 6, 7, 8])],
+        options: TaskOptions::default(),
+    }
+}
+
+/// Submits `tasks` independent tasks in batches of 4096, lets every simulated worker finish
+/// what it was given, releases the results, until all are done. Returns (seconds, placements).
+fn run(workers: u32, nthreads: u32, tasks: u64) -> (f64, u64) {
+    let now = Instant::now();
+    let ranks: Vec<Rank> = (2..2 + workers).map(Rank).collect();
+    let mut scheduler = Scheduler::new(
+        SchedulerConfig {
+            workers: ranks.clone(),
+            worker_timeout: Duration::from_secs(3600),
+            shutdown_timeout: Duration::from_secs(10),
+        },
+        now,
+    );
+    for rank in &ranks {
+        scheduler.handle(*rank, hello(nthreads), now);
+    }
+    let mut out = Vec::new();
+    scheduler.drain_outbox(&mut out);
+    out.clear();
+    let started = Instant::now();
+    let mut submitted = 0;
+    let mut finished = 0;
+    let mut placements = 0;
+    while finished < tasks {
+        if submitted < tasks {
+            let batch: Vec<TaskSpec> = (submitted..(submitted + 4096).min(tasks))
+                .map(spec)
+                .collect();
+            submitted += batch.len() as u64;
+            scheduler.handle(Rank::CLIENT, ToScheduler::Submit(batch), now);
+        }
+        scheduler.drain_outbox(&mut out);
+        let mut done = Vec::new();
+        for output in out.drain(..) {
+            match output {
+                Output::Worker(rank, ToWorker::Compute(c)) => {
+                    placements += 1;
+                    done.push((rank, c.key, c.attempt));
+                }
+                Output::Client(_) | Output::Worker(..) | Output::Info(_) => {}
+                Output::Abort { message, .. } => panic!("{message}"),
+            }
+        }
+        let mut released = Vec::with_capacity(done.len());
+        for (rank, key, attempt) in done {
+            scheduler.handle(
+                rank,
+                ToScheduler::TaskFinished {
+                    key,
+                    attempt,
+                    nbytes: 8,
+                    duration_us: 1,
+                },
+                now,
+            );
+            released.push(key);
+            finished += 1;
+        }
+        scheduler.handle(Rank::CLIENT, ToScheduler::ReleaseKeys(released), now);
+    }
+    scheduler.drain_outbox(&mut out);
+    assert_eq!(
+        scheduler.task_count(),
+        0,
+        "every task finished and was released"
+    );
+    (started.elapsed().as_secs_f64(), placements)
+}
+
+fn main() {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    for (workers, nthreads, tasks) in [(2u32, 2u32, 1_000_000u64), (4096, 1, 1_000_000)] {
+        let name = format!("scheduler_assignments_per_s_{workers}w");
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let (seconds, placements) = run(workers, nthreads, tasks);
+        println!(
+            "BENCH name={name} value={:.0} unit=assignments/s",
+            placements as f64 / seconds
+        );
+    }
+}
