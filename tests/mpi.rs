@@ -211,6 +211,16 @@ fn scenario_big_messages(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stops (SIGSTOP) the process of the last worker rank, as a hung node would look.
+fn freeze_last_worker(client: &Client) -> anyhow::Result<u32> {
+    let info = client.scheduler_info()?;
+    let worker = info.workers.last().expect("a worker");
+    // SAFETY: sending a signal has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(worker.hello.pid as i32, libc::SIGSTOP) };
+    ensure!(rc == 0, "could not stop pid {}", worker.hello.pid);
+    Ok(worker.rank.0)
+}
+
 fn run_scenario(name: &str) -> ! {
     match name {
         "success" => mpidask::run(scenario_success),
@@ -224,6 +234,18 @@ fn run_scenario(name: &str) -> ! {
         }),
         "client_panic" => mpidask::run(|_client| -> anyhow::Result<()> {
             panic!("the client gave up");
+        }),
+        "stall_shutdown" => mpidask::run(|client| -> anyhow::Result<()> {
+            freeze_last_worker(client)?;
+            Ok(())
+        }),
+        "lose_worker" => mpidask::run(|client| -> anyhow::Result<()> {
+            let rank = freeze_last_worker(client)?;
+            let pinned = client
+                .with_options(TaskOptions::default().workers([rank]))
+                .submit(my_rank, ());
+            pinned.result()?;
+            Ok(())
         }),
         "task_failure_unhandled" => mpidask::run(|client| -> anyhow::Result<()> {
             client.submit(refuse_seven, 7u32).result()?;
@@ -378,6 +400,47 @@ fn test_big_messages() -> Result<(), Failed> {
     })
 }
 
+fn test_shutdown_deadline() -> Result<(), Failed> {
+    check(|| {
+        let mut command = scenario_under_mpirun(4, "stall_shutdown");
+        command.env("MPIDASK_SHUTDOWN_TIMEOUT", "2");
+        let run = launch(command);
+        run.expect_code(ExitCode::ShutdownTimeout.code())
+            .expect_stderr("rank(s) 3 did not finish shutting down within 2.0 s");
+        assert!(
+            run.wall < Duration::from_secs(15),
+            "ended in {:?}",
+            run.wall
+        );
+    })
+}
+
+fn test_lost_worker() -> Result<(), Failed> {
+    check(|| {
+        let mut command = scenario_under_mpirun(4, "lose_worker");
+        command.env("MPIDASK_WORKER_TIMEOUT", "2");
+        let run = launch(command);
+        run.expect_code(ExitCode::WorkerLost.code())
+            .expect_stderr("worker rank 3 sent nothing for 2 s");
+        assert!(
+            run.wall < Duration::from_secs(15),
+            "ended in {:?}",
+            run.wall
+        );
+    })
+}
+
+fn test_different_executables() -> Result<(), Failed> {
+    check(|| {
+        let mut command = scenario_under_mpirun(3, "success");
+        command.args([":", "-np", "1"]).arg(example("pi_futures"));
+        let run = launch(command);
+        run.expect_code(ExitCode::Startup.code())
+            .expect_stderr("every rank must run the same program: rank 3 (executable fingerprint");
+        assert!(!run.stdout.contains("SCENARIO"), "the program must not run");
+    })
+}
+
 fn test_pi_same_estimate_everywhere() -> Result<(), Failed> {
     check(|| {
         let pi = example("pi_futures");
@@ -431,6 +494,9 @@ fn main() {
             "pi_same_estimate_at_3_4_6_and_local",
             test_pi_same_estimate_everywhere,
         ),
+        Trial::test("shutdown_past_deadline_aborts_7", test_shutdown_deadline),
+        Trial::test("silent_worker_aborts_5", test_lost_worker),
+        Trial::test("different_executables_exit_6", test_different_executables),
     ];
     libtest_mimic::run(&args, tests).exit();
 }

@@ -18,6 +18,7 @@ use crate::protocol::{
     ArgSlot, FnRef, Key, Payload, Rank, SchedulerInfo, TaskOptions, TaskSpec, ToScheduler,
     ToWorker, decode_value, encode_value,
 };
+use crate::runtime::driver::EventSender;
 use crate::task::{self, IntoArgs, KeepAlive, TaskFn};
 use crossbeam_channel::Sender;
 use rustc_hash::FxHashMap;
@@ -108,14 +109,14 @@ impl State {
 pub(crate) struct Shared {
     state: Mutex<State>,
     changed: Condvar,
-    commands: Sender<Command>,
+    commands: EventSender<Command>,
     next_key: AtomicU64,
     workers: Vec<Rank>,
     next_worker: AtomicUsize,
 }
 
 impl Shared {
-    pub(crate) fn new(commands: Sender<Command>, workers: Vec<Rank>) -> Arc<Shared> {
+    pub(crate) fn new(commands: EventSender<Command>, workers: Vec<Rank>) -> Arc<Shared> {
         Arc::new(Shared {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
@@ -137,7 +138,7 @@ impl Shared {
     fn send(&self, command: Command) {
         // The communication thread outlives every client call; if it is gone the job is
         // ending and the command does not matter.
-        let _ = self.commands.send(command);
+        self.commands.send(command);
     }
 
     /// Waits until `ready` returns `Some`, or the runtime stops.

@@ -4,8 +4,8 @@
 
 use crate::exit::ExitCode;
 use crate::protocol::{Rank, ToScheduler, decode_frame};
-use crate::transport::{Incoming, Outbox, Transport};
-use crossbeam_channel::{Receiver, Select};
+use crate::transport::{Outbox, Transport};
+use crossbeam_channel::{Receiver, Sender};
 use log::{debug, error};
 use serde::de::DeserializeOwned;
 use std::time::{Duration, Instant};
@@ -65,9 +65,45 @@ pub struct DriveSettings {
     pub shutdown_timeout: Duration,
 }
 
+/// The sending end of a rank's local events (client commands, task outcomes): sending
+/// also wakes the rank's communication thread if it sleeps.
+pub struct EventSender<E> {
+    channel: Sender<E>,
+    comm_thread: std::thread::Thread,
+}
+
+impl<E> Clone for EventSender<E> {
+    fn clone(&self) -> Self {
+        EventSender {
+            channel: self.channel.clone(),
+            comm_thread: self.comm_thread.clone(),
+        }
+    }
+}
+
+impl<E> EventSender<E> {
+    /// Sends `event` and wakes the communication thread. An event sent after that thread
+    /// ended is dropped (the rank is exiting).
+    pub fn send(&self, event: E) {
+        let _ = self.channel.send(event);
+        self.comm_thread.unpark();
+    }
+}
+
+/// A channel of local events for the calling thread, which must be the one that will run
+/// [`drive`] with the receiver.
+pub fn event_channel<E>() -> (EventSender<E>, Receiver<E>) {
+    let (channel, receiver) = crossbeam_channel::unbounded();
+    let sender = EventSender {
+        channel,
+        comm_thread: std::thread::current(),
+    };
+    (sender, receiver)
+}
+
 /// Back-off of an idle loop: keep polling (yielding the core between polls) for [`SPIN`]
-/// after the last activity, then sleep 10 us, 20 us, 40 us, ... up to `max`, waking early
-/// when a local event (or, for the local transport, a frame) arrives.
+/// after the last activity, then sleep 10 us, 20 us, 40 us, ... up to `max`. Local events
+/// (and frames of the local transport) wake the thread early.
 struct Backoff {
     last_activity: Instant,
     sleeps: u32,
@@ -80,9 +116,9 @@ impl Backoff {
         self.sleeps = 0;
     }
 
-    fn wait<E>(&mut self, events: &Receiver<E>, arrivals: Option<&Receiver<Incoming>>) {
-        let timeout = if arrivals.is_some() {
-            // Arrivals wake the thread: sleep until something happens or the next tick.
+    fn wait(&mut self, transport_wakes_us: bool) {
+        let timeout = if transport_wakes_us {
+            // Frames wake the thread too: sleep until something happens or the next tick.
             TICK
         } else if self.last_activity.elapsed() < SPIN {
             std::thread::yield_now();
@@ -93,12 +129,7 @@ impl Backoff {
                 .saturating_mul(1 << (self.sleeps - 1))
                 .min(self.max)
         };
-        let mut select = Select::new();
-        select.recv(events);
-        if let Some(arrivals) = arrivals {
-            select.recv(arrivals);
-        }
-        let _ = select.ready_timeout(timeout);
+        std::thread::park_timeout(timeout);
     }
 }
 
@@ -131,6 +162,7 @@ pub fn drive<N: Node>(
     let mut last_tick = Instant::now();
     let mut stopping_since: Option<Instant> = None;
     let mut quiesced = false;
+    transport.attach_current_thread();
     node.on_start(&mut outbox);
     loop {
         let mut busy = false;
@@ -195,8 +227,8 @@ pub fn drive<N: Node>(
         }
         if busy {
             backoff.reset(now);
-        } else {
-            backoff.wait(events, transport.arrivals());
+        } else if events.is_empty() {
+            backoff.wait(transport.wakes_receiver());
         }
     }
 }

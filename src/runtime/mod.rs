@@ -394,7 +394,7 @@ fn worker_main(
     let rank = transport.rank();
     logging::set_thread_role(rank.0, "worker");
     let nthreads = args.worker_threads(sharing);
-    let (outcomes, events) = crossbeam_channel::unbounded();
+    let (outcomes, events) = driver::event_channel();
     let executor = Executor::new(
         rank,
         nthreads,
@@ -435,7 +435,7 @@ where
     T: Send,
 {
     logging::set_thread_role(1, "client");
-    let (commands, events) = crossbeam_channel::unbounded();
+    let (commands, events) = driver::event_channel();
     let shared = Shared::new(commands.clone(), workers);
     let mut node = ClientNode::new(shared.clone(), args.shutdown_timeout());
     std::thread::scope(|scope| {
@@ -449,7 +449,7 @@ where
                 drop(client);
                 let failures = shared.task_failures_returned();
                 let (code, value) = exit_code(result, &failures);
-                let _ = commands.send(Command::Done(code));
+                commands.send(Command::Done(code));
                 value
             });
         let program_thread = match program_thread {

@@ -3,18 +3,24 @@
 use super::{Incoming, Transport};
 use crate::protocol::Rank;
 use crossbeam_channel::{Receiver, Sender, unbounded};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
 
 /// One rank's end of an in-process mesh.
 pub struct LocalTransport {
     rank: Rank,
     peers: Vec<Sender<Incoming>>,
     inbox: Receiver<Incoming>,
+    /// The receiving thread of every rank, woken when a frame is sent to it.
+    threads: Arc<Vec<OnceLock<Thread>>>,
 }
 
 impl LocalTransport {
     /// A fully connected mesh of `size` ranks; element `i` is rank `i`'s end.
     pub fn mesh(size: usize) -> Vec<LocalTransport> {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..size).map(|_| unbounded()).unzip();
+        let threads: Arc<Vec<OnceLock<Thread>>> =
+            Arc::new((0..size).map(|_| OnceLock::new()).collect());
         receivers
             .into_iter()
             .enumerate()
@@ -22,6 +28,7 @@ impl LocalTransport {
                 rank: Rank(rank as u32),
                 peers: senders.clone(),
                 inbox,
+                threads: threads.clone(),
             })
             .collect()
     }
@@ -39,6 +46,9 @@ impl Transport for LocalTransport {
     fn send(&mut self, to: Rank, frame: Vec<u8>) {
         // A peer thread that already ended drops its inbox; its frames are not needed.
         let _ = self.peers[to.index()].send((self.rank, frame));
+        if let Some(thread) = self.threads[to.index()].get() {
+            thread.unpark();
+        }
     }
 
     fn receive(&mut self, out: &mut Vec<Incoming>) {
@@ -49,8 +59,12 @@ impl Transport for LocalTransport {
         0
     }
 
-    fn arrivals(&self) -> Option<&Receiver<Incoming>> {
-        Some(&self.inbox)
+    fn attach_current_thread(&mut self) {
+        let _ = self.threads[self.rank.index()].set(std::thread::current());
+    }
+
+    fn wakes_receiver(&self) -> bool {
+        true
     }
 
     fn abort(&mut self, code: i32) -> ! {

@@ -5,7 +5,6 @@ pub mod local;
 pub mod mpi;
 
 use crate::protocol::{FrameWriter, Rank};
-use crossbeam_channel::Receiver;
 use serde::Serialize;
 
 /// A frame received from another rank.
@@ -24,9 +23,12 @@ pub trait Transport {
     fn receive(&mut self, out: &mut Vec<Incoming>);
     /// Advances sends in flight; returns how many are still pending.
     fn progress(&mut self) -> usize;
-    /// For transports that can wake a sleeping thread when a frame arrives (threads), the
-    /// channel to wait on; `None` means the caller must poll.
-    fn arrivals(&self) -> Option<&Receiver<Incoming>>;
+    /// Declares the calling thread as the one that receives (call it from the thread that
+    /// will poll), so a transport that can wake it does.
+    fn attach_current_thread(&mut self) {}
+    /// `true` if an arriving frame wakes the attached thread (threads); `false` if the
+    /// receiver must poll (MPI).
+    fn wakes_receiver(&self) -> bool;
     /// Ends the whole job now with `code`.
     fn abort(&mut self, code: i32) -> !;
 }

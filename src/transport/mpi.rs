@@ -9,7 +9,6 @@
 
 use super::{Incoming, Transport};
 use crate::protocol::Rank;
-use crossbeam_channel::Receiver;
 use mpi::request::{Request, StaticScope};
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
@@ -173,8 +172,8 @@ impl Transport for MpiTransport {
         self.pending.len()
     }
 
-    fn arrivals(&self) -> Option<&Receiver<Incoming>> {
-        None
+    fn wakes_receiver(&self) -> bool {
+        false
     }
 
     fn abort(&mut self, code: i32) -> ! {

@@ -7,8 +7,8 @@
 //! communication thread. Tasks still in the queue have not started and can be stolen.
 
 use crate::protocol::{Attempt, Key, Payload, Rank, Resource, TaskCode};
+use crate::runtime::driver::EventSender;
 use crate::task::{self, TaskInput};
-use crossbeam_channel::Sender;
 use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -74,7 +74,7 @@ struct Queue {
 struct Shared {
     queue: Mutex<Queue>,
     max_loops: usize,
-    outcomes: Sender<TaskOutcome>,
+    outcomes: EventSender<TaskOutcome>,
 }
 
 impl Shared {
@@ -176,7 +176,7 @@ impl Executor {
         rank: Rank,
         nthreads: usize,
         resources: Vec<Resource>,
-        outcomes: Sender<TaskOutcome>,
+        outcomes: EventSender<TaskOutcome>,
         on_thread_start: impl Fn() + Send + Sync + 'static,
     ) -> std::io::Result<Self> {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -273,7 +273,7 @@ fn drain(shared: &Shared) {
         }
         // The communication thread outlives the pool except at exit, when results no
         // longer matter.
-        let _ = shared.outcomes.send(outcome);
+        shared.outcomes.send(outcome);
     }
 }
 

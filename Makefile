@@ -1,0 +1,58 @@
+# mpidask: `make run` and `make test` are all a user needs on a fresh Debian machine.
+#
+#   make run              build and run the Monte-Carlo Pi example under mpirun -np 4
+#   make test             the whole suite (unit, doc, and integration tests under mpirun)
+#   make bench            every benchmark; `make bench BENCH=tasks_per_s` for one
+#   make deps             install Open MPI, libclang and pkg-config with apt-get if missing
+#   make lint             rustfmt and clippy checks (part of make test)
+
+SHELL := /bin/bash
+CARGO ?= cargo
+NP ?= 4
+BENCH ?=
+PI_ARGS ?= --samples 200000000 --tasks 64
+
+# Open MPI refuses to run as root without these; more ranks than cores need oversubscription.
+ifeq ($(shell id -u),0)
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+endif
+export OMPI_MCA_rmaps_base_oversubscribe := 1
+
+APT_PACKAGES := openmpi-bin libopenmpi-dev libclang-dev clang pkg-config
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build run test lint bench clean
+
+all: build
+
+deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get install -y -q $$missing || \
+	    { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; }; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
+
+build: deps
+	$(CARGO) build --release --bins --examples
+
+run: build
+	mpirun -np $(NP) target/release/examples/pi_futures $(PI_ARGS)
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+test: deps lint
+	$(CARGO) test --release
+
+bench: deps
+	$(CARGO) bench --bench runtime -- $(BENCH)
+	$(CARGO) bench --bench scheduler -- $(BENCH)
+
+clean:
+	$(CARGO) clean
