@@ -123,6 +123,16 @@ fn scenario_success(client: &Client) -> anyhow::Result<()> {
     client.wait(&sleepers)?;
     ensure!(sleepers.iter().all(|f| f.done()));
 
+    // A value made on one worker and read by a task on another moves worker to worker.
+    let (first, last) = (client.workers()[0].0, client.workers().last().unwrap().0);
+    let made = client
+        .with_options(TaskOptions::default().workers([first]))
+        .submit(pattern, 100_000usize);
+    let read = client
+        .with_options(TaskOptions::default().workers([last]))
+        .submit(checksum, &made);
+    ensure!(read.result()? == checksum(pattern(100_000)));
+
     // Pinning: a task pinned to a rank runs there.
     for rank in client.workers().to_vec() {
         let pinned = client

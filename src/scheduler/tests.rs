@@ -765,3 +765,28 @@ fn many_tasks_flow_through_deep_queues() {
     env.release(&(0..2000).collect::<Vec<_>>());
     assert_eq!(env.scheduler.task_count(), 0);
 }
+
+#[test]
+fn a_chain_longer_than_the_slots_keeps_running_on_one_worker() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    // Long tasks: one queued task per thread, so two slots per worker.
+    env.submit(vec![task(1000, &[])]);
+    env.finish(1000, 8);
+    env.take_computes();
+    let chain: Vec<TaskSpec> = (1..=10u64)
+        .map(|k| {
+            let deps: Vec<u64> = if k == 1 { vec![] } else { vec![k - 1] };
+            task(k, &deps)
+        })
+        .collect();
+    env.submit(chain);
+    let mut placed = env.placements();
+    assert_eq!(placed.len(), 2, "as many links as slots: {placed:?}");
+    let worker = placed[0].1;
+    for k in 1..=10u64 {
+        env.finish(k, 8);
+        placed.extend(env.placements());
+    }
+    assert_eq!(placed.len(), 10);
+    assert!(placed.iter().all(|(_, rank)| *rank == worker), "{placed:?}");
+}

@@ -5,6 +5,8 @@
 //! tasks run on the executor's threads and come back as [`executor::TaskOutcome`] events.
 
 pub mod executor;
+#[cfg(test)]
+mod tests;
 
 use crate::keymap::KeyMap;
 use crate::protocol::{

@@ -1,0 +1,326 @@
+//! Tests of the worker node with a real executor: messages in, and everything it sends
+//! round-tripped through the local transport and the wire encoding.
+
+use super::WorkerNode;
+use super::executor::{Executor, TaskOutcome};
+use crate::protocol::{
+    ArgSlot, ComputeMsg, FnRef, Key, Rank, TaskCode, ToClient, ToScheduler, ToWorker, WorkerHello,
+    decode_frame, decode_value, encode_value,
+};
+use crate::runtime::driver::{Node, NodeStatus, event_channel};
+use crate::task::{self, TaskFn};
+use crate::transport::local::LocalTransport;
+use crate::transport::{Outbox, Transport};
+use crossbeam_channel::Receiver;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ME: Rank = Rank(2);
+const PEER: Rank = Rank(3);
+
+fn double(x: u64) -> u64 {
+    2 * x
+}
+
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn refuse(x: u64) -> u64 {
+    panic!("no {x}");
+}
+
+fn func_of<F: TaskFn<Args>, Args: DeserializeOwned>(_f: F) -> FnRef
+where
+    F::Output: Serialize,
+{
+    FnRef {
+        offset: task::plain_offset::<F, Args>(),
+        name: 0,
+    }
+}
+
+fn value<T: Serialize>(v: T) -> ArgSlot {
+    ArgSlot::Value(encode_value(&v).unwrap())
+}
+
+fn compute(key: u64, func: FnRef, args: Vec<ArgSlot>, deps: Vec<(Key, Rank)>) -> ToWorker {
+    ToWorker::Compute(ComputeMsg {
+        key: Key(key),
+        attempt: 1,
+        code: Arc::new(TaskCode { func, args }),
+        deps,
+        priority: 0,
+        resources: vec![],
+    })
+}
+
+struct WorkerEnv {
+    node: WorkerNode,
+    outcomes: Receiver<TaskOutcome>,
+    mesh: Vec<LocalTransport>,
+    out: Outbox,
+}
+
+impl WorkerEnv {
+    fn new(nthreads: usize) -> Self {
+        let (sender, outcomes) = event_channel();
+        let executor = Executor::new(ME, nthreads, vec![], sender, || {}).unwrap();
+        let hello = WorkerHello {
+            nthreads: nthreads as u32,
+            resources: vec![],
+            host: "test".into(),
+            pid: 1,
+        };
+        let mut env = WorkerEnv {
+            node: WorkerNode::new(ME, hello, executor),
+            outcomes,
+            mesh: LocalTransport::mesh(4),
+            out: Outbox::new(),
+        };
+        env.node.on_start(&mut env.out);
+        assert!(matches!(
+            env.sent_to_scheduler().as_slice(),
+            [ToScheduler::WorkerHello(_)]
+        ));
+        env
+    }
+
+    fn send(&mut self, from: Rank, message: ToWorker) {
+        self.node
+            .on_message(from, message, &mut self.out, Instant::now());
+    }
+
+    /// Handles the next task outcome.
+    fn next_outcome(&mut self) {
+        let outcome = self
+            .outcomes
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a task outcome");
+        self.node.on_event(outcome, &mut self.out, Instant::now());
+    }
+
+    fn received<M: DeserializeOwned>(&mut self, rank: Rank) -> Vec<M> {
+        self.out.flush(&mut self.mesh[ME.index()]);
+        let mut frames = Vec::new();
+        self.mesh[rank.index()].receive(&mut frames);
+        frames
+            .iter()
+            .flat_map(|(from, frame)| {
+                assert_eq!(*from, ME);
+                decode_frame::<M>(frame).unwrap()
+            })
+            .collect()
+    }
+
+    fn sent_to_scheduler(&mut self) -> Vec<ToScheduler> {
+        self.received(Rank::SCHEDULER)
+    }
+
+    fn finished(&mut self) -> Vec<u64> {
+        self.sent_to_scheduler()
+            .into_iter()
+            .filter_map(|m| match m {
+                ToScheduler::TaskFinished { key, .. } => Some(key.0),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn value_of<T: DeserializeOwned>(&mut self, key: u64) -> T {
+        self.send(Rank::CLIENT, ToWorker::GetData(vec![Key(key)]));
+        match self.received::<ToClient>(Rank::CLIENT).as_slice() {
+            [ToClient::Data { key: k, bytes }] if k.0 == key => decode_value(bytes).unwrap(),
+            other => panic!("expected the value of {key}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_task_runs_and_its_value_is_served() {
+    let mut env = WorkerEnv::new(1);
+    env.send(
+        Rank::SCHEDULER,
+        compute(1, func_of(double), vec![value(21u64)], vec![]),
+    );
+    env.next_outcome();
+    assert_eq!(env.finished(), vec![1]);
+    assert_eq!(env.value_of::<u64>(1), 42);
+    env.send(Rank::CLIENT, ToWorker::GetData(vec![Key(9)]));
+    assert_eq!(
+        env.received::<ToClient>(Rank::CLIENT),
+        vec![ToClient::DataMissing(Key(9))]
+    );
+}
+
+#[test]
+fn missing_inputs_are_fetched_from_their_holder() {
+    let mut env = WorkerEnv::new(1);
+    let args = vec![ArgSlot::Future(Key(5)), value(1u64)];
+    env.send(
+        Rank::SCHEDULER,
+        compute(1, func_of(add), args, vec![(Key(5), PEER)]),
+    );
+    assert_eq!(
+        env.received::<ToWorker>(PEER),
+        vec![ToWorker::GetData(vec![Key(5)])]
+    );
+    let bytes = Arc::new(encode_value(&41u64).unwrap());
+    env.send(PEER, ToWorker::Data { key: Key(5), bytes });
+    env.next_outcome();
+    let messages = env.sent_to_scheduler();
+    assert!(messages.contains(&ToScheduler::AddReplicas(vec![Key(5)])));
+    assert!(matches!(
+        messages.last(),
+        Some(ToScheduler::TaskFinished { key: Key(1), .. })
+    ));
+    assert_eq!(env.value_of::<u64>(1), 42);
+}
+
+#[test]
+fn a_task_waits_for_an_input_computed_here() {
+    let mut env = WorkerEnv::new(1);
+    env.send(
+        Rank::SCHEDULER,
+        compute(1, func_of(double), vec![value(5u64)], vec![]),
+    );
+    let args = vec![ArgSlot::Future(Key(1))];
+    env.send(
+        Rank::SCHEDULER,
+        compute(2, func_of(double), args, vec![(Key(1), ME)]),
+    );
+    assert!(
+        env.received::<ToWorker>(PEER).is_empty(),
+        "nothing to fetch"
+    );
+    env.next_outcome();
+    env.next_outcome();
+    assert_eq!(env.finished(), vec![1, 2]);
+    assert_eq!(env.value_of::<u64>(2), 20);
+}
+
+#[test]
+fn only_queued_tasks_can_be_stolen() {
+    let mut env = WorkerEnv::new(1);
+    env.send(
+        Rank::SCHEDULER,
+        compute(1, func_of(nap), vec![value(300u64)], vec![]),
+    );
+    env.send(
+        Rank::SCHEDULER,
+        compute(2, func_of(nap), vec![value(1u64)], vec![]),
+    );
+    // Task 1 occupies the only thread by now; task 2 waits in the queue.
+    std::thread::sleep(Duration::from_millis(50));
+    env.send(
+        Rank::SCHEDULER,
+        ToWorker::Steal {
+            key: Key(2),
+            attempt: 1,
+        },
+    );
+    env.send(
+        Rank::SCHEDULER,
+        ToWorker::Steal {
+            key: Key(1),
+            attempt: 1,
+        },
+    );
+    let replies = env.sent_to_scheduler();
+    assert_eq!(
+        replies,
+        vec![
+            ToScheduler::StealReply {
+                key: Key(2),
+                attempt: 1,
+                stolen: true
+            },
+            ToScheduler::StealReply {
+                key: Key(1),
+                attempt: 1,
+                stolen: false
+            },
+        ]
+    );
+    env.next_outcome();
+    assert_eq!(env.finished(), vec![1]);
+}
+
+#[test]
+fn a_cancelled_running_task_reports_nothing() {
+    let mut env = WorkerEnv::new(1);
+    env.send(
+        Rank::SCHEDULER,
+        compute(1, func_of(nap), vec![value(100u64)], vec![]),
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    env.send(
+        Rank::SCHEDULER,
+        ToWorker::CancelTask {
+            key: Key(1),
+            attempt: 1,
+        },
+    );
+    env.next_outcome();
+    assert!(env.sent_to_scheduler().is_empty());
+    env.send(Rank::CLIENT, ToWorker::GetData(vec![Key(1)]));
+    assert_eq!(
+        env.received::<ToClient>(Rank::CLIENT),
+        vec![ToClient::DataMissing(Key(1))]
+    );
+}
+
+#[test]
+fn a_panic_is_reported_and_the_worker_goes_on() {
+    let mut env = WorkerEnv::new(1);
+    env.send(
+        Rank::SCHEDULER,
+        compute(1, func_of(refuse), vec![value(7u64)], vec![]),
+    );
+    env.next_outcome();
+    match env.sent_to_scheduler().as_slice() {
+        [
+            ToScheduler::TaskFailed {
+                key: Key(1),
+                message,
+                ..
+            },
+        ] => {
+            assert!(message.contains("no 7"), "{message}");
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    env.send(
+        Rank::SCHEDULER,
+        compute(2, func_of(double), vec![value(1u64)], vec![]),
+    );
+    env.next_outcome();
+    assert_eq!(env.finished(), vec![2]);
+}
+
+#[test]
+fn released_values_are_dropped_and_stop_then_exit_end_the_node() {
+    let mut env = WorkerEnv::new(1);
+    env.send(
+        Rank::SCHEDULER,
+        compute(1, func_of(double), vec![value(1u64)], vec![]),
+    );
+    env.next_outcome();
+    env.send(Rank::SCHEDULER, ToWorker::ReleaseKeys(vec![Key(1)]));
+    env.send(Rank::CLIENT, ToWorker::GetData(vec![Key(1)]));
+    assert_eq!(
+        env.received::<ToClient>(Rank::CLIENT),
+        vec![ToClient::DataMissing(Key(1))]
+    );
+    env.send(Rank::SCHEDULER, ToWorker::Stop);
+    assert_eq!(env.node.status(), NodeStatus::Quiescing);
+    env.send(Rank::SCHEDULER, ToWorker::Exit { code: 3 });
+    assert_eq!(env.node.status(), NodeStatus::Exit(3));
+}
