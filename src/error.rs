@@ -1,6 +1,6 @@
 //! The library's error type: every way an mpidask call can fail, as structured variants.
 
-use crate::protocol::{Key, Rank};
+use crate::protocol::Key;
 
 /// A task that failed: the key of the task whose function panicked or returned `Err`, and
 /// what it said. Tasks that depend on a failed task fail with the *same* `TaskError`, so
@@ -41,36 +41,10 @@ pub enum Error {
         source: bincode::Error,
     },
 
-    /// The peer speaks another protocol version or runs another executable.
-    #[error("protocol mismatch: expected {expected}, got {got}")]
-    Protocol {
-        /// What this rank expected.
-        expected: String,
-        /// What it received.
-        got: String,
-    },
-
-    /// The runtime was configured wrongly (flags, environment, world size, ...).
-    #[error("configuration error: {0}")]
+    /// A request the runtime cannot honour as given (e.g. scattering to a rank that is not a
+    /// worker).
+    #[error("invalid request: {0}")]
     Config(String),
-
-    /// A task option cannot be satisfied (unknown worker rank, a resource no worker has).
-    #[error("task {key} cannot run: {reason}")]
-    Unschedulable {
-        /// Readable key of the task.
-        key: String,
-        /// Why no worker can take it.
-        reason: String,
-    },
-
-    /// A worker rank stopped answering.
-    #[error("worker {rank} was lost: {reason}")]
-    WorkerLost {
-        /// The rank that was lost.
-        rank: Rank,
-        /// What was observed.
-        reason: String,
-    },
 
     /// The runtime is shutting down and cannot take this request.
     #[error("the runtime is shutting down")]
@@ -79,10 +53,6 @@ pub enum Error {
     /// The future's key is not known to the client (released or never submitted).
     #[error("unknown key {0}")]
     UnknownKey(Key),
-
-    /// An operating-system I/O error.
-    #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 /// Shorthand for `std::result::Result<T, mpidask::Error>`.
