@@ -533,7 +533,8 @@ fn take_client_panic() -> Option<String> {
     CLIENT_PANIC.with(|p| p.borrow_mut().take())
 }
 
-fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
+/// The message of a panic payload (`&str` or `String`).
+pub(crate) fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

@@ -117,12 +117,7 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     if let Some(report) = PANIC_REPORT.with(|slot| slot.borrow_mut().take()) {
         return report;
     }
-    let text = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string panic payload".to_string());
-    format!("panicked: {text}")
+    format!("panicked: {}", crate::runtime::payload_text(&*payload))
 }
 
 /// Runs one task now, on this thread, turning a panic into an error.
