@@ -47,6 +47,7 @@
 //! A real program calls [`run`] (or [`run_with`]) instead of [`run_local`]; see
 //! `examples/pi_futures.rs`.
 
+pub mod array;
 pub mod client;
 pub mod config;
 pub mod error;

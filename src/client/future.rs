@@ -68,6 +68,11 @@ impl<T> Future<T> {
 
     /// The same future without its value type (keeps the key alive).
     pub(crate) fn erase(self) -> Future<()> {
+        self.retype()
+    }
+
+    /// The same future, read as another type (the caller knows the encoding matches).
+    pub(crate) fn retype<U>(self) -> Future<U> {
         Future {
             handle: self.handle,
             _value: PhantomData,

@@ -447,6 +447,24 @@ impl Client {
         futures
     }
 
+    /// Submits one task calling the trampoline at `offset` with `args` (crate-internal
+    /// tasks such as array kernels, whose trampolines decode their own arguments).
+    pub(crate) fn submit_raw(
+        &self,
+        offset: i64,
+        name: &str,
+        args: Vec<ArgSlot>,
+        keep: KeepAlive,
+    ) -> Future<()> {
+        let func = FnRef {
+            offset,
+            name: self.function_id(offset, || name.to_string()),
+        };
+        self.submit_encoded(func, vec![Ok(args)], &TaskOptions::default(), keep)
+            .pop()
+            .expect("one task")
+    }
+
     /// Waits for `keys` and fetches their values from the workers: values already computed
     /// are requested at once (one message per worker), the others as soon as they finish.
     fn fetch(&self, keys: &[Key]) -> Result<Vec<Payload>> {

@@ -1,0 +1,1530 @@
+//! The worker side of arrays: typed chunk values ([`Block`]), elementwise operations with
+//! broadcasting, reduction states ([`Partial`]) and the evaluation of fused programs.
+
+use super::dtype::{DType, Scalar};
+use super::program::{AxisSlice, BinaryOp, Distribution, Op, Output, Program, ReduceOp, UnaryOp};
+use super::random;
+use crate::protocol::{decode_value, encode_value};
+use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+/// Elements per block when a program streams: a handful of blocks of this size stay in
+/// the L2 cache.
+pub const BLOCK_ELEMENTS: usize = 4096;
+
+/// A typed chunk (or block of rows of one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Block {
+    /// Booleans.
+    Bool(ArrayD<bool>),
+    /// 64-bit integers.
+    I64(ArrayD<i64>),
+    /// 32-bit floats.
+    F32(ArrayD<f32>),
+    /// 64-bit floats.
+    F64(ArrayD<f64>),
+}
+
+macro_rules! each {
+    ($block:expr, $a:ident => $body:expr) => {
+        match $block {
+            Block::Bool($a) => Block::Bool($body),
+            Block::I64($a) => Block::I64($body),
+            Block::F32($a) => Block::F32($body),
+            Block::F64($a) => Block::F64($body),
+        }
+    };
+}
+
+macro_rules! each_ref {
+    ($block:expr, $a:ident => $body:expr) => {
+        match $block {
+            Block::Bool($a) => $body,
+            Block::I64($a) => $body,
+            Block::F32($a) => $body,
+            Block::F64($a) => $body,
+        }
+    };
+}
+
+fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
+    let n = a.len().max(b.len());
+    let mut shape = vec![0; n];
+    for i in 0..n {
+        let x = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let y = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
+        shape[i] = match (x, y) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return Err(format!("shapes {a:?} and {b:?} do not broadcast")),
+        };
+    }
+    Ok(shape)
+}
+
+/// `f` over `a` and `b` broadcast to a common shape.
+fn zip_map<A: Copy, B: Copy, C>(
+    a: &ArrayD<A>,
+    b: &ArrayD<B>,
+    f: impl Fn(A, B) -> C,
+) -> Result<ArrayD<C>, String> {
+    // With one operand a single value, a plain map over the other (contiguous) is much
+    // faster than a broadcasting zip.
+    if b.len() == 1 && b.ndim() <= a.ndim() {
+        let y = *b.iter().next().expect("one element");
+        return Ok(a.mapv(|x| f(x, y)));
+    }
+    if a.len() == 1 && a.ndim() <= b.ndim() {
+        let x = *a.iter().next().expect("one element");
+        return Ok(b.mapv(|y| f(x, y)));
+    }
+    let shape = broadcast_shape(a.shape(), b.shape())?;
+    let av = a.broadcast(IxDyn(&shape)).expect("broadcastable");
+    let bv = b.broadcast(IxDyn(&shape)).expect("broadcastable");
+    Ok(Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y)))
+}
+
+/// Float operations used by unary ops.
+trait Float: Copy + PartialOrd {
+    /// `op` applied to one value; call through [`map_float`], which picks the operation
+    /// outside the loop.
+    fn map(self, op: UnaryOp) -> Self;
+}
+
+impl Float for f64 {
+    fn map(self, op: UnaryOp) -> f64 {
+        match op {
+            UnaryOp::Neg => -self,
+            UnaryOp::Abs => self.abs(),
+            UnaryOp::Sqrt => self.sqrt(),
+            UnaryOp::Exp => self.exp(),
+            UnaryOp::Ln => self.ln(),
+            UnaryOp::Sin => self.sin(),
+            UnaryOp::Cos => self.cos(),
+            UnaryOp::Powi(2) => self * self,
+            UnaryOp::Powi(n) => self.powi(n),
+            UnaryOp::Powf(p) => self.powf(p),
+            UnaryOp::Not => f64::from(u8::from(self == 0.0)),
+        }
+    }
+}
+
+impl Float for f32 {
+    fn map(self, op: UnaryOp) -> f32 {
+        match op {
+            UnaryOp::Neg => -self,
+            UnaryOp::Abs => self.abs(),
+            UnaryOp::Sqrt => self.sqrt(),
+            UnaryOp::Exp => self.exp(),
+            UnaryOp::Ln => self.ln(),
+            UnaryOp::Sin => self.sin(),
+            UnaryOp::Cos => self.cos(),
+            UnaryOp::Powi(2) => self * self,
+            UnaryOp::Powi(n) => self.powi(n),
+            UnaryOp::Powf(p) => self.powf(p as f32),
+            UnaryOp::Not => f32::from(u8::from(self == 0.0)),
+        }
+    }
+}
+
+/// A float operation over an array, with the operation chosen once, outside the loop.
+fn map_float<T: Float>(a: &ArrayD<T>, op: UnaryOp) -> ArrayD<T> {
+    match op {
+        UnaryOp::Powi(2) => a.mapv(|v| v.map(UnaryOp::Powi(2))),
+        UnaryOp::Neg => a.mapv(|v| v.map(UnaryOp::Neg)),
+        UnaryOp::Abs => a.mapv(|v| v.map(UnaryOp::Abs)),
+        UnaryOp::Sqrt => a.mapv(|v| v.map(UnaryOp::Sqrt)),
+        UnaryOp::Exp => a.mapv(|v| v.map(UnaryOp::Exp)),
+        UnaryOp::Ln => a.mapv(|v| v.map(UnaryOp::Ln)),
+        UnaryOp::Sin => a.mapv(|v| v.map(UnaryOp::Sin)),
+        UnaryOp::Cos => a.mapv(|v| v.map(UnaryOp::Cos)),
+        op => a.mapv(|v| v.map(op)),
+    }
+}
+
+/// A comparison over two arrays, with the operator chosen once, outside the loop.
+fn compare<T: PartialOrd + Copy>(
+    op: BinaryOp,
+    x: &ArrayD<T>,
+    y: &ArrayD<T>,
+) -> Result<ArrayD<bool>, String> {
+    match op {
+        BinaryOp::Lt => zip_map(x, y, |p, q| p < q),
+        BinaryOp::Le => zip_map(x, y, |p, q| p <= q),
+        BinaryOp::Gt => zip_map(x, y, |p, q| p > q),
+        BinaryOp::Ge => zip_map(x, y, |p, q| p >= q),
+        BinaryOp::Eq => zip_map(x, y, |p, q| p == q),
+        _ => zip_map(x, y, |p, q| p != q),
+    }
+}
+
+impl Block {
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Block::Bool(_) => DType::Bool,
+            Block::I64(_) => DType::I64,
+            Block::F32(_) => DType::F32,
+            Block::F64(_) => DType::F64,
+        }
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        each_ref!(self, a => a.shape())
+    }
+
+    /// A block of `shape` with every element `value`.
+    pub fn full(value: Scalar, shape: &[usize]) -> Block {
+        let shape = IxDyn(shape);
+        match value {
+            Scalar::Bool(v) => Block::Bool(ArrayD::from_elem(shape, v)),
+            Scalar::I64(v) => Block::I64(ArrayD::from_elem(shape, v)),
+            Scalar::F32(v) => Block::F32(ArrayD::from_elem(shape, v)),
+            Scalar::F64(v) => Block::F64(ArrayD::from_elem(shape, v)),
+        }
+    }
+
+    /// The encoding of the inner `ndarray` array (what tasks taking `ArrayD<T>` decode).
+    pub fn encode(&self) -> bincode::Result<Vec<u8>> {
+        each_ref!(self, a => encode_value(&a.as_standard_layout()))
+    }
+
+    /// Decodes an encoded `ArrayD` of element type `dtype`.
+    pub fn decode(bytes: &[u8], dtype: DType) -> bincode::Result<Block> {
+        Ok(match dtype {
+            DType::Bool => Block::Bool(decode_value(bytes)?),
+            DType::I64 => Block::I64(decode_value(bytes)?),
+            DType::F32 => Block::F32(decode_value(bytes)?),
+            DType::F64 => Block::F64(decode_value(bytes)?),
+        })
+    }
+
+    /// Converted to `dtype` (floats to integers truncate, non-zero is true).
+    pub fn cast(self, dtype: DType) -> Block {
+        if self.dtype() == dtype {
+            return self;
+        }
+        match (self, dtype) {
+            (Block::Bool(a), DType::I64) => Block::I64(a.mapv(i64::from)),
+            (Block::Bool(a), DType::F32) => Block::F32(a.mapv(|v| f32::from(u8::from(v)))),
+            (Block::Bool(a), DType::F64) => Block::F64(a.mapv(|v| f64::from(u8::from(v)))),
+            (Block::I64(a), DType::Bool) => Block::Bool(a.mapv(|v| v != 0)),
+            (Block::I64(a), DType::F32) => Block::F32(a.mapv(|v| v as f32)),
+            (Block::I64(a), DType::F64) => Block::F64(a.mapv(|v| v as f64)),
+            (Block::F32(a), DType::Bool) => Block::Bool(a.mapv(|v| v != 0.0)),
+            (Block::F32(a), DType::I64) => Block::I64(a.mapv(|v| v as i64)),
+            (Block::F32(a), DType::F64) => Block::F64(a.mapv(f64::from)),
+            (Block::F64(a), DType::Bool) => Block::Bool(a.mapv(|v| v != 0.0)),
+            (Block::F64(a), DType::I64) => Block::I64(a.mapv(|v| v as i64)),
+            (Block::F64(a), DType::F32) => Block::F32(a.mapv(|v| v as f32)),
+            (block, _) => block,
+        }
+    }
+
+    /// Rows `start..end` along axis 0 (a copy).
+    pub fn rows(&self, start: usize, end: usize) -> Block {
+        each!(self, a => a.slice_axis(Axis(0), Slice::from(start..end)).to_owned())
+    }
+
+    /// Converted to `dtype`, borrowing when it already has that type.
+    pub fn cast_ref(&self, dtype: DType) -> Cow<'_, Block> {
+        if self.dtype() == dtype {
+            Cow::Borrowed(self)
+        } else {
+            Cow::Owned(self.clone().cast(dtype))
+        }
+    }
+
+    fn into_f64(self) -> ArrayD<f64> {
+        match self.cast(DType::F64) {
+            Block::F64(a) => a,
+            _ => unreachable!("cast to f64"),
+        }
+    }
+
+    fn into_bool(self) -> ArrayD<bool> {
+        match self.cast(DType::Bool) {
+            Block::Bool(a) => a,
+            _ => unreachable!("cast to bool"),
+        }
+    }
+
+    fn into_i64(self) -> ArrayD<i64> {
+        match self.cast(DType::I64) {
+            Block::I64(a) => a,
+            _ => unreachable!("cast to i64"),
+        }
+    }
+
+    /// An elementwise operation of one operand.
+    pub fn unary(&self, op: UnaryOp) -> Block {
+        if matches!(op, UnaryOp::Not) {
+            return Block::Bool(self.cast_ref(DType::Bool).as_bool().mapv(|v| !v));
+        }
+        let target = op.result_dtype(self.dtype());
+        match self.cast_ref(target).as_ref() {
+            Block::I64(a) => Block::I64(match op {
+                UnaryOp::Neg => a.mapv(i64::wrapping_neg),
+                UnaryOp::Abs => a.mapv(i64::wrapping_abs),
+                UnaryOp::Powi(n) => a.mapv(|v| v.wrapping_pow(n.max(0) as u32)),
+                _ => unreachable!("integer results only from neg, abs and powi"),
+            }),
+            Block::F32(a) => Block::F32(map_float(a, op)),
+            Block::F64(a) => Block::F64(map_float(a, op)),
+            Block::Bool(_) => unreachable!("boolean results only from not"),
+        }
+    }
+
+    fn as_bool(&self) -> &ArrayD<bool> {
+        match self {
+            Block::Bool(a) => a,
+            _ => panic!("not a boolean block"),
+        }
+    }
+
+    /// An elementwise operation of two operands, with NumPy broadcasting.
+    pub fn binary(op: BinaryOp, a: &Block, b: &Block) -> Result<Block, String> {
+        let common = a.dtype().promote(b.dtype());
+        if op.is_comparison() {
+            let (a, b) = (a.cast_ref(common), b.cast_ref(common));
+            return Ok(Block::Bool(match (a.as_ref(), b.as_ref()) {
+                (Block::Bool(x), Block::Bool(y)) => compare(op, x, y)?,
+                (Block::I64(x), Block::I64(y)) => compare(op, x, y)?,
+                (Block::F32(x), Block::F32(y)) => compare(op, x, y)?,
+                (Block::F64(x), Block::F64(y)) => compare(op, x, y)?,
+                _ => unreachable!("cast to a common type"),
+            }));
+        }
+        if matches!(op, BinaryOp::And | BinaryOp::Or) {
+            let (x, y) = (a.cast_ref(DType::Bool), b.cast_ref(DType::Bool));
+            let (x, y) = (x.as_bool(), y.as_bool());
+            return Ok(Block::Bool(if op == BinaryOp::And {
+                zip_map(x, y, |p, q| p && q)?
+            } else {
+                zip_map(x, y, |p, q| p || q)?
+            }));
+        }
+        let target = op.result_dtype(a.dtype(), b.dtype());
+        let (a, b) = (a.cast_ref(target), b.cast_ref(target));
+        Ok(match (a.as_ref(), b.as_ref()) {
+            (Block::I64(x), Block::I64(y)) => Block::I64(match op {
+                BinaryOp::Add => zip_map(x, y, i64::wrapping_add)?,
+                BinaryOp::Sub => zip_map(x, y, i64::wrapping_sub)?,
+                _ => zip_map(x, y, i64::wrapping_mul)?,
+            }),
+            (Block::F32(x), Block::F32(y)) => Block::F32(match op {
+                BinaryOp::Add => zip_map(x, y, |p, q| p + q)?,
+                BinaryOp::Sub => zip_map(x, y, |p, q| p - q)?,
+                BinaryOp::Mul => zip_map(x, y, |p, q| p * q)?,
+                _ => zip_map(x, y, |p, q| p / q)?,
+            }),
+            (Block::F64(x), Block::F64(y)) => Block::F64(match op {
+                BinaryOp::Add => zip_map(x, y, |p, q| p + q)?,
+                BinaryOp::Sub => zip_map(x, y, |p, q| p - q)?,
+                BinaryOp::Mul => zip_map(x, y, |p, q| p * q)?,
+                _ => zip_map(x, y, |p, q| p / q)?,
+            }),
+            _ => unreachable!("arithmetic on a common numeric type"),
+        })
+    }
+
+    /// `cond ? a : b` with broadcasting of all three.
+    pub fn select(cond: &Block, a: &Block, b: &Block) -> Result<Block, String> {
+        let cond = cond.cast_ref(DType::Bool);
+        let cond = cond.as_bool();
+        let common = a.dtype().promote(b.dtype());
+        let shape = broadcast_shape(&broadcast_shape(cond.shape(), a.shape())?, b.shape())?;
+        let c = cond.broadcast(IxDyn(&shape)).expect("broadcastable");
+        macro_rules! pick {
+            ($x:expr, $y:expr) => {{
+                let xv = $x.broadcast(IxDyn(&shape)).expect("broadcastable");
+                let yv = $y.broadcast(IxDyn(&shape)).expect("broadcastable");
+                Zip::from(&c)
+                    .and(&xv)
+                    .and(&yv)
+                    .map_collect(|&k, &p, &q| if k { p } else { q })
+            }};
+        }
+        let (a, b) = (a.cast_ref(common), b.cast_ref(common));
+        Ok(match (a.as_ref(), b.as_ref()) {
+            (Block::Bool(x), Block::Bool(y)) => Block::Bool(pick!(x, y)),
+            (Block::I64(x), Block::I64(y)) => Block::I64(pick!(x, y)),
+            (Block::F32(x), Block::F32(y)) => Block::F32(pick!(x, y)),
+            (Block::F64(x), Block::F64(y)) => Block::F64(pick!(x, y)),
+            _ => unreachable!("cast to a common type"),
+        })
+    }
+
+    /// Axes permuted.
+    pub fn transpose(&self, perm: &[usize]) -> Block {
+        each!(self, a => a.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned())
+    }
+
+    /// Ranges with steps along every axis.
+    pub fn slice(&self, slices: &[AxisSlice]) -> Block {
+        each!(self, a => {
+            let mut view = a.view();
+            for (axis, s) in slices.iter().enumerate() {
+                let end = if s.len == 0 { s.start } else { s.start + (s.len - 1) * s.step + 1 };
+                view.slice_axis_inplace(
+                    Axis(axis),
+                    Slice::new(s.start as isize, Some(end as isize), s.step as isize),
+                );
+            }
+            view.to_owned()
+        })
+    }
+
+    /// Same elements in C order, another shape.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Block, String> {
+        Ok(each!(self, a => {
+            let a = a.as_standard_layout().into_owned();
+            a.into_shape_with_order(IxDyn(shape)).map_err(|e| e.to_string())?
+        }))
+    }
+
+    /// Removes the (length 1) `axes`.
+    pub fn squeeze(self, axes: &[usize]) -> Block {
+        let mut sorted = axes.to_vec();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        each!(self, a => {
+            let mut a = a;
+            for &axis in &sorted {
+                a = a.index_axis_move(Axis(axis), 0);
+            }
+            a
+        })
+    }
+}
+
+// ----- reductions ------------------------------------------------------------------------
+
+/// The state of a reduction over part of the data; states over neighbouring parts combine.
+/// Arrays keep the reduced axes with length 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Partial {
+    /// Sums (integers for integer and boolean input).
+    Sum(Block),
+    /// Minima.
+    Min(Block),
+    /// Maxima.
+    Max(Block),
+    /// Any true.
+    Any(ArrayD<bool>),
+    /// All true.
+    All(ArrayD<bool>),
+    /// Non-zero counts.
+    Count(ArrayD<i64>),
+    /// Sums and counts, for means.
+    SumCount {
+        /// Sums.
+        sum: ArrayD<f64>,
+        /// Element counts.
+        count: ArrayD<f64>,
+    },
+    /// Counts, means and sums of squared deviations (Chan et al.), for variances.
+    Moments {
+        /// Element counts.
+        count: ArrayD<f64>,
+        /// Means.
+        mean: ArrayD<f64>,
+        /// Sums of squared deviations from the mean.
+        m2: ArrayD<f64>,
+    },
+    /// Best values and their global indices, for argmin/argmax.
+    Arg {
+        /// Values.
+        value: ArrayD<f64>,
+        /// Indices.
+        index: ArrayD<i64>,
+    },
+}
+
+/// Shape of `shape` with `axes` set to 1.
+fn kept_shape(shape: &[usize], axes: &[usize]) -> Vec<usize> {
+    shape
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| if axes.contains(&i) { 1 } else { n })
+        .collect()
+}
+
+/// The lanes of `a` along `axes`: one row per position of the other axes (C order), the
+/// reduced elements of that position in each row. Borrowed when `axes` are the trailing
+/// axes of a standard-layout array (the common case); copied otherwise.
+fn lanes<'a, T: Clone>(a: &'a ArrayD<T>, axes: &[usize]) -> (Cow<'a, [T]>, usize, usize) {
+    let kept: Vec<usize> = (0..a.ndim()).filter(|i| !axes.contains(i)).collect();
+    let rows: usize = kept.iter().map(|&i| a.shape()[i]).product();
+    let width: usize = axes.iter().map(|&i| a.shape()[i]).product();
+    let mut sorted = axes.to_vec();
+    sorted.sort_unstable();
+    let trailing = sorted
+        .iter()
+        .enumerate()
+        .all(|(k, &axis)| axis == a.ndim() - sorted.len() + k);
+    if trailing && let Some(slice) = a.as_slice() {
+        return (Cow::Borrowed(slice), rows, width);
+    }
+    let order: Vec<usize> = kept.iter().chain(axes.iter()).copied().collect();
+    let permuted = a.view().permuted_axes(IxDyn(&order));
+    (Cow::Owned(permuted.iter().cloned().collect()), rows, width)
+}
+
+fn nan_min(x: f64, y: f64) -> f64 {
+    if x.is_nan() || x <= y { x } else { y }
+}
+
+fn nan_max(x: f64, y: f64) -> f64 {
+    if x.is_nan() || x >= y { x } else { y }
+}
+
+/// Row-major strides of `shape`.
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    strides
+}
+
+impl Partial {
+    /// The state of reducing `block` over `axes`. `offset` is the global position of the
+    /// block's element 0 and `global_shape` the whole array's (for argmin/argmax indices).
+    pub fn of(
+        op: ReduceOp,
+        block: &Block,
+        axes: &[usize],
+        offset: &[usize],
+        global_shape: &[usize],
+    ) -> Partial {
+        let shape = kept_shape(block.shape(), axes);
+        let out = IxDyn(&shape);
+        match op {
+            ReduceOp::Sum => Partial::Sum(match block.dtype() {
+                DType::F32 => {
+                    let a = block.cast_ref(DType::F32);
+                    let Block::F32(a) = a.as_ref() else {
+                        unreachable!()
+                    };
+                    let (data, rows, width) = lanes(a, axes);
+                    Block::F32(shaped(
+                        &shape,
+                        row_fold(&data, rows, width, 0.0f32, |s, v| s + v),
+                    ))
+                }
+                DType::F64 => {
+                    let Block::F64(a) = block else { unreachable!() };
+                    let (data, rows, width) = lanes(a, axes);
+                    Block::F64(shaped(
+                        &shape,
+                        row_fold(&data, rows, width, 0.0, |s, v| s + v),
+                    ))
+                }
+                DType::Bool => {
+                    let (data, rows, width) = lanes(block.as_bool(), axes);
+                    Block::I64(shaped(&shape, count_true(&data, rows, width)))
+                }
+                DType::I64 => {
+                    let Block::I64(a) = block else { unreachable!() };
+                    let (data, rows, width) = lanes(a, axes);
+                    Block::I64(shaped(
+                        &shape,
+                        row_fold(&data, rows, width, 0i64, i64::wrapping_add),
+                    ))
+                }
+            }),
+            ReduceOp::Min | ReduceOp::Max => {
+                let is_min = op == ReduceOp::Min;
+                let result = match block {
+                    Block::I64(a) => {
+                        let (data, rows, width) = lanes(a, axes);
+                        let init = if is_min { i64::MAX } else { i64::MIN };
+                        let f = if is_min { i64::min } else { i64::max };
+                        Block::I64(shaped(&shape, row_fold(&data, rows, width, init, f)))
+                    }
+                    Block::Bool(a) => {
+                        let (data, rows, width) = lanes(a, axes);
+                        let f: fn(bool, bool) -> bool =
+                            if is_min { |x, y| x & y } else { |x, y| x | y };
+                        Block::Bool(shaped(&shape, row_fold(&data, rows, width, is_min, f)))
+                    }
+                    Block::F32(_) | Block::F64(_) => {
+                        let a = block.cast_ref(DType::F64);
+                        let Block::F64(a) = a.as_ref() else {
+                            unreachable!()
+                        };
+                        let (data, rows, width) = lanes(a, axes);
+                        let (init, f): (f64, fn(f64, f64) -> f64) = if is_min {
+                            (f64::INFINITY, nan_min)
+                        } else {
+                            (f64::NEG_INFINITY, nan_max)
+                        };
+                        Block::F64(shaped(&shape, row_fold(&data, rows, width, init, f)))
+                            .cast(block.dtype())
+                    }
+                };
+                if is_min {
+                    Partial::Min(result)
+                } else {
+                    Partial::Max(result)
+                }
+            }
+            ReduceOp::Any | ReduceOp::All | ReduceOp::CountNonzero => {
+                let a = block.cast_ref(DType::Bool);
+                let (data, rows, width) = lanes(a.as_bool(), axes);
+                match op {
+                    ReduceOp::Any => Partial::Any(shaped(
+                        &shape,
+                        row_fold(&data, rows, width, false, |s, v| s | v),
+                    )),
+                    ReduceOp::All => Partial::All(shaped(
+                        &shape,
+                        row_fold(&data, rows, width, true, |s, v| s & v),
+                    )),
+                    _ => Partial::Count(shaped(&shape, count_true(&data, rows, width))),
+                }
+            }
+            ReduceOp::Mean => {
+                let (sum, width) = if let Block::Bool(a) = block {
+                    let (data, rows, width) = lanes(a, axes);
+                    (
+                        count_true(&data, rows, width)
+                            .into_iter()
+                            .map(|c| c as f64)
+                            .collect(),
+                        width,
+                    )
+                } else {
+                    let a = block.cast_ref(DType::F64);
+                    let Block::F64(a) = a.as_ref() else {
+                        unreachable!()
+                    };
+                    let (data, rows, width) = lanes(a, axes);
+                    (row_fold(&data, rows, width, 0.0, |s, v| s + v), width)
+                };
+                Partial::SumCount {
+                    sum: shaped(&shape, sum),
+                    count: ArrayD::from_elem(out.clone(), width as f64),
+                }
+            }
+            ReduceOp::Var(_) | ReduceOp::Std(_) => {
+                let a = block.cast_ref(DType::F64);
+                let Block::F64(a) = a.as_ref() else {
+                    unreachable!()
+                };
+                let (data, rows, width) = lanes(a, axes);
+                let mut mean = Vec::with_capacity(rows);
+                let mut m2 = Vec::with_capacity(rows);
+                for lane in data.chunks_exact(width.max(1)).take(rows) {
+                    let m = if width == 0 {
+                        0.0
+                    } else {
+                        lane.iter().sum::<f64>() / width as f64
+                    };
+                    mean.push(m);
+                    m2.push(lane.iter().map(|v| (v - m) * (v - m)).sum::<f64>());
+                }
+                mean.resize(rows, 0.0);
+                m2.resize(rows, 0.0);
+                Partial::Moments {
+                    count: ArrayD::from_elem(out.clone(), width as f64),
+                    mean: shaped(&shape, mean),
+                    m2: shaped(&shape, m2),
+                }
+            }
+            ReduceOp::ArgMin | ReduceOp::ArgMax => {
+                let is_min = op == ReduceOp::ArgMin;
+                let block_shape = block.shape().to_vec();
+                let a = block.cast_ref(DType::F64);
+                let Block::F64(a) = a.as_ref() else {
+                    unreachable!()
+                };
+                let kept: Vec<usize> = (0..a.ndim()).filter(|i| !axes.contains(i)).collect();
+                let (data, rows, width) = lanes(a, axes);
+                let kept_dims: Vec<usize> = kept.iter().map(|&i| block_shape[i]).collect();
+                let red_dims: Vec<usize> = axes.iter().map(|&i| block_shape[i]).collect();
+                let global_strides = strides(global_shape);
+                let mut values = Vec::with_capacity(rows);
+                let mut indices = Vec::with_capacity(rows);
+                for r in 0..rows {
+                    let lane = &data[r * width..(r + 1) * width];
+                    let mut best = 0;
+                    for (j, &v) in lane.iter().enumerate().skip(1) {
+                        let b = lane[best];
+                        let better = if b.is_nan() {
+                            false
+                        } else if v.is_nan() {
+                            true
+                        } else if is_min {
+                            v < b
+                        } else {
+                            v > b
+                        };
+                        if better {
+                            best = j;
+                        }
+                    }
+                    // Global position of the chosen element, then its index: along the one
+                    // reduced axis, or flat over the whole array.
+                    let mut position = vec![0usize; block_shape.len()];
+                    let mut rest = r;
+                    for (k, &axis) in kept.iter().enumerate().rev() {
+                        position[axis] = rest % kept_dims[k];
+                        rest /= kept_dims[k];
+                    }
+                    let mut rest = best;
+                    for (k, &axis) in axes.iter().enumerate().rev() {
+                        position[axis] = rest % red_dims[k];
+                        rest /= red_dims[k];
+                    }
+                    let index = if axes.len() == 1 && global_shape.len() > 1 {
+                        offset[axes[0]] + position[axes[0]]
+                    } else {
+                        position
+                            .iter()
+                            .zip(offset)
+                            .zip(&global_strides)
+                            .map(|((p, o), s)| (p + o) * s)
+                            .sum()
+                    };
+                    values.push(lane.get(best).copied().unwrap_or(f64::NAN));
+                    indices.push(index as i64);
+                }
+                Partial::Arg {
+                    value: shaped(&shape, values),
+                    index: ArrayD::from_shape_vec(out, indices).expect("kept shape"),
+                }
+            }
+        }
+    }
+
+    /// Combines two states over neighbouring parts (`self` first) of the same shape.
+    pub fn merge(self, other: Partial, op: ReduceOp) -> Result<Partial, String> {
+        Ok(match (self, other) {
+            (Partial::Sum(a), Partial::Sum(b)) => {
+                Partial::Sum(Block::binary(BinaryOp::Add, &a, &b)?)
+            }
+            (Partial::Min(a), Partial::Min(b)) | (Partial::Max(a), Partial::Max(b)) => {
+                let is_min = op == ReduceOp::Min;
+                let merged = match (a, b) {
+                    (Block::F64(x), Block::F64(y)) => {
+                        Block::F64(zip_map(&x, &y, if is_min { nan_min } else { nan_max })?)
+                    }
+                    (Block::F32(x), Block::F32(y)) => {
+                        Block::F32(zip_map(&x, &y, |p: f32, q: f32| {
+                            (if is_min { nan_min } else { nan_max })(f64::from(p), f64::from(q))
+                                as f32
+                        })?)
+                    }
+                    (Block::I64(x), Block::I64(y)) => {
+                        Block::I64(zip_map(&x, &y, if is_min { i64::min } else { i64::max })?)
+                    }
+                    (Block::Bool(x), Block::Bool(y)) => {
+                        Block::Bool(zip_map(&x, &y, |p, q| if is_min { p & q } else { p | q })?)
+                    }
+                    _ => return Err("min/max states of different types".into()),
+                };
+                if is_min {
+                    Partial::Min(merged)
+                } else {
+                    Partial::Max(merged)
+                }
+            }
+            (Partial::Any(a), Partial::Any(b)) => Partial::Any(zip_map(&a, &b, |p, q| p | q)?),
+            (Partial::All(a), Partial::All(b)) => Partial::All(zip_map(&a, &b, |p, q| p & q)?),
+            (Partial::Count(a), Partial::Count(b)) => {
+                Partial::Count(zip_map(&a, &b, |p, q| p + q)?)
+            }
+            (
+                Partial::SumCount { sum: s1, count: c1 },
+                Partial::SumCount { sum: s2, count: c2 },
+            ) => Partial::SumCount {
+                sum: zip_map(&s1, &s2, |p, q| p + q)?,
+                count: zip_map(&c1, &c2, |p, q| p + q)?,
+            },
+            (
+                Partial::Moments {
+                    count: n1,
+                    mean: m1,
+                    m2: q1,
+                },
+                Partial::Moments {
+                    count: n2,
+                    mean: m2,
+                    m2: q2,
+                },
+            ) => {
+                let n = zip_map(&n1, &n2, |a, b| a + b)?;
+                let delta = zip_map(&m2, &m1, |a, b| a - b)?;
+                let mut mean = m1.clone();
+                let mut m2_out = q1.clone();
+                Zip::from(&mut mean)
+                    .and(&n1)
+                    .and(&n2)
+                    .and(&delta)
+                    .and(&n)
+                    .for_each(|m, _, &b, &d, &t| {
+                        if t > 0.0 {
+                            *m += d * b / t
+                        }
+                    });
+                Zip::from(&mut m2_out)
+                    .and(&q2)
+                    .and(&n1)
+                    .and(&n2)
+                    .and(&delta)
+                    .and(&n)
+                    .for_each(|q, &r, &a, &b, &d, &t| {
+                        if t > 0.0 {
+                            *q += r + d * d * a * b / t
+                        }
+                    });
+                Partial::Moments {
+                    count: n,
+                    mean,
+                    m2: m2_out,
+                }
+            }
+            (
+                Partial::Arg {
+                    value: v1,
+                    index: i1,
+                },
+                Partial::Arg {
+                    value: v2,
+                    index: i2,
+                },
+            ) => {
+                let is_min = op == ReduceOp::ArgMin;
+                let mut value = v1.clone();
+                let mut index = i1.clone();
+                Zip::from(&mut value)
+                    .and(&mut index)
+                    .and(&v1)
+                    .and(&i1)
+                    .and(&v2)
+                    .and(&i2)
+                    .for_each(|v, i, &a, &ia, &b, &ib| {
+                        let take_b = if a.is_nan() && b.is_nan() {
+                            ib < ia
+                        } else if a.is_nan() {
+                            false
+                        } else if b.is_nan() {
+                            true
+                        } else if a == b {
+                            ib < ia
+                        } else if is_min {
+                            b < a
+                        } else {
+                            b > a
+                        };
+                        if take_b {
+                            *v = b;
+                            *i = ib;
+                        }
+                    });
+                Partial::Arg { value, index }
+            }
+            _ => return Err("cannot merge reduction states of different kinds".into()),
+        })
+    }
+
+    /// States of consecutive row ranges, stacked along axis 0.
+    pub fn stack_rows(parts: Vec<Partial>) -> Result<Partial, String> {
+        fn cat<T: Clone>(arrays: Vec<ArrayD<T>>) -> Result<ArrayD<T>, String> {
+            let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
+            ndarray::concatenate(Axis(0), &views).map_err(|e| e.to_string())
+        }
+        fn cat_blocks(blocks: Vec<Block>) -> Result<Block, String> {
+            Ok(match blocks.first().map(Block::dtype) {
+                Some(DType::F64) => {
+                    Block::F64(cat(blocks.into_iter().map(Block::into_f64).collect())?)
+                }
+                Some(DType::I64) => {
+                    Block::I64(cat(blocks.into_iter().map(Block::into_i64).collect())?)
+                }
+                Some(DType::Bool) => {
+                    Block::Bool(cat(blocks.into_iter().map(Block::into_bool).collect())?)
+                }
+                Some(DType::F32) => Block::F32(cat(blocks
+                    .into_iter()
+                    .map(|b| match b {
+                        Block::F32(a) => a,
+                        _ => unreachable!(),
+                    })
+                    .collect())?),
+                None => return Err("no states to stack".into()),
+            })
+        }
+        macro_rules! fields {
+            ($variant:ident, $($f:ident => $all:ident),+) => {{
+                $(let mut $all = Vec::new();)+
+                for p in parts {
+                    let Partial::$variant { $($f),+ } = p else { return Err("states of different kinds".into()) };
+                    $($all.push($f);)+
+                }
+                Partial::$variant { $($f: cat($all)?),+ }
+            }};
+        }
+        let kind = std::mem::discriminant(parts.first().ok_or("no states to stack")?);
+        if parts.iter().any(|p| std::mem::discriminant(p) != kind) {
+            return Err("states of different kinds".into());
+        }
+        Ok(match parts[0] {
+            Partial::Sum(_) => Partial::Sum(cat_blocks(
+                parts
+                    .into_iter()
+                    .map(|p| match p {
+                        Partial::Sum(b) => b,
+                        _ => unreachable!(),
+                    })
+                    .collect(),
+            )?),
+            Partial::Min(_) => Partial::Min(cat_blocks(
+                parts
+                    .into_iter()
+                    .map(|p| match p {
+                        Partial::Min(b) => b,
+                        _ => unreachable!(),
+                    })
+                    .collect(),
+            )?),
+            Partial::Max(_) => Partial::Max(cat_blocks(
+                parts
+                    .into_iter()
+                    .map(|p| match p {
+                        Partial::Max(b) => b,
+                        _ => unreachable!(),
+                    })
+                    .collect(),
+            )?),
+            Partial::Any(_) => Partial::Any(cat(parts
+                .into_iter()
+                .map(|p| match p {
+                    Partial::Any(a) => a,
+                    _ => unreachable!(),
+                })
+                .collect())?),
+            Partial::All(_) => Partial::All(cat(parts
+                .into_iter()
+                .map(|p| match p {
+                    Partial::All(a) => a,
+                    _ => unreachable!(),
+                })
+                .collect())?),
+            Partial::Count(_) => Partial::Count(cat(parts
+                .into_iter()
+                .map(|p| match p {
+                    Partial::Count(a) => a,
+                    _ => unreachable!(),
+                })
+                .collect())?),
+            Partial::SumCount { .. } => fields!(SumCount, sum => sums, count => counts),
+            Partial::Moments { .. } => fields!(Moments, count => counts, mean => means, m2 => m2s),
+            Partial::Arg { .. } => fields!(Arg, value => values, index => indices),
+        })
+    }
+
+    /// The reduction's value (reduced axes still of length 1) with element type `dtype`.
+    pub fn finish(self, op: ReduceOp, dtype: DType) -> Block {
+        match self {
+            Partial::Sum(b) | Partial::Min(b) | Partial::Max(b) => b.cast(dtype),
+            Partial::Any(a) | Partial::All(a) => Block::Bool(a),
+            Partial::Count(a) => Block::I64(a),
+            Partial::SumCount { sum, count } => {
+                Block::F64(zip_map(&sum, &count, |s, n| s / n).expect("same shape")).cast(dtype)
+            }
+            Partial::Moments { count, m2, .. } => {
+                let ddof = match op {
+                    ReduceOp::Var(d) | ReduceOp::Std(d) => f64::from(d),
+                    _ => 0.0,
+                };
+                let var = zip_map(&m2, &count, |q, n| q / (n - ddof)).expect("same shape");
+                let value = if matches!(op, ReduceOp::Std(_)) {
+                    var.mapv(f64::sqrt)
+                } else {
+                    var
+                };
+                Block::F64(value).cast(dtype)
+            }
+            Partial::Arg { index, .. } => Block::I64(index),
+        }
+    }
+}
+
+/// An array of `shape` from C-ordered data of the right length.
+fn shaped<T>(shape: &[usize], data: Vec<T>) -> ArrayD<T> {
+    ArrayD::from_shape_vec(IxDyn(shape), data).expect("data matches the shape")
+}
+
+/// Number of `true` in each of `rows` rows of `width` booleans.
+fn count_true(data: &[bool], rows: usize, width: usize) -> Vec<i64> {
+    if width == 0 {
+        return vec![0; rows];
+    }
+    data.chunks_exact(width)
+        .take(rows)
+        .map(|lane| lane.iter().map(|&v| i64::from(v)).sum())
+        .collect()
+}
+
+/// Folds each of `rows` rows of `width` elements.
+fn row_fold<T: Copy>(
+    data: &[T],
+    rows: usize,
+    width: usize,
+    init: T,
+    f: impl Fn(T, T) -> T,
+) -> Vec<T> {
+    let data = &data[..rows * width];
+    match width {
+        0 => vec![init; rows],
+        1 => data.iter().map(|&v| f(init, v)).collect(),
+        2 => {
+            let mut out = Vec::with_capacity(rows);
+            for r in 0..rows {
+                out.push(f(f(init, data[2 * r]), data[2 * r + 1]));
+            }
+            out
+        }
+        _ if rows == 1 => vec![data.iter().fold(init, |s, &v| f(s, v))],
+        _ => data
+            .chunks_exact(width)
+            .map(|lane| lane.iter().fold(init, |s, &v| f(s, v)))
+            .collect(),
+    }
+}
+
+// ----- programs --------------------------------------------------------------------------
+
+/// What a program produced.
+pub enum Outcome {
+    /// A chunk of the result.
+    Chunk(Block),
+    /// A reduction state.
+    Partial(Box<Partial>),
+}
+
+/// Evaluates node `index` for rows `rows` (or whole when `None`), reading operands from
+/// `values` (this block's streaming nodes) and `fixed` (nodes evaluated once).
+fn eval_node(
+    program: &Program,
+    index: usize,
+    rows: Option<(usize, usize)>,
+    inputs: &[Block],
+    values: &[Option<Block>],
+    fixed: &[Option<Block>],
+) -> Result<Block, String> {
+    let node = &program.nodes[index];
+    let get = |i: usize| -> &Block {
+        values[i]
+            .as_ref()
+            .or(fixed[i].as_ref())
+            .expect("operands are evaluated before their users")
+    };
+    let (row_start, row_count) = match rows {
+        Some((start, end)) if node.streams => (start, end - start),
+        _ => (0, node.shape.first().copied().unwrap_or(1)),
+    };
+    let mut shape = node.shape.clone();
+    if let Some(first) = shape.first_mut() {
+        *first = row_count;
+    }
+    let row_len: usize = node.shape.iter().skip(1).product();
+    Ok(match &node.op {
+        Op::Input(i) => match rows {
+            Some((start, end)) if node.streams => inputs[*i].rows(start, end),
+            _ => inputs[*i].clone(),
+        },
+        Op::Random { dist, key } => {
+            let count: usize = shape.iter().product();
+            let first = (row_start * row_len) as u64;
+            let mut data = vec![0.0; count];
+            match dist {
+                Distribution::Uniform { low, high } => {
+                    random::fill_uniform(&mut data, *key, first, *low, *high)
+                }
+                Distribution::Normal { mean, std } => {
+                    random::fill_normal(&mut data, *key, first, *mean, *std)
+                }
+            }
+            Block::F64(ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape")).cast(node.dtype)
+        }
+        Op::Fill(value) => Block::full(*value, &shape),
+        Op::Arange { start, step, first } => {
+            let data: Vec<f64> = (0..row_count)
+                .map(|i| start + (first + (row_start + i) as u64) as f64 * step)
+                .collect();
+            Block::F64(ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape")).cast(node.dtype)
+        }
+        Op::Scalar(value) => Block::full(*value, &[]),
+        Op::Unary(op, a) => get(*a).unary(*op),
+        Op::Binary(op, a, b) => Block::binary(*op, get(*a), get(*b))?,
+        Op::Where(c, a, b) => Block::select(get(*c), get(*a), get(*b))?,
+        Op::Cast(dtype, a) => get(*a).cast_ref(*dtype).into_owned(),
+        Op::Reduce {
+            op,
+            axes,
+            keepdims,
+            arg,
+        } => {
+            let operand = get(*arg);
+            let in_dtype = operand.dtype();
+            let offset = vec![0; operand.shape().len()];
+            let global: Vec<usize> = operand.shape().to_vec();
+            let value = Partial::of(*op, operand, axes, &offset, &global)
+                .finish(*op, op.result_dtype(in_dtype));
+            if *keepdims {
+                value
+            } else {
+                value.squeeze(axes)
+            }
+        }
+        Op::Transpose(perm, a) => get(*a).transpose(perm),
+        Op::Slice(slices, a) => get(*a).slice(slices),
+        Op::Reshape(shape, a) => get(*a).reshape(shape)?,
+    })
+}
+
+/// Runs a program on its input chunks.
+pub fn run(program: &Program, inputs: &[Block]) -> Result<Outcome, String> {
+    for (i, (block, dtype)) in inputs.iter().zip(&program.inputs).enumerate() {
+        if block.dtype() != *dtype {
+            return Err(format!(
+                "input {i} is {} but the program expects {dtype}",
+                block.dtype()
+            ));
+        }
+    }
+    let n = program.nodes.len();
+    let root = n - 1;
+    if !program.streams() {
+        let mut values: Vec<Option<Block>> = vec![None; n];
+        let fixed: Vec<Option<Block>> = vec![None; n];
+        for i in 0..n {
+            values[i] = Some(eval_node(program, i, None, inputs, &values, &fixed)?);
+        }
+        let value = values[root].take().expect("root evaluated");
+        return finish_whole(program, value);
+    }
+    // Nodes that do not stream are evaluated once; the others block by block.
+    let mut fixed: Vec<Option<Block>> = vec![None; n];
+    let none: Vec<Option<Block>> = vec![None; n];
+    for i in 0..n {
+        if !program.nodes[i].streams {
+            fixed[i] = Some(eval_node(program, i, None, inputs, &none, &fixed)?);
+        }
+    }
+    let uses = use_counts(program);
+    let total_rows = program.root().shape[0];
+    let widest = program
+        .nodes
+        .iter()
+        .filter(|node| node.streams)
+        .map(|node| node.shape.iter().skip(1).product::<usize>().max(1))
+        .max()
+        .unwrap_or(1);
+    let block_rows = (BLOCK_ELEMENTS / widest).max(1);
+    let mut stored: Option<Block> = matches!(program.output, Output::Store)
+        .then(|| empty_like(program.root().dtype, &program.root().shape));
+    let mut partial: Option<Partial> = None;
+    let mut row_parts: Vec<Partial> = Vec::new();
+    let mut start = 0;
+    while start < total_rows {
+        let end = (start + block_rows).min(total_rows);
+        let mut values: Vec<Option<Block>> = vec![None; n];
+        for i in 0..n {
+            if program.nodes[i].streams {
+                values[i] = Some(match in_place(program, i, &mut values, &fixed, &uses) {
+                    Some(value) => value,
+                    None => eval_node(program, i, Some((start, end)), inputs, &values, &fixed)?,
+                });
+            }
+        }
+        let value = values[root].take().expect("root streams");
+        match &program.output {
+            Output::Store => {
+                let target = stored.as_mut().expect("allocated for Store");
+                write_rows(target, start, &value);
+            }
+            Output::Partial {
+                op,
+                axes,
+                offset,
+                global_shape,
+            } => {
+                let mut block_offset = offset.clone();
+                if let Some(first) = block_offset.first_mut() {
+                    *first += start;
+                }
+                let state = Partial::of(*op, &value, axes, &block_offset, global_shape);
+                if axes.contains(&0) {
+                    partial = Some(match partial.take() {
+                        None => state,
+                        Some(before) => before.merge(state, *op)?,
+                    });
+                } else {
+                    row_parts.push(state);
+                }
+            }
+        }
+        start = end;
+    }
+    match &program.output {
+        Output::Store => Ok(Outcome::Chunk(stored.expect("allocated for Store"))),
+        Output::Partial { .. } => Ok(Outcome::Partial(Box::new(match partial {
+            Some(p) => p,
+            None => Partial::stack_rows(row_parts)?,
+        }))),
+    }
+}
+
+/// How many later nodes read each node.
+fn use_counts(program: &Program) -> Vec<usize> {
+    let mut uses = vec![0; program.nodes.len()];
+    for node in &program.nodes {
+        match &node.op {
+            Op::Unary(_, a)
+            | Op::Cast(_, a)
+            | Op::Transpose(_, a)
+            | Op::Slice(_, a)
+            | Op::Reshape(_, a) => uses[*a] += 1,
+            Op::Reduce { arg, .. } => uses[*arg] += 1,
+            Op::Binary(_, a, b) => {
+                uses[*a] += 1;
+                uses[*b] += 1;
+            }
+            Op::Where(c, a, b) => {
+                uses[*c] += 1;
+                uses[*a] += 1;
+                uses[*b] += 1;
+            }
+            _ => {}
+        }
+    }
+    uses
+}
+
+fn apply_in_place(block: &mut Block, f: impl Fn(f64) -> f64) -> bool {
+    match block {
+        Block::F64(a) => {
+            a.mapv_inplace(f);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Evaluates node `i` by updating its only operand in place, when it is a float operation
+/// of one block (and perhaps a single value) that keeps the element type: no allocation,
+/// one pass over cache-resident data.
+fn in_place(
+    program: &Program,
+    i: usize,
+    values: &mut [Option<Block>],
+    fixed: &[Option<Block>],
+    uses: &[usize],
+) -> Option<Block> {
+    let node = &program.nodes[i];
+    if node.dtype != DType::F64 {
+        return None;
+    }
+    let owned = |a: usize, values: &[Option<Block>]| {
+        uses[a] == 1
+            && matches!(values[a], Some(Block::F64(_)))
+            && program.nodes[a].shape == node.shape
+    };
+    let single = |b: usize, values: &[Option<Block>]| -> Option<f64> {
+        match values[b].as_ref().or(fixed[b].as_ref())? {
+            Block::F64(v) if v.len() == 1 => v.iter().next().copied(),
+            Block::I64(v) if v.len() == 1 => v.iter().next().map(|&x| x as f64),
+            _ => None,
+        }
+    };
+    match node.op {
+        Op::Unary(op, a) if owned(a, values) => {
+            let mut block = values[a].take()?;
+            let done = match op {
+                UnaryOp::Powi(2) => apply_in_place(&mut block, |v| v * v),
+                UnaryOp::Sqrt => apply_in_place(&mut block, f64::sqrt),
+                UnaryOp::Abs => apply_in_place(&mut block, f64::abs),
+                UnaryOp::Not => false,
+                op => apply_in_place(&mut block, |v| v.map(op)),
+            };
+            if done {
+                Some(block)
+            } else {
+                values[a] = Some(block);
+                None
+            }
+        }
+        Op::Binary(op, a, b)
+            if !op.is_comparison() && !matches!(op, BinaryOp::And | BinaryOp::Or) =>
+        {
+            let (target, scalar, scalar_first) = if owned(a, values) {
+                (a, single(b, values)?, false)
+            } else if owned(b, values) {
+                (b, single(a, values)?, true)
+            } else {
+                return None;
+            };
+            let mut block = values[target].take()?;
+            let s = scalar;
+            match (op, scalar_first) {
+                (BinaryOp::Add, _) => apply_in_place(&mut block, |v| v + s),
+                (BinaryOp::Mul, _) => apply_in_place(&mut block, |v| v * s),
+                (BinaryOp::Sub, false) => apply_in_place(&mut block, |v| v - s),
+                (BinaryOp::Sub, true) => apply_in_place(&mut block, |v| s - v),
+                (BinaryOp::Div, false) => apply_in_place(&mut block, |v| v / s),
+                (BinaryOp::Div, true) => apply_in_place(&mut block, |v| s / v),
+                _ => unreachable!("arithmetic ops"),
+            };
+            Some(block)
+        }
+        _ => None,
+    }
+}
+
+fn finish_whole(program: &Program, value: Block) -> Result<Outcome, String> {
+    Ok(match &program.output {
+        Output::Store => Outcome::Chunk(value),
+        Output::Partial {
+            op,
+            axes,
+            offset,
+            global_shape,
+        } => Outcome::Partial(Box::new(Partial::of(
+            *op,
+            &value,
+            axes,
+            offset,
+            global_shape,
+        ))),
+    })
+}
+
+fn empty_like(dtype: DType, shape: &[usize]) -> Block {
+    Block::full(Scalar::Bool(false), shape).cast(dtype)
+}
+
+/// Copies `value` into `target` at `offset` (a region of the same element type).
+pub fn write_region(target: &mut Block, offset: &[usize], value: &Block) {
+    macro_rules! write {
+        ($t:expr, $v:expr) => {{
+            let mut view = $t.view_mut();
+            for (axis, (&o, &n)) in offset.iter().zip($v.shape()).enumerate() {
+                view.slice_axis_inplace(Axis(axis), Slice::from(o..o + n));
+            }
+            view.assign($v);
+        }};
+    }
+    match (target, value) {
+        (Block::Bool(t), Block::Bool(v)) => write!(t, v),
+        (Block::I64(t), Block::I64(v)) => write!(t, v),
+        (Block::F32(t), Block::F32(v)) => write!(t, v),
+        (Block::F64(t), Block::F64(v)) => write!(t, v),
+        _ => unreachable!("regions are written into chunks of their own type"),
+    }
+}
+
+/// The matrix product of two 2-D blocks, computed in `dtype`.
+pub fn matmul(a: &Block, b: &Block, dtype: DType) -> Result<Block, String> {
+    fn two_d<T: Clone>(a: &ArrayD<T>) -> Result<ndarray::ArrayView2<'_, T>, String> {
+        a.view()
+            .into_dimensionality::<ndarray::Ix2>()
+            .map_err(|e| format!("dot of a block that is not 2-D: {e}"))
+    }
+    let (a, b) = (a.cast_ref(dtype), b.cast_ref(dtype));
+    Ok(match (a.as_ref(), b.as_ref()) {
+        (Block::F64(x), Block::F64(y)) => Block::F64(two_d(x)?.dot(&two_d(y)?).into_dyn()),
+        (Block::F32(x), Block::F32(y)) => Block::F32(two_d(x)?.dot(&two_d(y)?).into_dyn()),
+        (Block::I64(x), Block::I64(y)) => Block::I64(two_d(x)?.dot(&two_d(y)?).into_dyn()),
+        _ => return Err(format!("dot of {dtype} blocks is not supported")),
+    })
+}
+
+fn write_rows(target: &mut Block, start: usize, value: &Block) {
+    let rows = value.shape()[0];
+    macro_rules! write {
+        ($t:expr, $v:expr) => {
+            $t.slice_axis_mut(Axis(0), Slice::from(start..start + rows))
+                .assign($v)
+        };
+    }
+    match (target, value) {
+        (Block::Bool(t), Block::Bool(v)) => write!(t, v),
+        (Block::I64(t), Block::I64(v)) => write!(t, v),
+        (Block::F32(t), Block::F32(v)) => write!(t, v),
+        (Block::F64(t), Block::F64(v)) => write!(t, v),
+        _ => unreachable!("stored blocks share the root's type"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::array::program::Node;
+    use ndarray::array;
+
+    fn f64s(a: ArrayD<f64>) -> Block {
+        Block::F64(a)
+    }
+
+    #[test]
+    fn broadcasting_follows_numpy() {
+        let a = f64s(array![[1.0, 2.0], [3.0, 4.0]].into_dyn());
+        let b = f64s(array![10.0, 20.0].into_dyn());
+        let sum = Block::binary(BinaryOp::Add, &a, &b).unwrap();
+        assert_eq!(sum, f64s(array![[11.0, 22.0], [13.0, 24.0]].into_dyn()));
+        let bad = f64s(array![1.0, 2.0, 3.0].into_dyn());
+        assert!(
+            Block::binary(BinaryOp::Add, &a, &bad)
+                .unwrap_err()
+                .contains("do not broadcast")
+        );
+    }
+
+    #[test]
+    fn integer_division_is_true_division() {
+        let a = Block::I64(array![1, 2, 3].into_dyn());
+        let b = Block::I64(array![2, 2, 2].into_dyn());
+        assert_eq!(
+            Block::binary(BinaryOp::Div, &a, &b).unwrap(),
+            f64s(array![0.5, 1.0, 1.5].into_dyn())
+        );
+    }
+
+    #[test]
+    fn partials_merge_like_one_pass() {
+        let data = array![[1.0, 5.0, 3.0], [4.0, 2.0, 6.0]].into_dyn();
+        for op in [
+            ReduceOp::Sum,
+            ReduceOp::Mean,
+            ReduceOp::Min,
+            ReduceOp::Max,
+            ReduceOp::Var(0),
+            ReduceOp::Std(1),
+            ReduceOp::ArgMin,
+            ReduceOp::ArgMax,
+        ] {
+            let whole = Partial::of(op, &f64s(data.clone()), &[0, 1], &[0, 0], &[2, 3])
+                .finish(op, op.result_dtype(DType::F64));
+            let top = Partial::of(
+                op,
+                &f64s(data.slice(ndarray::s![0..1, ..]).to_owned().into_dyn()),
+                &[0, 1],
+                &[0, 0],
+                &[2, 3],
+            );
+            let bottom = Partial::of(
+                op,
+                &f64s(data.slice(ndarray::s![1..2, ..]).to_owned().into_dyn()),
+                &[0, 1],
+                &[1, 0],
+                &[2, 3],
+            );
+            let merged = top
+                .merge(bottom, op)
+                .unwrap()
+                .finish(op, op.result_dtype(DType::F64));
+            match (&whole, &merged) {
+                (Block::F64(a), Block::F64(b)) => {
+                    assert!((a[[0, 0]] - b[[0, 0]]).abs() < 1e-12, "{op:?}")
+                }
+                _ => assert_eq!(whole, merged, "{op:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_and_whole_evaluation_agree() {
+        // sum over axis 1 of uniform(0,1)^2, compared with 1, mean over everything
+        let rows = 10_000;
+        let node = |op, shape: Vec<usize>, dtype, streams| Node {
+            op,
+            shape,
+            dtype,
+            streams,
+        };
+        let nodes = vec![
+            node(
+                Op::Random {
+                    dist: Distribution::Uniform {
+                        low: 0.0,
+                        high: 1.0,
+                    },
+                    key: 9,
+                },
+                vec![rows, 2],
+                DType::F64,
+                true,
+            ),
+            node(
+                Op::Unary(UnaryOp::Powi(2), 0),
+                vec![rows, 2],
+                DType::F64,
+                true,
+            ),
+            node(
+                Op::Reduce {
+                    op: ReduceOp::Sum,
+                    axes: vec![1],
+                    keepdims: false,
+                    arg: 1,
+                },
+                vec![rows],
+                DType::F64,
+                true,
+            ),
+            node(Op::Scalar(Scalar::F64(1.0)), vec![], DType::F64, false),
+            node(
+                Op::Binary(BinaryOp::Lt, 2, 3),
+                vec![rows],
+                DType::Bool,
+                true,
+            ),
+        ];
+        let output = Output::Partial {
+            op: ReduceOp::Mean,
+            axes: vec![0],
+            offset: vec![0],
+            global_shape: vec![rows],
+        };
+        let streamed = Program {
+            inputs: vec![],
+            nodes: nodes.clone(),
+            output: output.clone(),
+        };
+        let whole_nodes: Vec<Node> = nodes
+            .into_iter()
+            .map(|mut n| {
+                n.streams = false;
+                n
+            })
+            .collect();
+        let whole = Program {
+            inputs: vec![],
+            nodes: whole_nodes,
+            output,
+        };
+        let value = |p: &Program| match run(p, &[]).unwrap() {
+            Outcome::Partial(state) => state.finish(ReduceOp::Mean, DType::F64),
+            Outcome::Chunk(_) => panic!("a partial"),
+        };
+        let a = value(&streamed);
+        assert_eq!(a, value(&whole));
+        let Block::F64(pi4) = a else { panic!() };
+        assert!((pi4[[0]] * 4.0 - std::f64::consts::PI).abs() < 0.05);
+    }
+}

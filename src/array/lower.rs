@@ -1,0 +1,864 @@
+//! Turning an array graph into tasks: fused per-chunk programs, reduction trees, and the
+//! tasks that move data between chunks; plus the worker-side entry points of those tasks.
+
+use super::dtype::{DType, Element};
+use super::grid::{self, Chunks};
+use super::kernel::{self, Block, Outcome, Partial};
+use super::program::{AxisSlice, Node, Op, Output, Program, ReduceOp};
+use super::{Array, Expr, random};
+use crate::client::{Client, Future};
+use crate::error::{Error, Result};
+use crate::protocol::{ArgSlot, decode_value, encode_value};
+use crate::task::{self, KeepAlive, TaskInput};
+use ndarray::{ArrayD, Axis, IxDyn, Slice};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Partial states combined by one task of a reduction tree.
+pub const FAN_IN: usize = 8;
+
+/// A chunk given to a program: one computed by another task, or data from the client.
+enum Input<R> {
+    Chunk(R),
+    Literal(Block),
+}
+
+/// What a reduction-combine task does.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct CombineSpec {
+    op: ReduceOp,
+    /// `Some` for the last stage: turn the state into a chunk of this type, dropping the
+    /// listed (length 1) axes.
+    finish: Option<(DType, Vec<usize>)>,
+}
+
+/// A region of a source chunk: `(start, len)` per axis, and where it goes in the output.
+type Piece = (Vec<(usize, usize)>, Vec<usize>);
+
+/// Pieces of source chunks copied into one output chunk (rechunking).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct AssembleSpec {
+    dtype: DType,
+    shape: Vec<usize>,
+    /// One per source chunk, in argument order.
+    pieces: Vec<Piece>,
+}
+
+/// One chunk of a matrix product: `sum_l a[l] . b[l]`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct DotSpec {
+    a: DType,
+    b: DType,
+    dtype: DType,
+    terms: usize,
+}
+
+/// Where tasks go: submitted to a client, or only counted and described.
+trait Sink {
+    type Ref: Clone;
+    fn stored(&mut self, future: &Future<()>) -> Self::Ref;
+    fn program(&mut self, program: Program, inputs: Vec<Input<Self::Ref>>) -> Self::Ref;
+    fn combine(&mut self, spec: CombineSpec, parts: Vec<Self::Ref>) -> Self::Ref;
+    fn assemble(&mut self, spec: AssembleSpec, parts: Vec<Self::Ref>) -> Self::Ref;
+    fn dot(&mut self, spec: DotSpec, parts: Vec<Self::Ref>) -> Self::Ref;
+    fn map_blocks(
+        &mut self,
+        offset: i64,
+        name: &str,
+        list: bool,
+        parts: Vec<Self::Ref>,
+    ) -> Self::Ref;
+}
+
+struct ClientSink<'c> {
+    client: &'c Client,
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    encode_value(value).expect("array task descriptions encode")
+}
+
+impl ClientSink<'_> {
+    fn submit(
+        &self,
+        entry: task::Trampoline,
+        name: &str,
+        head: Vec<u8>,
+        parts: Vec<Future<()>>,
+    ) -> Future<()> {
+        let keys = parts.iter().map(Future::key).collect();
+        self.client.submit_raw(
+            task::offset_of(entry),
+            name,
+            vec![ArgSlot::Value(head), ArgSlot::Futures(keys)],
+            parts,
+        )
+    }
+}
+
+impl Sink for ClientSink<'_> {
+    type Ref = Future<()>;
+
+    fn stored(&mut self, future: &Future<()>) -> Future<()> {
+        future.clone()
+    }
+
+    fn program(&mut self, program: Program, inputs: Vec<Input<Future<()>>>) -> Future<()> {
+        let mut args = vec![ArgSlot::Value(encode(&program))];
+        let mut keep = KeepAlive::new();
+        for input in inputs {
+            args.push(match input {
+                Input::Chunk(future) => {
+                    let slot = ArgSlot::Future(future.key());
+                    keep.push(future);
+                    slot
+                }
+                Input::Literal(block) => ArgSlot::Value(block.encode().expect("blocks encode")),
+            });
+        }
+        self.client
+            .submit_raw(task::offset_of(program_task), "array", args, keep)
+    }
+
+    fn combine(&mut self, spec: CombineSpec, parts: Vec<Future<()>>) -> Future<()> {
+        self.submit(combine_task, spec.op.name(), encode(&spec), parts)
+    }
+
+    fn assemble(&mut self, spec: AssembleSpec, parts: Vec<Future<()>>) -> Future<()> {
+        self.submit(assemble_task, "rechunk", encode(&spec), parts)
+    }
+
+    fn dot(&mut self, spec: DotSpec, parts: Vec<Future<()>>) -> Future<()> {
+        self.submit(dot_task, "dot", encode(&spec), parts)
+    }
+
+    fn map_blocks(
+        &mut self,
+        offset: i64,
+        name: &str,
+        list: bool,
+        parts: Vec<Future<()>>,
+    ) -> Future<()> {
+        let args = if list {
+            vec![ArgSlot::Futures(parts.iter().map(Future::key).collect())]
+        } else {
+            parts.iter().map(|p| ArgSlot::Future(p.key())).collect()
+        };
+        self.client.submit_raw(offset, name, args, parts)
+    }
+}
+
+/// Counts tasks by kind and keeps one example program per kind of fused task.
+#[derive(Default)]
+struct ExplainSink {
+    tasks: usize,
+    kinds: BTreeMap<String, usize>,
+    examples: Vec<(String, String)>,
+}
+
+impl ExplainSink {
+    fn record(&mut self, kind: String) -> usize {
+        self.tasks += 1;
+        *self.kinds.entry(kind).or_insert(0) += 1;
+        self.tasks
+    }
+}
+
+impl Sink for ExplainSink {
+    type Ref = usize;
+
+    fn stored(&mut self, _future: &Future<()>) -> usize {
+        0
+    }
+
+    fn program(&mut self, program: Program, _inputs: Vec<Input<usize>>) -> usize {
+        let kind = format!("fused: {}", program.signature());
+        if !self.kinds.contains_key(&kind) {
+            self.examples.push((kind.clone(), program.to_string()));
+        }
+        self.record(kind)
+    }
+
+    fn combine(&mut self, spec: CombineSpec, _parts: Vec<usize>) -> usize {
+        self.record(format!(
+            "combine {} states (up to {FAN_IN} per task){}",
+            spec.op.name(),
+            if spec.finish.is_some() {
+                ", last stage"
+            } else {
+                ""
+            }
+        ))
+    }
+
+    fn assemble(&mut self, _spec: AssembleSpec, _parts: Vec<usize>) -> usize {
+        self.record("rechunk: copy pieces of chunks into a new chunk".into())
+    }
+
+    fn dot(&mut self, _spec: DotSpec, _parts: Vec<usize>) -> usize {
+        self.record("dot: sum of block matrix products".into())
+    }
+
+    fn map_blocks(&mut self, _offset: i64, name: &str, _list: bool, _parts: Vec<usize>) -> usize {
+        self.record(format!("map_blocks: {name}"))
+    }
+}
+
+/// Builds one fused program.
+struct ProgramBuilder<R> {
+    nodes: Vec<Node>,
+    inputs: Vec<(DType, Input<R>)>,
+    memo: FxHashMap<(usize, Vec<usize>), usize>,
+    no_streaming: bool,
+}
+
+impl<R: Clone> ProgramBuilder<R> {
+    fn new() -> Self {
+        ProgramBuilder {
+            nodes: Vec::new(),
+            inputs: Vec::new(),
+            memo: FxHashMap::default(),
+            no_streaming: false,
+        }
+    }
+
+    fn push(&mut self, op: Op, shape: Vec<usize>, dtype: DType, streams: bool) -> usize {
+        self.nodes.push(Node {
+            op,
+            shape,
+            dtype,
+            streams,
+        });
+        self.nodes.len() - 1
+    }
+
+    fn input(&mut self, dtype: DType, input: Input<R>, shape: Vec<usize>) -> usize {
+        self.inputs.push((dtype, input));
+        let streams = shape.first().is_some_and(|&r| r > 1);
+        let i = self.inputs.len() - 1;
+        self.push(Op::Input(i), shape, dtype, streams)
+    }
+
+    /// Whether an operand of `shape` that streams can take part in a result of `out` axes
+    /// row by row (its axis 0 must be the result's axis 0).
+    fn operand_streams(&mut self, operand: usize, out_ndim: usize) -> bool {
+        let node = &self.nodes[operand];
+        if node.streams && node.shape.len() != out_ndim {
+            self.no_streaming = true;
+        }
+        node.streams && node.shape.len() == out_ndim
+    }
+
+    fn finish(mut self, output: Output) -> (Program, Vec<Input<R>>) {
+        if self.no_streaming {
+            for node in &mut self.nodes {
+                node.streams = false;
+            }
+        }
+        let (dtypes, inputs) = self.inputs.into_iter().unzip();
+        (
+            Program {
+                inputs: dtypes,
+                nodes: self.nodes,
+                output,
+            },
+            inputs,
+        )
+    }
+}
+
+/// Walks an array graph, creating tasks through a [`Sink`].
+struct Lowerer<'s, S: Sink> {
+    sink: &'s mut S,
+    chunks: FxHashMap<(usize, usize), S::Ref>,
+}
+
+fn flat(array: &Array, index: &[usize]) -> usize {
+    grid::ravel(index, &grid::grid(array.chunks()))
+}
+
+/// `true` when every axis in `axes` of `x` lies in one chunk: the reduction is per chunk.
+fn within_chunks(x: &Array, axes: &[usize]) -> bool {
+    axes.iter().all(|&a| x.chunks()[a].len() <= 1)
+}
+
+impl<S: Sink> Lowerer<'_, S> {
+    /// Chunk `index` of `array`, computed by a task.
+    fn chunk(&mut self, array: &Array, index: &[usize]) -> Result<S::Ref> {
+        let key = (array.id(), flat(array, index));
+        if let Some(r) = self.chunks.get(&key) {
+            return Ok(r.clone());
+        }
+        let r = match &array.node().expr {
+            Expr::Stored(futures) => self.sink.stored(&futures[key.1]),
+            Expr::Reduce {
+                op,
+                axes,
+                keepdims,
+                x,
+            } if !within_chunks(x, axes) => {
+                self.reduce_chunk(*op, axes, *keepdims, x, array, index)?
+            }
+            Expr::Rechunk(x) => self.rechunk_chunk(x, array, index)?,
+            Expr::Dot(a, b) => self.dot_chunk(a, b, array, index)?,
+            Expr::MapBlocks {
+                offset,
+                name,
+                x,
+                list,
+            } => {
+                let parts = x
+                    .iter()
+                    .map(|a| self.chunk(a, index))
+                    .collect::<Result<Vec<_>>>()?;
+                self.sink.map_blocks(*offset, name, *list, parts)
+            }
+            _ => {
+                let mut builder = ProgramBuilder::new();
+                self.fuse(&mut builder, array, index)?;
+                let (program, inputs) = builder.finish(Output::Store);
+                self.sink.program(program, inputs)
+            }
+        };
+        self.chunks.insert(key, r.clone());
+        Ok(r)
+    }
+
+    /// Adds the nodes computing chunk `index` of `array` to `b`; returns the root node.
+    fn fuse(
+        &mut self,
+        b: &mut ProgramBuilder<S::Ref>,
+        array: &Array,
+        index: &[usize],
+    ) -> Result<usize> {
+        let memo_key = (array.id(), index.to_vec());
+        if let Some(&node) = b.memo.get(&memo_key) {
+            return Ok(node);
+        }
+        let shape = grid::chunk_shape(array.chunks(), index);
+        let dtype = array.dtype();
+        let rows = shape.first().is_some_and(|&r| r > 1);
+        let node = match &array.node().expr {
+            Expr::Invalid(message) => return Err(Error::Config(message.clone())),
+            Expr::Fill(value) if array.ndim() == 0 => {
+                b.push(Op::Scalar(*value), vec![], dtype, false)
+            }
+            Expr::Fill(value) => b.push(Op::Fill(*value), shape, dtype, rows),
+            Expr::Random { dist, seed } => {
+                let key = random::chunk_key(*seed, flat(array, index) as u64);
+                b.push(Op::Random { dist: *dist, key }, shape, dtype, rows)
+            }
+            Expr::Arange { start, step } => {
+                let first = grid::chunk_offset(array.chunks(), index)[0] as u64;
+                b.push(
+                    Op::Arange {
+                        start: *start,
+                        step: *step,
+                        first,
+                    },
+                    shape,
+                    dtype,
+                    rows,
+                )
+            }
+            Expr::Literal(block) => {
+                let offset = grid::chunk_offset(array.chunks(), index);
+                let slices: Vec<AxisSlice> = offset
+                    .iter()
+                    .zip(&shape)
+                    .map(|(&start, &len)| AxisSlice {
+                        start,
+                        step: 1,
+                        len,
+                    })
+                    .collect();
+                let piece = if slices
+                    .iter()
+                    .zip(block.shape())
+                    .all(|(s, &n)| s.start == 0 && s.len == n)
+                {
+                    (**block).clone()
+                } else {
+                    block.slice(&slices)
+                };
+                b.input(dtype, Input::Literal(piece), shape)
+            }
+            Expr::Stored(_) | Expr::Rechunk(_) | Expr::Dot(..) | Expr::MapBlocks { .. } => {
+                let r = self.chunk(array, index)?;
+                b.input(dtype, Input::Chunk(r), shape)
+            }
+            Expr::Reduce { axes, x, .. } if !within_chunks(x, axes) => {
+                let r = self.chunk(array, index)?;
+                b.input(dtype, Input::Chunk(r), shape)
+            }
+            Expr::Reduce {
+                op,
+                axes,
+                keepdims,
+                x,
+            } => {
+                // Every reduced axis is one chunk: the reduction happens inside the chunk.
+                let mut x_index = Vec::with_capacity(x.ndim());
+                let mut out = index.iter();
+                for axis in 0..x.ndim() {
+                    if axes.contains(&axis) {
+                        x_index.push(0);
+                        if *keepdims {
+                            out.next();
+                        }
+                    } else {
+                        x_index.push(*out.next().expect("index of a kept axis"));
+                    }
+                }
+                let arg = self.fuse(b, x, &x_index)?;
+                let streams = b.nodes[arg].streams && !axes.contains(&0);
+                if b.nodes[arg].streams && axes.contains(&0) {
+                    b.no_streaming = true;
+                }
+                b.push(
+                    Op::Reduce {
+                        op: *op,
+                        axes: axes.clone(),
+                        keepdims: *keepdims,
+                        arg,
+                    },
+                    shape,
+                    dtype,
+                    streams,
+                )
+            }
+            Expr::Unary(op, x) => {
+                let a = self.fuse(b, x, index)?;
+                let streams = b.nodes[a].streams;
+                b.push(Op::Unary(*op, a), shape, dtype, streams)
+            }
+            Expr::Cast(to, x) => {
+                let a = self.fuse(b, x, index)?;
+                let streams = b.nodes[a].streams;
+                b.push(Op::Cast(*to, a), shape, dtype, streams)
+            }
+            Expr::Binary(op, x, y) => {
+                let xi = grid::operand_index(index, x.shape(), array.shape());
+                let yi = grid::operand_index(index, y.shape(), array.shape());
+                let a = self.fuse(b, x, &xi)?;
+                let c = self.fuse(b, y, &yi)?;
+                let n = shape.len();
+                let streams = b.operand_streams(a, n) | b.operand_streams(c, n);
+                b.push(Op::Binary(*op, a, c), shape, dtype, streams)
+            }
+            Expr::Where(cond, x, y) => {
+                let mut operands = [0; 3];
+                let mut streams = false;
+                for (slot, operand) in operands.iter_mut().zip([cond, x, y]) {
+                    let oi = grid::operand_index(index, operand.shape(), array.shape());
+                    *slot = self.fuse(b, operand, &oi)?;
+                    streams |= b.operand_streams(*slot, shape.len());
+                }
+                b.push(
+                    Op::Where(operands[0], operands[1], operands[2]),
+                    shape,
+                    dtype,
+                    streams,
+                )
+            }
+            Expr::Transpose(perm, x) => {
+                let mut x_index = vec![0; perm.len()];
+                for (i, &p) in perm.iter().enumerate() {
+                    x_index[p] = index[i];
+                }
+                let a = self.fuse(b, x, &x_index)?;
+                b.no_streaming = true;
+                b.push(Op::Transpose(perm.clone(), a), shape, dtype, false)
+            }
+            Expr::Slice(plans, x) => {
+                let x_index: Vec<usize> = plans
+                    .iter()
+                    .zip(index)
+                    .map(|(plan, &i)| plan[i].0)
+                    .collect();
+                let slices: Vec<AxisSlice> = plans
+                    .iter()
+                    .zip(index)
+                    .map(|(plan, &i)| plan[i].1)
+                    .collect();
+                let a = self.fuse(b, x, &x_index)?;
+                b.no_streaming = true;
+                b.push(Op::Slice(slices, a), shape, dtype, false)
+            }
+            Expr::Reshape(x) => {
+                let x_index: Vec<usize> = (0..x.ndim())
+                    .map(|d| {
+                        if d == 0 {
+                            index.first().copied().unwrap_or(0)
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
+                let a = self.fuse(b, x, &x_index)?;
+                b.no_streaming = true;
+                b.push(Op::Reshape(shape.clone(), a), shape, dtype, false)
+            }
+            Expr::Concatenate(axis, parts) => {
+                let mut i = index[*axis];
+                let mut chosen = None;
+                for part in parts {
+                    let n = part.chunks()[*axis].iter().filter(|&&s| s > 0).count();
+                    if i < n {
+                        chosen = Some(part);
+                        break;
+                    }
+                    i -= n;
+                }
+                let part = chosen.expect("concatenated chunk index in range");
+                let mut part_index = index.to_vec();
+                // Skip empty chunks of the part when counting.
+                let nonempty: Vec<usize> = part.chunks()[*axis]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| **s > 0)
+                    .map(|(k, _)| k)
+                    .collect();
+                part_index[*axis] = nonempty[i];
+                self.fuse(b, part, &part_index)?
+            }
+            Expr::Stack(axis, parts) => {
+                let mut part_index = index.to_vec();
+                let k = part_index.remove(*axis);
+                let a = self.fuse(b, &parts[k], &part_index)?;
+                b.no_streaming = true;
+                b.push(Op::Reshape(shape.clone(), a), shape, dtype, false)
+            }
+        };
+        b.memo.insert(memo_key, node);
+        Ok(node)
+    }
+
+    /// Output chunk `index` of a reduction across chunks: the first stage fused into each
+    /// input chunk's program, then a tree of combine tasks.
+    fn reduce_chunk(
+        &mut self,
+        op: ReduceOp,
+        axes: &[usize],
+        keepdims: bool,
+        x: &Array,
+        array: &Array,
+        index: &[usize],
+    ) -> Result<S::Ref> {
+        let mut template = Vec::with_capacity(x.ndim());
+        let mut out = index.iter();
+        for axis in 0..x.ndim() {
+            if axes.contains(&axis) {
+                template.push(None);
+                if keepdims {
+                    out.next();
+                }
+            } else {
+                template.push(Some(*out.next().expect("index of a kept axis")));
+            }
+        }
+        let x_grid = grid::grid(x.chunks());
+        let reduced_counts: Vec<usize> = axes.iter().map(|&a| x_grid[a]).collect();
+        let combos: usize = reduced_counts.iter().product();
+        let mut parts = Vec::with_capacity(combos);
+        for combo in 0..combos {
+            let picks = grid::unravel(combo, &reduced_counts);
+            let mut x_index = Vec::with_capacity(x.ndim());
+            let mut pick = picks.iter();
+            for slot in &template {
+                x_index
+                    .push(slot.unwrap_or_else(|| *pick.next().expect("a pick per reduced axis")));
+            }
+            let mut builder = ProgramBuilder::new();
+            self.fuse(&mut builder, x, &x_index)?;
+            let (program, inputs) = builder.finish(Output::Partial {
+                op,
+                axes: axes.to_vec(),
+                offset: grid::chunk_offset(x.chunks(), &x_index),
+                global_shape: x.shape().to_vec(),
+            });
+            parts.push(self.sink.program(program, inputs));
+        }
+        let squeeze = if keepdims { Vec::new() } else { axes.to_vec() };
+        loop {
+            if parts.len() <= FAN_IN {
+                let spec = CombineSpec {
+                    op,
+                    finish: Some((array.dtype(), squeeze)),
+                };
+                return Ok(self.sink.combine(spec, parts));
+            }
+            parts = parts
+                .chunks(FAN_IN)
+                .map(|group| {
+                    self.sink
+                        .combine(CombineSpec { op, finish: None }, group.to_vec())
+                })
+                .collect();
+        }
+    }
+
+    /// Output chunk `index` of a rechunked array: pieces of the overlapping input chunks.
+    fn rechunk_chunk(&mut self, x: &Array, array: &Array, index: &[usize]) -> Result<S::Ref> {
+        let offset = grid::chunk_offset(array.chunks(), index);
+        let shape = grid::chunk_shape(array.chunks(), index);
+        // Per axis: the overlapping source chunks, with (start, len) in the source and the
+        // destination start.
+        let mut per_axis: Vec<Vec<(usize, usize, usize, usize)>> = Vec::new();
+        for axis in 0..array.ndim() {
+            let bounds = grid::boundaries(&x.chunks()[axis]);
+            let (lo, hi) = (offset[axis], offset[axis] + shape[axis]);
+            let mut overlaps = Vec::new();
+            for (c, w) in bounds.windows(2).enumerate() {
+                let (b, e) = (w[0].max(lo), w[1].min(hi));
+                if b < e || (lo == hi && c == 0) {
+                    overlaps.push((c, b - w[0], e.saturating_sub(b), b - lo));
+                }
+            }
+            per_axis.push(overlaps);
+        }
+        let counts: Vec<usize> = per_axis.iter().map(Vec::len).collect();
+        let total: usize = counts.iter().product();
+        let mut parts = Vec::with_capacity(total);
+        let mut pieces = Vec::with_capacity(total);
+        for k in 0..total {
+            let pick = grid::unravel(k, &counts);
+            let src: Vec<usize> = pick.iter().zip(&per_axis).map(|(&p, o)| o[p].0).collect();
+            let region = pick
+                .iter()
+                .zip(&per_axis)
+                .map(|(&p, o)| (o[p].1, o[p].2))
+                .collect();
+            let dest = pick.iter().zip(&per_axis).map(|(&p, o)| o[p].3).collect();
+            parts.push(self.chunk(x, &src)?);
+            pieces.push((region, dest));
+        }
+        Ok(self.sink.assemble(
+            AssembleSpec {
+                dtype: array.dtype(),
+                shape,
+                pieces,
+            },
+            parts,
+        ))
+    }
+
+    fn dot_chunk(
+        &mut self,
+        a: &Array,
+        b: &Array,
+        array: &Array,
+        index: &[usize],
+    ) -> Result<S::Ref> {
+        let inner = a.chunks()[1].len();
+        let mut parts = Vec::with_capacity(2 * inner);
+        for l in 0..inner {
+            parts.push(self.chunk(a, &[index[0], l])?);
+            parts.push(self.chunk(b, &[l, index[1]])?);
+        }
+        Ok(self.sink.dot(
+            DotSpec {
+                a: a.dtype(),
+                b: b.dtype(),
+                dtype: array.dtype(),
+                terms: inner,
+            },
+            parts,
+        ))
+    }
+}
+
+/// Submits the tasks computing every chunk of `array`; returns their futures, C order.
+pub(super) fn materialize(client: &Client, array: &Array) -> Result<Vec<Future<()>>> {
+    let mut sink = ClientSink { client };
+    let mut lowerer = Lowerer {
+        sink: &mut sink,
+        chunks: FxHashMap::default(),
+    };
+    let indices: Vec<Vec<usize>> = grid::indices(array.chunks()).collect();
+    if array.ndim() == 0 {
+        return Ok(vec![lowerer.chunk(array, &[])?]);
+    }
+    indices.iter().map(|i| lowerer.chunk(array, i)).collect()
+}
+
+/// A description of the tasks `array` would run.
+pub(super) fn explain(array: &Array) -> String {
+    let mut sink = ExplainSink::default();
+    let mut lowerer = Lowerer {
+        sink: &mut sink,
+        chunks: FxHashMap::default(),
+    };
+    let indices: Vec<Vec<usize>> = if array.ndim() == 0 {
+        vec![vec![]]
+    } else {
+        grid::indices(array.chunks()).collect()
+    };
+    for index in &indices {
+        if let Err(e) = lowerer.chunk(array, index) {
+            return format!("invalid array: {e}");
+        }
+    }
+    let mut text = format!(
+        "array {} {:?} in {} chunks: {} tasks\n",
+        array.dtype(),
+        array.shape(),
+        array.num_chunks(),
+        sink.tasks
+    );
+    for (kind, count) in &sink.kinds {
+        let title = kind.split(':').next().unwrap_or(kind);
+        if let Some((_, program)) = sink.examples.iter().find(|(k, _)| k == kind) {
+            text.push_str(&format!(
+                "  {count} x {title} task, each one pass over its chunk:\n{program}"
+            ));
+        } else {
+            text.push_str(&format!("  {count} x {kind}\n"));
+        }
+    }
+    text
+}
+
+/// Joins computed chunks (C order) into one array.
+pub(super) fn assemble<T: Element>(
+    shape: &[usize],
+    chunks: &Chunks,
+    parts: Vec<ArrayD<T>>,
+) -> Result<ArrayD<T>> {
+    if parts.len() == 1 {
+        let only = parts.into_iter().next().expect("one chunk");
+        if only.shape() != shape {
+            return Err(Error::Config(format!(
+                "a chunk of shape {:?} where {shape:?} was expected (a map_blocks function that changes shapes?)",
+                only.shape()
+            )));
+        }
+        return Ok(only);
+    }
+    let Some(fill) = parts.iter().find_map(|p| p.iter().next().copied()) else {
+        return ArrayD::from_shape_vec(IxDyn(shape), Vec::new())
+            .map_err(|e| Error::Config(e.to_string()));
+    };
+    let mut out = ArrayD::from_elem(IxDyn(shape), fill);
+    for (index, part) in grid::indices(chunks).zip(parts) {
+        let offset = grid::chunk_offset(chunks, &index);
+        let expected = grid::chunk_shape(chunks, &index);
+        if part.shape() != expected.as_slice() {
+            return Err(Error::Config(format!(
+                "chunk {index:?} has shape {:?}, expected {expected:?} (a map_blocks function that changes shapes?)",
+                part.shape()
+            )));
+        }
+        let mut view = out.view_mut();
+        for (axis, (&o, &n)) in offset.iter().zip(&expected).enumerate() {
+            view.slice_axis_inplace(Axis(axis), Slice::from(o..o + n));
+        }
+        view.assign(&part);
+    }
+    Ok(out)
+}
+
+// ----- worker side -----------------------------------------------------------------------
+
+fn split_head<'a>(input: &'a TaskInput<'a>) -> Result<(&'a [u8], &'a [ArgSlot]), String> {
+    match input.args {
+        [ArgSlot::Value(head), rest @ ..] => Ok((head, rest)),
+        _ => Err("an array task needs its description first".into()),
+    }
+}
+
+fn decode_head<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    decode_value(bytes).map_err(|e| format!("could not decode an array task description: {e}"))
+}
+
+/// Runs a fused program (the worker side of a program task).
+fn program_task(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, String> {
+    let (head, rest) = split_head(input)?;
+    let program: Program = decode_head(head)?;
+    let mut deps = input.deps.iter();
+    let blocks = rest
+        .iter()
+        .zip(&program.inputs)
+        .map(|(slot, &dtype)| {
+            let bytes: &[u8] = match slot {
+                ArgSlot::Value(bytes) => bytes,
+                _ => deps.next().ok_or("a program input is missing")?,
+            };
+            Block::decode(bytes, dtype)
+                .map_err(|e| format!("could not decode an input chunk of {dtype}: {e}"))
+        })
+        .collect::<std::result::Result<Vec<Block>, String>>()?;
+    let encoded = match kernel::run(&program, &blocks)? {
+        Outcome::Chunk(block) => block.encode(),
+        Outcome::Partial(partial) => encode_value(&*partial),
+    };
+    encoded.map_err(|e| format!("could not encode a chunk: {e}"))
+}
+
+/// Merges reduction states in order, finishing the reduction at the last stage.
+fn combine_task(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, String> {
+    let (head, _) = split_head(input)?;
+    let spec: CombineSpec = decode_head(head)?;
+    let mut state: Option<Partial> = None;
+    for bytes in input.deps {
+        let part: Partial =
+            decode_value(bytes).map_err(|e| format!("could not decode a reduction state: {e}"))?;
+        state = Some(match state {
+            None => part,
+            Some(before) => before.merge(part, spec.op)?,
+        });
+    }
+    let state = state.ok_or("a combine task without states")?;
+    match spec.finish {
+        None => encode_value(&state),
+        Some((dtype, squeeze)) => state.finish(spec.op, dtype).squeeze(&squeeze).encode(),
+    }
+    .map_err(|e| format!("could not encode a reduction result: {e}"))
+}
+
+/// Copies pieces of source chunks into a new chunk.
+fn assemble_task(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, String> {
+    let (head, _) = split_head(input)?;
+    let spec: AssembleSpec = decode_head(head)?;
+    let mut out = Block::full(super::Scalar::Bool(false), &spec.shape).cast(spec.dtype);
+    for ((region, dest), bytes) in spec.pieces.iter().zip(input.deps) {
+        let source = Block::decode(bytes, spec.dtype)
+            .map_err(|e| format!("could not decode a chunk: {e}"))?;
+        let slices: Vec<AxisSlice> = region
+            .iter()
+            .map(|&(start, len)| AxisSlice {
+                start,
+                step: 1,
+                len,
+            })
+            .collect();
+        let piece = source.slice(&slices);
+        kernel::write_region(&mut out, dest, &piece);
+    }
+    out.encode()
+        .map_err(|e| format!("could not encode a chunk: {e}"))
+}
+
+/// One chunk of a matrix product.
+fn dot_task(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, String> {
+    let (head, _) = split_head(input)?;
+    let spec: DotSpec = decode_head(head)?;
+    if input.deps.len() != 2 * spec.terms {
+        return Err("a dot task needs pairs of blocks".into());
+    }
+    let mut total: Option<Block> = None;
+    for pair in input.deps.chunks(2) {
+        let a = Block::decode(&pair[0], spec.a).map_err(|e| e.to_string())?;
+        let b = Block::decode(&pair[1], spec.b).map_err(|e| e.to_string())?;
+        let product = kernel::matmul(&a, &b, spec.dtype)?;
+        total = Some(match total {
+            None => product,
+            Some(sum) => Block::binary(super::BinaryOp::Add, &sum, &product)?.cast(spec.dtype),
+        });
+    }
+    total
+        .ok_or("a dot task without blocks")?
+        .encode()
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,721 @@
+//! Chunked n-dimensional arrays, like `dask.array`: NumPy-style expressions over arrays
+//! cut into `ndarray` chunks that live on the workers.
+//!
+//! Building an expression does no work; it records a graph and checks shapes (a shape
+//! error is kept in the result and reported by [`Array::check`] or when the array is
+//! computed). [`Array::compute`] turns the graph into tasks: chains of elementwise
+//! operations, random generation and the first stage of a reduction become *one* task per
+//! chunk that streams through cache-sized blocks (see [`program`]); reductions across
+//! chunks finish as trees of small combine tasks.
+//!
+//! ```
+//! use mpidask::array::{self, random};
+//! let pi = mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+//!     let n = 200_000;
+//!     let xy = random::uniform(0.0, 1.0, &[n, 2], &[50_000, 2], 42);
+//!     let inside = xy.powi(2).sum_axis(-1).lt(1.0);
+//!     let pi = inside.mean() * 4.0;
+//!     pi.compute_scalar::<f64>(client)
+//! });
+//! assert!((pi.unwrap() - std::f64::consts::PI).abs() < 0.02);
+//! ```
+
+pub mod dtype;
+pub mod grid;
+pub mod kernel;
+mod lower;
+pub mod program;
+pub mod random;
+mod structure;
+
+pub use dtype::{DType, Element, Scalar};
+pub use program::{BinaryOp, Distribution, ReduceOp, UnaryOp};
+pub use structure::{Span, blockwise, concatenate, stack};
+
+use crate::client::{Client, Future};
+use crate::error::{Error, Result};
+use grid::Chunks;
+use kernel::Block;
+use ndarray::ArrayD;
+use std::sync::Arc;
+
+/// A lazily evaluated, chunked n-dimensional array.
+///
+/// Cheap to clone (the graph is shared).
+#[derive(Clone)]
+pub struct Array {
+    node: Arc<ArrayNode>,
+}
+
+pub(crate) struct ArrayNode {
+    pub(crate) shape: Vec<usize>,
+    pub(crate) chunks: Chunks,
+    pub(crate) dtype: DType,
+    pub(crate) expr: Expr,
+}
+
+/// How an array is defined.
+pub(crate) enum Expr {
+    /// A shape or type error found while building the graph.
+    Invalid(String),
+    /// Random values from a counter-based generator.
+    Random {
+        dist: Distribution,
+        seed: u64,
+    },
+    /// One value everywhere.
+    Fill(Scalar),
+    /// `start + i * step` (1-D).
+    Arange {
+        start: f64,
+        step: f64,
+    },
+    /// Chunks given by the program (`from_array`), embedded in the tasks that read them.
+    Literal(Arc<Block>),
+    /// Chunks held by workers (`persist`, `from_futures`), one future per chunk, C order.
+    Stored(Vec<Future<()>>),
+    Unary(UnaryOp, Array),
+    Binary(BinaryOp, Array, Array),
+    Where(Array, Array, Array),
+    Cast(DType, Array),
+    Reduce {
+        op: ReduceOp,
+        axes: Vec<usize>,
+        keepdims: bool,
+        x: Array,
+    },
+    Transpose(Vec<usize>, Array),
+    /// Per axis, per output chunk: the source chunk and the part of it taken.
+    Slice(Vec<structure::AxisPlan>, Array),
+    Reshape(Array),
+    Rechunk(Array),
+    Concatenate(usize, Vec<Array>),
+    Stack(usize, Vec<Array>),
+    Dot(Array, Array),
+    /// A user function per chunk: of one chunk, or (`list`) of the chunks of all `x`.
+    MapBlocks {
+        offset: i64,
+        name: String,
+        x: Vec<Array>,
+        list: bool,
+    },
+}
+
+/// A value an operator can take on either side: an array or a scalar.
+pub enum Operand {
+    /// An array.
+    Array(Array),
+    /// A single value, broadcast.
+    Scalar(Scalar),
+}
+
+impl From<&Array> for Operand {
+    fn from(a: &Array) -> Self {
+        Operand::Array(a.clone())
+    }
+}
+impl From<Array> for Operand {
+    fn from(a: Array) -> Self {
+        Operand::Array(a)
+    }
+}
+macro_rules! scalar_operand {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Operand {
+            fn from(v: $t) -> Self {
+                Operand::Scalar(Scalar::from(v))
+            }
+        }
+    )*};
+}
+scalar_operand!(f64, f32, i64, i32, bool);
+
+impl Operand {
+    fn into_array(self) -> Array {
+        match self {
+            Operand::Array(a) => a,
+            Operand::Scalar(s) => Array::scalar(s),
+        }
+    }
+}
+
+impl std::fmt::Debug for Array {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Array<{}>{:?} in {} chunks",
+            self.dtype(),
+            self.shape(),
+            grid::count(&self.node.chunks)
+        )
+    }
+}
+
+impl Array {
+    pub(crate) fn new(shape: Vec<usize>, chunks: Chunks, dtype: DType, expr: Expr) -> Array {
+        Array {
+            node: Arc::new(ArrayNode {
+                shape,
+                chunks,
+                dtype,
+                expr,
+            }),
+        }
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Array {
+        Array::new(vec![], vec![], DType::F64, Expr::Invalid(message.into()))
+    }
+
+    pub(crate) fn node(&self) -> &ArrayNode {
+        &self.node
+    }
+
+    /// A stable identity of this graph node (for memoisation while lowering).
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.node) as usize
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.node.shape
+    }
+
+    /// Number of axes.
+    pub fn ndim(&self) -> usize {
+        self.node.shape.len()
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.node.shape.iter().product()
+    }
+
+    /// `true` if it has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.node.dtype
+    }
+
+    /// Chunk sizes along every axis.
+    pub fn chunks(&self) -> &Chunks {
+        &self.node.chunks
+    }
+
+    /// Number of chunks.
+    pub fn num_chunks(&self) -> usize {
+        grid::count(&self.node.chunks)
+    }
+
+    /// `Err` if building this array (or one it derives from) hit a shape or type error.
+    pub fn check(&self) -> Result<()> {
+        match &self.node.expr {
+            Expr::Invalid(message) => Err(Error::Config(message.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    fn error(&self) -> Option<&str> {
+        match &self.node.expr {
+            Expr::Invalid(message) => Some(message),
+            _ => None,
+        }
+    }
+
+    /// A 0-d array holding `value`.
+    pub fn scalar(value: impl Into<Scalar>) -> Array {
+        let value = value.into();
+        Array::new(vec![], vec![], value.dtype(), Expr::Fill(value))
+    }
+
+    // ----- elementwise ----------------------------------------------------------------
+
+    fn unary(&self, op: UnaryOp) -> Array {
+        if self.error().is_some() {
+            return self.clone();
+        }
+        let dtype = op.result_dtype(self.dtype());
+        Array::new(
+            self.shape().to_vec(),
+            self.chunks().clone(),
+            dtype,
+            Expr::Unary(op, self.clone()),
+        )
+    }
+
+    /// Elementwise `op` with NumPy broadcasting; chunks of `other` are aligned with ours.
+    pub fn binary(&self, op: BinaryOp, other: impl Into<Operand>) -> Array {
+        let other = other.into().into_array();
+        for a in [self, &other] {
+            if a.error().is_some() {
+                return a.clone();
+            }
+        }
+        let Some(shape) = grid::broadcast(self.shape(), other.shape()) else {
+            return Array::invalid(format!(
+                "operands of {op:?} have shapes {:?} and {:?}, which do not broadcast",
+                self.shape(),
+                other.shape()
+            ));
+        };
+        let (a, b, chunks) = unify_chunks(self, &other, &shape);
+        let dtype = op.result_dtype(a.dtype(), b.dtype());
+        Array::new(shape, chunks, dtype, Expr::Binary(op, a, b))
+    }
+
+    /// `self < other`, elementwise.
+    pub fn lt(&self, other: impl Into<Operand>) -> Array {
+        self.binary(BinaryOp::Lt, other)
+    }
+    /// `self <= other`, elementwise.
+    pub fn le(&self, other: impl Into<Operand>) -> Array {
+        self.binary(BinaryOp::Le, other)
+    }
+    /// `self > other`, elementwise.
+    pub fn gt(&self, other: impl Into<Operand>) -> Array {
+        self.binary(BinaryOp::Gt, other)
+    }
+    /// `self >= other`, elementwise.
+    pub fn ge(&self, other: impl Into<Operand>) -> Array {
+        self.binary(BinaryOp::Ge, other)
+    }
+    /// `self == other`, elementwise.
+    pub fn eq(&self, other: impl Into<Operand>) -> Array {
+        self.binary(BinaryOp::Eq, other)
+    }
+    /// `self != other`, elementwise.
+    pub fn ne(&self, other: impl Into<Operand>) -> Array {
+        self.binary(BinaryOp::Ne, other)
+    }
+    /// Logical and of booleans.
+    pub fn and(&self, other: impl Into<Operand>) -> Array {
+        self.binary(BinaryOp::And, other)
+    }
+    /// Logical or of booleans.
+    pub fn or(&self, other: impl Into<Operand>) -> Array {
+        self.binary(BinaryOp::Or, other)
+    }
+    /// Logical not.
+    pub fn not(&self) -> Array {
+        self.unary(UnaryOp::Not)
+    }
+    /// `x^n`.
+    pub fn powi(&self, n: i32) -> Array {
+        self.unary(UnaryOp::Powi(n))
+    }
+    /// `x^p`.
+    pub fn powf(&self, p: f64) -> Array {
+        self.unary(UnaryOp::Powf(p))
+    }
+    /// Square root.
+    pub fn sqrt(&self) -> Array {
+        self.unary(UnaryOp::Sqrt)
+    }
+    /// `e^x`.
+    pub fn exp(&self) -> Array {
+        self.unary(UnaryOp::Exp)
+    }
+    /// Natural logarithm.
+    pub fn ln(&self) -> Array {
+        self.unary(UnaryOp::Ln)
+    }
+    /// Absolute value.
+    pub fn abs(&self) -> Array {
+        self.unary(UnaryOp::Abs)
+    }
+    /// Sine.
+    pub fn sin(&self) -> Array {
+        self.unary(UnaryOp::Sin)
+    }
+    /// Cosine.
+    pub fn cos(&self) -> Array {
+        self.unary(UnaryOp::Cos)
+    }
+
+    /// Converted to `dtype` (floats to integers truncate toward zero, non-zero is true).
+    pub fn astype(&self, dtype: DType) -> Array {
+        if self.error().is_some() || self.dtype() == dtype {
+            return self.clone();
+        }
+        Array::new(
+            self.shape().to_vec(),
+            self.chunks().clone(),
+            dtype,
+            Expr::Cast(dtype, self.clone()),
+        )
+    }
+
+    // ----- reductions -----------------------------------------------------------------
+
+    /// Reduces over `axes` (`None`: all axes; negative axes count from the end), keeping
+    /// the reduced axes with length 1 if `keepdims`.
+    pub fn reduce(&self, op: ReduceOp, axes: Option<&[isize]>, keepdims: bool) -> Array {
+        if self.error().is_some() {
+            return self.clone();
+        }
+        let ndim = self.ndim();
+        let mut axes: Vec<usize> = match axes {
+            None => (0..ndim).collect(),
+            Some(list) => match list.iter().map(|&a| grid::axis(a, ndim)).collect() {
+                Ok(axes) => axes,
+                Err(message) => return Array::invalid(format!("{}: {message}", op.name())),
+            },
+        };
+        axes.sort_unstable();
+        axes.dedup();
+        if matches!(op, ReduceOp::ArgMin | ReduceOp::ArgMax) && axes.len() > 1 && axes.len() < ndim
+        {
+            return Array::invalid(format!(
+                "{} takes one axis or all of them, not {axes:?}",
+                op.name()
+            ));
+        }
+        if op.needs_elements() && axes.iter().any(|&a| self.shape()[a] == 0) {
+            return Array::invalid(format!(
+                "{} over an empty axis of an array of shape {:?} has no value",
+                op.name(),
+                self.shape()
+            ));
+        }
+        let mut shape = Vec::new();
+        let mut chunks = Vec::new();
+        for (axis, (&n, sizes)) in self.shape().iter().zip(self.chunks()).enumerate() {
+            if axes.contains(&axis) {
+                if keepdims {
+                    shape.push(1);
+                    chunks.push(vec![1]);
+                }
+            } else {
+                shape.push(n);
+                chunks.push(sizes.clone());
+            }
+        }
+        Array::new(
+            shape,
+            chunks,
+            op.result_dtype(self.dtype()),
+            Expr::Reduce {
+                op,
+                axes,
+                keepdims,
+                x: self.clone(),
+            },
+        )
+    }
+}
+
+macro_rules! reductions {
+    ($($op:expr => $all:ident, $along:ident, $doc:literal;)*) => {
+        impl Array {
+            $(
+                #[doc = concat!($doc, " over all elements (a 0-d array).")]
+                pub fn $all(&self) -> Array {
+                    self.reduce($op, None, false)
+                }
+                #[doc = concat!($doc, " along `axis` (negative counts from the end).")]
+                pub fn $along(&self, axis: isize) -> Array {
+                    self.reduce($op, Some(&[axis]), false)
+                }
+            )*
+        }
+    };
+}
+
+reductions! {
+    ReduceOp::Sum => sum, sum_axis, "Sum";
+    ReduceOp::Mean => mean, mean_axis, "Mean";
+    ReduceOp::Min => min, min_axis, "Minimum";
+    ReduceOp::Max => max, max_axis, "Maximum";
+    ReduceOp::Var(0) => var, var_axis, "Variance (ddof 0)";
+    ReduceOp::Std(0) => std, std_axis, "Standard deviation (ddof 0)";
+    ReduceOp::Any => any, any_axis, "Whether any element is true";
+    ReduceOp::All => all, all_axis, "Whether all elements are true";
+    ReduceOp::ArgMin => argmin, argmin_axis, "Index of the first minimum";
+    ReduceOp::ArgMax => argmax, argmax_axis, "Index of the first maximum";
+    ReduceOp::CountNonzero => count_nonzero, count_nonzero_axis, "Number of non-zero elements";
+}
+
+/// Aligns the chunks of `a` and `b` for an elementwise operation with output `shape`:
+/// along an axis both have at full length, `b` is rechunked to `a`'s chunks if they differ.
+fn unify_chunks(a: &Array, b: &Array, shape: &[usize]) -> (Array, Array, Chunks) {
+    let n = shape.len();
+    fn chunks_of<'x>(x: &'x Array, axis: usize, shape: &[usize]) -> Option<&'x Vec<usize>> {
+        let skip = shape.len() - x.ndim();
+        (axis >= skip && x.shape()[axis - skip] == shape[axis] && shape[axis] != 1)
+            .then(|| &x.chunks()[axis - skip])
+    }
+    let mut out = Vec::with_capacity(n);
+    let mut b_chunks = b.chunks().clone();
+    let mut rechunk_b = false;
+    for axis in 0..n {
+        match (chunks_of(a, axis, shape), chunks_of(b, axis, shape)) {
+            (Some(ca), Some(cb)) => {
+                if ca != cb {
+                    b_chunks[axis - (n - b.ndim())] = ca.clone();
+                    rechunk_b = true;
+                }
+                out.push(ca.clone());
+            }
+            (Some(c), None) | (None, Some(c)) => out.push(c.clone()),
+            (None, None) => out.push(vec![shape[axis]]),
+        }
+    }
+    let b = if rechunk_b {
+        b.rechunk_to(b_chunks)
+    } else {
+        b.clone()
+    };
+    (a.clone(), b, out)
+}
+
+/// `cond ? a : b`, elementwise with broadcasting.
+pub fn where_(cond: &Array, a: impl Into<Operand>, b: impl Into<Operand>) -> Array {
+    let a = a.into().into_array();
+    let b = b.into().into_array();
+    for x in [cond, &a, &b] {
+        if x.error().is_some() {
+            return x.clone();
+        }
+    }
+    let Some(shape) =
+        grid::broadcast(cond.shape(), a.shape()).and_then(|s| grid::broadcast(&s, b.shape()))
+    else {
+        return Array::invalid(format!(
+            "where: shapes {:?}, {:?} and {:?} do not broadcast",
+            cond.shape(),
+            a.shape(),
+            b.shape()
+        ));
+    };
+    // Align every operand's chunks with the condition's (or the first with the full shape).
+    let template = [cond, &a, &b]
+        .into_iter()
+        .find(|x| x.shape() == shape.as_slice())
+        .cloned()
+        .unwrap_or_else(|| cond.clone());
+    let (_, cond, _) = unify_chunks(&template, cond, &shape);
+    let (_, a, _) = unify_chunks(&template, &a, &shape);
+    let (_, b, chunks) = unify_chunks(&template, &b, &shape);
+    let dtype = a.dtype().promote(b.dtype());
+    Array::new(shape, chunks, dtype, Expr::Where(cond, a, b))
+}
+
+// ----- constructors ----------------------------------------------------------------------
+
+fn constructor(shape: &[usize], chunks: &[usize], dtype: DType, expr: Expr) -> Array {
+    match grid::regular(shape, chunks) {
+        Ok(chunks) => Array::new(shape.to_vec(), chunks, dtype, expr),
+        Err(message) => Array::invalid(message),
+    }
+}
+
+/// An array of `shape` cut into chunks of `chunks`, every element `value`.
+pub fn full(shape: &[usize], chunks: &[usize], value: impl Into<Scalar>) -> Array {
+    let value = value.into();
+    constructor(shape, chunks, value.dtype(), Expr::Fill(value))
+}
+
+/// Zeros (`f64`).
+pub fn zeros(shape: &[usize], chunks: &[usize]) -> Array {
+    full(shape, chunks, 0.0)
+}
+
+/// Ones (`f64`).
+pub fn ones(shape: &[usize], chunks: &[usize]) -> Array {
+    full(shape, chunks, 1.0)
+}
+
+/// `start, start + step, ...` below `stop` (`f64`, 1-D), like `numpy.arange`.
+pub fn arange(start: f64, stop: f64, step: f64, chunk: usize) -> Array {
+    if step == 0.0 || !step.is_finite() {
+        return Array::invalid(format!("arange: step {step} must be finite and non-zero"));
+    }
+    let n = ((stop - start) / step).ceil().max(0.0) as usize;
+    constructor(&[n], &[chunk], DType::F64, Expr::Arange { start, step })
+}
+
+/// `num` values evenly spaced from `start` to `stop` inclusive (`f64`, 1-D).
+pub fn linspace(start: f64, stop: f64, num: usize, chunk: usize) -> Array {
+    let step = if num > 1 {
+        (stop - start) / (num - 1) as f64
+    } else {
+        0.0
+    };
+    constructor(&[num], &[chunk], DType::F64, Expr::Arange { start, step })
+}
+
+/// An array from an `ndarray` array on the client, cut into chunks of `chunks`. The data
+/// travels inside the tasks that read it.
+pub fn from_array<T: Element>(array: &ArrayD<T>, chunks: &[usize]) -> Array {
+    let block = block_of(array.clone());
+    constructor(
+        array.shape(),
+        chunks,
+        T::DTYPE,
+        Expr::Literal(Arc::new(block)),
+    )
+}
+
+pub(crate) fn block_of<T: Element>(array: ArrayD<T>) -> Block {
+    let any: Box<dyn std::any::Any> = Box::new(array);
+    match T::DTYPE {
+        DType::Bool => Block::Bool(*any.downcast().expect("bool")),
+        DType::I64 => Block::I64(*any.downcast().expect("i64")),
+        DType::F32 => Block::F32(*any.downcast().expect("f32")),
+        DType::F64 => Block::F64(*any.downcast().expect("f64")),
+    }
+}
+
+// ----- results ---------------------------------------------------------------------------
+
+impl Array {
+    /// Computes the array and returns it as an `ndarray` array on the client. `T` must be
+    /// the array's element type (use [`Array::astype`] first otherwise).
+    pub fn compute<T: Element>(&self, client: &Client) -> Result<ArrayD<T>> {
+        self.check()?;
+        if T::DTYPE != self.dtype() {
+            return Err(Error::Config(format!(
+                "compute::<{}>() of an array of {}: convert with .astype(DType::{:?}) first",
+                T::DTYPE,
+                self.dtype(),
+                T::DTYPE
+            )));
+        }
+        let futures = lower::materialize(client, self)?;
+        let chunks: Vec<ArrayD<T>> = client.gather(&typed(&futures))?;
+        lower::assemble(self.shape(), self.chunks(), chunks)
+    }
+
+    /// Computes a 0-d (or one-element) array and returns its value.
+    pub fn compute_scalar<T: Element>(&self, client: &Client) -> Result<T> {
+        let value = self.compute::<T>(client)?;
+        value.iter().next().copied().ok_or_else(|| {
+            Error::Config(format!(
+                "compute_scalar of an array of shape {:?}, which has no single value",
+                self.shape()
+            ))
+        })
+    }
+
+    /// Computes the chunks and keeps them on the workers; the result reads them from there.
+    pub fn persist(&self, client: &Client) -> Result<Array> {
+        self.check()?;
+        let futures = lower::materialize(client, self)?;
+        Ok(Array::new(
+            self.shape().to_vec(),
+            self.chunks().clone(),
+            self.dtype(),
+            Expr::Stored(futures),
+        ))
+    }
+
+    /// The futures of the chunks (C order over the chunk grid), computing them.
+    pub fn to_futures<T: Element>(&self, client: &Client) -> Result<Vec<Future<ArrayD<T>>>> {
+        self.check()?;
+        if T::DTYPE != self.dtype() {
+            return Err(Error::Config(format!(
+                "to_futures::<{}>() of an array of {}",
+                T::DTYPE,
+                self.dtype()
+            )));
+        }
+        Ok(lower::materialize(client, self)?
+            .into_iter()
+            .map(Future::retype)
+            .collect())
+    }
+
+    /// The task graph the array would run: how many tasks of each kind, and what one fused
+    /// task of each kind does.
+    pub fn explain(&self) -> String {
+        match self.check() {
+            Err(e) => format!("invalid array: {e}"),
+            Ok(()) => lower::explain(self),
+        }
+    }
+}
+
+/// An array made of chunk futures (C order over `chunks`), e.g. from delayed tasks.
+pub fn from_futures<T: Element>(
+    futures: Vec<Future<ArrayD<T>>>,
+    shape: &[usize],
+    chunks: &[usize],
+) -> Array {
+    let grid = match grid::regular(shape, chunks) {
+        Ok(grid) => grid,
+        Err(message) => return Array::invalid(message),
+    };
+    if futures.len() != grid::count(&grid) {
+        return Array::invalid(format!(
+            "{} futures for {} chunks of shape {shape:?} in chunks of {chunks:?}",
+            futures.len(),
+            grid::count(&grid)
+        ));
+    }
+    Array::new(
+        shape.to_vec(),
+        grid,
+        T::DTYPE,
+        Expr::Stored(futures.into_iter().map(Future::erase).collect()),
+    )
+}
+
+fn typed<T>(futures: &[Future<()>]) -> Vec<Future<T>> {
+    futures.iter().cloned().map(Future::retype).collect()
+}
+
+// ----- operators -------------------------------------------------------------------------
+
+macro_rules! operators {
+    ($($trait:ident, $method:ident, $op:expr;)*) => {$(
+        impl<T: Into<Operand>> std::ops::$trait<T> for &Array {
+            type Output = Array;
+            fn $method(self, rhs: T) -> Array {
+                self.binary($op, rhs)
+            }
+        }
+        impl<T: Into<Operand>> std::ops::$trait<T> for Array {
+            type Output = Array;
+            fn $method(self, rhs: T) -> Array {
+                self.binary($op, rhs)
+            }
+        }
+        impl std::ops::$trait<&Array> for f64 {
+            type Output = Array;
+            fn $method(self, rhs: &Array) -> Array {
+                Array::scalar(self).binary($op, rhs)
+            }
+        }
+        impl std::ops::$trait<Array> for f64 {
+            type Output = Array;
+            fn $method(self, rhs: Array) -> Array {
+                Array::scalar(self).binary($op, rhs)
+            }
+        }
+    )*};
+}
+
+operators! {
+    Add, add, BinaryOp::Add;
+    Sub, sub, BinaryOp::Sub;
+    Mul, mul, BinaryOp::Mul;
+    Div, div, BinaryOp::Div;
+}
+
+impl std::ops::Neg for &Array {
+    type Output = Array;
+    fn neg(self) -> Array {
+        self.unary(UnaryOp::Neg)
+    }
+}
+
+impl std::ops::Neg for Array {
+    type Output = Array;
+    fn neg(self) -> Array {
+        self.unary(UnaryOp::Neg)
+    }
+}

@@ -1,0 +1,459 @@
+//! Every array operation compared with plain `ndarray` code on small random inputs: odd
+//! shapes, chunks that do not divide the shape, 1-D to 3-D, broadcasting and empty axes.
+//! Runs in local mode; `tests/mpi.rs` repeats a sample under mpirun.
+
+use mpidask::array::{self, Array, DType, Span, random};
+use mpidask::{Client, RuntimeArgs};
+use ndarray::{ArrayD, Axis, IxDyn};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn local<T: Send>(workers: u32, f: impl FnOnce(&Client) -> T + Send) -> T {
+    let args = RuntimeArgs {
+        local_workers: workers,
+        nthreads: Some(2),
+        ..RuntimeArgs::default()
+    };
+    mpidask::run_local(args, f)
+}
+
+fn data(shape: &[usize], seed: u64) -> ArrayD<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    let values: Vec<f64> = (0..n).map(|_| rng.random_range(-3.0..3.0)).collect();
+    ArrayD::from_shape_vec(IxDyn(shape), values).unwrap()
+}
+
+fn ints(shape: &[usize], seed: u64) -> ArrayD<i64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    let values: Vec<i64> = (0..n).map(|_| rng.random_range(-5..6)).collect();
+    ArrayD::from_shape_vec(IxDyn(shape), values).unwrap()
+}
+
+fn close(got: &ArrayD<f64>, want: &ArrayD<f64>, what: &str) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shapes");
+    for (g, w) in got.iter().zip(want.iter()) {
+        let ok = (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-9 * (1.0 + w.abs());
+        assert!(ok, "{what}: got {g}, want {w}\n got {got}\nwant {want}");
+    }
+}
+
+/// Shapes and chunk sizes that do not divide them.
+const CASES: &[(&[usize], &[usize])] = &[
+    (&[7], &[3]),
+    (&[7, 5], &[3, 2]),
+    (&[4, 6, 3], &[3, 4, 2]),
+    (&[1, 9], &[1, 4]),
+];
+
+#[test]
+fn elementwise_operations_match_ndarray() {
+    local(2, |client| {
+        for (i, (shape, chunks)) in CASES.iter().enumerate() {
+            let (a, b) = (data(shape, i as u64), data(shape, 100 + i as u64));
+            let (x, y) = (array::from_array(&a, chunks), array::from_array(&b, chunks));
+            let cases: Vec<(&str, Array, ArrayD<f64>)> = vec![
+                ("add", &x + &y, &a + &b),
+                ("sub", &x - &y, &a - &b),
+                ("mul", &x * &y, &a * &b),
+                ("div", &x / &y, &a / &b),
+                ("neg", -&x, -&a),
+                (
+                    "scalar",
+                    (&x * 2.0 + 1.0) / 4.0 - 0.5,
+                    a.mapv(|v| (v * 2.0 + 1.0) / 4.0 - 0.5),
+                ),
+                ("scalar first", 1.0 - &x, a.mapv(|v| 1.0 - v)),
+                ("powi", x.powi(3), a.mapv(|v| v.powi(3))),
+                ("powf", x.abs().powf(1.5), a.mapv(|v| v.abs().powf(1.5))),
+                ("sqrt", x.abs().sqrt(), a.mapv(|v| v.abs().sqrt())),
+                ("exp", x.exp(), a.mapv(f64::exp)),
+                ("ln", x.abs().ln(), a.mapv(|v| v.abs().ln())),
+                (
+                    "sin cos",
+                    x.sin() + y.cos(),
+                    a.mapv(f64::sin) + b.mapv(f64::cos),
+                ),
+                (
+                    "where",
+                    array::where_(&x.gt(&y), &x, 0.0),
+                    ndarray::Zip::from(&a)
+                        .and(&b)
+                        .map_collect(|&p, &q| if p > q { p } else { 0.0 }),
+                ),
+            ];
+            for (name, got, want) in cases {
+                close(
+                    &got.compute::<f64>(client).unwrap(),
+                    &want,
+                    &format!("{name} {shape:?}"),
+                );
+            }
+            let lt = x.lt(&y).compute::<bool>(client).unwrap();
+            assert_eq!(lt, ndarray::Zip::from(&a).and(&b).map_collect(|p, q| p < q));
+            for (name, got, want) in [
+                ("le", x.le(0.5), a.mapv(|v| v <= 0.5)),
+                ("ge", x.ge(0.5), a.mapv(|v| v >= 0.5)),
+                ("eq", x.eq(&x), a.mapv(|_| true)),
+                ("ne", x.ne(&x), a.mapv(|_| false)),
+                ("not", x.gt(0.0).not(), a.mapv(|v| v <= 0.0)),
+            ] {
+                assert_eq!(
+                    got.compute::<bool>(client).unwrap(),
+                    want,
+                    "{name} {shape:?}"
+                );
+            }
+            let as_int = x.astype(DType::I64).compute::<i64>(client).unwrap();
+            assert_eq!(as_int, a.mapv(|v| v as i64), "astype {shape:?}");
+        }
+    });
+}
+
+#[test]
+fn broadcasting_follows_numpy() {
+    local(2, |client| {
+        let a = data(&[6, 5], 1);
+        let row = data(&[5], 2);
+        let col = data(&[6, 1], 3);
+        let x = array::from_array(&a, &[4, 2]);
+        let r = array::from_array(&row, &[3]);
+        let c = array::from_array(&col, &[5, 1]);
+        close(&(&x + &r).compute(client).unwrap(), &(&a + &row), "row");
+        close(&(&x * &c).compute(client).unwrap(), &(&a * &col), "column");
+        close(&(&c - &r).compute(client).unwrap(), &(&col - &row), "outer");
+        let bad = &x + &array::from_array(&data(&[4], 4), &[2]);
+        let message = bad.check().unwrap_err().to_string();
+        assert!(
+            message.contains("[6, 5]") && message.contains("[4]"),
+            "{message}"
+        );
+        assert!(bad.compute::<f64>(client).is_err());
+    });
+}
+
+fn reference(a: &ArrayD<f64>, op: &str, axis: Option<usize>) -> ArrayD<f64> {
+    let along = |f: &dyn Fn(ndarray::ArrayView1<f64>) -> f64| -> ArrayD<f64> {
+        match axis {
+            None => ndarray::arr0(f(a.view().into_shape_with_order(a.len()).unwrap())).into_dyn(),
+            Some(k) => a.map_axis(Axis(k), f),
+        }
+    };
+    let argbest = |lane: ndarray::ArrayView1<f64>, min: bool| -> f64 {
+        let mut best = 0;
+        for (i, &v) in lane.iter().enumerate() {
+            if (min && v < lane[best]) || (!min && v > lane[best]) {
+                best = i;
+            }
+        }
+        best as f64
+    };
+    match op {
+        "sum" => along(&|l| l.sum()),
+        "mean" => along(&|l| l.sum() / l.len() as f64),
+        "min" => along(&|l| l.fold(f64::INFINITY, |m, &v| m.min(v))),
+        "max" => along(&|l| l.fold(f64::NEG_INFINITY, |m, &v| m.max(v))),
+        "var" => along(&|l| l.var(0.0)),
+        "std" => along(&|l| l.std(0.0)),
+        "argmin" => along(&|l| argbest(l, true)),
+        "argmax" => along(&|l| argbest(l, false)),
+        "count_nonzero" => along(&|l| l.iter().filter(|&&v| v > 0.0).count() as f64),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn reductions_match_ndarray_over_all_and_each_axis() {
+    local(3, |client| {
+        for (i, (shape, chunks)) in CASES.iter().enumerate() {
+            let a = data(shape, 10 + i as u64);
+            let x = array::from_array(&a, chunks);
+            let mut axes: Vec<Option<usize>> = vec![None];
+            axes.extend((0..shape.len()).map(Some));
+            for axis in axes {
+                for op in [
+                    "sum",
+                    "mean",
+                    "min",
+                    "max",
+                    "var",
+                    "std",
+                    "argmin",
+                    "argmax",
+                    "count_nonzero",
+                ] {
+                    let got = match (op, axis) {
+                        ("sum", None) => x.sum(),
+                        ("sum", Some(k)) => x.sum_axis(k as isize),
+                        ("mean", None) => x.mean(),
+                        ("mean", Some(k)) => x.mean_axis(k as isize),
+                        ("min", None) => x.min(),
+                        ("min", Some(k)) => x.min_axis(k as isize),
+                        ("max", None) => x.max(),
+                        ("max", Some(k)) => x.max_axis(k as isize),
+                        ("var", None) => x.var(),
+                        ("var", Some(k)) => x.var_axis(k as isize),
+                        ("std", None) => x.std(),
+                        ("std", Some(k)) => x.std_axis(k as isize),
+                        ("argmin", None) => x.argmin(),
+                        ("argmin", Some(k)) => x.argmin_axis(k as isize),
+                        ("argmax", None) => x.argmax(),
+                        ("argmax", Some(k)) => x.argmax_axis(k as isize),
+                        ("count_nonzero", None) => x.gt(0.0).count_nonzero(),
+                        ("count_nonzero", Some(k)) => x.gt(0.0).count_nonzero_axis(k as isize),
+                        _ => unreachable!(),
+                    };
+                    let got = got.astype(DType::F64).compute::<f64>(client).unwrap();
+                    let want = reference(&a, op, axis);
+                    close(
+                        &got,
+                        &want,
+                        &format!("{op} axis {axis:?} of {shape:?} in {chunks:?}"),
+                    );
+                }
+            }
+            // keepdims keeps the reduced axes with length 1.
+            let kept = x.reduce(array::ReduceOp::Sum, Some(&[-1]), true);
+            let want = a
+                .sum_axis(Axis(shape.len() - 1))
+                .insert_axis(Axis(shape.len() - 1));
+            close(&kept.compute(client).unwrap(), &want, "keepdims");
+            let any = x.gt(2.5).any().compute_scalar::<bool>(client).unwrap();
+            let all = x.gt(-3.5).all().compute_scalar::<bool>(client).unwrap();
+            assert_eq!(any, a.iter().any(|&v| v > 2.5));
+            assert!(all);
+            let isum = array::from_array(&ints(shape, 3), chunks)
+                .sum()
+                .compute_scalar::<i64>(client)
+                .unwrap();
+            assert_eq!(isum, ints(shape, 3).sum());
+        }
+    });
+}
+
+#[test]
+fn empty_axes() {
+    local(1, |client| {
+        let x = array::zeros(&[0, 3], &[2, 2]);
+        assert_eq!(
+            x.sum_axis(0).compute::<f64>(client).unwrap(),
+            ndarray::arr1(&[0.0, 0.0, 0.0]).into_dyn()
+        );
+        assert_eq!(x.sum().compute_scalar::<f64>(client).unwrap(), 0.0);
+        assert!(x.mean().compute_scalar::<f64>(client).unwrap().is_nan());
+        let message = x.min().check().unwrap_err().to_string();
+        assert!(message.contains("empty axis"), "{message}");
+        assert_eq!(x.sum_axis(1).compute::<f64>(client).unwrap().shape(), &[0]);
+    });
+}
+
+#[test]
+fn constructors_match_ndarray() {
+    local(2, |client| {
+        assert_eq!(
+            array::ones(&[5, 3], &[2, 2])
+                .compute::<f64>(client)
+                .unwrap(),
+            ArrayD::from_elem(IxDyn(&[5, 3]), 1.0)
+        );
+        assert_eq!(
+            array::full(&[4], &[3], 7i64)
+                .compute::<i64>(client)
+                .unwrap(),
+            ArrayD::from_elem(IxDyn(&[4]), 7)
+        );
+        close(
+            &array::arange(1.0, 10.0, 2.5, 2).compute(client).unwrap(),
+            &ndarray::Array1::range(1.0, 10.0, 2.5).into_dyn(),
+            "arange",
+        );
+        close(
+            &array::linspace(0.0, 1.0, 11, 4).compute(client).unwrap(),
+            &ndarray::Array1::linspace(0.0, 1.0, 11).into_dyn(),
+            "linspace",
+        );
+        let a = data(&[5, 4], 7);
+        close(
+            &array::from_array(&a, &[2, 3]).compute(client).unwrap(),
+            &a,
+            "from_array",
+        );
+    });
+}
+
+#[test]
+fn random_arrays_are_the_same_at_any_worker_count() {
+    let draw = |workers| {
+        local(workers, |client| {
+            let u = random::uniform(-1.0, 2.0, &[1000, 3], &[300, 2], 5)
+                .compute::<f64>(client)
+                .unwrap();
+            let n = random::normal(1.0, 2.0, &[2000], &[700], 5)
+                .compute::<f64>(client)
+                .unwrap();
+            (u, n)
+        })
+    };
+    let (u1, n1) = draw(1);
+    let (u3, n3) = draw(3);
+    assert_eq!(u1, u3);
+    assert_eq!(n1, n3);
+    assert!(u1.iter().all(|v| (-1.0..2.0).contains(v)));
+    let mean = n1.mean().unwrap();
+    assert!((mean - 1.0).abs() < 0.2, "{mean}");
+    let other_seed = local(1, |client| {
+        random::uniform(-1.0, 2.0, &[1000, 3], &[300, 2], 6)
+            .compute::<f64>(client)
+            .unwrap()
+    });
+    assert_ne!(u1, other_seed);
+}
+
+#[test]
+fn structure_operations_match_ndarray() {
+    local(2, |client| {
+        let a = data(&[9, 7], 21);
+        let x = array::from_array(&a, &[4, 3]);
+        // slicing with steps and negative starts
+        let s = x.slice(&[Span::new(Some(1), Some(8), 3), Span::new(Some(-5), None, 2)]);
+        close(
+            &s.compute(client).unwrap(),
+            &a.slice(ndarray::s![1..8;3, 2..;2]).to_owned().into_dyn(),
+            "slice",
+        );
+        close(
+            &x.slice(&[Span::from(3..3)]).compute(client).unwrap(),
+            &a.slice(ndarray::s![3..3, ..]).to_owned().into_dyn(),
+            "empty slice",
+        );
+        // transpose (fused with arithmetic)
+        close(
+            &(x.t() * 2.0).compute(client).unwrap(),
+            &(a.t().to_owned() * 2.0).into_dyn(),
+            "transpose",
+        );
+        // reshape where chunks allow
+        let b = data(&[10, 2], 22);
+        let y = array::from_array(&b, &[4, 2]);
+        close(
+            &y.reshape(&[-1]).compute(client).unwrap(),
+            &b.clone().into_shape_with_order(IxDyn(&[20])).unwrap(),
+            "reshape",
+        );
+        assert!(
+            x.reshape(&[7, 9]).check().is_err(),
+            "chunks across rows need a rechunk"
+        );
+        close(
+            &x.rechunk(&[0, 0]).reshape(&[7, 9]).compute(client).unwrap(),
+            &a.clone().into_shape_with_order(IxDyn(&[7, 9])).unwrap(),
+            "reshape after rechunk",
+        );
+        // rechunk
+        let r = x.rechunk(&[2, 5]);
+        assert_eq!(r.chunks(), &vec![vec![2, 2, 2, 2, 1], vec![5, 2]]);
+        close(&r.compute(client).unwrap(), &a, "rechunk");
+        // concatenate and stack
+        let c = data(&[4, 7], 23);
+        let z = array::from_array(&c, &[3, 3]);
+        let joined = array::concatenate(&[x.clone(), z.clone()], 0);
+        close(
+            &joined.compute(client).unwrap(),
+            &ndarray::concatenate(Axis(0), &[a.view(), c.view()]).unwrap(),
+            "concatenate",
+        );
+        let stacked = array::stack(&[x.clone(), x.clone() + 1.0], 1);
+        let want = ndarray::stack(Axis(1), &[a.view(), (&a + 1.0).view()]).unwrap();
+        close(&stacked.compute(client).unwrap(), &want, "stack");
+        // dot
+        let m = data(&[7, 5], 24);
+        let w = array::from_array(&m, &[2, 4]);
+        let want = a
+            .view()
+            .into_dimensionality::<ndarray::Ix2>()
+            .unwrap()
+            .dot(&m.view().into_dimensionality::<ndarray::Ix2>().unwrap());
+        close(&x.dot(&w).compute(client).unwrap(), &want.into_dyn(), "dot");
+        assert!(
+            x.dot(&x)
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("[9, 7] and [9, 7]")
+        );
+    });
+}
+
+fn double_block(block: ArrayD<f64>) -> ArrayD<f64> {
+    block * 2.0
+}
+
+fn sum_blocks(blocks: Vec<ArrayD<f64>>) -> ArrayD<f64> {
+    let mut total = blocks[0].clone();
+    for b in &blocks[1..] {
+        total += b;
+    }
+    total
+}
+
+#[test]
+fn map_blocks_and_blockwise_run_plain_functions() {
+    local(2, |client| {
+        let a = data(&[8, 3], 31);
+        let x = array::from_array(&a, &[3, 3]);
+        close(
+            &x.map_blocks(double_block).compute(client).unwrap(),
+            &(&a * 2.0),
+            "map_blocks",
+        );
+        let y = x.clone() + 1.0;
+        close(
+            &array::blockwise(sum_blocks, &[x, y])
+                .compute(client)
+                .unwrap(),
+            &(&a * 2.0 + 1.0),
+            "blockwise",
+        );
+    });
+}
+
+#[test]
+fn persist_keeps_chunks_on_workers() {
+    local(2, |client| {
+        let x = random::uniform(0.0, 1.0, &[100], &[30], 3);
+        let kept = x.persist(client).unwrap();
+        let direct = x.compute::<f64>(client).unwrap();
+        assert_eq!(kept.compute::<f64>(client).unwrap(), direct);
+        close(
+            &(kept.clone() * 2.0).sum().compute(client).unwrap(),
+            &ndarray::arr0(direct.sum() * 2.0).into_dyn(),
+            "reuse",
+        );
+        let futures = kept.to_futures::<f64>(client).unwrap();
+        assert_eq!(futures.len(), 4);
+    });
+}
+
+#[test]
+fn the_pi_workload_fuses_into_one_task_per_chunk() {
+    let n = 1000;
+    let xy = random::uniform(0.0, 1.0, &[n, 2], &[300, 2], 42);
+    let pi = xy.powi(2).sum_axis(-1).lt(1.0).mean() * 4.0;
+    let plan = pi.explain();
+    assert!(plan.contains("4 x fused task"), "{plan}");
+    assert!(plan.contains("random.uniform"), "{plan}");
+    assert!(plan.contains("partial mean"), "{plan}");
+    assert!(plan.contains("1 x combine mean"), "{plan}");
+    let value = local(2, |client| pi.compute_scalar::<f64>(client).unwrap());
+    assert!((value - std::f64::consts::PI).abs() < 0.2, "{value}");
+}
+
+#[test]
+fn wrong_element_types_are_clear_errors() {
+    local(1, |client| {
+        let x = array::ones(&[3], &[2]);
+        let message = x.compute::<i64>(client).unwrap_err().to_string();
+        assert!(message.contains("astype"), "{message}");
+    });
+}
