@@ -1,6 +1,7 @@
 # mpidask: `make run` and `make test` are all a user needs on a fresh Debian machine.
 #
-#   make run              build and run the Monte-Carlo Pi example under mpirun -np 4
+#   make run              build and run the Monte-Carlo Pi example (the seed's dask.array
+#                         workload, 1 and 10 GB) under mpirun -np 4
 #   make test             the whole suite (unit, doc, and integration tests under mpirun)
 #   make bench            every benchmark; `make bench BENCH=tasks_per_s` for one
 #   make deps             install Open MPI, libclang and pkg-config with apt-get if missing
@@ -10,7 +11,10 @@ SHELL := /bin/bash
 CARGO ?= cargo
 NP ?= 4
 BENCH ?=
-PI_ARGS ?= --samples 200000000 --tasks 64
+PI_ARGS ?= --sizes-gb 1,10
+# A Python with numpy, used by the test that reads arrays stored with to_npy_dir.
+PYENV := $(CURDIR)/target/pyenv
+export MPIDASK_TEST_PYTHON := $(PYENV)/bin/python
 
 # Open MPI refuses to run as root without these; more ranks than cores need oversubscription.
 ifeq ($(shell id -u),0)
@@ -22,7 +26,7 @@ export OMPI_MCA_rmaps_base_oversubscribe := 1
 APT_PACKAGES := openmpi-bin libopenmpi-dev libclang-dev clang pkg-config
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test lint bench clean
+.PHONY: all deps pyenv build run test lint bench clean
 
 all: build
 
@@ -37,17 +41,21 @@ deps:
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
 
+pyenv:
+	@$(PYENV)/bin/python -c 'import numpy' 2>/dev/null || \
+	  { python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q numpy; }
+
 build: deps
 	$(CARGO) build --release --bins --examples
 
 run: build
-	mpirun -np $(NP) target/release/examples/pi_futures $(PI_ARGS)
+	mpirun -np $(NP) target/release/examples/pi $(PI_ARGS)
 
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
-test: deps lint
+test: deps pyenv lint
 	$(CARGO) test --release
 
 bench: deps

@@ -50,6 +50,16 @@ pub enum Error {
     #[error("the runtime is shutting down")]
     ShuttingDown,
 
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: String,
+        /// The operating-system error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The future's key is not known to the client (released or never submitted).
     #[error("unknown key {0}")]
     UnknownKey(Key),
@@ -63,6 +73,13 @@ impl Error {
         Error::Codec {
             action: "decode",
             what: what.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |source| Error::Io {
+            path: path.display().to_string(),
             source,
         }
     }

@@ -50,6 +50,7 @@
 pub mod array;
 pub mod client;
 pub mod config;
+pub mod delayed;
 pub mod error;
 pub mod exit;
 pub mod keymap;

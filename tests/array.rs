@@ -457,3 +457,95 @@ fn wrong_element_types_are_clear_errors() {
         assert!(message.contains("astype"), "{message}");
     });
 }
+
+fn chunk_total(block: ArrayD<f64>) -> f64 {
+    block.sum()
+}
+
+fn add_all(values: Vec<f64>) -> f64 {
+    values.into_iter().sum()
+}
+
+fn scaled(block: ArrayD<f64>, factor: f64) -> ArrayD<f64> {
+    block * factor
+}
+
+#[test]
+fn delayed_calls_consume_and_produce_array_chunks() {
+    use mpidask::delayed::{Session, delayed};
+    local(2, |client| {
+        let a = data(&[10, 3], 41);
+        let x = array::from_array(&a, &[4, 3]);
+        // consume chunks
+        let totals: Vec<_> = x
+            .to_delayed::<f64>()
+            .into_iter()
+            .map(|c| delayed(chunk_total, c))
+            .collect();
+        let total = delayed(add_all, totals);
+        let value = total.compute(client).unwrap();
+        assert!((value - a.sum()).abs() < 1e-9);
+        // produce chunks
+        let doubled: Vec<_> = x
+            .to_delayed::<f64>()
+            .into_iter()
+            .map(|c| delayed(scaled, (c, 2.0)))
+            .collect();
+        let y = array::from_delayed(doubled, &[10, 3], &[4, 3]);
+        close(&y.compute(client).unwrap(), &(&a * 2.0), "from_delayed");
+        // shared parts run once per session
+        let shared = delayed(chunk_total, x.to_delayed::<f64>().remove(0));
+        let before = client.scheduler_info().unwrap().tasks_completed;
+        let mut session = Session::new(client);
+        let f1 = session.submit(&delayed(add_all, vec![shared.clone(), shared.clone()]));
+        let f2 = session.submit(&shared);
+        let (v1, v2) = (f1.result().unwrap(), f2.result().unwrap());
+        assert!((v1 - 2.0 * v2).abs() < 1e-9);
+        let after = client.scheduler_info().unwrap().tasks_completed;
+        // The chunk, the shared call and the sum: the shared call ran once.
+        assert_eq!(after - before, 3);
+    });
+}
+
+#[test]
+fn arrays_round_trip_through_npy_directories_readable_by_numpy() {
+    let dir = std::env::temp_dir().join(format!("mpidask-npy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let a = data(&[7, 5], 51);
+    let (back, sum) = local(2, |client| {
+        let x = array::from_array(&a, &[3, 2]);
+        x.to_npy_dir(client, &dir).unwrap();
+        let y = array::from_npy_dir(&dir).unwrap();
+        assert_eq!(y.chunks(), x.chunks());
+        (
+            y.compute::<f64>(client).unwrap(),
+            (y * 2.0).sum().compute_scalar::<f64>(client).unwrap(),
+        )
+    });
+    assert_eq!(back, a);
+    assert!((sum - 2.0 * a.sum()).abs() < 1e-9);
+    // NumPy reads the files (MPIDASK_TEST_PYTHON: a Python with numpy; `make test` sets it up).
+    let python = std::env::var("MPIDASK_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = "import json, sys, numpy as np\n\
+        d = sys.argv[1]\n\
+        meta = json.load(open(d + '/meta.json'))\n\
+        parts = [np.load(d + '/' + f) for f in meta['files']]\n\
+        assert all(p.dtype == np.float64 for p in parts)\n\
+        print(repr(float(sum(p.sum() for p in parts))), sum(p.size for p in parts))";
+    let output = std::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e} (run `make deps`, or set MPIDASK_TEST_PYTHON to a Python with numpy)"));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        output.status.success(),
+        "numpy could not read the directory with {python} (run `make deps`, or set MPIDASK_TEST_PYTHON to a Python with numpy): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut words = text.split_whitespace();
+    let numpy_sum: f64 = words.next().unwrap().parse().unwrap();
+    assert!((numpy_sum - a.sum()).abs() < 1e-9, "{text}");
+    assert_eq!(words.next(), Some("35"));
+}

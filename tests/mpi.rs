@@ -221,6 +221,39 @@ fn scenario_big_messages(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn scenario_arrays(client: &Client) -> anyhow::Result<()> {
+    use mpidask::array::{self, DType, Span, random};
+    let x = random::uniform(-1.0, 1.0, &[1000, 7], &[130, 3], 11);
+    let y = random::normal(0.0, 1.0, &[7], &[4], 12);
+    let z = (&x * &y + 1.0).powi(2);
+    let values = [
+        z.sum().compute_scalar::<f64>(client)?,
+        z.mean_axis(0).sum().compute_scalar::<f64>(client)?,
+        x.std_axis(1).max().compute_scalar::<f64>(client)?,
+        x.argmax()
+            .astype(DType::F64)
+            .compute_scalar::<f64>(client)?,
+        x.gt(0.5)
+            .count_nonzero()
+            .astype(DType::F64)
+            .compute_scalar::<f64>(client)?,
+        x.slice(&[Span::new(Some(3), None, 7)])
+            .t()
+            .dot(&x.slice(&[Span::new(Some(3), None, 7)]))
+            .sum()
+            .compute_scalar::<f64>(client)?,
+        array::concatenate(&[x.clone(), x.rechunk(&[77, 7])], 0)
+            .var()
+            .compute_scalar::<f64>(client)?,
+    ];
+    let digest: Vec<String> = values
+        .iter()
+        .map(|v| format!("{:016x}", v.to_bits()))
+        .collect();
+    println!("DIGEST {}", digest.join(","));
+    Ok(())
+}
+
 /// Stops (SIGSTOP) the process of the last worker rank, as a hung node would look.
 fn freeze_last_worker(client: &Client) -> anyhow::Result<u32> {
     let info = client.scheduler_info()?;
@@ -237,6 +270,7 @@ fn run_scenario(name: &str) -> ! {
         "retry" => mpidask::run(scenario_retry),
         "resources" => mpidask::run(scenario_resources),
         "big_messages" => mpidask::run(scenario_big_messages),
+        "arrays" => mpidask::run(scenario_arrays),
         "client_error" => mpidask::run(|_client| -> anyhow::Result<()> {
             Err(anyhow!(
                 "the input file /nonexistent/data.csv was not found"
@@ -410,6 +444,48 @@ fn test_big_messages() -> Result<(), Failed> {
     })
 }
 
+fn test_arrays_same_at_every_rank_count() -> Result<(), Failed> {
+    check(|| {
+        let mut digests = Vec::new();
+        for np in [3, 4, 5] {
+            let run = launch(scenario_under_mpirun(np, "arrays"));
+            run.expect_code(0).expect_quiet();
+            digests.push((format!("-np {np}"), run.stdout.clone()));
+        }
+        let mut local = Command::new(this_binary());
+        local
+            .env("MPIDASK_SCENARIO", "arrays")
+            .env("MPIDASK_LOCAL_WORKERS", "2");
+        let run = launch(local);
+        run.expect_code(0).expect_quiet();
+        digests.push(("local".into(), run.stdout.clone()));
+        let first = &digests[0].1;
+        assert!(first.starts_with("DIGEST "), "{first}");
+        assert!(
+            digests.iter().all(|(_, d)| d == first),
+            "results differ: {digests:#?}"
+        );
+    })
+}
+
+fn test_pi_array_example() -> Result<(), Failed> {
+    check(|| {
+        let run = launch(mpirun(
+            4,
+            &example("pi"),
+            &["--sizes-gb", "0.2,0.05", "--chunk-mb", "16"],
+        ));
+        run.expect_code(0).expect_quiet();
+        assert_eq!(
+            run.stdout.matches("RESULT bytes=").count(),
+            2,
+            "{}",
+            run.dump()
+        );
+        assert_eq!(run.field("RESULT", "workers").as_deref(), Some("2"));
+    })
+}
+
 fn test_shutdown_deadline() -> Result<(), Failed> {
     check(|| {
         let mut command = scenario_under_mpirun(4, "stall_shutdown");
@@ -504,6 +580,11 @@ fn main() {
             "pi_same_estimate_at_3_4_6_and_local",
             test_pi_same_estimate_everywhere,
         ),
+        Trial::test(
+            "arrays_same_at_np_3_4_5_and_local",
+            test_arrays_same_at_every_rank_count,
+        ),
+        Trial::test("pi_array_example", test_pi_array_example),
         Trial::test("shutdown_past_deadline_aborts_7", test_shutdown_deadline),
         Trial::test("silent_worker_aborts_5", test_lost_worker),
         Trial::test("different_executables_exit_6", test_different_executables),

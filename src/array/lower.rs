@@ -69,10 +69,13 @@ trait Sink {
         list: bool,
         parts: Vec<Self::Ref>,
     ) -> Self::Ref;
+    fn delayed(&mut self, node: &std::sync::Arc<crate::delayed::Node>) -> Self::Ref;
+    fn read_npy(&mut self, path: &std::path::Path, dtype: DType, shape: &[usize]) -> Self::Ref;
 }
 
 struct ClientSink<'c> {
     client: &'c Client,
+    session: crate::delayed::Session<'c>,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -147,6 +150,14 @@ impl Sink for ClientSink<'_> {
         };
         self.client.submit_raw(offset, name, args, parts)
     }
+
+    fn delayed(&mut self, node: &std::sync::Arc<crate::delayed::Node>) -> Future<()> {
+        self.session.node(node)
+    }
+
+    fn read_npy(&mut self, path: &std::path::Path, dtype: DType, shape: &[usize]) -> Future<()> {
+        super::npy::read_chunk(self.client, path, dtype, shape)
+    }
 }
 
 /// Counts tasks by kind and keeps one example program per kind of fused task.
@@ -202,6 +213,14 @@ impl Sink for ExplainSink {
 
     fn map_blocks(&mut self, _offset: i64, name: &str, _list: bool, _parts: Vec<usize>) -> usize {
         self.record(format!("map_blocks: {name}"))
+    }
+
+    fn delayed(&mut self, _node: &std::sync::Arc<crate::delayed::Node>) -> usize {
+        self.record("delayed calls making a chunk".into())
+    }
+
+    fn read_npy(&mut self, _path: &std::path::Path, _dtype: DType, _shape: &[usize]) -> usize {
+        self.record("read a .npy chunk file".into())
     }
 }
 
@@ -292,6 +311,11 @@ impl<S: Sink> Lowerer<'_, S> {
         }
         let r = match &array.node().expr {
             Expr::Stored(futures) => self.sink.stored(&futures[key.1]),
+            Expr::FromDelayed(nodes) => self.sink.delayed(&nodes[key.1]),
+            Expr::NpyFiles(files) => {
+                let shape = grid::chunk_shape(array.chunks(), index);
+                self.sink.read_npy(&files[key.1], array.dtype(), &shape)
+            }
             Expr::Reduce {
                 op,
                 axes,
@@ -384,7 +408,12 @@ impl<S: Sink> Lowerer<'_, S> {
                 };
                 b.input(dtype, Input::Literal(piece), shape)
             }
-            Expr::Stored(_) | Expr::Rechunk(_) | Expr::Dot(..) | Expr::MapBlocks { .. } => {
+            Expr::Stored(_)
+            | Expr::FromDelayed(_)
+            | Expr::NpyFiles(_)
+            | Expr::Rechunk(_)
+            | Expr::Dot(..)
+            | Expr::MapBlocks { .. } => {
                 let r = self.chunk(array, index)?;
                 b.input(dtype, Input::Chunk(r), shape)
             }
@@ -669,9 +698,29 @@ impl<S: Sink> Lowerer<'_, S> {
     }
 }
 
+/// Submits the tasks computing chunk `index` of `array`; returns its future.
+pub(super) fn materialize_chunk(
+    client: &Client,
+    array: &Array,
+    index: &[usize],
+) -> Result<Future<()>> {
+    let mut sink = ClientSink {
+        client,
+        session: crate::delayed::Session::new(client),
+    };
+    let mut lowerer = Lowerer {
+        sink: &mut sink,
+        chunks: FxHashMap::default(),
+    };
+    lowerer.chunk(array, index)
+}
+
 /// Submits the tasks computing every chunk of `array`; returns their futures, C order.
 pub(super) fn materialize(client: &Client, array: &Array) -> Result<Vec<Future<()>>> {
-    let mut sink = ClientSink { client };
+    let mut sink = ClientSink {
+        client,
+        session: crate::delayed::Session::new(client),
+    };
     let mut lowerer = Lowerer {
         sink: &mut sink,
         chunks: FxHashMap::default(),

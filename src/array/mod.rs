@@ -24,11 +24,13 @@ pub mod dtype;
 pub mod grid;
 pub mod kernel;
 mod lower;
+pub mod npy;
 pub mod program;
 pub mod random;
 mod structure;
 
 pub use dtype::{DType, Element, Scalar};
+pub use npy::from_npy_dir;
 pub use program::{BinaryOp, Distribution, ReduceOp, UnaryOp};
 pub use structure::{Span, blockwise, concatenate, stack};
 
@@ -92,6 +94,10 @@ pub(crate) enum Expr {
     Concatenate(usize, Vec<Array>),
     Stack(usize, Vec<Array>),
     Dot(Array, Array),
+    /// Chunks stored as `.npy` files, C order.
+    NpyFiles(Arc<Vec<std::path::PathBuf>>),
+    /// Chunks computed by delayed calls, C order.
+    FromDelayed(Vec<Arc<crate::delayed::Node>>),
     /// A user function per chunk: of one chunk, or (`list`) of the chunks of all `x`.
     MapBlocks {
         offset: i64,
@@ -662,6 +668,33 @@ pub fn from_futures<T: Element>(
         T::DTYPE,
         Expr::Stored(futures.into_iter().map(Future::erase).collect()),
     )
+}
+
+/// An array made of chunks computed by delayed calls (C order over `chunks`).
+pub fn from_delayed<T: Element>(
+    parts: Vec<crate::delayed::Delayed<ArrayD<T>>>,
+    shape: &[usize],
+    chunks: &[usize],
+) -> Array {
+    let grid = match grid::regular(shape, chunks) {
+        Ok(grid) => grid,
+        Err(message) => return Array::invalid(message),
+    };
+    if parts.len() != grid::count(&grid) {
+        return Array::invalid(format!(
+            "{} delayed chunks for {} chunks of shape {shape:?} in chunks of {chunks:?}",
+            parts.len(),
+            grid::count(&grid)
+        ));
+    }
+    let nodes = parts.iter().map(|d| d.node().clone()).collect();
+    Array::new(shape.to_vec(), grid, T::DTYPE, Expr::FromDelayed(nodes))
+}
+
+/// The future of one chunk of `array`, submitting what it needs.
+pub(crate) fn chunk_future(client: &Client, array: &Array, index: &[usize]) -> Result<Future<()>> {
+    array.check()?;
+    lower::materialize_chunk(client, array, index)
 }
 
 fn typed<T>(futures: &[Future<()>]) -> Vec<Future<T>> {

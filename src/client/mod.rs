@@ -447,6 +447,21 @@ impl Client {
         futures
     }
 
+    /// A future that has already failed with `message` (for work that could not even be
+    /// described, such as an invalid array graph reached through a delayed call).
+    pub(crate) fn failed_future(&self, message: &str) -> Future<()> {
+        let key = self.next_key();
+        let error = TaskError {
+            key: format!("invalid-{}", key.0),
+            message: message.to_string(),
+        };
+        self.shared
+            .lock()
+            .keys
+            .insert(key, Entry::new(u32::MAX, Status::Failed(error), None));
+        Future::new(key, self.shared.clone())
+    }
+
     /// Submits one task calling the trampoline at `offset` with `args` (crate-internal
     /// tasks such as array kernels, whose trampolines decode their own arguments).
     pub(crate) fn submit_raw(
