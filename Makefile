@@ -26,7 +26,7 @@ export OMPI_MCA_rmaps_base_oversubscribe := 1
 APT_PACKAGES := openmpi-bin libopenmpi-dev libclang-dev clang pkg-config
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps pyenv build run test lint bench clean
+.PHONY: all deps pyenv build run test lint bench peers clean
 
 all: build
 
@@ -61,6 +61,12 @@ test: deps pyenv lint
 bench: deps
 	$(CARGO) bench --bench runtime -- $(BENCH)
 	$(CARGO) bench --bench scheduler -- $(BENCH)
+	$(CARGO) bench --bench pi -- $(BENCH)
+
+# The Python peers (dask-mpi, mpi4py) that the benchmarks compare against, if the shared
+# folder is there.
+peers:
+	../shared/peers/setup-peers.sh
 
 clean:
 	$(CARGO) clean

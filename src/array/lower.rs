@@ -732,6 +732,31 @@ pub(super) fn materialize(client: &Client, array: &Array) -> Result<Vec<Future<(
     indices.iter().map(|i| lowerer.chunk(array, i)).collect()
 }
 
+/// The fused program of chunk `index` of `x` ending in the first stage of reduction `op`
+/// over all axes (what each chunk's task of `x.reduce(op, None, ..)` runs).
+pub(super) fn partial_program(x: &Array, op: ReduceOp, index: &[usize]) -> Result<Program> {
+    let mut sink = ExplainSink::default();
+    let mut lowerer = Lowerer {
+        sink: &mut sink,
+        chunks: FxHashMap::default(),
+    };
+    let mut builder = ProgramBuilder::new();
+    lowerer.fuse(&mut builder, x, index)?;
+    if !builder.inputs.is_empty() {
+        return Err(Error::Config(
+            "partial_program works for arrays computed from scratch (no input chunks)".into(),
+        ));
+    }
+    Ok(builder
+        .finish(Output::Partial {
+            op,
+            axes: (0..x.ndim()).collect(),
+            offset: grid::chunk_offset(x.chunks(), index),
+            global_shape: x.shape().to_vec(),
+        })
+        .0)
+}
+
 /// A description of the tasks `array` would run.
 pub(super) fn explain(array: &Array) -> String {
     let mut sink = ExplainSink::default();

@@ -635,6 +635,25 @@ impl Array {
             .collect())
     }
 
+    /// The program each chunk's task runs for `self.reduce(op, None, _)`: the chunk's fused
+    /// computation ending in the first stage of the reduction. For benchmarks that run the
+    /// same kernel outside the runtime; only for arrays without input chunks.
+    pub fn partial_program(&self, op: ReduceOp, index: &[usize]) -> Result<program::Program> {
+        self.check()?;
+        self.check_chunk_index(index)?;
+        lower::partial_program(self, op, index)
+    }
+
+    fn check_chunk_index(&self, index: &[usize]) -> Result<()> {
+        let grid = grid::grid(self.chunks());
+        if index.len() != grid.len() || index.iter().zip(&grid).any(|(i, n)| i >= n) {
+            return Err(Error::Config(format!(
+                "chunk index {index:?} is outside the chunk grid {grid:?} of this array"
+            )));
+        }
+        Ok(())
+    }
+
     /// The task graph the array would run: how many tasks of each kind, and what one fused
     /// task of each kind does.
     pub fn explain(&self) -> String {
@@ -694,6 +713,7 @@ pub fn from_delayed<T: Element>(
 /// The future of one chunk of `array`, submitting what it needs.
 pub(crate) fn chunk_future(client: &Client, array: &Array, index: &[usize]) -> Result<Future<()>> {
     array.check()?;
+    array.check_chunk_index(index)?;
     lower::materialize_chunk(client, array, index)
 }
 

@@ -1,15 +1,25 @@
 //! Counter-based random numbers: element `i` of chunk `c` of a random array with seed `s` is
 //! a pure function of `(s, c, i)`, so an array is the same whatever the number of ranks and
-//! any block of it can be generated on its own.
+//! any part of it can be generated on its own.
 //!
-//! The generator is SplitMix64's output function applied to a counter: value `i` of key `k`
-//! is `mix(k + (i + 1) * gamma)`. SplitMix64 passes BigCrush; keys of different chunks are
-//! themselves mixed, so their streams are far apart.
+//! The counter is the *block*: the values of a chunk come in blocks of [`BLOCK`] values, and
+//! block `b` of key `k` is the output of four xoshiro256+ generators seeded with SplitMix64
+//! from `(k, b)`, interleaved (value `j` of the block is output `j / 4` of generator
+//! `j % 4`). Four independent generators make the hot loop four lanes wide: with AVX2 one
+//! instruction steps all four, about 0.5 ns per value, against about 1.5 ns for the best
+//! scalar generators. Without AVX2 the same values come from a scalar loop. A double is the
+//! top 52 bits of a value (xoshiro256+'s strong bits) as the mantissa of a number in
+//! `[1, 2)`, minus 1.
+
+use std::mem::MaybeUninit;
+
+/// Values per independently seeded block.
+pub const BLOCK: usize = 4096;
 
 /// SplitMix64's increment.
-pub const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+const SPLITMIX_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
-/// SplitMix64's finaliser.
+/// SplitMix64's finaliser (used to derive keys and seeds).
 #[inline(always)]
 pub fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -23,42 +33,174 @@ pub fn chunk_key(seed: u64, chunk: u64) -> u64 {
     mix(mix(seed ^ 0x6D70_6964_6173_6B21) ^ chunk.wrapping_mul(0xD1B5_4A32_D192_ED03))
 }
 
-/// The `i`-th 64-bit value of key `key`.
-#[inline(always)]
-pub fn bits(key: u64, i: u64) -> u64 {
-    mix(key.wrapping_add(i.wrapping_add(1).wrapping_mul(GAMMA)))
-}
-
-/// A double in `[0, 1)` from the top 53 bits (converted through `i64`, which is one
-/// instruction on x86-64 where `u64` is several).
+/// A double in `[0, 1)` from the top 52 bits: they become the mantissa of a number in
+/// `[1, 2)`, from which 1 is subtracted (no integer-to-float conversion, which x86-64 has
+/// no vector instruction for).
 #[inline(always)]
 pub fn unit(bits: u64) -> f64 {
-    ((bits >> 11) as i64) as f64 * (1.0 / (1u64 << 53) as f64)
+    f64::from_bits((bits >> 12) | 0x3FF0_0000_0000_0000) - 1.0
 }
 
-/// Fills `out` with values `first, first + 1, ...` of key `key`, uniform on `[low, high)`.
-pub fn fill_uniform(out: &mut [f64], key: u64, first: u64, low: f64, high: f64) {
-    let scale = high - low;
-    let mut state = key.wrapping_add(first.wrapping_add(1).wrapping_mul(GAMMA));
-    for value in out.iter_mut() {
-        // `black_box` keeps LLVM from vectorising this loop with emulated 64-bit multiplies,
-        // which is slower than the scalar loop on x86-64 without AVX-512.
-        let s = std::hint::black_box(state);
-        *value = low + scale * unit(mix(s));
-        state = state.wrapping_add(GAMMA);
+/// Four xoshiro256+ generators: `s[word][lane]`.
+#[derive(Clone, Copy)]
+struct Lanes {
+    s: [[u64; 4]; 4],
+}
+
+impl Lanes {
+    /// The generators of block `block` of key `key`, seeded with SplitMix64 (never all
+    /// zero: SplitMix64's outputs of consecutive states are distinct).
+    fn seeded(key: u64, block: u64) -> Lanes {
+        let mut state = mix(key ^ block.wrapping_mul(0xC2B2_AE3D_27D4_EB4F));
+        let mut s = [[0u64; 4]; 4];
+        for lane in 0..4 {
+            for word in s.iter_mut() {
+                state = state.wrapping_add(SPLITMIX_GAMMA);
+                word[lane] = mix(state);
+            }
+        }
+        Lanes { s }
+    }
+
+    /// The next four outputs (one per lane), scalar.
+    #[inline(always)]
+    fn step(&mut self) -> [u64; 4] {
+        let [s0, s1, s2, s3] = &mut self.s;
+        let mut out = [0u64; 4];
+        for l in 0..4 {
+            out[l] = s0[l].wrapping_add(s3[l]);
+            let t = s1[l] << 17;
+            s2[l] ^= s0[l];
+            s3[l] ^= s1[l];
+            s1[l] ^= s2[l];
+            s0[l] ^= s3[l];
+            s2[l] ^= t;
+            s3[l] = s3[l].rotate_left(45);
+        }
+        out
+    }
+
+    /// Fills `out` (a multiple of 4 values) with `low + scale * unit(value)`.
+    fn fill(&mut self, out: &mut [MaybeUninit<f64>], low: f64, scale: f64) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            unsafe { self.fill_avx2(out, low, scale) };
+            return;
+        }
+        for group in out.chunks_exact_mut(4) {
+            let values = self.step();
+            for (o, v) in group.iter_mut().zip(values) {
+                o.write(low + scale * unit(v));
+            }
+        }
+    }
+
+    /// [`Lanes::fill`] with AVX2: the four generators are the four lanes of a register.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn fill_avx2(&mut self, out: &mut [MaybeUninit<f64>], low: f64, scale: f64) {
+        use std::arch::x86_64::*;
+        let load =
+            |w: &[u64; 4]| _mm256_set_epi64x(w[3] as i64, w[2] as i64, w[1] as i64, w[0] as i64);
+        let (mut s0, mut s1, mut s2, mut s3) = (
+            load(&self.s[0]),
+            load(&self.s[1]),
+            load(&self.s[2]),
+            load(&self.s[3]),
+        );
+        let exponent = _mm256_set1_epi64x(0x3FF0_0000_0000_0000);
+        let one = _mm256_set1_pd(1.0);
+        let lows = _mm256_set1_pd(low);
+        let scales = _mm256_set1_pd(scale);
+        for group in out.chunks_exact_mut(4) {
+            let r = _mm256_add_epi64(s0, s3);
+            let t = _mm256_slli_epi64::<17>(s1);
+            s2 = _mm256_xor_si256(s2, s0);
+            s3 = _mm256_xor_si256(s3, s1);
+            s1 = _mm256_xor_si256(s1, s2);
+            s0 = _mm256_xor_si256(s0, s3);
+            s2 = _mm256_xor_si256(s2, t);
+            s3 = _mm256_or_si256(_mm256_slli_epi64::<45>(s3), _mm256_srli_epi64::<19>(s3));
+            let bits = _mm256_or_si256(_mm256_srli_epi64::<12>(r), exponent);
+            let unit = _mm256_sub_pd(_mm256_castsi256_pd(bits), one);
+            let value = _mm256_add_pd(lows, _mm256_mul_pd(scales, unit));
+            // SAFETY: `group` holds exactly four f64 slots.
+            unsafe { _mm256_storeu_pd(group.as_mut_ptr().cast(), value) };
+        }
+        let store = |v: __m256i, w: &mut [u64; 4]| {
+            // SAFETY: `w` holds exactly four u64.
+            unsafe { _mm256_storeu_si256(w.as_mut_ptr().cast(), v) }
+        };
+        store(s0, &mut self.s[0]);
+        store(s1, &mut self.s[1]);
+        store(s2, &mut self.s[2]);
+        store(s3, &mut self.s[3]);
     }
 }
 
-/// Fills `out` with standard-normal values scaled to `mean`, `std`: element `j` uses draws
-/// `2j` and `2j + 1` of its counter (Box-Muller).
+/// Values `first .. first + out.len()` of key `key`, uniform on `[low, high)`, written
+/// into possibly uninitialised slots (every slot is written).
+pub fn fill_uniform_uninit(
+    out: &mut [MaybeUninit<f64>],
+    key: u64,
+    first: u64,
+    low: f64,
+    high: f64,
+) {
+    let scale = high - low;
+    let mut scratch = [MaybeUninit::<f64>::uninit(); BLOCK];
+    let mut at = first;
+    let mut done = 0;
+    while done < out.len() {
+        let block = at / BLOCK as u64;
+        let skip = (at % BLOCK as u64) as usize;
+        let take = (BLOCK - skip).min(out.len() - done);
+        let mut lanes = Lanes::seeded(key, block);
+        let target = &mut out[done..done + take];
+        if skip == 0 && take.is_multiple_of(4) {
+            lanes.fill(target, low, scale);
+        } else {
+            let needed = (skip + take).next_multiple_of(4);
+            lanes.fill(&mut scratch[..needed], low, scale);
+            target.copy_from_slice(&scratch[skip..skip + take]);
+        }
+        done += take;
+        at += take as u64;
+    }
+}
+
+/// Values `first .. first + out.len()` of key `key`, uniform on `[low, high)`.
+pub fn fill_uniform(out: &mut [f64], key: u64, first: u64, low: f64, high: f64) {
+    // SAFETY: `MaybeUninit<f64>` has the layout of `f64`; only valid f64 are written.
+    let slots = unsafe { &mut *(out as *mut [f64] as *mut [MaybeUninit<f64>]) };
+    fill_uniform_uninit(slots, key, first, low, high);
+}
+
+/// `count` values `first, first + 1, ...` of key `key`, uniform on `[low, high)`.
+pub fn uniform_values(count: usize, key: u64, first: u64, low: f64, high: f64) -> Vec<f64> {
+    let mut values: Vec<f64> = Vec::with_capacity(count);
+    fill_uniform_uninit(
+        &mut values.spare_capacity_mut()[..count],
+        key,
+        first,
+        low,
+        high,
+    );
+    // SAFETY: `fill_uniform_uninit` wrote all `count` elements.
+    unsafe { values.set_len(count) };
+    values
+}
+
+/// Fills `out` with normal values with `mean` and `std`: value `j` is made by Box-Muller
+/// from uniform values `2j` and `2j + 1` of the key.
 pub fn fill_normal(out: &mut [f64], key: u64, first: u64, mean: f64, std: f64) {
-    for (j, value) in out.iter_mut().enumerate() {
-        let i = first + j as u64;
+    let mut pairs = vec![0.0f64; 2 * out.len()];
+    fill_uniform(&mut pairs, key, 2 * first, 0.0, 1.0);
+    for (value, pair) in out.iter_mut().zip(pairs.chunks_exact(2)) {
         // 1 - u lies in (0, 1]: its logarithm is finite.
-        let u1 = 1.0 - unit(bits(key, 2 * i));
-        let u2 = unit(bits(key, 2 * i + 1));
-        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-        *value = mean + std * z;
+        let radius = (-2.0 * (1.0 - pair[0]).ln()).sqrt();
+        *value = mean + std * radius * (std::f64::consts::TAU * pair[1]).cos();
     }
 }
 
@@ -108,13 +250,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_vector_and_scalar_paths_agree() {
+        let mut a = Lanes::seeded(5, 9);
+        let mut b = a;
+        let mut scalar = vec![0.0; 64];
+        for group in scalar.chunks_exact_mut(4) {
+            for (o, v) in group.iter_mut().zip(b.step()) {
+                *o = 1.0 + 2.0 * unit(v);
+            }
+        }
+        let mut auto = vec![MaybeUninit::uninit(); 64];
+        a.fill(&mut auto, 1.0, 2.0);
+        // SAFETY: `fill` wrote every slot.
+        let auto: Vec<f64> = auto
+            .into_iter()
+            .map(|v| unsafe { v.assume_init() })
+            .collect();
+        assert_eq!(scalar, auto);
+        assert_eq!(a.s, b.s);
+    }
+
+    #[test]
     fn blocks_match_the_whole() {
         let key = chunk_key(42, 3);
-        let mut whole = vec![0.0; 1000];
+        let mut whole = vec![0.0; 3 * BLOCK + 7];
         fill_uniform(&mut whole, key, 0, -1.0, 1.0);
-        let mut part = vec![0.0; 300];
-        fill_uniform(&mut part, key, 500, -1.0, 1.0);
-        assert_eq!(&whole[500..800], &part[..]);
+        for (start, len) in [
+            (500, 300),
+            (BLOCK - 3, 10),
+            (BLOCK, BLOCK),
+            (1, 2 * BLOCK + 5),
+        ] {
+            let mut part = vec![0.0; len];
+            fill_uniform(&mut part, key, start as u64, -1.0, 1.0);
+            assert_eq!(&whole[start..start + len], &part[..], "{start} {len}");
+        }
         assert!(whole.iter().all(|v| (-1.0..1.0).contains(v)));
         let mut normal = vec![0.0; 10];
         fill_normal(&mut normal, key, 5, 0.0, 1.0);
