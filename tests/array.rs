@@ -525,7 +525,14 @@ fn arrays_round_trip_through_npy_directories_readable_by_numpy() {
     assert_eq!(back, a);
     assert!((sum - 2.0 * a.sum()).abs() < 1e-9);
     // NumPy reads the files (MPIDASK_TEST_PYTHON: a Python with numpy; `make test` sets it up).
-    let python = std::env::var("MPIDASK_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
+    let python = std::env::var("MPIDASK_TEST_PYTHON").unwrap_or_else(|_| {
+        if std::path::Path::new(venv).exists() {
+            venv.into()
+        } else {
+            "python3".into()
+        }
+    });
     let script = "import json, sys, numpy as np\n\
         d = sys.argv[1]\n\
         meta = json.load(open(d + '/meta.json'))\n\
@@ -536,11 +543,11 @@ fn arrays_round_trip_through_npy_directories_readable_by_numpy() {
         .args(["-c", script])
         .arg(&dir)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e} (run `make deps`, or set MPIDASK_TEST_PYTHON to a Python with numpy)"));
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e} (`make test` creates target/pyenv with numpy; or set MPIDASK_TEST_PYTHON to a Python with numpy)"));
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
         output.status.success(),
-        "numpy could not read the directory with {python} (run `make deps`, or set MPIDASK_TEST_PYTHON to a Python with numpy): {}",
+        "numpy could not read the directory with {python} (`make test` creates target/pyenv with numpy; or set MPIDASK_TEST_PYTHON to a Python with numpy): {}",
         String::from_utf8_lossy(&output.stderr)
     );
     let text = String::from_utf8_lossy(&output.stdout);

@@ -49,27 +49,7 @@ macro_rules! each_ref {
 }
 
 fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
-    let n = a.len().max(b.len());
-    let mut shape = vec![0; n];
-    for i in 0..n {
-        let x = if i + a.len() >= n {
-            a[i + a.len() - n]
-        } else {
-            1
-        };
-        let y = if i + b.len() >= n {
-            b[i + b.len() - n]
-        } else {
-            1
-        };
-        shape[i] = match (x, y) {
-            (x, y) if x == y => x,
-            (1, y) => y,
-            (x, 1) => x,
-            _ => return Err(format!("shapes {a:?} and {b:?} do not broadcast")),
-        };
-    }
-    Ok(shape)
+    super::grid::broadcast(a, b).ok_or_else(|| format!("shapes {a:?} and {b:?} do not broadcast"))
 }
 
 /// `f` over `a` and `b` broadcast to a common shape.
@@ -878,55 +858,26 @@ impl Partial {
         if parts.iter().any(|p| std::mem::discriminant(p) != kind) {
             return Err("states of different kinds".into());
         }
+        macro_rules! single {
+            ($variant:ident, $cat:ident) => {
+                Partial::$variant($cat(
+                    parts
+                        .into_iter()
+                        .map(|p| match p {
+                            Partial::$variant(x) => x,
+                            _ => unreachable!("checked to be of one kind"),
+                        })
+                        .collect(),
+                )?)
+            };
+        }
         Ok(match parts[0] {
-            Partial::Sum(_) => Partial::Sum(cat_blocks(
-                parts
-                    .into_iter()
-                    .map(|p| match p {
-                        Partial::Sum(b) => b,
-                        _ => unreachable!(),
-                    })
-                    .collect(),
-            )?),
-            Partial::Min(_) => Partial::Min(cat_blocks(
-                parts
-                    .into_iter()
-                    .map(|p| match p {
-                        Partial::Min(b) => b,
-                        _ => unreachable!(),
-                    })
-                    .collect(),
-            )?),
-            Partial::Max(_) => Partial::Max(cat_blocks(
-                parts
-                    .into_iter()
-                    .map(|p| match p {
-                        Partial::Max(b) => b,
-                        _ => unreachable!(),
-                    })
-                    .collect(),
-            )?),
-            Partial::Any(_) => Partial::Any(cat(parts
-                .into_iter()
-                .map(|p| match p {
-                    Partial::Any(a) => a,
-                    _ => unreachable!(),
-                })
-                .collect())?),
-            Partial::All(_) => Partial::All(cat(parts
-                .into_iter()
-                .map(|p| match p {
-                    Partial::All(a) => a,
-                    _ => unreachable!(),
-                })
-                .collect())?),
-            Partial::Count(_) => Partial::Count(cat(parts
-                .into_iter()
-                .map(|p| match p {
-                    Partial::Count(a) => a,
-                    _ => unreachable!(),
-                })
-                .collect())?),
+            Partial::Sum(_) => single!(Sum, cat_blocks),
+            Partial::Min(_) => single!(Min, cat_blocks),
+            Partial::Max(_) => single!(Max, cat_blocks),
+            Partial::Any(_) => single!(Any, cat),
+            Partial::All(_) => single!(All, cat),
+            Partial::Count(_) => single!(Count, cat),
             Partial::SumCount { .. } => fields!(SumCount, sum => sums, count => counts),
             Partial::Moments { .. } => fields!(Moments, count => counts, mean => means, m2 => m2s),
             Partial::Arg { .. } => fields!(Arg, value => values, index => indices),

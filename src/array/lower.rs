@@ -698,38 +698,37 @@ impl<S: Sink> Lowerer<'_, S> {
     }
 }
 
+/// Runs `f` with a lowerer submitting to `client`.
+fn with_client<T>(client: &Client, f: impl FnOnce(&mut Lowerer<'_, ClientSink<'_>>) -> T) -> T {
+    let mut sink = ClientSink {
+        client,
+        session: crate::delayed::Session::new(client),
+    };
+    f(&mut Lowerer {
+        sink: &mut sink,
+        chunks: FxHashMap::default(),
+    })
+}
+
 /// Submits the tasks computing chunk `index` of `array`; returns its future.
 pub(super) fn materialize_chunk(
     client: &Client,
     array: &Array,
     index: &[usize],
 ) -> Result<Future<()>> {
-    let mut sink = ClientSink {
-        client,
-        session: crate::delayed::Session::new(client),
-    };
-    let mut lowerer = Lowerer {
-        sink: &mut sink,
-        chunks: FxHashMap::default(),
-    };
-    lowerer.chunk(array, index)
+    with_client(client, |lowerer| lowerer.chunk(array, index))
 }
 
 /// Submits the tasks computing every chunk of `array`; returns their futures, C order.
 pub(super) fn materialize(client: &Client, array: &Array) -> Result<Vec<Future<()>>> {
-    let mut sink = ClientSink {
-        client,
-        session: crate::delayed::Session::new(client),
-    };
-    let mut lowerer = Lowerer {
-        sink: &mut sink,
-        chunks: FxHashMap::default(),
-    };
-    let indices: Vec<Vec<usize>> = grid::indices(array.chunks()).collect();
-    if array.ndim() == 0 {
-        return Ok(vec![lowerer.chunk(array, &[])?]);
-    }
-    indices.iter().map(|i| lowerer.chunk(array, i)).collect()
+    with_client(client, |lowerer| {
+        if array.ndim() == 0 {
+            return Ok(vec![lowerer.chunk(array, &[])?]);
+        }
+        grid::indices(array.chunks())
+            .map(|index| lowerer.chunk(array, &index))
+            .collect()
+    })
 }
 
 /// The fused program of chunk `index` of `x` ending in the first stage of reduction `op`
