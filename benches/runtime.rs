@@ -21,6 +21,7 @@ use support::{Run, mpirun, run_with_deadline};
 const NP: usize = 4;
 const DEADLINE: Duration = Duration::from_secs(600);
 const TASKS: u64 = 100_000;
+const MILLION: u64 = 1_000_000;
 const CHAIN: usize = 10_000;
 const PINGPONGS: usize = 100_000;
 const IDLE_SECONDS: u64 = 5;
@@ -55,6 +56,21 @@ fn role_tasks(client: &Client) -> anyhow::Result<()> {
         drop(futures);
         println!("MEASURE tasks_per_s={}", TASKS as f64 / seconds);
     }
+    Ok(())
+}
+
+/// A million tiny tasks in one map: completes, and the scheduler's peak memory stays bounded.
+fn role_million(client: &Client) -> anyhow::Result<()> {
+    let before = client.scheduler_info()?.peak_rss_bytes;
+    let started = Instant::now();
+    let futures = client.map(noop, 0..MILLION);
+    let values = client.gather(&futures)?;
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(values.len() == MILLION as usize && values[12_345] == 12_345);
+    let peak = client.scheduler_info()?.peak_rss_bytes;
+    println!("MEASURE million_seconds={seconds}");
+    println!("MEASURE scheduler_peak_rss_bytes={peak}");
+    println!("MEASURE scheduler_rss_before_bytes={before}");
     Ok(())
 }
 
@@ -144,6 +160,7 @@ fn play(role: &str) -> ! {
     match role {
         "tasks" => mpidask::run(role_tasks),
         "chain" => mpidask::run(role_chain),
+        "million" => mpidask::run(role_million),
         "empty" => mpidask::run(role_empty),
         "idle" => mpidask::run(role_idle),
         "hello" => role_hello(),
@@ -246,6 +263,18 @@ fn main() {
         bench("shutdown_s", shutdown, "s");
         bench("shutdown_bare_mpi_s", bare_shutdown, "s");
         bench("shutdown_ratio", shutdown / bare_shutdown, "x");
+    }
+    if wanted("million_tasks") {
+        let (run, _) = launch("million");
+        let peak = measures(&run, "scheduler_peak_rss_bytes")[0];
+        let before = measures(&run, "scheduler_rss_before_bytes")[0];
+        bench("million_tasks_s", measures(&run, "million_seconds")[0], "s");
+        bench("million_tasks_scheduler_peak_rss_mb", peak / 1e6, "MB");
+        bench(
+            "million_tasks_scheduler_bytes_per_task",
+            (peak - before) / MILLION as f64,
+            "bytes",
+        );
     }
     if wanted("idle_cpu_s") {
         let (run, _) = launch("idle");

@@ -99,11 +99,59 @@ fn run(workers: u32, nthreads: u32, tasks: u64) -> (f64, u64) {
     (started.elapsed().as_secs_f64(), placements)
 }
 
+/// Resident memory of this process, bytes.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Memory the scheduler holds per submitted task: `tasks` tasks submitted while no worker
+/// has joined, so every one is kept (waiting to be placed).
+fn bytes_per_task(tasks: u64) -> f64 {
+    let now = Instant::now();
+    let mut scheduler = Scheduler::new(
+        SchedulerConfig {
+            workers: vec![Rank(2)],
+            worker_timeout: Duration::from_secs(3600),
+            shutdown_timeout: Duration::from_secs(10),
+        },
+        now,
+    );
+    let before = rss_bytes();
+    let mut submitted = 0;
+    while submitted < tasks {
+        let batch: Vec<TaskSpec> = (submitted..(submitted + 4096).min(tasks))
+            .map(spec)
+            .collect();
+        submitted += batch.len() as u64;
+        scheduler.handle(Rank::CLIENT, ToScheduler::Submit(batch), now);
+    }
+    assert_eq!(scheduler.task_count() as u64, tasks);
+    (rss_bytes().saturating_sub(before)) as f64 / tasks as f64
+}
+
 fn main() {
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    if filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| "scheduler_bytes_per_task".contains(f.as_str()))
+    {
+        println!(
+            "BENCH name=scheduler_bytes_per_task value={:.1} unit=bytes",
+            bytes_per_task(1_000_000)
+        );
+    }
     for (workers, nthreads, tasks) in [(2u32, 2u32, 1_000_000u64), (4096, 1, 1_000_000)] {
         let name = format!("scheduler_assignments_per_s_{workers}w");
         if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {

@@ -33,7 +33,7 @@ mod payload_bytes {
 }
 
 /// Version of the message set below. Every rank checks at start-up that all ranks agree.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// First byte of every frame; a frame starting with anything else is rejected.
 pub const FRAME_MAGIC: u8 = 0xD5;
@@ -181,6 +181,8 @@ pub struct SchedulerInfo {
     pub workers: Vec<WorkerInfo>,
     /// CPU time the scheduler process has used so far (user + system), seconds.
     pub cpu_seconds: f64,
+    /// Peak resident memory of the scheduler process, bytes.
+    pub peak_rss_bytes: u64,
     /// Tasks the scheduler currently tracks.
     pub tasks: u64,
     /// Tasks that completed since start.

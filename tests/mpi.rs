@@ -271,6 +271,18 @@ fn run_scenario(name: &str) -> ! {
         "resources" => mpidask::run(scenario_resources),
         "big_messages" => mpidask::run(scenario_big_messages),
         "arrays" => mpidask::run(scenario_arrays),
+        "million" => mpidask::run(|client| -> anyhow::Result<()> {
+            let futures = client.map(square, 0..1_000_000u64);
+            let values = client.gather(&futures)?;
+            ensure!(values.len() == 1_000_000 && values[999] == 998_001);
+            let peak = client.scheduler_info()?.peak_rss_bytes;
+            println!(
+                "SCENARIO million OK scheduler_peak_rss_mb={}",
+                peak / 1_000_000
+            );
+            ensure!(peak <= 500_000_000, "the scheduler peaked at {peak} bytes");
+            Ok(())
+        }),
         "client_error" => mpidask::run(|_client| -> anyhow::Result<()> {
             Err(anyhow!(
                 "the input file /nonexistent/data.csv was not found"
@@ -486,6 +498,15 @@ fn test_pi_array_example() -> Result<(), Failed> {
     })
 }
 
+fn test_million_tiny_tasks() -> Result<(), Failed> {
+    check(|| {
+        let run = launch(scenario_under_mpirun(4, "million"));
+        run.expect_code(0)
+            .expect_stdout("SCENARIO million OK")
+            .expect_quiet();
+    })
+}
+
 fn test_shutdown_deadline() -> Result<(), Failed> {
     check(|| {
         let mut command = scenario_under_mpirun(4, "stall_shutdown");
@@ -585,6 +606,10 @@ fn main() {
             test_arrays_same_at_every_rank_count,
         ),
         Trial::test("pi_array_example", test_pi_array_example),
+        Trial::test(
+            "a_million_tiny_tasks_in_bounded_memory",
+            test_million_tiny_tasks,
+        ),
         Trial::test("shutdown_past_deadline_aborts_7", test_shutdown_deadline),
         Trial::test("silent_worker_aborts_5", test_lost_worker),
         Trial::test("different_executables_exit_6", test_different_executables),

@@ -311,6 +311,7 @@ impl SchedulerNode {
                 Output::Client(message) => out.push(Rank::CLIENT, &message),
                 Output::Info(mut info) => {
                     info.cpu_seconds = process_cpu_seconds();
+                    info.peak_rss_bytes = process_peak_rss_bytes();
                     out.push(Rank::CLIENT, &ToClient::Info(info));
                 }
                 Output::Abort { code, message } => {
@@ -349,6 +350,19 @@ impl Node for SchedulerNode {
             None => NodeStatus::Running,
         }
     }
+}
+
+/// Peak resident memory of this process (VmHWM), bytes; 0 where unknown.
+pub fn process_peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }
 
 /// CPU time (user + system) this process has used, seconds.

@@ -23,6 +23,11 @@ pub fn queue_depth(mean_task_seconds: Option<f64>) -> usize {
     ((TARGET_QUEUE_SECONDS / mean) as usize).clamp(1, MAX_QUEUE_DEPTH)
 }
 
+/// A worker's load as an integer for ordering: tasks held per thread, in 1/2^20 units.
+pub fn load_key(worker: &Worker) -> u64 {
+    ((worker.processing.len() as u64) << 20) / worker.nthreads().max(1) as u64
+}
+
 /// Tasks `worker` may hold (running plus queued).
 pub fn slots(worker: &Worker, depth: usize) -> usize {
     worker.nthreads() * (1 + depth)
@@ -60,18 +65,18 @@ pub fn start_time_estimate(
     queue + missing_bytes(task, worker, tasks) as f64 / NOMINAL_BANDWIDTH
 }
 
-/// The worker for a ready task: among eligible workers with a free slot, the one with the
-/// earliest estimated start (least loaded, preferring the holder of most input bytes); ties
-/// go to the lower rank.
+/// The worker for a ready task: among the `candidates` that may run it and have a free
+/// slot, the one with the earliest estimated start (least loaded, preferring the holder of
+/// most input bytes); ties go to the lower rank. The scheduler passes the workers holding
+/// the task's inputs plus the least loaded worker, so a choice does not scan every worker.
 pub fn choose_worker<'w>(
     task: &Task,
-    workers: &'w [Worker],
+    candidates: impl Iterator<Item = &'w Worker>,
     tasks: &KeyMap<Task>,
     mean_task_seconds: Option<f64>,
 ) -> Option<&'w Worker> {
     let depth = queue_depth(mean_task_seconds);
-    workers
-        .iter()
+    candidates
         .filter(|w| is_eligible(task, w) && w.processing.len() < slots(w, depth))
         .map(|w| (start_time_estimate(task, w, tasks, mean_task_seconds), w))
         .min_by(|(a, wa), (b, wb)| a.total_cmp(b).then(wa.rank.cmp(&wb.rank)))

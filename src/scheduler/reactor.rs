@@ -12,6 +12,7 @@ use crate::protocol::{
 use log::{debug, error, info, warn};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::cmp::Reverse;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,10 @@ pub struct Scheduler {
     config: SchedulerConfig,
     tasks: KeyMap<Task>,
     workers: Vec<Worker>,
+    /// Index of each worker rank in `workers`.
+    rank_index: FxHashMap<Rank, usize>,
+    /// Joined workers by load (tasks held per thread), then index: the least loaded first.
+    by_load: BTreeSet<(u64, usize)>,
     ready: ReadyQueue,
     names: FxHashMap<u32, String>,
     outbox: Vec<Output>,
@@ -82,15 +87,22 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler waiting for `config.workers` to join.
     pub fn new(config: SchedulerConfig, now: Instant) -> Self {
-        let workers = config
+        let workers: Vec<Worker> = config
             .workers
             .iter()
             .map(|&r| Worker::new(r, now))
+            .collect();
+        let rank_index = workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.rank, i))
             .collect();
         Scheduler {
             config,
             tasks: KeyMap::new(),
             workers,
+            rank_index,
+            by_load: BTreeSet::new(),
             ready: ReadyQueue::default(),
             names: FxHashMap::default(),
             outbox: Vec::new(),
@@ -247,11 +259,71 @@ impl Scheduler {
     }
 
     fn worker_index(&self, rank: Rank) -> Option<usize> {
-        self.workers.iter().position(|w| w.rank == rank)
+        self.rank_index.get(&rank).copied()
     }
 
     fn worker_mut(&mut self, rank: Rank) -> Option<&mut Worker> {
-        self.workers.iter_mut().find(|w| w.rank == rank)
+        let index = self.worker_index(rank)?;
+        Some(&mut self.workers[index])
+    }
+
+    /// Records that worker `index` holds `key`, keeping the load index in order.
+    fn start_processing(&mut self, index: usize, key: Key) {
+        let worker = &mut self.workers[index];
+        let before = policy::load_key(worker);
+        if worker.processing.insert(key) && worker.hello.is_some() {
+            self.by_load.remove(&(before, index));
+            self.by_load
+                .insert((policy::load_key(&self.workers[index]), index));
+        }
+    }
+
+    /// Records that worker `rank` no longer holds `key`; `true` if it did.
+    fn stop_processing(&mut self, rank: Rank, key: Key) -> bool {
+        let Some(index) = self.worker_index(rank) else {
+            return false;
+        };
+        let worker = &mut self.workers[index];
+        let before = policy::load_key(worker);
+        let removed = worker.processing.remove(&key);
+        if removed && worker.hello.is_some() {
+            self.by_load.remove(&(before, index));
+            self.by_load
+                .insert((policy::load_key(&self.workers[index]), index));
+        }
+        removed
+    }
+
+    /// Workers worth considering for a ready task: those allowed for a restricted task,
+    /// else the holders of its inputs and the least loaded worker.
+    fn candidates(&self, task: &Task) -> Vec<usize> {
+        if !task.allowed_workers.is_empty() {
+            return task
+                .allowed_workers
+                .iter()
+                .filter_map(|r| self.worker_index(*r))
+                .collect();
+        }
+        if !task.resources.is_empty() {
+            return (0..self.workers.len()).collect();
+        }
+        let mut candidates: Vec<usize> = task
+            .deps
+            .iter()
+            .filter_map(|dep| self.tasks.get(dep))
+            .flat_map(|dep| match &dep.state {
+                TaskState::Memory { who_has } => who_has.clone(),
+                TaskState::Processing { worker, .. } => vec![*worker],
+                _ => Vec::new(),
+            })
+            .filter_map(|r| self.worker_index(r))
+            .collect();
+        if let Some(&(_, least)) = self.by_load.first() {
+            candidates.push(least);
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        candidates
     }
 
     fn all_joined(&self) -> bool {
@@ -286,6 +358,9 @@ impl Scheduler {
             hello.nthreads, hello.host, hello.pid
         );
         worker.hello = Some(hello);
+        let index = self.worker_index(from).expect("a worker rank");
+        self.by_load
+            .insert((policy::load_key(&self.workers[index]), index));
         self.joined += 1;
         if self.all_joined() {
             let threads: usize = self.workers.iter().map(Worker::nthreads).sum();
@@ -321,6 +396,7 @@ impl Scheduler {
                 })
                 .collect(),
             cpu_seconds: 0.0,
+            peak_rss_bytes: 0,
             tasks: self.tasks.len() as u64,
             tasks_completed: self.completed,
         }
@@ -466,7 +542,25 @@ impl Scheduler {
         let mut unschedulable = Vec::new();
         while let Some(key) = self.ready.pop(&self.tasks) {
             let task = &self.tasks[&key];
-            match policy::choose_worker(task, &self.workers, &self.tasks, self.mean_task_seconds) {
+            let choice = if task.deps.is_empty() && !task.is_restricted() {
+                // Nothing to be near: the least loaded worker, if it has room.
+                self.by_load
+                    .first()
+                    .map(|&(_, i)| &self.workers[i])
+                    .filter(|w| {
+                        w.processing.len()
+                            < policy::slots(w, policy::queue_depth(self.mean_task_seconds))
+                    })
+            } else {
+                let candidates = self.candidates(task);
+                policy::choose_worker(
+                    task,
+                    candidates.iter().map(|&i| &self.workers[i]),
+                    &self.tasks,
+                    self.mean_task_seconds,
+                )
+            };
+            match choice {
                 Some(worker) => {
                     let rank = worker.rank;
                     self.assign(key, rank);
@@ -501,9 +595,11 @@ impl Scheduler {
 
     fn any_free_slot(&self) -> bool {
         let depth = policy::queue_depth(self.mean_task_seconds);
-        self.workers
-            .iter()
-            .any(|w| w.hello.is_some() && w.processing.len() < policy::slots(w, depth))
+        // The least loaded worker has a free slot if any has: slots grow with threads.
+        self.by_load.first().is_some_and(|&(_, i)| {
+            let w = &self.workers[i];
+            w.processing.len() < policy::slots(w, depth)
+        })
     }
 
     fn unschedulable_reason(&self, key: Key) -> String {
@@ -571,7 +667,7 @@ impl Scheduler {
             .into_iter()
             .map(|dep| (dep, self.source_of(dep, rank)))
             .collect();
-        self.workers[index].processing.insert(key);
+        self.start_processing(index, key);
         debug!("{} -> {rank}", self.key_name(key));
         self.outbox.push(Output::Worker(
             rank,
@@ -652,8 +748,8 @@ impl Scheduler {
             }
             return;
         }
+        self.stop_processing(from, key);
         if let Some(worker) = self.worker_mut(from) {
-            worker.processing.remove(&key);
             worker.nbytes += nbytes;
         }
         let task = self.tasks.get_mut(&key).expect("current task exists");
@@ -706,9 +802,7 @@ impl Scheduler {
             debug!("stale failure of {key} from {from} (attempt {attempt}); ignored");
             return;
         }
-        if let Some(worker) = self.worker_mut(from) {
-            worker.processing.remove(&key);
-        }
+        self.stop_processing(from, key);
         let name = self.key_name(key);
         let task = self.tasks.get_mut(&key).expect("current task exists");
         if task.retries_left > 0 {
@@ -748,9 +842,7 @@ impl Scheduler {
     /// worker already let go of it, as after a failure).
     fn unplace(&mut self, key: Key, worker: Rank) {
         let attempt = self.tasks[&key].attempt;
-        let was_there = self
-            .worker_mut(worker)
-            .is_some_and(|w| w.processing.remove(&key));
+        let was_there = self.stop_processing(worker, key);
         if was_there {
             self.outbox.push(Output::Worker(
                 worker,
@@ -837,9 +929,7 @@ impl Scheduler {
             TaskState::Ready => self.ready.forget(),
             TaskState::Waiting => {}
             TaskState::Processing { worker, .. } => {
-                if let Some(w) = self.worker_mut(*worker) {
-                    w.processing.remove(&key);
-                }
+                self.stop_processing(*worker, key);
                 let message = if task.scattered {
                     // The value may already be on its way: free it once stored.
                     ToWorker::ReleaseKeys(vec![key])
@@ -1004,9 +1094,7 @@ impl Scheduler {
             return;
         }
         if stolen {
-            if let Some(w) = self.worker_mut(from) {
-                w.processing.remove(&key);
-            }
+            self.stop_processing(from, key);
             debug!("{} stolen from {from}", self.key_name(key));
             self.make_ready(key);
             self.needs_schedule = true;
@@ -1126,6 +1214,14 @@ impl Scheduler {
             .filter(|(_, t)| matches!(t.state, TaskState::Ready))
             .count();
         assert_eq!(self.ready.len(), ready, "ready count");
+        let expected: BTreeSet<(u64, usize)> = self
+            .workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.hello.is_some())
+            .map(|(i, w)| (policy::load_key(w), i))
+            .collect();
+        assert_eq!(self.by_load, expected, "load index");
         for worker in &self.workers {
             for key in &worker.processing {
                 assert!(
