@@ -6,11 +6,13 @@
 #   make bench            every benchmark; `make bench BENCH=tasks_per_s` for one
 #   make deps             install Open MPI, libclang and pkg-config with apt-get if missing
 #   make lint             rustfmt and clippy checks (part of make test)
+#   make fuzz             fuzz the message and file decoders for FUZZ_SECONDS (default 60)
 
 SHELL := /bin/bash
 CARGO ?= cargo
 NP ?= 4
 BENCH ?=
+FUZZ_SECONDS ?= 60
 PI_ARGS ?= --sizes-gb 1,10
 # A Python with numpy, used by the test that reads arrays stored with to_npy_dir.
 PYENV := $(CURDIR)/target/pyenv
@@ -26,7 +28,7 @@ export OMPI_MCA_rmaps_base_oversubscribe := 1
 APT_PACKAGES := openmpi-bin libopenmpi-dev libclang-dev clang pkg-config
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps pyenv build run test lint bench peers clean
+.PHONY: all deps pyenv build run test lint bench fuzz peers clean
 
 all: build
 
@@ -62,6 +64,11 @@ bench: deps
 	$(CARGO) bench --bench runtime -- $(BENCH)
 	$(CARGO) bench --bench scheduler -- $(BENCH)
 	$(CARGO) bench --bench pi -- $(BENCH)
+
+# cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable toolchain provide them.
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run decode -- -max_total_time=$(FUZZ_SECONDS)
 
 # The Python peers (dask-mpi, mpi4py) that the benchmarks compare against, if the shared
 # folder is there.

@@ -790,3 +790,205 @@ fn a_chain_longer_than_the_slots_keeps_running_on_one_worker() {
     assert_eq!(placed.len(), 10);
     assert!(placed.iter().all(|(_, rank)| *rank == worker), "{placed:?}");
 }
+
+/// Random graphs, worker counts, completion orders, failures, retries and steal answers:
+/// every wanted key ends with exactly one answer to the client, no key is accepted twice,
+/// and the graph always finishes (with the invariant check after every step).
+mod random_graphs {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, HashSet};
+
+    #[derive(Debug, Clone)]
+    struct Plan {
+        workers: Vec<u32>,
+        /// Per task: dependencies (earlier tasks), retries, failures before success, pin.
+        tasks: Vec<(Vec<u64>, u32, u32, Option<u32>)>,
+        batches: Vec<usize>,
+        choices: Vec<u32>,
+    }
+
+    fn plan() -> impl Strategy<Value = Plan> {
+        (1usize..4, 1usize..40)
+            .prop_flat_map(|(nworkers, ntasks)| {
+                let workers = prop::collection::vec(1u32..3, nworkers);
+                let tasks = prop::collection::vec(
+                    (
+                        prop::collection::vec(any::<prop::sample::Index>(), 0..3),
+                        0u32..3,
+                        0u32..3,
+                        prop::option::weighted(0.1, 0u32..4),
+                    ),
+                    ntasks,
+                );
+                let batches = prop::collection::vec(1usize..10, 1..6);
+                let choices = prop::collection::vec(any::<u32>(), 400);
+                (workers, tasks, batches, choices)
+            })
+            .prop_map(|(workers, raw, batches, choices)| {
+                let nworkers = workers.len() as u32;
+                let tasks = raw
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (deps, retries, failures, pin))| {
+                        let mut deps: Vec<u64> = if i == 0 {
+                            vec![]
+                        } else {
+                            deps.iter().map(|d| 1 + d.index(i) as u64).collect()
+                        };
+                        deps.sort();
+                        deps.dedup();
+                        (deps, retries, failures, pin.map(|p| 2 + p % nworkers))
+                    })
+                    .collect();
+                Plan {
+                    workers,
+                    tasks,
+                    batches,
+                    choices,
+                }
+            })
+    }
+
+    fn run(plan: Plan) {
+        let workers: Vec<(u32, u32)> = plan
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (2 + i as u32, t))
+            .collect();
+        let mut env = TestEnv::new(&workers);
+        let n = plan.tasks.len() as u64;
+        let mut failures_left: BTreeMap<u64, u32> = BTreeMap::new();
+        let mut specs = Vec::new();
+        for (i, (deps, retries, failures, pin)) in plan.tasks.iter().enumerate() {
+            let key = 1 + i as u64;
+            failures_left.insert(key, *failures);
+            let options = TaskOptions {
+                retries: *retries,
+                workers: pin.map(|p| vec![Rank(p)]).unwrap_or_default(),
+                ..Default::default()
+            };
+            specs.push(task_with(key, deps, options));
+        }
+        // Submit in batches.
+        let mut rest = specs;
+        let mut sizes = plan.batches.iter().cycle();
+        while !rest.is_empty() {
+            let take = (*sizes.next().unwrap()).min(rest.len());
+            env.submit(rest.drain(..take).collect());
+        }
+        // Worker view: what each worker was told to run (key -> attempt).
+        let mut assigned: BTreeMap<u64, (Rank, Attempt)> = BTreeMap::new();
+        let mut done_keys: HashSet<u64> = HashSet::new();
+        let mut answers: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut choices = plan.choices.iter().cycle();
+        for _step in 0..10_000 {
+            for (rank, message) in env.take_worker_messages() {
+                match message {
+                    ToWorker::Compute(c) => {
+                        assigned.insert(c.key.0, (rank, c.attempt));
+                    }
+                    ToWorker::CancelTask { key, attempt } => {
+                        if assigned.get(&key.0) == Some(&(rank, attempt)) {
+                            assigned.remove(&key.0);
+                        }
+                    }
+                    ToWorker::Steal { key, attempt } => {
+                        let stolen = assigned.get(&key.0) == Some(&(rank, attempt))
+                            && choices.next().unwrap() % 2 == 0;
+                        if stolen {
+                            assigned.remove(&key.0);
+                        }
+                        env.send(
+                            rank,
+                            ToScheduler::StealReply {
+                                key,
+                                attempt,
+                                stolen,
+                            },
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            for message in env.take_client_messages() {
+                if let ToClient::KeyDone { key, .. }
+                | ToClient::KeyErred { key, .. }
+                | ToClient::KeyCancelled { key, .. } = message
+                {
+                    *answers.entry(key.0).or_insert(0) += 1;
+                }
+            }
+            // Runnable: assigned tasks whose dependencies all have values.
+            let runnable: Vec<u64> = assigned
+                .keys()
+                .copied()
+                .filter(|k| {
+                    plan.tasks[(*k - 1) as usize]
+                        .0
+                        .iter()
+                        .all(|d| done_keys.contains(d))
+                })
+                .collect();
+            if runnable.is_empty() {
+                break;
+            }
+            let key = runnable[*choices.next().unwrap() as usize % runnable.len()];
+            let (rank, attempt) = assigned.remove(&key).unwrap();
+            let left = failures_left.get_mut(&key).unwrap();
+            if *left > 0 {
+                *left -= 1;
+                env.send(
+                    rank,
+                    ToScheduler::TaskFailed {
+                        key: Key(key),
+                        attempt,
+                        message: "planned".into(),
+                    },
+                );
+            } else {
+                assert!(done_keys.insert(key), "key {key} computed twice");
+                env.send(
+                    rank,
+                    ToScheduler::TaskFinished {
+                        key: Key(key),
+                        attempt,
+                        nbytes: 8,
+                        duration_us: 10,
+                    },
+                );
+            }
+        }
+        for message in env.take_client_messages() {
+            if let ToClient::KeyDone { key, .. }
+            | ToClient::KeyErred { key, .. }
+            | ToClient::KeyCancelled { key, .. } = message
+            {
+                *answers.entry(key.0).or_insert(0) += 1;
+            }
+        }
+        assert!(assigned.is_empty(), "tasks left hanging: {assigned:?}");
+        for key in 1..=n {
+            assert_eq!(
+                answers.get(&key),
+                Some(&1),
+                "key {key} answered {:?} times",
+                answers.get(&key)
+            );
+            let state = env.state(key).expect("wanted keys are kept");
+            assert!(state.is_final(), "key {key} ended {state:?}");
+        }
+        // Releasing everything empties the scheduler.
+        env.release(&(1..=n).collect::<Vec<_>>());
+        assert_eq!(env.scheduler.task_count(), 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+        #[test]
+        fn graphs_always_finish_with_each_key_answered_once(plan in plan()) {
+            run(plan);
+        }
+    }
+}
