@@ -889,14 +889,14 @@ mod random_graphs {
                     ToWorker::Compute(c) => {
                         assigned.insert(c.key.0, (rank, c.attempt));
                     }
-                    ToWorker::CancelTask { key, attempt } => {
-                        if assigned.get(&key.0) == Some(&(rank, attempt)) {
-                            assigned.remove(&key.0);
-                        }
+                    ToWorker::CancelTask { key, attempt }
+                        if assigned.get(&key.0) == Some(&(rank, attempt)) =>
+                    {
+                        assigned.remove(&key.0);
                     }
                     ToWorker::Steal { key, attempt } => {
                         let stolen = assigned.get(&key.0) == Some(&(rank, attempt))
-                            && choices.next().unwrap() % 2 == 0;
+                            && choices.next().unwrap().is_multiple_of(2);
                         if stolen {
                             assigned.remove(&key.0);
                         }
