@@ -46,7 +46,7 @@ struct Cli {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli: Cli = mpidask::parse_args();
     mpidask::run_with(cli.runtime.clone(), |client| -> anyhow::Result<()> {
         ensure!(
             cli.chunk_mb > 0.0,

@@ -62,7 +62,7 @@ fn points_of(index: u64, samples: u64, tasks: u64) -> u64 {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli: Cli = mpidask::parse_args();
     mpidask::run_with(cli.runtime.clone(), |client| -> anyhow::Result<()> {
         let workers = client
             .scheduler_info()

@@ -27,6 +27,9 @@ pub enum ExitCode {
     ShutdownTimeout = 7,
     /// An internal runtime error (a malformed message, a broken invariant).
     Internal = 8,
+    /// Stopped by SIGTERM, SIGINT or SIGUSR1 (walltime, `scancel`, Ctrl-C): the running
+    /// tasks were named in the log and every rank exited through the shutdown handshake.
+    Signal = 9,
 }
 
 impl ExitCode {
@@ -36,7 +39,7 @@ impl ExitCode {
     }
 
     /// Every code, in numeric order.
-    pub const ALL: [ExitCode; 9] = [
+    pub const ALL: [ExitCode; 10] = [
         ExitCode::Success,
         ExitCode::ClientError,
         ExitCode::Usage,
@@ -46,6 +49,7 @@ impl ExitCode {
         ExitCode::Startup,
         ExitCode::ShutdownTimeout,
         ExitCode::Internal,
+        ExitCode::Signal,
     ];
 
     /// The code for a number, if it is one of ours.
@@ -65,6 +69,7 @@ impl ExitCode {
             ExitCode::Startup => "start-up or configuration error",
             ExitCode::ShutdownTimeout => "shutdown did not finish in time; the job was aborted",
             ExitCode::Internal => "internal runtime error",
+            ExitCode::Signal => "stopped by SIGTERM, SIGINT or SIGUSR1 (walltime, scancel)",
         }
     }
 }

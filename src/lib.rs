@@ -67,5 +67,6 @@ pub use config::RuntimeArgs;
 pub use error::{Error, Result, TaskError};
 pub use exit::ExitCode;
 pub use protocol::{Rank, SchedulerInfo, TaskOptions};
+pub use runtime::launch::parse_args;
 pub use runtime::{ClientOutcome, run, run_local, run_with};
 pub use worker::executor::worker_rank;

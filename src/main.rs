@@ -30,12 +30,15 @@ fn exit_code_help() -> String {
     for code in ExitCode::ALL {
         text.push_str(&format!("  {:>3}  {}\n", code.code(), code.describe()));
     }
-    text.push_str("  other  set by the launcher, e.g. 137 when a rank was killed by SIGKILL");
+    text.push_str(
+        "  other  set by the launcher: 128 + the signal for a rank killed by one (137 SIGKILL,\n         \
+         134 abort); Open MPI's mpirun returns 1 when it was sent SIGTERM itself",
+    );
     text
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli: Cli = mpidask::parse_args();
     match cli.command {
         Commands::ExitCodes => println!("{}", exit_code_help()),
         Commands::Info { runtime } => mpidask::run_with(runtime, |client| -> anyhow::Result<()> {

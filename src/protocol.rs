@@ -33,7 +33,7 @@ mod payload_bytes {
 }
 
 /// Version of the message set below. Every rank checks at start-up that all ranks agree.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// First byte of every frame; a frame starting with anything else is rejected.
 pub const FRAME_MAGIC: u8 = 0xD5;
@@ -284,6 +284,11 @@ pub enum ToScheduler {
     },
     /// During shutdown: this rank has completed all its sends and sends nothing more.
     Quiesced,
+    /// A rank received a stop signal (SIGTERM, SIGINT, SIGUSR1): stop the job.
+    Signal {
+        /// The signal number.
+        signal: i32,
+    },
     /// A rank hit an error it cannot recover from; the job must end with `code`.
     Fatal {
         /// Exit code for the job.

@@ -13,7 +13,7 @@ use mpidask::{Client, Error, ExitCode, TaskError, TaskOptions};
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
-use support::{Run, example, mpirun, run_with_deadline};
+use support::{Run, example, mpirun, run_with_deadline, run_with_trigger, signal_members};
 
 /// Deadline of every job a test starts.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -73,6 +73,19 @@ fn fails_once(marker: String) -> u32 {
         panic!("first attempt fails on purpose");
     }
     42
+}
+
+/// Kills the worker process running it (SIGKILL), as the OOM killer would.
+fn kill_own_worker(_: ()) -> u32 {
+    // SAFETY: sending a signal to this process has no memory-safety preconditions.
+    unsafe { libc::kill(std::process::id() as i32, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_secs(60));
+    0
+}
+
+/// Aborts the worker process running it.
+fn abort_own_worker(_: ()) -> u32 {
+    std::process::abort()
 }
 
 fn checksum(bytes: Vec<u8>) -> u64 {
@@ -271,6 +284,21 @@ fn run_scenario(name: &str) -> ! {
         "resources" => mpidask::run(scenario_resources),
         "big_messages" => mpidask::run(scenario_big_messages),
         "arrays" => mpidask::run(scenario_arrays),
+        "worker_killed" => mpidask::run(|client| -> anyhow::Result<()> {
+            let _slow = client.map(sleep_ms, [3000u64, 3000]);
+            client.submit(kill_own_worker, ()).result()?;
+            Ok(())
+        }),
+        "worker_aborts" => mpidask::run(|client| -> anyhow::Result<()> {
+            let _slow = client.map(sleep_ms, [3000u64, 3000]);
+            client.submit(abort_own_worker, ()).result()?;
+            Ok(())
+        }),
+        "long_job" => mpidask::run(|client| -> anyhow::Result<()> {
+            println!("SCENARIO long_job started");
+            client.gather(&client.map(sleep_ms, vec![30_000u64; 4]))?;
+            Ok(())
+        }),
         "million" => mpidask::run(|client| -> anyhow::Result<()> {
             let futures = client.map(square, 0..1_000_000u64);
             let values = client.gather(&futures)?;
@@ -575,6 +603,191 @@ fn test_pi_same_estimate_everywhere() -> Result<(), Failed> {
     })
 }
 
+/// The rank mpirun names in "process rank N ... exited on signal S".
+fn rank_killed_by(run: &Run, signal: &str) -> u32 {
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains(&format!("exited on signal {signal}")))
+        .unwrap_or_else(|| {
+            panic!(
+                "mpirun names no rank killed by signal {signal}\n{}",
+                run.dump()
+            )
+        });
+    line.split("process rank ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no rank in {line:?}"))
+}
+
+/// A rank that died by a signal: mpirun returns 128 + the signal and names the rank; the
+/// scheduler's one ERROR line names the task that rank was running; all gone in 10 s.
+fn expect_rank_died(run: &Run, code: i32, signal: &str, task: &str) {
+    run.expect_code(code);
+    let rank = rank_killed_by(run, signal);
+    let errors = run.log_lines("ERROR");
+    assert_eq!(errors.len(), 1, "one error line\n{}", run.dump());
+    let on_rank = errors[0]
+        .split(&format!("rank {rank}: "))
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| {
+            panic!(
+                "the error line names no task on rank {rank}\n{}",
+                run.dump()
+            )
+        });
+    assert!(
+        on_rank.contains(task),
+        "rank {rank} ran {on_rank:?}, not {task}\n{}",
+        run.dump()
+    );
+    assert!(
+        run.wall < Duration::from_secs(10),
+        "ended in {:?}",
+        run.wall
+    );
+}
+
+fn test_worker_killed() -> Result<(), Failed> {
+    check(|| {
+        let run = launch(scenario_under_mpirun(4, "worker_killed"));
+        expect_rank_died(&run, 128 + libc::SIGKILL, "9", "kill_own_worker");
+    })
+}
+
+fn test_worker_aborts() -> Result<(), Failed> {
+    check(|| {
+        let run = launch(scenario_under_mpirun(4, "worker_aborts"));
+        expect_rank_died(&run, 128 + libc::SIGABRT, "6", "abort_own_worker");
+    })
+}
+
+/// Runs the `long_job` scenario and, once it started, lets `signal` do its thing.
+fn signalled_long_job(signal: impl FnOnce(i32) + 'static) -> Run {
+    run_with_trigger(
+        scenario_under_mpirun(4, "long_job"),
+        DEADLINE,
+        Some(("SCENARIO long_job started", Box::new(signal))),
+    )
+}
+
+/// An orderly stop by signal: one ERROR line naming the signal and the running tasks, no
+/// secondary errors, well within 10 s.
+fn expect_orderly_stop(run: &Run, code: i32, signal: &str) {
+    run.expect_code(code);
+    let errors = run.log_lines("ERROR");
+    assert_eq!(errors.len(), 1, "one error line\n{}", run.dump());
+    assert!(
+        errors[0].contains(&format!("received {signal}")) && errors[0].contains("sleep_ms-"),
+        "the error line names the signal and the running tasks\n{}",
+        run.dump()
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.dump());
+    assert!(
+        run.wall < Duration::from_secs(10),
+        "ended in {:?}",
+        run.wall
+    );
+}
+
+fn test_sigterm_to_every_rank() -> Result<(), Failed> {
+    check(|| {
+        // What Slurm does at walltime or scancel: SIGTERM to every task of the step.
+        let run = signalled_long_job(|session| signal_members(session, libc::SIGTERM));
+        expect_orderly_stop(&run, ExitCode::Signal.code(), "SIGTERM");
+    })
+}
+
+fn test_sigusr1_to_mpirun() -> Result<(), Failed> {
+    check(|| {
+        // `#SBATCH --signal=B:USR1@60` signals the batch shell's mpirun, which forwards it.
+        let run = signalled_long_job(|mpirun| unsafe {
+            libc::kill(mpirun, libc::SIGUSR1);
+        });
+        expect_orderly_stop(&run, ExitCode::Signal.code(), "SIGUSR1");
+    })
+}
+
+fn test_sigterm_to_mpirun() -> Result<(), Failed> {
+    check(|| {
+        // Open MPI's mpirun terminates the ranks itself and returns its own code, 1.
+        let run = signalled_long_job(|mpirun| unsafe {
+            libc::kill(mpirun, libc::SIGTERM);
+        });
+        expect_orderly_stop(&run, 1, "SIGTERM");
+    })
+}
+
+/// A usage error: exit 2, the message once (not once per rank), the program never runs.
+fn expect_usage_error_once(run: &Run, message: &str) {
+    run.expect_code(ExitCode::Usage.code())
+        .expect_stderr(message);
+    assert_eq!(
+        run.stderr.matches(message).count(),
+        1,
+        "reported once\n{}",
+        run.dump()
+    );
+    assert!(
+        !run.stdout.contains("SCENARIO") && !run.stdout.contains("RESULT"),
+        "{}",
+        run.dump()
+    );
+    assert!(
+        run.wall < Duration::from_secs(10),
+        "ended in {:?}",
+        run.wall
+    );
+}
+
+fn test_bad_environment_value() -> Result<(), Failed> {
+    check(|| {
+        let mut command = scenario_under_mpirun(4, "success");
+        command.env("MPIDASK_POLL_MAX_US", "soon");
+        let run = launch(command);
+        expect_usage_error_once(
+            &run,
+            "environment variable MPIDASK_POLL_MAX_US=\"soon\" is not valid",
+        );
+    })
+}
+
+fn test_bad_environment_value_on_one_rank() -> Result<(), Failed> {
+    check(|| {
+        let exe = this_binary();
+        let mut command = mpirun(3, &exe, &[]);
+        command
+            .args([":", "-np", "1", "env", "MPIDASK_WORKER_TIMEOUT=-1"])
+            .arg(&exe)
+            .env("MPIDASK_SCENARIO", "success");
+        let run = launch(command);
+        expect_usage_error_once(
+            &run,
+            "environment variable MPIDASK_WORKER_TIMEOUT=\"-1\" is not valid",
+        );
+    })
+}
+
+fn test_unknown_flag() -> Result<(), Failed> {
+    check(|| {
+        let run = launch(mpirun(
+            4,
+            &example("pi"),
+            &["--sizes-gb", "1", "--chunks-mb", "16"],
+        ));
+        expect_usage_error_once(&run, "unexpected argument '--chunks-mb'");
+    })
+}
+
+fn test_malformed_flag() -> Result<(), Failed> {
+    check(|| {
+        let run = launch(mpirun(4, &example("pi"), &["--worker-timeout", "ten"]));
+        expect_usage_error_once(&run, "invalid value 'ten' for '--worker-timeout <SECONDS>'");
+    })
+}
+
 fn main() {
     if let Ok(name) = std::env::var("MPIDASK_SCENARIO") {
         run_scenario(&name);
@@ -613,6 +826,18 @@ fn main() {
         Trial::test("shutdown_past_deadline_aborts_7", test_shutdown_deadline),
         Trial::test("silent_worker_aborts_5", test_lost_worker),
         Trial::test("different_executables_exit_6", test_different_executables),
+        Trial::test("worker_killed_gives_137", test_worker_killed),
+        Trial::test("worker_abort_gives_134", test_worker_aborts),
+        Trial::test("sigterm_to_every_rank_exits_9", test_sigterm_to_every_rank),
+        Trial::test("sigusr1_to_mpirun_exits_9", test_sigusr1_to_mpirun),
+        Trial::test("sigterm_to_mpirun_gives_1", test_sigterm_to_mpirun),
+        Trial::test("bad_environment_value_exits_2", test_bad_environment_value),
+        Trial::test(
+            "bad_environment_value_on_one_rank_exits_2",
+            test_bad_environment_value_on_one_rank,
+        ),
+        Trial::test("unknown_flag_exits_2", test_unknown_flag),
+        Trial::test("malformed_flag_exits_2", test_malformed_flag),
     ];
     libtest_mimic::run(&args, tests).exit();
 }

@@ -37,11 +37,20 @@ pub trait Node {
     fn on_event(&mut self, event: Self::Event, out: &mut Outbox, now: Instant);
     /// Called after a round of messages and events was handled (batch work goes here).
     fn on_batch_end(&mut self, _out: &mut Outbox, _now: Instant) {}
+    /// Called when the process received a stop signal (SIGTERM, SIGINT, SIGUSR1). By
+    /// default the rank tells the scheduler, which stops the job.
+    fn on_signal(&mut self, signal: i32, out: &mut Outbox) {
+        out.push(Rank::SCHEDULER, &ToScheduler::Signal { signal });
+    }
     /// Called every [`TICK`] or so, for timers.
     fn on_tick(&mut self, out: &mut Outbox, now: Instant);
     /// The node's status after the last call.
     fn status(&self) -> NodeStatus;
 }
+
+/// The last stop signal received and not yet handled (0: none). Set by the signal handler
+/// `run` installs; read by the communication loop.
+pub static PENDING_SIGNAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// How often [`Node::on_tick`] runs.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -188,6 +197,11 @@ pub fn drive<N: Node>(
         for event in events.try_iter().take(MAX_EVENTS_PER_ROUND) {
             busy = true;
             node.on_event(event, &mut outbox, now);
+        }
+        let signal = PENDING_SIGNAL.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if signal != 0 {
+            node.on_signal(signal as i32, &mut outbox);
+            busy = true;
         }
         if busy {
             node.on_batch_end(&mut outbox, now);

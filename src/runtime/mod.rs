@@ -2,6 +2,7 @@
 //! local mode, and the exit code every rank ends with.
 
 pub mod driver;
+pub mod launch;
 
 use crate::client::{Client, ClientNode, Command, Shared};
 use crate::config::RuntimeArgs;
@@ -65,6 +66,7 @@ where
         };
         let error: Box<dyn std::error::Error + Send + Sync> = error.into();
         let mut task_failure = false;
+        let mut shutting_down = false;
         let mut parts = Vec::new();
         let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
         while let Some(e) = current {
@@ -74,12 +76,20 @@ where
             task_failure |= e.downcast_ref::<TaskError>().is_some()
                 || matches!(e.downcast_ref::<Error>(), Some(Error::Task(_)))
                 || task_failures.contains(&text);
+            shutting_down |= matches!(e.downcast_ref::<Error>(), Some(Error::ShuttingDown))
+                || text == Error::ShuttingDown.to_string();
             if parts.last() != Some(&text) {
                 parts.push(text);
             }
             current = e.source();
         }
         let chain = parts.join(": ");
+        if shutting_down {
+            // The job is being stopped (a signal); the scheduler has said why, and this
+            // error is only its echo in the program.
+            log::debug!("the client program ended while the job stopped: {chain}");
+            return (ExitCode::Signal, None);
+        }
         if task_failure {
             (
                 ExitCode::TaskFailed,
@@ -109,13 +119,8 @@ where
     R: ClientOutcome,
 {
     logging::init();
-    match RuntimeArgs::from_env() {
-        Ok(args) => run_with(args, program),
-        Err(e) => {
-            let _ = e.print();
-            std::process::exit(ExitCode::Usage.code())
-        }
-    }
+    let args = launch::runtime_args_from_env();
+    run_with(args, program)
 }
 
 /// [`run`] with explicit settings, e.g. flattened into the program's own `clap` parser.
@@ -126,8 +131,25 @@ where
 {
     logging::init();
     install_panic_hook();
+    install_signal_handlers();
     let code = start(&args, program);
     std::process::exit(code)
+}
+
+/// SIGTERM, SIGINT and SIGUSR1 set [`driver::PENDING_SIGNAL`]; the communication loop
+/// turns it into an orderly stop of the whole job (exit code 9).
+fn install_signal_handlers() {
+    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGUSR1] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let result = unsafe {
+            signal_hook::low_level::register(signal, move || {
+                driver::PENDING_SIGNAL.store(signal as usize, std::sync::atomic::Ordering::Relaxed);
+            })
+        };
+        if let Err(e) = result {
+            log::warn!("cannot handle signal {signal}: {e}; it will end this rank abruptly");
+        }
+    }
 }
 
 /// Runs `program` against a scheduler and workers on threads of this process and returns
@@ -159,7 +181,7 @@ where
     F: FnOnce(&Client) -> R + Send,
     R: ClientOutcome,
 {
-    let Some((universe, threading)) = mpi::initialize_with_threading(Threading::Funneled) else {
+    let Some((universe, threading)) = launch::initialize_mpi() else {
         error!("MPI was initialized before mpidask::run; let mpidask initialize it");
         return ExitCode::Startup.code();
     };
@@ -341,6 +363,14 @@ impl Node for SchedulerNode {
         self.route(out);
     }
 
+    fn on_signal(&mut self, signal: i32, _out: &mut Outbox) {
+        self.scheduler.handle(
+            Rank::SCHEDULER,
+            ToScheduler::Signal { signal },
+            Instant::now(),
+        );
+    }
+
     fn status(&self) -> NodeStatus {
         if let Some((code, message)) = &self.abort {
             return NodeStatus::Abort(*code, message.clone());
@@ -363,6 +393,19 @@ pub fn process_peak_rss_bytes() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// Finalises MPI if it is initialised and exits the process with `code`, without waiting
+/// for other threads.
+fn exit_now(code: i32) -> ! {
+    if mpi::environment::is_initialized() && !mpi::environment::is_finalized() {
+        // SAFETY: called on the thread that initialised MPI (the communication thread), after
+        // the shutdown handshake completed, so no MPI call is in progress.
+        unsafe {
+            mpi::ffi::MPI_Finalize();
+        }
+    }
+    std::process::exit(code)
 }
 
 /// CPU time (user + system) this process has used, seconds.
@@ -474,6 +517,12 @@ where
             }
         };
         let code = drive(&mut node, transport, &events, settings(args));
+        if !program_thread.is_finished() {
+            // The job was stopped (a signal) while the program still runs: end the process
+            // now rather than wait for code that may never return.
+            log::debug!("the client program is still running; exiting");
+            exit_now(code);
+        }
         let value = program_thread
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));

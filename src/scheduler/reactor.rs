@@ -16,6 +16,16 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// `SIGTERM` and the like, by number.
+fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGUSR1 => "SIGUSR1".into(),
+        other => format!("signal {other}"),
+    }
+}
+
 /// Name id the scheduler uses for scattered values.
 const SCATTER_NAME: u32 = u32::MAX;
 
@@ -151,6 +161,7 @@ impl Scheduler {
             ToScheduler::AddReplicas(keys) => self.on_add_replicas(from, &keys),
             ToScheduler::Heartbeat => {}
             ToScheduler::ClientDone { code } => self.on_client_done(code, now),
+            ToScheduler::Signal { signal } => self.on_signal(signal, from, now),
             ToScheduler::Quiesced => self.on_quiesced(from),
             ToScheduler::Fatal { code, message } => self.abort(code, format!("{from}: {message}")),
         }
@@ -1115,6 +1126,48 @@ impl Scheduler {
             "client finished (exit code {code}) after {} tasks; shutting down",
             self.completed
         );
+        self.start_shutdown(code, now);
+    }
+
+    /// A stop signal reached a rank: name what was running, then shut the job down.
+    fn on_signal(&mut self, signal: i32, from: Rank, now: Instant) {
+        if !self.is_running() {
+            return;
+        }
+        let mut running: Vec<String> = Vec::new();
+        for worker in &self.workers {
+            let mut keys: Vec<Key> = worker.processing.iter().copied().collect();
+            keys.sort();
+            if !keys.is_empty() {
+                let names: Vec<String> = keys.iter().take(5).map(|k| self.key_name(*k)).collect();
+                let more = keys.len().saturating_sub(5);
+                running.push(format!(
+                    "{}: {}{}",
+                    worker.rank,
+                    names.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+        }
+        error!(
+            "stopping: {from} received {} (walltime, scancel, Ctrl-C, or the launcher ending \
+             the job after a rank failed); {} tasks done; {}",
+            signal_name(signal),
+            self.completed,
+            if running.is_empty() {
+                "no task was running".to_string()
+            } else {
+                format!("tasks placed on workers: {}", running.join("; "))
+            }
+        );
+        self.start_shutdown(ExitCode::Signal.code(), now);
+    }
+
+    fn start_shutdown(&mut self, code: i32, now: Instant) {
         let mut waiting_for: FxHashSet<Rank> = self.workers.iter().map(|w| w.rank).collect();
         waiting_for.insert(Rank::CLIENT);
         for worker in &self.workers {

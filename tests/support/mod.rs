@@ -169,7 +169,17 @@ pub fn mpi_environment(command: &mut Command) {
 
 /// Runs `command` in a new session with a deadline; on the deadline every process of the
 /// session (mpirun and all its ranks) is killed.
-pub fn run_with_deadline(mut command: Command, deadline: Duration) -> Run {
+pub fn run_with_deadline(command: Command, deadline: Duration) -> Run {
+    run_with_trigger(command, deadline, None)
+}
+
+/// What to do to a running job once its stdout shows a marker: called with the session id
+/// (the pid of the launched process, e.g. mpirun).
+pub type Trigger<'a> = (&'a str, Box<dyn FnOnce(i32) + 'a>);
+
+/// [`run_with_deadline`], calling `trigger`'s action once stdout contains its marker (to
+/// send a signal mid-run, say). A marker that never shows fails the run as a timeout.
+pub fn run_with_trigger(mut command: Command, deadline: Duration, trigger: Option<Trigger>) -> Run {
     let description = format!("{command:?}");
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     // SAFETY: setsid is async-signal-safe and only affects the child.
@@ -184,22 +194,20 @@ pub fn run_with_deadline(mut command: Command, deadline: Duration) -> Run {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {description}: {e}"));
     let session = child.id() as i32;
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let stdout = collect(child.stdout.take().expect("piped"));
+    let stderr = collect(child.stderr.take().expect("piped"));
+    let mut trigger = trigger;
     let mut timed_out = false;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
+        }
+        if trigger
+            .as_ref()
+            .is_some_and(|(marker, _)| stdout.0.lock().unwrap().contains(marker))
+        {
+            let (_, action) = trigger.take().expect("checked");
+            action(session);
         }
         if started.elapsed() > deadline {
             timed_out = true;
@@ -211,13 +219,57 @@ pub fn run_with_deadline(mut command: Command, deadline: Duration) -> Run {
     let wall = started.elapsed();
     // Leftover processes of the session (there should be none) must not outlive the test.
     kill_session(session);
+    let (stdout, stderr) = (stdout.finish(), stderr.finish());
     Run {
         command: description,
         code: status.code(),
-        stdout: out_reader.join().unwrap_or_default(),
-        stderr: err_reader.join().unwrap_or_default(),
-        timed_out,
+        stdout,
+        stderr,
+        timed_out: timed_out || trigger.is_some(),
         wall,
+    }
+}
+
+/// A pipe read into a shared string by a thread.
+struct Collected(
+    std::sync::Arc<std::sync::Mutex<String>>,
+    std::thread::JoinHandle<()>,
+);
+
+impl Collected {
+    fn finish(self) -> String {
+        let _ = self.1.join();
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+fn collect(mut pipe: impl Read + Send + 'static) -> Collected {
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = text.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buffer = [0u8; 8192];
+        while let Ok(n) = pipe.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+    });
+    Collected(text, reader)
+}
+
+/// Sends `signal` to every process of `session` except its leader (the ranks of an mpirun
+/// job, as Slurm signals every task of a step at walltime).
+pub fn signal_members(session: i32, signal: i32) {
+    for pid in session_members(session) {
+        if pid != session {
+            // SAFETY: sending a signal has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
     }
 }
 

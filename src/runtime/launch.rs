@@ -1,0 +1,127 @@
+//! What the launcher says about this process, MPI initialisation, and command-line parsing
+//! that reports a bad flag or environment value once per job instead of once per rank.
+
+use mpi::Threading;
+use mpi::environment::Universe;
+use mpi::traits::*;
+use std::cell::RefCell;
+
+thread_local! {
+    /// MPI initialised early by [`parse_args`], handed over to the runtime by [`initialize_mpi`].
+    static EARLY_MPI: RefCell<Option<(Universe, Threading)>> = const { RefCell::new(None) };
+}
+
+/// The number of ranks the launcher started, from the variables `mpirun` (Open MPI,
+/// MPICH/Hydra, PMIx) and `srun` set; `None` without a launcher.
+pub fn launcher_world_size() -> Option<usize> {
+    [
+        "OMPI_COMM_WORLD_SIZE",
+        "PMI_SIZE",
+        "PMIX_SIZE",
+        "SLURM_STEP_NUM_TASKS",
+    ]
+    .iter()
+    .find_map(|name| std::env::var(name).ok()?.trim().parse::<usize>().ok())
+}
+
+/// Initialises MPI with thread level `Funneled` on this thread, or takes the
+/// initialisation [`parse_args`] made. `None` if MPI was initialised by someone else.
+pub(crate) fn initialize_mpi() -> Option<(Universe, Threading)> {
+    EARLY_MPI
+        .with(|early| early.borrow_mut().take())
+        .or_else(|| mpi::initialize_with_threading(Threading::Funneled))
+}
+
+/// Parses the program's command line (including the `MPIDASK_*` variables of a flattened
+/// [`RuntimeArgs`](crate::RuntimeArgs)) the way every rank of a job agrees on: a bad flag
+/// or value is printed once, by the lowest rank that found it, and every rank exits with
+/// code 2; `--help` and `--version` print once and exit 0. Call it first thing in `main`,
+/// on the thread that then calls [`run_with`](crate::run_with).
+///
+/// Started without a launcher it behaves like `clap::Parser::parse`.
+pub fn parse_args<P: clap::Parser>() -> P {
+    agree_on_arguments(P::try_parse().map_err(|e| name_the_variable(e, &P::command())))
+}
+
+/// A bad value that came from an environment variable (not the command line) is reported
+/// with the variable's name, since the flag clap names may appear nowhere in the job script.
+pub(crate) fn name_the_variable(error: clap::Error, command: &clap::Command) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(invalid)) = error.get(ContextKind::InvalidArg) else {
+        return error;
+    };
+    let flag = invalid
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let given_on_command_line =
+        std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    let variable = command
+        .get_arguments()
+        .find(|a| a.get_long().is_some_and(|long| format!("--{long}") == flag))
+        .and_then(|a| a.get_env())
+        .and_then(|name| Some((name.to_str()?.to_string(), std::env::var(name).ok()?)));
+    match variable {
+        Some((name, value)) if !given_on_command_line => {
+            let rendered = error.render().to_string();
+            let first_line = rendered.lines().next().unwrap_or_default();
+            let reason = first_line.strip_prefix("error: ").unwrap_or(first_line);
+            clap::Error::raw(
+                error.kind(),
+                format!(
+                    "environment variable {name}={value:?} is not valid ({reason}); fix or \
+                     unset it\n"
+                ),
+            )
+        }
+        _ => error,
+    }
+}
+
+/// The runtime settings from the `MPIDASK_*` variables alone, agreed on by every rank.
+pub(crate) fn runtime_args_from_env() -> crate::RuntimeArgs {
+    use clap::Args;
+    let command = crate::RuntimeArgs::augment_args(clap::Command::new("mpidask"));
+    agree_on_arguments(crate::RuntimeArgs::from_env().map_err(|e| name_the_variable(e, &command)))
+}
+
+/// Every rank learns whether any rank failed to parse its arguments; see [`parse_args`].
+pub(crate) fn agree_on_arguments<T>(parsed: Result<T, clap::Error>) -> T {
+    if launcher_world_size().unwrap_or(1) <= 1 {
+        return parsed.unwrap_or_else(|e| e.exit());
+    }
+    let Some((universe, threading)) = initialize_mpi() else {
+        return parsed.unwrap_or_else(|e| e.exit());
+    };
+    let world = universe.world();
+    // 0: parsed; 1: help or version (exit 0); 2: an error (exit 2).
+    let mine: i32 = match &parsed {
+        Ok(_) => 0,
+        Err(e) if e.use_stderr() => 2,
+        Err(_) => 1,
+    };
+    let mut everyone = vec![0i32; world.size() as usize];
+    world.all_gather_into(&mine, &mut everyone[..]);
+    let worst = everyone.iter().copied().max().unwrap_or(0);
+    match parsed {
+        Ok(value) if worst == 0 => {
+            EARLY_MPI.with(|early| *early.borrow_mut() = Some((universe, threading)));
+            value
+        }
+        outcome => {
+            let reporter = everyone.iter().position(|&flag| flag == worst);
+            if reporter == Some(world.rank() as usize)
+                && let Err(e) = &outcome
+            {
+                let _ = e.print();
+            }
+            drop(universe);
+            std::process::exit(if worst == 2 {
+                crate::ExitCode::Usage.code()
+            } else {
+                0
+            })
+        }
+    }
+}
