@@ -40,6 +40,7 @@ fn run(workers: u32, nthreads: u32, tasks: u64) -> (f64, u64) {
             workers: ranks.clone(),
             worker_timeout: Duration::from_secs(3600),
             shutdown_timeout: Duration::from_secs(10),
+            stall_warning: Duration::from_secs(60),
         },
         now,
     );
@@ -121,6 +122,7 @@ fn bytes_per_task(tasks: u64) -> f64 {
             workers: vec![Rank(2)],
             worker_timeout: Duration::from_secs(3600),
             shutdown_timeout: Duration::from_secs(10),
+            stall_warning: Duration::from_secs(60),
         },
         now,
     );

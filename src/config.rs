@@ -14,6 +14,8 @@ pub const DEFAULT_LOCAL_WORKERS: u32 = 1;
 pub const DEFAULT_WORKER_TIMEOUT: f64 = 60.0;
 /// Default `--shutdown-timeout`, seconds.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: f64 = 10.0;
+/// Default `--stall-warning`, seconds.
+pub const DEFAULT_STALL_WARNING: f64 = 60.0;
 /// Default `--poll-max-us`.
 pub const DEFAULT_POLL_MAX_US: u64 = 1000;
 
@@ -129,6 +131,12 @@ pub struct RuntimeArgs {
           default_value_t = DEFAULT_SHUTDOWN_TIMEOUT, value_parser = parse_seconds)]
     pub shutdown_timeout: f64,
 
+    /// Seconds without a finished task, while tasks are pending, before the scheduler warns
+    /// and names what they wait for (repeated at this interval)
+    #[arg(long, env = "MPIDASK_STALL_WARNING", value_name = "SECONDS",
+          default_value_t = DEFAULT_STALL_WARNING, value_parser = parse_seconds)]
+    pub stall_warning: f64,
+
     /// Longest sleep, in microseconds, of an idle rank between two polls for messages
     #[arg(long, env = "MPIDASK_POLL_MAX_US", value_name = "MICROSECONDS",
           default_value_t = DEFAULT_POLL_MAX_US,
@@ -151,6 +159,7 @@ impl Default for RuntimeArgs {
             local_workers: DEFAULT_LOCAL_WORKERS,
             worker_timeout: DEFAULT_WORKER_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            stall_warning: DEFAULT_STALL_WARNING,
             poll_max_us: DEFAULT_POLL_MAX_US,
             message_part_bytes: DEFAULT_PART_BYTES,
         }
@@ -178,6 +187,11 @@ impl RuntimeArgs {
     /// `--shutdown-timeout` as a duration.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.shutdown_timeout)
+    }
+
+    /// `--stall-warning` as a duration.
+    pub fn stall_warning(&self) -> Duration {
+        Duration::from_secs_f64(self.stall_warning)
     }
 
     /// `--poll-max-us` as a duration.

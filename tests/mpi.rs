@@ -294,6 +294,11 @@ fn run_scenario(name: &str) -> ! {
             client.submit(abort_own_worker, ()).result()?;
             Ok(())
         }),
+        "slow_tasks" => mpidask::run(|client| -> anyhow::Result<()> {
+            client.gather(&client.map(sleep_ms, vec![2500u64; 2]))?;
+            println!("SCENARIO slow_tasks OK");
+            Ok(())
+        }),
         "long_job" => mpidask::run(|client| -> anyhow::Result<()> {
             println!("SCENARIO long_job started");
             client.gather(&client.map(sleep_ms, vec![30_000u64; 4]))?;
@@ -720,6 +725,26 @@ fn test_sigterm_to_mpirun() -> Result<(), Failed> {
     })
 }
 
+fn test_stall_warning() -> Result<(), Failed> {
+    check(|| {
+        let mut command = scenario_under_mpirun(4, "slow_tasks");
+        command.env("MPIDASK_STALL_WARNING", "1");
+        let run = launch(command);
+        run.expect_code(0).expect_stdout("SCENARIO slow_tasks OK");
+        let warnings = run.log_lines("WARN");
+        assert!(!warnings.is_empty(), "a stall warning\n{}", run.dump());
+        assert!(
+            warnings.iter().all(|w| w.contains("rank 0 scheduler")
+                && w.contains("no task finished in the last")
+                && w.contains("2 tasks are pending")
+                && w.contains("sleep_ms-1")),
+            "{}",
+            run.dump()
+        );
+        assert!(run.log_lines("ERROR").is_empty(), "{}", run.dump());
+    })
+}
+
 /// A usage error: exit 2, the message once (not once per rank), the program never runs.
 fn expect_usage_error_once(run: &Run, message: &str) {
     run.expect_code(ExitCode::Usage.code())
@@ -826,6 +851,7 @@ fn main() {
         Trial::test("shutdown_past_deadline_aborts_7", test_shutdown_deadline),
         Trial::test("silent_worker_aborts_5", test_lost_worker),
         Trial::test("different_executables_exit_6", test_different_executables),
+        Trial::test("stall_warning_names_pending_tasks", test_stall_warning),
         Trial::test("worker_killed_gives_137", test_worker_killed),
         Trial::test("worker_abort_gives_134", test_worker_aborts),
         Trial::test("sigterm_to_every_rank_exits_9", test_sigterm_to_every_rank),

@@ -426,6 +426,7 @@ fn scheduler_main(transport: &mut dyn Transport, args: &RuntimeArgs, workers: Ve
         workers,
         worker_timeout: args.worker_timeout(),
         shutdown_timeout: args.shutdown_timeout(),
+        stall_warning: args.stall_warning(),
     };
     let mut node = SchedulerNode {
         scheduler: Scheduler::new(config, Instant::now()),

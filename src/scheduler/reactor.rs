@@ -38,6 +38,8 @@ pub struct SchedulerConfig {
     pub worker_timeout: Duration,
     /// Deadline for the shutdown handshake.
     pub shutdown_timeout: Duration,
+    /// Warn when no task finished for this long while tasks are pending.
+    pub stall_warning: Duration,
 }
 
 /// Something the scheduler wants done: a message to send, or the end of the job.
@@ -92,6 +94,10 @@ pub struct Scheduler {
     info_requests: u32,
     needs_schedule: bool,
     lifecycle: Lifecycle,
+    /// When a task last finished or failed, or work last arrived.
+    last_progress: Instant,
+    /// Earliest time of the next stall warning.
+    next_stall_warning: Instant,
 }
 
 impl Scheduler {
@@ -108,6 +114,8 @@ impl Scheduler {
             .map(|(i, w)| (w.rank, i))
             .collect();
         Scheduler {
+            last_progress: now,
+            next_stall_warning: now + config.stall_warning,
             config,
             tasks: KeyMap::new(),
             workers,
@@ -131,6 +139,14 @@ impl Scheduler {
     pub fn handle(&mut self, from: Rank, message: ToScheduler, now: Instant) {
         if let Some(i) = self.worker_index(from) {
             self.workers[i].last_seen = now;
+        }
+        if matches!(
+            message,
+            ToScheduler::Submit(_)
+                | ToScheduler::TaskFinished { .. }
+                | ToScheduler::TaskFailed { .. }
+        ) {
+            self.last_progress = now;
         }
         match message {
             ToScheduler::WorkerHello(hello) => self.on_worker_hello(from, hello),
@@ -184,6 +200,8 @@ impl Scheduler {
                             .as_secs_f64()
                     );
                     self.abort(ExitCode::WorkerLost.code(), message);
+                } else if let Some(warning) = self.check_stall(now) {
+                    warn!("{warning}");
                 }
             }
             Lifecycle::Stopping {
@@ -1134,25 +1152,7 @@ impl Scheduler {
         if !self.is_running() {
             return;
         }
-        let mut running: Vec<String> = Vec::new();
-        for worker in &self.workers {
-            let mut keys: Vec<Key> = worker.processing.iter().copied().collect();
-            keys.sort();
-            if !keys.is_empty() {
-                let names: Vec<String> = keys.iter().take(5).map(|k| self.key_name(*k)).collect();
-                let more = keys.len().saturating_sub(5);
-                running.push(format!(
-                    "{}: {}{}",
-                    worker.rank,
-                    names.join(", "),
-                    if more > 0 {
-                        format!(" and {more} more")
-                    } else {
-                        String::new()
-                    }
-                ));
-            }
-        }
+        let running = self.tasks_on_workers();
         error!(
             "stopping: {from} received {} (walltime, scancel, Ctrl-C, or the launcher ending \
              the job after a rank failed); {} tasks done; {}",
@@ -1165,6 +1165,93 @@ impl Scheduler {
             }
         );
         self.start_shutdown(ExitCode::Signal.code(), now);
+    }
+
+    /// `rank 2: a-1, b-2; rank 3: c-3`: the tasks placed on each worker (five at most each).
+    fn tasks_on_workers(&self) -> Vec<String> {
+        let mut listing = Vec::new();
+        for worker in &self.workers {
+            let mut keys: Vec<Key> = worker.processing.iter().copied().collect();
+            keys.sort();
+            if !keys.is_empty() {
+                listing.push(format!("{}: {}", worker.rank, self.some_names(&keys, 5)));
+            }
+        }
+        listing
+    }
+
+    /// The names of the first `limit` keys, then how many more there are.
+    fn some_names(&self, keys: &[Key], limit: usize) -> String {
+        let names: Vec<String> = keys.iter().take(limit).map(|k| self.key_name(*k)).collect();
+        match keys.len().saturating_sub(limit) {
+            0 => names.join(", "),
+            more => format!("{} and {more} more", names.join(", ")),
+        }
+    }
+
+    /// The stall warning, due (again every `stall_warning`) while tasks are pending but none
+    /// finished for `stall_warning`: it names what the pending tasks wait for.
+    pub(crate) fn check_stall(&mut self, now: Instant) -> Option<String> {
+        let quiet_for = now.saturating_duration_since(self.last_progress);
+        if quiet_for < self.config.stall_warning || now < self.next_stall_warning {
+            return None;
+        }
+        self.next_stall_warning = now + self.config.stall_warning;
+        let mut waiting: Vec<Key> = Vec::new();
+        let mut ready: Vec<Key> = Vec::new();
+        let mut placed = 0usize;
+        for (key, task) in self.tasks.iter() {
+            match task.state {
+                TaskState::Waiting => waiting.push(key),
+                TaskState::Ready => ready.push(key),
+                TaskState::Processing { .. } => placed += 1,
+                _ => {}
+            }
+        }
+        if waiting.is_empty() && ready.is_empty() && placed == 0 {
+            return None;
+        }
+        let mut parts = Vec::new();
+        if placed > 0 {
+            parts.push(format!(
+                "{placed} placed on workers (running or queued there): {}",
+                self.tasks_on_workers().join("; ")
+            ));
+        }
+        if !ready.is_empty() {
+            ready.sort();
+            parts.push(format!(
+                "{} ready but not placed (no worker has room or the resources they ask for): {}",
+                ready.len(),
+                self.some_names(&ready, 5)
+            ));
+        }
+        if let Some(&first) = waiting.iter().min() {
+            let missing: Vec<Key> = self.tasks.get(&first).map_or_else(Vec::new, |task| {
+                task.deps
+                    .iter()
+                    .copied()
+                    .filter(|d| {
+                        !matches!(
+                            self.tasks.get(d).map(|t| &t.state),
+                            Some(TaskState::Memory { .. })
+                        )
+                    })
+                    .collect()
+            });
+            parts.push(format!(
+                "{} waiting for inputs (e.g. {} waits for {})",
+                waiting.len(),
+                self.key_name(first),
+                self.some_names(&missing, 3)
+            ));
+        }
+        Some(format!(
+            "no task finished in the last {:.0} s (--stall-warning) while {} tasks are pending: {}",
+            quiet_for.as_secs_f64(),
+            placed + ready.len() + waiting.len(),
+            parts.join("; ")
+        ))
     }
 
     fn start_shutdown(&mut self, code: i32, now: Instant) {

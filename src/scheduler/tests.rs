@@ -42,6 +42,7 @@ impl TestEnv {
             workers: ranks.iter().map(|r| Rank(*r)).collect(),
             worker_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(5),
+            stall_warning: Duration::from_secs(60),
         };
         let mut env = TestEnv {
             scheduler: Scheduler::new(config, now),
@@ -991,4 +992,36 @@ mod random_graphs {
             run(plan);
         }
     }
+}
+
+#[test]
+fn a_stall_is_reported_naming_what_the_tasks_wait_for() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    env.submit(vec![task(1, &[]), task(2, &[]), task(3, &[1, 2])]);
+    let mut pass = |env: &mut TestEnv, seconds: u64| {
+        // Workers stay alive (heartbeats) but task 1 never finishes.
+        for _ in 0..seconds / 10 {
+            env.send(Rank(2), ToScheduler::Heartbeat);
+            env.send(Rank(3), ToScheduler::Heartbeat);
+            env.now += Duration::from_secs(10);
+        }
+        env.scheduler.check_stall(env.now)
+    };
+    assert_eq!(pass(&mut env, 50), None, "not yet: 50 s < 60 s");
+    let warning = pass(&mut env, 20).expect("a warning after 70 s");
+    let where_1 = env.processing(1).0;
+    assert!(
+        warning.contains("no task finished in the last 70 s")
+            && warning.contains("3 tasks are pending")
+            && warning.contains(&format!("{where_1}: f-1"))
+            && warning.contains("1 waiting for inputs (e.g. f-3 waits for f-1, f-2)"),
+        "{warning}"
+    );
+    assert_eq!(pass(&mut env, 10), None, "repeated only every 60 s");
+    assert!(pass(&mut env, 50).is_some(), "repeated after 60 s");
+    env.finish(1, 8);
+    env.finish(2, 8);
+    env.finish(3, 8);
+    assert_eq!(pass(&mut env, 200), None, "nothing pending, nothing to say");
+    assert!(env.aborted.is_none());
 }
