@@ -998,7 +998,7 @@ mod random_graphs {
 fn a_stall_is_reported_naming_what_the_tasks_wait_for() {
     let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
     env.submit(vec![task(1, &[]), task(2, &[]), task(3, &[1, 2])]);
-    let mut pass = |env: &mut TestEnv, seconds: u64| {
+    let pass = |env: &mut TestEnv, seconds: u64| {
         // Workers stay alive (heartbeats) but task 1 never finishes.
         for _ in 0..seconds / 10 {
             env.send(Rank(2), ToScheduler::Heartbeat);
