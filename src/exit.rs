@@ -18,7 +18,7 @@ pub enum ExitCode {
     ClientPanic = 3,
     /// The client's function returned a task failure it did not handle.
     TaskFailed = 4,
-    /// A worker rank stopped responding.
+    /// A worker rank, or the scheduler, stopped responding (`--worker-timeout`).
     WorkerLost = 5,
     /// Start-up or configuration error: too few ranks, ranks running different executables
     /// or protocol versions, insufficient MPI thread support.
@@ -65,7 +65,7 @@ impl ExitCode {
             ExitCode::Usage => "invalid command-line flags or environment values",
             ExitCode::ClientPanic => "the client program panicked",
             ExitCode::TaskFailed => "a task failed and the client program did not handle it",
-            ExitCode::WorkerLost => "a worker rank stopped responding",
+            ExitCode::WorkerLost => "a worker rank (or the scheduler) stopped responding",
             ExitCode::Startup => "start-up or configuration error",
             ExitCode::ShutdownTimeout => "shutdown did not finish in time; the job was aborted",
             ExitCode::Internal => "internal runtime error",

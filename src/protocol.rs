@@ -33,7 +33,7 @@ mod payload_bytes {
 }
 
 /// Version of the message set below. Every rank checks at start-up that all ranks agree.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// First byte of every frame; a frame starting with anything else is rejected.
 pub const FRAME_MAGIC: u8 = 0xD5;
@@ -346,6 +346,8 @@ pub enum ToWorker {
         /// Exit code.
         code: i32,
     },
+    /// The scheduler is alive (sent every second).
+    Heartbeat,
 }
 
 /// Messages the client (rank 1) receives.
@@ -393,6 +395,8 @@ pub enum ToClient {
         /// Exit code.
         code: i32,
     },
+    /// The scheduler is alive (sent every second).
+    Heartbeat,
 }
 
 /// The bincode configuration used for messages and values: variable-length integers,

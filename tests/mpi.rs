@@ -745,6 +745,55 @@ fn test_stall_warning() -> Result<(), Failed> {
     })
 }
 
+/// The pid of the process of `session` that is MPI rank `rank`.
+fn pid_of_rank(session: i32, rank: u32) -> i32 {
+    support::session_members(session)
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                environ
+                    .split(|b| *b == 0)
+                    .any(|v| v == format!("OMPI_COMM_WORLD_RANK={rank}").as_bytes())
+            })
+        })
+        .unwrap_or_else(|| panic!("no rank {rank} in session {session}"))
+}
+
+fn test_silent_scheduler() -> Result<(), Failed> {
+    check(|| {
+        let mut command = scenario_under_mpirun(4, "long_job");
+        command.env("MPIDASK_WORKER_TIMEOUT", "2");
+        let run = run_with_trigger(
+            command,
+            DEADLINE,
+            Some((
+                "SCENARIO long_job started",
+                Box::new(|session| {
+                    // SAFETY: sending a signal has no memory-safety preconditions.
+                    unsafe { libc::kill(pid_of_rank(session, 0), libc::SIGSTOP) };
+                }),
+            )),
+        );
+        run.expect_code(ExitCode::WorkerLost.code());
+        // The client reports it; the only other line allowed is the scheduler's list of
+        // what was running, printed when mpirun's SIGTERM wakes it.
+        let errors = run.log_lines("ERROR");
+        assert!(
+            errors[0].contains("rank 1 client] ERROR: the scheduler (rank 0) sent nothing for 2 s")
+                && errors[1..]
+                    .iter()
+                    .all(|e| e.contains("rank 0 scheduler] ERROR: stopping:")),
+            "{}",
+            run.dump()
+        );
+        assert!(
+            run.wall < Duration::from_secs(10),
+            "ended in {:?}",
+            run.wall
+        );
+    })
+}
+
 /// A usage error: exit 2, the message once (not once per rank), the program never runs.
 fn expect_usage_error_once(run: &Run, message: &str) {
     run.expect_code(ExitCode::Usage.code())
@@ -852,6 +901,7 @@ fn main() {
         Trial::test("silent_worker_aborts_5", test_lost_worker),
         Trial::test("different_executables_exit_6", test_different_executables),
         Trial::test("stall_warning_names_pending_tasks", test_stall_warning),
+        Trial::test("silent_scheduler_aborts_5", test_silent_scheduler),
         Trial::test("worker_killed_gives_137", test_worker_killed),
         Trial::test("worker_abort_gives_134", test_worker_aborts),
         Trial::test("sigterm_to_every_rank_exits_9", test_sigterm_to_every_rank),

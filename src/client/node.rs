@@ -114,6 +114,7 @@ impl Node for ClientNode {
                 self.status = NodeStatus::Quiescing;
             }
             ToClient::Exit { code } => self.status = NodeStatus::Exit(code),
+            ToClient::Heartbeat => {}
         }
         drop(state);
         self.changed = true;

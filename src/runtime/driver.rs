@@ -72,7 +72,13 @@ pub struct DriveSettings {
     pub poll_max: Duration,
     /// Deadline for this rank's part of the shutdown handshake.
     pub shutdown_timeout: Duration,
+    /// A scheduler silent this long (it sends a heartbeat every [`HEARTBEAT`]) is presumed
+    /// lost and the job aborted with exit code 5; `None` on the scheduler itself.
+    pub scheduler_timeout: Option<Duration>,
 }
+
+/// How often a rank that has nothing else to say tells the other side it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// The sending end of a rank's local events (client commands, task outcomes): sending
 /// also wakes the rank's communication thread if it sleeps.
@@ -171,6 +177,7 @@ pub fn drive<N: Node>(
     let mut last_tick = Instant::now();
     let mut stopping_since: Option<Instant> = None;
     let mut quiesced = false;
+    let mut heard_from_scheduler = Instant::now();
     transport.attach_current_thread();
     node.on_start(&mut outbox);
     loop {
@@ -179,6 +186,9 @@ pub fn drive<N: Node>(
         let now = Instant::now();
         for (from, frame) in frames.drain(..) {
             busy = true;
+            if from == Rank::SCHEDULER {
+                heard_from_scheduler = now;
+            }
             match decode_frame::<N::Message>(&frame) {
                 Ok(messages) => {
                     for message in messages {
@@ -209,6 +219,16 @@ pub fn drive<N: Node>(
         if now.duration_since(last_tick) >= TICK {
             node.on_tick(&mut outbox, now);
             last_tick = now;
+            if let Some(timeout) = settings.scheduler_timeout
+                && now.duration_since(heard_from_scheduler) > timeout
+            {
+                error!(
+                    "the scheduler (rank 0) sent nothing for {:.0} s (--worker-timeout): \
+                     presumed lost; aborting the job",
+                    now.duration_since(heard_from_scheduler).as_secs_f64()
+                );
+                transport.abort(ExitCode::WorkerLost.code());
+            }
         }
         outbox.flush(transport);
         let pending = transport.progress();

@@ -9,7 +9,7 @@ use crate::config::RuntimeArgs;
 use crate::error::{Error, TaskError};
 use crate::exit::ExitCode;
 use crate::logging;
-use crate::protocol::{PROTOCOL_VERSION, Rank, ToClient, ToScheduler, WorkerHello};
+use crate::protocol::{PROTOCOL_VERSION, Rank, ToClient, ToScheduler, ToWorker, WorkerHello};
 use crate::scheduler::{Output, Scheduler, SchedulerConfig};
 use crate::transport::local::LocalTransport;
 use crate::transport::mpi::MpiTransport;
@@ -310,10 +310,19 @@ fn check_same_program(world: &mpi::topology::SimpleCommunicator) -> Result<(), S
     ))
 }
 
-fn settings(args: &RuntimeArgs) -> DriveSettings {
+/// The loop settings of a client or worker rank (the scheduler watches no scheduler). The
+/// workers give a silent scheduler one second more than the client, so that the client
+/// alone reports it.
+fn settings(args: &RuntimeArgs, rank: Rank) -> DriveSettings {
+    let grace = if rank == Rank::CLIENT {
+        std::time::Duration::ZERO
+    } else {
+        driver::HEARTBEAT
+    };
     DriveSettings {
         poll_max: args.poll_max(),
         shutdown_timeout: args.shutdown_timeout(),
+        scheduler_timeout: Some(args.worker_timeout() + grace),
     }
 }
 
@@ -322,6 +331,9 @@ struct SchedulerNode {
     scheduler: Scheduler,
     outputs: Vec<Output>,
     abort: Option<(i32, String)>,
+    /// Every other rank, told every [`driver::HEARTBEAT`] that the scheduler is alive.
+    others: Vec<Rank>,
+    last_heartbeat: Instant,
 }
 
 impl SchedulerNode {
@@ -361,6 +373,16 @@ impl Node for SchedulerNode {
     fn on_tick(&mut self, out: &mut Outbox, now: Instant) {
         self.scheduler.tick(now);
         self.route(out);
+        if now.duration_since(self.last_heartbeat) >= driver::HEARTBEAT {
+            self.last_heartbeat = now;
+            for &rank in &self.others {
+                if rank == Rank::CLIENT {
+                    out.push(rank, &ToClient::Heartbeat);
+                } else {
+                    out.push(rank, &ToWorker::Heartbeat);
+                }
+            }
+        }
     }
 
     fn on_signal(&mut self, signal: i32, _out: &mut Outbox) {
@@ -422,6 +444,8 @@ pub fn process_cpu_seconds() -> f64 {
 
 fn scheduler_main(transport: &mut dyn Transport, args: &RuntimeArgs, workers: Vec<Rank>) -> i32 {
     logging::set_thread_role(0, "scheduler");
+    let mut others = workers.clone();
+    others.push(Rank::CLIENT);
     let config = SchedulerConfig {
         workers,
         worker_timeout: args.worker_timeout(),
@@ -432,12 +456,17 @@ fn scheduler_main(transport: &mut dyn Transport, args: &RuntimeArgs, workers: Ve
         scheduler: Scheduler::new(config, Instant::now()),
         outputs: Vec::new(),
         abort: None,
+        others,
+        last_heartbeat: Instant::now(),
     };
     let code = drive(
         &mut node,
         transport,
         &crossbeam_channel::never(),
-        settings(args),
+        DriveSettings {
+            scheduler_timeout: None,
+            ..settings(args, Rank::SCHEDULER)
+        },
     );
     info!("job ends with exit code {code}");
     code
@@ -474,7 +503,7 @@ fn worker_main(
         pid: std::process::id(),
     };
     let mut node = WorkerNode::new(rank, hello, executor);
-    drive(&mut node, transport, &events, settings(args))
+    drive(&mut node, transport, &events, settings(args, rank))
 }
 
 /// Rank 1: runs `program` on its own thread while this thread runs the communication loop.
@@ -517,7 +546,7 @@ where
                 transport.abort(ExitCode::Startup.code());
             }
         };
-        let code = drive(&mut node, transport, &events, settings(args));
+        let code = drive(&mut node, transport, &events, settings(args, Rank::CLIENT));
         if !program_thread.is_finished() {
             // The job was stopped (a signal) while the program still runs: end the process
             // now rather than wait for code that may never return.

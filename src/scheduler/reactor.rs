@@ -98,6 +98,8 @@ pub struct Scheduler {
     last_progress: Instant,
     /// Earliest time of the next stall warning.
     next_stall_warning: Instant,
+    /// The last [`Scheduler::tick`].
+    last_tick: Instant,
 }
 
 impl Scheduler {
@@ -115,6 +117,7 @@ impl Scheduler {
             .collect();
         Scheduler {
             last_progress: now,
+            last_tick: now,
             next_stall_warning: now + config.stall_warning,
             config,
             tasks: KeyMap::new(),
@@ -185,6 +188,16 @@ impl Scheduler {
 
     /// Checks deadlines: workers that went silent, a shutdown that takes too long.
     pub fn tick(&mut self, now: Instant) {
+        let since_last_tick =
+            now.saturating_duration_since(std::mem::replace(&mut self.last_tick, now));
+        if since_last_tick > self.config.worker_timeout / 2 {
+            // This process itself was not running (stopped, swapped out): the workers'
+            // silence is ours, so give them a fresh window.
+            debug!("no tick for {since_last_tick:?}; worker silence timers restart");
+            for worker in &mut self.workers {
+                worker.last_seen = worker.last_seen.max(now);
+            }
+        }
         match &self.lifecycle {
             Lifecycle::Running => {
                 let timeout = self.config.worker_timeout;

@@ -715,11 +715,30 @@ fn a_shutdown_past_its_deadline_aborts() {
 #[test]
 fn a_silent_worker_is_declared_lost() {
     let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
-    env.advance(Duration::from_secs(20));
-    env.send(Rank(2), ToScheduler::Heartbeat);
-    env.advance(Duration::from_secs(15));
+    for _ in 0..35 {
+        env.send(Rank(2), ToScheduler::Heartbeat);
+        env.advance(Duration::from_secs(1));
+    }
     let (code, message) = env.aborted.clone().expect("aborted");
     assert_eq!(code, ExitCode::WorkerLost.code());
+    assert!(message.contains("worker rank 3"), "{message}");
+}
+
+#[test]
+fn a_scheduler_that_did_not_run_does_not_blame_the_workers() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    // The scheduler process was stopped for longer than the worker timeout.
+    env.advance(Duration::from_secs(100));
+    assert!(env.aborted.is_none(), "{:?}", env.aborted);
+    env.send(Rank(2), ToScheduler::Heartbeat);
+    for _ in 0..35 {
+        env.send(Rank(2), ToScheduler::Heartbeat);
+        env.advance(Duration::from_secs(1));
+    }
+    let (_, message) = env
+        .aborted
+        .clone()
+        .expect("rank 3 stayed silent after the gap");
     assert!(message.contains("worker rank 3"), "{message}");
 }
 

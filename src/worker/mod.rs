@@ -19,10 +19,7 @@ use executor::{Executor, ReadyTask, TaskOutcome};
 use log::debug;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// How often an idle worker tells the scheduler it is alive.
-pub const HEARTBEAT: Duration = Duration::from_secs(1);
+use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -331,6 +328,7 @@ impl Node for WorkerNode {
                 self.status = NodeStatus::Quiescing;
             }
             ToWorker::Exit { code } => self.status = NodeStatus::Exit(code),
+            ToWorker::Heartbeat => {}
         }
     }
 
@@ -340,7 +338,7 @@ impl Node for WorkerNode {
 
     fn on_tick(&mut self, out: &mut Outbox, now: Instant) {
         if self.status == NodeStatus::Running
-            && now.duration_since(self.last_heartbeat) >= HEARTBEAT
+            && now.duration_since(self.last_heartbeat) >= crate::runtime::driver::HEARTBEAT
         {
             out.push(Rank::SCHEDULER, &ToScheduler::Heartbeat);
             self.last_heartbeat = now;
