@@ -2,9 +2,11 @@
 #
 #   make run              build and run the Monte-Carlo Pi example (the seed's dask.array
 #                         workload, 1 and 10 GB) under mpirun -np 4
-#   make test             the whole suite (unit, doc, and integration tests under mpirun)
+#   make test             the whole suite (unit, doc, and integration tests under mpirun), then
+#                         the integration tests again over TCP (the path between nodes) and
+#                         under MPICH (test-tcp, test-mpich)
 #   make bench            every benchmark; `make bench BENCH=tasks_per_s` for one
-#   make deps             install Open MPI, libclang and pkg-config with apt-get if missing
+#   make deps             install Open MPI, MPICH, libclang and pkg-config with apt-get if missing
 #   make lint             rustfmt and clippy checks (part of make test)
 #   make fuzz             fuzz the message and file decoders for FUZZ_SECONDS (default 60)
 
@@ -25,10 +27,10 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 endif
 export OMPI_MCA_rmaps_base_oversubscribe := 1
 
-APT_PACKAGES := openmpi-bin libopenmpi-dev libclang-dev clang pkg-config
+APT_PACKAGES := openmpi-bin libopenmpi-dev mpich libmpich-dev libclang-dev clang pkg-config
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps pyenv build run test lint bench fuzz peers clean
+.PHONY: all deps pyenv build run test test-tcp test-mpich lint bench fuzz peers clean
 
 all: build
 
@@ -59,6 +61,17 @@ lint: deps
 
 test: deps pyenv lint
 	$(CARGO) test --release
+	$(MAKE) test-tcp test-mpich
+
+# The integration tests with Open MPI's shared-memory transport off: every byte between
+# ranks goes over TCP, as between nodes.
+test-tcp: deps
+	OMPI_MCA_btl=self,tcp $(CARGO) test --release --test mpi
+
+# The integration tests with the project built against MPICH (its own target directory)
+# and launched by MPICH's mpiexec.
+test-mpich: deps
+	MPICC=mpicc.mpich MPIDASK_TEST_MPI=mpich $(CARGO) test --release --target-dir target-mpich --test mpi
 
 bench: deps
 	$(CARGO) bench --bench runtime -- $(BENCH)

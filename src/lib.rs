@@ -55,6 +55,7 @@ pub mod error;
 pub mod exit;
 pub mod keymap;
 pub mod logging;
+pub mod private_dir;
 pub mod protocol;
 pub mod runtime;
 pub mod scheduler;

@@ -133,6 +133,7 @@ where
     install_panic_hook();
     install_signal_handlers();
     let code = start(&args, program);
+    crate::private_dir::remove_all();
     std::process::exit(code)
 }
 
@@ -420,6 +421,7 @@ pub fn process_peak_rss_bytes() -> u64 {
 /// Finalises MPI if it is initialised and exits the process with `code`, without waiting
 /// for other threads.
 fn exit_now(code: i32) -> ! {
+    crate::private_dir::remove_all();
     if mpi::environment::is_initialized() && !mpi::environment::is_finalized() {
         // SAFETY: called on the thread that initialised MPI (the communication thread), after
         // the shutdown handshake completed, so no MPI call is in progress.

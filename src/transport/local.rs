@@ -69,6 +69,7 @@ impl Transport for LocalTransport {
 
     fn abort(&mut self, code: i32) -> ! {
         log::error!("aborting the job with exit code {code}");
+        crate::private_dir::remove_all();
         std::process::exit(code)
     }
 }

@@ -177,6 +177,7 @@ impl Transport for MpiTransport {
     }
 
     fn abort(&mut self, code: i32) -> ! {
+        crate::private_dir::remove_all();
         self.world.abort(code)
     }
 }

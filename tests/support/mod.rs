@@ -130,24 +130,54 @@ pub fn example(name: &str) -> PathBuf {
     path
 }
 
-/// The `mpirun` on the PATH; fails clearly when MPI is not installed.
+/// Which MPI launches the test jobs: Open MPI's `mpirun` by default, MPICH's Hydra
+/// (`mpiexec.mpich`) when `MPIDASK_TEST_MPI=mpich` (with the binaries built against MPICH:
+/// `make test-mpich`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launcher {
+    /// Open MPI's `mpirun`.
+    OpenMpi,
+    /// MPICH's `mpiexec.mpich` (Hydra).
+    Mpich,
+}
+
+/// The launcher chosen by `MPIDASK_TEST_MPI`.
+pub fn launcher() -> Launcher {
+    match std::env::var("MPIDASK_TEST_MPI").as_deref() {
+        Ok("mpich") => Launcher::Mpich,
+        Ok("openmpi") | Err(_) => Launcher::OpenMpi,
+        Ok(other) => panic!("MPIDASK_TEST_MPI={other:?}: use openmpi or mpich"),
+    }
+}
+
+/// The launcher's executable on the PATH; fails clearly when MPI is not installed.
 pub fn mpirun_path() -> PathBuf {
+    let (name, package) = match launcher() {
+        Launcher::OpenMpi => (
+            "mpirun",
+            "install Open MPI (make deps, or apt-get install openmpi-bin libopenmpi-dev)",
+        ),
+        Launcher::Mpich => (
+            "mpiexec.mpich",
+            "install MPICH (make deps-mpich, or apt-get install mpich libmpich-dev)",
+        ),
+    };
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
-            .map(|dir| dir.join("mpirun"))
+            .map(|dir| dir.join(name))
             .find(|p| p.exists())
     });
-    found.unwrap_or_else(|| {
-        panic!("mpirun not found on PATH: install Open MPI (make deps, or apt-get install openmpi-bin libopenmpi-dev)")
-    })
+    found.unwrap_or_else(|| panic!("{name} not found on PATH: {package}"))
 }
 
 /// Builds an `mpirun -np N` command for `program` with the variables Open MPI needs on a
 /// small machine run as root (oversubscription, root permission).
 pub fn mpirun(np: usize, program: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(mpirun_path());
+    if launcher() == Launcher::OpenMpi {
+        command.arg("--oversubscribe");
+    }
     command
-        .arg("--oversubscribe")
         .arg("-np")
         .arg(np.to_string())
         .arg(program)
@@ -165,6 +195,17 @@ pub fn mpi_environment(command: &mut Command) {
             .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
     }
     command.env("OMPI_MCA_rmaps_base_oversubscribe", "1");
+}
+
+/// The MPI rank of process `pid`, from the variables the launcher gave it.
+pub fn rank_of_process(pid: i32) -> Option<u32> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ.split(|b| *b == 0).find_map(|entry| {
+        let entry = std::str::from_utf8(entry).ok()?;
+        ["OMPI_COMM_WORLD_RANK=", "PMI_RANK="]
+            .iter()
+            .find_map(|prefix| entry.strip_prefix(prefix)?.parse().ok())
+    })
 }
 
 /// Runs `command` in a new session with a deadline; on the deadline every process of the
@@ -260,11 +301,11 @@ fn collect(mut pipe: impl Read + Send + 'static) -> Collected {
     Collected(text, reader)
 }
 
-/// Sends `signal` to every process of `session` except its leader (the ranks of an mpirun
-/// job, as Slurm signals every task of a step at walltime).
+/// Sends `signal` to every MPI rank of `session` (not to the launcher and its helpers), as
+/// Slurm signals every task of a step at walltime.
 pub fn signal_members(session: i32, signal: i32) {
     for pid in session_members(session) {
-        if pid != session {
+        if rank_of_process(pid).is_some() {
             // SAFETY: sending a signal has no memory-safety preconditions.
             unsafe {
                 libc::kill(pid, signal);
@@ -273,24 +314,38 @@ pub fn signal_members(session: i32, signal: i32) {
     }
 }
 
-/// Processes whose session id is `session`.
+/// The processes of a job started as `session` (the launcher's pid): the members of its
+/// session and every descendant of the launcher (MPICH's Hydra puts each rank in a session
+/// of its own).
 pub fn session_members(session: i32) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    entries
+    // (pid, parent pid, session id) of every process.
+    let processes: Vec<(i32, i32, i32)> = entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // Fields after the command name (which may contain spaces) start after ')'.
-                    let rest = &stat[stat.rfind(')')? + 2..];
-                    rest.split_whitespace().nth(3)?.parse::<i32>().ok()
-                })
-                == Some(session)
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Fields after the command name (which may contain spaces) start after ')'.
+            let rest: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+            Some((pid, rest.get(1)?.parse().ok()?, rest.get(3)?.parse().ok()?))
         })
-        .collect()
+        .collect();
+    let mut members: Vec<i32> = processes
+        .iter()
+        .filter(|(_, _, sid)| *sid == session)
+        .map(|(pid, _, _)| *pid)
+        .collect();
+    let mut frontier = vec![session];
+    while let Some(parent) = frontier.pop() {
+        for (pid, ppid, _) in &processes {
+            if *ppid == parent && !members.contains(pid) {
+                members.push(*pid);
+                frontier.push(*pid);
+            }
+        }
+    }
+    members
 }
 
 /// Kills every process of a session.
