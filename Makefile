@@ -59,8 +59,15 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
+# A test binary that exits early with code 0 would pass unnoticed: every binary cargo runs
+# must also report its result line.
 test: deps pyenv lint
-	$(CARGO) test --release
+	@mkdir -p target
+	set -o pipefail; $(CARGO) test --release 2>&1 | tee target/test.log
+	@started=$$(grep -cE '^running [0-9]+ tests?$$' target/test.log); \
+	reported=$$(grep -c '^test result: ' target/test.log); \
+	[ "$$started" = "$$reported" ] || \
+	  { echo "$$started test runs started but $$reported reported a result: one exited early (see target/test.log)"; exit 1; }
 	$(MAKE) test-tcp test-mpich
 
 # The integration tests with Open MPI's shared-memory transport off: every byte between

@@ -835,7 +835,9 @@ fn test_silent_scheduler() -> Result<(), Failed> {
         // what was running, printed when mpirun's SIGTERM wakes it.
         let errors = run.log_lines("ERROR");
         assert!(
-            errors[0].contains("rank 1 client] ERROR: the scheduler (rank 0) sent nothing for 2 s")
+            !errors.is_empty()
+                && errors[0]
+                    .contains("rank 1 client] ERROR: the scheduler (rank 0) sent nothing for 2 s")
                 && errors[1..]
                     .iter()
                     .all(|e| e.contains("rank 0 scheduler] ERROR: stopping:")),

@@ -527,7 +527,9 @@ where
     let (commands, events) = driver::event_channel();
     let shared = Shared::new(commands.clone(), workers);
     let mut node = ClientNode::new(shared.clone(), args.shutdown_timeout());
+    let program_returned = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
+        let program_returned = &program_returned;
         let program_thread = std::thread::Builder::new()
             .name("client".into())
             .spawn_scoped(scope, move || {
@@ -538,6 +540,7 @@ where
                 drop(client);
                 let failures = shared.task_failures_returned();
                 let (code, value) = exit_code(result, &failures);
+                program_returned.store(true, std::sync::atomic::Ordering::SeqCst);
                 commands.send(Command::Done(code));
                 value
             });
@@ -549,7 +552,7 @@ where
             }
         };
         let code = drive(&mut node, transport, &events, settings(args, Rank::CLIENT));
-        if !program_thread.is_finished() {
+        if !program_returned.load(std::sync::atomic::Ordering::SeqCst) {
             // The job was stopped (a signal) while the program still runs: end the process
             // now rather than wait for code that may never return.
             log::debug!("the client program is still running; exiting");

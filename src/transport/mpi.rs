@@ -178,6 +178,11 @@ impl Transport for MpiTransport {
 
     fn abort(&mut self, code: i32) -> ! {
         crate::private_dir::remove_all();
+        // Give the launcher a moment to forward this rank's last lines (the reason for the
+        // abort) before it tears the job down; MPICH's Hydra may drop them otherwise.
+        use std::io::Write;
+        let _ = std::io::stderr().flush();
+        std::thread::sleep(std::time::Duration::from_millis(200));
         self.world.abort(code)
     }
 }
