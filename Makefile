@@ -78,6 +78,7 @@ test-tcp: deps
 # The integration tests with the project built against MPICH (its own target directory)
 # and launched by MPICH's mpiexec.
 test-mpich: deps
+	MPICC=mpicc.mpich $(CARGO) build --release --target-dir target-mpich --examples
 	MPICC=mpicc.mpich MPIDASK_TEST_MPI=mpich $(CARGO) test --release --target-dir target-mpich --test mpi
 
 bench: deps

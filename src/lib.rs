@@ -53,6 +53,7 @@ pub mod config;
 pub mod delayed;
 pub mod error;
 pub mod exit;
+pub mod jobscript;
 pub mod keymap;
 pub mod logging;
 pub mod private_dir;

@@ -372,6 +372,20 @@ fn this_binary() -> std::path::PathBuf {
     std::env::current_exe().expect("current exe")
 }
 
+/// `program` started without a launcher (local mode), whatever allocation the tests run in.
+fn local_command(program: &std::path::Path) -> Command {
+    let mut command = Command::new(program);
+    for variable in [
+        "SLURM_NTASKS",
+        "SLURM_STEP_NUM_TASKS",
+        "OMPI_COMM_WORLD_SIZE",
+        "PMI_SIZE",
+    ] {
+        command.env_remove(variable);
+    }
+    command
+}
+
 fn scenario_under_mpirun(np: usize, scenario: &str) -> Command {
     let mut command = mpirun(np, &this_binary(), &[]);
     command.env("MPIDASK_SCENARIO", scenario);
@@ -403,7 +417,7 @@ fn test_success(np: usize) -> Result<(), Failed> {
 
 fn test_local_mode() -> Result<(), Failed> {
     check(|| {
-        let mut command = Command::new(this_binary());
+        let mut command = local_command(&this_binary());
         command
             .env("MPIDASK_SCENARIO", "success")
             .env("MPIDASK_LOCAL_WORKERS", "2");
@@ -516,7 +530,7 @@ fn test_arrays_same_at_every_rank_count() -> Result<(), Failed> {
             run.expect_code(0).expect_quiet();
             digests.push((format!("-np {np}"), run.stdout.clone()));
         }
-        let mut local = Command::new(this_binary());
+        let mut local = local_command(&this_binary());
         local
             .env("MPIDASK_SCENARIO", "arrays")
             .env("MPIDASK_LOCAL_WORKERS", "2");
@@ -614,7 +628,7 @@ fn test_pi_same_estimate_everywhere() -> Result<(), Failed> {
             );
             estimates.push((format!("-np {np}"), run.field("RESULT", "pi").expect("pi")));
         }
-        let mut local = Command::new(&pi);
+        let mut local = local_command(&pi);
         local.args(args);
         let run = launch(local);
         run.expect_code(0).expect_quiet();
@@ -687,11 +701,18 @@ fn expect_rank_died(run: &Run, code: i32, signal: &str, task: &str) {
 }
 
 /// Under MPICH, Hydra reports the dead process (by pid and signal), kills the other ranks
-/// with SIGKILL at once (so they cannot say what ran) and returns a code of its own.
-fn expect_hydra_reports_death(run: &Run, code: i32) {
+/// with SIGKILL at once (so they cannot say what ran) and returns a code of its own: one
+/// of `codes` (which signal it reports first varies).
+fn expect_hydra_reports_death(run: &Run, codes: &[i32]) {
+    assert!(!run.timed_out, "a hang\n{}", run.dump());
+    assert!(
+        run.code.is_some_and(|c| codes.contains(&c)),
+        "exit code {:?}, expected one of {codes:?}\n{}",
+        run.code,
+        run.dump()
+    );
     // Hydra writes its report to stdout.
-    run.expect_code(code)
-        .expect_stdout("BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES");
+    run.expect_stdout("BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES");
     assert!(
         run.wall < Duration::from_secs(10),
         "ended in {:?}",
@@ -707,7 +728,7 @@ fn test_worker_killed() -> Result<(), Failed> {
                 expect_rank_died(&run, 128 + libc::SIGKILL, "9", "kill_own_worker")
             }
             Launcher::Mpich => {
-                expect_hydra_reports_death(&run, libc::SIGKILL);
+                expect_hydra_reports_death(&run, &[libc::SIGKILL]);
                 run.expect_stdout("Killed (signal 9)");
             }
         }
@@ -721,7 +742,7 @@ fn test_worker_aborts() -> Result<(), Failed> {
             Launcher::OpenMpi => {
                 expect_rank_died(&run, 128 + libc::SIGABRT, "6", "abort_own_worker")
             }
-            Launcher::Mpich => expect_hydra_reports_death(&run, libc::SIGTERM),
+            Launcher::Mpich => expect_hydra_reports_death(&run, &[libc::SIGABRT, libc::SIGTERM]),
         }
     })
 }
@@ -939,6 +960,22 @@ fn test_no_sockets_of_our_own() -> Result<(), Failed> {
     })
 }
 
+fn test_launcher_mismatch() -> Result<(), Failed> {
+    check(|| {
+        // A batch script that runs the program without srun/mpirun: Slurm says 4 tasks, MPI
+        // sees a world of one.
+        let mut command = local_command(&this_binary());
+        command
+            .env("MPIDASK_SCENARIO", "success")
+            .env("SLURM_NTASKS", "4");
+        let run = launch(command);
+        run.expect_code(ExitCode::Startup.code())
+            .expect_stderr("SLURM_NTASKS=4 says this job has 4 ranks, but MPI sees a world of 1")
+            .expect_stderr("srun --mpi=pmix");
+        assert!(!run.stdout.contains("SCENARIO"), "the program must not run");
+    })
+}
+
 /// A usage error: exit 2, the message once (not once per rank), the program never runs.
 fn expect_usage_error_once(run: &Run, message: &str) {
     run.expect_code(ExitCode::Usage.code())
@@ -1052,6 +1089,7 @@ fn main() {
             "no_sockets_beyond_what_mpi_opens",
             test_no_sockets_of_our_own,
         ),
+        Trial::test("launcher_mismatch_exits_6", test_launcher_mismatch),
         Trial::test("worker_killed_by_sigkill", test_worker_killed),
         Trial::test("worker_aborts", test_worker_aborts),
         Trial::test("sigterm_to_every_rank_exits_9", test_sigterm_to_every_rank),

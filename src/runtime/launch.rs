@@ -24,6 +24,58 @@ pub fn launcher_world_size() -> Option<usize> {
     .find_map(|name| std::env::var(name).ok()?.trim().parse::<usize>().ok())
 }
 
+/// The rank count the environment claims, and the variable that claims it: the launcher's
+/// own variables first, then Slurm's task count of the job (`SLURM_NTASKS`, set in a batch
+/// script too). `None` outside any launcher and allocation.
+pub fn expected_world_size() -> Option<(String, usize)> {
+    [
+        "OMPI_COMM_WORLD_SIZE",
+        "PMI_SIZE",
+        "PMIX_SIZE",
+        "SLURM_STEP_NUM_TASKS",
+        "SLURM_NTASKS",
+    ]
+    .iter()
+    .find_map(|name| {
+        let size = std::env::var(name).ok()?.trim().parse::<usize>().ok()?;
+        Some((name.to_string(), size))
+    })
+}
+
+/// This process's rank according to the launcher's variables.
+pub fn launcher_rank() -> Option<usize> {
+    [
+        "OMPI_COMM_WORLD_RANK",
+        "PMI_RANK",
+        "PMIX_RANK",
+        "SLURM_PROCID",
+    ]
+    .iter()
+    .find_map(|name| std::env::var(name).ok()?.trim().parse::<usize>().ok())
+}
+
+/// The launcher self-check: a launcher (or allocation) that says several ranks while MPI
+/// sees one means the program's MPI library cannot talk to the launcher.
+pub fn launcher_mismatch(world_size: usize) -> Option<String> {
+    let (variable, expected) = expected_world_size()?;
+    if world_size != 1 || expected <= 1 {
+        return None;
+    }
+    let fix = if variable.starts_with("SLURM") {
+        "under Slurm start it with `srun --mpi=pmix ./program` (`srun --mpi=list` shows the \
+         plugins your site has) or with the `mpirun` of the MPI library it was built with; \
+         to run it in local mode inside an allocation, unset SLURM_NTASKS"
+    } else {
+        "start it with the `mpirun`/`mpiexec` of the MPI library it was built with \
+         (`mpidask info` without a launcher prints that library), or rebuild it against the \
+         launcher's MPI"
+    };
+    Some(format!(
+        "{variable}={expected} says this job has {expected} ranks, but MPI sees a world of 1: \
+         the program's MPI library does not match the launcher that started it. Fix: {fix}"
+    ))
+}
+
 /// Initialises MPI with thread level `Funneled` on this thread, or takes the
 /// initialisation [`parse_args`] made. `None` if MPI was initialised by someone else.
 pub(crate) fn initialize_mpi() -> Option<(Universe, Threading)> {

@@ -204,6 +204,14 @@ where
         thread_level: format!("{threading:?}"),
         world_size: size,
     });
+    if let Some(message) = launch::launcher_mismatch(size) {
+        // Every process of the launch is a world of its own here: the launcher's rank 0
+        // alone reports it.
+        if launch::launcher_rank().unwrap_or(0) == 0 {
+            error!("{message}");
+        }
+        return ExitCode::Startup.code();
+    }
     match size {
         1 => {
             debug!("world of one rank: local mode");
