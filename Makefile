@@ -8,6 +8,7 @@
 #   make bench            every benchmark; `make bench BENCH=tasks_per_s` for one
 #   make deps             install Open MPI, MPICH, libclang and pkg-config with apt-get if missing
 #   make lint             rustfmt and clippy checks (part of make test)
+#   make slurm            start a local single-node Slurm for the batch tests (slurm-stop)
 #   make fuzz             fuzz the message and file decoders for FUZZ_SECONDS (default 60)
 
 SHELL := /bin/bash
@@ -30,7 +31,7 @@ export OMPI_MCA_rmaps_base_oversubscribe := 1
 APT_PACKAGES := openmpi-bin libopenmpi-dev mpich libmpich-dev libclang-dev clang pkg-config
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps pyenv build run test test-tcp test-mpich lint bench fuzz peers clean
+.PHONY: all deps pyenv slurm slurm-stop build run test test-tcp test-mpich lint bench fuzz peers clean
 
 all: build
 
@@ -44,6 +45,14 @@ deps:
 	    { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; }; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
+
+# A local single-node Slurm (munge, slurmctld, slurmd from Debian packages) for
+# tests/slurm.rs; it advertises 8 CPUs so 4-rank jobs fit on a 2-core machine.
+slurm:
+	$(SUDO) env LOCAL_SLURM_CPUS=8 bash scripts/start-local-slurm.sh
+
+slurm-stop:
+	$(SUDO) bash scripts/stop-local-slurm.sh
 
 pyenv:
 	@$(PYENV)/bin/python -c 'import numpy' 2>/dev/null || \
@@ -61,7 +70,7 @@ lint: deps
 
 # A test binary that exits early with code 0 would pass unnoticed: every binary cargo runs
 # must also report its result line.
-test: deps pyenv lint
+test: deps pyenv slurm lint
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --release 2>&1 | tee target/test.log
 	@started=$$(grep -cE '^running [0-9]+ tests?$$' target/test.log); \

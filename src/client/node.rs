@@ -121,6 +121,11 @@ impl Node for ClientNode {
     }
 
     fn on_event(&mut self, command: Command, out: &mut Outbox, now: Instant) {
+        if self.status != NodeStatus::Running {
+            // The job is stopping (a signal): the program's requests are not sent, since
+            // their receivers may have exited; its waits end with "shutting down".
+            return;
+        }
         match command {
             Command::Release(key) => {
                 self.releases.push(key);
@@ -146,13 +151,19 @@ impl Node for ClientNode {
         if std::mem::take(&mut self.changed) {
             self.shared.notify();
         }
+        if self.status != NodeStatus::Running {
+            self.fetches.clear();
+            return;
+        }
         for (worker, keys) in self.fetches.drain() {
             out.push(worker, &ToWorker::GetData(keys));
         }
     }
 
     fn on_tick(&mut self, out: &mut Outbox, now: Instant) {
-        self.flush_releases(out);
+        if self.status == NodeStatus::Running {
+            self.flush_releases(out);
+        }
         if let Some(done_at) = self.done_at
             && self.status == NodeStatus::Running
             && now.duration_since(done_at) > self.shutdown_timeout

@@ -333,7 +333,11 @@ impl Node for WorkerNode {
     }
 
     fn on_event(&mut self, outcome: TaskOutcome, out: &mut Outbox, _now: Instant) {
-        self.on_outcome(outcome, out);
+        // Once stopping, nothing new is sent: its receiver may already have exited, and a
+        // send that is never received would hold this rank past its shutdown deadline.
+        if self.status == NodeStatus::Running {
+            self.on_outcome(outcome, out);
+        }
     }
 
     fn on_tick(&mut self, out: &mut Outbox, now: Instant) {

@@ -1,0 +1,241 @@
+//! Batch jobs on a real Slurm: scripts made by `mpidask jobscript` / `mpidask submit` run the
+//! Pi example with srun and with mpirun, a failing program fails its job, and the walltime
+//! signal stops a job in order. Needs the local cluster `make slurm` starts (`make test`
+//! does); without it these tests fail, they do not skip.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+use support::{Run, example, mpi_environment, run_with_deadline, run_with_trigger};
+
+/// One job at a time: the cluster is two cores.
+static CLUSTER: Mutex<()> = Mutex::new(());
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn mpidask() -> &'static str {
+    env!("CARGO_BIN_EXE_mpidask")
+}
+
+/// Fails clearly unless the local cluster answers.
+fn require_slurm() {
+    let output = Command::new("sinfo").args(["-h", "-o", "%t"]).output();
+    match output {
+        Ok(out) if out.status.success() && !out.stdout.is_empty() => {}
+        other => panic!(
+            "no Slurm cluster answers `sinfo` ({other:?}): start the local one with `make slurm` \
+             (scripts/start-local-slurm.sh, as root)"
+        ),
+    }
+}
+
+/// A fresh directory for one test's scripts and logs.
+fn workdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mpidask-slurm-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("work dir");
+    dir
+}
+
+/// `mpidask jobscript <options> -- <program>`, written to `dir/<name>.sbatch`.
+fn jobscript(dir: &Path, name: &str, options: &[&str], program: &[&str]) -> PathBuf {
+    let output = Command::new(mpidask())
+        .arg("jobscript")
+        .args(["--job-name", name, "--output"])
+        .arg(dir.join(format!("{name}.out")))
+        .args(options)
+        .arg("--")
+        .args(program)
+        .output()
+        .expect("mpidask jobscript runs");
+    assert!(
+        output.status.success(),
+        "mpidask jobscript failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = dir.join(format!("{name}.sbatch"));
+    std::fs::write(&path, &output.stdout).expect("script written");
+    path
+}
+
+/// `sbatch --wait script` from `dir`, with the environment Open MPI needs here.
+fn sbatch_wait(dir: &Path, script: &Path) -> Command {
+    let mut command = Command::new("sbatch");
+    command.arg("--wait").arg(script).current_dir(dir);
+    mpi_environment(&mut command);
+    command
+}
+
+fn job_log(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{name}.out"))).unwrap_or_default()
+}
+
+fn pi_args() -> Vec<String> {
+    vec![
+        example("pi").display().to_string(),
+        "--sizes-gb".into(),
+        "0.2".into(),
+        "--chunk-mb".into(),
+        "16".into(),
+    ]
+}
+
+fn expect_pi_job(run: &Run, dir: &Path, name: &str) {
+    let log = job_log(dir, name);
+    assert_eq!(
+        run.code,
+        Some(0),
+        "job {name} failed\n{}\n--- job log ---\n{log}",
+        run.dump()
+    );
+    assert!(
+        log.contains("RESULT bytes=200000000"),
+        "job {name} printed no result:\n{log}"
+    );
+    assert!(
+        log.contains("workers=2"),
+        "job {name}: 2 workers expected:\n{log}"
+    );
+    assert!(
+        !log.contains("] ERROR:") && !log.contains("] WARN:"),
+        "job {name} is noisy:\n{log}"
+    );
+}
+
+#[test]
+fn pi_script_runs_with_srun_and_with_mpirun() {
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    require_slurm();
+    let dir = workdir("pi");
+    let program = pi_args();
+    let program: Vec<&str> = program.iter().map(String::as_str).collect();
+    for launcher in ["srun", "mpirun"] {
+        let name = format!("pi-{launcher}");
+        let script = jobscript(
+            &dir,
+            &name,
+            &["--launcher", launcher, "--walltime", "00:05:00"],
+            &program,
+        );
+        let run = run_with_deadline(sbatch_wait(&dir, &script), DEADLINE);
+        expect_pi_job(&run, &dir, &name);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn submit_waits_and_returns_the_job_exit_code() {
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    require_slurm();
+    let dir = workdir("submit");
+    let mut command = Command::new(mpidask());
+    command
+        .current_dir(&dir)
+        .args(["submit", "--wait", "--job-name", "pi-submit", "--script"])
+        .arg(dir.join("pi-submit.sbatch"))
+        .arg("--output")
+        .arg(dir.join("pi-submit.out"))
+        .arg("--")
+        .args(pi_args());
+    mpi_environment(&mut command);
+    let run = run_with_deadline(command, DEADLINE);
+    expect_pi_job(&run, &dir, "pi-submit");
+    assert!(dir.join("pi-submit.sbatch").exists(), "the script is kept");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_failing_program_fails_its_job() {
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    require_slurm();
+    let dir = workdir("fail");
+    let pi = example("pi").display().to_string();
+    for launcher in ["srun", "mpirun"] {
+        let name = format!("fail-{launcher}");
+        let script = jobscript(
+            &dir,
+            &name,
+            &["--launcher", launcher],
+            &[&pi, "--chunk-mb", "0"],
+        );
+        let run = run_with_deadline(sbatch_wait(&dir, &script), DEADLINE);
+        let log = job_log(&dir, &name);
+        assert_eq!(
+            run.code,
+            Some(1),
+            "job {name} must fail with 1\n{}\n{log}",
+            run.dump()
+        );
+        assert_eq!(
+            log.matches("ERROR: the client program returned an error: --chunk-mb must be positive")
+                .count(),
+            1,
+            "one error line in the job log:\n{log}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_walltime_signal_stops_the_job_in_order() {
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    require_slurm();
+    let dir = workdir("walltime");
+    let pi = example("pi").display().to_string();
+    for launcher in ["srun", "mpirun"] {
+        let name = format!("long-{launcher}");
+        // 2 TB of random numbers: minutes, far more than the test waits.
+        let script = jobscript(
+            &dir,
+            &name,
+            &["--launcher", launcher],
+            &[&pi, "--sizes-gb", "2000"],
+        );
+        let log_path = dir.join(format!("{name}.out"));
+        let job_name = name.clone();
+        // What `#SBATCH --signal=B:USR1@60` does at walltime - 60 s, sent once the job runs.
+        let run = run_with_trigger(
+            sbatch_wait(&dir, &script),
+            DEADLINE,
+            Some((
+                "Submitted batch job",
+                Box::new(move |_| {
+                    let started = std::time::Instant::now();
+                    while !std::fs::read_to_string(&log_path)
+                        .is_ok_and(|l| l.contains("workers joined"))
+                    {
+                        assert!(
+                            started.elapsed() < Duration::from_secs(60),
+                            "job {job_name} never started"
+                        );
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    let status = Command::new("scancel")
+                        .args(["--signal=USR1", "--batch", "--name", &job_name])
+                        .status()
+                        .expect("scancel runs");
+                    assert!(status.success(), "scancel failed");
+                }),
+            )),
+        );
+        let log = job_log(&dir, &name);
+        assert_eq!(
+            run.code,
+            Some(9),
+            "job {name} must stop with 9\n{}\n{log}",
+            run.dump()
+        );
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains("] ERROR:")).collect();
+        assert!(
+            errors.len() == 1
+                && errors[0].contains("received SIGUSR1")
+                && errors[0].contains("tasks done"),
+            "one error line naming the signal:\n{log}"
+        );
+        assert!(log.contains("job ends with exit code 9"), "{log}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
