@@ -8,10 +8,15 @@
 #   make bench            every benchmark; `make bench BENCH=tasks_per_s` for one
 #   make deps             install Open MPI, MPICH, libclang and pkg-config with apt-get if missing
 #   make lint             rustfmt and clippy checks (part of make test)
+#   make install PREFIX=/opt/mpidask
+#                         install the mpidask command and a modulefile (Lmod or Tcl
+#                         modules: module use $(PREFIX)/modulefiles; module load mpidask)
 #   make slurm            start a local single-node Slurm for the batch tests (slurm-stop)
 #   make fuzz             fuzz the message and file decoders for FUZZ_SECONDS (default 60)
 
 SHELL := /bin/bash
+PREFIX ?= /usr/local
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 CARGO ?= cargo
 NP ?= 4
 BENCH ?=
@@ -31,7 +36,7 @@ export OMPI_MCA_rmaps_base_oversubscribe := 1
 APT_PACKAGES := openmpi-bin libopenmpi-dev mpich libmpich-dev libclang-dev clang pkg-config
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps pyenv slurm slurm-stop build run test test-tcp test-mpich lint bench fuzz peers clean
+.PHONY: all install deps pyenv slurm slurm-stop build run test test-tcp test-mpich lint bench fuzz peers clean
 
 all: build
 
@@ -60,6 +65,13 @@ pyenv:
 
 build: deps
 	$(CARGO) build --release --bins --examples
+
+install: build
+	install -d $(PREFIX)/bin $(PREFIX)/modulefiles/mpidask
+	install -m 0755 target/release/mpidask $(PREFIX)/bin/mpidask
+	sed -e 's|@PREFIX@|$(abspath $(PREFIX))|g' -e 's|@VERSION@|$(VERSION)|g' \
+	  jobscripts/modulefile.tcl > $(PREFIX)/modulefiles/mpidask/$(VERSION)
+	@echo "installed: module use $(abspath $(PREFIX))/modulefiles && module load mpidask"
 
 run: build
 	mpirun -np $(NP) target/release/examples/pi $(PI_ARGS)

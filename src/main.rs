@@ -211,6 +211,18 @@ fn main() {
             let hosts: BTreeSet<&str> =
                 info.workers.iter().map(|w| w.hello.host.as_str()).collect();
             println!("worker nodes:   {}", hosts.len());
+            let per_node: Vec<String> = hosts
+                .iter()
+                .map(|host| {
+                    let n = info
+                        .workers
+                        .iter()
+                        .filter(|w| w.hello.host == *host)
+                        .count();
+                    format!("{host}: {n}")
+                })
+                .collect();
+            println!("workers per node: {}", per_node.join(", "));
             println!("workers:        {}", info.workers.len());
             for worker in &info.workers {
                 let resources: Vec<String> = worker

@@ -319,8 +319,11 @@ fn run_scenario(name: &str) -> ! {
             Ok(())
         }),
         "long_job" => mpidask::run(|client| -> anyhow::Result<()> {
+            let sleepers = client.map(sleep_ms, vec![30_000u64; 4]);
+            // The answer comes after the scheduler placed the tasks (all workers joined).
+            client.scheduler_info()?;
             println!("SCENARIO long_job started");
-            client.gather(&client.map(sleep_ms, vec![30_000u64; 4]))?;
+            client.gather(&sleepers)?;
             Ok(())
         }),
         "million" => mpidask::run(|client| -> anyhow::Result<()> {
