@@ -11,47 +11,44 @@ thread_local! {
     static EARLY_MPI: RefCell<Option<(Universe, Threading)>> = const { RefCell::new(None) };
 }
 
-/// The number of ranks the launcher started, from the variables `mpirun` (Open MPI,
-/// MPICH/Hydra, PMIx) and `srun` set; `None` without a launcher.
+/// Variables in which launchers give the number of ranks they started: Open MPI's
+/// `mpirun`, MPICH/Hydra (PMI), PMIx, and `srun` (the step's task count).
+const LAUNCHER_SIZE_VARIABLES: [&str; 4] = [
+    "OMPI_COMM_WORLD_SIZE",
+    "PMI_SIZE",
+    "PMIX_SIZE",
+    "SLURM_STEP_NUM_TASKS",
+];
+
+/// The first of `variables` that is set to a number, with that number.
+fn first_count(variables: &[&str]) -> Option<(String, usize)> {
+    variables.iter().find_map(|name| {
+        let count = std::env::var(name).ok()?.trim().parse::<usize>().ok()?;
+        Some((name.to_string(), count))
+    })
+}
+
+/// The number of ranks the launcher started; `None` without a launcher.
 pub fn launcher_world_size() -> Option<usize> {
-    [
-        "OMPI_COMM_WORLD_SIZE",
-        "PMI_SIZE",
-        "PMIX_SIZE",
-        "SLURM_STEP_NUM_TASKS",
-    ]
-    .iter()
-    .find_map(|name| std::env::var(name).ok()?.trim().parse::<usize>().ok())
+    first_count(&LAUNCHER_SIZE_VARIABLES).map(|(_, size)| size)
 }
 
 /// The rank count the environment claims, and the variable that claims it: the launcher's
 /// own variables first, then Slurm's task count of the job (`SLURM_NTASKS`, set in a batch
 /// script too). `None` outside any launcher and allocation.
 pub fn expected_world_size() -> Option<(String, usize)> {
-    [
-        "OMPI_COMM_WORLD_SIZE",
-        "PMI_SIZE",
-        "PMIX_SIZE",
-        "SLURM_STEP_NUM_TASKS",
-        "SLURM_NTASKS",
-    ]
-    .iter()
-    .find_map(|name| {
-        let size = std::env::var(name).ok()?.trim().parse::<usize>().ok()?;
-        Some((name.to_string(), size))
-    })
+    first_count(&LAUNCHER_SIZE_VARIABLES).or_else(|| first_count(&["SLURM_NTASKS"]))
 }
 
 /// This process's rank according to the launcher's variables.
 pub fn launcher_rank() -> Option<usize> {
-    [
+    first_count(&[
         "OMPI_COMM_WORLD_RANK",
         "PMI_RANK",
         "PMIX_RANK",
         "SLURM_PROCID",
-    ]
-    .iter()
-    .find_map(|name| std::env::var(name).ok()?.trim().parse::<usize>().ok())
+    ])
+    .map(|(_, rank)| rank)
 }
 
 /// The launcher self-check: a launcher (or allocation) that says several ranks while MPI
