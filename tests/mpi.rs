@@ -752,10 +752,16 @@ fn test_worker_aborts() -> Result<(), Failed> {
 
 /// Runs the `long_job` scenario and, once it started, lets `signal` do its thing.
 fn signalled_long_job(signal: impl FnOnce(i32) + 'static) -> Run {
+    signalled(scenario_under_mpirun(4, "long_job"), signal)
+}
+
+/// Runs `command` (the `long_job` scenario) and, once its tasks are placed, calls `action`
+/// with the job's session.
+fn signalled(command: Command, action: impl FnOnce(i32) + 'static) -> Run {
     run_with_trigger(
-        scenario_under_mpirun(4, "long_job"),
+        command,
         DEADLINE,
-        Some(("SCENARIO long_job started", Box::new(signal))),
+        Some(("SCENARIO long_job started", Box::new(action))),
     )
 }
 
@@ -843,17 +849,10 @@ fn test_silent_scheduler() -> Result<(), Failed> {
     check(|| {
         let mut command = scenario_under_mpirun(4, "long_job");
         command.env("MPIDASK_WORKER_TIMEOUT", "2");
-        let run = run_with_trigger(
-            command,
-            DEADLINE,
-            Some((
-                "SCENARIO long_job started",
-                Box::new(|session| {
-                    // SAFETY: sending a signal has no memory-safety preconditions.
-                    unsafe { libc::kill(pid_of_rank(session, 0), libc::SIGSTOP) };
-                }),
-            )),
-        );
+        let run = signalled(command, |session| {
+            // SAFETY: sending a signal has no memory-safety preconditions.
+            unsafe { libc::kill(pid_of_rank(session, 0), libc::SIGSTOP) };
+        });
         run.expect_code(ExitCode::WorkerLost.code());
         // The client reports it; the only other line allowed is the scheduler's list of
         // what was running, printed when mpirun's SIGTERM wakes it.
