@@ -7,6 +7,7 @@
 #                         under MPICH (test-tcp, test-mpich)
 #   make bench            every benchmark; `make bench BENCH=tasks_per_s` for one
 #   make deps             install Open MPI, MPICH, libclang and pkg-config with apt-get if missing
+#                         (make test-deps adds Chromium, which a test renders the report in)
 #   make lint             rustfmt and clippy checks (part of make test)
 #   make install PREFIX=/opt/mpidask
 #                         install the mpidask command and a modulefile (Lmod or Tcl
@@ -34,22 +35,32 @@ endif
 export OMPI_MCA_rmaps_base_oversubscribe := 1
 
 APT_PACKAGES := openmpi-bin libopenmpi-dev mpich libmpich-dev libclang-dev clang pkg-config
+# Only the tests need these: Chromium renders the HTML report, `script` gives a terminal.
+TEST_PACKAGES := chromium bsdutils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install deps pyenv slurm slurm-stop build run test test-tcp test-mpich lint bench fuzz peers clean
+.PHONY: all install deps test-deps pyenv slurm slurm-stop build run test test-tcp test-mpich lint bench fuzz peers clean
 
 all: build
 
-deps:
+# $(call apt_install,PACKAGES): apt-get install the packages that are missing.
+define apt_install
 	@missing=""; \
-	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  $(SUDO) apt-get install -y -q $$missing || \
 	    { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; }; \
 	fi
+endef
+
+deps:
+	$(call apt_install,$(APT_PACKAGES))
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
+
+test-deps: deps
+	$(call apt_install,$(TEST_PACKAGES))
 
 # A local single-node Slurm (munge, slurmctld, slurmd from Debian packages) for
 # tests/slurm.rs; it advertises 8 CPUs so 4-rank jobs fit on a 2-core machine.
@@ -82,7 +93,7 @@ lint: deps
 
 # A test binary that exits early with code 0 would pass unnoticed: every binary cargo runs
 # must also report its result line.
-test: deps pyenv slurm lint
+test: test-deps pyenv slurm lint
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --release 2>&1 | tee target/test.log
 	@started=$$(grep -cE '^running [0-9]+ tests?$$' target/test.log); \
@@ -93,12 +104,12 @@ test: deps pyenv slurm lint
 
 # The integration tests with Open MPI's shared-memory transport off: every byte between
 # ranks goes over TCP, as between nodes.
-test-tcp: deps
+test-tcp: test-deps
 	OMPI_MCA_btl=self,tcp $(CARGO) test --release --test mpi
 
 # The integration tests with the project built against MPICH (its own target directory)
 # and launched by MPICH's mpiexec.
-test-mpich: deps
+test-mpich: test-deps
 	MPICC=mpicc.mpich $(CARGO) build --release --target-dir target-mpich --examples
 	MPICC=mpicc.mpich MPIDASK_TEST_MPI=mpich $(CARGO) test --release --target-dir target-mpich --test mpi
 

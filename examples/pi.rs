@@ -41,6 +41,11 @@ struct Cli {
     #[arg(long)]
     explain: bool,
 
+    /// Show the progress of each computation (a bar on a terminal, a line every
+    /// --progress-interval seconds in a batch log)
+    #[arg(long)]
+    progress: bool,
+
     #[command(flatten)]
     runtime: mpidask::RuntimeArgs,
 }
@@ -70,7 +75,11 @@ fn main() {
                 println!("{}", pi.explain());
             }
             let started = Instant::now();
-            let estimate = pi.compute_scalar::<f64>(client)?;
+            let estimate = if cli.progress {
+                client.with_progress(|| pi.compute_scalar::<f64>(client))?
+            } else {
+                pi.compute_scalar::<f64>(client)?
+            };
             let seconds = started.elapsed().as_secs_f64();
             let err = (estimate - std::f64::consts::PI).abs();
             println!("Size:    {gb} GB");

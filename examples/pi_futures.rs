@@ -33,6 +33,11 @@ struct Cli {
     #[arg(long, default_value_t = 42)]
     seed: u64,
 
+    /// Show the progress of the tasks (a bar on a terminal, a line every
+    /// --progress-interval seconds in a batch log)
+    #[arg(long)]
+    progress: bool,
+
     #[command(flatten)]
     runtime: mpidask::RuntimeArgs,
 }
@@ -72,6 +77,9 @@ fn main() {
         let started = Instant::now();
         let calls = (0..cli.tasks).map(|i| (cli.seed, i, points_of(i, cli.samples, cli.tasks)));
         let futures = client.map(count_hits, calls);
+        if cli.progress {
+            client.progress(&futures)?;
+        }
         let hits: u64 = client.gather(&futures)?.into_iter().sum();
         let seconds = started.elapsed().as_secs_f64();
 

@@ -16,6 +16,8 @@ pub const DEFAULT_WORKER_TIMEOUT: f64 = 60.0;
 pub const DEFAULT_SHUTDOWN_TIMEOUT: f64 = 10.0;
 /// Default `--stall-warning`, seconds.
 pub const DEFAULT_STALL_WARNING: f64 = 60.0;
+/// Default `--progress-interval`, seconds.
+pub const DEFAULT_PROGRESS_INTERVAL: f64 = 10.0;
 /// Default `--poll-max-us`.
 pub const DEFAULT_POLL_MAX_US: u64 = 1000;
 
@@ -137,6 +139,22 @@ pub struct RuntimeArgs {
           default_value_t = DEFAULT_STALL_WARNING, value_parser = parse_seconds)]
     pub stall_warning: f64,
 
+    /// Write the task stream (task runs and transfers on every rank) as Chrome-trace JSON
+    /// to FILE when the job ends, also after a failure; open it in https://ui.perfetto.dev
+    #[arg(long, env = "MPIDASK_TRACE", value_name = "FILE")]
+    pub trace: Option<std::path::PathBuf>,
+
+    /// Write a self-contained HTML report (task stream and summary) to FILE when the job
+    /// ends, also after a failure
+    #[arg(long, env = "MPIDASK_REPORT", value_name = "FILE.html")]
+    pub report: Option<std::path::PathBuf>,
+
+    /// Seconds between two progress lines when the output is not a terminal (progress
+    /// shows as a live bar on a terminal)
+    #[arg(long, env = "MPIDASK_PROGRESS_INTERVAL", value_name = "SECONDS",
+          default_value_t = DEFAULT_PROGRESS_INTERVAL, value_parser = parse_seconds)]
+    pub progress_interval: f64,
+
     /// Longest sleep, in microseconds, of an idle rank between two polls for messages
     #[arg(long, env = "MPIDASK_POLL_MAX_US", value_name = "MICROSECONDS",
           default_value_t = DEFAULT_POLL_MAX_US,
@@ -160,6 +178,9 @@ impl Default for RuntimeArgs {
             worker_timeout: DEFAULT_WORKER_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             stall_warning: DEFAULT_STALL_WARNING,
+            trace: None,
+            report: None,
+            progress_interval: DEFAULT_PROGRESS_INTERVAL,
             poll_max_us: DEFAULT_POLL_MAX_US,
             message_part_bytes: DEFAULT_PART_BYTES,
         }
@@ -192,6 +213,16 @@ impl RuntimeArgs {
     /// `--stall-warning` as a duration.
     pub fn stall_warning(&self) -> Duration {
         Duration::from_secs_f64(self.stall_warning)
+    }
+
+    /// `true` if `--trace` or `--report` asks for the task stream.
+    pub fn tracing(&self) -> bool {
+        self.trace.is_some() || self.report.is_some()
+    }
+
+    /// `--progress-interval` as a duration.
+    pub fn progress_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.progress_interval)
     }
 
     /// `--poll-max-us` as a duration.

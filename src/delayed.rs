@@ -220,6 +220,15 @@ impl<T> Delayed<T> {
     {
         Session::new(client).submit(self).result()
     }
+
+    /// [`compute`](Self::compute) showing the progress of every call it runs (see
+    /// [`Client::with_progress`]).
+    pub fn compute_with_progress(&self, client: &Client) -> Result<T>
+    where
+        T: DeserializeOwned,
+    {
+        client.with_progress(|| self.compute(client))
+    }
 }
 
 /// Submits delayed calls, each node once however many results share it.

@@ -61,6 +61,7 @@ pub mod protocol;
 pub mod runtime;
 pub mod scheduler;
 pub mod task;
+pub mod trace;
 pub mod transport;
 pub mod worker;
 

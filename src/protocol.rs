@@ -33,7 +33,7 @@ mod payload_bytes {
 }
 
 /// Version of the message set below. Every rank checks at start-up that all ranks agree.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// First byte of every frame; a frame starting with anything else is rejected.
 pub const FRAME_MAGIC: u8 = 0xD5;
@@ -217,6 +217,62 @@ pub struct ComputeMsg {
     pub resources: Vec<Resource>,
 }
 
+/// One entry of the task stream (`--trace`, `--report`), recorded by the rank where it
+/// happened. Times are microseconds since the Unix epoch on that rank's clock.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum TraceEvent {
+    /// A task ran on a worker thread.
+    Task {
+        /// Task key.
+        key: Key,
+        /// Function name id (see `RegisterFunction`): the task's kind.
+        func: u32,
+        /// Index of the worker thread that ran it.
+        thread: u32,
+        /// When the function started.
+        start_us: u64,
+        /// How long it ran.
+        duration_us: u64,
+        /// `false` if it panicked or returned `Err`.
+        ok: bool,
+    },
+    /// A value moved between this rank and `peer`.
+    Transfer {
+        /// Key of the value.
+        key: Key,
+        /// The other rank.
+        peer: Rank,
+        /// Encoded size.
+        nbytes: u64,
+        /// When it was requested (incoming) or sent (outgoing).
+        start_us: u64,
+        /// Until it arrived (incoming); 0 for outgoing.
+        duration_us: u64,
+        /// `true` if this rank received it.
+        incoming: bool,
+    },
+}
+
+/// Job-wide task counts, for progress displays.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobProgress {
+    /// Tasks submitted since the job started.
+    pub submitted: u64,
+    /// Tasks that finished with a value.
+    pub completed: u64,
+    /// Tasks that failed, were cancelled, or depend on one that did.
+    pub failed: u64,
+    /// Tasks released by the client before they finished.
+    pub dropped: u64,
+}
+
+impl JobProgress {
+    /// Tasks in a final state.
+    pub fn finished(&self) -> u64 {
+        self.completed + self.failed + self.dropped
+    }
+}
+
 /// Messages the scheduler (rank 0) receives.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum ToScheduler {
@@ -244,6 +300,11 @@ pub enum ToScheduler {
     CancelKeys(Vec<Key>),
     /// The client asks for a [`SchedulerInfo`] (answered once all workers joined).
     InfoRequest,
+    /// The client asks for the job's [`JobProgress`] (answered at once).
+    ProgressRequest,
+    /// Task-stream entries recorded by the sender since its last `Trace` (only when
+    /// tracing is on; collected by the scheduler rank, not its state machine).
+    Trace(Vec<TraceEvent>),
     /// A worker finished a task (or stored a scattered value) and holds its result.
     TaskFinished {
         /// Task key.
@@ -388,6 +449,8 @@ pub enum ToClient {
     DataMissing(Key),
     /// Answer to `InfoRequest`.
     Info(SchedulerInfo),
+    /// Answer to `ProgressRequest`.
+    Progress(JobProgress),
     /// Shutdown, phase 1.
     Stop,
     /// Shutdown, phase 2.

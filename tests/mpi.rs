@@ -319,6 +319,8 @@ fn run_scenario(name: &str) -> ! {
             Ok(())
         }),
         "long_job" => mpidask::run(|client| -> anyhow::Result<()> {
+            // Quick tasks first, so a trace of the stopped job has finished tasks in it.
+            client.gather(&client.map(square, 0..8u64))?;
             let sleepers = client.map(sleep_ms, vec![30_000u64; 4]);
             // The answer comes after the scheduler placed the tasks (all workers joined).
             client.scheduler_info()?;
@@ -336,6 +338,20 @@ fn run_scenario(name: &str) -> ! {
                 peak / 1_000_000
             );
             ensure!(peak <= 500_000_000, "the scheduler peaked at {peak} bytes");
+            Ok(())
+        }),
+        "traced" => mpidask::run(|client| -> anyhow::Result<()> {
+            ensure!(client.gather(&client.map(square, 0..30u64))?.len() == 30);
+            ensure!(client.submit(refuse_seven, 7u32).result().is_err());
+            let (first, last) = (client.workers()[0].0, client.workers().last().unwrap().0);
+            let made = client
+                .with_options(TaskOptions::default().workers([first]))
+                .submit(pattern, 100_000usize);
+            let read = client
+                .with_options(TaskOptions::default().workers([last]))
+                .submit(checksum, &made);
+            ensure!(read.result()? == checksum(pattern(100_000)));
+            println!("SCENARIO traced OK");
             Ok(())
         }),
         "client_error" => mpidask::run(|_client| -> anyhow::Result<()> {
@@ -875,6 +891,195 @@ fn test_silent_scheduler() -> Result<(), Failed> {
     })
 }
 
+/// Checks that `path` exists and only its owner may read it (0600).
+fn expect_private(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{} is private", path.display());
+}
+
+/// A Chrome trace file, after checking it is private.
+fn read_trace(path: &std::path::Path) -> serde_json::Value {
+    expect_private(path);
+    serde_json::from_slice(&std::fs::read(path).expect("read the trace")).expect("valid JSON")
+}
+
+fn task_events(trace: &serde_json::Value) -> Vec<&serde_json::Value> {
+    trace["traceEvents"]
+        .as_array()
+        .expect("traceEvents")
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["cat"] == "task")
+        .collect()
+}
+
+fn test_trace_and_report() -> Result<(), Failed> {
+    check(|| {
+        let dir = support::scratch_dir("trace");
+        let (trace_path, report_path) = (dir.join("trace.json"), dir.join("report.html"));
+        let mut command = scenario_under_mpirun(4, "traced");
+        command
+            .env("MPIDASK_TRACE", &trace_path)
+            .env("MPIDASK_REPORT", &report_path);
+        let run = launch(command);
+        run.expect_code(0)
+            .expect_stdout("SCENARIO traced OK")
+            .expect_quiet()
+            .expect_stderr("summary: 33 tasks (1 failed)")
+            .expect_stderr("summary: 30 x square (0 failed)");
+
+        // 30 squares, one failing task, a value made on one worker and read on the other.
+        let trace = read_trace(&trace_path);
+        let tasks = task_events(&trace);
+        assert_eq!(tasks.len(), 33, "{}", run.dump());
+        let named = |name: &str| tasks.iter().filter(|t| t["name"] == name).count();
+        assert_eq!(
+            (
+                named("square"),
+                named("refuse_seven"),
+                named("pattern"),
+                named("checksum")
+            ),
+            (30, 1, 1, 1)
+        );
+        assert_eq!(tasks.iter().filter(|t| t["args"]["ok"] == false).count(), 1);
+        assert!(tasks.iter().all(|t| t["pid"] == 2 || t["pid"] == 3));
+        let worker_to_worker = trace["traceEvents"].as_array().unwrap().iter().any(|e| {
+            e["cat"] == "transfer"
+                && e["pid"] == 3
+                && e["args"]["peer"] == 2
+                && e["args"]["bytes"].as_u64().is_some_and(|b| b >= 100_000)
+        });
+        assert!(
+            worker_to_worker,
+            "the 100 kB value moved from rank 2 to rank 3"
+        );
+        let summary = &trace["otherData"]["summary"];
+        assert_eq!(summary["tasks"], 33);
+        assert_eq!(summary["failures"], 1);
+        assert_eq!(summary["exit_code"], 0);
+        assert_eq!(summary["workers"].as_array().map(Vec::len), Some(2));
+
+        // The report draws one rectangle per task run in a real browser.
+        expect_private(&report_path);
+        let dom = support::render_in_chromium(&report_path);
+        assert_eq!(dom.matches("class=\"task").count(), 33, "{dom}");
+        assert!(dom.contains("data-rendered=\"33\""), "{dom}");
+        assert!(dom.contains("refuse_seven") && dom.contains("rank 3 worker"));
+        // Nothing else is left: the private directories the files were made in are gone.
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+}
+
+fn test_trace_written_when_stopped_by_signal() -> Result<(), Failed> {
+    check(|| {
+        let dir = support::scratch_dir("trace-signal");
+        let trace_path = dir.join("trace.json");
+        let mut command = scenario_under_mpirun(4, "long_job");
+        command.env("MPIDASK_TRACE", &trace_path);
+        let run = signalled(command, |session| signal_members(session, libc::SIGTERM));
+        expect_orderly_stop(&run, ExitCode::Signal.code(), "SIGTERM");
+        run.expect_stderr("summary: 8 tasks (0 failed)");
+        let trace = read_trace(&trace_path);
+        assert_eq!(
+            task_events(&trace).len(),
+            8,
+            "the quick tasks before the signal"
+        );
+        assert_eq!(
+            trace["otherData"]["summary"]["exit_code"],
+            ExitCode::Signal.code()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+}
+
+fn test_progress_lines_in_a_batch_log() -> Result<(), Failed> {
+    check(|| {
+        let run = launch(mpirun(
+            4,
+            &example("pi"),
+            &[
+                "--sizes-gb",
+                "3",
+                "--chunk-mb",
+                "4",
+                "--progress",
+                "--progress-interval",
+                "0.05",
+            ],
+        ));
+        run.expect_code(0).expect_quiet();
+        let lines = run.log_lines("INFO");
+        let progress: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.contains("rank 1 client] INFO: progress: "))
+            .collect();
+        assert!(
+            progress.len() >= 2,
+            "a first and a last line\n{}",
+            run.dump()
+        );
+        let last = progress.last().unwrap();
+        let counts = last
+            .split("progress: ")
+            .nth(1)
+            .and_then(|rest| rest.split(" tasks").next())
+            .unwrap_or_else(|| panic!("no counts in {last}"));
+        let (done, total) = counts.split_once('/').expect("done/total");
+        assert_eq!(done, total, "{last}");
+        assert!(
+            total.parse::<u64>().unwrap() > 50,
+            "the whole graph counts: {last}"
+        );
+        assert!(
+            last.contains("(100.0%)") && last.contains("tasks/s, done"),
+            "{last}"
+        );
+    })
+}
+
+fn test_progress_bar_on_a_terminal() -> Result<(), Failed> {
+    check(|| {
+        // `script` runs the program on a pseudo-terminal, as an interactive user would.
+        let pi = example("pi_futures");
+        let line = format!("{} --samples 20000000 --tasks 24 --progress", pi.display());
+        let mut command = Command::new("script");
+        command.args(["-qec", &line, "/dev/null"]);
+        for variable in [
+            "SLURM_NTASKS",
+            "SLURM_STEP_NUM_TASKS",
+            "OMPI_COMM_WORLD_SIZE",
+            "PMI_SIZE",
+        ] {
+            command.env_remove(variable);
+        }
+        let run = launch(command);
+        run.expect_code(0);
+        // The bar (drawn with block characters) and the final line.
+        assert!(run.stdout.contains("/24 tasks ("), "{}", run.dump());
+        assert!(
+            run.stdout.contains('\u{2588}'),
+            "a bar is drawn\n{}",
+            run.dump()
+        );
+        assert!(
+            run.stdout.contains("progress: 24/24 tasks (100.0%)"),
+            "{}",
+            run.dump()
+        );
+    })
+}
+
 fn test_startup_with_32_ranks() -> Result<(), Failed> {
     check(|| {
         let run = launch(scenario_under_mpirun(32, "wide"));
@@ -1087,6 +1292,19 @@ fn main() {
         Trial::test("stall_warning_names_pending_tasks", test_stall_warning),
         Trial::test("silent_scheduler_aborts_5", test_silent_scheduler),
         Trial::test("startup_with_32_ranks", test_startup_with_32_ranks),
+        Trial::test("task_stream_trace_and_html_report", test_trace_and_report),
+        Trial::test(
+            "trace_written_when_stopped_by_signal",
+            test_trace_written_when_stopped_by_signal,
+        ),
+        Trial::test(
+            "progress_lines_in_a_batch_log",
+            test_progress_lines_in_a_batch_log,
+        ),
+        Trial::test(
+            "progress_bar_on_a_terminal",
+            test_progress_bar_on_a_terminal,
+        ),
         Trial::test(
             "no_sockets_beyond_what_mpi_opens",
             test_no_sockets_of_our_own,

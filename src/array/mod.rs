@@ -596,6 +596,12 @@ impl Array {
         lower::assemble(self.shape(), self.chunks(), chunks)
     }
 
+    /// [`compute`](Self::compute) showing the progress of the whole task graph (see
+    /// [`Client::with_progress`]).
+    pub fn compute_with_progress<T: Element>(&self, client: &Client) -> Result<ArrayD<T>> {
+        client.with_progress(|| self.compute(client))
+    }
+
     /// Computes a 0-d (or one-element) array and returns its value.
     pub fn compute_scalar<T: Element>(&self, client: &Client) -> Result<T> {
         let value = self.compute::<T>(client)?;

@@ -8,6 +8,7 @@
 
 mod future;
 mod node;
+mod progress;
 
 pub use future::{AsCompleted, Future};
 pub(crate) use node::{ClientNode, Command};
@@ -15,8 +16,8 @@ pub(crate) use node::{ClientNode, Command};
 use crate::error::{Error, Result, TaskError};
 use crate::keymap::KeyMap;
 use crate::protocol::{
-    ArgSlot, FnRef, Key, Payload, Rank, SchedulerInfo, TaskOptions, TaskSpec, ToScheduler,
-    ToWorker, decode_value, encode_value,
+    ArgSlot, FnRef, JobProgress, Key, Payload, Rank, SchedulerInfo, TaskOptions, TaskSpec,
+    ToScheduler, ToWorker, decode_value, encode_value,
 };
 use crate::runtime::driver::EventSender;
 use crate::task::{self, IntoArgs, KeepAlive, TaskFn};
@@ -76,6 +77,9 @@ pub(crate) struct State {
     functions: FxHashMap<i64, u32>,
     names: Vec<String>,
     info: Option<SchedulerInfo>,
+    /// The last answer to a progress request, and how many answers came.
+    progress: Option<JobProgress>,
+    progress_generation: u64,
     stopped: bool,
     /// Messages of the task errors handed to the program (to recognise them in its result).
     failures_returned: Vec<String>,
@@ -113,10 +117,16 @@ pub(crate) struct Shared {
     next_key: AtomicU64,
     workers: Vec<Rank>,
     next_worker: AtomicUsize,
+    /// `--progress-interval`.
+    progress_interval: std::time::Duration,
 }
 
 impl Shared {
-    pub(crate) fn new(commands: EventSender<Command>, workers: Vec<Rank>) -> Arc<Shared> {
+    pub(crate) fn new(
+        commands: EventSender<Command>,
+        workers: Vec<Rank>,
+        progress_interval: std::time::Duration,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
@@ -124,6 +134,7 @@ impl Shared {
             next_key: AtomicU64::new(1),
             workers,
             next_worker: AtomicUsize::new(0),
+            progress_interval,
         })
     }
 
@@ -153,6 +164,22 @@ impl Shared {
             }
             state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Waits until the table changes or `timeout` passes; an error once the runtime stops.
+    fn wait_changed(&self, timeout: std::time::Duration) -> Result<()> {
+        let state = self.lock();
+        if state.stopped {
+            return Err(Error::ShuttingDown);
+        }
+        let (state, _) = self
+            .changed
+            .wait_timeout(state, timeout)
+            .unwrap_or_else(|e| e.into_inner());
+        if state.stopped {
+            return Err(Error::ShuttingDown);
+        }
+        Ok(())
     }
 
     /// Messages of the task errors the program was given.

@@ -6,6 +6,7 @@ use crate::error::TaskError;
 use crate::exit::ExitCode;
 use crate::protocol::{Key, Rank, ToClient, ToScheduler, ToWorker};
 use crate::runtime::driver::{Node, NodeStatus};
+use crate::trace::TraceBuffer;
 use crate::transport::Outbox;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -37,6 +38,9 @@ pub struct ClientNode {
     done_at: Option<Instant>,
     shutdown_timeout: Duration,
     status: NodeStatus,
+    /// The transfers this rank recorded and has not sent yet (`--trace`/`--report`).
+    trace: Option<TraceBuffer>,
+    last_trace_sent: Instant,
 }
 
 impl ClientNode {
@@ -50,6 +54,32 @@ impl ClientNode {
             done_at: None,
             shutdown_timeout,
             status: NodeStatus::Running,
+            trace: None,
+            last_trace_sent: Instant::now(),
+        }
+    }
+
+    /// Records transfers and sends them to the scheduler rank (`--trace`/`--report`).
+    pub fn with_trace(mut self) -> Self {
+        self.trace = Some(TraceBuffer::default());
+        self
+    }
+
+    fn send_trace(&mut self, out: &mut Outbox) {
+        if let Some(message) = self.trace.as_mut().and_then(TraceBuffer::take_message) {
+            out.push(Rank::SCHEDULER, &message);
+        }
+    }
+
+    /// Records what a message to a worker moves.
+    fn trace_outgoing(&mut self, worker: Rank, message: &ToWorker) {
+        let Some(trace) = &mut self.trace else {
+            return;
+        };
+        match message {
+            ToWorker::GetData(keys) => keys.iter().for_each(|key| trace.requested(*key)),
+            ToWorker::ScatterData { key, bytes } => trace.sent(*key, worker, bytes.len() as u64),
+            _ => {}
         }
     }
 
@@ -65,7 +95,7 @@ impl Node for ClientNode {
     type Message = ToClient;
     type Event = Command;
 
-    fn on_message(&mut self, from: Rank, message: ToClient, _out: &mut Outbox, _now: Instant) {
+    fn on_message(&mut self, from: Rank, message: ToClient, out: &mut Outbox, _now: Instant) {
         let mut state = self.shared.lock();
         match message {
             ToClient::KeyDone { key, worker } => {
@@ -94,6 +124,9 @@ impl Node for ClientNode {
                 state.set_status(key, Status::Cancelled(cause))
             }
             ToClient::Data { key, bytes } => {
+                if let Some(trace) = &mut self.trace {
+                    trace.arrived(key, from, bytes.len() as u64);
+                }
                 if let Some(entry) = state.keys.get_mut(&key) {
                     entry.data = Some(bytes);
                 }
@@ -109,9 +142,18 @@ impl Node for ClientNode {
                 );
             }
             ToClient::Info(info) => state.info = Some(info),
+            ToClient::Progress(progress) => {
+                state.progress = Some(progress);
+                state.progress_generation += 1;
+            }
             ToClient::Stop => {
                 state.stopped = true;
                 self.status = NodeStatus::Quiescing;
+                // The last entries go before `Quiesced`, which the loop sends next.
+                drop(state);
+                self.send_trace(out);
+                self.changed = true;
+                return;
             }
             ToClient::Exit { code } => self.status = NodeStatus::Exit(code),
             ToClient::Heartbeat => {}
@@ -137,7 +179,10 @@ impl Node for ClientNode {
                 self.flush_releases(out);
                 out.push(Rank::SCHEDULER, &message);
             }
-            Command::Worker(rank, message) => out.push(rank, &message),
+            Command::Worker(rank, message) => {
+                self.trace_outgoing(rank, &message);
+                out.push(rank, &message);
+            }
             Command::Done(code) => {
                 self.flush_releases(out);
                 out.push(Rank::SCHEDULER, &ToScheduler::ClientDone { code });
@@ -155,14 +200,20 @@ impl Node for ClientNode {
             self.fetches.clear();
             return;
         }
-        for (worker, keys) in self.fetches.drain() {
-            out.push(worker, &ToWorker::GetData(keys));
+        for (worker, keys) in std::mem::take(&mut self.fetches) {
+            let message = ToWorker::GetData(keys);
+            self.trace_outgoing(worker, &message);
+            out.push(worker, &message);
         }
     }
 
     fn on_tick(&mut self, out: &mut Outbox, now: Instant) {
         if self.status == NodeStatus::Running {
             self.flush_releases(out);
+            if now.duration_since(self.last_trace_sent) >= crate::runtime::driver::HEARTBEAT {
+                self.last_trace_sent = now;
+                self.send_trace(out);
+            }
         }
         if let Some(done_at) = self.done_at
             && self.status == NodeStatus::Running

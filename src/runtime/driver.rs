@@ -42,6 +42,9 @@ pub trait Node {
     fn on_signal(&mut self, signal: i32, out: &mut Outbox) {
         out.push(Rank::SCHEDULER, &ToScheduler::Signal { signal });
     }
+    /// Called just before the loop aborts the job with `code` (`MPI_Abort`): last words,
+    /// such as the scheduler rank writing the task stream.
+    fn on_abort(&mut self, _code: i32) {}
     /// Called every [`TICK`] or so, for timers.
     fn on_tick(&mut self, out: &mut Outbox, now: Instant);
     /// The node's status after the last call.
@@ -200,6 +203,7 @@ pub fn drive<N: Node>(
                         "malformed frame of {} bytes from {from}: {e}; aborting the job",
                         frame.len()
                     );
+                    node.on_abort(ExitCode::Internal.code());
                     transport.abort(ExitCode::Internal.code());
                 }
             }
@@ -227,6 +231,7 @@ pub fn drive<N: Node>(
                      presumed lost; aborting the job",
                     now.duration_since(heard_from_scheduler).as_secs_f64()
                 );
+                node.on_abort(ExitCode::WorkerLost.code());
                 transport.abort(ExitCode::WorkerLost.code());
             }
         }
@@ -247,6 +252,7 @@ pub fn drive<N: Node>(
                         "shutdown did not complete within {:.1} s (--shutdown-timeout); aborting",
                         settings.shutdown_timeout.as_secs_f64()
                     );
+                    node.on_abort(ExitCode::ShutdownTimeout.code());
                     transport.abort(ExitCode::ShutdownTimeout.code());
                 }
             }
@@ -256,6 +262,7 @@ pub fn drive<N: Node>(
             }
             NodeStatus::Abort(code, message) => {
                 error!("{message}");
+                node.on_abort(code);
                 transport.abort(code);
             }
         }

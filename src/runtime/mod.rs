@@ -11,6 +11,7 @@ use crate::exit::ExitCode;
 use crate::logging;
 use crate::protocol::{PROTOCOL_VERSION, Rank, ToClient, ToScheduler, ToWorker, WorkerHello};
 use crate::scheduler::{Output, Scheduler, SchedulerConfig};
+use crate::trace::TraceCollector;
 use crate::transport::local::LocalTransport;
 use crate::transport::mpi::MpiTransport;
 use crate::transport::{Outbox, Transport};
@@ -343,6 +344,8 @@ struct SchedulerNode {
     /// Every other rank, told every [`driver::HEARTBEAT`] that the scheduler is alive.
     others: Vec<Rank>,
     last_heartbeat: Instant,
+    /// The job's task stream (`--trace`/`--report`), written when the job ends.
+    trace: Option<TraceCollector>,
 }
 
 impl SchedulerNode {
@@ -370,7 +373,20 @@ impl Node for SchedulerNode {
     type Event = ();
 
     fn on_message(&mut self, from: Rank, message: ToScheduler, _out: &mut Outbox, now: Instant) {
+        let message = match &mut self.trace {
+            // A trace message is a sign of life too.
+            Some(trace) => trace
+                .observe(from, message)
+                .unwrap_or(ToScheduler::Heartbeat),
+            None => message,
+        };
         self.scheduler.handle(from, message, now);
+    }
+
+    fn on_abort(&mut self, code: i32) {
+        if let Some(trace) = &mut self.trace {
+            trace.finish(code);
+        }
     }
 
     fn on_batch_end(&mut self, out: &mut Outbox, _now: Instant) {
@@ -468,6 +484,9 @@ fn scheduler_main(transport: &mut dyn Transport, args: &RuntimeArgs, workers: Ve
         abort: None,
         others,
         last_heartbeat: Instant::now(),
+        trace: args
+            .tracing()
+            .then(|| TraceCollector::new(args.trace.clone(), args.report.clone())),
     };
     let code = drive(
         &mut node,
@@ -478,6 +497,9 @@ fn scheduler_main(transport: &mut dyn Transport, args: &RuntimeArgs, workers: Ve
             ..settings(args, Rank::SCHEDULER)
         },
     );
+    if let Some(trace) = &mut node.trace {
+        trace.finish(code);
+    }
     info!("job ends with exit code {code}");
     code
 }
@@ -513,6 +535,9 @@ fn worker_main(
         pid: std::process::id(),
     };
     let mut node = WorkerNode::new(rank, hello, executor);
+    if args.tracing() {
+        node = node.with_trace();
+    }
     drive(&mut node, transport, &events, settings(args, rank))
 }
 
@@ -533,8 +558,11 @@ where
 {
     logging::set_thread_role(1, "client");
     let (commands, events) = driver::event_channel();
-    let shared = Shared::new(commands.clone(), workers);
+    let shared = Shared::new(commands.clone(), workers, args.progress_interval());
     let mut node = ClientNode::new(shared.clone(), args.shutdown_timeout());
+    if args.tracing() {
+        node = node.with_trace();
+    }
     let program_returned = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         let program_returned = &program_returned;

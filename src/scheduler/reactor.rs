@@ -6,8 +6,8 @@ use super::state::{Failure, ReadyQueue, Task, TaskState, Worker};
 use crate::exit::ExitCode;
 use crate::keymap::KeyMap;
 use crate::protocol::{
-    Attempt, ComputeMsg, Key, Rank, SchedulerInfo, TaskCode, TaskSpec, ToClient, ToScheduler,
-    ToWorker, WorkerHello, WorkerInfo,
+    Attempt, ComputeMsg, JobProgress, Key, Rank, SchedulerInfo, TaskCode, TaskSpec, ToClient,
+    ToScheduler, ToWorker, WorkerHello, WorkerInfo,
 };
 use log::{debug, error, info, warn};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -88,7 +88,13 @@ pub struct Scheduler {
     outbox: Vec<Output>,
     releases: FxHashMap<Rank, Vec<Key>>,
     next_seq: u64,
+    /// Tasks submitted (not scattered values).
+    submitted: u64,
     completed: u64,
+    /// Tasks ended by a failure or cancellation (their own or a dependency's).
+    failed: u64,
+    /// Tasks forgotten before they finished (the client released them).
+    dropped: u64,
     mean_task_seconds: Option<f64>,
     joined: usize,
     info_requests: u32,
@@ -129,7 +135,10 @@ impl Scheduler {
             outbox: Vec::new(),
             releases: FxHashMap::default(),
             next_seq: 0,
+            submitted: 0,
             completed: 0,
+            failed: 0,
+            dropped: 0,
             mean_task_seconds: None,
             joined: 0,
             info_requests: 0,
@@ -178,7 +187,11 @@ impl Scheduler {
                 stolen,
             } => self.on_steal_reply(from, key, attempt, stolen),
             ToScheduler::AddReplicas(keys) => self.on_add_replicas(from, &keys),
-            ToScheduler::Heartbeat => {}
+            ToScheduler::ProgressRequest => self
+                .outbox
+                .push(Output::Client(ToClient::Progress(self.progress()))),
+            // Collected by the scheduler rank's node before it reaches the state machine.
+            ToScheduler::Trace(_) | ToScheduler::Heartbeat => {}
             ToScheduler::ClientDone { code } => self.on_client_done(code, now),
             ToScheduler::Signal { signal } => self.on_signal(signal, from, now),
             ToScheduler::Quiesced => self.on_quiesced(from),
@@ -425,6 +438,16 @@ impl Scheduler {
         }
     }
 
+    /// Job-wide task counts.
+    pub fn progress(&self) -> JobProgress {
+        JobProgress {
+            submitted: self.submitted,
+            completed: self.completed,
+            failed: self.failed,
+            dropped: self.dropped,
+        }
+    }
+
     fn info(&self) -> SchedulerInfo {
         SchedulerInfo {
             workers: self
@@ -481,6 +504,7 @@ impl Scheduler {
         deps.dedup();
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.submitted += 1;
         let code = TaskCode {
             func: spec.func,
             args: spec.args,
@@ -908,6 +932,9 @@ impl Scheduler {
                 TaskState::Waiting => {}
             }
             let task = self.tasks.get_mut(&k).expect("exists");
+            if !task.scattered {
+                self.failed += 1;
+            }
             task.state = TaskState::Failed(failure.clone());
             task.code = None;
             if task.client_wants {
@@ -986,6 +1013,9 @@ impl Scheduler {
         }
         if !task.state.is_final() {
             debug!("task {key} released before it finished; cancelled");
+            if !task.scattered {
+                self.dropped += 1;
+            }
             for dep in &task.deps {
                 self.dependent_finished(*dep);
             }

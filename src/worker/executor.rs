@@ -63,6 +63,10 @@ pub struct TaskOutcome {
     pub result: Result<Vec<u8>, String>,
     /// Time the function ran.
     pub duration: Duration,
+    /// When it started, microseconds since the Unix epoch (for the task stream).
+    pub started_us: u64,
+    /// Index of the executor thread that ran it.
+    pub thread: u32,
 }
 
 struct Queue {
@@ -122,6 +126,7 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 
 /// Runs one task now, on this thread, turning a panic into an error.
 pub fn run_task(task: &ReadyTask) -> TaskOutcome {
+    let started_us = crate::trace::now_us();
     let started = Instant::now();
     let input = TaskInput {
         args: &task.code.args,
@@ -138,6 +143,8 @@ pub fn run_task(task: &ReadyTask) -> TaskOutcome {
         attempt: task.attempt,
         result,
         duration: started.elapsed(),
+        started_us,
+        thread: rayon::current_thread_index().unwrap_or(0) as u32,
     }
 }
 

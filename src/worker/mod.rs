@@ -11,9 +11,10 @@ mod tests;
 use crate::keymap::KeyMap;
 use crate::protocol::{
     ArgSlot, Attempt, ComputeMsg, Key, Payload, Rank, Resource, TaskCode, ToClient, ToScheduler,
-    ToWorker, WorkerHello,
+    ToWorker, TraceEvent, WorkerHello,
 };
 use crate::runtime::driver::{Node, NodeStatus};
+use crate::trace::TraceBuffer;
 use crate::transport::Outbox;
 use executor::{Executor, ReadyTask, TaskOutcome};
 use log::debug;
@@ -52,6 +53,8 @@ pub struct WorkerNode {
     hello: Option<WorkerHello>,
     last_heartbeat: Instant,
     status: NodeStatus,
+    /// The task stream this worker recorded and has not sent yet (`--trace`/`--report`).
+    trace: Option<TraceBuffer>,
 }
 
 impl WorkerNode {
@@ -68,6 +71,19 @@ impl WorkerNode {
             hello: Some(hello),
             last_heartbeat: Instant::now(),
             status: NodeStatus::Running,
+            trace: None,
+        }
+    }
+
+    /// Records the task stream and sends it to the scheduler rank (`--trace`/`--report`).
+    pub fn with_trace(mut self) -> Self {
+        self.trace = Some(TraceBuffer::default());
+        self
+    }
+
+    fn send_trace(&mut self, out: &mut Outbox) {
+        if let Some(message) = self.trace.as_mut().and_then(TraceBuffer::take_message) {
+            out.push(Rank::SCHEDULER, &message);
         }
     }
 
@@ -81,6 +97,9 @@ impl WorkerNode {
             missing += 1;
             self.waiters.entry(*dep).or_default().push(key);
             if *source != self.rank && self.fetching.insert(*dep) {
+                if let Some(trace) = &mut self.trace {
+                    trace.requested(*dep);
+                }
                 out.push(*source, &ToWorker::GetData(vec![*dep]));
             }
         }
@@ -158,6 +177,9 @@ impl WorkerNode {
         if !self.fetching.remove(&key) {
             debug!("unrequested value {key} from {from}; dropped");
             return;
+        }
+        if let Some(trace) = &mut self.trace {
+            trace.arrived(key, from, bytes.len() as u64);
         }
         self.store_value(key, bytes, out);
         out.push(Rank::SCHEDULER, &ToScheduler::AddReplicas(vec![key]));
@@ -246,7 +268,20 @@ impl WorkerNode {
         if !current || self.status != NodeStatus::Running {
             return;
         }
-        self.tasks.remove(&outcome.key);
+        let task = self
+            .tasks
+            .remove(&outcome.key)
+            .expect("current task exists");
+        if let Some(trace) = &mut self.trace {
+            trace.record(TraceEvent::Task {
+                key: outcome.key,
+                func: task.code.func.name,
+                thread: outcome.thread,
+                start_us: outcome.started_us,
+                duration_us: outcome.duration.as_micros() as u64,
+                ok: outcome.result.is_ok(),
+            });
+        }
         match outcome.result {
             Ok(bytes) => {
                 let nbytes = bytes.len() as u64;
@@ -325,6 +360,8 @@ impl Node for WorkerNode {
                     self.executor.queued()
                 );
                 self.executor.clear();
+                // The last entries go before `Quiesced`, which the loop sends next.
+                self.send_trace(out);
                 self.status = NodeStatus::Quiescing;
             }
             ToWorker::Exit { code } => self.status = NodeStatus::Exit(code),
@@ -345,6 +382,7 @@ impl Node for WorkerNode {
             && now.duration_since(self.last_heartbeat) >= crate::runtime::driver::HEARTBEAT
         {
             out.push(Rank::SCHEDULER, &ToScheduler::Heartbeat);
+            self.send_trace(out);
             self.last_heartbeat = now;
         }
     }

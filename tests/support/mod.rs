@@ -172,6 +172,38 @@ pub fn mpirun_path() -> PathBuf {
 
 /// Builds an `mpirun -np N` command for `program` with the variables Open MPI needs on a
 /// small machine run as root (oversubscription, root permission).
+/// A fresh empty directory for one test's files.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mpidask-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a scratch directory");
+    dir
+}
+
+/// The DOM of an HTML page after its scripts ran in headless Chromium.
+pub fn render_in_chromium(page: &Path) -> String {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|name| {
+            Command::new(name)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .unwrap_or_else(|| {
+            panic!("no Chromium found to render the report: install it (make deps, or apt-get install chromium)")
+        });
+    let mut command = Command::new(browser);
+    command
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("file://{}", page.display()));
+    let run = run_with_deadline(command, Duration::from_secs(60));
+    run.expect_code(0);
+    run.stdout
+}
+
 pub fn mpirun(np: usize, program: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(mpirun_path());
     if launcher() == Launcher::OpenMpi {
