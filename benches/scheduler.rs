@@ -18,6 +18,8 @@ fn hello(nthreads: u32) -> ToScheduler {
         resources: vec![],
         host: "sim".into(),
         pid: 1,
+        memory_limit: None,
+        memory_limit_source: String::new(),
     })
 }
 

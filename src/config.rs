@@ -1,6 +1,7 @@
 //! Runtime settings: one set of command-line flags, each with an environment variable as
 //! fallback, that a program can flatten into its own `clap` parser.
 
+use crate::memory::MemoryLimitSpec;
 use crate::protocol::Resource;
 use crate::transport::mpi::DEFAULT_PART_BYTES;
 use clap::Parser;
@@ -139,6 +140,13 @@ pub struct RuntimeArgs {
           default_value_t = DEFAULT_STALL_WARNING, value_parser = parse_seconds)]
     pub stall_warning: f64,
 
+    /// Memory one worker may hold: a size (8GB, 512MiB), a fraction of the node's memory
+    /// (0.5), auto (the node's memory - cgroup limit, Slurm allocation or MemTotal - divided
+    /// by the ranks on the node) or none. A task whose result is larger fails.
+    #[arg(long, env = "MPIDASK_MEMORY_LIMIT", value_name = "SIZE",
+          default_value_t = MemoryLimitSpec::Auto)]
+    pub memory_limit: MemoryLimitSpec,
+
     /// Write the task stream (task runs and transfers on every rank) as Chrome-trace JSON
     /// to FILE when the job ends, also after a failure; open it in https://ui.perfetto.dev
     #[arg(long, env = "MPIDASK_TRACE", value_name = "FILE")]
@@ -178,6 +186,7 @@ impl Default for RuntimeArgs {
             worker_timeout: DEFAULT_WORKER_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             stall_warning: DEFAULT_STALL_WARNING,
+            memory_limit: MemoryLimitSpec::Auto,
             trace: None,
             report: None,
             progress_interval: DEFAULT_PROGRESS_INTERVAL,
@@ -294,6 +303,7 @@ mod tests {
                 vec!["--shutdown-timeout", "soon"],
                 "not a number of seconds",
             ),
+            (vec!["--memory-limit", "8XB"], "unknown unit 'XB'"),
         ] {
             let mut argv = vec!["prog"];
             argv.extend(args);

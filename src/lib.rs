@@ -56,6 +56,7 @@ pub mod exit;
 pub mod jobscript;
 pub mod keymap;
 pub mod logging;
+pub mod memory;
 pub mod private_dir;
 pub mod protocol;
 pub mod runtime;

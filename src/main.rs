@@ -231,8 +231,16 @@ fn main() {
                     .iter()
                     .map(|r| format!("{}={}", r.name, r.amount))
                     .collect();
+                let memory = match worker.hello.memory_limit {
+                    Some(bytes) => format!(
+                        "{} = {}",
+                        mpidask::memory::gib(bytes),
+                        worker.hello.memory_limit_source
+                    ),
+                    None => "no limit".to_string(),
+                };
                 println!(
-                    "  {} on {}: {} threads, resources: {}",
+                    "  {} on {}: {} threads, memory limit {memory}, resources: {}",
                     worker.rank,
                     worker.hello.host,
                     worker.hello.nthreads,

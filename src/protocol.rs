@@ -163,6 +163,10 @@ pub struct WorkerHello {
     pub host: String,
     /// Process id, for diagnostics.
     pub pid: u32,
+    /// Memory the worker may hold, bytes (`None`: no limit).
+    pub memory_limit: Option<u64>,
+    /// How that limit was reached (`--memory-limit`, or the node's memory / its ranks).
+    pub memory_limit_source: String,
 }
 
 /// A worker as the scheduler describes it to the client.

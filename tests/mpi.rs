@@ -354,6 +354,21 @@ fn run_scenario(name: &str) -> ! {
             println!("SCENARIO traced OK");
             Ok(())
         }),
+        "memory_limit" => mpidask::run(|client| -> anyhow::Result<()> {
+            // Run with a 1 MB limit: a 2 MB result fails its task, the worker carries on.
+            match client.submit(pattern, 2_000_000usize).result() {
+                Err(Error::Task(e)) => ensure!(
+                    e.message
+                        .contains("its result is 2.00 MB, more than the 1.00 MB memory limit")
+                        && e.message.contains("raise --memory-limit"),
+                    "{e}"
+                ),
+                other => return Err(anyhow!("expected a task error, got {other:?}")),
+            }
+            ensure!(client.submit(pattern, 1000usize).result()?.len() == 1000);
+            println!("SCENARIO memory_limit OK");
+            Ok(())
+        }),
         "client_error" => mpidask::run(|_client| -> anyhow::Result<()> {
             Err(anyhow!(
                 "the input file /nonexistent/data.csv was not found"
@@ -1080,6 +1095,44 @@ fn test_progress_bar_on_a_terminal() -> Result<(), Failed> {
     })
 }
 
+fn test_result_over_memory_limit() -> Result<(), Failed> {
+    check(|| {
+        let mut command = scenario_under_mpirun(4, "memory_limit");
+        command.env("MPIDASK_MEMORY_LIMIT", "1MB");
+        launch(command)
+            .expect_code(0)
+            .expect_stdout("SCENARIO memory_limit OK")
+            .expect_quiet();
+    })
+}
+
+fn test_info_under_mpirun() -> Result<(), Failed> {
+    check(|| {
+        let info = std::path::Path::new(env!("CARGO_BIN_EXE_mpidask"));
+        // Slurm's allocation shared by the 4 ranks of the node.
+        let mut command = mpirun(4, info, &["info"]);
+        command.env("SLURM_MEM_PER_NODE", "4000");
+        let run = launch(command);
+        run.expect_code(0)
+            .expect_quiet()
+            .expect_stdout("MPI library:")
+            .expect_stdout("thread level:")
+            .expect_stdout("ranks:          4")
+            .expect_stdout("worker nodes:   1")
+            .expect_stdout("workers:        2")
+            .expect_stdout(
+                "memory limit 0.98 GiB = 3.91 GiB (SLURM_MEM_PER_NODE) / 4 ranks on the node",
+            );
+        let run = launch(mpirun(
+            4,
+            info,
+            &["info", "--memory-limit", "512MiB", "--resources", "gpu=1"],
+        ));
+        run.expect_code(0)
+            .expect_stdout("memory limit 0.50 GiB = --memory-limit, resources: gpu=1");
+    })
+}
+
 fn test_startup_with_32_ranks() -> Result<(), Failed> {
     check(|| {
         let run = launch(scenario_under_mpirun(32, "wide"));
@@ -1305,6 +1358,11 @@ fn main() {
             "progress_bar_on_a_terminal",
             test_progress_bar_on_a_terminal,
         ),
+        Trial::test(
+            "result_over_memory_limit_fails_its_task",
+            test_result_over_memory_limit,
+        ),
+        Trial::test("info_under_mpirun", test_info_under_mpirun),
         Trial::test(
             "no_sockets_beyond_what_mpi_opens",
             test_no_sockets_of_our_own,

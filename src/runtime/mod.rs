@@ -237,6 +237,8 @@ where
         }
         return ExitCode::Startup.code();
     }
+    // Ranks sharing this node's memory (a collective: every rank takes part).
+    let ranks_on_node = world.split_shared(rank as i32).size() as usize;
     let workers: Vec<Rank> = (2..size as u32).map(Rank).collect();
     let mut transport = MpiTransport::new(world, args.message_part_bytes);
     let code = match rank {
@@ -253,7 +255,7 @@ where
         }
         _ => {
             let host = mpi::environment::processor_name().unwrap_or_else(|_| "unknown".into());
-            worker_main(&mut transport, args, host, 1)
+            worker_main(&mut transport, args, host, 1, ranks_on_node)
         }
     };
     drop(transport);
@@ -504,11 +506,14 @@ fn scheduler_main(transport: &mut dyn Transport, args: &RuntimeArgs, workers: Ve
     code
 }
 
+/// A worker rank. `sharing`: workers in this process (local mode); `ranks_on_node`: ranks
+/// sharing the node's memory.
 fn worker_main(
     transport: &mut dyn Transport,
     args: &RuntimeArgs,
     host: String,
     sharing: usize,
+    ranks_on_node: usize,
 ) -> i32 {
     let rank = transport.rank();
     logging::set_thread_role(rank.0, "worker");
@@ -528,11 +533,18 @@ fn worker_main(
             transport.abort(ExitCode::Startup.code());
         }
     };
+    let (memory_limit, memory_limit_source) = crate::memory::worker_limit(
+        args.memory_limit,
+        ranks_on_node,
+        &crate::memory::node_memory(),
+    );
     let hello = WorkerHello {
         nthreads: nthreads as u32,
         resources: args.resources.0.clone(),
         host,
         pid: std::process::id(),
+        memory_limit,
+        memory_limit_source,
     };
     let mut node = WorkerNode::new(rank, hello, executor);
     if args.tracing() {
@@ -631,7 +643,7 @@ where
                 std::thread::Builder::new()
                     .name(format!("worker-{}", transport.rank().0))
                     .spawn_scoped(scope, move || {
-                        worker_main(&mut transport, args, host, nworkers)
+                        worker_main(&mut transport, args, host, nworkers, nworkers)
                     })
                     .expect("start a worker thread")
             })

@@ -79,6 +79,8 @@ impl TestEnv {
                 resources,
                 host: "node1".into(),
                 pid: 100 + rank,
+                memory_limit: None,
+                memory_limit_source: String::new(),
             }),
         );
     }

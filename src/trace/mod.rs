@@ -377,6 +377,8 @@ mod tests {
                 resources: vec![],
                 host: "node1".into(),
                 pid: 1,
+                memory_limit: None,
+                memory_limit_source: String::new(),
             }),
         );
         collector.observe(

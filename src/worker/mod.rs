@@ -14,7 +14,7 @@ use crate::protocol::{
     ToWorker, TraceEvent, WorkerHello,
 };
 use crate::runtime::driver::{Node, NodeStatus};
-use crate::trace::TraceBuffer;
+use crate::trace::{TraceBuffer, human_bytes};
 use crate::transport::Outbox;
 use executor::{Executor, ReadyTask, TaskOutcome};
 use log::debug;
@@ -55,11 +55,14 @@ pub struct WorkerNode {
     status: NodeStatus,
     /// The task stream this worker recorded and has not sent yet (`--trace`/`--report`).
     trace: Option<TraceBuffer>,
+    /// `--memory-limit` in bytes: a larger task result fails its task.
+    memory_limit: Option<u64>,
 }
 
 impl WorkerNode {
     /// A worker that introduces itself to the scheduler with `hello` when it starts.
     pub fn new(rank: Rank, hello: WorkerHello, executor: Executor) -> Self {
+        let memory_limit = hello.memory_limit;
         WorkerNode {
             rank,
             executor,
@@ -72,6 +75,7 @@ impl WorkerNode {
             last_heartbeat: Instant::now(),
             status: NodeStatus::Running,
             trace: None,
+            memory_limit,
         }
     }
 
@@ -272,6 +276,16 @@ impl WorkerNode {
             .tasks
             .remove(&outcome.key)
             .expect("current task exists");
+        let result = outcome.result.and_then(|bytes| match self.memory_limit {
+            Some(limit) if bytes.len() as u64 > limit => Err(format!(
+                "its result is {}, more than the {} memory limit of worker {}: split the \
+                 work into smaller tasks (smaller chunks) or raise --memory-limit",
+                human_bytes(bytes.len() as u64),
+                human_bytes(limit),
+                self.rank
+            )),
+            _ => Ok(bytes),
+        });
         if let Some(trace) = &mut self.trace {
             trace.record(TraceEvent::Task {
                 key: outcome.key,
@@ -279,10 +293,10 @@ impl WorkerNode {
                 thread: outcome.thread,
                 start_us: outcome.started_us,
                 duration_us: outcome.duration.as_micros() as u64,
-                ok: outcome.result.is_ok(),
+                ok: result.is_ok(),
             });
         }
-        match outcome.result {
+        match result {
             Ok(bytes) => {
                 let nbytes = bytes.len() as u64;
                 self.store_value(outcome.key, Arc::new(bytes), out);

@@ -78,6 +78,8 @@ impl WorkerEnv {
             resources: vec![],
             host: "test".into(),
             pid: 1,
+            memory_limit: None,
+            memory_limit_source: String::new(),
         };
         let mut env = WorkerEnv {
             node: WorkerNode::new(ME, hello, executor),
