@@ -35,11 +35,12 @@ endif
 export OMPI_MCA_rmaps_base_oversubscribe := 1
 
 APT_PACKAGES := openmpi-bin libopenmpi-dev mpich libmpich-dev libclang-dev clang pkg-config
-# Only the tests need these: Chromium renders the HTML report, `script` gives a terminal.
-TEST_PACKAGES := chromium bsdutils
+# Only the tests need these: Chromium renders the HTML report, `script` gives a terminal,
+# environment-modules loads the installed modulefile.
+TEST_PACKAGES := chromium bsdutils environment-modules
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install deps test-deps pyenv slurm slurm-stop build run test test-tcp test-mpich lint bench fuzz peers clean
+.PHONY: all install deps test-deps test-install pyenv slurm slurm-stop build run test test-tcp test-mpich lint bench fuzz peers clean
 
 all: build
 
@@ -100,7 +101,17 @@ test: test-deps pyenv slurm lint
 	reported=$$(grep -c '^test result: ' target/test.log); \
 	[ "$$started" = "$$reported" ] || \
 	  { echo "$$started test runs started but $$reported reported a result: one exited early (see target/test.log)"; exit 1; }
-	$(MAKE) test-tcp test-mpich
+	$(MAKE) test-install test-tcp test-mpich
+
+# make install into a scratch prefix, then `module load mpidask` and run the command.
+INSTALL_CHECK := $(CURDIR)/target/install-check
+test-install: test-deps
+	rm -rf $(INSTALL_CHECK)
+	$(MAKE) install PREFIX=$(INSTALL_CHECK)
+	bash -c 'source /usr/share/modules/init/bash && module use $(INSTALL_CHECK)/modulefiles && \
+	  module load mpidask && [ "$$(command -v mpidask)" = $(INSTALL_CHECK)/bin/mpidask ] && \
+	  [ "$$MPIDASK_HOME" = $(INSTALL_CHECK) ] && mpidask exit-codes | grep -q "^ *9 "' && \
+	  echo "test-install: module load mpidask gives $(INSTALL_CHECK)/bin/mpidask"
 
 # The integration tests with Open MPI's shared-memory transport off: every byte between
 # ranks goes over TCP, as between nodes.
