@@ -15,28 +15,83 @@ use std::sync::Arc;
 /// value is encoded into a message frame without first being copied.
 pub type Payload = Arc<Vec<u8>>;
 
-/// Serde adapter that writes a [`Payload`] as a byte string.
+/// Payloads at least this large travel as *attachments*: separate MPI messages sent straight
+/// from the payload's buffer and received straight into the receiver's, never copied into
+/// or out of a frame. Smaller ones are inlined in the frame.
+pub const ATTACH_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// While a frame is encoded on this thread: the payloads it attaches.
+    static ATTACHING: std::cell::RefCell<Option<Vec<Payload>>> = const { std::cell::RefCell::new(None) };
+    /// While a frame is decoded on this thread: the attachments that came with it.
+    static ATTACHED: std::cell::RefCell<Vec<Option<Payload>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Serde adapter for a [`Payload`]: inline bytes, or (inside a frame, for large payloads)
+/// the index of an attachment of that frame.
 mod payload_bytes {
-    use super::Payload;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use super::{ATTACH_BYTES, ATTACHED, ATTACHING, Payload};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use std::sync::Arc;
 
+    #[derive(Serialize)]
+    enum WireRef<'a> {
+        Inline(#[serde(with = "serde_bytes")] &'a [u8]),
+        Attached(u32),
+    }
+
+    #[derive(Deserialize)]
+    enum Wire {
+        Inline(serde_bytes::ByteBuf),
+        Attached(u32),
+    }
+
     pub fn serialize<S: Serializer>(payload: &Payload, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(payload)
+        let attached = if payload.len() >= ATTACH_BYTES {
+            ATTACHING.with(|sink| {
+                sink.borrow_mut().as_mut().map(|sink| {
+                    sink.push(payload.clone());
+                    (sink.len() - 1) as u32
+                })
+            })
+        } else {
+            None
+        };
+        match attached {
+            Some(index) => WireRef::Attached(index).serialize(serializer),
+            None => WireRef::Inline(payload).serialize(serializer),
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Payload, D::Error> {
-        Ok(Arc::new(
-            serde_bytes::ByteBuf::deserialize(deserializer)?.into_vec(),
-        ))
+        match Wire::deserialize(deserializer)? {
+            Wire::Inline(bytes) => Ok(Arc::new(bytes.into_vec())),
+            Wire::Attached(index) => ATTACHED
+                .with(|source| {
+                    source
+                        .borrow_mut()
+                        .get_mut(index as usize)
+                        .and_then(Option::take)
+                })
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "the frame refers to attachment {index}, which did not come with it"
+                    ))
+                }),
+        }
     }
 }
 
 /// Version of the message set below. Every rank checks at start-up that all ranks agree.
 pub const PROTOCOL_VERSION: u32 = 5;
 
-/// First byte of every frame; a frame starting with anything else is rejected.
+/// First byte of every frame without attachments; a frame starting with anything else
+/// than this or [`FRAME_MAGIC_ATTACHED`] is rejected.
 pub const FRAME_MAGIC: u8 = 0xD5;
+
+/// First byte of a frame followed by attachments; its last 4 bytes count them and the 8 x
+/// count bytes before hold their lengths.
+pub const FRAME_MAGIC_ATTACHED: u8 = 0xD7;
 
 /// Identity of a task or of a scattered value, unique within one job.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -482,11 +537,22 @@ pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> bincode::Result<T> {
     codec().deserialize(bytes)
 }
 
+/// A frame ready to send: its bytes and the payloads attached to it.
+#[derive(Debug, Default)]
+pub struct Frame {
+    /// Header, messages and (if there are attachments) their lengths.
+    pub bytes: Vec<u8>,
+    /// Large payloads the messages refer to, sent after the bytes.
+    pub attachments: Vec<Payload>,
+}
+
 /// Builds one frame: messages for one destination, appended as they are produced.
 #[derive(Debug)]
 pub struct FrameWriter {
     buf: Vec<u8>,
     count: u32,
+    attachments: Vec<Payload>,
+    attached_bytes: usize,
 }
 
 const FRAME_HEADER_LEN: usize = 5;
@@ -503,12 +569,21 @@ impl FrameWriter {
         let mut buf = Vec::with_capacity(256);
         buf.push(FRAME_MAGIC);
         buf.extend_from_slice(&0u32.to_le_bytes());
-        FrameWriter { buf, count: 0 }
+        FrameWriter {
+            buf,
+            count: 0,
+            attachments: Vec::new(),
+            attached_bytes: 0,
+        }
     }
 
-    /// Appends one message.
+    /// Appends one message; its large payloads become attachments.
     pub fn push<M: Serialize>(&mut self, message: &M) -> bincode::Result<()> {
-        codec().serialize_into(&mut self.buf, message)?;
+        ATTACHING.with(|sink| *sink.borrow_mut() = Some(std::mem::take(&mut self.attachments)));
+        let result = codec().serialize_into(&mut self.buf, message);
+        self.attachments = ATTACHING.with(|sink| sink.borrow_mut().take().unwrap_or_default());
+        self.attached_bytes = self.attachments.iter().map(|a| a.len()).sum();
+        result?;
         self.count += 1;
         Ok(())
     }
@@ -523,52 +598,129 @@ impl FrameWriter {
         self.count == 0
     }
 
-    /// Bytes the frame has so far.
+    /// Bytes the frame and its attachments have so far.
     pub fn byte_len(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.attached_bytes
     }
 
     /// The finished frame.
-    pub fn finish(mut self) -> Vec<u8> {
+    pub fn finish(mut self) -> Frame {
         self.buf[1..FRAME_HEADER_LEN].copy_from_slice(&self.count.to_le_bytes());
-        self.buf
+        if !self.attachments.is_empty() {
+            self.buf[0] = FRAME_MAGIC_ATTACHED;
+            for attachment in &self.attachments {
+                self.buf
+                    .extend_from_slice(&(attachment.len() as u64).to_le_bytes());
+            }
+            self.buf
+                .extend_from_slice(&(self.attachments.len() as u32).to_le_bytes());
+        }
+        Frame {
+            bytes: self.buf,
+            attachments: self.attachments,
+        }
     }
 }
 
-/// Encodes `messages` as one frame.
+/// The lengths of the attachments that follow `frame` (empty for a frame without any);
+/// `None` if the frame is malformed.
+pub fn attachment_lengths(frame: &[u8]) -> Option<Vec<u64>> {
+    match frame.first() {
+        Some(&FRAME_MAGIC) => Some(Vec::new()),
+        Some(&FRAME_MAGIC_ATTACHED) => {
+            let (count, table) = attachment_table(frame)?;
+            Some(
+                (0..count)
+                    .map(|i| {
+                        u64::from_le_bytes(table[8 * i..8 * i + 8].try_into().expect("8 bytes"))
+                    })
+                    .collect(),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// The count and the length table at the end of an attached frame.
+fn attachment_table(frame: &[u8]) -> Option<(usize, &[u8])> {
+    let count_at = frame.len().checked_sub(4)?;
+    let count = u32::from_le_bytes(frame[count_at..].try_into().ok()?) as usize;
+    let table_at = count_at.checked_sub(count.checked_mul(8)?)?;
+    if table_at < FRAME_HEADER_LEN {
+        return None;
+    }
+    Some((count, &frame[table_at..count_at]))
+}
+
+/// Encodes `messages` as one frame (payloads inline: no attachments).
 pub fn encode_frame<M: Serialize>(messages: &[M]) -> bincode::Result<Vec<u8>> {
-    let mut writer = FrameWriter::new();
+    let mut buf = vec![FRAME_MAGIC];
+    buf.extend_from_slice(&(messages.len() as u32).to_le_bytes());
     for message in messages {
-        writer.push(message)?;
+        codec().serialize_into(&mut buf, message)?;
     }
-    Ok(writer.finish())
+    Ok(buf)
 }
 
-/// Decodes a frame; a malformed or truncated frame is an error, never a panic.
+/// Decodes a frame without attachments; a malformed or truncated frame is an error, never
+/// a panic.
 pub fn decode_frame<M: DeserializeOwned>(frame: &[u8]) -> bincode::Result<Vec<M>> {
-    if frame.len() < FRAME_HEADER_LEN || frame[0] != FRAME_MAGIC {
-        return Err(Box::new(bincode::ErrorKind::Custom(format!(
+    decode_frame_with(frame, Vec::new())
+}
+
+/// Decodes a frame and the attachments that came with it.
+pub fn decode_frame_with<M: DeserializeOwned>(
+    frame: &[u8],
+    attachments: Vec<Payload>,
+) -> bincode::Result<Vec<M>> {
+    let malformed = |what: String| Err(Box::new(bincode::ErrorKind::Custom(what)));
+    let body_end = match frame.first() {
+        _ if frame.len() < FRAME_HEADER_LEN => frame.len(),
+        Some(&FRAME_MAGIC) => frame.len(),
+        Some(&FRAME_MAGIC_ATTACHED) => match attachment_table(frame) {
+            Some((count, table)) if count == attachments.len() => frame.len() - 4 - table.len(),
+            _ => {
+                return malformed(format!(
+                    "a frame of {} bytes does not match its {} attachments",
+                    frame.len(),
+                    attachments.len()
+                ));
+            }
+        },
+        _ => frame.len(),
+    };
+    if frame.len() < FRAME_HEADER_LEN || !matches!(frame[0], FRAME_MAGIC | FRAME_MAGIC_ATTACHED) {
+        return malformed(format!(
             "not an mpidask frame ({} bytes, first byte {:?})",
             frame.len(),
             frame.first()
-        ))));
+        ));
     }
     let count = u32::from_le_bytes(frame[1..FRAME_HEADER_LEN].try_into().expect("4 bytes"));
-    let body = &frame[FRAME_HEADER_LEN..];
+    let body = &frame[FRAME_HEADER_LEN..body_end];
     // Every message takes at least one byte, which bounds the allocation below.
     if count as usize > body.len() {
-        return Err(Box::new(bincode::ErrorKind::Custom(format!(
+        return malformed(format!(
             "frame claims {count} messages in {} bytes",
             body.len()
-        ))));
+        ));
     }
+    ATTACHED.with(|source| *source.borrow_mut() = attachments.into_iter().map(Some).collect());
     let options = codec().with_limit(body.len() as u64);
     let mut deserializer = bincode::Deserializer::from_slice(body, options);
     let mut messages = Vec::with_capacity(count as usize);
+    let mut result = Ok(());
     for _ in 0..count {
-        messages.push(M::deserialize(&mut deserializer)?);
+        match M::deserialize(&mut deserializer) {
+            Ok(message) => messages.push(message),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
     }
-    Ok(messages)
+    ATTACHED.with(|source| source.borrow_mut().clear());
+    result.map(|()| messages)
 }
 
 #[cfg(test)]
@@ -614,6 +766,50 @@ mod tests {
         let frame = encode_frame(&messages).unwrap();
         let decoded: Vec<ToScheduler> = decode_frame(&frame).unwrap();
         assert_eq!(decoded, messages);
+    }
+
+    #[test]
+    fn large_payloads_travel_as_attachments() {
+        let big: Payload = Arc::new(vec![7u8; ATTACH_BYTES + 1]);
+        let small: Payload = Arc::new(vec![1, 2, 3]);
+        let messages = vec![
+            ToWorker::Data {
+                key: Key(1),
+                bytes: big.clone(),
+            },
+            ToWorker::Data {
+                key: Key(2),
+                bytes: small.clone(),
+            },
+            ToWorker::ScatterData {
+                key: Key(3),
+                bytes: big.clone(),
+            },
+        ];
+        let mut writer = FrameWriter::new();
+        for message in &messages {
+            writer.push(message).unwrap();
+        }
+        let frame = writer.finish();
+        assert_eq!(frame.attachments.len(), 2);
+        assert!(
+            Arc::ptr_eq(&frame.attachments[0], &big),
+            "sent without a copy"
+        );
+        assert!(frame.bytes.len() < 100, "the frame holds no large payload");
+        assert_eq!(
+            attachment_lengths(&frame.bytes),
+            Some(vec![big.len() as u64; 2])
+        );
+        let decoded: Vec<ToWorker> =
+            decode_frame_with(&frame.bytes, frame.attachments.clone()).unwrap();
+        assert_eq!(decoded, messages);
+        // Without its attachments the frame is an error, not a panic.
+        assert!(decode_frame::<ToWorker>(&frame.bytes).is_err());
+        for cut in 0..frame.bytes.len() {
+            let _ = decode_frame_with::<ToWorker>(&frame.bytes[..cut], frame.attachments.clone());
+            let _ = attachment_lengths(&frame.bytes[..cut]);
+        }
     }
 
     #[test]

@@ -48,6 +48,54 @@ macro_rules! each_ref {
     };
 }
 
+/// The version byte `ndarray` writes first when it serialises an array.
+const NDARRAY_FORMAT_VERSION: u8 = 1;
+
+/// What the codec makes of an `ArrayD<T>` through serde (version, shape, element count,
+/// then the elements, a float being its little-endian bytes), produced with the elements
+/// copied as one block instead of one at a time.
+fn encode_raw<T: bytemuck::Pod + Serialize>(array: &ArrayD<T>) -> bincode::Result<Vec<u8>> {
+    const {
+        assert!(
+            cfg!(target_endian = "little"),
+            "the raw path writes native floats"
+        )
+    };
+    let array = array.as_standard_layout();
+    let elements: &[T] = array.as_slice().expect("standard layout is contiguous");
+    let head = (NDARRAY_FORMAT_VERSION, array.shape(), elements.len() as u64);
+    let raw: &[u8] = bytemuck::cast_slice(elements);
+    let mut bytes = Vec::with_capacity(
+        bincode::Options::serialized_size(crate::protocol::codec(), &head)? as usize + raw.len(),
+    );
+    bincode::Options::serialize_into(crate::protocol::codec(), &mut bytes, &head)?;
+    bytes.extend_from_slice(raw);
+    Ok(bytes)
+}
+
+/// Reads what [`encode_raw`] (or serde) wrote, copying the elements as one block.
+fn decode_raw<T: bytemuck::Pod>(bytes: &[u8]) -> bincode::Result<ArrayD<T>> {
+    let malformed = |what: &str| {
+        Box::new(bincode::ErrorKind::Custom(format!(
+            "malformed array: {what}"
+        )))
+    };
+    let mut reader = bytes;
+    let (version, shape, count): (u8, Vec<usize>, u64) =
+        bincode::Options::deserialize_from(crate::protocol::codec(), &mut reader)?;
+    if version != NDARRAY_FORMAT_VERSION {
+        return Err(malformed("unknown format version"));
+    }
+    let expected = shape.iter().try_fold(1usize, |n, d| n.checked_mul(*d));
+    if expected != Some(count as usize)
+        || (count as usize).checked_mul(std::mem::size_of::<T>()) != Some(reader.len())
+    {
+        return Err(malformed("the shape does not match the elements"));
+    }
+    let elements: Vec<T> = bytemuck::pod_collect_to_vec(reader);
+    ArrayD::from_shape_vec(IxDyn(&shape), elements).map_err(|e| malformed(&e.to_string()))
+}
+
 fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
     super::grid::broadcast(a, b).ok_or_else(|| format!("shapes {a:?} and {b:?} do not broadcast"))
 }
@@ -176,8 +224,14 @@ impl Block {
     }
 
     /// The encoding of the inner `ndarray` array (what tasks taking `ArrayD<T>` decode).
+    /// Float elements are copied as one block of raw bytes.
     pub fn encode(&self) -> bincode::Result<Vec<u8>> {
-        each_ref!(self, a => encode_value(&a.as_standard_layout()))
+        match self {
+            Block::F64(a) => encode_raw(a),
+            Block::F32(a) => encode_raw(a),
+            Block::Bool(a) => encode_value(&a.as_standard_layout()),
+            Block::I64(a) => encode_value(&a.as_standard_layout()),
+        }
     }
 
     /// Decodes an encoded `ArrayD` of element type `dtype`.
@@ -185,8 +239,8 @@ impl Block {
         Ok(match dtype {
             DType::Bool => Block::Bool(decode_value(bytes)?),
             DType::I64 => Block::I64(decode_value(bytes)?),
-            DType::F32 => Block::F32(decode_value(bytes)?),
-            DType::F64 => Block::F64(decode_value(bytes)?),
+            DType::F32 => Block::F32(decode_raw(bytes)?),
+            DType::F64 => Block::F64(decode_raw(bytes)?),
         })
     }
 
@@ -1363,6 +1417,34 @@ mod tests {
     use super::*;
     use crate::array::program::Node;
     use ndarray::array;
+
+    #[test]
+    fn raw_float_encoding_is_exactly_what_serde_writes() {
+        for shape in [vec![], vec![0], vec![5], vec![3, 4], vec![2, 1, 130]] {
+            let n: usize = shape.iter().product();
+            let f64s = ArrayD::from_shape_vec(
+                IxDyn(&shape),
+                (0..n).map(|i| i as f64 * 0.37 - 3.0).collect(),
+            )
+            .unwrap();
+            let f32s = f64s.mapv(|v| v as f32);
+            let raw = Block::F64(f64s.clone()).encode().unwrap();
+            assert_eq!(raw, encode_value(&f64s).unwrap(), "{shape:?}");
+            assert_eq!(decode_raw::<f64>(&raw).unwrap(), f64s);
+            let raw = Block::F32(f32s.clone()).encode().unwrap();
+            assert_eq!(raw, encode_value(&f32s).unwrap(), "{shape:?}");
+            assert_eq!(decode_value::<ArrayD<f32>>(&raw).unwrap(), f32s);
+            for cut in 0..raw.len() {
+                assert!(decode_raw::<f32>(&raw[..cut]).is_err());
+            }
+        }
+        // A transposed (not standard layout) array encodes in logical order.
+        let t = array![[1.0, 2.0], [3.0, 4.0]].into_dyn().reversed_axes();
+        assert_eq!(
+            Block::F64(t.clone()).encode().unwrap(),
+            encode_value(&t).unwrap()
+        );
+    }
 
     fn f64s(a: ArrayD<f64>) -> Block {
         Block::F64(a)

@@ -3,7 +3,7 @@
 //! sleep with an exponential back-off when there is nothing to do.
 
 use crate::exit::ExitCode;
-use crate::protocol::{Rank, ToScheduler, decode_frame};
+use crate::protocol::{Rank, ToScheduler, decode_frame_with};
 use crate::transport::{Outbox, Transport};
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, error};
@@ -187,12 +187,13 @@ pub fn drive<N: Node>(
         let mut busy = false;
         transport.receive(&mut frames);
         let now = Instant::now();
-        for (from, frame) in frames.drain(..) {
+        for incoming in frames.drain(..) {
             busy = true;
+            let (from, frame) = (incoming.from, incoming.frame);
             if from == Rank::SCHEDULER {
                 heard_from_scheduler = now;
             }
-            match decode_frame::<N::Message>(&frame) {
+            match decode_frame_with::<N::Message>(&frame, incoming.attachments) {
                 Ok(messages) => {
                     for message in messages {
                         node.on_message(from, message, &mut outbox, now);

@@ -1,7 +1,7 @@
 //! The local transport: ranks are threads of one process and frames travel over channels.
 
 use super::{Incoming, Transport};
-use crate::protocol::Rank;
+use crate::protocol::{Frame, Rank};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
@@ -43,9 +43,13 @@ impl Transport for LocalTransport {
         self.peers.len()
     }
 
-    fn send(&mut self, to: Rank, frame: Vec<u8>) {
+    fn send(&mut self, to: Rank, frame: Frame) {
         // A peer thread that already ended drops its inbox; its frames are not needed.
-        let _ = self.peers[to.index()].send((self.rank, frame));
+        let _ = self.peers[to.index()].send(Incoming {
+            from: self.rank,
+            frame: frame.bytes,
+            attachments: frame.attachments,
+        });
         if let Some(thread) = self.threads[to.index()].get() {
             thread.unpark();
         }
@@ -80,12 +84,23 @@ mod tests {
 
     #[test]
     fn frames_reach_their_rank_with_the_sender() {
+        let frame = |bytes: Vec<u8>| Frame {
+            bytes,
+            attachments: vec![std::sync::Arc::new(vec![9; 3])],
+        };
         let mut mesh = LocalTransport::mesh(3);
-        mesh[2].send(Rank(0), vec![1, 2]);
-        mesh[1].send(Rank(0), vec![3]);
+        mesh[2].send(Rank(0), frame(vec![1, 2]));
+        mesh[1].send(Rank(0), frame(vec![3]));
         let mut got = Vec::new();
         mesh[0].receive(&mut got);
-        assert_eq!(got, vec![(Rank(2), vec![1, 2]), (Rank(1), vec![3])]);
+        let summary: Vec<(Rank, Vec<u8>, usize)> = got
+            .into_iter()
+            .map(|i| (i.from, i.frame, i.attachments.len()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![(Rank(2), vec![1, 2], 1), (Rank(1), vec![3], 1)]
+        );
         assert_eq!(mesh[0].progress(), 0);
     }
 }

@@ -4,11 +4,19 @@
 pub mod local;
 pub mod mpi;
 
-use crate::protocol::{FrameWriter, Rank};
+use crate::protocol::{Frame, FrameWriter, Payload, Rank};
 use serde::Serialize;
 
-/// A frame received from another rank.
-pub type Incoming = (Rank, Vec<u8>);
+/// A frame received from another rank, with its attachments.
+#[derive(Debug, PartialEq)]
+pub struct Incoming {
+    /// The sender.
+    pub from: Rank,
+    /// The frame's bytes.
+    pub frame: Vec<u8>,
+    /// The large payloads that came with it, in order.
+    pub attachments: Vec<Payload>,
+}
 
 /// Sends and receives whole frames between the ranks of one job. Nothing here blocks: the
 /// rank's single communication thread polls it.
@@ -17,8 +25,9 @@ pub trait Transport {
     fn rank(&self) -> Rank;
     /// Number of ranks in the job.
     fn size(&self) -> usize;
-    /// Starts sending `frame` to `to`; the transport owns the buffer until the send completes.
-    fn send(&mut self, to: Rank, frame: Vec<u8>);
+    /// Starts sending `frame` (and its attachments, straight from their buffers) to `to`;
+    /// the transport holds the buffers until the sends complete.
+    fn send(&mut self, to: Rank, frame: Frame);
     /// Appends every frame that has fully arrived to `out`.
     fn receive(&mut self, out: &mut Vec<Incoming>);
     /// Advances sends in flight; returns how many are still pending.
@@ -40,7 +49,7 @@ pub const FRAME_FLUSH_BYTES: usize = 1 << 20;
 #[derive(Default)]
 pub struct Outbox {
     frames: Vec<Option<FrameWriter>>,
-    full: Vec<(Rank, Vec<u8>)>,
+    full: Vec<(Rank, Frame)>,
 }
 
 impl Outbox {

@@ -6,13 +6,23 @@
 //! the part size (1 GiB by default; MPI counts are 32-bit) is sent as a small header message
 //! followed by its parts on the same tag; MPI keeps messages between two ranks on one tag in
 //! order, so the receiver reassembles them into one buffer without extra copies.
+//!
+//! A frame's attachments (large payloads, see [`crate::protocol::ATTACH_BYTES`]) follow it
+//! on the same tag, each as one message (or as parts, above the part size) sent straight
+//! from the payload's buffer; the receiver learns their lengths from the end of the frame
+//! and receives each into a buffer of its own, which becomes the payload: no copy on either
+//! side beyond what MPI itself does.
 
 use super::{Incoming, Transport};
-use crate::protocol::Rank;
+use crate::protocol::{Frame, Payload, Rank, attachment_lengths};
+use mpi::datatype::Equivalence;
+use mpi::point_to_point::Message;
 use mpi::request::{Request, StaticScope};
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
+use std::mem::MaybeUninit;
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// The tag of every mpidask message.
 pub const TAG_FRAME: i32 = 0x6d64;
@@ -24,26 +34,23 @@ const PARTS_HEADER_LEN: usize = 1 + 8;
 /// Default size of the parts of a large frame.
 pub const DEFAULT_PART_BYTES: usize = 1 << 30;
 
-/// A send buffer handed to MPI: leaked for the duration of the sends that read it, freed
-/// when the last of them completed.
-struct SendBuffer(*mut [u8]);
-
-impl SendBuffer {
-    fn new(bytes: Vec<u8>) -> Self {
-        SendBuffer(Box::into_raw(bytes.into_boxed_slice()))
-    }
-
-    fn bytes(&self) -> &'static [u8] {
-        // SAFETY: the allocation lives until `drop`, which runs only after every request
-        // reading it completed (each pending send holds an `Rc` to this buffer).
-        unsafe { &*self.0 }
-    }
+/// A send buffer handed to MPI, alive until the last send reading it completed: a frame
+/// the transport owns, or a payload shared with the rank's store.
+enum SendBuffer {
+    Owned(Vec<u8>),
+    Shared(Payload),
 }
 
-impl Drop for SendBuffer {
-    fn drop(&mut self) {
-        // SAFETY: created by `Box::into_raw` in `new`; no request reads it any more.
-        drop(unsafe { Box::from_raw(self.0) });
+impl SendBuffer {
+    fn bytes(&self) -> &'static [u8] {
+        let bytes: &[u8] = match self {
+            SendBuffer::Owned(bytes) => bytes,
+            SendBuffer::Shared(payload) => payload,
+        };
+        // SAFETY: the bytes are never modified or freed while this buffer exists (a frame is
+        // owned here; a shared payload is immutable behind its `Arc`), and every request
+        // reading them holds an `Rc` to this buffer, so it outlives them.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) }
     }
 }
 
@@ -52,9 +59,77 @@ struct PendingSend {
     _buffer: Rc<SendBuffer>,
 }
 
-struct Reassembly {
-    buffer: Vec<u8>,
+/// A byte MPI may write without it being initialised first.
+#[repr(transparent)]
+struct UninitByte(MaybeUninit<u8>);
+
+// SAFETY: same layout as `u8` (repr(transparent) over MaybeUninit<u8>), described by
+// `u8`'s datatype.
+unsafe impl Equivalence for UninitByte {
+    type Out = <u8 as Equivalence>::Out;
+    fn equivalent_datatype() -> Self::Out {
+        u8::equivalent_datatype()
+    }
+}
+
+/// A receive buffer of `len` bytes that MPI fills: allocated without zeroing it first (a
+/// pass over the memory that would cost as much as a shared-memory transfer).
+struct ReceiveBuffer {
+    bytes: Vec<UninitByte>,
     filled: usize,
+}
+
+impl ReceiveBuffer {
+    fn new(len: usize) -> Self {
+        ReceiveBuffer {
+            bytes: (0..len)
+                .map(|_| UninitByte(MaybeUninit::uninit()))
+                .collect(),
+            filled: 0,
+        }
+    }
+
+    /// Receives `message` of `count` bytes into the next part of the buffer.
+    fn receive(&mut self, message: Message, count: usize) {
+        let end = (self.filled + count).min(self.bytes.len());
+        message.matched_receive_into(&mut self.bytes[self.filled..end]);
+        self.filled = end;
+    }
+
+    fn is_full(&self) -> bool {
+        self.filled == self.bytes.len()
+    }
+
+    fn into_vec(self) -> Vec<u8> {
+        assert!(self.is_full(), "every byte was received");
+        let mut bytes = std::mem::ManuallyDrop::new(self.bytes);
+        // SAFETY: every byte was written by MPI (checked above); `UninitByte` has the layout
+        // of `u8`, so the allocation is a valid `Vec<u8>` of the same length and capacity.
+        unsafe {
+            Vec::from_raw_parts(
+                bytes.as_mut_ptr().cast::<u8>(),
+                bytes.len(),
+                bytes.capacity(),
+            )
+        }
+    }
+}
+
+/// What the transport is receiving from one source.
+#[derive(Default)]
+enum SourceState {
+    /// The next message starts a frame.
+    #[default]
+    Idle,
+    /// The parts of a large frame.
+    FrameParts(ReceiveBuffer),
+    /// The attachments of `frame`: `received` so far, then those of `lengths` still due.
+    Attachments {
+        frame: Vec<u8>,
+        lengths: Vec<u64>,
+        received: Vec<Payload>,
+        current: Option<ReceiveBuffer>,
+    },
 }
 
 /// `MPI_COMM_WORLD` as a [`Transport`].
@@ -64,7 +139,7 @@ pub struct MpiTransport {
     size: usize,
     part_bytes: usize,
     pending: Vec<PendingSend>,
-    reassembly: Vec<Option<Reassembly>>,
+    sources: Vec<SourceState>,
 }
 
 impl MpiTransport {
@@ -78,7 +153,80 @@ impl MpiTransport {
             size,
             part_bytes: part_bytes.clamp(1, i32::MAX as usize),
             pending: Vec::new(),
-            reassembly: (0..size).map(|_| None).collect(),
+            sources: (0..size).map(|_| SourceState::Idle).collect(),
+        }
+    }
+
+    /// Sends `buffer` to `to` as one message, or in parts above the part size.
+    fn send_in_parts(&mut self, to: Rank, buffer: Rc<SendBuffer>) {
+        let len = buffer.bytes().len();
+        let mut start = 0;
+        loop {
+            let end = (start + self.part_bytes).min(len);
+            self.start_send(to, buffer.clone(), start..end);
+            start = end;
+            if start >= len {
+                break;
+            }
+        }
+    }
+
+    /// A frame has arrived whole from `source`: deliver it, or wait for its attachments.
+    fn frame_arrived(&mut self, source: usize, frame: Vec<u8>, out: &mut Vec<Incoming>) {
+        let from = Rank(source as u32);
+        match attachment_lengths(&frame) {
+            Some(lengths) if !lengths.is_empty() => {
+                self.sources[source] = SourceState::Attachments {
+                    frame,
+                    received: Vec::with_capacity(lengths.len()),
+                    lengths,
+                    current: None,
+                };
+            }
+            // A frame without attachments, or a malformed one (the decoder reports it).
+            _ => out.push(Incoming {
+                from,
+                frame,
+                attachments: Vec::new(),
+            }),
+        }
+    }
+
+    /// The next message from `source` is an attachment (or part of one).
+    fn attachment_arrived(
+        &mut self,
+        source: usize,
+        message: Message,
+        count: usize,
+        out: &mut Vec<Incoming>,
+    ) {
+        let SourceState::Attachments {
+            lengths,
+            received,
+            current,
+            ..
+        } = &mut self.sources[source]
+        else {
+            unreachable!("called in the attachments state");
+        };
+        let buffer =
+            current.get_or_insert_with(|| ReceiveBuffer::new(lengths[received.len()] as usize));
+        buffer.receive(message, count);
+        if buffer.is_full() {
+            received.push(Arc::new(current.take().expect("present").into_vec()));
+        }
+        if received.len() == lengths.len() {
+            let SourceState::Attachments {
+                frame, received, ..
+            } = std::mem::take(&mut self.sources[source])
+            else {
+                unreachable!("checked above");
+            };
+            out.push(Incoming {
+                from: Rank(source as u32),
+                frame,
+                attachments: received,
+            });
         }
     }
 
@@ -104,22 +252,17 @@ impl Transport for MpiTransport {
         self.size
     }
 
-    fn send(&mut self, to: Rank, frame: Vec<u8>) {
-        let len = frame.len();
-        if len <= self.part_bytes {
-            self.start_send(to, Rc::new(SendBuffer::new(frame)), 0..len);
-            return;
+    fn send(&mut self, to: Rank, frame: Frame) {
+        let len = frame.bytes.len();
+        if len > self.part_bytes {
+            let mut header = Vec::with_capacity(PARTS_HEADER_LEN);
+            header.push(PARTS_MAGIC);
+            header.extend_from_slice(&(len as u64).to_le_bytes());
+            self.start_send(to, Rc::new(SendBuffer::Owned(header)), 0..PARTS_HEADER_LEN);
         }
-        let mut header = Vec::with_capacity(PARTS_HEADER_LEN);
-        header.push(PARTS_MAGIC);
-        header.extend_from_slice(&(len as u64).to_le_bytes());
-        self.start_send(to, Rc::new(SendBuffer::new(header)), 0..PARTS_HEADER_LEN);
-        let buffer = Rc::new(SendBuffer::new(frame));
-        let mut start = 0;
-        while start < len {
-            let end = (start + self.part_bytes).min(len);
-            self.start_send(to, buffer.clone(), start..end);
-            start = end;
+        self.send_in_parts(to, Rc::new(SendBuffer::Owned(frame.bytes)));
+        for attachment in frame.attachments {
+            self.send_in_parts(to, Rc::new(SendBuffer::Shared(attachment)));
         }
     }
 
@@ -131,25 +274,33 @@ impl Transport for MpiTransport {
         {
             let source = status.source_rank() as usize;
             let count = status.count(u8::equivalent_datatype()) as usize;
-            if let Some(assembly) = self.reassembly[source].as_mut() {
-                let end = (assembly.filled + count).min(assembly.buffer.len());
-                message.matched_receive_into(&mut assembly.buffer[assembly.filled..end]);
-                assembly.filled = end;
-                if assembly.filled == assembly.buffer.len() {
-                    let done = self.reassembly[source].take().expect("present");
-                    out.push((Rank(source as u32), done.buffer));
+            match &mut self.sources[source] {
+                SourceState::Attachments { .. } => {
+                    self.attachment_arrived(source, message, count, out);
                 }
-                continue;
-            }
-            let (bytes, _) = (message, status).matched_receive_vec::<u8>();
-            if bytes.len() == PARTS_HEADER_LEN && bytes[0] == PARTS_MAGIC {
-                let total = u64::from_le_bytes(bytes[1..].try_into().expect("8 bytes")) as usize;
-                self.reassembly[source] = Some(Reassembly {
-                    buffer: vec![0; total],
-                    filled: 0,
-                });
-            } else {
-                out.push((Rank(source as u32), bytes));
+                SourceState::FrameParts(buffer) => {
+                    buffer.receive(message, count);
+                    if buffer.is_full() {
+                        let SourceState::FrameParts(buffer) =
+                            std::mem::take(&mut self.sources[source])
+                        else {
+                            unreachable!("matched above");
+                        };
+                        self.frame_arrived(source, buffer.into_vec(), out);
+                    }
+                }
+                SourceState::Idle => {
+                    let mut buffer = ReceiveBuffer::new(count);
+                    buffer.receive(message, count);
+                    let bytes = buffer.into_vec();
+                    if bytes.len() == PARTS_HEADER_LEN && bytes[0] == PARTS_MAGIC {
+                        let total =
+                            u64::from_le_bytes(bytes[1..].try_into().expect("8 bytes")) as usize;
+                        self.sources[source] = SourceState::FrameParts(ReceiveBuffer::new(total));
+                    } else {
+                        self.frame_arrived(source, bytes, out);
+                    }
+                }
             }
         }
     }

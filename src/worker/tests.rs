@@ -5,7 +5,7 @@ use super::WorkerNode;
 use super::executor::{Executor, TaskOutcome};
 use crate::protocol::{
     ArgSlot, ComputeMsg, FnRef, Key, Rank, TaskCode, ToClient, ToScheduler, ToWorker, WorkerHello,
-    decode_frame, decode_value, encode_value,
+    decode_frame_with, decode_value, encode_value,
 };
 use crate::runtime::driver::{Node, NodeStatus, event_channel};
 use crate::task::{self, TaskFn};
@@ -115,9 +115,9 @@ impl WorkerEnv {
         self.mesh[rank.index()].receive(&mut frames);
         frames
             .iter()
-            .flat_map(|(from, frame)| {
-                assert_eq!(*from, ME);
-                decode_frame::<M>(frame).unwrap()
+            .flat_map(|incoming| {
+                assert_eq!(incoming.from, ME);
+                decode_frame_with::<M>(&incoming.frame, incoming.attachments.clone()).unwrap()
             })
             .collect()
     }
