@@ -26,6 +26,9 @@ const CHAIN: usize = 10_000;
 const PINGPONGS: usize = 100_000;
 const IDLE_SECONDS: u64 = 5;
 const REPEATS: usize = 3;
+/// The seed's chunk size: 200 MB moved worker to worker.
+const TRANSFER_BYTES: usize = 200_000_000;
+const TRANSFERS: usize = 7;
 
 fn epoch_seconds() -> f64 {
     SystemTime::now()
@@ -42,7 +45,92 @@ fn inc(x: u64) -> u64 {
     x + 1
 }
 
+/// A block of bytes that encodes as one byte string.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Blob(serde_bytes::ByteBuf);
+
+fn make_blob((len, fill): (usize, u8)) -> Blob {
+    Blob(serde_bytes::ByteBuf::from(vec![fill; len]))
+}
+
+fn blob_len(blob: Blob) -> usize {
+    blob.0.len()
+}
+
 // ----- roles -------------------------------------------------------------------------------
+
+/// Moves a 200 MB value from worker rank 2 to worker rank 3, `TRANSFERS` times; the trace
+/// (`MPIDASK_TRACE`) times each move from request to arrival.
+fn role_transfer(client: &Client) -> anyhow::Result<()> {
+    for round in 0..TRANSFERS {
+        let made = client
+            .with_options(mpidask::TaskOptions::default().workers([2]))
+            .submit(make_blob, (TRANSFER_BYTES, round as u8));
+        client.wait(std::slice::from_ref(&made))?;
+        let read = client
+            .with_options(mpidask::TaskOptions::default().workers([3]))
+            .submit(blob_len, &made);
+        anyhow::ensure!(read.result()? == TRANSFER_BYTES);
+    }
+    Ok(())
+}
+
+/// Raw rsmpi: rank 2 sends 200 MB to rank 3, `TRANSFERS` + 1 times. The receiver reuses
+/// one buffer, or (role `raw_transfer_new`) receives each time into a new one with huge
+/// pages advised, as mpidask must for a value it will keep.
+fn role_raw_transfer(new_buffer: bool) {
+    let universe = mpi::initialize().expect("MPI initialises");
+    let world = universe.world();
+    let rank = world.rank();
+    if rank == 2 || rank == 3 {
+        let mut buffer = vec![1u8; TRANSFER_BYTES];
+        let peer = world.process_at_rank(5 - rank);
+        for _ in 0..TRANSFERS + 1 {
+            if rank == 2 {
+                peer.send(&buffer[..]);
+                peer.receive_into(&mut buffer[..1]);
+            } else {
+                // A new buffer is part of receiving a value to keep: its allocation and
+                // page faults are timed too.
+                let started = mpi::time();
+                if new_buffer {
+                    buffer = new_huge_buffer(TRANSFER_BYTES);
+                }
+                peer.receive_into(&mut buffer[..]);
+                let seconds = mpi::time() - started;
+                println!("MEASURE raw_transfer_s={seconds}");
+                peer.send(&buffer[..1]);
+            }
+        }
+    }
+    // The other ranks wait without spinning, as mpidask's idle ranks do.
+    let mut request = world.immediate_barrier();
+    loop {
+        match request.test() {
+            Ok(_) => break,
+            Err(r) => request = r,
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A buffer of `len` zero bytes, not yet touched (calloc'd pages are faulted in on first
+/// write), whose pages the kernel backs with huge pages.
+fn new_huge_buffer(len: usize) -> Vec<u8> {
+    let mut buffer = vec![0u8; len];
+    let huge = 2 << 20;
+    let start = (buffer.as_mut_ptr() as usize).next_multiple_of(huge);
+    let end = (buffer.as_mut_ptr() as usize + len) / huge * huge;
+    // SAFETY: the range lies inside the allocation; the advice changes no contents.
+    unsafe {
+        libc::madvise(
+            start as *mut libc::c_void,
+            end.saturating_sub(start),
+            libc::MADV_HUGEPAGE,
+        );
+    }
+    buffer
+}
 
 fn role_tasks(client: &Client) -> anyhow::Result<()> {
     client.gather(&client.map(noop, 0..1000u64))?;
@@ -165,6 +253,9 @@ fn play(role: &str) -> ! {
         "idle" => mpidask::run(role_idle),
         "hello" => role_hello(),
         "pingpong" => role_pingpong(),
+        "transfer" => mpidask::run(role_transfer),
+        "raw_transfer" => role_raw_transfer(false),
+        "raw_transfer_new" => role_raw_transfer(true),
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0)
@@ -221,6 +312,47 @@ fn startup_shutdown(role: &str) -> (f64, f64) {
     (median(startups), median(shutdowns))
 }
 
+/// `transfer_gb_per_s`: a 200 MB value worker to worker, timed by the task stream (request
+/// to arrival), against raw rsmpi send/recv of the same bytes.
+fn transfer_benchmark() {
+    // The first round warms up the raw path's buffers and connections.
+    let raw_seconds =
+        |role: &str| median(measures(&launch(role).0, "raw_transfer_s")[1..].to_vec());
+    let (raw_reused, raw_new) = (raw_seconds("raw_transfer"), raw_seconds("raw_transfer_new"));
+    let trace =
+        std::env::temp_dir().join(format!("mpidask-bench-trace-{}.json", std::process::id()));
+    let exe = std::env::current_exe().expect("current exe");
+    let mut command: Command = mpirun(NP, &exe, &[]);
+    command
+        .env("MPIDASK_BENCH_ROLE", "transfer")
+        .env("MPIDASK_TRACE", &trace);
+    run_with_deadline(command, DEADLINE).expect_code(0);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&trace).expect("the trace")).expect("JSON");
+    let _ = std::fs::remove_file(&trace);
+    let seconds: Vec<f64> = json["traceEvents"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| {
+            e["cat"] == "transfer"
+                && e["pid"] == 3
+                && e["args"]["bytes"]
+                    .as_u64()
+                    .is_some_and(|b| b >= TRANSFER_BYTES as u64)
+        })
+        .map(|e| e["dur"].as_f64().expect("a duration") * 1e-6)
+        .collect();
+    assert_eq!(seconds.len(), TRANSFERS, "one traced transfer per round");
+    let gb = TRANSFER_BYTES as f64 / 1e9;
+    let ours = gb / median(seconds);
+    bench("transfer_gb_per_s", ours, "GB/s");
+    bench("transfer_raw_mpi_gb_per_s", gb / raw_reused, "GB/s");
+    bench("transfer_vs_raw_mpi", ours * raw_reused / gb, "x");
+    bench("transfer_raw_mpi_new_buffer_gb_per_s", gb / raw_new, "GB/s");
+    bench("transfer_vs_raw_mpi_new_buffer", ours * raw_new / gb, "x");
+}
+
 fn main() {
     if let Ok(role) = std::env::var("MPIDASK_BENCH_ROLE") {
         play(&role);
@@ -275,6 +407,9 @@ fn main() {
             (peak - before) / MILLION as f64,
             "bytes",
         );
+    }
+    if wanted("transfer_gb_per_s") {
+        transfer_benchmark();
     }
     if wanted("idle_cpu_s") {
         let (run, _) = launch("idle");

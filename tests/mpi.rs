@@ -98,6 +98,30 @@ fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
+/// A block of bytes encoded as one byte string (not byte by byte).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Blob(serde_bytes::ByteBuf);
+
+/// A blob of `len` bytes, byte i being `i % 251`.
+fn make_blob(len: usize) -> Blob {
+    let mut bytes = vec![0u8; len];
+    for (i, b) in bytes.iter_mut().enumerate().step_by(4096) {
+        *b = (i % 251) as u8;
+    }
+    Blob(serde_bytes::ByteBuf::from(bytes))
+}
+
+/// The blob's length, if its sampled bytes are what `make_blob` wrote.
+fn check_blob(blob: Blob) -> Option<usize> {
+    let bytes = blob.0;
+    let intact = bytes
+        .iter()
+        .enumerate()
+        .step_by(4096)
+        .all(|(i, b)| *b == (i % 251) as u8);
+    intact.then_some(bytes.len())
+}
+
 // ----- scenarios (run under mpirun) --------------------------------------------------------
 
 fn scenario_success(client: &Client) -> anyhow::Result<()> {
@@ -352,6 +376,19 @@ fn run_scenario(name: &str) -> ! {
                 .submit(checksum, &made);
             ensure!(read.result()? == checksum(pattern(100_000)));
             println!("SCENARIO traced OK");
+            Ok(())
+        }),
+        "huge_transfer" => mpidask::run(|client| -> anyhow::Result<()> {
+            // Over 2 GiB: more than one MPI message can carry (counts are 32-bit).
+            let len = (1usize << 31) + 100_000_000;
+            let made = client
+                .with_options(TaskOptions::default().workers([2]))
+                .submit(make_blob, len);
+            let checked = client
+                .with_options(TaskOptions::default().workers([3]))
+                .submit(check_blob, &made);
+            ensure!(checked.result()? == Some(len), "the value arrived whole");
+            println!("SCENARIO huge_transfer OK");
             Ok(())
         }),
         "memory_limit" => mpidask::run(|client| -> anyhow::Result<()> {
@@ -1095,6 +1132,15 @@ fn test_progress_bar_on_a_terminal() -> Result<(), Failed> {
     })
 }
 
+fn test_transfer_over_2_gib() -> Result<(), Failed> {
+    check(|| {
+        launch(scenario_under_mpirun(4, "huge_transfer"))
+            .expect_code(0)
+            .expect_stdout("SCENARIO huge_transfer OK")
+            .expect_quiet();
+    })
+}
+
 fn test_result_over_memory_limit() -> Result<(), Failed> {
     check(|| {
         let mut command = scenario_under_mpirun(4, "memory_limit");
@@ -1363,6 +1409,10 @@ fn main() {
             test_result_over_memory_limit,
         ),
         Trial::test("info_under_mpirun", test_info_under_mpirun),
+        Trial::test(
+            "transfer_over_2_gib_between_workers",
+            test_transfer_over_2_gib,
+        ),
         Trial::test(
             "no_sockets_beyond_what_mpi_opens",
             test_no_sockets_of_our_own,

@@ -269,6 +269,10 @@ pub fn drive<N: Node>(
         }
         if busy {
             backoff.reset(now);
+        } else if pending > 0 {
+            // Sends in flight (a large value, in fragments) move only while MPI is called:
+            // keep calling it, yielding the core in between, until they complete.
+            std::thread::yield_now();
         } else if events.is_empty() {
             backoff.wait(transport.wakes_receiver());
         }
