@@ -132,6 +132,16 @@ fn new_huge_buffer(len: usize) -> Vec<u8> {
     buffer
 }
 
+/// Keeps 1.2 GB of array chunks (40 MB each) on 2 workers limited to 200 MB each, then
+/// reads them all: most are spilled and read back.
+fn role_spill(client: &Client) -> anyhow::Result<()> {
+    let x = mpidask::array::random::uniform(0.0, 1.0, &[150_000_000], &[5_000_000], 3);
+    let kept = x.persist(client)?;
+    let mean = kept.mean().compute_scalar::<f64>(client)?;
+    anyhow::ensure!((mean - 0.5).abs() < 1e-3, "mean {mean}");
+    Ok(())
+}
+
 fn role_tasks(client: &Client) -> anyhow::Result<()> {
     client.gather(&client.map(noop, 0..1000u64))?;
     for _ in 0..REPEATS {
@@ -254,6 +264,7 @@ fn play(role: &str) -> ! {
         "hello" => role_hello(),
         "pingpong" => role_pingpong(),
         "transfer" => mpidask::run(role_transfer),
+        "spill" => mpidask::run(role_spill),
         "raw_transfer" => role_raw_transfer(false),
         "raw_transfer_new" => role_raw_transfer(true),
         other => panic!("unknown role {other}"),
@@ -319,17 +330,7 @@ fn transfer_benchmark() {
     let raw_seconds =
         |role: &str| median(measures(&launch(role).0, "raw_transfer_s")[1..].to_vec());
     let (raw_reused, raw_new) = (raw_seconds("raw_transfer"), raw_seconds("raw_transfer_new"));
-    let trace =
-        std::env::temp_dir().join(format!("mpidask-bench-trace-{}.json", std::process::id()));
-    let exe = std::env::current_exe().expect("current exe");
-    let mut command: Command = mpirun(NP, &exe, &[]);
-    command
-        .env("MPIDASK_BENCH_ROLE", "transfer")
-        .env("MPIDASK_TRACE", &trace);
-    run_with_deadline(command, DEADLINE).expect_code(0);
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&trace).expect("the trace")).expect("JSON");
-    let _ = std::fs::remove_file(&trace);
+    let json = traced("transfer", &[]);
     let seconds: Vec<f64> = json["traceEvents"]
         .as_array()
         .expect("events")
@@ -351,6 +352,48 @@ fn transfer_benchmark() {
     bench("transfer_vs_raw_mpi", ours * raw_reused / gb, "x");
     bench("transfer_raw_mpi_new_buffer_gb_per_s", gb / raw_new, "GB/s");
     bench("transfer_vs_raw_mpi_new_buffer", ours * raw_new / gb, "x");
+}
+
+/// Runs `role` under mpirun with a trace and extra environment; returns the trace.
+fn traced(role: &str, env: &[(&str, &str)]) -> serde_json::Value {
+    let trace =
+        std::env::temp_dir().join(format!("mpidask-bench-{role}-{}.json", std::process::id()));
+    let exe = std::env::current_exe().expect("current exe");
+    let mut command: Command = mpirun(NP, &exe, &[]);
+    command
+        .env("MPIDASK_BENCH_ROLE", role)
+        .env("MPIDASK_TRACE", &trace)
+        .envs(env.iter().copied());
+    run_with_deadline(command, DEADLINE).expect_code(0);
+    let json = serde_json::from_slice(&std::fs::read(&trace).expect("the trace")).expect("JSON");
+    let _ = std::fs::remove_file(&trace);
+    json
+}
+
+/// `spill_gb_per_s`: bytes written to (and read back from) the spill directory over the
+/// time the worker spent in those writes (reads), from the task stream.
+fn spill_benchmark() {
+    let json = traced("spill", &[("MPIDASK_MEMORY_LIMIT", "200MB")]);
+    let rate = |name: &str| {
+        let (bytes, seconds) = json["traceEvents"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["cat"] == "spill" && e["name"] == name)
+            .fold((0.0, 0.0), |(b, s), e| {
+                (
+                    b + e["args"]["bytes"].as_f64().expect("bytes"),
+                    s + e["dur"].as_f64().expect("a duration") * 1e-6,
+                )
+            });
+        assert!(bytes > 0.0, "no {name} in the trace");
+        (bytes / 1e9 / seconds, bytes / 1e9)
+    };
+    let (write, written) = rate("spill");
+    let (read, _) = rate("read back");
+    bench("spill_gb_per_s", write, "GB/s");
+    bench("spill_read_gb_per_s", read, "GB/s");
+    bench("spill_written_gb", written, "GB");
 }
 
 fn main() {
@@ -410,6 +453,9 @@ fn main() {
     }
     if wanted("transfer_gb_per_s") {
         transfer_benchmark();
+    }
+    if wanted("spill_gb_per_s") {
+        spill_benchmark();
     }
     if wanted("idle_cpu_s") {
         let (run, _) = launch("idle");

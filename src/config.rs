@@ -17,6 +17,10 @@ pub const DEFAULT_WORKER_TIMEOUT: f64 = 60.0;
 pub const DEFAULT_SHUTDOWN_TIMEOUT: f64 = 10.0;
 /// Default `--stall-warning`, seconds.
 pub const DEFAULT_STALL_WARNING: f64 = 60.0;
+/// Default `--memory-spill`.
+pub const DEFAULT_MEMORY_SPILL: f64 = 0.6;
+/// Default `--memory-pause`.
+pub const DEFAULT_MEMORY_PAUSE: f64 = 0.8;
 /// Default `--progress-interval`, seconds.
 pub const DEFAULT_PROGRESS_INTERVAL: f64 = 10.0;
 /// Default `--poll-max-us`.
@@ -88,6 +92,15 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
     Ok(seconds)
 }
 
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(format!(
+            "'{text}' must be a fraction above 0 and at most 1 (for example 0.6)"
+        )),
+    }
+}
+
 fn parse_part_bytes(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
         Ok(n) if (1..=i32::MAX as usize).contains(&n) => Ok(n),
@@ -147,6 +160,23 @@ pub struct RuntimeArgs {
           default_value_t = MemoryLimitSpec::Auto)]
     pub memory_limit: MemoryLimitSpec,
 
+    /// Fraction of --memory-limit above which a worker writes its least recently used
+    /// values to disk (read back when needed)
+    #[arg(long, env = "MPIDASK_MEMORY_SPILL", value_name = "FRACTION",
+          default_value_t = DEFAULT_MEMORY_SPILL, value_parser = parse_fraction)]
+    pub memory_spill: f64,
+
+    /// Fraction of --memory-limit of values in memory above which a worker starts no new
+    /// task until memory frees (when spilling fails or cannot keep up)
+    #[arg(long, env = "MPIDASK_MEMORY_PAUSE", value_name = "FRACTION",
+          default_value_t = DEFAULT_MEMORY_PAUSE, value_parser = parse_fraction)]
+    pub memory_pause: f64,
+
+    /// Where workers spill values: a private directory (0700, files 0600) is made in it
+    /// and removed at exit [default: $TMPDIR, else /tmp]
+    #[arg(long, env = "MPIDASK_LOCAL_DIRECTORY", value_name = "DIR")]
+    pub local_directory: Option<std::path::PathBuf>,
+
     /// Write the task stream (task runs and transfers on every rank) as Chrome-trace JSON
     /// to FILE when the job ends, also after a failure; open it in https://ui.perfetto.dev
     #[arg(long, env = "MPIDASK_TRACE", value_name = "FILE")]
@@ -187,6 +217,9 @@ impl Default for RuntimeArgs {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             stall_warning: DEFAULT_STALL_WARNING,
             memory_limit: MemoryLimitSpec::Auto,
+            memory_spill: DEFAULT_MEMORY_SPILL,
+            memory_pause: DEFAULT_MEMORY_PAUSE,
+            local_directory: None,
             trace: None,
             report: None,
             progress_interval: DEFAULT_PROGRESS_INTERVAL,
@@ -222,6 +255,13 @@ impl RuntimeArgs {
     /// `--stall-warning` as a duration.
     pub fn stall_warning(&self) -> Duration {
         Duration::from_secs_f64(self.stall_warning)
+    }
+
+    /// `--local-directory`, else `$TMPDIR`, else `/tmp`.
+    pub fn local_directory(&self) -> std::path::PathBuf {
+        self.local_directory
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
     }
 
     /// `true` if `--trace` or `--report` asks for the task stream.
@@ -304,6 +344,7 @@ mod tests {
                 "not a number of seconds",
             ),
             (vec!["--memory-limit", "8XB"], "unknown unit 'XB'"),
+            (vec!["--memory-spill", "1.5"], "at most 1"),
         ] {
             let mut argv = vec!["prog"];
             argv.extend(args);

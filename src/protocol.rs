@@ -310,6 +310,19 @@ pub enum TraceEvent {
         /// `true` if this rank received it.
         incoming: bool,
     },
+    /// A value was written to disk to free memory, or read back.
+    Spill {
+        /// Key of the value.
+        key: Key,
+        /// Its size.
+        nbytes: u64,
+        /// When the write or read started.
+        start_us: u64,
+        /// How long it took.
+        duration_us: u64,
+        /// `true` for a write (spill), `false` for a read back.
+        write: bool,
+    },
 }
 
 /// Job-wide task counts, for progress displays.

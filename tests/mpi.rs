@@ -391,6 +391,25 @@ fn run_scenario(name: &str) -> ! {
             println!("SCENARIO huge_transfer OK");
             Ok(())
         }),
+        "spill" => mpidask::run(|client| -> anyhow::Result<()> {
+            // Run with a 40 MB limit on 2 workers: 240 MB of chunks (3x the workers' memory)
+            // kept on the workers must spill to finish.
+            use mpidask::array::random;
+            let x = random::uniform(0.0, 1.0, &[30_000_000], &[1_000_000], 5);
+            let kept = x.persist(client)?;
+            let from_kept = kept.sum().compute_scalar::<f64>(client)?;
+            let recomputed = x.sum().compute_scalar::<f64>(client)?;
+            ensure!(
+                (from_kept - recomputed).abs() <= 1e-9 * recomputed.abs(),
+                "{from_kept} vs {recomputed}"
+            );
+            let mean = from_kept / 30_000_000.0;
+            ensure!((mean - 0.5).abs() < 1e-3, "mean {mean}");
+            // Every chunk is read once more: values come back from disk.
+            ensure!(kept.max().compute_scalar::<f64>(client)? < 1.0);
+            println!("SCENARIO spill OK");
+            Ok(())
+        }),
         "memory_limit" => mpidask::run(|client| -> anyhow::Result<()> {
             // Run with a 1 MB limit: a 2 MB result fails its task, the worker carries on.
             match client.submit(pattern, 2_000_000usize).result() {
@@ -1132,6 +1151,44 @@ fn test_progress_bar_on_a_terminal() -> Result<(), Failed> {
     })
 }
 
+fn test_spill_to_disk() -> Result<(), Failed> {
+    check(|| {
+        let dir = support::scratch_dir("spill");
+        let spill_dir = dir.join("local");
+        std::fs::create_dir_all(&spill_dir).unwrap();
+        let trace_path = dir.join("trace.json");
+        let mut command = scenario_under_mpirun(4, "spill");
+        command
+            .env("MPIDASK_MEMORY_LIMIT", "40MB")
+            .env("MPIDASK_LOCAL_DIRECTORY", &spill_dir)
+            .env("MPIDASK_TRACE", &trace_path);
+        let run = launch(command);
+        run.expect_code(0)
+            .expect_stdout("SCENARIO spill OK")
+            .expect_quiet();
+        let trace = read_trace(&trace_path);
+        let summary = &trace["otherData"]["summary"];
+        let spills = summary["spills"].as_u64().unwrap_or(0);
+        let read_backs = summary["read_backs"].as_u64().unwrap_or(0);
+        assert!(
+            spills >= 10 && read_backs >= 10,
+            "chunks spilled and came back: {summary}\n{}",
+            run.dump()
+        );
+        assert!(
+            summary["spilled_bytes"].as_u64().unwrap_or(0) >= 80_000_000,
+            "{summary}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&spill_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "spill files left behind: {left:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+}
+
 fn test_transfer_over_2_gib() -> Result<(), Failed> {
     check(|| {
         launch(scenario_under_mpirun(4, "huge_transfer"))
@@ -1413,6 +1470,7 @@ fn main() {
             "transfer_over_2_gib_between_workers",
             test_transfer_over_2_gib,
         ),
+        Trial::test("chunks_3x_memory_spill_to_disk", test_spill_to_disk),
         Trial::test(
             "no_sockets_beyond_what_mpi_opens",
             test_no_sockets_of_our_own,

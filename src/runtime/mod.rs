@@ -17,6 +17,7 @@ use crate::transport::mpi::MpiTransport;
 use crate::transport::{Outbox, Transport};
 use crate::worker::WorkerNode;
 use crate::worker::executor::{self, Executor};
+use crate::worker::store::SpillPolicy;
 use driver::{DriveSettings, Node, NodeStatus, drive};
 use log::{debug, error, info};
 use mpi::Threading;
@@ -546,7 +547,13 @@ fn worker_main(
         memory_limit,
         memory_limit_source,
     };
-    let mut node = WorkerNode::new(rank, hello, executor);
+    let spill = SpillPolicy {
+        threshold: memory_limit.map(|limit| (limit as f64 * args.memory_spill) as u64),
+        local_directory: args.local_directory(),
+        rank: rank.0,
+    };
+    let pause = memory_limit.map(|limit| (limit as f64 * args.memory_pause) as u64);
+    let mut node = WorkerNode::new(rank, hello, executor).with_memory_policy(spill, pause);
     if args.tracing() {
         node = node.with_trace();
     }

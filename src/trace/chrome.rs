@@ -10,6 +10,8 @@ use std::io::Write;
 
 /// The thread id transfers are drawn on, below a rank's task threads.
 pub(super) const TRANSFER_THREAD: u32 = 100_000;
+/// The thread id spills are drawn on.
+pub(super) const DISK_THREAD: u32 = 100_001;
 
 #[derive(Serialize)]
 struct Complete<'a> {
@@ -75,6 +77,11 @@ pub(super) fn write(
             &json!({"name": "thread_name", "ph": "M", "pid": rank.0, "tid": TRANSFER_THREAD,
                     "args": {"name": "transfers"}}),
         )?;
+        emit(
+            out,
+            &json!({"name": "thread_name", "ph": "M", "pid": rank.0, "tid": DISK_THREAD,
+                    "args": {"name": "disk (spill)"}}),
+        )?;
     }
     for (rank, event) in &collector.events {
         let complete = match event {
@@ -114,6 +121,22 @@ pub(super) fn write(
                 pid: rank.0,
                 tid: TRANSFER_THREAD,
                 args: json!({"key": key.0, "peer": peer.0, "bytes": nbytes}),
+            },
+            TraceEvent::Spill {
+                key,
+                nbytes,
+                start_us,
+                duration_us,
+                write,
+            } => Complete {
+                name: if *write { "spill" } else { "read back" },
+                cat: "spill",
+                ph: "X",
+                ts: relative(*start_us),
+                dur: *duration_us as f64,
+                pid: rank.0,
+                tid: DISK_THREAD,
+                args: json!({"key": key.0, "bytes": nbytes}),
             },
         };
         emit(out, &complete)?;

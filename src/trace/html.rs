@@ -102,14 +102,16 @@ fn summary_tables(summary: &Summary) -> String {
          <tr><th>task runs</th><td>{}</td></tr>\
          <tr><th>failed</th><td>{}</td></tr>\
          <tr><th>transfers</th><td>{} ({})</td></tr>\
-         <tr><th>spills</th><td>{}</td></tr></table>\n",
+         <tr><th>spills</th><td>{} ({}), {} read back</td></tr></table>\n",
         summary.exit_code,
         summary.wall_seconds,
         summary.tasks,
         summary.failures,
         summary.transfers,
         human_bytes(summary.bytes_moved),
-        summary.spills
+        summary.spills,
+        human_bytes(summary.spilled_bytes),
+        summary.read_backs
     ));
     html.push_str(
         "<table class=\"kinds\"><tr><th>task kind</th><th>runs</th><th>failed</th>\

@@ -146,8 +146,12 @@ pub struct Summary {
     pub transfers: u64,
     /// Their bytes.
     pub bytes_moved: u64,
-    /// Values written to disk to free memory (this version never spills).
+    /// Values written to disk to free memory.
     pub spills: u64,
+    /// Their bytes.
+    pub spilled_bytes: u64,
+    /// Spilled values read back from disk.
+    pub read_backs: u64,
     /// Per worker.
     pub workers: Vec<WorkerBusy>,
 }
@@ -156,14 +160,17 @@ impl Summary {
     /// The summary as log lines.
     pub fn lines(&self) -> Vec<String> {
         let mut lines = vec![format!(
-            "summary: {} tasks ({} failed) in {:.2} s, exit code {}; {} transfers moved {}; {} spills",
+            "summary: {} tasks ({} failed) in {:.2} s, exit code {}; {} transfers moved {}; \
+             {} spills wrote {}, {} read back",
             self.tasks,
             self.failures,
             self.wall_seconds,
             self.exit_code,
             self.transfers,
             human_bytes(self.bytes_moved),
-            self.spills
+            self.spills,
+            human_bytes(self.spilled_bytes),
+            self.read_backs
         )];
         for kind in &self.kinds {
             lines.push(format!(
@@ -252,6 +259,7 @@ impl TraceCollector {
         let mut kinds: BTreeMap<&str, KindSummary> = BTreeMap::new();
         let mut busy: BTreeMap<Rank, (u64, u64)> = BTreeMap::new();
         let (mut tasks, mut failures, mut transfers, mut bytes_moved) = (0, 0, 0, 0);
+        let (mut spills, mut spilled_bytes, mut read_backs) = (0, 0, 0);
         for (rank, event) in &self.events {
             match event {
                 TraceEvent::Task {
@@ -280,6 +288,15 @@ impl TraceCollector {
                     transfers += 1;
                     bytes_moved += nbytes;
                 }
+                TraceEvent::Spill {
+                    nbytes,
+                    write: true,
+                    ..
+                } => {
+                    spills += 1;
+                    spilled_bytes += nbytes;
+                }
+                TraceEvent::Spill { write: false, .. } => read_backs += 1,
             }
         }
         let workers = self
@@ -307,7 +324,9 @@ impl TraceCollector {
             kinds: kinds.into_values().collect(),
             transfers,
             bytes_moved,
-            spills: 0,
+            spills,
+            spilled_bytes,
+            read_backs,
             workers,
         }
     }
@@ -416,6 +435,13 @@ mod tests {
                     duration_us: 7,
                     incoming: true,
                 },
+                TraceEvent::Spill {
+                    key: Key(1),
+                    nbytes: 300,
+                    start_us: start + 40,
+                    duration_us: 3,
+                    write: true,
+                },
             ]),
         );
         assert!(passed.is_none(), "trace messages stop at the collector");
@@ -434,6 +460,7 @@ mod tests {
         assert!((summary.workers[0].busy_seconds - 0.0015).abs() < 1e-9);
         assert!(summary.lines()[0].contains("2 tasks (1 failed)"));
         assert!(summary.lines()[0].contains("4.10 kB"));
+        assert!(summary.lines()[0].contains("1 spills wrote 300 B, 0 read back"));
     }
 
     #[test]

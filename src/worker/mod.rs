@@ -5,6 +5,7 @@
 //! tasks run on the executor's threads and come back as [`executor::TaskOutcome`] events.
 
 pub mod executor;
+pub mod store;
 #[cfg(test)]
 mod tests;
 
@@ -21,6 +22,7 @@ use log::debug;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 use std::time::Instant;
+use store::{SpillPolicy, ValueStore};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -43,7 +45,7 @@ struct WorkerTask {
 pub struct WorkerNode {
     rank: Rank,
     executor: Executor,
-    store: KeyMap<Payload>,
+    store: ValueStore,
     tasks: KeyMap<WorkerTask>,
     /// Tasks waiting for a value, by the key of that value.
     waiters: FxHashMap<Key, Vec<Key>>,
@@ -57,6 +59,12 @@ pub struct WorkerNode {
     trace: Option<TraceBuffer>,
     /// `--memory-limit` in bytes: a larger task result fails its task.
     memory_limit: Option<u64>,
+    /// Above this many bytes of values in memory the worker starts no new task.
+    pause_threshold: Option<u64>,
+    /// Starting no new task until memory frees (values released or spilled).
+    paused: bool,
+    /// Tasks whose inputs are all here, held while paused.
+    held: Vec<Key>,
 }
 
 impl WorkerNode {
@@ -66,7 +74,11 @@ impl WorkerNode {
         WorkerNode {
             rank,
             executor,
-            store: KeyMap::new(),
+            store: ValueStore::new(SpillPolicy {
+                threshold: None,
+                local_directory: std::env::temp_dir(),
+                rank: rank.0,
+            }),
             tasks: KeyMap::new(),
             waiters: FxHashMap::default(),
             fetching: FxHashSet::default(),
@@ -76,6 +88,79 @@ impl WorkerNode {
             status: NodeStatus::Running,
             trace: None,
             memory_limit,
+            pause_threshold: None,
+            paused: false,
+            held: Vec::new(),
+        }
+    }
+
+    /// Spills values to disk by `policy`, and pauses above `pause_threshold` bytes of
+    /// values in memory (which spilling normally prevents; it protects the worker when
+    /// spilling cannot keep up or fails).
+    pub fn with_memory_policy(mut self, policy: SpillPolicy, pause_threshold: Option<u64>) -> Self {
+        self.store = ValueStore::new(policy);
+        self.pause_threshold = pause_threshold;
+        self
+    }
+
+    /// A task whose inputs are all here: run it, or hold it while paused.
+    fn ready(&mut self, key: Key, out: &mut Outbox) {
+        if self.paused {
+            self.held.push(key);
+        } else {
+            self.enqueue(key, out);
+        }
+    }
+
+    /// Pauses above the pause threshold; below it, resumes and starts the held tasks.
+    fn update_pause(&mut self, out: &mut Outbox) {
+        let Some(threshold) = self.pause_threshold else {
+            return;
+        };
+        let in_memory = self.store.memory_bytes();
+        if in_memory > threshold && !self.paused {
+            self.paused = true;
+            log::warn!(
+                "{} paused: its values take {} of memory, above the pause threshold of {} \
+                 (--memory-pause of --memory-limit); it starts no new task until memory \
+                 frees (spilling to --local-directory failed or cannot keep up)",
+                self.rank,
+                human_bytes(in_memory),
+                human_bytes(threshold)
+            );
+        } else if in_memory <= threshold && self.paused {
+            self.paused = false;
+            log::info!(
+                "{} resumes: its values take {}",
+                self.rank,
+                human_bytes(in_memory)
+            );
+            for key in std::mem::take(&mut self.held) {
+                // Tasks stolen or cancelled meanwhile are gone.
+                if self
+                    .tasks
+                    .get(&key)
+                    .is_some_and(|t| t.phase == Phase::Waiting && t.missing == 0)
+                {
+                    self.enqueue(key, out);
+                }
+            }
+        }
+    }
+
+    /// Moves the store's spill records into the task stream (or drops them).
+    fn collect_spill_records(&mut self) {
+        let records = self.store.take_records();
+        if let Some(trace) = &mut self.trace {
+            for r in records {
+                trace.record(TraceEvent::Spill {
+                    key: r.key,
+                    nbytes: r.nbytes,
+                    start_us: r.start_us,
+                    duration_us: r.duration_us,
+                    write: r.write,
+                });
+            }
         }
     }
 
@@ -86,6 +171,7 @@ impl WorkerNode {
     }
 
     fn send_trace(&mut self, out: &mut Outbox) {
+        self.collect_spill_records();
         if let Some(message) = self.trace.as_mut().and_then(TraceBuffer::take_message) {
             out.push(Rank::SCHEDULER, &message);
         }
@@ -119,22 +205,36 @@ impl WorkerNode {
             },
         );
         if missing == 0 {
-            self.enqueue(key, out);
+            self.ready(key, out);
         }
     }
 
     /// Hands a task whose inputs are all here to the executor.
     fn enqueue(&mut self, key: Key, out: &mut Outbox) {
         let task = self.tasks.get_mut(&key).expect("task exists");
-        let deps: Option<Vec<Payload>> = task
-            .code
-            .args
-            .iter()
-            .flat_map(ArgSlot::dependencies)
-            .map(|dep| self.store.get(dep).cloned())
-            .collect();
-        let Some(deps) = deps else {
-            // Only a scheduler bug releases a value a placed task still reads.
+        let mut deps = Vec::with_capacity(task.code.args.len());
+        let mut problem = None;
+        for dep in task.code.args.iter().flat_map(ArgSlot::dependencies) {
+            match self.store.get(dep) {
+                Ok(Some(value)) => deps.push(value),
+                // Only a scheduler bug releases a value a placed task still reads.
+                Ok(None) => {
+                    problem = Some(format!(
+                        "an input of task {key} was released on {}",
+                        self.rank
+                    ));
+                    break;
+                }
+                Err(message) => {
+                    problem = Some(format!(
+                        "its input {dep} was lost on {}: {message}",
+                        self.rank
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some(message) = problem {
             let attempt = task.attempt;
             self.tasks.remove(&key);
             out.push(
@@ -142,11 +242,11 @@ impl WorkerNode {
                 &ToScheduler::TaskFailed {
                     key,
                     attempt,
-                    message: format!("an input of task {key} was released on {}", self.rank),
+                    message,
                 },
             );
             return;
-        };
+        }
         task.phase = Phase::Queued;
         self.next_seq += 1;
         self.executor.push(ReadyTask {
@@ -163,6 +263,7 @@ impl WorkerNode {
     /// Stores a value and starts the tasks that were waiting only for it.
     fn store_value(&mut self, key: Key, value: Payload, out: &mut Outbox) {
         self.store.insert(key, value);
+        self.update_pause(out);
         for waiter in self.waiters.remove(&key).unwrap_or_default() {
             let Some(task) = self.tasks.get_mut(&waiter) else {
                 continue;
@@ -172,7 +273,7 @@ impl WorkerNode {
             }
             task.missing -= 1;
             if task.missing == 0 {
-                self.enqueue(waiter, out);
+                self.ready(waiter, out);
             }
         }
     }
@@ -207,21 +308,13 @@ impl WorkerNode {
 
     fn on_get_data(&mut self, from: Rank, keys: Vec<Key>, out: &mut Outbox) {
         for key in keys {
-            match (self.store.get(&key), from == Rank::CLIENT) {
-                (Some(bytes), true) => out.push(
-                    from,
-                    &ToClient::Data {
-                        key,
-                        bytes: bytes.clone(),
-                    },
-                ),
-                (Some(bytes), false) => out.push(
-                    from,
-                    &ToWorker::Data {
-                        key,
-                        bytes: bytes.clone(),
-                    },
-                ),
+            let value = self.store.get(&key).unwrap_or_else(|message| {
+                log::warn!("value {key} asked for by {from} is lost: {message}");
+                None
+            });
+            match (value, from == Rank::CLIENT) {
+                (Some(bytes), true) => out.push(from, &ToClient::Data { key, bytes }),
+                (Some(bytes), false) => out.push(from, &ToWorker::Data { key, bytes }),
                 (None, true) => out.push(from, &ToClient::DataMissing(key)),
                 (None, false) => out.push(from, &ToWorker::DataMissing(key)),
             }
@@ -392,6 +485,12 @@ impl Node for WorkerNode {
     }
 
     fn on_tick(&mut self, out: &mut Outbox, now: Instant) {
+        if self.trace.is_none() {
+            self.collect_spill_records();
+        }
+        if self.status == NodeStatus::Running {
+            self.update_pause(out);
+        }
         if self.status == NodeStatus::Running
             && now.duration_since(self.last_heartbeat) >= crate::runtime::driver::HEARTBEAT
         {

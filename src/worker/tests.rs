@@ -146,6 +146,41 @@ impl WorkerEnv {
 }
 
 #[test]
+fn a_worker_over_its_pause_threshold_holds_tasks_until_memory_frees() {
+    let mut env = WorkerEnv::new(1);
+    let policy = super::store::SpillPolicy {
+        threshold: None, // spilling off: only releases free memory
+        local_directory: std::env::temp_dir(),
+        rank: ME.0,
+    };
+    let node = std::mem::replace(&mut env.node, WorkerEnv::new(1).node);
+    env.node = node.with_memory_policy(policy, Some(1000));
+    // A 2 kB scattered value puts the worker over 1 kB: it pauses.
+    env.send(
+        Rank::CLIENT,
+        ToWorker::ScatterData {
+            key: Key(1),
+            bytes: Arc::new(vec![0; 2000]),
+        },
+    );
+    env.send(
+        Rank::SCHEDULER,
+        compute(2, func_of(double), vec![value(21u64)], vec![]),
+    );
+    assert!(
+        env.outcomes
+            .recv_timeout(Duration::from_millis(300))
+            .is_err(),
+        "no task starts while paused"
+    );
+    // Releasing the value resumes the worker and the held task runs.
+    env.send(Rank::SCHEDULER, ToWorker::ReleaseKeys(vec![Key(1)]));
+    env.node.on_tick(&mut env.out, Instant::now());
+    env.next_outcome();
+    assert_eq!(env.finished(), vec![1, 2]);
+}
+
+#[test]
 fn a_task_runs_and_its_value_is_served() {
     let mut env = WorkerEnv::new(1);
     env.send(
