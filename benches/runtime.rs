@@ -391,9 +391,36 @@ fn spill_benchmark() {
     };
     let (write, written) = rate("spill");
     let (read, _) = rate("read back");
+    let (raw_write, raw_read) = raw_file_rates(written);
     bench("spill_gb_per_s", write, "GB/s");
+    bench("spill_raw_write_gb_per_s", raw_write, "GB/s");
+    bench("spill_vs_raw_write", write / raw_write, "x");
     bench("spill_read_gb_per_s", read, "GB/s");
+    bench("spill_raw_read_gb_per_s", raw_read, "GB/s");
+    bench("spill_read_vs_raw_read", read / raw_read, "x");
     bench("spill_written_gb", written, "GB");
+}
+
+/// Baseline: `gb` GB written as 40 MB files into `$TMPDIR` with `std::fs::write`, then read
+/// back with `std::fs::read`, from this (otherwise idle) process.
+fn raw_file_rates(gb: f64) -> (f64, f64) {
+    let dir = std::env::temp_dir().join(format!("mpidask-bench-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let chunk = vec![7u8; 40_000_000];
+    let files = ((gb * 1e9) / chunk.len() as f64).ceil() as usize;
+    let started = Instant::now();
+    for i in 0..files {
+        std::fs::write(dir.join(i.to_string()), &chunk).expect("write");
+    }
+    let write = (files * chunk.len()) as f64 / 1e9 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for i in 0..files {
+        let bytes = std::fs::read(dir.join(i.to_string())).expect("read");
+        assert_eq!(bytes.len(), chunk.len());
+    }
+    let read = (files * chunk.len()) as f64 / 1e9 / started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    (write, read)
 }
 
 fn main() {

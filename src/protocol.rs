@@ -309,6 +309,8 @@ pub enum TraceEvent {
         duration_us: u64,
         /// `true` if this rank received it.
         incoming: bool,
+        /// `true` if it came by a collective (a broadcast) rather than point to point.
+        collective: bool,
     },
     /// A value was written to disk to free memory, or read back.
     Spill {
@@ -471,6 +473,22 @@ pub enum ToWorker {
         /// Encoded value.
         #[serde(with = "payload_bytes")]
         bytes: Payload,
+    },
+    /// A value the client scatters to every worker (to the first worker, which broadcasts
+    /// it with `MPI_Ibcast` on the workers' communicator).
+    BroadcastScatter {
+        /// Key of the value.
+        key: Key,
+        /// Encoded value.
+        #[serde(with = "payload_bytes")]
+        bytes: Payload,
+    },
+    /// The sender starts broadcasting `key` (`len` bytes): post the matching receive.
+    BroadcastStart {
+        /// Key of the value.
+        key: Key,
+        /// Its size.
+        len: u64,
     },
     /// Shutdown, phase 1: stop working, finish sending, answer `Quiesced`.
     Stop,

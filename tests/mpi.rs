@@ -149,6 +149,15 @@ fn scenario_success(client: &Client) -> anyhow::Result<()> {
     ensure!(client.submit(sum_f64, &data).result()? == 500.0);
     ensure!(data.result()?.len() == 1000);
 
+    // A broadcast scatter: every worker holds the value, read by a task pinned to each.
+    let shared = client.scatter_broadcast(pattern(300_000))?;
+    for rank in client.workers().to_vec() {
+        let read = client
+            .with_options(TaskOptions::default().workers([rank.0]))
+            .submit(checksum, &shared);
+        ensure!(read.result()? == checksum(pattern(300_000)), "on {rank}");
+    }
+
     // as_completed yields every future once, the fastest first.
     let sleepers = client.map(sleep_ms, [400u64, 1, 150]);
     let order: Vec<u64> = client
@@ -408,6 +417,25 @@ fn run_scenario(name: &str) -> ! {
             // Every chunk is read once more: values come back from disk.
             ensure!(kept.max().compute_scalar::<f64>(client)? < 1.0);
             println!("SCENARIO spill OK");
+            Ok(())
+        }),
+        "broadcast" => mpidask::run(|client| -> anyhow::Result<()> {
+            let shared = client.scatter_broadcast(pattern(3_000_000))?;
+            let reads: Vec<_> = client
+                .workers()
+                .iter()
+                .map(|rank| {
+                    client
+                        .with_options(TaskOptions::default().workers([rank.0]))
+                        .submit(checksum, &shared)
+                })
+                .collect();
+            let sums = client.gather(&reads)?;
+            ensure!(
+                sums.iter().all(|s| *s == checksum(pattern(3_000_000))),
+                "{sums:?}"
+            );
+            println!("SCENARIO broadcast OK key={}", shared.key().0);
             Ok(())
         }),
         "memory_limit" => mpidask::run(|client| -> anyhow::Result<()> {
@@ -1189,6 +1217,35 @@ fn test_spill_to_disk() -> Result<(), Failed> {
     })
 }
 
+fn test_broadcast_scatter() -> Result<(), Failed> {
+    check(|| {
+        let dir = support::scratch_dir("broadcast");
+        let trace_path = dir.join("trace.json");
+        let mut command = scenario_under_mpirun(5, "broadcast");
+        command.env("MPIDASK_TRACE", &trace_path);
+        let run = launch(command);
+        run.expect_code(0)
+            .expect_stdout("SCENARIO broadcast OK")
+            .expect_quiet();
+        let key: u64 = run
+            .field("SCENARIO broadcast OK", "key")
+            .and_then(|k| k.parse().ok())
+            .expect("the key");
+        // Ranks 3 and 4 got the value from rank 2 by MPI_Ibcast.
+        let trace = read_trace(&trace_path);
+        let mut by_broadcast: Vec<u64> = trace["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"] == "broadcast" && e["args"]["key"] == key)
+            .map(|e| e["pid"].as_u64().unwrap())
+            .collect();
+        by_broadcast.sort_unstable();
+        assert_eq!(by_broadcast, vec![3, 4], "{}", run.dump());
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+}
+
 fn test_transfer_over_2_gib() -> Result<(), Failed> {
     check(|| {
         launch(scenario_under_mpirun(4, "huge_transfer"))
@@ -1471,6 +1528,10 @@ fn main() {
             test_transfer_over_2_gib,
         ),
         Trial::test("chunks_3x_memory_spill_to_disk", test_spill_to_disk),
+        Trial::test(
+            "broadcast_scatter_reaches_every_worker",
+            test_broadcast_scatter,
+        ),
         Trial::test(
             "no_sockets_beyond_what_mpi_opens",
             test_no_sockets_of_our_own,

@@ -329,6 +329,29 @@ impl Client {
         self.scatter_to(value, workers[index])
     }
 
+    /// Sends `value` to every worker (Dask's `scatter(value, broadcast=True)`): the client
+    /// sends it once, to the first worker, which broadcasts it with `MPI_Ibcast` on the
+    /// workers' communicator. Tasks reading it on any worker then read their own copy.
+    pub fn scatter_broadcast<T: Serialize>(&self, value: T) -> Result<Future<T>> {
+        let root = self.shared.workers[0];
+        let bytes =
+            Arc::new(encode_value(&value).map_err(|e| Error::encode("a scattered value", e))?);
+        let key = self.next_key();
+        self.shared.lock().keys.insert(
+            key,
+            Entry::new(u32::MAX, Status::Pending, Some(bytes.clone())),
+        );
+        self.shared.send(Command::Scheduler(ToScheduler::Scatter {
+            key,
+            worker: root,
+        }));
+        self.shared.send(Command::Worker(
+            root,
+            ToWorker::BroadcastScatter { key, bytes },
+        ));
+        Ok(Future::new(key, self.shared.clone()))
+    }
+
     /// Sends `value` to worker rank `worker` and returns a future for it.
     pub fn scatter_to<T: Serialize>(&self, value: T, worker: Rank) -> Result<Future<T>> {
         if !self.shared.workers.contains(&worker) {

@@ -78,7 +78,9 @@ impl ClientNode {
         };
         match message {
             ToWorker::GetData(keys) => keys.iter().for_each(|key| trace.requested(*key)),
-            ToWorker::ScatterData { key, bytes } => trace.sent(*key, worker, bytes.len() as u64),
+            ToWorker::ScatterData { key, bytes } | ToWorker::BroadcastScatter { key, bytes } => {
+                trace.sent(*key, worker, bytes.len() as u64)
+            }
             _ => {}
         }
     }

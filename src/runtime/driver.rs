@@ -45,6 +45,14 @@ pub trait Node {
     /// Called just before the loop aborts the job with `code` (`MPI_Abort`): last words,
     /// such as the scheduler rank writing the task stream.
     fn on_abort(&mut self, _code: i32) {}
+    /// A broadcast value this rank posted a receive for has arrived whole.
+    fn on_broadcast(
+        &mut self,
+        _key: crate::protocol::Key,
+        _value: crate::protocol::Payload,
+        _out: &mut Outbox,
+    ) {
+    }
     /// Called every [`TICK`] or so, for timers.
     fn on_tick(&mut self, out: &mut Outbox, now: Instant);
     /// The node's status after the last call.
@@ -172,6 +180,7 @@ pub fn drive<N: Node>(
     tighten_timer_slack();
     let mut outbox = Outbox::new();
     let mut frames = Vec::new();
+    let mut broadcasts = Vec::new();
     let mut backoff = Backoff {
         last_activity: Instant::now(),
         sleeps: 0,
@@ -238,6 +247,11 @@ pub fn drive<N: Node>(
         }
         outbox.flush(transport);
         let pending = transport.progress();
+        transport.received_broadcasts(&mut broadcasts);
+        for (key, value) in broadcasts.drain(..) {
+            node.on_broadcast(key, value, &mut outbox);
+            busy = true;
+        }
         match node.status() {
             NodeStatus::Running => {}
             NodeStatus::Quiescing => {

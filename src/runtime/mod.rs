@@ -240,8 +240,15 @@ where
     }
     // Ranks sharing this node's memory (a collective: every rank takes part).
     let ranks_on_node = world.split_shared(rank as i32).size() as usize;
+    // The workers' communicator, for broadcasts (also a collective).
+    let workers_color = if rank >= Rank::FIRST_WORKER.0 {
+        mpi::topology::Color::with_value(0)
+    } else {
+        mpi::topology::Color::undefined()
+    };
+    let workers_comm = world.split_by_color(workers_color);
     let workers: Vec<Rank> = (2..size as u32).map(Rank).collect();
-    let mut transport = MpiTransport::new(world, args.message_part_bytes);
+    let mut transport = MpiTransport::new(world, args.message_part_bytes, workers_comm);
     let code = match rank {
         0 => scheduler_main(&mut transport, args, workers),
         1 => {
@@ -256,7 +263,7 @@ where
         }
         _ => {
             let host = mpi::environment::processor_name().unwrap_or_else(|_| "unknown".into());
-            worker_main(&mut transport, args, host, 1, ranks_on_node)
+            worker_main(&mut transport, args, host, 1, ranks_on_node, workers)
         }
     };
     drop(transport);
@@ -515,6 +522,7 @@ fn worker_main(
     host: String,
     sharing: usize,
     ranks_on_node: usize,
+    workers: Vec<Rank>,
 ) -> i32 {
     let rank = transport.rank();
     logging::set_thread_role(rank.0, "worker");
@@ -553,7 +561,9 @@ fn worker_main(
         rank: rank.0,
     };
     let pause = memory_limit.map(|limit| (limit as f64 * args.memory_pause) as u64);
-    let mut node = WorkerNode::new(rank, hello, executor).with_memory_policy(spill, pause);
+    let mut node = WorkerNode::new(rank, hello, executor)
+        .with_memory_policy(spill, pause)
+        .with_workers(workers);
     if args.tracing() {
         node = node.with_trace();
     }
@@ -647,10 +657,11 @@ where
         let worker_threads: Vec<_> = transports
             .map(|mut transport| {
                 let host = host.clone();
+                let workers = workers.clone();
                 std::thread::Builder::new()
                     .name(format!("worker-{}", transport.rank().0))
                     .spawn_scoped(scope, move || {
-                        worker_main(&mut transport, args, host, nworkers, nworkers)
+                        worker_main(&mut transport, args, host, nworkers, nworkers, workers)
                     })
                     .expect("start a worker thread")
             })

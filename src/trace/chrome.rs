@@ -112,8 +112,13 @@ pub(super) fn write(
                 start_us,
                 duration_us,
                 incoming,
+                collective,
             } => Complete {
-                name: if *incoming { "receive" } else { "send" },
+                name: match (*incoming, *collective) {
+                    (true, true) => "broadcast",
+                    (true, false) => "receive",
+                    (false, _) => "send",
+                },
                 cat: "transfer",
                 ph: "X",
                 ts: relative(*start_us),

@@ -46,6 +46,11 @@ impl TraceBuffer {
 
     /// Records the arrival of `key` from `peer`, timed from its request.
     pub fn arrived(&mut self, key: Key, peer: Rank, nbytes: u64) {
+        self.arrived_by(key, peer, nbytes, false);
+    }
+
+    /// Records the arrival of `key` from `peer` by point to point or by a collective.
+    pub fn arrived_by(&mut self, key: Key, peer: Rank, nbytes: u64, collective: bool) {
         let end = now_us();
         let start = self.requested.remove(&key).unwrap_or(end);
         self.events.push(TraceEvent::Transfer {
@@ -55,6 +60,7 @@ impl TraceBuffer {
             start_us: start,
             duration_us: end.saturating_sub(start),
             incoming: true,
+            collective,
         });
     }
 
@@ -67,6 +73,7 @@ impl TraceBuffer {
             start_us: now_us(),
             duration_us: 0,
             incoming: false,
+            collective: false,
         });
     }
 
@@ -434,6 +441,7 @@ mod tests {
                     start_us: start + 30,
                     duration_us: 7,
                     incoming: true,
+                    collective: false,
                 },
                 TraceEvent::Spill {
                     key: Key(1),

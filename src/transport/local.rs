@@ -1,9 +1,10 @@
 //! The local transport: ranks are threads of one process and frames travel over channels.
 
 use super::{Incoming, Transport};
-use crate::protocol::{Frame, Rank};
+use crate::protocol::{Frame, Key, Payload, Rank};
 use crossbeam_channel::{Receiver, Sender, unbounded};
-use std::sync::{Arc, OnceLock};
+use rustc_hash::FxHashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 
 /// One rank's end of an in-process mesh.
@@ -13,6 +14,10 @@ pub struct LocalTransport {
     inbox: Receiver<Incoming>,
     /// The receiving thread of every rank, woken when a frame is sent to it.
     threads: Arc<Vec<OnceLock<Thread>>>,
+    /// Broadcast values, shared by every rank of the mesh, with the receives still due.
+    board: Arc<Mutex<FxHashMap<Key, (Payload, usize)>>>,
+    /// Broadcasts this rank posted and has not received yet.
+    awaited: Vec<Key>,
 }
 
 impl LocalTransport {
@@ -21,6 +26,7 @@ impl LocalTransport {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..size).map(|_| unbounded()).unzip();
         let threads: Arc<Vec<OnceLock<Thread>>> =
             Arc::new((0..size).map(|_| OnceLock::new()).collect());
+        let board = Arc::new(Mutex::new(FxHashMap::default()));
         receivers
             .into_iter()
             .enumerate()
@@ -29,6 +35,8 @@ impl LocalTransport {
                 peers: senders.clone(),
                 inbox,
                 threads: threads.clone(),
+                board: board.clone(),
+                awaited: Vec::new(),
             })
             .collect()
     }
@@ -60,7 +68,43 @@ impl Transport for LocalTransport {
     }
 
     fn progress(&mut self) -> usize {
-        0
+        self.awaited.len()
+    }
+
+    fn broadcast_send(&mut self, key: Key, value: Payload) {
+        // Workers are ranks 2 and up; all but this one receive.
+        let receivers = self.peers.len().saturating_sub(3);
+        if receivers > 0 {
+            let mut board = self.board.lock().unwrap_or_else(|e| e.into_inner());
+            board.insert(key, (value, receivers));
+        }
+        for rank in 2..self.peers.len() {
+            if let Some(thread) = self.threads[rank].get() {
+                thread.unpark();
+            }
+        }
+    }
+
+    fn broadcast_receive(&mut self, _root: Rank, key: Key, _len: usize) {
+        self.awaited.push(key);
+    }
+
+    fn received_broadcasts(&mut self, out: &mut Vec<(Key, Payload)>) {
+        if self.awaited.is_empty() {
+            return;
+        }
+        let mut board = self.board.lock().unwrap_or_else(|e| e.into_inner());
+        self.awaited.retain(|key| {
+            let Some((value, remaining)) = board.get_mut(key) else {
+                return true;
+            };
+            out.push((*key, value.clone()));
+            *remaining -= 1;
+            if *remaining == 0 {
+                board.remove(key);
+            }
+            false
+        });
     }
 
     fn attach_current_thread(&mut self) {

@@ -4,7 +4,7 @@
 pub mod local;
 pub mod mpi;
 
-use crate::protocol::{Frame, FrameWriter, Payload, Rank};
+use crate::protocol::{Frame, FrameWriter, Key, Payload, Rank};
 use serde::Serialize;
 
 /// A frame received from another rank, with its attachments.
@@ -40,6 +40,20 @@ pub trait Transport {
     fn wakes_receiver(&self) -> bool;
     /// Ends the whole job now with `code`.
     fn abort(&mut self, code: i32) -> !;
+    /// Starts broadcasting `value` (known as `key`) from this worker to every worker: a
+    /// collective (`MPI_Ibcast`) on the workers' communicator, so every worker must post
+    /// its receive with [`Transport::broadcast_receive`], in the same order.
+    fn broadcast_send(&mut self, key: Key, value: Payload);
+    /// Posts this worker's part of the broadcast of `key` (`len` bytes) from worker `root`.
+    fn broadcast_receive(&mut self, root: Rank, key: Key, len: usize);
+    /// Appends the broadcasts this worker has received whole since the last call.
+    fn received_broadcasts(&mut self, out: &mut Vec<(Key, Payload)>);
+}
+
+/// A broadcast a node asks for, carried out in order when the outbox is flushed.
+enum BroadcastOrder {
+    Send(Key, Payload),
+    Receive(Rank, Key, usize),
 }
 
 /// Frames above this size are sent as soon as they reach it, so a long batch is pipelined.
@@ -50,6 +64,7 @@ pub const FRAME_FLUSH_BYTES: usize = 1 << 20;
 pub struct Outbox {
     frames: Vec<Option<FrameWriter>>,
     full: Vec<(Rank, Frame)>,
+    broadcasts: Vec<BroadcastOrder>,
 }
 
 impl Outbox {
@@ -76,9 +91,22 @@ impl Outbox {
         }
     }
 
+    /// Starts broadcasting `value` to every worker once the frames pushed so far are sent.
+    pub fn broadcast_send(&mut self, key: Key, value: Payload) {
+        self.broadcasts.push(BroadcastOrder::Send(key, value));
+    }
+
+    /// Posts this worker's receive of the broadcast of `key` from `root`.
+    pub fn broadcast_receive(&mut self, root: Rank, key: Key, len: usize) {
+        self.broadcasts
+            .push(BroadcastOrder::Receive(root, key, len));
+    }
+
     /// `true` if nothing waits to be sent.
     pub fn is_empty(&self) -> bool {
-        self.full.is_empty() && self.frames.iter().all(Option::is_none)
+        self.full.is_empty()
+            && self.frames.iter().all(Option::is_none)
+            && self.broadcasts.is_empty()
     }
 
     /// Hands every pending frame to `transport`.
@@ -89,6 +117,14 @@ impl Outbox {
         for (index, slot) in self.frames.iter_mut().enumerate() {
             if let Some(writer) = slot.take() {
                 transport.send(Rank(index as u32), writer.finish());
+            }
+        }
+        for order in self.broadcasts.drain(..) {
+            match order {
+                BroadcastOrder::Send(key, value) => transport.broadcast_send(key, value),
+                BroadcastOrder::Receive(root, key, len) => {
+                    transport.broadcast_receive(root, key, len)
+                }
             }
         }
     }

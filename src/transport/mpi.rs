@@ -14,7 +14,7 @@
 //! side beyond what MPI itself does.
 
 use super::{Incoming, Transport};
-use crate::protocol::{Frame, Payload, Rank, attachment_lengths};
+use crate::protocol::{Frame, Key, Payload, Rank, attachment_lengths};
 use mpi::datatype::Equivalence;
 use mpi::point_to_point::Message;
 use mpi::request::{Request, StaticScope};
@@ -152,6 +152,30 @@ enum SourceState {
     },
 }
 
+/// A broadcast in flight on this rank: its buffer (the root's copy of the value, or the
+/// receiver's buffer being filled) and one `MPI_Ibcast` per part.
+struct PendingBroadcast {
+    key: Key,
+    buffer: *mut [UninitByte],
+    requests: Vec<Request<'static, [UninitByte], StaticScope>>,
+    receiving: bool,
+}
+
+impl PendingBroadcast {
+    /// Takes the buffer back (every request completed or was forgotten).
+    fn into_vec(self) -> Vec<u8> {
+        // SAFETY: created by `Box::into_raw` of a boxed slice of `UninitByte` in
+        // `post_broadcast`; no request reads or writes it any more. `UninitByte` has the
+        // layout of `u8`, and every byte was written (by the root's copy or by MPI).
+        unsafe {
+            let boxed = Box::from_raw(self.buffer);
+            let len = boxed.len();
+            let raw = Box::into_raw(boxed).cast::<u8>();
+            Vec::from_raw_parts(raw, len, len)
+        }
+    }
+}
+
 /// `MPI_COMM_WORLD` as a [`Transport`].
 pub struct MpiTransport {
     world: SimpleCommunicator,
@@ -160,11 +184,20 @@ pub struct MpiTransport {
     part_bytes: usize,
     pending: Vec<PendingSend>,
     sources: Vec<SourceState>,
+    /// The workers' communicator (ranks 2 and up), for broadcasts; `None` elsewhere.
+    workers: Option<SimpleCommunicator>,
+    broadcasts: Vec<PendingBroadcast>,
+    received: Vec<(Key, Payload)>,
 }
 
 impl MpiTransport {
-    /// The transport over `world`, splitting frames above `part_bytes`.
-    pub fn new(world: SimpleCommunicator, part_bytes: usize) -> Self {
+    /// The transport over `world`, splitting messages above `part_bytes`; `workers` is the
+    /// workers' communicator on worker ranks.
+    pub fn new(
+        world: SimpleCommunicator,
+        part_bytes: usize,
+        workers: Option<SimpleCommunicator>,
+    ) -> Self {
         let rank = Rank(world.rank() as u32);
         let size = world.size() as usize;
         MpiTransport {
@@ -174,7 +207,41 @@ impl MpiTransport {
             part_bytes: part_bytes.clamp(1, i32::MAX as usize),
             pending: Vec::new(),
             sources: (0..size).map(|_| SourceState::Idle).collect(),
+            workers,
+            broadcasts: Vec::new(),
+            received: Vec::new(),
         }
+    }
+
+    /// Posts the `MPI_Ibcast`s (one per part) of a broadcast from worker `root` over
+    /// `buffer`, which this rank gives up until they complete.
+    fn post_broadcast(&mut self, root: Rank, key: Key, buffer: Box<[UninitByte]>, receiving: bool) {
+        let workers = self
+            .workers
+            .as_ref()
+            .expect("only workers take part in broadcasts");
+        let root = workers.process_at_rank((root.0 - Rank::FIRST_WORKER.0) as i32);
+        let len = buffer.len();
+        let buffer = Box::into_raw(buffer);
+        let mut requests = Vec::new();
+        let mut start = 0;
+        loop {
+            let end = (start + self.part_bytes).min(len);
+            // SAFETY: the parts are disjoint, and the buffer stays allocated (owned by the
+            // pending broadcast) until every request on it completed.
+            let part: &'static mut [UninitByte] = unsafe { &mut (&mut *buffer)[start..end] };
+            requests.push(root.immediate_broadcast_into(StaticScope, part));
+            start = end;
+            if start >= len {
+                break;
+            }
+        }
+        self.broadcasts.push(PendingBroadcast {
+            key,
+            buffer,
+            requests,
+            receiving,
+        });
     }
 
     /// Sends `buffer` to `to` as one message, or in parts above the part size.
@@ -325,9 +392,46 @@ impl Transport for MpiTransport {
         }
     }
 
+    fn broadcast_send(&mut self, key: Key, value: Payload) {
+        // MPI_Ibcast takes a writable buffer at the root too: the root sends from a copy.
+        let copy: Box<[UninitByte]> = value
+            .iter()
+            .map(|b| UninitByte(MaybeUninit::new(*b)))
+            .collect();
+        self.post_broadcast(self.rank, key, copy, false);
+    }
+
+    fn broadcast_receive(&mut self, root: Rank, key: Key, len: usize) {
+        let buffer = ReceiveBuffer::new(len).bytes.into_boxed_slice();
+        self.post_broadcast(root, key, buffer, true);
+    }
+
+    fn received_broadcasts(&mut self, out: &mut Vec<(Key, Payload)>) {
+        out.append(&mut self.received);
+    }
+
     fn progress(&mut self) -> usize {
+        if !self.broadcasts.is_empty() {
+            for mut broadcast in std::mem::take(&mut self.broadcasts) {
+                let mut still = Vec::new();
+                for request in broadcast.requests.drain(..) {
+                    if let Err(request) = request.test() {
+                        still.push(request);
+                    }
+                }
+                broadcast.requests = still;
+                if !broadcast.requests.is_empty() {
+                    self.broadcasts.push(broadcast);
+                } else if broadcast.receiving {
+                    let key = broadcast.key;
+                    self.received.push((key, Arc::new(broadcast.into_vec())));
+                } else {
+                    drop(broadcast.into_vec());
+                }
+            }
+        }
         if self.pending.is_empty() {
-            return 0;
+            return self.broadcasts.len();
         }
         let mut still = Vec::with_capacity(self.pending.len());
         for send in self.pending.drain(..) {
@@ -340,7 +444,7 @@ impl Transport for MpiTransport {
             }
         }
         self.pending = still;
-        self.pending.len()
+        self.pending.len() + self.broadcasts.len()
     }
 
     fn wakes_receiver(&self) -> bool {
@@ -364,6 +468,9 @@ impl Drop for MpiTransport {
         // could block forever, and rsmpi panics on dropping an incomplete request.
         for send in self.pending.drain(..) {
             std::mem::forget(send);
+        }
+        for broadcast in self.broadcasts.drain(..) {
+            std::mem::forget(broadcast.requests);
         }
     }
 }

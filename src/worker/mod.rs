@@ -65,6 +65,10 @@ pub struct WorkerNode {
     paused: bool,
     /// Tasks whose inputs are all here, held while paused.
     held: Vec<Key>,
+    /// Every worker rank (broadcasts go to all of them).
+    workers: Vec<Rank>,
+    /// Broadcasts on their way to this worker, with their root.
+    broadcasting: FxHashMap<Key, Rank>,
 }
 
 impl WorkerNode {
@@ -91,6 +95,8 @@ impl WorkerNode {
             pause_threshold: None,
             paused: false,
             held: Vec::new(),
+            workers: Vec::new(),
+            broadcasting: FxHashMap::default(),
         }
     }
 
@@ -101,6 +107,55 @@ impl WorkerNode {
         self.store = ValueStore::new(policy);
         self.pause_threshold = pause_threshold;
         self
+    }
+
+    /// Knows every worker rank (for broadcasts).
+    pub fn with_workers(mut self, workers: Vec<Rank>) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Stores a value the client scattered here, and tells the scheduler.
+    fn on_scatter_data(&mut self, key: Key, bytes: Payload, out: &mut Outbox) {
+        let nbytes = bytes.len() as u64;
+        self.store_value(key, bytes, out);
+        out.push(
+            Rank::SCHEDULER,
+            &ToScheduler::TaskFinished {
+                key,
+                attempt: 0,
+                nbytes,
+                duration_us: 0,
+            },
+        );
+    }
+
+    /// The client scatters `key` to every worker through this one: store it and broadcast it.
+    fn on_broadcast_scatter(&mut self, key: Key, bytes: Payload, out: &mut Outbox) {
+        let len = bytes.len() as u64;
+        self.on_scatter_data(key, bytes.clone(), out);
+        let others: Vec<Rank> = self
+            .workers
+            .iter()
+            .copied()
+            .filter(|w| *w != self.rank)
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        for worker in others {
+            out.push(worker, &ToWorker::BroadcastStart { key, len });
+        }
+        out.broadcast_send(key, bytes);
+    }
+
+    /// Another worker broadcasts `key`: post this worker's part of the collective.
+    fn on_broadcast_start(&mut self, root: Rank, key: Key, len: u64, out: &mut Outbox) {
+        self.broadcasting.insert(key, root);
+        if let Some(trace) = &mut self.trace {
+            trace.requested(key);
+        }
+        out.broadcast_receive(root, key, len as usize);
     }
 
     /// A task whose inputs are all here: run it, or hold it while paused.
@@ -186,7 +241,11 @@ impl WorkerNode {
             }
             missing += 1;
             self.waiters.entry(*dep).or_default().push(key);
-            if *source != self.rank && self.fetching.insert(*dep) {
+            // A value on its way by broadcast is not also fetched.
+            if *source != self.rank
+                && !self.broadcasting.contains_key(dep)
+                && self.fetching.insert(*dep)
+            {
                 if let Some(trace) = &mut self.trace {
                     trace.requested(*dep);
                 }
@@ -430,8 +489,14 @@ impl Node for WorkerNode {
 
     fn on_message(&mut self, from: Rank, message: ToWorker, out: &mut Outbox, _now: Instant) {
         if self.status != NodeStatus::Running {
-            if let ToWorker::Exit { code } = message {
-                self.status = NodeStatus::Exit(code);
+            match message {
+                ToWorker::Exit { code } => self.status = NodeStatus::Exit(code),
+                // A collective the other workers take part in: this one must too, even
+                // while stopping, or theirs would never complete.
+                ToWorker::BroadcastStart { key, len } => {
+                    self.on_broadcast_start(from, key, len, out)
+                }
+                _ => {}
             }
             return;
         }
@@ -447,19 +512,9 @@ impl Node for WorkerNode {
             ToWorker::GetData(keys) => self.on_get_data(from, keys, out),
             ToWorker::Data { key, bytes } => self.on_data(from, key, bytes, out),
             ToWorker::DataMissing(key) => self.on_data_missing(from, key, out),
-            ToWorker::ScatterData { key, bytes } => {
-                let nbytes = bytes.len() as u64;
-                self.store_value(key, bytes, out);
-                out.push(
-                    Rank::SCHEDULER,
-                    &ToScheduler::TaskFinished {
-                        key,
-                        attempt: 0,
-                        nbytes,
-                        duration_us: 0,
-                    },
-                );
-            }
+            ToWorker::ScatterData { key, bytes } => self.on_scatter_data(key, bytes, out),
+            ToWorker::BroadcastScatter { key, bytes } => self.on_broadcast_scatter(key, bytes, out),
+            ToWorker::BroadcastStart { key, len } => self.on_broadcast_start(from, key, len, out),
             ToWorker::Stop => {
                 debug!(
                     "stopping with {} values and {} queued tasks",
@@ -482,6 +537,20 @@ impl Node for WorkerNode {
         if self.status == NodeStatus::Running {
             self.on_outcome(outcome, out);
         }
+    }
+
+    fn on_broadcast(&mut self, key: Key, value: Payload, out: &mut Outbox) {
+        let root = self.broadcasting.remove(&key).unwrap_or(Rank::FIRST_WORKER);
+        if self.status != NodeStatus::Running {
+            return;
+        }
+        if let Some(trace) = &mut self.trace {
+            trace.arrived_by(key, root, value.len() as u64, true);
+        }
+        // A fetch of the same value may have been sent before the broadcast was announced.
+        self.fetching.remove(&key);
+        self.store_value(key, value, out);
+        out.push(Rank::SCHEDULER, &ToScheduler::AddReplicas(vec![key]));
     }
 
     fn on_tick(&mut self, out: &mut Outbox, now: Instant) {
