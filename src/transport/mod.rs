@@ -56,6 +56,73 @@ enum BroadcastOrder {
     Receive(Rank, Key, usize),
 }
 
+/// Buffers of released values, kept for receiving values of the same size again: memory
+/// already faulted in, where a new allocation would have the kernel fault in and zero every
+/// page (for a 200 MB chunk that costs as much as the transfer). Chunked workloads move
+/// values of the same few sizes over and over.
+pub mod buffer_pool {
+    use std::sync::Mutex;
+
+    /// Only buffers at least this large are kept.
+    pub const MIN_BYTES: usize = 1 << 20;
+    /// At most this many bytes are kept in all.
+    pub const MAX_TOTAL_BYTES: usize = 1 << 30;
+    /// At most this many buffers are kept.
+    pub const MAX_BUFFERS: usize = 8;
+
+    static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+    /// Offers the buffer of a released value to the pool.
+    pub fn give(buffer: Vec<u8>) {
+        if buffer.len() < MIN_BYTES || buffer.capacity() != buffer.len() {
+            return;
+        }
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = pool.iter().map(Vec::len).sum();
+        if pool.len() >= MAX_BUFFERS || total + buffer.len() > MAX_TOTAL_BYTES {
+            // Make room by dropping the oldest.
+            if !pool.is_empty() {
+                pool.remove(0);
+            }
+            let total: usize = pool.iter().map(Vec::len).sum();
+            if total + buffer.len() > MAX_TOTAL_BYTES {
+                return;
+            }
+        }
+        pool.push(buffer);
+    }
+
+    /// A kept buffer of exactly `len` bytes (its old contents), if there is one.
+    pub fn take(len: usize) -> Option<Vec<u8>> {
+        if len < MIN_BYTES {
+            return None;
+        }
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        let index = pool.iter().rposition(|b| b.len() == len)?;
+        Some(pool.swap_remove(index))
+    }
+
+    /// Drops every kept buffer (memory is needed elsewhere).
+    pub fn clear() {
+        POOL.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn same_sized_buffers_come_back() {
+            give(vec![1u8; MIN_BYTES + 1]);
+            give(vec![2u8; 10]); // too small to keep
+            assert!(take(10).is_none());
+            let buffer = take(MIN_BYTES + 1).expect("kept");
+            assert_eq!(buffer[0], 1);
+            assert!(take(MIN_BYTES + 1).is_none());
+        }
+    }
+}
+
 /// Frames above this size are sent as soon as they reach it, so a long batch is pipelined.
 pub const FRAME_FLUSH_BYTES: usize = 1 << 20;
 

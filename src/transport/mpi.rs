@@ -81,6 +81,18 @@ struct ReceiveBuffer {
 
 impl ReceiveBuffer {
     fn new(len: usize) -> Self {
+        if let Some(recycled) = super::buffer_pool::take(len) {
+            let mut recycled = std::mem::ManuallyDrop::new(recycled);
+            // SAFETY: `UninitByte` has the layout of `u8`; same pointer, length, capacity.
+            let bytes = unsafe {
+                Vec::from_raw_parts(
+                    recycled.as_mut_ptr().cast::<UninitByte>(),
+                    recycled.len(),
+                    recycled.capacity(),
+                )
+            };
+            return ReceiveBuffer { bytes, filled: 0 };
+        }
         let mut bytes: Vec<UninitByte> = Vec::with_capacity(len);
         // SAFETY: `UninitByte` may hold any bit pattern, including none.
         unsafe { bytes.set_len(len) };

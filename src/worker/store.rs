@@ -169,6 +169,10 @@ impl ValueStore {
             Place::Memory(value) => {
                 self.memory_bytes -= value.len() as u64;
                 self.lru.remove(&entry.used);
+                // Nobody else holds it: its memory can receive the next value of its size.
+                if let Ok(buffer) = Arc::try_unwrap(value) {
+                    crate::transport::buffer_pool::give(buffer);
+                }
             }
             Place::Disk { .. } => {
                 if let Some(dir) = &self.dir {
@@ -189,6 +193,10 @@ impl ValueStore {
         let Some(threshold) = self.policy.threshold else {
             return;
         };
+        if self.memory_bytes > threshold {
+            // Memory is short: kept receive buffers go before any value is spilled.
+            crate::transport::buffer_pool::clear();
+        }
         while self.memory_bytes > threshold && !self.spill_broken {
             let Some((&used, &key)) = self.lru.iter().next() else {
                 return;
