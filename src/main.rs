@@ -208,6 +208,14 @@ fn main() {
                 );
                 println!("ranks:          {}", setup.world_size);
             }
+            if let Some(nodes) = mpidask::runtime::ranks_per_node() {
+                let listed: Vec<String> = nodes
+                    .iter()
+                    .map(|(host, n)| format!("{host}: {n}"))
+                    .collect();
+                println!("nodes:          {}", nodes.len());
+                println!("ranks per node: {}", listed.join(", "));
+            }
             let hosts: BTreeSet<&str> =
                 info.workers.iter().map(|w| w.hello.host.as_str()).collect();
             println!("worker nodes:   {}", hosts.len());

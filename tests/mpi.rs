@@ -1278,6 +1278,8 @@ fn test_info_under_mpirun() -> Result<(), Failed> {
             .expect_stdout("MPI library:")
             .expect_stdout("thread level:")
             .expect_stdout("ranks:          4")
+            .expect_stdout("nodes:          1")
+            .expect_stdout("ranks per node: ")
             .expect_stdout("worker nodes:   1")
             .expect_stdout("workers:        2")
             .expect_stdout(

@@ -44,6 +44,33 @@ pub fn mpi_setup() -> Option<&'static MpiSetup> {
     MPI_SETUP.get()
 }
 
+static RANKS_PER_NODE: std::sync::OnceLock<Vec<(String, usize)>> = std::sync::OnceLock::new();
+
+/// The job's nodes (MPI processor names) and how many ranks run on each, once [`run`]
+/// started a job of 3 or more ranks.
+pub fn ranks_per_node() -> Option<&'static [(String, usize)]> {
+    RANKS_PER_NODE.get().map(Vec::as_slice)
+}
+
+/// Counts the ranks on each node with one `MPI_Allgather` of the processor names.
+fn gather_ranks_per_node(world: &mpi::topology::SimpleCommunicator) -> Vec<(String, usize)> {
+    const NAME_BYTES: usize = 256;
+    let host = mpi::environment::processor_name().unwrap_or_else(|_| "unknown".into());
+    let mut mine = [0u8; NAME_BYTES];
+    let len = host.len().min(NAME_BYTES);
+    mine[..len].copy_from_slice(&host.as_bytes()[..len]);
+    let mut all = vec![0u8; NAME_BYTES * world.size() as usize];
+    world.all_gather_into(&mine[..], &mut all[..]);
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for name in all.chunks(NAME_BYTES) {
+        let end = name.iter().position(|b| *b == 0).unwrap_or(NAME_BYTES);
+        *counts
+            .entry(String::from_utf8_lossy(&name[..end]).into_owned())
+            .or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
 /// What the user's program returns: `()` or `Result<(), E>`. Decides the job's exit code.
 pub trait ClientOutcome {
     /// The exit code and, for a failure, the message to log. `task_failures` are the
@@ -238,8 +265,10 @@ where
         }
         return ExitCode::Startup.code();
     }
-    // Ranks sharing this node's memory (a collective: every rank takes part).
+    // Ranks sharing this node's memory, and the ranks of every node (collectives: every
+    // rank takes part).
     let ranks_on_node = world.split_shared(rank as i32).size() as usize;
+    let _ = RANKS_PER_NODE.set(gather_ranks_per_node(&world));
     // The workers' communicator, for broadcasts (also a collective).
     let workers_color = if rank >= Rank::FIRST_WORKER.0 {
         mpi::topology::Color::with_value(0)
