@@ -48,6 +48,7 @@
 //! `examples/pi_futures.rs`.
 
 pub mod array;
+pub mod bag;
 pub mod client;
 pub mod config;
 pub mod delayed;

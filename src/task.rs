@@ -93,7 +93,7 @@ pub fn function_name<F>() -> String {
 }
 
 /// Produces a value of a zero-sized `Copy` type: how a worker gets hold of a task function.
-fn conjure<F: Copy + 'static>() -> F {
+pub(crate) fn conjure<F: Copy + 'static>() -> F {
     const {
         assert!(
             std::mem::size_of::<F>() == 0,

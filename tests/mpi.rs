@@ -302,6 +302,41 @@ fn scenario_arrays(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn word_of(x: u64) -> String {
+    ["alpha", "beta", "gamma", "delta", "epsilon"][(x * x % 5) as usize].to_string()
+}
+
+// A bag of `String` hands `filter` and `topk` each element as `&String`.
+#[allow(clippy::ptr_arg)]
+fn is_long(word: &String) -> bool {
+    word.len() > 4
+}
+
+#[allow(clippy::ptr_arg)]
+fn word_len(word: &String) -> usize {
+    word.len()
+}
+
+fn scenario_bags(client: &Client) -> anyhow::Result<()> {
+    use mpidask::bag::Bag;
+    let numbers = Bag::range(client, 1000, 7);
+    let words = numbers.map(word_of);
+    let report = format!(
+        "count={} sum={} min={:?} max={:?} long={} freq={:?} top={:?} distinct={:?} mean={:.6}",
+        numbers.count().result()?,
+        numbers.map(square).sum().result()?,
+        numbers.min().result()?,
+        numbers.max().result()?,
+        words.filter(is_long).count().result()?,
+        words.frequencies().result()?,
+        words.topk(2, word_len).result()?,
+        words.distinct().result()?,
+        Bag::from_sequence(client, (0..100).map(|x| x as f64).collect(), 9)?.mean()?,
+    );
+    println!("BAGS {report}");
+    Ok(())
+}
+
 /// Stops (SIGSTOP) the process of the last worker rank, as a hung node would look.
 fn freeze_last_worker(client: &Client) -> anyhow::Result<u32> {
     let info = client.scheduler_info()?;
@@ -319,6 +354,7 @@ fn run_scenario(name: &str) -> ! {
         "resources" => mpidask::run(scenario_resources),
         "big_messages" => mpidask::run(scenario_big_messages),
         "arrays" => mpidask::run(scenario_arrays),
+        "bags" => mpidask::run(scenario_bags),
         "worker_killed" => mpidask::run(|client| -> anyhow::Result<()> {
             let _slow = client.map(sleep_ms, [3000u64, 3000]);
             client.submit(kill_own_worker, ()).result()?;
@@ -660,6 +696,33 @@ fn test_arrays_same_at_every_rank_count() -> Result<(), Failed> {
         assert!(
             digests.iter().all(|(_, d)| d == first),
             "results differ: {digests:#?}"
+        );
+    })
+}
+
+fn test_bags_same_at_every_rank_count() -> Result<(), Failed> {
+    check(|| {
+        let mut reports = Vec::new();
+        for np in [3, 4, 6] {
+            let run = launch(scenario_under_mpirun(np, "bags"));
+            run.expect_code(0).expect_quiet();
+            reports.push((format!("-np {np}"), run.stdout.clone()));
+        }
+        let mut local = local_command(&this_binary());
+        local
+            .env("MPIDASK_SCENARIO", "bags")
+            .env("MPIDASK_LOCAL_WORKERS", "2");
+        let run = launch(local);
+        run.expect_code(0).expect_quiet();
+        reports.push(("local".into(), run.stdout.clone()));
+        let first = &reports[0].1;
+        assert!(
+            first.starts_with("BAGS count=1000 sum=332833500 min=Some(0) max=Some(999)"),
+            "{first}"
+        );
+        assert!(
+            reports.iter().all(|(_, r)| r == first),
+            "results differ: {reports:#?}"
         );
     })
 }
@@ -1497,6 +1560,10 @@ fn main() {
             test_arrays_same_at_every_rank_count,
         ),
         Trial::test("pi_array_example", test_pi_array_example),
+        Trial::test(
+            "bags_same_at_np_3_4_6_and_local",
+            test_bags_same_at_every_rank_count,
+        ),
         Trial::test(
             "a_million_tiny_tasks_in_bounded_memory",
             test_million_tiny_tasks,
