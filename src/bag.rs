@@ -414,6 +414,23 @@ impl<T: Item + Ord> Bag<T> {
 }
 
 impl<T: Item> Bag<T> {
+    /// `f` on every partition: one future per partition.
+    pub fn apply_each<P, A>(&self, f: P) -> Vec<Future<A>>
+    where
+        P: Fn(Vec<T>) -> A + Copy + Send + Sync + 'static,
+        A: Item,
+    {
+        let _ = f;
+        self.per_partition::<()>(
+            offset_of(reduce_task::<P, T, A>),
+            &function_name::<P>(),
+            &[],
+        )
+        .into_iter()
+        .map(Future::retype)
+        .collect()
+    }
+
     /// `per_partition` on every partition, then `combine` on the list of their results,
     /// where the two may have different types.
     pub fn partial_then<P, C, A, R>(&self, per_partition: P, combine: C) -> Future<R>
@@ -467,6 +484,501 @@ impl<T: Item + Into<f64>> Bag<T> {
         let n = n as f64;
         let mean = sum / n;
         Ok((squares / n - mean * mean).max(0.0).sqrt())
+    }
+}
+
+// ----- grouping, joining, repartitioning, files ---------------------------------------------
+
+/// A hash that is the same on every rank (the standard library's is seeded per process).
+fn stable_hash<K: Hash>(key: &K) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = rustc_hash::FxHasher::default();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn foldby_task<K, B, T, G, A>(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, String>
+where
+    K: Fn(&T) -> G + Copy + 'static,
+    B: Fn(A, T) -> A + Copy + 'static,
+    T: Item,
+    G: Item + Hash + Eq + Ord,
+    A: Item + Clone,
+{
+    let (part, init): (Vec<T>, A) = decoded(input)?;
+    let (key, binop) = (conjure::<K>(), conjure::<B>());
+    let mut acc: HashMap<G, A> = HashMap::new();
+    for x in part {
+        let k = key(&x);
+        let a = acc.remove(&k).unwrap_or_else(|| init.clone());
+        acc.insert(k, binop(a, x));
+    }
+    let mut acc: Vec<(G, A)> = acc.into_iter().collect();
+    acc.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    encode_result(&acc)
+}
+
+fn foldby_combine_task<C, G, A>(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, String>
+where
+    C: Fn(A, A) -> A + Copy + 'static,
+    G: Item + Hash + Eq + Ord,
+    A: Item,
+{
+    let (parts,): (Vec<Vec<(G, A)>>,) = decoded(input)?;
+    let combine = conjure::<C>();
+    let mut acc: HashMap<G, A> = HashMap::new();
+    for (k, a) in parts.into_iter().flatten() {
+        let merged = match acc.remove(&k) {
+            Some(b) => combine(b, a),
+            None => a,
+        };
+        acc.insert(k, merged);
+    }
+    let mut acc: Vec<(G, A)> = acc.into_iter().collect();
+    acc.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    encode_result(&acc)
+}
+
+/// Splits a partition into `n` buckets by the key's stable hash.
+fn split_task<K, T, G>(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, String>
+where
+    K: Fn(&T) -> G + Copy + 'static,
+    T: Item,
+    G: Hash,
+{
+    let (part, n): (Vec<T>, u64) = decoded(input)?;
+    let key = conjure::<K>();
+    let mut buckets: Vec<Vec<T>> = (0..n).map(|_| Vec::new()).collect();
+    for x in part {
+        let bucket = (stable_hash(&key(&x)) % n.max(1)) as usize;
+        buckets[bucket].push(x);
+    }
+    encode_result(&buckets)
+}
+
+/// Bucket `j` of a split partition (runs where the split is, so only the bucket moves).
+fn bucket_task<T: Item>(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, String> {
+    let (mut buckets, j): (Vec<Vec<T>>, u64) = decoded(input)?;
+    let j = j as usize;
+    if j >= buckets.len() {
+        return Err(format!("bucket {j} of {}", buckets.len()));
+    }
+    encode_result(&buckets.swap_remove(j))
+}
+
+/// The groups of one output partition: every element with the same key, by key.
+fn group_task<K, T, G>(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, String>
+where
+    K: Fn(&T) -> G + Copy + 'static,
+    T: Item,
+    G: Item + Hash + Eq + Ord,
+{
+    let (buckets,): (Vec<Vec<T>>,) = decoded(input)?;
+    let key = conjure::<K>();
+    let mut groups: HashMap<G, Vec<T>> = HashMap::new();
+    for x in buckets.into_iter().flatten() {
+        groups.entry(key(&x)).or_default().push(x);
+    }
+    let mut groups: Vec<(G, Vec<T>)> = groups.into_iter().collect();
+    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    encode_result(&groups)
+}
+
+fn join_task<K, T, G, V>(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, String>
+where
+    K: Fn(&T) -> G + Copy + 'static,
+    T: Item + Clone,
+    G: Item + Hash + Eq,
+    V: Item + Clone,
+{
+    let (part, other): (Vec<T>, Vec<(G, V)>) = decoded(input)?;
+    let key = conjure::<K>();
+    let mut index: HashMap<G, Vec<V>> = HashMap::new();
+    for (k, v) in other {
+        index.entry(k).or_default().push(v);
+    }
+    let mut joined = Vec::new();
+    for x in part {
+        if let Some(values) = index.get(&key(&x)) {
+            for v in values {
+                joined.push((x.clone(), v.clone()));
+            }
+        }
+    }
+    encode_result(&joined)
+}
+
+/// `take` elements after skipping `skip`, from the concatenation of some partitions.
+fn slice_task<T: Item>(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, String> {
+    let (parts, (skip, take)): (Vec<Vec<T>>, (u64, u64)) = decoded(input)?;
+    let slice: Vec<T> = parts
+        .into_iter()
+        .flatten()
+        .skip(skip as usize)
+        .take(take as usize)
+        .collect();
+    encode_result(&slice)
+}
+
+fn write_lines_task<T: Item + std::fmt::Display>(
+    input: &TaskInput<'_>,
+) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Write;
+    let (part, path): (Vec<T>, String) = decoded(input)?;
+    let file = std::fs::File::create(&path).map_err(|e| format!("cannot create {path}: {e}"))?;
+    let mut out = std::io::BufWriter::new(file);
+    for x in &part {
+        writeln!(out, "{x}").map_err(|e| format!("cannot write {path}: {e}"))?;
+    }
+    out.flush()
+        .map_err(|e| format!("cannot write {path}: {e}"))?;
+    encode_result(&path)
+}
+
+/// The lines that start in bytes `start..end` of `path` (a line crossing `start` belongs to
+/// the block before), without their line ends; a `.gz` file is read whole.
+fn read_block((path, start, end): (String, u64, u64)) -> std::result::Result<Vec<String>, String> {
+    use std::io::{BufRead, Read, Seek, SeekFrom};
+    let open = || std::fs::File::open(&path).map_err(|e| format!("cannot open {path}: {e}"));
+    if path.ends_with(".gz") {
+        let mut text = String::new();
+        flate2::read::MultiGzDecoder::new(open()?)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read {path} (gzip): {e}"))?;
+        return Ok(text.lines().map(str::to_string).collect());
+    }
+    let mut file = std::io::BufReader::with_capacity(1 << 20, open()?);
+    let mut position = start;
+    if start > 0 {
+        // Skip the end of the line that began in the previous block.
+        file.seek(SeekFrom::Start(start - 1))
+            .map_err(|e| format!("cannot seek in {path}: {e}"))?;
+        let mut skipped = Vec::new();
+        let n = file
+            .read_until(b'\n', &mut skipped)
+            .map_err(|e| format!("cannot read {path}: {e}"))?;
+        position = start - 1 + n as u64;
+    }
+    let mut lines = Vec::new();
+    let mut line = Vec::new();
+    while position < end {
+        line.clear();
+        let n = file
+            .read_until(b'\n', &mut line)
+            .map_err(|e| format!("cannot read {path}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        position += n as u64;
+        while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            line.pop();
+        }
+        lines.push(String::from_utf8_lossy(&line).into_owned());
+    }
+    Ok(lines)
+}
+
+/// The files matching `pattern`: a path whose last component may hold `*` and `?`.
+pub fn expand_glob(pattern: &str) -> Result<Vec<std::path::PathBuf>> {
+    let path = std::path::Path::new(pattern);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| crate::Error::Config(format!("'{pattern}' names no file")))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    if dir.to_string_lossy().contains(['*', '?']) {
+        return Err(crate::Error::Config(format!(
+            "'{pattern}': only the file name may hold wildcards (* and ?)"
+        )));
+    }
+    if !name.contains(['*', '?']) {
+        return if path.is_file() {
+            Ok(vec![path.to_path_buf()])
+        } else {
+            Err(crate::Error::Config(format!("no file {pattern}")))
+        };
+    }
+    let entries = std::fs::read_dir(&dir).map_err(|e| crate::Error::Io {
+        path: dir.display().to_string(),
+        source: e,
+    })?;
+    let mut files: Vec<std::path::PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| wildcard_match(name, n))
+        })
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(crate::Error::Config(format!("no file matches {pattern}")));
+    }
+    Ok(files)
+}
+
+/// `*` matches any run of characters, `?` any one.
+fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < n.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
+}
+
+impl Bag<String> {
+    /// The lines of the files matching `pattern` (wildcards in the file name), each file
+    /// cut into blocks of about `blocksize` bytes read by the workers themselves (a line
+    /// belongs to the block it starts in); `.gz` files are one partition each.
+    pub fn read_text(client: &Client, pattern: &str, blocksize: u64) -> Result<Bag<String>> {
+        if blocksize == 0 {
+            return Err(crate::Error::Config(
+                "read_text: blocksize must be above 0".into(),
+            ));
+        }
+        let mut blocks = Vec::new();
+        for path in expand_glob(pattern)? {
+            let len = std::fs::metadata(&path)
+                .map_err(|e| crate::Error::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                })?
+                .len();
+            let name = path.display().to_string();
+            if name.ends_with(".gz") || len == 0 {
+                blocks.push((name, 0, len.max(1)));
+                continue;
+            }
+            let mut start = 0;
+            while start < len {
+                let end = (start + blocksize).min(len);
+                blocks.push((name.clone(), start, end));
+                start = end;
+            }
+        }
+        Ok(Bag {
+            client: client.clone(),
+            partitions: client.try_map(read_block, blocks),
+        })
+    }
+}
+
+impl<T: Item> Bag<T> {
+    /// Dask's `foldby`: for each key, `binop` folds the elements with that key (starting
+    /// from `init`) within each partition, and `combine` merges the partitions' results.
+    /// Sorted by key.
+    pub fn foldby<K, G, B, A, C>(
+        &self,
+        key: K,
+        binop: B,
+        init: A,
+        combine: C,
+    ) -> Future<Vec<(G, A)>>
+    where
+        K: Fn(&T) -> G + Copy + Send + Sync + 'static,
+        G: Item + Hash + Eq + Ord,
+        B: Fn(A, T) -> A + Copy + Send + Sync + 'static,
+        A: Item + Clone,
+        C: Fn(A, A) -> A + Copy + Send + Sync + 'static,
+    {
+        let _ = (key, binop, combine);
+        let init = ArgSlot::Value(encode_value(&init).expect("the initial value encodes"));
+        let name = format!("foldby-{}", function_name::<B>());
+        let partials: Vec<Future<Vec<(G, A)>>> = self.per_partition(
+            offset_of(foldby_task::<K, B, T, G, A>),
+            &name,
+            std::slice::from_ref(&init),
+        );
+        let keys = partials.iter().map(Future::key).collect();
+        let keep: KeepAlive = partials.into_iter().map(Future::erase).collect();
+        self.client
+            .submit_raw(
+                offset_of(foldby_combine_task::<C, G, A>),
+                &format!("foldby-{}", function_name::<C>()),
+                vec![ArgSlot::Futures(keys)],
+                keep,
+            )
+            .retype()
+    }
+
+    /// Groups the elements by `key` into `npartitions` partitions of `(key, elements)`,
+    /// sorted by key within each: a shuffle between the workers (each partition is split
+    /// by key hash where it is, and each group partition fetches only its buckets).
+    pub fn groupby<K, G>(&self, key: K, npartitions: usize) -> Bag<(G, Vec<T>)>
+    where
+        K: Fn(&T) -> G + Copy + Send + Sync + 'static,
+        G: Item + Hash + Eq + Ord,
+    {
+        let _ = key;
+        let n = npartitions.max(1) as u64;
+        let n_slot = ArgSlot::Value(encode_value(&n).expect("a u64 encodes"));
+        let name = format!("groupby-{}", function_name::<K>());
+        let splits: Vec<Future<Vec<Vec<T>>>> = self.per_partition(
+            offset_of(split_task::<K, T, G>),
+            &format!("{name}-split"),
+            std::slice::from_ref(&n_slot),
+        );
+        // buckets[i][j]: bucket j of split i.
+        let buckets: Vec<Vec<Future<Vec<T>>>> = splits
+            .iter()
+            .map(|split| {
+                (0..n)
+                    .map(|j| {
+                        let args = vec![
+                            ArgSlot::Future(split.key()),
+                            ArgSlot::Value(encode_value(&j).expect("a u64 encodes")),
+                        ];
+                        self.client
+                            .submit_raw(
+                                offset_of(bucket_task::<T>),
+                                &format!("{name}-bucket"),
+                                args,
+                                vec![split.clone().erase()],
+                            )
+                            .retype()
+                    })
+                    .collect()
+            })
+            .collect();
+        let partitions = (0..n as usize)
+            .map(|j| {
+                let column: Vec<&Future<Vec<T>>> = buckets.iter().map(|row| &row[j]).collect();
+                let keys = column.iter().map(|f| f.key()).collect();
+                let keep: KeepAlive = column.into_iter().map(|f| f.clone().erase()).collect();
+                self.client
+                    .submit_raw(
+                        offset_of(group_task::<K, T, G>),
+                        &name,
+                        vec![ArgSlot::Futures(keys)],
+                        keep,
+                    )
+                    .retype()
+            })
+            .collect();
+        self.with_partitions(partitions)
+    }
+
+    /// Pairs `(x, v)` for every element `x` and every `(k, v)` of `other` with
+    /// `k == key(x)` (an inner join with a small sequence, which goes to every worker once,
+    /// by broadcast).
+    pub fn join<K, G, V>(&self, other: Vec<(G, V)>, key: K) -> Result<Bag<(T, V)>>
+    where
+        K: Fn(&T) -> G + Copy + Send + Sync + 'static,
+        T: Clone,
+        G: Item + Hash + Eq,
+        V: Item + Clone,
+    {
+        let _ = key;
+        let other = self.client.scatter_broadcast(other)?;
+        let name = format!("join-{}", function_name::<K>());
+        let partitions = self
+            .partitions
+            .iter()
+            .map(|part| {
+                let args = vec![ArgSlot::Future(part.key()), ArgSlot::Future(other.key())];
+                let keep: KeepAlive = vec![part.clone().erase(), other.clone().erase()];
+                self.client
+                    .submit_raw(offset_of(join_task::<K, T, G, V>), &name, args, keep)
+                    .retype()
+            })
+            .collect();
+        Ok(self.with_partitions(partitions))
+    }
+
+    /// The same elements in `npartitions` partitions of nearly equal length (waits for the
+    /// partitions' lengths; each new partition reads only the old ones it overlaps).
+    pub fn repartition(&self, npartitions: usize) -> Result<Bag<T>> {
+        let lengths: Vec<u64> = self.client.gather(&self.apply_each(count_of::<T>))?;
+        let total: u64 = lengths.iter().sum();
+        let n = npartitions.max(1) as u64;
+        let (base, extra) = (total / n, total % n);
+        let mut starts = Vec::with_capacity(lengths.len());
+        let mut offset = 0;
+        for len in &lengths {
+            starts.push(offset);
+            offset += len;
+        }
+        let mut begin = 0;
+        let mut partitions = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let take = base + u64::from(i < extra);
+            let end = begin + take;
+            let overlapping: Vec<usize> = (0..lengths.len())
+                .filter(|&p| lengths[p] > 0 && starts[p] < end && starts[p] + lengths[p] > begin)
+                .collect();
+            let skip = overlapping.first().map_or(0, |&p| begin - starts[p]);
+            let keys = overlapping
+                .iter()
+                .map(|&p| self.partitions[p].key())
+                .collect();
+            let keep: KeepAlive = overlapping
+                .iter()
+                .map(|&p| self.partitions[p].clone().erase())
+                .collect();
+            let args = vec![
+                ArgSlot::Futures(keys),
+                ArgSlot::Value(encode_value(&(skip, take)).expect("numbers encode")),
+            ];
+            partitions.push(
+                self.client
+                    .submit_raw(offset_of(slice_task::<T>), "repartition", args, keep)
+                    .retype(),
+            );
+            begin = end;
+        }
+        Ok(self.with_partitions(partitions))
+    }
+}
+
+impl<T: Item + std::fmt::Display> Bag<T> {
+    /// Writes partition `i` as lines of text to `pattern` with `*` replaced by `i`, on the
+    /// worker holding it; returns the paths once all are written.
+    pub fn to_textfiles(&self, pattern: &str) -> Result<Vec<String>> {
+        if !pattern.contains('*') {
+            return Err(crate::Error::Config(format!(
+                "to_textfiles: the pattern '{pattern}' needs a '*' for the partition number"
+            )));
+        }
+        let written: Vec<Future<String>> = self
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, part)| {
+                let path = pattern.replace('*', &i.to_string());
+                let args = vec![
+                    ArgSlot::Future(part.key()),
+                    ArgSlot::Value(encode_value(&path).expect("a path encodes")),
+                ];
+                self.client
+                    .submit_raw(
+                        offset_of(write_lines_task::<T>),
+                        "to_textfiles",
+                        args,
+                        vec![part.clone().erase()],
+                    )
+                    .retype()
+            })
+            .collect();
+        self.client.gather(&written)
     }
 }
 
@@ -567,6 +1079,138 @@ mod tests {
                 }
             }
         });
+    }
+
+    fn tens(x: &u64) -> u64 {
+        x / 10
+    }
+    fn skewed(x: &u64) -> u64 {
+        if x.is_multiple_of(10) { x % 7 } else { 0 }
+    }
+    fn add(a: u64, x: u64) -> u64 {
+        a + x
+    }
+    fn plus(a: u64, b: u64) -> u64 {
+        a + b
+    }
+    fn mod3(x: &u64) -> u64 {
+        x % 3
+    }
+
+    #[test]
+    fn grouping_joining_and_repartitioning_match_a_sequential_vec() {
+        let args = RuntimeArgs {
+            local_workers: 3,
+            ..RuntimeArgs::default()
+        };
+        crate::run_local(args, |client| {
+            for (n, parts) in [(0u64, 3usize), (5, 8), (200, 6)] {
+                let items: Vec<u64> = (0..n).collect();
+                let bag = Bag::from_sequence(client, items.clone(), parts).unwrap();
+                let case = format!("{n} items in {parts} partitions");
+                // foldby: sums by tens.
+                let mut sums: std::collections::BTreeMap<u64, u64> = Default::default();
+                for x in &items {
+                    *sums.entry(x / 10).or_default() += x;
+                }
+                let expected: Vec<(u64, u64)> = sums.into_iter().collect();
+                assert_eq!(
+                    bag.foldby(tens, add, 0, plus).result().unwrap(),
+                    expected,
+                    "{case}"
+                );
+                // groupby with skewed keys: most elements share key 0.
+                for out_parts in [1, 4] {
+                    let groups = bag.groupby(skewed, out_parts).compute().unwrap();
+                    let mut seen: Vec<u64> = groups.iter().flat_map(|(_, xs)| xs.clone()).collect();
+                    seen.sort_unstable();
+                    assert_eq!(seen, items, "{case}: every element once");
+                    let mut keys: Vec<u64> = groups.iter().map(|(k, _)| *k).collect();
+                    keys.sort_unstable();
+                    let before = keys.len();
+                    keys.dedup();
+                    assert_eq!(keys.len(), before, "{case}: each key in one group");
+                    for (k, xs) in &groups {
+                        assert!(xs.iter().all(|x| skewed(x) == *k), "{case}");
+                    }
+                }
+                // join with a small sequence.
+                let other: Vec<(u64, String)> = [(0u64, "zero"), (1, "one"), (1, "uno")]
+                    .into_iter()
+                    .map(|(k, v)| (k, v.to_string()))
+                    .collect();
+                let mut joined = bag.join(other.clone(), mod3).unwrap().compute().unwrap();
+                let mut expected: Vec<(u64, String)> = items
+                    .iter()
+                    .flat_map(|&x| {
+                        other
+                            .iter()
+                            .filter(move |(k, _)| *k == x % 3)
+                            .map(move |(_, v)| (x, v.clone()))
+                    })
+                    .collect();
+                joined.sort();
+                expected.sort();
+                assert_eq!(joined, expected, "{case}");
+                // repartition keeps the order.
+                for target in [1, 4, 11] {
+                    let re = bag.repartition(target).unwrap();
+                    assert_eq!(re.npartitions(), target);
+                    assert_eq!(re.compute().unwrap(), items, "{case} into {target}");
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn text_files_round_trip_in_blocks() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("mpidask-bag-text-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pattern = dir.join("part-*.txt").display().to_string();
+        crate::run_local(RuntimeArgs::default(), |client| {
+            let words: Vec<String> = (0..500)
+                .map(|i| format!("line {i} {}", "x".repeat(i % 13)))
+                .collect();
+            let bag = Bag::from_sequence(client, words.clone(), 4).unwrap();
+            let paths = bag.to_textfiles(&pattern).unwrap();
+            assert_eq!(paths.len(), 4);
+            // Tiny blocks: lines cross block boundaries everywhere.
+            for blocksize in [7, 100, 1 << 20] {
+                let back = Bag::read_text(client, &pattern, blocksize).unwrap();
+                assert_eq!(back.compute().unwrap(), words, "blocksize {blocksize}");
+            }
+            // A gzip file is one partition.
+            let gz = dir.join("more.txt.gz");
+            let mut encoder = flate2::write::GzEncoder::new(
+                std::fs::File::create(&gz).unwrap(),
+                flate2::Compression::fast(),
+            );
+            encoder.write_all(b"a\nb\nc\n").unwrap();
+            encoder.finish().unwrap();
+            let gz_bag = Bag::read_text(client, &gz.display().to_string(), 1).unwrap();
+            assert_eq!(gz_bag.npartitions(), 1);
+            assert_eq!(gz_bag.compute().unwrap(), vec!["a", "b", "c"]);
+            let missing = Bag::read_text(client, &dir.join("none-*.txt").display().to_string(), 10);
+            assert!(
+                missing
+                    .err()
+                    .unwrap()
+                    .to_string()
+                    .contains("no file matches")
+            );
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn wildcards_match_like_a_shell() {
+        assert!(wildcard_match("part-*.txt", "part-12.txt"));
+        assert!(wildcard_match("*", ""));
+        assert!(wildcard_match("a?c*", "abcdef"));
+        assert!(!wildcard_match("part-*.txt", "part-1.txt.gz"));
+        assert!(!wildcard_match("a?c", "ac"));
     }
 
     #[test]

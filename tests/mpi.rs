@@ -317,10 +317,39 @@ fn word_len(word: &String) -> usize {
     word.len()
 }
 
+/// Most numbers share one key: a skewed shuffle.
+fn skewed_key(x: &u64) -> u64 {
+    if x.is_multiple_of(10) { x % 7 } else { 99 }
+}
+
+fn group_sizes(groups: Vec<(u64, Vec<u64>)>) -> Vec<(u64, usize)> {
+    groups.into_iter().map(|(k, xs)| (k, xs.len())).collect()
+}
+
+fn add_u64(a: u64, b: u64) -> u64 {
+    a + b
+}
+
 fn scenario_bags(client: &Client) -> anyhow::Result<()> {
     use mpidask::bag::Bag;
     let numbers = Bag::range(client, 1000, 7);
     let words = numbers.map(word_of);
+    // A shuffle between the workers, skewed; every group in one output partition.
+    let mut groups = group_sizes(numbers.groupby(skewed_key, 5).compute()?);
+    groups.sort_unstable();
+    ensure!(
+        groups.iter().map(|(_, n)| n).sum::<usize>() == 1000,
+        "{groups:?}"
+    );
+    println!(
+        "BAGS2 groups={groups:?} foldby={:?} joined={} repartitioned={}",
+        numbers.foldby(skewed_key, add_u64, 0, add_u64).result()?,
+        numbers
+            .join(vec![(99u64, 'x'), (0, 'y'), (0, 'z')], skewed_key)?
+            .count()
+            .result()?,
+        numbers.repartition(3)?.compute()? == (0..1000).collect::<Vec<u64>>(),
+    );
     let report = format!(
         "count={} sum={} min={:?} max={:?} long={} freq={:?} top={:?} distinct={:?} mean={:.6}",
         numbers.count().result()?,
@@ -717,13 +746,45 @@ fn test_bags_same_at_every_rank_count() -> Result<(), Failed> {
         reports.push(("local".into(), run.stdout.clone()));
         let first = &reports[0].1;
         assert!(
-            first.starts_with("BAGS count=1000 sum=332833500 min=Some(0) max=Some(999)"),
+            first.contains("BAGS count=1000 sum=332833500 min=Some(0) max=Some(999)")
+                && first.contains("(99, 900)] foldby=")
+                && first.contains("joined=930 repartitioned=true"),
             "{first}"
         );
         assert!(
             reports.iter().all(|(_, r)| r == first),
             "results differ: {reports:#?}"
         );
+    })
+}
+
+fn test_wordcount_example() -> Result<(), Failed> {
+    check(|| {
+        let dir = support::scratch_dir("wordcount");
+        let corpus = dir.join("corpus").display().to_string();
+        let run = launch(mpirun(
+            4,
+            &example("wordcount"),
+            &[
+                "--generate-mb",
+                "3",
+                "--corpus-dir",
+                &corpus,
+                "--blocksize",
+                "100000",
+                "--check",
+            ],
+        ));
+        run.expect_code(0)
+            .expect_quiet()
+            .expect_stdout("CHECK ok: the same counts as a sequential count");
+        assert!(
+            run.field("RESULT", "words")
+                .is_some_and(|w| w.parse::<u64>().unwrap() > 100_000),
+            "{}",
+            run.dump()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     })
 }
 
@@ -1564,6 +1625,7 @@ fn main() {
             "bags_same_at_np_3_4_6_and_local",
             test_bags_same_at_every_rank_count,
         ),
+        Trial::test("wordcount_example_checks_itself", test_wordcount_example),
         Trial::test(
             "a_million_tiny_tasks_in_bounded_memory",
             test_million_tiny_tasks,
