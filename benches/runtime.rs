@@ -103,15 +103,7 @@ fn role_raw_transfer(new_buffer: bool) {
             }
         }
     }
-    // The other ranks wait without spinning, as mpidask's idle ranks do.
-    let mut request = world.immediate_barrier();
-    loop {
-        match request.test() {
-            Ok(_) => break,
-            Err(r) => request = r,
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_without_spinning(&world);
 }
 
 /// A buffer of `len` zero bytes, not yet touched (calloc'd pages are faulted in on first
@@ -244,6 +236,12 @@ fn role_pingpong() {
             println!("MEASURE end_at={}", epoch_seconds());
         }
     }
+    wait_without_spinning(&world);
+}
+
+/// A barrier the idle ranks wait in without spinning a core (as mpidask's idle ranks do):
+/// a non-blocking barrier tested every millisecond.
+fn wait_without_spinning(world: &mpi::topology::SimpleCommunicator) {
     let mut request = world.immediate_barrier();
     loop {
         match request.test() {

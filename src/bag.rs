@@ -251,6 +251,22 @@ impl<T: Item> Bag<T> {
             .collect()
     }
 
+    /// One task over the list of `partials` (plus `extra` argument slots): the last step
+    /// of a reduction.
+    fn combine<A, R>(
+        &self,
+        partials: Vec<Future<A>>,
+        offset: i64,
+        name: &str,
+        extra: &[ArgSlot],
+    ) -> Future<R> {
+        let keys = partials.iter().map(Future::key).collect();
+        let keep: KeepAlive = partials.into_iter().map(Future::erase).collect();
+        let mut args = vec![ArgSlot::Futures(keys)];
+        args.extend_from_slice(extra);
+        self.client.submit_raw(offset, name, args, keep).retype()
+    }
+
     /// `f` applied to every element.
     pub fn map<F, U>(&self, f: F) -> Bag<U>
     where
@@ -334,16 +350,12 @@ impl<T: Item> Bag<T> {
             &name,
             std::slice::from_ref(&k_slot),
         );
-        let keys = partials.iter().map(Future::key).collect();
-        let keep: KeepAlive = partials.into_iter().map(Future::erase).collect();
-        self.client
-            .submit_raw(
-                offset_of(topk_combine_task::<K, T, O>),
-                &name,
-                vec![ArgSlot::Futures(keys), k_slot],
-                keep,
-            )
-            .retype()
+        self.combine(
+            partials,
+            offset_of(topk_combine_task::<K, T, O>),
+            &name,
+            &[k_slot],
+        )
     }
 
     /// Number of elements.
@@ -440,26 +452,14 @@ impl<T: Item> Bag<T> {
         A: Item,
         R: Item,
     {
-        let _ = (per_partition, combine);
-        let partials: Vec<Future<A>> = self
-            .per_partition::<()>(
-                offset_of(reduce_task::<P, T, A>),
-                &function_name::<P>(),
-                &[],
-            )
-            .into_iter()
-            .map(Future::retype)
-            .collect();
-        let keys = partials.iter().map(Future::key).collect();
-        let keep: KeepAlive = partials.into_iter().map(Future::erase).collect();
-        self.client
-            .submit_raw(
-                offset_of(reduce_task::<C, A, R>),
-                &function_name::<C>(),
-                vec![ArgSlot::Futures(keys)],
-                keep,
-            )
-            .retype()
+        let _ = combine;
+        let partials: Vec<Future<A>> = self.apply_each(per_partition);
+        self.combine(
+            partials,
+            offset_of(reduce_task::<C, A, R>),
+            &function_name::<C>(),
+            &[],
+        )
     }
 }
 
@@ -808,16 +808,12 @@ impl<T: Item> Bag<T> {
             &name,
             std::slice::from_ref(&init),
         );
-        let keys = partials.iter().map(Future::key).collect();
-        let keep: KeepAlive = partials.into_iter().map(Future::erase).collect();
-        self.client
-            .submit_raw(
-                offset_of(foldby_combine_task::<C, G, A>),
-                &format!("foldby-{}", function_name::<C>()),
-                vec![ArgSlot::Futures(keys)],
-                keep,
-            )
-            .retype()
+        self.combine(
+            partials,
+            offset_of(foldby_combine_task::<C, G, A>),
+            &format!("foldby-{}", function_name::<C>()),
+            &[],
+        )
     }
 
     /// Groups the elements by `key` into `npartitions` partitions of `(key, elements)`,
@@ -861,17 +857,9 @@ impl<T: Item> Bag<T> {
             .collect();
         let partitions = (0..n as usize)
             .map(|j| {
-                let column: Vec<&Future<Vec<T>>> = buckets.iter().map(|row| &row[j]).collect();
-                let keys = column.iter().map(|f| f.key()).collect();
-                let keep: KeepAlive = column.into_iter().map(|f| f.clone().erase()).collect();
-                self.client
-                    .submit_raw(
-                        offset_of(group_task::<K, T, G>),
-                        &name,
-                        vec![ArgSlot::Futures(keys)],
-                        keep,
-                    )
-                    .retype()
+                let column: Vec<Future<Vec<T>>> =
+                    buckets.iter().map(|row| row[j].clone()).collect();
+                self.combine(column, offset_of(group_task::<K, T, G>), &name, &[])
             })
             .collect();
         self.with_partitions(partitions)

@@ -83,7 +83,7 @@ mod payload_bytes {
 }
 
 /// Version of the message set below. Every rank checks at start-up that all ranks agree.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// First byte of every frame without attachments; a frame starting with anything else
 /// than this or [`FRAME_MAGIC_ATTACHED`] is rejected.
@@ -410,6 +410,14 @@ pub enum ToScheduler {
     },
     /// A worker now also holds copies of these keys (fetched for its tasks).
     AddReplicas(Vec<Key>),
+    /// The root of a broadcast (after its `TaskFinished` for `key`): `workers` receive the
+    /// value by the collective and hold it from then on.
+    Replicated {
+        /// The broadcast value.
+        key: Key,
+        /// The workers that receive it.
+        workers: Vec<Rank>,
+    },
     /// Sign of life from an idle worker.
     Heartbeat,
     /// The client's program ended with this exit code: shut the job down.

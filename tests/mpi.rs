@@ -705,55 +705,46 @@ fn test_big_messages() -> Result<(), Failed> {
     })
 }
 
+/// The stdout of `scenario` at each rank count of `nps` and in local mode (2 workers),
+/// each run checked to end quietly with 0.
+fn outputs_everywhere(scenario: &str, nps: &[usize]) -> Vec<(String, String)> {
+    let mut outputs = Vec::new();
+    for &np in nps {
+        let run = launch(scenario_under_mpirun(np, scenario));
+        run.expect_code(0).expect_quiet();
+        outputs.push((format!("-np {np}"), run.stdout.clone()));
+    }
+    let mut local = local_command(&this_binary());
+    local
+        .env("MPIDASK_SCENARIO", scenario)
+        .env("MPIDASK_LOCAL_WORKERS", "2");
+    let run = launch(local);
+    run.expect_code(0).expect_quiet();
+    outputs.push(("local".into(), run.stdout.clone()));
+    let first = &outputs[0].1;
+    assert!(
+        outputs.iter().all(|(_, output)| output == first),
+        "results differ: {outputs:#?}"
+    );
+    outputs
+}
+
 fn test_arrays_same_at_every_rank_count() -> Result<(), Failed> {
     check(|| {
-        let mut digests = Vec::new();
-        for np in [3, 4, 5] {
-            let run = launch(scenario_under_mpirun(np, "arrays"));
-            run.expect_code(0).expect_quiet();
-            digests.push((format!("-np {np}"), run.stdout.clone()));
-        }
-        let mut local = local_command(&this_binary());
-        local
-            .env("MPIDASK_SCENARIO", "arrays")
-            .env("MPIDASK_LOCAL_WORKERS", "2");
-        let run = launch(local);
-        run.expect_code(0).expect_quiet();
-        digests.push(("local".into(), run.stdout.clone()));
-        let first = &digests[0].1;
-        assert!(first.starts_with("DIGEST "), "{first}");
-        assert!(
-            digests.iter().all(|(_, d)| d == first),
-            "results differ: {digests:#?}"
-        );
+        let outputs = outputs_everywhere("arrays", &[3, 4, 5]);
+        assert!(outputs[0].1.starts_with("DIGEST "), "{outputs:?}");
     })
 }
 
 fn test_bags_same_at_every_rank_count() -> Result<(), Failed> {
     check(|| {
-        let mut reports = Vec::new();
-        for np in [3, 4, 6] {
-            let run = launch(scenario_under_mpirun(np, "bags"));
-            run.expect_code(0).expect_quiet();
-            reports.push((format!("-np {np}"), run.stdout.clone()));
-        }
-        let mut local = local_command(&this_binary());
-        local
-            .env("MPIDASK_SCENARIO", "bags")
-            .env("MPIDASK_LOCAL_WORKERS", "2");
-        let run = launch(local);
-        run.expect_code(0).expect_quiet();
-        reports.push(("local".into(), run.stdout.clone()));
-        let first = &reports[0].1;
+        let outputs = outputs_everywhere("bags", &[3, 4, 6]);
+        let first = &outputs[0].1;
         assert!(
             first.contains("BAGS count=1000 sum=332833500 min=Some(0) max=Some(999)")
                 && first.contains("(99, 900)] foldby=")
                 && first.contains("joined=930 repartitioned=true"),
             "{first}"
-        );
-        assert!(
-            reports.iter().all(|(_, r)| r == first),
-            "results differ: {reports:#?}"
         );
     })
 }

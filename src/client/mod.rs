@@ -334,21 +334,30 @@ impl Client {
     /// workers' communicator. Tasks reading it on any worker then read their own copy.
     pub fn scatter_broadcast<T: Serialize>(&self, value: T) -> Result<Future<T>> {
         let root = self.shared.workers[0];
+        self.send_scattered(&value, root, |key, bytes| ToWorker::BroadcastScatter {
+            key,
+            bytes,
+        })
+    }
+
+    /// Encodes `value` under a new key, tells the scheduler it is on `worker`, and sends it
+    /// there in the message `carry` makes.
+    fn send_scattered<T: Serialize>(
+        &self,
+        value: &T,
+        worker: Rank,
+        carry: impl FnOnce(Key, Payload) -> ToWorker,
+    ) -> Result<Future<T>> {
         let bytes =
-            Arc::new(encode_value(&value).map_err(|e| Error::encode("a scattered value", e))?);
+            Arc::new(encode_value(value).map_err(|e| Error::encode("a scattered value", e))?);
         let key = self.next_key();
         self.shared.lock().keys.insert(
             key,
             Entry::new(u32::MAX, Status::Pending, Some(bytes.clone())),
         );
-        self.shared.send(Command::Scheduler(ToScheduler::Scatter {
-            key,
-            worker: root,
-        }));
-        self.shared.send(Command::Worker(
-            root,
-            ToWorker::BroadcastScatter { key, bytes },
-        ));
+        self.shared
+            .send(Command::Scheduler(ToScheduler::Scatter { key, worker }));
+        self.shared.send(Command::Worker(worker, carry(key, bytes)));
         Ok(Future::new(key, self.shared.clone()))
     }
 
@@ -360,20 +369,10 @@ impl Client {
                 describe_ranks(&self.shared.workers)
             )));
         }
-        let bytes =
-            Arc::new(encode_value(&value).map_err(|e| Error::encode("a scattered value", e))?);
-        let key = self.next_key();
-        self.shared.lock().keys.insert(
+        self.send_scattered(&value, worker, |key, bytes| ToWorker::ScatterData {
             key,
-            Entry::new(u32::MAX, Status::Pending, Some(bytes.clone())),
-        );
-        self.shared
-            .send(Command::Scheduler(ToScheduler::Scatter { key, worker }));
-        self.shared.send(Command::Worker(
-            worker,
-            ToWorker::ScatterData { key, bytes },
-        ));
-        Ok(Future::new(key, self.shared.clone()))
+            bytes,
+        })
     }
 
     /// The results of `futures`, in order. Values are fetched directly from the workers

@@ -75,6 +75,13 @@ enum Lifecycle {
 }
 
 /// The scheduler state machine.
+/// A worker's report of a scattered value that arrived before the client's `Scatter`.
+struct EarlyScatter {
+    from: Rank,
+    nbytes: u64,
+    replicas: Vec<Rank>,
+}
+
 pub struct Scheduler {
     config: SchedulerConfig,
     tasks: KeyMap<Task>,
@@ -90,6 +97,8 @@ pub struct Scheduler {
     next_seq: u64,
     /// Tasks submitted (not scattered values).
     submitted: u64,
+    /// Scattered values a worker reported before the client's `Scatter` arrived.
+    early_scatters: FxHashMap<Key, EarlyScatter>,
     completed: u64,
     /// Tasks ended by a failure or cancellation (their own or a dependency's).
     failed: u64,
@@ -136,6 +145,7 @@ impl Scheduler {
             releases: FxHashMap::default(),
             next_seq: 0,
             submitted: 0,
+            early_scatters: FxHashMap::default(),
             completed: 0,
             failed: 0,
             dropped: 0,
@@ -187,6 +197,7 @@ impl Scheduler {
                 stolen,
             } => self.on_steal_reply(from, key, attempt, stolen),
             ToScheduler::AddReplicas(keys) => self.on_add_replicas(from, &keys),
+            ToScheduler::Replicated { key, workers } => self.on_replicated(key, workers),
             ToScheduler::ProgressRequest => self
                 .outbox
                 .push(Output::Client(ToClient::Progress(self.progress()))),
@@ -556,6 +567,24 @@ impl Scheduler {
         self.next_seq += 1;
         self.tasks
             .insert(key, Task::scattered(worker, SCATTER_NAME, seq));
+        // The worker's report may have overtaken the client's announcement (two senders).
+        if let Some(early) = self.early_scatters.remove(&key) {
+            self.on_task_finished(early.from, key, 0, early.nbytes, 0);
+            if !early.replicas.is_empty() {
+                self.on_replicated(key, early.replicas);
+            }
+        }
+    }
+
+    /// A broadcast reached `workers`: they hold `key` from now on.
+    fn on_replicated(&mut self, key: Key, workers: Vec<Rank>) {
+        if let Some(early) = self.early_scatters.get_mut(&key) {
+            early.replicas.extend(workers);
+            return;
+        }
+        for worker in workers {
+            self.on_add_replicas(worker, &[key]);
+        }
     }
 
     fn make_ready(&mut self, key: Key) {
@@ -803,6 +832,18 @@ impl Scheduler {
         nbytes: u64,
         duration_us: u64,
     ) {
+        if attempt == 0 && !self.tasks.contains_key(&key) && self.is_running() {
+            // A scattered value stored before the client's `Scatter` arrived here.
+            self.early_scatters.insert(
+                key,
+                EarlyScatter {
+                    from,
+                    nbytes,
+                    replicas: Vec::new(),
+                },
+            );
+            return;
+        }
         if !self.is_current(key, from, attempt) {
             let holds = matches!(
                 self.tasks.get(&key).map(|t| &t.state),

@@ -660,6 +660,35 @@ fn scattered_values_become_dependencies() {
 }
 
 #[test]
+fn a_scatter_report_that_overtakes_the_announcement_is_kept() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    // The worker's report (and the broadcast's replicas) arrive before the client's Scatter.
+    env.finish_as(Rank(2), 1, 0, 100);
+    env.send(
+        Rank(2),
+        ToScheduler::Replicated {
+            key: Key(1),
+            workers: vec![Rank(3)],
+        },
+    );
+    assert!(
+        released(&env.take_worker_messages()).is_empty(),
+        "nothing released"
+    );
+    env.client(ToScheduler::Scatter {
+        key: Key(1),
+        worker: Rank(2),
+    });
+    assert!(matches!(
+        env.state(1),
+        Some(TaskState::Memory { who_has }) if *who_has == vec![Rank(2), Rank(3)]
+    ));
+    env.submit(vec![task(2, &[1])]);
+    assert_eq!(env.placements().len(), 1);
+    assert!(released(&env.take_worker_messages()).is_empty());
+}
+
+#[test]
 fn replicas_are_tracked_and_released() {
     let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
     env.submit(vec![task(1, &[])]);

@@ -143,9 +143,18 @@ impl WorkerNode {
         if others.is_empty() {
             return;
         }
-        for worker in others {
+        for &worker in &others {
             out.push(worker, &ToWorker::BroadcastStart { key, len });
         }
+        // Every worker takes part in the collective, so every worker will hold the value:
+        // said by this rank, after its `TaskFinished`, so the scheduler hears it in order.
+        out.push(
+            Rank::SCHEDULER,
+            &ToScheduler::Replicated {
+                key,
+                workers: others,
+            },
+        );
         out.broadcast_send(key, bytes);
     }
 
@@ -547,10 +556,10 @@ impl Node for WorkerNode {
         if let Some(trace) = &mut self.trace {
             trace.arrived_by(key, root, value.len() as u64, true);
         }
-        // A fetch of the same value may have been sent before the broadcast was announced.
+        // A fetch of the same value may have been sent before the broadcast was announced;
+        // the root has told the scheduler this worker holds it.
         self.fetching.remove(&key);
         self.store_value(key, value, out);
-        out.push(Rank::SCHEDULER, &ToScheduler::AddReplicas(vec![key]));
     }
 
     fn on_tick(&mut self, out: &mut Outbox, now: Instant) {
