@@ -128,6 +128,7 @@ bench: deps
 	$(CARGO) bench --bench runtime -- $(BENCH)
 	$(CARGO) bench --bench scheduler -- $(BENCH)
 	$(CARGO) bench --bench pi -- $(BENCH)
+	$(CARGO) bench --bench bags -- $(BENCH)
 
 # cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable toolchain provide them.
 fuzz:

@@ -117,7 +117,8 @@ fn parse_part_bytes(text: &str) -> Result<usize, String> {
 #[derive(clap::Args, Debug, Clone, PartialEq)]
 #[command(next_help_heading = "mpidask runtime")]
 pub struct RuntimeArgs {
-    /// Threads per worker that run tasks [default: the cores this rank may use]
+    /// Threads per worker that run tasks [default: the cores this rank may use, divided
+    /// among the worker ranks of its node that may use the same cores]
     #[arg(long, env = "MPIDASK_NTHREADS", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub nthreads: Option<u32>,
@@ -279,8 +280,8 @@ impl RuntimeArgs {
         Duration::from_micros(self.poll_max_us)
     }
 
-    /// Worker threads: `--nthreads`, else the cores this rank may use divided among
-    /// `sharing` workers of one process.
+    /// Worker threads: `--nthreads`, else the cores this rank may use divided among the
+    /// `sharing` workers that may use the same cores.
     pub fn worker_threads(&self, sharing: usize) -> usize {
         match self.nthreads {
             Some(n) => n as usize,

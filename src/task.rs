@@ -65,7 +65,19 @@ fn address_of(trampoline: Trampoline) -> i64 {
 
 /// Offset of `trampoline` from [`anchor`].
 pub fn offset_of(trampoline: Trampoline) -> i64 {
-    address_of(trampoline).wrapping_sub(address_of(anchor))
+    code_offset(trampoline as *const ())
+}
+
+/// Offset from [`anchor`] of any function of this executable: how a task names the other
+/// functions it calls (the steps of a bag's pipeline).
+pub(crate) fn code_offset(function: *const ()) -> i64 {
+    (function as usize as i64).wrapping_sub(address_of(anchor))
+}
+
+/// The address at `offset` from [`anchor`]. Turning it into a function pointer is sound only
+/// for an offset [`code_offset`] took of a function of that exact type in this executable.
+pub(crate) fn code_at(offset: i64) -> *const () {
+    address_of(anchor).wrapping_add(offset) as usize as *const ()
 }
 
 /// The trampoline at `offset` from [`anchor`].

@@ -357,13 +357,33 @@ fn scenario_bags(client: &Client) -> anyhow::Result<()> {
         numbers.min().result()?,
         numbers.max().result()?,
         words.filter(is_long).count().result()?,
-        words.frequencies().result()?,
-        words.topk(2, word_len).result()?,
-        words.distinct().result()?,
+        words.frequencies().compute()?,
+        words.topk(2, word_len).compute()?,
+        words.distinct().compute()?,
         Bag::from_sequence(client, (0..100).map(|x| x as f64).collect(), 9)?.mean()?,
     );
     println!("BAGS {report}");
+    // Bags and arrays, bags from delayed calls.
+    let halves: Vec<mpidask::delayed::Delayed<Vec<u64>>> = [(0u64, 500u64), (500, 1000)]
+        .into_iter()
+        .map(|bounds| mpidask::delayed::delayed(numbers_between, bounds))
+        .collect();
+    let array = Bag::from_delayed(client, &halves).map(as_f64).to_array()?;
+    println!(
+        "BAGS3 array={:?} array_sum={} array_chunks={}",
+        array.shape(),
+        (&array * 2.0).sum().compute_scalar::<f64>(client)?,
+        array.num_chunks(),
+    );
     Ok(())
+}
+
+fn numbers_between((start, end): (u64, u64)) -> Vec<u64> {
+    (start..end).collect()
+}
+
+fn as_f64(x: u64) -> f64 {
+    x as f64
 }
 
 /// Stops (SIGSTOP) the process of the last worker rank, as a hung node would look.
@@ -743,7 +763,8 @@ fn test_bags_same_at_every_rank_count() -> Result<(), Failed> {
         assert!(
             first.contains("BAGS count=1000 sum=332833500 min=Some(0) max=Some(999)")
                 && first.contains("(99, 900)] foldby=")
-                && first.contains("joined=930 repartitioned=true"),
+                && first.contains("joined=930 repartitioned=true")
+                && first.contains("BAGS3 array=[1000] array_sum=999000 array_chunks=2"),
             "{first}"
         );
     })

@@ -695,6 +695,22 @@ pub fn from_futures<T: Element>(
     )
 }
 
+/// A 1-D or n-D array made of chunk futures with the given (possibly uneven) chunk sizes
+/// per axis, C order over the grid: how a bag becomes an array.
+pub(crate) fn from_chunk_futures<T: Element>(
+    futures: Vec<Future<ArrayD<T>>>,
+    chunks: Chunks,
+) -> Array {
+    debug_assert_eq!(futures.len(), grid::count(&chunks));
+    let shape = chunks.iter().map(|sizes| sizes.iter().sum()).collect();
+    Array::new(
+        shape,
+        chunks,
+        T::DTYPE,
+        Expr::Stored(futures.into_iter().map(Future::erase).collect()),
+    )
+}
+
 /// An array made of chunks computed by delayed calls (C order over `chunks`).
 pub fn from_delayed<T: Element>(
     parts: Vec<crate::delayed::Delayed<ArrayD<T>>>,

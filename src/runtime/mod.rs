@@ -71,6 +71,43 @@ fn gather_ranks_per_node(world: &mpi::topology::SimpleCommunicator) -> Vec<(Stri
     counts.into_iter().collect()
 }
 
+/// A fingerprint of the cores this process may run on (its affinity mask).
+fn core_set_fingerprint() -> u64 {
+    use std::hash::{Hash, Hasher};
+    // SAFETY: `cpu_set_t` is plain bytes (all zero is valid) and `sched_getaffinity` writes
+    // at most `size_of::<cpu_set_t>()` bytes into it.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return 0;
+        }
+        set
+    };
+    // SAFETY: reading the initialised bytes of a plain-data struct.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&set as *const libc::cpu_set_t).cast::<u8>(),
+            std::mem::size_of::<libc::cpu_set_t>(),
+        )
+    };
+    let mut hasher = rustc_hash::FxHasher::default();
+    bytes.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// How many worker ranks of this node may run on exactly the cores this one may (one
+/// `MPI_Allgather` on the node's communicator; every rank takes part). Unbound ranks all
+/// share the whole node, so their default thread counts divide its cores between them.
+fn workers_sharing_my_cores(node: &mpi::topology::SimpleCommunicator, worker: bool) -> usize {
+    let mine = [core_set_fingerprint(), u64::from(worker)];
+    let mut all = vec![0u64; 2 * node.size() as usize];
+    node.all_gather_into(&mine[..], &mut all[..]);
+    all.chunks(2)
+        .filter(|other| other[1] == 1 && other[0] == mine[0])
+        .count()
+        .max(1)
+}
+
 /// What the user's program returns: `()` or `Result<(), E>`. Decides the job's exit code.
 pub trait ClientOutcome {
     /// The exit code and, for a failure, the message to log. `task_failures` are the
@@ -267,7 +304,12 @@ where
     }
     // Ranks sharing this node's memory, and the ranks of every node (collectives: every
     // rank takes part).
-    let ranks_on_node = world.split_shared(rank as i32).size() as usize;
+    let (ranks_on_node, workers_sharing_cores) = {
+        // Freed here: a communicator must not outlive MPI_Finalize.
+        let node = world.split_shared(rank as i32);
+        let sharing = workers_sharing_my_cores(&node, rank >= Rank::FIRST_WORKER.0);
+        (node.size() as usize, sharing)
+    };
     let _ = RANKS_PER_NODE.set(gather_ranks_per_node(&world));
     // The workers' communicator, for broadcasts (also a collective).
     let workers_color = if rank >= Rank::FIRST_WORKER.0 {
@@ -292,7 +334,14 @@ where
         }
         _ => {
             let host = mpi::environment::processor_name().unwrap_or_else(|_| "unknown".into());
-            worker_main(&mut transport, args, host, 1, ranks_on_node, workers)
+            worker_main(
+                &mut transport,
+                args,
+                host,
+                workers_sharing_cores,
+                ranks_on_node,
+                workers,
+            )
         }
     };
     drop(transport);
@@ -543,8 +592,8 @@ fn scheduler_main(transport: &mut dyn Transport, args: &RuntimeArgs, workers: Ve
     code
 }
 
-/// A worker rank. `sharing`: workers in this process (local mode); `ranks_on_node`: ranks
-/// sharing the node's memory.
+/// A worker rank. `sharing`: workers that share this rank's cores (in this process in local
+/// mode, on this node's cores under MPI); `ranks_on_node`: ranks sharing the node's memory.
 fn worker_main(
     transport: &mut dyn Transport,
     args: &RuntimeArgs,
