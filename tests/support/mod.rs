@@ -170,8 +170,6 @@ pub fn mpirun_path() -> PathBuf {
     found.unwrap_or_else(|| panic!("{name} not found on PATH: {package}"))
 }
 
-/// Builds an `mpirun -np N` command for `program` with the variables Open MPI needs on a
-/// small machine run as root (oversubscription, root permission).
 /// A fresh empty directory for one test's files.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mpidask-test-{name}-{}", std::process::id()));
@@ -204,6 +202,8 @@ pub fn render_in_chromium(page: &Path) -> String {
     run.stdout
 }
 
+/// Builds an `mpirun -np N` command for `program` with the variables Open MPI needs on a
+/// small machine run as root (oversubscription, root permission).
 pub fn mpirun(np: usize, program: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(mpirun_path());
     if launcher() == Launcher::OpenMpi {
