@@ -2,7 +2,7 @@
 //! writes the messages to send into an outbox. Nothing here blocks or talks to MPI.
 
 use super::policy;
-use super::state::{Failure, ReadyQueue, Task, TaskState, Worker};
+use super::state::{Failure, LoadIndex, ReadyQueue, Task, TaskState, Worker};
 use crate::exit::ExitCode;
 use crate::keymap::KeyMap;
 use crate::protocol::{
@@ -12,7 +12,6 @@ use crate::protocol::{
 use log::{debug, error, info, warn};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::cmp::Reverse;
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +27,9 @@ fn signal_name(signal: i32) -> String {
 
 /// Name id the scheduler uses for scattered values.
 const SCATTER_NAME: u32 = u32::MAX;
+
+/// `Scheduler::rank_index` of a rank that is not a worker.
+const NOT_A_WORKER: u32 = u32::MAX;
 
 /// Settings of the scheduler.
 #[derive(Debug, Clone)]
@@ -87,13 +89,17 @@ pub struct Scheduler {
     tasks: KeyMap<Task>,
     workers: Vec<Worker>,
     /// Index of each worker rank in `workers`.
-    rank_index: FxHashMap<Rank, usize>,
+    /// Worker index by rank number (`NOT_A_WORKER` for other ranks).
+    rank_index: Vec<u32>,
     /// Joined workers by load (tasks held per thread), then index: the least loaded first.
-    by_load: BTreeSet<(u64, usize)>,
+    by_load: LoadIndex,
     ready: ReadyQueue,
     names: FxHashMap<u32, String>,
     outbox: Vec<Output>,
-    releases: FxHashMap<Rank, Vec<Key>>,
+    /// Keys to release, per worker index, sent by [`Scheduler::drain_outbox`].
+    releases: Vec<Vec<Key>>,
+    /// Worker indices with keys in `releases`.
+    releasing: Vec<usize>,
     next_seq: u64,
     /// Tasks submitted (not scattered values).
     submitted: u64,
@@ -125,11 +131,12 @@ impl Scheduler {
             .iter()
             .map(|&r| Worker::new(r, now))
             .collect();
-        let rank_index = workers
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (w.rank, i))
-            .collect();
+        let highest = workers.iter().map(|w| w.rank.0 as usize).max().unwrap_or(0);
+        let mut rank_index = vec![NOT_A_WORKER; highest + 1];
+        for (i, w) in workers.iter().enumerate() {
+            rank_index[w.rank.0 as usize] = i as u32;
+        }
+        let count = workers.len();
         Scheduler {
             last_progress: now,
             last_tick: now,
@@ -138,11 +145,12 @@ impl Scheduler {
             tasks: KeyMap::new(),
             workers,
             rank_index,
-            by_load: BTreeSet::new(),
+            by_load: LoadIndex::new(count),
             ready: ReadyQueue::default(),
             names: FxHashMap::default(),
             outbox: Vec::new(),
-            releases: FxHashMap::default(),
+            releases: vec![Vec::new(); count],
+            releasing: Vec::new(),
             next_seq: 0,
             submitted: 0,
             early_scatters: FxHashMap::default(),
@@ -325,7 +333,21 @@ impl Scheduler {
     }
 
     fn worker_index(&self, rank: Rank) -> Option<usize> {
-        self.rank_index.get(&rank).copied()
+        match self.rank_index.get(rank.0 as usize) {
+            Some(&i) if i != NOT_A_WORKER => Some(i as usize),
+            _ => None,
+        }
+    }
+
+    /// Queues the release of `key` on worker `rank` (sent by `drain_outbox`).
+    fn release_on(&mut self, rank: Rank, key: Key) {
+        let Some(index) = self.worker_index(rank) else {
+            return;
+        };
+        if self.releases[index].is_empty() {
+            self.releasing.push(index);
+        }
+        self.releases[index].push(key);
     }
 
     fn worker_mut(&mut self, rank: Rank) -> Option<&mut Worker> {
@@ -336,11 +358,8 @@ impl Scheduler {
     /// Records that worker `index` holds `key`, keeping the load index in order.
     fn start_processing(&mut self, index: usize, key: Key) {
         let worker = &mut self.workers[index];
-        let before = policy::load_key(worker);
         if worker.processing.insert(key) && worker.hello.is_some() {
-            self.by_load.remove(&(before, index));
-            self.by_load
-                .insert((policy::load_key(&self.workers[index]), index));
+            self.by_load.set(index, policy::load_key(worker));
         }
     }
 
@@ -350,12 +369,9 @@ impl Scheduler {
             return false;
         };
         let worker = &mut self.workers[index];
-        let before = policy::load_key(worker);
         let removed = worker.processing.remove(&key);
         if removed && worker.hello.is_some() {
-            self.by_load.remove(&(before, index));
-            self.by_load
-                .insert((policy::load_key(&self.workers[index]), index));
+            self.by_load.set(index, policy::load_key(worker));
         }
         removed
     }
@@ -378,13 +394,13 @@ impl Scheduler {
             .iter()
             .filter_map(|dep| self.tasks.get(dep))
             .flat_map(|dep| match &dep.state {
-                TaskState::Memory { who_has } => who_has.clone(),
+                TaskState::Memory { who_has } => who_has.to_vec(),
                 TaskState::Processing { worker, .. } => vec![*worker],
                 _ => Vec::new(),
             })
             .filter_map(|r| self.worker_index(r))
             .collect();
-        if let Some(&(_, least)) = self.by_load.first() {
+        if let Some((_, least)) = self.by_load.least() {
             candidates.push(least);
         }
         candidates.sort_unstable();
@@ -426,7 +442,7 @@ impl Scheduler {
         worker.hello = Some(hello);
         let index = self.worker_index(from).expect("a worker rank");
         self.by_load
-            .insert((policy::load_key(&self.workers[index]), index));
+            .set(index, policy::load_key(&self.workers[index]));
         self.joined += 1;
         if self.all_joined() {
             let threads: usize = self.workers.iter().map(Worker::nthreads).sum();
@@ -640,8 +656,8 @@ impl Scheduler {
             let choice = if task.deps.is_empty() && !task.is_restricted() {
                 // Nothing to be near: the least loaded worker, if it has room.
                 self.by_load
-                    .first()
-                    .map(|&(_, i)| &self.workers[i])
+                    .least()
+                    .map(|(_, i)| &self.workers[i])
                     .filter(|w| {
                         w.processing.len()
                             < policy::slots(w, policy::queue_depth(self.mean_task_seconds))
@@ -691,7 +707,7 @@ impl Scheduler {
     fn any_free_slot(&self) -> bool {
         let depth = policy::queue_depth(self.mean_task_seconds);
         // The least loaded worker has a free slot if any has: slots grow with threads.
-        self.by_load.first().is_some_and(|&(_, i)| {
+        self.by_load.least().is_some_and(|(_, i)| {
             let w = &self.workers[i];
             w.processing.len() < policy::slots(w, depth)
         })
@@ -851,7 +867,7 @@ impl Scheduler {
             );
             if !holds {
                 debug!("stale result of {key} from {from} (attempt {attempt}); released");
-                self.releases.entry(from).or_default().push(key);
+                self.release_on(from, key);
             }
             return;
         }
@@ -861,7 +877,7 @@ impl Scheduler {
         }
         let task = self.tasks.get_mut(&key).expect("current task exists");
         task.state = TaskState::Memory {
-            who_has: vec![from],
+            who_has: smallvec::smallvec![from],
         };
         task.nbytes = nbytes;
         task.code = None;
@@ -1032,7 +1048,7 @@ impl Scheduler {
                     if let Some(w) = self.worker_mut(*rank) {
                         w.nbytes = w.nbytes.saturating_sub(task.nbytes);
                     }
-                    self.releases.entry(*rank).or_default().push(key);
+                    self.release_on(*rank, key);
                 }
             }
             TaskState::Failed(_) => {}
@@ -1064,9 +1080,12 @@ impl Scheduler {
     }
 
     fn flush_releases(&mut self) {
-        for (rank, keys) in self.releases.drain() {
-            self.outbox
-                .push(Output::Worker(rank, ToWorker::ReleaseKeys(keys)));
+        for index in std::mem::take(&mut self.releasing) {
+            let keys = std::mem::take(&mut self.releases[index]);
+            self.outbox.push(Output::Worker(
+                self.workers[index].rank,
+                ToWorker::ReleaseKeys(keys),
+            ));
         }
     }
 
@@ -1085,7 +1104,7 @@ impl Scheduler {
                     *nbytes
                 }
                 _ => {
-                    self.releases.entry(from).or_default().push(*key);
+                    self.release_on(from, *key);
                     continue;
                 }
             };
@@ -1438,14 +1457,11 @@ impl Scheduler {
             .filter(|(_, t)| matches!(t.state, TaskState::Ready))
             .count();
         assert_eq!(self.ready.len(), ready, "ready count");
-        let expected: BTreeSet<(u64, usize)> = self
-            .workers
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| w.hello.is_some())
-            .map(|(i, w)| (policy::load_key(w), i))
-            .collect();
-        assert_eq!(self.by_load, expected, "load index");
+        for (i, w) in self.workers.iter().enumerate() {
+            let expected = w.hello.is_some().then(|| policy::load_key(w));
+            assert_eq!(self.by_load.load(i), expected, "load index of {}", w.rank);
+        }
+        assert!(self.by_load.is_consistent(), "load index");
         for worker in &self.workers {
             for key in &worker.processing {
                 assert!(

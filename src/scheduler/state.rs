@@ -3,6 +3,7 @@
 use crate::keymap::KeyMap;
 use crate::protocol::{Attempt, Key, Rank, Resource, TaskCode, TaskOptions, WorkerHello};
 use rustc_hash::FxHashSet;
+use smallvec::SmallVec;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -20,6 +21,9 @@ pub struct Failure {
     pub cancelled: bool,
 }
 
+/// The workers holding a value, inline up to two.
+pub type Holders = SmallVec<[Rank; 2]>;
+
 /// Where a task is in its life.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskState {
@@ -36,8 +40,8 @@ pub enum TaskState {
     },
     /// Finished; its value lives on these workers.
     Memory {
-        /// Workers holding the value (the first computed it).
-        who_has: Vec<Rank>,
+        /// Workers holding the value (the first computed it); rarely more than two.
+        who_has: Holders,
     },
     /// Failed or cancelled, for good.
     Failed(Arc<Failure>),
@@ -238,5 +242,87 @@ impl ReadyQueue {
     /// `true` if `key` has an entry (for invariant checks; linear time).
     pub fn contains(&self, key: Key) -> bool {
         self.heap.iter().any(|e| e.2 == key)
+    }
+}
+
+/// Joined workers by load: a tournament tree over worker indices whose root is the least
+/// loaded worker (the lowest index among equals). Setting a worker's load costs
+/// O(log workers) and never allocates, which keeps placement flat at thousands of workers.
+#[derive(Debug)]
+pub struct LoadIndex {
+    /// Node `i` holds the least `(load, index)` of nodes `2i` and `2i + 1`; the leaves
+    /// (worker indices) start at `leaves`.
+    nodes: Vec<(u64, u32)>,
+    leaves: usize,
+}
+
+/// A leaf without a joined worker.
+const ABSENT: (u64, u32) = (u64::MAX, u32::MAX);
+
+impl LoadIndex {
+    /// An index of `workers` workers, none of them joined.
+    pub fn new(workers: usize) -> Self {
+        let leaves = workers.next_power_of_two();
+        LoadIndex {
+            nodes: vec![ABSENT; 2 * leaves],
+            leaves,
+        }
+    }
+
+    /// Sets the load of worker `index` (which counts as joined from then on).
+    pub fn set(&mut self, index: usize, load: u64) {
+        let mut node = self.leaves + index;
+        self.nodes[node] = (load, index as u32);
+        while node > 1 {
+            node /= 2;
+            let least = self.nodes[2 * node].min(self.nodes[2 * node + 1]);
+            if self.nodes[node] == least {
+                break;
+            }
+            self.nodes[node] = least;
+        }
+    }
+
+    /// The least loaded joined worker: `(load, index)`.
+    pub fn least(&self) -> Option<(u64, usize)> {
+        let (load, index) = self.nodes[1];
+        (index != ABSENT.1).then_some((load, index as usize))
+    }
+
+    /// The load of worker `index`, if it joined.
+    pub fn load(&self, index: usize) -> Option<u64> {
+        let (load, at) = self.nodes[self.leaves + index];
+        (at != ABSENT.1).then_some(load)
+    }
+
+    /// Checks that every inner node is the least of its children (for invariant checks).
+    pub fn is_consistent(&self) -> bool {
+        (1..self.leaves).all(|i| self.nodes[i] == self.nodes[2 * i].min(self.nodes[2 * i + 1]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_load_index_finds_the_least_loaded_worker() {
+        let mut index = LoadIndex::new(5);
+        assert_eq!(index.least(), None);
+        index.set(3, 7);
+        index.set(1, 9);
+        assert_eq!(index.least(), Some((7, 3)));
+        index.set(4, 7);
+        assert_eq!(index.least(), Some((7, 3)), "ties go to the lower index");
+        index.set(3, 10);
+        assert_eq!(index.least(), Some((7, 4)));
+        index.set(1, 0);
+        assert_eq!(index.least(), Some((0, 1)));
+        assert_eq!(index.load(3), Some(10));
+        assert_eq!(index.load(0), None);
+        assert!(index.is_consistent());
+        let mut one = LoadIndex::new(1);
+        one.set(0, 5);
+        assert_eq!(one.least(), Some((5, 0)));
     }
 }

@@ -681,7 +681,7 @@ fn a_scatter_report_that_overtakes_the_announcement_is_kept() {
     });
     assert!(matches!(
         env.state(1),
-        Some(TaskState::Memory { who_has }) if *who_has == vec![Rank(2), Rank(3)]
+        Some(TaskState::Memory { who_has }) if who_has.as_slice() == [Rank(2), Rank(3)]
     ));
     env.submit(vec![task(2, &[1])]);
     assert_eq!(env.placements().len(), 1);
