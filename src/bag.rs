@@ -1368,8 +1368,20 @@ mod tests {
                 assert_eq!(bag.filter(is_odd).compute().unwrap(), odd, "{case}");
                 let flat: Vec<u64> = items.iter().flat_map(|x| digits(*x)).collect();
                 assert_eq!(bag.flat_map(digits).compute().unwrap(), flat, "{case}");
-                let per_part_reversed = bag.map_partitions(reversed).compute().unwrap();
-                assert_eq!(per_part_reversed.len(), items.len(), "{case}");
+                // from_sequence's partitions: the first `n % parts` one longer.
+                let mut expected_reversed: Vec<u64> = Vec::new();
+                let mut rest = items.as_slice();
+                for i in 0..parts {
+                    let len = items.len() / parts + usize::from(i < items.len() % parts);
+                    let (part, tail) = rest.split_at(len);
+                    expected_reversed.extend(part.iter().rev());
+                    rest = tail;
+                }
+                assert_eq!(
+                    bag.map_partitions(reversed).compute().unwrap(),
+                    expected_reversed,
+                    "{case}"
+                );
                 assert_eq!(bag.count().result().unwrap(), n, "{case}");
                 assert_eq!(
                     bag.sum().result().unwrap(),
