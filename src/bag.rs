@@ -1321,6 +1321,17 @@ mod tests {
     use crate::RuntimeArgs;
     use std::collections::HashMap;
 
+    /// Runs `program` in local mode with three workers.
+    fn on_three_workers(program: impl FnOnce(&Client) + Send) {
+        crate::run_local(
+            RuntimeArgs {
+                local_workers: 3,
+                ..RuntimeArgs::default()
+            },
+            program,
+        );
+    }
+
     fn square(x: u64) -> u64 {
         x * x
     }
@@ -1351,11 +1362,7 @@ mod tests {
     /// (including empty partitions and more partitions than items).
     #[test]
     fn operations_match_a_sequential_vec() {
-        let args = RuntimeArgs {
-            local_workers: 3,
-            ..RuntimeArgs::default()
-        };
-        crate::run_local(args, |client| {
+        on_three_workers(|client| {
             for (n, parts) in [(0u64, 3usize), (1, 4), (10, 3), (57, 5), (7, 20)] {
                 let items: Vec<u64> = (0..n).map(|i| (i * 7919) % 101).collect();
                 let bag = Bag::from_sequence(client, items.clone(), parts).unwrap();
@@ -1445,11 +1452,7 @@ mod tests {
 
     #[test]
     fn grouping_joining_and_repartitioning_match_a_sequential_vec() {
-        let args = RuntimeArgs {
-            local_workers: 3,
-            ..RuntimeArgs::default()
-        };
-        crate::run_local(args, |client| {
+        on_three_workers(|client| {
             for (n, parts) in [(0u64, 3usize), (5, 8), (200, 6)] {
                 let items: Vec<u64> = (0..n).collect();
                 let bag = Bag::from_sequence(client, items.clone(), parts).unwrap();
@@ -1590,11 +1593,7 @@ mod tests {
 
     #[test]
     fn bags_become_arrays_with_one_chunk_per_non_empty_partition() {
-        let args = RuntimeArgs {
-            local_workers: 3,
-            ..RuntimeArgs::default()
-        };
-        crate::run_local(args, |client| {
+        on_three_workers(|client| {
             for (n, parts) in [(0u64, 3usize), (3, 5), (57, 5)] {
                 let case = format!("{n} items in {parts} partitions");
                 let xs: Vec<f64> = (0..n).map(|i| ((i * 7919) % 101) as f64).collect();
