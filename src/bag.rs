@@ -78,10 +78,12 @@ struct Origin {
     stored: Option<Future<()>>,
 }
 
-/// One element-wise step: its function's offset and its name (for task names).
+/// One element-wise step: its function's offset, its encoded parameter (empty for steps
+/// without one) and its name (for task names).
 #[derive(Clone)]
 struct Step {
     offset: i64,
+    parameter: Vec<u8>,
     name: String,
 }
 
@@ -97,8 +99,8 @@ type Stream = Box<dyn Any>;
 
 /// Starts a pipeline from its origin's argument (a stored partition, a block of a file, ...).
 type SourceFn = fn(&TaskInput<'_>) -> TaskResult<Stream>;
-/// One element-wise step.
-type StepFn = fn(Stream) -> TaskResult<Stream>;
+/// One element-wise step, given its encoded parameter.
+type StepFn = fn(Stream, &[u8]) -> TaskResult<Stream>;
 /// Ends a pipeline with the task's result, given the arguments that follow the origin's.
 type SinkFn = fn(Stream, &TaskInput<'_>) -> TaskResult<Vec<u8>>;
 
@@ -107,7 +109,8 @@ type SinkFn = fn(Stream, &TaskInput<'_>) -> TaskResult<Vec<u8>>;
 #[derive(Serialize, Deserialize)]
 struct Plan {
     source: i64,
-    steps: Vec<i64>,
+    /// Each step's offset and encoded parameter.
+    steps: Vec<(i64, Vec<u8>)>,
     sink: i64,
 }
 
@@ -146,9 +149,9 @@ fn pipeline_task(input: &TaskInput<'_>) -> TaskResult<Vec<u8>> {
     // or `sink_offset` of a function of exactly that type, in this same executable.
     let source = unsafe { std::mem::transmute::<*const (), SourceFn>(code_at(plan.source)) };
     let mut stream = source(&origin_input)?;
-    for step in plan.steps {
-        let step = unsafe { std::mem::transmute::<*const (), StepFn>(code_at(step)) };
-        stream = step(stream)?;
+    for (step, parameter) in &plan.steps {
+        let step = unsafe { std::mem::transmute::<*const (), StepFn>(code_at(*step)) };
+        stream = step(stream, parameter)?;
     }
     let sink = unsafe { std::mem::transmute::<*const (), SinkFn>(code_at(plan.sink)) };
     sink(stream, &sink_input)
@@ -168,6 +171,15 @@ fn elements<T: 'static>(stream: Stream) -> TaskResult<Elements<T>> {
                 std::any::type_name::<T>()
             )
         })
+}
+
+fn encode_parameter<A: Serialize>(parameter: &A) -> Result<Vec<u8>> {
+    encode_value(parameter).map_err(|e| {
+        crate::Error::encode(
+            format!("a bag step's parameter ({})", std::any::type_name::<A>()),
+            e,
+        )
+    })
 }
 
 fn encode_result<R: Serialize>(value: &R) -> TaskResult<Vec<u8>> {
@@ -200,16 +212,57 @@ fn text_source(input: &TaskInput<'_>) -> TaskResult<Stream> {
 
 fn map_step<F: Fn(T) -> U + Copy + 'static, T: 'static, U: 'static>(
     s: Stream,
+    _: &[u8],
 ) -> TaskResult<Stream> {
     Ok(stream(elements::<T>(s)?.map(conjure::<F>())))
 }
 
-fn filter_step<F: Fn(&T) -> bool + Copy + 'static, T: 'static>(s: Stream) -> TaskResult<Stream> {
+fn filter_step<F: Fn(&T) -> bool + Copy + 'static, T: 'static>(
+    s: Stream,
+    _: &[u8],
+) -> TaskResult<Stream> {
     let f = conjure::<F>();
     Ok(stream(elements::<T>(s)?.filter(move |x| f(x))))
 }
 
-fn flat_map_step<F, T, I>(s: Stream) -> TaskResult<Stream>
+fn parameter_of<A: DeserializeOwned>(parameter: &[u8]) -> TaskResult<A> {
+    decode_value(parameter).map_err(|e| format!("could not decode a bag step's parameter: {e}"))
+}
+
+fn map_with_step<F, T, A, U>(s: Stream, parameter: &[u8]) -> TaskResult<Stream>
+where
+    F: Fn(T, &A) -> U + Copy + 'static,
+    T: 'static,
+    A: DeserializeOwned + 'static,
+    U: 'static,
+{
+    let (f, a) = (conjure::<F>(), parameter_of::<A>(parameter)?);
+    Ok(stream(elements::<T>(s)?.map(move |x| f(x, &a))))
+}
+
+fn filter_with_step<F, T, A>(s: Stream, parameter: &[u8]) -> TaskResult<Stream>
+where
+    F: Fn(&T, &A) -> bool + Copy + 'static,
+    T: 'static,
+    A: DeserializeOwned + 'static,
+{
+    let (f, a) = (conjure::<F>(), parameter_of::<A>(parameter)?);
+    Ok(stream(elements::<T>(s)?.filter(move |x| f(x, &a))))
+}
+
+fn flat_map_with_step<F, T, A, I>(s: Stream, parameter: &[u8]) -> TaskResult<Stream>
+where
+    F: Fn(T, &A) -> I + Copy + 'static,
+    T: 'static,
+    A: DeserializeOwned + 'static,
+    I: IntoIterator + 'static,
+    I::IntoIter: 'static,
+{
+    let (f, a) = (conjure::<F>(), parameter_of::<A>(parameter)?);
+    Ok(stream(elements::<T>(s)?.flat_map(move |x| f(x, &a))))
+}
+
+fn flat_map_step<F, T, I>(s: Stream, _: &[u8]) -> TaskResult<Stream>
 where
     F: Fn(T) -> I + Copy + 'static,
     T: 'static,
@@ -219,7 +272,7 @@ where
     Ok(stream(elements::<T>(s)?.flat_map(conjure::<F>())))
 }
 
-fn map_partitions_step<F, T, U>(s: Stream) -> TaskResult<Stream>
+fn map_partitions_step<F, T, U>(s: Stream, _: &[u8]) -> TaskResult<Stream>
 where
     F: Fn(Vec<T>) -> Vec<U> + Copy + 'static,
     T: 'static,
@@ -446,9 +499,15 @@ impl<T: Item> Bag<T> {
 
     /// The bag with one more step.
     fn then<U>(&self, step: StepFn, name: String) -> Bag<U> {
+        self.then_with(step, Vec::new(), name)
+    }
+
+    /// The bag with one more step, which receives `parameter` (encoded).
+    fn then_with<U>(&self, step: StepFn, parameter: Vec<u8>, name: String) -> Bag<U> {
         let mut steps = (*self.steps).clone();
         steps.push(Step {
             offset: step_offset(step),
+            parameter,
             name,
         });
         Bag {
@@ -472,7 +531,11 @@ impl<T: Item> Bag<T> {
     ) -> Vec<Future<R>> {
         let plan = Plan {
             source: self.source,
-            steps: self.steps.iter().map(|s| s.offset).collect(),
+            steps: self
+                .steps
+                .iter()
+                .map(|s| (s.offset, s.parameter.clone()))
+                .collect(),
             sink: sink_offset(sink),
         };
         let plan = encode_value(&plan).expect("a plan encodes");
@@ -587,6 +650,54 @@ impl<T: Item> Bag<T> {
             map_partitions_step::<F, T, U>,
             format!("map_partitions-{}", function_name::<F>()),
         )
+    }
+
+    /// `f(x, &parameter)` for every element `x`: `map` with a value the function needs
+    /// (task functions capture nothing), sent once with every partition's task. Dask's
+    /// `bag.map(f, parameter)`.
+    pub fn map_with<F, A, U>(&self, f: F, parameter: &A) -> Result<Bag<U>>
+    where
+        F: Fn(T, &A) -> U + Copy + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        U: Item,
+    {
+        let _ = f;
+        Ok(self.then_with(
+            map_with_step::<F, T, A, U>,
+            encode_parameter(parameter)?,
+            format!("map-{}", function_name::<F>()),
+        ))
+    }
+
+    /// The elements `x` for which `f(&x, &parameter)` is true.
+    pub fn filter_with<F, A>(&self, f: F, parameter: &A) -> Result<Bag<T>>
+    where
+        F: Fn(&T, &A) -> bool + Copy + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+    {
+        let _ = f;
+        Ok(self.then_with(
+            filter_with_step::<F, T, A>,
+            encode_parameter(parameter)?,
+            format!("filter-{}", function_name::<F>()),
+        ))
+    }
+
+    /// The elements of `f(x, &parameter)` for every element `x`, in order.
+    pub fn flat_map_with<F, A, I>(&self, f: F, parameter: &A) -> Result<Bag<I::Item>>
+    where
+        F: Fn(T, &A) -> I + Copy + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator + 'static,
+        I::IntoIter: 'static,
+        I::Item: Item,
+    {
+        let _ = f;
+        Ok(self.then_with(
+            flat_map_with_step::<F, T, A, I>,
+            encode_parameter(parameter)?,
+            format!("flat_map-{}", function_name::<F>()),
+        ))
     }
 
     // ----- results -----
@@ -1674,6 +1785,45 @@ mod tests {
             let before = client.job_progress().unwrap().submitted;
             let _lazy = chain.map(ones_of_word);
             assert_eq!(client.job_progress().unwrap().submitted, before);
+        });
+    }
+
+    fn plus_offset(x: u64, offset: &u64) -> u64 {
+        x + offset
+    }
+    fn is_in(x: &u64, set: &std::collections::BTreeSet<u64>) -> bool {
+        set.contains(x)
+    }
+    fn repeated(x: u64, times: &usize) -> Vec<u64> {
+        vec![x; *times]
+    }
+
+    /// Steps with a parameter (task functions capture nothing) give what the same closures
+    /// give on a `Vec`, and stay fused.
+    #[test]
+    fn steps_with_a_parameter_match_a_sequential_vec() {
+        on_three_workers(|client| {
+            let items: Vec<u64> = (0..50).collect();
+            let wanted: std::collections::BTreeSet<u64> = [3, 7, 10, 11, 49].into();
+            let bag = Bag::from_sequence(client, items.clone(), 4).unwrap();
+            let before = client.job_progress().unwrap().submitted;
+            let got = bag
+                .filter_with(is_in, &wanted)
+                .unwrap()
+                .map_with(plus_offset, &100)
+                .unwrap()
+                .flat_map_with(repeated, &2)
+                .unwrap()
+                .compute()
+                .unwrap();
+            assert_eq!(client.job_progress().unwrap().submitted - before, 4);
+            let expected: Vec<u64> = items
+                .iter()
+                .filter(|x| wanted.contains(x))
+                .map(|x| x + 100)
+                .flat_map(|x| [x, x])
+                .collect();
+            assert_eq!(got, expected);
         });
     }
 

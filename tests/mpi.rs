@@ -370,12 +370,20 @@ fn scenario_bags(client: &Client) -> anyhow::Result<()> {
         .collect();
     let array = Bag::from_delayed(client, &halves).map(as_f64).to_array()?;
     println!(
-        "BAGS3 array={:?} array_sum={} array_chunks={}",
+        "BAGS3 array={:?} array_sum={} array_chunks={} multiples_of_7={}",
         array.shape(),
         (&array * 2.0).sum().compute_scalar::<f64>(client)?,
         array.num_chunks(),
+        numbers
+            .filter_with(is_multiple_of, &7u64)?
+            .count()
+            .result()?,
     );
     Ok(())
+}
+
+fn is_multiple_of(x: &u64, n: &u64) -> bool {
+    x.is_multiple_of(*n)
 }
 
 fn numbers_between((start, end): (u64, u64)) -> Vec<u64> {
@@ -764,7 +772,9 @@ fn test_bags_same_at_every_rank_count() -> Result<(), Failed> {
             first.contains("BAGS count=1000 sum=332833500 min=Some(0) max=Some(999)")
                 && first.contains("(99, 900)] foldby=")
                 && first.contains("joined=930 repartitioned=true")
-                && first.contains("BAGS3 array=[1000] array_sum=999000 array_chunks=2"),
+                && first.contains(
+                    "BAGS3 array=[1000] array_sum=999000 array_chunks=2 multiples_of_7=143"
+                ),
             "{first}"
         );
     })
