@@ -21,23 +21,13 @@ mod wordcount;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{mpirun, run_with_deadline};
+use support::{bench, median, mpirun, run_with_deadline};
 
 const NP: usize = 4;
 const WORKERS: usize = NP - 2;
 const DEADLINE: Duration = Duration::from_secs(1200);
 const REPEATS: usize = 3;
 const BLOCKSIZE: u64 = 32 << 20;
-
-fn bench(name: &str, value: f64, unit: &str) {
-    println!("BENCH name={name} value={value:.6} unit={unit}");
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    assert!(!values.is_empty(), "no measurement");
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
 
 /// The job: counts the corpus `REPEATS` times, printing each time and the totals.
 fn role_wordcount(client: &mpidask::Client) -> anyhow::Result<()> {
@@ -51,15 +41,6 @@ fn role_wordcount(client: &mpidask::Client) -> anyhow::Result<()> {
         println!("MEASURE distinct={}", counts.len());
     }
     Ok(())
-}
-
-fn measures(stdout: &str, name: &str) -> Vec<f64> {
-    let tag = format!("MEASURE {name}=");
-    stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix(tag.as_str()))
-        .map(|v| v.trim().parse().expect("a number"))
-        .collect()
 }
 
 fn main() {
@@ -113,14 +94,14 @@ fn main() {
 
     let words: u64 = expected.values().sum();
     for (name, value) in [("words", words as f64), ("distinct", expected.len() as f64)] {
-        let got = measures(&run.stdout, name);
+        let got = run.measures(name);
         assert!(
             got.len() == REPEATS && got.iter().all(|g| *g == value),
             "the bag count's {name} {got:?} differ from the sequential {value}"
         );
     }
     let mb = bytes as f64 / 1e6;
-    let ours = mb / median(measures(&run.stdout, "seconds"));
+    let ours = mb / median(run.measures("seconds"));
     let sequential = mb / sequential_seconds;
     let ratio = ours / sequential;
     bench("wordcount_mb_per_s", ours, "MB/s");

@@ -22,7 +22,7 @@ use mpidask::array::{Array, ReduceOp, random};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{Run, mpirun, run_with_deadline};
+use support::{Run, bench, mpirun, run_with_deadline};
 
 const NP: usize = 4;
 const CHUNK_BYTES: usize = 200_000_000;
@@ -158,10 +158,6 @@ fn daskmpi_seconds(bytes: u64) -> Option<f64> {
                 .find_map(|w| w.strip_prefix("seconds="))
         })
         .and_then(|v| v.parse().ok())
-}
-
-fn bench(name: &str, value: f64, unit: &str) {
-    println!("BENCH name={name} value={value:.6} unit={unit}");
 }
 
 /// Runs that move by +-15 % from one launch to the next on this machine.

@@ -16,7 +16,7 @@ use mpi::traits::*;
 use mpidask::Client;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{Run, mpirun, run_with_deadline};
+use support::{Run, bench, median, mpirun, run_with_deadline};
 
 const NP: usize = 4;
 const DEADLINE: Duration = Duration::from_secs(600);
@@ -282,28 +282,9 @@ fn launch(role: &str) -> (Run, f64) {
     (run, spawned_at)
 }
 
-fn measures(run: &Run, name: &str) -> Vec<f64> {
-    let tag = format!("MEASURE {name}=");
-    run.stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix(tag.as_str()))
-        .map(|v| v.trim().parse().expect("a number"))
-        .collect()
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    assert!(!values.is_empty(), "no measurement");
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn bench(name: &str, value: f64, unit: &str) {
-    println!("BENCH name={name} value={value:.6} unit={unit}");
-}
-
 fn pingpong_us() -> f64 {
     let (run, _) = launch("pingpong");
-    let seconds = measures(&run, "end_at")[0] - measures(&run, "start_at")[0];
+    let seconds = run.measures("end_at")[0] - run.measures("start_at")[0];
     seconds * 1e6 / (2 * PINGPONGS) as f64
 }
 
@@ -313,8 +294,8 @@ fn startup_shutdown(role: &str) -> (f64, f64) {
     let mut shutdowns = Vec::new();
     for _ in 0..REPEATS {
         let (run, spawned_at) = launch(role);
-        let ready = measures(&run, "ready_at")[0];
-        let done = measures(&run, "done_at")[0];
+        let ready = run.measures("ready_at")[0];
+        let done = run.measures("done_at")[0];
         startups.push(ready - spawned_at);
         shutdowns.push(spawned_at + run.wall.as_secs_f64() - done);
     }
@@ -325,8 +306,7 @@ fn startup_shutdown(role: &str) -> (f64, f64) {
 /// to arrival), against raw rsmpi send/recv of the same bytes.
 fn transfer_benchmark() {
     // The first round warms up the raw path's buffers and connections.
-    let raw_seconds =
-        |role: &str| median(measures(&launch(role).0, "raw_transfer_s")[1..].to_vec());
+    let raw_seconds = |role: &str| median(launch(role).0.measures("raw_transfer_s")[1..].to_vec());
     let (raw_reused, raw_new) = (raw_seconds("raw_transfer"), raw_seconds("raw_transfer_new"));
     let json = traced("transfer", &[]);
     let seconds: Vec<f64> = json["traceEvents"]
@@ -439,14 +419,14 @@ fn main() {
     }
     if wanted("tasks_per_s") {
         let (run, _) = launch("tasks");
-        let rate = median(measures(&run, "tasks_per_s"));
+        let rate = median(run.measures("tasks_per_s"));
         bench("tasks_per_s", rate, "tasks/s");
         let us = pingpong.expect("measured");
         bench("tasks_per_s_vs_pingpong_rate", rate * us * 1e-6, "x");
     }
     if wanted("chain_us") {
         let (run, _) = launch("chain");
-        let us = median(measures(&run, "chain_us"));
+        let us = median(run.measures("chain_us"));
         bench("chain_us", us, "us");
         bench(
             "chain_us_over_pingpong",
@@ -466,9 +446,9 @@ fn main() {
     }
     if wanted("million_tasks") {
         let (run, _) = launch("million");
-        let peak = measures(&run, "scheduler_peak_rss_bytes")[0];
-        let before = measures(&run, "scheduler_rss_before_bytes")[0];
-        bench("million_tasks_s", measures(&run, "million_seconds")[0], "s");
+        let peak = run.measures("scheduler_peak_rss_bytes")[0];
+        let before = run.measures("scheduler_rss_before_bytes")[0];
+        bench("million_tasks_s", run.measures("million_seconds")[0], "s");
         bench("million_tasks_scheduler_peak_rss_mb", peak / 1e6, "MB");
         bench(
             "million_tasks_scheduler_bytes_per_task",
@@ -484,10 +464,10 @@ fn main() {
     }
     if wanted("idle_cpu_s") {
         let (run, _) = launch("idle");
-        bench("idle_cpu_s", measures(&run, "idle_scheduler_cpu_s")[0], "s");
+        bench("idle_cpu_s", run.measures("idle_scheduler_cpu_s")[0], "s");
         bench(
             "idle_cpu_client_s",
-            measures(&run, "idle_client_cpu_s")[0],
+            run.measures("idle_client_cpu_s")[0],
             "s",
         );
     }

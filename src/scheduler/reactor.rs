@@ -88,8 +88,7 @@ pub struct Scheduler {
     config: SchedulerConfig,
     tasks: KeyMap<Task>,
     workers: Vec<Worker>,
-    /// Index of each worker rank in `workers`.
-    /// Worker index by rank number (`NOT_A_WORKER` for other ranks).
+    /// Index in `workers` by rank number (`NOT_A_WORKER` for other ranks).
     rank_index: Vec<u32>,
     /// Joined workers by load (tasks held per thread), then index: the least loaded first.
     by_load: LoadIndex,
@@ -394,11 +393,11 @@ impl Scheduler {
             .iter()
             .filter_map(|dep| self.tasks.get(dep))
             .flat_map(|dep| match &dep.state {
-                TaskState::Memory { who_has } => who_has.to_vec(),
-                TaskState::Processing { worker, .. } => vec![*worker],
-                _ => Vec::new(),
+                TaskState::Memory { who_has } => who_has.as_slice(),
+                TaskState::Processing { worker, .. } => std::slice::from_ref(worker),
+                _ => &[],
             })
-            .filter_map(|r| self.worker_index(r))
+            .filter_map(|r| self.worker_index(*r))
             .collect();
         if let Some((_, least)) = self.by_load.least() {
             candidates.push(least);

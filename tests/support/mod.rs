@@ -99,6 +99,16 @@ impl Run {
             .map(str::to_string)
     }
 
+    /// Every value a benchmark role printed as `MEASURE name=<number>`, in order.
+    pub fn measures(&self, name: &str) -> Vec<f64> {
+        let tag = format!("MEASURE {name}=");
+        self.stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(tag.as_str()))
+            .map(|v| v.trim().parse().expect("a number"))
+            .collect()
+    }
+
     /// Output for failure messages.
     pub fn dump(&self) -> String {
         format!(
@@ -388,4 +398,16 @@ pub fn kill_session(session: i32) {
             libc::kill(pid, libc::SIGKILL);
         }
     }
+}
+
+/// The median of benchmark measurements.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    assert!(!values.is_empty(), "no measurement");
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Prints one benchmark figure: `BENCH name=<id> value=<number> unit=<unit>`.
+pub fn bench(name: &str, value: f64, unit: &str) {
+    println!("BENCH name={name} value={value:.6} unit={unit}");
 }
