@@ -3,11 +3,13 @@
 
 use crate::memory::MemoryLimitSpec;
 use crate::protocol::Resource;
-use crate::transport::mpi::DEFAULT_PART_BYTES;
 use clap::Parser;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
+
+/// Default size of the parts a large message is sent in (MPI counts are 32-bit).
+pub const DEFAULT_PART_BYTES: usize = 1 << 30;
 
 /// Default `--local-workers`.
 pub const DEFAULT_LOCAL_WORKERS: u32 = 1;

@@ -1,18 +1,74 @@
 //! The library's error type: every way an mpidask call can fail, as structured variants.
 
 use crate::protocol::Key;
+use bytemuck::TransparentWrapper;
 
 /// A task that failed: the key of the task whose function panicked or returned `Err`, and
 /// what it said. Tasks that depend on a failed task fail with the *same* `TaskError`, so
 /// the key always names the task where the failure started.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("task {key} failed: {message}")]
+///
+/// It displays as `task <key> failed`; what the task said is its
+/// [`source`](std::error::Error::source), a [`TaskFailure`], so error reporters that walk
+/// the chain (anyhow's `{:#}` and `{:?}`, the runtime's own log line) print
+/// `task <key> failed: <message>`.
+///
+/// ```
+/// use mpidask::{TaskError, TaskFailure};
+/// use std::error::Error;
+/// let e = TaskError::new("inc-3".into(), "boom".into());
+/// assert_eq!(e.to_string(), "task inc-3 failed");
+/// assert_eq!(e.source().unwrap().to_string(), "boom");
+/// assert!(e.source().unwrap().is::<TaskFailure>());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskError {
     /// Readable key of the task that failed first, e.g. `count_hits-17`.
     pub key: String,
     /// The panic message or the `Display` of the returned error.
     pub message: String,
 }
+
+impl TaskError {
+    /// The failure of the task `key` with `message`.
+    pub fn new(key: String, message: String) -> Self {
+        TaskError { key, message }
+    }
+}
+
+impl std::fmt::Display for TaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "task {} failed", self.key)
+    }
+}
+
+impl std::error::Error for TaskError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(TaskFailure::wrap_ref(&self.message))
+    }
+}
+
+/// What a failed task said (its panic message or the `Display` of its `Err`): the
+/// [`source`](std::error::Error::source) of every [`TaskError`]. The runtime finds it by
+/// type in the chain of an error the client program returns, however wrapped, and ends
+/// the job with [`ExitCode::TaskFailed`](crate::ExitCode::TaskFailed).
+#[derive(Debug, PartialEq, Eq, bytemuck::TransparentWrapper)]
+#[repr(transparent)]
+pub struct TaskFailure(String);
+
+impl TaskFailure {
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TaskFailure {}
 
 /// Everything that can go wrong in the library.
 #[derive(Debug, thiserror::Error)]

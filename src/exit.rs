@@ -1,8 +1,32 @@
-//! The exit codes every rank of a job ends with, and what each means.
+//! The exit codes every rank of a job ends with, what each means, and the hooks that run
+//! before a rank exits on any path.
 //!
 //! All ranks exit with the same code after the shutdown handshake. Where a rank cannot take
 //! part in the handshake the runtime calls `MPI_Abort` with the code instead, and the
 //! launcher returns it.
+
+use std::sync::Mutex;
+
+/// Clean-ups to run before the process exits, in the order they were registered.
+static EXIT_HOOKS: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
+
+/// Registers `hook` to run before this process exits, on every path (the end of the job,
+/// an abort, a signal), where destructors do not run. A function registered twice runs once.
+pub fn on_exit(hook: fn()) {
+    let mut hooks = EXIT_HOOKS.lock().unwrap_or_else(|e| e.into_inner());
+    if !hooks.iter().any(|h| std::ptr::fn_addr_eq(*h, hook)) {
+        hooks.push(hook);
+    }
+}
+
+/// Runs every registered exit hook (each keeps its registration: running one twice is
+/// harmless by contract).
+pub fn run_exit_hooks() {
+    let hooks = EXIT_HOOKS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for hook in hooks {
+        hook();
+    }
+}
 
 /// Why a job ended, as its exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,6 +101,24 @@ impl ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    static HOOK_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    fn count_run() {
+        HOOK_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[test]
+    fn exit_hooks_run_once_per_function() {
+        on_exit(count_run);
+        on_exit(count_run);
+        let before = HOOK_RUNS.load(std::sync::atomic::Ordering::SeqCst);
+        run_exit_hooks();
+        assert_eq!(
+            HOOK_RUNS.load(std::sync::atomic::Ordering::SeqCst),
+            before + 1
+        );
+    }
 
     #[test]
     fn codes_are_distinct_and_round_trip() {

@@ -47,31 +47,32 @@
 //! A real program calls [`run`] (or [`run_with`]) instead of [`run_local`]; see
 //! `examples/pi_futures.rs`.
 
-pub mod array;
-pub mod bag;
 pub mod client;
+pub mod collections;
 pub mod config;
-pub mod delayed;
 pub mod error;
 pub mod exit;
 pub mod jobscript;
 pub mod keymap;
 pub mod logging;
 pub mod memory;
+pub mod node;
 pub mod private_dir;
+pub mod process;
 pub mod protocol;
-pub mod runtime;
 pub mod scheduler;
+pub mod startup;
 pub mod task;
 pub mod trace;
 pub mod transport;
 pub mod worker;
 
+pub use collections::{array, bag, delayed};
+
 pub use client::{AsCompleted, Client, Future, Submitter};
 pub use config::RuntimeArgs;
-pub use error::{Error, Result, TaskError};
+pub use error::{Error, Result, TaskError, TaskFailure};
 pub use exit::ExitCode;
 pub use protocol::{Rank, SchedulerInfo, TaskOptions};
-pub use runtime::launch::parse_args;
-pub use runtime::{ClientOutcome, run, run_local, run_with};
+pub use startup::{ClientOutcome, parse_args, run, run_local, run_with};
 pub use worker::executor::worker_rank;

@@ -15,11 +15,11 @@ pub(crate) use node::{ClientNode, Command};
 
 use crate::error::{Error, Result, TaskError};
 use crate::keymap::KeyMap;
+use crate::node::EventSender;
 use crate::protocol::{
     ArgSlot, FnRef, JobProgress, Key, Payload, Rank, SchedulerInfo, TaskOptions, TaskSpec,
     ToScheduler, ToWorker, decode_value, encode_value,
 };
-use crate::runtime::driver::EventSender;
 use crate::task::{self, IntoArgs, KeepAlive, TaskFn};
 use crossbeam_channel::Sender;
 use rustc_hash::FxHashMap;
@@ -81,8 +81,6 @@ pub(crate) struct State {
     progress: Option<JobProgress>,
     progress_generation: u64,
     stopped: bool,
-    /// Messages of the task errors handed to the program (to recognise them in its result).
-    failures_returned: Vec<String>,
 }
 
 impl State {
@@ -182,9 +180,10 @@ impl Shared {
         Ok(())
     }
 
-    /// Messages of the task errors the program was given.
-    pub(crate) fn task_failures_returned(&self) -> Vec<String> {
-        self.lock().failures_returned.clone()
+    /// `true` once the job is stopping (the scheduler said so): the program's requests can
+    /// no longer be served.
+    pub(crate) fn stopped(&self) -> bool {
+        self.lock().stopped
     }
 
     /// Called when the last handle of a future is dropped.
@@ -562,14 +561,7 @@ impl Client {
                 };
                 match (&entry.status, &entry.data) {
                     (Status::Failed(error), _) => {
-                        let error = error.clone();
-                        let text = error.to_string();
-                        if state.failures_returned.len() < 1000
-                            && !state.failures_returned.contains(&text)
-                        {
-                            state.failures_returned.push(text);
-                        }
-                        return Some(Err(Error::Task(error)));
+                        return Some(Err(Error::Task(error.clone())));
                     }
                     (Status::Cancelled(cause), _) => {
                         return Some(Err(Error::Cancelled { key: cause.clone() }));

@@ -4,8 +4,8 @@
 use super::{Shared, Status};
 use crate::error::TaskError;
 use crate::exit::ExitCode;
+use crate::node::{Node, NodeStatus};
 use crate::protocol::{Key, Rank, ToClient, ToScheduler, ToWorker};
-use crate::runtime::driver::{Node, NodeStatus};
 use crate::trace::TraceBuffer;
 use crate::transport::Outbox;
 use rustc_hash::FxHashMap;
@@ -212,7 +212,7 @@ impl Node for ClientNode {
     fn on_tick(&mut self, out: &mut Outbox, now: Instant) {
         if self.status == NodeStatus::Running {
             self.flush_releases(out);
-            if now.duration_since(self.last_trace_sent) >= crate::runtime::driver::HEARTBEAT {
+            if now.duration_since(self.last_trace_sent) >= crate::node::HEARTBEAT {
                 self.last_trace_sent = now;
                 self.send_trace(out);
             }

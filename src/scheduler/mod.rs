@@ -1,14 +1,16 @@
 //! The scheduler: a pure state machine that decides which worker runs which task.
 //!
-//! It never calls MPI, never spawns threads and never reads the clock: the rank-0 driver
-//! ([`crate::runtime`]) feeds it decoded messages and the current time, and sends what it
-//! leaves in its outbox. See `README.md` in this directory for the task states and the
+//! The state machine ([`Scheduler`]) never calls MPI, never spawns threads and never reads
+//! the clock: its [`SchedulerNode`] feeds it decoded messages and the current time, and
+//! sends what it leaves in its outbox. See `README.md` in this directory for the task states and the
 //! shutdown protocol.
 
+mod node;
 pub mod policy;
 mod reactor;
 pub mod state;
 #[cfg(test)]
 mod tests;
 
+pub use node::SchedulerNode;
 pub use reactor::{Output, Scheduler, SchedulerConfig};

@@ -7,7 +7,6 @@
 //! communication thread. Tasks still in the queue have not started and can be stolen.
 
 use crate::protocol::{Attempt, Key, Payload, Rank, Resource, TaskCode};
-use crate::runtime::driver::EventSender;
 use crate::task::{self, TaskInput};
 use std::cell::RefCell;
 use std::cmp::Ordering;
@@ -75,10 +74,13 @@ struct Queue {
     free: Vec<Resource>,
 }
 
+/// Where outcomes go: the worker's event channel.
+type Report = Box<dyn Fn(TaskOutcome) + Send + Sync>;
+
 struct Shared {
     queue: Mutex<Queue>,
     max_loops: usize,
-    outcomes: EventSender<TaskOutcome>,
+    report: Report,
 }
 
 impl Shared {
@@ -117,11 +119,20 @@ pub fn record_task_panic(report: String) {
     PANIC_REPORT.with(|slot| *slot.borrow_mut() = Some(report));
 }
 
+/// The message of a panic payload (`&str` or `String`).
+pub(crate) fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic payload".to_string())
+}
+
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     if let Some(report) = PANIC_REPORT.with(|slot| slot.borrow_mut().take()) {
         return report;
     }
-    format!("panicked: {}", crate::runtime::payload_text(&*payload))
+    format!("panicked: {}", payload_text(&*payload))
 }
 
 /// Runs one task now, on this thread, turning a panic into an error.
@@ -172,13 +183,13 @@ fn give_back(free: &mut [Resource], held: &[Resource]) {
 }
 
 impl Executor {
-    /// The executor of worker `rank`: `nthreads` threads, the given resources, reporting to
-    /// `outcomes`; `on_thread_start` runs first on every thread.
+    /// The executor of worker `rank`: `nthreads` threads, the given resources, handing
+    /// every outcome to `report`; `on_thread_start` runs first on every thread.
     pub fn new(
         rank: Rank,
         nthreads: usize,
         resources: Vec<Resource>,
-        outcomes: EventSender<TaskOutcome>,
+        report: impl Fn(TaskOutcome) + Send + Sync + 'static,
         on_thread_start: impl Fn() + Send + Sync + 'static,
     ) -> std::io::Result<Self> {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -199,7 +210,7 @@ impl Executor {
                     free: resources,
                 }),
                 max_loops: nthreads,
-                outcomes,
+                report: Box::new(report),
             }),
         })
     }
@@ -275,7 +286,7 @@ fn drain(shared: &Shared) {
         }
         // The communication thread outlives the pool except at exit, when results no
         // longer matter.
-        shared.outcomes.send(outcome);
+        (shared.report)(outcome);
     }
 }
 

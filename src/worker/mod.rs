@@ -10,11 +10,11 @@ pub mod store;
 mod tests;
 
 use crate::keymap::KeyMap;
+use crate::node::{Node, NodeStatus};
 use crate::protocol::{
     ArgSlot, Attempt, ComputeMsg, Key, Payload, Rank, Resource, TaskCode, ToClient, ToScheduler,
     ToWorker, TraceEvent, WorkerHello,
 };
-use crate::runtime::driver::{Node, NodeStatus};
 use crate::trace::{TraceBuffer, human_bytes};
 use crate::transport::Outbox;
 use executor::{Executor, ReadyTask, TaskOutcome};
@@ -39,6 +39,12 @@ struct WorkerTask {
     resources: Vec<Resource>,
     missing: usize,
     phase: Phase,
+}
+
+/// What other threads of a worker rank tell its communication thread.
+pub enum WorkerEvent {
+    /// A task ran (or failed).
+    Task(TaskOutcome),
 }
 
 /// The worker's communication-thread state.
@@ -488,7 +494,7 @@ impl WorkerNode {
 
 impl Node for WorkerNode {
     type Message = ToWorker;
-    type Event = TaskOutcome;
+    type Event = WorkerEvent;
 
     fn on_start(&mut self, out: &mut Outbox) {
         if let Some(hello) = self.hello.take() {
@@ -540,12 +546,19 @@ impl Node for WorkerNode {
         }
     }
 
-    fn on_event(&mut self, outcome: TaskOutcome, out: &mut Outbox, _now: Instant) {
+    fn on_event(&mut self, event: WorkerEvent, out: &mut Outbox, _now: Instant) {
         // Once stopping, nothing new is sent: its receiver may already have exited, and a
         // send that is never received would hold this rank past its shutdown deadline.
-        if self.status == NodeStatus::Running {
-            self.on_outcome(outcome, out);
+        if self.status != NodeStatus::Running {
+            return;
         }
+        match event {
+            WorkerEvent::Task(outcome) => self.on_outcome(outcome, out),
+        }
+    }
+
+    fn on_batch_end(&mut self, out: &mut Outbox, _now: Instant) {
+        self.store.hand_back_buffers(out);
     }
 
     fn on_broadcast(&mut self, key: Key, value: Payload, out: &mut Outbox) {
@@ -570,7 +583,7 @@ impl Node for WorkerNode {
             self.update_pause(out);
         }
         if self.status == NodeStatus::Running
-            && now.duration_since(self.last_heartbeat) >= crate::runtime::driver::HEARTBEAT
+            && now.duration_since(self.last_heartbeat) >= crate::node::HEARTBEAT
         {
             out.push(Rank::SCHEDULER, &ToScheduler::Heartbeat);
             self.send_trace(out);

@@ -64,6 +64,10 @@ pub struct ValueStore {
     spill_broken: bool,
     records: Vec<SpillRecord>,
     spilled_total: u64,
+    /// Buffers of released values, for the transport to receive into again.
+    released: Vec<Vec<u8>>,
+    /// Memory ran short since the last hand-back: the transport drops its kept buffers.
+    memory_short: bool,
 }
 
 impl ValueStore {
@@ -79,6 +83,20 @@ impl ValueStore {
             spill_broken: false,
             records: Vec::new(),
             spilled_total: 0,
+            released: Vec::new(),
+            memory_short: false,
+        }
+    }
+
+    /// Hands the buffers of released values to the transport (through `out`), and tells it
+    /// to drop its kept ones if memory ran short.
+    pub fn hand_back_buffers(&mut self, out: &mut crate::transport::Outbox) {
+        if std::mem::take(&mut self.memory_short) {
+            self.released.clear();
+            out.drop_kept_buffers();
+        }
+        for buffer in self.released.drain(..) {
+            out.recycle(buffer);
         }
     }
 
@@ -171,7 +189,7 @@ impl ValueStore {
                 self.lru.remove(&entry.used);
                 // Nobody else holds it: its memory can receive the next value of its size.
                 if let Ok(buffer) = Arc::try_unwrap(value) {
-                    crate::transport::buffer_pool::give(buffer);
+                    self.released.push(buffer);
                 }
             }
             Place::Disk { .. } => {
@@ -195,7 +213,7 @@ impl ValueStore {
         };
         if self.memory_bytes > threshold {
             // Memory is short: kept receive buffers go before any value is spilled.
-            crate::transport::buffer_pool::clear();
+            self.memory_short = true;
         }
         while self.memory_bytes > threshold && !self.spill_broken {
             let Some((&used, &key)) = self.lru.iter().next() else {

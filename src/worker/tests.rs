@@ -1,13 +1,13 @@
 //! Tests of the worker node with a real executor: messages in, and everything it sends
 //! round-tripped through the local transport and the wire encoding.
 
-use super::WorkerNode;
 use super::executor::{Executor, TaskOutcome};
+use super::{WorkerEvent, WorkerNode};
+use crate::node::{Node, NodeStatus, event_channel};
 use crate::protocol::{
     ArgSlot, ComputeMsg, FnRef, Key, Rank, TaskCode, ToClient, ToScheduler, ToWorker, WorkerHello,
     decode_frame_with, decode_value, encode_value,
 };
-use crate::runtime::driver::{Node, NodeStatus, event_channel};
 use crate::task::{self, TaskFn};
 use crate::transport::local::LocalTransport;
 use crate::transport::{Outbox, Transport};
@@ -72,7 +72,7 @@ struct WorkerEnv {
 impl WorkerEnv {
     fn new(nthreads: usize) -> Self {
         let (sender, outcomes) = event_channel();
-        let executor = Executor::new(ME, nthreads, vec![], sender, || {}).unwrap();
+        let executor = Executor::new(ME, nthreads, vec![], move |o| sender.send(o), || {}).unwrap();
         let hello = WorkerHello {
             nthreads: nthreads as u32,
             resources: vec![],
@@ -106,13 +106,14 @@ impl WorkerEnv {
             .outcomes
             .recv_timeout(Duration::from_secs(10))
             .expect("a task outcome");
-        self.node.on_event(outcome, &mut self.out, Instant::now());
+        self.node
+            .on_event(WorkerEvent::Task(outcome), &mut self.out, Instant::now());
     }
 
     fn received<M: DeserializeOwned>(&mut self, rank: Rank) -> Vec<M> {
-        self.out.flush(&mut self.mesh[ME.index()]);
+        self.out.flush(&mut self.mesh[ME.index()], None).unwrap();
         let mut frames = Vec::new();
-        self.mesh[rank.index()].receive(&mut frames);
+        self.mesh[rank.index()].receive(&mut frames).unwrap();
         frames
             .iter()
             .flat_map(|incoming| {

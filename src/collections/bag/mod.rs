@@ -23,9 +23,9 @@
 //! });
 //! ```
 
-use crate::array::{Array, Element};
 use crate::client::{Client, Future};
-use crate::delayed::{Delayed, Session};
+use crate::collections::array::{Array, Element};
+use crate::collections::delayed::{Delayed, Session};
 use crate::error::Result;
 use crate::protocol::{ArgSlot, decode_value, encode_value};
 use crate::task::{
@@ -915,9 +915,12 @@ impl<T: Item + Element> Bag<T> {
         if kept.is_empty() {
             let empty = ndarray::ArrayD::<T>::from_shape_vec(ndarray::IxDyn(&[0]), Vec::new())
                 .expect("an empty shape fits no elements");
-            return Ok(crate::array::from_array(&empty, &[1]));
+            return Ok(crate::collections::array::from_array(&empty, &[1]));
         }
-        Ok(crate::array::from_chunk_futures(kept, vec![sizes]))
+        Ok(crate::collections::array::from_chunk_futures(
+            kept,
+            vec![sizes],
+        ))
     }
 }
 
@@ -1726,7 +1729,7 @@ mod tests {
             let total: i64 = ints.sum().compute_scalar(client).unwrap();
             assert_eq!(total, 45);
             let floats = Bag::range(client, 10, 4).map(to_f64).to_array().unwrap();
-            let shifted = &floats + &crate::array::arange(0.0, 10.0, 1.0, 3);
+            let shifted = &floats + &crate::collections::array::arange(0.0, 10.0, 1.0, 3);
             let sum: f64 = shifted.sum().compute_scalar(client).unwrap();
             assert_eq!(sum, 90.0);
         });
@@ -1735,10 +1738,11 @@ mod tests {
     #[test]
     fn bags_from_delayed_calls() {
         crate::run_local(RuntimeArgs::default(), |client| {
-            let parts: Vec<crate::delayed::Delayed<Vec<u64>>> = [(0u64, 4u64), (4, 4), (4, 10)]
-                .into_iter()
-                .map(|bounds| crate::delayed::delayed(part_of_range, bounds))
-                .collect();
+            let parts: Vec<crate::collections::delayed::Delayed<Vec<u64>>> =
+                [(0u64, 4u64), (4, 4), (4, 10)]
+                    .into_iter()
+                    .map(|bounds| crate::collections::delayed::delayed(part_of_range, bounds))
+                    .collect();
             let bag = Bag::from_delayed(client, &parts);
             assert_eq!(bag.npartitions(), 3);
             assert_eq!(bag.compute().unwrap(), (0..10).collect::<Vec<u64>>());

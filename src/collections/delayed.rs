@@ -18,11 +18,11 @@
 //! assert_eq!((x, y), (11, 21));
 //! ```
 //!
-//! Delayed values can read array chunks ([`crate::array::Array::to_delayed`]) and produce
-//! them ([`crate::array::from_delayed`]).
+//! Delayed values can read array chunks ([`crate::collections::array::Array::to_delayed`]) and produce
+//! them ([`crate::collections::array::from_delayed`]).
 
-use crate::array::{Array, Element};
 use crate::client::{Client, Future};
+use crate::collections::array::{Array, Element};
 use crate::error::Result;
 use crate::protocol::{ArgSlot, encode_value};
 use crate::task::{self, KeepAlive, TaskFn};
@@ -293,7 +293,7 @@ impl<'c> Session<'c> {
             let future = match &current.kind {
                 Kind::Future(future) => future.clone(),
                 Kind::ArrayChunk { array, index } => {
-                    match crate::array::chunk_future(self.client, array, index) {
+                    match crate::collections::array::chunk_future(self.client, array, index) {
                         Ok(future) => future,
                         Err(e) => self.client.failed_future(&e.to_string()),
                     }
@@ -333,7 +333,7 @@ impl<'c> Session<'c> {
 impl Array {
     /// The chunks as delayed values (C order over the chunk grid), to pass to delayed calls.
     pub fn to_delayed<T: Element>(&self) -> Vec<Delayed<ArrayD<T>>> {
-        crate::array::grid::indices(self.chunks())
+        crate::collections::array::grid::indices(self.chunks())
             .map(|index| Delayed::array_chunk(self.clone(), index))
             .collect()
     }

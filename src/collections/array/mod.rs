@@ -97,7 +97,7 @@ pub(crate) enum Expr {
     /// Chunks stored as `.npy` files, C order.
     NpyFiles(Arc<Vec<std::path::PathBuf>>),
     /// Chunks computed by delayed calls, C order.
-    FromDelayed(Vec<Arc<crate::delayed::Node>>),
+    FromDelayed(Vec<Arc<crate::collections::delayed::Node>>),
     /// A user function per chunk: of one chunk, or (`list`) of the chunks of all `x`.
     MapBlocks {
         offset: i64,
@@ -713,7 +713,7 @@ pub(crate) fn from_chunk_futures<T: Element>(
 
 /// An array made of chunks computed by delayed calls (C order over `chunks`).
 pub fn from_delayed<T: Element>(
-    parts: Vec<crate::delayed::Delayed<ArrayD<T>>>,
+    parts: Vec<crate::collections::delayed::Delayed<ArrayD<T>>>,
     shape: &[usize],
     chunks: &[usize],
 ) -> Array {

@@ -1415,7 +1415,7 @@ fn write_rows(target: &mut Block, start: usize, value: &Block) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::array::program::Node;
+    use crate::collections::array::program::Node;
     use ndarray::array;
 
     #[test]

@@ -69,13 +69,13 @@ trait Sink {
         list: bool,
         parts: Vec<Self::Ref>,
     ) -> Self::Ref;
-    fn delayed(&mut self, node: &std::sync::Arc<crate::delayed::Node>) -> Self::Ref;
+    fn delayed(&mut self, node: &std::sync::Arc<crate::collections::delayed::Node>) -> Self::Ref;
     fn read_npy(&mut self, path: &std::path::Path, dtype: DType, shape: &[usize]) -> Self::Ref;
 }
 
 struct ClientSink<'c> {
     client: &'c Client,
-    session: crate::delayed::Session<'c>,
+    session: crate::collections::delayed::Session<'c>,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -151,7 +151,7 @@ impl Sink for ClientSink<'_> {
         self.client.submit_raw(offset, name, args, parts)
     }
 
-    fn delayed(&mut self, node: &std::sync::Arc<crate::delayed::Node>) -> Future<()> {
+    fn delayed(&mut self, node: &std::sync::Arc<crate::collections::delayed::Node>) -> Future<()> {
         self.session.node(node)
     }
 
@@ -215,7 +215,7 @@ impl Sink for ExplainSink {
         self.record(format!("map_blocks: {name}"))
     }
 
-    fn delayed(&mut self, _node: &std::sync::Arc<crate::delayed::Node>) -> usize {
+    fn delayed(&mut self, _node: &std::sync::Arc<crate::collections::delayed::Node>) -> usize {
         self.record("delayed calls making a chunk".into())
     }
 
@@ -702,7 +702,7 @@ impl<S: Sink> Lowerer<'_, S> {
 fn with_client<T>(client: &Client, f: impl FnOnce(&mut Lowerer<'_, ClientSink<'_>>) -> T) -> T {
     let mut sink = ClientSink {
         client,
-        session: crate::delayed::Session::new(client),
+        session: crate::collections::delayed::Session::new(client),
     };
     f(&mut Lowerer {
         sink: &mut sink,

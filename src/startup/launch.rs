@@ -1,15 +1,7 @@
 //! What the launcher says about this process, MPI initialisation, and command-line parsing
 //! that reports a bad flag or environment value once per job instead of once per rank.
 
-use mpi::Threading;
-use mpi::environment::Universe;
-use mpi::traits::*;
-use std::cell::RefCell;
-
-thread_local! {
-    /// MPI initialised early by [`parse_args`], handed over to the runtime by [`initialize_mpi`].
-    static EARLY_MPI: RefCell<Option<(Universe, Threading)>> = const { RefCell::new(None) };
-}
+use crate::transport::mpi::bootstrap;
 
 /// Variables in which launchers give the number of ranks they started: Open MPI's
 /// `mpirun`, MPICH/Hydra (PMI), PMIx, and `srun` (the step's task count).
@@ -73,14 +65,6 @@ pub fn launcher_mismatch(world_size: usize) -> Option<String> {
     ))
 }
 
-/// Initialises MPI with thread level `Funneled` on this thread, or takes the
-/// initialisation [`parse_args`] made. `None` if MPI was initialised by someone else.
-pub(crate) fn initialize_mpi() -> Option<(Universe, Threading)> {
-    EARLY_MPI
-        .with(|early| early.borrow_mut().take())
-        .or_else(|| mpi::initialize_with_threading(Threading::Funneled))
-}
-
 /// Parses the program's command line (including the `MPIDASK_*` variables of a flattened
 /// [`RuntimeArgs`](crate::RuntimeArgs)) the way every rank of a job agrees on: a bad flag
 /// or value is printed once, by the lowest rank that found it, and every rank exits with
@@ -129,7 +113,7 @@ pub(crate) fn name_the_variable(error: clap::Error, command: &clap::Command) -> 
 }
 
 /// The runtime settings from the `MPIDASK_*` variables alone, agreed on by every rank.
-pub(crate) fn runtime_args_from_env() -> crate::RuntimeArgs {
+pub(super) fn runtime_args_from_env() -> crate::RuntimeArgs {
     use clap::Args;
     let command = crate::RuntimeArgs::augment_args(clap::Command::new("mpidask"));
     agree_on_arguments(crate::RuntimeArgs::from_env().map_err(|e| name_the_variable(e, &command)))
@@ -140,32 +124,26 @@ pub(crate) fn agree_on_arguments<T>(parsed: Result<T, clap::Error>) -> T {
     if launcher_world_size().unwrap_or(1) <= 1 {
         return parsed.unwrap_or_else(|e| e.exit());
     }
-    let Some((universe, threading)) = initialize_mpi() else {
-        return parsed.unwrap_or_else(|e| e.exit());
-    };
-    let world = universe.world();
     // 0: parsed; 1: help or version (exit 0); 2: an error (exit 2).
     let mine: i32 = match &parsed {
         Ok(_) => 0,
         Err(e) if e.use_stderr() => 2,
         Err(_) => 1,
     };
-    let mut everyone = vec![0i32; world.size() as usize];
-    world.all_gather_into(&mine, &mut everyone[..]);
+    let Some((me, everyone)) = bootstrap::early_all_gather(mine) else {
+        return parsed.unwrap_or_else(|e| e.exit());
+    };
     let worst = everyone.iter().copied().max().unwrap_or(0);
     match parsed {
-        Ok(value) if worst == 0 => {
-            EARLY_MPI.with(|early| *early.borrow_mut() = Some((universe, threading)));
-            value
-        }
+        Ok(value) if worst == 0 => value,
         outcome => {
             let reporter = everyone.iter().position(|&flag| flag == worst);
-            if reporter == Some(world.rank() as usize)
+            if reporter == Some(me)
                 && let Err(e) = &outcome
             {
                 let _ = e.print();
             }
-            drop(universe);
+            bootstrap::finalize_early();
             std::process::exit(if worst == 2 {
                 crate::ExitCode::Usage.code()
             } else {

@@ -1,0 +1,81 @@
+//! Start-up and the end of a job: every rank calls [`run`] (or [`run_with`]); under a
+//! launcher each takes its role over MPI ([`mpi_job`]), in a world of one rank every role
+//! runs on threads ([`local`]); all end with the same exit code, which the user's program
+//! decides ([`outcome`]) unless a signal, a lost rank or a broken message stops the job.
+
+mod launch;
+mod local;
+mod mpi_job;
+mod outcome;
+mod panics;
+mod roles;
+mod signals;
+
+pub use launch::parse_args;
+pub use mpi_job::{MpiSetup, mpi_setup, ranks_per_node};
+pub use outcome::ClientOutcome;
+
+use crate::client::Client;
+use crate::config::RuntimeArgs;
+use crate::exit::ExitCode;
+use crate::logging;
+
+/// Runs a job: call it first thing in `main`. Reads the runtime settings from `MPIDASK_*`
+/// environment variables; use [`run_with`] to take them from the command line.
+///
+/// Under `mpirun`/`srun`, rank 0 becomes the scheduler, rank 1 runs `program` and ranks 2
+/// and up run tasks. Started without a launcher (a world of one rank) the same program runs
+/// in local mode, with the scheduler and workers as threads. Never returns: every rank exits
+/// with the same code (see [`ExitCode`]).
+pub fn run<F, R>(program: F) -> !
+where
+    F: FnOnce(&Client) -> R + Send,
+    R: ClientOutcome,
+{
+    logging::init();
+    let args = launch::runtime_args_from_env();
+    run_with(args, program)
+}
+
+/// [`run`] with explicit settings, e.g. flattened into the program's own `clap` parser.
+pub fn run_with<F, R>(args: RuntimeArgs, program: F) -> !
+where
+    F: FnOnce(&Client) -> R + Send,
+    R: ClientOutcome,
+{
+    logging::init();
+    panics::install_panic_hook();
+    let stop_signal = signals::install_stop_handlers();
+    let code = mpi_job::start(&args, &stop_signal, program);
+    crate::exit::run_exit_hooks();
+    std::process::exit(code)
+}
+
+/// Runs `program` against a scheduler and workers on threads of this process and returns
+/// its value (for tests, examples and notebooks-style use; no MPI involved).
+///
+/// ```
+/// fn square(x: u64) -> u64 { x * x }
+/// let total: u64 = mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+///     let squares = client.map(square, 1..=4u64);
+///     client.gather(&squares).unwrap().into_iter().sum()
+/// });
+/// assert_eq!(total, 30);
+/// ```
+pub fn run_local<T: Send>(args: RuntimeArgs, program: impl FnOnce(&Client) -> T + Send) -> T {
+    logging::init();
+    panics::install_panic_hook();
+    let (_, result) = local::local_job(
+        &args,
+        &signals::no_stop_signals(),
+        program,
+        |result, _stopping| match &result {
+            Ok(_) => (ExitCode::Success.code(), result),
+            Err(_) => (ExitCode::ClientPanic.code(), result),
+        },
+    );
+    match result {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}

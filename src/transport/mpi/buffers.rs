@@ -1,0 +1,246 @@
+//! The memory MPI reads from and writes into: send buffers kept alive until their sends
+//! complete, receive buffers that are not zeroed first, and the pool of buffers of released
+//! values that receives reuse.
+
+use crate::protocol::Payload;
+use std::mem::MaybeUninit;
+
+/// A byte MPI may write without it being initialised first.
+#[repr(transparent)]
+pub(crate) struct UninitByte(pub(crate) MaybeUninit<u8>);
+
+/// A receive buffer of `len` bytes that MPI fills: allocated without zeroing it first (a
+/// pass over the memory that would cost as much as a shared-memory transfer).
+pub(crate) struct ReceiveBuffer {
+    bytes: Vec<UninitByte>,
+    filled: usize,
+}
+
+/// Receive buffers at least this large ask for transparent huge pages: the kernel then
+/// faults in (and zeroes) 2 MiB at a time instead of 4 KiB, which otherwise costs as much
+/// as the copy itself for a 200 MB value.
+const HUGE_PAGE_THRESHOLD: usize = 4 << 20;
+
+impl ReceiveBuffer {
+    /// A buffer of `len` bytes: a kept one of exactly that size from `pool`, or a new one;
+    /// an error if `len` bytes cannot be allocated.
+    pub(crate) fn new(len: usize, pool: &mut BufferPool) -> Result<Self, String> {
+        if let Some(recycled) = pool.take(len) {
+            let mut recycled = std::mem::ManuallyDrop::new(recycled);
+            // SAFETY: `UninitByte` has the layout of `u8`; same pointer, length, capacity.
+            let bytes = unsafe {
+                Vec::from_raw_parts(
+                    recycled.as_mut_ptr().cast::<UninitByte>(),
+                    recycled.len(),
+                    recycled.capacity(),
+                )
+            };
+            return Ok(ReceiveBuffer { bytes, filled: 0 });
+        }
+        let mut bytes: Vec<UninitByte> = Vec::new();
+        bytes
+            .try_reserve_exact(len)
+            .map_err(|e| format!("cannot allocate {len} bytes to receive into: {e}"))?;
+        // SAFETY: the capacity is at least `len` (reserved above), and `UninitByte` may hold
+        // any bit pattern, including none.
+        unsafe { bytes.set_len(len) };
+        if len >= HUGE_PAGE_THRESHOLD {
+            advise_huge_pages(bytes.as_mut_ptr().cast(), len);
+        }
+        Ok(ReceiveBuffer { bytes, filled: 0 })
+    }
+
+    /// Bytes still to be received.
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len() - self.filled
+    }
+
+    /// The next `count` unfilled bytes (at most what remains), for MPI to write into.
+    pub(crate) fn next_part(&mut self, count: usize) -> &mut [UninitByte] {
+        let end = (self.filled + count).min(self.bytes.len());
+        &mut self.bytes[self.filled..end]
+    }
+
+    /// Records that MPI wrote the `count` bytes [`next_part`](Self::next_part) gave.
+    pub(crate) fn filled(&mut self, count: usize) {
+        self.filled = (self.filled + count).min(self.bytes.len());
+    }
+
+    /// `true` once every byte was received.
+    pub(crate) fn is_full(&self) -> bool {
+        self.filled == self.bytes.len()
+    }
+
+    /// The received bytes.
+    ///
+    /// # Panics
+    /// If some bytes were never written (the caller checks [`is_full`](Self::is_full)).
+    pub(crate) fn into_vec(self) -> Vec<u8> {
+        assert!(self.is_full(), "every byte was received");
+        let mut bytes = std::mem::ManuallyDrop::new(self.bytes);
+        // SAFETY: every byte was written (checked above); `UninitByte` has the layout of
+        // `u8`, so the allocation is a valid `Vec<u8>` of the same length and capacity.
+        unsafe {
+            Vec::from_raw_parts(
+                bytes.as_mut_ptr().cast::<u8>(),
+                bytes.len(),
+                bytes.capacity(),
+            )
+        }
+    }
+
+    /// The whole buffer, given up to a collective that writes every byte.
+    pub(crate) fn into_boxed_slice(self) -> Box<[UninitByte]> {
+        self.bytes.into_boxed_slice()
+    }
+
+    /// A buffer whose bytes are already written (the root's copy of a broadcast value).
+    pub(crate) fn copy_of(bytes: &[u8]) -> Box<[UninitByte]> {
+        bytes
+            .iter()
+            .map(|b| UninitByte(MaybeUninit::new(*b)))
+            .collect()
+    }
+
+    /// A buffer filled by test code instead of MPI.
+    #[cfg(test)]
+    pub(crate) fn write_for_test(&mut self, data: &[u8]) {
+        let part = self.next_part(data.len());
+        assert_eq!(part.len(), data.len(), "the test writes what was asked for");
+        for (slot, byte) in part.iter_mut().zip(data) {
+            slot.0 = MaybeUninit::new(*byte);
+        }
+        self.filled(data.len());
+    }
+}
+
+/// Asks the kernel to back `[ptr, ptr + len)` with huge pages (a hint; errors are ignored).
+fn advise_huge_pages(ptr: *mut u8, len: usize) {
+    const HUGE: usize = 2 << 20;
+    let start = (ptr as usize).next_multiple_of(HUGE);
+    let end = (ptr as usize + len) / HUGE * HUGE;
+    if end > start {
+        // SAFETY: the range lies inside an allocation this process owns; MADV_HUGEPAGE only
+        // changes how the kernel backs it, never its contents.
+        let _ = unsafe {
+            rustix::mm::madvise(
+                start as *mut std::ffi::c_void,
+                end - start,
+                rustix::mm::Advice::LinuxHugepage,
+            )
+        };
+    }
+}
+
+/// A buffer MPI sends from, alive until the last send reading it completed: a frame the
+/// transport owns, or a payload shared with the rank's store.
+pub(crate) enum SendBuffer {
+    Owned(Vec<u8>),
+    Shared(Payload),
+}
+
+impl SendBuffer {
+    /// The bytes to send.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            SendBuffer::Owned(bytes) => bytes,
+            SendBuffer::Shared(payload) => payload,
+        }
+    }
+
+    /// The bytes with a lifetime MPI's non-blocking sends accept.
+    ///
+    /// # Safety
+    /// The caller must keep `self` alive (and unmoved: the bytes live on the heap, so moving
+    /// the `SendBuffer` itself is fine) until every request reading the slice completed. The
+    /// bytes are never modified while the buffer exists: a frame is owned here, and a shared
+    /// payload is immutable behind its `Arc`.
+    pub(crate) unsafe fn as_static(&self) -> &'static [u8] {
+        let bytes = self.as_slice();
+        // SAFETY: by the caller's contract the heap bytes outlive every use of the slice.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) }
+    }
+}
+
+/// Buffers of released values, kept for receiving values of the same size again: memory
+/// already faulted in, where a new allocation would have the kernel fault in and zero every
+/// page (for a 200 MB chunk that costs as much as the transfer). Chunked workloads move
+/// values of the same few sizes over and over.
+#[derive(Default)]
+pub(crate) struct BufferPool {
+    kept: Vec<Vec<u8>>,
+}
+
+impl BufferPool {
+    /// Only buffers at least this large are kept.
+    pub(crate) const MIN_BYTES: usize = 1 << 20;
+    /// At most this many bytes are kept in all.
+    pub(crate) const MAX_TOTAL_BYTES: usize = 1 << 30;
+    /// At most this many buffers are kept.
+    pub(crate) const MAX_BUFFERS: usize = 8;
+
+    /// Offers the buffer of a released value to the pool.
+    pub(crate) fn give(&mut self, buffer: Vec<u8>) {
+        if buffer.len() < Self::MIN_BYTES || buffer.capacity() != buffer.len() {
+            return;
+        }
+        let total = |kept: &[Vec<u8>]| kept.iter().map(Vec::len).sum::<usize>();
+        if self.kept.len() >= Self::MAX_BUFFERS
+            || total(&self.kept) + buffer.len() > Self::MAX_TOTAL_BYTES
+        {
+            // Make room by dropping the oldest.
+            if !self.kept.is_empty() {
+                self.kept.remove(0);
+            }
+            if total(&self.kept) + buffer.len() > Self::MAX_TOTAL_BYTES {
+                return;
+            }
+        }
+        self.kept.push(buffer);
+    }
+
+    /// A kept buffer of exactly `len` bytes (its old contents), if there is one.
+    pub(crate) fn take(&mut self, len: usize) -> Option<Vec<u8>> {
+        if len < Self::MIN_BYTES {
+            return None;
+        }
+        let index = self.kept.iter().rposition(|b| b.len() == len)?;
+        Some(self.kept.swap_remove(index))
+    }
+
+    /// Drops every kept buffer (memory is needed elsewhere).
+    pub(crate) fn clear(&mut self) {
+        self.kept.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_sized_buffers_come_back() {
+        let mut pool = BufferPool::default();
+        pool.give(vec![1u8; BufferPool::MIN_BYTES + 1]);
+        pool.give(vec![2u8; 10]); // too small to keep
+        assert!(pool.take(10).is_none());
+        let buffer = pool.take(BufferPool::MIN_BYTES + 1).expect("kept");
+        assert_eq!(buffer[0], 1);
+        assert!(pool.take(BufferPool::MIN_BYTES + 1).is_none());
+        pool.give(buffer);
+        pool.clear();
+        assert!(pool.take(BufferPool::MIN_BYTES + 1).is_none());
+    }
+
+    #[test]
+    fn receive_buffers_reuse_kept_memory_and_refuse_impossible_sizes() {
+        let mut pool = BufferPool::default();
+        let len = BufferPool::MIN_BYTES;
+        pool.give(vec![5u8; len]);
+        let mut buffer = ReceiveBuffer::new(len, &mut pool).unwrap();
+        assert!(pool.take(len).is_none(), "the kept buffer was taken");
+        buffer.write_for_test(&vec![6u8; len]);
+        assert_eq!(buffer.into_vec(), vec![6u8; len]);
+        assert!(ReceiveBuffer::new(usize::MAX / 2, &mut pool).is_err());
+    }
+}

@@ -1,0 +1,200 @@
+//! The MPI transport: the only code in mpidask that calls rsmpi.
+//!
+//! Frames go out as non-blocking standard sends (`MPI_Isend`), so two ranks sending large
+//! frames to each other cannot deadlock, and come in through matched probes
+//! (`MPI_Improbe` + `MPI_Mrecv`), which size the receive buffer exactly. A frame larger than
+//! the part size (1 GiB by default; MPI counts are 32-bit) is sent as a small header message
+//! followed by its parts on the same tag; MPI keeps messages between two ranks on one tag in
+//! order, so the receiver reassembles them into one buffer without extra copies
+//! ([`reassembly`]).
+//!
+//! A frame's attachments (large payloads, see [`crate::protocol::ATTACH_BYTES`]) follow it
+//! on the same tag, each as one message (or as parts, above the part size) sent straight
+//! from the payload's buffer; the receiver learns their lengths from the end of the frame
+//! and receives each into a buffer of its own, which becomes the payload: no copy on either
+//! side beyond what MPI itself does.
+
+pub mod bootstrap;
+mod broadcast;
+mod buffers;
+mod reassembly;
+
+pub use broadcast::MpiCollectives;
+
+use super::{Incoming, Malformed, Transport};
+use crate::protocol::{Frame, Rank};
+use buffers::{BufferPool, SendBuffer, UninitByte};
+use mpi::datatype::Equivalence;
+use mpi::request::{Request, StaticScope};
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::*;
+use reassembly::{PARTS_HEADER_LEN, Reassembler, parts_header};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// The tag of every mpidask message.
+pub const TAG_FRAME: i32 = 0x6d64;
+
+// SAFETY: same layout as `u8` (repr(transparent) over MaybeUninit<u8>), described by
+// `u8`'s datatype.
+unsafe impl Equivalence for UninitByte {
+    type Out = <u8 as Equivalence>::Out;
+    fn equivalent_datatype() -> Self::Out {
+        u8::equivalent_datatype()
+    }
+}
+
+/// A send in flight and the buffer it reads, kept alive until it completes.
+struct PendingSend {
+    request: Request<'static, [u8], StaticScope>,
+    _buffer: Rc<SendBuffer>,
+}
+
+/// `MPI_COMM_WORLD` as a [`Transport`].
+pub struct MpiTransport {
+    world: SimpleCommunicator,
+    rank: Rank,
+    size: usize,
+    part_bytes: usize,
+    pending: Vec<PendingSend>,
+    reassembler: Reassembler,
+    /// Buffers of released values, shared with this rank's collectives.
+    pool: Rc<RefCell<BufferPool>>,
+}
+
+impl MpiTransport {
+    /// The transport over `world`, splitting messages above `part_bytes`.
+    fn new(world: SimpleCommunicator, part_bytes: usize, pool: Rc<RefCell<BufferPool>>) -> Self {
+        let rank = Rank(u32::try_from(world.rank()).expect("MPI ranks are not negative"));
+        let size = usize::try_from(world.size()).expect("MPI sizes are not negative");
+        // MPI counts are `int`.
+        let part_bytes = part_bytes.clamp(1, i32::MAX.unsigned_abs() as usize);
+        MpiTransport {
+            world,
+            rank,
+            size,
+            part_bytes,
+            pending: Vec::new(),
+            reassembler: Reassembler::new(size, part_bytes),
+            pool,
+        }
+    }
+
+    /// Sends `buffer` to `to` as one message, or in parts above the part size.
+    fn send_in_parts(&mut self, to: Rank, buffer: Rc<SendBuffer>) {
+        let len = buffer.as_slice().len();
+        let mut start = 0;
+        loop {
+            let end = (start + self.part_bytes).min(len);
+            self.start_send(to, buffer.clone(), start..end);
+            start = end;
+            if start >= len {
+                break;
+            }
+        }
+    }
+
+    fn start_send(&mut self, to: Rank, buffer: Rc<SendBuffer>, range: std::ops::Range<usize>) {
+        // SAFETY: the `Rc` kept with the request below holds the buffer until the request
+        // completed (or, at exit, is forgotten with it).
+        let bytes = unsafe { &buffer.as_static()[range] };
+        let to = i32::try_from(to.0).expect("ranks fit in an MPI int");
+        let request =
+            self.world
+                .process_at_rank(to)
+                .immediate_send_with_tag(StaticScope, bytes, TAG_FRAME);
+        self.pending.push(PendingSend {
+            request,
+            _buffer: buffer,
+        });
+    }
+}
+
+impl Transport for MpiTransport {
+    fn rank(&self) -> Rank {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn send(&mut self, to: Rank, frame: Frame) {
+        let len = frame.bytes.len();
+        if len > self.part_bytes {
+            let header = Rc::new(SendBuffer::Owned(parts_header(len)));
+            self.start_send(to, header, 0..PARTS_HEADER_LEN);
+        }
+        self.send_in_parts(to, Rc::new(SendBuffer::Owned(frame.bytes)));
+        for attachment in frame.attachments {
+            self.send_in_parts(to, Rc::new(SendBuffer::Shared(attachment)));
+        }
+    }
+
+    fn receive(&mut self, out: &mut Vec<Incoming>) -> Result<(), Malformed> {
+        while let Some((message, status)) = self
+            .world
+            .any_process()
+            .immediate_matched_probe_with_tag(TAG_FRAME)
+        {
+            let source = usize::try_from(status.source_rank()).unwrap_or(usize::MAX);
+            let count = usize::try_from(status.count(u8::equivalent_datatype())).unwrap_or(0);
+            let mut pool = self.pool.borrow_mut();
+            let slot = self.reassembler.accept(source, count, &mut pool)?;
+            message.matched_receive_into(slot);
+            if let Some(incoming) = self.reassembler.received(source, count, &mut pool)? {
+                out.push(incoming);
+            }
+        }
+        Ok(())
+    }
+
+    fn progress(&mut self) -> usize {
+        if self.pending.is_empty() {
+            return 0;
+        }
+        let mut still = Vec::with_capacity(self.pending.len());
+        for send in self.pending.drain(..) {
+            match send.request.test() {
+                Ok(_) => {}
+                Err(request) => still.push(PendingSend {
+                    request,
+                    _buffer: send._buffer,
+                }),
+            }
+        }
+        self.pending = still;
+        self.pending.len()
+    }
+
+    fn wakes_receiver(&self) -> bool {
+        false
+    }
+
+    fn recycle(&mut self, buffer: Vec<u8>) {
+        self.pool.borrow_mut().give(buffer);
+    }
+
+    fn drop_kept_buffers(&mut self) {
+        self.pool.borrow_mut().clear();
+    }
+
+    fn abort(&mut self, code: i32) -> ! {
+        // Give the launcher a moment to forward this rank's last lines (the reason for the
+        // abort) before it tears the job down; MPICH's Hydra may drop them otherwise.
+        use std::io::Write;
+        let _ = std::io::stderr().flush();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        self.world.abort(code)
+    }
+}
+
+impl Drop for MpiTransport {
+    fn drop(&mut self) {
+        // Sends still pending here belong to a job that is ending anyway; completing them
+        // could block forever, and rsmpi panics on dropping an incomplete request.
+        for send in self.pending.drain(..) {
+            std::mem::forget(send);
+        }
+    }
+}
