@@ -7,7 +7,7 @@
 //! ```
 
 use mpidask::protocol::{
-    ArgSlot, FnRef, Key, Rank, TaskOptions, TaskSpec, ToScheduler, ToWorker, WorkerHello,
+    ArgSlot, FnId, Key, Rank, TaskOptions, TaskSpec, ToScheduler, ToWorker, WorkerHello,
 };
 use mpidask::scheduler::{Output, Scheduler, SchedulerConfig};
 use std::time::{Duration, Instant};
@@ -23,10 +23,32 @@ fn hello(nthreads: u32) -> ToScheduler {
     })
 }
 
+/// The job key of the simulated job.
+const JOB_KEY: u64 = 42;
+
+/// The simulated tasks' function (never called: the workers are simulated).
+fn task_function(_: &mpidask::task::TaskInput<'_>) -> Result<Vec<u8>, mpidask::task::CallError> {
+    Ok(Vec::new())
+}
+
+/// Registers the tasks' function with `scheduler` as the client does, as `FnId(0)`.
+fn register(scheduler: &mut Scheduler, now: Instant) {
+    let mut registry = mpidask::task::Registry::new(JOB_KEY);
+    let trampoline: mpidask::task::Trampoline = task_function;
+    let (_, registration) = registry.id_of(trampoline, || "f".into());
+    let registration = registration.expect("a new function");
+    scheduler.handle(
+        Rank::CLIENT,
+        ToScheduler::RegisterFunction(registration),
+        now,
+    );
+}
+
 fn spec(key: u64) -> TaskSpec {
     TaskSpec {
         key: Key(key),
-        func: FnRef { offset: 0, name: 0 },
+        func: FnId(0),
+        uses: vec![],
         args: vec![ArgSlot::Value(vec![1, 2, 3, 4, 5, 6, 7, 8])],
         options: TaskOptions::default(),
     }
@@ -43,9 +65,11 @@ fn run(workers: u32, nthreads: u32, tasks: u64) -> (f64, u64) {
             worker_timeout: Duration::from_secs(3600),
             shutdown_timeout: Duration::from_secs(10),
             stall_warning: Duration::from_secs(60),
+            job_key: JOB_KEY,
         },
         now,
     );
+    register(&mut scheduler, now);
     for rank in &ranks {
         scheduler.handle(*rank, hello(nthreads), now);
     }
@@ -125,9 +149,11 @@ fn bytes_per_task(tasks: u64) -> f64 {
             worker_timeout: Duration::from_secs(3600),
             shutdown_timeout: Duration::from_secs(10),
             stall_warning: Duration::from_secs(60),
+            job_key: JOB_KEY,
         },
         now,
     );
+    register(&mut scheduler, now);
     let before = rss_bytes();
     let mut submitted = 0;
     while submitted < tasks {

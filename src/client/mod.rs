@@ -6,10 +6,12 @@
 //! ([`ClientNode`]), which sends them and records answers in the table. Blocking calls wait
 //! on a condition variable for the table to change.
 
+mod args;
 mod future;
 mod node;
 mod progress;
 
+pub use args::CallArg;
 pub use future::{AsCompleted, Future};
 pub(crate) use node::{ClientNode, Command};
 
@@ -17,10 +19,10 @@ use crate::error::{Error, Result, TaskError};
 use crate::keymap::KeyMap;
 use crate::node::EventSender;
 use crate::protocol::{
-    ArgSlot, FnRef, JobProgress, Key, Payload, Rank, SchedulerInfo, TaskOptions, TaskSpec,
-    ToScheduler, ToWorker, decode_value, encode_value,
+    FnId, JobProgress, Key, Payload, Rank, SchedulerInfo, TaskOptions, TaskSpec, ToScheduler,
+    ToWorker, decode_value, encode_value,
 };
-use crate::task::{self, IntoArgs, KeepAlive, TaskFn};
+use crate::task::{self, FnPointer, IntoArgs, Registry, TaskFn, Trampoline};
 use crossbeam_channel::Sender;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -48,7 +50,8 @@ impl Status {
 }
 
 pub(crate) struct Entry {
-    name: u32,
+    /// The task's function (`None` for a scattered value).
+    func: Option<FnId>,
     status: Status,
     data: Option<Payload>,
     /// The program waits for the value: fetch it as soon as it is done.
@@ -59,9 +62,9 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    fn new(name: u32, status: Status, data: Option<Payload>) -> Self {
+    fn new(func: Option<FnId>, status: Status, data: Option<Payload>) -> Self {
         Entry {
-            name,
+            func,
             status,
             data,
             wanted: false,
@@ -71,11 +74,10 @@ impl Entry {
     }
 }
 
-#[derive(Default)]
 pub(crate) struct State {
     keys: KeyMap<Entry>,
-    functions: FxHashMap<i64, u32>,
-    names: Vec<String>,
+    /// The functions registered with the scheduler, by address.
+    functions: Registry,
     info: Option<SchedulerInfo>,
     /// The last answer to a progress request, and how many answers came.
     progress: Option<JobProgress>,
@@ -84,10 +86,21 @@ pub(crate) struct State {
 }
 
 impl State {
+    fn new(job_key: u64) -> Self {
+        State {
+            keys: KeyMap::new(),
+            functions: Registry::new(job_key),
+            info: None,
+            progress: None,
+            progress_generation: 0,
+            stopped: false,
+        }
+    }
+
     fn key_name(&self, key: Key) -> String {
-        let name = match self.keys.get(&key).map(|e| e.name) {
-            Some(u32::MAX) => "scatter",
-            Some(id) => self.names.get(id as usize).map_or("task", String::as_str),
+        let name = match self.keys.get(&key).map(|e| e.func) {
+            Some(None) => "scatter",
+            Some(Some(id)) => self.functions.name(id),
             None => "task",
         };
         format!("{name}-{}", key.0)
@@ -124,9 +137,10 @@ impl Shared {
         commands: EventSender<Command>,
         workers: Vec<Rank>,
         progress_interval: std::time::Duration,
+        job_key: u64,
     ) -> Arc<Shared> {
         Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State::new(job_key)),
             changed: Condvar::new(),
             commands,
             next_key: AtomicU64::new(1),
@@ -275,7 +289,7 @@ impl Client {
         F: TaskFn<Args>,
         Args: DeserializeOwned,
         F::Output: Serialize,
-        X: IntoArgs<Args>,
+        X: IntoArgs<Args, CallArg>,
     {
         self.with_options(TaskOptions::default()).submit(f, args)
     }
@@ -288,7 +302,7 @@ impl Client {
         Args: DeserializeOwned,
         T: Serialize,
         E: Display,
-        X: IntoArgs<Args>,
+        X: IntoArgs<Args, CallArg>,
     {
         self.with_options(TaskOptions::default())
             .try_submit(f, args)
@@ -302,7 +316,7 @@ impl Client {
         Args: DeserializeOwned,
         F::Output: Serialize,
         I: IntoIterator,
-        I::Item: IntoArgs<Args>,
+        I::Item: IntoArgs<Args, CallArg>,
     {
         self.with_options(TaskOptions::default()).map(f, items)
     }
@@ -315,7 +329,7 @@ impl Client {
         T: Serialize,
         E: Display,
         I: IntoIterator,
-        I::Item: IntoArgs<Args>,
+        I::Item: IntoArgs<Args, CallArg>,
     {
         self.with_options(TaskOptions::default()).try_map(f, items)
     }
@@ -350,10 +364,10 @@ impl Client {
         let bytes =
             Arc::new(encode_value(value).map_err(|e| Error::encode("a scattered value", e))?);
         let key = self.next_key();
-        self.shared.lock().keys.insert(
-            key,
-            Entry::new(u32::MAX, Status::Pending, Some(bytes.clone())),
-        );
+        self.shared
+            .lock()
+            .keys
+            .insert(key, Entry::new(None, Status::Pending, Some(bytes.clone())));
         self.shared
             .send(Command::Scheduler(ToScheduler::Scatter { key, worker }));
         self.shared.send(Command::Worker(worker, carry(key, bytes)));
@@ -428,52 +442,52 @@ impl Client {
         Key(self.shared.next_key.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// The name id of a task function, registering it with the scheduler on first use.
-    fn function_id(&self, offset: i64, name: impl FnOnce() -> String) -> u32 {
+    /// The id of the function `f` (of any [`FnPointer`] type), registering it with the
+    /// scheduler on first use.
+    pub(crate) fn register<F: FnPointer>(&self, f: F, name: impl FnOnce() -> String) -> FnId {
         let mut state = self.shared.lock();
-        if let Some(id) = state.functions.get(&offset) {
-            return *id;
+        let (id, registration) = state.functions.id_of(f, name);
+        if let Some(registration) = registration {
+            // Sent under the lock so it reaches the scheduler before any task using it.
+            self.shared
+                .send(Command::Scheduler(ToScheduler::RegisterFunction(
+                    registration,
+                )));
         }
-        let id = state.names.len() as u32;
-        let name = name();
-        state.names.push(name.clone());
-        state.functions.insert(offset, id);
-        // Sent under the lock so it reaches the scheduler before any task using it.
-        self.shared
-            .send(Command::Scheduler(ToScheduler::RegisterFunction {
-                id,
-                name,
-            }));
         id
     }
 
-    /// Registers and sends tasks whose arguments were encoded (or failed to encode).
-    fn submit_encoded<T>(
+    /// Registers and sends tasks of `func` (which also calls `uses`) whose arguments were
+    /// encoded (or failed to encode).
+    fn submit_calls<T>(
         &self,
-        func: FnRef,
-        calls: Vec<bincode::Result<Vec<ArgSlot>>>,
+        func: FnId,
+        uses: &[FnId],
+        calls: Vec<bincode::Result<Vec<CallArg>>>,
         options: &TaskOptions,
-        keep: KeepAlive,
     ) -> Vec<Future<T>> {
         let mut futures = Vec::with_capacity(calls.len());
         let mut batch = Vec::with_capacity(calls.len().min(MAP_BATCH));
+        // The futures used as arguments, alive until their dependent tasks are sent.
+        let mut keep = Vec::new();
         {
             let mut state = self.shared.lock();
             for args in calls {
                 let key = self.next_key();
                 let status = match &args {
                     Ok(_) => Status::Pending,
-                    Err(e) => Status::Failed(TaskError {
-                        key: format!("{}-{}", state.names[func.name as usize], key.0),
-                        message: format!("could not encode its arguments: {e}"),
-                    }),
+                    Err(e) => Status::Failed(TaskError::new(
+                        format!("{}-{}", state.functions.name(func), key.0),
+                        format!("could not encode its arguments: {e}"),
+                    )),
                 };
-                state.keys.insert(key, Entry::new(func.name, status, None));
+                state.keys.insert(key, Entry::new(Some(func), status, None));
                 if let Ok(args) = args {
                     batch.push(TaskSpec {
                         key,
                         func,
-                        args,
+                        uses: uses.to_vec(),
+                        args: args.into_iter().map(|a| a.into_wire(&mut keep)).collect(),
                         options: options.clone(),
                     });
                     if batch.len() == MAP_BATCH {
@@ -499,31 +513,25 @@ impl Client {
     /// described, such as an invalid array graph reached through a delayed call).
     pub(crate) fn failed_future(&self, message: &str) -> Future<()> {
         let key = self.next_key();
-        let error = TaskError {
-            key: format!("invalid-{}", key.0),
-            message: message.to_string(),
-        };
+        let error = TaskError::new(format!("invalid-{}", key.0), message.to_string());
         self.shared
             .lock()
             .keys
-            .insert(key, Entry::new(u32::MAX, Status::Failed(error), None));
+            .insert(key, Entry::new(None, Status::Failed(error), None));
         Future::new(key, self.shared.clone())
     }
 
-    /// Submits one task calling the trampoline at `offset` with `args` (crate-internal
-    /// tasks such as array kernels, whose trampolines decode their own arguments).
+    /// Submits one task of the collections' own: `trampoline` (registered as `name`),
+    /// which calls the functions `uses` by position, with `args`.
     pub(crate) fn submit_raw(
         &self,
-        offset: i64,
+        trampoline: Trampoline,
         name: &str,
-        args: Vec<ArgSlot>,
-        keep: KeepAlive,
+        uses: &[FnId],
+        args: Vec<CallArg>,
     ) -> Future<()> {
-        let func = FnRef {
-            offset,
-            name: self.function_id(offset, || name.to_string()),
-        };
-        self.submit_encoded(func, vec![Ok(args)], &TaskOptions::default(), keep)
+        let func = self.register(trampoline, || name.to_string());
+        self.submit_calls(func, uses, vec![Ok(args)], &TaskOptions::default())
             .pop()
             .expect("one task")
     }
@@ -583,11 +591,11 @@ impl Submitter<'_> {
         F: TaskFn<Args>,
         Args: DeserializeOwned,
         F::Output: Serialize,
-        X: IntoArgs<Args>,
+        X: IntoArgs<Args, CallArg>,
     {
         let _ = f;
-        let offset = task::plain_offset::<F, Args>();
-        self.submit_calls(offset, task::function_name::<F>, std::iter::once(args))
+        let trampoline = task::trampoline_of::<F, Args>();
+        self.submit_each(trampoline, task::function_name::<F>, std::iter::once(args))
             .pop()
             .expect("one call")
     }
@@ -599,11 +607,11 @@ impl Submitter<'_> {
         Args: DeserializeOwned,
         T: Serialize,
         E: Display,
-        X: IntoArgs<Args>,
+        X: IntoArgs<Args, CallArg>,
     {
         let _ = f;
-        let offset = task::fallible_offset::<F, Args, T, E>();
-        self.submit_calls(offset, task::function_name::<F>, std::iter::once(args))
+        let trampoline = task::fallible_trampoline_of::<F, Args, T, E>();
+        self.submit_each(trampoline, task::function_name::<F>, std::iter::once(args))
             .pop()
             .expect("one call")
     }
@@ -615,11 +623,11 @@ impl Submitter<'_> {
         Args: DeserializeOwned,
         F::Output: Serialize,
         I: IntoIterator,
-        I::Item: IntoArgs<Args>,
+        I::Item: IntoArgs<Args, CallArg>,
     {
         let _ = f;
-        let offset = task::plain_offset::<F, Args>();
-        self.submit_calls(offset, task::function_name::<F>, items)
+        let trampoline = task::trampoline_of::<F, Args>();
+        self.submit_each(trampoline, task::function_name::<F>, items)
     }
 
     /// [`Client::try_map`] with these options.
@@ -630,30 +638,23 @@ impl Submitter<'_> {
         T: Serialize,
         E: Display,
         I: IntoIterator,
-        I::Item: IntoArgs<Args>,
+        I::Item: IntoArgs<Args, CallArg>,
     {
         let _ = f;
-        let offset = task::fallible_offset::<F, Args, T, E>();
-        self.submit_calls(offset, task::function_name::<F>, items)
+        let trampoline = task::fallible_trampoline_of::<F, Args, T, E>();
+        self.submit_each(trampoline, task::function_name::<F>, items)
     }
 
-    fn submit_calls<T, Args, X: IntoArgs<Args>>(
+    fn submit_each<T, Args, X: IntoArgs<Args, CallArg>>(
         &self,
-        offset: i64,
+        trampoline: Trampoline,
         name: fn() -> String,
         calls: impl IntoIterator<Item = X>,
     ) -> Vec<Future<T>> {
         let client = self.client;
-        let func = FnRef {
-            offset,
-            name: client.function_id(offset, name),
-        };
-        let mut keep = KeepAlive::new();
-        let encoded: Vec<_> = calls
-            .into_iter()
-            .map(|call| call.into_slots(&mut keep))
-            .collect();
-        client.submit_encoded(func, encoded, &self.options, keep)
+        let func = client.register(trampoline, name);
+        let encoded: Vec<_> = calls.into_iter().map(IntoArgs::into_slots).collect();
+        client.submit_calls(func, &[], encoded, &self.options)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Lazy calls of plain functions, like `dask.delayed`: `delayed(f, args)` records a call
-//! without running it; arguments may be values or other delayed calls. Submitting (or
-//! computing) several results in one [`Session`] runs every shared call once.
+//! without running it; arguments may be values, futures or other delayed calls. Submitting
+//! (or computing) several results in one [`Session`] runs every shared call once.
 //!
 //! ```
 //! use mpidask::delayed::{Session, delayed};
@@ -18,15 +18,13 @@
 //! assert_eq!((x, y), (11, 21));
 //! ```
 //!
-//! Delayed values can read array chunks ([`crate::collections::array::Array::to_delayed`]) and produce
-//! them ([`crate::collections::array::from_delayed`]).
+//! Other collections make delayed values of their parts (an array's chunks,
+//! [`crate::array::Array::to_delayed`]) through [`Source`], and take delayed values as
+//! parts ([`crate::array::from_delayed`], [`crate::bag::Bag::from_delayed`]).
 
-use crate::client::{Client, Future};
-use crate::collections::array::{Array, Element};
+use crate::client::{CallArg, Client, Future};
 use crate::error::Result;
-use crate::protocol::{ArgSlot, encode_value};
-use crate::task::{self, KeepAlive, TaskFn};
-use ndarray::ArrayD;
+use crate::task::{self, Arg, IntoArgs, TaskFn, Trampoline, ValueSlot};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -53,9 +51,17 @@ impl<T> std::fmt::Debug for Delayed<T> {
         match &self.node.kind {
             Kind::Call { name, .. } => write!(f, "Delayed({name})"),
             Kind::Future(future) => write!(f, "Delayed({future:?})"),
-            Kind::ArrayChunk { index, .. } => write!(f, "Delayed(array chunk {index:?})"),
+            Kind::Source(source) => write!(f, "Delayed({})", source.describe()),
         }
     }
+}
+
+/// A value another collection computes when a session needs it (an array's chunk).
+pub trait Source: Send + Sync {
+    /// Submits the tasks that make the value; returns its future.
+    fn submit(&self, client: &Client) -> Result<Future<()>>;
+    /// What the value is, for `Debug`.
+    fn describe(&self) -> String;
 }
 
 /// A node of a delayed graph (opaque).
@@ -65,15 +71,12 @@ pub struct Node {
 
 enum Kind {
     Call {
-        offset: i64,
+        trampoline: Trampoline,
         name: String,
         args: Vec<Slot>,
     },
     Future(Future<()>),
-    ArrayChunk {
-        array: Array,
-        index: Vec<usize>,
-    },
+    Source(Box<dyn Source>),
 }
 
 /// One argument of a delayed call.
@@ -86,77 +89,47 @@ pub enum Slot {
     List(Vec<Arc<Node>>),
 }
 
-/// One argument of type `T` for [`delayed`]: a value or a delayed result.
-pub trait DelayedArg<T> {
-    /// The argument as a slot.
-    fn into_slot(self) -> bincode::Result<Slot>;
-}
-
-impl<T: Serialize> DelayedArg<T> for T {
-    fn into_slot(self) -> bincode::Result<Slot> {
-        Ok(Slot::Value(encode_value(&self)?))
+impl ValueSlot for Slot {
+    fn value(bytes: Vec<u8>) -> Self {
+        Slot::Value(bytes)
     }
 }
 
-impl<T> DelayedArg<T> for Delayed<T> {
+impl<T> Arg<T, Slot> for Delayed<T> {
     fn into_slot(self) -> bincode::Result<Slot> {
         Ok(Slot::Delayed(self.node))
     }
 }
 
-impl<T> DelayedArg<T> for &Delayed<T> {
+impl<T> Arg<T, Slot> for &Delayed<T> {
     fn into_slot(self) -> bincode::Result<Slot> {
         Ok(Slot::Delayed(self.node.clone()))
     }
 }
 
-impl<T> DelayedArg<Vec<T>> for Vec<Delayed<T>> {
+impl<T> Arg<T, Slot> for Future<T> {
+    fn into_slot(self) -> bincode::Result<Slot> {
+        Ok(Slot::Delayed(Delayed::from_future(self).node))
+    }
+}
+
+impl<T> Arg<T, Slot> for &Future<T> {
+    fn into_slot(self) -> bincode::Result<Slot> {
+        self.clone().into_slot()
+    }
+}
+
+impl<T> Arg<Vec<T>, Slot> for Vec<Delayed<T>> {
     fn into_slot(self) -> bincode::Result<Slot> {
         Ok(Slot::List(self.into_iter().map(|d| d.node).collect()))
     }
 }
 
-impl<T> DelayedArg<Vec<T>> for &[Delayed<T>] {
+impl<T> Arg<Vec<T>, Slot> for &[Delayed<T>] {
     fn into_slot(self) -> bincode::Result<Slot> {
         Ok(Slot::List(self.iter().map(|d| d.node.clone()).collect()))
     }
 }
-
-/// The arguments of a delayed call: one argument, a tuple, or `()`.
-pub trait DelayedArgs<Args> {
-    /// The arguments as slots.
-    fn into_slots(self) -> bincode::Result<Vec<Slot>>;
-}
-
-impl DelayedArgs<()> for () {
-    fn into_slots(self) -> bincode::Result<Vec<Slot>> {
-        Ok(Vec::new())
-    }
-}
-
-impl<X: DelayedArg<A>, A> DelayedArgs<(A,)> for X {
-    fn into_slots(self) -> bincode::Result<Vec<Slot>> {
-        Ok(vec![self.into_slot()?])
-    }
-}
-
-macro_rules! delayed_tuples {
-    ($(($x:ident, $a:ident)),+) => {
-        impl<$($x: DelayedArg<$a>, $a),+> DelayedArgs<($($a,)+)> for ($($x,)+) {
-            #[allow(non_snake_case)]
-            fn into_slots(self) -> bincode::Result<Vec<Slot>> {
-                let ($($x,)+) = self;
-                Ok(vec![$($x.into_slot()?),+])
-            }
-        }
-    };
-}
-
-delayed_tuples!((X1, A1), (X2, A2));
-delayed_tuples!((X1, A1), (X2, A2), (X3, A3));
-delayed_tuples!((X1, A1), (X2, A2), (X3, A3), (X4, A4));
-delayed_tuples!((X1, A1), (X2, A2), (X3, A3), (X4, A4), (X5, A5));
-delayed_tuples!((X1, A1), (X2, A2), (X3, A3), (X4, A4), (X5, A5), (X6, A6));
 
 /// Records the call `f(args)` without running it.
 ///
@@ -168,7 +141,7 @@ where
     F: TaskFn<Args>,
     Args: DeserializeOwned,
     F::Output: Serialize,
-    X: DelayedArgs<Args>,
+    X: IntoArgs<Args, Slot>,
 {
     let _ = f;
     let args = args.into_slots().unwrap_or_else(|e| {
@@ -177,40 +150,33 @@ where
             task::function_name::<F>()
         )
     });
-    Delayed {
-        node: Arc::new(Node {
-            kind: Kind::Call {
-                offset: task::plain_offset::<F, Args>(),
-                name: task::function_name::<F>(),
-                args,
-            },
-        }),
-        _value: PhantomData,
-    }
+    Delayed::of(Kind::Call {
+        trampoline: task::trampoline_of::<F, Args>(),
+        name: task::function_name::<F>(),
+        args,
+    })
 }
 
 impl<T> Delayed<T> {
+    fn of(kind: Kind) -> Delayed<T> {
+        Delayed {
+            node: Arc::new(Node { kind }),
+            _value: PhantomData,
+        }
+    }
+
     pub(crate) fn node(&self) -> &Arc<Node> {
         &self.node
     }
 
     /// A delayed value standing for an existing future.
     pub fn from_future(future: Future<T>) -> Delayed<T> {
-        Delayed {
-            node: Arc::new(Node {
-                kind: Kind::Future(future.erase()),
-            }),
-            _value: PhantomData,
-        }
+        Delayed::of(Kind::Future(future.erase()))
     }
 
-    pub(crate) fn array_chunk(array: Array, index: Vec<usize>) -> Delayed<T> {
-        Delayed {
-            node: Arc::new(Node {
-                kind: Kind::ArrayChunk { array, index },
-            }),
-            _value: PhantomData,
-        }
+    /// A delayed value that `source` makes when a session needs it.
+    pub fn from_source(source: impl Source + 'static) -> Delayed<T> {
+        Delayed::of(Kind::Source(Box::new(source)))
     }
 
     /// Runs the call (and what it needs) and returns its value.
@@ -234,7 +200,13 @@ impl<T> Delayed<T> {
 /// Submits delayed calls, each node once however many results share it.
 pub struct Session<'c> {
     client: &'c Client,
-    submitted: FxHashMap<usize, Future<()>>,
+    /// Every node submitted so far, by address, with the node itself: holding it keeps the
+    /// address from being reused by a new node while the session lives.
+    submitted: FxHashMap<usize, (Arc<Node>, Future<()>)>,
+}
+
+fn address(node: &Arc<Node>) -> usize {
+    Arc::as_ptr(node) as usize
 }
 
 impl<'c> Session<'c> {
@@ -258,19 +230,21 @@ impl<'c> Session<'c> {
         self.client.gather(&futures)
     }
 
+    fn future_of(&self, node: &Arc<Node>) -> Future<()> {
+        self.submitted[&address(node)].1.clone()
+    }
+
     pub(crate) fn node(&mut self, node: &Arc<Node>) -> Future<()> {
-        let id = Arc::as_ptr(node) as usize;
-        if let Some(future) = self.submitted.get(&id) {
+        if let Some((_, future)) = self.submitted.get(&address(node)) {
             return future.clone();
         }
         // Depth-first without recursion, so long chains do not exhaust the stack.
         let mut stack: Vec<(Arc<Node>, bool)> = vec![(node.clone(), false)];
         while let Some((current, ready)) = stack.pop() {
-            let current_id = Arc::as_ptr(&current) as usize;
-            if self.submitted.contains_key(&current_id) {
+            if self.submitted.contains_key(&address(&current)) {
                 continue;
             }
-            let deps: Vec<Arc<Node>> = match &current.kind {
+            let missing: Vec<Arc<Node>> = match &current.kind {
                 Kind::Call { args, .. } => args
                     .iter()
                     .flat_map(|slot| match slot {
@@ -278,13 +252,10 @@ impl<'c> Session<'c> {
                         Slot::Delayed(n) => vec![n.clone()],
                         Slot::List(ns) => ns.clone(),
                     })
+                    .filter(|d| !self.submitted.contains_key(&address(d)))
                     .collect(),
                 _ => Vec::new(),
             };
-            let missing: Vec<Arc<Node>> = deps
-                .into_iter()
-                .filter(|d| !self.submitted.contains_key(&(Arc::as_ptr(d) as usize)))
-                .collect();
             if !ready && !missing.is_empty() {
                 stack.push((current, true));
                 stack.extend(missing.into_iter().map(|d| (d, false)));
@@ -292,49 +263,83 @@ impl<'c> Session<'c> {
             }
             let future = match &current.kind {
                 Kind::Future(future) => future.clone(),
-                Kind::ArrayChunk { array, index } => {
-                    match crate::collections::array::chunk_future(self.client, array, index) {
-                        Ok(future) => future,
-                        Err(e) => self.client.failed_future(&e.to_string()),
-                    }
-                }
-                Kind::Call { offset, name, args } => {
-                    let mut keep = KeepAlive::new();
-                    let mut slots = Vec::with_capacity(args.len());
-                    for slot in args {
-                        slots.push(match slot {
-                            Slot::Value(bytes) => ArgSlot::Value(bytes.clone()),
-                            Slot::Delayed(n) => {
-                                let f = self.submitted[&(Arc::as_ptr(n) as usize)].clone();
-                                let s = ArgSlot::Future(f.key());
-                                keep.push(f);
-                                s
-                            }
+                Kind::Source(source) => match source.submit(self.client) {
+                    Ok(future) => future,
+                    Err(e) => self.client.failed_future(&e.to_string()),
+                },
+                Kind::Call {
+                    trampoline,
+                    name,
+                    args,
+                } => {
+                    let args = args
+                        .iter()
+                        .map(|slot| match slot {
+                            Slot::Value(bytes) => CallArg::Value(bytes.clone()),
+                            Slot::Delayed(n) => CallArg::Future(self.future_of(n)),
                             Slot::List(ns) => {
-                                let fs: Vec<Future<()>> = ns
-                                    .iter()
-                                    .map(|n| self.submitted[&(Arc::as_ptr(n) as usize)].clone())
-                                    .collect();
-                                let s = ArgSlot::Futures(fs.iter().map(Future::key).collect());
-                                keep.extend(fs);
-                                s
+                                CallArg::Futures(ns.iter().map(|n| self.future_of(n)).collect())
                             }
-                        });
-                    }
-                    self.client.submit_raw(*offset, name, slots, keep)
+                        })
+                        .collect();
+                    self.client.submit_raw(*trampoline, name, &[], args)
                 }
             };
-            self.submitted.insert(current_id, future);
+            self.submitted
+                .insert(address(&current), (current.clone(), future));
         }
-        self.submitted[&id].clone()
+        self.future_of(node)
     }
 }
 
-impl Array {
-    /// The chunks as delayed values (C order over the chunk grid), to pass to delayed calls.
-    pub fn to_delayed<T: Element>(&self) -> Vec<Delayed<ArrayD<T>>> {
-        crate::collections::array::grid::indices(self.chunks())
-            .map(|index| Delayed::array_chunk(self.clone(), index))
-            .collect()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RuntimeArgs;
+
+    fn inc(x: u64) -> u64 {
+        x + 1
+    }
+
+    /// Nodes made and dropped one after another often reuse the same address: each must
+    /// still run as itself (a session that forgot a node but kept its address gave the
+    /// old node's future to the new one).
+    #[test]
+    fn a_new_node_at_a_freed_address_runs_as_itself() {
+        crate::run_local(RuntimeArgs::default(), |client| {
+            let mut session = Session::new(client);
+            let mut addresses = std::collections::HashSet::new();
+            let mut reused = false;
+            for i in 0..200u64 {
+                let call = delayed(inc, i);
+                reused |= !addresses.insert(address(call.node()));
+                assert_eq!(session.submit(&call).result().unwrap(), i + 1, "call {i}");
+            }
+            // The session holds every node it submitted, so no address came back.
+            assert!(!reused, "the session kept its nodes alive");
+            // Without a session holding them, the allocator does reuse addresses: the case
+            // above is the one that used to go wrong.
+            let mut seen = std::collections::HashSet::new();
+            let reused_without_session =
+                (0..200u64).any(|i| !seen.insert(address(delayed(inc, i).node())));
+            assert!(
+                reused_without_session,
+                "addresses of dropped nodes are reused"
+            );
+        });
+    }
+
+    #[test]
+    fn futures_and_lists_are_arguments_too() {
+        fn total(xs: Vec<u64>) -> u64 {
+            xs.into_iter().sum()
+        }
+        crate::run_local(RuntimeArgs::default(), |client| {
+            let five = client.submit(inc, 4u64);
+            let parts: Vec<Delayed<u64>> = (0..3u64).map(|i| delayed(inc, i)).collect();
+            let sum = delayed(total, parts);
+            let plus = delayed(|a: u64, b: u64| a + b, (&sum, &five));
+            assert_eq!(plus.compute(client).unwrap(), 6 + 5);
+        });
     }
 }

@@ -6,9 +6,10 @@ use super::state::{Failure, LoadIndex, ReadyQueue, Task, TaskState, Worker};
 use crate::exit::ExitCode;
 use crate::keymap::KeyMap;
 use crate::protocol::{
-    Attempt, ComputeMsg, JobProgress, Key, Rank, SchedulerInfo, TaskCode, TaskSpec, ToClient,
-    ToScheduler, ToWorker, WorkerHello, WorkerInfo,
+    Attempt, ComputeMsg, FunctionMsg, JobProgress, Key, Rank, SchedulerInfo, TaskCode, TaskSpec,
+    ToClient, ToScheduler, ToWorker, WorkerHello, WorkerInfo,
 };
+use crate::task::FunctionTable;
 use log::{debug, error, info, warn};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::cmp::Reverse;
@@ -25,9 +26,6 @@ fn signal_name(signal: i32) -> String {
     }
 }
 
-/// Name id the scheduler uses for scattered values.
-const SCATTER_NAME: u32 = u32::MAX;
-
 /// `Scheduler::rank_index` of a rank that is not a worker.
 const NOT_A_WORKER: u32 = u32::MAX;
 
@@ -42,6 +40,8 @@ pub struct SchedulerConfig {
     pub shutdown_timeout: Duration,
     /// Warn when no task finished for this long while tasks are pending.
     pub stall_warning: Duration,
+    /// The job's key, which registrations of functions are checked with.
+    pub job_key: u64,
 }
 
 /// Something the scheduler wants done: a message to send, or the end of the job.
@@ -93,7 +93,8 @@ pub struct Scheduler {
     /// Joined workers by load (tasks held per thread), then index: the least loaded first.
     by_load: LoadIndex,
     ready: ReadyQueue,
-    names: FxHashMap<u32, String>,
+    /// The functions the client registered.
+    functions: FunctionTable,
     outbox: Vec<Output>,
     /// Keys to release, per worker index, sent by [`Scheduler::drain_outbox`].
     releases: Vec<Vec<Key>>,
@@ -125,6 +126,7 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler waiting for `config.workers` to join.
     pub fn new(config: SchedulerConfig, now: Instant) -> Self {
+        let job_key = config.job_key;
         let workers: Vec<Worker> = config
             .workers
             .iter()
@@ -146,7 +148,7 @@ impl Scheduler {
             rank_index,
             by_load: LoadIndex::new(count),
             ready: ReadyQueue::default(),
-            names: FxHashMap::default(),
+            functions: FunctionTable::new(job_key),
             outbox: Vec::new(),
             releases: vec![Vec::new(); count],
             releasing: Vec::new(),
@@ -164,8 +166,51 @@ impl Scheduler {
         }
     }
 
+    /// Which ranks may send `message`: the client, the workers, or any rank.
+    fn sender_allowed(&self, from: Rank, message: &ToScheduler) -> bool {
+        match message {
+            ToScheduler::RegisterFunction(_)
+            | ToScheduler::Submit(_)
+            | ToScheduler::Scatter { .. }
+            | ToScheduler::ReleaseKeys(_)
+            | ToScheduler::CancelKeys(_)
+            | ToScheduler::InfoRequest
+            | ToScheduler::ProgressRequest
+            | ToScheduler::ClientDone { .. } => from == Rank::CLIENT,
+            ToScheduler::WorkerHello(_)
+            | ToScheduler::TaskFinished { .. }
+            | ToScheduler::TaskFailed { .. }
+            | ToScheduler::StealReply { .. }
+            | ToScheduler::AddReplicas(_)
+            | ToScheduler::Replicated { .. } => self.worker_index(from).is_some(),
+            ToScheduler::Trace(_)
+            | ToScheduler::Heartbeat
+            | ToScheduler::Quiesced
+            | ToScheduler::Signal { .. }
+            | ToScheduler::Fatal { .. } => true,
+        }
+    }
+
+    /// A message that breaks the protocol: the job ends with exit code 8 and one line
+    /// naming this rank, the sender and what was wrong.
+    fn protocol_error(&mut self, from: Rank, what: String) {
+        self.abort(
+            ExitCode::Internal.code(),
+            format!(
+                "{} received from {from} {what}; aborting the job",
+                Rank::SCHEDULER
+            ),
+        );
+    }
+
     /// Handles one message from `from`.
     pub fn handle(&mut self, from: Rank, message: ToScheduler, now: Instant) {
+        if !self.sender_allowed(from, &message) {
+            let what = format!("{message:?}");
+            let what: String = what.chars().take(120).collect();
+            self.protocol_error(from, format!("a message it may not send: {what}"));
+            return;
+        }
         if let Some(i) = self.worker_index(from) {
             self.workers[i].last_seen = now;
         }
@@ -179,10 +224,10 @@ impl Scheduler {
         }
         match message {
             ToScheduler::WorkerHello(hello) => self.on_worker_hello(from, hello),
-            ToScheduler::RegisterFunction { id, name } => {
-                self.names.insert(id, name);
+            ToScheduler::RegisterFunction(registration) => {
+                self.on_register_function(from, registration)
             }
-            ToScheduler::Submit(specs) => self.on_submit(specs),
+            ToScheduler::Submit(specs) => self.on_submit(from, specs),
             ToScheduler::Scatter { key, worker } => self.on_scatter(key, worker),
             ToScheduler::ReleaseKeys(keys) => self.on_release(&keys),
             ToScheduler::CancelKeys(keys) => self.on_cancel(&keys),
@@ -319,8 +364,8 @@ impl Scheduler {
         let name = self
             .tasks
             .get(&key)
-            .map(|t| t.name)
-            .and_then(|n| self.names.get(&n).map(String::as_str))
+            .and_then(|t| t.func)
+            .map(|f| self.functions.name(f))
             .or_else(|| {
                 self.tasks
                     .get(&key)
@@ -495,9 +540,37 @@ impl Scheduler {
 
     // ----- new work ---------------------------------------------------------------------
 
-    fn on_submit(&mut self, specs: Vec<TaskSpec>) {
+    /// The client registers a function: checked, then forwarded to every worker before
+    /// any task that uses it.
+    fn on_register_function(&mut self, from: Rank, registration: FunctionMsg) {
+        if let Err(problem) = self.functions.register(registration.clone()) {
+            self.protocol_error(from, problem);
+            return;
+        }
+        for rank in self.config.workers.clone() {
+            self.outbox.push(Output::Worker(
+                rank,
+                ToWorker::RegisterFunction(registration.clone()),
+            ));
+        }
+    }
+
+    fn on_submit(&mut self, from: Rank, specs: Vec<TaskSpec>) {
         if !self.is_running() {
             return;
+        }
+        for spec in &specs {
+            let named = std::iter::once(spec.func).chain(spec.uses.iter().copied());
+            if let Some(unknown) = self.functions.first_unknown(named) {
+                self.protocol_error(
+                    from,
+                    format!(
+                        "task {} calling {unknown}, which was never registered",
+                        spec.key
+                    ),
+                );
+                return;
+            }
         }
         let mut waiting = Vec::new();
         for spec in specs {
@@ -533,6 +606,7 @@ impl Scheduler {
         self.submitted += 1;
         let code = TaskCode {
             func: spec.func,
+            uses: spec.uses,
             args: spec.args,
         };
         let mut task = Task::new(code, spec.options, deps, seq);
@@ -580,8 +654,7 @@ impl Scheduler {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.tasks
-            .insert(key, Task::scattered(worker, SCATTER_NAME, seq));
+        self.tasks.insert(key, Task::scattered(worker, seq));
         // The worker's report may have overtaken the client's announcement (two senders).
         if let Some(early) = self.early_scatters.remove(&key) {
             self.on_task_finished(early.from, key, 0, early.nbytes, 0);

@@ -1,7 +1,7 @@
 //! The scheduler's bookkeeping: what it knows about every task and every worker.
 
 use crate::keymap::KeyMap;
-use crate::protocol::{Attempt, Key, Rank, Resource, TaskCode, TaskOptions, WorkerHello};
+use crate::protocol::{Attempt, FnId, Key, Rank, Resource, TaskCode, TaskOptions, WorkerHello};
 use rustc_hash::FxHashSet;
 use smallvec::SmallVec;
 use std::cmp::Reverse;
@@ -60,7 +60,7 @@ pub struct Task {
     /// Function and arguments; `None` for a scattered value, and dropped once computed.
     pub code: Option<Arc<TaskCode>>,
     /// Function name id, for readable keys.
-    pub name: u32,
+    pub func: Option<FnId>,
     /// Distinct dependencies.
     pub deps: Vec<Key>,
     /// Tasks that read this one's value.
@@ -95,7 +95,7 @@ impl Task {
     /// A task from the client, before its dependencies are linked.
     pub fn new(code: TaskCode, options: TaskOptions, deps: Vec<Key>, seq: u64) -> Self {
         Task {
-            name: code.func.name,
+            func: Some(code.func),
             code: Some(Arc::new(code)),
             deps,
             dependents: Vec::new(),
@@ -115,10 +115,10 @@ impl Task {
     }
 
     /// A value the client scattered to `worker`.
-    pub fn scattered(worker: Rank, name: u32, seq: u64) -> Self {
+    pub fn scattered(worker: Rank, seq: u64) -> Self {
         Task {
             code: None,
-            name,
+            func: None,
             deps: Vec::new(),
             dependents: Vec::new(),
             waiting_on: 0,

@@ -5,7 +5,7 @@ use super::state::TaskState;
 use super::{Output, Scheduler, SchedulerConfig};
 use crate::exit::ExitCode;
 use crate::protocol::{
-    ArgSlot, Attempt, ComputeMsg, FnRef, Key, Rank, Resource, TaskOptions, TaskSpec, ToClient,
+    ArgSlot, Attempt, ComputeMsg, FnId, Key, Rank, Resource, TaskOptions, TaskSpec, ToClient,
     ToScheduler, ToWorker, WorkerHello, decode_frame, encode_frame,
 };
 use std::collections::HashMap;
@@ -29,6 +29,22 @@ fn round_trip<M: serde::Serialize + serde::de::DeserializeOwned>(message: M) -> 
         .expect("one message")
 }
 
+/// The job key of every test scheduler.
+const JOB_KEY: u64 = 0x5eed;
+
+/// The test task function: never called (the scheduler only checks its registration).
+fn test_function(_: &crate::task::TaskInput<'_>) -> Result<Vec<u8>, crate::task::CallError> {
+    Ok(Vec::new())
+}
+
+/// The client's registration of the test function as `FnId(0)`.
+fn registration() -> crate::protocol::FunctionMsg {
+    let mut registry = crate::task::Registry::new(JOB_KEY);
+    let trampoline: crate::task::Trampoline = test_function;
+    let (_, registration) = registry.id_of(trampoline, || "f".into());
+    registration.expect("a new function")
+}
+
 impl TestEnv {
     /// Workers `(rank, nthreads)`, all joined.
     fn new(workers: &[(u32, u32)]) -> Self {
@@ -43,6 +59,7 @@ impl TestEnv {
             worker_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(5),
             stall_warning: Duration::from_secs(60),
+            job_key: JOB_KEY,
         };
         let mut env = TestEnv {
             scheduler: Scheduler::new(config, now),
@@ -52,12 +69,14 @@ impl TestEnv {
             attempts: HashMap::new(),
             aborted: None,
         };
-        env.send(
-            Rank::CLIENT,
-            ToScheduler::RegisterFunction {
-                id: 0,
-                name: "f".into(),
-            },
+        env.send(Rank::CLIENT, ToScheduler::RegisterFunction(registration()));
+        // Forwarded to every worker before any task.
+        let forwarded = env.take_worker_messages();
+        assert_eq!(forwarded.len(), ranks.len());
+        assert!(
+            forwarded
+                .iter()
+                .all(|(_, m)| matches!(m, ToWorker::RegisterFunction(r) if r.id == FnId(0)))
         );
         env
     }
@@ -208,7 +227,8 @@ fn task_with(key: u64, deps: &[u64], options: TaskOptions) -> TaskSpec {
     args.push(ArgSlot::Value(vec![key as u8]));
     TaskSpec {
         key: Key(key),
-        func: FnRef { offset: 0, name: 0 },
+        func: FnId(0),
+        uses: vec![],
         args,
         options,
     }
@@ -840,6 +860,63 @@ fn a_chain_longer_than_the_slots_keeps_running_on_one_worker() {
     }
     assert_eq!(placed.len(), 10);
     assert!(placed.iter().all(|(_, rank)| *rank == worker), "{placed:?}");
+}
+
+#[test]
+fn a_task_calling_an_unregistered_function_ends_the_job_with_exit_8() {
+    let mut env = TestEnv::new(&[(2, 1)]);
+    let mut forged = task(1, &[]);
+    forged.uses = vec![FnId(0), FnId(999)];
+    env.submit(vec![forged]);
+    let (code, message) = env.aborted.clone().expect("aborted");
+    assert_eq!(code, ExitCode::Internal.code());
+    assert_eq!(
+        message,
+        "rank 0 received from rank 1 task #1 calling function id 999, which was never \
+         registered; aborting the job"
+    );
+    assert!(env.take_computes().is_empty(), "nothing was placed");
+}
+
+#[test]
+fn registrations_that_fail_their_check_end_the_job_with_exit_8() {
+    let mut env = TestEnv::new(&[(2, 1)]);
+    let mut forged = registration();
+    forged.id = FnId(1);
+    forged.offset += 64;
+    env.client(ToScheduler::RegisterFunction(forged));
+    let (code, message) = env.aborted.clone().expect("aborted");
+    assert_eq!(code, ExitCode::Internal.code());
+    assert!(
+        message.starts_with("rank 0 received from rank 1 a registration of function id 1"),
+        "{message}"
+    );
+    assert!(message.contains("check word"), "{message}");
+    assert!(env.take_worker_messages().is_empty(), "not forwarded");
+}
+
+#[test]
+fn messages_from_ranks_that_may_not_send_them_end_the_job_with_exit_8() {
+    // A worker submitting tasks, the client reporting a result.
+    let mut env = TestEnv::new(&[(2, 1)]);
+    env.send(Rank(2), ToScheduler::Submit(vec![task(1, &[])]));
+    let (code, message) = env.aborted.clone().expect("aborted");
+    assert_eq!(code, ExitCode::Internal.code());
+    assert!(
+        message.starts_with("rank 0 received from rank 2 a message it may not send: Submit"),
+        "{message}"
+    );
+    let mut env = TestEnv::new(&[(2, 1)]);
+    env.client(ToScheduler::TaskFinished {
+        key: Key(1),
+        attempt: 1,
+        nbytes: 1,
+        duration_us: 1,
+    });
+    assert_eq!(
+        env.aborted.clone().expect("aborted").0,
+        ExitCode::Internal.code()
+    );
 }
 
 /// Random graphs, worker counts, completion orders, failures, retries and steal answers:

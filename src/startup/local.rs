@@ -32,11 +32,18 @@ where
     let mut scheduler_transport = transports.next().expect("rank 0");
     let mut client_transport = transports.next().expect("rank 1");
     let host = crate::process::hostname();
+    let job_key = crate::task::new_job_key();
     std::thread::scope(|scope| {
         let scheduler = std::thread::Builder::new()
             .name("scheduler".into())
             .spawn_scoped(scope, || {
-                scheduler_main(&mut scheduler_transport, args, stop_signal, workers.clone())
+                scheduler_main(
+                    &mut scheduler_transport,
+                    args,
+                    stop_signal,
+                    job_key,
+                    workers.clone(),
+                )
             })
             .expect("start the scheduler thread");
         let worker_threads: Vec<_> = transports
@@ -52,6 +59,7 @@ where
                             Some(&mut group),
                             args,
                             stop_signal,
+                            job_key,
                             host,
                             nworkers,
                             nworkers,
@@ -65,6 +73,7 @@ where
             &mut client_transport,
             args,
             stop_signal,
+            job_key,
             workers.clone(),
             program,
             exit_code,

@@ -219,15 +219,18 @@ where
     }
     let (ranks_on_node, workers_sharing_cores) = node_sharing(&job, rank >= Rank::FIRST_WORKER);
     let _ = RANKS_PER_NODE.set(gather_ranks_per_node(&job));
+    // The key that registrations of functions are checked with: made on rank 0.
+    let job_key = job.broadcast_from_first(crate::task::new_job_key());
     let workers: Vec<Rank> = (Rank::FIRST_WORKER.0..).take(size - 2).map(Rank).collect();
     let (mut transport, mut collectives) = job.endpoints(args.message_part_bytes, &workers);
     let code = match rank {
-        Rank::SCHEDULER => scheduler_main(&mut transport, args, stop_signal, workers),
+        Rank::SCHEDULER => scheduler_main(&mut transport, args, stop_signal, job_key, workers),
         Rank::CLIENT => {
             client_main(
                 &mut transport,
                 args,
                 stop_signal,
+                job_key,
                 workers,
                 program,
                 exit_code_with_message,
@@ -241,6 +244,7 @@ where
                 .map(|c| c as &mut dyn crate::transport::Collectives),
             args,
             stop_signal,
+            job_key,
             job.processor_name(),
             workers_sharing_cores,
             ranks_on_node,

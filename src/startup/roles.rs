@@ -42,6 +42,7 @@ pub(super) fn scheduler_main(
     transport: &mut dyn Transport,
     args: &RuntimeArgs,
     stop_signal: &Arc<AtomicUsize>,
+    job_key: u64,
     workers: Vec<Rank>,
 ) -> i32 {
     logging::set_thread_role(0, "scheduler");
@@ -52,6 +53,7 @@ pub(super) fn scheduler_main(
         worker_timeout: args.worker_timeout(),
         shutdown_timeout: args.shutdown_timeout(),
         stall_warning: args.stall_warning(),
+        job_key,
     };
     let trace = args
         .tracing()
@@ -80,6 +82,7 @@ pub(super) fn worker_main(
     collectives: Option<&mut dyn Collectives>,
     args: &RuntimeArgs,
     stop_signal: &Arc<AtomicUsize>,
+    job_key: u64,
     host: String,
     sharing: usize,
     ranks_on_node: usize,
@@ -122,7 +125,7 @@ pub(super) fn worker_main(
         rank: rank.0,
     };
     let pause = memory_limit.map(|limit| (limit as f64 * args.memory_pause) as u64);
-    let mut node = WorkerNode::new(rank, hello, executor)
+    let mut node = WorkerNode::new(rank, hello, executor, job_key)
         .with_memory_policy(spill, pause)
         .with_workers(workers);
     if args.tracing() {
@@ -145,6 +148,7 @@ pub(super) fn client_main<R, T, F>(
     transport: &mut dyn Transport,
     args: &RuntimeArgs,
     stop_signal: &Arc<AtomicUsize>,
+    job_key: u64,
     workers: Vec<Rank>,
     program: F,
     exit_code: impl FnOnce(std::thread::Result<R>, bool) -> (i32, T) + Send,
@@ -155,7 +159,7 @@ where
 {
     logging::set_thread_role(1, "client");
     let (commands, events) = node::event_channel();
-    let shared = Shared::new(commands.clone(), workers, args.progress_interval());
+    let shared = Shared::new(commands.clone(), workers, args.progress_interval(), job_key);
     let mut node = ClientNode::new(shared.clone(), args.shutdown_timeout());
     if args.tracing() {
         node = node.with_trace();

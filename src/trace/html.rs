@@ -4,7 +4,7 @@
 
 use super::chrome::rank_label;
 use super::{Summary, TraceCollector, human_bytes};
-use crate::protocol::{Rank, TraceEvent};
+use crate::protocol::{FnId, Rank, TraceEvent};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -29,7 +29,7 @@ fn stream_data(collector: &TraceCollector) -> StreamData {
             rows.insert((*rank, thread), 0);
         }
     }
-    let mut kinds: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut kinds: BTreeMap<FnId, u32> = BTreeMap::new();
     let mut runs = Vec::new();
     let mut end_us = collector.start_us;
     for (rank, event) in &collector.events {

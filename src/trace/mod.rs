@@ -10,7 +10,7 @@ mod chrome;
 mod html;
 
 use crate::private_dir::PrivateDir;
-use crate::protocol::{Key, Rank, ToScheduler, TraceEvent};
+use crate::protocol::{FnId, Key, Rank, ToScheduler, TraceEvent};
 use log::{info, warn};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -100,7 +100,7 @@ pub struct TraceCollector {
     trace_path: Option<PathBuf>,
     report_path: Option<PathBuf>,
     start_us: u64,
-    names: FxHashMap<u32, String>,
+    names: FxHashMap<FnId, String>,
     workers: BTreeMap<Rank, RankInfo>,
     events: Vec<(Rank, TraceEvent)>,
     written: bool,
@@ -237,8 +237,9 @@ impl TraceCollector {
                 self.events.extend(events.into_iter().map(|e| (from, e)));
                 None
             }
-            ToScheduler::RegisterFunction { id, ref name } => {
-                self.names.insert(id, name.clone());
+            ToScheduler::RegisterFunction(ref registration) => {
+                self.names
+                    .insert(registration.id, registration.name.clone());
                 Some(message)
             }
             ToScheduler::WorkerHello(ref hello) => {
@@ -255,7 +256,7 @@ impl TraceCollector {
         }
     }
 
-    fn kind_name(&self, func: u32) -> &str {
+    fn kind_name(&self, func: FnId) -> &str {
         self.names.get(&func).map_or("task", String::as_str)
     }
 
@@ -409,10 +410,13 @@ mod tests {
         );
         collector.observe(
             Rank(1),
-            ToScheduler::RegisterFunction {
-                id: 0,
+            ToScheduler::RegisterFunction(crate::protocol::FunctionMsg {
+                id: FnId(0),
+                offset: 0,
+                signature: 0,
                 name: "square".into(),
-            },
+                check: 0,
+            }),
         );
         let start = collector.start_us;
         let passed = collector.observe(
@@ -420,7 +424,7 @@ mod tests {
             ToScheduler::Trace(vec![
                 TraceEvent::Task {
                     key: Key(1),
-                    func: 0,
+                    func: FnId(0),
                     thread: 0,
                     start_us: start + 10,
                     duration_us: 1000,
@@ -428,7 +432,7 @@ mod tests {
                 },
                 TraceEvent::Task {
                     key: Key(2),
-                    func: 0,
+                    func: FnId(0),
                     thread: 1,
                     start_us: start + 20,
                     duration_us: 500,

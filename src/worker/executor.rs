@@ -7,7 +7,7 @@
 //! communication thread. Tasks still in the queue have not started and can be stolen.
 
 use crate::protocol::{Attempt, Key, Payload, Rank, Resource, TaskCode};
-use crate::task::{self, TaskInput};
+use crate::task::{self, CallError, FunctionTable, TaskInput};
 use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -23,6 +23,8 @@ pub struct ReadyTask {
     pub attempt: Attempt,
     /// Function and argument slots.
     pub code: Arc<TaskCode>,
+    /// The functions registered when it became ready (all those it names).
+    pub functions: Arc<FunctionTable>,
     /// Dependency values in slot order.
     pub deps: Vec<Payload>,
     /// Higher runs first.
@@ -59,7 +61,7 @@ pub struct TaskOutcome {
     /// Placement number it ran under.
     pub attempt: Attempt,
     /// The encoded value, or what went wrong.
-    pub result: Result<Vec<u8>, String>,
+    pub result: Result<Vec<u8>, CallError>,
     /// Time the function ran.
     pub duration: Duration,
     /// When it started, microseconds since the Unix epoch (for the task stream).
@@ -142,13 +144,11 @@ pub fn run_task(task: &ReadyTask) -> TaskOutcome {
     let input = TaskInput {
         args: &task.code.args,
         deps: &task.deps,
+        uses: &task.code.uses,
+        functions: &task.functions,
     };
-    // SAFETY: `func` was produced by the client with `task::plain_offset` or
-    // `task::fallible_offset` in this same executable (checked at start-up).
-    let result = catch_unwind(AssertUnwindSafe(|| unsafe {
-        task::call(task.code.func, &input)
-    }))
-    .unwrap_or_else(|payload| Err(panic_message(payload)));
+    let result = catch_unwind(AssertUnwindSafe(|| task::call(task.code.func, &input)))
+        .unwrap_or_else(|payload| Err(CallError::Failed(panic_message(payload))));
     TaskOutcome {
         key: task.key,
         attempt: task.attempt,
@@ -317,9 +317,11 @@ mod tests {
             key: Key(key),
             attempt: 1,
             code: Arc::new(TaskCode {
-                func: crate::protocol::FnRef { offset: 0, name: 0 },
+                func: crate::protocol::FnId(0),
+                uses: vec![],
                 args: vec![],
             }),
+            functions: Arc::new(FunctionTable::new(0)),
             deps: vec![],
             priority,
             resources: vec![],

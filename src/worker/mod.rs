@@ -9,12 +9,14 @@ pub mod store;
 #[cfg(test)]
 mod tests;
 
+use crate::exit::ExitCode;
 use crate::keymap::KeyMap;
 use crate::node::{Node, NodeStatus};
 use crate::protocol::{
-    ArgSlot, Attempt, ComputeMsg, Key, Payload, Rank, Resource, TaskCode, ToClient, ToScheduler,
-    ToWorker, TraceEvent, WorkerHello,
+    ArgSlot, Attempt, ComputeMsg, FunctionMsg, Key, Payload, Rank, Resource, TaskCode, ToClient,
+    ToScheduler, ToWorker, TraceEvent, WorkerHello,
 };
+use crate::task::{CallError, FunctionTable};
 use crate::trace::{TraceBuffer, human_bytes};
 use crate::transport::Outbox;
 use executor::{Executor, ReadyTask, TaskOutcome};
@@ -75,11 +77,15 @@ pub struct WorkerNode {
     workers: Vec<Rank>,
     /// Broadcasts on their way to this worker, with their root.
     broadcasting: FxHashMap<Key, Rank>,
+    /// The functions registered so far (a new table on every registration, so tasks keep
+    /// the one they started with).
+    functions: Arc<FunctionTable>,
 }
 
 impl WorkerNode {
-    /// A worker that introduces itself to the scheduler with `hello` when it starts.
-    pub fn new(rank: Rank, hello: WorkerHello, executor: Executor) -> Self {
+    /// A worker that introduces itself to the scheduler with `hello` when it starts, in the
+    /// job with `job_key`.
+    pub fn new(rank: Rank, hello: WorkerHello, executor: Executor, job_key: u64) -> Self {
         let memory_limit = hello.memory_limit;
         WorkerNode {
             rank,
@@ -103,6 +109,50 @@ impl WorkerNode {
             held: Vec::new(),
             workers: Vec::new(),
             broadcasting: FxHashMap::default(),
+            functions: Arc::new(FunctionTable::new(job_key)),
+        }
+    }
+
+    /// A message that breaks the protocol: the job ends with exit code 8 and one line
+    /// naming this rank, the sender and what was wrong.
+    fn protocol_error(&mut self, from: Rank, what: impl std::fmt::Display) {
+        if !matches!(self.status, NodeStatus::Abort(..)) {
+            self.status = NodeStatus::Abort(
+                ExitCode::Internal.code(),
+                format!(
+                    "{} received from {from} {what}; aborting the job",
+                    self.rank
+                ),
+            );
+        }
+    }
+
+    /// Which ranks may send `message`: the scheduler, another worker, the client.
+    fn sender_allowed(&self, from: Rank, message: &ToWorker) -> bool {
+        let worker = from != self.rank && self.workers.contains(&from);
+        match message {
+            ToWorker::RegisterFunction(_)
+            | ToWorker::Compute(_)
+            | ToWorker::CancelTask { .. }
+            | ToWorker::ReleaseKeys(_)
+            | ToWorker::Steal { .. }
+            | ToWorker::Stop
+            | ToWorker::Exit { .. }
+            | ToWorker::Heartbeat => from == Rank::SCHEDULER,
+            ToWorker::GetData(_) => from == Rank::CLIENT || worker,
+            ToWorker::Data { .. } | ToWorker::DataMissing(_) | ToWorker::BroadcastStart { .. } => {
+                worker
+            }
+            ToWorker::ScatterData { .. } | ToWorker::BroadcastScatter { .. } => {
+                from == Rank::CLIENT
+            }
+        }
+    }
+
+    /// A function the client registered, forwarded by the scheduler.
+    fn on_register_function(&mut self, from: Rank, registration: FunctionMsg) {
+        if let Err(problem) = Arc::make_mut(&mut self.functions).register(registration) {
+            self.protocol_error(from, problem);
         }
     }
 
@@ -247,8 +297,15 @@ impl WorkerNode {
         }
     }
 
-    fn on_compute(&mut self, msg: ComputeMsg, out: &mut Outbox) {
+    fn on_compute(&mut self, from: Rank, msg: ComputeMsg, out: &mut Outbox) {
         let key = msg.key;
+        if let Some(unknown) = self.functions.first_unknown(msg.code.functions()) {
+            self.protocol_error(
+                from,
+                format!("task {key} calling {unknown}, which was never registered"),
+            );
+            return;
+        }
         let mut missing = 0;
         for (dep, source) in &msg.deps {
             if self.store.contains_key(dep) {
@@ -327,6 +384,7 @@ impl WorkerNode {
             key,
             attempt: task.attempt,
             code: task.code.clone(),
+            functions: self.functions.clone(),
             deps,
             priority: task.priority,
             resources: task.resources.clone(),
@@ -443,7 +501,18 @@ impl WorkerNode {
             .tasks
             .remove(&outcome.key)
             .expect("current task exists");
-        let result = outcome.result.and_then(|bytes| match self.memory_limit {
+        let result = match outcome.result {
+            Ok(bytes) => Ok(bytes),
+            Err(CallError::Failed(message)) => Err(message),
+            Err(CallError::Corrupt(problem)) => {
+                self.protocol_error(
+                    Rank::SCHEDULER,
+                    format!("task {} that is malformed: {problem}", outcome.key),
+                );
+                return;
+            }
+        };
+        let result = result.and_then(|bytes| match self.memory_limit {
             Some(limit) if bytes.len() as u64 > limit => Err(format!(
                 "its result is {}, more than the {} memory limit of worker {}: split the \
                  work into smaller tasks (smaller chunks) or raise --memory-limit",
@@ -456,7 +525,7 @@ impl WorkerNode {
         if let Some(trace) = &mut self.trace {
             trace.record(TraceEvent::Task {
                 key: outcome.key,
-                func: task.code.func.name,
+                func: task.code.func,
                 thread: outcome.thread,
                 start_us: outcome.started_us,
                 duration_us: outcome.duration.as_micros() as u64,
@@ -503,6 +572,12 @@ impl Node for WorkerNode {
     }
 
     fn on_message(&mut self, from: Rank, message: ToWorker, out: &mut Outbox, _now: Instant) {
+        if !self.sender_allowed(from, &message) {
+            let what = format!("{message:?}");
+            let what: String = what.chars().take(120).collect();
+            self.protocol_error(from, format_args!("a message it may not send: {what}"));
+            return;
+        }
         if self.status != NodeStatus::Running {
             match message {
                 ToWorker::Exit { code } => self.status = NodeStatus::Exit(code),
@@ -516,7 +591,10 @@ impl Node for WorkerNode {
             return;
         }
         match message {
-            ToWorker::Compute(msg) => self.on_compute(msg, out),
+            ToWorker::RegisterFunction(registration) => {
+                self.on_register_function(from, registration)
+            }
+            ToWorker::Compute(msg) => self.on_compute(from, msg, out),
             ToWorker::CancelTask { key, attempt } => self.on_cancel(key, attempt),
             ToWorker::ReleaseKeys(keys) => {
                 for key in keys {

@@ -5,10 +5,10 @@ use super::executor::{Executor, TaskOutcome};
 use super::{WorkerEvent, WorkerNode};
 use crate::node::{Node, NodeStatus, event_channel};
 use crate::protocol::{
-    ArgSlot, ComputeMsg, FnRef, Key, Rank, TaskCode, ToClient, ToScheduler, ToWorker, WorkerHello,
+    ArgSlot, ComputeMsg, FnId, Key, Rank, TaskCode, ToClient, ToScheduler, ToWorker, WorkerHello,
     decode_frame_with, decode_value, encode_value,
 };
-use crate::task::{self, TaskFn};
+use crate::task::{self, FnPointer, Registry, TaskFn, Trampoline};
 use crate::transport::local::LocalTransport;
 use crate::transport::{Outbox, Transport};
 use crossbeam_channel::Receiver;
@@ -37,25 +37,46 @@ fn refuse(x: u64) -> u64 {
     panic!("no {x}");
 }
 
-fn func_of<F: TaskFn<Args>, Args: DeserializeOwned>(_f: F) -> FnRef
+const JOB_KEY: u64 = 0xfeed;
+
+/// The task functions of these tests, registered in this order (ids 0, 1, ...) by every
+/// test worker.
+fn functions() -> Vec<Trampoline> {
+    vec![of(double), of(add), of(nap), of(refuse)]
+}
+
+fn of<F: TaskFn<Args>, Args: DeserializeOwned>(_f: F) -> Trampoline
 where
     F::Output: Serialize,
 {
-    FnRef {
-        offset: task::plain_offset::<F, Args>(),
-        name: 0,
-    }
+    task::trampoline_of::<F, Args>()
+}
+
+fn func_of<F: TaskFn<Args>, Args: DeserializeOwned>(f: F) -> FnId
+where
+    F::Output: Serialize,
+{
+    let trampoline = of(f);
+    let index = functions()
+        .iter()
+        .position(|t| t.address() == trampoline.address())
+        .expect("a function of these tests");
+    FnId(index as u32)
 }
 
 fn value<T: Serialize>(v: T) -> ArgSlot {
     ArgSlot::Value(encode_value(&v).unwrap())
 }
 
-fn compute(key: u64, func: FnRef, args: Vec<ArgSlot>, deps: Vec<(Key, Rank)>) -> ToWorker {
+fn compute(key: u64, func: FnId, args: Vec<ArgSlot>, deps: Vec<(Key, Rank)>) -> ToWorker {
     ToWorker::Compute(ComputeMsg {
         key: Key(key),
         attempt: 1,
-        code: Arc::new(TaskCode { func, args }),
+        code: Arc::new(TaskCode {
+            func,
+            uses: vec![],
+            args,
+        }),
         deps,
         priority: 0,
         resources: vec![],
@@ -82,7 +103,7 @@ impl WorkerEnv {
             memory_limit_source: String::new(),
         };
         let mut env = WorkerEnv {
-            node: WorkerNode::new(ME, hello, executor),
+            node: WorkerNode::new(ME, hello, executor, JOB_KEY).with_workers(vec![ME, PEER]),
             outcomes,
             mesh: LocalTransport::mesh(4),
             out: Outbox::new(),
@@ -92,6 +113,16 @@ impl WorkerEnv {
             env.sent_to_scheduler().as_slice(),
             [ToScheduler::WorkerHello(_)]
         ));
+        let mut registry = Registry::new(JOB_KEY);
+        for (i, trampoline) in functions().into_iter().enumerate() {
+            let (id, registration) = registry.id_of(trampoline, || format!("f{i}"));
+            assert_eq!(id, FnId(i as u32));
+            env.send(
+                Rank::SCHEDULER,
+                ToWorker::RegisterFunction(registration.expect("new")),
+            );
+        }
+        assert_eq!(env.node.status(), NodeStatus::Running);
         env
     }
 
@@ -361,4 +392,81 @@ fn released_values_are_dropped_and_stop_then_exit_end_the_node() {
     assert_eq!(env.node.status(), NodeStatus::Quiescing);
     env.send(Rank::SCHEDULER, ToWorker::Exit { code: 3 });
     assert_eq!(env.node.status(), NodeStatus::Exit(3));
+}
+
+#[test]
+fn a_task_calling_an_unregistered_function_ends_the_job_with_exit_8() {
+    let mut env = WorkerEnv::new(1);
+    env.send(
+        Rank::SCHEDULER,
+        compute(1, FnId(999), vec![value(1u64)], vec![]),
+    );
+    assert_eq!(
+        env.node.status(),
+        NodeStatus::Abort(
+            8,
+            "rank 2 received from rank 0 task #1 calling function id 999, which was never \
+             registered; aborting the job"
+                .into()
+        )
+    );
+    assert!(
+        env.outcomes
+            .recv_timeout(Duration::from_millis(100))
+            .is_err(),
+        "nothing ran"
+    );
+}
+
+#[test]
+fn a_function_resolved_as_another_kind_ends_the_job_with_exit_8() {
+    // A registered id used where a different kind of function is expected (here: a task
+    // whose `uses` name a trampoline where a bag step goes) is a malformed task.
+    let mut env = WorkerEnv::new(1);
+    env.send(
+        Rank::SCHEDULER,
+        ToWorker::Compute(ComputeMsg {
+            key: Key(1),
+            attempt: 1,
+            code: Arc::new(TaskCode {
+                func: func_of(double),
+                uses: vec![FnId(0)],
+                args: vec![value(1u64)],
+            }),
+            deps: vec![],
+            priority: 0,
+            resources: vec![],
+        }),
+    );
+    // `double` ignores its uses: it runs. A registration whose check fails is refused.
+    env.next_outcome();
+    assert_eq!(env.finished(), vec![1]);
+    let mut forged = Registry::new(JOB_KEY ^ 1);
+    let (_, registration) = forged.id_of(functions()[0], || "forged".into());
+    let mut registration = registration.unwrap();
+    registration.id = FnId(4);
+    env.send(Rank::SCHEDULER, ToWorker::RegisterFunction(registration));
+    match env.node.status() {
+        NodeStatus::Abort(8, message) => assert!(
+            message.starts_with("rank 2 received from rank 0 a registration of function id 4"),
+            "{message}"
+        ),
+        other => panic!("expected an abort, got {other:?}"),
+    }
+}
+
+#[test]
+fn messages_from_ranks_that_may_not_send_them_end_the_job_with_exit_8() {
+    let mut env = WorkerEnv::new(1);
+    env.send(
+        Rank::CLIENT,
+        compute(1, func_of(double), vec![value(1u64)], vec![]),
+    );
+    match env.node.status() {
+        NodeStatus::Abort(8, message) => assert!(
+            message.starts_with("rank 2 received from rank 1 a message it may not send"),
+            "{message}"
+        ),
+        other => panic!("expected an abort, got {other:?}"),
+    }
 }

@@ -1,18 +1,22 @@
-//! Turning an array graph into tasks: fused per-chunk programs, reduction trees, and the
-//! tasks that move data between chunks; plus the worker-side entry points of those tasks.
+//! Turning an array graph into tasks, on the client: fused per-chunk programs, reduction
+//! trees, and the tasks that move data between chunks (their worker side is in
+//! [`super::tasks`]).
 
 use super::dtype::{DType, Element};
 use super::grid::{self, Chunks};
-use super::kernel::{self, Block, Outcome, Partial};
+use super::kernel::Block;
 use super::program::{AxisSlice, Node, Op, Output, Program, ReduceOp};
+use super::tasks::{
+    AssembleSpec, CombineSpec, DotSpec, assemble_task, combine_task, dot_task, program_task,
+};
 use super::{Array, Expr, random};
-use crate::client::{Client, Future};
+use crate::client::{CallArg, Client, Future};
 use crate::error::{Error, Result};
-use crate::protocol::{ArgSlot, decode_value, encode_value};
-use crate::task::{self, KeepAlive, TaskInput};
+use crate::protocol::encode_value;
+use crate::task::Trampoline;
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// Partial states combined by one task of a reduction tree.
@@ -22,36 +26,6 @@ pub const FAN_IN: usize = 8;
 enum Input<R> {
     Chunk(R),
     Literal(Block),
-}
-
-/// What a reduction-combine task does.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-struct CombineSpec {
-    op: ReduceOp,
-    /// `Some` for the last stage: turn the state into a chunk of this type, dropping the
-    /// listed (length 1) axes.
-    finish: Option<(DType, Vec<usize>)>,
-}
-
-/// A region of a source chunk: `(start, len)` per axis, and where it goes in the output.
-type Piece = (Vec<(usize, usize)>, Vec<usize>);
-
-/// Pieces of source chunks copied into one output chunk (rechunking).
-#[derive(Serialize, Deserialize, Debug, Clone)]
-struct AssembleSpec {
-    dtype: DType,
-    shape: Vec<usize>,
-    /// One per source chunk, in argument order.
-    pieces: Vec<Piece>,
-}
-
-/// One chunk of a matrix product: `sum_l a[l] . b[l]`.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-struct DotSpec {
-    a: DType,
-    b: DType,
-    dtype: DType,
-    terms: usize,
 }
 
 /// Where tasks go: submitted to a client, or only counted and described.
@@ -64,7 +38,7 @@ trait Sink {
     fn dot(&mut self, spec: DotSpec, parts: Vec<Self::Ref>) -> Self::Ref;
     fn map_blocks(
         &mut self,
-        offset: i64,
+        trampoline: Trampoline,
         name: &str,
         list: bool,
         parts: Vec<Self::Ref>,
@@ -85,17 +59,16 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 impl ClientSink<'_> {
     fn submit(
         &self,
-        entry: task::Trampoline,
+        entry: Trampoline,
         name: &str,
         head: Vec<u8>,
         parts: Vec<Future<()>>,
     ) -> Future<()> {
-        let keys = parts.iter().map(Future::key).collect();
         self.client.submit_raw(
-            task::offset_of(entry),
+            entry,
             name,
-            vec![ArgSlot::Value(head), ArgSlot::Futures(keys)],
-            parts,
+            &[],
+            vec![CallArg::Value(head), CallArg::Futures(parts)],
         )
     }
 }
@@ -108,20 +81,14 @@ impl Sink for ClientSink<'_> {
     }
 
     fn program(&mut self, program: Program, inputs: Vec<Input<Future<()>>>) -> Future<()> {
-        let mut args = vec![ArgSlot::Value(encode(&program))];
-        let mut keep = KeepAlive::new();
+        let mut args = vec![CallArg::Value(encode(&program))];
         for input in inputs {
             args.push(match input {
-                Input::Chunk(future) => {
-                    let slot = ArgSlot::Future(future.key());
-                    keep.push(future);
-                    slot
-                }
-                Input::Literal(block) => ArgSlot::Value(block.encode().expect("blocks encode")),
+                Input::Chunk(future) => CallArg::Future(future),
+                Input::Literal(block) => CallArg::Value(block.encode().expect("blocks encode")),
             });
         }
-        self.client
-            .submit_raw(task::offset_of(program_task), "array", args, keep)
+        self.client.submit_raw(program_task, "array", &[], args)
     }
 
     fn combine(&mut self, spec: CombineSpec, parts: Vec<Future<()>>) -> Future<()> {
@@ -138,17 +105,17 @@ impl Sink for ClientSink<'_> {
 
     fn map_blocks(
         &mut self,
-        offset: i64,
+        trampoline: Trampoline,
         name: &str,
         list: bool,
         parts: Vec<Future<()>>,
     ) -> Future<()> {
         let args = if list {
-            vec![ArgSlot::Futures(parts.iter().map(Future::key).collect())]
+            vec![CallArg::Futures(parts)]
         } else {
-            parts.iter().map(|p| ArgSlot::Future(p.key())).collect()
+            parts.into_iter().map(CallArg::Future).collect()
         };
-        self.client.submit_raw(offset, name, args, parts)
+        self.client.submit_raw(trampoline, name, &[], args)
     }
 
     fn delayed(&mut self, node: &std::sync::Arc<crate::collections::delayed::Node>) -> Future<()> {
@@ -211,7 +178,13 @@ impl Sink for ExplainSink {
         self.record("dot: sum of block matrix products".into())
     }
 
-    fn map_blocks(&mut self, _offset: i64, name: &str, _list: bool, _parts: Vec<usize>) -> usize {
+    fn map_blocks(
+        &mut self,
+        _trampoline: Trampoline,
+        name: &str,
+        _list: bool,
+        _parts: Vec<usize>,
+    ) -> usize {
         self.record(format!("map_blocks: {name}"))
     }
 
@@ -327,7 +300,7 @@ impl<S: Sink> Lowerer<'_, S> {
             Expr::Rechunk(x) => self.rechunk_chunk(x, array, index)?,
             Expr::Dot(a, b) => self.dot_chunk(a, b, array, index)?,
             Expr::MapBlocks {
-                offset,
+                trampoline,
                 name,
                 x,
                 list,
@@ -336,7 +309,7 @@ impl<S: Sink> Lowerer<'_, S> {
                     .iter()
                     .map(|a| self.chunk(a, index))
                     .collect::<Result<Vec<_>>>()?;
-                self.sink.map_blocks(*offset, name, *list, parts)
+                self.sink.map_blocks(*trampoline, name, *list, parts)
             }
             _ => {
                 let mut builder = ProgramBuilder::new();
@@ -830,108 +803,4 @@ pub(super) fn assemble<T: Element>(
         view.assign(&part);
     }
     Ok(out)
-}
-
-// ----- worker side -----------------------------------------------------------------------
-
-fn split_head<'a>(input: &'a TaskInput<'a>) -> Result<(&'a [u8], &'a [ArgSlot]), String> {
-    match input.args {
-        [ArgSlot::Value(head), rest @ ..] => Ok((head, rest)),
-        _ => Err("an array task needs its description first".into()),
-    }
-}
-
-fn decode_head<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    decode_value(bytes).map_err(|e| format!("could not decode an array task description: {e}"))
-}
-
-/// Runs a fused program (the worker side of a program task).
-fn program_task(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, String> {
-    let (head, rest) = split_head(input)?;
-    let program: Program = decode_head(head)?;
-    let mut deps = input.deps.iter();
-    let blocks = rest
-        .iter()
-        .zip(&program.inputs)
-        .map(|(slot, &dtype)| {
-            let bytes: &[u8] = match slot {
-                ArgSlot::Value(bytes) => bytes,
-                _ => deps.next().ok_or("a program input is missing")?,
-            };
-            Block::decode(bytes, dtype)
-                .map_err(|e| format!("could not decode an input chunk of {dtype}: {e}"))
-        })
-        .collect::<std::result::Result<Vec<Block>, String>>()?;
-    let encoded = match kernel::run(&program, &blocks)? {
-        Outcome::Chunk(block) => block.encode(),
-        Outcome::Partial(partial) => encode_value(&*partial),
-    };
-    encoded.map_err(|e| format!("could not encode a chunk: {e}"))
-}
-
-/// Merges reduction states in order, finishing the reduction at the last stage.
-fn combine_task(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, String> {
-    let (head, _) = split_head(input)?;
-    let spec: CombineSpec = decode_head(head)?;
-    let mut state: Option<Partial> = None;
-    for bytes in input.deps {
-        let part: Partial =
-            decode_value(bytes).map_err(|e| format!("could not decode a reduction state: {e}"))?;
-        state = Some(match state {
-            None => part,
-            Some(before) => before.merge(part, spec.op)?,
-        });
-    }
-    let state = state.ok_or("a combine task without states")?;
-    match spec.finish {
-        None => encode_value(&state),
-        Some((dtype, squeeze)) => state.finish(spec.op, dtype).squeeze(&squeeze).encode(),
-    }
-    .map_err(|e| format!("could not encode a reduction result: {e}"))
-}
-
-/// Copies pieces of source chunks into a new chunk.
-fn assemble_task(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, String> {
-    let (head, _) = split_head(input)?;
-    let spec: AssembleSpec = decode_head(head)?;
-    let mut out = Block::full(super::Scalar::Bool(false), &spec.shape).cast(spec.dtype);
-    for ((region, dest), bytes) in spec.pieces.iter().zip(input.deps) {
-        let source = Block::decode(bytes, spec.dtype)
-            .map_err(|e| format!("could not decode a chunk: {e}"))?;
-        let slices: Vec<AxisSlice> = region
-            .iter()
-            .map(|&(start, len)| AxisSlice {
-                start,
-                step: 1,
-                len,
-            })
-            .collect();
-        let piece = source.slice(&slices);
-        kernel::write_region(&mut out, dest, &piece);
-    }
-    out.encode()
-        .map_err(|e| format!("could not encode a chunk: {e}"))
-}
-
-/// One chunk of a matrix product.
-fn dot_task(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, String> {
-    let (head, _) = split_head(input)?;
-    let spec: DotSpec = decode_head(head)?;
-    if input.deps.len() != 2 * spec.terms {
-        return Err("a dot task needs pairs of blocks".into());
-    }
-    let mut total: Option<Block> = None;
-    for pair in input.deps.chunks(2) {
-        let a = Block::decode(&pair[0], spec.a).map_err(|e| e.to_string())?;
-        let b = Block::decode(&pair[1], spec.b).map_err(|e| e.to_string())?;
-        let product = kernel::matmul(&a, &b, spec.dtype)?;
-        total = Some(match total {
-            None => product,
-            Some(sum) => Block::binary(super::BinaryOp::Add, &sum, &product)?.cast(spec.dtype),
-        });
-    }
-    total
-        .ok_or("a dot task without blocks")?
-        .encode()
-        .map_err(|e| e.to_string())
 }

@@ -28,6 +28,7 @@ pub mod npy;
 pub mod program;
 pub mod random;
 mod structure;
+mod tasks;
 
 pub use dtype::{DType, Element, Scalar};
 pub use npy::from_npy_dir;
@@ -100,7 +101,7 @@ pub(crate) enum Expr {
     FromDelayed(Vec<Arc<crate::collections::delayed::Node>>),
     /// A user function per chunk: of one chunk, or (`list`) of the chunks of all `x`.
     MapBlocks {
-        offset: i64,
+        trampoline: crate::task::Trampoline,
         name: String,
         x: Vec<Array>,
         list: bool,
@@ -732,11 +733,36 @@ pub fn from_delayed<T: Element>(
     Array::new(shape.to_vec(), grid, T::DTYPE, Expr::FromDelayed(nodes))
 }
 
-/// The future of one chunk of `array`, submitting what it needs.
-pub(crate) fn chunk_future(client: &Client, array: &Array, index: &[usize]) -> Result<Future<()>> {
-    array.check()?;
-    array.check_chunk_index(index)?;
-    lower::materialize_chunk(client, array, index)
+/// One chunk of an array as a delayed value's source: computed when a session needs it.
+struct ChunkOf {
+    array: Array,
+    index: Vec<usize>,
+}
+
+impl crate::collections::delayed::Source for ChunkOf {
+    fn submit(&self, client: &Client) -> Result<Future<()>> {
+        self.array.check()?;
+        self.array.check_chunk_index(&self.index)?;
+        lower::materialize_chunk(client, &self.array, &self.index)
+    }
+
+    fn describe(&self) -> String {
+        format!("array chunk {:?}", self.index)
+    }
+}
+
+impl Array {
+    /// The chunks as delayed values (C order over the chunk grid), to pass to delayed calls.
+    pub fn to_delayed<T: Element>(&self) -> Vec<crate::collections::delayed::Delayed<ArrayD<T>>> {
+        grid::indices(self.chunks())
+            .map(|index| {
+                crate::collections::delayed::Delayed::from_source(ChunkOf {
+                    array: self.clone(),
+                    index,
+                })
+            })
+            .collect()
+    }
 }
 
 fn typed<T>(futures: &[Future<()>]) -> Vec<Future<T>> {

@@ -9,10 +9,10 @@ use super::dtype::DType;
 use super::grid::{self, Chunks};
 use super::kernel::Block;
 use super::{Array, Expr};
-use crate::client::{Client, Future};
+use crate::client::{CallArg, Client, Future};
 use crate::error::{Error, Result};
 use crate::protocol::{ArgSlot, decode_value, encode_value};
-use crate::task::{self, TaskInput};
+use crate::task::{CallError, TaskInput};
 use ndarray::{ArrayD, IxDyn};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -192,7 +192,7 @@ fn chunk_file(index: &[usize]) -> String {
 }
 
 /// Writes a chunk to a `.npy` file (worker side); returns the bytes written.
-fn write_task(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, String> {
+fn write_task(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, CallError> {
     let [ArgSlot::Value(head), ArgSlot::Future(_)] = input.args else {
         return Err("a write task takes a path and a chunk".into());
     };
@@ -201,11 +201,11 @@ fn write_task(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, String> {
     let block = Block::decode(chunk, dtype).map_err(|e| e.to_string())?;
     let bytes = encode(&block);
     std::fs::write(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    encode_value(&(bytes.len() as u64)).map_err(|e| e.to_string())
+    Ok(encode_value(&(bytes.len() as u64)).map_err(|e| e.to_string())?)
 }
 
 /// Reads a chunk from a `.npy` file (worker side).
-fn read_task(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, String> {
+fn read_task(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, CallError> {
     let [ArgSlot::Value(head)] = input.args else {
         return Err("a read task takes a path".into());
     };
@@ -219,9 +219,10 @@ fn read_task(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, String> {
             path.display(),
             block.dtype(),
             block.shape()
-        ));
+        )
+        .into());
     }
-    block.encode().map_err(|e| e.to_string())
+    Ok(block.encode().map_err(|e| e.to_string())?)
 }
 
 impl Array {
@@ -246,10 +247,10 @@ impl Array {
                 let head = encode_value(&(dir.join(file), self.dtype())).expect("paths encode");
                 client
                     .submit_raw(
-                        task::offset_of(write_task),
+                        write_task,
                         "to_npy",
-                        vec![ArgSlot::Value(head), ArgSlot::Future(chunk.key())],
-                        vec![chunk],
+                        &[],
+                        vec![CallArg::Value(head), CallArg::Future(chunk)],
                     )
                     .retype()
             })
@@ -317,12 +318,7 @@ pub(crate) fn read_chunk(
     shape: &[usize],
 ) -> Future<()> {
     let head = encode_value(&(path, dtype, shape)).expect("paths encode");
-    client.submit_raw(
-        task::offset_of(read_task),
-        "from_npy",
-        vec![ArgSlot::Value(head)],
-        Vec::new(),
-    )
+    client.submit_raw(read_task, "from_npy", &[], vec![CallArg::Value(head)])
 }
 
 #[cfg(test)]

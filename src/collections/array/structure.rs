@@ -336,7 +336,7 @@ impl Array {
             self.chunks().clone(),
             U::DTYPE,
             Expr::MapBlocks {
-                offset: task::plain_offset::<F, (ArrayD<T>,)>(),
+                trampoline: task::trampoline_of::<F, (ArrayD<T>,)>(),
                 name: task::function_name::<F>(),
                 x: vec![self.clone()],
                 list: false,
@@ -381,7 +381,7 @@ where
         first.chunks().clone(),
         U::DTYPE,
         Expr::MapBlocks {
-            offset: task::plain_offset::<F, (Vec<ArrayD<T>>,)>(),
+            trampoline: task::trampoline_of::<F, (Vec<ArrayD<T>>,)>(),
             name: task::function_name::<F>(),
             x,
             list: true,

@@ -23,19 +23,25 @@
 //! });
 //! ```
 
-use crate::client::{Client, Future};
+mod io;
+mod pipeline;
+mod reductions;
+mod shuffle;
+
+pub use io::expand_glob;
+
+use crate::client::{CallArg, Client, Future};
 use crate::collections::array::{Array, Element};
 use crate::collections::delayed::{Delayed, Session};
 use crate::error::Result;
-use crate::protocol::{ArgSlot, decode_value, encode_value};
-use crate::task::{
-    KeepAlive, TaskInput, code_at, code_offset, conjure, decode_args, function_name, offset_of,
+use crate::task::{CallError, TaskInput, encode_result, function_name};
+use pipeline::{
+    Origin, SourceFn, Step, Stream, TaskResult, collect_sink, elements, encode_parameter,
+    filter_step, filter_with_step, flat_map_step, flat_map_with_step, map_partitions_step,
+    map_step, map_with_step, range_source, stored_source,
 };
-use rustc_hash::FxHashMap;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use std::any::Any;
-use std::hash::Hash;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -47,8 +53,8 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Item for T {}
 /// and the steps they go through.
 pub struct Bag<T> {
     client: Client,
-    /// Offset of the [`SourceFn`] every origin is read with.
-    source: i64,
+    /// The function every origin is read with.
+    source: SourceFn,
     /// One per partition.
     origins: Arc<Vec<Origin>>,
     /// What the origins are called in task names (empty for stored partitions).
@@ -70,371 +76,15 @@ impl<T> Clone for Bag<T> {
     }
 }
 
-/// Where one partition's elements come from: the source function's one argument.
-#[derive(Clone)]
-struct Origin {
-    slot: ArgSlot,
-    /// The stored partition the slot names, if it names one.
-    stored: Option<Future<()>>,
-}
-
-/// One element-wise step: its function's offset, its encoded parameter (empty for steps
-/// without one) and its name (for task names).
-#[derive(Clone)]
-struct Step {
-    offset: i64,
-    parameter: Vec<u8>,
-    name: String,
-}
-
-// ----- pipelines: the one task every partition runs ----------------------------------------
-
-type TaskResult<T> = std::result::Result<T, String>;
-
-/// A partition's elements flowing through a pipeline inside one task.
-type Elements<T> = Box<dyn Iterator<Item = T>>;
-
-/// [`Elements`] of some element type, so that steps of different types chain by offset.
-type Stream = Box<dyn Any>;
-
-/// Starts a pipeline from its origin's argument (a stored partition, a block of a file, ...).
-type SourceFn = fn(&TaskInput<'_>) -> TaskResult<Stream>;
-/// One element-wise step, given its encoded parameter.
-type StepFn = fn(Stream, &[u8]) -> TaskResult<Stream>;
-/// Ends a pipeline with the task's result, given the arguments that follow the origin's.
-type SinkFn = fn(Stream, &TaskInput<'_>) -> TaskResult<Vec<u8>>;
-
-/// A pipeline as it travels in its task's first argument: offsets of its functions from
-/// the task anchor (every rank runs the same executable; see [`crate::task`]).
-#[derive(Serialize, Deserialize)]
-struct Plan {
-    source: i64,
-    /// Each step's offset and encoded parameter.
-    steps: Vec<(i64, Vec<u8>)>,
-    sink: i64,
-}
-
-fn source_offset(f: SourceFn) -> i64 {
-    code_offset(f as *const ())
-}
-
-fn step_offset(f: StepFn) -> i64 {
-    code_offset(f as *const ())
-}
-
-fn sink_offset(f: SinkFn) -> i64 {
-    code_offset(f as *const ())
-}
-
-/// The task of every pipeline: arguments `[plan, origin, sink arguments...]`.
-fn pipeline_task(input: &TaskInput<'_>) -> TaskResult<Vec<u8>> {
-    let [ArgSlot::Value(plan), origin, ..] = input.args else {
-        return Err("a bag task needs its plan and its partition's origin".into());
-    };
-    let plan: Plan = decode_value(plan).map_err(|e| format!("could not decode a bag plan: {e}"))?;
-    let origin_deps = origin.dependencies().len();
-    if input.deps.len() < origin_deps {
-        return Err("a bag task is missing its partition".into());
-    }
-    let (origin_values, sink_values) = input.deps.split_at(origin_deps);
-    let origin_input = TaskInput {
-        args: &input.args[1..2],
-        deps: origin_values,
-    };
-    let sink_input = TaskInput {
-        args: &input.args[2..],
-        deps: sink_values,
-    };
-    // SAFETY (all three): the client took each offset with `source_offset`, `step_offset`
-    // or `sink_offset` of a function of exactly that type, in this same executable.
-    let source = unsafe { std::mem::transmute::<*const (), SourceFn>(code_at(plan.source)) };
-    let mut stream = source(&origin_input)?;
-    for (step, parameter) in &plan.steps {
-        let step = unsafe { std::mem::transmute::<*const (), StepFn>(code_at(*step)) };
-        stream = step(stream, parameter)?;
-    }
-    let sink = unsafe { std::mem::transmute::<*const (), SinkFn>(code_at(plan.sink)) };
-    sink(stream, &sink_input)
-}
-
-fn stream<T: 'static>(items: impl Iterator<Item = T> + 'static) -> Stream {
-    Box::new(Box::new(items) as Elements<T>)
-}
-
-fn elements<T: 'static>(stream: Stream) -> TaskResult<Elements<T>> {
-    stream
-        .downcast::<Elements<T>>()
-        .map(|items| *items)
-        .map_err(|_| {
-            format!(
-                "a bag step expected elements of type {}: the pipeline is corrupted",
-                std::any::type_name::<T>()
-            )
-        })
-}
-
-fn encode_parameter<A: Serialize>(parameter: &A) -> Result<Vec<u8>> {
-    encode_value(parameter).map_err(|e| {
-        crate::Error::encode(
-            format!("a bag step's parameter ({})", std::any::type_name::<A>()),
-            e,
-        )
-    })
-}
-
-fn encode_result<R: Serialize>(value: &R) -> TaskResult<Vec<u8>> {
-    encode_value(value).map_err(|e| format!("could not encode the result: {e}"))
-}
-
-fn decoded<Args: DeserializeOwned>(input: &TaskInput<'_>) -> TaskResult<Args> {
-    decode_args(input).map_err(|e| format!("could not decode a bag partition: {e}"))
-}
-
-// Sources.
-
-fn stored_source<T: Item>(input: &TaskInput<'_>) -> TaskResult<Stream> {
-    let part: Vec<T> = decoded(input)?;
-    Ok(stream(part.into_iter()))
-}
-
-fn range_source(input: &TaskInput<'_>) -> TaskResult<Stream> {
-    let (start, end): (u64, u64) = decoded(input)?;
-    Ok(stream(start..end))
-}
-
-fn text_source(input: &TaskInput<'_>) -> TaskResult<Stream> {
-    let block: (String, u64, u64) = decoded(input)?;
-    let bytes = read_block(block)?;
-    Ok(stream(LinesOf { bytes, at: 0 }))
-}
-
-// Steps.
-
-fn map_step<F: Fn(T) -> U + Copy + 'static, T: 'static, U: 'static>(
-    s: Stream,
-    _: &[u8],
-) -> TaskResult<Stream> {
-    Ok(stream(elements::<T>(s)?.map(conjure::<F>())))
-}
-
-fn filter_step<F: Fn(&T) -> bool + Copy + 'static, T: 'static>(
-    s: Stream,
-    _: &[u8],
-) -> TaskResult<Stream> {
-    let f = conjure::<F>();
-    Ok(stream(elements::<T>(s)?.filter(move |x| f(x))))
-}
-
-fn parameter_of<A: DeserializeOwned>(parameter: &[u8]) -> TaskResult<A> {
-    decode_value(parameter).map_err(|e| format!("could not decode a bag step's parameter: {e}"))
-}
-
-fn map_with_step<F, T, A, U>(s: Stream, parameter: &[u8]) -> TaskResult<Stream>
-where
-    F: Fn(T, &A) -> U + Copy + 'static,
-    T: 'static,
-    A: DeserializeOwned + 'static,
-    U: 'static,
-{
-    let (f, a) = (conjure::<F>(), parameter_of::<A>(parameter)?);
-    Ok(stream(elements::<T>(s)?.map(move |x| f(x, &a))))
-}
-
-fn filter_with_step<F, T, A>(s: Stream, parameter: &[u8]) -> TaskResult<Stream>
-where
-    F: Fn(&T, &A) -> bool + Copy + 'static,
-    T: 'static,
-    A: DeserializeOwned + 'static,
-{
-    let (f, a) = (conjure::<F>(), parameter_of::<A>(parameter)?);
-    Ok(stream(elements::<T>(s)?.filter(move |x| f(x, &a))))
-}
-
-fn flat_map_with_step<F, T, A, I>(s: Stream, parameter: &[u8]) -> TaskResult<Stream>
-where
-    F: Fn(T, &A) -> I + Copy + 'static,
-    T: 'static,
-    A: DeserializeOwned + 'static,
-    I: IntoIterator + 'static,
-    I::IntoIter: 'static,
-{
-    let (f, a) = (conjure::<F>(), parameter_of::<A>(parameter)?);
-    Ok(stream(elements::<T>(s)?.flat_map(move |x| f(x, &a))))
-}
-
-fn flat_map_step<F, T, I>(s: Stream, _: &[u8]) -> TaskResult<Stream>
-where
-    F: Fn(T) -> I + Copy + 'static,
-    T: 'static,
-    I: IntoIterator + 'static,
-    I::IntoIter: 'static,
-{
-    Ok(stream(elements::<T>(s)?.flat_map(conjure::<F>())))
-}
-
-fn map_partitions_step<F, T, U>(s: Stream, _: &[u8]) -> TaskResult<Stream>
-where
-    F: Fn(Vec<T>) -> Vec<U> + Copy + 'static,
-    T: 'static,
-    U: 'static,
-{
-    let part: Vec<T> = elements::<T>(s)?.collect();
-    Ok(stream(conjure::<F>()(part).into_iter()))
-}
-
-// Sinks.
-
-fn collect_sink<T: Item>(s: Stream, _: &TaskInput<'_>) -> TaskResult<Vec<u8>> {
-    encode_result(&elements::<T>(s)?.collect::<Vec<T>>())
-}
-
-/// A user's per-partition function of the whole list.
-fn list_sink<P: Fn(Vec<T>) -> A + Copy + 'static, T: Item, A: Item>(
-    s: Stream,
-    _: &TaskInput<'_>,
-) -> TaskResult<Vec<u8>> {
-    encode_result(&conjure::<P>()(elements::<T>(s)?.collect()))
-}
-
-/// A built-in per-partition function that consumes the elements as they come.
-fn streaming_sink<P: Fn(Elements<T>) -> A + Copy + 'static, T: Item, A: Item>(
-    s: Stream,
-    _: &TaskInput<'_>,
-) -> TaskResult<Vec<u8>> {
-    encode_result(&conjure::<P>()(elements::<T>(s)?))
-}
-
-fn topk_sink<K: Fn(&T) -> O + Copy + 'static, T: Item, O: Ord>(
-    s: Stream,
-    input: &TaskInput<'_>,
-) -> TaskResult<Vec<u8>> {
-    let k: u64 = decoded(input)?;
-    encode_result(&top_k::<K, T, O>(elements::<T>(s)?, k as usize))
-}
-
-/// The task that combines a list of partial results (a regular task, not a pipeline).
-fn combine_task<C: Fn(Vec<A>) -> R + Copy + 'static, A: Item, R: Item>(
-    input: &TaskInput<'_>,
-) -> TaskResult<Vec<u8>> {
-    let (parts,): (Vec<A>,) = decoded(input)?;
-    encode_result(&conjure::<C>()(parts))
-}
-
-fn topk_combine_task<K: Fn(&T) -> O + Copy + 'static, T: Item, O: Ord>(
-    input: &TaskInput<'_>,
-) -> TaskResult<Vec<u8>> {
-    let (parts, k): (Vec<Vec<T>>, u64) = decoded(input)?;
-    encode_result(&top_k::<K, T, O>(parts.into_iter().flatten(), k as usize))
-}
-
-/// The `k` largest elements by `K`'s key, largest first (ties keep the earlier element),
-/// holding at most `2k` elements at a time.
-fn top_k<K: Fn(&T) -> O + Copy + 'static, T, O: Ord>(
-    items: impl Iterator<Item = T>,
-    k: usize,
-) -> Vec<T> {
-    let key = conjure::<K>();
-    let mut best: Vec<T> = Vec::new();
-    if k == 0 {
-        return best;
-    }
-    for x in items {
-        best.push(x);
-        if best.len() >= 2 * k {
-            best.sort_by_key(|x| std::cmp::Reverse(key(x)));
-            best.truncate(k);
-        }
-    }
-    best.sort_by_key(|x| std::cmp::Reverse(key(x)));
-    best.truncate(k);
-    best
-}
-
-// ----- built-in per-partition and combine functions ---------------------------------------
-
-fn count_of<T>(items: Elements<T>) -> u64 {
-    items.count() as u64
-}
-
-fn sum_of<T: std::iter::Sum<T>>(items: Elements<T>) -> T {
-    items.sum()
-}
-
-fn sum_list<T: std::iter::Sum<T>>(parts: Vec<T>) -> T {
-    parts.into_iter().sum()
-}
-
-fn min_of<T: Ord>(items: Elements<T>) -> Option<T> {
-    items.min()
-}
-
-fn max_of<T: Ord>(items: Elements<T>) -> Option<T> {
-    items.max()
-}
-
-fn min_of_some<T: Ord>(parts: Vec<Option<T>>) -> Option<T> {
-    parts.into_iter().flatten().min()
-}
-
-fn max_of_some<T: Ord>(parts: Vec<Option<T>>) -> Option<T> {
-    parts.into_iter().flatten().max()
-}
-
-/// Count, sum and sum of squares, for `mean` and `std`.
-fn moments_of<T: Into<f64>>(items: Elements<T>) -> (u64, f64, f64) {
-    items.fold((0, 0.0, 0.0), |(n, s, q), x| {
-        let x: f64 = x.into();
-        (n + 1, s + x, q + x * x)
-    })
-}
-
-fn add_moments(parts: Vec<(u64, f64, f64)>) -> (u64, f64, f64) {
-    parts
-        .into_iter()
-        .fold((0, 0.0, 0.0), |(n, s, q), (m, t, r)| (n + m, s + t, q + r))
-}
-
-fn counts_of<T: Hash + Eq + Ord>(items: Elements<T>) -> Vec<(T, u64)> {
-    let mut counts: FxHashMap<T, u64> = FxHashMap::default();
-    for x in items {
-        *counts.entry(x).or_default() += 1;
-    }
-    counts.into_iter().collect()
-}
-
-/// Merges per-partition counts; most frequent first, ties in the elements' order.
-fn merge_counts<T: Hash + Eq + Ord>(parts: Vec<Vec<(T, u64)>>) -> Vec<(T, u64)> {
-    let mut counts: FxHashMap<T, u64> = FxHashMap::default();
-    for (x, n) in parts.into_iter().flatten() {
-        *counts.entry(x).or_default() += n;
-    }
-    let mut counts: Vec<(T, u64)> = counts.into_iter().collect();
-    counts.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    counts
-}
-
-fn distinct_of<T: Ord>(items: Elements<T>) -> Vec<T> {
-    sorted_distinct(items.collect())
-}
-
-fn sorted_distinct<T: Ord>(mut items: Vec<T>) -> Vec<T> {
-    items.sort_unstable();
-    items.dedup();
-    items
-}
-
-fn merge_distinct<T: Ord>(parts: Vec<Vec<T>>) -> Vec<T> {
-    sorted_distinct(concat(parts))
-}
-
-fn concat<T>(parts: Vec<Vec<T>>) -> Vec<T> {
-    parts.into_iter().flatten().collect()
-}
-
 // ----- building bags -----------------------------------------------------------------------
 
 impl<T: Item> Bag<T> {
-    fn with_origins(client: &Client, source: i64, origin_name: &str, origins: Vec<Origin>) -> Self {
+    fn with_origins(
+        client: &Client,
+        source: SourceFn,
+        origin_name: &str,
+        origins: Vec<Origin>,
+    ) -> Self {
         Bag {
             client: client.clone(),
             source,
@@ -450,11 +100,10 @@ impl<T: Item> Bag<T> {
         let origins = partitions
             .into_iter()
             .map(|part| Origin {
-                slot: ArgSlot::Future(part.key()),
-                stored: Some(part.erase()),
+                slot: CallArg::Future(part.erase()),
             })
             .collect();
-        Bag::with_origins(client, source_offset(stored_source::<T>), "", origins)
+        Bag::with_origins(client, stored_source::<T>, "", origins)
     }
 
     /// A bag of `items` cut into `npartitions` partitions of nearly equal length (some are
@@ -487,117 +136,14 @@ impl<T: Item> Bag<T> {
     /// The partitions as futures of lists: stored partitions as they are, otherwise one
     /// task per partition that runs the pipeline (submitted by every call).
     pub fn to_futures(&self) -> Vec<Future<Vec<T>>> {
-        if self.steps.is_empty() && self.origins.iter().all(|o| o.stored.is_some()) {
+        if self.steps.is_empty() && self.origins.iter().all(|o| o.stored().is_some()) {
             return self
                 .origins
                 .iter()
-                .filter_map(|o| o.stored.clone().map(Future::retype))
+                .filter_map(|o| o.stored().cloned().map(Future::retype))
                 .collect();
         }
-        self.run(collect_sink::<T>, "", |_| Vec::new(), &[])
-    }
-
-    /// The bag with one more step.
-    fn then<U>(&self, step: StepFn, name: String) -> Bag<U> {
-        self.then_with(step, Vec::new(), name)
-    }
-
-    /// The bag with one more step, which receives `parameter` (encoded).
-    fn then_with<U>(&self, step: StepFn, parameter: Vec<u8>, name: String) -> Bag<U> {
-        let mut steps = (*self.steps).clone();
-        steps.push(Step {
-            offset: step_offset(step),
-            parameter,
-            name,
-        });
-        Bag {
-            client: self.client.clone(),
-            source: self.source,
-            origins: self.origins.clone(),
-            origin_name: self.origin_name.clone(),
-            steps: Arc::new(steps),
-            _elements: PhantomData,
-        }
-    }
-
-    /// One task per partition: the pipeline ending in `sink`, which also reads the slots
-    /// `extra(i)` for partition `i` (kept alive by `keep`).
-    fn run<R>(
-        &self,
-        sink: SinkFn,
-        sink_name: &str,
-        extra: impl Fn(usize) -> Vec<ArgSlot>,
-        keep: &[Future<()>],
-    ) -> Vec<Future<R>> {
-        let plan = Plan {
-            source: self.source,
-            steps: self
-                .steps
-                .iter()
-                .map(|s| (s.offset, s.parameter.clone()))
-                .collect(),
-            sink: sink_offset(sink),
-        };
-        let plan = encode_value(&plan).expect("a plan encodes");
-        let name = std::iter::once(&*self.origin_name)
-            .chain(self.steps.iter().map(|s| s.name.as_str()))
-            .chain(std::iter::once(sink_name))
-            .filter(|n| !n.is_empty())
-            .collect::<Vec<&str>>()
-            .join(" | ");
-        let name = if name.is_empty() { "bag" } else { &name };
-        self.origins
-            .iter()
-            .enumerate()
-            .map(|(i, origin)| {
-                let mut args = vec![ArgSlot::Value(plan.clone()), origin.slot.clone()];
-                args.extend(extra(i));
-                let mut alive: KeepAlive = origin.stored.iter().cloned().collect();
-                alive.extend_from_slice(keep);
-                self.client
-                    .submit_raw(offset_of(pipeline_task), name, args, alive)
-                    .retype()
-            })
-            .collect()
-    }
-
-    /// One task over the list of `partials` (plus `extra` argument slots): the last step
-    /// of a reduction.
-    fn combine<A, R>(
-        &self,
-        partials: Vec<Future<A>>,
-        offset: i64,
-        name: &str,
-        extra: &[ArgSlot],
-    ) -> Future<R> {
-        let keys = partials.iter().map(Future::key).collect();
-        let keep: KeepAlive = partials.into_iter().map(Future::erase).collect();
-        let mut args = vec![ArgSlot::Futures(keys)];
-        args.extend_from_slice(extra);
-        self.client.submit_raw(offset, name, args, keep).retype()
-    }
-
-    /// A built-in `per_partition` on the streamed elements of every partition.
-    fn stream_each<P, A>(&self, name: &str, per_partition: P) -> Vec<Future<A>>
-    where
-        P: Fn(Elements<T>) -> A + Copy + 'static,
-        A: Item,
-    {
-        let _ = per_partition;
-        self.run(streaming_sink::<P, T, A>, name, |_| Vec::new(), &[])
-    }
-
-    /// [`stream_each`](Self::stream_each), then `combine` on the list of the results.
-    fn stream_then<P, C, A, R>(&self, name: &str, per_partition: P, combine: C) -> Future<R>
-    where
-        P: Fn(Elements<T>) -> A + Copy + 'static,
-        C: Fn(Vec<A>) -> R + Copy + 'static,
-        A: Item,
-        R: Item,
-    {
-        let _ = combine;
-        let partials = self.stream_each(name, per_partition);
-        self.combine(partials, offset_of(combine_task::<C, A, R>), name, &[])
+        self.run(collect_sink::<T>, "", |_| Vec::new())
     }
 
     // ----- element-wise steps (lazy) -----
@@ -702,90 +248,14 @@ impl<T: Item> Bag<T> {
 
     // ----- results -----
 
-    /// `f` on every partition: one future per partition.
-    pub fn apply_each<P, A>(&self, f: P) -> Vec<Future<A>>
-    where
-        P: Fn(Vec<T>) -> A + Copy + Send + Sync + 'static,
-        A: Item,
-    {
-        let _ = f;
-        self.run(
-            list_sink::<P, T, A>,
-            &function_name::<P>(),
-            |_| Vec::new(),
-            &[],
-        )
-    }
-
-    /// `per_partition` on every partition, then `combine` on the list of their results,
-    /// where the two may have different types.
-    pub fn partial_then<P, C, A, R>(&self, per_partition: P, combine: C) -> Future<R>
-    where
-        P: Fn(Vec<T>) -> A + Copy + Send + Sync + 'static,
-        C: Fn(Vec<A>) -> R + Copy + Send + Sync + 'static,
-        A: Item,
-        R: Item,
-    {
-        let _ = combine;
-        let partials: Vec<Future<A>> = self.apply_each(per_partition);
-        self.combine(
-            partials,
-            offset_of(combine_task::<C, A, R>),
-            &function_name::<C>(),
-            &[],
-        )
-    }
-
-    /// `per_partition` on every partition, then `combine` on the list of their results:
-    /// Dask's `reduction(perpartition, aggregate)`.
-    pub fn reduction<P, C, A>(&self, per_partition: P, combine: C) -> Future<A>
-    where
-        P: Fn(Vec<T>) -> A + Copy + Send + Sync + 'static,
-        C: Fn(Vec<A>) -> A + Copy + Send + Sync + 'static,
-        A: Item,
-    {
-        self.partial_then(per_partition, combine)
-    }
-
-    /// Like [`reduction`](Self::reduction) with one function for both steps (it must
-    /// accept its own results): Dask's `fold` with a binary operator becomes a function of
-    /// a list.
-    pub fn fold<F>(&self, f: F) -> Future<T>
-    where
-        F: Fn(Vec<T>) -> T + Copy + Send + Sync + 'static,
-    {
-        self.reduction(f, f)
-    }
-
-    /// The `k` largest elements by `key`, largest first (ties keep the earlier element),
-    /// as a bag of one partition.
-    pub fn topk<K, O>(&self, k: usize, key: K) -> Bag<T>
-    where
-        K: Fn(&T) -> O + Copy + Send + Sync + 'static,
-        O: Ord,
-    {
-        let _ = key;
-        let k_slot = ArgSlot::Value(encode_value(&(k as u64)).expect("a u64 encodes"));
-        let name = format!("topk-{}", function_name::<K>());
-        let partials: Vec<Future<Vec<T>>> =
-            self.run(topk_sink::<K, T, O>, &name, |_| vec![k_slot.clone()], &[]);
-        let top = self.combine(
-            partials,
-            offset_of(topk_combine_task::<K, T, O>),
-            &name,
-            &[k_slot],
-        );
-        Bag::from_futures(&self.client, vec![top])
-    }
-
-    /// Number of elements.
-    pub fn count(&self) -> Future<u64> {
-        self.stream_then("count", count_of::<T>, sum_list::<u64>)
-    }
-
     /// Every element, in order, on the client.
     pub fn compute(&self) -> Result<Vec<T>> {
-        Ok(concat(self.client.gather(&self.to_futures())?))
+        Ok(self
+            .client
+            .gather(&self.to_futures())?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     /// The bag with its pipeline run once and its partitions kept on the workers (waits
@@ -815,67 +285,10 @@ impl Bag<u64> {
     /// The numbers `0..n` in `npartitions` partitions, each generated where it is used.
     pub fn range(client: &Client, n: u64, npartitions: usize) -> Bag<u64> {
         let origins = range_bounds(n, npartitions)
-            .into_iter()
-            .map(|bounds| Origin {
-                slot: ArgSlot::Value(encode_value(&bounds).expect("numbers encode")),
-                stored: None,
-            })
+            .iter()
+            .map(Origin::value)
             .collect();
-        Bag::with_origins(client, source_offset(range_source), "range", origins)
-    }
-}
-
-impl<T: Item + std::iter::Sum<T>> Bag<T> {
-    /// The sum of the elements.
-    pub fn sum(&self) -> Future<T> {
-        self.stream_then("sum", sum_of::<T>, sum_list::<T>)
-    }
-}
-
-impl<T: Item + Ord> Bag<T> {
-    /// The smallest element (`None` for an empty bag).
-    pub fn min(&self) -> Future<Option<T>> {
-        self.stream_then("min", min_of::<T>, min_of_some::<T>)
-    }
-
-    /// The largest element (`None` for an empty bag).
-    pub fn max(&self) -> Future<Option<T>> {
-        self.stream_then("max", max_of::<T>, max_of_some::<T>)
-    }
-
-    /// The distinct elements, sorted, as a bag of one partition.
-    pub fn distinct(&self) -> Bag<T> {
-        let distinct = self.stream_then("distinct", distinct_of::<T>, merge_distinct::<T>);
-        Bag::from_futures(&self.client, vec![distinct])
-    }
-}
-
-impl<T: Item + Hash + Eq + Ord> Bag<T> {
-    /// How often each distinct element occurs, most frequent first (ties in the elements'
-    /// order), as a bag of one partition.
-    pub fn frequencies(&self) -> Bag<(T, u64)> {
-        let counts = self.stream_then("frequencies", counts_of::<T>, merge_counts::<T>);
-        Bag::from_futures(&self.client, vec![counts])
-    }
-}
-
-impl<T: Item + Into<f64>> Bag<T> {
-    /// The mean of the elements (NaN for an empty bag).
-    pub fn mean(&self) -> Result<f64> {
-        let (n, sum, _) = self
-            .stream_then("mean", moments_of::<T>, add_moments)
-            .result()?;
-        Ok(sum / n as f64)
-    }
-
-    /// The population standard deviation of the elements (NaN for an empty bag).
-    pub fn std(&self) -> Result<f64> {
-        let (n, sum, squares) = self
-            .stream_then("std", moments_of::<T>, add_moments)
-            .result()?;
-        let n = n as f64;
-        let mean = sum / n;
-        Ok((squares / n - mean * mean).max(0.0).sqrt())
+        Bag::with_origins(client, range_source, "range", origins)
     }
 }
 
@@ -884,7 +297,7 @@ impl<T: Item + Into<f64>> Bag<T> {
 fn chunk_sink<T: Item + Element>(s: Stream, _: &TaskInput<'_>) -> TaskResult<Vec<u8>> {
     let items: Vec<T> = elements::<T>(s)?.collect();
     let chunk = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[items.len()]), items)
-        .map_err(|e| format!("could not make an array chunk: {e}"))?;
+        .map_err(|e| CallError::Failed(format!("could not make an array chunk: {e}")))?;
     encode_result(&chunk)
 }
 
@@ -898,7 +311,7 @@ impl<T: Item + Element> Bag<T> {
     /// other numbers `map` to `f64`, `f32`, `i64` or `bool` first.
     pub fn to_array(&self) -> Result<Array> {
         let chunks: Vec<Future<ndarray::ArrayD<T>>> =
-            self.run(chunk_sink::<T>, "to_array", |_| Vec::new(), &[]);
+            self.run(chunk_sink::<T>, "to_array", |_| Vec::new());
         let lengths: Vec<Future<u64>> = chunks
             .iter()
             .map(|chunk| self.client.submit(chunk_length::<T>, chunk))
@@ -921,511 +334,6 @@ impl<T: Item + Element> Bag<T> {
             kept,
             vec![sizes],
         ))
-    }
-}
-
-// ----- grouping, joining, repartitioning, files ---------------------------------------------
-
-/// A hash that is the same on every rank (the standard library's is seeded per process).
-fn stable_hash<K: Hash>(key: &K) -> u64 {
-    use std::hash::Hasher;
-    let mut hasher = rustc_hash::FxHasher::default();
-    key.hash(&mut hasher);
-    hasher.finish()
-}
-
-/// Sorts `(key, value)` pairs by key.
-fn sorted_by_key<G: Ord, A>(map: FxHashMap<G, A>) -> Vec<(G, A)> {
-    let mut pairs: Vec<(G, A)> = map.into_iter().collect();
-    pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    pairs
-}
-
-fn foldby_sink<K, B, T, G, A>(s: Stream, input: &TaskInput<'_>) -> TaskResult<Vec<u8>>
-where
-    K: Fn(&T) -> G + Copy + 'static,
-    B: Fn(A, T) -> A + Copy + 'static,
-    T: Item,
-    G: Item + Hash + Eq + Ord,
-    A: Item + Clone,
-{
-    let init: A = decoded(input)?;
-    let (key, binop) = (conjure::<K>(), conjure::<B>());
-    let mut acc: FxHashMap<G, A> = FxHashMap::default();
-    for x in elements::<T>(s)? {
-        let k = key(&x);
-        let a = acc.remove(&k).unwrap_or_else(|| init.clone());
-        acc.insert(k, binop(a, x));
-    }
-    encode_result(&sorted_by_key(acc))
-}
-
-fn foldby_combine_task<C, G, A>(input: &TaskInput<'_>) -> TaskResult<Vec<u8>>
-where
-    C: Fn(A, A) -> A + Copy + 'static,
-    G: Item + Hash + Eq + Ord,
-    A: Item,
-{
-    let (parts,): (Vec<Vec<(G, A)>>,) = decoded(input)?;
-    let combine = conjure::<C>();
-    let mut acc: FxHashMap<G, A> = FxHashMap::default();
-    for (k, a) in parts.into_iter().flatten() {
-        let merged = match acc.remove(&k) {
-            Some(b) => combine(b, a),
-            None => a,
-        };
-        acc.insert(k, merged);
-    }
-    encode_result(&sorted_by_key(acc))
-}
-
-/// Splits a partition into `n` buckets by the key's stable hash.
-fn split_sink<K, T, G>(s: Stream, input: &TaskInput<'_>) -> TaskResult<Vec<u8>>
-where
-    K: Fn(&T) -> G + Copy + 'static,
-    T: Item,
-    G: Hash,
-{
-    let n: u64 = decoded(input)?;
-    let key = conjure::<K>();
-    let mut buckets: Vec<Vec<T>> = (0..n).map(|_| Vec::new()).collect();
-    for x in elements::<T>(s)? {
-        let bucket = (stable_hash(&key(&x)) % n.max(1)) as usize;
-        buckets[bucket].push(x);
-    }
-    encode_result(&buckets)
-}
-
-/// Bucket `j` of a split partition (runs where the split is, so only the bucket moves).
-fn bucket_task<T: Item>(input: &TaskInput<'_>) -> TaskResult<Vec<u8>> {
-    let (mut buckets, j): (Vec<Vec<T>>, u64) = decoded(input)?;
-    let j = j as usize;
-    if j >= buckets.len() {
-        return Err(format!("bucket {j} of {}", buckets.len()));
-    }
-    encode_result(&buckets.swap_remove(j))
-}
-
-/// The groups of one output partition: every element with the same key, by key.
-fn group_task<K, T, G>(input: &TaskInput<'_>) -> TaskResult<Vec<u8>>
-where
-    K: Fn(&T) -> G + Copy + 'static,
-    T: Item,
-    G: Item + Hash + Eq + Ord,
-{
-    let (buckets,): (Vec<Vec<T>>,) = decoded(input)?;
-    let key = conjure::<K>();
-    let mut groups: FxHashMap<G, Vec<T>> = FxHashMap::default();
-    for x in buckets.into_iter().flatten() {
-        groups.entry(key(&x)).or_default().push(x);
-    }
-    encode_result(&sorted_by_key(groups))
-}
-
-fn join_sink<K, T, G, V>(s: Stream, input: &TaskInput<'_>) -> TaskResult<Vec<u8>>
-where
-    K: Fn(&T) -> G + Copy + 'static,
-    T: Item + Clone,
-    G: Item + Hash + Eq,
-    V: Item + Clone,
-{
-    let other: Vec<(G, V)> = decoded(input)?;
-    let key = conjure::<K>();
-    let mut index: FxHashMap<G, Vec<V>> = FxHashMap::default();
-    for (k, v) in other {
-        index.entry(k).or_default().push(v);
-    }
-    let mut joined = Vec::new();
-    for x in elements::<T>(s)? {
-        if let Some(values) = index.get(&key(&x)) {
-            for v in values {
-                joined.push((x.clone(), v.clone()));
-            }
-        }
-    }
-    encode_result(&joined)
-}
-
-/// `take` elements after skipping `skip`, from the concatenation of some partitions.
-fn slice_task<T: Item>(input: &TaskInput<'_>) -> TaskResult<Vec<u8>> {
-    let (parts, (skip, take)): (Vec<Vec<T>>, (u64, u64)) = decoded(input)?;
-    let slice: Vec<T> = parts
-        .into_iter()
-        .flatten()
-        .skip(skip as usize)
-        .take(take as usize)
-        .collect();
-    encode_result(&slice)
-}
-
-fn write_lines_sink<T: Item + std::fmt::Display>(
-    s: Stream,
-    input: &TaskInput<'_>,
-) -> TaskResult<Vec<u8>> {
-    use std::io::Write;
-    let path: String = decoded(input)?;
-    let file = std::fs::File::create(&path).map_err(|e| format!("cannot create {path}: {e}"))?;
-    let mut out = std::io::BufWriter::new(file);
-    for x in elements::<T>(s)? {
-        writeln!(out, "{x}").map_err(|e| format!("cannot write {path}: {e}"))?;
-    }
-    out.flush()
-        .map_err(|e| format!("cannot write {path}: {e}"))?;
-    encode_result(&path)
-}
-
-/// The bytes of the lines that start in bytes `start..end` of `path` (a line crossing
-/// `start` belongs to the block before, so the block runs on to the end of the line crossing
-/// `end`); a `.gz` file is read whole.
-fn read_block((path, start, end): (String, u64, u64)) -> TaskResult<Vec<u8>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(&path).map_err(|e| format!("cannot open {path}: {e}"))?;
-    let mut bytes = Vec::new();
-    if path.ends_with(".gz") {
-        flate2::read::MultiGzDecoder::new(file)
-            .read_to_end(&mut bytes)
-            .map_err(|e| format!("cannot read {path} (gzip): {e}"))?;
-        return Ok(bytes);
-    }
-    let cannot_read = |e: std::io::Error| format!("cannot read {path}: {e}");
-    // From one byte early: whether it is a line end tells if `start` begins a line.
-    let from = start.saturating_sub(1);
-    file.seek(SeekFrom::Start(from)).map_err(cannot_read)?;
-    bytes.reserve((end - from) as usize + 4096);
-    (&mut file)
-        .take(end - from)
-        .read_to_end(&mut bytes)
-        .map_err(cannot_read)?;
-    // Finish the line that crosses `end`.
-    let mut tail = [0u8; 4096];
-    while bytes.last().is_some_and(|b| *b != b'\n') {
-        let n = file.read(&mut tail).map_err(cannot_read)?;
-        if n == 0 {
-            break;
-        }
-        match tail[..n].iter().position(|b| *b == b'\n') {
-            Some(i) => bytes.extend_from_slice(&tail[..=i]),
-            None => bytes.extend_from_slice(&tail[..n]),
-        }
-    }
-    if start > 0 {
-        // Drop the end of the line that began in the block before.
-        let skip = bytes
-            .iter()
-            .position(|b| *b == b'\n')
-            .map_or(bytes.len(), |i| i + 1);
-        bytes.drain(..skip);
-    }
-    Ok(bytes)
-}
-
-/// The lines of a block, without their line ends (`\n` or `\r\n`), as strings (invalid
-/// UTF-8 replaced).
-struct LinesOf {
-    bytes: Vec<u8>,
-    at: usize,
-}
-
-impl Iterator for LinesOf {
-    type Item = String;
-
-    fn next(&mut self) -> Option<String> {
-        if self.at >= self.bytes.len() {
-            return None;
-        }
-        let rest = &self.bytes[self.at..];
-        let len = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
-        self.at += len + 1;
-        let line = rest[..len].strip_suffix(b"\r").unwrap_or(&rest[..len]);
-        Some(String::from_utf8_lossy(line).into_owned())
-    }
-}
-
-/// The files matching `pattern`: a path whose last component may hold `*` and `?`.
-pub fn expand_glob(pattern: &str) -> Result<Vec<std::path::PathBuf>> {
-    let path = std::path::Path::new(pattern);
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| crate::Error::Config(format!("'{pattern}' names no file")))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    if dir.to_string_lossy().contains(['*', '?']) {
-        return Err(crate::Error::Config(format!(
-            "'{pattern}': only the file name may hold wildcards (* and ?)"
-        )));
-    }
-    if !name.contains(['*', '?']) {
-        return if path.is_file() {
-            Ok(vec![path.to_path_buf()])
-        } else {
-            Err(crate::Error::Config(format!("no file {pattern}")))
-        };
-    }
-    let entries = std::fs::read_dir(&dir).map_err(|e| crate::Error::Io {
-        path: dir.display().to_string(),
-        source: e,
-    })?;
-    let mut files: Vec<std::path::PathBuf> = entries
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| wildcard_match(name, n))
-        })
-        .map(|e| e.path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(crate::Error::Config(format!("no file matches {pattern}")));
-    }
-    Ok(files)
-}
-
-/// `*` matches any run of characters, `?` any one.
-fn wildcard_match(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
-    while j < n.len() {
-        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
-            i += 1;
-            j += 1;
-        } else if i < p.len() && p[i] == '*' {
-            star = Some(i);
-            mark = j;
-            i += 1;
-        } else if let Some(s) = star {
-            i = s + 1;
-            mark += 1;
-            j = mark;
-        } else {
-            return false;
-        }
-    }
-    p[i..].iter().all(|c| *c == '*')
-}
-
-impl Bag<String> {
-    /// The lines of the files matching `pattern` (wildcards in the file name), each file
-    /// cut into blocks of about `blocksize` bytes read by the workers themselves (a line
-    /// belongs to the block it starts in); `.gz` files are one partition each. Nothing is
-    /// read until a result needs the lines.
-    pub fn read_text(client: &Client, pattern: &str, blocksize: u64) -> Result<Bag<String>> {
-        if blocksize == 0 {
-            return Err(crate::Error::Config(
-                "read_text: blocksize must be above 0".into(),
-            ));
-        }
-        let mut blocks = Vec::new();
-        for path in expand_glob(pattern)? {
-            let len = std::fs::metadata(&path)
-                .map_err(|e| crate::Error::Io {
-                    path: path.display().to_string(),
-                    source: e,
-                })?
-                .len();
-            let name = path.display().to_string();
-            if name.ends_with(".gz") || len == 0 {
-                blocks.push((name, 0, len.max(1)));
-                continue;
-            }
-            let mut start = 0;
-            while start < len {
-                let end = (start + blocksize).min(len);
-                blocks.push((name.clone(), start, end));
-                start = end;
-            }
-        }
-        let origins = blocks
-            .iter()
-            .map(|block| Origin {
-                slot: ArgSlot::Value(encode_value(block).expect("a block encodes")),
-                stored: None,
-            })
-            .collect();
-        Ok(Bag::with_origins(
-            client,
-            source_offset(text_source),
-            "read_text",
-            origins,
-        ))
-    }
-}
-
-impl<T: Item> Bag<T> {
-    /// Dask's `foldby`: for each key, `binop` folds the elements with that key (starting
-    /// from `init`) within each partition, and `combine` merges the partitions' results.
-    /// Sorted by key.
-    pub fn foldby<K, G, B, A, C>(
-        &self,
-        key: K,
-        binop: B,
-        init: A,
-        combine: C,
-    ) -> Future<Vec<(G, A)>>
-    where
-        K: Fn(&T) -> G + Copy + Send + Sync + 'static,
-        G: Item + Hash + Eq + Ord,
-        B: Fn(A, T) -> A + Copy + Send + Sync + 'static,
-        A: Item + Clone,
-        C: Fn(A, A) -> A + Copy + Send + Sync + 'static,
-    {
-        let _ = (key, binop, combine);
-        let init = ArgSlot::Value(encode_value(&init).expect("the initial value encodes"));
-        let partials: Vec<Future<Vec<(G, A)>>> = self.run(
-            foldby_sink::<K, B, T, G, A>,
-            &format!("foldby-{}", function_name::<B>()),
-            |_| vec![init.clone()],
-            &[],
-        );
-        self.combine(
-            partials,
-            offset_of(foldby_combine_task::<C, G, A>),
-            &format!("foldby-{}", function_name::<C>()),
-            &[],
-        )
-    }
-
-    /// Groups the elements by `key` into `npartitions` partitions of `(key, elements)`,
-    /// sorted by key within each: a shuffle between the workers (each partition is split
-    /// by key hash where it is, and each group partition fetches only its buckets).
-    pub fn groupby<K, G>(&self, key: K, npartitions: usize) -> Bag<(G, Vec<T>)>
-    where
-        K: Fn(&T) -> G + Copy + Send + Sync + 'static,
-        G: Item + Hash + Eq + Ord,
-    {
-        let _ = key;
-        let n = npartitions.max(1) as u64;
-        let n_slot = ArgSlot::Value(encode_value(&n).expect("a u64 encodes"));
-        let name = format!("groupby-{}", function_name::<K>());
-        let splits: Vec<Future<Vec<Vec<T>>>> = self.run(
-            split_sink::<K, T, G>,
-            &format!("{name}-split"),
-            |_| vec![n_slot.clone()],
-            &[],
-        );
-        // buckets[i][j]: bucket j of split i.
-        let buckets: Vec<Vec<Future<Vec<T>>>> = splits
-            .iter()
-            .map(|split| {
-                (0..n)
-                    .map(|j| {
-                        let args = vec![
-                            ArgSlot::Future(split.key()),
-                            ArgSlot::Value(encode_value(&j).expect("a u64 encodes")),
-                        ];
-                        self.client
-                            .submit_raw(
-                                offset_of(bucket_task::<T>),
-                                &format!("{name}-bucket"),
-                                args,
-                                vec![split.clone().erase()],
-                            )
-                            .retype()
-                    })
-                    .collect()
-            })
-            .collect();
-        let partitions = (0..n as usize)
-            .map(|j| {
-                let column: Vec<Future<Vec<T>>> =
-                    buckets.iter().map(|row| row[j].clone()).collect();
-                self.combine(column, offset_of(group_task::<K, T, G>), &name, &[])
-            })
-            .collect();
-        Bag::from_futures(&self.client, partitions)
-    }
-
-    /// Pairs `(x, v)` for every element `x` and every `(k, v)` of `other` with
-    /// `k == key(x)` (an inner join with a small sequence, which goes to every worker once,
-    /// by broadcast).
-    pub fn join<K, G, V>(&self, other: Vec<(G, V)>, key: K) -> Result<Bag<(T, V)>>
-    where
-        K: Fn(&T) -> G + Copy + Send + Sync + 'static,
-        T: Clone,
-        G: Item + Hash + Eq,
-        V: Item + Clone,
-    {
-        let _ = key;
-        let other = self.client.scatter_broadcast(other)?;
-        let partitions = self.run(
-            join_sink::<K, T, G, V>,
-            &format!("join-{}", function_name::<K>()),
-            |_| vec![ArgSlot::Future(other.key())],
-            &[other.clone().erase()],
-        );
-        Ok(Bag::from_futures(&self.client, partitions))
-    }
-
-    /// The same elements in `npartitions` partitions of nearly equal length (runs the
-    /// pipeline and waits for the partitions' lengths; each new partition reads only the
-    /// old ones it overlaps).
-    pub fn repartition(&self, npartitions: usize) -> Result<Bag<T>> {
-        let parts = self.to_futures();
-        let stored = Bag::from_futures(&self.client, parts.clone());
-        let lengths: Vec<u64> = self
-            .client
-            .gather(&stored.stream_each("length", count_of::<T>))?;
-        let total: u64 = lengths.iter().sum();
-        let n = npartitions.max(1) as u64;
-        let (base, extra) = (total / n, total % n);
-        let mut starts = Vec::with_capacity(lengths.len());
-        let mut offset = 0;
-        for len in &lengths {
-            starts.push(offset);
-            offset += len;
-        }
-        let mut begin = 0;
-        let mut partitions = Vec::with_capacity(n as usize);
-        for i in 0..n {
-            let take = base + u64::from(i < extra);
-            let end = begin + take;
-            let overlapping: Vec<usize> = (0..lengths.len())
-                .filter(|&p| lengths[p] > 0 && starts[p] < end && starts[p] + lengths[p] > begin)
-                .collect();
-            let skip = overlapping.first().map_or(0, |&p| begin - starts[p]);
-            let keys = overlapping.iter().map(|&p| parts[p].key()).collect();
-            let keep: KeepAlive = overlapping
-                .iter()
-                .map(|&p| parts[p].clone().erase())
-                .collect();
-            let args = vec![
-                ArgSlot::Futures(keys),
-                ArgSlot::Value(encode_value(&(skip, take)).expect("numbers encode")),
-            ];
-            partitions.push(
-                self.client
-                    .submit_raw(offset_of(slice_task::<T>), "repartition", args, keep)
-                    .retype(),
-            );
-            begin = end;
-        }
-        Ok(Bag::from_futures(&self.client, partitions))
-    }
-}
-
-impl<T: Item + std::fmt::Display> Bag<T> {
-    /// Writes partition `i` as lines of text to `pattern` with `*` replaced by `i`, on the
-    /// worker that computes it; returns the paths once all are written.
-    pub fn to_textfiles(&self, pattern: &str) -> Result<Vec<String>> {
-        if !pattern.contains('*') {
-            return Err(crate::Error::Config(format!(
-                "to_textfiles: the pattern '{pattern}' needs a '*' for the partition number"
-            )));
-        }
-        let written: Vec<Future<String>> = self.run(
-            write_lines_sink::<T>,
-            "to_textfiles",
-            |i| {
-                let path = pattern.replace('*', &i.to_string());
-                vec![ArgSlot::Value(encode_value(&path).expect("a path encodes"))]
-            },
-            &[],
-        );
-        self.client.gather(&written)
     }
 }
 
@@ -1675,15 +583,6 @@ mod tests {
             );
         });
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn wildcards_match_like_a_shell() {
-        assert!(wildcard_match("part-*.txt", "part-12.txt"));
-        assert!(wildcard_match("*", ""));
-        assert!(wildcard_match("a?c*", "abcdef"));
-        assert!(!wildcard_match("part-*.txt", "part-1.txt.gz"));
-        assert!(!wildcard_match("a?c", "ac"));
     }
 
     fn to_f64(x: u64) -> f64 {

@@ -100,6 +100,13 @@ impl MpiJob {
         all
     }
 
+    /// Collective: rank 0's `value`, on every rank.
+    pub fn broadcast_from_first(&self, value: u64) -> u64 {
+        let mut value = value;
+        self.world.process_at_rank(0).broadcast_into(&mut value);
+        value
+    }
+
     /// Collective: the ranks that share this rank's node memory (`MPI_Comm_split_type`
     /// with `MPI_COMM_TYPE_SHARED`) and their `mine`, in their order. The node
     /// communicator is freed before this returns.

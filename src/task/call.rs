@@ -1,0 +1,178 @@
+//! The worker's side of a task: the [`TaskInput`] a trampoline receives, the trampolines
+//! that decode a task's arguments and call its function, and how a call fails.
+
+use super::TaskFn;
+use super::functions::{FnPointer, FunctionTable};
+use crate::protocol::{ArgSlot, FnId, Payload, codec, encode_value};
+use bincode::Options;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Display;
+
+/// How a task's call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The function panicked or returned `Err`, or its arguments did not decode as its
+    /// parameters: the task fails with this message (and may be retried).
+    Failed(String),
+    /// The task itself is malformed (it names a function as the wrong kind): a protocol
+    /// error, which ends the job with exit code 8.
+    Corrupt(String),
+}
+
+impl From<String> for CallError {
+    fn from(message: String) -> Self {
+        CallError::Failed(message)
+    }
+}
+
+impl From<&str> for CallError {
+    fn from(message: &str) -> Self {
+        CallError::Failed(message.to_string())
+    }
+}
+
+/// What a worker hands a trampoline.
+pub struct TaskInput<'a> {
+    /// The argument slots as submitted.
+    pub args: &'a [ArgSlot],
+    /// One value per dependency occurrence, in slot order.
+    pub deps: &'a [Payload],
+    /// The further functions the task names, by position.
+    pub uses: &'a [FnId],
+    /// The worker's registered functions.
+    pub functions: &'a FunctionTable,
+}
+
+impl<'a> TaskInput<'a> {
+    /// The `index`-th function the task uses, as the function-pointer type `F`; a
+    /// malformed task if there is none or it was registered as another type.
+    pub fn used<F: FnPointer>(&self, index: usize) -> Result<F, CallError> {
+        let id = self.uses.get(index).ok_or_else(|| {
+            CallError::Corrupt(format!(
+                "the task uses {} functions, not {}",
+                self.uses.len(),
+                index + 1
+            ))
+        })?;
+        self.functions.resolve(*id).map_err(CallError::Corrupt)
+    }
+
+    /// The same task seen with only the argument slots `slots` and the dependency values
+    /// `deps` (which must be theirs).
+    pub fn part(&self, slots: std::ops::Range<usize>, deps: &'a [Payload]) -> TaskInput<'a> {
+        TaskInput {
+            args: &self.args[slots],
+            deps,
+            uses: self.uses,
+            functions: self.functions,
+        }
+    }
+}
+
+/// The type-erased entry point of a task function.
+pub type Trampoline = fn(&TaskInput<'_>) -> Result<Vec<u8>, CallError>;
+
+crate::fn_pointer!(Trampoline);
+
+/// Decodes the arguments of a task: the slots' encodings concatenated form the encoding of
+/// the argument tuple (bincode encodes a tuple as its fields in order, a `Vec` as its length
+/// followed by its elements).
+pub fn decode_args<Args: DeserializeOwned>(input: &TaskInput<'_>) -> bincode::Result<Args> {
+    let mut deps = input.deps.iter();
+    let mut next_dep = || {
+        deps.next().map(|p| p.as_slice()).ok_or_else(|| {
+            Box::new(bincode::ErrorKind::Custom(
+                "fewer dependency values than the arguments name".into(),
+            ))
+        })
+    };
+    // The common case, one argument holding one value: decode in place.
+    if let [slot] = input.args {
+        match slot {
+            ArgSlot::Value(bytes) => return codec().deserialize(bytes),
+            ArgSlot::Future(_) => return codec().deserialize(next_dep()?),
+            ArgSlot::Futures(_) => {}
+        }
+    }
+    let mut joined = Vec::new();
+    for slot in input.args {
+        match slot {
+            ArgSlot::Value(bytes) => joined.extend_from_slice(bytes),
+            ArgSlot::Future(_) => joined.extend_from_slice(next_dep()?),
+            ArgSlot::Futures(keys) => {
+                codec().serialize_into(&mut joined, &(keys.len() as u64))?;
+                for _ in keys {
+                    joined.extend_from_slice(next_dep()?);
+                }
+            }
+        }
+    }
+    codec().deserialize(&joined)
+}
+
+fn describe_decode_error<F>(error: bincode::Error) -> CallError {
+    CallError::Failed(format!(
+        "could not decode the arguments of {}: {error}",
+        super::function_name::<F>()
+    ))
+}
+
+/// Encodes a task's result.
+pub fn encode_result<T: Serialize>(value: &T) -> Result<Vec<u8>, CallError> {
+    encode_value(value).map_err(|e| CallError::Failed(format!("could not encode the result: {e}")))
+}
+
+/// The trampoline of a function whose result is the task's value.
+pub fn trampoline<F, Args>(input: &TaskInput<'_>) -> Result<Vec<u8>, CallError>
+where
+    F: TaskFn<Args>,
+    Args: DeserializeOwned,
+    F::Output: Serialize,
+{
+    let args: Args = decode_args(input).map_err(describe_decode_error::<F>)?;
+    let output = super::conjure::<F>().call(args);
+    encode_result(&output)
+}
+
+/// The trampoline of a function returning `Result<T, E>`: `Err` fails the task.
+pub fn fallible_trampoline<F, Args, T, E>(input: &TaskInput<'_>) -> Result<Vec<u8>, CallError>
+where
+    F: TaskFn<Args, Output = Result<T, E>>,
+    Args: DeserializeOwned,
+    T: Serialize,
+    E: Display,
+{
+    let args: Args = decode_args(input).map_err(describe_decode_error::<F>)?;
+    let value = super::conjure::<F>()
+        .call(args)
+        .map_err(|e| CallError::Failed(e.to_string()))?;
+    encode_result(&value)
+}
+
+/// The trampoline of `F` with argument tuple `Args`.
+pub fn trampoline_of<F, Args>() -> Trampoline
+where
+    F: TaskFn<Args>,
+    Args: DeserializeOwned,
+    F::Output: Serialize,
+{
+    trampoline::<F, Args>
+}
+
+/// The trampoline of the fallible `F` with argument tuple `Args`.
+pub fn fallible_trampoline_of<F, Args, T, E>() -> Trampoline
+where
+    F: TaskFn<Args, Output = Result<T, E>>,
+    Args: DeserializeOwned,
+    T: Serialize,
+    E: Display,
+{
+    fallible_trampoline::<F, Args, T, E>
+}
+
+/// Runs the task whose function is `func` on `input` (the worker side of a task).
+pub fn call(func: FnId, input: &TaskInput<'_>) -> Result<Vec<u8>, CallError> {
+    let trampoline: Trampoline = input.functions.resolve(func).map_err(CallError::Corrupt)?;
+    trampoline(input)
+}

@@ -1,0 +1,306 @@
+//! Function identity: a task names each function it calls by a [`FnId`] that the client
+//! registered before first use ([`Registry`]), and every rank turns an id back into its own
+//! address of the function through one function, [`FunctionTable::resolve`], which holds
+//! the crate's only conversion of an address into a function pointer.
+//!
+//! Every rank runs the same executable (checked at start-up), so a function lies at the
+//! same distance from a fixed function of the binary on every rank, whatever address-space
+//! layout randomisation does: a registration carries that *offset*. It also carries a
+//! fingerprint of the function's Rust type (an id resolves only as the type it was
+//! registered with) and a check word over both under the job's key, so a registration that
+//! was corrupted, or made up without the key, is refused. (The check word is an xxh3 hash
+//! seeded with the key, an integrity check rather than a cryptographic signature: the ranks
+//! of one job trust each other.)
+//!
+//! An id that was never registered, a registration whose check fails, and an id resolved as
+//! another type are protocol errors: the receiving rank ends the job with exit code 8.
+
+use crate::protocol::{FnId, FunctionMsg};
+use rustc_hash::FxHashMap;
+
+/// A Rust function-pointer type that tasks can call by id (implemented with
+/// [`fn_pointer!`](crate::fn_pointer) for each type the runtime calls this way).
+///
+/// # Safety
+/// Implement it only for `fn(...) -> ...` pointer types: [`FunctionTable::resolve`] turns
+/// an address into a value of this type.
+pub unsafe trait FnPointer: Copy + Send + Sync + 'static {
+    /// The function's address in this process.
+    fn address(self) -> usize;
+}
+
+/// Declares function-pointer types as [`FnPointer`]s.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! fn_pointer {
+    ($($t:ty),* $(,)?) => {
+        $(
+            // SAFETY: `$t` is a function-pointer type (the macro's contract).
+            unsafe impl $crate::task::FnPointer for $t {
+                fn address(self) -> usize {
+                    self as usize
+                }
+            }
+        )*
+    };
+}
+
+/// The fixed function every offset is measured from.
+#[inline(never)]
+fn anchor() -> u64 {
+    // A body of its own, so the linker cannot fold it into another function.
+    0x6d70_6964_6173_6b21
+}
+
+fn anchor_address() -> usize {
+    std::hint::black_box(anchor as fn() -> u64) as usize
+}
+
+/// The offset of `f` from the anchor: the same on every rank of the job.
+fn offset_of<F: FnPointer>(f: F) -> i64 {
+    (f.address() as i64).wrapping_sub(anchor_address() as i64)
+}
+
+/// A fingerprint of the function-pointer type `F`: the hash of its type name, which is the
+/// same on every rank of one executable.
+pub fn signature_of<F: FnPointer>() -> u64 {
+    xxhash_rust::xxh3::xxh3_64(std::any::type_name::<F>().as_bytes())
+}
+
+/// The check word of a registration under the job's `key`.
+fn seal(key: u64, id: FnId, offset: i64, signature: u64) -> u64 {
+    let mut bytes = [0u8; 20];
+    bytes[..4].copy_from_slice(&id.0.to_le_bytes());
+    bytes[4..12].copy_from_slice(&offset.to_le_bytes());
+    bytes[12..].copy_from_slice(&signature.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, key)
+}
+
+/// A new random job key (rank 0 makes it; every rank learns it at start-up).
+pub fn new_job_key() -> u64 {
+    let mut bytes = [0u8; 8];
+    if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {
+        // No entropy source: the time and process still make keys differ between jobs.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        return xxhash_rust::xxh3::xxh3_64(
+            &[
+                now.to_le_bytes(),
+                u128::from(std::process::id()).to_le_bytes(),
+            ]
+            .concat(),
+        );
+    }
+    u64::from_le_bytes(bytes)
+}
+
+/// The client's side: the functions it registered, by address, and their names.
+#[derive(Debug)]
+pub struct Registry {
+    key: u64,
+    ids: FxHashMap<(usize, u64), FnId>,
+    names: Vec<String>,
+}
+
+impl Registry {
+    /// An empty registry for the job with `key`.
+    pub fn new(key: u64) -> Self {
+        Registry {
+            key,
+            ids: FxHashMap::default(),
+            names: Vec::new(),
+        }
+    }
+
+    /// The id of `f`, and its registration if it is new (to send before any task using it).
+    pub fn id_of<F: FnPointer>(
+        &mut self,
+        f: F,
+        name: impl FnOnce() -> String,
+    ) -> (FnId, Option<FunctionMsg>) {
+        let signature = signature_of::<F>();
+        if let Some(id) = self.ids.get(&(f.address(), signature)) {
+            return (*id, None);
+        }
+        let id = FnId(u32::try_from(self.names.len()).expect("fewer than 2^32 functions"));
+        let offset = offset_of(f);
+        let name = name();
+        self.names.push(name.clone());
+        self.ids.insert((f.address(), signature), id);
+        let check = seal(self.key, id, offset, signature);
+        (
+            id,
+            Some(FunctionMsg {
+                id,
+                offset,
+                signature,
+                name,
+                check,
+            }),
+        )
+    }
+
+    /// The readable name of `id`.
+    pub fn name(&self, id: FnId) -> &str {
+        self.names.get(id.0 as usize).map_or("task", String::as_str)
+    }
+}
+
+/// A rank's table of the functions registered so far (the scheduler's and each worker's).
+#[derive(Debug, Clone)]
+pub struct FunctionTable {
+    key: u64,
+    entries: Vec<FunctionMsg>,
+}
+
+impl FunctionTable {
+    /// An empty table for the job with `key`.
+    pub fn new(key: u64) -> Self {
+        FunctionTable {
+            key,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Adds a registration after checking it: its check word, and that its id is the next
+    /// one. The error says what is wrong with it.
+    pub fn register(&mut self, msg: FunctionMsg) -> Result<(), String> {
+        if seal(self.key, msg.id, msg.offset, msg.signature) != msg.check {
+            return Err(format!(
+                "a registration of {} ({:?}) whose check word does not match the job's key: \
+                 corrupted or not made by this job's client",
+                msg.id, msg.name
+            ));
+        }
+        if msg.id.0 as usize != self.entries.len() {
+            return Err(format!(
+                "a registration of {} ({:?}) where function id {} comes next",
+                msg.id,
+                msg.name,
+                self.entries.len()
+            ));
+        }
+        self.entries.push(msg);
+        Ok(())
+    }
+
+    /// `true` if `id` was registered.
+    pub fn contains(&self, id: FnId) -> bool {
+        (id.0 as usize) < self.entries.len()
+    }
+
+    /// The first of `ids` that was never registered.
+    pub fn first_unknown(&self, mut ids: impl Iterator<Item = FnId>) -> Option<FnId> {
+        ids.find(|id| !self.contains(*id))
+    }
+
+    /// The readable name of `id` (`task` for an unknown one).
+    pub fn name(&self, id: FnId) -> &str {
+        self.entries
+            .get(id.0 as usize)
+            .map_or("task", |e| e.name.as_str())
+    }
+
+    /// This rank's address of the function registered as `id`, as the function-pointer type
+    /// `F`. An error if `id` was never registered or was registered as another type.
+    pub fn resolve<F: FnPointer>(&self, id: FnId) -> Result<F, String> {
+        let entry = self
+            .entries
+            .get(id.0 as usize)
+            .ok_or_else(|| format!("{id} was never registered"))?;
+        if entry.signature != signature_of::<F>() {
+            return Err(format!(
+                "{id} ({}) was registered as another kind of function than {}",
+                entry.name,
+                std::any::type_name::<F>()
+            ));
+        }
+        let address = anchor_address().wrapping_add(entry.offset as usize);
+        // SAFETY: the entry passed `register`: its check word proves that this job's client
+        // made it (the key never leaves the job), and the client takes offsets only with
+        // `offset_of` of a value of type `F` (the signature matches `F`) in this same
+        // executable (every rank runs the same one, checked at start-up). So `address` is
+        // the address of a function of type `F` here, and `F` is a function-pointer type
+        // of the size of an address (the `FnPointer` contract).
+        Ok(unsafe { std::mem::transmute_copy::<usize, F>(&address) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Unary = fn(u64) -> u64;
+    type Binary = fn(u64, u64) -> u64;
+    crate::fn_pointer!(Unary, Binary);
+
+    fn double(x: u64) -> u64 {
+        2 * x
+    }
+    fn add(a: u64, b: u64) -> u64 {
+        a + b
+    }
+
+    #[test]
+    fn registered_functions_resolve_as_their_type_only() {
+        let key = new_job_key();
+        let mut registry = Registry::new(key);
+        let (d, msg_d) = registry.id_of(double as Unary, || "double".into());
+        let (a, msg_a) = registry.id_of(add as Binary, || "add".into());
+        assert_eq!((d, a), (FnId(0), FnId(1)));
+        assert_eq!(
+            registry.id_of(double as Unary, || unreachable!()),
+            (d, None)
+        );
+        assert_eq!(registry.name(a), "add");
+        let mut table = FunctionTable::new(key);
+        table.register(msg_d.unwrap()).unwrap();
+        table.register(msg_a.unwrap()).unwrap();
+        assert_eq!(table.resolve::<Unary>(d).unwrap()(21), 42);
+        assert_eq!(table.resolve::<Binary>(a).unwrap()(2, 3), 5);
+        let wrong = table.resolve::<Binary>(d).unwrap_err();
+        assert!(wrong.contains("another kind of function"), "{wrong}");
+        assert!(
+            table
+                .resolve::<Unary>(FnId(2))
+                .unwrap_err()
+                .contains("never registered")
+        );
+        assert_eq!(
+            table.first_unknown([d, FnId(9), a].into_iter()),
+            Some(FnId(9))
+        );
+    }
+
+    #[test]
+    fn forged_and_corrupted_registrations_are_refused() {
+        let key = new_job_key();
+        let mut registry = Registry::new(key);
+        let (_, msg) = registry.id_of(double as Unary, || "double".into());
+        let msg = msg.unwrap();
+        // Another job's key, a moved offset, a changed type, an id out of order.
+        let mut other_job = FunctionTable::new(key ^ 1);
+        assert!(other_job.register(msg.clone()).is_err());
+        let mut table = FunctionTable::new(key);
+        let moved = FunctionMsg {
+            offset: msg.offset + 16,
+            ..msg.clone()
+        };
+        assert!(table.register(moved).unwrap_err().contains("check word"));
+        let retyped = FunctionMsg {
+            signature: signature_of::<Binary>(),
+            ..msg.clone()
+        };
+        assert!(table.register(retyped).is_err());
+        let (_, second) = registry.id_of(add as Binary, || "add".into());
+        assert!(
+            table
+                .register(second.unwrap())
+                .unwrap_err()
+                .contains("comes next")
+        );
+        table.register(msg).unwrap();
+        assert!(table.contains(FnId(0)) && !table.contains(FnId(1)));
+    }
+}
