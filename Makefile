@@ -116,13 +116,13 @@ test-install: test-deps
 # The integration tests with Open MPI's shared-memory transport off: every byte between
 # ranks goes over TCP, as between nodes.
 test-tcp: test-deps
-	OMPI_MCA_btl=self,tcp $(CARGO) test --release --test mpi
+	OMPI_MCA_btl=self,tcp $(CARGO) test --release --test mpi --test bad_input
 
 # The integration tests with the project built against MPICH (its own target directory)
 # and launched by MPICH's mpiexec.
 test-mpich: test-deps
 	MPICC=mpicc.mpich $(CARGO) build --release --target-dir target-mpich --examples
-	MPICC=mpicc.mpich MPIDASK_TEST_MPI=mpich $(CARGO) test --release --target-dir target-mpich --test mpi
+	MPICC=mpicc.mpich MPIDASK_TEST_MPI=mpich $(CARGO) test --release --target-dir target-mpich --test mpi --test bad_input
 
 bench: deps
 	$(CARGO) bench --bench runtime -- $(BENCH)

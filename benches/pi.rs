@@ -17,8 +17,8 @@ mod support;
 
 use mpi::collective::SystemOperation;
 use mpi::traits::*;
-use mpidask::array::kernel::{self, Outcome, Partial};
 use mpidask::array::{Array, ReduceOp, random};
+use mpidask::internals::kernel::{self, Outcome, Partial};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};

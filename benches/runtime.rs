@@ -188,9 +188,9 @@ fn role_empty(_client: &Client) {
 
 fn role_idle(client: &Client) -> anyhow::Result<()> {
     let before = client.scheduler_info()?.cpu_seconds;
-    let client_before = mpidask::process::cpu_seconds();
+    let client_before = mpidask::internals::process::cpu_seconds();
     std::thread::sleep(Duration::from_secs(IDLE_SECONDS));
-    let client_cpu = mpidask::process::cpu_seconds() - client_before;
+    let client_cpu = mpidask::internals::process::cpu_seconds() - client_before;
     let scheduler_cpu = client.scheduler_info()?.cpu_seconds - before;
     println!("MEASURE idle_scheduler_cpu_s={scheduler_cpu}");
     println!("MEASURE idle_client_cpu_s={client_cpu}");

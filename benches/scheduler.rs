@@ -6,10 +6,10 @@
 //! cargo bench --bench scheduler -- 4096     # only the runs whose name contains 4096
 //! ```
 
-use mpidask::protocol::{
+use mpidask::internals::protocol::{
     ArgSlot, FnId, Key, Rank, TaskOptions, TaskSpec, ToScheduler, ToWorker, WorkerHello,
 };
-use mpidask::scheduler::{Output, Scheduler, SchedulerConfig};
+use mpidask::internals::scheduler::{Output, Scheduler, SchedulerConfig};
 use std::time::{Duration, Instant};
 
 fn hello(nthreads: u32) -> ToScheduler {
@@ -27,14 +27,16 @@ fn hello(nthreads: u32) -> ToScheduler {
 const JOB_KEY: u64 = 42;
 
 /// The simulated tasks' function (never called: the workers are simulated).
-fn task_function(_: &mpidask::task::TaskInput<'_>) -> Result<Vec<u8>, mpidask::task::CallError> {
+fn task_function(
+    _: &mpidask::internals::task::TaskInput<'_>,
+) -> Result<Vec<u8>, mpidask::internals::task::CallError> {
     Ok(Vec::new())
 }
 
 /// Registers the tasks' function with `scheduler` as the client does, as `FnId(0)`.
 fn register(scheduler: &mut Scheduler, now: Instant) {
-    let mut registry = mpidask::task::Registry::new(JOB_KEY);
-    let trampoline: mpidask::task::Trampoline = task_function;
+    let mut registry = mpidask::internals::task::Registry::new(JOB_KEY);
+    let trampoline: mpidask::internals::task::Trampoline = task_function;
     let (_, registration) = registry.id_of(trampoline, || "f".into());
     let registration = registration.expect("a new function");
     scheduler.handle(

@@ -44,6 +44,7 @@ impl<T> KeyMap<T> {
         self.len
     }
 
+    #[cfg(test)]
     /// `true` if empty.
     pub fn is_empty(&self) -> bool {
         self.len == 0

@@ -47,32 +47,52 @@
 //! A real program calls [`run`] (or [`run_with`]) instead of [`run_local`]; see
 //! `examples/pi_futures.rs`.
 
-pub mod client;
-pub mod collections;
-pub mod config;
-pub mod error;
-pub mod exit;
+#![warn(missing_docs)]
+
+/// Declares modules that the `internals` feature makes public (hidden from the docs, for
+/// the project's benchmarks, fuzz targets and fault-injection tests; see [`internals`]) and
+/// that are private otherwise.
+macro_rules! internal_modules {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        mod $name;
+    )*};
+}
+pub(crate) use internal_modules;
+
+mod client;
+mod collections;
+mod config;
+mod error;
+mod exit;
 pub mod jobscript;
-pub mod keymap;
-pub mod logging;
-pub mod memory;
-pub mod node;
-pub mod private_dir;
-pub mod process;
-pub mod protocol;
-pub mod scheduler;
-pub mod startup;
-pub mod task;
-pub mod trace;
-pub mod transport;
-pub mod worker;
+mod keymap;
+mod logging;
+mod memory;
+mod node;
+mod private_dir;
+mod startup;
+mod trace;
+mod worker;
+internal_modules!(process, protocol, scheduler, task, transport);
 
+#[cfg(feature = "internals")]
+pub mod internals;
+
+pub use client::{AsCompleted, CallArg, Client, Future, Submitter};
 pub use collections::{array, bag, delayed};
-
-pub use client::{AsCompleted, Client, Future, Submitter};
-pub use config::RuntimeArgs;
+pub use config::{ResourceList, RuntimeArgs};
 pub use error::{Error, Result, TaskError, TaskFailure};
 pub use exit::ExitCode;
-pub use protocol::{Rank, SchedulerInfo, TaskOptions};
-pub use startup::{ClientOutcome, parse_args, run, run_local, run_with};
+pub use memory::{MemoryLimitSpec, human_bytes};
+pub use protocol::{
+    JobProgress, Key, Rank, Resource, SchedulerInfo, TaskOptions, WorkerHello, WorkerInfo,
+};
+pub use startup::{
+    ClientOutcome, MpiSetup, mpi_setup, parse_args, ranks_per_node, run, run_local, run_with,
+};
+pub use task::{Arg, IntoArgs, TaskFn, ValueSlot};
 pub use worker::executor::worker_rank;

@@ -190,7 +190,7 @@ fn main() {
         },
         Commands::Info { runtime } => mpidask::run_with(runtime, |client| -> anyhow::Result<()> {
             let info = client.scheduler_info().context("asking the scheduler")?;
-            let setup = mpidask::startup::mpi_setup();
+            let setup = mpidask::mpi_setup();
             let mode = if setup.is_some_and(|s| s.world_size > 1) {
                 "MPI"
             } else {
@@ -208,7 +208,7 @@ fn main() {
                 );
                 println!("ranks:          {}", setup.world_size);
             }
-            if let Some(nodes) = mpidask::startup::ranks_per_node() {
+            if let Some(nodes) = mpidask::ranks_per_node() {
                 let listed: Vec<String> = nodes
                     .iter()
                     .map(|(host, n)| format!("{host}: {n}"))
@@ -242,7 +242,7 @@ fn main() {
                 let memory = match worker.hello.memory_limit {
                     Some(bytes) => format!(
                         "{} = {}",
-                        mpidask::memory::gib(bytes),
+                        mpidask::human_bytes(bytes),
                         worker.hello.memory_limit_source
                     ),
                     None => "no limit".to_string(),

@@ -119,7 +119,8 @@ fn slurm_memory(env: impl Fn(&str) -> Option<String>) -> Option<(u64, &'static s
     ))
 }
 
-fn mem_total() -> Option<u64> {
+/// The machine's physical memory (`MemTotal`), bytes.
+pub(crate) fn mem_total() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
     let kb: u64 = line.trim().trim_end_matches("kB").trim().parse().ok()?;
@@ -171,13 +172,17 @@ pub fn worker_limit(
         MemoryLimitSpec::Bytes(bytes) => (Some(bytes), "--memory-limit".into()),
         MemoryLimitSpec::Fraction(fraction) => (
             Some((node.bytes as f64 * fraction) as u64),
-            format!("{fraction} of {} ({})", gib(node.bytes), node.source),
+            format!(
+                "{fraction} of {} ({})",
+                human_bytes(node.bytes),
+                node.source
+            ),
         ),
         MemoryLimitSpec::Auto => (
             Some(node.bytes / ranks),
             format!(
                 "{} ({}) / {ranks} ranks on the node",
-                gib(node.bytes),
+                human_bytes(node.bytes),
                 node.source
             ),
         ),
@@ -185,8 +190,20 @@ pub fn worker_limit(
 }
 
 /// `bytes` in GiB, for messages.
-pub fn gib(bytes: u64) -> String {
-    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+/// A byte count for people, in binary units: `999 B`, `1.50 KiB`, `3.91 GiB`. The one
+/// formatter of sizes in logs, summaries, reports and error messages.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.2} {}", UNITS[unit])
 }
 
 #[cfg(test)]

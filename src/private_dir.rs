@@ -39,6 +39,7 @@ impl PrivateDir {
         LIVE.lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(path.clone());
+        crate::exit::on_exit(remove_all);
         Ok(PrivateDir { path })
     }
 
@@ -99,8 +100,7 @@ fn sweep_stale(parent: &Path) {
         };
         let owned_by_us = std::fs::metadata(entry.path()).is_ok_and(|m| {
             use std::os::unix::fs::MetadataExt;
-            // SAFETY: geteuid has no preconditions.
-            m.uid() == unsafe { libc::geteuid() }
+            m.uid() == crate::process::effective_uid()
         });
         if owned_by_us && !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = std::fs::remove_dir_all(entry.path());

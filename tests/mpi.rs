@@ -536,7 +536,7 @@ fn run_scenario(name: &str) -> ! {
             match client.submit(pattern, 2_000_000usize).result() {
                 Err(Error::Task(e)) => ensure!(
                     e.message
-                        .contains("its result is 2.00 MB, more than the 1.00 MB memory limit")
+                        .contains("its result is 1.91 MiB, more than the 976.56 KiB memory limit")
                         && e.message.contains("raise --memory-limit"),
                     "{e}"
                 ),
@@ -1433,7 +1433,7 @@ fn test_info_under_mpirun() -> Result<(), Failed> {
             .expect_stdout("worker nodes:   1")
             .expect_stdout("workers:        2")
             .expect_stdout(
-                "memory limit 0.98 GiB = 3.91 GiB (SLURM_MEM_PER_NODE) / 4 ranks on the node",
+                "memory limit 1000.00 MiB = 3.91 GiB (SLURM_MEM_PER_NODE) / 4 ranks on the node",
             );
         let run = launch(mpirun(
             4,
@@ -1441,7 +1441,7 @@ fn test_info_under_mpirun() -> Result<(), Failed> {
             &["info", "--memory-limit", "512MiB", "--resources", "gpu=1"],
         ));
         run.expect_code(0)
-            .expect_stdout("memory limit 0.50 GiB = --memory-limit, resources: gpu=1");
+            .expect_stdout("memory limit 512.00 MiB = --memory-limit, resources: gpu=1");
     })
 }
 

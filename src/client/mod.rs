@@ -257,6 +257,12 @@ impl Client {
         Client { shared }
     }
 
+    /// Hands `command` to the communication thread.
+    #[cfg(feature = "internals")]
+    pub(crate) fn send_command(&self, command: Command) {
+        self.shared.send(command);
+    }
+
     /// The worker ranks.
     pub fn workers(&self) -> &[Rank] {
         &self.shared.workers

@@ -25,6 +25,9 @@ pub enum Command {
     Release(Key),
     /// The user's program ended with this exit code.
     Done(i32),
+    /// Send these bytes as they are (fault-injection tests).
+    #[cfg(feature = "internals")]
+    Raw(Rank, crate::protocol::Frame),
 }
 
 /// The client rank's communication-thread state.
@@ -185,6 +188,8 @@ impl Node for ClientNode {
                 self.trace_outgoing(rank, &message);
                 out.push(rank, &message);
             }
+            #[cfg(feature = "internals")]
+            Command::Raw(to, frame) => out.push_frame(to, frame),
             Command::Done(code) => {
                 self.flush_releases(out);
                 out.push(Rank::SCHEDULER, &ToScheduler::ClientDone { code });

@@ -150,11 +150,13 @@ impl FrameWriter {
         Ok(())
     }
 
+    #[cfg(test)]
     /// Messages appended so far.
     pub fn len(&self) -> usize {
         self.count as usize
     }
 
+    #[cfg(test)]
     /// `true` if no message was appended.
     pub fn is_empty(&self) -> bool {
         self.count == 0
@@ -214,6 +216,7 @@ fn attachment_table(frame: &[u8]) -> Option<(usize, &[u8])> {
     Some((count, &frame[table_at..count_at]))
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// Encodes `messages` as one frame (payloads inline: no attachments).
 pub fn encode_frame<M: Serialize>(messages: &[M]) -> bincode::Result<Vec<u8>> {
     let mut buf = vec![FRAME_MAGIC];
@@ -224,6 +227,7 @@ pub fn encode_frame<M: Serialize>(messages: &[M]) -> bincode::Result<Vec<u8>> {
     Ok(buf)
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// Decodes a frame without attachments; a malformed or truncated frame is an error, never
 /// a panic.
 pub fn decode_frame<M: DeserializeOwned>(frame: &[u8]) -> bincode::Result<Vec<M>> {

@@ -10,11 +10,10 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
 
-mod frame;
+crate::internal_modules!(frame);
 
 pub use frame::{
-    ATTACH_BYTES, FRAME_MAGIC, FRAME_MAGIC_ATTACHED, Frame, FrameWriter, attachment_lengths, codec,
-    decode_frame, decode_frame_with, decode_value, encode_frame, encode_value,
+    Frame, FrameWriter, attachment_lengths, codec, decode_frame_with, decode_value, encode_value,
 };
 
 /// An encoded value (task argument or result) held by a worker or the client. Shared, so a
@@ -519,6 +518,7 @@ pub enum ToClient {
 
 #[cfg(test)]
 mod tests {
+    use super::frame::{ATTACH_BYTES, decode_frame, encode_frame};
     use super::*;
 
     fn sample_messages() -> Vec<ToScheduler> {

@@ -331,24 +331,19 @@ impl Scheduler {
         }
     }
 
-    /// `true` once the job is ending (handshake done or aborting).
-    pub fn is_finished(&self) -> bool {
-        matches!(
-            self.lifecycle,
-            Lifecycle::Exited { .. } | Lifecycle::Aborted
-        )
-    }
-
+    #[cfg(any(test, feature = "internals"))]
     /// Tasks the scheduler tracks.
     pub fn task_count(&self) -> usize {
         self.tasks.len()
     }
 
+    #[cfg(test)]
     /// The state of a task, if it is known.
     pub fn task_state(&self, key: Key) -> Option<&TaskState> {
         self.tasks.get(&key).map(|t| &t.state)
     }
 
+    #[cfg(test)]
     /// Keys placed on `worker` and not finished.
     pub fn processing_on(&self, worker: Rank) -> Vec<Key> {
         let mut keys: Vec<Key> = self
@@ -1466,6 +1461,7 @@ impl Scheduler {
 
     // ----- invariants -------------------------------------------------------------------
 
+    #[cfg(test)]
     /// Checks the bookkeeping for consistency; panics with a description when it is broken.
     /// Tests call it after every step.
     pub fn check_invariants(&self) {

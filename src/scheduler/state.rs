@@ -229,6 +229,7 @@ impl ReadyQueue {
         None
     }
 
+    #[cfg(test)]
     /// Ready tasks.
     pub fn len(&self) -> usize {
         self.len
@@ -239,6 +240,7 @@ impl ReadyQueue {
         self.len == 0
     }
 
+    #[cfg(test)]
     /// `true` if `key` has an entry (for invariant checks; linear time).
     pub fn contains(&self, key: Key) -> bool {
         self.heap.iter().any(|e| e.2 == key)
@@ -289,12 +291,14 @@ impl LoadIndex {
         (index != ABSENT.1).then_some((load, index as usize))
     }
 
+    #[cfg(test)]
     /// The load of worker `index`, if it joined.
     pub fn load(&self, index: usize) -> Option<u64> {
         let (load, at) = self.nodes[self.leaves + index];
         (at != ABSENT.1).then_some(load)
     }
 
+    #[cfg(test)]
     /// Checks that every inner node is the least of its children (for invariant checks).
     pub fn is_consistent(&self) -> bool {
         (1..self.leaves).all(|i| self.nodes[i] == self.nodes[2 * i].min(self.nodes[2 * i + 1]))

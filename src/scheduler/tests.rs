@@ -6,8 +6,9 @@ use super::{Output, Scheduler, SchedulerConfig};
 use crate::exit::ExitCode;
 use crate::protocol::{
     ArgSlot, Attempt, ComputeMsg, FnId, Key, Rank, Resource, TaskOptions, TaskSpec, ToClient,
-    ToScheduler, ToWorker, WorkerHello, decode_frame, encode_frame,
+    ToScheduler, ToWorker, WorkerHello,
 };
+use crate::protocol::frame::{decode_frame, encode_frame};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

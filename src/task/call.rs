@@ -73,7 +73,7 @@ impl<'a> TaskInput<'a> {
 /// The type-erased entry point of a task function.
 pub type Trampoline = fn(&TaskInput<'_>) -> Result<Vec<u8>, CallError>;
 
-crate::fn_pointer!(Trampoline);
+super::functions::fn_pointer!(Trampoline);
 
 /// Decodes the arguments of a task: the slots' encodings concatenated form the encoding of
 /// the argument tuple (bincode encodes a tuple as its fields in order, a `Vec` as its length

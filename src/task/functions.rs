@@ -19,7 +19,7 @@ use crate::protocol::{FnId, FunctionMsg};
 use rustc_hash::FxHashMap;
 
 /// A Rust function-pointer type that tasks can call by id (implemented with
-/// [`fn_pointer!`](crate::fn_pointer) for each type the runtime calls this way).
+/// `fn_pointer!` for each type the runtime calls this way).
 ///
 /// # Safety
 /// Implement it only for `fn(...) -> ...` pointer types: [`FunctionTable::resolve`] turns
@@ -30,8 +30,6 @@ pub unsafe trait FnPointer: Copy + Send + Sync + 'static {
 }
 
 /// Declares function-pointer types as [`FnPointer`]s.
-#[macro_export]
-#[doc(hidden)]
 macro_rules! fn_pointer {
     ($($t:ty),* $(,)?) => {
         $(
@@ -44,6 +42,7 @@ macro_rules! fn_pointer {
         )*
     };
 }
+pub(crate) use fn_pointer;
 
 /// The fixed function every offset is measured from.
 #[inline(never)]
@@ -233,7 +232,7 @@ mod tests {
 
     type Unary = fn(u64) -> u64;
     type Binary = fn(u64, u64) -> u64;
-    crate::fn_pointer!(Unary, Binary);
+    super::fn_pointer!(Unary, Binary);
 
     fn double(x: u64) -> u64 {
         2 * x

@@ -33,10 +33,11 @@ mod functions;
 
 pub use args::{Arg, IntoArgs, ValueSlot};
 pub use call::{
-    CallError, TaskInput, Trampoline, call, decode_args, encode_result, fallible_trampoline,
-    fallible_trampoline_of, trampoline, trampoline_of,
+    CallError, TaskInput, Trampoline, call, decode_args, encode_result, fallible_trampoline_of,
+    trampoline_of,
 };
-pub use functions::{FnPointer, FunctionTable, Registry, new_job_key, signature_of};
+pub(crate) use functions::fn_pointer;
+pub use functions::{FnPointer, FunctionTable, Registry, new_job_key};
 
 /// A readable name for function type `F`: `count_hits`, or `main.closure` for a closure.
 pub fn function_name<F>() -> String {

@@ -3,7 +3,8 @@
 //! a row per worker thread, a rectangle per task run, a colour per task kind.
 
 use super::chrome::rank_label;
-use super::{Summary, TraceCollector, human_bytes};
+use super::{Summary, TraceCollector};
+use crate::memory::human_bytes;
 use crate::protocol::{FnId, Rank, TraceEvent};
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -9,6 +9,7 @@
 mod chrome;
 mod html;
 
+use crate::memory::human_bytes;
 use crate::private_dir::PrivateDir;
 use crate::protocol::{FnId, Key, Rank, ToScheduler, TraceEvent};
 use log::{info, warn};
@@ -194,22 +195,6 @@ impl Summary {
             lines.push(format!("summary: workers busy: {}", busy.join(", ")));
         }
         lines
-    }
-}
-
-/// `1234567` as `1.23 MB`.
-pub fn human_bytes(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < units.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.2} {}", units[unit])
     }
 }
 
@@ -471,7 +456,7 @@ mod tests {
         assert_eq!(summary.workers[0].tasks, 2);
         assert!((summary.workers[0].busy_seconds - 0.0015).abs() < 1e-9);
         assert!(summary.lines()[0].contains("2 tasks (1 failed)"));
-        assert!(summary.lines()[0].contains("4.10 kB"));
+        assert!(summary.lines()[0].contains("4.00 KiB"));
         assert!(summary.lines()[0].contains("1 spills wrote 300 B, 0 read back"));
     }
 
@@ -510,6 +495,7 @@ mod tests {
     #[test]
     fn bytes_read_humanly() {
         assert_eq!(human_bytes(999), "999 B");
-        assert_eq!(human_bytes(1_500_000), "1.50 MB");
+        assert_eq!(human_bytes(1536), "1.50 KiB");
+        assert_eq!(human_bytes(4 << 30), "4.00 GiB");
     }
 }

@@ -64,10 +64,6 @@ impl Transport for LocalTransport {
         self.rank
     }
 
-    fn size(&self) -> usize {
-        self.peers.len()
-    }
-
     fn send(&mut self, to: Rank, frame: Frame) {
         // A peer thread that already ended drops its inbox; its frames are not needed.
         if let Some(peer) = self.peers.get(to.index()) {

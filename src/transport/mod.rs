@@ -8,7 +8,7 @@ pub mod local;
 pub mod mpi;
 mod outbox;
 
-pub use outbox::{FRAME_FLUSH_BYTES, Outbox};
+pub use outbox::Outbox;
 
 use crate::protocol::{Frame, Key, Payload, Rank};
 use std::fmt;
@@ -46,8 +46,6 @@ impl fmt::Display for Malformed {
 pub trait Transport {
     /// This rank.
     fn rank(&self) -> Rank;
-    /// Number of ranks in the job.
-    fn size(&self) -> usize;
     /// Starts sending `frame` (and its attachments, straight from their buffers) to `to`;
     /// the transport holds the buffers until the sends complete.
     fn send(&mut self, to: Rank, frame: Frame);

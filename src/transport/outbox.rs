@@ -48,6 +48,15 @@ impl Outbox {
         }
     }
 
+    /// Sends `frame` as it is, after the frames pushed so far to `to`.
+    #[cfg(feature = "internals")]
+    pub fn push_frame(&mut self, to: Rank, frame: Frame) {
+        if let Some(writer) = self.frames.get_mut(to.index()).and_then(Option::take) {
+            self.full.push((to, writer.finish()));
+        }
+        self.full.push((to, frame));
+    }
+
     /// Starts broadcasting `value` to every member of the group once the frames pushed so
     /// far are sent.
     pub fn broadcast_send(&mut self, key: Key, value: Payload) {
@@ -70,6 +79,7 @@ impl Outbox {
         self.orders.push(Order::DropKeptBuffers);
     }
 
+    #[cfg(test)]
     /// `true` if nothing waits to be sent.
     pub fn is_empty(&self) -> bool {
         self.full.is_empty() && self.frames.iter().all(Option::is_none) && self.orders.is_empty()

@@ -11,13 +11,14 @@ mod tests;
 
 use crate::exit::ExitCode;
 use crate::keymap::KeyMap;
+use crate::memory::human_bytes;
 use crate::node::{Node, NodeStatus};
 use crate::protocol::{
     ArgSlot, Attempt, ComputeMsg, FunctionMsg, Key, Payload, Rank, Resource, TaskCode, ToClient,
     ToScheduler, ToWorker, TraceEvent, WorkerHello,
 };
 use crate::task::{CallError, FunctionTable};
-use crate::trace::{TraceBuffer, human_bytes};
+use crate::trace::TraceBuffer;
 use crate::transport::Outbox;
 use executor::{Executor, ReadyTask, TaskOutcome};
 use log::debug;

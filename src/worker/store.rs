@@ -110,16 +110,12 @@ impl ValueStore {
         self.entries.len()
     }
 
-    /// `true` if no value is held.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Bytes of the values in memory.
     pub fn memory_bytes(&self) -> u64 {
         self.memory_bytes
     }
 
+    #[cfg(test)]
     /// Values written to disk since the start.
     pub fn spilled_total(&self) -> u64 {
         self.spilled_total

@@ -8,7 +8,7 @@ use crate::protocol::{
     ArgSlot, ComputeMsg, FnId, Key, Rank, TaskCode, ToClient, ToScheduler, ToWorker, WorkerHello,
     decode_frame_with, decode_value, encode_value,
 };
-use crate::task::{self, FnPointer, Registry, TaskFn, Trampoline};
+use crate::task::{self, CallError, FnPointer, Registry, TaskFn, TaskInput, Trampoline};
 use crate::transport::local::LocalTransport;
 use crate::transport::{Outbox, Transport};
 use crossbeam_channel::Receiver;
@@ -42,7 +42,16 @@ const JOB_KEY: u64 = 0xfeed;
 /// The task functions of these tests, registered in this order (ids 0, 1, ...) by every
 /// test worker.
 fn functions() -> Vec<Trampoline> {
-    vec![of(double), of(add), of(nap), of(refuse)]
+    vec![of(double), of(add), of(nap), of(refuse), calls_its_use]
+}
+
+type Small = fn(u32) -> u32;
+crate::task::fn_pointer!(Small);
+
+/// A task that calls the first function it uses as a `fn(u32) -> u32`.
+fn calls_its_use(input: &TaskInput<'_>) -> Result<Vec<u8>, CallError> {
+    let f: Small = input.used(0)?;
+    task::encode_result(&f(1))
 }
 
 fn of<F: TaskFn<Args>, Args: DeserializeOwned>(_f: F) -> Trampoline
@@ -420,8 +429,8 @@ fn a_task_calling_an_unregistered_function_ends_the_job_with_exit_8() {
 
 #[test]
 fn a_function_resolved_as_another_kind_ends_the_job_with_exit_8() {
-    // A registered id used where a different kind of function is expected (here: a task
-    // whose `uses` name a trampoline where a bag step goes) is a malformed task.
+    // Function 0 was registered as a task trampoline; a task that calls it as a plain
+    // `fn(u32) -> u32` is malformed.
     let mut env = WorkerEnv::new(1);
     env.send(
         Rank::SCHEDULER,
@@ -429,26 +438,40 @@ fn a_function_resolved_as_another_kind_ends_the_job_with_exit_8() {
             key: Key(1),
             attempt: 1,
             code: Arc::new(TaskCode {
-                func: func_of(double),
+                func: FnId(4),
                 uses: vec![FnId(0)],
-                args: vec![value(1u64)],
+                args: vec![],
             }),
             deps: vec![],
             priority: 0,
             resources: vec![],
         }),
     );
-    // `double` ignores its uses: it runs. A registration whose check fails is refused.
     env.next_outcome();
-    assert_eq!(env.finished(), vec![1]);
+    match env.node.status() {
+        NodeStatus::Abort(8, message) => assert!(
+            message.starts_with(
+                "rank 2 received from rank 0 task #1 that is malformed: function id 0 (f0) \
+                 was registered as another kind of function"
+            ),
+            "{message}"
+        ),
+        other => panic!("expected an abort, got {other:?}"),
+    }
+    assert!(env.finished().is_empty(), "no result was reported");
+}
+
+#[test]
+fn a_registration_whose_check_fails_ends_the_job_with_exit_8() {
+    let mut env = WorkerEnv::new(1);
     let mut forged = Registry::new(JOB_KEY ^ 1);
     let (_, registration) = forged.id_of(functions()[0], || "forged".into());
     let mut registration = registration.unwrap();
-    registration.id = FnId(4);
+    registration.id = FnId(5);
     env.send(Rank::SCHEDULER, ToWorker::RegisterFunction(registration));
     match env.node.status() {
         NodeStatus::Abort(8, message) => assert!(
-            message.starts_with("rank 2 received from rank 0 a registration of function id 4"),
+            message.starts_with("rank 2 received from rank 0 a registration of function id 5"),
             "{message}"
         ),
         other => panic!("expected an abort, got {other:?}"),

@@ -20,12 +20,8 @@
 //! assert!((pi.unwrap() - std::f64::consts::PI).abs() < 0.02);
 //! ```
 
-pub mod dtype;
-pub mod grid;
-pub mod kernel;
+crate::internal_modules!(dtype, grid, kernel, npy, program);
 mod lower;
-pub mod npy;
-pub mod program;
 pub mod random;
 mod structure;
 mod tasks;

@@ -31,7 +31,7 @@ pub(super) type StepFn = fn(Stream, &[u8]) -> TaskResult<Stream>;
 /// Ends a pipeline with the task's result, given the arguments that follow the origin's.
 pub(super) type SinkFn = fn(Stream, &TaskInput<'_>) -> TaskResult<Vec<u8>>;
 
-crate::fn_pointer!(SourceFn, StepFn, SinkFn);
+crate::task::fn_pointer!(SourceFn, StepFn, SinkFn);
 
 /// One element-wise step: its function, its encoded parameter (empty for steps without
 /// one) and its name (for task names).

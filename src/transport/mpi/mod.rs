@@ -8,7 +8,7 @@
 //! order, so the receiver reassembles them into one buffer without extra copies
 //! ([`reassembly`]).
 //!
-//! A frame's attachments (large payloads, see [`crate::protocol::ATTACH_BYTES`]) follow it
+//! A frame's attachments (large payloads, see [`crate::protocol::frame::ATTACH_BYTES`]) follow it
 //! on the same tag, each as one message (or as parts, above the part size) sent straight
 //! from the payload's buffer; the receiver learns their lengths from the end of the frame
 //! and receives each into a buffer of its own, which becomes the payload: no copy on either
@@ -17,7 +17,7 @@
 pub mod bootstrap;
 mod broadcast;
 mod buffers;
-mod reassembly;
+crate::internal_modules!(reassembly);
 
 pub use broadcast::MpiCollectives;
 
@@ -54,7 +54,6 @@ struct PendingSend {
 pub struct MpiTransport {
     world: SimpleCommunicator,
     rank: Rank,
-    size: usize,
     part_bytes: usize,
     pending: Vec<PendingSend>,
     reassembler: Reassembler,
@@ -72,10 +71,16 @@ impl MpiTransport {
         MpiTransport {
             world,
             rank,
-            size,
             part_bytes,
             pending: Vec::new(),
-            reassembler: Reassembler::new(size, part_bytes),
+            // Nothing larger than the machine's memory can be received.
+            reassembler: Reassembler::new(
+                size,
+                part_bytes,
+                crate::memory::mem_total()
+                    .and_then(|bytes| usize::try_from(bytes).ok())
+                    .unwrap_or(isize::MAX as usize),
+            ),
             pool,
         }
     }
@@ -115,10 +120,6 @@ impl Transport for MpiTransport {
         self.rank
     }
 
-    fn size(&self) -> usize {
-        self.size
-    }
-
     fn send(&mut self, to: Rank, frame: Frame) {
         let len = frame.bytes.len();
         if len > self.part_bytes {
@@ -140,7 +141,15 @@ impl Transport for MpiTransport {
             let source = usize::try_from(status.source_rank()).unwrap_or(usize::MAX);
             let count = usize::try_from(status.count(u8::equivalent_datatype())).unwrap_or(0);
             let mut pool = self.pool.borrow_mut();
-            let slot = self.reassembler.accept(source, count, &mut pool)?;
+            let slot = match self.reassembler.accept(source, count, &mut pool) {
+                Ok(slot) => slot,
+                Err(malformed) => {
+                    // The job ends now (the caller aborts it): the matched message is never
+                    // received, and rsmpi panics when an unreceived one is dropped.
+                    std::mem::forget(message);
+                    return Err(malformed);
+                }
+            };
             message.matched_receive_into(slot);
             if let Some(incoming) = self.reassembler.received(source, count, &mut pool)? {
                 out.push(incoming);

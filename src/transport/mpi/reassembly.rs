@@ -55,16 +55,43 @@ enum SourceState {
 /// Reassembles the frames of every sender of one job.
 pub(crate) struct Reassembler {
     part_bytes: usize,
+    /// No frame or attachment can be larger (the machine's memory).
+    max_bytes: usize,
     sources: Vec<SourceState>,
 }
 
 impl Reassembler {
-    /// A reassembler for `size` senders, which split messages above `part_bytes`.
-    pub(crate) fn new(size: usize, part_bytes: usize) -> Self {
+    /// A reassembler for `size` senders, which split messages above `part_bytes`, refusing
+    /// any frame or attachment announced larger than `max_bytes`.
+    pub(crate) fn new(size: usize, part_bytes: usize, max_bytes: usize) -> Self {
         Reassembler {
             part_bytes: part_bytes.max(1),
+            max_bytes,
             sources: (0..size).map(|_| SourceState::Idle).collect(),
         }
+    }
+
+    /// A buffer for `len` announced bytes, unless that is more than any can be.
+    fn buffer(
+        &self,
+        source: usize,
+        what: &str,
+        len: u64,
+        pool: &mut BufferPool,
+    ) -> Result<ReceiveBuffer, Malformed> {
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|len| *len <= self.max_bytes)
+            .ok_or_else(|| {
+                Self::malformed(
+                    source,
+                    format!(
+                        "{what} of {len} bytes, more than this machine's {} bytes of memory",
+                        self.max_bytes
+                    ),
+                )
+            })?;
+        ReceiveBuffer::new(len, pool).map_err(|e| Self::malformed(source, e))
     }
 
     fn malformed(source: usize, reason: String) -> Malformed {
@@ -83,6 +110,22 @@ impl Reassembler {
         pool: &mut BufferPool,
     ) -> Result<&mut [UninitByte], Malformed> {
         let part_bytes = self.part_bytes;
+        if source >= self.sources.len() {
+            return Err(Self::malformed(
+                source,
+                "a message from a rank outside the job".into(),
+            ));
+        }
+        // Allocated here, before the state is borrowed below.
+        let attachment = match &self.sources[source] {
+            SourceState::Attachments {
+                lengths,
+                received,
+                current: None,
+                ..
+            } => Some(self.buffer(source, "an attachment", lengths[received.len()], pool)?),
+            _ => None,
+        };
         let Some(state) = self.sources.get_mut(source) else {
             return Err(Self::malformed(
                 source,
@@ -112,20 +155,9 @@ impl Reassembler {
                 ));
             }
             SourceState::FrameParts(buffer) => buffer.remaining().min(part_bytes),
-            SourceState::Attachments {
-                lengths,
-                received,
-                current,
-                ..
-            } => {
-                let len = lengths[received.len()];
-                if current.is_none() {
-                    let len = usize::try_from(len).map_err(|_| {
-                        Self::malformed(source, format!("an attachment of {len} bytes"))
-                    })?;
-                    *current = Some(
-                        ReceiveBuffer::new(len, pool).map_err(|e| Self::malformed(source, e))?,
-                    );
+            SourceState::Attachments { current, .. } => {
+                if let Some(buffer) = attachment {
+                    *current = Some(buffer);
                 }
                 current
                     .as_ref()
@@ -172,20 +204,16 @@ impl Reassembler {
                 let bytes = buffer.into_vec();
                 if bytes.len() == PARTS_HEADER_LEN && bytes[0] == PARTS_MAGIC {
                     let total = u64::from_le_bytes(bytes[1..].try_into().expect("8 bytes"));
-                    let total = usize::try_from(total)
-                        .ok()
-                        .filter(|t| *t > self.part_bytes)
-                        .ok_or_else(|| {
-                            Self::malformed(
-                                source,
-                                format!(
-                                    "a frame of {total} bytes announced in parts of {} bytes",
-                                    self.part_bytes
-                                ),
-                            )
-                        })?;
-                    let buffer =
-                        ReceiveBuffer::new(total, pool).map_err(|e| Self::malformed(source, e))?;
+                    if total <= self.part_bytes as u64 {
+                        return Err(Self::malformed(
+                            source,
+                            format!(
+                                "a frame of {total} bytes announced in parts of {} bytes",
+                                self.part_bytes
+                            ),
+                        ));
+                    }
+                    let buffer = self.buffer(source, "a frame", total, pool)?;
                     self.sources[source] = SourceState::FrameParts(buffer);
                     Ok(None)
                 } else {
@@ -266,6 +294,29 @@ impl Reassembler {
     }
 }
 
+/// Feeds `messages` (sender, bytes), in order, through a reassembler for `size` senders as
+/// the MPI transport does, copying each message into the buffer it hands out: the frames
+/// that came out whole, or the first malformed message. (For tests and fuzzing.)
+#[cfg(any(test, feature = "internals"))]
+pub fn reassemble(
+    size: usize,
+    part_bytes: usize,
+    max_bytes: usize,
+    messages: &[(usize, Vec<u8>)],
+) -> Result<Vec<Incoming>, Malformed> {
+    let mut reassembler = Reassembler::new(size, part_bytes, max_bytes);
+    let mut pool = BufferPool::default();
+    let mut out = Vec::new();
+    for (source, message) in messages {
+        let slot = reassembler.accept(*source, message.len(), &mut pool)?;
+        for (s, b) in slot.iter_mut().zip(message) {
+            s.0 = std::mem::MaybeUninit::new(*b);
+        }
+        out.extend(reassembler.received(*source, message.len(), &mut pool)?);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,7 +377,7 @@ mod tests {
         for part in [16, 1000, 1 << 20] {
             let frame = frame_with(&[10, 200_000, 70_000, 3]);
             assert_eq!(frame.attachments.len(), 2);
-            let mut r = Reassembler::new(3, part);
+            let mut r = Reassembler::new(3, part, 1 << 30);
             let mut pool = BufferPool::default();
             let messages = messages_of(&frame.bytes, &frame.attachments, part);
             let mut out = Vec::new();
@@ -349,7 +400,7 @@ mod tests {
         let part = 64;
         let a = frame_with(&[100_000]);
         let b = frame_with(&[5]);
-        let mut r = Reassembler::new(4, part);
+        let mut r = Reassembler::new(4, part, 1 << 30);
         let mut pool = BufferPool::default();
         let from_a = messages_of(&a.bytes, &a.attachments, part);
         let from_b = messages_of(&b.bytes, &b.attachments, part);
@@ -372,7 +423,7 @@ mod tests {
     #[test]
     fn an_attachment_of_another_size_than_announced_is_malformed() {
         let frame = frame_with(&[100_000]);
-        let mut r = Reassembler::new(3, 1 << 20);
+        let mut r = Reassembler::new(3, 1 << 20, 1 << 30);
         let mut pool = BufferPool::default();
         assert!(feed(&mut r, &mut pool, 1, &frame.bytes).unwrap().is_none());
         let error = feed(&mut r, &mut pool, 1, &[0u8; 70_000]).unwrap_err();
@@ -389,7 +440,7 @@ mod tests {
     fn parts_of_the_wrong_size_and_impossible_lengths_are_malformed() {
         let mut pool = BufferPool::default();
         // A part shorter than the part size before the end.
-        let mut r = Reassembler::new(2, 10);
+        let mut r = Reassembler::new(2, 10, 1 << 30);
         assert!(
             feed(&mut r, &mut pool, 0, &parts_header(25))
                 .unwrap()
@@ -398,13 +449,14 @@ mod tests {
         assert!(feed(&mut r, &mut pool, 0, &[0; 10]).unwrap().is_none());
         assert!(feed(&mut r, &mut pool, 0, &[0; 4]).is_err());
         // A frame announced in parts although it fits in one part.
-        let mut r = Reassembler::new(2, 1 << 20);
+        let mut r = Reassembler::new(2, 1 << 20, 1 << 30);
         assert!(feed(&mut r, &mut pool, 0, &parts_header(5)).is_err());
-        // A length no machine can allocate.
-        let mut r = Reassembler::new(2, 10);
-        assert!(feed(&mut r, &mut pool, 0, &parts_header(usize::MAX / 2)).is_err());
+        // A length above the machine's memory.
+        let mut r = Reassembler::new(2, 10, 1 << 30);
+        let error = feed(&mut r, &mut pool, 0, &parts_header(usize::MAX / 2)).unwrap_err();
+        assert!(error.reason.contains("more than this machine's"), "{error}");
         // A first message above the part size.
-        let mut r = Reassembler::new(2, 10);
+        let mut r = Reassembler::new(2, 10, 1 << 30);
         assert!(feed(&mut r, &mut pool, 1, &[0; 11]).is_err());
         // A sender outside the job.
         assert!(r.accept(7, 1, &mut pool).is_err());
@@ -415,9 +467,9 @@ mod tests {
         // A table claiming more attachments than the frame has bytes for is not a table:
         // the frame is delivered as it is and its decoder rejects it.
         let mut bytes = frame_with(&[3]).bytes;
-        bytes[0] = crate::protocol::FRAME_MAGIC_ATTACHED;
+        bytes[0] = crate::protocol::frame::FRAME_MAGIC_ATTACHED;
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
-        let mut r = Reassembler::new(2, 1 << 20);
+        let mut r = Reassembler::new(2, 1 << 20, 1 << 30);
         let mut pool = BufferPool::default();
         let incoming = feed(&mut r, &mut pool, 1, &bytes).unwrap().unwrap();
         assert!(
