@@ -512,6 +512,23 @@ fn run_scenario(name: &str) -> ! {
             println!("SCENARIO spill OK");
             Ok(())
         }),
+        "spill_gib" => mpidask::run(|client| -> anyhow::Result<()> {
+            // 1 GiB of chunks (32 MiB each) kept on 2 workers limited to 100 MB each: most of
+            // it goes to disk and comes back, while the scheduler's heartbeats keep arriving.
+            use mpidask::array::random;
+            let n = 1usize << 27;
+            let x = random::uniform(0.0, 1.0, &[n], &[1 << 22], 11);
+            let kept = x.persist(client)?;
+            let from_kept = kept.sum().compute_scalar::<f64>(client)?;
+            let recomputed = x.sum().compute_scalar::<f64>(client)?;
+            ensure!(
+                (from_kept - recomputed).abs() <= 1e-9 * recomputed.abs(),
+                "{from_kept} vs {recomputed}"
+            );
+            ensure!(kept.max().compute_scalar::<f64>(client)? < 1.0);
+            println!("SCENARIO spill_gib OK");
+            Ok(())
+        }),
         "broadcast" => mpidask::run(|client| -> anyhow::Result<()> {
             let shared = client.scatter_broadcast(pattern(3_000_000))?;
             let reads: Vec<_> = client
@@ -1367,6 +1384,67 @@ fn test_spill_to_disk() -> Result<(), Failed> {
     })
 }
 
+/// Spilling 1 GiB under a 100 MB limit per worker happens on the workers' I/O threads: the
+/// communication threads keep handling the scheduler's heartbeats (one a second) on time.
+fn test_spill_keeps_heartbeats_flowing() -> Result<(), Failed> {
+    check(|| {
+        let dir = support::scratch_dir("spill-gib");
+        let spill_dir = dir.join("local");
+        std::fs::create_dir_all(&spill_dir).unwrap();
+        let trace_path = dir.join("trace.json");
+        let mut command = scenario_under_mpirun(4, "spill_gib");
+        command
+            .env("MPIDASK_MEMORY_LIMIT", "100MB")
+            .env("MPIDASK_LOCAL_DIRECTORY", &spill_dir)
+            .env("MPIDASK_TRACE", &trace_path);
+        let run = launch(command);
+        run.expect_code(0)
+            .expect_stdout("SCENARIO spill_gib OK")
+            .expect_quiet();
+        let trace = read_trace(&trace_path);
+        let summary = &trace["otherData"]["summary"];
+        assert!(
+            summary["spilled_bytes"].as_u64().unwrap_or(0) >= 800_000_000,
+            "most of the 1 GiB went to disk: {summary}"
+        );
+        assert!(
+            summary["read_backs"].as_u64().unwrap_or(0) >= 20,
+            "{summary}"
+        );
+        let events = trace["traceEvents"].as_array().unwrap();
+        for worker in [2u64, 3] {
+            let mut beats: Vec<f64> = events
+                .iter()
+                .filter(|e| e["cat"] == "heartbeat" && e["pid"] == worker)
+                .filter_map(|e| e["ts"].as_f64())
+                .collect();
+            beats.sort_by(f64::total_cmp);
+            assert!(
+                beats.len() >= 3,
+                "rank {worker} heard heartbeats: {beats:?}"
+            );
+            let gap_us = beats.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+            println!(
+                "rank {worker}: {} heartbeats, largest gap {:.3} s",
+                beats.len(),
+                gap_us * 1e-6
+            );
+            assert!(
+                gap_us <= 1.5e6,
+                "rank {worker}: heartbeats 1 s apart arrived {:.3} s apart at worst",
+                gap_us * 1e-6
+            );
+        }
+        let left: Vec<_> = std::fs::read_dir(&spill_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "spill files left behind: {left:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+}
+
 fn test_broadcast_scatter() -> Result<(), Failed> {
     check(|| {
         let dir = support::scratch_dir("broadcast");
@@ -1685,6 +1763,10 @@ fn main() {
             test_transfer_over_2_gib,
         ),
         Trial::test("chunks_3x_memory_spill_to_disk", test_spill_to_disk),
+        Trial::test(
+            "spill_1_gib_keeps_heartbeats_flowing",
+            test_spill_keeps_heartbeats_flowing,
+        ),
         Trial::test(
             "broadcast_scatter_reaches_every_worker",
             test_broadcast_scatter,

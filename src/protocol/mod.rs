@@ -284,6 +284,12 @@ pub enum TraceEvent {
         /// `true` for a write (spill), `false` for a read back.
         write: bool,
     },
+    /// The scheduler's heartbeat arrived at this worker's communication thread (how
+    /// promptly shows that the thread never waits for anything, such as the disk).
+    Heartbeat {
+        /// When it was handled.
+        at_us: u64,
+    },
 }
 
 /// Job-wide task counts, for progress displays.

@@ -12,7 +12,7 @@ use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerNode};
 use crate::trace::TraceCollector;
 use crate::transport::{Collectives, Transport};
 use crate::worker::executor::Executor;
-use crate::worker::store::SpillPolicy;
+use crate::worker::store::{DiskReport, SpillPolicy};
 use crate::worker::{WorkerEvent, WorkerNode};
 use log::{error, info};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -92,6 +92,8 @@ pub(super) fn worker_main(
     logging::set_thread_role(rank.0, "worker");
     let nthreads = args.worker_threads(sharing);
     let (events, received) = node::event_channel();
+    let disk_events = events.clone();
+    let disk_report: DiskReport = Arc::new(move |done| disk_events.send(WorkerEvent::Disk(done)));
     let executor = Executor::new(
         rank,
         nthreads,
@@ -126,7 +128,7 @@ pub(super) fn worker_main(
     };
     let pause = memory_limit.map(|limit| (limit as f64 * args.memory_pause) as u64);
     let mut node = WorkerNode::new(rank, hello, executor, job_key)
-        .with_memory_policy(spill, pause)
+        .with_memory_policy(spill, pause, Some(disk_report))
         .with_workers(workers);
     if args.tracing() {
         node = node.with_trace();

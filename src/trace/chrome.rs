@@ -12,6 +12,8 @@ use std::io::Write;
 pub(super) const TRANSFER_THREAD: u32 = 100_000;
 /// The thread id spills are drawn on.
 pub(super) const DISK_THREAD: u32 = 100_001;
+/// The thread id the communication thread's heartbeats are drawn on.
+pub(super) const COMM_THREAD: u32 = 100_002;
 
 #[derive(Serialize)]
 struct Complete<'a> {
@@ -82,9 +84,22 @@ pub(super) fn write(
             &json!({"name": "thread_name", "ph": "M", "pid": rank.0, "tid": DISK_THREAD,
                     "args": {"name": "disk (spill)"}}),
         )?;
+        emit(
+            out,
+            &json!({"name": "thread_name", "ph": "M", "pid": rank.0, "tid": COMM_THREAD,
+                    "args": {"name": "communication"}}),
+        )?;
     }
     for (rank, event) in &collector.events {
         let complete = match event {
+            TraceEvent::Heartbeat { at_us } => {
+                emit(
+                    out,
+                    &json!({"name": "heartbeat", "cat": "heartbeat", "ph": "i", "s": "t",
+                            "ts": relative(*at_us), "pid": rank.0, "tid": COMM_THREAD}),
+                )?;
+                continue;
+            }
             TraceEvent::Task {
                 key,
                 func,

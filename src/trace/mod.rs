@@ -290,6 +290,7 @@ impl TraceCollector {
                     spilled_bytes += nbytes;
                 }
                 TraceEvent::Spill { write: false, .. } => read_backs += 1,
+                TraceEvent::Heartbeat { .. } => {}
             }
         }
         let workers = self

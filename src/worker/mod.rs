@@ -4,7 +4,9 @@
 //! The [`WorkerNode`] runs on the rank's communication thread (the only one that calls MPI);
 //! tasks run on the executor's threads and come back as [`executor::TaskOutcome`] events.
 
+pub mod disk;
 pub mod executor;
+mod inputs;
 pub mod store;
 #[cfg(test)]
 mod tests;
@@ -14,13 +16,13 @@ use crate::keymap::KeyMap;
 use crate::memory::human_bytes;
 use crate::node::{Node, NodeStatus};
 use crate::protocol::{
-    ArgSlot, Attempt, ComputeMsg, FunctionMsg, Key, Payload, Rank, Resource, TaskCode, ToClient,
-    ToScheduler, ToWorker, TraceEvent, WorkerHello,
+    Attempt, FunctionMsg, Key, Payload, Rank, Resource, TaskCode, ToScheduler, ToWorker,
+    TraceEvent, WorkerHello,
 };
 use crate::task::{CallError, FunctionTable};
 use crate::trace::TraceBuffer;
 use crate::transport::Outbox;
-use executor::{Executor, ReadyTask, TaskOutcome};
+use executor::{Executor, TaskOutcome};
 use log::debug;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
@@ -31,6 +33,8 @@ use store::{SpillPolicy, ValueStore};
 enum Phase {
     /// Some inputs are not here yet.
     Waiting,
+    /// Every input is here; some are being read back from disk.
+    Reading,
     /// Handed to the executor: queued, or already running (only the executor knows).
     Queued,
 }
@@ -40,14 +44,21 @@ struct WorkerTask {
     code: Arc<TaskCode>,
     priority: i32,
     resources: Vec<Resource>,
+    /// Distinct inputs not here yet (phase `Waiting`).
     missing: usize,
     phase: Phase,
+    /// The input values gathered so far, one per dependency occurrence (phase `Reading`).
+    inputs: Vec<Option<Payload>>,
+    /// Distinct inputs still being read back from disk (phase `Reading`).
+    reading: usize,
 }
 
 /// What other threads of a worker rank tell its communication thread.
 pub enum WorkerEvent {
     /// A task ran (or failed).
     Task(TaskOutcome),
+    /// A disk operation of the I/O thread finished.
+    Disk(disk::DiskDone),
 }
 
 /// The worker's communication-thread state.
@@ -58,6 +69,8 @@ pub struct WorkerNode {
     tasks: KeyMap<WorkerTask>,
     /// Tasks waiting for a value, by the key of that value.
     waiters: FxHashMap<Key, Vec<Key>>,
+    /// Tasks and ranks waiting for a value being read back from disk.
+    disk_waiters: FxHashMap<Key, inputs::DiskWaiters>,
     /// Values requested from other workers and not yet received.
     fetching: FxHashSet<Key>,
     next_seq: u64,
@@ -72,6 +85,8 @@ pub struct WorkerNode {
     pause_threshold: Option<u64>,
     /// Starting no new task until memory frees (values released or spilled).
     paused: bool,
+    /// The pause was warned about (spilling could not help).
+    pause_warned: bool,
     /// Tasks whose inputs are all here, held while paused.
     held: Vec<Key>,
     /// Every worker rank (broadcasts go to all of them).
@@ -91,13 +106,17 @@ impl WorkerNode {
         WorkerNode {
             rank,
             executor,
-            store: ValueStore::new(SpillPolicy {
-                threshold: None,
-                local_directory: std::env::temp_dir(),
-                rank: rank.0,
-            }),
+            store: ValueStore::new(
+                SpillPolicy {
+                    threshold: None,
+                    local_directory: std::env::temp_dir(),
+                    rank: rank.0,
+                },
+                None,
+            ),
             tasks: KeyMap::new(),
             waiters: FxHashMap::default(),
+            disk_waiters: FxHashMap::default(),
             fetching: FxHashSet::default(),
             next_seq: 0,
             hello: Some(hello),
@@ -107,6 +126,7 @@ impl WorkerNode {
             memory_limit,
             pause_threshold: None,
             paused: false,
+            pause_warned: false,
             held: Vec::new(),
             workers: Vec::new(),
             broadcasting: FxHashMap::default(),
@@ -157,11 +177,17 @@ impl WorkerNode {
         }
     }
 
-    /// Spills values to disk by `policy`, and pauses above `pause_threshold` bytes of
-    /// values in memory (which spilling normally prevents; it protects the worker when
-    /// spilling cannot keep up or fails).
-    pub fn with_memory_policy(mut self, policy: SpillPolicy, pause_threshold: Option<u64>) -> Self {
-        self.store = ValueStore::new(policy);
+    /// Spills values to disk by `policy` on an I/O thread whose results go to `report`
+    /// (the worker's event channel), and pauses above `pause_threshold` bytes of values in
+    /// memory (which spilling normally prevents; it protects the worker when spilling cannot
+    /// keep up or fails).
+    pub fn with_memory_policy(
+        mut self,
+        policy: SpillPolicy,
+        pause_threshold: Option<u64>,
+        report: Option<store::DiskReport>,
+    ) -> Self {
+        self.store = ValueStore::new(policy, report);
         self.pause_threshold = pause_threshold;
         self
     }
@@ -224,38 +250,44 @@ impl WorkerNode {
         out.broadcast_receive(root, key, len as usize);
     }
 
-    /// A task whose inputs are all here: run it, or hold it while paused.
-    fn ready(&mut self, key: Key, out: &mut Outbox) {
-        if self.paused {
-            self.held.push(key);
-        } else {
-            self.enqueue(key, out);
-        }
-    }
-
-    /// Pauses above the pause threshold; below it, resumes and starts the held tasks.
+    /// Pauses above the pause threshold; below it, resumes and starts the held tasks. A
+    /// pause while values are being written to disk is ordinary back-pressure (the disk is
+    /// slower than the tasks) and logged at debug level; a pause with nothing being written
+    /// means spilling cannot help, and is a warning.
     fn update_pause(&mut self, out: &mut Outbox) {
         let Some(threshold) = self.pause_threshold else {
             return;
         };
         let in_memory = self.store.memory_bytes();
+        let writing = self.store.writing_bytes();
         if in_memory > threshold && !self.paused {
             self.paused = true;
-            log::warn!(
-                "{} paused: its values take {} of memory, above the pause threshold of {} \
-                 (--memory-pause of --memory-limit); it starts no new task until memory \
-                 frees (spilling to --local-directory failed or cannot keep up)",
-                self.rank,
-                human_bytes(in_memory),
-                human_bytes(threshold)
-            );
+            self.pause_warned = writing == 0;
+            if writing == 0 {
+                log::warn!(
+                    "{} paused: its values take {} of memory, above the pause threshold of \
+                     {} (--memory-pause of --memory-limit); it starts no new task until memory \
+                     frees (spilling to --local-directory failed or is off)",
+                    self.rank,
+                    human_bytes(in_memory),
+                    human_bytes(threshold)
+                );
+            } else {
+                debug!(
+                    "{} paused while {} are written to disk",
+                    self.rank,
+                    human_bytes(writing)
+                );
+            }
         } else if in_memory <= threshold && self.paused {
             self.paused = false;
-            log::info!(
-                "{} resumes: its values take {}",
-                self.rank,
-                human_bytes(in_memory)
-            );
+            if std::mem::take(&mut self.pause_warned) {
+                log::info!(
+                    "{} resumes: its values take {}",
+                    self.rank,
+                    human_bytes(in_memory)
+                );
+            }
             for key in std::mem::take(&mut self.held) {
                 // Tasks stolen or cancelled meanwhile are gone.
                 if self
@@ -263,7 +295,7 @@ impl WorkerNode {
                     .get(&key)
                     .is_some_and(|t| t.phase == Phase::Waiting && t.missing == 0)
                 {
-                    self.enqueue(key, out);
+                    self.gather(key, out);
                 }
             }
         }
@@ -298,162 +330,6 @@ impl WorkerNode {
         }
     }
 
-    fn on_compute(&mut self, from: Rank, msg: ComputeMsg, out: &mut Outbox) {
-        let key = msg.key;
-        if let Some(unknown) = self.functions.first_unknown(msg.code.functions()) {
-            self.protocol_error(
-                from,
-                format!("task {key} calling {unknown}, which was never registered"),
-            );
-            return;
-        }
-        let mut missing = 0;
-        for (dep, source) in &msg.deps {
-            if self.store.contains_key(dep) {
-                continue;
-            }
-            missing += 1;
-            self.waiters.entry(*dep).or_default().push(key);
-            // A value on its way by broadcast is not also fetched.
-            if *source != self.rank
-                && !self.broadcasting.contains_key(dep)
-                && self.fetching.insert(*dep)
-            {
-                if let Some(trace) = &mut self.trace {
-                    trace.requested(*dep);
-                }
-                out.push(*source, &ToWorker::GetData(vec![*dep]));
-            }
-        }
-        self.tasks.insert(
-            key,
-            WorkerTask {
-                attempt: msg.attempt,
-                code: msg.code,
-                priority: msg.priority,
-                resources: msg.resources,
-                missing,
-                phase: Phase::Waiting,
-            },
-        );
-        if missing == 0 {
-            self.ready(key, out);
-        }
-    }
-
-    /// Hands a task whose inputs are all here to the executor.
-    fn enqueue(&mut self, key: Key, out: &mut Outbox) {
-        let task = self.tasks.get_mut(&key).expect("task exists");
-        let mut deps = Vec::with_capacity(task.code.args.len());
-        let mut problem = None;
-        for dep in task.code.args.iter().flat_map(ArgSlot::dependencies) {
-            match self.store.get(dep) {
-                Ok(Some(value)) => deps.push(value),
-                // Only a scheduler bug releases a value a placed task still reads.
-                Ok(None) => {
-                    problem = Some(format!(
-                        "an input of task {key} was released on {}",
-                        self.rank
-                    ));
-                    break;
-                }
-                Err(message) => {
-                    problem = Some(format!(
-                        "its input {dep} was lost on {}: {message}",
-                        self.rank
-                    ));
-                    break;
-                }
-            }
-        }
-        if let Some(message) = problem {
-            let attempt = task.attempt;
-            self.tasks.remove(&key);
-            out.push(
-                Rank::SCHEDULER,
-                &ToScheduler::TaskFailed {
-                    key,
-                    attempt,
-                    message,
-                },
-            );
-            return;
-        }
-        task.phase = Phase::Queued;
-        self.next_seq += 1;
-        self.executor.push(ReadyTask {
-            key,
-            attempt: task.attempt,
-            code: task.code.clone(),
-            functions: self.functions.clone(),
-            deps,
-            priority: task.priority,
-            resources: task.resources.clone(),
-            seq: self.next_seq,
-        });
-    }
-
-    /// Stores a value and starts the tasks that were waiting only for it.
-    fn store_value(&mut self, key: Key, value: Payload, out: &mut Outbox) {
-        self.store.insert(key, value);
-        self.update_pause(out);
-        for waiter in self.waiters.remove(&key).unwrap_or_default() {
-            let Some(task) = self.tasks.get_mut(&waiter) else {
-                continue;
-            };
-            if task.phase != Phase::Waiting {
-                continue;
-            }
-            task.missing -= 1;
-            if task.missing == 0 {
-                self.ready(waiter, out);
-            }
-        }
-    }
-
-    fn on_data(&mut self, from: Rank, key: Key, bytes: Payload, out: &mut Outbox) {
-        if !self.fetching.remove(&key) {
-            debug!("unrequested value {key} from {from}; dropped");
-            return;
-        }
-        if let Some(trace) = &mut self.trace {
-            trace.arrived(key, from, bytes.len() as u64);
-        }
-        self.store_value(key, bytes, out);
-        out.push(Rank::SCHEDULER, &ToScheduler::AddReplicas(vec![key]));
-    }
-
-    fn on_data_missing(&mut self, from: Rank, key: Key, out: &mut Outbox) {
-        self.fetching.remove(&key);
-        for waiter in self.waiters.remove(&key).unwrap_or_default() {
-            if let Some(task) = self.tasks.remove(&waiter) {
-                out.push(
-                    Rank::SCHEDULER,
-                    &ToScheduler::TaskFailed {
-                        key: waiter,
-                        attempt: task.attempt,
-                        message: format!("its input {key} was not found on {from}"),
-                    },
-                );
-            }
-        }
-    }
-
-    fn on_get_data(&mut self, from: Rank, keys: Vec<Key>, out: &mut Outbox) {
-        for key in keys {
-            let value = self.store.get(&key).unwrap_or_else(|message| {
-                log::warn!("value {key} asked for by {from} is lost: {message}");
-                None
-            });
-            match (value, from == Rank::CLIENT) {
-                (Some(bytes), true) => out.push(from, &ToClient::Data { key, bytes }),
-                (Some(bytes), false) => out.push(from, &ToWorker::Data { key, bytes }),
-                (None, true) => out.push(from, &ToClient::DataMissing(key)),
-                (None, false) => out.push(from, &ToWorker::DataMissing(key)),
-            }
-        }
-    }
-
     fn on_cancel(&mut self, key: Key, attempt: Attempt) {
         let Some(task) = self.tasks.get(&key) else {
             return;
@@ -471,7 +347,7 @@ impl WorkerNode {
     fn on_steal(&mut self, key: Key, attempt: Attempt, out: &mut Outbox) {
         let stolen = match self.tasks.get(&key) {
             Some(task) if task.attempt == attempt => match task.phase {
-                Phase::Waiting => true,
+                Phase::Waiting | Phase::Reading => true,
                 // Only a task that has not started can be taken back.
                 Phase::Queued => self.executor.remove(key, attempt),
             },
@@ -621,7 +497,15 @@ impl Node for WorkerNode {
                 self.status = NodeStatus::Quiescing;
             }
             ToWorker::Exit { code } => self.status = NodeStatus::Exit(code),
-            ToWorker::Heartbeat => {}
+            ToWorker::Heartbeat => {
+                // When the scheduler's heartbeats arrive shows how responsive this rank's
+                // communication thread is (nothing here may wait for the disk).
+                if let Some(trace) = &mut self.trace {
+                    trace.record(TraceEvent::Heartbeat {
+                        at_us: crate::trace::now_us(),
+                    });
+                }
+            }
         }
     }
 
@@ -633,6 +517,7 @@ impl Node for WorkerNode {
         }
         match event {
             WorkerEvent::Task(outcome) => self.on_outcome(outcome, out),
+            WorkerEvent::Disk(done) => self.on_disk_done(done, out),
         }
     }
 

@@ -3,41 +3,41 @@
 //! files in a private directory (0700, files 0600) under `--local-directory`, and read
 //! back when a task or another rank needs them. Files go when their value is released,
 //! and the directory at exit, also after a failure.
+//!
+//! The store never touches the disk itself: it asks its [`Disk`] thread and learns the
+//! outcome from [`ValueStore::written`] and [`ValueStore::read`], which the worker calls
+//! when the results arrive through its event channel. A value being written stays readable
+//! from memory; a value on disk is [`Lookup::Pending`] until it is read back.
 
+use super::disk::{Disk, DiskDone, DiskRequest, SpillPlace, SpillRecord};
 use crate::keymap::KeyMap;
-use crate::private_dir::PrivateDir;
 use crate::protocol::{Key, Payload};
-use crate::trace::now_us;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Where a value is.
 enum Place {
     Memory(Payload),
-    Disk { len: u64 },
+    /// Being written to `file`; still in memory until the write completes.
+    Writing {
+        value: Payload,
+        file: u64,
+    },
+    Disk {
+        len: u64,
+        file: u64,
+    },
+    /// Being read back from `file`.
+    Reading {
+        file: u64,
+    },
 }
 
 struct Entry {
     place: Place,
     /// Last use, on the store's clock (orders the in-memory values for spilling).
     used: u64,
-}
-
-/// A spill or a read back, for the task stream.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SpillRecord {
-    /// The value.
-    pub key: Key,
-    /// Its size.
-    pub nbytes: u64,
-    /// When the disk operation started (microseconds since the Unix epoch).
-    pub start_us: u64,
-    /// How long it took.
-    pub duration_us: u64,
-    /// `true` for a write (spill), `false` for a read back.
-    pub write: bool,
 }
 
 /// When to spill and where.
@@ -51,15 +51,45 @@ pub struct SpillPolicy {
     pub rank: u32,
 }
 
+/// What [`ValueStore::get`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// The value, in memory.
+    Ready(Payload),
+    /// On disk: it is being read back; [`ValueStore::read`] will bring it.
+    Pending,
+    /// Not held.
+    Missing,
+}
+
+/// What a finished read back means for the worker.
+pub enum ReadBack {
+    /// `key` is in memory again: serve whatever waited for it.
+    Ready(Key, Payload),
+    /// `key` could not be read back and is lost.
+    Lost(Key, String),
+    /// Nothing waits (the value was released meanwhile).
+    Nothing,
+}
+
+/// Where disk results go (the worker's event channel).
+pub type DiskReport = Arc<dyn Fn(DiskDone) + Send + Sync>;
+
 /// The values of one worker.
 pub struct ValueStore {
     entries: KeyMap<Entry>,
-    /// In-memory values by last use, oldest first.
+    /// Values in memory and not being written, by last use, oldest first.
     lru: BTreeMap<u64, Key>,
     clock: u64,
+    /// Bytes of the values in memory, including those being written.
     memory_bytes: u64,
+    /// Bytes of the values being written.
+    writing_bytes: u64,
     policy: SpillPolicy,
-    dir: Option<PrivateDir>,
+    /// The I/O thread, started at the first spill.
+    disk: Option<Disk>,
+    report: Option<DiskReport>,
+    next_file: u64,
     /// Spilling failed once (e.g. a full disk): values stay in memory from then on.
     spill_broken: bool,
     records: Vec<SpillRecord>,
@@ -71,15 +101,19 @@ pub struct ValueStore {
 }
 
 impl ValueStore {
-    /// An empty store spilling by `policy`.
-    pub fn new(policy: SpillPolicy) -> Self {
+    /// An empty store spilling by `policy`, its disk results going to `report` (no
+    /// spilling without one).
+    pub fn new(policy: SpillPolicy, report: Option<DiskReport>) -> Self {
         ValueStore {
             entries: KeyMap::new(),
             lru: BTreeMap::new(),
             clock: 0,
             memory_bytes: 0,
+            writing_bytes: 0,
             policy,
-            dir: None,
+            disk: None,
+            report,
+            next_file: 0,
             spill_broken: false,
             records: Vec::new(),
             spilled_total: 0,
@@ -110,9 +144,14 @@ impl ValueStore {
         self.entries.len()
     }
 
-    /// Bytes of the values in memory.
+    /// Bytes of the values in memory (including those being written to disk).
     pub fn memory_bytes(&self) -> u64 {
         self.memory_bytes
+    }
+
+    /// Bytes of the values being written to disk.
+    pub fn writing_bytes(&self) -> u64 {
+        self.writing_bytes
     }
 
     #[cfg(test)]
@@ -124,6 +163,12 @@ impl ValueStore {
     fn tick(&mut self) -> u64 {
         self.clock += 1;
         self.clock
+    }
+
+    fn request(&mut self, request: DiskRequest) {
+        if let Some(disk) = &self.disk {
+            disk.send(request);
+        }
     }
 
     /// Stores `value` (replacing an older one), then spills what the policy asks for.
@@ -142,36 +187,33 @@ impl ValueStore {
         self.spill_to_threshold();
     }
 
-    /// The value of `key`, read back from disk if it was spilled (`Ok(None)`: not held;
-    /// `Err`: the spilled file could not be read, and the value is lost).
-    pub fn get(&mut self, key: &Key) -> Result<Option<Payload>, String> {
+    /// The value of `key`: in memory, or being read back from disk (this call starts the
+    /// read if it was not started yet), or not held.
+    pub fn get(&mut self, key: &Key) -> Lookup {
         let used = self.tick();
         let Some(entry) = self.entries.get_mut(key) else {
-            return Ok(None);
+            return Lookup::Missing;
         };
-        let previous = std::mem::replace(&mut entry.used, used);
-        if let Place::Memory(value) = &entry.place {
-            let value = value.clone();
-            self.lru.remove(&previous);
-            self.lru.insert(used, *key);
-            return Ok(Some(value));
-        }
-        let Place::Disk { len } = entry.place else {
-            unreachable!("matched above");
-        };
-        let value = match self.read_back(key, len) {
-            Ok(value) => value,
-            Err(message) => {
-                self.entries.remove(key);
-                return Err(message);
+        match &entry.place {
+            Place::Memory(value) => {
+                let value = value.clone();
+                let previous = std::mem::replace(&mut entry.used, used);
+                self.lru.remove(&previous);
+                self.lru.insert(used, *key);
+                Lookup::Ready(value)
             }
-        };
-        let entry = self.entries.get_mut(key).expect("present");
-        entry.place = Place::Memory(value.clone());
-        self.memory_bytes += len;
-        self.lru.insert(used, *key);
-        self.spill_to_threshold();
-        Ok(Some(value))
+            Place::Writing { value, .. } => Lookup::Ready(value.clone()),
+            Place::Reading { .. } => Lookup::Pending,
+            &Place::Disk { len, file } => {
+                entry.place = Place::Reading { file };
+                self.request(DiskRequest::Read {
+                    key: *key,
+                    file,
+                    len,
+                });
+                Lookup::Pending
+            }
+        }
     }
 
     /// Forgets `key`, deleting its file if it was spilled.
@@ -188,11 +230,14 @@ impl ValueStore {
                     self.released.push(buffer);
                 }
             }
-            Place::Disk { .. } => {
-                if let Some(dir) = &self.dir {
-                    let _ = std::fs::remove_file(dir.path().join(file_name(key)));
-                }
+            Place::Writing { value, .. } => {
+                // The write's result finds no entry and deletes the file.
+                self.memory_bytes -= value.len() as u64;
+                self.writing_bytes -= value.len() as u64;
             }
+            Place::Disk { file, .. } => self.request(DiskRequest::Delete { file }),
+            // The read deletes the file; its result finds no entry.
+            Place::Reading { .. } => {}
         }
     }
 
@@ -201,8 +246,8 @@ impl ValueStore {
         std::mem::take(&mut self.records)
     }
 
-    /// Writes least recently used values to disk until the values in memory fit under the
-    /// threshold.
+    /// Starts writing least recently used values to disk until the values in memory that
+    /// are not already being written fit under the threshold.
     fn spill_to_threshold(&mut self) {
         let Some(threshold) = self.policy.threshold else {
             return;
@@ -211,108 +256,184 @@ impl ValueStore {
             // Memory is short: kept receive buffers go before any value is spilled.
             self.memory_short = true;
         }
-        while self.memory_bytes > threshold && !self.spill_broken {
+        while self.memory_bytes - self.writing_bytes > threshold && !self.spill_broken {
             let Some((&used, &key)) = self.lru.iter().next() else {
                 return;
             };
-            let entry = self.entries.get(&key).expect("listed values exist");
+            if self.disk.is_none() && !self.start_disk() {
+                return;
+            }
+            self.lru.remove(&used);
+            let entry = self.entries.get_mut(&key).expect("listed values exist");
             let Place::Memory(value) = &entry.place else {
                 unreachable!("only values in memory are listed");
             };
             let value = value.clone();
-            match self.write_out(&key, &value) {
-                Ok(()) => {
-                    let len = value.len() as u64;
-                    self.lru.remove(&used);
-                    self.memory_bytes -= len;
-                    self.spilled_total += 1;
-                    self.entries.get_mut(&key).expect("present").place = Place::Disk { len };
-                }
-                Err(message) => {
-                    log::warn!(
-                        "cannot spill to {}: {message}; values stay in memory from now on \
-                         (give a --local-directory with free space)",
-                        self.policy.local_directory.display()
-                    );
-                    self.spill_broken = true;
-                }
+            let file = self.next_file;
+            self.next_file += 1;
+            self.writing_bytes += value.len() as u64;
+            entry.place = Place::Writing {
+                value: value.clone(),
+                file,
+            };
+            self.request(DiskRequest::Write { key, file, value });
+        }
+    }
+
+    /// Starts the I/O thread; `false` (spilling off from now on) if it cannot start.
+    fn start_disk(&mut self) -> bool {
+        let Some(report) = self.report.clone() else {
+            self.spill_broken = true;
+            return false;
+        };
+        let place = SpillPlace {
+            parent: self.policy.local_directory.clone(),
+            rank: self.policy.rank,
+        };
+        match Disk::start(place, move |done| report(done)) {
+            Ok(disk) => {
+                self.disk = Some(disk);
+                true
+            }
+            Err(e) => {
+                log::warn!(
+                    "cannot start the thread that spills to disk: {e}; values stay in memory"
+                );
+                self.spill_broken = true;
+                false
             }
         }
     }
 
-    fn write_out(&mut self, key: &Key, value: &[u8]) -> Result<(), String> {
-        if self.dir.is_none() {
-            self.dir = Some(
-                PrivateDir::create(&self.policy.local_directory, self.policy.rank)
-                    .map_err(|e| e.to_string())?,
-            );
-        }
-        let dir = self.dir.as_ref().expect("created above");
-        let start_us = now_us();
-        let mut file = dir
-            .create_file(&file_name(key))
-            .map_err(|e| e.to_string())?;
-        let written = file.write_all(value).and_then(|()| file.flush());
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(dir.path().join(file_name(key)));
-            return Err(e.to_string());
-        }
-        self.records.push(SpillRecord {
-            key: *key,
-            nbytes: value.len() as u64,
-            start_us,
-            duration_us: now_us().saturating_sub(start_us),
-            write: true,
-        });
-        Ok(())
-    }
-
-    fn read_back(&mut self, key: &Key, len: u64) -> Result<Payload, String> {
-        let dir = self.dir.as_ref().expect("a spilled value has a directory");
-        let path = dir.path().join(file_name(key));
-        let start_us = now_us();
-        let mut bytes = Vec::with_capacity(len as usize);
-        let read = std::fs::File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes));
-        let _ = std::fs::remove_file(&path);
-        match read {
-            Ok(n) if n as u64 == len => {}
-            Ok(n) => {
-                return Err(format!(
-                    "its spilled file {} held {n} of {len} bytes",
-                    path.display()
-                ));
+    /// A write finished: the value leaves memory, or stays there if the write failed (and
+    /// spilling stops).
+    pub fn written(&mut self, key: Key, file: u64, result: Result<SpillRecord, String>) {
+        let current = self
+            .entries
+            .get(&key)
+            .is_some_and(|e| matches!(e.place, Place::Writing { file: f, .. } if f == file));
+        match (result, current) {
+            (Ok(record), true) => {
+                let entry = self.entries.get_mut(&key).expect("checked above");
+                let len = record.nbytes;
+                entry.place = Place::Disk { len, file };
+                self.memory_bytes -= len;
+                self.writing_bytes -= len;
+                self.spilled_total += 1;
+                self.records.push(record);
             }
-            Err(e) => return Err(format!("its spilled file {}: {e}", path.display())),
+            (Ok(record), false) => {
+                // Released (or replaced) while being written.
+                self.records.push(record);
+                self.request(DiskRequest::Delete { file });
+            }
+            (Err(message), true) => {
+                log::warn!(
+                    "cannot spill to {}: {message}; values stay in memory from now on \
+                     (give a --local-directory with free space)",
+                    self.policy.local_directory.display()
+                );
+                self.spill_broken = true;
+                let used = self.tick();
+                let entry = self.entries.get_mut(&key).expect("checked above");
+                let Place::Writing { value, .. } = &entry.place else {
+                    unreachable!("checked above");
+                };
+                let value = value.clone();
+                self.writing_bytes -= value.len() as u64;
+                entry.place = Place::Memory(value);
+                entry.used = used;
+                self.lru.insert(used, key);
+            }
+            (Err(_), false) => {}
         }
-        self.records.push(SpillRecord {
-            key: *key,
-            nbytes: len,
-            start_us,
-            duration_us: now_us().saturating_sub(start_us),
-            write: false,
-        });
-        Ok(Arc::new(bytes))
     }
-}
 
-fn file_name(key: &Key) -> String {
-    format!("{}.value", key.0)
+    /// A read back finished: the value is in memory again (and other values may be spilled
+    /// to make room), or it is lost.
+    pub fn read(
+        &mut self,
+        key: Key,
+        file: u64,
+        result: Result<(Payload, SpillRecord), String>,
+    ) -> ReadBack {
+        let current = self
+            .entries
+            .get(&key)
+            .is_some_and(|e| matches!(e.place, Place::Reading { file: f, .. } if f == file));
+        if !current {
+            return ReadBack::Nothing;
+        }
+        match result {
+            Ok((value, record)) => {
+                self.records.push(record);
+                let used = self.tick();
+                self.memory_bytes += value.len() as u64;
+                self.lru.insert(used, key);
+                let entry = self.entries.get_mut(&key).expect("checked above");
+                entry.place = Place::Memory(value.clone());
+                entry.used = used;
+                self.spill_to_threshold();
+                ReadBack::Ready(key, value)
+            }
+            Err(message) => {
+                self.entries.remove(&key);
+                ReadBack::Lost(key, message)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
-    fn store_under(dir: &std::path::Path, threshold: u64) -> ValueStore {
-        ValueStore::new(SpillPolicy {
-            threshold: Some(threshold),
-            local_directory: dir.to_path_buf(),
-            rank: 2,
-        })
+    /// A store under `dir` with `threshold`, and the channel its disk results come back on.
+    fn store_under(
+        dir: &std::path::Path,
+        threshold: u64,
+    ) -> (ValueStore, crossbeam_channel::Receiver<DiskDone>) {
+        let (done, results) = crossbeam_channel::unbounded();
+        let report: DiskReport = Arc::new(move |d| {
+            let _ = done.send(d);
+        });
+        let store = ValueStore::new(
+            SpillPolicy {
+                threshold: Some(threshold),
+                local_directory: dir.to_path_buf(),
+                rank: 2,
+            },
+            Some(report),
+        );
+        (store, results)
+    }
+
+    /// Hands the next disk result to the store, as the worker does; returns a read back.
+    fn next(store: &mut ValueStore, results: &crossbeam_channel::Receiver<DiskDone>) -> ReadBack {
+        match results
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a disk result")
+        {
+            DiskDone::Written { key, file, result } => {
+                store.written(key, file, result);
+                ReadBack::Nothing
+            }
+            DiskDone::Read { key, file, result } => store.read(key, file, result),
+        }
     }
 
     fn value(byte: u8, len: usize) -> Payload {
         Arc::new(vec![byte; len])
+    }
+
+    fn spill_dir(parent: &std::path::Path) -> PathBuf {
+        std::fs::read_dir(parent)
+            .unwrap()
+            .next()
+            .expect("a private directory")
+            .unwrap()
+            .path()
     }
 
     #[test]
@@ -320,12 +441,15 @@ mod tests {
         let parent =
             std::env::temp_dir().join(format!("mpidask-store-test-{}", std::process::id()));
         std::fs::create_dir_all(&parent).unwrap();
-        let mut store = store_under(&parent, 250);
+        let (mut store, results) = store_under(&parent, 250);
         store.insert(Key(1), value(1, 100));
         store.insert(Key(2), value(2, 100));
-        assert_eq!(store.get(&Key(1)).unwrap().unwrap()[0], 1); // 1 is now newer than 2
+        assert_eq!(store.get(&Key(1)), Lookup::Ready(value(1, 100)));
         store.insert(Key(3), value(3, 100));
-        // 300 bytes > 250: the least recently used (2) went to disk.
+        // 300 bytes > 250: the least recently used (2) is being written, still readable.
+        assert_eq!(store.memory_bytes(), 300);
+        assert_eq!(store.get(&Key(2)), Lookup::Ready(value(2, 100)));
+        next(&mut store, &results);
         assert_eq!(store.memory_bytes(), 200);
         assert_eq!(store.spilled_total(), 1);
         let records = store.take_records();
@@ -333,21 +457,33 @@ mod tests {
             (records.len(), records[0].key, records[0].write),
             (1, Key(2), true)
         );
-        let dir = store.dir.as_ref().unwrap().path().to_path_buf();
+        let dir = spill_dir(&parent);
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join("2.value"))
+            let mode = std::fs::metadata(dir.join("0.value"))
                 .unwrap()
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        // Reading 2 back spills the least recently used in memory (1).
-        assert_eq!(*store.get(&Key(2)).unwrap().unwrap(), vec![2; 100]);
-        assert!(!dir.join("2.value").exists());
+        // Reading 2 back is pending until the disk answers; then 1 (least recently used in
+        // memory) is written out to make room.
+        assert_eq!(store.get(&Key(2)), Lookup::Pending);
+        assert_eq!(store.get(&Key(2)), Lookup::Pending, "asked once");
+        match next(&mut store, &results) {
+            ReadBack::Ready(key, bytes) => assert_eq!((key, bytes), (Key(2), value(2, 100))),
+            _ => panic!("expected the value back"),
+        }
+        assert!(!dir.join("0.value").exists(), "a read-back file goes");
+        next(&mut store, &results);
         assert!(dir.join("1.value").exists());
         assert_eq!(store.memory_bytes(), 200);
         store.remove(&Key(1));
+        // The delete is queued behind nothing else: wait for the disk to do it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while dir.join("1.value").exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert!(
             !dir.join("1.value").exists(),
             "a released value's file goes"
@@ -359,25 +495,55 @@ mod tests {
     }
 
     #[test]
+    fn a_value_released_while_it_is_written_leaves_no_file() {
+        let parent =
+            std::env::temp_dir().join(format!("mpidask-store-release-{}", std::process::id()));
+        std::fs::create_dir_all(&parent).unwrap();
+        let (mut store, results) = store_under(&parent, 50);
+        store.insert(Key(1), value(1, 100));
+        store.remove(&Key(1));
+        store.insert(Key(1), value(9, 10));
+        assert_eq!(store.memory_bytes(), 10);
+        next(&mut store, &results);
+        assert_eq!(store.get(&Key(1)), Lookup::Ready(value(9, 10)));
+        let dir = spill_dir(&parent);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while dir.join("0.value").exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!dir.join("0.value").exists());
+        drop(store);
+        std::fs::remove_dir_all(&parent).unwrap();
+    }
+
+    #[test]
     fn without_a_limit_nothing_spills() {
-        let mut store = ValueStore::new(SpillPolicy {
-            threshold: None,
-            local_directory: PathBuf::from("/nonexistent"),
-            rank: 2,
-        });
+        let mut store = ValueStore::new(
+            SpillPolicy {
+                threshold: None,
+                local_directory: PathBuf::from("/nonexistent"),
+                rank: 2,
+            },
+            None,
+        );
         for i in 0..10 {
             store.insert(Key(i), value(0, 1000));
         }
         assert_eq!((store.memory_bytes(), store.spilled_total()), (10_000, 0));
-        assert!(store.get(&Key(99)).unwrap().is_none());
+        assert_eq!(store.get(&Key(99)), Lookup::Missing);
     }
 
     #[test]
     fn an_unwritable_directory_keeps_values_in_memory() {
-        let mut store = store_under(std::path::Path::new("/nonexistent/dir"), 10);
+        let (mut store, results) = store_under(std::path::Path::new("/nonexistent/dir"), 10);
         store.insert(Key(1), value(0, 100));
+        next(&mut store, &results);
         store.insert(Key(2), value(0, 100));
         assert_eq!(store.memory_bytes(), 200);
-        assert!(store.get(&Key(1)).unwrap().is_some());
+        assert_eq!(store.get(&Key(1)), Lookup::Ready(value(0, 100)));
+        assert!(
+            results.recv_timeout(Duration::from_millis(100)).is_err(),
+            "no more writes"
+        );
     }
 }

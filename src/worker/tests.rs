@@ -42,7 +42,18 @@ const JOB_KEY: u64 = 0xfeed;
 /// The task functions of these tests, registered in this order (ids 0, 1, ...) by every
 /// test worker.
 fn functions() -> Vec<Trampoline> {
-    vec![of(double), of(add), of(nap), of(refuse), calls_its_use]
+    vec![
+        of(double),
+        of(add),
+        of(nap),
+        of(refuse),
+        calls_its_use,
+        of(total),
+    ]
+}
+
+fn total(xs: Vec<u64>) -> u64 {
+    xs.into_iter().sum()
 }
 
 type Small = fn(u32) -> u32;
@@ -195,7 +206,7 @@ fn a_worker_over_its_pause_threshold_holds_tasks_until_memory_frees() {
         rank: ME.0,
     };
     let node = std::mem::replace(&mut env.node, WorkerEnv::new(1).node);
-    env.node = node.with_memory_policy(policy, Some(1000));
+    env.node = node.with_memory_policy(policy, Some(1000), None);
     // A 2 kB scattered value puts the worker over 1 kB: it pauses.
     env.send(
         Rank::CLIENT,
@@ -492,4 +503,87 @@ fn messages_from_ranks_that_may_not_send_them_end_the_job_with_exit_8() {
         ),
         other => panic!("expected an abort, got {other:?}"),
     }
+}
+
+/// A worker spilling everything above `threshold` bytes, with its disk results on a channel.
+fn spilling_worker(
+    threshold: u64,
+    parent: &std::path::Path,
+) -> (
+    WorkerEnv,
+    crossbeam_channel::Receiver<super::disk::DiskDone>,
+) {
+    let mut env = WorkerEnv::new(1);
+    let (done, results) = crossbeam_channel::unbounded();
+    let report: super::store::DiskReport = Arc::new(move |d| {
+        let _ = done.send(d);
+    });
+    let policy = super::store::SpillPolicy {
+        threshold: Some(threshold),
+        local_directory: parent.to_path_buf(),
+        rank: ME.0,
+    };
+    let node = std::mem::replace(&mut env.node, WorkerEnv::new(1).node);
+    env.node = node.with_memory_policy(policy, None, Some(report));
+    (env, results)
+}
+
+impl WorkerEnv {
+    /// Hands the next disk result to the node.
+    fn next_disk(&mut self, results: &crossbeam_channel::Receiver<super::disk::DiskDone>) {
+        let done = results
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a disk result");
+        self.node
+            .on_event(WorkerEvent::Disk(done), &mut self.out, Instant::now());
+    }
+}
+
+#[test]
+fn spilled_inputs_and_served_values_wait_for_the_disk_thread() {
+    let parent = std::env::temp_dir().join(format!("mpidask-worker-spill-{}", std::process::id()));
+    std::fs::create_dir_all(&parent).unwrap();
+    let (mut env, disk) = spilling_worker(100, &parent);
+    let bytes = Arc::new(encode_value(&vec![3u64; 200]).unwrap());
+    env.send(
+        Rank::CLIENT,
+        ToWorker::ScatterData {
+            key: Key(1),
+            bytes: bytes.clone(),
+        },
+    );
+    env.next_disk(&disk); // written: the value left memory
+    assert_eq!(env.finished(), vec![1]);
+    // A task reading it waits for the read back; the communication thread never does.
+    env.send(
+        Rank::SCHEDULER,
+        compute(
+            2,
+            func_of(total),
+            vec![ArgSlot::Future(Key(1))],
+            vec![(Key(1), ME)],
+        ),
+    );
+    assert!(
+        env.outcomes
+            .recv_timeout(Duration::from_millis(100))
+            .is_err(),
+        "nothing runs before the input is back in memory"
+    );
+    // The client asks for the value too: it is served once read back.
+    env.send(Rank::CLIENT, ToWorker::GetData(vec![Key(1)]));
+    assert!(env.received::<ToClient>(Rank::CLIENT).is_empty());
+    env.next_disk(&disk); // read back
+    assert_eq!(
+        env.received::<ToClient>(Rank::CLIENT),
+        vec![ToClient::Data {
+            key: Key(1),
+            bytes: bytes.clone()
+        }]
+    );
+    env.next_outcome();
+    assert_eq!(env.finished(), vec![2]);
+    assert_eq!(env.value_of::<u64>(2), 600);
+    drop(env);
+    std::fs::remove_dir_all(&parent).unwrap();
 }

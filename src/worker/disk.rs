@@ -1,0 +1,294 @@
+//! The worker's disk: spills and read-backs on an I/O thread of their own, so the
+//! communication thread (the one that calls MPI) never waits for the disk. Requests go in
+//! order through a channel; each result comes back as a [`DiskDone`] through the worker's
+//! event channel. The thread owns the private spill directory (made at the first write,
+//! removed when the thread ends).
+
+use crate::private_dir::PrivateDir;
+use crate::protocol::{Key, Payload};
+use crate::trace::now_us;
+use crossbeam_channel::{Receiver, Sender};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A spill or a read back, for the task stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpillRecord {
+    /// The value.
+    pub key: Key,
+    /// Its size.
+    pub nbytes: u64,
+    /// When the disk operation started (microseconds since the Unix epoch).
+    pub start_us: u64,
+    /// How long it took.
+    pub duration_us: u64,
+    /// `true` for a write (spill), `false` for a read back.
+    pub write: bool,
+}
+
+/// What the store asks of the disk. `file` numbers a file uniquely for the store's life, so
+/// a value stored again under the same key never meets an old file.
+#[derive(Debug)]
+pub enum DiskRequest {
+    /// Write `value` to file `file`.
+    Write {
+        /// The value's key.
+        key: Key,
+        /// The file.
+        file: u64,
+        /// The bytes.
+        value: Payload,
+    },
+    /// Read file `file` (`len` bytes) and delete it.
+    Read {
+        /// The value's key.
+        key: Key,
+        /// The file.
+        file: u64,
+        /// Its expected length.
+        len: u64,
+    },
+    /// Delete file `file`.
+    Delete {
+        /// The file.
+        file: u64,
+    },
+}
+
+/// A disk operation that finished.
+#[derive(Debug)]
+pub enum DiskDone {
+    /// A write finished (or failed).
+    Written {
+        /// The value's key.
+        key: Key,
+        /// The file.
+        file: u64,
+        /// The operation, or why it failed.
+        result: Result<SpillRecord, String>,
+    },
+    /// A read back finished (or failed).
+    Read {
+        /// The value's key.
+        key: Key,
+        /// The file.
+        file: u64,
+        /// The value and the operation, or why it could not be read.
+        result: Result<(Payload, SpillRecord), String>,
+    },
+}
+
+/// Where spill files go.
+#[derive(Debug, Clone)]
+pub struct SpillPlace {
+    /// Parent of the private spill directory (`--local-directory`).
+    pub parent: PathBuf,
+    /// The worker's rank, in the directory's name.
+    pub rank: u32,
+}
+
+/// The I/O thread of one worker.
+pub struct Disk {
+    requests: Option<Sender<DiskRequest>>,
+    stopping: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Disk {
+    /// Starts the I/O thread, which hands every result to `report`.
+    pub fn start(
+        place: SpillPlace,
+        report: impl Fn(DiskDone) + Send + 'static,
+    ) -> std::io::Result<Disk> {
+        let (requests, incoming) = crossbeam_channel::unbounded();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = stopping.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("mpidask-r{}-disk", place.rank))
+            .spawn(move || serve(place, &incoming, &stop, report))?;
+        Ok(Disk {
+            requests: Some(requests),
+            stopping,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues `request`.
+    pub fn send(&self, request: DiskRequest) {
+        if let Some(requests) = &self.requests {
+            // The thread outlives the sender except when it panicked; then the request is
+            // lost like the store's other disk results, and the worker carries on in memory.
+            let _ = requests.send(request);
+        }
+    }
+}
+
+impl Drop for Disk {
+    /// Ends the thread: requests still queued are dropped, a write in progress completes,
+    /// and the spill directory is removed.
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        drop(self.requests.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn file_name(file: u64) -> String {
+    format!("{file}.value")
+}
+
+/// The I/O thread: serves requests until the store drops its sender or stops it.
+fn serve(
+    place: SpillPlace,
+    requests: &Receiver<DiskRequest>,
+    stopping: &AtomicBool,
+    report: impl Fn(DiskDone),
+) {
+    let mut dir: Option<PrivateDir> = None;
+    for request in requests {
+        if stopping.load(Ordering::Relaxed) {
+            break;
+        }
+        match request {
+            DiskRequest::Write { key, file, value } => {
+                let result = write(&mut dir, &place, key, file, &value);
+                report(DiskDone::Written { key, file, result });
+            }
+            DiskRequest::Read { key, file, len } => {
+                let result = match &dir {
+                    Some(dir) => read(dir, key, file, len),
+                    None => Err("its spill directory was never made".to_string()),
+                };
+                report(DiskDone::Read { key, file, result });
+            }
+            DiskRequest::Delete { file } => {
+                if let Some(dir) = &dir {
+                    let _ = std::fs::remove_file(dir.path().join(file_name(file)));
+                }
+            }
+        }
+    }
+    drop(dir);
+}
+
+fn write(
+    dir: &mut Option<PrivateDir>,
+    place: &SpillPlace,
+    key: Key,
+    file: u64,
+    value: &[u8],
+) -> Result<SpillRecord, String> {
+    if dir.is_none() {
+        *dir = Some(PrivateDir::create(&place.parent, place.rank).map_err(|e| e.to_string())?);
+    }
+    let dir = dir.as_ref().expect("made above");
+    let start_us = now_us();
+    let name = file_name(file);
+    let mut out = dir.create_file(&name).map_err(|e| e.to_string())?;
+    let written = out.write_all(value).and_then(|()| out.flush());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(dir.path().join(&name));
+        return Err(e.to_string());
+    }
+    Ok(SpillRecord {
+        key,
+        nbytes: value.len() as u64,
+        start_us,
+        duration_us: now_us().saturating_sub(start_us),
+        write: true,
+    })
+}
+
+fn read(dir: &PrivateDir, key: Key, file: u64, len: u64) -> Result<(Payload, SpillRecord), String> {
+    let path = dir.path().join(file_name(file));
+    let start_us = now_us();
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(usize::try_from(len).unwrap_or(usize::MAX))
+        .map_err(|e| format!("cannot allocate {len} bytes to read it back: {e}"))?;
+    let read = std::fs::File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes));
+    let _ = std::fs::remove_file(&path);
+    match read {
+        Ok(n) if n as u64 == len => {}
+        Ok(n) => {
+            return Err(format!(
+                "its spilled file {} held {n} of {len} bytes",
+                path.display()
+            ));
+        }
+        Err(e) => return Err(format!("its spilled file {}: {e}", path.display())),
+    }
+    let record = SpillRecord {
+        key,
+        nbytes: len,
+        start_us,
+        duration_us: now_us().saturating_sub(start_us),
+        write: false,
+    };
+    Ok((Arc::new(bytes), record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn writes_and_reads_come_back_in_order_and_the_directory_goes_with_the_thread() {
+        let parent = std::env::temp_dir().join(format!("mpidask-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&parent).unwrap();
+        let (done, results) = crossbeam_channel::unbounded();
+        let disk = Disk::start(
+            SpillPlace {
+                parent: parent.clone(),
+                rank: 2,
+            },
+            move |d| done.send(d).unwrap(),
+        )
+        .unwrap();
+        let value: Payload = Arc::new(vec![3u8; 1000]);
+        disk.send(DiskRequest::Write {
+            key: Key(1),
+            file: 7,
+            value: value.clone(),
+        });
+        disk.send(DiskRequest::Read {
+            key: Key(1),
+            file: 7,
+            len: 1000,
+        });
+        disk.send(DiskRequest::Read {
+            key: Key(2),
+            file: 8,
+            len: 10,
+        });
+        let next = || results.recv_timeout(Duration::from_secs(10)).unwrap();
+        match next() {
+            DiskDone::Written { key, file, result } => {
+                assert_eq!((key, file), (Key(1), 7));
+                assert!(result.unwrap().write);
+            }
+            other => panic!("{other:?}"),
+        }
+        match next() {
+            DiskDone::Read { result, .. } => assert_eq!(result.unwrap().0, value),
+            other => panic!("{other:?}"),
+        }
+        match next() {
+            DiskDone::Read { key, result, .. } => {
+                assert_eq!(key, Key(2));
+                assert!(result.unwrap_err().contains("8.value"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let dirs = || std::fs::read_dir(&parent).unwrap().count();
+        assert_eq!(dirs(), 1, "one private directory while the thread lives");
+        drop(disk);
+        assert_eq!(dirs(), 0, "removed with the thread");
+        std::fs::remove_dir_all(&parent).unwrap();
+    }
+}

@@ -1,0 +1,279 @@
+//! How a placed task gets its inputs: values held here are taken as they are, values held
+//! by other ranks are fetched (`GetData`), values spilled to disk are read back by the I/O
+//! thread; the task goes to the executor once every input is in memory. Values this worker
+//! serves to other ranks may need a read back too.
+
+use super::disk::DiskDone;
+use super::executor::ReadyTask;
+use super::store::{Lookup, ReadBack};
+use super::{Phase, WorkerNode, WorkerTask};
+use crate::node::NodeStatus;
+use crate::protocol::{ArgSlot, ComputeMsg, Key, Payload, Rank, ToClient, ToScheduler, ToWorker};
+use crate::transport::Outbox;
+use log::debug;
+
+/// Who waits for a value being read back from disk.
+#[derive(Default)]
+pub(super) struct DiskWaiters {
+    /// Tasks that need it.
+    tasks: Vec<Key>,
+    /// Ranks that asked for it.
+    ranks: Vec<Rank>,
+}
+
+impl WorkerNode {
+    pub(super) fn on_compute(&mut self, from: Rank, msg: ComputeMsg, out: &mut Outbox) {
+        let key = msg.key;
+        if let Some(unknown) = self.functions.first_unknown(msg.code.functions()) {
+            self.protocol_error(
+                from,
+                format!("task {key} calling {unknown}, which was never registered"),
+            );
+            return;
+        }
+        let mut missing = 0;
+        for (dep, source) in &msg.deps {
+            if self.store.contains_key(dep) {
+                continue;
+            }
+            missing += 1;
+            self.waiters.entry(*dep).or_default().push(key);
+            // A value on its way by broadcast is not also fetched.
+            if *source != self.rank
+                && !self.broadcasting.contains_key(dep)
+                && self.fetching.insert(*dep)
+            {
+                if let Some(trace) = &mut self.trace {
+                    trace.requested(*dep);
+                }
+                out.push(*source, &ToWorker::GetData(vec![*dep]));
+            }
+        }
+        self.tasks.insert(
+            key,
+            WorkerTask {
+                attempt: msg.attempt,
+                code: msg.code,
+                priority: msg.priority,
+                resources: msg.resources,
+                missing,
+                phase: Phase::Waiting,
+                inputs: Vec::new(),
+                reading: 0,
+            },
+        );
+        if missing == 0 {
+            self.ready(key, out);
+        }
+    }
+
+    /// A task whose inputs are all held here: gather them, or hold it while paused.
+    pub(super) fn ready(&mut self, key: Key, out: &mut Outbox) {
+        if self.paused {
+            self.held.push(key);
+        } else {
+            self.gather(key, out);
+        }
+    }
+
+    /// Takes the inputs of `key` from the store; those on disk are read back first.
+    pub(super) fn gather(&mut self, key: Key, out: &mut Outbox) {
+        let Some(task) = self.tasks.get(&key) else {
+            return;
+        };
+        let deps: Vec<Key> = task
+            .code
+            .args
+            .iter()
+            .flat_map(ArgSlot::dependencies)
+            .copied()
+            .collect();
+        let mut inputs = Vec::with_capacity(deps.len());
+        let mut pending: Vec<Key> = Vec::new();
+        for dep in deps {
+            match self.store.get(&dep) {
+                Lookup::Ready(value) => inputs.push(Some(value)),
+                Lookup::Pending => {
+                    inputs.push(None);
+                    if !pending.contains(&dep) {
+                        pending.push(dep);
+                    }
+                }
+                // Only a scheduler bug releases a value a placed task still reads.
+                Lookup::Missing => {
+                    let message = format!("an input of task {key} was released on {}", self.rank);
+                    self.fail(key, message, out);
+                    return;
+                }
+            }
+        }
+        let task = self.tasks.get_mut(&key).expect("checked above");
+        task.inputs = inputs;
+        task.reading = pending.len();
+        if pending.is_empty() {
+            self.dispatch(key);
+            return;
+        }
+        task.phase = Phase::Reading;
+        for dep in pending {
+            self.disk_waiters.entry(dep).or_default().tasks.push(key);
+        }
+    }
+
+    /// Hands a task whose inputs are all in memory to the executor.
+    fn dispatch(&mut self, key: Key) {
+        let task = self.tasks.get_mut(&key).expect("task exists");
+        task.phase = Phase::Queued;
+        let deps = std::mem::take(&mut task.inputs)
+            .into_iter()
+            .map(|input| input.expect("every input is in memory"))
+            .collect();
+        self.next_seq += 1;
+        self.executor.push(ReadyTask {
+            key,
+            attempt: task.attempt,
+            code: task.code.clone(),
+            functions: self.functions.clone(),
+            deps,
+            priority: task.priority,
+            resources: task.resources.clone(),
+            seq: self.next_seq,
+        });
+    }
+
+    /// Fails task `key` with `message`.
+    fn fail(&mut self, key: Key, message: String, out: &mut Outbox) {
+        if let Some(task) = self.tasks.remove(&key) {
+            out.push(
+                Rank::SCHEDULER,
+                &ToScheduler::TaskFailed {
+                    key,
+                    attempt: task.attempt,
+                    message,
+                },
+            );
+        }
+    }
+
+    /// Stores a value and starts the tasks that were waiting only for it.
+    pub(super) fn store_value(&mut self, key: Key, value: Payload, out: &mut Outbox) {
+        self.store.insert(key, value);
+        self.update_pause(out);
+        for waiter in self.waiters.remove(&key).unwrap_or_default() {
+            let Some(task) = self.tasks.get_mut(&waiter) else {
+                continue;
+            };
+            if task.phase != Phase::Waiting {
+                continue;
+            }
+            task.missing -= 1;
+            if task.missing == 0 {
+                self.ready(waiter, out);
+            }
+        }
+    }
+
+    pub(super) fn on_data(&mut self, from: Rank, key: Key, bytes: Payload, out: &mut Outbox) {
+        if !self.fetching.remove(&key) {
+            debug!("unrequested value {key} from {from}; dropped");
+            return;
+        }
+        if let Some(trace) = &mut self.trace {
+            trace.arrived(key, from, bytes.len() as u64);
+        }
+        self.store_value(key, bytes, out);
+        out.push(Rank::SCHEDULER, &ToScheduler::AddReplicas(vec![key]));
+    }
+
+    pub(super) fn on_data_missing(&mut self, from: Rank, key: Key, out: &mut Outbox) {
+        self.fetching.remove(&key);
+        for waiter in self.waiters.remove(&key).unwrap_or_default() {
+            self.fail(
+                waiter,
+                format!("its input {key} was not found on {from}"),
+                out,
+            );
+        }
+    }
+
+    /// Sends `key` (or that it is missing) to `to`, a worker or the client.
+    fn serve(&self, to: Rank, key: Key, value: Option<Payload>, out: &mut Outbox) {
+        match (value, to == Rank::CLIENT) {
+            (Some(bytes), true) => out.push(to, &ToClient::Data { key, bytes }),
+            (Some(bytes), false) => out.push(to, &ToWorker::Data { key, bytes }),
+            (None, true) => out.push(to, &ToClient::DataMissing(key)),
+            (None, false) => out.push(to, &ToWorker::DataMissing(key)),
+        }
+    }
+
+    pub(super) fn on_get_data(&mut self, from: Rank, keys: Vec<Key>, out: &mut Outbox) {
+        for key in keys {
+            match self.store.get(&key) {
+                Lookup::Ready(value) => self.serve(from, key, Some(value), out),
+                Lookup::Pending => self.disk_waiters.entry(key).or_default().ranks.push(from),
+                Lookup::Missing => self.serve(from, key, None, out),
+            }
+        }
+    }
+
+    /// A disk operation finished: a spilled value left memory, or one came back from disk
+    /// for the tasks and ranks waiting for it.
+    pub(super) fn on_disk_done(&mut self, done: DiskDone, out: &mut Outbox) {
+        let back = match done {
+            DiskDone::Written { key, file, result } => {
+                self.store.written(key, file, result);
+                self.update_pause(out);
+                return;
+            }
+            DiskDone::Read { key, file, result } => self.store.read(key, file, result),
+        };
+        match back {
+            ReadBack::Nothing => {}
+            ReadBack::Ready(key, value) => {
+                let waiters = self.disk_waiters.remove(&key).unwrap_or_default();
+                for rank in waiters.ranks {
+                    self.serve(rank, key, Some(value.clone()), out);
+                }
+                for task_key in waiters.tasks {
+                    self.input_read_back(task_key, key, &value);
+                }
+                self.update_pause(out);
+            }
+            ReadBack::Lost(key, message) => {
+                let waiters = self.disk_waiters.remove(&key).unwrap_or_default();
+                for rank in waiters.ranks {
+                    log::warn!("value {key} asked for by {rank} is lost: {message}");
+                    self.serve(rank, key, None, out);
+                }
+                for task_key in waiters.tasks {
+                    self.fail(
+                        task_key,
+                        format!("its input {key} was lost on {}: {message}", self.rank),
+                        out,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Input `dep` of task `key` came back from disk: the task runs once it has them all.
+    fn input_read_back(&mut self, key: Key, dep: Key, value: &Payload) {
+        let Some(task) = self.tasks.get_mut(&key) else {
+            // Cancelled or stolen meanwhile.
+            return;
+        };
+        if task.phase != Phase::Reading || self.status != NodeStatus::Running {
+            return;
+        }
+        let occurrences = task.code.args.iter().flat_map(ArgSlot::dependencies);
+        for (slot, occurrence) in task.inputs.iter_mut().zip(occurrences) {
+            if *occurrence == dep && slot.is_none() {
+                *slot = Some(value.clone());
+            }
+        }
+        task.reading -= 1;
+        if task.reading == 0 {
+            self.dispatch(key);
+        }
+    }
+}
