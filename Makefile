@@ -8,7 +8,7 @@
 #   make bench            every benchmark; `make bench BENCH=tasks_per_s` for one
 #   make deps             install Open MPI, MPICH, libclang and pkg-config with apt-get if missing
 #                         (make test-deps adds Chromium, which a test renders the report in)
-#   make lint             rustfmt and clippy checks (part of make test)
+#   make lint             rustfmt, clippy and rustdoc checks (part of make test)
 #   make install PREFIX=/opt/mpidask
 #                         install the mpidask command and a modulefile (Lmod or Tcl
 #                         modules: module use $(PREFIX)/modulefiles; module load mpidask)
@@ -88,9 +88,13 @@ install: build
 run: build
 	mpirun -np $(NP) target/release/examples/pi $(PI_ARGS)
 
+# The library is linted twice: with every target (tests and benches turn the `internals`
+# feature on) and alone, as users build it; its documentation must build without warnings.
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) clippy --release --lib -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --release --no-deps
 
 # A test binary that exits early with code 0 would pass unnoticed: every binary cargo runs
 # must also report its result line.

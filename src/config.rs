@@ -181,7 +181,7 @@ pub struct RuntimeArgs {
     pub local_directory: Option<std::path::PathBuf>,
 
     /// Write the task stream (task runs and transfers on every rank) as Chrome-trace JSON
-    /// to FILE when the job ends, also after a failure; open it in https://ui.perfetto.dev
+    /// to FILE when the job ends, also after a failure; open it in <https://ui.perfetto.dev>
     #[arg(long, env = "MPIDASK_TRACE", value_name = "FILE")]
     pub trace: Option<std::path::PathBuf>,
 

@@ -3,7 +3,7 @@
 //! One executable, started by `mpirun` or `srun`. Every rank calls [`run`] first thing in
 //! `main`; then
 //!
-//! * **rank 0** runs the scheduler, a pure state machine ([`scheduler`]) that decides which
+//! * **rank 0** runs the scheduler, a pure state machine that decides which
 //!   worker runs which task;
 //! * **rank 1** runs the user's program with a [`Client`]: it submits tasks and gets
 //!   [`Future`]s back;

@@ -3,8 +3,8 @@
 //! exits, also after a failure, and swept at the next start if a killed rank left one.
 
 use crate::error::Error;
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -17,7 +17,7 @@ static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 /// A private directory, removed with its content when dropped and by [`remove_all`].
 #[derive(Debug)]
 pub struct PrivateDir {
-    path: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl PrivateDir {
@@ -25,32 +25,29 @@ impl PrivateDir {
     /// `--local-directory`), first removing directories that dead processes left there.
     pub fn create(parent: &Path, rank: u32) -> Result<Self, Error> {
         sweep_stale(parent);
-        let nonce: u64 = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let path = parent.join(format!("{PREFIX}{}-{rank}-{nonce:x}", std::process::id()));
-        DirBuilder::new()
-            .mode(0o700)
-            .create(&path)
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{PREFIX}{}-{rank}-", std::process::id()))
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(parent)
             .map_err(|source| Error::Io {
-                path: path.display().to_string(),
+                path: parent.display().to_string(),
                 source,
             })?;
         LIVE.lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(path.clone());
+            .push(dir.path().to_path_buf());
         crate::exit::on_exit(remove_all);
-        Ok(PrivateDir { path })
+        Ok(PrivateDir { dir })
     }
 
     /// The directory.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.dir.path()
     }
 
     /// Creates (exclusively) a file readable and writable by its owner only.
     pub fn create_file(&self, name: &str) -> Result<File, Error> {
-        let path = self.path.join(name);
+        let path = self.path().join(name);
         OpenOptions::new()
             .write(true)
             .read(true)
@@ -65,11 +62,12 @@ impl PrivateDir {
 }
 
 impl Drop for PrivateDir {
+    /// The directory itself goes with the `TempDir`; here it leaves the exit list.
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        let path = self.dir.path();
         LIVE.lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|p| p != &self.path);
+            .retain(|p| p != path);
     }
 }
 

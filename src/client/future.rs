@@ -101,7 +101,8 @@ impl<T: DeserializeOwned> Future<T> {
     /// Waits for the task and returns its value, fetched from the worker holding it.
     ///
     /// A task that panicked or returned `Err` (or depends on one that did) gives
-    /// [`Error::Task`]; a cancelled one gives [`Error::Cancelled`].
+    /// [`Error::Task`](crate::Error::Task); a cancelled one gives
+    /// [`Error::Cancelled`](crate::Error::Cancelled).
     pub fn result(&self) -> Result<T> {
         crate::Client::new(self.handle.shared.clone())
             .gather(std::slice::from_ref(self))

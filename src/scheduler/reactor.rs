@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 /// `SIGTERM` and the like, by number.
 fn signal_name(signal: i32) -> String {
     match signal {
-        libc::SIGTERM => "SIGTERM".into(),
-        libc::SIGINT => "SIGINT".into(),
-        libc::SIGUSR1 => "SIGUSR1".into(),
+        signal_hook::consts::SIGTERM => "SIGTERM".into(),
+        signal_hook::consts::SIGINT => "SIGINT".into(),
+        signal_hook::consts::SIGUSR1 => "SIGUSR1".into(),
         other => format!("signal {other}"),
     }
 }

@@ -68,7 +68,8 @@ pub(crate) fn conjure<F: Copy + 'static>() -> F {
 
 /// A function that can run as a task with the argument tuple `Args`.
 ///
-/// Implemented for every zero-sized `Fn` of 0 to 6 arguments; see the [module docs](self).
+/// Implemented for every zero-sized `Fn` of 0 to 6 arguments: `fn` items and closures that
+/// capture nothing (a capturing closure or a function pointer does not compile).
 pub trait TaskFn<Args>: Copy + Send + Sync + 'static {
     /// What the function returns.
     type Output;

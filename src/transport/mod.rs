@@ -3,6 +3,17 @@
 //! the per-destination [`Outbox`] that batches small messages.
 //!
 //! Only [`mpi`] calls MPI; nothing outside this module names an MPI type.
+//!
+//! Ranks, counts and lengths change type at the MPI boundary (`int` ranks and counts,
+//! `usize` lengths, `u32` ranks on the wire): every such conversion here is checked, which
+//! the cast lints below enforce.
+
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::cast_lossless
+)]
 
 pub mod local;
 pub mod mpi;

@@ -5,7 +5,7 @@
 //! error is kept in the result and reported by [`Array::check`] or when the array is
 //! computed). [`Array::compute`] turns the graph into tasks: chains of elementwise
 //! operations, random generation and the first stage of a reduction become *one* task per
-//! chunk that streams through cache-sized blocks (see [`program`]); reductions across
+//! chunk that streams through cache-sized blocks; reductions across
 //! chunks finish as trees of small combine tasks.
 //!
 //! ```

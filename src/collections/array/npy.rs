@@ -13,12 +13,11 @@ use crate::client::{CallArg, Client, Future};
 use crate::error::{Error, Result};
 use crate::protocol::{ArgSlot, decode_value, encode_value};
 use crate::task::{CallError, TaskInput};
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD};
+use ndarray_npy::{ViewElement, ViewNpyError, ViewNpyExt, WriteNpyExt};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-const MAGIC: &[u8] = b"\x93NUMPY";
 
 /// `meta.json` of an array directory.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -52,134 +51,49 @@ fn dtype_of(descr: &str) -> Option<DType> {
     }
 }
 
-/// The bytes of a `.npy` file (format 1.0, C order, little endian) holding `block`.
+/// The bytes of a `.npy` file holding `block` (written by `ndarray-npy`: format 1.0,
+/// little endian, C order unless the chunk is laid out in Fortran order).
 pub fn encode(block: &Block) -> Vec<u8> {
-    let shape = block.shape();
-    let shape_text = match shape.len() {
-        0 => "()".to_string(),
-        1 => format!("({},)", shape[0]),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+    let mut bytes = Vec::new();
+    let written = match block {
+        Block::Bool(a) => a.write_npy(&mut bytes),
+        Block::I64(a) => a.write_npy(&mut bytes),
+        Block::F32(a) => a.write_npy(&mut bytes),
+        Block::F64(a) => a.write_npy(&mut bytes),
     };
-    let mut header = format!(
-        "{{'descr': '{}', 'fortran_order': False, 'shape': {shape_text}, }}",
-        descr(block.dtype())
-    );
-    // Magic (6) + version (2) + length (2) + header + newline, a multiple of 64 bytes.
-    let unpadded = MAGIC.len() + 4 + header.len() + 1;
-    header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
-    header.push('\n');
-    let mut bytes =
-        Vec::with_capacity(header.len() + 10 + block.shape().iter().product::<usize>() * 8);
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&[1, 0]);
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    match block {
-        Block::Bool(a) => bytes.extend(a.as_standard_layout().iter().map(|&b| u8::from(b))),
-        Block::I64(a) => a
-            .as_standard_layout()
-            .iter()
-            .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes())),
-        Block::F32(a) => a
-            .as_standard_layout()
-            .iter()
-            .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes())),
-        Block::F64(a) => a
-            .as_standard_layout()
-            .iter()
-            .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes())),
-    }
+    written.expect("writing a .npy file into memory cannot fail");
     bytes
 }
 
-fn field<'h>(header: &'h str, name: &str) -> Option<&'h str> {
-    let start = header.find(&format!("'{name}'"))? + name.len() + 2;
-    let rest = header[start..].trim_start().strip_prefix(':')?.trim_start();
-    Some(rest)
+/// Reads a `.npy` file (format 1.0 to 3.0, C or Fortran order, this machine's byte order)
+/// whose elements are `dtype`; an error says why it cannot. The header is checked against
+/// the bytes before anything is allocated, so a corrupt header cannot ask for more memory
+/// than the file holds.
+pub fn decode(bytes: &[u8], dtype: DType) -> std::result::Result<Block, String> {
+    let block = match dtype {
+        DType::Bool => decode_as::<bool>(bytes).map(Block::Bool),
+        DType::I64 => decode_as::<i64>(bytes).map(Block::I64),
+        DType::F32 => decode_as::<f32>(bytes).map(Block::F32),
+        DType::F64 => decode_as::<f64>(bytes).map(Block::F64),
+    };
+    block.map_err(|e| format!("not a .npy file of {dtype}: {e}"))
 }
 
-/// Reads a `.npy` file written by [`encode`] or by NumPy (format 1.0/2.0, C order, little
-/// endian, bool/i8/f4/f8).
-pub fn decode(bytes: &[u8]) -> std::result::Result<Block, String> {
-    if bytes.len() < 10 || &bytes[..6] != MAGIC {
-        return Err("not a .npy file (no \\x93NUMPY magic)".into());
+/// A `.npy` file viewed in place (which validates it against its bytes) and copied out; from
+/// an 8-byte-aligned copy of the bytes if the data does not start aligned for `T`.
+fn decode_as<T: ViewElement + Clone>(bytes: &[u8]) -> std::result::Result<ArrayD<T>, String> {
+    match ArrayViewD::<T>::view_npy(bytes) {
+        Ok(view) => Ok(view.to_owned()),
+        Err(ViewNpyError::MisalignedData) => {
+            let mut aligned = vec![0u64; bytes.len().div_ceil(8)];
+            let copy = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut aligned)[..bytes.len()];
+            copy.copy_from_slice(bytes);
+            ArrayViewD::<T>::view_npy(copy)
+                .map(|view| view.to_owned())
+                .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
     }
-    let (header_len, body) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        v => return Err(format!(".npy format version {v} is not supported")),
-    };
-    let header = std::str::from_utf8(
-        bytes
-            .get(body..body + header_len)
-            .ok_or("truncated .npy header")?,
-    )
-    .map_err(|_| "the .npy header is not text")?;
-    let descr_text = field(header, "descr").ok_or("the .npy header has no descr")?;
-    let descr = descr_text
-        .trim_start_matches('\'')
-        .split('\'')
-        .next()
-        .unwrap_or("");
-    let dtype = dtype_of(descr).ok_or_else(|| format!("unsupported .npy type {descr}"))?;
-    if field(header, "fortran_order").is_some_and(|v| v.starts_with("True")) {
-        return Err("Fortran-ordered .npy files are not supported".into());
-    }
-    let shape_text = field(header, "shape").ok_or("the .npy header has no shape")?;
-    let inner = shape_text.trim_start_matches('(');
-    let inner = &inner[..inner.find(')').ok_or("malformed .npy shape")?];
-    let shape: Vec<usize> = inner
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse()
-                .map_err(|_| format!("malformed .npy shape entry {s}"))
-        })
-        .collect::<std::result::Result<_, _>>()?;
-    let data = &bytes[body + header_len..];
-    let count: usize = shape.iter().product();
-    if data.len() != count * dtype.size() {
-        return Err(format!(
-            "the .npy data has {} bytes, {count} elements of {dtype} need {}",
-            data.len(),
-            count * dtype.size()
-        ));
-    }
-    fn build<T>(shape: &[usize], values: Vec<T>) -> std::result::Result<ArrayD<T>, String> {
-        ArrayD::from_shape_vec(IxDyn(shape), values).map_err(|e| e.to_string())
-    }
-    Ok(match dtype {
-        DType::Bool => Block::Bool(build(&shape, data.iter().map(|&b| b != 0).collect())?),
-        DType::I64 => Block::I64(build(
-            &shape,
-            data.chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().expect("8")))
-                .collect(),
-        )?),
-        DType::F32 => Block::F32(build(
-            &shape,
-            data.chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
-                .collect(),
-        )?),
-        DType::F64 => Block::F64(build(
-            &shape,
-            data.chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8")))
-                .collect(),
-        )?),
-    })
 }
 
 fn chunk_file(index: &[usize]) -> String {
@@ -212,12 +126,12 @@ fn read_task(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, CallError> {
     let (path, dtype, shape): (PathBuf, DType, Vec<usize>) =
         decode_value(head).map_err(|e| e.to_string())?;
     let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let block = decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    if block.dtype() != dtype || block.shape() != shape.as_slice() {
+    let block = decode(&bytes, dtype)
+        .map_err(|e| format!("{}: {e} (meta.json says {dtype} {shape:?})", path.display()))?;
+    if block.shape() != shape.as_slice() {
         return Err(format!(
-            "{} holds {} {:?}, meta.json says {dtype} {shape:?}",
+            "{} holds {dtype} {:?}, meta.json says {dtype} {shape:?}",
             path.display(),
-            block.dtype(),
             block.shape()
         )
         .into());
@@ -326,7 +240,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn files_round_trip_and_headers_are_numpy_shaped() {
+    fn files_round_trip_and_wrong_files_are_errors() {
         let blocks = [
             Block::F64(
                 ndarray::Array::from_shape_fn((3, 4), |(i, j)| i as f64 - j as f64 * 0.5)
@@ -335,25 +249,47 @@ mod tests {
             Block::I64(ndarray::arr1(&[1i64, -2, 3]).into_dyn()),
             Block::Bool(ndarray::arr2(&[[true, false]]).into_dyn()),
             Block::F32(ndarray::arr0(2.5f32).into_dyn()),
+            // A transposed (Fortran-order) chunk.
+            Block::F64(
+                ndarray::Array::from_shape_fn((2, 3), |(i, j)| (i * 3 + j) as f64)
+                    .reversed_axes()
+                    .into_dyn(),
+            ),
         ];
         for block in blocks {
             let bytes = encode(&block);
-            let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-            assert_eq!((10 + header_len) % 64, 0, "header aligned to 64 bytes");
-            assert_eq!(bytes[10 + header_len - 1], b'\n');
-            assert_eq!(decode(&bytes).unwrap(), block);
+            assert_eq!(&bytes[..6], b"\x93NUMPY");
+            assert_eq!(decode(&bytes, block.dtype()).unwrap(), block);
         }
         let header =
             std::str::from_utf8(&encode(&Block::I64(ndarray::arr1(&[7i64]).into_dyn()))[10..])
                 .unwrap()
                 .to_string();
-        assert!(
-            header.starts_with("{'descr': '<i8', 'fortran_order': False, 'shape': (1,), }"),
-            "{header}"
-        );
-        assert!(decode(b"not numpy").unwrap_err().contains("magic"));
-        let mut truncated = encode(&Block::F64(ndarray::arr1(&[1.0, 2.0]).into_dyn()));
+        assert!(header.contains("'descr': '<i8'"), "{header}");
+        assert!(decode(b"not numpy", DType::F64).unwrap_err().contains("not a .npy file of f64"));
+        let floats = encode(&Block::F64(ndarray::arr1(&[1.0, 2.0]).into_dyn()));
+        assert!(decode(&floats, DType::I64).is_err(), "another element type");
+        let mut truncated = floats.clone();
         truncated.pop();
-        assert!(decode(&truncated).unwrap_err().contains("bytes"));
+        assert!(decode(&truncated, DType::F64).is_err());
+        // A header claiming far more elements than the file holds allocates nothing.
+        let header_len = usize::from(u16::from_le_bytes([floats[8], floats[9]]));
+        let header = std::str::from_utf8(&floats[10..10 + header_len]).unwrap();
+        let claimed = header
+            .replacen("(2,)", "(9999999999999,)", 1)
+            .replacen(&" ".repeat(12), "", 1);
+        assert_eq!(claimed.len(), header.len());
+        let mut lying = floats[..10].to_vec();
+        lying.extend_from_slice(claimed.as_bytes());
+        lying.extend_from_slice(&floats[10 + header_len..]);
+        let error = decode(&lying, DType::F64).unwrap_err();
+        assert!(error.contains("9999999999999") || error.contains("missing"), "{error}");
+        // Data that does not start 8-byte aligned in memory is copied first.
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&floats);
+        assert_eq!(
+            decode(&shifted[1..], DType::F64).unwrap(),
+            Block::F64(ndarray::arr1(&[1.0, 2.0]).into_dyn())
+        );
     }
 }

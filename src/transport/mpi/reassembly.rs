@@ -365,7 +365,7 @@ mod tests {
             writer
                 .push(&ToWorker::Data {
                     key: Key(i as u64),
-                    bytes: Arc::new((0..*len).map(|b| b as u8).collect()),
+                    bytes: Arc::new((0..*len).map(|b| b.to_le_bytes()[0]).collect()),
                 })
                 .unwrap();
         }
