@@ -49,20 +49,6 @@
 
 #![warn(missing_docs)]
 
-/// Declares modules that the `internals` feature makes public (hidden from the docs, for
-/// the project's benchmarks, fuzz targets and fault-injection tests; see [`internals`]) and
-/// that are private otherwise.
-macro_rules! internal_modules {
-    ($($name:ident),* $(,)?) => {$(
-        #[cfg(feature = "internals")]
-        #[doc(hidden)]
-        pub mod $name;
-        #[cfg(not(feature = "internals"))]
-        mod $name;
-    )*};
-}
-pub(crate) use internal_modules;
-
 mod client;
 mod collections;
 mod config;
@@ -77,7 +63,34 @@ mod private_dir;
 mod startup;
 mod trace;
 mod worker;
-internal_modules!(process, protocol, scheduler, task, transport);
+
+// Public (hidden from the docs) with the `internals` feature, for the project's benchmarks,
+// fuzz target and fault-injection tests (see `internals`); private otherwise.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod process;
+#[cfg(not(feature = "internals"))]
+mod process;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod protocol;
+#[cfg(not(feature = "internals"))]
+mod protocol;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod scheduler;
+#[cfg(not(feature = "internals"))]
+mod scheduler;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod task;
+#[cfg(not(feature = "internals"))]
+mod task;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod transport;
+#[cfg(not(feature = "internals"))]
+mod transport;
 
 #[cfg(feature = "internals")]
 pub mod internals;

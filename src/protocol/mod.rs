@@ -10,7 +10,12 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
 
-crate::internal_modules!(frame);
+// Public (hidden) with the `internals` feature; see `crate::internals`.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod frame;
+#[cfg(not(feature = "internals"))]
+mod frame;
 
 pub use frame::{
     Frame, FrameWriter, attachment_lengths, codec, decode_frame_with, decode_value, encode_value,

@@ -4,11 +4,11 @@
 use super::state::TaskState;
 use super::{Output, Scheduler, SchedulerConfig};
 use crate::exit::ExitCode;
+use crate::protocol::frame::{decode_frame, encode_frame};
 use crate::protocol::{
     ArgSlot, Attempt, ComputeMsg, FnId, Key, Rank, Resource, TaskOptions, TaskSpec, ToClient,
     ToScheduler, ToWorker, WorkerHello,
 };
-use crate::protocol::frame::{decode_frame, encode_frame};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

@@ -20,8 +20,33 @@
 //! assert!((pi.unwrap() - std::f64::consts::PI).abs() < 0.02);
 //! ```
 
-crate::internal_modules!(dtype, grid, kernel, npy, program);
+// Public (hidden) with the `internals` feature; see `crate::internals`.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod dtype;
+#[cfg(not(feature = "internals"))]
+mod dtype;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod grid;
+#[cfg(not(feature = "internals"))]
+mod grid;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod kernel;
+#[cfg(not(feature = "internals"))]
+mod kernel;
 mod lower;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod npy;
+#[cfg(not(feature = "internals"))]
+mod npy;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod program;
+#[cfg(not(feature = "internals"))]
+mod program;
 pub mod random;
 mod structure;
 mod tasks;

@@ -266,7 +266,11 @@ mod tests {
                 .unwrap()
                 .to_string();
         assert!(header.contains("'descr': '<i8'"), "{header}");
-        assert!(decode(b"not numpy", DType::F64).unwrap_err().contains("not a .npy file of f64"));
+        assert!(
+            decode(b"not numpy", DType::F64)
+                .unwrap_err()
+                .contains("not a .npy file of f64")
+        );
         let floats = encode(&Block::F64(ndarray::arr1(&[1.0, 2.0]).into_dyn()));
         assert!(decode(&floats, DType::I64).is_err(), "another element type");
         let mut truncated = floats.clone();
@@ -275,15 +279,19 @@ mod tests {
         // A header claiming far more elements than the file holds allocates nothing.
         let header_len = usize::from(u16::from_le_bytes([floats[8], floats[9]]));
         let header = std::str::from_utf8(&floats[10..10 + header_len]).unwrap();
-        let claimed = header
-            .replacen("(2,)", "(9999999999999,)", 1)
-            .replacen(&" ".repeat(12), "", 1);
+        let claimed =
+            header
+                .replacen("(2,)", "(9999999999999,)", 1)
+                .replacen(&" ".repeat(12), "", 1);
         assert_eq!(claimed.len(), header.len());
         let mut lying = floats[..10].to_vec();
         lying.extend_from_slice(claimed.as_bytes());
         lying.extend_from_slice(&floats[10 + header_len..]);
         let error = decode(&lying, DType::F64).unwrap_err();
-        assert!(error.contains("9999999999999") || error.contains("missing"), "{error}");
+        assert!(
+            error.contains("9999999999999") || error.contains("missing"),
+            "{error}"
+        );
         // Data that does not start 8-byte aligned in memory is copied first.
         let mut shifted = vec![0u8];
         shifted.extend_from_slice(&floats);

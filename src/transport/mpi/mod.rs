@@ -17,7 +17,12 @@
 pub mod bootstrap;
 mod broadcast;
 mod buffers;
-crate::internal_modules!(reassembly);
+// Public (hidden) with the `internals` feature; see `crate::internals`.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod reassembly;
+#[cfg(not(feature = "internals"))]
+mod reassembly;
 
 pub use broadcast::MpiCollectives;
 

@@ -1,0 +1,469 @@
+//! New work and where it runs: registered functions, submitted and scattered tasks, the
+//! ready queue, placement on the least loaded worker that may run a task (preferring the
+//! holder of its inputs), and stealing queued tasks for idle workers.
+
+use super::{Output, Scheduler};
+use crate::protocol::{Attempt, ComputeMsg, FunctionMsg, Key, Rank, TaskCode, TaskSpec, ToWorker};
+use crate::scheduler::policy;
+use crate::scheduler::state::{Failure, Task, TaskState};
+use log::{debug, error};
+use std::cmp::Reverse;
+use std::sync::Arc;
+
+impl Scheduler {
+    /// The client registers a function: checked, then forwarded to every worker before
+    /// any task that uses it.
+    pub(super) fn on_register_function(&mut self, from: Rank, registration: FunctionMsg) {
+        if let Err(problem) = self.functions.register(registration.clone()) {
+            self.protocol_error(from, problem);
+            return;
+        }
+        for rank in self.config.workers.clone() {
+            self.outbox.push(Output::Worker(
+                rank,
+                ToWorker::RegisterFunction(registration.clone()),
+            ));
+        }
+    }
+
+    pub(super) fn on_submit(&mut self, from: Rank, specs: Vec<TaskSpec>) {
+        if !self.is_running() {
+            return;
+        }
+        for spec in &specs {
+            let named = std::iter::once(spec.func).chain(spec.uses.iter().copied());
+            if let Some(unknown) = self.functions.first_unknown(named) {
+                self.protocol_error(
+                    from,
+                    format!(
+                        "task {} calling {unknown}, which was never registered",
+                        spec.key
+                    ),
+                );
+                return;
+            }
+        }
+        let mut waiting = Vec::new();
+        for spec in specs {
+            if let Some(key) = self.add_task(spec) {
+                waiting.push(key);
+            }
+        }
+        self.schedule();
+        // Tasks whose inputs are all being computed on one worker join them there, so a
+        // chain submitted in one batch is placed whole.
+        for key in waiting {
+            if matches!(
+                self.tasks.get(&key).map(|t| &t.state),
+                Some(TaskState::Waiting)
+            ) {
+                self.try_place_with_running_deps(key);
+            }
+        }
+    }
+
+    /// Adds a task; returns its key if it waits for dependencies.
+    pub(super) fn add_task(&mut self, spec: TaskSpec) -> Option<Key> {
+        let key = spec.key;
+        if self.tasks.contains_key(&key) {
+            error!("key {key} submitted twice; the second submission is ignored");
+            return None;
+        }
+        let mut deps: Vec<Key> = spec.dependencies().collect();
+        deps.sort_unstable();
+        deps.dedup();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.submitted += 1;
+        let code = TaskCode {
+            func: spec.func,
+            uses: spec.uses,
+            args: spec.args,
+        };
+        let mut task = Task::new(code, spec.options, deps, seq);
+        let mut inherited: Option<Arc<Failure>> = None;
+        for dep in task.deps.clone() {
+            match self.tasks.get_mut(&dep) {
+                Some(dep_task) => {
+                    dep_task.dependents.push(key);
+                    dep_task.unfinished_dependents += 1;
+                    match &dep_task.state {
+                        TaskState::Memory { .. } => {}
+                        TaskState::Failed(failure) => inherited = Some(failure.clone()),
+                        _ => task.waiting_on += 1,
+                    }
+                }
+                None => {
+                    inherited = Some(Arc::new(Failure {
+                        cause: format!("task-{}", dep.0),
+                        message: "this dependency was released before the task using it \
+                                  was submitted (keep its future alive)"
+                            .into(),
+                        cancelled: false,
+                    }));
+                }
+            }
+        }
+        // Dependencies that do not exist were not linked; do not count them.
+        task.deps.retain(|d| self.tasks.contains_key(d));
+        self.tasks.insert(key, task);
+        if let Some(failure) = inherited {
+            self.fail(key, failure);
+            None
+        } else if self.tasks[&key].waiting_on == 0 {
+            self.make_ready(key);
+            None
+        } else {
+            Some(key)
+        }
+    }
+
+    pub(super) fn on_scatter(&mut self, key: Key, worker: Rank) {
+        if self.tasks.contains_key(&key) || self.worker_index(worker).is_none() {
+            error!("invalid scatter of {key} to {worker}; ignored");
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.tasks.insert(key, Task::scattered(worker, seq));
+        // The worker's report may have overtaken the client's announcement (two senders).
+        if let Some(early) = self.early_scatters.remove(&key) {
+            self.on_task_finished(early.from, key, 0, early.nbytes, 0);
+            if !early.replicas.is_empty() {
+                self.on_replicated(key, early.replicas);
+            }
+        }
+    }
+
+    /// A broadcast reached `workers`: they hold `key` from now on.
+    pub(super) fn on_replicated(&mut self, key: Key, workers: Vec<Rank>) {
+        if let Some(early) = self.early_scatters.get_mut(&key) {
+            early.replicas.extend(workers);
+            return;
+        }
+        for worker in workers {
+            self.on_add_replicas(worker, &[key]);
+        }
+    }
+
+    pub(super) fn make_ready(&mut self, key: Key) {
+        let task = self.tasks.get_mut(&key).expect("task exists");
+        task.state = TaskState::Ready;
+        self.ready.push(task, key);
+    }
+
+    /// Places a waiting task right away on the worker that computes all of its missing
+    /// dependencies, so chains run there without a round trip to the scheduler per link.
+    pub(super) fn try_place_with_running_deps(&mut self, key: Key) {
+        if let Some(rank) = self.worker_for_running_deps(key) {
+            self.assign(key, rank);
+        }
+    }
+
+    /// The worker computing every missing input of the waiting task `key`, if there is one
+    /// such worker, it may run the task and it has a free slot.
+    pub(super) fn worker_for_running_deps(&self, key: Key) -> Option<Rank> {
+        if !self.all_joined() || !self.is_running() {
+            return None;
+        }
+        let task = &self.tasks[&key];
+        let mut target: Option<Rank> = None;
+        for dep in &task.deps {
+            match &self.tasks[dep].state {
+                TaskState::Memory { .. } => {}
+                TaskState::Processing {
+                    worker,
+                    stealing: false,
+                } if target.is_none_or(|t| t == *worker) => target = Some(*worker),
+                _ => return None,
+            }
+        }
+        let rank = target?;
+        let worker = &self.workers[self.worker_index(rank)?];
+        let depth = policy::queue_depth(self.mean_task_seconds);
+        (policy::is_eligible(task, worker)
+            && worker.processing.len() < policy::slots(worker, depth))
+        .then_some(rank)
+    }
+
+    /// Places ready tasks while workers have free slots. A restricted task no worker can ever
+    /// run fails with a message naming what it asked for and what the workers offer.
+    pub(super) fn schedule(&mut self) {
+        if !self.all_joined() || !self.is_running() {
+            return;
+        }
+        let mut skipped = Vec::new();
+        let mut unschedulable = Vec::new();
+        while let Some(key) = self.ready.pop(&self.tasks) {
+            let task = &self.tasks[&key];
+            let choice = if task.deps.is_empty() && !task.is_restricted() {
+                // Nothing to be near: the least loaded worker, if it has room.
+                self.by_load
+                    .least()
+                    .map(|(_, i)| &self.workers[i])
+                    .filter(|w| {
+                        w.processing.len()
+                            < policy::slots(w, policy::queue_depth(self.mean_task_seconds))
+                    })
+            } else {
+                let candidates = self.candidates(task);
+                policy::choose_worker(
+                    task,
+                    candidates.iter().map(|&i| &self.workers[i]),
+                    &self.tasks,
+                    self.mean_task_seconds,
+                )
+            };
+            match choice {
+                Some(worker) => {
+                    let rank = worker.rank;
+                    self.assign(key, rank);
+                }
+                None if task.is_restricted()
+                    && !self.workers.iter().any(|w| policy::is_eligible(task, w)) =>
+                {
+                    unschedulable.push(key);
+                }
+                None => {
+                    skipped.push(key);
+                    if !task.is_restricted() || !self.any_free_slot() {
+                        break;
+                    }
+                }
+            }
+        }
+        for key in skipped {
+            self.ready.push(&self.tasks[&key], key);
+        }
+        for key in unschedulable {
+            // Still in the ready state: queue it again so `fail` counts it out.
+            self.ready.push(&self.tasks[&key], key);
+            let failure = Arc::new(Failure {
+                cause: self.key_name(key),
+                message: self.unschedulable_reason(key),
+                cancelled: false,
+            });
+            self.fail(key, failure);
+        }
+    }
+
+    pub(super) fn any_free_slot(&self) -> bool {
+        let depth = policy::queue_depth(self.mean_task_seconds);
+        // The least loaded worker has a free slot if any has: slots grow with threads.
+        self.by_load.least().is_some_and(|(_, i)| {
+            let w = &self.workers[i];
+            w.processing.len() < policy::slots(w, depth)
+        })
+    }
+
+    pub(super) fn unschedulable_reason(&self, key: Key) -> String {
+        let task = &self.tasks[&key];
+        let ranks: Vec<String> = self.workers.iter().map(|w| w.rank.0.to_string()).collect();
+        let mut parts = Vec::new();
+        if !task.allowed_workers.is_empty() {
+            let wanted: Vec<String> = task
+                .allowed_workers
+                .iter()
+                .map(|r| r.0.to_string())
+                .collect();
+            parts.push(format!(
+                "it is pinned to worker rank(s) {}",
+                wanted.join(", ")
+            ));
+        }
+        for resource in &task.resources {
+            parts.push(format!("it needs {}={}", resource.name, resource.amount));
+        }
+        let advertised: Vec<String> = self
+            .workers
+            .iter()
+            .filter_map(|w| w.hello.as_ref().map(|h| (w.rank, h)))
+            .flat_map(|(rank, h)| {
+                h.resources
+                    .iter()
+                    .map(move |r| format!("{}={} on rank {}", r.name, r.amount, rank.0))
+            })
+            .collect();
+        format!(
+            "no worker can run it: {}; the workers are ranks {} and advertise {} \
+             (start workers with --resources / MPIDASK_RESOURCES, or change the task options)",
+            parts.join(" and "),
+            ranks.join(", "),
+            if advertised.is_empty() {
+                "no resources".to_string()
+            } else {
+                advertised.join(", ")
+            }
+        )
+    }
+
+    pub(super) fn assign(&mut self, key: Key, rank: Rank) {
+        self.assign_one(key, rank);
+        self.place_waiting_dependents(key);
+    }
+
+    /// Places one task on `rank` and sends it there.
+    pub(super) fn assign_one(&mut self, key: Key, rank: Rank) {
+        let index = self.worker_index(rank).expect("worker exists");
+        let task = self.tasks.get_mut(&key).expect("task exists");
+        task.attempt += 1;
+        task.state = TaskState::Processing {
+            worker: rank,
+            stealing: false,
+        };
+        let code = task
+            .code
+            .clone()
+            .expect("an unfinished task keeps its code");
+        let (attempt, priority, resources) = (task.attempt, task.priority, task.resources.clone());
+        let dep_keys = task.deps.clone();
+        let deps = dep_keys
+            .into_iter()
+            .map(|dep| (dep, self.source_of(dep, rank)))
+            .collect();
+        self.start_processing(index, key);
+        debug!("{} -> {rank}", self.key_name(key));
+        self.outbox.push(Output::Worker(
+            rank,
+            ToWorker::Compute(ComputeMsg {
+                key,
+                attempt,
+                code,
+                deps,
+                priority,
+                resources,
+            }),
+        ));
+    }
+
+    /// After `key` was placed, its waiting dependents may now have all missing inputs
+    /// computing on one worker: place them there too, and so on down a chain.
+    pub(super) fn place_waiting_dependents(&mut self, key: Key) {
+        let mut candidates: Vec<Key> = self.tasks[&key].dependents.clone();
+        while let Some(dependent) = candidates.pop() {
+            let Some(task) = self.tasks.get(&dependent) else {
+                continue;
+            };
+            if !matches!(task.state, TaskState::Waiting) {
+                continue;
+            }
+            // `assign` would recurse into this function; place without it and continue the
+            // walk here instead.
+            if let Some(rank) = self.worker_for_running_deps(dependent) {
+                self.assign_one(dependent, rank);
+                candidates.extend(self.tasks[&dependent].dependents.iter().copied());
+            }
+        }
+    }
+
+    /// Where the worker `to` gets dependency `dep`: itself if it holds or computes it, else
+    /// the holder with the least work.
+    pub(super) fn source_of(&self, dep: Key, to: Rank) -> Rank {
+        match &self.tasks[&dep].state {
+            TaskState::Memory { who_has } if !who_has.contains(&to) => *who_has
+                .iter()
+                .min_by_key(|r| {
+                    self.worker_index(**r)
+                        .map_or(usize::MAX, |i| self.workers[i].processing.len())
+                })
+                .expect("a value in memory has a holder"),
+            TaskState::Processing { worker, .. } => *worker,
+            _ => to,
+        }
+    }
+
+    /// When a worker has an idle thread and nothing is waiting for a slot, asks the most
+    /// loaded workers to give up queued tasks (not running ones: a worker only gives up a
+    /// task it has not started) so they can be placed again.
+    pub(super) fn balance(&mut self) {
+        if !self.all_joined() || !self.is_running() || !self.ready.is_empty() {
+            return;
+        }
+        let idle: Vec<usize> = (0..self.workers.len())
+            .filter(|&i| self.workers[i].processing.len() < self.workers[i].nthreads())
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        let mut free_threads: usize = idle
+            .iter()
+            .map(|&i| self.workers[i].nthreads() - self.workers[i].processing.len())
+            .sum();
+        let mut victims: Vec<usize> = (0..self.workers.len())
+            .filter(|&i| self.workers[i].processing.len() > self.workers[i].nthreads())
+            .collect();
+        victims.sort_by_key(|&i| {
+            Reverse(self.workers[i].processing.len() - self.workers[i].nthreads())
+        });
+        let mean = self
+            .mean_task_seconds
+            .unwrap_or(policy::DEFAULT_TASK_SECONDS);
+        for v in victims {
+            if free_threads == 0 {
+                break;
+            }
+            let victim = &self.workers[v];
+            let queued = victim.processing.len() - victim.nthreads();
+            // Moving work that takes less than a couple of round trips is not worth it.
+            if queued as f64 * mean < 0.002 {
+                continue;
+            }
+            let want = free_threads.min(queued.div_ceil(2));
+            let candidates: Vec<Key> = victim
+                .processing
+                .iter()
+                .copied()
+                .filter(|k| self.is_stealable(*k, &idle))
+                .take(want)
+                .collect();
+            let rank = victim.rank;
+            for key in candidates {
+                let task = self.tasks.get_mut(&key).expect("processing task exists");
+                if let TaskState::Processing { stealing, .. } = &mut task.state {
+                    *stealing = true;
+                }
+                let attempt = task.attempt;
+                self.outbox
+                    .push(Output::Worker(rank, ToWorker::Steal { key, attempt }));
+                free_threads -= 1;
+            }
+        }
+    }
+
+    pub(super) fn is_stealable(&self, key: Key, thieves: &[usize]) -> bool {
+        let task = &self.tasks[&key];
+        matches!(
+            task.state,
+            TaskState::Processing {
+                stealing: false,
+                ..
+            }
+        ) && task.waiting_on == 0
+            && !task.scattered
+            && !task.dependents.iter().any(|d| {
+                matches!(
+                    self.tasks.get(d).map(|t| &t.state),
+                    Some(TaskState::Processing { .. })
+                )
+            })
+            && thieves
+                .iter()
+                .any(|&i| policy::is_eligible(task, &self.workers[i]))
+    }
+
+    pub(super) fn on_steal_reply(&mut self, from: Rank, key: Key, attempt: Attempt, stolen: bool) {
+        if !self.is_current(key, from, attempt) {
+            return;
+        }
+        if stolen {
+            self.stop_processing(from, key);
+            debug!("{} stolen from {from}", self.key_name(key));
+            self.make_ready(key);
+            self.needs_schedule = true;
+        } else if let Some(task) = self.tasks.get_mut(&key)
+            && let TaskState::Processing { stealing, .. } = &mut task.state
+        {
+            *stealing = false;
+        }
+    }
+}
