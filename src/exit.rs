@@ -49,7 +49,8 @@ pub enum ExitCode {
     Startup = 6,
     /// The shutdown handshake did not finish within the deadline; the job was aborted.
     ShutdownTimeout = 7,
-    /// An internal runtime error (a malformed message, a broken invariant).
+    /// A rank received a message that breaks the protocol (malformed bytes, an unregistered
+    /// function id, a forbidden sender), or an internal invariant broke.
     Internal = 8,
     /// Stopped by SIGTERM, SIGINT or SIGUSR1 (walltime, `scancel`, Ctrl-C): the running
     /// tasks were named in the log and every rank exited through the shutdown handshake.
@@ -92,7 +93,7 @@ impl ExitCode {
             ExitCode::WorkerLost => "a worker rank (or the scheduler) stopped responding",
             ExitCode::Startup => "start-up or configuration error",
             ExitCode::ShutdownTimeout => "shutdown did not finish in time; the job was aborted",
-            ExitCode::Internal => "internal runtime error",
+            ExitCode::Internal => "a message broke the protocol, or an internal runtime error",
             ExitCode::Signal => "stopped by SIGTERM, SIGINT or SIGUSR1 (walltime, scancel)",
         }
     }

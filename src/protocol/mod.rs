@@ -209,10 +209,11 @@ pub struct SchedulerInfo {
 pub struct TaskCode {
     /// Function to run.
     pub func: FnId,
-    /// Further functions it calls by position.
-    pub uses: Vec<FnId>,
+    /// Further functions it calls by position. (Boxed slices, not `Vec`s: the scheduler
+    /// holds one `TaskCode` per task, so every word counts.)
+    pub uses: Box<[FnId]>,
     /// Arguments.
-    pub args: Vec<ArgSlot>,
+    pub args: Box<[ArgSlot]>,
 }
 
 impl TaskCode {

@@ -22,19 +22,28 @@ use rustc_hash::FxHashMap;
 /// `fn_pointer!` for each type the runtime calls this way).
 ///
 /// # Safety
-/// Implement it only for `fn(...) -> ...` pointer types: [`FunctionTable::resolve`] turns
-/// an address into a value of this type.
+/// Implement it only for `fn(...) -> ...` pointer types, each with a `SIGNATURE` of its
+/// own: [`FunctionTable::resolve`] turns an address into a value of this type when the
+/// registered signature is this one.
 pub unsafe trait FnPointer: Copy + Send + Sync + 'static {
+    /// A fingerprint of the type: the hash of where it was declared and its name, the same
+    /// on every rank of one executable, and computed at compile time.
+    const SIGNATURE: u64;
     /// The function's address in this process.
     fn address(self) -> usize;
 }
 
-/// Declares function-pointer types as [`FnPointer`]s.
+/// Declares function-pointer types as [`FnPointer`]s (each named by an alias, so that the
+/// module path and the alias name the type uniquely).
 macro_rules! fn_pointer {
-    ($($t:ty),* $(,)?) => {
+    ($($t:ident),* $(,)?) => {
         $(
-            // SAFETY: `$t` is a function-pointer type (the macro's contract).
+            // SAFETY: `$t` is a function-pointer type (the macro's contract), and no other
+            // type of this module has its name.
             unsafe impl $crate::task::FnPointer for $t {
+                const SIGNATURE: u64 = xxhash_rust::const_xxh3::xxh3_64(
+                    concat!(module_path!(), "::", stringify!($t)).as_bytes(),
+                );
                 fn address(self) -> usize {
                     self as usize
                 }
@@ -58,12 +67,6 @@ fn anchor_address() -> usize {
 /// The offset of `f` from the anchor: the same on every rank of the job.
 fn offset_of<F: FnPointer>(f: F) -> i64 {
     (f.address() as i64).wrapping_sub(anchor_address() as i64)
-}
-
-/// A fingerprint of the function-pointer type `F`: the hash of its type name, which is the
-/// same on every rank of one executable.
-pub fn signature_of<F: FnPointer>() -> u64 {
-    xxhash_rust::xxh3::xxh3_64(std::any::type_name::<F>().as_bytes())
 }
 
 /// The check word of a registration under the job's `key`.
@@ -118,7 +121,7 @@ impl Registry {
         f: F,
         name: impl FnOnce() -> String,
     ) -> (FnId, Option<FunctionMsg>) {
-        let signature = signature_of::<F>();
+        let signature = F::SIGNATURE;
         if let Some(id) = self.ids.get(&(f.address(), signature)) {
             return (*id, None);
         }
@@ -208,7 +211,7 @@ impl FunctionTable {
             .entries
             .get(id.0 as usize)
             .ok_or_else(|| format!("{id} was never registered"))?;
-        if entry.signature != signature_of::<F>() {
+        if entry.signature != F::SIGNATURE {
             return Err(format!(
                 "{id} ({}) was registered as another kind of function than {}",
                 entry.name,
@@ -288,7 +291,7 @@ mod tests {
         };
         assert!(table.register(moved).unwrap_err().contains("check word"));
         let retyped = FunctionMsg {
-            signature: signature_of::<Binary>(),
+            signature: Binary::SIGNATURE,
             ..msg.clone()
         };
         assert!(table.register(retyped).is_err());

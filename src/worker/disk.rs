@@ -1,8 +1,9 @@
 //! The worker's disk: spills and read-backs on an I/O thread of their own, so the
-//! communication thread (the one that calls MPI) never waits for the disk. Requests go in
-//! order through a channel; each result comes back as a [`DiskDone`] through the worker's
-//! event channel. The thread owns the private spill directory (made at the first write,
-//! removed when the thread ends).
+//! communication thread (the one that calls MPI) never waits for the disk. Requests come
+//! through two channels, read-backs first (a task waits for each, while a spill only frees
+//! memory) and writes and deletes in order; each result comes back as a [`DiskDone`]
+//! through the worker's event channel. The thread owns the private spill directory (made at
+//! the first write, removed when the thread ends).
 
 use crate::private_dir::PrivateDir;
 use crate::protocol::{Key, Payload};
@@ -91,6 +92,9 @@ pub struct SpillPlace {
 
 /// The I/O thread of one worker.
 pub struct Disk {
+    /// Read-backs, served first.
+    reads: Option<Sender<DiskRequest>>,
+    /// Writes and deletes.
     requests: Option<Sender<DiskRequest>>,
     stopping: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -102,13 +106,15 @@ impl Disk {
         place: SpillPlace,
         report: impl Fn(DiskDone) + Send + 'static,
     ) -> std::io::Result<Disk> {
+        let (reads, incoming_reads) = crossbeam_channel::unbounded();
         let (requests, incoming) = crossbeam_channel::unbounded();
         let stopping = Arc::new(AtomicBool::new(false));
         let stop = stopping.clone();
         let thread = std::thread::Builder::new()
             .name(format!("mpidask-r{}-disk", place.rank))
-            .spawn(move || serve(place, &incoming, &stop, report))?;
+            .spawn(move || serve(place, &incoming_reads, &incoming, &stop, report))?;
         Ok(Disk {
+            reads: Some(reads),
             requests: Some(requests),
             stopping,
             thread: Some(thread),
@@ -117,7 +123,11 @@ impl Disk {
 
     /// Queues `request`.
     pub fn send(&self, request: DiskRequest) {
-        if let Some(requests) = &self.requests {
+        let channel = match request {
+            DiskRequest::Read { .. } => &self.reads,
+            DiskRequest::Write { .. } | DiskRequest::Delete { .. } => &self.requests,
+        };
+        if let Some(requests) = channel {
             // The thread outlives the sender except when it panicked; then the request is
             // lost like the store's other disk results, and the worker carries on in memory.
             let _ = requests.send(request);
@@ -130,6 +140,7 @@ impl Drop for Disk {
     /// and the spill directory is removed.
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::Relaxed);
+        drop(self.reads.take());
         drop(self.requests.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -141,15 +152,31 @@ fn file_name(file: u64) -> String {
     format!("{file}.value")
 }
 
-/// The I/O thread: serves requests until the store drops its sender or stops it.
+/// The next request: a read-back if one waits, else whatever comes first; `None` once the
+/// store dropped its senders.
+fn next_request(
+    reads: &Receiver<DiskRequest>,
+    requests: &Receiver<DiskRequest>,
+) -> Option<DiskRequest> {
+    if let Ok(read) = reads.try_recv() {
+        return Some(read);
+    }
+    crossbeam_channel::select! {
+        recv(reads) -> read => read.ok().or_else(|| requests.recv().ok()),
+        recv(requests) -> request => request.ok().or_else(|| reads.recv().ok()),
+    }
+}
+
+/// The I/O thread: serves requests until the store drops its senders or stops it.
 fn serve(
     place: SpillPlace,
+    reads: &Receiver<DiskRequest>,
     requests: &Receiver<DiskRequest>,
     stopping: &AtomicBool,
     report: impl Fn(DiskDone),
 ) {
     let mut dir: Option<PrivateDir> = None;
-    for request in requests {
+    while let Some(request) = next_request(reads, requests) {
         if stopping.load(Ordering::Relaxed) {
             break;
         }
@@ -238,7 +265,7 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn writes_and_reads_come_back_in_order_and_the_directory_goes_with_the_thread() {
+    fn writes_and_reads_come_back_and_the_directory_goes_with_the_thread() {
         let parent = std::env::temp_dir().join(format!("mpidask-disk-{}", std::process::id()));
         std::fs::create_dir_all(&parent).unwrap();
         let (done, results) = crossbeam_channel::unbounded();
@@ -256,6 +283,15 @@ mod tests {
             file: 7,
             value: value.clone(),
         });
+        let next = || results.recv_timeout(Duration::from_secs(10)).unwrap();
+        match next() {
+            DiskDone::Written { key, file, result } => {
+                assert_eq!((key, file), (Key(1), 7));
+                assert!(result.unwrap().write);
+            }
+            other => panic!("{other:?}"),
+        }
+        // (The store asks to read a file back only once its write was reported.)
         disk.send(DiskRequest::Read {
             key: Key(1),
             file: 7,
@@ -266,14 +302,6 @@ mod tests {
             file: 8,
             len: 10,
         });
-        let next = || results.recv_timeout(Duration::from_secs(10)).unwrap();
-        match next() {
-            DiskDone::Written { key, file, result } => {
-                assert_eq!((key, file), (Key(1), 7));
-                assert!(result.unwrap().write);
-            }
-            other => panic!("{other:?}"),
-        }
         match next() {
             DiskDone::Read { result, .. } => assert_eq!(result.unwrap().0, value),
             other => panic!("{other:?}"),

@@ -318,8 +318,8 @@ mod tests {
             attempt: 1,
             code: Arc::new(TaskCode {
                 func: crate::protocol::FnId(0),
-                uses: vec![],
-                args: vec![],
+                uses: vec![].into(),
+                args: vec![].into(),
             }),
             functions: Arc::new(FunctionTable::new(0)),
             deps: vec![],

@@ -12,6 +12,14 @@ use crate::protocol::{ArgSlot, ComputeMsg, Key, Payload, Rank, ToClient, ToSched
 use crate::transport::Outbox;
 use log::debug;
 
+/// The inputs of a task some of whose inputs are being read back from disk.
+pub(super) struct Gathered {
+    /// One per dependency occurrence, in slot order; `None` while on disk.
+    inputs: Vec<Option<Payload>>,
+    /// Distinct inputs still being read back.
+    reading: usize,
+}
+
 /// Who waits for a value being read back from disk.
 #[derive(Default)]
 pub(super) struct DiskWaiters {
@@ -58,8 +66,6 @@ impl WorkerNode {
                 resources: msg.resources,
                 missing,
                 phase: Phase::Waiting,
-                inputs: Vec::new(),
-                reading: 0,
             },
         );
         if missing == 0 {
@@ -78,19 +84,15 @@ impl WorkerNode {
 
     /// Takes the inputs of `key` from the store; those on disk are read back first.
     pub(super) fn gather(&mut self, key: Key, out: &mut Outbox) {
-        let Some(task) = self.tasks.get(&key) else {
+        // One lookup of the task on the common path (every input in memory): the task, the
+        // store and the executor are separate fields, borrowed side by side.
+        let Some(task) = self.tasks.get_mut(&key) else {
             return;
         };
-        let deps: Vec<Key> = task
-            .code
-            .args
-            .iter()
-            .flat_map(ArgSlot::dependencies)
-            .copied()
-            .collect();
-        let mut inputs = Vec::with_capacity(deps.len());
+        let mut inputs = Vec::with_capacity(task.code.args.len());
         let mut pending: Vec<Key> = Vec::new();
-        for dep in deps {
+        let mut released = false;
+        for &dep in task.code.args.iter().flat_map(ArgSlot::dependencies) {
             match self.store.get(&dep) {
                 Lookup::Ready(value) => inputs.push(Some(value)),
                 Lookup::Pending => {
@@ -99,50 +101,69 @@ impl WorkerNode {
                         pending.push(dep);
                     }
                 }
-                // Only a scheduler bug releases a value a placed task still reads.
                 Lookup::Missing => {
-                    let message = format!("an input of task {key} was released on {}", self.rank);
-                    self.fail(key, message, out);
-                    return;
+                    released = true;
+                    break;
                 }
             }
         }
-        let task = self.tasks.get_mut(&key).expect("checked above");
-        task.inputs = inputs;
-        task.reading = pending.len();
+        if released {
+            // Only a scheduler bug releases a value a placed task still reads.
+            let message = format!("an input of task {key} was released on {}", self.rank);
+            self.fail(key, message, out);
+            return;
+        }
         if pending.is_empty() {
-            self.dispatch(key);
+            let deps = inputs.into_iter().flatten().collect();
+            Self::dispatch(
+                &self.executor,
+                &self.functions,
+                &mut self.next_seq,
+                key,
+                task,
+                deps,
+            );
             return;
         }
         task.phase = Phase::Reading;
+        self.reading.insert(
+            key,
+            Gathered {
+                inputs,
+                reading: pending.len(),
+            },
+        );
         for dep in pending {
             self.disk_waiters.entry(dep).or_default().tasks.push(key);
         }
     }
 
-    /// Hands a task whose inputs are all in memory to the executor.
-    fn dispatch(&mut self, key: Key) {
-        let task = self.tasks.get_mut(&key).expect("task exists");
+    /// Hands `task`, whose inputs `deps` are all in memory, to the executor.
+    fn dispatch(
+        executor: &super::executor::Executor,
+        functions: &std::sync::Arc<crate::task::FunctionTable>,
+        next_seq: &mut u64,
+        key: Key,
+        task: &mut WorkerTask,
+        deps: Vec<Payload>,
+    ) {
         task.phase = Phase::Queued;
-        let deps = std::mem::take(&mut task.inputs)
-            .into_iter()
-            .map(|input| input.expect("every input is in memory"))
-            .collect();
-        self.next_seq += 1;
-        self.executor.push(ReadyTask {
+        *next_seq += 1;
+        executor.push(ReadyTask {
             key,
             attempt: task.attempt,
             code: task.code.clone(),
-            functions: self.functions.clone(),
+            functions: functions.clone(),
             deps,
             priority: task.priority,
             resources: task.resources.clone(),
-            seq: self.next_seq,
+            seq: *next_seq,
         });
     }
 
     /// Fails task `key` with `message`.
     fn fail(&mut self, key: Key, message: String, out: &mut Outbox) {
+        self.reading.remove(&key);
         if let Some(task) = self.tasks.remove(&key) {
             out.push(
                 Rank::SCHEDULER,
@@ -260,20 +281,37 @@ impl WorkerNode {
     fn input_read_back(&mut self, key: Key, dep: Key, value: &Payload) {
         let Some(task) = self.tasks.get_mut(&key) else {
             // Cancelled or stolen meanwhile.
+            self.reading.remove(&key);
             return;
         };
         if task.phase != Phase::Reading || self.status != NodeStatus::Running {
             return;
         }
+        let Some(gathered) = self.reading.get_mut(&key) else {
+            return;
+        };
         let occurrences = task.code.args.iter().flat_map(ArgSlot::dependencies);
-        for (slot, occurrence) in task.inputs.iter_mut().zip(occurrences) {
+        for (slot, occurrence) in gathered.inputs.iter_mut().zip(occurrences) {
             if *occurrence == dep && slot.is_none() {
                 *slot = Some(value.clone());
             }
         }
-        task.reading -= 1;
-        if task.reading == 0 {
-            self.dispatch(key);
+        gathered.reading -= 1;
+        if gathered.reading == 0 {
+            let gathered = self.reading.remove(&key).expect("present");
+            let deps = gathered
+                .inputs
+                .into_iter()
+                .map(|input| input.expect("every input is in memory"))
+                .collect();
+            Self::dispatch(
+                &self.executor,
+                &self.functions,
+                &mut self.next_seq,
+                key,
+                task,
+                deps,
+            );
         }
     }
 }

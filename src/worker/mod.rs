@@ -47,10 +47,6 @@ struct WorkerTask {
     /// Distinct inputs not here yet (phase `Waiting`).
     missing: usize,
     phase: Phase,
-    /// The input values gathered so far, one per dependency occurrence (phase `Reading`).
-    inputs: Vec<Option<Payload>>,
-    /// Distinct inputs still being read back from disk (phase `Reading`).
-    reading: usize,
 }
 
 /// What other threads of a worker rank tell its communication thread.
@@ -71,6 +67,9 @@ pub struct WorkerNode {
     waiters: FxHashMap<Key, Vec<Key>>,
     /// Tasks and ranks waiting for a value being read back from disk.
     disk_waiters: FxHashMap<Key, inputs::DiskWaiters>,
+    /// The inputs gathered so far by each task in phase `Reading` (kept apart from the
+    /// tasks, which most of the time need no such thing).
+    reading: FxHashMap<Key, inputs::Gathered>,
     /// Values requested from other workers and not yet received.
     fetching: FxHashSet<Key>,
     next_seq: u64,
@@ -117,6 +116,7 @@ impl WorkerNode {
             tasks: KeyMap::new(),
             waiters: FxHashMap::default(),
             disk_waiters: FxHashMap::default(),
+            reading: FxHashMap::default(),
             fetching: FxHashSet::default(),
             next_seq: 0,
             hello: Some(hello),
@@ -150,7 +150,8 @@ impl WorkerNode {
 
     /// Which ranks may send `message`: the scheduler, another worker, the client.
     fn sender_allowed(&self, from: Rank, message: &ToWorker) -> bool {
-        let worker = from != self.rank && self.workers.contains(&from);
+        // The workers are listed in rank order.
+        let worker = from != self.rank && self.workers.binary_search(&from).is_ok();
         match message {
             ToWorker::RegisterFunction(_)
             | ToWorker::Compute(_)
@@ -192,8 +193,9 @@ impl WorkerNode {
         self
     }
 
-    /// Knows every worker rank (for broadcasts).
-    pub fn with_workers(mut self, workers: Vec<Rank>) -> Self {
+    /// Knows every worker rank (for broadcasts, and to tell which messages come from one).
+    pub fn with_workers(mut self, mut workers: Vec<Rank>) -> Self {
+        workers.sort_unstable();
         self.workers = workers;
         self
     }
@@ -250,20 +252,19 @@ impl WorkerNode {
         out.broadcast_receive(root, key, len as usize);
     }
 
-    /// Pauses above the pause threshold; below it, resumes and starts the held tasks. A
-    /// pause while values are being written to disk is ordinary back-pressure (the disk is
-    /// slower than the tasks) and logged at debug level; a pause with nothing being written
-    /// means spilling cannot help, and is a warning.
+    /// Pauses above the pause threshold; below it, resumes and starts the held tasks. While
+    /// spilling works the pause is ordinary back-pressure (values are being written, or are
+    /// still held by running tasks and sends, and go to disk once let go) and is logged at
+    /// debug level; a pause that spilling cannot end (it is off, or failed) is a warning.
     fn update_pause(&mut self, out: &mut Outbox) {
         let Some(threshold) = self.pause_threshold else {
             return;
         };
         let in_memory = self.store.memory_bytes();
-        let writing = self.store.writing_bytes();
         if in_memory > threshold && !self.paused {
             self.paused = true;
-            self.pause_warned = writing == 0;
-            if writing == 0 {
+            self.pause_warned = !self.store.can_spill();
+            if self.pause_warned {
                 log::warn!(
                     "{} paused: its values take {} of memory, above the pause threshold of \
                      {} (--memory-pause of --memory-limit); it starts no new task until memory \
@@ -274,9 +275,10 @@ impl WorkerNode {
                 );
             } else {
                 debug!(
-                    "{} paused while {} are written to disk",
+                    "{} paused at {} of values while {} are written to disk",
                     self.rank,
-                    human_bytes(writing)
+                    human_bytes(in_memory),
+                    human_bytes(self.store.writing_bytes())
                 );
             }
         } else if in_memory <= threshold && self.paused {
@@ -342,6 +344,7 @@ impl WorkerNode {
             self.executor.remove(key, attempt);
         }
         self.tasks.remove(&key);
+        self.reading.remove(&key);
     }
 
     fn on_steal(&mut self, key: Key, attempt: Attempt, out: &mut Outbox) {
@@ -355,6 +358,7 @@ impl WorkerNode {
         };
         if stolen {
             self.tasks.remove(&key);
+            self.reading.remove(&key);
         }
         out.push(
             Rank::SCHEDULER,
@@ -544,6 +548,7 @@ impl Node for WorkerNode {
             self.collect_spill_records();
         }
         if self.status == NodeStatus::Running {
+            self.store.rebalance();
             self.update_pause(out);
         }
         if self.status == NodeStatus::Running

@@ -19,10 +19,12 @@ use std::sync::Arc;
 /// Where a value is.
 enum Place {
     Memory(Payload),
-    /// Being written to `file`; still in memory until the write completes.
+    /// Being written to `file`; still in memory until the write completes. `used`: read
+    /// meanwhile, so no longer the least recently used value: it stays in memory.
     Writing {
         value: Payload,
         file: u64,
+        used: bool,
     },
     Disk {
         len: u64,
@@ -154,6 +156,12 @@ impl ValueStore {
         self.writing_bytes
     }
 
+    /// Whether spilling can free memory: a spill threshold is set, a report channel
+    /// exists, and no write has failed.
+    pub fn can_spill(&self) -> bool {
+        self.policy.threshold.is_some() && self.report.is_some() && !self.spill_broken
+    }
+
     #[cfg(test)]
     /// Values written to disk since the start.
     pub fn spilled_total(&self) -> u64 {
@@ -194,7 +202,7 @@ impl ValueStore {
         let Some(entry) = self.entries.get_mut(key) else {
             return Lookup::Missing;
         };
-        match &entry.place {
+        match &mut entry.place {
             Place::Memory(value) => {
                 let value = value.clone();
                 let previous = std::mem::replace(&mut entry.used, used);
@@ -202,9 +210,12 @@ impl ValueStore {
                 self.lru.insert(used, *key);
                 Lookup::Ready(value)
             }
-            Place::Writing { value, .. } => Lookup::Ready(value.clone()),
+            Place::Writing { value, used, .. } => {
+                *used = true;
+                Lookup::Ready(value.clone())
+            }
             Place::Reading { .. } => Lookup::Pending,
-            &Place::Disk { len, file } => {
+            &mut Place::Disk { len, file } => {
                 entry.place = Place::Reading { file };
                 self.request(DiskRequest::Read {
                     key: *key,
@@ -247,7 +258,10 @@ impl ValueStore {
     }
 
     /// Starts writing least recently used values to disk until the values in memory that
-    /// are not already being written fit under the threshold.
+    /// are not already being written fit under the threshold. Values that something else
+    /// still holds (a queued task's input, a send in flight) are passed over: writing them
+    /// would free nothing until they are let go, so [`rebalance`](Self::rebalance) comes
+    /// back to them later.
     fn spill_to_threshold(&mut self) {
         let Some(threshold) = self.policy.threshold else {
             return;
@@ -256,13 +270,30 @@ impl ValueStore {
             // Memory is short: kept receive buffers go before any value is spilled.
             self.memory_short = true;
         }
-        while self.memory_bytes - self.writing_bytes > threshold && !self.spill_broken {
-            let Some((&used, &key)) = self.lru.iter().next() else {
-                return;
-            };
-            if self.disk.is_none() && !self.start_disk() {
-                return;
+        let resident = self.memory_bytes - self.writing_bytes;
+        if resident <= threshold || self.spill_broken {
+            return;
+        }
+        let mut excess = resident - threshold;
+        let mut chosen = Vec::new();
+        for (&used, &key) in &self.lru {
+            if excess == 0 {
+                break;
             }
+            let Place::Memory(value) = &self.entries.get(&key).expect("listed values exist").place
+            else {
+                unreachable!("only values in memory are listed");
+            };
+            if Arc::strong_count(value) > 1 {
+                continue;
+            }
+            excess = excess.saturating_sub(value.len() as u64);
+            chosen.push((used, key));
+        }
+        if chosen.is_empty() || (self.disk.is_none() && !self.start_disk()) {
+            return;
+        }
+        for (used, key) in chosen {
             self.lru.remove(&used);
             let entry = self.entries.get_mut(&key).expect("listed values exist");
             let Place::Memory(value) = &entry.place else {
@@ -275,9 +306,16 @@ impl ValueStore {
             entry.place = Place::Writing {
                 value: value.clone(),
                 file,
+                used: false,
             };
             self.request(DiskRequest::Write { key, file, value });
         }
+    }
+
+    /// Spills what the policy asks for now (values that were still held elsewhere when the
+    /// store last tried may be free to go); the worker calls it on every tick.
+    pub fn rebalance(&mut self) {
+        self.spill_to_threshold();
     }
 
     /// Starts the I/O thread; `false` (spilling off from now on) if it cannot start.
@@ -314,13 +352,25 @@ impl ValueStore {
             .is_some_and(|e| matches!(e.place, Place::Writing { file: f, .. } if f == file));
         match (result, current) {
             (Ok(record), true) => {
-                let entry = self.entries.get_mut(&key).expect("checked above");
+                let used_meanwhile = {
+                    let entry = self.entries.get(&key).expect("checked above");
+                    matches!(entry.place, Place::Writing { used: true, .. })
+                };
                 let len = record.nbytes;
-                entry.place = Place::Disk { len, file };
-                self.memory_bytes -= len;
                 self.writing_bytes -= len;
-                self.spilled_total += 1;
                 self.records.push(record);
+                if used_meanwhile {
+                    // Read while it was being written: recently used after all. It stays,
+                    // its file goes, and the least recently used value goes in its place.
+                    self.request(DiskRequest::Delete { file });
+                    self.keep_in_memory(key);
+                    self.spill_to_threshold();
+                } else {
+                    let entry = self.entries.get_mut(&key).expect("checked above");
+                    entry.place = Place::Disk { len, file };
+                    self.memory_bytes -= len;
+                    self.spilled_total += 1;
+                }
             }
             (Ok(record), false) => {
                 // Released (or replaced) while being written.
@@ -334,19 +384,27 @@ impl ValueStore {
                     self.policy.local_directory.display()
                 );
                 self.spill_broken = true;
-                let used = self.tick();
-                let entry = self.entries.get_mut(&key).expect("checked above");
-                let Place::Writing { value, .. } = &entry.place else {
-                    unreachable!("checked above");
-                };
-                let value = value.clone();
-                self.writing_bytes -= value.len() as u64;
-                entry.place = Place::Memory(value);
-                entry.used = used;
-                self.lru.insert(used, key);
+                let entry = self.entries.get(&key).expect("checked above");
+                if let Place::Writing { value, .. } = &entry.place {
+                    self.writing_bytes -= value.len() as u64;
+                }
+                self.keep_in_memory(key);
             }
             (Err(_), false) => {}
         }
+    }
+
+    /// Turns the value of `key`, being written, back into a value in memory, the most
+    /// recently used.
+    fn keep_in_memory(&mut self, key: Key) {
+        let used = self.tick();
+        let entry = self.entries.get_mut(&key).expect("the caller checked");
+        let Place::Writing { value, .. } = &entry.place else {
+            unreachable!("only values being written are kept");
+        };
+        entry.place = Place::Memory(value.clone());
+        entry.used = used;
+        self.lru.insert(used, key);
     }
 
     /// A read back finished: the value is in memory again (and other values may be spilled
@@ -446,9 +504,8 @@ mod tests {
         store.insert(Key(2), value(2, 100));
         assert_eq!(store.get(&Key(1)), Lookup::Ready(value(1, 100)));
         store.insert(Key(3), value(3, 100));
-        // 300 bytes > 250: the least recently used (2) is being written, still readable.
+        // 300 bytes > 250: the least recently used (2) is being written.
         assert_eq!(store.memory_bytes(), 300);
-        assert_eq!(store.get(&Key(2)), Lookup::Ready(value(2, 100)));
         next(&mut store, &results);
         assert_eq!(store.memory_bytes(), 200);
         assert_eq!(store.spilled_total(), 1);
@@ -491,6 +548,26 @@ mod tests {
         assert_eq!(store.len(), 2);
         drop(store);
         assert!(!dir.exists(), "the private directory goes with the store");
+        std::fs::remove_dir_all(&parent).unwrap();
+    }
+
+    #[test]
+    fn a_value_read_while_it_is_written_stays_in_memory() {
+        let parent =
+            std::env::temp_dir().join(format!("mpidask-store-used-{}", std::process::id()));
+        std::fs::create_dir_all(&parent).unwrap();
+        let (mut store, results) = store_under(&parent, 150);
+        store.insert(Key(1), value(1, 100));
+        store.insert(Key(2), value(2, 100));
+        // 1 is being written; a task reads it before the write completes.
+        assert_eq!(store.get(&Key(1)), Lookup::Ready(value(1, 100)));
+        next(&mut store, &results);
+        // 1 stayed; 2, now the least recently used, is being written instead.
+        assert_eq!(store.get(&Key(1)), Lookup::Ready(value(1, 100)));
+        next(&mut store, &results);
+        assert_eq!(store.memory_bytes(), 100);
+        assert_eq!(store.get(&Key(2)), Lookup::Pending, "2 went to disk");
+        drop(store);
         std::fs::remove_dir_all(&parent).unwrap();
     }
 

@@ -94,8 +94,8 @@ fn compute(key: u64, func: FnId, args: Vec<ArgSlot>, deps: Vec<(Key, Rank)>) -> 
         attempt: 1,
         code: Arc::new(TaskCode {
             func,
-            uses: vec![],
-            args,
+            uses: Box::new([]),
+            args: args.into(),
         }),
         deps,
         priority: 0,
@@ -450,8 +450,8 @@ fn a_function_resolved_as_another_kind_ends_the_job_with_exit_8() {
             attempt: 1,
             code: Arc::new(TaskCode {
                 func: FnId(4),
-                uses: vec![FnId(0)],
-                args: vec![],
+                uses: vec![FnId(0)].into(),
+                args: vec![].into(),
             }),
             deps: vec![],
             priority: 0,
@@ -544,12 +544,13 @@ fn spilled_inputs_and_served_values_wait_for_the_disk_thread() {
     let parent = std::env::temp_dir().join(format!("mpidask-worker-spill-{}", std::process::id()));
     std::fs::create_dir_all(&parent).unwrap();
     let (mut env, disk) = spilling_worker(100, &parent);
-    let bytes = Arc::new(encode_value(&vec![3u64; 200]).unwrap());
+    // The test keeps its own copy: a value someone else still holds is not spilled.
+    let bytes = encode_value(&vec![3u64; 200]).unwrap();
     env.send(
         Rank::CLIENT,
         ToWorker::ScatterData {
             key: Key(1),
-            bytes: bytes.clone(),
+            bytes: Arc::new(bytes.clone()),
         },
     );
     env.next_disk(&disk); // written: the value left memory
@@ -578,7 +579,7 @@ fn spilled_inputs_and_served_values_wait_for_the_disk_thread() {
         env.received::<ToClient>(Rank::CLIENT),
         vec![ToClient::Data {
             key: Key(1),
-            bytes: bytes.clone()
+            bytes: Arc::new(bytes)
         }]
     );
     env.next_outcome();

@@ -77,8 +77,8 @@ impl Scheduler {
         self.submitted += 1;
         let code = TaskCode {
             func: spec.func,
-            uses: spec.uses,
-            args: spec.args,
+            uses: spec.uses.into(),
+            args: spec.args.into(),
         };
         let mut task = Task::new(code, spec.options, deps, seq);
         let mut inherited: Option<Arc<Failure>> = None;
