@@ -6,7 +6,10 @@
 //! the part size (1 GiB by default; MPI counts are 32-bit) is sent as a small header message
 //! followed by its parts on the same tag; MPI keeps messages between two ranks on one tag in
 //! order, so the receiver reassembles them into one buffer without extra copies
-//! ([`reassembly`]).
+//! ([`reassembly`]). A message of [`ASYNC_RECEIVE_BYTES`] or more is received without
+//! blocking (`MPI_Imrecv`), at most one per sender at a time: the loop keeps handling other
+//! ranks' messages (the scheduler's heartbeats) while it arrives, which over TCP, with the
+//! sender and the page cache competing for the cores, can take a good part of a second.
 //!
 //! A frame's attachments (large payloads, see [`crate::protocol::frame::ATTACH_BYTES`]) follow it
 //! on the same tag, each as one message (or as parts, above the part size) sent straight
@@ -49,6 +52,16 @@ unsafe impl Equivalence for UninitByte {
     }
 }
 
+/// Messages at least this large are received without blocking.
+pub const ASYNC_RECEIVE_BYTES: usize = 1 << 20;
+
+/// A large message being received from `source` into the reassembler's buffer for it.
+struct PendingReceive {
+    source: usize,
+    count: usize,
+    request: Request<'static, [UninitByte], StaticScope>,
+}
+
 /// A send in flight and the buffer it reads, kept alive until it completes.
 struct PendingSend {
     request: Request<'static, [u8], StaticScope>,
@@ -61,6 +74,8 @@ pub struct MpiTransport {
     rank: Rank,
     part_bytes: usize,
     pending: Vec<PendingSend>,
+    /// Large messages being received, at most one per sender.
+    receiving: Vec<PendingReceive>,
     reassembler: Reassembler,
     /// Buffers of released values, shared with this rank's collectives.
     pool: Rc<RefCell<BufferPool>>,
@@ -78,6 +93,7 @@ impl MpiTransport {
             rank,
             part_bytes,
             pending: Vec::new(),
+            receiving: Vec::new(),
             // Nothing larger than the machine's memory can be received.
             reassembler: Reassembler::new(
                 size,
@@ -88,6 +104,50 @@ impl MpiTransport {
             ),
             pool,
         }
+    }
+
+    /// Hands the large messages that have arrived to the reassembler; with `wait_for`, first
+    /// waits for the one from that sender.
+    fn complete_receives(
+        &mut self,
+        out: &mut Vec<Incoming>,
+        wait_for: Option<usize>,
+    ) -> Result<(), Malformed> {
+        if self.receiving.is_empty() {
+            return Ok(());
+        }
+        let mut still = Vec::with_capacity(self.receiving.len());
+        let mut receives = std::mem::take(&mut self.receiving).into_iter();
+        while let Some(receive) = receives.next() {
+            let PendingReceive {
+                source,
+                count,
+                request,
+            } = receive;
+            if wait_for == Some(source) {
+                request.wait();
+            } else if let Err(request) = request.test() {
+                still.push(PendingReceive {
+                    source,
+                    count,
+                    request,
+                });
+                continue;
+            }
+            let mut pool = self.pool.borrow_mut();
+            match self.reassembler.received(source, count, &mut pool) {
+                Ok(Some(incoming)) => out.push(incoming),
+                Ok(None) => {}
+                Err(malformed) => {
+                    // The job ends now: receives still in flight are forgotten (rsmpi
+                    // panics when an incomplete request is dropped).
+                    receives.chain(still).for_each(std::mem::forget);
+                    return Err(malformed);
+                }
+            }
+        }
+        self.receiving = still;
+        Ok(())
     }
 
     /// Sends `buffer` to `to` as one message, or in parts above the part size.
@@ -138,6 +198,7 @@ impl Transport for MpiTransport {
     }
 
     fn receive(&mut self, out: &mut Vec<Incoming>) -> Result<(), Malformed> {
+        self.complete_receives(out, None)?;
         while let Some((message, status)) = self
             .world
             .any_process()
@@ -145,6 +206,11 @@ impl Transport for MpiTransport {
         {
             let source = usize::try_from(status.source_rank()).unwrap_or(usize::MAX);
             let count = usize::try_from(status.count(u8::equivalent_datatype())).unwrap_or(0);
+            // Messages from one sender go through the reassembler in order: the one still
+            // arriving from this sender completes first.
+            if self.receiving.iter().any(|r| r.source == source) {
+                self.complete_receives(out, Some(source))?;
+            }
             let mut pool = self.pool.borrow_mut();
             let slot = match self.reassembler.accept(source, count, &mut pool) {
                 Ok(slot) => slot,
@@ -155,6 +221,21 @@ impl Transport for MpiTransport {
                     return Err(malformed);
                 }
             };
+            if count >= ASYNC_RECEIVE_BYTES {
+                // SAFETY: the slot is part of the buffer the reassembler keeps for `source`
+                // (a heap allocation that does not move) and does not touch until
+                // `received(source, ..)`, which comes only after this request completed (or
+                // never, when the job ends and the request is forgotten).
+                let slot: &'static mut [UninitByte] =
+                    unsafe { std::slice::from_raw_parts_mut(slot.as_mut_ptr(), slot.len()) };
+                let request = message.immediate_matched_receive_into(StaticScope, slot);
+                self.receiving.push(PendingReceive {
+                    source,
+                    count,
+                    request,
+                });
+                continue;
+            }
             message.matched_receive_into(slot);
             if let Some(incoming) = self.reassembler.received(source, count, &mut pool)? {
                 out.push(incoming);
@@ -165,7 +246,7 @@ impl Transport for MpiTransport {
 
     fn progress(&mut self) -> usize {
         if self.pending.is_empty() {
-            return 0;
+            return self.receiving.len();
         }
         let mut still = Vec::with_capacity(self.pending.len());
         for send in self.pending.drain(..) {
@@ -178,7 +259,7 @@ impl Transport for MpiTransport {
             }
         }
         self.pending = still;
-        self.pending.len()
+        self.pending.len() + self.receiving.len()
     }
 
     fn wakes_receiver(&self) -> bool {
@@ -209,6 +290,9 @@ impl Drop for MpiTransport {
         // could block forever, and rsmpi panics on dropping an incomplete request.
         for send in self.pending.drain(..) {
             std::mem::forget(send);
+        }
+        for receive in self.receiving.drain(..) {
+            std::mem::forget(receive);
         }
     }
 }
