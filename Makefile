@@ -5,7 +5,10 @@
 #   make test             the whole suite (unit, doc, and integration tests under mpirun), then
 #                         the integration tests again over TCP (the path between nodes) and
 #                         under MPICH (test-tcp, test-mpich)
-#   make bench            every benchmark; `make bench BENCH=tasks_per_s` for one
+#   make bench            every benchmark (median of 5 runs each, baselines and the Python
+#                         peers in the same run; figures also in target/bench/results.json);
+#                         `make bench BENCH=tasks_per_s` for one
+#   make bench-smoke      every benchmark once at tiny sizes, answers checked (part of make test)
 #   make deps             install Open MPI, MPICH, libclang and pkg-config with apt-get if missing
 #                         (make test-deps adds Chromium, which a test renders the report in)
 #   make lint             rustfmt, clippy and rustdoc checks (part of make test)
@@ -40,7 +43,7 @@ APT_PACKAGES := openmpi-bin libopenmpi-dev mpich libmpich-dev libclang-dev clang
 TEST_PACKAGES := chromium bsdutils environment-modules
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install deps test-deps test-install pyenv slurm slurm-stop build run test test-tcp test-mpich lint bench fuzz peers clean
+.PHONY: all install deps test-deps test-install pyenv slurm slurm-stop build run test test-tcp test-mpich lint bench bench-smoke fuzz peers clean
 
 all: build
 
@@ -105,7 +108,7 @@ test: test-deps pyenv slurm lint
 	reported=$$(grep -c '^test result: ' target/test.log); \
 	[ "$$started" = "$$reported" ] || \
 	  { echo "$$started test runs started but $$reported reported a result: one exited early (see target/test.log)"; exit 1; }
-	$(MAKE) test-install test-tcp test-mpich
+	$(MAKE) test-install bench-smoke test-tcp test-mpich
 
 # make install into a scratch prefix, then `module load mpidask` and run the command.
 INSTALL_CHECK := $(CURDIR)/target/install-check
@@ -128,11 +131,24 @@ test-mpich: test-deps
 	MPICC=mpicc.mpich $(CARGO) build --release --target-dir target-mpich --examples
 	MPICC=mpicc.mpich MPIDASK_TEST_MPI=mpich $(CARGO) test --release --target-dir target-mpich --test mpi --test bad_input
 
-bench: deps
-	$(CARGO) bench --bench runtime -- $(BENCH)
-	$(CARGO) bench --bench scheduler -- $(BENCH)
-	$(CARGO) bench --bench pi -- $(BENCH)
-	$(CARGO) bench --bench bags -- $(BENCH)
+# The peers (dask-mpi, mpi4py) come from the shared folder's venv, made if missing.
+BENCH_RESULTS := $(CURDIR)/target/bench/results.json
+bench: deps peers
+	@mkdir -p target/bench && rm -f $(BENCH_RESULTS)
+	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench runtime -- $(BENCH)
+	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench scheduler -- $(BENCH)
+	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench pi -- $(BENCH)
+	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench bags -- $(BENCH)
+	@echo "figures: $(BENCH_RESULTS)"
+
+# Each benchmark once at tiny sizes (seconds): the bench code and its answer checks run, so
+# they cannot rot; no speed is asserted. The peers are not needed.
+SMOKE_RESULTS := $(CURDIR)/target/bench/smoke.json
+bench-smoke: deps
+	@mkdir -p target/bench && rm -f $(SMOKE_RESULTS)
+	for b in runtime scheduler pi bags; do \
+	  MPIDASK_BENCH_SMOKE=1 MPIDASK_BENCH_RESULTS=$(SMOKE_RESULTS) $(CARGO) bench --bench $$b || exit 1; \
+	done
 
 # cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable toolchain provide them.
 fuzz:

@@ -1,5 +1,6 @@
-//! Benchmarks of bags under `mpirun -np 4` (2 workers), with their baseline measured in the
-//! same run. Prints one `BENCH name=<id> value=<number> unit=<unit>` line per figure.
+//! Benchmarks of bags under `mpirun -np 4` (2 workers), against a baseline measured in the
+//! same run. Prints `BENCH name=<id> value=<median> unit=<unit> median= min= max= n=` lines
+//! (see `benches/common`).
 //!
 //! ```text
 //! cargo bench --bench bags                      # wordcount_mb_per_s on a 1 GB corpus
@@ -7,39 +8,54 @@
 //! ```
 //!
 //! `wordcount_mb_per_s`: the word count of `examples/wordcount.rs` (read_text, flat_map,
-//! frequencies) over a generated corpus, against the same count done sequentially on one
-//! thread with the same tokenizer (`sequential_frequencies`, the faster of a run before and
-//! one after the job). The target is
-//! 0.8 x workers x the sequential rate. The binary is also the job it measures: started
+//! frequencies) over a generated corpus, one launch per round, against the same count done
+//! sequentially on one thread with the same tokenizer and the same hash map type
+//! (`sequential_frequencies`, `FxHashMap`), timed in the same round just before the launch.
+//! Every launch compares every word's count with the sequential count's. The target is
+//! 0.8 x workers x the sequential rate (`wordcount_vs_target` 1 means that). The binary is also the job it measures: started
 //! with `MPIDASK_BENCH_ROLE=wordcount` (under `mpirun`) it runs the count.
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 #[path = "../examples/common/wordcount.rs"]
 mod wordcount;
 
+use common::{figure, ratio, rounds, size};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{bench, median, mpirun, run_with_deadline};
+use support::{mpirun, run_with_deadline};
 
 const NP: usize = 4;
 const WORKERS: usize = NP - 2;
 const DEADLINE: Duration = Duration::from_secs(1200);
-const REPEATS: usize = 3;
 const BLOCKSIZE: u64 = 32 << 20;
 
-/// The job: counts the corpus `REPEATS` times, printing each time and the totals.
+/// The job: counts the corpus once (timed), then checks every word's count against a
+/// sequential count (untimed).
 fn role_wordcount(client: &mpidask::Client) -> anyhow::Result<()> {
     let pattern = std::env::var("MPIDASK_BENCH_CORPUS")?;
-    for _ in 0..REPEATS {
-        let started = Instant::now();
-        let counts = wordcount::bag_frequencies(client, &pattern, BLOCKSIZE)?.compute()?;
-        println!("MEASURE seconds={}", started.elapsed().as_secs_f64());
-        let words: u64 = counts.iter().map(|(_, n)| n).sum();
-        println!("MEASURE words={words}");
-        println!("MEASURE distinct={}", counts.len());
+    let started = Instant::now();
+    let counts = wordcount::bag_frequencies(client, &pattern, BLOCKSIZE)?.compute()?;
+    println!("MEASURE seconds={}", started.elapsed().as_secs_f64());
+    let files = mpidask::bag::expand_glob(&pattern)?;
+    let expected = wordcount::sequential_frequencies(&files)?;
+    anyhow::ensure!(
+        counts.len() == expected.len(),
+        "{} distinct words, the sequential count has {}",
+        counts.len(),
+        expected.len()
+    );
+    for (word, n) in &counts {
+        anyhow::ensure!(
+            expected.get(word) == Some(n),
+            "{word:?}: counted {n}, the sequential count has {:?}",
+            expected.get(word)
+        );
     }
+    println!("MEASURE checked_words={}", counts.len());
     Ok(())
 }
 
@@ -61,7 +77,7 @@ fn main() {
     let mb: u64 = std::env::var("MPIDASK_BENCH_CORPUS_MB")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+        .unwrap_or(size(1000, 20));
     let dir = std::env::temp_dir().join(format!("mpidask-bench-corpus-{}", std::process::id()));
     let pattern = wordcount::generate(&dir.display().to_string(), mb).expect("a corpus");
     let files = mpidask::bag::expand_glob(&pattern).expect("the corpus files");
@@ -73,44 +89,47 @@ fn main() {
     // The corpus is written to disk before anything is timed, and stays in the page cache.
     let synced = Command::new("sync").status().expect("sync runs");
     assert!(synced.success(), "sync failed");
-    let sequential = || {
+    let exe = std::env::current_exe().expect("current exe");
+    let mb = bytes as f64 / 1e6;
+    let (mut ours, mut sequential) = (vec![], vec![]);
+    for _ in 0..rounds() {
         let started = Instant::now();
         let counts = wordcount::sequential_frequencies(&files).expect("a sequential count");
-        (counts, started.elapsed().as_secs_f64())
-    };
-    // The baseline runs before and after the job; the faster run counts.
-    let (expected, first_seconds) = sequential();
-
-    let exe = std::env::current_exe().expect("current exe");
-    let mut command: Command = mpirun(NP, &exe, &[]);
-    command
-        .env("MPIDASK_BENCH_ROLE", "wordcount")
-        .env("MPIDASK_BENCH_CORPUS", &pattern);
-    let run = run_with_deadline(command, DEADLINE);
-    run.expect_code(0);
-    let (_, second_seconds) = sequential();
-    let sequential_seconds = first_seconds.min(second_seconds);
-    let _ = std::fs::remove_dir_all(&dir);
-
-    let words: u64 = expected.values().sum();
-    for (name, value) in [("words", words as f64), ("distinct", expected.len() as f64)] {
-        let got = run.measures(name);
-        assert!(
-            got.len() == REPEATS && got.iter().all(|g| *g == value),
-            "the bag count's {name} {got:?} differ from the sequential {value}"
+        sequential.push(mb / started.elapsed().as_secs_f64());
+        assert!(!counts.is_empty(), "the corpus has words");
+        let mut command: Command = mpirun(NP, &exe, &[]);
+        command
+            .env("MPIDASK_BENCH_ROLE", "wordcount")
+            .env("MPIDASK_BENCH_CORPUS", &pattern);
+        let run = run_with_deadline(command, DEADLINE);
+        run.expect_code(0);
+        assert_eq!(
+            run.measures("checked_words"),
+            vec![counts.len() as f64],
+            "every word checked"
         );
+        ours.push(mb / run.measures("seconds")[0]);
     }
-    let mb = bytes as f64 / 1e6;
-    let ours = mb / median(run.measures("seconds"));
-    let sequential = mb / sequential_seconds;
-    let ratio = ours / sequential;
-    bench("wordcount_mb_per_s", ours, "MB/s");
-    bench("wordcount_sequential_mb_per_s", sequential, "MB/s");
-    bench("wordcount_vs_sequential", ratio, "x");
-    bench(
-        "wordcount_vs_target",
-        ratio / (0.8 * WORKERS as f64),
-        "x (1 = 0.8 x workers x sequential)",
+    let _ = std::fs::remove_dir_all(&dir);
+    figure("wordcount_mb_per_s", "MB/s", &ours, None);
+    figure("wordcount_sequential_mb_per_s", "MB/s", &sequential, None);
+    ratio(
+        "wordcount_vs_sequential",
+        &ours,
+        &sequential,
+        false,
+        "wordcount_sequential_mb_per_s",
     );
-    bench("wordcount_corpus_mb", mb, "MB");
+    let target: Vec<f64> = ours
+        .iter()
+        .zip(&sequential)
+        .map(|(o, s)| o / s / (0.8 * WORKERS as f64))
+        .collect();
+    figure(
+        "wordcount_vs_target",
+        "x",
+        &target,
+        Some("wordcount_sequential_mb_per_s"),
+    );
+    println!("# corpus: {mb:.0} MB");
 }

@@ -1,5 +1,7 @@
 //! Benchmarks of the runtime core under `mpirun -np 4`, each with its baseline measured in
-//! the same run. Prints one `BENCH name=<id> value=<number> unit=<unit>` line per figure.
+//! the same run: every figure is the median of at least 5 launches, the baseline's launches
+//! taking turns with ours, printed as `BENCH name=<id> value=<median> unit=<unit> median=
+//! min= max= n=` (see `benches/common`).
 //!
 //! ```text
 //! cargo bench --bench runtime                 # all
@@ -9,26 +11,44 @@
 //! The binary is also every program it measures: started with `MPIDASK_BENCH_ROLE=<role>`
 //! (under `mpirun`) it plays that role.
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use common::{figure, ratio, rounds, size};
 use mpi::traits::*;
 use mpidask::Client;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{Run, bench, median, mpirun, run_with_deadline};
+use support::{Run, median, mpirun, run_with_deadline};
 
 const NP: usize = 4;
 const DEADLINE: Duration = Duration::from_secs(600);
-const TASKS: u64 = 100_000;
-const MILLION: u64 = 1_000_000;
-const CHAIN: usize = 10_000;
-const PINGPONGS: usize = 100_000;
-const IDLE_SECONDS: u64 = 5;
 const REPEATS: usize = 3;
 /// The seed's chunk size: 200 MB moved worker to worker.
 const TRANSFER_BYTES: usize = 200_000_000;
 const TRANSFERS: usize = 7;
+
+/// Sizes, tiny in a smoke run.
+fn tasks() -> u64 {
+    size(100_000, 1_000)
+}
+fn million() -> u64 {
+    size(1_000_000, 10_000)
+}
+fn chain() -> usize {
+    size(10_000, 100)
+}
+fn pingpongs() -> usize {
+    size(100_000, 1_000)
+}
+fn idle_seconds() -> u64 {
+    size(5, 1)
+}
+fn transfer_bytes() -> usize {
+    size(TRANSFER_BYTES, 2_000_000)
+}
 
 fn epoch_seconds() -> f64 {
     SystemTime::now()
@@ -65,12 +85,12 @@ fn role_transfer(client: &Client) -> anyhow::Result<()> {
     for round in 0..TRANSFERS {
         let made = client
             .with_options(mpidask::TaskOptions::default().workers([2]))
-            .submit(make_blob, (TRANSFER_BYTES, round as u8));
+            .submit(make_blob, (transfer_bytes(), round as u8));
         client.wait(std::slice::from_ref(&made))?;
         let read = client
             .with_options(mpidask::TaskOptions::default().workers([3]))
             .submit(blob_len, &made);
-        anyhow::ensure!(read.result()? == TRANSFER_BYTES);
+        anyhow::ensure!(read.result()? == transfer_bytes());
     }
     Ok(())
 }
@@ -83,7 +103,7 @@ fn role_raw_transfer(new_buffer: bool) {
     let world = universe.world();
     let rank = world.rank();
     if rank == 2 || rank == 3 {
-        let mut buffer = vec![1u8; TRANSFER_BYTES];
+        let mut buffer = vec![1u8; transfer_bytes()];
         let peer = world.process_at_rank(5 - rank);
         for _ in 0..TRANSFERS + 1 {
             if rank == 2 {
@@ -94,7 +114,7 @@ fn role_raw_transfer(new_buffer: bool) {
                 // page faults are timed too.
                 let started = mpi::time();
                 if new_buffer {
-                    buffer = new_huge_buffer(TRANSFER_BYTES);
+                    buffer = new_huge_buffer(transfer_bytes());
                 }
                 peer.receive_into(&mut buffer[..]);
                 let seconds = mpi::time() - started;
@@ -127,7 +147,8 @@ fn new_huge_buffer(len: usize) -> Vec<u8> {
 /// Keeps 1.2 GB of array chunks (40 MB each) on 2 workers limited to 200 MB each, then
 /// reads them all: most are spilled and read back.
 fn role_spill(client: &Client) -> anyhow::Result<()> {
-    let x = mpidask::array::random::uniform(0.0, 1.0, &[150_000_000], &[5_000_000], 3);
+    let (n, chunk) = size((150_000_000, 5_000_000), (3_000_000, 100_000));
+    let x = mpidask::array::random::uniform(0.0, 1.0, &[n], &[chunk], 3);
     let kept = x.persist(client)?;
     let mean = kept.mean().compute_scalar::<f64>(client)?;
     anyhow::ensure!((mean - 0.5).abs() < 1e-3, "mean {mean}");
@@ -138,13 +159,13 @@ fn role_tasks(client: &Client) -> anyhow::Result<()> {
     client.gather(&client.map(noop, 0..1000u64))?;
     for _ in 0..REPEATS {
         let started = Instant::now();
-        let futures = client.map(noop, 0..TASKS);
+        let futures = client.map(noop, 0..tasks());
         println!("MEASURE tasks_submit_s={}", started.elapsed().as_secs_f64());
         let values = client.gather(&futures)?;
         let seconds = started.elapsed().as_secs_f64();
-        anyhow::ensure!(values.len() == TASKS as usize && values[7] == 7);
+        anyhow::ensure!(values.len() == tasks() as usize && values[7] == 7);
         drop(futures);
-        println!("MEASURE tasks_per_s={}", TASKS as f64 / seconds);
+        println!("MEASURE tasks_per_s={}", tasks() as f64 / seconds);
     }
     Ok(())
 }
@@ -153,10 +174,13 @@ fn role_tasks(client: &Client) -> anyhow::Result<()> {
 fn role_million(client: &Client) -> anyhow::Result<()> {
     let before = client.scheduler_info()?.peak_rss_bytes;
     let started = Instant::now();
-    let futures = client.map(noop, 0..MILLION);
+    let futures = client.map(noop, 0..million());
     let values = client.gather(&futures)?;
     let seconds = started.elapsed().as_secs_f64();
-    anyhow::ensure!(values.len() == MILLION as usize && values[12_345] == 12_345);
+    anyhow::ensure!(
+        values.len() == million() as usize && values.iter().copied().eq(0..million()),
+        "a million no-op tasks came back in order"
+    );
     let peak = client.scheduler_info()?.peak_rss_bytes;
     println!("MEASURE million_seconds={seconds}");
     println!("MEASURE scheduler_peak_rss_bytes={peak}");
@@ -168,28 +192,36 @@ fn role_chain(client: &Client) -> anyhow::Result<()> {
     for _ in 0..REPEATS {
         let started = Instant::now();
         let mut x = client.submit(inc, 0u64);
-        for _ in 1..CHAIN {
+        for _ in 1..chain() {
             x = client.submit(inc, &x);
         }
         let submitted = started.elapsed().as_secs_f64();
         let value = x.result()?;
-        println!("MEASURE chain_submit_us={}", submitted * 1e6 / CHAIN as f64);
+        println!(
+            "MEASURE chain_submit_us={}",
+            submitted * 1e6 / chain() as f64
+        );
         let seconds = started.elapsed().as_secs_f64();
-        anyhow::ensure!(value == CHAIN as u64);
-        println!("MEASURE chain_us={}", seconds * 1e6 / CHAIN as f64);
+        anyhow::ensure!(value == chain() as u64);
+        println!("MEASURE chain_us={}", seconds * 1e6 / chain() as f64);
     }
     Ok(())
 }
 
-fn role_empty(_client: &Client) {
+/// Ready when every worker has joined (as the scheduler reports it), then done.
+fn role_empty(client: &Client) -> anyhow::Result<()> {
+    while client.scheduler_info()?.workers.len() < NP - 2 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     println!("MEASURE ready_at={}", epoch_seconds());
     println!("MEASURE done_at={}", epoch_seconds());
+    Ok(())
 }
 
 fn role_idle(client: &Client) -> anyhow::Result<()> {
     let before = client.scheduler_info()?.cpu_seconds;
     let client_before = mpidask::internals::process::cpu_seconds();
-    std::thread::sleep(Duration::from_secs(IDLE_SECONDS));
+    std::thread::sleep(Duration::from_secs(idle_seconds()));
     let client_cpu = mpidask::internals::process::cpu_seconds() - client_before;
     let scheduler_cpu = client.scheduler_info()?.cpu_seconds - before;
     println!("MEASURE idle_scheduler_cpu_s={scheduler_cpu}");
@@ -217,8 +249,8 @@ fn role_pingpong() {
     let mut buffer = [0u64; 1];
     if rank <= 1 {
         let peer = world.process_at_rank(1 - rank);
-        for round in 0..(PINGPONGS / 10 + PINGPONGS) {
-            if round == PINGPONGS / 10 && rank == 0 {
+        for round in 0..(pingpongs() / 10 + pingpongs()) {
+            if round == pingpongs() / 10 && rank == 0 {
                 // Warm-up done.
                 buffer[0] = 0;
                 println!("MEASURE start_at={}", epoch_seconds());
@@ -285,29 +317,24 @@ fn launch(role: &str) -> (Run, f64) {
 fn pingpong_us() -> f64 {
     let (run, _) = launch("pingpong");
     let seconds = run.measures("end_at")[0] - run.measures("start_at")[0];
-    seconds * 1e6 / (2 * PINGPONGS) as f64
+    seconds * 1e6 / (2 * pingpongs()) as f64
 }
 
-/// Startup (launch to program start) and shutdown (program end to launcher exit).
+/// Startup (launch to every worker joined, as the client sees it) and shutdown (program
+/// end to launcher exit) of one launch.
 fn startup_shutdown(role: &str) -> (f64, f64) {
-    let mut startups = Vec::new();
-    let mut shutdowns = Vec::new();
-    for _ in 0..REPEATS {
-        let (run, spawned_at) = launch(role);
-        let ready = run.measures("ready_at")[0];
-        let done = run.measures("done_at")[0];
-        startups.push(ready - spawned_at);
-        shutdowns.push(spawned_at + run.wall.as_secs_f64() - done);
-    }
-    (median(startups), median(shutdowns))
+    let (run, spawned_at) = launch(role);
+    let ready = run.measures("ready_at")[0];
+    let done = run.measures("done_at")[0];
+    (
+        ready - spawned_at,
+        spawned_at + run.wall.as_secs_f64() - done,
+    )
 }
 
-/// `transfer_gb_per_s`: a 200 MB value worker to worker, timed by the task stream (request
-/// to arrival), against raw rsmpi send/recv of the same bytes.
-fn transfer_benchmark() {
-    // The first round warms up the raw path's buffers and connections.
-    let raw_seconds = |role: &str| median(launch(role).0.measures("raw_transfer_s")[1..].to_vec());
-    let (raw_reused, raw_new) = (raw_seconds("raw_transfer"), raw_seconds("raw_transfer_new"));
+/// `transfer_gb_per_s` of one launch: a 200 MB value worker to worker, seconds per move,
+/// timed by the task stream (request to arrival).
+fn transfer_seconds() -> f64 {
     let json = traced("transfer", &[]);
     let seconds: Vec<f64> = json["traceEvents"]
         .as_array()
@@ -318,18 +345,17 @@ fn transfer_benchmark() {
                 && e["pid"] == 3
                 && e["args"]["bytes"]
                     .as_u64()
-                    .is_some_and(|b| b >= TRANSFER_BYTES as u64)
+                    .is_some_and(|b| b >= transfer_bytes() as u64)
         })
         .map(|e| e["dur"].as_f64().expect("a duration") * 1e-6)
         .collect();
     assert_eq!(seconds.len(), TRANSFERS, "one traced transfer per round");
-    let gb = TRANSFER_BYTES as f64 / 1e9;
-    let ours = gb / median(seconds);
-    bench("transfer_gb_per_s", ours, "GB/s");
-    bench("transfer_raw_mpi_gb_per_s", gb / raw_reused, "GB/s");
-    bench("transfer_vs_raw_mpi", ours * raw_reused / gb, "x");
-    bench("transfer_raw_mpi_new_buffer_gb_per_s", gb / raw_new, "GB/s");
-    bench("transfer_vs_raw_mpi_new_buffer", ours * raw_new / gb, "x");
+    median(seconds)
+}
+
+/// Raw rsmpi's seconds per move in one launch (the first move warms up).
+fn raw_transfer_seconds(role: &str) -> f64 {
+    median(launch(role).0.measures("raw_transfer_s")[1..].to_vec())
 }
 
 /// Runs `role` under mpirun with a trace and extra environment; returns the trace.
@@ -348,10 +374,11 @@ fn traced(role: &str, env: &[(&str, &str)]) -> serde_json::Value {
     json
 }
 
-/// `spill_gb_per_s`: bytes written to (and read back from) the spill directory over the
-/// time the worker spent in those writes (reads), from the task stream.
-fn spill_benchmark() {
-    let json = traced("spill", &[("MPIDASK_MEMORY_LIMIT", "200MB")]);
+/// One spill launch: GB/s written, GB/s read back (bytes over the time the I/O thread spent
+/// in those writes and reads, from the task stream) and GB written.
+fn spill_rates() -> (f64, f64, f64) {
+    let limit = size("200MB", "10MB");
+    let json = traced("spill", &[("MPIDASK_MEMORY_LIMIT", limit)]);
     let rate = |name: &str| {
         let (bytes, seconds) = json["traceEvents"]
             .as_array()
@@ -369,14 +396,7 @@ fn spill_benchmark() {
     };
     let (write, written) = rate("spill");
     let (read, _) = rate("read back");
-    let (raw_write, raw_read) = raw_file_rates(written);
-    bench("spill_gb_per_s", write, "GB/s");
-    bench("spill_raw_write_gb_per_s", raw_write, "GB/s");
-    bench("spill_vs_raw_write", write / raw_write, "x");
-    bench("spill_read_gb_per_s", read, "GB/s");
-    bench("spill_raw_read_gb_per_s", raw_read, "GB/s");
-    bench("spill_read_vs_raw_read", read / raw_read, "x");
-    bench("spill_written_gb", written, "GB");
+    (write, read, written)
 }
 
 /// Baseline: `gb` GB written as 40 MB files into `$TMPDIR` with `std::fs::write`, then read
@@ -401,6 +421,11 @@ fn raw_file_rates(gb: f64) -> (f64, f64) {
     (write, read)
 }
 
+/// `rounds()` samples of `measure`.
+fn sample<T>(mut measure: impl FnMut() -> T) -> Vec<T> {
+    (0..rounds()).map(|_| measure()).collect()
+}
+
 fn main() {
     if let Ok(role) = std::env::var("MPIDASK_BENCH_ROLE") {
         play(&role);
@@ -412,63 +437,144 @@ fn main() {
     let wanted =
         |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
 
-    let needs_pingpong = ["pingpong_us", "tasks_per_s", "chain_us"];
-    let pingpong = needs_pingpong.iter().any(|n| wanted(n)).then(pingpong_us);
-    if let Some(us) = pingpong {
-        bench("pingpong_us", us, "us");
-    }
-    if wanted("tasks_per_s") {
-        let (run, _) = launch("tasks");
-        let rate = median(run.measures("tasks_per_s"));
-        bench("tasks_per_s", rate, "tasks/s");
-        let us = pingpong.expect("measured");
-        bench("tasks_per_s_vs_pingpong_rate", rate * us * 1e-6, "x");
-    }
-    if wanted("chain_us") {
-        let (run, _) = launch("chain");
-        let us = median(run.measures("chain_us"));
-        bench("chain_us", us, "us");
-        bench(
-            "chain_us_over_pingpong",
-            us / pingpong.expect("measured"),
-            "x",
+    if wanted("tasks_per_s") || wanted("chain_us") || wanted("pingpong_us") {
+        // Each round: the ping-pong baseline, then the task rate, then the chain.
+        let (mut pingpong, mut rates, mut chains) = (vec![], vec![], vec![]);
+        for _ in 0..rounds() {
+            pingpong.push(pingpong_us());
+            rates.push(median(launch("tasks").0.measures("tasks_per_s")));
+            chains.push(median(launch("chain").0.measures("chain_us")));
+        }
+        figure("pingpong_us", "us", &pingpong, None);
+        figure("tasks_per_s", "tasks/s", &rates, None);
+        let pingpong_rates: Vec<f64> = pingpong.iter().map(|us| 1e6 / us).collect();
+        ratio(
+            "tasks_per_s_vs_pingpong_rate",
+            &rates,
+            &pingpong_rates,
+            false,
+            "pingpong_us",
         );
+        figure("chain_us", "us", &chains, None);
+        let over: Vec<f64> = chains.iter().zip(&pingpong).map(|(c, p)| c / p).collect();
+        figure("chain_us_over_pingpong", "x", &over, Some("pingpong_us"));
     }
     if wanted("startup_s") || wanted("shutdown_s") {
-        let (startup, shutdown) = startup_shutdown("empty");
-        let (bare_startup, bare_shutdown) = startup_shutdown("hello");
-        bench("startup_s", startup, "s");
-        bench("startup_bare_mpi_s", bare_startup, "s");
-        bench("startup_ratio", startup / bare_startup, "x");
-        bench("shutdown_s", shutdown, "s");
-        bench("shutdown_bare_mpi_s", bare_shutdown, "s");
-        bench("shutdown_ratio", shutdown / bare_shutdown, "x");
+        let (mut ours, mut bare) = (vec![], vec![]);
+        for _ in 0..rounds() {
+            ours.push(startup_shutdown("empty"));
+            bare.push(startup_shutdown("hello"));
+        }
+        let first = |v: &[(f64, f64)]| v.iter().map(|p| p.0).collect::<Vec<_>>();
+        let second = |v: &[(f64, f64)]| v.iter().map(|p| p.1).collect::<Vec<_>>();
+        figure("startup_s", "s", &first(&ours), None);
+        figure("startup_bare_mpi_s", "s", &first(&bare), None);
+        ratio(
+            "startup_vs_bare_mpi",
+            &first(&ours),
+            &first(&bare),
+            true,
+            "startup_bare_mpi_s",
+        );
+        figure("shutdown_s", "s", &second(&ours), None);
+        figure("shutdown_bare_mpi_s", "s", &second(&bare), None);
+        ratio(
+            "shutdown_vs_bare_mpi",
+            &second(&ours),
+            &second(&bare),
+            true,
+            "shutdown_bare_mpi_s",
+        );
     }
     if wanted("million_tasks") {
-        let (run, _) = launch("million");
-        let peak = run.measures("scheduler_peak_rss_bytes")[0];
-        let before = run.measures("scheduler_rss_before_bytes")[0];
-        bench("million_tasks_s", run.measures("million_seconds")[0], "s");
-        bench("million_tasks_scheduler_peak_rss_mb", peak / 1e6, "MB");
-        bench(
+        let runs = sample(|| launch("million").0);
+        let seconds: Vec<f64> = runs
+            .iter()
+            .map(|r| r.measures("million_seconds")[0])
+            .collect();
+        let peak: Vec<f64> = runs
+            .iter()
+            .map(|r| r.measures("scheduler_peak_rss_bytes")[0] / 1e6)
+            .collect();
+        let per_task: Vec<f64> = runs
+            .iter()
+            .map(|r| {
+                (r.measures("scheduler_peak_rss_bytes")[0]
+                    - r.measures("scheduler_rss_before_bytes")[0])
+                    / million() as f64
+            })
+            .collect();
+        figure("million_tasks_s", "s", &seconds, None);
+        figure("million_tasks_scheduler_peak_rss_mb", "MB", &peak, None);
+        figure(
             "million_tasks_scheduler_bytes_per_task",
-            (peak - before) / MILLION as f64,
             "bytes",
+            &per_task,
+            None,
         );
     }
     if wanted("transfer_gb_per_s") {
-        transfer_benchmark();
+        let gb = transfer_bytes() as f64 / 1e9;
+        let (mut ours, mut reused, mut fresh) = (vec![], vec![], vec![]);
+        for _ in 0..rounds() {
+            reused.push(gb / raw_transfer_seconds("raw_transfer"));
+            fresh.push(gb / raw_transfer_seconds("raw_transfer_new"));
+            ours.push(gb / transfer_seconds());
+        }
+        figure("transfer_gb_per_s", "GB/s", &ours, None);
+        figure("transfer_raw_mpi_gb_per_s", "GB/s", &reused, None);
+        ratio(
+            "transfer_vs_raw_mpi",
+            &ours,
+            &reused,
+            false,
+            "transfer_raw_mpi_gb_per_s",
+        );
+        figure("transfer_raw_mpi_new_buffer_gb_per_s", "GB/s", &fresh, None);
+        ratio(
+            "transfer_vs_raw_mpi_new_buffer",
+            &ours,
+            &fresh,
+            false,
+            "transfer_raw_mpi_new_buffer_gb_per_s",
+        );
     }
     if wanted("spill_gb_per_s") {
-        spill_benchmark();
+        let (mut write, mut read, mut raw_write, mut raw_read, mut written) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for _ in 0..rounds() {
+            let (w, r, gb) = spill_rates();
+            let (rw, rr) = raw_file_rates(gb);
+            write.push(w);
+            read.push(r);
+            raw_write.push(rw);
+            raw_read.push(rr);
+            written.push(gb);
+        }
+        figure("spill_gb_per_s", "GB/s", &write, None);
+        figure("spill_raw_write_gb_per_s", "GB/s", &raw_write, None);
+        ratio(
+            "spill_vs_raw_write",
+            &write,
+            &raw_write,
+            false,
+            "spill_raw_write_gb_per_s",
+        );
+        figure("spill_read_gb_per_s", "GB/s", &read, None);
+        figure("spill_raw_read_gb_per_s", "GB/s", &raw_read, None);
+        ratio(
+            "spill_read_vs_raw_read",
+            &read,
+            &raw_read,
+            false,
+            "spill_raw_read_gb_per_s",
+        );
+        figure("spill_written_gb", "GB", &written, None);
     }
     if wanted("idle_cpu_s") {
-        let (run, _) = launch("idle");
-        bench("idle_cpu_s", run.measures("idle_scheduler_cpu_s")[0], "s");
-        bench(
-            "idle_cpu_client_s",
-            run.measures("idle_client_cpu_s")[0],
-            "s",
-        );
+        let runs = sample(|| launch("idle").0);
+        let of = |name: &str| -> Vec<f64> { runs.iter().map(|r| r.measures(name)[0]).collect() };
+        figure("idle_cpu_s", "s", &of("idle_scheduler_cpu_s"), None);
+        figure("idle_cpu_client_s", "s", &of("idle_client_cpu_s"), None);
     }
 }

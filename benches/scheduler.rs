@@ -1,11 +1,16 @@
 //! The scheduler state machine alone, in process: simulated workers, no MPI. Prints
-//! `BENCH name=<id> value=<number> unit=<unit>` lines.
+//! `BENCH name=<id> value=<median> unit=<unit> median= min= max= n=` lines (see
+//! `benches/common`). No baseline: these figures track the scheduler's own cost.
 //!
 //! ```text
 //! cargo bench --bench scheduler
 //! cargo bench --bench scheduler -- 4096     # only the runs whose name contains 4096
 //! ```
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{figure, rounds, size};
 use mpidask::internals::protocol::{
     ArgSlot, FnId, Key, Rank, TaskOptions, TaskSpec, ToScheduler, ToWorker, WorkerHello,
 };
@@ -174,32 +179,24 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    if filters.is_empty()
-        || filters
-            .iter()
-            .any(|f| "scheduler_bytes_per_task".contains(f.as_str()))
-    {
-        println!(
-            "BENCH name=scheduler_bytes_per_task value={:.1} unit=bytes",
-            bytes_per_task(1_000_000)
-        );
+    let wanted =
+        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    let tasks = size(1_000_000u64, 10_000);
+    if wanted("scheduler_bytes_per_task") {
+        let bytes: Vec<f64> = (0..rounds()).map(|_| bytes_per_task(tasks)).collect();
+        figure("scheduler_bytes_per_task", "bytes", &bytes, None);
     }
-    for (workers, nthreads, tasks) in [(2u32, 2u32, 1_000_000u64), (4096, 1, 1_000_000)] {
+    for (workers, nthreads) in [(2u32, 2u32), (4096, 1)] {
         let name = format!("scheduler_assignments_per_s_{workers}w");
-        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+        if !wanted(&name) {
             continue;
         }
-        // Median of three runs: the machine is shared and single runs vary by +-30 %.
-        let mut rates: Vec<f64> = (0..3)
+        let rates: Vec<f64> = (0..rounds())
             .map(|_| {
                 let (seconds, placements) = run(workers, nthreads, tasks);
                 placements as f64 / seconds
             })
             .collect();
-        rates.sort_by(f64::total_cmp);
-        println!(
-            "BENCH name={name} value={:.0} unit=assignments/s (median of {:.0}, {:.0}, {:.0})",
-            rates[1], rates[0], rates[1], rates[2]
-        );
+        figure(&name, "assignments/s", &rates, None);
     }
 }

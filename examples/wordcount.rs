@@ -19,7 +19,6 @@ mod wordcount;
 
 use anyhow::{bail, ensure};
 use clap::Parser;
-use std::collections::HashMap;
 use std::time::Instant;
 
 /// Word frequencies of a text corpus with mpidask bags.
@@ -79,7 +78,7 @@ fn main() {
         );
         if cli.check {
             let expected = wordcount::sequential_frequencies(&files)?;
-            let got: HashMap<String, u64> = counts.into_iter().collect();
+            let got: rustc_hash::FxHashMap<String, u64> = counts.into_iter().collect();
             ensure!(
                 got == expected,
                 "the counts differ from a sequential count ({} vs {} distinct words)",

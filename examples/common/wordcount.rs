@@ -7,7 +7,7 @@
 use anyhow::Context;
 use mpidask::Client;
 use mpidask::bag::Bag;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
@@ -80,9 +80,9 @@ pub fn bag_frequencies(
 }
 
 /// The same count, sequentially on one thread: each file line by line, the same `words_of`,
-/// a standard `HashMap`.
-pub fn sequential_frequencies(files: &[PathBuf]) -> anyhow::Result<HashMap<String, u64>> {
-    let mut counts: HashMap<String, u64> = HashMap::new();
+/// the same hash map type as the bag's `frequencies` (`FxHashMap`).
+pub fn sequential_frequencies(files: &[PathBuf]) -> anyhow::Result<FxHashMap<String, u64>> {
+    let mut counts: FxHashMap<String, u64> = FxHashMap::default();
     for file in files {
         let reader = std::io::BufReader::with_capacity(
             1 << 20,

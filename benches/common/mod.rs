@@ -1,0 +1,177 @@
+//! What every benchmark shares: the rules of BENCHMARKS.md in code. A figure is the median
+//! of at least [`MIN_RUNS`] runs and is printed with its min, max and n; a ratio is taken
+//! run by run against a baseline measured in the same round (interleaved), then its median;
+//! every figure is also appended to `target/bench/results.json`; a missing peer or
+//! baseline is a failure, never a skip.
+//!
+//! `MPIDASK_BENCH_SMOKE=1` (what `make test` sets) runs each benchmark once at tiny sizes:
+//! the code and its answer checks run, no figure is meant to be read.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// Runs behind every figure of a real (not smoke) run.
+pub const MIN_RUNS: usize = 5;
+
+/// `true` in a smoke run: one round, tiny sizes.
+pub fn smoke() -> bool {
+    std::env::var_os("MPIDASK_BENCH_SMOKE").is_some_and(|v| v != "0" && !v.is_empty())
+}
+
+/// `true` when `scripts/bench-compare.sh` runs the bench: one run per figure, the script
+/// taking the rounds (and the medians) itself.
+pub fn one_run_for_compare() -> bool {
+    std::env::var_os("MPIDASK_BENCH_COMPARE").is_some_and(|v| v == "1")
+}
+
+/// Rounds to run: [`MIN_RUNS`] (or `MPIDASK_BENCH_RUNS`, never fewer), 1 in a smoke run
+/// or for `scripts/bench-compare.sh`.
+pub fn rounds() -> usize {
+    if smoke() || one_run_for_compare() {
+        return 1;
+    }
+    std::env::var("MPIDASK_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MIN_RUNS)
+        .max(MIN_RUNS)
+}
+
+/// `real` in a real run, `tiny` in a smoke run.
+pub fn size<T>(real: T, tiny: T) -> T {
+    if smoke() { tiny } else { real }
+}
+
+/// Median, min and max of `samples` (the mean of the two middle values for an even n).
+pub fn stats(samples: &[f64]) -> (f64, f64, f64) {
+    assert!(!samples.is_empty(), "no measurement");
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let median = if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
+    };
+    (median, sorted[0], sorted[n - 1])
+}
+
+/// The bench's own name (the binary's, without cargo's hash).
+fn bench_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| s.split('-').next().unwrap_or(&s).to_string())
+        .unwrap_or_default()
+}
+
+/// Where figures are collected: `MPIDASK_BENCH_RESULTS`, or `target/bench/results.json`.
+pub fn results_path() -> PathBuf {
+    std::env::var_os("MPIDASK_BENCH_RESULTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/results.json")
+        })
+}
+
+/// Prints a figure, `BENCH name=<id> value=<median> unit=<unit> median= min= max= n=`
+/// (and `baseline=<id>` when it is compared with one), and appends it to the results file.
+/// Panics if a real run has fewer than [`MIN_RUNS`] samples.
+pub fn figure(name: &str, unit: &str, samples: &[f64], baseline: Option<&str>) -> f64 {
+    assert!(
+        smoke() || one_run_for_compare() || samples.len() >= MIN_RUNS,
+        "{name}: {} runs, the rules ask for at least {MIN_RUNS}",
+        samples.len()
+    );
+    let (median, min, max) = stats(samples);
+    let n = samples.len();
+    let against = baseline
+        .map(|b| format!(" baseline={b}"))
+        .unwrap_or_default();
+    println!(
+        "BENCH name={name} value={median:.6} unit={unit} median={median:.6} min={min:.6} \
+         max={max:.6} n={n}{against}"
+    );
+    record(serde_json::json!({
+        "bench": bench_name(),
+        "name": name,
+        "unit": unit,
+        "median": median,
+        "min": min,
+        "max": max,
+        "n": n,
+        "samples": samples,
+        "baseline": baseline,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "smoke": smoke(),
+    }));
+    median
+}
+
+/// A ratio, round by round: `ours[i] / theirs[i]` (or its inverse for times, where lower
+/// is better: `theirs / ours`, so above 1 is always better for mpidask), reported as a
+/// figure against `baseline`.
+pub fn ratio(name: &str, ours: &[f64], theirs: &[f64], lower_is_better: bool, baseline: &str) {
+    assert_eq!(ours.len(), theirs.len(), "{name}: one baseline run per run");
+    let ratios: Vec<f64> = ours
+        .iter()
+        .zip(theirs)
+        .map(|(o, t)| if lower_is_better { t / o } else { o / t })
+        .collect();
+    figure(name, "x", &ratios, Some(baseline));
+}
+
+/// Appends `value` to the results file (an array of figures).
+fn record(value: serde_json::Value) {
+    let path = results_path();
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", parent.display()));
+    }
+    let mut all: Vec<serde_json::Value> = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    all.push(value);
+    let text = serde_json::to_string_pretty(&all).expect("figures encode");
+    let partial = path.with_extension("json.partial");
+    std::fs::write(&partial, text)
+        .and_then(|()| std::fs::rename(&partial, &path))
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+/// The Python of the peers' venv (`PEER_VENV`, or `~/.cache/mpidask-peers/venv`), with
+/// `module` importable; panics with what to run when it is missing (a missing peer fails
+/// the bench).
+pub fn peer_python(module: &str) -> PathBuf {
+    let venv = std::env::var_os("PEER_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/mpidask-peers/venv")
+        });
+    let python = venv.join("bin/python");
+    let ok = std::process::Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "the peer {module} is missing: {} cannot import it. Run `make peers` (which runs \
+         ../shared/peers/setup-peers.sh), or set PEER_VENV to a venv that has it",
+        python.display()
+    );
+    python
+}
+
+/// The folder of the shared peers' scripts; panics if it is missing.
+pub fn shared_peers() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/peers");
+    assert!(
+        dir.is_dir(),
+        "{} is missing: the peers' scripts come from the shared folder next to the project",
+        dir.display()
+    );
+    dir
+}
