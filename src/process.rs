@@ -59,6 +59,22 @@ pub fn tighten_timer_slack() {
     let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1000));
 }
 
+/// How much lower than the communication thread a rank's task and disk threads run
+/// (Linux nice levels, per thread).
+pub const BACKGROUND_NICE: i32 = 5;
+
+/// Lowers the calling thread's scheduling priority by [`BACKGROUND_NICE`]: task and disk
+/// threads yield the cores to the rank's communication thread (and to the scheduler and
+/// client ranks on the same node) when there are more runnable threads than cores, so
+/// messages and heartbeats are handled on time however busy the tasks keep the node. Only
+/// contention changes: a thread alone on a core runs as fast. A refusal is ignored.
+pub fn lower_current_thread_priority() {
+    let tid = rustix::thread::gettid();
+    if let Ok(current) = rustix::process::getpriority_process(Some(tid)) {
+        let _ = rustix::process::setpriority_process(Some(tid), current + BACKGROUND_NICE);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -112,7 +112,10 @@ impl Disk {
         let stop = stopping.clone();
         let thread = std::thread::Builder::new()
             .name(format!("mpidask-r{}-disk", place.rank))
-            .spawn(move || serve(place, &incoming_reads, &incoming, &stop, report))?;
+            .spawn(move || {
+                crate::process::lower_current_thread_priority();
+                serve(place, &incoming_reads, &incoming, &stop, report)
+            })?;
         Ok(Disk {
             reads: Some(reads),
             requests: Some(requests),

@@ -196,6 +196,7 @@ impl Executor {
             .num_threads(nthreads)
             .thread_name(move |i| format!("mpidask-r{}-t{i}", rank.0))
             .start_handler(move |_| {
+                crate::process::lower_current_thread_priority();
                 WORKER_RANK.with(|r| r.set(Some(rank)));
                 on_thread_start();
             })

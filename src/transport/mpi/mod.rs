@@ -3,7 +3,7 @@
 //! Frames go out as non-blocking standard sends (`MPI_Isend`), so two ranks sending large
 //! frames to each other cannot deadlock, and come in through matched probes
 //! (`MPI_Improbe` + `MPI_Mrecv`), which size the receive buffer exactly. A frame larger than
-//! the part size (1 GiB by default; MPI counts are 32-bit) is sent as a small header message
+//! the part size (8 MiB by default, see [`crate::config::DEFAULT_PART_BYTES`]) is sent as a small header message
 //! followed by its parts on the same tag; MPI keeps messages between two ranks on one tag in
 //! order, so the receiver reassembles them into one buffer without extra copies
 //! ([`reassembly`]). A message of [`ASYNC_RECEIVE_BYTES`] or more is received without
