@@ -16,12 +16,12 @@ mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use common::{figure, ratio, rounds, size};
+use common::{figure, median, ratio, rounds, size};
 use mpi::traits::*;
 use mpidask::Client;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{Run, median, mpirun, run_with_deadline};
+use support::{Run, mpirun, run_with_deadline};
 
 const NP: usize = 4;
 const DEADLINE: Duration = Duration::from_secs(600);
@@ -350,12 +350,12 @@ fn transfer_seconds() -> f64 {
         .map(|e| e["dur"].as_f64().expect("a duration") * 1e-6)
         .collect();
     assert_eq!(seconds.len(), TRANSFERS, "one traced transfer per round");
-    median(seconds)
+    median(&seconds)
 }
 
 /// Raw rsmpi's seconds per move in one launch (the first move warms up).
 fn raw_transfer_seconds(role: &str) -> f64 {
-    median(launch(role).0.measures("raw_transfer_s")[1..].to_vec())
+    median(&launch(role).0.measures("raw_transfer_s")[1..])
 }
 
 /// Runs `role` under mpirun with a trace and extra environment; returns the trace.
@@ -442,8 +442,8 @@ fn main() {
         let (mut pingpong, mut rates, mut chains) = (vec![], vec![], vec![]);
         for _ in 0..rounds() {
             pingpong.push(pingpong_us());
-            rates.push(median(launch("tasks").0.measures("tasks_per_s")));
-            chains.push(median(launch("chain").0.measures("chain_us")));
+            rates.push(median(&launch("tasks").0.measures("tasks_per_s")));
+            chains.push(median(&launch("chain").0.measures("chain_us")));
         }
         figure("pingpong_us", "us", &pingpong, None);
         figure("tasks_per_s", "tasks/s", &rates, None);

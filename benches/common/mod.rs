@@ -57,6 +57,11 @@ pub fn stats(samples: &[f64]) -> (f64, f64, f64) {
     (median, sorted[0], sorted[n - 1])
 }
 
+/// The median of `samples`, as [`stats`] takes it.
+pub fn median(samples: &[f64]) -> f64 {
+    stats(samples).0
+}
+
 /// The bench's own name (the binary's, without cargo's hash).
 fn bench_name() -> String {
     std::env::current_exe()

@@ -399,15 +399,3 @@ pub fn kill_session(session: i32) {
         }
     }
 }
-
-/// The median of benchmark measurements.
-pub fn median(mut values: Vec<f64>) -> f64 {
-    assert!(!values.is_empty(), "no measurement");
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-/// Prints one benchmark figure: `BENCH name=<id> value=<number> unit=<unit>`.
-pub fn bench(name: &str, value: f64, unit: &str) {
-    println!("BENCH name={name} value={value:.6} unit={unit}");
-}
