@@ -1,7 +1,7 @@
 //! Internals for the project's own benchmarks, fuzz targets and fault-injection tests,
 //! behind the `internals` feature: not part of the public API, and free to change.
 
-pub use crate::collections::array::{dtype, kernel, npy, program};
+pub use crate::collections::array::{dtype, fused, kernel, npy, program};
 pub use crate::process;
 pub use crate::protocol;
 pub use crate::scheduler;

@@ -63,14 +63,43 @@ fn encode_raw<T: bytemuck::Pod + Serialize>(array: &ArrayD<T>) -> bincode::Resul
     };
     let array = array.as_standard_layout();
     let elements: &[T] = array.as_slice().expect("standard layout is contiguous");
-    let head = (NDARRAY_FORMAT_VERSION, array.shape(), elements.len() as u64);
+    let head = raw_header(array.shape(), elements.len());
     let raw: &[u8] = bytemuck::cast_slice(elements);
-    let mut bytes = Vec::with_capacity(
-        bincode::Options::serialized_size(crate::protocol::codec(), &head)? as usize + raw.len(),
-    );
-    bincode::Options::serialize_into(crate::protocol::codec(), &mut bytes, &head)?;
+    let mut bytes = crate::process::byte_buffer(head.len() + raw.len());
+    bytes.extend_from_slice(&head);
     bytes.extend_from_slice(raw);
     Ok(bytes)
+}
+
+/// What [`encode_raw`] writes before the elements of an array of `shape` with `count`
+/// elements.
+pub(super) fn raw_header(shape: &[usize], count: usize) -> Vec<u8> {
+    bincode::Options::serialize(
+        crate::protocol::codec(),
+        &(NDARRAY_FORMAT_VERSION, shape, count as u64),
+    )
+    .expect("a header of integers serialises")
+}
+
+/// The shape and the elements' bytes of an encoded `f64` array, read in place (checked as
+/// [`decode_raw`] checks them).
+pub fn raw_f64(bytes: &[u8]) -> bincode::Result<(Vec<usize>, &[u8])> {
+    let malformed = |what: &str| {
+        Box::new(bincode::ErrorKind::Custom(format!(
+            "malformed array: {what}"
+        )))
+    };
+    let mut reader = bytes;
+    let (version, shape, count): (u8, Vec<usize>, u64) =
+        bincode::Options::deserialize_from(crate::protocol::codec(), &mut reader)?;
+    if version != NDARRAY_FORMAT_VERSION {
+        return Err(malformed("unknown format version"));
+    }
+    let expected = shape.iter().try_fold(1usize, |n, d| n.checked_mul(*d));
+    if expected != Some(count as usize) || (count as usize).checked_mul(8) != Some(reader.len()) {
+        return Err(malformed("the shape does not match the elements"));
+    }
+    Ok((shape, reader))
 }
 
 /// Reads what [`encode_raw`] (or serde) wrote, copying the elements as one block.
@@ -123,7 +152,7 @@ fn zip_map<A: Copy, B: Copy, C>(
 }
 
 /// Float operations used by unary ops.
-trait Float: Copy + PartialOrd {
+pub(super) trait Float: Copy + PartialOrd {
     /// `op` applied to one value; call through [`map_float`], which picks the operation
     /// outside the loop.
     fn map(self, op: UnaryOp) -> Self;
@@ -515,11 +544,11 @@ fn lanes<'a, T: Clone>(a: &'a ArrayD<T>, axes: &[usize]) -> (Cow<'a, [T]>, usize
     (Cow::Owned(permuted.iter().cloned().collect()), rows, width)
 }
 
-fn nan_min(x: f64, y: f64) -> f64 {
+pub(super) fn nan_min(x: f64, y: f64) -> f64 {
     if x.is_nan() || x <= y { x } else { y }
 }
 
-fn nan_max(x: f64, y: f64) -> f64 {
+pub(super) fn nan_max(x: f64, y: f64) -> f64 {
     if x.is_nan() || x >= y { x } else { y }
 }
 
@@ -983,7 +1012,7 @@ fn count_true(data: &[bool], rows: usize, width: usize) -> Vec<i64> {
 
 /// Sum of a lane of floats, with eight accumulators: independent additions the processor
 /// overlaps (and vectorises), and a smaller rounding error than one running sum.
-fn lane_sum(lane: &[f64]) -> f64 {
+pub(super) fn lane_sum(lane: &[f64]) -> f64 {
     let (mut a0, mut a1, mut a2, mut a3) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
     let (mut a4, mut a5, mut a6, mut a7) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
     let mut blocks = lane.chunks_exact(8);
@@ -1052,6 +1081,8 @@ fn row_fold<T: Copy>(
 pub enum Outcome {
     /// A chunk of the result.
     Chunk(Block),
+    /// A chunk of `f64` already in its encoded form ([`Block::encode`]'s bytes).
+    Encoded(Vec<u8>),
     /// A reduction state.
     Partial(Box<Partial>),
 }
@@ -1138,8 +1169,26 @@ fn eval_node(
     })
 }
 
-/// Runs a program on its input chunks.
+/// Runs a program on its input chunks: compiled to tile loops when it can be
+/// ([`super::fused`]), else interpreted.
 pub fn run(program: &Program, inputs: &[Block]) -> Result<Outcome, String> {
+    check_inputs(program, inputs)?;
+    let raw: Vec<Option<super::fused::Raw<'_>>> =
+        inputs.iter().map(super::fused::Raw::of).collect();
+    if let Some(plan) = super::fused::Plan::compile(program, &raw) {
+        return Ok(plan.run(&raw));
+    }
+    interpret(program, inputs)
+}
+
+fn check_inputs(program: &Program, inputs: &[Block]) -> Result<(), String> {
+    if inputs.len() != program.inputs.len() {
+        return Err(format!(
+            "the program has {} inputs but {} were given",
+            program.inputs.len(),
+            inputs.len()
+        ));
+    }
     for (i, (block, dtype)) in inputs.iter().zip(&program.inputs).enumerate() {
         if block.dtype() != *dtype {
             return Err(format!(
@@ -1148,6 +1197,13 @@ pub fn run(program: &Program, inputs: &[Block]) -> Result<Outcome, String> {
             ));
         }
     }
+    Ok(())
+}
+
+/// Runs a program on its input chunks with the interpreter: one operation at a time over
+/// blocks of rows.
+pub fn interpret(program: &Program, inputs: &[Block]) -> Result<Outcome, String> {
+    check_inputs(program, inputs)?;
     let n = program.nodes.len();
     let root = n - 1;
     if !program.streams() {
@@ -1589,7 +1645,7 @@ mod tests {
         };
         let value = |p: &Program| match run(p, &[]).unwrap() {
             Outcome::Partial(state) => state.finish(ReduceOp::Mean, DType::F64),
-            Outcome::Chunk(_) => panic!("a partial"),
+            _ => panic!("a partial"),
         };
         let a = value(&streamed);
         assert_eq!(a, value(&whole));

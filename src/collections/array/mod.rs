@@ -28,6 +28,11 @@ pub mod dtype;
 mod dtype;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
+pub mod fused;
+#[cfg(not(feature = "internals"))]
+mod fused;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod grid;
 #[cfg(not(feature = "internals"))]
 mod grid;

@@ -4,6 +4,7 @@
 
 use super::Scalar;
 use super::dtype::DType;
+use super::fused::{Plan, Raw};
 use super::kernel::{self, Block, Outcome, Partial};
 use super::program::{AxisSlice, BinaryOp, Program, ReduceOp};
 use crate::protocol::{ArgSlot, decode_value, encode_value};
@@ -56,7 +57,7 @@ pub(super) fn program_task(input: &TaskInput<'_>) -> Result<Vec<u8>, CallError> 
     let (head, rest) = split_head(input)?;
     let program: Program = decode_head(head)?;
     let mut deps = input.deps.iter();
-    let blocks = rest
+    let slots = rest
         .iter()
         .zip(&program.inputs)
         .map(|(slot, &dtype)| {
@@ -64,12 +65,47 @@ pub(super) fn program_task(input: &TaskInput<'_>) -> Result<Vec<u8>, CallError> 
                 ArgSlot::Value(bytes) => bytes,
                 _ => deps.next().ok_or("a program input is missing")?,
             };
-            Block::decode(bytes, dtype)
+            Ok((bytes, dtype))
+        })
+        .collect::<Result<Vec<(&[u8], DType)>, String>>()?;
+    if slots.len() != program.inputs.len() {
+        return Err(format!(
+            "the program has {} inputs but the task has {}",
+            program.inputs.len(),
+            slots.len()
+        )
+        .into());
+    }
+    // Tile loops read f64 chunks where they lie, without decoding them into copies.
+    let shapes: Vec<Option<(Vec<usize>, &[u8])>> = slots
+        .iter()
+        .map(|&(bytes, dtype)| {
+            (dtype == DType::F64)
+                .then(|| kernel::raw_f64(bytes))
+                .transpose()
                 .map_err(|e| format!("could not decode an input chunk of {dtype}: {e}"))
         })
-        .collect::<Result<Vec<Block>, String>>()?;
-    let encoded = match kernel::run(&program, &blocks)? {
+        .collect::<Result<_, String>>()?;
+    let raw: Vec<Option<Raw<'_>>> = shapes
+        .iter()
+        .map(|s| s.as_ref().map(|(shape, bytes)| Raw { shape, bytes }))
+        .collect();
+    let outcome = match Plan::compile(&program, &raw) {
+        Some(plan) => plan.run(&raw),
+        None => {
+            let blocks = slots
+                .iter()
+                .map(|&(bytes, dtype)| {
+                    Block::decode(bytes, dtype)
+                        .map_err(|e| format!("could not decode an input chunk of {dtype}: {e}"))
+                })
+                .collect::<Result<Vec<Block>, String>>()?;
+            kernel::run(&program, &blocks)?
+        }
+    };
+    let encoded = match outcome {
         Outcome::Chunk(block) => block.encode(),
+        Outcome::Encoded(bytes) => Ok(bytes),
         Outcome::Partial(partial) => encode_value(&*partial),
     };
     Ok(encoded.map_err(|e| format!("could not encode a chunk: {e}"))?)

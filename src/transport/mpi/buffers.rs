@@ -19,7 +19,7 @@ pub(crate) struct ReceiveBuffer {
 /// Receive buffers at least this large ask for transparent huge pages: the kernel then
 /// faults in (and zeroes) 2 MiB at a time instead of 4 KiB, which otherwise costs as much
 /// as the copy itself for a 200 MB value.
-const HUGE_PAGE_THRESHOLD: usize = 4 << 20;
+use crate::process::HUGE_PAGE_THRESHOLD;
 
 impl ReceiveBuffer {
     /// A buffer of `len` bytes: a kept one of exactly that size from `pool`, or a new one;
@@ -45,7 +45,7 @@ impl ReceiveBuffer {
         // any bit pattern, including none.
         unsafe { bytes.set_len(len) };
         if len >= HUGE_PAGE_THRESHOLD {
-            advise_huge_pages(bytes.as_mut_ptr().cast(), len);
+            crate::process::advise_huge_pages(bytes.as_mut_ptr().cast(), len);
         }
         Ok(ReceiveBuffer { bytes, filled: 0 })
     }
@@ -111,24 +111,6 @@ impl ReceiveBuffer {
             slot.0 = MaybeUninit::new(*byte);
         }
         self.filled(data.len());
-    }
-}
-
-/// Asks the kernel to back `[ptr, ptr + len)` with huge pages (a hint; errors are ignored).
-fn advise_huge_pages(ptr: *mut u8, len: usize) {
-    const HUGE: usize = 2 << 20;
-    let start = (ptr as usize).next_multiple_of(HUGE);
-    let end = (ptr as usize + len) / HUGE * HUGE;
-    if end > start {
-        // SAFETY: the range lies inside an allocation this process owns; MADV_HUGEPAGE only
-        // changes how the kernel backs it, never its contents.
-        let _ = unsafe {
-            rustix::mm::madvise(
-                start as *mut std::ffi::c_void,
-                end - start,
-                rustix::mm::Advice::LinuxHugepage,
-            )
-        };
     }
 }
 
