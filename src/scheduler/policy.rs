@@ -52,6 +52,13 @@ pub fn missing_bytes(task: &Task, worker: &Worker, tasks: &KeyMap<Task>) -> u64 
         .sum()
 }
 
+/// `true` if a queued task is worth moving to a worker that lacks `missing_bytes` of its
+/// inputs: fetching them takes no longer than running a task (Dask's rule for stealing,
+/// transfer cost against compute time). A 200 MB chunk summed in 50 ms stays where it is.
+pub fn worth_moving(missing_bytes: u64, mean_task_seconds: Option<f64>) -> bool {
+    missing_bytes as f64 / NOMINAL_BANDWIDTH <= mean_task_seconds.unwrap_or(DEFAULT_TASK_SECONDS)
+}
+
 /// Estimated time until `task` could start on `worker`: its queue drained over its threads
 /// plus the transfer of the inputs it lacks. Lower is better.
 pub fn start_time_estimate(
@@ -67,19 +74,33 @@ pub fn start_time_estimate(
 
 /// The worker for a ready task: among the `candidates` that may run it and have a free
 /// slot, the one with the earliest estimated start (least loaded, preferring the holder of
-/// most input bytes); ties go to the lower rank. The scheduler passes the workers holding
-/// the task's inputs plus the least loaded worker, so a choice does not scan every worker.
+/// most input bytes); ties go to the lower rank. `None` when no candidate has a free slot,
+/// or when a full one would still start it sooner (its inputs are large, and moving them
+/// costs more than waiting for their holder): the task then waits. The scheduler passes the workers holding the task's inputs plus the least loaded
+/// worker, so a choice does not scan every worker. `mean_task_seconds` (of all tasks) sets
+/// the queue depth; `task_seconds` (of the task's group) the estimates.
 pub fn choose_worker<'w>(
     task: &Task,
     candidates: impl Iterator<Item = &'w Worker>,
     tasks: &KeyMap<Task>,
     mean_task_seconds: Option<f64>,
+    task_seconds: Option<f64>,
 ) -> Option<&'w Worker> {
     let depth = queue_depth(mean_task_seconds);
-    candidates
-        .filter(|w| is_eligible(task, w) && w.processing.len() < slots(w, depth))
-        .map(|w| (start_time_estimate(task, w, tasks, mean_task_seconds), w))
-        .min_by(|(a, wa), (b, wb)| a.total_cmp(b).then(wa.rank.cmp(&wb.rank)))
+    let mut best_free: Option<(f64, &Worker)> = None;
+    let mut best_any = f64::INFINITY;
+    for w in candidates.filter(|w| is_eligible(task, w)) {
+        let estimate = start_time_estimate(task, w, tasks, task_seconds);
+        best_any = best_any.min(estimate);
+        if w.processing.len() < slots(w, depth)
+            && best_free
+                .is_none_or(|(e, b)| estimate.total_cmp(&e).then(w.rank.cmp(&b.rank)).is_lt())
+        {
+            best_free = Some((estimate, w));
+        }
+    }
+    best_free
+        .filter(|(estimate, _)| *estimate <= best_any)
         .map(|(_, w)| w)
 }
 
@@ -93,5 +114,14 @@ mod tests {
         assert_eq!(queue_depth(Some(0.002)), 10);
         assert_eq!(queue_depth(Some(1e-9)), MAX_QUEUE_DEPTH);
         assert_eq!(queue_depth(None), 4);
+    }
+
+    #[test]
+    fn moving_pays_when_the_transfer_is_shorter_than_the_task() {
+        assert!(worth_moving(0, None));
+        assert!(!worth_moving(200_000_000, Some(0.05)));
+        assert!(worth_moving(200_000_000, Some(1.0)));
+        assert!(worth_moving(1_000_000, None));
+        assert!(!worth_moving(100_000_000, None));
     }
 }

@@ -547,6 +547,33 @@ fn an_idle_worker_steals_queued_tasks() {
 }
 
 #[test]
+fn tasks_wait_for_the_holder_of_large_inputs() {
+    // Worker 2 holds a 1 GB value (0.5 s to move at the nominal bandwidth); tasks reading
+    // it wait for a slot there rather than move it to the idle worker 3, and are not
+    // stolen by it.
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    let pinned = TaskOptions {
+        workers: vec![Rank(2)],
+        ..Default::default()
+    };
+    env.submit(vec![task_with(1, &[], pinned)]);
+    env.placements();
+    env.finish(1, 1_000_000_000);
+    env.submit((2..=6).map(|k| task(k, &[1])).collect());
+    let mut placed = env.placements();
+    assert!(placed.len() < 5, "some wait for a slot: {placed:?}");
+    assert!(steal_requests(&mut env).is_empty());
+    for key in 2..=6 {
+        if placed.iter().any(|p| p.0 == key) {
+            env.finish(key, 8);
+            placed.extend(env.placements());
+        }
+    }
+    assert_eq!(placed.len(), 5, "{placed:?}");
+    assert!(placed.iter().all(|p| p.1 == 2), "{placed:?}");
+}
+
+#[test]
 fn a_refused_steal_leaves_the_task_in_place() {
     let mut env = env_with_idle_worker_3();
     let (key, attempt) = steal_requests(&mut env)[0];

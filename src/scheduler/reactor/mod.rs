@@ -118,6 +118,8 @@ pub struct Scheduler {
     /// Tasks forgotten before they finished (the client released them).
     dropped: u64,
     mean_task_seconds: Option<f64>,
+    /// Mean duration per task group (see [`Scheduler::task_seconds`]).
+    group_seconds: FxHashMap<(Option<crate::protocol::FnId>, bool), f64>,
     joined: usize,
     info_requests: u32,
     needs_schedule: bool,
@@ -131,6 +133,15 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// The expected duration of `task`: the running mean of its group (same function, and
+    /// both with or both without inputs, so that a chunk's generation and its reduction,
+    /// both array programs, are told apart), `None` before one of the group finished.
+    pub(super) fn task_seconds(&self, task: &Task) -> Option<f64> {
+        self.group_seconds
+            .get(&(task.func, !task.deps.is_empty()))
+            .copied()
+    }
+
     /// A scheduler waiting for `config.workers` to join.
     pub fn new(config: SchedulerConfig, now: Instant) -> Self {
         let job_key = config.job_key;
@@ -166,6 +177,7 @@ impl Scheduler {
             failed: 0,
             dropped: 0,
             mean_task_seconds: None,
+            group_seconds: FxHashMap::default(),
             joined: 0,
             info_requests: 0,
             needs_schedule: false,

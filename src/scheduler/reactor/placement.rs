@@ -10,6 +10,10 @@ use log::{debug, error};
 use std::cmp::Reverse;
 use std::sync::Arc;
 
+/// Ready tasks with inputs one scheduling pass passes over (waiting for the holder of their
+/// inputs, or a worker with room) before it stops looking further down the queue.
+const MAX_SKIPPED: usize = 64;
+
 impl Scheduler {
     /// The client registers a function: checked, then forwarded to every worker before
     /// any task that uses it.
@@ -212,6 +216,7 @@ impl Scheduler {
                     candidates.iter().map(|&i| &self.workers[i]),
                     &self.tasks,
                     self.mean_task_seconds,
+                    self.task_seconds(task),
                 )
             };
             match choice {
@@ -225,8 +230,12 @@ impl Scheduler {
                     unschedulable.push(key);
                 }
                 None => {
+                    // A task with inputs may be waiting for their holder while others can
+                    // go elsewhere: look a little further (at most MAX_SKIPPED tasks).
                     skipped.push(key);
-                    if !task.is_restricted() || !self.any_free_slot() {
+                    let look_further = task.is_restricted()
+                        || (!task.deps.is_empty() && skipped.len() < MAX_SKIPPED);
+                    if !look_further || !self.any_free_slot() {
                         break;
                     }
                 }
@@ -446,9 +455,14 @@ impl Scheduler {
                     Some(TaskState::Processing { .. })
                 )
             })
-            && thieves
-                .iter()
-                .any(|&i| policy::is_eligible(task, &self.workers[i]))
+            && thieves.iter().any(|&i| {
+                let thief = &self.workers[i];
+                policy::is_eligible(task, thief)
+                    && policy::worth_moving(
+                        policy::missing_bytes(task, thief, &self.tasks),
+                        self.task_seconds(task),
+                    )
+            })
     }
 
     pub(super) fn on_steal_reply(&mut self, from: Rank, key: Key, attempt: Attempt, stolen: bool) {

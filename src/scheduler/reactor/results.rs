@@ -60,6 +60,7 @@ impl Scheduler {
         task.nbytes = nbytes;
         task.code = None;
         let scattered = task.scattered;
+        let group = (task.func, !task.deps.is_empty());
         let client_wants = task.client_wants;
         let deps = task.deps.clone();
         let dependents = task.dependents.clone();
@@ -70,6 +71,10 @@ impl Scheduler {
                 None => seconds,
                 Some(mean) => 0.9 * mean + 0.1 * seconds,
             });
+            self.group_seconds
+                .entry(group)
+                .and_modify(|mean| *mean = 0.9 * *mean + 0.1 * seconds)
+                .or_insert(seconds);
         }
         if client_wants {
             self.outbox
