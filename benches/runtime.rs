@@ -10,15 +10,38 @@
 //!
 //! The binary is also every program it measures: started with `MPIDASK_BENCH_ROLE=<role>`
 //! (under `mpirun`) it plays that role.
+//!
+//! `tasks_per_s` and `chain_us` are also compared with two Python peers, each launched once
+//! per round under the same `mpirun -np 4`, from the peers' venv (`make peers`; a missing
+//! venv or script fails the bench):
+//!
+//! * dask-mpi, `../shared/peers/tasks_daskmpi.py` (default settings: 2 workers of 1
+//!   thread, worker-saturation 1.1): `client.map(inc, range(T))` + `client.gather` with
+//!   [`DASKMPI_TASKS`] tasks, not 100,000: one launch of 100,000 took 211 s here (473
+//!   tasks/s, against 538 for 20,000 that day). Its chain is `client.submit(inc, x)`
+//!   [`PEER_CHAIN`] times, then `x.result()`, as ours.
+//! * mpi4py.futures, `../shared/peers/tasks_mpi4py.py` (`MPICommExecutor`: rank 0 the
+//!   master, 3 workers): `list(executor.map(inc, range(100_000)))` with the default
+//!   `chunksize=1` (one message pair per task) is the peer's figure; `chunksize=1000` is
+//!   printed as its own figure. It has no futures as arguments, so its chain is
+//!   `v = executor.submit(inc, v).result()` [`PEER_CHAIN`] times: a round trip per task.
+//!
+//! Each peer launch runs its measurement once (REPS=1) after its 100-task warm-up; the
+//! figure is the median over the launches. Smoke runs (`MPIDASK_BENCH_SMOKE=1`) and
+//! `scripts/bench-compare.sh` (which compares two builds of mpidask) do not run the peers.
 
 #[path = "common/mod.rs"]
 mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use common::{figure, median, ratio, rounds, size};
+use common::{
+    figure, median, one_run_for_compare, peer_python, ratio, rounds, shared_peers, size, smoke,
+};
 use mpi::traits::*;
-use mpidask::Client;
+use mpidask::{Client, WorkerInfo};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::{Run, mpirun, run_with_deadline};
@@ -28,7 +51,14 @@ const DEADLINE: Duration = Duration::from_secs(600);
 const REPEATS: usize = 3;
 /// The seed's chunk size: 200 MB moved worker to worker.
 const TRANSFER_BYTES: usize = 200_000_000;
+/// Values moved per launch (odd: the median is one of them).
 const TRANSFERS: usize = 7;
+/// Tasks in dask-mpi's map per launch (mpi4py.futures maps as many as mpidask).
+const DASKMPI_TASKS: u64 = 20_000;
+/// The peers' dependent chain, in tasks (dask-mpi takes about 6 ms per task here).
+const PEER_CHAIN: usize = 1_000;
+/// The batch size of mpi4py.futures' second map.
+const MPI4PY_CHUNKSIZE: usize = 1_000;
 
 /// Sizes, tiny in a smoke run.
 fn tasks() -> u64 {
@@ -48,6 +78,20 @@ fn idle_seconds() -> u64 {
 }
 fn transfer_bytes() -> usize {
     size(TRANSFER_BYTES, 2_000_000)
+}
+
+/// The sizes of the values one launch moves, in order: the fixed size every time, or
+/// (`varying`) 50 to 250 MB in 7 steps of 33.3 MB, shuffled (50, 150, 250, 117, 217, 83,
+/// 183 MB): no two alike, so the receiver's pool of kept buffers, which offers a buffer only
+/// for a value of exactly its size, never has one.
+fn transfer_sizes(varying: bool) -> Vec<usize> {
+    if !varying {
+        return vec![transfer_bytes(); TRANSFERS];
+    }
+    let (low, high) = size((50_000_000, 250_000_000), (1_500_000, 3_000_000));
+    (0..TRANSFERS)
+        .map(|i| low + (i * 3 % TRANSFERS) * (high - low) / (TRANSFERS - 1))
+        .collect()
 }
 
 fn epoch_seconds() -> f64 {
@@ -79,46 +123,50 @@ fn blob_len(blob: Blob) -> usize {
 
 // ----- roles -------------------------------------------------------------------------------
 
-/// Moves a 200 MB value from worker rank 2 to worker rank 3, `TRANSFERS` times; the trace
-/// (`MPIDASK_TRACE`) times each move from request to arrival.
-fn role_transfer(client: &Client) -> anyhow::Result<()> {
-    for round in 0..TRANSFERS {
+/// Moves values of [`transfer_sizes`] from worker rank 2 to worker rank 3, one at a time,
+/// each released before the next; the trace (`MPIDASK_TRACE`) times each move.
+fn role_transfer(client: &Client, varying: bool) -> anyhow::Result<()> {
+    for (round, len) in transfer_sizes(varying).into_iter().enumerate() {
         let made = client
             .with_options(mpidask::TaskOptions::default().workers([2]))
-            .submit(make_blob, (transfer_bytes(), round as u8));
+            .submit(make_blob, (len, round as u8));
         client.wait(std::slice::from_ref(&made))?;
         let read = client
             .with_options(mpidask::TaskOptions::default().workers([3]))
             .submit(blob_len, &made);
-        anyhow::ensure!(read.result()? == transfer_bytes());
+        anyhow::ensure!(read.result()? == len);
     }
     Ok(())
 }
 
-/// Raw rsmpi: rank 2 sends 200 MB to rank 3, `TRANSFERS` + 1 times. The receiver reuses
-/// one buffer, or (role `raw_transfer_new`) receives each time into a new one with huge
-/// pages advised, as mpidask must for a value it will keep.
-fn role_raw_transfer(new_buffer: bool) {
+/// Raw rsmpi: rank 2 sends rank 3 a warm-up message of the first size, then one of each of
+/// [`transfer_sizes`]. The receiver reuses one buffer, or (`new_buffer`) receives each
+/// time into a new one with huge pages advised, as mpidask must for a value it will keep.
+fn role_raw_transfer(new_buffer: bool, varying: bool) {
+    let sizes = transfer_sizes(varying);
+    let sizes: Vec<usize> = std::iter::once(sizes[0]).chain(sizes).collect();
     let universe = mpi::initialize().expect("MPI initialises");
     let world = universe.world();
     let rank = world.rank();
     if rank == 2 || rank == 3 {
-        let mut buffer = vec![1u8; transfer_bytes()];
+        let largest = sizes.iter().copied().max().expect("sizes");
+        let mut buffer = vec![1u8; largest];
         let peer = world.process_at_rank(5 - rank);
-        for _ in 0..TRANSFERS + 1 {
+        for &len in &sizes {
             if rank == 2 {
-                peer.send(&buffer[..]);
+                peer.send(&buffer[..len]);
                 peer.receive_into(&mut buffer[..1]);
             } else {
                 // A new buffer is part of receiving a value to keep: its allocation and
                 // page faults are timed too.
                 let started = mpi::time();
                 if new_buffer {
-                    buffer = new_huge_buffer(transfer_bytes());
+                    buffer = new_huge_buffer(len);
                 }
-                peer.receive_into(&mut buffer[..]);
+                peer.receive_into(&mut buffer[..len]);
                 let seconds = mpi::time() - started;
                 println!("MEASURE raw_transfer_s={seconds}");
+                println!("MEASURE raw_transfer_bytes={len}");
                 peer.send(&buffer[..1]);
             }
         }
@@ -218,15 +266,88 @@ fn role_empty(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The CPU time of every rank over an idle window (the client sleeping with nothing
+/// submitted), printed as `idle_cpu_s_rank<N>`: the scheduler's as it reports it
+/// (`scheduler_info().cpu_seconds`, its process CPU clock), the client's own, and each
+/// worker's read from outside by its process CPU clock (see [`CpuClock`]). Every clock counts
+/// all threads of its process, user and system time. The window of each rank starts and
+/// ends within a millisecond of the others'.
 fn role_idle(client: &Client) -> anyhow::Result<()> {
-    let before = client.scheduler_info()?.cpu_seconds;
+    // The answer waits until every worker has joined.
+    let workers: Vec<(u32, CpuClock)> = client
+        .scheduler_info()?
+        .workers
+        .iter()
+        .map(|w| Ok((w.rank.0, CpuClock::of_worker(w)?)))
+        .collect::<anyhow::Result<_>>()?;
+    anyhow::ensure!(workers.len() == NP - 2, "{} workers joined", workers.len());
+    let read_workers = || -> anyhow::Result<Vec<f64>> {
+        workers.iter().map(|(_, clock)| clock.seconds()).collect()
+    };
+    let scheduler_before = client.scheduler_info()?.cpu_seconds;
     let client_before = mpidask::internals::process::cpu_seconds();
+    let workers_before = read_workers()?;
     std::thread::sleep(Duration::from_secs(idle_seconds()));
-    let client_cpu = mpidask::internals::process::cpu_seconds() - client_before;
-    let scheduler_cpu = client.scheduler_info()?.cpu_seconds - before;
-    println!("MEASURE idle_scheduler_cpu_s={scheduler_cpu}");
-    println!("MEASURE idle_client_cpu_s={client_cpu}");
+    let scheduler_after = client.scheduler_info()?.cpu_seconds;
+    let client_after = mpidask::internals::process::cpu_seconds();
+    let workers_after = read_workers()?;
+    println!(
+        "MEASURE idle_cpu_s_rank0={}",
+        scheduler_after - scheduler_before
+    );
+    println!("MEASURE idle_cpu_s_rank1={}", client_after - client_before);
+    for (((rank, _), before), after) in workers.iter().zip(workers_before).zip(workers_after) {
+        println!("MEASURE idle_cpu_s_rank{rank}={}", after - before);
+    }
     Ok(())
+}
+
+/// The CPU-time clock of a worker process of this job on this node (`clock_getcpuclockid`),
+/// which another process may read: the time of all its threads (those that ended too), in
+/// nanoseconds, as `clock_gettime(CLOCK_PROCESS_CPUTIME_ID)` gives it inside the process.
+struct CpuClock(libc::clockid_t);
+
+impl CpuClock {
+    /// The clock of `worker`, after checking that its pid is, on this node, that rank of an
+    /// `idle` job (a pid from another node would name an unrelated process).
+    fn of_worker(worker: &WorkerInfo) -> anyhow::Result<Self> {
+        let pid = worker.hello.pid;
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let has = |entry: &str| environ.split(|b| *b == 0).any(|e| e == entry.as_bytes());
+        anyhow::ensure!(
+            support::rank_of_process(pid as i32) == Some(worker.rank.0)
+                && has("MPIDASK_BENCH_ROLE=idle"),
+            "worker rank {} reports pid {pid} (host {}), which is not that rank of this \
+             benchmark here: the workers must run on the client's node",
+            worker.rank.0,
+            worker.hello.host
+        );
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: `clock` is a valid place for the result.
+        let error = unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) };
+        anyhow::ensure!(
+            error == 0,
+            "no CPU clock for pid {pid}: {}",
+            std::io::Error::from_raw_os_error(error)
+        );
+        Ok(CpuClock(clock))
+    }
+
+    /// CPU seconds the process has used so far.
+    fn seconds(&self) -> anyhow::Result<f64> {
+        let mut time = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `time` is a valid place for the result.
+        let failed = unsafe { libc::clock_gettime(self.0, &mut time) } != 0;
+        anyhow::ensure!(
+            !failed,
+            "reading a worker's CPU clock: {}",
+            std::io::Error::last_os_error()
+        );
+        Ok(time.tv_sec as f64 + time.tv_nsec as f64 * 1e-9)
+    }
 }
 
 /// A bare rsmpi program: initialise, synchronise, report, finalise.
@@ -293,10 +414,11 @@ fn play(role: &str) -> ! {
         "idle" => mpidask::run(role_idle),
         "hello" => role_hello(),
         "pingpong" => role_pingpong(),
-        "transfer" => mpidask::run(role_transfer),
+        "transfer" => mpidask::run(|client| role_transfer(client, false)),
+        "transfer_varying" => mpidask::run(|client| role_transfer(client, true)),
         "spill" => mpidask::run(role_spill),
-        "raw_transfer" => role_raw_transfer(false),
-        "raw_transfer_new" => role_raw_transfer(true),
+        "raw_transfer" => role_raw_transfer(false, false),
+        "raw_transfer_new_varying" => role_raw_transfer(true, true),
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0)
@@ -332,30 +454,213 @@ fn startup_shutdown(role: &str) -> (f64, f64) {
     )
 }
 
-/// `transfer_gb_per_s` of one launch: a 200 MB value worker to worker, seconds per move,
-/// timed by the task stream (request to arrival).
-fn transfer_seconds() -> f64 {
-    let json = traced("transfer", &[]);
-    let seconds: Vec<f64> = json["traceEvents"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter(|e| {
-            e["cat"] == "transfer"
-                && e["pid"] == 3
-                && e["args"]["bytes"]
-                    .as_u64()
-                    .is_some_and(|b| b >= transfer_bytes() as u64)
-        })
-        .map(|e| e["dur"].as_f64().expect("a duration") * 1e-6)
-        .collect();
-    assert_eq!(seconds.len(), TRANSFERS, "one traced transfer per round");
-    median(&seconds)
+/// One launch moving the values of [`transfer_sizes`] from rank 2 to rank 3, timed by rank
+/// 3's task stream; per launch the median over the moves of two rates, GB (of the value) per
+/// second:
+///
+/// * `moved`: rank 3's `transfer` entry, from its request (`GetData`, sent when the task
+///   reading the value was placed on it) until the last part of the message carrying the
+///   value was received and the message's frame decoded: the request's trip, rank 2
+///   serving it, the allocation of the receive buffer (or one from the pool) and the
+///   transfer. The value's encoding (bincode: its length, then its bytes, received into a
+///   buffer of its own) is stored as it came: it is not yet decoded into the task's
+///   argument type.
+/// * `decoded`: from the same request until the task reading the value (`blob_len`) ended:
+///   also the wait for a task thread and the decode into a `Blob` (bincode, copying the
+///   bytes into a new buffer), then its length, O(1).
+fn transfer_rates(varying: bool) -> (f64, f64) {
+    let json = traced(
+        if varying {
+            "transfer_varying"
+        } else {
+            "transfer"
+        },
+        &[],
+    );
+    let events = json["traceEvents"].as_array().expect("events");
+    let on_rank_3 = |cat: &str, name: Option<&str>| {
+        let mut found: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|e| e["cat"] == cat && e["pid"] == 3 && name.is_none_or(|n| e["name"] == n))
+            .collect();
+        found
+            .sort_by(|a, b| f64::total_cmp(&a["ts"].as_f64().unwrap(), &b["ts"].as_f64().unwrap()));
+        found
+    };
+    let receives = on_rank_3("transfer", Some("receive"));
+    let tasks = on_rank_3("task", None);
+    let sizes = transfer_sizes(varying);
+    assert!(
+        receives.len() == sizes.len() && tasks.len() == sizes.len(),
+        "rank 3 traced {} receives and {} tasks for {} moves",
+        receives.len(),
+        tasks.len(),
+        sizes.len()
+    );
+    let (mut moved, mut decoded) = (vec![], vec![]);
+    for ((receive, task), &len) in receives.iter().zip(&tasks).zip(&sizes) {
+        let time = |e: &serde_json::Value, field: &str| e[field].as_f64().expect("a time");
+        let bytes = receive["args"]["bytes"].as_u64().expect("bytes") as usize;
+        // The encoding of a `Blob`: its length, then its bytes.
+        assert!(
+            (len..=len + 16).contains(&bytes),
+            "rank 3 received {bytes} bytes for a value of {len}"
+        );
+        let start = time(receive, "ts");
+        let arrived = start + time(receive, "dur");
+        assert!(
+            time(task, "ts") >= arrived,
+            "the task reading the value of {len} bytes started before it arrived"
+        );
+        let gb = len as f64 / 1e9;
+        moved.push(gb / ((arrived - start) * 1e-6));
+        decoded.push(gb / ((time(task, "ts") + time(task, "dur") - start) * 1e-6));
+    }
+    (median(&moved), median(&decoded))
 }
 
-/// Raw rsmpi's seconds per move in one launch (the first move warms up).
-fn raw_transfer_seconds(role: &str) -> f64 {
-    median(&launch(role).0.measures("raw_transfer_s")[1..])
+/// Raw rsmpi's GB/s per move in one launch of `role`: the median over the moves after the
+/// first (a warm-up), which must be those of [`transfer_sizes`]`(varying)`.
+fn raw_transfer_rate(role: &str, varying: bool) -> f64 {
+    let run = launch(role).0;
+    let seconds = run.measures("raw_transfer_s");
+    let bytes = run.measures("raw_transfer_bytes");
+    let sizes: Vec<f64> = transfer_sizes(varying)
+        .into_iter()
+        .map(|b| b as f64)
+        .collect();
+    assert!(
+        seconds.len() == sizes.len() + 1 && bytes.len() == seconds.len() && bytes[1..] == sizes[..],
+        "{role} moved {bytes:?}, expected a warm-up then {sizes:?}"
+    );
+    let rates: Vec<f64> = bytes[1..]
+        .iter()
+        .zip(&seconds[1..])
+        .map(|(b, s)| b / 1e9 / s)
+        .collect();
+    median(&rates)
+}
+
+/// One launch of a peer's `script` (from `../shared/peers`) under the same `mpirun -np 4`
+/// as ours.
+fn launch_peer(python: &Path, script: &str, args: &[String]) -> Run {
+    let peers = shared_peers();
+    let path = peers.join(script);
+    assert!(
+        path.is_file(),
+        "{} is missing: the peers' scripts come from the shared folder next to the project",
+        path.display()
+    );
+    let mut command = mpirun(NP, python, &[]);
+    command.arg(&path).args(args).current_dir(&peers);
+    let run = run_with_deadline(command, DEADLINE);
+    run.expect_code(0);
+    run
+}
+
+/// The fields of a peer's `RESULT` line for `bench` with `variant` (or none).
+fn peer_result(run: &Run, bench: &str, variant: Option<&str>) -> HashMap<String, String> {
+    run.stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("RESULT "))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|w| w.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>()
+        })
+        .find(|fields| {
+            fields.get("bench").map(String::as_str) == Some(bench)
+                && fields.get("variant").map(String::as_str) == variant
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{} printed no RESULT line for {bench} {variant:?}\n{}",
+                run.command,
+                run.dump()
+            )
+        })
+}
+
+/// The number `name` of a peer's result, after checking that `expected` fields hold.
+fn peer_number(fields: &HashMap<String, String>, name: &str, expected: &[(&str, String)]) -> f64 {
+    for (key, value) in expected {
+        assert_eq!(
+            fields.get(*key),
+            Some(value),
+            "the peer's result {fields:?} has the wrong {key}"
+        );
+    }
+    fields
+        .get(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("the peer's result {fields:?} has no number {name}"))
+}
+
+/// What one peer launch measured.
+struct PeerRound {
+    /// The map's tasks per second (chunk size 1 for mpi4py.futures).
+    tasks_per_s: f64,
+    /// The dependent chain, microseconds per task.
+    chain_us: f64,
+    /// mpi4py.futures' map with chunk size [`MPI4PY_CHUNKSIZE`], tasks per second.
+    chunked_tasks_per_s: Option<f64>,
+}
+
+/// One launch of dask-mpi's `tasks_daskmpi.py` ([`DASKMPI_TASKS`] tasks, a chain of
+/// [`PEER_CHAIN`], once each).
+fn daskmpi_round(python: &Path) -> PeerRound {
+    let args = [
+        DASKMPI_TASKS.to_string(),
+        PEER_CHAIN.to_string(),
+        "1".into(),
+    ];
+    let run = launch_peer(python, "tasks_daskmpi.py", &args);
+    let workers = ("workers", (NP - 2).to_string());
+    let map = peer_result(&run, "tasks_map", None);
+    let chain = peer_result(&run, "chain_submit", None);
+    PeerRound {
+        tasks_per_s: peer_number(
+            &map,
+            "tasks_per_s",
+            &[workers.clone(), ("tasks", args[0].clone())],
+        ),
+        chain_us: 1e3 * peer_number(&chain, "latency_ms", &[workers, ("tasks", args[1].clone())]),
+        chunked_tasks_per_s: None,
+    }
+}
+
+/// One launch of mpi4py.futures' `tasks_mpi4py.py` (as many tasks as ours, a chain of
+/// [`PEER_CHAIN`], once each).
+fn mpi4py_round(python: &Path) -> PeerRound {
+    let args = [
+        tasks().to_string(),
+        PEER_CHAIN.to_string(),
+        "1".into(),
+        MPI4PY_CHUNKSIZE.to_string(),
+    ];
+    let run = launch_peer(python, "tasks_mpi4py.py", &args);
+    let tasks = ("tasks", args[0].clone());
+    // Rank 0 is the master, every other rank a worker.
+    let workers = ("workers", (NP - 1).to_string());
+    let variant = format!("chunksize{MPI4PY_CHUNKSIZE}");
+    PeerRound {
+        tasks_per_s: peer_number(
+            &peer_result(&run, "tasks_map", None),
+            "tasks_per_s",
+            &[tasks.clone(), ("chunksize", "1".into()), workers.clone()],
+        ),
+        chain_us: peer_number(
+            &peer_result(&run, "chain_submit", None),
+            "latency_us",
+            &[("tasks", args[1].clone()), workers],
+        ),
+        chunked_tasks_per_s: Some(peer_number(
+            &peer_result(&run, "tasks_map", Some(&variant)),
+            "tasks_per_s",
+            &[tasks, ("chunksize", args[3].clone())],
+        )),
+    }
 }
 
 /// Runs `role` under mpirun with a trace and extra environment; returns the trace.
@@ -436,14 +741,37 @@ fn main() {
         .collect();
     let wanted =
         |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    let wanted_any = |names: &[&str]| names.iter().any(|name| wanted(name));
 
-    if wanted("tasks_per_s") || wanted("chain_us") || wanted("pingpong_us") {
-        // Each round: the ping-pong baseline, then the task rate, then the chain.
+    // The peers' figures; their runs are resolved first, so a missing peer fails at once.
+    let peer_figures = [
+        "tasks_per_s_daskmpi",
+        "tasks_per_s_vs_daskmpi",
+        "tasks_per_s_mpi4py_futures",
+        "tasks_per_s_vs_mpi4py_futures",
+        "tasks_per_s_mpi4py_futures_chunksize1000",
+        "chain_us_daskmpi",
+        "chain_us_vs_daskmpi",
+        "chain_us_mpi4py_futures",
+        "chain_us_vs_mpi4py_futures",
+    ];
+    let peers = (wanted_any(&peer_figures) && !smoke() && !one_run_for_compare()).then(|| {
+        let dask: PathBuf = peer_python("dask_mpi");
+        let futures: PathBuf = peer_python("mpi4py.futures");
+        (dask, futures)
+    });
+    if wanted_any(&["tasks_per_s", "chain_us", "pingpong_us"]) || peers.is_some() {
+        // Each round: the ping-pong baseline, the task rate, the chain, then each peer.
         let (mut pingpong, mut rates, mut chains) = (vec![], vec![], vec![]);
+        let (mut dask, mut futures) = (vec![], vec![]);
         for _ in 0..rounds() {
             pingpong.push(pingpong_us());
             rates.push(median(&launch("tasks").0.measures("tasks_per_s")));
             chains.push(median(&launch("chain").0.measures("chain_us")));
+            if let Some((dask_python, futures_python)) = &peers {
+                dask.push(daskmpi_round(dask_python));
+                futures.push(mpi4py_round(futures_python));
+            }
         }
         figure("pingpong_us", "us", &pingpong, None);
         figure("tasks_per_s", "tasks/s", &rates, None);
@@ -458,6 +786,40 @@ fn main() {
         figure("chain_us", "us", &chains, None);
         let over: Vec<f64> = chains.iter().zip(&pingpong).map(|(c, p)| c / p).collect();
         figure("chain_us_over_pingpong", "x", &over, Some("pingpong_us"));
+        if peers.is_some() {
+            for (label, runs) in [("daskmpi", &dask), ("mpi4py_futures", &futures)] {
+                let peer_rates: Vec<f64> = runs.iter().map(|r| r.tasks_per_s).collect();
+                let peer_chains: Vec<f64> = runs.iter().map(|r| r.chain_us).collect();
+                let rate_name = format!("tasks_per_s_{label}");
+                figure(&rate_name, "tasks/s", &peer_rates, None);
+                ratio(
+                    &format!("tasks_per_s_vs_{label}"),
+                    &rates,
+                    &peer_rates,
+                    false,
+                    &rate_name,
+                );
+                let chain_name = format!("chain_us_{label}");
+                figure(&chain_name, "us", &peer_chains, None);
+                ratio(
+                    &format!("chain_us_vs_{label}"),
+                    &chains,
+                    &peer_chains,
+                    true,
+                    &chain_name,
+                );
+            }
+            let chunked: Vec<f64> = futures
+                .iter()
+                .map(|r| r.chunked_tasks_per_s.expect("mpi4py's chunked map"))
+                .collect();
+            figure(
+                &format!("tasks_per_s_mpi4py_futures_chunksize{MPI4PY_CHUNKSIZE}"),
+                "tasks/s",
+                &chunked,
+                None,
+            );
+        }
     }
     if wanted("startup_s") || wanted("shutdown_s") {
         let (mut ours, mut bare) = (vec![], vec![]);
@@ -513,15 +875,33 @@ fn main() {
             None,
         );
     }
-    if wanted("transfer_gb_per_s") {
-        let gb = transfer_bytes() as f64 / 1e9;
-        let (mut ours, mut reused, mut fresh) = (vec![], vec![], vec![]);
+    if wanted_any(&[
+        "transfer_gb_per_s",
+        "transfer_with_decode_gb_per_s",
+        "transfer_raw_mpi_gb_per_s",
+        "transfer_vs_raw_mpi",
+        "transfer_varying_gb_per_s",
+        "transfer_varying_with_decode_gb_per_s",
+        "transfer_varying_raw_mpi_new_buffer_gb_per_s",
+        "transfer_varying_vs_raw_mpi_new_buffer",
+    ]) {
+        // Each round: raw rsmpi into a reused buffer, ours with one size (whose buffers the
+        // receiver's pool reuses), raw rsmpi into a new buffer each time and ours, both with
+        // sizes that never repeat.
+        let (mut reused, mut ours, mut ours_decoded) = (vec![], vec![], vec![]);
+        let (mut fresh, mut varying, mut varying_decoded) = (vec![], vec![], vec![]);
         for _ in 0..rounds() {
-            reused.push(gb / raw_transfer_seconds("raw_transfer"));
-            fresh.push(gb / raw_transfer_seconds("raw_transfer_new"));
-            ours.push(gb / transfer_seconds());
+            reused.push(raw_transfer_rate("raw_transfer", false));
+            let (moved, decoded) = transfer_rates(false);
+            ours.push(moved);
+            ours_decoded.push(decoded);
+            fresh.push(raw_transfer_rate("raw_transfer_new_varying", true));
+            let (moved, decoded) = transfer_rates(true);
+            varying.push(moved);
+            varying_decoded.push(decoded);
         }
         figure("transfer_gb_per_s", "GB/s", &ours, None);
+        figure("transfer_with_decode_gb_per_s", "GB/s", &ours_decoded, None);
         figure("transfer_raw_mpi_gb_per_s", "GB/s", &reused, None);
         ratio(
             "transfer_vs_raw_mpi",
@@ -530,13 +910,25 @@ fn main() {
             false,
             "transfer_raw_mpi_gb_per_s",
         );
-        figure("transfer_raw_mpi_new_buffer_gb_per_s", "GB/s", &fresh, None);
+        figure("transfer_varying_gb_per_s", "GB/s", &varying, None);
+        figure(
+            "transfer_varying_with_decode_gb_per_s",
+            "GB/s",
+            &varying_decoded,
+            None,
+        );
+        figure(
+            "transfer_varying_raw_mpi_new_buffer_gb_per_s",
+            "GB/s",
+            &fresh,
+            None,
+        );
         ratio(
-            "transfer_vs_raw_mpi_new_buffer",
-            &ours,
+            "transfer_varying_vs_raw_mpi_new_buffer",
+            &varying,
             &fresh,
             false,
-            "transfer_raw_mpi_new_buffer_gb_per_s",
+            "transfer_varying_raw_mpi_new_buffer_gb_per_s",
         );
     }
     if wanted("spill_gb_per_s") {
@@ -571,10 +963,35 @@ fn main() {
         );
         figure("spill_written_gb", "GB", &written, None);
     }
-    if wanted("idle_cpu_s") {
+    if wanted_any(&[
+        "idle_cpu_s_rank0",
+        "idle_cpu_s_rank1",
+        "idle_cpu_s_rank2",
+        "idle_cpu_s_rank3",
+        "idle_cpu_s_all_ranks",
+        "idle_cpu_client_s",
+    ]) {
         let runs = sample(|| launch("idle").0);
-        let of = |name: &str| -> Vec<f64> { runs.iter().map(|r| r.measures(name)[0]).collect() };
-        figure("idle_cpu_s", "s", &of("idle_scheduler_cpu_s"), None);
-        figure("idle_cpu_client_s", "s", &of("idle_client_cpu_s"), None);
+        let of_rank = |rank: usize| -> Vec<f64> {
+            let name = format!("idle_cpu_s_rank{rank}");
+            runs.iter()
+                .map(|r| match r.measures(&name)[..] {
+                    [seconds] => seconds,
+                    _ => panic!("one {name} per launch\n{}", r.dump()),
+                })
+                .collect()
+        };
+        let per_rank: Vec<Vec<f64>> = (0..NP).map(of_rank).collect();
+        for (rank, seconds) in per_rank.iter().enumerate() {
+            figure(&format!("idle_cpu_s_rank{rank}"), "s", seconds, None);
+        }
+        let all: Vec<f64> = (0..runs.len())
+            .map(|i| per_rank.iter().map(|s| s[i]).sum())
+            .collect();
+        figure("idle_cpu_s_all_ranks", "s", &all, None);
+        // The earlier names of the scheduler's and the client's figures (the same samples
+        // as rank 0's and rank 1's), for comparisons with older runs.
+        figure("idle_cpu_s", "s", &per_rank[0], None);
+        figure("idle_cpu_client_s", "s", &per_rank[1], None);
     }
 }
