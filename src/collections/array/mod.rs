@@ -5,8 +5,9 @@
 //! error is kept in the result and reported by [`Array::check`] or when the array is
 //! computed). [`Array::compute`] turns the graph into tasks: chains of elementwise
 //! operations, random generation and the first stage of a reduction become *one* task per
-//! chunk that streams through cache-sized blocks; reductions across
-//! chunks finish as trees of small combine tasks.
+//! chunk, which the worker compiles into loops over L1-sized tiles (`fused`) or, for what
+//! those do not know, interprets over cache-sized blocks; reductions across chunks finish
+//! as trees of small combine tasks.
 //!
 //! ```
 //! use mpidask::array::{self, random};
