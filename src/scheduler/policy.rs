@@ -76,9 +76,10 @@ pub fn start_time_estimate(
 /// slot, the one with the earliest estimated start (least loaded, preferring the holder of
 /// most input bytes); ties go to the lower rank. `None` when no candidate has a free slot,
 /// or when a full one would still start it sooner (its inputs are large, and moving them
-/// costs more than waiting for their holder): the task then waits. The scheduler passes the workers holding the task's inputs plus the least loaded
-/// worker, so a choice does not scan every worker. `mean_task_seconds` (of all tasks) sets
-/// the queue depth; `task_seconds` (of the task's group) the estimates.
+/// costs more than waiting for their holder): the task then waits. The scheduler passes
+/// the workers holding the task's inputs plus the least loaded worker, so a choice does not
+/// scan every worker. `mean_task_seconds` (of all tasks) sets the queue depth;
+/// `task_seconds` (of the task's group) the estimates.
 pub fn choose_worker<'w>(
     task: &Task,
     candidates: impl Iterator<Item = &'w Worker>,
