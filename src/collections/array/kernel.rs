@@ -81,34 +81,14 @@ pub(super) fn raw_header(shape: &[usize], count: usize) -> Vec<u8> {
     .expect("a header of integers serialises")
 }
 
-/// The shape and the elements' bytes of an encoded `f64` array, read in place (checked as
-/// [`decode_raw`] checks them).
+/// The shape and the elements' bytes of an encoded `f64` array, read in place.
 pub fn raw_f64(bytes: &[u8]) -> bincode::Result<(Vec<usize>, &[u8])> {
-    let malformed = |what: &str| {
-        Box::new(bincode::ErrorKind::Custom(format!(
-            "malformed array: {what}"
-        )))
-    };
-    let mut reader = bytes;
-    let (version, shape, count): (u8, Vec<usize>, u64) =
-        bincode::Options::deserialize_from(crate::protocol::codec(), &mut reader)?;
-    if version != NDARRAY_FORMAT_VERSION {
-        return Err(malformed("unknown format version"));
-    }
-    let expected = shape.iter().try_fold(1usize, |n, d| n.checked_mul(*d));
-    if expected != Some(count as usize) || (count as usize).checked_mul(8) != Some(reader.len()) {
-        return Err(malformed("the shape does not match the elements"));
-    }
-    Ok((shape, reader))
+    raw_parts::<f64>(bytes)
 }
 
-/// Reads what [`encode_raw`] (or serde) wrote, copying the elements as one block.
-fn decode_raw<T: bytemuck::Pod>(bytes: &[u8]) -> bincode::Result<ArrayD<T>> {
-    let malformed = |what: &str| {
-        Box::new(bincode::ErrorKind::Custom(format!(
-            "malformed array: {what}"
-        )))
-    };
+/// The shape and the elements' bytes of what [`encode_raw`] (or serde) wrote for an array
+/// of `T`, checked: the format version, and a shape that matches the elements.
+fn raw_parts<T: bytemuck::Pod>(bytes: &[u8]) -> bincode::Result<(Vec<usize>, &[u8])> {
     let mut reader = bytes;
     let (version, shape, count): (u8, Vec<usize>, u64) =
         bincode::Options::deserialize_from(crate::protocol::codec(), &mut reader)?;
@@ -121,6 +101,18 @@ fn decode_raw<T: bytemuck::Pod>(bytes: &[u8]) -> bincode::Result<ArrayD<T>> {
     {
         return Err(malformed("the shape does not match the elements"));
     }
+    Ok((shape, reader))
+}
+
+fn malformed(what: &str) -> Box<bincode::ErrorKind> {
+    Box::new(bincode::ErrorKind::Custom(format!(
+        "malformed array: {what}"
+    )))
+}
+
+/// Reads what [`encode_raw`] (or serde) wrote, copying the elements as one block.
+fn decode_raw<T: bytemuck::Pod>(bytes: &[u8]) -> bincode::Result<ArrayD<T>> {
+    let (shape, reader) = raw_parts::<T>(bytes)?;
     let elements: Vec<T> = bytemuck::pod_collect_to_vec(reader);
     ArrayD::from_shape_vec(IxDyn(&shape), elements).map_err(|e| malformed(&e.to_string()))
 }
@@ -1291,23 +1283,8 @@ pub fn interpret(program: &Program, inputs: &[Block]) -> Result<Outcome, String>
 fn use_counts(program: &Program) -> Vec<usize> {
     let mut uses = vec![0; program.nodes.len()];
     for node in &program.nodes {
-        match &node.op {
-            Op::Unary(_, a)
-            | Op::Cast(_, a)
-            | Op::Transpose(_, a)
-            | Op::Slice(_, a)
-            | Op::Reshape(_, a) => uses[*a] += 1,
-            Op::Reduce { arg, .. } => uses[*arg] += 1,
-            Op::Binary(_, a, b) => {
-                uses[*a] += 1;
-                uses[*b] += 1;
-            }
-            Op::Where(c, a, b) => {
-                uses[*c] += 1;
-                uses[*a] += 1;
-                uses[*b] += 1;
-            }
-            _ => {}
+        for a in node.op.operands() {
+            uses[a] += 1;
         }
     }
     uses

@@ -250,6 +250,23 @@ pub enum Op {
     Reshape(Vec<usize>, usize),
 }
 
+impl Op {
+    /// The nodes this operation reads, by index (with repeats).
+    pub fn operands(&self) -> Vec<usize> {
+        match self {
+            Op::Unary(_, a)
+            | Op::Cast(_, a)
+            | Op::Transpose(_, a)
+            | Op::Slice(_, a)
+            | Op::Reshape(_, a) => vec![*a],
+            Op::Reduce { arg, .. } => vec![*arg],
+            Op::Binary(_, a, b) => vec![*a, *b],
+            Op::Where(c, a, b) => vec![*c, *a, *b],
+            _ => vec![],
+        }
+    }
+}
+
 /// A node: its operation, shape and element type, and whether its axis 0 streams.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Node {

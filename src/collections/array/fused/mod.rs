@@ -239,7 +239,7 @@ impl Plan {
         // Registers are given back after a node's last use.
         let mut last_use = vec![0usize; program.nodes.len()];
         for (i, node) in program.nodes.iter().enumerate() {
-            for a in operands(&node.op) {
+            for a in node.op.operands() {
                 last_use[a] = i;
             }
         }
@@ -278,7 +278,7 @@ impl Plan {
         let mut users = vec![0usize; program.nodes.len()];
         let mut user = vec![usize::MAX; program.nodes.len()];
         for (i, node) in program.nodes.iter().enumerate() {
-            for a in operands(&node.op) {
+            for a in node.op.operands() {
                 users[a] += 1;
                 user[a] = i;
             }
@@ -321,7 +321,7 @@ impl Plan {
                         )
                     ) =>
             {
-                for a in operands(&program.nodes[b].op) {
+                for a in program.nodes[b].op.operands() {
                     last_use[a] = last_use[a].max(root_index);
                 }
                 Some(b)
@@ -561,7 +561,9 @@ impl Plan {
             };
             args[i] = Some(value);
             // Operands read for the last time give their registers back.
-            let read: Vec<usize> = operands(&node.op)
+            let read: Vec<usize> = node
+                .op
+                .operands()
                 .into_iter()
                 .flat_map(|a| [Some(a), square_of[a]])
                 .flatten()
@@ -1088,7 +1090,7 @@ impl SinkState {
         match self {
             SinkState::Encoded(out) => out.extend_from_slice(bytemuck::cast_slice(tile)),
             SinkState::Bools(out) => out.extend(tile.iter().map(|&v| v != 0.0)),
-            SinkState::Sum(cascade) => cascade.push(lanes_sum_map(tile, |x| x)),
+            SinkState::Sum(_) => unreachable!("sums read their root through sum_root"),
             SinkState::Fold { value, min } => {
                 let f: fn(f64, f64) -> f64 = if *min {
                     super::kernel::nan_min
@@ -1302,21 +1304,6 @@ fn sum_root<const AVX512: bool>(
                 }
             })
         }
-    }
-}
-
-/// The operands of an operation, by node index.
-fn operands(op: &Op) -> Vec<usize> {
-    match op {
-        Op::Unary(_, a)
-        | Op::Cast(_, a)
-        | Op::Transpose(_, a)
-        | Op::Slice(_, a)
-        | Op::Reshape(_, a) => vec![*a],
-        Op::Reduce { arg, .. } => vec![*arg],
-        Op::Binary(_, a, b) => vec![*a, *b],
-        Op::Where(c, a, b) => vec![*c, *a, *b],
-        _ => vec![],
     }
 }
 
