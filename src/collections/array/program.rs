@@ -251,7 +251,8 @@ pub enum Op {
 }
 
 impl Op {
-    /// The nodes this operation reads, by index (with repeats).
+    /// The nodes this operation reads, by index (with repeats). Exhaustive, so a new
+    /// operation cannot be left out of the register allocation and use counts that read it.
     pub fn operands(&self) -> Vec<usize> {
         match self {
             Op::Unary(_, a)
@@ -262,7 +263,10 @@ impl Op {
             Op::Reduce { arg, .. } => vec![*arg],
             Op::Binary(_, a, b) => vec![*a, *b],
             Op::Where(c, a, b) => vec![*c, *a, *b],
-            _ => vec![],
+            // Sources: `Input`'s index is the program's input, not a node.
+            Op::Input(_) | Op::Random { .. } | Op::Fill(_) | Op::Arange { .. } | Op::Scalar(_) => {
+                vec![]
+            }
         }
     }
 }
