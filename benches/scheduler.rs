@@ -34,8 +34,8 @@ const JOB_KEY: u64 = 42;
 /// The simulated tasks' function (never called: the workers are simulated).
 fn task_function(
     _: &mpidask::internals::task::TaskInput<'_>,
-) -> Result<Vec<u8>, mpidask::internals::task::CallError> {
-    Ok(Vec::new())
+) -> Result<mpidask::internals::protocol::Bytes, mpidask::internals::task::CallError> {
+    Ok(Vec::new().into())
 }
 
 /// Registers the tasks' function with `scheduler` as the client does, as `FnId(0)`.

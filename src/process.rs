@@ -99,16 +99,6 @@ pub fn advise_huge_pages(ptr: *mut u8, len: usize) {
     }
 }
 
-/// An empty byte vector with room for `capacity` bytes, backed by huge pages when it is
-/// large ([`HUGE_PAGE_THRESHOLD`]).
-pub fn byte_buffer(capacity: usize) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(capacity);
-    if capacity >= HUGE_PAGE_THRESHOLD {
-        advise_huge_pages(bytes.as_mut_ptr(), bytes.capacity());
-    }
-    bytes
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

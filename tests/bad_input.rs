@@ -72,8 +72,9 @@ fn run_scenario(name: &str) -> ! {
             warm_up(client)?;
             fn some_function(
                 _: &mpidask::internals::task::TaskInput<'_>,
-            ) -> Result<Vec<u8>, mpidask::internals::task::CallError> {
-                Ok(Vec::new())
+            ) -> Result<mpidask::internals::protocol::Bytes, mpidask::internals::task::CallError>
+            {
+                Ok(Vec::new().into())
             }
             let trampoline: mpidask::internals::task::Trampoline = some_function;
             // The client's own registry made ids 0 and up; a made-up key cannot seal id 1.
@@ -93,14 +94,14 @@ fn run_scenario(name: &str) -> ! {
             warm_up(client)?;
             let mut frame = frame_of(&[ToWorker::ScatterData {
                 key: Key(2_000_000),
-                bytes: Arc::new(vec![7u8; 100_000]),
+                bytes: Arc::new(vec![7u8; 100_000].into()),
             }]);
             assert_eq!(
                 frame.attachments.len(),
                 1,
                 "the value travels as an attachment"
             );
-            let short: Payload = Arc::new(vec![7u8; 70_000]);
+            let short: Payload = Arc::new(vec![7u8; 70_000].into());
             frame.attachments = vec![short];
             inject_frame(client, Rank(2), frame);
             wait_for_the_abort()

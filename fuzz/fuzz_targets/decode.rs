@@ -39,7 +39,9 @@ fn frame_with_attachments(data: &[u8]) {
     let attachments: Vec<Payload> = lengths
         .chunks(2)
         .enumerate()
-        .map(|(i, l)| Arc::new(vec![i as u8; usize::from(u16::from_le_bytes([l[0], l[1]]))]))
+        .map(|(i, l)| {
+            Arc::new(vec![i as u8; usize::from(u16::from_le_bytes([l[0], l[1]]))].into())
+        })
         .collect();
     decode_all(frame, &attachments);
 }

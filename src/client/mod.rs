@@ -367,8 +367,11 @@ impl Client {
         worker: Rank,
         carry: impl FnOnce(Key, Payload) -> ToWorker,
     ) -> Result<Future<T>> {
-        let bytes =
-            Arc::new(encode_value(value).map_err(|e| Error::encode("a scattered value", e))?);
+        let bytes: Payload = Arc::new(
+            encode_value(value)
+                .map_err(|e| Error::encode("a scattered value", e))?
+                .into(),
+        );
         let key = self.next_key();
         self.shared
             .lock()

@@ -58,7 +58,7 @@ pub(super) mod payload_bytes {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Payload, D::Error> {
         match Wire::deserialize(deserializer)? {
-            Wire::Inline(bytes) => Ok(Arc::new(bytes.into_vec())),
+            Wire::Inline(bytes) => Ok(Arc::new(bytes.into_vec().into())),
             Wire::Attached(index) => ATTACHED
                 .with(|source| {
                     source
@@ -79,9 +79,23 @@ pub(super) mod payload_bytes {
 /// than this or [`FRAME_MAGIC_ATTACHED`] is rejected.
 pub const FRAME_MAGIC: u8 = 0xD5;
 
-/// First byte of a frame followed by attachments; its last 4 bytes count them and the 8 x
-/// count bytes before hold their lengths.
+/// First byte of a frame followed by attachments; its last 4 bytes count them and the
+/// [`ANNOUNCEMENT_LEN`] x count bytes before announce each (length and placement).
 pub const FRAME_MAGIC_ATTACHED: u8 = 0xD7;
+
+/// Bytes announcing one attachment at the end of its frame: its length (u64, little
+/// endian) and its sender's [`Bytes::placement`](super::Bytes::placement), which the
+/// receiver's copy takes too.
+pub const ANNOUNCEMENT_LEN: usize = 9;
+
+/// What a frame says of one of its attachments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announced {
+    /// Its length in bytes.
+    pub len: u64,
+    /// Its address mod 64 at the sender (any byte: the receiver reduces it).
+    pub placement: u8,
+}
 
 /// The bincode configuration used for messages and values: variable-length integers,
 /// little endian, trailing bytes rejected.
@@ -175,6 +189,7 @@ impl FrameWriter {
             for attachment in &self.attachments {
                 self.buf
                     .extend_from_slice(&(attachment.len() as u64).to_le_bytes());
+                self.buf.push(attachment.placement());
             }
             self.buf
                 .extend_from_slice(&(self.attachments.len() as u32).to_le_bytes());
@@ -186,17 +201,19 @@ impl FrameWriter {
     }
 }
 
-/// The lengths of the attachments that follow `frame` (empty for a frame without any);
-/// `None` if the frame is malformed.
-pub fn attachment_lengths(frame: &[u8]) -> Option<Vec<u64>> {
+/// The attachments that follow `frame` (none for a frame without any); `None` if the frame
+/// is malformed.
+pub fn attachments_announced(frame: &[u8]) -> Option<Vec<Announced>> {
     match frame.first() {
         Some(&FRAME_MAGIC) => Some(Vec::new()),
         Some(&FRAME_MAGIC_ATTACHED) => {
-            let (count, table) = attachment_table(frame)?;
+            let (_, table) = attachment_table(frame)?;
             Some(
-                (0..count)
-                    .map(|i| {
-                        u64::from_le_bytes(table[8 * i..8 * i + 8].try_into().expect("8 bytes"))
+                table
+                    .chunks_exact(ANNOUNCEMENT_LEN)
+                    .map(|entry| Announced {
+                        len: u64::from_le_bytes(entry[..8].try_into().expect("8 bytes")),
+                        placement: entry[8],
                     })
                     .collect(),
             )
@@ -209,7 +226,7 @@ pub fn attachment_lengths(frame: &[u8]) -> Option<Vec<u64>> {
 fn attachment_table(frame: &[u8]) -> Option<(usize, &[u8])> {
     let count_at = frame.len().checked_sub(4)?;
     let count = u32::from_le_bytes(frame[count_at..].try_into().ok()?) as usize;
-    let table_at = count_at.checked_sub(count.checked_mul(8)?)?;
+    let table_at = count_at.checked_sub(count.checked_mul(ANNOUNCEMENT_LEN)?)?;
     if table_at < FRAME_HEADER_LEN {
         return None;
     }

@@ -17,16 +17,20 @@ pub mod frame;
 #[cfg(not(feature = "internals"))]
 mod frame;
 
+mod bytes;
+pub use bytes::{ALIGN, Bytes};
+
 pub use frame::{
-    Frame, FrameWriter, attachment_lengths, codec, decode_frame_with, decode_value, encode_value,
+    Announced, Frame, FrameWriter, attachments_announced, codec, decode_frame_with, decode_value,
+    encode_value,
 };
 
 /// An encoded value (task argument or result) held by a worker or the client. Shared, so a
 /// value is encoded into a message frame without first being copied.
-pub type Payload = Arc<Vec<u8>>;
+pub type Payload = Arc<Bytes>;
 
 /// Version of the message set below. Every rank checks at start-up that all ranks agree.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Identity of a task or of a scattered value, unique within one job.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -574,8 +578,8 @@ mod tests {
 
     #[test]
     fn large_payloads_travel_as_attachments() {
-        let big: Payload = Arc::new(vec![7u8; ATTACH_BYTES + 1]);
-        let small: Payload = Arc::new(vec![1, 2, 3]);
+        let big: Payload = Arc::new(vec![7u8; ATTACH_BYTES + 1].into());
+        let small: Payload = Arc::new(vec![1, 2, 3].into());
         let messages = vec![
             ToWorker::Data {
                 key: Key(1),
@@ -602,8 +606,14 @@ mod tests {
         );
         assert!(frame.bytes.len() < 100, "the frame holds no large payload");
         assert_eq!(
-            attachment_lengths(&frame.bytes),
-            Some(vec![big.len() as u64; 2])
+            attachments_announced(&frame.bytes),
+            Some(vec![
+                Announced {
+                    len: big.len() as u64,
+                    placement: big.placement(),
+                };
+                2
+            ])
         );
         let decoded: Vec<ToWorker> =
             decode_frame_with(&frame.bytes, frame.attachments.clone()).unwrap();
@@ -612,7 +622,7 @@ mod tests {
         assert!(decode_frame::<ToWorker>(&frame.bytes).is_err());
         for cut in 0..frame.bytes.len() {
             let _ = decode_frame_with::<ToWorker>(&frame.bytes[..cut], frame.attachments.clone());
-            let _ = attachment_lengths(&frame.bytes[..cut]);
+            let _ = attachments_announced(&frame.bytes[..cut]);
         }
     }
 

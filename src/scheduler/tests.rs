@@ -34,8 +34,10 @@ fn round_trip<M: serde::Serialize + serde::de::DeserializeOwned>(message: M) -> 
 const JOB_KEY: u64 = 0x5eed;
 
 /// The test task function: never called (the scheduler only checks its registration).
-fn test_function(_: &crate::task::TaskInput<'_>) -> Result<Vec<u8>, crate::task::CallError> {
-    Ok(Vec::new())
+fn test_function(
+    _: &crate::task::TaskInput<'_>,
+) -> Result<crate::protocol::Bytes, crate::task::CallError> {
+    Ok(Vec::new().into())
 }
 
 /// The client's registration of the test function as `FnId(0)`.

@@ -3,7 +3,7 @@
 
 use super::TaskFn;
 use super::functions::{FnPointer, FunctionTable};
-use crate::protocol::{ArgSlot, FnId, Payload, codec, encode_value};
+use crate::protocol::{ArgSlot, Bytes, FnId, Payload, codec, encode_value};
 use bincode::Options;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -71,7 +71,7 @@ impl<'a> TaskInput<'a> {
 }
 
 /// The type-erased entry point of a task function.
-pub type Trampoline = fn(&TaskInput<'_>) -> Result<Vec<u8>, CallError>;
+pub type Trampoline = fn(&TaskInput<'_>) -> Result<Bytes, CallError>;
 
 super::functions::fn_pointer!(Trampoline);
 
@@ -119,12 +119,14 @@ fn describe_decode_error<F>(error: bincode::Error) -> CallError {
 }
 
 /// Encodes a task's result.
-pub fn encode_result<T: Serialize>(value: &T) -> Result<Vec<u8>, CallError> {
-    encode_value(value).map_err(|e| CallError::Failed(format!("could not encode the result: {e}")))
+pub fn encode_result<T: Serialize>(value: &T) -> Result<Bytes, CallError> {
+    encode_value(value)
+        .map(Bytes::from)
+        .map_err(|e| CallError::Failed(format!("could not encode the result: {e}")))
 }
 
 /// The trampoline of a function whose result is the task's value.
-pub fn trampoline<F, Args>(input: &TaskInput<'_>) -> Result<Vec<u8>, CallError>
+pub fn trampoline<F, Args>(input: &TaskInput<'_>) -> Result<Bytes, CallError>
 where
     F: TaskFn<Args>,
     Args: DeserializeOwned,
@@ -136,7 +138,7 @@ where
 }
 
 /// The trampoline of a function returning `Result<T, E>`: `Err` fails the task.
-pub fn fallible_trampoline<F, Args, T, E>(input: &TaskInput<'_>) -> Result<Vec<u8>, CallError>
+pub fn fallible_trampoline<F, Args, T, E>(input: &TaskInput<'_>) -> Result<Bytes, CallError>
 where
     F: TaskFn<Args, Output = Result<T, E>>,
     Args: DeserializeOwned,
@@ -172,7 +174,7 @@ where
 }
 
 /// Runs the task whose function is `func` on `input` (the worker side of a task).
-pub fn call(func: FnId, input: &TaskInput<'_>) -> Result<Vec<u8>, CallError> {
+pub fn call(func: FnId, input: &TaskInput<'_>) -> Result<Bytes, CallError> {
     let trampoline: Trampoline = input.functions.resolve(func).map_err(CallError::Corrupt)?;
     trampoline(input)
 }

@@ -103,7 +103,7 @@ impl_task_fn!(A, B, C, D, E, G);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{ArgSlot, FnId, Key, Payload, decode_value, encode_value};
+    use crate::protocol::{ArgSlot, Bytes, FnId, Key, Payload, decode_value, encode_value};
     use serde::Serialize;
     use serde::de::DeserializeOwned;
     use std::fmt::Display;
@@ -126,11 +126,7 @@ mod tests {
     }
 
     /// A worker's view of one registered trampoline.
-    fn run(
-        trampoline: Trampoline,
-        args: &[ArgSlot],
-        deps: &[Payload],
-    ) -> Result<Vec<u8>, CallError> {
+    fn run(trampoline: Trampoline, args: &[ArgSlot], deps: &[Payload]) -> Result<Bytes, CallError> {
         let key = new_job_key();
         let mut registry = Registry::new(key);
         let (id, msg) = registry.id_of(trampoline, || "t".into());
@@ -180,8 +176,8 @@ mod tests {
     #[test]
     fn dependencies_fill_future_slots_in_order() {
         let deps: Vec<Payload> = vec![
-            Arc::new(encode_value(&5i64).unwrap()),
-            Arc::new(encode_value(&7i64).unwrap()),
+            Arc::new(encode_value(&5i64).unwrap().into()),
+            Arc::new(encode_value(&7i64).unwrap().into()),
         ];
         let args = [ArgSlot::Future(Key(1)), ArgSlot::Future(Key(2))];
         let out = run(plain(add), &args, &deps).unwrap();
@@ -191,7 +187,7 @@ mod tests {
     #[test]
     fn a_list_of_futures_decodes_as_a_vec() {
         let deps: Vec<Payload> = (1u32..=4)
-            .map(|v| Arc::new(encode_value(&v).unwrap()))
+            .map(|v| Arc::new(encode_value(&v).unwrap().into()))
             .collect();
         let keys = (1..=4).map(Key).collect();
         let out = run(plain(total), &[ArgSlot::Futures(keys)], &deps).unwrap();

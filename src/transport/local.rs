@@ -166,7 +166,7 @@ mod tests {
     fn frames_reach_their_rank_with_the_sender() {
         let frame = |bytes: Vec<u8>| Frame {
             bytes,
-            attachments: vec![Arc::new(vec![9; 3])],
+            attachments: vec![Arc::new(vec![9; 3].into())],
         };
         let mut mesh = LocalTransport::mesh(3);
         mesh[2].send(Rank(0), frame(vec![1, 2]));
@@ -189,7 +189,7 @@ mod tests {
         let mesh = LocalTransport::mesh(5);
         let members = [Rank(2), Rank(3), Rank(4)];
         let mut group = mesh[0].group(&members);
-        let value: Payload = Arc::new(vec![7; 10]);
+        let value: Payload = Arc::new(vec![7; 10].into());
         for member in &mut group[1..] {
             member.broadcast_receive(Rank(2), Key(1), 10).unwrap();
         }

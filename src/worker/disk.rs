@@ -6,10 +6,10 @@
 //! the first write, removed when the thread ends).
 
 use crate::private_dir::PrivateDir;
-use crate::protocol::{Key, Payload};
+use crate::protocol::{Bytes, Key, Payload};
 use crate::trace::now_us;
 use crossbeam_channel::{Receiver, Sender};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,6 +50,8 @@ pub enum DiskRequest {
         file: u64,
         /// Its expected length.
         len: u64,
+        /// Where the value was in memory (its [`Bytes::placement`]), for its copy.
+        placement: u8,
     },
     /// Delete file `file`.
     Delete {
@@ -188,9 +190,14 @@ fn serve(
                 let result = write(&mut dir, &place, key, file, &value);
                 report(DiskDone::Written { key, file, result });
             }
-            DiskRequest::Read { key, file, len } => {
+            DiskRequest::Read {
+                key,
+                file,
+                len,
+                placement,
+            } => {
                 let result = match &dir {
-                    Some(dir) => read(dir, key, file, len),
+                    Some(dir) => read(dir, key, file, len, placement),
                     None => Err("its spill directory was never made".to_string()),
                 };
                 report(DiskDone::Read { key, file, result });
@@ -233,14 +240,19 @@ fn write(
     })
 }
 
-fn read(dir: &PrivateDir, key: Key, file: u64, len: u64) -> Result<(Payload, SpillRecord), String> {
+fn read(
+    dir: &PrivateDir,
+    key: Key,
+    file: u64,
+    len: u64,
+    placement: u8,
+) -> Result<(Payload, SpillRecord), String> {
     let path = dir.path().join(file_name(file));
     let start_us = now_us();
-    let mut bytes = Vec::new();
-    bytes
-        .try_reserve_exact(usize::try_from(len).unwrap_or(usize::MAX))
-        .map_err(|e| format!("cannot allocate {len} bytes to read it back: {e}"))?;
-    let read = std::fs::File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes));
+    let mut bytes =
+        Bytes::try_with_placement(placement, usize::try_from(len).unwrap_or(usize::MAX))
+            .map_err(|e| format!("cannot allocate {len} bytes to read it back: {e}"))?;
+    let read = std::fs::File::open(&path).and_then(|f| bytes.read_from(f));
     let _ = std::fs::remove_file(&path);
     match read {
         Ok(n) if n as u64 == len => {}
@@ -280,7 +292,9 @@ mod tests {
             move |d| done.send(d).unwrap(),
         )
         .unwrap();
-        let value: Payload = Arc::new(vec![3u8; 1000]);
+        let mut value = Bytes::aligned_after(13, 1000);
+        value.extend_from_slice(&[3u8; 1000]);
+        let value: Payload = Arc::new(value);
         disk.send(DiskRequest::Write {
             key: Key(1),
             file: 7,
@@ -299,11 +313,13 @@ mod tests {
             key: Key(1),
             file: 7,
             len: 1000,
+            placement: value.placement(),
         });
         disk.send(DiskRequest::Read {
             key: Key(2),
             file: 8,
             len: 10,
+            placement: 0,
         });
         match next() {
             DiskDone::Read { result, .. } => assert_eq!(result.unwrap().0, value),

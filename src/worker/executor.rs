@@ -6,6 +6,7 @@
 //! and pops again, so a busy worker starts its next task without a round trip through the
 //! communication thread. Tasks still in the queue have not started and can be stolen.
 
+use crate::protocol::Bytes;
 use crate::protocol::{Attempt, Key, Payload, Rank, Resource, TaskCode};
 use crate::task::{self, CallError, FunctionTable, TaskInput};
 use std::cell::RefCell;
@@ -61,7 +62,7 @@ pub struct TaskOutcome {
     /// Placement number it ran under.
     pub attempt: Attempt,
     /// The encoded value, or what went wrong.
-    pub result: Result<Vec<u8>, CallError>,
+    pub result: Result<Bytes, CallError>,
     /// Time the function ran.
     pub duration: Duration,
     /// When it started, microseconds since the Unix epoch (for the task stream).

@@ -26,9 +26,11 @@ enum Place {
         file: u64,
         used: bool,
     },
+    /// In `file`; read back to the same address mod 64 (see [`Bytes::placement`]).
     Disk {
         len: u64,
         file: u64,
+        placement: u8,
     },
     /// Being read back from `file`.
     Reading {
@@ -215,12 +217,17 @@ impl ValueStore {
                 Lookup::Ready(value.clone())
             }
             Place::Reading { .. } => Lookup::Pending,
-            &mut Place::Disk { len, file } => {
+            &mut Place::Disk {
+                len,
+                file,
+                placement,
+            } => {
                 entry.place = Place::Reading { file };
                 self.request(DiskRequest::Read {
                     key: *key,
                     file,
                     len,
+                    placement,
                 });
                 Lookup::Pending
             }
@@ -238,7 +245,7 @@ impl ValueStore {
                 self.lru.remove(&entry.used);
                 // Nobody else holds it: its memory can receive the next value of its size.
                 if let Ok(buffer) = Arc::try_unwrap(value) {
-                    self.released.push(buffer);
+                    self.released.push(buffer.into_allocation());
                 }
             }
             Place::Writing { value, .. } => {
@@ -367,7 +374,15 @@ impl ValueStore {
                     self.spill_to_threshold();
                 } else {
                     let entry = self.entries.get_mut(&key).expect("checked above");
-                    entry.place = Place::Disk { len, file };
+                    let placement = match &entry.place {
+                        Place::Writing { value, .. } => value.placement(),
+                        _ => 0,
+                    };
+                    entry.place = Place::Disk {
+                        len,
+                        file,
+                        placement,
+                    };
                     self.memory_bytes -= len;
                     self.spilled_total += 1;
                 }
@@ -482,7 +497,7 @@ mod tests {
     }
 
     fn value(byte: u8, len: usize) -> Payload {
-        Arc::new(vec![byte; len])
+        Arc::new(vec![byte; len].into())
     }
 
     fn spill_dir(parent: &std::path::Path) -> PathBuf {

@@ -5,8 +5,8 @@ use super::executor::{Executor, TaskOutcome};
 use super::{WorkerEvent, WorkerNode};
 use crate::node::{Node, NodeStatus, event_channel};
 use crate::protocol::{
-    ArgSlot, ComputeMsg, FnId, Key, Rank, TaskCode, ToClient, ToScheduler, ToWorker, WorkerHello,
-    decode_frame_with, decode_value, encode_value,
+    ArgSlot, Bytes, ComputeMsg, FnId, Key, Rank, TaskCode, ToClient, ToScheduler, ToWorker,
+    WorkerHello, decode_frame_with, decode_value, encode_value,
 };
 use crate::task::{self, CallError, FnPointer, Registry, TaskFn, TaskInput, Trampoline};
 use crate::transport::local::LocalTransport;
@@ -60,7 +60,7 @@ type Small = fn(u32) -> u32;
 crate::task::fn_pointer!(Small);
 
 /// A task that calls the first function it uses as a `fn(u32) -> u32`.
-fn calls_its_use(input: &TaskInput<'_>) -> Result<Vec<u8>, CallError> {
+fn calls_its_use(input: &TaskInput<'_>) -> Result<Bytes, CallError> {
     let f: Small = input.used(0)?;
     task::encode_result(&f(1))
 }
@@ -212,7 +212,7 @@ fn a_worker_over_its_pause_threshold_holds_tasks_until_memory_frees() {
         Rank::CLIENT,
         ToWorker::ScatterData {
             key: Key(1),
-            bytes: Arc::new(vec![0; 2000]),
+            bytes: Arc::new(vec![0; 2000].into()),
         },
     );
     env.send(
@@ -261,7 +261,7 @@ fn missing_inputs_are_fetched_from_their_holder() {
         env.received::<ToWorker>(PEER),
         vec![ToWorker::GetData(vec![Key(5)])]
     );
-    let bytes = Arc::new(encode_value(&41u64).unwrap());
+    let bytes = Arc::new(encode_value(&41u64).unwrap().into());
     env.send(PEER, ToWorker::Data { key: Key(5), bytes });
     env.next_outcome();
     let messages = env.sent_to_scheduler();
@@ -550,7 +550,7 @@ fn spilled_inputs_and_served_values_wait_for_the_disk_thread() {
         Rank::CLIENT,
         ToWorker::ScatterData {
             key: Key(1),
-            bytes: Arc::new(bytes.clone()),
+            bytes: Arc::new(bytes.clone().into()),
         },
     );
     env.next_disk(&disk); // written: the value left memory
@@ -579,7 +579,7 @@ fn spilled_inputs_and_served_values_wait_for_the_disk_thread() {
         env.received::<ToClient>(Rank::CLIENT),
         vec![ToClient::Data {
             key: Key(1),
-            bytes: Arc::new(bytes)
+            bytes: Arc::new(bytes.into())
         }]
     );
     env.next_outcome();

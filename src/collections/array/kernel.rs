@@ -4,7 +4,7 @@
 use super::dtype::{DType, Scalar};
 use super::program::{AxisSlice, BinaryOp, Distribution, Op, Output, Program, ReduceOp, UnaryOp};
 use super::random;
-use crate::protocol::{decode_value, encode_value};
+use crate::protocol::{Bytes, decode_value, encode_value};
 use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -54,7 +54,7 @@ const NDARRAY_FORMAT_VERSION: u8 = 1;
 /// What the codec makes of an `ArrayD<T>` through serde (version, shape, element count,
 /// then the elements, a float being its little-endian bytes), produced with the elements
 /// copied as one block instead of one at a time.
-fn encode_raw<T: bytemuck::Pod + Serialize>(array: &ArrayD<T>) -> bincode::Result<Vec<u8>> {
+fn encode_raw<T: bytemuck::Pod + Serialize>(array: &ArrayD<T>) -> bincode::Result<Bytes> {
     const {
         assert!(
             cfg!(target_endian = "little"),
@@ -65,7 +65,8 @@ fn encode_raw<T: bytemuck::Pod + Serialize>(array: &ArrayD<T>) -> bincode::Resul
     let elements: &[T] = array.as_slice().expect("standard layout is contiguous");
     let head = raw_header(array.shape(), elements.len());
     let raw: &[u8] = bytemuck::cast_slice(elements);
-    let mut bytes = crate::process::byte_buffer(head.len() + raw.len());
+    // The elements start on a cache line, where the tile loops read them in place.
+    let mut bytes = Bytes::aligned_after(head.len(), head.len() + raw.len());
     bytes.extend_from_slice(&head);
     bytes.extend_from_slice(raw);
     Ok(bytes)
@@ -245,13 +246,13 @@ impl Block {
     }
 
     /// The encoding of the inner `ndarray` array (what tasks taking `ArrayD<T>` decode).
-    /// Float elements are copied as one block of raw bytes.
-    pub fn encode(&self) -> bincode::Result<Vec<u8>> {
+    /// Float elements are copied as one block of raw bytes, placed on a cache line.
+    pub fn encode(&self) -> bincode::Result<Bytes> {
         match self {
             Block::F64(a) => encode_raw(a),
             Block::F32(a) => encode_raw(a),
-            Block::Bool(a) => encode_value(&a.as_standard_layout()),
-            Block::I64(a) => encode_value(&a.as_standard_layout()),
+            Block::Bool(a) => encode_value(&a.as_standard_layout()).map(Bytes::from),
+            Block::I64(a) => encode_value(&a.as_standard_layout()).map(Bytes::from),
         }
     }
 
@@ -1074,7 +1075,7 @@ pub enum Outcome {
     /// A chunk of the result.
     Chunk(Block),
     /// A chunk of `f64` already in its encoded form ([`Block::encode`]'s bytes).
-    Encoded(Vec<u8>),
+    Encoded(Bytes),
     /// A reduction state.
     Partial(Box<Partial>),
 }
@@ -1462,10 +1463,15 @@ mod tests {
             .unwrap();
             let f32s = f64s.mapv(|v| v as f32);
             let raw = Block::F64(f64s.clone()).encode().unwrap();
-            assert_eq!(raw, encode_value(&f64s).unwrap(), "{shape:?}");
+            assert_eq!(raw.as_slice(), encode_value(&f64s).unwrap(), "{shape:?}");
+            assert_eq!(
+                (raw.as_ptr() as usize + raw.len() - 8 * f64s.len()) % crate::protocol::ALIGN,
+                0,
+                "the elements start on a cache line"
+            );
             assert_eq!(decode_raw::<f64>(&raw).unwrap(), f64s);
             let raw = Block::F32(f32s.clone()).encode().unwrap();
-            assert_eq!(raw, encode_value(&f32s).unwrap(), "{shape:?}");
+            assert_eq!(raw.as_slice(), encode_value(&f32s).unwrap(), "{shape:?}");
             assert_eq!(decode_value::<ArrayD<f32>>(&raw).unwrap(), f32s);
             for cut in 0..raw.len() {
                 assert!(decode_raw::<f32>(&raw[..cut]).is_err());
@@ -1474,7 +1480,7 @@ mod tests {
         // A transposed (not standard layout) array encodes in logical order.
         let t = array![[1.0, 2.0], [3.0, 4.0]].into_dyn().reversed_axes();
         assert_eq!(
-            Block::F64(t.clone()).encode().unwrap(),
+            Block::F64(t.clone()).encode().unwrap().as_slice(),
             encode_value(&t).unwrap()
         );
     }

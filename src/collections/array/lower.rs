@@ -85,7 +85,9 @@ impl Sink for ClientSink<'_> {
         for input in inputs {
             args.push(match input {
                 Input::Chunk(future) => CallArg::Future(future),
-                Input::Literal(block) => CallArg::Value(block.encode().expect("blocks encode")),
+                Input::Literal(block) => {
+                    CallArg::Value(block.encode().expect("blocks encode").into_vec())
+                }
             });
         }
         self.client.submit_raw(program_task, "array", &[], args)

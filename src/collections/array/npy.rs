@@ -11,6 +11,7 @@ use super::kernel::Block;
 use super::{Array, Expr};
 use crate::client::{CallArg, Client, Future};
 use crate::error::{Error, Result};
+use crate::protocol::Bytes;
 use crate::protocol::{ArgSlot, decode_value, encode_value};
 use crate::task::{CallError, TaskInput};
 use ndarray::{ArrayD, ArrayViewD};
@@ -106,7 +107,7 @@ fn chunk_file(index: &[usize]) -> String {
 }
 
 /// Writes a chunk to a `.npy` file (worker side); returns the bytes written.
-fn write_task(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, CallError> {
+fn write_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError> {
     let [ArgSlot::Value(head), ArgSlot::Future(_)] = input.args else {
         return Err("a write task takes a path and a chunk".into());
     };
@@ -115,11 +116,13 @@ fn write_task(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, CallError> 
     let block = Block::decode(chunk, dtype).map_err(|e| e.to_string())?;
     let bytes = encode(&block);
     std::fs::write(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(encode_value(&(bytes.len() as u64)).map_err(|e| e.to_string())?)
+    Ok(encode_value(&(bytes.len() as u64))
+        .map_err(|e| e.to_string())?
+        .into())
 }
 
 /// Reads a chunk from a `.npy` file (worker side).
-fn read_task(input: &TaskInput<'_>) -> std::result::Result<Vec<u8>, CallError> {
+fn read_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError> {
     let [ArgSlot::Value(head)] = input.args else {
         return Err("a read task takes a path".into());
     };

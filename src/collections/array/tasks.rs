@@ -7,6 +7,7 @@ use super::dtype::DType;
 use super::fused::{Plan, Raw};
 use super::kernel::{self, Block, Outcome, Partial};
 use super::program::{AxisSlice, BinaryOp, Program, ReduceOp};
+use crate::protocol::Bytes;
 use crate::protocol::{ArgSlot, decode_value, encode_value};
 use crate::task::{CallError, TaskInput};
 use serde::{Deserialize, Serialize};
@@ -53,7 +54,7 @@ fn decode_head<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String
 }
 
 /// Runs a fused program (the worker side of a program task).
-pub(super) fn program_task(input: &TaskInput<'_>) -> Result<Vec<u8>, CallError> {
+pub(super) fn program_task(input: &TaskInput<'_>) -> Result<Bytes, CallError> {
     let (head, rest) = split_head(input)?;
     let program: Program = decode_head(head)?;
     let mut deps = input.deps.iter();
@@ -106,13 +107,13 @@ pub(super) fn program_task(input: &TaskInput<'_>) -> Result<Vec<u8>, CallError> 
     let encoded = match outcome {
         Outcome::Chunk(block) => block.encode(),
         Outcome::Encoded(bytes) => Ok(bytes),
-        Outcome::Partial(partial) => encode_value(&*partial),
+        Outcome::Partial(partial) => encode_value(&*partial).map(Bytes::from),
     };
     Ok(encoded.map_err(|e| format!("could not encode a chunk: {e}"))?)
 }
 
 /// Merges reduction states in order, finishing the reduction at the last stage.
-pub(super) fn combine_task(input: &TaskInput<'_>) -> Result<Vec<u8>, CallError> {
+pub(super) fn combine_task(input: &TaskInput<'_>) -> Result<Bytes, CallError> {
     let (head, _) = split_head(input)?;
     let spec: CombineSpec = decode_head(head)?;
     let mut state: Option<Partial> = None;
@@ -126,14 +127,14 @@ pub(super) fn combine_task(input: &TaskInput<'_>) -> Result<Vec<u8>, CallError> 
     }
     let state = state.ok_or("a combine task without states")?;
     let encoded = match spec.finish {
-        None => encode_value(&state),
+        None => encode_value(&state).map(Bytes::from),
         Some((dtype, squeeze)) => state.finish(spec.op, dtype).squeeze(&squeeze).encode(),
     };
     Ok(encoded.map_err(|e| format!("could not encode a reduction result: {e}"))?)
 }
 
 /// Copies pieces of source chunks into a new chunk.
-pub(super) fn assemble_task(input: &TaskInput<'_>) -> Result<Vec<u8>, CallError> {
+pub(super) fn assemble_task(input: &TaskInput<'_>) -> Result<Bytes, CallError> {
     let (head, _) = split_head(input)?;
     let spec: AssembleSpec = decode_head(head)?;
     let mut out = Block::full(Scalar::Bool(false), &spec.shape).cast(spec.dtype);
@@ -157,7 +158,7 @@ pub(super) fn assemble_task(input: &TaskInput<'_>) -> Result<Vec<u8>, CallError>
 }
 
 /// One chunk of a matrix product.
-pub(super) fn dot_task(input: &TaskInput<'_>) -> Result<Vec<u8>, CallError> {
+pub(super) fn dot_task(input: &TaskInput<'_>) -> Result<Bytes, CallError> {
     let (head, _) = split_head(input)?;
     let spec: DotSpec = decode_head(head)?;
     if input.deps.len() != 2 * spec.terms {

@@ -6,6 +6,7 @@ use super::pipeline::{Origin, Stream, TaskResult, decoded, elements, stream};
 use super::{Bag, Item};
 use crate::client::{CallArg, Client, Future};
 use crate::error::{Error, Result};
+use crate::protocol::Bytes;
 use crate::protocol::encode_value;
 use crate::task::{CallError, TaskInput, encode_result};
 use std::path::PathBuf;
@@ -116,7 +117,7 @@ impl Iterator for LinesOf {
 fn write_lines_sink<T: Item + std::fmt::Display>(
     s: Stream,
     input: &TaskInput<'_>,
-) -> TaskResult<Vec<u8>> {
+) -> TaskResult<Bytes> {
     use std::io::Write;
     let path: String = decoded(input)?;
     let cannot = |e: std::io::Error| CallError::Failed(format!("cannot write {path}: {e}"));

@@ -34,6 +34,7 @@ use crate::client::{CallArg, Client, Future};
 use crate::collections::array::{Array, Element};
 use crate::collections::delayed::{Delayed, Session};
 use crate::error::Result;
+use crate::protocol::Bytes;
 use crate::task::{CallError, TaskInput, encode_result, function_name};
 use pipeline::{
     Origin, SourceFn, Step, Stream, TaskResult, collect_sink, elements, encode_parameter,
@@ -294,7 +295,7 @@ impl Bag<u64> {
 
 // ----- bags and arrays ---------------------------------------------------------------------
 
-fn chunk_sink<T: Item + Element>(s: Stream, _: &TaskInput<'_>) -> TaskResult<Vec<u8>> {
+fn chunk_sink<T: Item + Element>(s: Stream, _: &TaskInput<'_>) -> TaskResult<Bytes> {
     let items: Vec<T> = elements::<T>(s)?.collect();
     let chunk = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[items.len()]), items)
         .map_err(|e| CallError::Failed(format!("could not make an array chunk: {e}")))?;

@@ -10,6 +10,7 @@
 
 use super::{Bag, Item};
 use crate::client::{CallArg, Future};
+use crate::protocol::Bytes;
 use crate::protocol::{ArgSlot, decode_value, encode_value};
 use crate::task::{CallError, TaskInput, conjure, decode_args};
 use serde::Serialize;
@@ -29,7 +30,7 @@ pub(super) type SourceFn = fn(&TaskInput<'_>) -> TaskResult<Stream>;
 /// One element-wise step, given its encoded parameter.
 pub(super) type StepFn = fn(Stream, &[u8]) -> TaskResult<Stream>;
 /// Ends a pipeline with the task's result, given the arguments that follow the origin's.
-pub(super) type SinkFn = fn(Stream, &TaskInput<'_>) -> TaskResult<Vec<u8>>;
+pub(super) type SinkFn = fn(Stream, &TaskInput<'_>) -> TaskResult<Bytes>;
 
 crate::task::fn_pointer!(SourceFn, StepFn, SinkFn);
 
@@ -67,7 +68,7 @@ impl Origin {
 
 /// The task of every pipeline: arguments `[step parameters, origin, sink arguments...]`,
 /// uses `[source, steps..., sink]`.
-pub(super) fn pipeline_task(input: &TaskInput<'_>) -> TaskResult<Vec<u8>> {
+pub(super) fn pipeline_task(input: &TaskInput<'_>) -> TaskResult<Bytes> {
     let [ArgSlot::Value(parameters), origin, ..] = input.args else {
         return Err(CallError::Corrupt(
             "a bag task needs its step parameters and its partition's origin".into(),
@@ -283,7 +284,7 @@ where
 
 // Sinks.
 
-pub(super) fn collect_sink<T: Item>(s: Stream, _: &TaskInput<'_>) -> TaskResult<Vec<u8>> {
+pub(super) fn collect_sink<T: Item>(s: Stream, _: &TaskInput<'_>) -> TaskResult<Bytes> {
     crate::task::encode_result(&elements::<T>(s)?.collect::<Vec<T>>())
 }
 
@@ -291,7 +292,7 @@ pub(super) fn collect_sink<T: Item>(s: Stream, _: &TaskInput<'_>) -> TaskResult<
 pub(super) fn list_sink<P: Fn(Vec<T>) -> A + Copy + 'static, T: Item, A: Item>(
     s: Stream,
     _: &TaskInput<'_>,
-) -> TaskResult<Vec<u8>> {
+) -> TaskResult<Bytes> {
     crate::task::encode_result(&conjure::<P>()(elements::<T>(s)?.collect()))
 }
 
@@ -299,6 +300,6 @@ pub(super) fn list_sink<P: Fn(Vec<T>) -> A + Copy + 'static, T: Item, A: Item>(
 pub(super) fn streaming_sink<P: Fn(Elements<T>) -> A + Copy + 'static, T: Item, A: Item>(
     s: Stream,
     _: &TaskInput<'_>,
-) -> TaskResult<Vec<u8>> {
+) -> TaskResult<Bytes> {
     crate::task::encode_result(&conjure::<P>()(elements::<T>(s)?))
 }

@@ -6,6 +6,7 @@
 use super::pipeline::{Elements, TaskResult, decoded, list_sink, streaming_sink};
 use super::{Bag, Item};
 use crate::client::{CallArg, Future};
+use crate::protocol::Bytes;
 use crate::task::{TaskInput, Trampoline, conjure, encode_result, function_name};
 use rustc_hash::FxHashMap;
 use std::hash::Hash;
@@ -13,7 +14,7 @@ use std::hash::Hash;
 /// The task that combines a list of partial results.
 fn combine_task<C: Fn(Vec<A>) -> R + Copy + 'static, A: Item, R: Item>(
     input: &TaskInput<'_>,
-) -> TaskResult<Vec<u8>> {
+) -> TaskResult<Bytes> {
     let (parts,): (Vec<A>,) = decoded(input)?;
     encode_result(&conjure::<C>()(parts))
 }
@@ -21,7 +22,7 @@ fn combine_task<C: Fn(Vec<A>) -> R + Copy + 'static, A: Item, R: Item>(
 fn topk_sink<K: Fn(&T) -> O + Copy + 'static, T: Item, O: Ord>(
     s: super::pipeline::Stream,
     input: &TaskInput<'_>,
-) -> TaskResult<Vec<u8>> {
+) -> TaskResult<Bytes> {
     let k: u64 = decoded(input)?;
     encode_result(&top_k::<K, T, O>(
         super::pipeline::elements::<T>(s)?,
@@ -31,7 +32,7 @@ fn topk_sink<K: Fn(&T) -> O + Copy + 'static, T: Item, O: Ord>(
 
 fn topk_combine_task<K: Fn(&T) -> O + Copy + 'static, T: Item, O: Ord>(
     input: &TaskInput<'_>,
-) -> TaskResult<Vec<u8>> {
+) -> TaskResult<Bytes> {
     let (parts, k): (Vec<Vec<T>>, u64) = decoded(input)?;
     encode_result(&top_k::<K, T, O>(parts.into_iter().flatten(), k as usize))
 }

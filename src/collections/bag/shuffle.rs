@@ -8,6 +8,7 @@ use super::reductions::count_of;
 use super::{Bag, Item};
 use crate::client::{CallArg, Future};
 use crate::error::Result;
+use crate::protocol::Bytes;
 use crate::protocol::encode_value;
 use crate::task::{TaskInput, conjure, encode_result, function_name};
 use rustc_hash::FxHashMap;
@@ -32,7 +33,7 @@ fn value_arg<V: serde::Serialize>(value: &V) -> CallArg {
     CallArg::Value(encode_value(value).expect("bag task arguments encode"))
 }
 
-fn foldby_sink<K, B, T, G, A>(s: Stream, input: &TaskInput<'_>) -> TaskResult<Vec<u8>>
+fn foldby_sink<K, B, T, G, A>(s: Stream, input: &TaskInput<'_>) -> TaskResult<Bytes>
 where
     K: Fn(&T) -> G + Copy + 'static,
     B: Fn(A, T) -> A + Copy + 'static,
@@ -51,7 +52,7 @@ where
     encode_result(&sorted_by_key(acc))
 }
 
-fn foldby_combine_task<C, G, A>(input: &TaskInput<'_>) -> TaskResult<Vec<u8>>
+fn foldby_combine_task<C, G, A>(input: &TaskInput<'_>) -> TaskResult<Bytes>
 where
     C: Fn(A, A) -> A + Copy + 'static,
     G: Item + Hash + Eq + Ord,
@@ -71,7 +72,7 @@ where
 }
 
 /// Splits a partition into `n` buckets by the key's stable hash.
-fn split_sink<K, T, G>(s: Stream, input: &TaskInput<'_>) -> TaskResult<Vec<u8>>
+fn split_sink<K, T, G>(s: Stream, input: &TaskInput<'_>) -> TaskResult<Bytes>
 where
     K: Fn(&T) -> G + Copy + 'static,
     T: Item,
@@ -88,7 +89,7 @@ where
 }
 
 /// Bucket `j` of a split partition (runs where the split is, so only the bucket moves).
-fn bucket_task<T: Item>(input: &TaskInput<'_>) -> TaskResult<Vec<u8>> {
+fn bucket_task<T: Item>(input: &TaskInput<'_>) -> TaskResult<Bytes> {
     let (mut buckets, j): (Vec<Vec<T>>, u64) = decoded(input)?;
     let j = j as usize;
     if j >= buckets.len() {
@@ -98,7 +99,7 @@ fn bucket_task<T: Item>(input: &TaskInput<'_>) -> TaskResult<Vec<u8>> {
 }
 
 /// The groups of one output partition: every element with the same key, by key.
-fn group_task<K, T, G>(input: &TaskInput<'_>) -> TaskResult<Vec<u8>>
+fn group_task<K, T, G>(input: &TaskInput<'_>) -> TaskResult<Bytes>
 where
     K: Fn(&T) -> G + Copy + 'static,
     T: Item,
@@ -113,7 +114,7 @@ where
     encode_result(&sorted_by_key(groups))
 }
 
-fn join_sink<K, T, G, V>(s: Stream, input: &TaskInput<'_>) -> TaskResult<Vec<u8>>
+fn join_sink<K, T, G, V>(s: Stream, input: &TaskInput<'_>) -> TaskResult<Bytes>
 where
     K: Fn(&T) -> G + Copy + 'static,
     T: Item + Clone,
@@ -138,7 +139,7 @@ where
 }
 
 /// `take` elements after skipping `skip`, from the concatenation of some partitions.
-fn slice_task<T: Item>(input: &TaskInput<'_>) -> TaskResult<Vec<u8>> {
+fn slice_task<T: Item>(input: &TaskInput<'_>) -> TaskResult<Bytes> {
     let (parts, (skip, take)): (Vec<Vec<T>>, (u64, u64)) = decoded(input)?;
     let slice: Vec<T> = parts
         .into_iter()

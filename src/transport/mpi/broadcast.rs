@@ -129,7 +129,8 @@ impl Collectives for MpiCollectives {
                 self.broadcasts.push(broadcast);
             } else if broadcast.receiving {
                 let key = broadcast.key;
-                self.received.push((key, Arc::new(broadcast.into_vec())));
+                self.received
+                    .push((key, Arc::new(broadcast.into_vec().into())));
             } else {
                 drop(broadcast.into_vec());
             }

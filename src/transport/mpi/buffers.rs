@@ -2,7 +2,7 @@
 //! complete, receive buffers that are not zeroed first, and the pool of buffers of released
 //! values that receives reuse.
 
-use crate::protocol::Payload;
+use crate::protocol::{ALIGN, Bytes, Payload};
 use std::mem::MaybeUninit;
 
 /// A byte MPI may write without it being initialised first.
@@ -10,9 +10,13 @@ use std::mem::MaybeUninit;
 pub(crate) struct UninitByte(pub(crate) MaybeUninit<u8>);
 
 /// A receive buffer of `len` bytes that MPI fills: allocated without zeroing it first (a
-/// pass over the memory that would cost as much as a shared-memory transfer).
+/// pass over the memory that would cost as much as a shared-memory transfer), and for a
+/// value at the address mod 64 its sender had (see [`Bytes`]).
 pub(crate) struct ReceiveBuffer {
+    /// The allocation, up to the end of the bytes received into it.
     bytes: Vec<UninitByte>,
+    /// Where the received bytes start (skipped to place them).
+    start: usize,
     filled: usize,
 }
 
@@ -25,60 +29,94 @@ impl ReceiveBuffer {
     /// A buffer of `len` bytes: a kept one of exactly that size from `pool`, or a new one;
     /// an error if `len` bytes cannot be allocated.
     pub(crate) fn new(len: usize, pool: &mut BufferPool) -> Result<Self, String> {
-        if let Some(recycled) = pool.take(len) {
-            let mut recycled = std::mem::ManuallyDrop::new(recycled);
-            // SAFETY: `UninitByte` has the layout of `u8`; same pointer, length, capacity.
-            let bytes = unsafe {
-                Vec::from_raw_parts(
-                    recycled.as_mut_ptr().cast::<UninitByte>(),
-                    recycled.len(),
-                    recycled.capacity(),
-                )
-            };
-            return Ok(ReceiveBuffer { bytes, filled: 0 });
+        Self::allocate(len, len, |_| 0, pool)
+    }
+
+    /// A buffer for a value of `len` bytes whose sender's copy has `placement` (its address
+    /// mod 64): `ALIGN - 1` bytes more than `len`, kept or new, the received bytes starting
+    /// where their address mod 64 is the same.
+    pub(crate) fn placed(len: usize, placement: u8, pool: &mut BufferPool) -> Result<Self, String> {
+        let want = usize::from(placement) % ALIGN;
+        let capacity = len
+            .checked_add(ALIGN - 1)
+            .ok_or_else(|| format!("cannot allocate {len} bytes to receive into"))?;
+        Self::allocate(
+            len,
+            capacity,
+            |address| (want + ALIGN - address % ALIGN) % ALIGN,
+            pool,
+        )
+    }
+
+    /// An allocation of `capacity` bytes (kept in `pool`, or new), the `len` received bytes
+    /// starting `start(its address)` bytes in.
+    fn allocate(
+        len: usize,
+        capacity: usize,
+        start: impl Fn(usize) -> usize,
+        pool: &mut BufferPool,
+    ) -> Result<Self, String> {
+        let mut bytes = match pool.take(capacity) {
+            Some(recycled) => recycled,
+            None => {
+                let mut bytes: Vec<UninitByte> = Vec::new();
+                bytes
+                    .try_reserve_exact(capacity)
+                    .map_err(|e| format!("cannot allocate {len} bytes to receive into: {e}"))?;
+                if capacity >= HUGE_PAGE_THRESHOLD {
+                    crate::process::advise_huge_pages(bytes.as_mut_ptr().cast(), capacity);
+                }
+                bytes
+            }
+        };
+        let start = start(bytes.as_ptr() as usize);
+        debug_assert!(start + len <= bytes.capacity());
+        // SAFETY: the capacity is at least `start + len` (at least `capacity` bytes were
+        // reserved, and `start` is below the `capacity - len` extra bytes asked for), and
+        // `UninitByte` may hold any bit pattern, including none.
+        unsafe { bytes.set_len(start + len) };
+        // The skipped bytes end up in a `Vec<u8>`: they are written, like every other.
+        for skipped in &mut bytes[..start] {
+            skipped.0 = MaybeUninit::new(0);
         }
-        let mut bytes: Vec<UninitByte> = Vec::new();
-        bytes
-            .try_reserve_exact(len)
-            .map_err(|e| format!("cannot allocate {len} bytes to receive into: {e}"))?;
-        // SAFETY: the capacity is at least `len` (reserved above), and `UninitByte` may hold
-        // any bit pattern, including none.
-        unsafe { bytes.set_len(len) };
-        if len >= HUGE_PAGE_THRESHOLD {
-            crate::process::advise_huge_pages(bytes.as_mut_ptr().cast(), len);
-        }
-        Ok(ReceiveBuffer { bytes, filled: 0 })
+        Ok(ReceiveBuffer {
+            bytes,
+            start,
+            filled: 0,
+        })
     }
 
     /// Bytes still to be received.
     pub(crate) fn remaining(&self) -> usize {
-        self.bytes.len() - self.filled
+        self.bytes.len() - self.start - self.filled
     }
 
     /// The next `count` unfilled bytes (at most what remains), for MPI to write into.
     pub(crate) fn next_part(&mut self, count: usize) -> &mut [UninitByte] {
-        let end = (self.filled + count).min(self.bytes.len());
-        &mut self.bytes[self.filled..end]
+        let from = self.start + self.filled;
+        let end = from.saturating_add(count).min(self.bytes.len());
+        &mut self.bytes[from..end]
     }
 
     /// Records that MPI wrote the `count` bytes [`next_part`](Self::next_part) gave.
     pub(crate) fn filled(&mut self, count: usize) {
-        self.filled = (self.filled + count).min(self.bytes.len());
+        self.filled = (self.filled + count).min(self.bytes.len() - self.start);
     }
 
     /// `true` once every byte was received.
     pub(crate) fn is_full(&self) -> bool {
-        self.filled == self.bytes.len()
+        self.remaining() == 0
     }
 
-    /// The received bytes.
+    /// The allocation as a `Vec<u8>` of every byte up to the last received one.
     ///
     /// # Panics
     /// If some bytes were never written (the caller checks [`is_full`](Self::is_full)).
-    pub(crate) fn into_vec(self) -> Vec<u8> {
+    fn into_written(self) -> Vec<u8> {
         assert!(self.is_full(), "every byte was received");
         let mut bytes = std::mem::ManuallyDrop::new(self.bytes);
-        // SAFETY: every byte was written (checked above); `UninitByte` has the layout of
+        // SAFETY: every byte up to the length was written (the skipped ones when the
+        // buffer was made, the others by MPI: checked above); `UninitByte` has the layout of
         // `u8`, so the allocation is a valid `Vec<u8>` of the same length and capacity.
         unsafe {
             Vec::from_raw_parts(
@@ -89,8 +127,31 @@ impl ReceiveBuffer {
         }
     }
 
+    /// The received bytes.
+    ///
+    /// # Panics
+    /// If some bytes were never written (the caller checks [`is_full`](Self::is_full)).
+    pub(crate) fn into_vec(self) -> Vec<u8> {
+        let start = self.start;
+        let mut bytes = self.into_written();
+        if start > 0 {
+            bytes.drain(..start);
+        }
+        bytes
+    }
+
+    /// The received value, where its sender placed it.
+    ///
+    /// # Panics
+    /// If some bytes were never written (the caller checks [`is_full`](Self::is_full)).
+    pub(crate) fn into_bytes(self) -> Bytes {
+        let start = self.start;
+        Bytes::from_parts(self.into_written(), start)
+    }
+
     /// The whole buffer, given up to a collective that writes every byte.
     pub(crate) fn into_boxed_slice(self) -> Box<[UninitByte]> {
+        debug_assert_eq!(self.start, 0, "a broadcast buffer skips no byte");
         self.bytes.into_boxed_slice()
     }
 
@@ -150,7 +211,8 @@ impl SendBuffer {
 /// values of the same few sizes over and over.
 #[derive(Default)]
 pub(crate) struct BufferPool {
-    kept: Vec<Vec<u8>>,
+    /// Whole allocations (length = capacity).
+    kept: Vec<Vec<UninitByte>>,
 }
 
 impl BufferPool {
@@ -161,12 +223,22 @@ impl BufferPool {
     /// At most this many buffers are kept.
     pub(crate) const MAX_BUFFERS: usize = 8;
 
-    /// Offers the buffer of a released value to the pool.
+    /// Offers the allocation of a released value to the pool.
     pub(crate) fn give(&mut self, buffer: Vec<u8>) {
-        if buffer.len() < Self::MIN_BYTES || buffer.capacity() != buffer.len() {
+        if buffer.capacity() < Self::MIN_BYTES {
             return;
         }
-        let total = |kept: &[Vec<u8>]| kept.iter().map(Vec::len).sum::<usize>();
+        let mut buffer = std::mem::ManuallyDrop::new(buffer);
+        // SAFETY: `UninitByte` has the layout of `u8` and may hold any bit pattern, so the
+        // whole allocation (its bytes past the length too) is a valid `Vec<UninitByte>`.
+        let buffer = unsafe {
+            Vec::from_raw_parts(
+                buffer.as_mut_ptr().cast::<UninitByte>(),
+                buffer.capacity(),
+                buffer.capacity(),
+            )
+        };
+        let total = |kept: &[Vec<UninitByte>]| kept.iter().map(Vec::len).sum::<usize>();
         if self.kept.len() >= Self::MAX_BUFFERS
             || total(&self.kept) + buffer.len() > Self::MAX_TOTAL_BYTES
         {
@@ -181,8 +253,8 @@ impl BufferPool {
         self.kept.push(buffer);
     }
 
-    /// A kept buffer of exactly `len` bytes (its old contents), if there is one.
-    pub(crate) fn take(&mut self, len: usize) -> Option<Vec<u8>> {
+    /// A kept allocation of exactly `len` bytes, if there is one.
+    pub(crate) fn take(&mut self, len: usize) -> Option<Vec<UninitByte>> {
         if len < Self::MIN_BYTES {
             return None;
         }
@@ -207,11 +279,47 @@ mod tests {
         pool.give(vec![2u8; 10]); // too small to keep
         assert!(pool.take(10).is_none());
         let buffer = pool.take(BufferPool::MIN_BYTES + 1).expect("kept");
-        assert_eq!(buffer[0], 1);
+        assert_eq!(buffer.len(), BufferPool::MIN_BYTES + 1);
         assert!(pool.take(BufferPool::MIN_BYTES + 1).is_none());
-        pool.give(buffer);
+        // Allocations are kept whole, past their values' lengths too.
+        let mut value = Vec::with_capacity(BufferPool::MIN_BYTES + 100);
+        value.extend_from_slice(&[3u8; 10]);
+        pool.give(value);
+        assert!(pool.take(10).is_none());
+        assert!(pool.take(BufferPool::MIN_BYTES + 100).is_some());
+        pool.give(vec![1u8; BufferPool::MIN_BYTES + 1]);
         pool.clear();
         assert!(pool.take(BufferPool::MIN_BYTES + 1).is_none());
+    }
+
+    #[test]
+    fn placed_buffers_receive_values_where_their_senders_held_them() {
+        let mut pool = BufferPool::default();
+        let len = BufferPool::MIN_BYTES;
+        for placement in [0u8, 1, 28, 63, 64, 255] {
+            let mut buffer = ReceiveBuffer::placed(len, placement, &mut pool).unwrap();
+            assert_eq!(buffer.remaining(), len);
+            buffer.write_for_test(&vec![placement; len - 1]);
+            assert!(!buffer.is_full());
+            buffer.write_for_test(&[9]);
+            let value = buffer.into_bytes();
+            assert_eq!(
+                usize::from(value.placement()),
+                usize::from(placement) % ALIGN
+            );
+            assert_eq!(value.len(), len);
+            assert!(value[..len - 1].iter().all(|&b| b == placement));
+            assert_eq!(value[len - 1], 9);
+            // Its allocation serves the next value of its size.
+            pool.give(value.into_allocation());
+        }
+        let kept = ReceiveBuffer::placed(len, 5, &mut pool).unwrap();
+        assert!(
+            pool.take(len + ALIGN - 1).is_none(),
+            "the kept allocation was taken"
+        );
+        drop(kept);
+        assert!(ReceiveBuffer::placed(usize::MAX - 10, 0, &mut pool).is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! sender can be trusted, and the job ends.
 
 use super::buffers::{BufferPool, ReceiveBuffer, UninitByte};
-use crate::protocol::{Payload, Rank, attachment_lengths};
+use crate::protocol::{Announced, Payload, Rank, attachments_announced};
 use crate::transport::{Incoming, Malformed};
 use std::sync::Arc;
 
@@ -43,10 +43,10 @@ enum SourceState {
     Start(ReceiveBuffer),
     /// The parts of a large frame.
     FrameParts(ReceiveBuffer),
-    /// The attachments of `frame`: `received` so far, then those of `lengths` still due.
+    /// The attachments of `frame`: `received` so far, then those of `announced` still due.
     Attachments {
         frame: Vec<u8>,
-        lengths: Vec<u64>,
+        announced: Vec<Announced>,
         received: Vec<Payload>,
         current: Option<ReceiveBuffer>,
     },
@@ -71,12 +71,14 @@ impl Reassembler {
         }
     }
 
-    /// A buffer for `len` announced bytes, unless that is more than any can be.
+    /// A buffer for `len` announced bytes (placed as its sender's copy was, for a value
+    /// with a `placement`), unless that is more than any can be.
     fn buffer(
         &self,
         source: usize,
         what: &str,
         len: u64,
+        placement: Option<u8>,
         pool: &mut BufferPool,
     ) -> Result<ReceiveBuffer, Malformed> {
         let len = usize::try_from(len)
@@ -91,7 +93,11 @@ impl Reassembler {
                     ),
                 )
             })?;
-        ReceiveBuffer::new(len, pool).map_err(|e| Self::malformed(source, e))
+        match placement {
+            Some(placement) => ReceiveBuffer::placed(len, placement, pool),
+            None => ReceiveBuffer::new(len, pool),
+        }
+        .map_err(|e| Self::malformed(source, e))
     }
 
     fn malformed(source: usize, reason: String) -> Malformed {
@@ -119,11 +125,14 @@ impl Reassembler {
         // Allocated here, before the state is borrowed below.
         let attachment = match &self.sources[source] {
             SourceState::Attachments {
-                lengths,
+                announced,
                 received,
                 current: None,
                 ..
-            } => Some(self.buffer(source, "an attachment", lengths[received.len()], pool)?),
+            } => {
+                let Announced { len, placement } = announced[received.len()];
+                Some(self.buffer(source, "an attachment", len, Some(placement), pool)?)
+            }
             _ => None,
         };
         let Some(state) = self.sources.get_mut(source) else {
@@ -213,7 +222,7 @@ impl Reassembler {
                             ),
                         ));
                     }
-                    let buffer = self.buffer(source, "a frame", total, pool)?;
+                    let buffer = self.buffer(source, "a frame", total, None, pool)?;
                     self.sources[source] = SourceState::FrameParts(buffer);
                     Ok(None)
                 } else {
@@ -232,7 +241,7 @@ impl Reassembler {
                 Ok(self.frame_arrived(source, from, buffer.into_vec()))
             }
             SourceState::Attachments {
-                lengths,
+                announced,
                 received,
                 current,
                 ..
@@ -245,10 +254,10 @@ impl Reassembler {
                 };
                 buffer.filled(count);
                 if buffer.is_full() {
-                    let bytes = current.take().expect("present").into_vec();
+                    let bytes = current.take().expect("present").into_bytes();
                     received.push(Arc::new(bytes));
                 }
-                if received.len() < lengths.len() {
+                if received.len() < announced.len() {
                     return Ok(None);
                 }
                 let SourceState::Attachments {
@@ -268,12 +277,12 @@ impl Reassembler {
 
     /// A frame has arrived whole: deliver it, or wait for its attachments.
     fn frame_arrived(&mut self, source: usize, from: Rank, frame: Vec<u8>) -> Option<Incoming> {
-        match attachment_lengths(&frame) {
-            Some(lengths) if !lengths.is_empty() => {
+        match attachments_announced(&frame) {
+            Some(announced) if !announced.is_empty() => {
                 self.sources[source] = SourceState::Attachments {
                     frame,
-                    received: Vec::with_capacity(lengths.len()),
-                    lengths,
+                    received: Vec::with_capacity(announced.len()),
+                    announced,
                     current: None,
                 };
                 None
@@ -365,7 +374,12 @@ mod tests {
             writer
                 .push(&ToWorker::Data {
                     key: Key(i as u64),
-                    bytes: Arc::new((0..*len).map(|b| b.to_le_bytes()[0]).collect()),
+                    bytes: Arc::new(
+                        (0..*len)
+                            .map(|b| b.to_le_bytes()[0])
+                            .collect::<Vec<u8>>()
+                            .into(),
+                    ),
                 })
                 .unwrap();
         }

@@ -19,6 +19,7 @@ use super::dtype::DType;
 use super::kernel::{Block, Float, Outcome, Partial};
 use super::program::{BinaryOp, Distribution, Op, Output, Program, ReduceOp, UnaryOp};
 use super::random::{self, Stream};
+use crate::protocol::Bytes;
 use ndarray::{ArrayD, IxDyn};
 use std::mem::MaybeUninit;
 
@@ -1059,7 +1060,7 @@ impl Cascade {
 /// The sink's running state.
 enum SinkState {
     /// An `f64` chunk, written in its encoded form (header, then the elements' bytes).
-    Encoded(Vec<u8>),
+    Encoded(Bytes),
     /// A boolean chunk.
     Bools(Vec<bool>),
     Sum(Cascade),
@@ -1143,9 +1144,11 @@ impl SinkState {
 
 /// The encoded form of an `f64` chunk of `shape` up to its elements, with room for `len`
 /// of them.
-fn encoded_f64_with_capacity(shape: &[usize], len: usize) -> Vec<u8> {
+fn encoded_f64_with_capacity(shape: &[usize], len: usize) -> Bytes {
     let head = super::kernel::raw_header(shape, len);
-    let mut bytes = crate::process::byte_buffer(head.len() + 8 * len);
+    // The elements start on a cache line, where the tile loops of the next program read
+    // them in place.
+    let mut bytes = Bytes::aligned_after(head.len(), head.len() + 8 * len);
     bytes.extend_from_slice(&head);
     bytes
 }

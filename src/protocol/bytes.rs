@@ -1,0 +1,195 @@
+//! The bytes of a value, placed in memory on purpose: a buffer that may skip a few leading
+//! bytes, so that the elements of an encoded array start on a cache line whatever the
+//! length of the header before them.
+//!
+//! An encoded `f64` array is a header of 12 or 13 bytes and then its elements. In a plain
+//! `Vec<u8>` (which the allocator places 16 bytes past a 64-byte boundary for a large
+//! value) the elements then start at 28 or 29 mod 64: not even 8-aligned, so every read of
+//! them has to be copied first. A [`Bytes`] built with [`Bytes::aligned_after`] starts
+//! where the elements land on a 64-byte boundary, and a copy of it (received from another
+//! rank, or read back from disk) keeps that placement through [`Bytes::placement`].
+
+use std::collections::TryReserveError;
+use std::fmt;
+use std::io::Read;
+use std::ops::Deref;
+
+/// The boundary values' elements are placed on: one cache line, one AVX-512 register.
+pub const ALIGN: usize = 64;
+
+/// A value's bytes: `buf[start..]`, where the first `start` (< [`ALIGN`]) bytes only place
+/// the rest in memory.
+#[derive(Clone, Default)]
+pub struct Bytes {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Bytes {
+    /// An empty value with room for `capacity` bytes, placed so that its byte `lead` (the
+    /// first after a header of `lead` bytes) is at a multiple of [`ALIGN`].
+    ///
+    /// # Panics
+    /// If the memory cannot be allocated (in a task, that fails the task).
+    pub fn aligned_after(lead: usize, capacity: usize) -> Bytes {
+        Self::placed_at(|address| (address + lead) % ALIGN, capacity)
+            .unwrap_or_else(|e| panic!("cannot allocate {capacity} bytes for a value: {e}"))
+    }
+
+    /// An empty value with room for `capacity` bytes whose first byte has `placement` (its
+    /// address mod [`ALIGN`]), as [`placement`](Self::placement) read it from another copy;
+    /// an error if the memory cannot be allocated.
+    /// A placement of [`ALIGN`] or more is taken mod [`ALIGN`].
+    pub fn try_with_placement(placement: u8, capacity: usize) -> Result<Bytes, TryReserveError> {
+        let want = usize::from(placement) % ALIGN;
+        Self::placed_at(|address| (address + ALIGN - want) % ALIGN, capacity)
+    }
+
+    /// A buffer of `capacity` bytes and up to `ALIGN - 1` more, skipping as many as it takes
+    /// for `misplaced(start address)` to be 0.
+    fn placed_at(
+        misplaced: impl Fn(usize) -> usize,
+        capacity: usize,
+    ) -> Result<Bytes, TryReserveError> {
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(capacity.saturating_add(ALIGN - 1))?;
+        if buf.capacity() >= crate::process::HUGE_PAGE_THRESHOLD {
+            crate::process::advise_huge_pages(buf.as_mut_ptr(), buf.capacity());
+        }
+        let off = misplaced(buf.as_ptr() as usize);
+        let start = (ALIGN - off) % ALIGN;
+        buf.resize(start, 0);
+        Ok(Bytes { buf, start })
+    }
+
+    /// The value's address mod [`ALIGN`]: what a copy of it made elsewhere should have.
+    pub fn placement(&self) -> u8 {
+        // The remainder is below 64.
+        (self.as_ptr() as usize % ALIGN) as u8
+    }
+
+    /// Appends `bytes` to the value.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Appends everything `reader` yields; the number of bytes read.
+    pub fn read_from(&mut self, mut reader: impl Read) -> std::io::Result<usize> {
+        reader.read_to_end(&mut self.buf)
+    }
+
+    /// The value's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// The value's bytes as a `Vec` of their own (moved when the value skips no byte,
+    /// copied otherwise).
+    pub fn into_vec(self) -> Vec<u8> {
+        if self.start == 0 {
+            self.buf
+        } else {
+            self.as_slice().to_vec()
+        }
+    }
+
+    /// The whole allocation holding the value, skipped bytes included: memory to reuse.
+    pub fn into_allocation(self) -> Vec<u8> {
+        self.buf
+    }
+
+    /// A value received into `buf`, whose first `start` bytes only place the rest.
+    ///
+    /// # Panics
+    /// If `start` is past the end of `buf` or not below [`ALIGN`].
+    pub fn from_parts(buf: Vec<u8>, start: usize) -> Bytes {
+        assert!(
+            start < ALIGN && start <= buf.len(),
+            "a value skips fewer bytes than it has and than ALIGN"
+        );
+        Bytes { buf, start }
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(buf: Vec<u8>) -> Bytes {
+        Bytes { buf, start: 0 }
+    }
+}
+
+impl Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+/// Values are equal when their bytes are, wherever they are placed.
+impl PartialEq for Bytes {
+    fn eq(&self, other: &Bytes) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Bytes {}
+
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Bytes({} bytes at {} mod {ALIGN})",
+            self.len(),
+            self.placement()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_values_put_the_byte_after_their_header_on_a_cache_line() {
+        for lead in [0, 1, 12, 13, 63, 64, 100] {
+            let mut value = Bytes::aligned_after(lead, 1000);
+            assert!(value.is_empty());
+            value.extend_from_slice(&vec![7u8; 1000]);
+            assert_eq!(value.len(), 1000);
+            assert_eq!((value.as_ptr() as usize + lead) % ALIGN, 0, "lead {lead}");
+            assert!(value.iter().all(|&b| b == 7));
+        }
+    }
+
+    #[test]
+    fn copies_keep_the_placement_and_the_bytes() {
+        let mut value = Bytes::aligned_after(13, 5);
+        value.extend_from_slice(b"hello");
+        let mut copy = Bytes::try_with_placement(value.placement(), value.len()).unwrap();
+        copy.read_from(&value[..]).unwrap();
+        assert_eq!(copy.placement(), value.placement());
+        assert_eq!(copy, value.clone());
+        assert_eq!(copy.as_slice(), b"hello");
+        assert_eq!(copy.clone().into_vec(), b"hello".to_vec());
+        assert!(copy.into_allocation().len() >= 5);
+        // Out-of-range placements (from a corrupt message) are reduced, never trusted.
+        assert_eq!(
+            Bytes::try_with_placement(200, 1).unwrap().placement(),
+            200 % ALIGN as u8
+        );
+    }
+
+    #[test]
+    fn plain_vectors_move_in_and_out() {
+        let value = Bytes::from(vec![1, 2, 3]);
+        assert_eq!(&value[..], &[1, 2, 3]);
+        assert_eq!(value.into_vec(), vec![1, 2, 3]);
+        let received = Bytes::from_parts(vec![0, 0, 9], 2);
+        assert_eq!(received.as_slice(), &[9]);
+    }
+}
