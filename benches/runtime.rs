@@ -17,9 +17,8 @@
 //!
 //! * dask-mpi, `../shared/peers/tasks_daskmpi.py` (default settings: 2 workers of 1
 //!   thread, worker-saturation 1.1): `client.map(inc, range(T))` + `client.gather` with
-//!   [`DASKMPI_TASKS`] tasks, not 100,000: one launch of 100,000 took 211 s here (473
-//!   tasks/s, against 538 for 20,000 that day). Its chain is `client.submit(inc, x)`
-//!   [`PEER_CHAIN`] times, then `x.result()`, as ours.
+//!   [`tasks`] (100,000) tasks, as many as ours; one launch takes about 3.5 minutes here. Its chain is `client.submit(inc, x)` [`PEER_CHAIN`] times, then `x.result()`,
+//!   as ours.
 //! * mpi4py.futures, `../shared/peers/tasks_mpi4py.py` (`MPICommExecutor`: rank 0 the
 //!   master, 3 workers): `list(executor.map(inc, range(100_000)))` with the default
 //!   `chunksize=1` (one message pair per task) is the peer's figure; `chunksize=1000` is
@@ -53,8 +52,6 @@ const REPEATS: usize = 3;
 const TRANSFER_BYTES: usize = 200_000_000;
 /// Values moved per launch (odd: the median is one of them).
 const TRANSFERS: usize = 7;
-/// Tasks in dask-mpi's map per launch (mpi4py.futures maps as many as mpidask).
-const DASKMPI_TASKS: u64 = 20_000;
 /// The peers' dependent chain, in tasks (dask-mpi takes about 6 ms per task here).
 const PEER_CHAIN: usize = 1_000;
 /// The batch size of mpi4py.futures' second map.
@@ -607,14 +604,10 @@ struct PeerRound {
     chunked_tasks_per_s: Option<f64>,
 }
 
-/// One launch of dask-mpi's `tasks_daskmpi.py` ([`DASKMPI_TASKS`] tasks, a chain of
+/// One launch of dask-mpi's `tasks_daskmpi.py` ([`tasks`] tasks, a chain of
 /// [`PEER_CHAIN`], once each).
 fn daskmpi_round(python: &Path) -> PeerRound {
-    let args = [
-        DASKMPI_TASKS.to_string(),
-        PEER_CHAIN.to_string(),
-        "1".into(),
-    ];
+    let args = [tasks().to_string(), PEER_CHAIN.to_string(), "1".into()];
     let run = launch_peer(python, "tasks_daskmpi.py", &args);
     let workers = ("workers", (NP - 2).to_string());
     let map = peer_result(&run, "tasks_map", None);
