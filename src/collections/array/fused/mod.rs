@@ -642,7 +642,6 @@ impl Plan {
     #[inline(always)]
     fn run_tiles<const AVX512: bool>(&self, inputs: &[Option<Raw<'_>>]) -> Outcome {
         let mut registers = vec![0.0f64; self.registers.max(1) * TILE];
-        let mut scratch = vec![0.0f64; 2 * TILE];
         // Inputs whose bytes are not aligned for f64 are copied a tile at a time.
         let mut staging: Vec<Vec<f64>> = vec![Vec::new(); inputs.len()];
         let mut streams: Vec<Stream> = self.streams.iter().map(|&k| Stream::new(k)).collect();
@@ -673,15 +672,7 @@ impl Plan {
                 })
                 .collect();
             for instr in &self.instrs {
-                self.exec(
-                    instr,
-                    u0,
-                    n,
-                    &views,
-                    &mut registers,
-                    &mut scratch,
-                    &mut streams,
-                );
+                self.exec(instr, u0, n, &views, &mut registers, &mut streams);
             }
             let len = n * self.root_per_unit;
             match (&mut sink, self.root) {
@@ -700,7 +691,6 @@ impl Plan {
     }
 
     /// Runs one instruction over units `u0 .. u0 + n`.
-    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn exec(
         &self,
@@ -709,7 +699,6 @@ impl Plan {
         n: usize,
         inputs: &[&[f64]],
         registers: &mut [f64],
-        scratch: &mut [f64],
         streams: &mut [Stream],
     ) {
         // The destination register is never one of the operands (registers are handed out
@@ -737,12 +726,16 @@ impl Plan {
                 std,
             } => {
                 let len = n * per_unit;
-                let pairs = &mut scratch[..2 * len];
-                // SAFETY: as above.
-                let slots = unsafe { &mut *(pairs as *mut [f64] as *mut [MaybeUninit<f64>]) };
-                streams[stream].fill(slots, 2 * (u0 * per_unit) as u64, 0.0, 1.0);
                 let out = &mut registers[dst * TILE..dst * TILE + len];
-                random::normal_from_pairs(out, &scratch[..2 * len], mean, std);
+                // SAFETY: as above.
+                let slots = unsafe { &mut *(out as *mut [f64] as *mut [MaybeUninit<f64>]) };
+                random::fill_normal_uninit(
+                    &mut streams[stream],
+                    slots,
+                    (u0 * per_unit) as u64,
+                    mean,
+                    std,
+                );
             }
             Instr::Arange {
                 dst,
