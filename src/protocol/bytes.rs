@@ -17,6 +17,12 @@ use std::ops::Deref;
 /// The boundary values' elements are placed on: one cache line, one AVX-512 register.
 pub const ALIGN: usize = 64;
 
+/// The bytes (fewer than [`ALIGN`]) to skip from `address` to reach an address that is
+/// `placement` mod [`ALIGN`] (a `placement` of [`ALIGN`] or more is taken mod [`ALIGN`]).
+pub fn skip_to(address: usize, placement: usize) -> usize {
+    (placement % ALIGN + ALIGN - address % ALIGN) % ALIGN
+}
+
 /// A value's bytes: `buf[start..]`, where the first `start` (< [`ALIGN`]) bytes only place
 /// the rest in memory.
 #[derive(Clone, Default)]
@@ -32,7 +38,7 @@ impl Bytes {
     /// # Panics
     /// If the memory cannot be allocated (in a task, that fails the task).
     pub fn aligned_after(lead: usize, capacity: usize) -> Bytes {
-        Self::placed_at(|address| (address + lead) % ALIGN, capacity)
+        Self::placed_at((ALIGN - lead % ALIGN) % ALIGN, capacity)
             .unwrap_or_else(|e| panic!("cannot allocate {capacity} bytes for a value: {e}"))
     }
 
@@ -41,23 +47,18 @@ impl Bytes {
     /// an error if the memory cannot be allocated.
     /// A placement of [`ALIGN`] or more is taken mod [`ALIGN`].
     pub fn try_with_placement(placement: u8, capacity: usize) -> Result<Bytes, TryReserveError> {
-        let want = usize::from(placement) % ALIGN;
-        Self::placed_at(|address| (address + ALIGN - want) % ALIGN, capacity)
+        Self::placed_at(usize::from(placement), capacity)
     }
 
     /// A buffer of `capacity` bytes and up to `ALIGN - 1` more, skipping as many as it takes
-    /// for `misplaced(start address)` to be 0.
-    fn placed_at(
-        misplaced: impl Fn(usize) -> usize,
-        capacity: usize,
-    ) -> Result<Bytes, TryReserveError> {
+    /// for the value to start at `placement` mod [`ALIGN`].
+    fn placed_at(placement: usize, capacity: usize) -> Result<Bytes, TryReserveError> {
         let mut buf = Vec::new();
         buf.try_reserve_exact(capacity.saturating_add(ALIGN - 1))?;
         if buf.capacity() >= crate::process::HUGE_PAGE_THRESHOLD {
             crate::process::advise_huge_pages(buf.as_mut_ptr(), buf.capacity());
         }
-        let off = misplaced(buf.as_ptr() as usize);
-        let start = (ALIGN - off) % ALIGN;
+        let start = skip_to(buf.as_ptr() as usize, placement);
         buf.resize(start, 0);
         Ok(Bytes { buf, start })
     }
@@ -182,6 +183,14 @@ mod tests {
             Bytes::try_with_placement(200, 1).unwrap().placement(),
             200 % ALIGN as u8
         );
+    }
+
+    #[test]
+    fn skips_reach_the_placement() {
+        assert_eq!(skip_to(100, 36), 0);
+        assert_eq!(skip_to(101, 36), 63);
+        assert_eq!(skip_to(64, 0), 0);
+        assert_eq!(skip_to(65, 64 + 2), 1);
     }
 
     #[test]

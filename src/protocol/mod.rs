@@ -18,7 +18,7 @@ pub mod frame;
 mod frame;
 
 mod bytes;
-pub use bytes::{ALIGN, Bytes};
+pub use bytes::{ALIGN, Bytes, skip_to};
 
 pub use frame::{
     Announced, Frame, FrameWriter, attachments_announced, codec, decode_frame_with, decode_value,

@@ -2,7 +2,7 @@
 //! complete, receive buffers that are not zeroed first, and the pool of buffers of released
 //! values that receives reuse.
 
-use crate::protocol::{ALIGN, Bytes, Payload};
+use crate::protocol::{ALIGN, Bytes, Payload, skip_to};
 use std::mem::MaybeUninit;
 
 /// A byte MPI may write without it being initialised first.
@@ -36,14 +36,13 @@ impl ReceiveBuffer {
     /// mod 64): `ALIGN - 1` bytes more than `len`, kept or new, the received bytes starting
     /// where their address mod 64 is the same.
     pub(crate) fn placed(len: usize, placement: u8, pool: &mut BufferPool) -> Result<Self, String> {
-        let want = usize::from(placement) % ALIGN;
         let capacity = len
             .checked_add(ALIGN - 1)
             .ok_or_else(|| format!("cannot allocate {len} bytes to receive into"))?;
         Self::allocate(
             len,
             capacity,
-            |address| (want + ALIGN - address % ALIGN) % ALIGN,
+            |address| skip_to(address, usize::from(placement)),
             pool,
         )
     }
