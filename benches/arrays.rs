@@ -12,11 +12,24 @@
 //!   accumulators (so the compiler vectorises it, as a performance-aware author would
 //!   write it) and `MPI_Reduce`.
 //!
-//! Both check their sum against its expectation (`n / 12`). Every figure is the median of
-//! the rounds (at least 5); the ratio is taken round by round.
+//! Both check their sum against its expectation (`n / 12`).
+//!
+//! The suite (`arrays_<workload>`): the everyday `dask.array` workloads of
+//! `tests/support/array_suite.rs` (standardisation, `x + x.T`, transposed reductions,
+//! rechunking, strided slices, arg-reductions, `where`, `dot`, generation, `var`/`std`,
+//! `concatenate`, `map_blocks`, a 3-D mean) on a 3.2 GB `x` in 2000 x 2000 chunks and the
+//! other inputs of [`Sizes::bench`], each round one mpidask launch and one dask-mpi launch
+//! (`benches/array_suite.py`, the same expressions, shapes and chunks), both at
+//! `-np 4` (2 workers of one thread). Each launch persists its inputs (untimed) and times
+//! every workload once, from the call to the value on the client. The dask-mpi launch also
+//! times the dot's product by NumPy alone in its client (the machine's BLAS). The two sides
+//! draw different random numbers, so a workload's results are compared loosely (a check
+//! against nonsense); `tests/mpi.rs` compares every value with NumPy on the same inputs.
+//!
+//! Every figure is the median of the rounds (at least 5); a ratio is taken round by round.
 //!
 //! ```text
-//! cargo bench --bench arrays
+//! cargo bench --bench arrays [-- sum_squares_10gb | arrays_suite]
 //! ```
 
 #[path = "common/mod.rs"]
@@ -24,12 +37,14 @@ mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use common::{figure, ratio, rounds, size, smoke};
+use common::{figure, peer_python, ratio, rounds, size, smoke};
 use mpi::collective::SystemOperation;
 use mpi::traits::*;
 use mpidask::array::random;
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::array_suite::{Inputs, Sizes, compute_f64, workloads};
 use support::{Run, mpirun, run_with_deadline};
 
 const NP: usize = 4;
@@ -61,6 +76,30 @@ fn role_runtime(bytes: u64, chunk_bytes: u64) -> ! {
         let seconds = started.elapsed().as_secs_f64();
         check(sum, n)?;
         println!("MEASURE seconds={seconds}");
+        Ok(())
+    })
+}
+
+/// The suite's mpidask side: persists the inputs, then times each workload once.
+fn role_suite() -> ! {
+    mpidask::run(|client| -> anyhow::Result<()> {
+        let sizes = suite_sizes();
+        let inputs = Inputs::new(&sizes, SEED).persist(client)?;
+        // `MPIDASK_SUITE_ONLY=<name>`: that workload alone (to trace it).
+        let only = std::env::var("MPIDASK_SUITE_ONLY").ok();
+        for (name, build) in workloads(&sizes) {
+            if only.as_deref().is_some_and(|o| o != name) {
+                continue;
+            }
+            let started = Instant::now();
+            let value = compute_f64(client, &build(&inputs))?;
+            let seconds = started.elapsed().as_secs_f64();
+            anyhow::ensure!(value.iter().all(|v| v.is_finite()), "{name}: {value}");
+            println!(
+                "RESULT name={name} seconds={seconds} check={:?}",
+                value.sum()
+            );
+        }
         Ok(())
     })
 }
@@ -158,6 +197,126 @@ fn seconds_of(run: &Run) -> f64 {
         .unwrap_or_else(|| panic!("no MEASURE seconds line\n{}", run.dump()))
 }
 
+fn suite_sizes() -> Sizes {
+    if smoke() {
+        Sizes::small(NP - 2)
+    } else {
+        Sizes::bench(NP - 2)
+    }
+}
+
+/// One launch's `RESULT name=<workload> seconds=<s> check=<number>` lines.
+fn suite_results(run: &Run, who: &str) -> BTreeMap<String, (f64, f64)> {
+    run.expect_code(0);
+    let mut results = BTreeMap::new();
+    for line in run.stdout.lines().filter(|l| l.starts_with("RESULT ")) {
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_else(|| panic!("{who}: no {key} in {line}"))
+        };
+        let number = |key: &str| -> f64 {
+            field(key)
+                .parse()
+                .unwrap_or_else(|_| panic!("{who}: {key} is not a number in {line}"))
+        };
+        results.insert(
+            field("name=").to_string(),
+            (number("seconds="), number("check=")),
+        );
+    }
+    results
+}
+
+fn launch_suite() -> BTreeMap<String, (f64, f64)> {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut command: Command = mpirun(NP, &exe, &[]);
+    command
+        .env("MPIDASK_MEMORY_LIMIT", "10GB")
+        .env("MPIDASK_BENCH_ROLE", "suite");
+    suite_results(&run_with_deadline(command, deadline()), "mpidask")
+}
+
+fn launch_suite_daskmpi(python: &std::path::Path) -> BTreeMap<String, (f64, f64)> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/array_suite.py");
+    let mut command: Command = mpirun(NP, python, &[]);
+    command
+        .arg(script)
+        .arg("dask")
+        .arg(suite_sizes().json())
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    suite_results(&run_with_deadline(command, deadline()), "dask-mpi")
+}
+
+/// The suite: every workload against dask-mpi, round by round.
+fn suite() {
+    let sizes = suite_sizes();
+    let names: Vec<&str> = workloads(&sizes).iter().map(|(name, _)| *name).collect();
+    // The peer runs in real runs only: a smoke run checks the project's own code.
+    let python = (!smoke()).then(|| peer_python("dask_mpi"));
+    let mut ours: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut theirs: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut numpy_dot = vec![];
+    for _ in 0..rounds() {
+        let mine = launch_suite();
+        let peer = python.as_deref().map(launch_suite_daskmpi);
+        for name in &names {
+            let &(seconds, check) = mine
+                .get(*name)
+                .unwrap_or_else(|| panic!("mpidask gave no result for {name}"));
+            ours.entry(name).or_default().push(seconds);
+            let Some(peer) = &peer else { continue };
+            let &(peer_seconds, peer_check) = peer
+                .get(*name)
+                .unwrap_or_else(|| panic!("dask-mpi gave no result for {name}"));
+            theirs.entry(name).or_default().push(peer_seconds);
+            // Different random numbers on the two sides: agreement to 5 %, or to ten
+            // standard deviations of a sum of the inputs' elements.
+            let slack = 0.05 * check.abs().max(peer_check.abs()) + 10.0 * sizes.n as f64;
+            assert!(
+                (check - peer_check).abs() <= slack,
+                "{name}: mpidask's result sums to {check}, dask-mpi's to {peer_check}"
+            );
+        }
+        if let Some(peer) = &peer {
+            numpy_dot.push(peer.get("dot_numpy").expect("the NumPy dot").0);
+        }
+    }
+    for name in &names {
+        let mine = &ours[name];
+        figure(&format!("arrays_{name}_s"), "s", mine, None);
+        if let Some(peer) = theirs.get(name) {
+            let peer_name = format!("arrays_{name}_daskmpi_s");
+            figure(&peer_name, "s", peer, None);
+            ratio(
+                &format!("arrays_{name}_vs_daskmpi"),
+                mine,
+                peer,
+                true,
+                &peer_name,
+            );
+        }
+    }
+    if !numpy_dot.is_empty() {
+        figure("arrays_dot_numpy_s", "s", &numpy_dot, None);
+        ratio(
+            "arrays_dot_vs_numpy",
+            &ours["dot"],
+            &numpy_dot,
+            true,
+            "arrays_dot_numpy_s",
+        );
+    }
+    // Generation: normal values against uniform ones (speed, so uniform time / normal time).
+    ratio(
+        "arrays_normal_vs_uniform",
+        &ours["normal_sum"],
+        &ours["uniform_sum"],
+        true,
+        "arrays_uniform_sum_s",
+    );
+}
+
 fn env_u64(name: &str) -> u64 {
     std::env::var(name)
         .unwrap_or_else(|_| panic!("{name} is not set"))
@@ -167,6 +326,9 @@ fn env_u64(name: &str) -> u64 {
 
 fn main() {
     if let Ok(role) = std::env::var("MPIDASK_BENCH_ROLE") {
+        if role == "suite" {
+            role_suite();
+        }
         let bytes = env_u64("MPIDASK_BENCH_BYTES");
         let chunk_bytes = env_u64("MPIDASK_BENCH_CHUNK_BYTES");
         match role.as_str() {
@@ -208,5 +370,8 @@ fn main() {
             true,
             "sum_squares_10gb_handwritten_rust_s",
         );
+    }
+    if wanted("arrays_suite") {
+        suite();
     }
 }

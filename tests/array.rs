@@ -556,3 +556,135 @@ fn arrays_round_trip_through_npy_directories_readable_by_numpy() {
     assert!((numpy_sum - a.sum()).abs() < 1e-9, "{text}");
     assert_eq!(words.next(), Some("35"));
 }
+
+/// The graphs of everyday workloads read what they need and no more (from
+/// `Array::graph_summary`, the numbers `explain()` prints), so a change that makes one move
+/// whole chunks again fails here.
+#[test]
+fn everyday_graphs_move_only_what_they_need() {
+    let (n, c) = (2000, 200);
+    let x_bytes = (n * n * 8) as u64;
+    let chunks = (n / c) * (n / c);
+    local(2, |client| {
+        let x = random::uniform(0.0, 1.0, &[n, n], &[c, c], 5)
+            .persist(client)
+            .unwrap();
+        let summary = |a: Array| a.graph_summary().unwrap();
+
+        // Standardisation moves the reduced rows (and reduction states), not chunks.
+        let standardize = summary(((&x - x.mean_axis(0)) / x.std_axis(0)).sum_axis(1));
+        assert!(
+            standardize.moved_bytes < x_bytes / 10,
+            "{standardize:?}: {}",
+            ((&x - x.mean_axis(0)) / x.std_axis(0))
+                .sum_axis(1)
+                .explain()
+        );
+
+        // A transposed reduction reads each chunk where it lies: one task per chunk and a
+        // tree of combines of single numbers.
+        let t = summary(x.t().sum());
+        assert_eq!(t.tasks, chunks + 13 + 2 + 1, "{}", x.t().sum().explain());
+        assert!(t.moved_bytes < 4096, "{t:?}");
+        let t_axis = summary(x.t().sum_axis(1));
+        assert!(t_axis.moved_bytes < x_bytes / 50, "{t_axis:?}");
+
+        // x + x.T reads each chunk's transposed partner: about x once.
+        let xt = summary((&x + x.t()).mean_axis(0));
+        assert!(xt.moved_bytes <= x_bytes + x_bytes / 20, "{xt:?}");
+
+        // Rechunking moves the pieces, each once, not whole chunks per piece.
+        let columns = summary(x.rechunk(&[n, 20]).sum_axis(0));
+        assert!(columns.moved_bytes <= x_bytes + x_bytes / 20, "{columns:?}");
+    });
+}
+
+/// Workloads whose chunks are read through views (a transpose, a slice, a broadcast row)
+/// or reduced over some axes give NumPy's values.
+#[test]
+fn views_and_axis_reductions_match_ndarray() {
+    let a = data(&[23, 31], 7);
+    let z = data(&[4, 9, 6], 8);
+    local(2, |client| {
+        let x = array::from_array(&a, &[7, 10]).persist(client).unwrap();
+        let zz = array::from_array(&z, &[3, 4, 6]).persist(client).unwrap();
+        let m = a.mean_axis(Axis(0)).unwrap();
+        let s = a.std_axis(Axis(0), 0.0);
+        let standardized = ((&a - &m) / &s).sum_axis(Axis(1));
+        let got = ((&x - x.mean_axis(0)) / x.std_axis(0)).sum_axis(1);
+        close(
+            &got.compute::<f64>(client).unwrap(),
+            &standardized,
+            "standardize",
+        );
+
+        let square = data(&[23, 23], 9);
+        let sq = array::from_array(&square, &[7, 7]).persist(client).unwrap();
+        let want = (&square + &square.t()).mean_axis(Axis(0)).unwrap();
+        let got = (&sq + sq.t()).mean_axis(0).compute::<f64>(client).unwrap();
+        close(&got, &want, "x + x.T");
+        close(
+            &sq.t().sum_axis(1).compute::<f64>(client).unwrap(),
+            &square.t().sum_axis(Axis(1)),
+            "x.T.sum(1)",
+        );
+        close(
+            &ArrayD::from_elem(
+                IxDyn(&[]),
+                x.t().sum().compute_scalar::<f64>(client).unwrap(),
+            ),
+            &ArrayD::from_elem(IxDyn(&[]), a.sum()),
+            "x.T.sum()",
+        );
+        close(
+            &x.t().max_axis(0).compute::<f64>(client).unwrap(),
+            &a.t()
+                .fold_axis(Axis(0), f64::NEG_INFINITY, |m, &v| m.max(v)),
+            "x.T.max(0)",
+        );
+        let strided = x.slice(&[Span::new(None, None, 2), Span::new(Some(5), Some(27), 1)]);
+        let want = a
+            .slice(ndarray::s![..;2, 5..27])
+            .sum_axis(Axis(1))
+            .into_dyn();
+        close(
+            &strided.sum_axis(1).compute::<f64>(client).unwrap(),
+            &want,
+            "x[::2, 5:27].sum(1)",
+        );
+        close(
+            &zz.mean_axis(1).compute::<f64>(client).unwrap(),
+            &z.mean_axis(Axis(1)).unwrap(),
+            "3-D mean over the middle axis",
+        );
+        close(
+            &x.rechunk(&[23, 3])
+                .sum_axis(0)
+                .compute::<f64>(client)
+                .unwrap(),
+            &a.sum_axis(Axis(0)),
+            "rechunk to columns",
+        );
+        close(
+            &x.var_axis(0).compute::<f64>(client).unwrap(),
+            &a.var_axis(Axis(0), 0.0),
+            "var(0)",
+        );
+        let argmin: ArrayD<f64> = x
+            .argmin_axis(0)
+            .compute::<i64>(client)
+            .unwrap()
+            .mapv(|v| v as f64);
+        let want = ndarray::Array1::from_iter(a.axis_iter(Axis(1)).map(|col| {
+            col.iter()
+                .enumerate()
+                .fold(
+                    (0, f64::INFINITY),
+                    |(bi, bv), (i, &v)| if v < bv { (i, v) } else { (bi, bv) },
+                )
+                .0 as f64
+        }))
+        .into_dyn();
+        close(&argmin, &want, "argmin(0)");
+    });
+}

@@ -404,6 +404,29 @@ fn freeze_last_worker(client: &Client) -> anyhow::Result<u32> {
     Ok(worker.rank.0)
 }
 
+/// The array suite at small sizes (`tests/support/array_suite.rs`): its inputs and every
+/// workload's result written as JSON to `MPIDASK_SUITE_OUT`, for NumPy to check.
+fn scenario_array_suite(client: &Client) -> anyhow::Result<()> {
+    use support::array_suite::{Inputs, Sizes, compute_f64, to_json, workloads};
+    let sizes = Sizes::small(2);
+    let inputs = Inputs::new(&sizes, 11);
+    let mut named = serde_json::Map::new();
+    for (name, a) in inputs.named() {
+        named.insert(name.into(), to_json(&compute_f64(client, a)?));
+    }
+    let inputs = inputs.persist(client)?;
+    let mut results = serde_json::Map::new();
+    for (name, build) in workloads(&sizes) {
+        let a = build(&inputs);
+        let value = compute_f64(client, &a).map_err(|e| anyhow!("{name}: {e}"))?;
+        results.insert(name.into(), to_json(&value));
+    }
+    let out = std::env::var("MPIDASK_SUITE_OUT")?;
+    let suite = serde_json::json!({"sizes": sizes, "inputs": named, "results": results});
+    std::fs::write(&out, serde_json::to_vec(&suite)?)?;
+    Ok(())
+}
+
 fn run_scenario(name: &str) -> ! {
     match name {
         "success" => mpidask::run(scenario_success),
@@ -412,6 +435,7 @@ fn run_scenario(name: &str) -> ! {
         "big_messages" => mpidask::run(scenario_big_messages),
         "arrays" => mpidask::run(scenario_arrays),
         "bags" => mpidask::run(scenario_bags),
+        "array_suite" => mpidask::run(scenario_array_suite),
         "worker_killed" => mpidask::run(|client| -> anyhow::Result<()> {
             let _slow = client.map(sleep_ms, [3000u64, 3000]);
             client.submit(kill_own_worker, ()).result()?;
@@ -773,6 +797,50 @@ fn outputs_everywhere(scenario: &str, nps: &[usize]) -> Vec<(String, String)> {
         "results differ: {outputs:#?}"
     );
     outputs
+}
+
+/// Every workload of the array suite against NumPy on the same inputs, under mpirun at
+/// -np 3 and 5 and in local mode.
+fn test_array_suite_matches_numpy() -> Result<(), Failed> {
+    check(|| {
+        let python = support::numpy_python();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/array_suite.py");
+        let dir = support::scratch_dir("array-suite");
+        let mut commands = vec![];
+        for np in [3, 5] {
+            commands.push((
+                format!("-np {np}"),
+                scenario_under_mpirun(np, "array_suite"),
+            ));
+        }
+        let mut local = local_command(&this_binary());
+        local
+            .env("MPIDASK_SCENARIO", "array_suite")
+            .env("MPIDASK_LOCAL_WORKERS", "2");
+        commands.push(("local".into(), local));
+        for (label, mut command) in commands {
+            let out = dir.join(format!("{}.json", label.replace([' ', '-'], "")));
+            command.env("MPIDASK_SUITE_OUT", &out);
+            launch(command).expect_code(0).expect_quiet();
+            let numpy = Command::new(&python)
+                .arg(script)
+                .arg("numpy")
+                .arg(&out)
+                .output()
+                .expect("python runs");
+            let report = String::from_utf8_lossy(&numpy.stdout);
+            assert!(
+                numpy.status.success(),
+                "{label}: mpidask and NumPy differ:\n{report}{}",
+                String::from_utf8_lossy(&numpy.stderr)
+            );
+            assert_eq!(
+                report.lines().filter(|l| l.starts_with("OK ")).count(),
+                18,
+                "{label}: {report}"
+            );
+        }
+    })
 }
 
 fn test_arrays_same_at_every_rank_count() -> Result<(), Failed> {
@@ -1745,6 +1813,10 @@ fn main() {
         Trial::test(
             "arrays_same_at_np_3_4_5_and_local",
             test_arrays_same_at_every_rank_count,
+        ),
+        Trial::test(
+            "array_suite_matches_numpy_at_np_3_5_and_local",
+            test_array_suite_matches_numpy,
         ),
         Trial::test("pi_array_example", test_pi_array_example),
         Trial::test(

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod array_suite;
+
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -398,4 +400,24 @@ pub fn kill_session(session: i32) {
             libc::kill(pid, libc::SIGKILL);
         }
     }
+}
+
+/// A Python with NumPy: `MPIDASK_TEST_PYTHON` (`make test` creates `target/pyenv`), else
+/// `target/pyenv/bin/python`; panics with what to run when it cannot import numpy.
+pub fn numpy_python() -> PathBuf {
+    let python = std::env::var_os("MPIDASK_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python")
+        });
+    let ok = Command::new(&python)
+        .args(["-c", "import numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{} cannot import numpy: run `make pyenv` (make test does), or set MPIDASK_TEST_PYTHON to a Python with numpy",
+        python.display()
+    );
+    python
 }

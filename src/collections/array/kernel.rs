@@ -532,9 +532,46 @@ fn lanes<'a, T: Clone>(a: &'a ArrayD<T>, axes: &[usize]) -> (Cow<'a, [T]>, usize
     if trailing && let Some(slice) = a.as_slice() {
         return (Cow::Borrowed(slice), rows, width);
     }
+    // Neighbouring axes of a standard-layout array: each `reduced` x `inner` block
+    // transposed, a cache-sized tile at a time.
+    if sorted == axes
+        && let (Some(&first), Some(&last)) = (sorted.first(), sorted.last())
+        && last - first + 1 == sorted.len()
+        && let Some(slice) = a.as_slice()
+    {
+        let outer: usize = a.shape()[..first].iter().product();
+        let inner: usize = a.shape()[last + 1..].iter().product();
+        let mut out = Vec::with_capacity(slice.len());
+        for o in 0..outer {
+            let block = &slice[o * width * inner..(o + 1) * width * inner];
+            transpose_into(block, width, inner, &mut out);
+        }
+        return (Cow::Owned(out), rows, width);
+    }
     let order: Vec<usize> = kept.iter().chain(axes.iter()).copied().collect();
     let permuted = a.view().permuted_axes(IxDyn(&order));
     (Cow::Owned(permuted.iter().cloned().collect()), rows, width)
+}
+
+/// Appends the transpose of `block` (`rows` x `cols`, row-major) to `out`, in tiles of
+/// 32 x 32 so that reads and writes stay in the cache.
+fn transpose_into<T: Clone>(block: &[T], rows: usize, cols: usize, out: &mut Vec<T>) {
+    const TILE: usize = 32;
+    let start = out.len();
+    if rows * cols == 0 {
+        return;
+    }
+    out.extend(std::iter::repeat_n(block[0].clone(), rows * cols));
+    let target = &mut out[start..];
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    target[c * rows + r] = block[r * cols + c].clone();
+                }
+            }
+        }
+    }
 }
 
 pub(super) fn nan_min(x: f64, y: f64) -> f64 {
@@ -1427,6 +1464,30 @@ pub fn matmul(a: &Block, b: &Block, dtype: DType) -> Result<Block, String> {
         (Block::I64(x), Block::I64(y)) => Block::I64(two_d(x)?.dot(&two_d(y)?).into_dyn()),
         _ => return Err(format!("dot of {dtype} blocks is not supported")),
     })
+}
+
+/// `sum += a . b` for float blocks of the sum's type; `false` (nothing done) for others.
+pub fn matmul_add(sum: &mut Block, a: &Block, b: &Block) -> Result<bool, String> {
+    fn two_d<T>(a: &ArrayD<T>) -> Result<ndarray::ArrayView2<'_, T>, String> {
+        a.view()
+            .into_dimensionality::<ndarray::Ix2>()
+            .map_err(|e| format!("dot of a block that is not 2-D: {e}"))
+    }
+    match (sum, a, b) {
+        (Block::F64(s), Block::F64(x), Block::F64(y)) => {
+            let mut s = s
+                .view_mut()
+                .into_dimensionality::<ndarray::Ix2>()
+                .map_err(|e| format!("a dot sum that is not 2-D: {e}"))?;
+            let (x, y) = (two_d(x)?, two_d(y)?);
+            if x.ncols() != y.nrows() || s.dim() != (x.nrows(), y.ncols()) {
+                return Err("dot blocks of mismatched shapes".into());
+            }
+            ndarray::linalg::general_mat_mul(1.0, &x, &y, 1.0, &mut s);
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 fn write_rows(target: &mut Block, start: usize, value: &Block) {

@@ -31,7 +31,8 @@ enum Input<R> {
 /// Where tasks go: submitted to a client, or only counted and described.
 trait Sink {
     type Ref: Clone;
-    fn stored(&mut self, future: &Future<()>) -> Self::Ref;
+    /// A chunk already computed (`bytes` long).
+    fn stored(&mut self, future: &Future<()>, bytes: u64) -> Self::Ref;
     fn program(&mut self, program: Program, inputs: Vec<Input<Self::Ref>>) -> Self::Ref;
     fn combine(&mut self, spec: CombineSpec, parts: Vec<Self::Ref>) -> Self::Ref;
     fn assemble(&mut self, spec: AssembleSpec, parts: Vec<Self::Ref>) -> Self::Ref;
@@ -43,7 +44,11 @@ trait Sink {
         list: bool,
         parts: Vec<Self::Ref>,
     ) -> Self::Ref;
-    fn delayed(&mut self, node: &std::sync::Arc<crate::collections::delayed::Node>) -> Self::Ref;
+    fn delayed(
+        &mut self,
+        node: &std::sync::Arc<crate::collections::delayed::Node>,
+        bytes: u64,
+    ) -> Self::Ref;
     fn read_npy(&mut self, path: &std::path::Path, dtype: DType, shape: &[usize]) -> Self::Ref;
 }
 
@@ -76,7 +81,7 @@ impl ClientSink<'_> {
 impl Sink for ClientSink<'_> {
     type Ref = Future<()>;
 
-    fn stored(&mut self, future: &Future<()>) -> Future<()> {
+    fn stored(&mut self, future: &Future<()>, _bytes: u64) -> Future<()> {
         future.clone()
     }
 
@@ -120,7 +125,11 @@ impl Sink for ClientSink<'_> {
         self.client.submit_raw(trampoline, name, &[], args)
     }
 
-    fn delayed(&mut self, node: &std::sync::Arc<crate::collections::delayed::Node>) -> Future<()> {
+    fn delayed(
+        &mut self,
+        node: &std::sync::Arc<crate::collections::delayed::Node>,
+        _bytes: u64,
+    ) -> Future<()> {
         self.session.node(node)
     }
 
@@ -129,55 +138,135 @@ impl Sink for ClientSink<'_> {
     }
 }
 
-/// Counts tasks by kind and keeps one example program per kind of fused task.
+/// What one kind of task of a graph reads.
+#[derive(Default, Clone, Copy)]
+struct KindCount {
+    tasks: usize,
+    /// Bytes the tasks read from other tasks.
+    read: u64,
+    /// Of those, the bytes not in each task's largest input: what crosses between workers
+    /// when each task runs where its largest input lies (the scheduler's rule), an upper
+    /// bound when inputs share a worker.
+    moved: u64,
+}
+
+/// A task as [`ExplainSink`] sees it: the bytes of its value.
+#[derive(Clone, Copy)]
+struct Made {
+    bytes: u64,
+}
+
+/// Counts tasks by kind and the bytes they read, and keeps one example program per kind of
+/// fused task.
 #[derive(Default)]
 struct ExplainSink {
-    tasks: usize,
-    kinds: BTreeMap<String, usize>,
+    kinds: BTreeMap<String, KindCount>,
     examples: Vec<(String, String)>,
 }
 
 impl ExplainSink {
-    fn record(&mut self, kind: String) -> usize {
-        self.tasks += 1;
-        *self.kinds.entry(kind).or_insert(0) += 1;
-        self.tasks
+    fn record(&mut self, kind: String, inputs: &[Made], bytes: u64) -> Made {
+        let read: u64 = inputs.iter().map(|i| i.bytes).sum();
+        let largest = inputs.iter().map(|i| i.bytes).max().unwrap_or(0);
+        let count = self.kinds.entry(kind).or_default();
+        count.tasks += 1;
+        count.read += read;
+        count.moved += read - largest;
+        Made { bytes }
+    }
+
+    fn total(&self) -> KindCount {
+        self.kinds
+            .values()
+            .fold(KindCount::default(), |t, k| KindCount {
+                tasks: t.tasks + k.tasks,
+                read: t.read + k.read,
+                moved: t.moved + k.moved,
+            })
+    }
+}
+
+/// Bytes of a chunk of `shape` of `dtype`.
+fn chunk_bytes(shape: &[usize], dtype: DType) -> u64 {
+    (shape.iter().product::<usize>() * dtype.size()) as u64
+}
+
+/// Bytes of what `program` returns: its chunk, or the reduction state of its root.
+fn program_bytes(program: &Program) -> u64 {
+    let root = program.root();
+    match &program.output {
+        Output::Store => chunk_bytes(&root.shape, root.dtype),
+        Output::Partial { op, axes, .. } => {
+            let kept: usize = (0..root.shape.len())
+                .filter(|a| !axes.contains(a))
+                .map(|a| root.shape[a])
+                .product();
+            let per = match op {
+                ReduceOp::Var(_) | ReduceOp::Std(_) => 3,
+                ReduceOp::Mean | ReduceOp::ArgMin | ReduceOp::ArgMax => 2,
+                _ => 1,
+            };
+            (kept * 8 * per) as u64
+        }
     }
 }
 
 impl Sink for ExplainSink {
-    type Ref = usize;
+    type Ref = Made;
 
-    fn stored(&mut self, _future: &Future<()>) -> usize {
-        0
+    fn stored(&mut self, _future: &Future<()>, bytes: u64) -> Made {
+        Made { bytes }
     }
 
-    fn program(&mut self, program: Program, _inputs: Vec<Input<usize>>) -> usize {
+    fn program(&mut self, program: Program, inputs: Vec<Input<Made>>) -> Made {
         let kind = format!("fused: {}", program.signature());
         if !self.kinds.contains_key(&kind) {
             self.examples.push((kind.clone(), program.to_string()));
         }
-        self.record(kind)
+        // A literal travels with the task from the client, not from another task.
+        let read: Vec<Made> = inputs
+            .iter()
+            .filter_map(|i| match i {
+                Input::Chunk(r) => Some(*r),
+                Input::Literal(_) => None,
+            })
+            .collect();
+        let bytes = program_bytes(&program);
+        self.record(kind, &read, bytes)
     }
 
-    fn combine(&mut self, spec: CombineSpec, _parts: Vec<usize>) -> usize {
-        self.record(format!(
-            "combine {} states (up to {FAN_IN} per task){}",
-            spec.op.name(),
-            if spec.finish.is_some() {
-                ", last stage"
-            } else {
-                ""
-            }
-        ))
+    fn combine(&mut self, spec: CombineSpec, parts: Vec<Made>) -> Made {
+        let bytes = parts.first().map_or(0, |p| p.bytes);
+        self.record(
+            format!(
+                "combine {} states (up to {FAN_IN} per task){}",
+                spec.op.name(),
+                if spec.finish.is_some() {
+                    ", last stage"
+                } else {
+                    ""
+                }
+            ),
+            &parts,
+            bytes,
+        )
     }
 
-    fn assemble(&mut self, _spec: AssembleSpec, _parts: Vec<usize>) -> usize {
-        self.record("rechunk: copy pieces of chunks into a new chunk".into())
+    fn assemble(&mut self, spec: AssembleSpec, parts: Vec<Made>) -> Made {
+        let bytes = chunk_bytes(&spec.shape, spec.dtype);
+        self.record(
+            "rechunk: copy pieces of chunks into a new chunk".into(),
+            &parts,
+            bytes,
+        )
     }
 
-    fn dot(&mut self, _spec: DotSpec, _parts: Vec<usize>) -> usize {
-        self.record("dot: sum of block matrix products".into())
+    fn dot(&mut self, spec: DotSpec, parts: Vec<Made>) -> Made {
+        self.record(
+            "dot: sum of block matrix products".into(),
+            &parts,
+            spec.bytes,
+        )
     }
 
     fn map_blocks(
@@ -185,17 +274,26 @@ impl Sink for ExplainSink {
         _trampoline: Trampoline,
         name: &str,
         _list: bool,
-        _parts: Vec<usize>,
-    ) -> usize {
-        self.record(format!("map_blocks: {name}"))
+        parts: Vec<Made>,
+    ) -> Made {
+        let bytes = parts.first().map_or(0, |p| p.bytes);
+        self.record(format!("map_blocks: {name}"), &parts, bytes)
     }
 
-    fn delayed(&mut self, _node: &std::sync::Arc<crate::collections::delayed::Node>) -> usize {
-        self.record("delayed calls making a chunk".into())
+    fn delayed(
+        &mut self,
+        _node: &std::sync::Arc<crate::collections::delayed::Node>,
+        bytes: u64,
+    ) -> Made {
+        self.record("delayed calls making a chunk".into(), &[], bytes)
     }
 
-    fn read_npy(&mut self, _path: &std::path::Path, _dtype: DType, _shape: &[usize]) -> usize {
-        self.record("read a .npy chunk file".into())
+    fn read_npy(&mut self, _path: &std::path::Path, dtype: DType, shape: &[usize]) -> Made {
+        self.record(
+            "read a .npy chunk file".into(),
+            &[],
+            chunk_bytes(shape, dtype),
+        )
     }
 }
 
@@ -285,8 +383,14 @@ impl<S: Sink> Lowerer<'_, S> {
             return Ok(r.clone());
         }
         let r = match &array.node().expr {
-            Expr::Stored(futures) => self.sink.stored(&futures[key.1]),
-            Expr::FromDelayed(nodes) => self.sink.delayed(&nodes[key.1]),
+            Expr::Stored(futures) => {
+                let bytes = chunk_bytes(&grid::chunk_shape(array.chunks(), index), array.dtype());
+                self.sink.stored(&futures[key.1], bytes)
+            }
+            Expr::FromDelayed(nodes) => {
+                let bytes = chunk_bytes(&grid::chunk_shape(array.chunks(), index), array.dtype());
+                self.sink.delayed(&nodes[key.1], bytes)
+            }
             Expr::NpyFiles(files) => {
                 let shape = grid::chunk_shape(array.chunks(), index);
                 self.sink.read_npy(&files[key.1], array.dtype(), &shape)
@@ -629,14 +733,26 @@ impl<S: Sink> Lowerer<'_, S> {
         for k in 0..total {
             let pick = grid::unravel(k, &counts);
             let src: Vec<usize> = pick.iter().zip(&per_axis).map(|(&p, o)| o[p].0).collect();
-            let region = pick
+            let region: Vec<(usize, usize)> = pick
                 .iter()
                 .zip(&per_axis)
                 .map(|(&p, o)| (o[p].1, o[p].2))
                 .collect();
             let dest = pick.iter().zip(&per_axis).map(|(&p, o)| o[p].3).collect();
-            parts.push(self.chunk(x, &src)?);
-            pieces.push((region, dest));
+            let source = self.chunk(x, &src)?;
+            let source_shape = grid::chunk_shape(x.chunks(), &src);
+            let whole = region
+                .iter()
+                .zip(&source_shape)
+                .all(|(&(start, len), &n)| start == 0 && len == n);
+            if whole {
+                parts.push(source);
+                pieces.push((region, dest));
+            } else {
+                // Only the piece travels: cut where the source chunk lies.
+                parts.push(self.piece(x.dtype(), source, source_shape, &region));
+                pieces.push((region.iter().map(|&(_, len)| (0, len)).collect(), dest));
+            }
         }
         Ok(self.sink.assemble(
             AssembleSpec {
@@ -646,6 +762,31 @@ impl<S: Sink> Lowerer<'_, S> {
             },
             parts,
         ))
+    }
+
+    /// The region (`(start, len)` per axis) of a chunk of `shape`, cut by a task of its own.
+    fn piece(
+        &mut self,
+        dtype: DType,
+        source: S::Ref,
+        shape: Vec<usize>,
+        region: &[(usize, usize)],
+    ) -> S::Ref {
+        let mut builder = ProgramBuilder::new();
+        let input = builder.input(dtype, Input::Chunk(source), shape);
+        builder.no_streaming = true;
+        let slices = region
+            .iter()
+            .map(|&(start, len)| AxisSlice {
+                start,
+                step: 1,
+                len,
+            })
+            .collect();
+        let piece_shape = region.iter().map(|&(_, len)| len).collect();
+        builder.push(Op::Slice(slices, input), piece_shape, dtype, false);
+        let (program, inputs) = builder.finish(Output::Store);
+        self.sink.program(program, inputs)
     }
 
     fn dot_chunk(
@@ -667,6 +808,7 @@ impl<S: Sink> Lowerer<'_, S> {
                 b: b.dtype(),
                 dtype: array.dtype(),
                 terms: inner,
+                bytes: chunk_bytes(&grid::chunk_shape(array.chunks(), index), array.dtype()),
             },
             parts,
         ))
@@ -731,8 +873,8 @@ pub(super) fn partial_program(x: &Array, op: ReduceOp, index: &[usize]) -> Resul
         .0)
 }
 
-/// A description of the tasks `array` would run.
-pub(super) fn explain(array: &Array) -> String {
+/// The tasks `array` would run, counted by kind (nothing is submitted).
+fn graph(array: &Array) -> Result<ExplainSink> {
     let mut sink = ExplainSink::default();
     let mut lowerer = Lowerer {
         sink: &mut sink,
@@ -744,25 +886,53 @@ pub(super) fn explain(array: &Array) -> String {
         grid::indices(array.chunks()).collect()
     };
     for index in &indices {
-        if let Err(e) = lowerer.chunk(array, index) {
-            return format!("invalid array: {e}");
-        }
+        lowerer.chunk(array, index)?;
     }
+    Ok(sink)
+}
+
+/// How many tasks `array` would run and the bytes they would read.
+pub(super) fn summary(array: &Array) -> Result<super::GraphSummary> {
+    let total = graph(array)?.total();
+    Ok(super::GraphSummary {
+        tasks: total.tasks,
+        read_bytes: total.read,
+        moved_bytes: total.moved,
+    })
+}
+
+/// A description of the tasks `array` would run.
+pub(super) fn explain(array: &Array) -> String {
+    let sink = match graph(array) {
+        Ok(sink) => sink,
+        Err(e) => return format!("invalid array: {e}"),
+    };
+    let bytes = |n: u64| crate::human_bytes(n);
+    let total = sink.total();
     let mut text = format!(
-        "array {} {:?} in {} chunks: {} tasks\n",
+        "array {} {:?} in {} chunks: {} tasks reading {} from other tasks, {} of it \
+         between workers at most\n",
         array.dtype(),
         array.shape(),
         array.num_chunks(),
-        sink.tasks
+        total.tasks,
+        bytes(total.read),
+        bytes(total.moved),
     );
     for (kind, count) in &sink.kinds {
         let title = kind.split(':').next().unwrap_or(kind);
+        let reads = format!(
+            "reading {} ({} between workers at most)",
+            bytes(count.read),
+            bytes(count.moved)
+        );
         if let Some((_, program)) = sink.examples.iter().find(|(k, _)| k == kind) {
             text.push_str(&format!(
-                "  {count} x {title} task, each one pass over its chunk:\n{program}"
+                "  {} x {title} task {reads}, each one pass over its chunk:\n{program}",
+                count.tasks
             ));
         } else {
-            text.push_str(&format!("  {count} x {kind}\n"));
+            text.push_str(&format!("  {} x {kind}, {reads}\n", count.tasks));
         }
     }
     text

@@ -415,6 +415,35 @@ impl Array {
                 self.shape()
             ));
         }
+        // A reduction of a transpose is the transpose of a reduction: the chunks are read
+        // where they lie, never transposed (all-axes arg-reductions excepted, whose flat
+        // index depends on the order).
+        if let Expr::Transpose(perm, x) = &self.node().expr
+            && !(matches!(op, ReduceOp::ArgMin | ReduceOp::ArgMax) && axes.len() != 1)
+        {
+            let x_axes: Vec<isize> = axes.iter().map(|&a| perm[a] as isize).collect();
+            let reduced = x.reduce(op, Some(&x_axes), keepdims);
+            if keepdims {
+                return reduced.transpose(perm);
+            }
+            // The kept axes, in this array's order, as axes of `x`; the reduction of `x`
+            // keeps them in increasing order.
+            let kept: Vec<usize> = (0..ndim)
+                .filter(|a| !axes.contains(a))
+                .map(|a| perm[a])
+                .collect();
+            let mut sorted = kept.clone();
+            sorted.sort_unstable();
+            let order: Vec<usize> = kept
+                .iter()
+                .map(|k| sorted.iter().position(|s| s == k).expect("a kept axis"))
+                .collect();
+            return if order.iter().enumerate().all(|(i, &o)| i == o) {
+                reduced
+            } else {
+                reduced.transpose(&order)
+            };
+        }
         let mut shape = Vec::new();
         let mut chunks = Vec::new();
         for (axis, (&n, sizes)) in self.shape().iter().zip(self.chunks()).enumerate() {
@@ -688,14 +717,32 @@ impl Array {
         Ok(())
     }
 
-    /// The task graph the array would run: how many tasks of each kind, and what one fused
-    /// task of each kind does.
+    /// The task graph the array would run: how many tasks of each kind, the bytes they
+    /// read from other tasks, and what one fused task of each kind does.
     pub fn explain(&self) -> String {
         match self.check() {
             Err(e) => format!("invalid array: {e}"),
             Ok(()) => lower::explain(self),
         }
     }
+
+    /// The numbers of [`Array::explain`]: tasks, and the bytes they read from other tasks.
+    pub fn graph_summary(&self) -> Result<GraphSummary> {
+        self.check()?;
+        lower::summary(self)
+    }
+}
+
+/// How many tasks an array's graph runs and what they read ([`Array::graph_summary`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphSummary {
+    /// Tasks.
+    pub tasks: usize,
+    /// Bytes the tasks read from other tasks (chunks, reduction states).
+    pub read_bytes: u64,
+    /// Of those, the bytes that cross between workers when every task runs where its
+    /// largest input lies (the scheduler's rule): an upper bound.
+    pub moved_bytes: u64,
 }
 
 /// An array made of chunk futures (C order over `chunks`), e.g. from delayed tasks.

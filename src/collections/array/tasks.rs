@@ -40,6 +40,9 @@ pub(super) struct DotSpec {
     pub(super) b: DType,
     pub(super) dtype: DType,
     pub(super) terms: usize,
+    /// Bytes of the chunk made (for [`Array::explain`](super::Array::explain); not sent).
+    #[serde(skip)]
+    pub(super) bytes: u64,
 }
 
 fn split_head<'a>(input: &'a TaskInput<'a>) -> Result<(&'a [u8], &'a [ArgSlot]), String> {
@@ -168,10 +171,16 @@ pub(super) fn dot_task(input: &TaskInput<'_>) -> Result<Bytes, CallError> {
     for pair in input.deps.chunks(2) {
         let a = Block::decode(&pair[0], spec.a).map_err(|e| e.to_string())?;
         let b = Block::decode(&pair[1], spec.b).map_err(|e| e.to_string())?;
-        let product = kernel::matmul(&a, &b, spec.dtype)?;
         total = Some(match total {
-            None => product,
-            Some(sum) => Block::binary(BinaryOp::Add, &sum, &product)?.cast(spec.dtype),
+            None => kernel::matmul(&a, &b, spec.dtype)?,
+            Some(mut sum) => {
+                // Floats accumulate in place (`sum += a . b` in one pass of the product).
+                if !kernel::matmul_add(&mut sum, &a, &b)? {
+                    let product = kernel::matmul(&a, &b, spec.dtype)?;
+                    sum = Block::binary(BinaryOp::Add, &sum, &product)?.cast(spec.dtype);
+                }
+                sum
+            }
         });
     }
     Ok(total

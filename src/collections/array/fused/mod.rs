@@ -16,12 +16,15 @@
 //! AVX2 and plain x86-64 (or the target's baseline), and the best one the CPU has is used.
 
 use super::dtype::DType;
-use super::kernel::{Block, Float, Outcome, Partial};
+use super::kernel::{Block, Float, Outcome};
 use super::program::{BinaryOp, Distribution, Op, Output, Program, ReduceOp, UnaryOp};
 use super::random::{self, Stream};
-use crate::protocol::Bytes;
-use ndarray::{ArrayD, IxDyn};
+use sink::{Sink, SinkState};
 use std::mem::MaybeUninit;
+use views::View;
+
+mod sink;
+mod views;
 
 /// Elements of one tile register: 8 KiB of `f64`, so a program's live tiles stay in L1.
 pub const TILE: usize = 1024;
@@ -116,15 +119,11 @@ enum Instr {
         dst: usize,
         per_unit: usize,
     },
-}
-
-/// What becomes of the root's tiles.
-#[derive(Debug, Clone, PartialEq)]
-enum Sink {
-    /// Written into the chunk (as booleans when `bool`).
-    Store { bool: bool },
-    /// Reduced over every axis.
-    Reduce { op: ReduceOp, bool: bool },
+    /// An input read through a view (flat tiling only).
+    Gather {
+        view: View,
+        dst: usize,
+    },
 }
 
 /// An `f64` input chunk as the tile loops read it: its shape and its elements as
@@ -156,6 +155,8 @@ impl<'a> Raw<'a> {
 pub struct Plan {
     /// Elements per unit of each input (0 for inputs no streaming node reads).
     input_per_unit: Vec<usize>,
+    /// Inputs read through a view (as a whole, not tile by tile).
+    viewed: Vec<bool>,
     instrs: Vec<Instr>,
     registers: usize,
     /// The root's value, and its elements per unit.
@@ -186,6 +187,26 @@ impl Plan {
     /// The tile plan of `program` over `inputs` (`None` for an input that is not `f64`),
     /// or `None` when the program needs the interpreter.
     pub fn compile(program: &Program, inputs: &[Option<Raw<'_>>]) -> Option<Plan> {
+        if program.streams()
+            && let Some(plan) = Self::compile_with(program, inputs, &[])
+        {
+            return Some(plan);
+        }
+        // Broadcast, transposed and sliced inputs read through views, flat.
+        let (flat, views) = views::normalize(program)?;
+        if views.iter().all(Option::is_none) && program.streams() {
+            return None;
+        }
+        Self::compile_with(&flat, inputs, &views)
+    }
+
+    /// [`Plan::compile`] with the nodes that read an input through a view (`views[i]`,
+    /// none when `views` is empty).
+    fn compile_with(
+        program: &Program,
+        inputs: &[Option<Raw<'_>>],
+        views: &[Option<View>],
+    ) -> Option<Plan> {
         if !program.streams() {
             return None;
         }
@@ -253,17 +274,19 @@ impl Plan {
                 let all: Vec<usize> = (0..root.shape.len()).collect();
                 let mut sorted = axes.clone();
                 sorted.sort_unstable();
-                if sorted != all {
-                    return None;
-                }
                 match (op, is_bool) {
                     (ReduceOp::Sum | ReduceOp::Mean, _)
-                    | (ReduceOp::Min | ReduceOp::Max, false) => {}
+                    | (ReduceOp::Min | ReduceOp::Max, false)
+                        if sorted == all =>
+                    {
+                        Sink::Reduce {
+                            op: *op,
+                            bool: is_bool,
+                        }
+                    }
+                    // Some axes (or moments over all of them): flat tiles only.
+                    _ if flat => Sink::axes(*op, axes, &root.shape, is_bool)?,
                     _ => return None,
-                }
-                Sink::Reduce {
-                    op: *op,
-                    bool: is_bool,
                 }
             }
         };
@@ -332,6 +355,7 @@ impl Plan {
         let mut pending_square: Option<Root> = None;
         let mut fused_root: Option<Root> = None;
         let mut input_per_unit = vec![0usize; inputs.len()];
+        let mut viewed = vec![false; inputs.len()];
         let mut free: Vec<usize> = Vec::new();
         let mut registers = 0;
         let mut allocate = |free: &mut Vec<usize>| {
@@ -351,6 +375,24 @@ impl Plan {
                 continue;
             }
             if square_of[i].is_some() {
+                continue;
+            }
+            if let Some(Some(view)) = views.get(i) {
+                let raw = (*inputs.get(view.input)?)?;
+                let len = raw
+                    .shape
+                    .iter()
+                    .try_fold(1usize, |n, &d| n.checked_mul(d))?;
+                if !flat || raw.bytes.len() != len * 8 || !view.fits(&node.shape, len) {
+                    return None;
+                }
+                viewed[view.input] = true;
+                let dst = allocate(&mut free);
+                instrs.push(Instr::Gather {
+                    view: view.clone(),
+                    dst,
+                });
+                args[i] = Some(Arg::Reg(dst));
                 continue;
             }
             let unit = per_unit(i);
@@ -596,6 +638,7 @@ impl Plan {
         };
         Some(Plan {
             input_per_unit,
+            viewed,
             instrs,
             registers,
             root: root_value,
@@ -647,6 +690,26 @@ impl Plan {
         let mut streams: Vec<Stream> = self.streams.iter().map(|&k| Stream::new(k)).collect();
         let root_len = self.units * self.root_per_unit;
         let mut sink = SinkState::new(&self.sink, &self.root_shape, root_len);
+        // Inputs read through views, whole (copied once if their bytes are not aligned).
+        let copies: Vec<Option<Vec<f64>>> = inputs
+            .iter()
+            .zip(&self.viewed)
+            .map(|(raw, &viewed)| match raw {
+                Some(raw) if viewed && bytemuck::try_cast_slice::<u8, f64>(raw.bytes).is_err() => {
+                    Some(bytemuck::pod_collect_to_vec(raw.bytes))
+                }
+                _ => None,
+            })
+            .collect();
+        let whole: Vec<&[f64]> = inputs
+            .iter()
+            .zip(&copies)
+            .map(|(raw, copy)| match (raw, copy) {
+                (_, Some(copy)) => &copy[..],
+                (Some(raw), None) => bytemuck::try_cast_slice(raw.bytes).unwrap_or(&[]),
+                (None, None) => &[],
+            })
+            .collect();
         let mut u0 = 0;
         while u0 < self.units {
             let n = self.units_per_tile.min(self.units - u0);
@@ -672,7 +735,7 @@ impl Plan {
                 })
                 .collect();
             for instr in &self.instrs {
-                self.exec(instr, u0, n, &views, &mut registers, &mut streams);
+                self.exec(instr, (u0, n), (&views, &whole), &mut registers, &mut streams);
             }
             let len = n * self.root_per_unit;
             match (&mut sink, self.root) {
@@ -680,7 +743,7 @@ impl Plan {
                     cascade.push(sum_root::<AVX512>(root, len, &views, &registers));
                 }
                 (sink, Root::Value(value)) => match read(value, len, &views, &registers) {
-                    Src::Slice(s) => sink.take(s),
+                    Src::Slice(s) => sink.take(&self.sink, s),
                     Src::Const(_) => unreachable!("a constant root is refused at compile time"),
                 },
                 _ => unreachable!("only sums read an operation as their root"),
@@ -690,14 +753,14 @@ impl Plan {
         sink.finish(&self.sink, &self.root_shape)
     }
 
-    /// Runs one instruction over units `u0 .. u0 + n`.
+    /// Runs one instruction over units `u0 .. u0 + n`; `inputs` are the tile's views of
+    /// the input chunks, `whole` the inputs read through views.
     #[inline(always)]
     fn exec(
         &self,
         instr: &Instr,
-        u0: usize,
-        n: usize,
-        inputs: &[&[f64]],
+        (u0, n): (usize, usize),
+        (inputs, whole): (&[&[f64]], &[&[f64]]),
         registers: &mut [f64],
         streams: &mut [Stream],
     ) {
@@ -811,6 +874,10 @@ impl Plan {
                     unreachable!("a reduced operand streams")
                 };
                 row(op, width, a, out);
+            }
+            Instr::Gather { ref view, dst } => {
+                let out = &mut registers[dst * TILE..dst * TILE + n];
+                view.gather(&self.root_shape, whole[view.input], u0, out);
             }
         }
     }
@@ -1022,128 +1089,6 @@ fn row(op: RowOp, width: usize, a: &[f64], out: &mut [f64]) {
             }
         }
     }
-}
-
-/// Sums added pairwise in a fixed order: the sum of `2^k` tiles is made before it is added
-/// to anything else (a binary counter of partial sums).
-#[derive(Default)]
-struct Cascade {
-    stack: Vec<f64>,
-    count: u64,
-}
-
-impl Cascade {
-    fn push(&mut self, x: f64) {
-        self.stack.push(x);
-        self.count += 1;
-        let mut c = self.count;
-        while c.is_multiple_of(2) {
-            let b = self.stack.pop().expect("two partial sums");
-            let a = self.stack.pop().expect("two partial sums");
-            self.stack.push(a + b);
-            c /= 2;
-        }
-    }
-
-    fn total(&self) -> f64 {
-        self.stack.iter().rev().fold(0.0, |s, &x| x + s)
-    }
-}
-
-/// The sink's running state.
-enum SinkState {
-    /// An `f64` chunk, written in its encoded form (header, then the elements' bytes).
-    Encoded(Bytes),
-    /// A boolean chunk.
-    Bools(Vec<bool>),
-    Sum(Cascade),
-    Fold {
-        value: f64,
-        min: bool,
-    },
-}
-
-impl SinkState {
-    fn new(sink: &Sink, shape: &[usize], len: usize) -> SinkState {
-        match sink {
-            Sink::Store { bool: true } => SinkState::Bools(Vec::with_capacity(len)),
-            Sink::Store { bool: false } => {
-                SinkState::Encoded(encoded_f64_with_capacity(shape, len))
-            }
-            Sink::Reduce {
-                op: ReduceOp::Min, ..
-            } => SinkState::Fold {
-                value: f64::INFINITY,
-                min: true,
-            },
-            Sink::Reduce {
-                op: ReduceOp::Max, ..
-            } => SinkState::Fold {
-                value: f64::NEG_INFINITY,
-                min: false,
-            },
-            Sink::Reduce { .. } => SinkState::Sum(Cascade::default()),
-        }
-    }
-
-    /// Consumes the root's next tile.
-    #[inline(always)]
-    fn take(&mut self, tile: &[f64]) {
-        match self {
-            SinkState::Encoded(out) => out.extend_from_slice(bytemuck::cast_slice(tile)),
-            SinkState::Bools(out) => out.extend(tile.iter().map(|&v| v != 0.0)),
-            SinkState::Sum(_) => unreachable!("sums read their root through sum_root"),
-            SinkState::Fold { value, min } => {
-                let f: fn(f64, f64) -> f64 = if *min {
-                    super::kernel::nan_min
-                } else {
-                    super::kernel::nan_max
-                };
-                *value = tile.iter().fold(*value, |s, &v| f(s, v));
-            }
-        }
-    }
-
-    fn finish(self, sink: &Sink, shape: &[usize]) -> Outcome {
-        let ones = vec![1usize; shape.len()];
-        let one = |v: f64| ArrayD::from_elem(IxDyn(&ones), v);
-        match (self, sink) {
-            (SinkState::Encoded(bytes), _) => Outcome::Encoded(bytes),
-            (SinkState::Bools(data), _) => Outcome::Chunk(Block::Bool(
-                ArrayD::from_shape_vec(IxDyn(shape), data).expect("chunk shape"),
-            )),
-            (SinkState::Sum(cascade), Sink::Reduce { op, bool }) => {
-                let sum = cascade.total();
-                Outcome::Partial(Box::new(match op {
-                    ReduceOp::Mean => Partial::SumCount {
-                        sum: one(sum),
-                        count: one(shape.iter().product::<usize>() as f64),
-                    },
-                    _ if *bool => {
-                        Partial::Sum(Block::I64(ArrayD::from_elem(IxDyn(&ones), sum as i64)))
-                    }
-                    _ => Partial::Sum(Block::F64(one(sum))),
-                }))
-            }
-            (SinkState::Fold { value, min }, _) => Outcome::Partial(Box::new(if min {
-                Partial::Min(Block::F64(one(value)))
-            } else {
-                Partial::Max(Block::F64(one(value)))
-            })),
-            _ => unreachable!("the sink state matches the sink"),
-        }
-    }
-}
-
-/// The encoded form of an `f64` chunk of `shape` up to its elements, with room for `len`
-/// of them.
-fn encoded_f64_with_capacity(shape: &[usize], len: usize) -> Bytes {
-    let head = super::kernel::raw_header(shape, len);
-    // The elements start on a cache line, where the tile loops of the next program read
-    // them in place.
-    let mut bytes = Bytes::aligned_after(head.len(), head.len() + 8 * len);
-    bytes.extend_from_slice(&head);
-    bytes
 }
 
 /// Accumulators of a tile's sum: four AVX-512 registers' worth, so the additions overlap.

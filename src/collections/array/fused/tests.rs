@@ -1,8 +1,10 @@
 //! Tile loops against the interpreter, on every instruction set the CPU has.
 
 use super::super::dtype::Scalar;
-use super::super::kernel::interpret;
+use super::super::kernel::{Partial, interpret};
+use super::super::program::AxisSlice;
 use super::*;
+use ndarray::{ArrayD, IxDyn};
 
 /// A program over chunks of `rows` rows; nodes are `(op, shape, dtype)`, all streaming
 /// but the single values.
@@ -322,12 +324,12 @@ fn what_tiles_cannot_do_is_left_to_the_interpreter() {
         Output::Store,
     );
     assert!(Plan::compile(&p, &[]).is_none());
-    // A reduction over some axes only.
+    // An arg-reduction (reductions over some axes are tiled: see below).
     let p = program(
         vec![],
         vec![(uniform(1), vec![rows, 4], DType::F64)],
         Output::Partial {
-            op: ReduceOp::Sum,
+            op: ReduceOp::ArgMax,
             axes: vec![0],
             offset: vec![0, 0],
             global_shape: vec![rows, 4],
@@ -342,4 +344,250 @@ fn what_tiles_cannot_do_is_left_to_the_interpreter() {
     );
     let input = Block::I64(ArrayD::zeros(IxDyn(&[rows])));
     assert!(Plan::compile(&p, &raw(&[input])).is_none());
+}
+
+// ----- inputs read through views, reductions over some axes --------------------------------
+
+/// A program the interpreter evaluates whole (as lowering marks one with a transpose, a
+/// slice or a broadcast operand).
+fn whole(inputs: Vec<DType>, nodes: Vec<(Op, Vec<usize>, DType)>, output: Output) -> Program {
+    let mut p = program(inputs, nodes, output);
+    for node in &mut p.nodes {
+        node.streams = false;
+    }
+    p
+}
+
+fn over(op: ReduceOp, axes: &[usize], shape: &[usize]) -> Output {
+    Output::Partial {
+        op,
+        axes: axes.to_vec(),
+        offset: vec![0; shape.len()],
+        global_shape: shape.to_vec(),
+    }
+}
+
+fn values(shape: &[usize], seed: f64) -> Block {
+    let n: usize = shape.iter().product();
+    let data: Vec<f64> = (0..n).map(|i| ((i as f64 + seed) * 0.731).sin()).collect();
+    Block::F64(ArrayD::from_shape_vec(IxDyn(shape), data).unwrap())
+}
+
+/// A partial's numbers, flat (sums then counts for a mean).
+fn numbers(p: Partial) -> Vec<f64> {
+    match p {
+        Partial::Sum(b) | Partial::Min(b) | Partial::Max(b) => f64s(b),
+        Partial::SumCount { sum, count } => sum.iter().chain(count.iter()).copied().collect(),
+        other => panic!("unexpected partial {other:?}"),
+    }
+}
+
+fn assert_close(got: &[f64], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            (g - w).abs() <= 1e-12 * (1.0 + w.abs()),
+            "{what}: {g} against {w}"
+        );
+    }
+}
+
+#[test]
+fn standardising_with_broadcast_rows_reads_them_in_place() {
+    // ((x - m) / s).sum(1) over a 37 x 1500 chunk: rows longer than a tile.
+    let shape = vec![37, 1500];
+    let inputs = vec![
+        values(&shape, 0.0),
+        values(&[1500], 3.0),
+        values(&[1, 1500], 5.0),
+    ];
+    let p = whole(
+        vec![DType::F64; 3],
+        vec![
+            (Op::Input(0), shape.clone(), DType::F64),
+            (Op::Input(1), vec![1500], DType::F64),
+            (Op::Input(2), vec![1, 1500], DType::F64),
+            (Op::Binary(BinaryOp::Sub, 0, 1), shape.clone(), DType::F64),
+            (Op::Binary(BinaryOp::Div, 3, 2), shape.clone(), DType::F64),
+        ],
+        over(ReduceOp::Sum, &[1], &shape),
+    );
+    let (fused, interpreted) = run_both(&p, &inputs);
+    assert_close(
+        &numbers(partial(fused)),
+        &numbers(partial(interpreted)),
+        "row sums",
+    );
+}
+
+#[test]
+fn a_transposed_input_is_read_without_a_copy() {
+    // (x + y.T).mean(0), and the transposed chunk stored alone.
+    let inputs = vec![values(&[300, 70], 0.0), values(&[70, 300], 9.0)];
+    let p = whole(
+        vec![DType::F64; 2],
+        vec![
+            (Op::Input(0), vec![300, 70], DType::F64),
+            (Op::Input(1), vec![70, 300], DType::F64),
+            (Op::Transpose(vec![1, 0], 1), vec![300, 70], DType::F64),
+            (Op::Binary(BinaryOp::Add, 0, 2), vec![300, 70], DType::F64),
+        ],
+        over(ReduceOp::Mean, &[0], &[300, 70]),
+    );
+    let (fused, interpreted) = run_both(&p, &inputs);
+    assert_close(
+        &numbers(partial(fused)),
+        &numbers(partial(interpreted)),
+        "column means",
+    );
+    let t = whole(
+        vec![DType::F64],
+        vec![
+            (Op::Input(0), vec![70, 300], DType::F64),
+            (Op::Transpose(vec![1, 0], 0), vec![300, 70], DType::F64),
+        ],
+        Output::Store,
+    );
+    let (fused, interpreted) = run_both(&t, &inputs[1..]);
+    assert_eq!(chunk(fused), chunk(interpreted));
+}
+
+#[test]
+fn a_strided_slice_is_read_where_it_lies() {
+    let slices = vec![
+        AxisSlice {
+            start: 1,
+            step: 2,
+            len: 40,
+        },
+        AxisSlice {
+            start: 30,
+            step: 1,
+            len: 500,
+        },
+    ];
+    let inputs = vec![values(&[81, 600], 1.0)];
+    let p = whole(
+        vec![DType::F64],
+        vec![
+            (Op::Input(0), vec![81, 600], DType::F64),
+            (Op::Slice(slices, 0), vec![40, 500], DType::F64),
+        ],
+        over(ReduceOp::Max, &[1], &[40, 500]),
+    );
+    let (fused, interpreted) = run_both(&p, &inputs);
+    assert_eq!(
+        numbers(partial(fused)),
+        numbers(partial(interpreted)),
+        "a maximum is exact"
+    );
+}
+
+#[test]
+fn a_mean_over_the_middle_axis_of_three() {
+    let shape = vec![3, 400, 50];
+    let inputs = vec![values(&shape, 2.0)];
+    let p = program(
+        vec![DType::F64],
+        vec![
+            (Op::Input(0), shape.clone(), DType::F64),
+            (Op::Unary(UnaryOp::Abs, 0), shape.clone(), DType::F64),
+        ],
+        over(ReduceOp::Mean, &[1], &shape),
+    );
+    let (fused, interpreted) = run_both(&p, &inputs);
+    assert_close(
+        &numbers(partial(fused)),
+        &numbers(partial(interpreted)),
+        "means",
+    );
+}
+
+#[test]
+fn views_outside_their_input_are_refused() {
+    // A slice that claims more rows than the input has: the interpreter's error, not a read
+    // past the end.
+    let slices = vec![AxisSlice {
+        start: 5,
+        step: 1,
+        len: 10,
+    }];
+    let inputs = vec![values(&[8], 0.0)];
+    let p = whole(
+        vec![DType::F64],
+        vec![
+            (Op::Input(0), vec![8], DType::F64),
+            (Op::Slice(slices, 0), vec![10], DType::F64),
+        ],
+        Output::Store,
+    );
+    assert!(Plan::compile(&p, &raw(&inputs)).is_none());
+}
+
+#[test]
+fn variances_over_rows_columns_and_everything() {
+    // Values far from zero: the shifted sums keep the variance accurate.
+    let shape = vec![45, 1300];
+    let mut input = values(&shape, 4.0);
+    if let Block::F64(a) = &mut input {
+        a.mapv_inplace(|v| 1e4 + v);
+    }
+    let inputs = vec![input];
+    for axes in [vec![0], vec![1], vec![0, 1]] {
+        for op in [ReduceOp::Var(0), ReduceOp::Std(1)] {
+            let p = program(
+                vec![DType::F64],
+                vec![(Op::Input(0), shape.clone(), DType::F64)],
+                over(op, &axes, &shape),
+            );
+            let (fused, interpreted) = run_both(&p, &inputs);
+            let moments = |p: Partial| match p {
+                Partial::Moments { count, mean, m2 } => (
+                    count.into_raw_vec_and_offset().0,
+                    mean.into_raw_vec_and_offset().0,
+                    m2.into_raw_vec_and_offset().0,
+                ),
+                other => panic!("moments expected, got {other:?}"),
+            };
+            let (fc, fm, f2) = moments(partial(fused));
+            let (ic, im, i2) = moments(partial(interpreted));
+            assert_eq!(fc, ic, "{axes:?} counts");
+            assert_close(&fm, &im, "means");
+            for (g, w) in f2.iter().zip(&i2) {
+                assert!(
+                    (g - w).abs() <= 1e-9 * w.abs(),
+                    "{axes:?}: m2 {g} against {w}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_transposed_slice_is_one_view() {
+    // x[2:9, 1:21:2].T stored: the slice and the transpose compose into one strided read.
+    let slices = vec![
+        AxisSlice {
+            start: 2,
+            step: 1,
+            len: 7,
+        },
+        AxisSlice {
+            start: 1,
+            step: 2,
+            len: 10,
+        },
+    ];
+    let inputs = vec![values(&[12, 25], 3.0)];
+    let p = whole(
+        vec![DType::F64],
+        vec![
+            (Op::Input(0), vec![12, 25], DType::F64),
+            (Op::Slice(slices, 0), vec![7, 10], DType::F64),
+            (Op::Transpose(vec![1, 0], 1), vec![10, 7], DType::F64),
+        ],
+        Output::Store,
+    );
+    let (fused, interpreted) = run_both(&p, &inputs);
+    assert_eq!(chunk(fused), chunk(interpreted));
 }
