@@ -37,7 +37,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 endif
 export OMPI_MCA_rmaps_base_oversubscribe := 1
 
-APT_PACKAGES := openmpi-bin libopenmpi-dev mpich libmpich-dev libclang-dev clang pkg-config
+APT_PACKAGES := openmpi-bin libopenmpi-dev mpich libmpich-dev libclang-dev clang pkg-config libopenblas-dev
 # Only the tests need these: Chromium renders the HTML report, `script` gives a terminal,
 # environment-modules loads the installed modulefile.
 TEST_PACKAGES := chromium bsdutils environment-modules

@@ -427,6 +427,12 @@ impl Block {
         each!(self, a => a.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned())
     }
 
+    /// The block with its axes permuted, its elements left where they are (a strided
+    /// layout, for the matrix product, which reads transposed blocks as they lie).
+    pub fn into_permuted(self, perm: &[usize]) -> Block {
+        each!(self, a => a.permuted_axes(IxDyn(perm)))
+    }
+
     /// Ranges with steps along every axis.
     pub fn slice(&self, slices: &[AxisSlice]) -> Block {
         each!(self, a => {
@@ -1457,6 +1463,7 @@ pub fn matmul(a: &Block, b: &Block, dtype: DType) -> Result<Block, String> {
             .into_dimensionality::<ndarray::Ix2>()
             .map_err(|e| format!("dot of a block that is not 2-D: {e}"))
     }
+    super::blas::one_thread();
     let (a, b) = (a.cast_ref(dtype), b.cast_ref(dtype));
     Ok(match (a.as_ref(), b.as_ref()) {
         (Block::F64(x), Block::F64(y)) => Block::F64(two_d(x)?.dot(&two_d(y)?).into_dyn()),
@@ -1483,6 +1490,7 @@ pub fn matmul_add(sum: &mut Block, a: &Block, b: &Block) -> Result<bool, String>
             if x.ncols() != y.nrows() || s.dim() != (x.nrows(), y.ncols()) {
                 return Err("dot blocks of mismatched shapes".into());
             }
+            super::blas::one_thread();
             ndarray::linalg::general_mat_mul(1.0, &x, &y, 1.0, &mut s);
             Ok(true)
         }

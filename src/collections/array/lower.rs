@@ -420,8 +420,13 @@ impl<S: Sink> Lowerer<'_, S> {
             _ => {
                 let mut builder = ProgramBuilder::new();
                 self.fuse(&mut builder, array, index)?;
-                let (program, inputs) = builder.finish(Output::Store);
-                self.sink.program(program, inputs)
+                let (program, mut inputs) = builder.finish(Output::Store);
+                match (program.nodes.as_slice(), inputs.as_mut_slice()) {
+                    // A chunk that is another task's chunk as it is (a slice of a whole
+                    // chunk): no task of its own.
+                    ([only], [Input::Chunk(r)]) if only.op == Op::Input(0) => r.clone(),
+                    _ => self.sink.program(program, inputs),
+                }
             }
         };
         self.chunks.insert(key, r.clone());
@@ -591,8 +596,18 @@ impl<S: Sink> Lowerer<'_, S> {
                     .map(|(plan, &i)| plan[i].1)
                     .collect();
                 let a = self.fuse(b, x, &x_index)?;
-                b.no_streaming = true;
-                b.push(Op::Slice(slices, a), shape, dtype, false)
+                let x_shape = grid::chunk_shape(x.chunks(), &x_index);
+                if slices
+                    .iter()
+                    .zip(&x_shape)
+                    .all(|(s, &n)| s.start == 0 && s.step == 1 && s.len == n)
+                {
+                    // The whole chunk: nothing to cut.
+                    a
+                } else {
+                    b.no_streaming = true;
+                    b.push(Op::Slice(slices, a), shape, dtype, false)
+                }
             }
             Expr::Reshape(x) => {
                 let x_index: Vec<usize> = (0..x.ndim())
@@ -797,15 +812,29 @@ impl<S: Sink> Lowerer<'_, S> {
         index: &[usize],
     ) -> Result<S::Ref> {
         let inner = a.chunks()[1].len();
+        // A transposed operand is read untransposed: the product takes its transpose.
+        let untransposed = |x: &Array| match &x.node().expr {
+            Expr::Transpose(perm, y) if perm.as_slice() == [1, 0] => Some(y.clone()),
+            _ => None,
+        };
+        let (a_t, b_t) = (untransposed(a), untransposed(b));
         let mut parts = Vec::with_capacity(2 * inner);
         for l in 0..inner {
-            parts.push(self.chunk(a, &[index[0], l])?);
-            parts.push(self.chunk(b, &[l, index[1]])?);
+            parts.push(match &a_t {
+                Some(y) => self.chunk(y, &[l, index[0]])?,
+                None => self.chunk(a, &[index[0], l])?,
+            });
+            parts.push(match &b_t {
+                Some(y) => self.chunk(y, &[index[1], l])?,
+                None => self.chunk(b, &[l, index[1]])?,
+            });
         }
         Ok(self.sink.dot(
             DotSpec {
                 a: a.dtype(),
                 b: b.dtype(),
+                a_transposed: a_t.is_some(),
+                b_transposed: b_t.is_some(),
                 dtype: array.dtype(),
                 terms: inner,
                 bytes: chunk_bytes(&grid::chunk_shape(array.chunks(), index), array.dtype()),

@@ -22,6 +22,7 @@
 //! ```
 
 // Public (hidden) with the `internals` feature; see `crate::internals`.
+mod blas;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod dtype;

@@ -38,6 +38,9 @@ pub(super) struct AssembleSpec {
 pub(super) struct DotSpec {
     pub(super) a: DType,
     pub(super) b: DType,
+    /// The blocks sent are of `a`'s (`b`'s) transpose: the product transposes them back.
+    pub(super) a_transposed: bool,
+    pub(super) b_transposed: bool,
     pub(super) dtype: DType,
     pub(super) terms: usize,
     /// Bytes of the chunk made (for [`Array::explain`](super::Array::explain); not sent).
@@ -169,8 +172,21 @@ pub(super) fn dot_task(input: &TaskInput<'_>) -> Result<Bytes, CallError> {
     }
     let mut total: Option<Block> = None;
     for pair in input.deps.chunks(2) {
-        let a = Block::decode(&pair[0], spec.a).map_err(|e| e.to_string())?;
-        let b = Block::decode(&pair[1], spec.b).map_err(|e| e.to_string())?;
+        let flip = |block: Block, transposed: bool| {
+            if transposed {
+                block.into_permuted(&[1, 0])
+            } else {
+                block
+            }
+        };
+        let a = flip(
+            Block::decode(&pair[0], spec.a).map_err(|e| e.to_string())?,
+            spec.a_transposed,
+        );
+        let b = flip(
+            Block::decode(&pair[1], spec.b).map_err(|e| e.to_string())?,
+            spec.b_transposed,
+        );
         total = Some(match total {
             None => kernel::matmul(&a, &b, spec.dtype)?,
             Some(mut sum) => {

@@ -270,7 +270,9 @@ impl Plan {
         let is_bool = root.dtype == DType::Bool;
         let sink = match &program.output {
             Output::Store => Sink::Store { bool: is_bool },
-            Output::Partial { op, axes, .. } => {
+            Output::Partial {
+                op, axes, offset, ..
+            } => {
                 let all: Vec<usize> = (0..root.shape.len()).collect();
                 let mut sorted = axes.clone();
                 sorted.sort_unstable();
@@ -285,7 +287,7 @@ impl Plan {
                         }
                     }
                     // Some axes (or moments over all of them): flat tiles only.
-                    _ if flat => Sink::axes(*op, axes, &root.shape, is_bool)?,
+                    _ if flat => Sink::axes(*op, axes, &root.shape, offset, is_bool)?,
                     _ => return None,
                 }
             }
@@ -735,7 +737,13 @@ impl Plan {
                 })
                 .collect();
             for instr in &self.instrs {
-                self.exec(instr, (u0, n), (&views, &whole), &mut registers, &mut streams);
+                self.exec(
+                    instr,
+                    (u0, n),
+                    (&views, &whole),
+                    &mut registers,
+                    &mut streams,
+                );
             }
             let len = n * self.root_per_unit;
             match (&mut sink, self.root) {

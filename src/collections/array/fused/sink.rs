@@ -24,13 +24,21 @@ pub(super) enum Sink {
         reduced: usize,
         inner: usize,
         kept: Vec<usize>,
+        /// For arg-reductions: the chunk's offset along the reduced axis.
+        first: usize,
     },
 }
 
 impl Sink {
     /// The sink reducing a chunk of `shape` over `axes` with `op`, if the tile loops can:
     /// the axes are neighbours and the values `f64` (or booleans for a mean).
-    pub(super) fn axes(op: ReduceOp, axes: &[usize], shape: &[usize], bool: bool) -> Option<Sink> {
+    pub(super) fn axes(
+        op: ReduceOp,
+        axes: &[usize],
+        shape: &[usize],
+        offset: &[usize],
+        bool: bool,
+    ) -> Option<Sink> {
         let mut sorted = axes.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
@@ -44,6 +52,9 @@ impl Sink {
                 false,
             )
             | (ReduceOp::Mean, _) => {}
+            // The index along one axis of several (over all axes it is a flat index).
+            (ReduceOp::ArgMin | ReduceOp::ArgMax, false)
+                if sorted.len() == 1 && shape.len() > 1 => {}
             _ => return None,
         }
         let kept = shape
@@ -57,6 +68,7 @@ impl Sink {
             reduced: shape[first..=last].iter().product(),
             inner: shape[last + 1..].iter().product(),
             kept,
+            first: offset.get(first).copied().unwrap_or(0),
         })
     }
 }
@@ -107,6 +119,8 @@ pub(super) enum SinkState {
         next: usize,
         shift: Vec<f64>,
         squares: Vec<f64>,
+        /// For arg-reductions: the index of each best value.
+        best: Vec<i64>,
     },
 }
 
@@ -152,6 +166,11 @@ impl SinkState {
                 } else {
                     Vec::new()
                 },
+                best: if arg(*op) {
+                    vec![0; outer * inner]
+                } else {
+                    Vec::new()
+                },
             },
         }
     }
@@ -176,14 +195,22 @@ impl SinkState {
                 next,
                 shift,
                 squares,
+                best,
             } => {
                 let Sink::Axes {
-                    op, reduced, inner, ..
+                    op,
+                    reduced,
+                    inner,
+                    first,
+                    ..
                 } = sink
                 else {
                     unreachable!("the sink state matches the sink")
                 };
-                if moments(*op) {
+                if arg(*op) {
+                    let min = *op == ReduceOp::ArgMin;
+                    take_arg(min, (*reduced, *inner, *first), acc, best, *next, tile);
+                } else if moments(*op) {
                     take_moments(*reduced, *inner, acc, shift, squares, *next, tile);
                 } else {
                     take_axes(*op, *reduced, *inner, acc, *next, tile);
@@ -242,6 +269,12 @@ impl SinkState {
                     count: ArrayD::from_elem(IxDyn(kept), n),
                     mean: shaped(mean),
                     m2: shaped(m2),
+                }))
+            }
+            (SinkState::Axes { acc, best, .. }, Sink::Axes { op, kept, .. }) if arg(*op) => {
+                Outcome::Partial(Box::new(Partial::Arg {
+                    value: ArrayD::from_shape_vec(IxDyn(kept), acc).expect("kept shape"),
+                    index: ArrayD::from_shape_vec(IxDyn(kept), best).expect("kept shape"),
                 }))
             }
             (
@@ -392,6 +425,85 @@ fn take_moments(
                 let d = v - k;
                 *a += d;
                 *q += d * d;
+            }
+            rest = tail;
+            e += run;
+        }
+    }
+}
+
+fn arg(op: ReduceOp) -> bool {
+    matches!(op, ReduceOp::ArgMin | ReduceOp::ArgMax)
+}
+
+/// `true` if `v` replaces `best` (the interpreter's rule: NaN wins, and stays; ties keep
+/// the first).
+#[inline(always)]
+fn better(min: bool, v: f64, best: f64) -> bool {
+    if best.is_nan() {
+        false
+    } else if v.is_nan() {
+        true
+    } else if min {
+        v < best
+    } else {
+        v > best
+    }
+}
+
+/// [`take_axes`] for arg-reductions along one axis: each lane's best value and its index
+/// along the axis (`first_index` is the chunk's offset along it).
+#[inline(always)]
+fn take_arg(
+    min: bool,
+    (reduced, inner, first_index): (usize, usize, usize),
+    acc: &mut [f64],
+    best: &mut [i64],
+    first: usize,
+    tile: &[f64],
+) {
+    let mut e = first;
+    let mut rest = tile;
+    while !rest.is_empty() {
+        if inner == 1 {
+            let (o, r) = (e / reduced, e % reduced);
+            let run = (reduced - r).min(rest.len());
+            let (part, tail) = rest.split_at(run);
+            if part.iter().any(|v| v.is_nan()) {
+                for (k, &v) in part.iter().enumerate() {
+                    if r + k == 0 || better(min, v, acc[o]) {
+                        acc[o] = v;
+                        best[o] = (first_index + r + k) as i64;
+                    }
+                }
+            } else {
+                // No NaN: the run's best value (a vector fold), then its first position.
+                let m = if min {
+                    part.iter()
+                        .fold(f64::INFINITY, |a, &v| if v < a { v } else { a })
+                } else {
+                    part.iter()
+                        .fold(f64::NEG_INFINITY, |a, &v| if v > a { v } else { a })
+                };
+                let k = part.iter().position(|&v| v == m).unwrap_or(0);
+                if r == 0 || better(min, m, acc[o]) {
+                    acc[o] = m;
+                    best[o] = (first_index + r + k) as i64;
+                }
+            }
+            rest = tail;
+            e += run;
+        } else {
+            let (o, r, i) = (e / (reduced * inner), (e / inner) % reduced, e % inner);
+            let run = (inner - i).min(rest.len());
+            let (part, tail) = rest.split_at(run);
+            let at = o * inner + i..o * inner + i + run;
+            let index = (first_index + r) as i64;
+            for ((a, b), &v) in acc[at.clone()].iter_mut().zip(&mut best[at]).zip(part) {
+                if r == 0 || better(min, v, *a) {
+                    *a = v;
+                    *b = index;
+                }
             }
             rest = tail;
             e += run;
