@@ -17,8 +17,8 @@
 //!
 //! * dask-mpi, `../shared/peers/tasks_daskmpi.py` (default settings: 2 workers of 1
 //!   thread, worker-saturation 1.1): `client.map(inc, range(T))` + `client.gather` with
-//!   [`tasks`] (100,000) tasks, as many as ours; one launch takes about 3 minutes here
-//!   (595 tasks/s on 2026-12-01). Its chain is `client.submit(inc, x)` [`PEER_CHAIN`]
+//!   [`tasks`] (100,000) tasks, as many as ours; one launch takes minutes here (its rate
+//!   is in BENCHMARKS.md). Its chain is `client.submit(inc, x)` [`PEER_CHAIN`]
 //!   times, then `x.result()`, as ours.
 //! * mpi4py.futures, `../shared/peers/tasks_mpi4py.py` (`MPICommExecutor`: rank 0 the
 //!   master, 3 workers): `list(executor.map(inc, range(100_000)))` with the default
