@@ -580,6 +580,21 @@ fn transpose_into<T: Clone>(block: &[T], rows: usize, cols: usize, out: &mut Vec
     }
 }
 
+/// `true` if `v` replaces `best` in an argmin (`min`) or argmax: a NaN wins and stays, and
+/// ties keep the first.
+#[inline(always)]
+pub(super) fn arg_better(min: bool, v: f64, best: f64) -> bool {
+    if best.is_nan() {
+        false
+    } else if v.is_nan() {
+        true
+    } else if min {
+        v < best
+    } else {
+        v > best
+    }
+}
+
 pub(super) fn nan_min(x: f64, y: f64) -> f64 {
     if x.is_nan() || x <= y { x } else { y }
 }
@@ -757,17 +772,7 @@ impl Partial {
                     let lane = &data[r * width..(r + 1) * width];
                     let mut best = 0;
                     for (j, &v) in lane.iter().enumerate().skip(1) {
-                        let b = lane[best];
-                        let better = if b.is_nan() {
-                            false
-                        } else if v.is_nan() {
-                            true
-                        } else if is_min {
-                            v < b
-                        } else {
-                            v > b
-                        };
-                        if better {
+                        if arg_better(is_min, v, lane[best]) {
                             best = j;
                         }
                     }

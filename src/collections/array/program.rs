@@ -197,6 +197,20 @@ pub struct AxisSlice {
     pub len: usize,
 }
 
+impl AxisSlice {
+    /// The slices of a region: `(start, len)` per axis, every step 1.
+    pub fn of_region(region: &[(usize, usize)]) -> Vec<AxisSlice> {
+        region
+            .iter()
+            .map(|&(start, len)| AxisSlice {
+                start,
+                step: 1,
+                len,
+            })
+            .collect()
+    }
+}
+
 /// One operation of a program. Operands are earlier nodes, by index.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Op {

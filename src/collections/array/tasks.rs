@@ -147,14 +147,7 @@ pub(super) fn assemble_task(input: &TaskInput<'_>) -> Result<Bytes, CallError> {
     for ((region, dest), bytes) in spec.pieces.iter().zip(input.deps) {
         let source = Block::decode(bytes, spec.dtype)
             .map_err(|e| format!("could not decode a chunk: {e}"))?;
-        let slices: Vec<AxisSlice> = region
-            .iter()
-            .map(|&(start, len)| AxisSlice {
-                start,
-                step: 1,
-                len,
-            })
-            .collect();
+        let slices = AxisSlice::of_region(region);
         let piece = source.slice(&slices);
         kernel::write_region(&mut out, dest, &piece);
     }

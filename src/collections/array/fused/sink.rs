@@ -436,21 +436,6 @@ fn arg(op: ReduceOp) -> bool {
     matches!(op, ReduceOp::ArgMin | ReduceOp::ArgMax)
 }
 
-/// `true` if `v` replaces `best` (the interpreter's rule: NaN wins, and stays; ties keep
-/// the first).
-#[inline(always)]
-fn better(min: bool, v: f64, best: f64) -> bool {
-    if best.is_nan() {
-        false
-    } else if v.is_nan() {
-        true
-    } else if min {
-        v < best
-    } else {
-        v > best
-    }
-}
-
 /// [`take_axes`] for arg-reductions along one axis: each lane's best value and its index
 /// along the axis (`first_index` is the chunk's offset along it).
 #[inline(always)]
@@ -462,6 +447,8 @@ fn take_arg(
     first: usize,
     tile: &[f64],
 ) {
+    // The interpreter's rule: a NaN wins and stays, ties keep the first.
+    let better = kernel::arg_better;
     let mut e = first;
     let mut rest = tile;
     while !rest.is_empty() {

@@ -639,14 +639,7 @@ impl<S: Sink> Lowerer<'_, S> {
         let mut builder = ProgramBuilder::new();
         let input = builder.input(dtype, Input::Chunk(source), shape);
         builder.no_streaming = true;
-        let slices = region
-            .iter()
-            .map(|&(start, len)| AxisSlice {
-                start,
-                step: 1,
-                len,
-            })
-            .collect();
+        let slices = AxisSlice::of_region(region);
         let piece_shape = region.iter().map(|&(_, len)| len).collect();
         builder.push(Op::Slice(slices, input), piece_shape, dtype, false);
         let (program, inputs) = builder.finish(Output::Store);
