@@ -140,6 +140,7 @@ bench: deps peers
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench pi -- $(BENCH)
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench bags -- $(BENCH)
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench arrays -- $(BENCH)
+	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench futures -- $(BENCH)
 	@echo "figures: $(BENCH_RESULTS)"
 
 # Each benchmark once at tiny sizes (seconds): the bench code and its answer checks run, so
@@ -147,7 +148,7 @@ bench: deps peers
 SMOKE_RESULTS := $(CURDIR)/target/bench/smoke.json
 bench-smoke: deps
 	@mkdir -p target/bench && rm -f $(SMOKE_RESULTS)
-	for b in runtime scheduler pi bags arrays; do \
+	for b in runtime scheduler pi bags arrays futures; do \
 	  MPIDASK_BENCH_SMOKE=1 MPIDASK_BENCH_RESULTS=$(SMOKE_RESULTS) $(CARGO) bench --bench $$b || exit 1; \
 	done
 

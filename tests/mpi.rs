@@ -269,6 +269,56 @@ fn scenario_big_messages(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `len` values from `seed`.
+fn ramp(len: usize, seed: f64) -> Vec<f64> {
+    (0..len).map(|i| seed + i as f64 * 1e-3).collect()
+}
+
+fn dot_pair((a, b): (Vec<f64>, Vec<f64>)) -> f64 {
+    a.iter().zip(&b).map(|(x, y)| x * y).sum()
+}
+
+/// Large task arguments go from the client straight to a worker: the scheduler rank
+/// receives only keys and sizes. Small ones travel inline, through it.
+fn scenario_large_args(client: &Client) -> anyhow::Result<()> {
+    let received = || -> anyhow::Result<u64> { Ok(client.scheduler_info()?.received_bytes) };
+    // 24 arguments of 1 MB, one task each, mapped twice, and 4 tasks of two such arguments.
+    let large: Vec<Vec<f64>> = (0..24).map(|i| ramp(131_072, i as f64)).collect();
+    let expected: Vec<f64> = large.iter().map(|v| v.iter().sum()).collect();
+    let before = received()?;
+    let sums = client.map(sum_f64, large.clone());
+    let totals = client.gather(&sums)?;
+    ensure!(totals == expected, "sums of the large arguments");
+    let pairs: Vec<(Vec<f64>, Vec<f64>)> = (0..4)
+        .map(|i| (large[i].clone(), large[i + 4].clone()))
+        .collect();
+    let dots = client.gather(&client.map(dot_pair, pairs.clone()))?;
+    ensure!(dots == pairs.into_iter().map(dot_pair).collect::<Vec<_>>());
+    let pinned = client
+        .with_options(mpidask::TaskOptions::default().workers([2]))
+        .submit(sum_f64, large[0].clone());
+    ensure!(pinned.result()? == expected[0]);
+    let direct = received()? - before;
+    // 64 arguments of 32 KiB: below the threshold, they travel inline through rank 0.
+    let small: Vec<Vec<f64>> = (0..64).map(|i| ramp(4096, i as f64)).collect();
+    let before = received()?;
+    let small_sums = client.gather(&client.map(sum_f64, small.clone()))?;
+    ensure!(small_sums == small.iter().map(|v| v.iter().sum()).collect::<Vec<f64>>());
+    let inline = received()? - before;
+    let large_bytes = 33 * 1_048_576u64;
+    ensure!(
+        direct < large_bytes / 100,
+        "the scheduler received {direct} bytes while {large_bytes} bytes of large arguments \
+         were sent: they must go straight to the workers"
+    );
+    ensure!(
+        inline >= 64 * 32_768,
+        "the scheduler received only {inline} bytes for 2 MiB of small inline arguments"
+    );
+    println!("SCENARIO large_args OK direct={direct} inline={inline}");
+    Ok(())
+}
+
 fn scenario_arrays(client: &Client) -> anyhow::Result<()> {
     use mpidask::array::{self, DType, Span, random};
     let x = random::uniform(-1.0, 1.0, &[1000, 7], &[130, 3], 11);
@@ -434,6 +484,7 @@ fn run_scenario(name: &str) -> ! {
         "resources" => mpidask::run(scenario_resources),
         "big_messages" => mpidask::run(scenario_big_messages),
         "arrays" => mpidask::run(scenario_arrays),
+        "large_args" => mpidask::run(scenario_large_args),
         "bags" => mpidask::run(scenario_bags),
         "array_suite" => mpidask::run(scenario_array_suite),
         "worker_killed" => mpidask::run(|client| -> anyhow::Result<()> {
@@ -771,6 +822,25 @@ fn test_big_messages() -> Result<(), Failed> {
         let run = launch(command);
         run.expect_code(0)
             .expect_stdout("SCENARIO big_messages OK")
+            .expect_quiet();
+    })
+}
+
+fn test_large_args_skip_the_scheduler() -> Result<(), Failed> {
+    check(|| {
+        for np in [3, 5] {
+            let run = launch(scenario_under_mpirun(np, "large_args"));
+            run.expect_code(0)
+                .expect_stdout("SCENARIO large_args OK")
+                .expect_quiet();
+        }
+        let mut local = local_command(&this_binary());
+        local
+            .env("MPIDASK_SCENARIO", "large_args")
+            .env("MPIDASK_LOCAL_WORKERS", "2");
+        let run = launch(local);
+        run.expect_code(0)
+            .expect_stdout("SCENARIO large_args OK")
             .expect_quiet();
     })
 }
@@ -1806,6 +1876,10 @@ fn main() {
         Trial::test("world_of_two_exits_6", test_world_of_two),
         Trial::test("resources_match_workers", test_resources),
         Trial::test("frames_split_into_parts", test_big_messages),
+        Trial::test(
+            "large_args_skip_the_scheduler_np_3_5_and_local",
+            test_large_args_skip_the_scheduler,
+        ),
         Trial::test(
             "pi_same_estimate_at_3_4_6_and_local",
             test_pi_same_estimate_everywhere,

@@ -97,7 +97,7 @@ impl<T> Future<T> {
     }
 }
 
-impl<T: DeserializeOwned> Future<T> {
+impl<T: DeserializeOwned + 'static> Future<T> {
     /// Waits for the task and returns its value, fetched from the worker holding it.
     ///
     /// A task that panicked or returned `Err` (or depends on one that did) gives

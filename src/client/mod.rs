@@ -20,7 +20,7 @@ use crate::keymap::KeyMap;
 use crate::node::EventSender;
 use crate::protocol::{
     FnId, JobProgress, Key, Payload, Rank, SchedulerInfo, TaskOptions, TaskSpec, ToScheduler,
-    ToWorker, decode_value, encode_value,
+    ToWorker, decode_owned, encode_owned,
 };
 use crate::task::{self, FnPointer, IntoArgs, Registry, TaskFn, Trampoline};
 use crossbeam_channel::Sender;
@@ -33,6 +33,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Tasks sent to the scheduler in one message by [`Client::map`].
 const MAP_BATCH: usize = 4096;
+
+/// An encoded argument at least this large is not sent inline with its task (which would
+/// carry it through the scheduler rank): the client sends it straight to a worker, as a
+/// value scattered there, and the task reads it as a dependency. The scheduler sees only
+/// its key and size. It is the size from which a payload travels as an attachment of its
+/// own (`ATTACH_BYTES`): smaller values cost less inline than the extra message.
+pub(crate) const DIRECT_ARG_BYTES: usize = crate::protocol::ATTACH_BYTES;
 
 /// What the client knows about a key.
 #[derive(Debug, Clone)]
@@ -293,8 +300,8 @@ impl Client {
     pub fn submit<F, Args, X>(&self, f: F, args: X) -> Future<F::Output>
     where
         F: TaskFn<Args>,
-        Args: DeserializeOwned,
-        F::Output: Serialize,
+        Args: DeserializeOwned + 'static,
+        F::Output: Serialize + 'static,
         X: IntoArgs<Args, CallArg>,
     {
         self.with_options(TaskOptions::default()).submit(f, args)
@@ -305,8 +312,8 @@ impl Client {
     pub fn try_submit<F, Args, X, T, E>(&self, f: F, args: X) -> Future<T>
     where
         F: TaskFn<Args, Output = Result<T, E>>,
-        Args: DeserializeOwned,
-        T: Serialize,
+        Args: DeserializeOwned + 'static,
+        T: Serialize + 'static,
         E: Display,
         X: IntoArgs<Args, CallArg>,
     {
@@ -319,8 +326,8 @@ impl Client {
     pub fn map<F, Args, I>(&self, f: F, items: I) -> Vec<Future<F::Output>>
     where
         F: TaskFn<Args>,
-        Args: DeserializeOwned,
-        F::Output: Serialize,
+        Args: DeserializeOwned + 'static,
+        F::Output: Serialize + 'static,
         I: IntoIterator,
         I::Item: IntoArgs<Args, CallArg>,
     {
@@ -331,8 +338,8 @@ impl Client {
     pub fn try_map<F, Args, I, T, E>(&self, f: F, items: I) -> Vec<Future<T>>
     where
         F: TaskFn<Args, Output = Result<T, E>>,
-        Args: DeserializeOwned,
-        T: Serialize,
+        Args: DeserializeOwned + 'static,
+        T: Serialize + 'static,
         E: Display,
         I: IntoIterator,
         I::Item: IntoArgs<Args, CallArg>,
@@ -342,7 +349,7 @@ impl Client {
 
     /// Sends `value` to a worker (round robin) and returns a future for it, to pass to
     /// many tasks without sending it with each.
-    pub fn scatter<T: Serialize>(&self, value: T) -> Result<Future<T>> {
+    pub fn scatter<T: Serialize + 'static>(&self, value: T) -> Result<Future<T>> {
         let workers = &self.shared.workers;
         let index = self.shared.next_worker.fetch_add(1, Ordering::Relaxed) % workers.len();
         self.scatter_to(value, workers[index])
@@ -351,7 +358,7 @@ impl Client {
     /// Sends `value` to every worker (Dask's `scatter(value, broadcast=True)`): the client
     /// sends it once, to the first worker, which broadcasts it with `MPI_Ibcast` on the
     /// workers' communicator. Tasks reading it on any worker then read their own copy.
-    pub fn scatter_broadcast<T: Serialize>(&self, value: T) -> Result<Future<T>> {
+    pub fn scatter_broadcast<T: Serialize + 'static>(&self, value: T) -> Result<Future<T>> {
         let root = self.shared.workers[0];
         self.send_scattered(&value, root, |key, bytes| ToWorker::BroadcastScatter {
             key,
@@ -361,30 +368,46 @@ impl Client {
 
     /// Encodes `value` under a new key, tells the scheduler it is on `worker`, and sends it
     /// there in the message `carry` makes.
-    fn send_scattered<T: Serialize>(
+    fn send_scattered<T: Serialize + 'static>(
         &self,
         value: &T,
         worker: Rank,
         carry: impl FnOnce(Key, Payload) -> ToWorker,
     ) -> Result<Future<T>> {
         let bytes: Payload = Arc::new(
-            encode_value(value)
+            encode_owned(value)
                 .map_err(|e| Error::encode("a scattered value", e))?
                 .into(),
         );
+        let key = self.send_bytes(bytes, worker, carry);
+        Ok(Future::new(key, self.shared.clone()))
+    }
+
+    /// Sends encoded `bytes` to `worker` under a new key (in the message `carry` makes) and
+    /// tells the scheduler the key is there and how large it is; returns the key.
+    fn send_bytes(
+        &self,
+        bytes: Payload,
+        worker: Rank,
+        carry: impl FnOnce(Key, Payload) -> ToWorker,
+    ) -> Key {
         let key = self.next_key();
+        let nbytes = bytes.len() as u64;
         self.shared
             .lock()
             .keys
             .insert(key, Entry::new(None, Status::Pending, Some(bytes.clone())));
-        self.shared
-            .send(Command::Scheduler(ToScheduler::Scatter { key, worker }));
+        self.shared.send(Command::Scheduler(ToScheduler::Scatter {
+            key,
+            worker,
+            nbytes,
+        }));
         self.shared.send(Command::Worker(worker, carry(key, bytes)));
-        Ok(Future::new(key, self.shared.clone()))
+        key
     }
 
     /// Sends `value` to worker rank `worker` and returns a future for it.
-    pub fn scatter_to<T: Serialize>(&self, value: T, worker: Rank) -> Result<Future<T>> {
+    pub fn scatter_to<T: Serialize + 'static>(&self, value: T, worker: Rank) -> Result<Future<T>> {
         if !self.shared.workers.contains(&worker) {
             return Err(Error::Config(format!(
                 "cannot scatter to {worker}: the worker ranks are {}",
@@ -399,13 +422,13 @@ impl Client {
 
     /// The results of `futures`, in order. Values are fetched directly from the workers
     /// holding them, all at once. The first failed future's error is returned.
-    pub fn gather<T: DeserializeOwned>(&self, futures: &[Future<T>]) -> Result<Vec<T>> {
+    pub fn gather<T: DeserializeOwned + 'static>(&self, futures: &[Future<T>]) -> Result<Vec<T>> {
         let keys: Vec<Key> = futures.iter().map(Future::key).collect();
         let payloads = self.fetch(&keys)?;
         keys.iter()
             .zip(payloads)
             .map(|(key, bytes)| {
-                decode_value(&bytes)
+                decode_owned(&bytes)
                     .map_err(|e| Error::decode(self.shared.lock().key_name(*key), e))
             })
             .collect()
@@ -467,7 +490,8 @@ impl Client {
     }
 
     /// Registers and sends tasks of `func` (which also calls `uses`) whose arguments were
-    /// encoded (or failed to encode).
+    /// encoded (or failed to encode), large ones already sent ahead
+    /// ([`send_large_args_direct`](Self::send_large_args_direct)).
     fn submit_calls<T>(
         &self,
         func: FnId,
@@ -518,6 +542,39 @@ impl Client {
         futures
     }
 
+    /// `args` with every value of [`DIRECT_ARG_BYTES`] or more sent ahead to one worker
+    /// (round robin over the workers the task may run on) and replaced by its future, so
+    /// the value never crosses the scheduler rank and the task is placed where it lies.
+    fn send_large_args_direct(&self, args: Vec<CallArg>, options: &TaskOptions) -> Vec<CallArg> {
+        if !has_large_value(&args) {
+            return args;
+        }
+        let allowed: Vec<Rank> = options
+            .workers
+            .iter()
+            .copied()
+            .filter(|w| self.shared.workers.contains(w))
+            .collect();
+        let pool = if allowed.is_empty() {
+            &self.shared.workers
+        } else {
+            &allowed
+        };
+        let turn = self.shared.next_worker.fetch_add(1, Ordering::Relaxed);
+        let worker = pool[turn % pool.len()];
+        args.into_iter()
+            .map(|arg| match arg {
+                CallArg::Value(bytes) if bytes.len() >= DIRECT_ARG_BYTES => {
+                    let key = self.send_bytes(Arc::new(bytes.into()), worker, |key, bytes| {
+                        ToWorker::ScatterData { key, bytes }
+                    });
+                    CallArg::Future(Future::new(key, self.shared.clone()))
+                }
+                other => other,
+            })
+            .collect()
+    }
+
     /// A future that has already failed with `message` (for work that could not even be
     /// described, such as an invalid array graph reached through a delayed call).
     pub(crate) fn failed_future(&self, message: &str) -> Future<()> {
@@ -540,7 +597,9 @@ impl Client {
         args: Vec<CallArg>,
     ) -> Future<()> {
         let func = self.register(trampoline, || name.to_string());
-        self.submit_calls(func, uses, vec![Ok(args)], &TaskOptions::default())
+        let options = TaskOptions::default();
+        let args = self.send_large_args_direct(args, &options);
+        self.submit_calls(func, uses, vec![Ok(args)], &options)
             .pop()
             .expect("one task")
     }
@@ -598,8 +657,8 @@ impl Submitter<'_> {
     pub fn submit<F, Args, X>(&self, f: F, args: X) -> Future<F::Output>
     where
         F: TaskFn<Args>,
-        Args: DeserializeOwned,
-        F::Output: Serialize,
+        Args: DeserializeOwned + 'static,
+        F::Output: Serialize + 'static,
         X: IntoArgs<Args, CallArg>,
     {
         let _ = f;
@@ -613,8 +672,8 @@ impl Submitter<'_> {
     pub fn try_submit<F, Args, X, T, E>(&self, f: F, args: X) -> Future<T>
     where
         F: TaskFn<Args, Output = Result<T, E>>,
-        Args: DeserializeOwned,
-        T: Serialize,
+        Args: DeserializeOwned + 'static,
+        T: Serialize + 'static,
         E: Display,
         X: IntoArgs<Args, CallArg>,
     {
@@ -629,8 +688,8 @@ impl Submitter<'_> {
     pub fn map<F, Args, I>(&self, f: F, items: I) -> Vec<Future<F::Output>>
     where
         F: TaskFn<Args>,
-        Args: DeserializeOwned,
-        F::Output: Serialize,
+        Args: DeserializeOwned + 'static,
+        F::Output: Serialize + 'static,
         I: IntoIterator,
         I::Item: IntoArgs<Args, CallArg>,
     {
@@ -643,8 +702,8 @@ impl Submitter<'_> {
     pub fn try_map<F, Args, I, T, E>(&self, f: F, items: I) -> Vec<Future<T>>
     where
         F: TaskFn<Args, Output = Result<T, E>>,
-        Args: DeserializeOwned,
-        T: Serialize,
+        Args: DeserializeOwned + 'static,
+        T: Serialize + 'static,
         E: Display,
         I: IntoIterator,
         I::Item: IntoArgs<Args, CallArg>,
@@ -662,9 +721,30 @@ impl Submitter<'_> {
     ) -> Vec<Future<T>> {
         let client = self.client;
         let func = client.register(trampoline, name);
-        let encoded: Vec<_> = calls.into_iter().map(IntoArgs::into_slots).collect();
-        client.submit_calls(func, &[], encoded, &self.options)
+        let mut futures = Vec::new();
+        let mut pending = Vec::new();
+        for call in calls {
+            let encoded = call.into_slots();
+            let sent_ahead = encoded.as_ref().is_ok_and(|args| has_large_value(args));
+            pending.push(encoded.map(|args| client.send_large_args_direct(args, &self.options)));
+            // A call whose large arguments left for a worker is submitted at once, so that
+            // worker starts on it while the next call is encoded.
+            if sent_ahead || pending.len() == MAP_BATCH {
+                let batch = std::mem::take(&mut pending);
+                futures.extend(client.submit_calls(func, &[], batch, &self.options));
+            }
+        }
+        if !pending.is_empty() {
+            futures.extend(client.submit_calls(func, &[], pending, &self.options));
+        }
+        futures
     }
+}
+
+/// Whether a value among `args` is large enough to be sent ahead to a worker.
+fn has_large_value(args: &[CallArg]) -> bool {
+    args.iter()
+        .any(|a| matches!(a, CallArg::Value(bytes) if bytes.len() >= DIRECT_ARG_BYTES))
 }
 
 fn describe_ranks(ranks: &[Rank]) -> String {

@@ -139,8 +139,8 @@ impl<T> Arg<Vec<T>, Slot> for &[Delayed<T>] {
 pub fn delayed<F, Args, X>(f: F, args: X) -> Delayed<F::Output>
 where
     F: TaskFn<Args>,
-    Args: DeserializeOwned,
-    F::Output: Serialize,
+    Args: DeserializeOwned + 'static,
+    F::Output: Serialize + 'static,
     X: IntoArgs<Args, Slot>,
 {
     let _ = f;
@@ -182,7 +182,7 @@ impl<T> Delayed<T> {
     /// Runs the call (and what it needs) and returns its value.
     pub fn compute(&self, client: &Client) -> Result<T>
     where
-        T: DeserializeOwned,
+        T: DeserializeOwned + 'static,
     {
         Session::new(client).submit(self).result()
     }
@@ -191,7 +191,7 @@ impl<T> Delayed<T> {
     /// [`Client::with_progress`]).
     pub fn compute_with_progress(&self, client: &Client) -> Result<T>
     where
-        T: DeserializeOwned,
+        T: DeserializeOwned + 'static,
     {
         client.with_progress(|| self.compute(client))
     }
@@ -225,7 +225,10 @@ impl<'c> Session<'c> {
     }
 
     /// Submits several values of one type and waits for all of them.
-    pub fn compute_all<T: DeserializeOwned>(&mut self, values: &[Delayed<T>]) -> Result<Vec<T>> {
+    pub fn compute_all<T: DeserializeOwned + 'static>(
+        &mut self,
+        values: &[Delayed<T>],
+    ) -> Result<Vec<T>> {
         let futures: Vec<Future<T>> = values.iter().map(|v| self.submit(v)).collect();
         self.client.gather(&futures)
     }

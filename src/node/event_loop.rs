@@ -126,6 +126,8 @@ pub fn drive<N: Node>(
             if from == Rank::SCHEDULER {
                 heard_from_scheduler = now;
             }
+            let attached: usize = incoming.attachments.iter().map(|a| a.len()).sum();
+            node.on_frame(from, (frame.len() + attached) as u64);
             match decode_frame_with::<N::Message>(&frame, incoming.attachments) {
                 Ok(messages) => {
                     for message in messages {

@@ -37,6 +37,9 @@ pub trait Node {
     type Event;
     /// Called once before the loop starts (e.g. to introduce the rank to the scheduler).
     fn on_start(&mut self, _out: &mut Outbox) {}
+    /// A frame of `bytes` (with its attachments) arrived from `from`, before its messages
+    /// are handled: for the scheduler rank's count of what it received.
+    fn on_frame(&mut self, _from: Rank, _bytes: u64) {}
     /// Handles a message from another rank.
     fn on_message(&mut self, from: Rank, message: Self::Message, out: &mut Outbox, now: Instant);
     /// Handles a local event.

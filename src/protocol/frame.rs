@@ -113,6 +113,17 @@ pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> bincode::Result<T> {
     codec().deserialize(bytes)
 }
 
+/// [`encode_value`] for a sized `'static` type: a vector of plain numbers by one copy
+/// (`plain`), anything else element by element; the same bytes either way.
+pub fn encode_owned<T: Serialize + std::any::Any>(value: &T) -> bincode::Result<Vec<u8>> {
+    super::plain::encode(value).unwrap_or_else(|| encode_value(value))
+}
+
+/// [`decode_value`] for a `'static` type: a vector of plain numbers by one copy.
+pub fn decode_owned<T: DeserializeOwned + std::any::Any>(bytes: &[u8]) -> bincode::Result<T> {
+    super::plain::decode(bytes).unwrap_or_else(|| decode_value(bytes))
+}
+
 /// A frame ready to send: its bytes and the payloads attached to it.
 #[derive(Debug, Default)]
 pub struct Frame {

@@ -18,11 +18,12 @@ pub mod frame;
 mod frame;
 
 mod bytes;
+mod plain;
 pub use bytes::{ALIGN, Bytes, skip_to};
 
 pub use frame::{
-    Announced, Frame, FrameWriter, attachments_announced, codec, decode_frame_with, decode_value,
-    encode_value,
+    ATTACH_BYTES, Announced, Frame, FrameWriter, attachments_announced, codec, decode_frame_with,
+    decode_owned, decode_value, encode_owned, encode_value,
 };
 
 /// An encoded value (task argument or result) held by a worker or the client. Shared, so a
@@ -30,7 +31,7 @@ pub use frame::{
 pub type Payload = Arc<Bytes>;
 
 /// Version of the message set below. Every rank checks at start-up that all ranks agree.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// Identity of a task or of a scattered value, unique within one job.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -205,6 +206,9 @@ pub struct SchedulerInfo {
     pub tasks: u64,
     /// Tasks that completed since start.
     pub tasks_completed: u64,
+    /// Bytes the scheduler rank received from all ranks since start (frames and their
+    /// attachments): large task arguments go straight to workers, so this stays small.
+    pub received_bytes: u64,
 }
 
 /// What a worker needs to run a task: the function and its arguments. The scheduler keeps
@@ -331,12 +335,15 @@ pub enum ToScheduler {
     RegisterFunction(FunctionMsg),
     /// New tasks from the client.
     Submit(Vec<TaskSpec>),
-    /// The client sent a value straight to `worker`; treat `key` as computing there.
+    /// The client sent a value straight to `worker` (scattered, or a large task argument);
+    /// treat `key` as computing there.
     Scatter {
         /// Key of the value.
         key: Key,
         /// Worker that receives it.
         worker: Rank,
+        /// Size of the encoded value.
+        nbytes: u64,
     },
     /// The client dropped its last future for these keys.
     ReleaseKeys(Vec<Key>),

@@ -19,6 +19,8 @@ pub struct SchedulerNode {
     last_heartbeat: Instant,
     /// The job's task stream (`--trace`/`--report`), written when the job ends.
     trace: Option<TraceCollector>,
+    /// Bytes received from all ranks (frames and attachments).
+    received_bytes: u64,
 }
 
 impl SchedulerNode {
@@ -31,6 +33,7 @@ impl SchedulerNode {
             others,
             last_heartbeat: Instant::now(),
             trace,
+            received_bytes: 0,
         }
     }
 
@@ -50,6 +53,7 @@ impl SchedulerNode {
                 Output::Info(mut info) => {
                     info.cpu_seconds = crate::process::cpu_seconds();
                     info.peak_rss_bytes = crate::process::peak_rss_bytes();
+                    info.received_bytes = self.received_bytes;
                     out.push(Rank::CLIENT, &ToClient::Info(info));
                 }
                 Output::Abort { code, message } => {
@@ -63,6 +67,10 @@ impl SchedulerNode {
 impl Node for SchedulerNode {
     type Message = ToScheduler;
     type Event = ();
+
+    fn on_frame(&mut self, _from: Rank, bytes: u64) {
+        self.received_bytes += bytes;
+    }
 
     fn on_message(&mut self, from: Rank, message: ToScheduler, _out: &mut Outbox, now: Instant) {
         let message = match &mut self.trace {

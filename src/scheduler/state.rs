@@ -115,7 +115,7 @@ impl Task {
     }
 
     /// A value the client scattered to `worker`.
-    pub fn scattered(worker: Rank, seq: u64) -> Self {
+    pub fn scattered(worker: Rank, seq: u64, nbytes: u64) -> Self {
         Task {
             code: None,
             func: None,
@@ -130,7 +130,7 @@ impl Task {
             allowed_workers: Vec::new(),
             resources: Vec::new(),
             attempt: 0,
-            nbytes: 0,
+            nbytes,
             scattered: true,
             state: TaskState::Processing {
                 worker,

@@ -696,6 +696,7 @@ fn scattered_values_become_dependencies() {
     env.client(ToScheduler::Scatter {
         key: Key(1),
         worker: Rank(3),
+        nbytes: 100,
     });
     env.submit(vec![task(2, &[1])]);
     assert_eq!(env.placements(), vec![(2, 3)], "placed beside the value");
@@ -728,6 +729,7 @@ fn a_scatter_report_that_overtakes_the_announcement_is_kept() {
     env.client(ToScheduler::Scatter {
         key: Key(1),
         worker: Rank(2),
+        nbytes: 100,
     });
     assert!(matches!(
         env.state(1),

@@ -4,7 +4,7 @@
 //! function, a tuple for more, `()` for none; each becomes one slot of the caller's slot
 //! type `S`: an encoded value, or whatever else `S` can hold.
 
-use crate::protocol::encode_value;
+use crate::protocol::encode_owned;
 use serde::Serialize;
 
 /// A slot type that can hold an encoded value.
@@ -20,15 +20,15 @@ pub trait Arg<T, S> {
     fn into_slot(self) -> bincode::Result<S>;
 }
 
-impl<T: Serialize, S: ValueSlot> Arg<T, S> for T {
+impl<T: Serialize + 'static, S: ValueSlot> Arg<T, S> for T {
     fn into_slot(self) -> bincode::Result<S> {
-        Ok(S::value(encode_value(&self)?))
+        Ok(S::value(encode_owned(&self)?))
     }
 }
 
-impl<T: Serialize, S: ValueSlot> Arg<T, S> for &T {
+impl<T: Serialize + 'static, S: ValueSlot> Arg<T, S> for &T {
     fn into_slot(self) -> bincode::Result<S> {
-        Ok(S::value(encode_value(self)?))
+        Ok(S::value(encode_owned(self)?))
     }
 }
 
@@ -72,6 +72,7 @@ impl_into_args!((X1, A1), (X2, A2), (X3, A3), (X4, A4), (X5, A5), (X6, A6));
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::encode_value;
 
     #[derive(Debug, PartialEq)]
     enum Slot {

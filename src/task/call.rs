@@ -3,7 +3,7 @@
 
 use super::TaskFn;
 use super::functions::{FnPointer, FunctionTable};
-use crate::protocol::{ArgSlot, Bytes, FnId, Payload, codec, encode_value};
+use crate::protocol::{ArgSlot, Bytes, FnId, Payload, codec, decode_owned, encode_owned};
 use bincode::Options;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -78,7 +78,9 @@ super::functions::fn_pointer!(Trampoline);
 /// Decodes the arguments of a task: the slots' encodings concatenated form the encoding of
 /// the argument tuple (bincode encodes a tuple as its fields in order, a `Vec` as its length
 /// followed by its elements).
-pub fn decode_args<Args: DeserializeOwned>(input: &TaskInput<'_>) -> bincode::Result<Args> {
+pub fn decode_args<Args: DeserializeOwned + 'static>(
+    input: &TaskInput<'_>,
+) -> bincode::Result<Args> {
     let mut deps = input.deps.iter();
     let mut next_dep = || {
         deps.next().map(|p| p.as_slice()).ok_or_else(|| {
@@ -90,8 +92,8 @@ pub fn decode_args<Args: DeserializeOwned>(input: &TaskInput<'_>) -> bincode::Re
     // The common case, one argument holding one value: decode in place.
     if let [slot] = input.args {
         match slot {
-            ArgSlot::Value(bytes) => return codec().deserialize(bytes),
-            ArgSlot::Future(_) => return codec().deserialize(next_dep()?),
+            ArgSlot::Value(bytes) => return decode_owned(bytes),
+            ArgSlot::Future(_) => return decode_owned(next_dep()?),
             ArgSlot::Futures(_) => {}
         }
     }
@@ -119,8 +121,8 @@ fn describe_decode_error<F>(error: bincode::Error) -> CallError {
 }
 
 /// Encodes a task's result.
-pub fn encode_result<T: Serialize>(value: &T) -> Result<Bytes, CallError> {
-    encode_value(value)
+pub fn encode_result<T: Serialize + 'static>(value: &T) -> Result<Bytes, CallError> {
+    encode_owned(value)
         .map(Bytes::from)
         .map_err(|e| CallError::Failed(format!("could not encode the result: {e}")))
 }
@@ -129,8 +131,8 @@ pub fn encode_result<T: Serialize>(value: &T) -> Result<Bytes, CallError> {
 pub fn trampoline<F, Args>(input: &TaskInput<'_>) -> Result<Bytes, CallError>
 where
     F: TaskFn<Args>,
-    Args: DeserializeOwned,
-    F::Output: Serialize,
+    Args: DeserializeOwned + 'static,
+    F::Output: Serialize + 'static,
 {
     let args: Args = decode_args(input).map_err(describe_decode_error::<F>)?;
     let output = super::conjure::<F>().call(args);
@@ -141,8 +143,8 @@ where
 pub fn fallible_trampoline<F, Args, T, E>(input: &TaskInput<'_>) -> Result<Bytes, CallError>
 where
     F: TaskFn<Args, Output = Result<T, E>>,
-    Args: DeserializeOwned,
-    T: Serialize,
+    Args: DeserializeOwned + 'static,
+    T: Serialize + 'static,
     E: Display,
 {
     let args: Args = decode_args(input).map_err(describe_decode_error::<F>)?;
@@ -156,8 +158,8 @@ where
 pub fn trampoline_of<F, Args>() -> Trampoline
 where
     F: TaskFn<Args>,
-    Args: DeserializeOwned,
-    F::Output: Serialize,
+    Args: DeserializeOwned + 'static,
+    F::Output: Serialize + 'static,
 {
     trampoline::<F, Args>
 }
@@ -166,8 +168,8 @@ where
 pub fn fallible_trampoline_of<F, Args, T, E>() -> Trampoline
 where
     F: TaskFn<Args, Output = Result<T, E>>,
-    Args: DeserializeOwned,
-    T: Serialize,
+    Args: DeserializeOwned + 'static,
+    T: Serialize + 'static,
     E: Display,
 {
     fallible_trampoline::<F, Args, T, E>

@@ -146,9 +146,9 @@ mod tests {
     }
 
     // The trampolines take the function as a type; these helpers infer it from a value.
-    fn plain<F: TaskFn<Args>, Args: DeserializeOwned>(_f: F) -> Trampoline
+    fn plain<F: TaskFn<Args>, Args: DeserializeOwned + 'static>(_f: F) -> Trampoline
     where
-        F::Output: Serialize,
+        F::Output: Serialize + 'static,
     {
         trampoline_of::<F, Args>()
     }
@@ -156,8 +156,8 @@ mod tests {
     fn fallible<F, Args, T, E>(_f: F) -> Trampoline
     where
         F: TaskFn<Args, Output = Result<T, E>>,
-        Args: DeserializeOwned,
-        T: Serialize,
+        Args: DeserializeOwned + 'static,
+        T: Serialize + 'static,
         E: Display,
     {
         fallible_trampoline_of::<F, Args, T, E>()

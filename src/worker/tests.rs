@@ -65,16 +65,16 @@ fn calls_its_use(input: &TaskInput<'_>) -> Result<Bytes, CallError> {
     task::encode_result(&f(1))
 }
 
-fn of<F: TaskFn<Args>, Args: DeserializeOwned>(_f: F) -> Trampoline
+fn of<F: TaskFn<Args>, Args: DeserializeOwned + 'static>(_f: F) -> Trampoline
 where
-    F::Output: Serialize,
+    F::Output: Serialize + 'static,
 {
     task::trampoline_of::<F, Args>()
 }
 
-fn func_of<F: TaskFn<Args>, Args: DeserializeOwned>(f: F) -> FnId
+fn func_of<F: TaskFn<Args>, Args: DeserializeOwned + 'static>(f: F) -> FnId
 where
-    F::Output: Serialize,
+    F::Output: Serialize + 'static,
 {
     let trampoline = of(f);
     let index = functions()

@@ -190,7 +190,7 @@ pub(super) fn encode_parameter<A: Serialize>(parameter: &A) -> crate::Result<Vec
 }
 
 /// Decodes a task's arguments as a bag partition's.
-pub(super) fn decoded<Args: DeserializeOwned>(input: &TaskInput<'_>) -> TaskResult<Args> {
+pub(super) fn decoded<Args: DeserializeOwned + 'static>(input: &TaskInput<'_>) -> TaskResult<Args> {
     decode_args(input)
         .map_err(|e| CallError::Failed(format!("could not decode a bag partition: {e}")))
 }

@@ -247,7 +247,11 @@ impl Scheduler {
                 self.on_register_function(from, registration)
             }
             ToScheduler::Submit(specs) => self.on_submit(from, specs),
-            ToScheduler::Scatter { key, worker } => self.on_scatter(key, worker),
+            ToScheduler::Scatter {
+                key,
+                worker,
+                nbytes,
+            } => self.on_scatter(key, worker, nbytes),
             ToScheduler::ReleaseKeys(keys) => self.on_release(&keys),
             ToScheduler::CancelKeys(keys) => self.on_cancel(&keys),
             ToScheduler::InfoRequest => self.on_info_request(),
@@ -549,6 +553,7 @@ impl Scheduler {
             peak_rss_bytes: 0,
             tasks: self.tasks.len() as u64,
             tasks_completed: self.completed,
+            received_bytes: 0,
         }
     }
 }

@@ -122,14 +122,14 @@ impl Scheduler {
         }
     }
 
-    pub(super) fn on_scatter(&mut self, key: Key, worker: Rank) {
+    pub(super) fn on_scatter(&mut self, key: Key, worker: Rank, nbytes: u64) {
         if self.tasks.contains_key(&key) || self.worker_index(worker).is_none() {
             error!("invalid scatter of {key} to {worker}; ignored");
             return;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.tasks.insert(key, Task::scattered(worker, seq));
+        self.tasks.insert(key, Task::scattered(worker, seq, nbytes));
         // The worker's report may have overtaken the client's announcement (two senders).
         if let Some(early) = self.early_scatters.remove(&key) {
             self.on_task_finished(early.from, key, 0, early.nbytes, 0);
