@@ -113,13 +113,41 @@ pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> bincode::Result<T> {
     codec().deserialize(bytes)
 }
 
-/// [`encode_value`] for a sized `'static` type: a vector of plain numbers by one copy
-/// (`plain`), anything else element by element; the same bytes either way.
+/// [`encode_value`] for a sized `'static` type: vectors and arrays of plain numbers by one
+/// copy of their elements (`plain`), anything else element by element; the same bytes
+/// either way.
 pub fn encode_owned<T: Serialize + std::any::Any>(value: &T) -> bincode::Result<Vec<u8>> {
-    super::plain::encode(value).unwrap_or_else(|| encode_value(value))
+    match super::plain::parts(value) {
+        Some(parts) => {
+            let parts = parts?;
+            let mut out = Vec::with_capacity(parts.head.len() + parts.elements.len());
+            out.extend_from_slice(&parts.head);
+            out.extend_from_slice(&parts.elements);
+            Ok(out)
+        }
+        None => encode_value(value),
+    }
 }
 
-/// [`decode_value`] for a `'static` type: a vector of plain numbers by one copy.
+/// [`encode_owned`] into a value buffer whose plain elements start on a cache line (where
+/// the array kernels read them in place).
+pub fn encode_owned_aligned<T: Serialize + std::any::Any>(
+    value: &T,
+) -> bincode::Result<super::Bytes> {
+    match super::plain::parts(value) {
+        Some(parts) => {
+            let parts = parts?;
+            let len = parts.head.len() + parts.elements.len();
+            let mut out = super::Bytes::aligned_after(parts.head.len(), len);
+            out.extend_from_slice(&parts.head);
+            out.extend_from_slice(&parts.elements);
+            Ok(out)
+        }
+        None => encode_value(value).map(super::Bytes::from),
+    }
+}
+
+/// [`decode_value`] for a `'static` type: vectors and arrays of plain numbers by one copy.
 pub fn decode_owned<T: DeserializeOwned + std::any::Any>(bytes: &[u8]) -> bincode::Result<T> {
     super::plain::decode(bytes).unwrap_or_else(|| decode_value(bytes))
 }

@@ -1,11 +1,20 @@
-//! Vectors of plain numbers (`Vec<f64>`, `Vec<f32>`, `Vec<u8>`, alone or as a one-field
-//! tuple) encoded and decoded by one copy instead of element by element. The bytes are
-//! exactly bincode's (the length as a variable-length integer, then the elements, little
-//! endian), so a value written by either path is read by either.
+//! Values of plain numbers encoded and decoded by one copy of their elements instead of
+//! one element at a time: `Vec<E>` and `ndarray` arrays (`Array1`, `Array2`, `Array3`,
+//! `ArrayD`) of `f64` or `f32`, and `Vec<u8>`, alone or as a one-field tuple (a task's
+//! argument tuple). The bytes are exactly bincode's (for a vector its length, for an array
+//! `ndarray`'s version byte, shape and element count, then the elements, little endian), so
+//! a value written by either path is read by either.
 
 use super::frame::codec;
 use bincode::Options;
+use ndarray::{Array, Dimension, Ix1, Ix2, Ix3, IxDyn};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::any::Any;
+use std::borrow::Cow;
+
+/// The version byte `ndarray` writes first when it serialises an array.
+const NDARRAY_FORMAT_VERSION: u8 = 1;
 
 /// A number whose bincode encoding (under [`codec`]) is its little-endian bytes: floats and
 /// bytes. Wider integers are variable-length in bincode and are not plain.
@@ -14,82 +23,150 @@ impl Plain for f64 {}
 impl Plain for f32 {}
 impl Plain for u8 {}
 
-/// `value`'s encoding if it is a plain vector (or a one-field tuple of one).
-pub(super) fn encode<T: Any>(value: &T) -> Option<bincode::Result<Vec<u8>>> {
+/// A plain value's encoding in two parts: what comes before the elements, and the
+/// elements' bytes (borrowed from the value when they lie in order in memory).
+pub(super) struct Parts<'a> {
+    /// Length or array header.
+    pub head: Vec<u8>,
+    /// The elements, little endian.
+    pub elements: Cow<'a, [u8]>,
+}
+
+/// `value`'s encoding in parts, if it is a plain value.
+pub(super) fn parts<T: Any>(value: &T) -> Option<bincode::Result<Parts<'_>>> {
     if !cfg!(target_endian = "little") {
         return None;
     }
     let any = value as &dyn Any;
-    encode_as::<f64>(any)
-        .or_else(|| encode_as::<f32>(any))
-        .or_else(|| encode_as::<u8>(any))
+    vec_parts::<f64>(any)
+        .or_else(|| vec_parts::<f32>(any))
+        .or_else(|| vec_parts::<u8>(any))
+        .or_else(|| array_parts::<f64, IxDyn>(any))
+        .or_else(|| array_parts::<f64, Ix1>(any))
+        .or_else(|| array_parts::<f64, Ix2>(any))
+        .or_else(|| array_parts::<f64, Ix3>(any))
+        .or_else(|| array_parts::<f32, IxDyn>(any))
+        .or_else(|| array_parts::<f32, Ix1>(any))
+        .or_else(|| array_parts::<f32, Ix2>(any))
+        .or_else(|| array_parts::<f32, Ix3>(any))
 }
 
-fn encode_as<E: Plain>(any: &dyn Any) -> Option<bincode::Result<Vec<u8>>> {
-    let values: &[E] = if let Some(v) = any.downcast_ref::<Vec<E>>() {
-        v
-    } else {
-        &any.downcast_ref::<(Vec<E>,)>()?.0
+/// The value `any` refers to as a `V`, alone or as the field of a one-field tuple.
+fn alone_or_in_tuple<V: Any>(any: &dyn Any) -> Option<&V> {
+    any.downcast_ref::<V>()
+        .or_else(|| any.downcast_ref::<(V,)>().map(|t| &t.0))
+}
+
+fn vec_parts<E: Plain>(any: &dyn Any) -> Option<bincode::Result<Parts<'_>>> {
+    let values = alone_or_in_tuple::<Vec<E>>(any)?;
+    Some(head(&(values.len() as u64)).map(|head| Parts {
+        head,
+        elements: Cow::Borrowed(bytemuck::cast_slice(values)),
+    }))
+}
+
+fn array_parts<E: Plain, D: Dimension + Serialize + 'static>(
+    any: &dyn Any,
+) -> Option<bincode::Result<Parts<'_>>> {
+    let array = alone_or_in_tuple::<Array<E, D>>(any)?;
+    let head = head(&(NDARRAY_FORMAT_VERSION, array.raw_dim(), array.len() as u64));
+    let elements = match array.as_slice() {
+        Some(values) => Cow::Borrowed(bytemuck::cast_slice(values)),
+        None => {
+            Cow::Owned(bytemuck::cast_slice(&array.iter().copied().collect::<Vec<E>>()).to_vec())
+        }
     };
-    let bytes: &[u8] = bytemuck::cast_slice(values);
-    let mut out = Vec::with_capacity(bytes.len() + 9);
-    Some(
-        codec()
-            .serialize_into(&mut out, &(values.len() as u64))
-            .map(|()| {
-                out.extend_from_slice(bytes);
-                out
-            }),
-    )
+    Some(head.map(|head| Parts { head, elements }))
 }
 
-/// `bytes` decoded as `T`, if `T` is a plain vector (or a one-field tuple of one).
+fn head<H: Serialize + ?Sized>(value: &H) -> bincode::Result<Vec<u8>> {
+    codec().serialize(value)
+}
+
+/// `bytes` decoded as `T`, if `T` is a plain value.
 pub(super) fn decode<T: Any>(bytes: &[u8]) -> Option<bincode::Result<T>> {
     if !cfg!(target_endian = "little") {
         return None;
     }
     let mut out: Option<T> = None;
     let slot = &mut out as &mut dyn Any;
-    let found = decode_as::<f64>(bytes, slot)
-        .or_else(|| decode_as::<f32>(bytes, slot))
-        .or_else(|| decode_as::<u8>(bytes, slot))?;
+    let found = decode_vec_into::<f64>(bytes, slot)
+        .or_else(|| decode_vec_into::<f32>(bytes, slot))
+        .or_else(|| decode_vec_into::<u8>(bytes, slot))
+        .or_else(|| decode_array_into::<f64, IxDyn>(bytes, slot))
+        .or_else(|| decode_array_into::<f64, Ix1>(bytes, slot))
+        .or_else(|| decode_array_into::<f64, Ix2>(bytes, slot))
+        .or_else(|| decode_array_into::<f64, Ix3>(bytes, slot))
+        .or_else(|| decode_array_into::<f32, IxDyn>(bytes, slot))
+        .or_else(|| decode_array_into::<f32, Ix1>(bytes, slot))
+        .or_else(|| decode_array_into::<f32, Ix2>(bytes, slot))
+        .or_else(|| decode_array_into::<f32, Ix3>(bytes, slot))?;
     Some(found.map(|()| out.expect("the decoded value was stored")))
 }
 
-/// Decodes into `slot` if it is an `Option<Vec<E>>` or an `Option<(Vec<E>,)>`.
-fn decode_as<E: Plain>(bytes: &[u8], slot: &mut dyn Any) -> Option<bincode::Result<()>> {
-    let is_vec = slot.is::<Option<Vec<E>>>();
-    if !is_vec && !slot.is::<Option<(Vec<E>,)>>() {
-        return None;
+/// Stores `decode()` in `slot` if `slot` is an `Option<V>` or an `Option<(V,)>`.
+fn store<V: Any>(
+    slot: &mut dyn Any,
+    decode: impl FnOnce() -> bincode::Result<V>,
+) -> Option<bincode::Result<()>> {
+    if slot.is::<Option<V>>() {
+        let value = decode();
+        return Some(value.map(|v| *slot.downcast_mut::<Option<V>>().expect("checked") = Some(v)));
     }
-    let values = match decode_vec::<E>(bytes) {
-        Ok(values) => values,
-        Err(e) => return Some(Err(e)),
-    };
-    if is_vec {
-        *slot.downcast_mut::<Option<Vec<E>>>()? = Some(values);
-    } else {
-        *slot.downcast_mut::<Option<(Vec<E>,)>>()? = Some((values,));
+    if slot.is::<Option<(V,)>>() {
+        let value = decode();
+        return Some(
+            value.map(|v| *slot.downcast_mut::<Option<(V,)>>().expect("checked") = Some((v,))),
+        );
     }
-    Some(Ok(()))
+    None
 }
 
-fn decode_vec<E: Plain>(bytes: &[u8]) -> bincode::Result<Vec<E>> {
-    let mut rest = bytes;
-    let len: u64 = codec().deserialize_from(&mut rest)?;
+fn decode_vec_into<E: Plain>(bytes: &[u8], slot: &mut dyn Any) -> Option<bincode::Result<()>> {
+    store::<Vec<E>>(slot, || {
+        let mut rest = bytes;
+        let len: u64 = codec().deserialize_from(&mut rest)?;
+        elements(len, rest)
+    })
+}
+
+fn decode_array_into<E: Plain, D: Dimension + DeserializeOwned + 'static>(
+    bytes: &[u8],
+    slot: &mut dyn Any,
+) -> Option<bincode::Result<()>> {
+    store::<Array<E, D>>(slot, || {
+        let mut rest = bytes;
+        let (version, dim, count): (u8, D, u64) = codec().deserialize_from(&mut rest)?;
+        if version != NDARRAY_FORMAT_VERSION {
+            return Err(malformed(format!(
+                "unknown ndarray format version {version}"
+            )));
+        }
+        if dim.size_checked() != Some(count as usize) {
+            return Err(malformed(format!(
+                "an array of shape {:?} cannot hold {count} elements",
+                dim.slice()
+            )));
+        }
+        let values = elements::<E>(count, rest)?;
+        Array::from_shape_vec(dim, values).map_err(|e| malformed(e.to_string()))
+    })
+}
+
+/// `len` elements read from `rest`, which must hold exactly that many.
+fn elements<E: Plain>(len: u64, rest: &[u8]) -> bincode::Result<Vec<E>> {
     let size = std::mem::size_of::<E>() as u64;
     if len.checked_mul(size) != Some(rest.len() as u64) {
-        return Err(Box::new(bincode::ErrorKind::Custom(format!(
-            "a vector of {len} elements of {size} bytes cannot be read from the {} bytes \
-             that follow its length",
+        return Err(malformed(format!(
+            "{len} elements of {size} bytes cannot be read from the {} bytes that follow",
             rest.len()
-        ))));
+        )));
     }
     let mut values: Vec<E> = Vec::with_capacity(len as usize);
-    // The elements, unaligned in `rest`, copied as bytes into the vector's spare capacity.
     let spare = &mut values.spare_capacity_mut()[..len as usize];
     // SAFETY: `spare` is `len` uninitialised elements of a plain type, `len * size` bytes,
-    // exactly `rest.len()`; every bit pattern is a valid `E` (`Pod`).
+    // exactly `rest.len()`; every bit pattern is a valid `E` (`Pod`), and the copy is bytewise
+    // (`rest` need not be aligned).
     unsafe {
         std::ptr::copy_nonoverlapping(rest.as_ptr(), spare.as_mut_ptr().cast::<u8>(), rest.len());
         values.set_len(len as usize);
@@ -97,35 +174,59 @@ fn decode_vec<E: Plain>(bytes: &[u8]) -> bincode::Result<Vec<E>> {
     Ok(values)
 }
 
+fn malformed(what: String) -> bincode::Error {
+    Box::new(bincode::ErrorKind::Custom(what))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Serialize;
-    use serde::de::DeserializeOwned;
+    use ndarray::{Array1, Array2, ArrayD, ShapeBuilder};
+
+    fn joined(parts: Parts<'_>) -> Vec<u8> {
+        let mut out = parts.head;
+        out.extend_from_slice(&parts.elements);
+        out
+    }
 
     fn same_as_bincode<T: Serialize + DeserializeOwned + Any + PartialEq + std::fmt::Debug>(
         value: T,
     ) {
         let slow = codec().serialize(&value).unwrap();
-        let fast = encode(&value).expect("a plain vector").unwrap();
+        let fast = joined(parts(&value).expect("a plain value").unwrap());
         assert_eq!(fast, slow, "the same bytes as bincode");
-        let back: T = decode(&slow).expect("a plain vector").unwrap();
+        let back: T = decode(&slow).expect("a plain value").unwrap();
         assert_eq!(back, value);
     }
 
     #[test]
-    fn plain_vectors_encode_as_bincode_does() {
+    fn plain_values_encode_as_bincode_does() {
         same_as_bincode(vec![1.5f64, -2.0, f64::MAX, 0.1]);
         same_as_bincode((vec![3.25f64; 300],));
         same_as_bincode(vec![1.5f32; 1000]);
         same_as_bincode((0..=255u8).collect::<Vec<u8>>());
         same_as_bincode(Vec::<f64>::new());
+        same_as_bincode(Array1::from_vec(vec![1.0f64, 2.0, 3.0]));
+        same_as_bincode(Array2::from_shape_fn((300, 7), |(i, j)| (i * 7 + j) as f32));
+        same_as_bincode((ArrayD::from_shape_fn(vec![4, 3, 2], |i| i[0] as f64 - 0.5),));
+        same_as_bincode(ArrayD::<f64>::zeros(vec![0, 3]));
+    }
+
+    #[test]
+    fn arrays_out_of_order_in_memory_encode_in_logical_order() {
+        let a = Array2::from_shape_vec((3, 2).f(), vec![1.0f64, 2., 3., 4., 5., 6.]).unwrap();
+        let t = a.t().to_owned();
+        for value in [a, t] {
+            let slow = codec().serialize(&value).unwrap();
+            assert_eq!(joined(parts(&value).unwrap().unwrap()), slow);
+        }
     }
 
     #[test]
     fn other_types_take_the_general_path() {
-        assert!(encode(&vec![1i64, 2]).is_none());
-        assert!(encode(&(vec![1.0f64], 2u8)).is_none());
+        assert!(parts(&vec![1i64, 2]).is_none());
+        assert!(parts(&(vec![1.0f64], 2u8)).is_none());
+        assert!(parts(&ArrayD::<i64>::zeros(vec![2])).is_none());
         assert!(decode::<Vec<u64>>(&[0]).is_none());
         assert!(decode::<String>(&[0]).is_none());
     }
@@ -143,5 +244,15 @@ mod tests {
         let huge = codec().serialize(&u64::MAX).unwrap();
         assert!(decode::<Vec<f64>>(&huge).unwrap().is_err());
         assert!(decode::<Vec<u8>>(&[]).unwrap().is_err());
+        let wrong_shape = codec().serialize(&(1u8, vec![2usize, 3], 5u64)).unwrap();
+        assert!(decode::<ArrayD<f64>>(&wrong_shape).unwrap().is_err());
+        let overflow = codec()
+            .serialize(&(1u8, vec![usize::MAX, 3], 0u64))
+            .unwrap();
+        assert!(decode::<ArrayD<f64>>(&overflow).unwrap().is_err());
+        let version = codec()
+            .serialize(&(2u8, vec![1usize], 1u64, 0.5f64))
+            .unwrap();
+        assert!(decode::<ArrayD<f64>>(&version).unwrap().is_err());
     }
 }

@@ -3,7 +3,7 @@
 
 use super::TaskFn;
 use super::functions::{FnPointer, FunctionTable};
-use crate::protocol::{ArgSlot, Bytes, FnId, Payload, codec, decode_owned, encode_owned};
+use crate::protocol::{ArgSlot, Bytes, FnId, Payload, codec, decode_owned, encode_owned_aligned};
 use bincode::Options;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -122,8 +122,7 @@ fn describe_decode_error<F>(error: bincode::Error) -> CallError {
 
 /// Encodes a task's result.
 pub fn encode_result<T: Serialize + 'static>(value: &T) -> Result<Bytes, CallError> {
-    encode_owned(value)
-        .map(Bytes::from)
+    encode_owned_aligned(value)
         .map_err(|e| CallError::Failed(format!("could not encode the result: {e}")))
 }
 
