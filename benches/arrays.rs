@@ -26,10 +26,20 @@
 //! draw different random numbers, so a workload's results are compared loosely (a check
 //! against nonsense); `tests/mpi.rs` compares every value with NumPy on the same inputs.
 //!
+//! Larger than memory (`spill_workload`): a 6 GB array of uniform values in 100 MB chunks
+//! on 2 workers limited to 1.5 GB each (the array is twice what they may hold, so they
+//! spill), each round one mpidask launch and one dask-mpi launch
+//! (`benches/spill_workload.py`, `memory_limit` the same) timing, from the call to the
+//! value: the persist (`spill_persist`), `x.sum()` (`spill_sum`) and
+//! `abs(x - x.mean(0)).max()` (`spill_center_max`), and their total (`spill_workload`).
+//! Both spill into a scratch directory under `$TMPDIR`, removed after the launch, and
+//! check their sum (6 standard deviations) and spread (0.49 to 0.5 plus 6 standard
+//! deviations of a column mean).
+//!
 //! Every figure is the median of the rounds (at least 5); a ratio is taken round by round.
 //!
 //! ```text
-//! cargo bench --bench arrays [-- sum_squares_10gb | arrays_suite]
+//! cargo bench --bench arrays [-- sum_squares_10gb | arrays_suite | spill_workload]
 //! ```
 
 #[path = "common/mod.rs"]
@@ -100,6 +110,56 @@ fn role_suite() -> ! {
                 value.sum()
             );
         }
+        Ok(())
+    })
+}
+
+/// The spill workload: shape, chunk shape, and the memory limit of each of the 2 workers
+/// (bytes): a quarter of the array, so the two hold half of it at most.
+fn spill_sizes() -> ([usize; 2], [usize; 2], u64) {
+    let (shape, chunks) = if smoke() {
+        ([600, 500], [100, 100])
+    } else {
+        ([30_000, 25_000], [2_500, 5_000])
+    };
+    (shape, chunks, (shape[0] * shape[1] * 8 / 4) as u64)
+}
+
+/// The spill workload's checks: a sum within 6 standard deviations of `n / 2`, a spread
+/// from the column means near 0.5.
+fn check_spill(name: &str, value: f64) {
+    let ([rows, cols], _, _) = spill_sizes();
+    let n = (rows * cols) as f64;
+    let ok = match name {
+        "spill_sum" => (value - n / 2.0).abs() < 6.0 * (n / 12.0).sqrt(),
+        // At most 0.5 plus how far a column's mean strays from 0.5 (6 standard deviations).
+        "spill_center_max" => value > 0.49 && value <= 0.5 + 6.0 / (12.0 * rows as f64).sqrt(),
+        _ => true,
+    };
+    assert!(ok, "{name}: {value} is not what uniform values give");
+}
+
+/// mpidask's side of the spill workload.
+fn role_spill_workload() -> ! {
+    mpidask::run(|client| -> anyhow::Result<()> {
+        let ([rows, cols], [chunk_rows, chunk_cols], _) = spill_sizes();
+        let started = Instant::now();
+        let x = random::uniform(0.0, 1.0, &[rows, cols], &[chunk_rows, chunk_cols], SEED)
+            .persist(client)?;
+        client.wait(&x.to_futures::<f64>(client)?)?;
+        let seconds = started.elapsed().as_secs_f64();
+        println!("RESULT name=spill_persist seconds={seconds} check=0");
+        let started = Instant::now();
+        let total = x.sum().compute_scalar::<f64>(client)?;
+        let seconds = started.elapsed().as_secs_f64();
+        println!("RESULT name=spill_sum seconds={seconds} check={total:?}");
+        let started = Instant::now();
+        let spread = (&x - x.mean_axis(0))
+            .abs()
+            .max()
+            .compute_scalar::<f64>(client)?;
+        let seconds = started.elapsed().as_secs_f64();
+        println!("RESULT name=spill_center_max seconds={seconds} check={spread:?}");
         Ok(())
     })
 }
@@ -317,6 +377,104 @@ fn suite() {
     );
 }
 
+/// A scratch directory for one launch's spill files, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(who: &str) -> Scratch {
+        let dir =
+            std::env::temp_dir().join(format!("mpidask-bench-spill-{who}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const SPILL_PHASES: [&str; 3] = ["spill_persist", "spill_sum", "spill_center_max"];
+
+/// One launch's phase times, checked.
+fn spill_results(run: &Run, who: &str) -> Vec<f64> {
+    let found = suite_results(run, who);
+    SPILL_PHASES
+        .iter()
+        .map(|name| {
+            let &(seconds, check) = found
+                .get(*name)
+                .unwrap_or_else(|| panic!("{who} gave no result for {name}\n{}", run.dump()));
+            check_spill(name, check);
+            seconds
+        })
+        .collect()
+}
+
+fn launch_spill() -> Vec<f64> {
+    let (_, _, limit) = spill_sizes();
+    let scratch = Scratch::new("mpidask");
+    let exe = std::env::current_exe().expect("current exe");
+    let mut command: Command = mpirun(NP, &exe, &[]);
+    command
+        .env("MPIDASK_MEMORY_LIMIT", limit.to_string())
+        .env("MPIDASK_LOCAL_DIRECTORY", &scratch.0)
+        .env("MPIDASK_BENCH_ROLE", "spill_workload");
+    spill_results(&run_with_deadline(command, deadline()), "mpidask")
+}
+
+fn launch_spill_daskmpi(python: &std::path::Path) -> Vec<f64> {
+    let ([rows, cols], [chunk_rows, chunk_cols], limit) = spill_sizes();
+    let scratch = Scratch::new("daskmpi");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/spill_workload.py");
+    let mut command: Command = mpirun(NP, python, &[]);
+    command
+        .arg(script)
+        .args([rows, cols, chunk_rows, chunk_cols].map(|v| v.to_string()))
+        .arg(limit.to_string())
+        .arg(&scratch.0)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    spill_results(&run_with_deadline(command, deadline()), "dask-mpi")
+}
+
+/// The spill workload against dask-mpi, round by round.
+fn spill_workload() {
+    let python = (!smoke()).then(|| peer_python("dask_mpi"));
+    let (mut ours, mut theirs) = (vec![], vec![]);
+    for _ in 0..rounds() {
+        ours.push(launch_spill());
+        if let Some(python) = &python {
+            theirs.push(launch_spill_daskmpi(python));
+        }
+    }
+    let total = |phases: &[f64]| phases.iter().sum::<f64>();
+    let mut series: Vec<(String, Vec<f64>, Vec<f64>)> = SPILL_PHASES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            (
+                name.to_string(),
+                ours.iter().map(|p| p[i]).collect(),
+                theirs.iter().map(|p| p[i]).collect(),
+            )
+        })
+        .collect();
+    series.push((
+        "spill_workload".into(),
+        ours.iter().map(|p| total(p)).collect(),
+        theirs.iter().map(|p| total(p)).collect(),
+    ));
+    for (name, mine, peer) in &series {
+        figure(&format!("{name}_s"), "s", mine, None);
+        if !peer.is_empty() {
+            let peer_name = format!("{name}_daskmpi_s");
+            figure(&peer_name, "s", peer, None);
+            ratio(&format!("{name}_vs_daskmpi"), mine, peer, true, &peer_name);
+        }
+    }
+}
+
 fn env_u64(name: &str) -> u64 {
     std::env::var(name)
         .unwrap_or_else(|_| panic!("{name} is not set"))
@@ -328,6 +486,9 @@ fn main() {
     if let Ok(role) = std::env::var("MPIDASK_BENCH_ROLE") {
         if role == "suite" {
             role_suite();
+        }
+        if role == "spill_workload" {
+            role_spill_workload();
         }
         let bytes = env_u64("MPIDASK_BENCH_BYTES");
         let chunk_bytes = env_u64("MPIDASK_BENCH_CHUNK_BYTES");
@@ -373,5 +534,8 @@ fn main() {
     }
     if wanted("arrays_suite") {
         suite();
+    }
+    if wanted("spill_workload") {
+        spill_workload();
     }
 }

@@ -252,8 +252,8 @@ fn read(
     let mut bytes =
         Bytes::try_with_placement(placement, usize::try_from(len).unwrap_or(usize::MAX))
             .map_err(|e| format!("cannot allocate {len} bytes to read it back: {e}"))?;
+    // The file stays: the store deletes it when the value is released.
     let read = std::fs::File::open(&path).and_then(|f| bytes.read_from(f));
-    let _ = std::fs::remove_file(&path);
     match read {
         Ok(n) if n as u64 == len => {}
         Ok(n) => {

@@ -7,7 +7,8 @@
 //! The store never touches the disk itself: it asks its [`Disk`] thread and learns the
 //! outcome from [`ValueStore::written`] and [`ValueStore::read`], which the worker calls
 //! when the results arrive through its event channel. A value being written stays readable
-//! from memory; a value on disk is [`Lookup::Pending`] until it is read back.
+//! from memory; a value on disk is [`Lookup::Pending`] until it is read back. A value read
+//! back keeps its file (values never change): spilling it again only drops it from memory.
 
 use super::disk::{Disk, DiskDone, DiskRequest, SpillPlace, SpillRecord};
 use crate::keymap::KeyMap;
@@ -42,6 +43,9 @@ struct Entry {
     place: Place,
     /// Last use, on the store's clock (orders the in-memory values for spilling).
     used: u64,
+    /// The file already holding a copy of a value in memory (read back, or read while it
+    /// was written): spilling it again writes nothing.
+    copy: Option<u64>,
 }
 
 /// When to spill and where.
@@ -192,6 +196,7 @@ impl ValueStore {
             Entry {
                 place: Place::Memory(value),
                 used,
+                copy: None,
             },
         );
         self.spill_to_threshold();
@@ -239,6 +244,9 @@ impl ValueStore {
         let Some(entry) = self.entries.remove(key) else {
             return;
         };
+        if let Some(file) = entry.copy {
+            self.request(DiskRequest::Delete { file });
+        }
         match entry.place {
             Place::Memory(value) => {
                 self.memory_bytes -= value.len() as u64;
@@ -253,9 +261,11 @@ impl ValueStore {
                 self.memory_bytes -= value.len() as u64;
                 self.writing_bytes -= value.len() as u64;
             }
-            Place::Disk { file, .. } => self.request(DiskRequest::Delete { file }),
-            // The read deletes the file; its result finds no entry.
-            Place::Reading { .. } => {}
+            // A read in flight is served first (the disk thread takes reads before
+            // anything else); its result finds no entry.
+            Place::Disk { file, .. } | Place::Reading { file } => {
+                self.request(DiskRequest::Delete { file })
+            }
         }
     }
 
@@ -306,6 +316,17 @@ impl ValueStore {
             let Place::Memory(value) = &entry.place else {
                 unreachable!("only values in memory are listed");
             };
+            if let Some(file) = entry.copy.take() {
+                // Its file still holds it: it leaves memory without a write.
+                let len = value.len() as u64;
+                entry.place = Place::Disk {
+                    len,
+                    file,
+                    placement: value.placement(),
+                };
+                self.memory_bytes -= len;
+                continue;
+            }
             let value = value.clone();
             let file = self.next_file;
             self.next_file += 1;
@@ -367,10 +388,11 @@ impl ValueStore {
                 self.writing_bytes -= len;
                 self.records.push(record);
                 if used_meanwhile {
-                    // Read while it was being written: recently used after all. It stays,
-                    // its file goes, and the least recently used value goes in its place.
-                    self.request(DiskRequest::Delete { file });
+                    // Read while it was being written: recently used after all. It stays
+                    // (its file kept as its copy), and the least recently used value goes
+                    // in its place.
                     self.keep_in_memory(key);
+                    self.entries.get_mut(&key).expect("kept above").copy = Some(file);
                     self.spill_to_threshold();
                 } else {
                     let entry = self.entries.get_mut(&key).expect("checked above");
@@ -446,11 +468,13 @@ impl ValueStore {
                 let entry = self.entries.get_mut(&key).expect("checked above");
                 entry.place = Place::Memory(value.clone());
                 entry.used = used;
+                entry.copy = Some(file);
                 self.spill_to_threshold();
                 ReadBack::Ready(key, value)
             }
             Err(message) => {
                 self.entries.remove(&key);
+                self.request(DiskRequest::Delete { file });
                 ReadBack::Lost(key, message)
             }
         }
@@ -546,10 +570,47 @@ mod tests {
             ReadBack::Ready(key, bytes) => assert_eq!((key, bytes), (Key(2), value(2, 100))),
             _ => panic!("expected the value back"),
         }
-        assert!(!dir.join("0.value").exists(), "a read-back file goes");
+        assert!(
+            dir.join("0.value").exists(),
+            "a value read back keeps its file"
+        );
         next(&mut store, &results);
         assert!(dir.join("1.value").exists());
         assert_eq!(store.memory_bytes(), 200);
+        // 2 least recently used again: it leaves memory at once, without a write.
+        assert_eq!(store.get(&Key(3)), Lookup::Ready(value(3, 100)));
+        store.insert(Key(4), value(4, 100));
+        assert_eq!(
+            store.memory_bytes(),
+            200,
+            "2 dropped without waiting for the disk"
+        );
+        assert!(
+            !store
+                .take_records()
+                .iter()
+                .any(|r| r.key == Key(2) && r.write),
+            "2 written once only"
+        );
+        assert_eq!(
+            store.get(&Key(2)),
+            Lookup::Pending,
+            "read from its file again"
+        );
+        match next(&mut store, &results) {
+            ReadBack::Ready(key, bytes) => assert_eq!((key, bytes), (Key(2), value(2, 100))),
+            _ => panic!("expected the value back"),
+        }
+        next(&mut store, &results);
+        store.remove(&Key(2));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while dir.join("0.value").exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            !dir.join("0.value").exists(),
+            "a released value's copy goes"
+        );
         store.remove(&Key(1));
         // The delete is queued behind nothing else: wait for the disk to do it.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
