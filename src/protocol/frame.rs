@@ -147,6 +147,12 @@ pub fn encode_owned_aligned<T: Serialize + std::any::Any>(
     }
 }
 
+/// Done with a task's result, already encoded: a plain one leaves its memory to the next
+/// plain value this thread decodes.
+pub fn recycle_owned<T: std::any::Any>(value: T) {
+    super::plain::recycle(value);
+}
+
 /// [`decode_value`] for a `'static` type: vectors and arrays of plain numbers by one copy.
 pub fn decode_owned<T: DeserializeOwned + std::any::Any>(bytes: &[u8]) -> bincode::Result<T> {
     super::plain::decode(bytes).unwrap_or_else(|| decode_value(bytes))

@@ -23,7 +23,7 @@ pub use bytes::{ALIGN, Bytes, skip_to};
 
 pub use frame::{
     ATTACH_BYTES, Announced, Frame, FrameWriter, attachments_announced, codec, decode_frame_with,
-    decode_owned, decode_value, encode_owned, encode_owned_aligned, encode_value,
+    decode_owned, decode_value, encode_owned, encode_owned_aligned, encode_value, recycle_owned,
 };
 
 /// An encoded value (task argument or result) held by a worker or the client. Shared, so a

@@ -4,6 +4,11 @@
 //! argument tuple). The bytes are exactly bincode's (for a vector its length, for an array
 //! `ndarray`'s version byte, shape and element count, then the elements, little endian), so
 //! a value written by either path is read by either.
+//!
+//! A task's plain result, once encoded, leaves its memory to the next plain value its
+//! thread decodes ([`recycle`]): memory the process already touched, where fresh memory
+//! costs a page fault and the zeroing of every page (on some virtual machines most of a
+//! `map_blocks` task's time).
 
 use super::frame::codec;
 use bincode::Options;
@@ -12,6 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::any::Any;
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 /// The version byte `ndarray` writes first when it serialises an array.
 const NDARRAY_FORMAT_VERSION: u8 = 1;
@@ -153,6 +159,91 @@ fn decode_array_into<E: Plain, D: Dimension + DeserializeOwned + 'static>(
     })
 }
 
+/// Spare vectors are kept from this size on (smaller ones cost little to allocate).
+const SPARE_MIN_BYTES: usize = 1 << 20;
+/// At most this many spare vectors per thread, of at most [`SPARE_MAX_BYTES`] in all.
+const SPARE_MAX: usize = 2;
+const SPARE_MAX_BYTES: usize = 512 << 20;
+
+thread_local! {
+    /// Allocations of encoded results, for the next plain values this thread decodes.
+    static SPARE: RefCell<Vec<Spare>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty vector's allocation.
+enum Spare {
+    F64(Vec<f64>),
+    F32(Vec<f32>),
+}
+
+impl Spare {
+    fn bytes(&self) -> usize {
+        match self {
+            Spare::F64(v) => v.capacity() * 8,
+            Spare::F32(v) => v.capacity() * 4,
+        }
+    }
+}
+
+/// Keeps the allocation of `value` (a task's result, already encoded) if it is a plain
+/// vector or array of floats large enough to be worth keeping; drops it otherwise.
+pub fn recycle<T: Any>(value: T) {
+    let boxed: Box<dyn Any> = Box::new(value);
+    let spare = match boxed.downcast::<Vec<f64>>() {
+        Ok(v) => Spare::F64(*v),
+        Err(boxed) => match boxed.downcast::<ndarray::ArrayD<f64>>() {
+            Ok(a) => Spare::F64(a.into_raw_vec_and_offset().0),
+            Err(boxed) => match boxed.downcast::<Vec<f32>>() {
+                Ok(v) => Spare::F32(*v),
+                Err(boxed) => match boxed.downcast::<ndarray::ArrayD<f32>>() {
+                    Ok(a) => Spare::F32(a.into_raw_vec_and_offset().0),
+                    Err(_) => return,
+                },
+            },
+        },
+    };
+    if spare.bytes() < SPARE_MIN_BYTES || spare.bytes() > SPARE_MAX_BYTES {
+        return;
+    }
+    SPARE.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        if kept.len() == SPARE_MAX {
+            kept.remove(0);
+        }
+        let total: usize = kept.iter().map(Spare::bytes).sum();
+        if total + spare.bytes() <= SPARE_MAX_BYTES {
+            kept.push(spare);
+        }
+    });
+}
+
+/// A kept allocation for `len` elements of `E` (at most twice that), emptied.
+fn take_spare<E: Plain>(len: usize) -> Option<Vec<E>> {
+    let bytes = len * std::mem::size_of::<E>();
+    if bytes < SPARE_MIN_BYTES {
+        return None;
+    }
+    SPARE.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        let fits = |capacity: usize| capacity >= len && capacity <= 2 * len;
+        let index = kept.iter().position(|spare| {
+            let any: &dyn Any = match spare {
+                Spare::F64(v) => v,
+                Spare::F32(v) => v,
+            };
+            any.downcast_ref::<Vec<E>>()
+                .is_some_and(|v| fits(v.capacity()))
+        })?;
+        let any: Box<dyn Any> = match kept.remove(index) {
+            Spare::F64(v) => Box::new(v),
+            Spare::F32(v) => Box::new(v),
+        };
+        let mut values = *any.downcast::<Vec<E>>().ok()?;
+        values.clear();
+        Some(values)
+    })
+}
+
 /// `len` elements read from `rest`, which must hold exactly that many.
 fn elements<E: Plain>(len: u64, rest: &[u8]) -> bincode::Result<Vec<E>> {
     let size = std::mem::size_of::<E>() as u64;
@@ -162,7 +253,8 @@ fn elements<E: Plain>(len: u64, rest: &[u8]) -> bincode::Result<Vec<E>> {
             rest.len()
         )));
     }
-    let mut values: Vec<E> = Vec::with_capacity(len as usize);
+    let mut values: Vec<E> =
+        take_spare(len as usize).unwrap_or_else(|| Vec::with_capacity(len as usize));
     let spare = &mut values.spare_capacity_mut()[..len as usize];
     // SAFETY: `spare` is `len` uninitialised elements of a plain type, `len * size` bytes,
     // exactly `rest.len()`; every bit pattern is a valid `E` (`Pod`), and the copy is bytewise
@@ -229,6 +321,23 @@ mod tests {
         assert!(parts(&ArrayD::<i64>::zeros(vec![2])).is_none());
         assert!(decode::<Vec<u64>>(&[0]).is_none());
         assert!(decode::<String>(&[0]).is_none());
+    }
+
+    #[test]
+    fn a_recycled_result_receives_the_next_decoded_value() {
+        let len = 300_000;
+        let result = ArrayD::from_elem(vec![len], 1.0f64);
+        let address = result.as_ptr() as usize;
+        recycle(result);
+        let bytes = codec().serialize(&vec![2.5f64; len]).unwrap();
+        let decoded: Vec<f64> = decode(&bytes).unwrap().unwrap();
+        assert_eq!(decoded.as_ptr() as usize, address, "the kept allocation");
+        assert!(decoded.iter().all(|&v| v == 2.5));
+        // Small values and other types are not kept.
+        recycle(vec![1.0f64; 10]);
+        recycle(vec![1i64; len]);
+        let again: Vec<f64> = decode(&bytes).unwrap().unwrap();
+        assert_ne!(again.as_ptr() as usize, address);
     }
 
     #[test]

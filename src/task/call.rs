@@ -3,7 +3,9 @@
 
 use super::TaskFn;
 use super::functions::{FnPointer, FunctionTable};
-use crate::protocol::{ArgSlot, Bytes, FnId, Payload, codec, decode_owned, encode_owned_aligned};
+use crate::protocol::{
+    ArgSlot, Bytes, FnId, Payload, codec, decode_owned, encode_owned_aligned, recycle_owned,
+};
 use bincode::Options;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -135,7 +137,9 @@ where
 {
     let args: Args = decode_args(input).map_err(describe_decode_error::<F>)?;
     let output = super::conjure::<F>().call(args);
-    encode_result(&output)
+    let encoded = encode_result(&output);
+    recycle_owned(output);
+    encoded
 }
 
 /// The trampoline of a function returning `Result<T, E>`: `Err` fails the task.
@@ -150,7 +154,9 @@ where
     let value = super::conjure::<F>()
         .call(args)
         .map_err(|e| CallError::Failed(e.to_string()))?;
-    encode_result(&value)
+    let encoded = encode_result(&value);
+    recycle_owned(value);
+    encoded
 }
 
 /// The trampoline of `F` with argument tuple `Args`.
