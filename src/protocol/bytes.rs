@@ -23,6 +23,55 @@ pub fn skip_to(address: usize, placement: usize) -> usize {
     (placement % ALIGN + ALIGN - address % ALIGN) % ALIGN
 }
 
+/// Allocations of released values, for the next values made in this process (encoded
+/// task results, chunks read back from disk): memory already faulted in, where a new
+/// allocation has the kernel fault in and zero every page.
+static SPARES: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+/// Only allocations at least this large are kept ...
+const SPARE_MIN_BYTES: usize = 1 << 20;
+/// ... at most this many ...
+const SPARE_MAX: usize = 8;
+/// ... of at most this many bytes in all.
+const SPARE_MAX_BYTES: usize = 1 << 30;
+
+fn spares() -> std::sync::MutexGuard<'static, Vec<Vec<u8>>> {
+    SPARES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Keeps the allocation of a released value for a later one of about its size.
+pub fn give_spare(mut buf: Vec<u8>) {
+    if buf.capacity() < SPARE_MIN_BYTES || buf.capacity() > SPARE_MAX_BYTES {
+        return;
+    }
+    buf.clear();
+    let mut kept = spares();
+    if kept.len() == SPARE_MAX {
+        kept.remove(0);
+    }
+    while !kept.is_empty()
+        && kept.iter().map(Vec::capacity).sum::<usize>() + buf.capacity() > SPARE_MAX_BYTES
+    {
+        kept.remove(0);
+    }
+    kept.push(buf);
+}
+
+/// A kept allocation of at least `capacity` bytes (and not much more), emptied.
+pub fn take_spare(capacity: usize) -> Option<Vec<u8>> {
+    if capacity < SPARE_MIN_BYTES {
+        return None;
+    }
+    let mut kept = spares();
+    let fits = |b: &Vec<u8>| b.capacity() >= capacity && b.capacity() - capacity <= capacity / 16;
+    let index = kept.iter().rposition(fits)?;
+    Some(kept.swap_remove(index))
+}
+
+/// Drops every kept allocation (memory is needed elsewhere).
+pub fn clear_spares() {
+    spares().clear();
+}
+
 /// A value's bytes: `buf[start..]`, where the first `start` (< [`ALIGN`]) bytes only place
 /// the rest in memory.
 #[derive(Clone, Default)]
@@ -53,11 +102,18 @@ impl Bytes {
     /// A buffer of `capacity` bytes and up to `ALIGN - 1` more, skipping as many as it takes
     /// for the value to start at `placement` mod [`ALIGN`].
     fn placed_at(placement: usize, capacity: usize) -> Result<Bytes, TryReserveError> {
-        let mut buf = Vec::new();
-        buf.try_reserve_exact(capacity.saturating_add(ALIGN - 1))?;
-        if buf.capacity() >= crate::process::HUGE_PAGE_THRESHOLD {
-            crate::process::advise_huge_pages(buf.as_mut_ptr(), buf.capacity());
-        }
+        let wanted = capacity.saturating_add(ALIGN - 1);
+        let mut buf = match take_spare(wanted) {
+            Some(spare) => spare,
+            None => {
+                let mut buf = Vec::new();
+                buf.try_reserve_exact(wanted)?;
+                if buf.capacity() >= crate::process::HUGE_PAGE_THRESHOLD {
+                    crate::process::advise_huge_pages(buf.as_mut_ptr(), buf.capacity());
+                }
+                buf
+            }
+        };
         let start = skip_to(buf.as_ptr() as usize, placement);
         buf.resize(start, 0);
         Ok(Bytes { buf, start })
@@ -183,6 +239,28 @@ mod tests {
             Bytes::try_with_placement(200, 1).unwrap().placement(),
             200 % ALIGN as u8
         );
+    }
+
+    #[test]
+    fn spare_allocations_come_back_for_values_of_about_their_size() {
+        // Sizes of this test's own: the spares are shared by the tests running meanwhile.
+        let size = (7 << 20) + 5;
+        give_spare(vec![1u8; size]);
+        give_spare(vec![2u8; 10]); // too small to keep
+        assert!(take_spare(10).is_none());
+        assert!(take_spare(size + size / 8).is_none(), "too small for it");
+        let spare = take_spare(size - 100).expect("kept");
+        assert!(spare.is_empty() && spare.capacity() >= size);
+        assert!(take_spare(size).is_none(), "taken once");
+        // Allocations are kept whole, past their values' lengths too.
+        let mut value = Vec::with_capacity(size + 1000);
+        value.extend_from_slice(&[3u8; 10]);
+        give_spare(value);
+        let placed = Bytes::aligned_after(13, size + 900);
+        assert!(placed.buf.capacity() >= size + 1000, "made in the spare");
+        give_spare(vec![1u8; size]);
+        clear_spares();
+        assert!(take_spare(size).is_none());
     }
 
     #[test]

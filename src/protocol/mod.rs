@@ -19,7 +19,7 @@ mod frame;
 
 mod bytes;
 mod plain;
-pub use bytes::{ALIGN, Bytes, skip_to};
+pub use bytes::{ALIGN, Bytes, clear_spares, give_spare, skip_to, take_spare};
 
 pub use frame::{
     ATTACH_BYTES, Announced, Frame, FrameWriter, attachments_announced, codec, decode_frame_with,

@@ -71,11 +71,6 @@ pub trait Transport {
     /// `true` if an arriving frame wakes the attached thread (threads); `false` if the
     /// receiver must poll (MPI).
     fn wakes_receiver(&self) -> bool;
-    /// The buffer of a value this rank released: a transport may keep it to receive the
-    /// next value of the same size into memory already faulted in.
-    fn recycle(&mut self, _buffer: Vec<u8>) {}
-    /// Memory is short: drop every buffer kept by [`recycle`](Self::recycle).
-    fn drop_kept_buffers(&mut self) {}
     /// Ends the whole job now with `code` (exit hooks are the caller's business; see
     /// [`crate::exit::run_exit_hooks`]).
     fn abort(&mut self, code: i32) -> !;

@@ -12,8 +12,6 @@ pub const FRAME_FLUSH_BYTES: usize = 1 << 20;
 enum Order {
     BroadcastSend(Key, Payload),
     BroadcastReceive(Rank, Key, usize),
-    Recycle(Vec<u8>),
-    DropKeptBuffers,
 }
 
 /// Messages waiting to be sent, one growing frame per destination.
@@ -68,17 +66,6 @@ impl Outbox {
         self.orders.push(Order::BroadcastReceive(root, key, len));
     }
 
-    /// Hands the buffer of a released value back to the transport (see
-    /// [`Transport::recycle`]).
-    pub fn recycle(&mut self, buffer: Vec<u8>) {
-        self.orders.push(Order::Recycle(buffer));
-    }
-
-    /// Tells the transport that memory is short (see [`Transport::drop_kept_buffers`]).
-    pub fn drop_kept_buffers(&mut self) {
-        self.orders.push(Order::DropKeptBuffers);
-    }
-
     #[cfg(test)]
     /// `true` if nothing waits to be sent.
     pub fn is_empty(&self) -> bool {
@@ -105,8 +92,6 @@ impl Outbox {
         let mut result = Ok(());
         for order in self.orders.drain(..) {
             match (order, collectives.as_deref_mut()) {
-                (Order::Recycle(buffer), _) => transport.recycle(buffer),
-                (Order::DropKeptBuffers, _) => transport.drop_kept_buffers(),
                 (Order::BroadcastSend(key, value), Some(group)) => group.broadcast_send(key, value),
                 (Order::BroadcastReceive(root, key, len), Some(group)) => {
                     if let Err(e) = group.broadcast_receive(root, key, len) {

@@ -525,8 +525,8 @@ impl Node for WorkerNode {
         }
     }
 
-    fn on_batch_end(&mut self, out: &mut Outbox, _now: Instant) {
-        self.store.hand_back_buffers(out);
+    fn on_batch_end(&mut self, _out: &mut Outbox, _now: Instant) {
+        self.store.hand_back_buffers();
     }
 
     fn on_broadcast(&mut self, key: Key, value: Payload, out: &mut Outbox) {

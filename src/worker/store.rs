@@ -130,15 +130,15 @@ impl ValueStore {
         }
     }
 
-    /// Hands the buffers of released values to the transport (through `out`), and tells it
-    /// to drop its kept ones if memory ran short.
-    pub fn hand_back_buffers(&mut self, out: &mut crate::transport::Outbox) {
+    /// Gives the allocations of released values to the process's spares (for the next
+    /// values received, read back or encoded), or drops every spare if memory ran short.
+    pub fn hand_back_buffers(&mut self) {
         if std::mem::take(&mut self.memory_short) {
             self.released.clear();
-            out.drop_kept_buffers();
+            crate::protocol::clear_spares();
         }
         for buffer in self.released.drain(..) {
-            out.recycle(buffer);
+            crate::protocol::give_spare(buffer);
         }
     }
 

@@ -5,7 +5,6 @@
 //! Every function here is collective where it says so: all ranks of the job call it, in
 //! the same order.
 
-use super::buffers::BufferPool;
 use super::{MpiCollectives, MpiTransport};
 use crate::protocol::Rank;
 use mpi::Threading;
@@ -13,7 +12,6 @@ use mpi::environment::Universe;
 use mpi::topology::{Color, SimpleCommunicator};
 use mpi::traits::*;
 use std::cell::RefCell;
-use std::rc::Rc;
 
 thread_local! {
     /// MPI initialised early (to agree on arguments), handed over by [`MpiJob::init`].
@@ -133,10 +131,9 @@ impl MpiJob {
         };
         // Ordered by world rank, as `workers` is.
         let group = self.world.split_by_color(color);
-        let pool = Rc::new(RefCell::new(BufferPool::default()));
-        let transport = MpiTransport::new(self.universe.world(), part_bytes, pool.clone());
+        let transport = MpiTransport::new(self.universe.world(), part_bytes);
         let collectives =
-            group.map(|group| MpiCollectives::new(group, workers.to_vec(), part_bytes, pool));
+            group.map(|group| MpiCollectives::new(group, workers.to_vec(), part_bytes));
         (transport, collectives)
     }
 }

@@ -2,14 +2,12 @@
 //! most the part size (MPI counts are 32-bit), with the buffer given up until every part
 //! completed.
 
-use super::buffers::{BufferPool, ReceiveBuffer, UninitByte};
+use super::buffers::{ReceiveBuffer, UninitByte};
 use crate::protocol::{Key, Payload, Rank};
 use crate::transport::Collectives;
 use mpi::request::{Request, StaticScope};
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::Arc;
 
 /// A broadcast in flight on this rank: its buffer (the root's copy of the value, or the
@@ -42,23 +40,16 @@ pub struct MpiCollectives {
     /// The world rank of each member, in the communicator's order.
     members: Vec<Rank>,
     part_bytes: usize,
-    pool: Rc<RefCell<BufferPool>>,
     broadcasts: Vec<PendingBroadcast>,
     received: Vec<(Key, Payload)>,
 }
 
 impl MpiCollectives {
-    pub(crate) fn new(
-        group: SimpleCommunicator,
-        members: Vec<Rank>,
-        part_bytes: usize,
-        pool: Rc<RefCell<BufferPool>>,
-    ) -> Self {
+    pub(crate) fn new(group: SimpleCommunicator, members: Vec<Rank>, part_bytes: usize) -> Self {
         MpiCollectives {
             group,
             members,
             part_bytes: part_bytes.clamp(1, i32::MAX as usize),
-            pool,
             broadcasts: Vec::new(),
             received: Vec::new(),
         }
@@ -111,7 +102,7 @@ impl Collectives for MpiCollectives {
                 "a broadcast from {root}, which is not one of the workers"
             ));
         };
-        let buffer = ReceiveBuffer::new(len, &mut self.pool.borrow_mut())?;
+        let buffer = ReceiveBuffer::new(len)?;
         self.post(root, key, buffer.into_boxed_slice(), true);
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The memory MPI reads from and writes into: send buffers kept alive until their sends
-//! complete, receive buffers that are not zeroed first, and the pool of buffers of released
-//! values that receives reuse.
+//! complete, and receive buffers that are not zeroed first, made in spare allocations of
+//! released values when there are some (`protocol::take_spare`).
 
 use crate::protocol::{ALIGN, Bytes, Payload, skip_to};
 use std::mem::MaybeUninit;
@@ -26,36 +26,33 @@ pub(crate) struct ReceiveBuffer {
 use crate::process::HUGE_PAGE_THRESHOLD;
 
 impl ReceiveBuffer {
-    /// A buffer of `len` bytes: a kept one of exactly that size from `pool`, or a new one;
-    /// an error if `len` bytes cannot be allocated.
-    pub(crate) fn new(len: usize, pool: &mut BufferPool) -> Result<Self, String> {
-        Self::allocate(len, len, |_| 0, pool)
+    /// A buffer of `len` bytes: a spare allocation of about that size (see
+    /// [`crate::protocol::take_spare`]), or a new one; an error if `len` bytes cannot be
+    /// allocated.
+    pub(crate) fn new(len: usize) -> Result<Self, String> {
+        Self::allocate(len, len, |_| 0)
     }
 
     /// A buffer for a value of `len` bytes whose sender's copy has `placement` (its address
     /// mod 64): `ALIGN - 1` bytes more than `len`, kept or new, the received bytes starting
     /// where their address mod 64 is the same.
-    pub(crate) fn placed(len: usize, placement: u8, pool: &mut BufferPool) -> Result<Self, String> {
+    pub(crate) fn placed(len: usize, placement: u8) -> Result<Self, String> {
         let capacity = len
             .checked_add(ALIGN - 1)
             .ok_or_else(|| format!("cannot allocate {len} bytes to receive into"))?;
-        Self::allocate(
-            len,
-            capacity,
-            |address| skip_to(address, usize::from(placement)),
-            pool,
-        )
+        Self::allocate(len, capacity, |address| {
+            skip_to(address, usize::from(placement))
+        })
     }
 
-    /// An allocation of `capacity` bytes (kept in `pool`, or new), the `len` received bytes
+    /// An allocation of `capacity` bytes (a spare one, or new), the `len` received bytes
     /// starting `start(its address)` bytes in.
     fn allocate(
         len: usize,
         capacity: usize,
         start: impl Fn(usize) -> usize,
-        pool: &mut BufferPool,
     ) -> Result<Self, String> {
-        let mut bytes = match pool.take(capacity) {
+        let mut bytes = match crate::protocol::take_spare(capacity).map(into_uninit) {
             Some(recycled) => recycled,
             None => {
                 let mut bytes: Vec<UninitByte> = Vec::new();
@@ -204,99 +201,33 @@ impl SendBuffer {
     }
 }
 
-/// Buffers of released values, kept for receiving values of the same size again: memory
-/// already faulted in, where a new allocation would have the kernel fault in and zero every
-/// page (for a 200 MB chunk that costs as much as the transfer). Chunked workloads move
-/// values of the same few sizes over and over.
-#[derive(Default)]
-pub(crate) struct BufferPool {
-    /// Whole allocations (length = capacity).
-    kept: Vec<Vec<UninitByte>>,
-}
-
-impl BufferPool {
-    /// Only buffers at least this large are kept.
-    pub(crate) const MIN_BYTES: usize = 1 << 20;
-    /// At most this many bytes are kept in all.
-    pub(crate) const MAX_TOTAL_BYTES: usize = 1 << 30;
-    /// At most this many buffers are kept.
-    pub(crate) const MAX_BUFFERS: usize = 8;
-
-    /// Offers the allocation of a released value to the pool.
-    pub(crate) fn give(&mut self, buffer: Vec<u8>) {
-        if buffer.capacity() < Self::MIN_BYTES {
-            return;
-        }
-        let mut buffer = std::mem::ManuallyDrop::new(buffer);
-        // SAFETY: `UninitByte` has the layout of `u8` and may hold any bit pattern, so the
-        // whole allocation (its bytes past the length too) is a valid `Vec<UninitByte>`.
-        let buffer = unsafe {
-            Vec::from_raw_parts(
-                buffer.as_mut_ptr().cast::<UninitByte>(),
-                buffer.capacity(),
-                buffer.capacity(),
-            )
-        };
-        let total = |kept: &[Vec<UninitByte>]| kept.iter().map(Vec::len).sum::<usize>();
-        if self.kept.len() >= Self::MAX_BUFFERS
-            || total(&self.kept) + buffer.len() > Self::MAX_TOTAL_BYTES
-        {
-            // Make room by dropping the oldest.
-            if !self.kept.is_empty() {
-                self.kept.remove(0);
-            }
-            if total(&self.kept) + buffer.len() > Self::MAX_TOTAL_BYTES {
-                return;
-            }
-        }
-        self.kept.push(buffer);
-    }
-
-    /// A kept allocation of exactly `len` bytes, if there is one.
-    pub(crate) fn take(&mut self, len: usize) -> Option<Vec<UninitByte>> {
-        if len < Self::MIN_BYTES {
-            return None;
-        }
-        let index = self.kept.iter().rposition(|b| b.len() == len)?;
-        Some(self.kept.swap_remove(index))
-    }
-
-    /// Drops every kept buffer (memory is needed elsewhere).
-    pub(crate) fn clear(&mut self) {
-        self.kept.clear();
+/// The whole allocation of `buffer` (past its length too) as bytes MPI may write.
+fn into_uninit(buffer: Vec<u8>) -> Vec<UninitByte> {
+    let mut buffer = std::mem::ManuallyDrop::new(buffer);
+    // SAFETY: `UninitByte` has the layout of `u8` and may hold any bit pattern, so the
+    // whole allocation (its bytes past the length too) is a valid `Vec<UninitByte>`.
+    unsafe {
+        Vec::from_raw_parts(
+            buffer.as_mut_ptr().cast::<UninitByte>(),
+            buffer.capacity(),
+            buffer.capacity(),
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{give_spare, take_spare};
 
-    #[test]
-    fn same_sized_buffers_come_back() {
-        let mut pool = BufferPool::default();
-        pool.give(vec![1u8; BufferPool::MIN_BYTES + 1]);
-        pool.give(vec![2u8; 10]); // too small to keep
-        assert!(pool.take(10).is_none());
-        let buffer = pool.take(BufferPool::MIN_BYTES + 1).expect("kept");
-        assert_eq!(buffer.len(), BufferPool::MIN_BYTES + 1);
-        assert!(pool.take(BufferPool::MIN_BYTES + 1).is_none());
-        // Allocations are kept whole, past their values' lengths too.
-        let mut value = Vec::with_capacity(BufferPool::MIN_BYTES + 100);
-        value.extend_from_slice(&[3u8; 10]);
-        pool.give(value);
-        assert!(pool.take(10).is_none());
-        assert!(pool.take(BufferPool::MIN_BYTES + 100).is_some());
-        pool.give(vec![1u8; BufferPool::MIN_BYTES + 1]);
-        pool.clear();
-        assert!(pool.take(BufferPool::MIN_BYTES + 1).is_none());
-    }
+    // Each test uses sizes of its own: the spares are the process's, shared by the tests
+    // running at the same time.
 
     #[test]
     fn placed_buffers_receive_values_where_their_senders_held_them() {
-        let mut pool = BufferPool::default();
-        let len = BufferPool::MIN_BYTES;
+        let len = (3 << 20) + 7;
         for placement in [0u8, 1, 28, 63, 64, 255] {
-            let mut buffer = ReceiveBuffer::placed(len, placement, &mut pool).unwrap();
+            let mut buffer = ReceiveBuffer::placed(len, placement).unwrap();
             assert_eq!(buffer.remaining(), len);
             buffer.write_for_test(&vec![placement; len - 1]);
             assert!(!buffer.is_full());
@@ -310,26 +241,29 @@ mod tests {
             assert!(value[..len - 1].iter().all(|&b| b == placement));
             assert_eq!(value[len - 1], 9);
             // Its allocation serves the next value of its size.
-            pool.give(value.into_allocation());
+            give_spare(value.into_allocation());
         }
-        let kept = ReceiveBuffer::placed(len, 5, &mut pool).unwrap();
+        let kept = ReceiveBuffer::placed(len, 5).unwrap();
         assert!(
-            pool.take(len + ALIGN - 1).is_none(),
-            "the kept allocation was taken"
+            take_spare(len + ALIGN - 1).is_none(),
+            "the spare allocation was taken"
         );
         drop(kept);
-        assert!(ReceiveBuffer::placed(usize::MAX - 10, 0, &mut pool).is_err());
+        assert!(ReceiveBuffer::placed(usize::MAX - 10, 0).is_err());
     }
 
     #[test]
-    fn receive_buffers_reuse_kept_memory_and_refuse_impossible_sizes() {
-        let mut pool = BufferPool::default();
-        let len = BufferPool::MIN_BYTES;
-        pool.give(vec![5u8; len]);
-        let mut buffer = ReceiveBuffer::new(len, &mut pool).unwrap();
-        assert!(pool.take(len).is_none(), "the kept buffer was taken");
+    fn receive_buffers_reuse_spare_memory_and_refuse_impossible_sizes() {
+        let len = (5 << 20) + 3;
+        let spare = vec![5u8; len];
+        let address = spare.as_ptr() as usize;
+        give_spare(spare);
+        let mut buffer = ReceiveBuffer::new(len).unwrap();
+        assert!(take_spare(len).is_none(), "the spare was taken");
         buffer.write_for_test(&vec![6u8; len]);
-        assert_eq!(buffer.into_vec(), vec![6u8; len]);
-        assert!(ReceiveBuffer::new(usize::MAX / 2, &mut pool).is_err());
+        let received = buffer.into_vec();
+        assert_eq!(received.as_ptr() as usize, address);
+        assert_eq!(received, vec![6u8; len]);
+        assert!(ReceiveBuffer::new(usize::MAX / 2).is_err());
     }
 }

@@ -31,13 +31,12 @@ pub use broadcast::MpiCollectives;
 
 use super::{Incoming, Malformed, Transport};
 use crate::protocol::{Frame, Rank};
-use buffers::{BufferPool, SendBuffer, UninitByte};
+use buffers::{SendBuffer, UninitByte};
 use mpi::datatype::Equivalence;
 use mpi::request::{Request, StaticScope};
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use reassembly::{PARTS_HEADER_LEN, Reassembler, parts_header};
-use std::cell::RefCell;
 use std::rc::Rc;
 
 /// The tag of every mpidask message.
@@ -77,13 +76,11 @@ pub struct MpiTransport {
     /// Large messages being received, at most one per sender.
     receiving: Vec<PendingReceive>,
     reassembler: Reassembler,
-    /// Buffers of released values, shared with this rank's collectives.
-    pool: Rc<RefCell<BufferPool>>,
 }
 
 impl MpiTransport {
     /// The transport over `world`, splitting messages above `part_bytes`.
-    fn new(world: SimpleCommunicator, part_bytes: usize, pool: Rc<RefCell<BufferPool>>) -> Self {
+    fn new(world: SimpleCommunicator, part_bytes: usize) -> Self {
         let rank = Rank(u32::try_from(world.rank()).expect("MPI ranks are not negative"));
         let size = usize::try_from(world.size()).expect("MPI sizes are not negative");
         // MPI counts are `int`.
@@ -102,7 +99,6 @@ impl MpiTransport {
                     .and_then(|bytes| usize::try_from(bytes).ok())
                     .unwrap_or(isize::MAX as usize),
             ),
-            pool,
         }
     }
 
@@ -134,8 +130,7 @@ impl MpiTransport {
                 });
                 continue;
             }
-            let mut pool = self.pool.borrow_mut();
-            match self.reassembler.received(source, count, &mut pool) {
+            match self.reassembler.received(source, count) {
                 Ok(Some(incoming)) => out.push(incoming),
                 Ok(None) => {}
                 Err(malformed) => {
@@ -211,8 +206,7 @@ impl Transport for MpiTransport {
             if self.receiving.iter().any(|r| r.source == source) {
                 self.complete_receives(out, Some(source))?;
             }
-            let mut pool = self.pool.borrow_mut();
-            let slot = match self.reassembler.accept(source, count, &mut pool) {
+            let slot = match self.reassembler.accept(source, count) {
                 Ok(slot) => slot,
                 Err(malformed) => {
                     // The job ends now (the caller aborts it): the matched message is never
@@ -237,7 +231,7 @@ impl Transport for MpiTransport {
                 continue;
             }
             message.matched_receive_into(slot);
-            if let Some(incoming) = self.reassembler.received(source, count, &mut pool)? {
+            if let Some(incoming) = self.reassembler.received(source, count)? {
                 out.push(incoming);
             }
         }
@@ -264,14 +258,6 @@ impl Transport for MpiTransport {
 
     fn wakes_receiver(&self) -> bool {
         false
-    }
-
-    fn recycle(&mut self, buffer: Vec<u8>) {
-        self.pool.borrow_mut().give(buffer);
-    }
-
-    fn drop_kept_buffers(&mut self) {
-        self.pool.borrow_mut().clear();
     }
 
     fn abort(&mut self, code: i32) -> ! {

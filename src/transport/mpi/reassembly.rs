@@ -14,7 +14,7 @@
 //! size, a length that cannot be allocated) is [`Malformed`]: from then on nothing from that
 //! sender can be trusted, and the job ends.
 
-use super::buffers::{BufferPool, ReceiveBuffer, UninitByte};
+use super::buffers::{ReceiveBuffer, UninitByte};
 use crate::protocol::{Announced, Payload, Rank, attachments_announced};
 use crate::transport::{Incoming, Malformed};
 use std::sync::Arc;
@@ -79,7 +79,6 @@ impl Reassembler {
         what: &str,
         len: u64,
         placement: Option<u8>,
-        pool: &mut BufferPool,
     ) -> Result<ReceiveBuffer, Malformed> {
         let len = usize::try_from(len)
             .ok()
@@ -94,8 +93,8 @@ impl Reassembler {
                 )
             })?;
         match placement {
-            Some(placement) => ReceiveBuffer::placed(len, placement, pool),
-            None => ReceiveBuffer::new(len, pool),
+            Some(placement) => ReceiveBuffer::placed(len, placement),
+            None => ReceiveBuffer::new(len),
         }
         .map_err(|e| Self::malformed(source, e))
     }
@@ -113,7 +112,6 @@ impl Reassembler {
         &mut self,
         source: usize,
         count: usize,
-        pool: &mut BufferPool,
     ) -> Result<&mut [UninitByte], Malformed> {
         let part_bytes = self.part_bytes;
         if source >= self.sources.len() {
@@ -131,7 +129,7 @@ impl Reassembler {
                 ..
             } => {
                 let Announced { len, placement } = announced[received.len()];
-                Some(self.buffer(source, "an attachment", len, Some(placement), pool)?)
+                Some(self.buffer(source, "an attachment", len, Some(placement))?)
             }
             _ => None,
         };
@@ -152,8 +150,7 @@ impl Reassembler {
                         ),
                     ));
                 }
-                let buffer =
-                    ReceiveBuffer::new(count, pool).map_err(|e| Self::malformed(source, e))?;
+                let buffer = ReceiveBuffer::new(count).map_err(|e| Self::malformed(source, e))?;
                 *state = SourceState::Start(buffer);
                 count
             }
@@ -197,7 +194,6 @@ impl Reassembler {
         &mut self,
         source: usize,
         count: usize,
-        pool: &mut BufferPool,
     ) -> Result<Option<Incoming>, Malformed> {
         let from = Rank(u32::try_from(source).unwrap_or(u32::MAX));
         match &mut self.sources[source] {
@@ -222,7 +218,7 @@ impl Reassembler {
                             ),
                         ));
                     }
-                    let buffer = self.buffer(source, "a frame", total, None, pool)?;
+                    let buffer = self.buffer(source, "a frame", total, None)?;
                     self.sources[source] = SourceState::FrameParts(buffer);
                     Ok(None)
                 } else {
@@ -314,14 +310,13 @@ pub fn reassemble(
     messages: &[(usize, Vec<u8>)],
 ) -> Result<Vec<Incoming>, Malformed> {
     let mut reassembler = Reassembler::new(size, part_bytes, max_bytes);
-    let mut pool = BufferPool::default();
     let mut out = Vec::new();
     for (source, message) in messages {
-        let slot = reassembler.accept(*source, message.len(), &mut pool)?;
+        let slot = reassembler.accept(*source, message.len())?;
         for (s, b) in slot.iter_mut().zip(message) {
             s.0 = std::mem::MaybeUninit::new(*b);
         }
-        out.extend(reassembler.received(*source, message.len(), &mut pool)?);
+        out.extend(reassembler.received(*source, message.len())?);
     }
     Ok(out)
 }
@@ -334,16 +329,15 @@ mod tests {
     /// Feeds one message through the reassembler as the MPI transport does.
     fn feed(
         r: &mut Reassembler,
-        pool: &mut BufferPool,
         source: usize,
         message: &[u8],
     ) -> Result<Option<Incoming>, Malformed> {
-        let slot = r.accept(source, message.len(), pool)?;
+        let slot = r.accept(source, message.len())?;
         assert_eq!(slot.len(), message.len());
         for (s, b) in slot.iter_mut().zip(message) {
             s.0 = std::mem::MaybeUninit::new(*b);
         }
-        r.received(source, message.len(), pool)
+        r.received(source, message.len())
     }
 
     /// What a sender sends for `frame`, message by message (as `MpiTransport::send`).
@@ -392,11 +386,10 @@ mod tests {
             let frame = frame_with(&[10, 200_000, 70_000, 3]);
             assert_eq!(frame.attachments.len(), 2);
             let mut r = Reassembler::new(3, part, 1 << 30);
-            let mut pool = BufferPool::default();
             let messages = messages_of(&frame.bytes, &frame.attachments, part);
             let mut out = Vec::new();
             for (i, message) in messages.iter().enumerate() {
-                if let Some(incoming) = feed(&mut r, &mut pool, 2, message).unwrap() {
+                if let Some(incoming) = feed(&mut r, 2, message).unwrap() {
                     assert_eq!(i, messages.len() - 1, "only the last message completes it");
                     out.push(incoming);
                 }
@@ -415,18 +408,17 @@ mod tests {
         let a = frame_with(&[100_000]);
         let b = frame_with(&[5]);
         let mut r = Reassembler::new(4, part, 1 << 30);
-        let mut pool = BufferPool::default();
         let from_a = messages_of(&a.bytes, &a.attachments, part);
         let from_b = messages_of(&b.bytes, &b.attachments, part);
         let mut done = Vec::new();
         let (mut i, mut j) = (0, 0);
         while i < from_a.len() || j < from_b.len() {
             if i < from_a.len() {
-                done.extend(feed(&mut r, &mut pool, 1, &from_a[i]).unwrap());
+                done.extend(feed(&mut r, 1, &from_a[i]).unwrap());
                 i += 1;
             }
             if j < from_b.len() {
-                done.extend(feed(&mut r, &mut pool, 3, &from_b[j]).unwrap());
+                done.extend(feed(&mut r, 3, &from_b[j]).unwrap());
                 j += 1;
             }
         }
@@ -438,9 +430,8 @@ mod tests {
     fn an_attachment_of_another_size_than_announced_is_malformed() {
         let frame = frame_with(&[100_000]);
         let mut r = Reassembler::new(3, 1 << 20, 1 << 30);
-        let mut pool = BufferPool::default();
-        assert!(feed(&mut r, &mut pool, 1, &frame.bytes).unwrap().is_none());
-        let error = feed(&mut r, &mut pool, 1, &[0u8; 70_000]).unwrap_err();
+        assert!(feed(&mut r, 1, &frame.bytes).unwrap().is_none());
+        let error = feed(&mut r, 1, &[0u8; 70_000]).unwrap_err();
         assert_eq!(error.from, Rank(1));
         assert!(
             error
@@ -452,28 +443,23 @@ mod tests {
 
     #[test]
     fn parts_of_the_wrong_size_and_impossible_lengths_are_malformed() {
-        let mut pool = BufferPool::default();
         // A part shorter than the part size before the end.
         let mut r = Reassembler::new(2, 10, 1 << 30);
-        assert!(
-            feed(&mut r, &mut pool, 0, &parts_header(25))
-                .unwrap()
-                .is_none()
-        );
-        assert!(feed(&mut r, &mut pool, 0, &[0; 10]).unwrap().is_none());
-        assert!(feed(&mut r, &mut pool, 0, &[0; 4]).is_err());
+        assert!(feed(&mut r, 0, &parts_header(25)).unwrap().is_none());
+        assert!(feed(&mut r, 0, &[0; 10]).unwrap().is_none());
+        assert!(feed(&mut r, 0, &[0; 4]).is_err());
         // A frame announced in parts although it fits in one part.
         let mut r = Reassembler::new(2, 1 << 20, 1 << 30);
-        assert!(feed(&mut r, &mut pool, 0, &parts_header(5)).is_err());
+        assert!(feed(&mut r, 0, &parts_header(5)).is_err());
         // A length above the machine's memory.
         let mut r = Reassembler::new(2, 10, 1 << 30);
-        let error = feed(&mut r, &mut pool, 0, &parts_header(usize::MAX / 2)).unwrap_err();
+        let error = feed(&mut r, 0, &parts_header(usize::MAX / 2)).unwrap_err();
         assert!(error.reason.contains("more than this machine's"), "{error}");
         // A first message above the part size.
         let mut r = Reassembler::new(2, 10, 1 << 30);
-        assert!(feed(&mut r, &mut pool, 1, &[0; 11]).is_err());
+        assert!(feed(&mut r, 1, &[0; 11]).is_err());
         // A sender outside the job.
-        assert!(r.accept(7, 1, &mut pool).is_err());
+        assert!(r.accept(7, 1).is_err());
     }
 
     #[test]
@@ -484,8 +470,7 @@ mod tests {
         bytes[0] = crate::protocol::frame::FRAME_MAGIC_ATTACHED;
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
         let mut r = Reassembler::new(2, 1 << 20, 1 << 30);
-        let mut pool = BufferPool::default();
-        let incoming = feed(&mut r, &mut pool, 1, &bytes).unwrap().unwrap();
+        let incoming = feed(&mut r, 1, &bytes).unwrap().unwrap();
         assert!(
             crate::protocol::decode_frame_with::<ToWorker>(&incoming.frame, incoming.attachments)
                 .is_err()
