@@ -268,24 +268,10 @@ fn suite_sizes() -> Sizes {
 /// One launch's `RESULT name=<workload> seconds=<s> check=<number>` lines.
 fn suite_results(run: &Run, who: &str) -> BTreeMap<String, (f64, f64)> {
     run.expect_code(0);
-    let mut results = BTreeMap::new();
-    for line in run.stdout.lines().filter(|l| l.starts_with("RESULT ")) {
-        let field = |key: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .unwrap_or_else(|| panic!("{who}: no {key} in {line}"))
-        };
-        let number = |key: &str| -> f64 {
-            field(key)
-                .parse()
-                .unwrap_or_else(|_| panic!("{who}: {key} is not a number in {line}"))
-        };
-        results.insert(
-            field("name=").to_string(),
-            (number("seconds="), number("check=")),
-        );
-    }
-    results
+    common::named_results(&run.stdout, who, &["seconds", "check"])
+        .into_iter()
+        .map(|(name, numbers)| (name, (numbers[0], numbers[1])))
+        .collect()
 }
 
 fn launch_suite() -> BTreeMap<String, (f64, f64)> {
@@ -499,12 +485,7 @@ fn main() {
         }
         return;
     }
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let wanted =
-        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    let wanted = common::wanted_by_args();
     if wanted("sum_squares_10gb") {
         let bytes = size(10_000_000_000, 100_000_000);
         let chunk = size(200_000_000, 10_000_000);

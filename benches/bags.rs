@@ -63,15 +63,7 @@ fn main() {
     if std::env::var("MPIDASK_BENCH_ROLE").as_deref() == Ok("wordcount") {
         mpidask::run(role_wordcount);
     }
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    if !(filters.is_empty()
-        || filters
-            .iter()
-            .any(|f| "wordcount_mb_per_s".contains(f.as_str())))
-    {
+    if !common::wanted_by_args()("wordcount_mb_per_s") {
         return;
     }
     let mb: u64 = std::env::var("MPIDASK_BENCH_CORPUS_MB")

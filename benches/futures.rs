@@ -155,18 +155,10 @@ fn deadline() -> Duration {
 /// One launch's `RESULT name=<variant> seconds=<s>` lines.
 fn results(run: &Run, who: &str) -> BTreeMap<String, f64> {
     run.expect_code(0);
-    let mut found = BTreeMap::new();
-    for line in run.stdout.lines().filter(|l| l.starts_with("RESULT ")) {
-        let field = |key: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .unwrap_or_else(|| panic!("{who}: no {key} in {line}"))
-        };
-        let seconds = field("seconds=")
-            .parse()
-            .unwrap_or_else(|_| panic!("{who}: seconds is not a number in {line}"));
-        found.insert(field("name=").to_string(), seconds);
-    }
+    let found: BTreeMap<String, f64> = common::named_results(&run.stdout, who, &["seconds"])
+        .into_iter()
+        .map(|(name, numbers)| (name, numbers[0]))
+        .collect();
     for (name, _, _) in variants() {
         assert!(
             found.contains_key(name),
@@ -207,11 +199,7 @@ fn main() {
         }
         return;
     }
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let wanted = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
+    let wanted = common::wanted_by_args();
     if !variants().iter().any(|(name, _, _)| wanted(name)) {
         return;
     }

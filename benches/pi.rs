@@ -290,12 +290,7 @@ fn main() {
         }
         return;
     }
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let wanted =
-        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    let wanted = common::wanted_by_args();
     let c = build_c();
     // The peer runs in real runs only: a smoke run checks the project's own code.
     let dask = (!smoke()).then(|| peer_python("dask_mpi"));

@@ -729,12 +729,7 @@ fn main() {
     if let Ok(role) = std::env::var("MPIDASK_BENCH_ROLE") {
         play(&role);
     }
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let wanted =
-        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    let wanted = common::wanted_by_args();
     let wanted_any = |names: &[&str]| names.iter().any(|name| wanted(name));
 
     // The peers' figures; their runs are resolved first, so a missing peer fails at once.

@@ -175,12 +175,7 @@ fn bytes_per_task(tasks: u64) -> f64 {
 }
 
 fn main() {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let wanted =
-        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    let wanted = common::wanted_by_args();
     let tasks = size(1_000_000u64, 10_000);
     if wanted("scheduler_bytes_per_task") {
         let bytes: Vec<f64> = (0..rounds()).map(|_| bytes_per_task(tasks)).collect();

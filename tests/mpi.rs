@@ -721,10 +721,7 @@ fn test_success(np: usize) -> Result<(), Failed> {
 
 fn test_local_mode() -> Result<(), Failed> {
     check(|| {
-        let mut command = local_command(&this_binary());
-        command
-            .env("MPIDASK_SCENARIO", "success")
-            .env("MPIDASK_LOCAL_WORKERS", "2");
+        let command = local_scenario("success");
         let run = launch(command);
         run.expect_code(0)
             .expect_stdout("SCENARIO success OK workers=2")
@@ -834,15 +831,21 @@ fn test_large_args_skip_the_scheduler() -> Result<(), Failed> {
                 .expect_stdout("SCENARIO large_args OK")
                 .expect_quiet();
         }
-        let mut local = local_command(&this_binary());
-        local
-            .env("MPIDASK_SCENARIO", "large_args")
-            .env("MPIDASK_LOCAL_WORKERS", "2");
+        let local = local_scenario("large_args");
         let run = launch(local);
         run.expect_code(0)
             .expect_stdout("SCENARIO large_args OK")
             .expect_quiet();
     })
+}
+
+/// `scenario` in local mode, with 2 workers.
+fn local_scenario(scenario: &str) -> Command {
+    let mut command = local_command(&this_binary());
+    command
+        .env("MPIDASK_SCENARIO", scenario)
+        .env("MPIDASK_LOCAL_WORKERS", "2");
+    command
 }
 
 /// The stdout of `scenario` at each rank count of `nps` and in local mode (2 workers),
@@ -854,10 +857,7 @@ fn outputs_everywhere(scenario: &str, nps: &[usize]) -> Vec<(String, String)> {
         run.expect_code(0).expect_quiet();
         outputs.push((format!("-np {np}"), run.stdout.clone()));
     }
-    let mut local = local_command(&this_binary());
-    local
-        .env("MPIDASK_SCENARIO", scenario)
-        .env("MPIDASK_LOCAL_WORKERS", "2");
+    let local = local_scenario(scenario);
     let run = launch(local);
     run.expect_code(0).expect_quiet();
     outputs.push(("local".into(), run.stdout.clone()));
@@ -883,10 +883,7 @@ fn test_array_suite_matches_numpy() -> Result<(), Failed> {
                 scenario_under_mpirun(np, "array_suite"),
             ));
         }
-        let mut local = local_command(&this_binary());
-        local
-            .env("MPIDASK_SCENARIO", "array_suite")
-            .env("MPIDASK_LOCAL_WORKERS", "2");
+        let local = local_scenario("array_suite");
         commands.push(("local".into(), local));
         for (label, mut command) in commands {
             let out = dir.join(format!("{}.json", label.replace([' ', '-'], "")));

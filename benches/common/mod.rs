@@ -9,12 +9,46 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Runs behind every figure of a real (not smoke) run.
 pub const MIN_RUNS: usize = 5;
 
 /// `true` in a smoke run: one round, tiny sizes.
+/// Whether the figure `name` was asked for: every figure without arguments, else those whose
+/// name contains one of the arguments (`cargo bench --bench <b> -- <part of a name>`).
+pub fn wanted_by_args() -> impl Fn(&str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    move |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
+
+/// The numbers of each `RESULT name=<name> <key>=<number> ...` line in `stdout`, by name,
+/// `keys` in order (a line without one of them, or with a non-number, is `who`'s error).
+pub fn named_results(stdout: &str, who: &str, keys: &[&str]) -> BTreeMap<String, Vec<f64>> {
+    let mut results = BTreeMap::new();
+    for line in stdout.lines().filter(|l| l.starts_with("RESULT ")) {
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+                .unwrap_or_else(|| panic!("{who}: no {key} in {line}"))
+        };
+        let numbers = keys
+            .iter()
+            .map(|key| {
+                field(key)
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{who}: {key} is not a number in {line}"))
+            })
+            .collect();
+        results.insert(field("name").to_string(), numbers);
+    }
+    results
+}
+
 pub fn smoke() -> bool {
     std::env::var_os("MPIDASK_BENCH_SMOKE").is_some_and(|v| v != "0" && !v.is_empty())
 }

@@ -166,81 +166,73 @@ const SPARE_MAX: usize = 2;
 const SPARE_MAX_BYTES: usize = 512 << 20;
 
 thread_local! {
-    /// Allocations of encoded results, for the next plain values this thread decodes.
-    static SPARE: RefCell<Vec<Spare>> = const { RefCell::new(Vec::new()) };
-}
-
-/// An empty vector's allocation.
-enum Spare {
-    F64(Vec<f64>),
-    F32(Vec<f32>),
-}
-
-impl Spare {
-    fn bytes(&self) -> usize {
-        match self {
-            Spare::F64(v) => v.capacity() * 8,
-            Spare::F32(v) => v.capacity() * 4,
-        }
-    }
+    /// Allocations of encoded results (each an empty `Vec<E>`, with its size in bytes), for
+    /// the next plain values this thread decodes.
+    static SPARE: RefCell<Vec<(usize, Box<dyn Any>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Keeps the allocation of `value` (a task's result, already encoded) if it is a plain
 /// vector or array of floats large enough to be worth keeping; drops it otherwise.
 pub fn recycle<T: Any>(value: T) {
-    let boxed: Box<dyn Any> = Box::new(value);
-    let spare = match boxed.downcast::<Vec<f64>>() {
-        Ok(v) => Spare::F64(*v),
-        Err(boxed) => match boxed.downcast::<ndarray::ArrayD<f64>>() {
-            Ok(a) => Spare::F64(a.into_raw_vec_and_offset().0),
-            Err(boxed) => match boxed.downcast::<Vec<f32>>() {
-                Ok(v) => Spare::F32(*v),
-                Err(boxed) => match boxed.downcast::<ndarray::ArrayD<f32>>() {
-                    Ok(a) => Spare::F32(a.into_raw_vec_and_offset().0),
-                    Err(_) => return,
-                },
-            },
-        },
-    };
-    if spare.bytes() < SPARE_MIN_BYTES || spare.bytes() > SPARE_MAX_BYTES {
+    let any = &value as &dyn Any;
+    if !(any.is::<Vec<f64>>()
+        || any.is::<ndarray::ArrayD<f64>>()
+        || any.is::<Vec<f32>>()
+        || any.is::<ndarray::ArrayD<f32>>())
+    {
         return;
     }
+    let boxed: Box<dyn Any> = Box::new(value);
+    match elements_of::<f64>(boxed) {
+        Ok(values) => keep(values),
+        Err(boxed) => {
+            if let Ok(values) = elements_of::<f32>(boxed) {
+                keep(values);
+            }
+        }
+    }
+}
+
+/// The elements' vector of a boxed `Vec<E>` or `ArrayD<E>`.
+fn elements_of<E: Plain>(boxed: Box<dyn Any>) -> Result<Vec<E>, Box<dyn Any>> {
+    match boxed.downcast::<Vec<E>>() {
+        Ok(values) => Ok(*values),
+        Err(boxed) => boxed
+            .downcast::<ndarray::ArrayD<E>>()
+            .map(|array| array.into_raw_vec_and_offset().0),
+    }
+}
+
+fn keep<E: Plain>(mut values: Vec<E>) {
+    let bytes = values.capacity() * std::mem::size_of::<E>();
+    if !(SPARE_MIN_BYTES..=SPARE_MAX_BYTES).contains(&bytes) {
+        return;
+    }
+    values.clear();
     SPARE.with(|kept| {
         let mut kept = kept.borrow_mut();
         if kept.len() == SPARE_MAX {
             kept.remove(0);
         }
-        let total: usize = kept.iter().map(Spare::bytes).sum();
-        if total + spare.bytes() <= SPARE_MAX_BYTES {
-            kept.push(spare);
+        let total: usize = kept.iter().map(|(bytes, _)| bytes).sum();
+        if total + bytes <= SPARE_MAX_BYTES {
+            kept.push((bytes, Box::new(values)));
         }
     });
 }
 
-/// A kept allocation for `len` elements of `E` (at most twice that), emptied.
+/// A kept allocation for `len` elements of `E` (at most twice that), empty.
 fn take_spare<E: Plain>(len: usize) -> Option<Vec<E>> {
-    let bytes = len * std::mem::size_of::<E>();
-    if bytes < SPARE_MIN_BYTES {
+    if len * std::mem::size_of::<E>() < SPARE_MIN_BYTES {
         return None;
     }
     SPARE.with(|kept| {
         let mut kept = kept.borrow_mut();
-        let fits = |capacity: usize| capacity >= len && capacity <= 2 * len;
-        let index = kept.iter().position(|spare| {
-            let any: &dyn Any = match spare {
-                Spare::F64(v) => v,
-                Spare::F32(v) => v,
-            };
-            any.downcast_ref::<Vec<E>>()
-                .is_some_and(|v| fits(v.capacity()))
-        })?;
-        let any: Box<dyn Any> = match kept.remove(index) {
-            Spare::F64(v) => Box::new(v),
-            Spare::F32(v) => Box::new(v),
-        };
-        let mut values = *any.downcast::<Vec<E>>().ok()?;
-        values.clear();
-        Some(values)
+        let fits = |v: &Vec<E>| v.capacity() >= len && v.capacity() <= 2 * len;
+        let index = kept
+            .iter()
+            .position(|(_, spare)| spare.downcast_ref::<Vec<E>>().is_some_and(fits))?;
+        kept.remove(index).1.downcast::<Vec<E>>().ok().map(|v| *v)
     })
 }
 

@@ -533,6 +533,15 @@ mod tests {
             .path()
     }
 
+    /// Whether `file` is gone within 10 s (a delete is queued on the disk thread).
+    fn gone(file: &std::path::Path) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while file.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        !file.exists()
+    }
+
     #[test]
     fn least_recently_used_values_spill_and_come_back() {
         let parent =
@@ -603,24 +612,10 @@ mod tests {
         }
         next(&mut store, &results);
         store.remove(&Key(2));
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while dir.join("0.value").exists() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(
-            !dir.join("0.value").exists(),
-            "a released value's copy goes"
-        );
+        assert!(gone(&dir.join("0.value")), "a released value's copy goes");
         store.remove(&Key(1));
         // The delete is queued behind nothing else: wait for the disk to do it.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while dir.join("1.value").exists() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(
-            !dir.join("1.value").exists(),
-            "a released value's file goes"
-        );
+        assert!(gone(&dir.join("1.value")), "a released value's file goes");
         assert_eq!(store.len(), 2);
         drop(store);
         assert!(!dir.exists(), "the private directory goes with the store");
