@@ -418,6 +418,82 @@ fn map_blocks_and_blockwise_run_plain_functions() {
     });
 }
 
+fn floor_to_ints(block: ArrayD<f64>) -> ArrayD<i64> {
+    block.mapv(|v| v.floor() as i64)
+}
+
+fn keeps_no_shape(block: ArrayD<f64>) -> ArrayD<f64> {
+    block.sum_axis(Axis(0)).into_dyn()
+}
+
+#[test]
+fn map_blocks_runs_inside_the_program_that_reads_it() {
+    local(2, |client| {
+        let a = data(&[9, 7], 32);
+        let x = array::from_array(&a, &[4, 3]);
+        let y = x.map_blocks(double_block);
+        // Read once, chunk for chunk: the function runs inside the reduction's tasks.
+        let total = y.sum();
+        let plan = total.explain();
+        assert!(
+            plan.contains("fused (map_blocks double_block) task"),
+            "{plan}"
+        );
+        assert!(!plan.contains("map_blocks: double_block"), "{plan}");
+        close(
+            &total.compute(client).unwrap(),
+            &ndarray::arr0(a.sum() * 2.0).into_dyn(),
+            "map_blocks then sum",
+        );
+        let both = (&y - 1.0).mean_axis(1);
+        close(
+            &both.compute(client).unwrap(),
+            &(&a * 2.0 - 1.0).mean_axis(Axis(1)).unwrap(),
+            "map_blocks then an expression reduced along an axis",
+        );
+        let listed = array::blockwise(sum_blocks, &[x.clone(), x.clone() + 1.0]).max();
+        assert!(
+            listed
+                .explain()
+                .contains("fused (map_blocks sum_blocks) task")
+        );
+        close(
+            &listed.compute(client).unwrap(),
+            &ndarray::arr0((&a * 2.0 + 1.0).fold(f64::MIN, |m, &v| m.max(v))).into_dyn(),
+            "blockwise then max",
+        );
+        // Blocks of integers, read by the general kernels.
+        let ints = x.map_blocks(floor_to_ints).sum();
+        assert!(
+            ints.explain()
+                .contains("fused (map_blocks floor_to_ints) task")
+        );
+        assert_eq!(
+            ints.compute::<i64>(client).unwrap().sum(),
+            a.mapv(|v| v.floor() as i64).sum()
+        );
+        // Read twice: computed once, as a task of its own.
+        let twice = (&y + &y.t().t()).sum();
+        let plan = twice.explain();
+        assert!(plan.contains("map_blocks: double_block"), "{plan}");
+        close(
+            &twice.compute(client).unwrap(),
+            &ndarray::arr0(a.sum() * 4.0).into_dyn(),
+            "map_blocks read twice",
+        );
+        // A function that changes the chunk's shape fails its task with what to fix.
+        match x.map_blocks(keeps_no_shape).sum().compute::<f64>(client) {
+            Err(mpidask::Error::Task(error)) => {
+                assert!(
+                    error.message.contains("must keep the chunk's shape"),
+                    "{error:?}"
+                );
+            }
+            other => panic!("a block of another shape: {other:?}"),
+        }
+    });
+}
+
 #[test]
 fn persist_keeps_chunks_on_workers() {
     local(2, |client| {

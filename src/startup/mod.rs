@@ -71,7 +71,14 @@ pub fn run_local<T: Send>(args: RuntimeArgs, program: impl FnOnce(&Client) -> T 
         program,
         |result, _stopping| match &result {
             Ok(_) => (ExitCode::Success.code(), result),
-            Err(_) => (ExitCode::ClientPanic.code(), result),
+            Err(_) => {
+                // The hook kept the report for the runtime; the panic resumed below has
+                // no hook of its own to print it.
+                if let Some(report) = panics::take_client_panic() {
+                    log::error!("the client program {report}");
+                }
+                (ExitCode::ClientPanic.code(), result)
+            }
         },
     );
     match result {

@@ -115,7 +115,8 @@ pub fn decode_args<Args: DeserializeOwned + 'static>(
     codec().deserialize(&joined)
 }
 
-fn describe_decode_error<F>(error: bincode::Error) -> CallError {
+/// The failure of a task whose arguments did not decode as the parameters of `F`.
+pub(crate) fn describe_decode_error<F>(error: bincode::Error) -> CallError {
     CallError::Failed(format!(
         "could not decode the arguments of {}: {error}",
         super::function_name::<F>()

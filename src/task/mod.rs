@@ -32,6 +32,7 @@ mod call;
 mod functions;
 
 pub use args::{Arg, IntoArgs, ValueSlot};
+pub(crate) use call::describe_decode_error;
 pub use call::{
     CallError, TaskInput, Trampoline, call, decode_args, encode_result, fallible_trampoline_of,
     trampoline_of,

@@ -130,6 +130,8 @@ pub(crate) enum Expr {
     /// A user function per chunk: of one chunk, or (`list`) of the chunks of all `x`.
     MapBlocks {
         trampoline: crate::task::Trampoline,
+        /// The same function, returning its block to a program that reads it in place.
+        block_fn: tasks::BlockFn,
         name: String,
         x: Vec<Array>,
         list: bool,

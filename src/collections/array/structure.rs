@@ -337,6 +337,7 @@ impl Array {
             U::DTYPE,
             Expr::MapBlocks {
                 trampoline: task::trampoline_of::<F, (ArrayD<T>,)>(),
+                block_fn: super::tasks::block_fn_of::<F, (ArrayD<T>,), U>(),
                 name: task::function_name::<F>(),
                 x: vec![self.clone()],
                 list: false,
@@ -382,6 +383,7 @@ where
         U::DTYPE,
         Expr::MapBlocks {
             trampoline: task::trampoline_of::<F, (Vec<ArrayD<T>>,)>(),
+            block_fn: super::tasks::block_fn_of::<F, (Vec<ArrayD<T>>,), U>(),
             name: task::function_name::<F>(),
             x,
             list: true,

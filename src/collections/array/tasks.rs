@@ -3,14 +3,16 @@
 //! describes it (a [`Program`] or a spec below); the chunks it reads are its dependencies.
 
 use super::Scalar;
-use super::dtype::DType;
+use super::dtype::{DType, Element};
 use super::fused::{Plan, Raw};
 use super::kernel::{self, Block, Outcome, Partial};
 use super::program::{AxisSlice, BinaryOp, Program, ReduceOp};
 use crate::protocol::Bytes;
-use crate::protocol::{ArgSlot, decode_value, encode_value};
-use crate::task::{CallError, TaskInput};
+use crate::protocol::{ArgSlot, decode_value, encode_value, recycle_owned};
+use crate::task::{CallError, TaskFn, TaskInput, decode_args, describe_decode_error};
+use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
+use std::any::Any;
 
 /// What a reduction-combine task does.
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -59,38 +61,151 @@ fn decode_head<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String
     decode_value(bytes).map_err(|e| format!("could not decode an array task description: {e}"))
 }
 
+/// A `map_blocks` function's typed entry point: it decodes the task's chunks, calls the
+/// function and returns its block as it is, for a program to read in place (the function
+/// runs inside the program task that consumes its block, as Dask fuses `map_blocks` into
+/// what follows it).
+pub(crate) type BlockFn = fn(&TaskInput<'_>) -> Result<Block, CallError>;
+
+crate::task::fn_pointer!(BlockFn);
+
+/// The [`BlockFn`] of `F`, a function of `Args` returning an array of `U`.
+pub(crate) fn block_fn_of<F, Args, U>() -> BlockFn
+where
+    F: TaskFn<Args, Output = ArrayD<U>>,
+    Args: serde::de::DeserializeOwned + 'static,
+    U: Element,
+{
+    block_fn::<F, Args, U>
+}
+
+fn block_fn<F, Args, U>(input: &TaskInput<'_>) -> Result<Block, CallError>
+where
+    F: TaskFn<Args, Output = ArrayD<U>>,
+    Args: serde::de::DeserializeOwned + 'static,
+    U: Element,
+{
+    let args: Args = decode_args(input).map_err(describe_decode_error::<F>)?;
+    let output: Box<dyn Any> = Box::new(crate::task::conjure::<F>().call(args));
+    let block = match U::DTYPE {
+        DType::Bool => output.downcast::<ArrayD<bool>>().map(|a| Block::Bool(*a)),
+        DType::I64 => output.downcast::<ArrayD<i64>>().map(|a| Block::I64(*a)),
+        DType::F32 => output.downcast::<ArrayD<f32>>().map(|a| Block::F32(*a)),
+        DType::F64 => output.downcast::<ArrayD<f64>>().map(|a| Block::F64(*a)),
+    };
+    block.map_err(|_| CallError::Corrupt("an element type names another type".into()))
+}
+
+/// A program input computed inside the program task by a `map_blocks` function: the
+/// input's position, and how many argument slots (after those of the inputs before it) hold
+/// the function's chunks. The `k`-th mapped input calls the task's `k`-th used function.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(super) struct Mapped {
+    pub(super) input: usize,
+    pub(super) slots: usize,
+}
+
+/// What a program task's first argument holds.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub(super) struct ProgramSpec {
+    pub(super) program: Program,
+    /// The inputs computed by `map_blocks` functions, by input position.
+    pub(super) mapped: Vec<Mapped>,
+}
+
+/// One input chunk of a program task: a value's encoding, or a block a function made.
+enum Chunk<'a> {
+    Encoded(&'a [u8]),
+    Made(Block),
+}
+
+/// Calls the `k`-th used function on `slots` (with their dependency values `deps`); its
+/// block must have the shape and element type the program expects of input `input`.
+fn call_mapped(
+    input: &TaskInput<'_>,
+    program: &Program,
+    k: usize,
+    which: usize,
+    slots: std::ops::Range<usize>,
+    deps: &[crate::protocol::Payload],
+) -> Result<Block, CallError> {
+    let function: BlockFn = input.used(k)?;
+    let block = function(&input.part(slots, deps))?;
+    let expected = program
+        .nodes
+        .iter()
+        .find(|n| n.op == super::program::Op::Input(which))
+        .map(|n| n.shape.as_slice());
+    if expected.is_some_and(|shape| shape != block.shape())
+        || block.dtype() != program.inputs[which]
+    {
+        return Err(CallError::Failed(format!(
+            "a map_blocks function returned a block of {}{:?} for a chunk of {}{:?}: it must keep \
+             the chunk's shape and return the element type it declares",
+            block.dtype(),
+            block.shape(),
+            program.inputs[which],
+            expected.unwrap_or(&[]),
+        )));
+    }
+    Ok(block)
+}
+
 /// Runs a fused program (the worker side of a program task).
 pub(super) fn program_task(input: &TaskInput<'_>) -> Result<Bytes, CallError> {
     let (head, rest) = split_head(input)?;
-    let program: Program = decode_head(head)?;
-    let mut deps = input.deps.iter();
-    let slots = rest
-        .iter()
-        .zip(&program.inputs)
-        .map(|(slot, &dtype)| {
-            let bytes: &[u8] = match slot {
-                ArgSlot::Value(bytes) => bytes,
-                _ => deps.next().ok_or("a program input is missing")?,
-            };
-            Ok((bytes, dtype))
-        })
-        .collect::<Result<Vec<(&[u8], DType)>, String>>()?;
-    if slots.len() != program.inputs.len() {
+    let ProgramSpec { program, mapped } = decode_head(head)?;
+    if input.uses.len() != mapped.len() {
+        return Err(CallError::Corrupt(format!(
+            "a program with {} mapped inputs uses {} functions",
+            mapped.len(),
+            input.uses.len()
+        )));
+    }
+    let mut deps_used = 0;
+    let mut slot = 0;
+    let mut chunks = Vec::with_capacity(program.inputs.len());
+    for which in 0..program.inputs.len() {
+        let k = mapped.iter().position(|m| m.input == which);
+        let taken = k.map_or(1, |k| mapped[k].slots);
+        let slots = rest
+            .get(slot..slot + taken)
+            .ok_or("a program input is missing")?;
+        let ndeps: usize = slots.iter().map(|s| s.dependencies().len()).sum();
+        let deps = input
+            .deps
+            .get(deps_used..deps_used + ndeps)
+            .ok_or("a program input is missing")?;
+        chunks.push(match (k, slots) {
+            (Some(k), _) => {
+                // `rest` starts one slot after the task's arguments (the head).
+                let range = 1 + slot..1 + slot + taken;
+                Chunk::Made(call_mapped(input, &program, k, which, range, deps)?)
+            }
+            (None, [ArgSlot::Value(bytes)]) => Chunk::Encoded(bytes),
+            (None, _) => Chunk::Encoded(deps.first().ok_or("a program input is missing")?),
+        });
+        slot += taken;
+        deps_used += ndeps;
+    }
+    if slot != rest.len() {
         return Err(format!(
-            "the program has {} inputs but the task has {}",
+            "the program has {} inputs but the task has {} more arguments",
             program.inputs.len(),
-            slots.len()
+            rest.len() - slot
         )
         .into());
     }
     // Tile loops read f64 chunks where they lie, without decoding them into copies.
-    let shapes: Vec<Option<(Vec<usize>, &[u8])>> = slots
+    let shapes: Vec<Option<(Vec<usize>, &[u8])>> = chunks
         .iter()
-        .map(|&(bytes, dtype)| {
-            (dtype == DType::F64)
+        .zip(&program.inputs)
+        .map(|(chunk, &dtype)| match chunk {
+            Chunk::Encoded(bytes) => (dtype == DType::F64)
                 .then(|| kernel::raw_f64(bytes))
                 .transpose()
-                .map_err(|e| format!("could not decode an input chunk of {dtype}: {e}"))
+                .map_err(|e| format!("could not decode an input chunk of {dtype}: {e}")),
+            Chunk::Made(block) => Ok(Raw::of(block).map(|raw| (raw.shape.to_vec(), raw.bytes))),
         })
         .collect::<Result<_, String>>()?;
     let raw: Vec<Option<Raw<'_>>> = shapes
@@ -100,16 +215,24 @@ pub(super) fn program_task(input: &TaskInput<'_>) -> Result<Bytes, CallError> {
     let outcome = match Plan::compile(&program, &raw) {
         Some(plan) => plan.run(&raw),
         None => {
-            let blocks = slots
-                .iter()
-                .map(|&(bytes, dtype)| {
-                    Block::decode(bytes, dtype)
-                        .map_err(|e| format!("could not decode an input chunk of {dtype}: {e}"))
+            let blocks = std::mem::take(&mut chunks)
+                .into_iter()
+                .zip(&program.inputs)
+                .map(|(chunk, &dtype)| match chunk {
+                    Chunk::Encoded(bytes) => Block::decode(bytes, dtype)
+                        .map_err(|e| format!("could not decode an input chunk of {dtype}: {e}")),
+                    Chunk::Made(block) => Ok(block),
                 })
                 .collect::<Result<Vec<Block>, String>>()?;
             kernel::run(&program, &blocks)?
         }
     };
+    // A function's block gives its memory to the next chunk this thread decodes.
+    for chunk in chunks {
+        if let Chunk::Made(Block::F64(array)) = chunk {
+            recycle_owned(array);
+        }
+    }
     let encoded = match outcome {
         Outcome::Chunk(block) => block.encode(),
         Outcome::Encoded(bytes) => Ok(bytes),

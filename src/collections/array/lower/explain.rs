@@ -11,7 +11,6 @@ use super::{FAN_IN, Input, Lowerer, Sink, chunk_bytes};
 use crate::client::Future;
 use crate::error::Result;
 use crate::task::Trampoline;
-use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 
 /// What one kind of task of a graph reads.
@@ -90,16 +89,32 @@ impl Sink for ExplainSink {
     }
 
     fn program(&mut self, program: Program, inputs: Vec<Input<Made>>) -> Made {
-        let kind = format!("fused: {}", program.signature());
+        let mapped: Vec<&str> = inputs
+            .iter()
+            .filter_map(|i| match i {
+                Input::Mapped { name, .. } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        let kind = if mapped.is_empty() {
+            format!("fused: {}", program.signature())
+        } else {
+            format!(
+                "fused (map_blocks {}): {}",
+                mapped.join(", "),
+                program.signature()
+            )
+        };
         if !self.kinds.contains_key(&kind) {
             self.examples.push((kind.clone(), program.to_string()));
         }
         // A literal travels with the task from the client, not from another task.
         let read: Vec<Made> = inputs
             .iter()
-            .filter_map(|i| match i {
-                Input::Chunk(r) => Some(*r),
-                Input::Literal(_) => None,
+            .flat_map(|i| match i {
+                Input::Chunk(r) => vec![*r],
+                Input::Literal(_) => Vec::new(),
+                Input::Mapped { parts, .. } => parts.clone(),
             })
             .collect();
         let bytes = program_bytes(&program);
@@ -171,10 +186,7 @@ impl Sink for ExplainSink {
 /// The tasks `array` would run, counted by kind (nothing is submitted).
 fn graph(array: &Array) -> Result<ExplainSink> {
     let mut sink = ExplainSink::default();
-    let mut lowerer = Lowerer {
-        sink: &mut sink,
-        chunks: FxHashMap::default(),
-    };
+    let mut lowerer = Lowerer::new(&mut sink, array);
     let indices: Vec<Vec<usize>> = if array.ndim() == 0 {
         vec![vec![]]
     } else {

@@ -7,7 +7,8 @@ use super::grid::{self, Chunks};
 use super::kernel::Block;
 use super::program::{AxisSlice, Node, Op, Output, Program, ReduceOp};
 use super::tasks::{
-    AssembleSpec, CombineSpec, DotSpec, assemble_task, combine_task, dot_task, program_task,
+    AssembleSpec, BlockFn, CombineSpec, DotSpec, Mapped, ProgramSpec, assemble_task, combine_task,
+    dot_task, program_task,
 };
 use super::{Array, Expr, random};
 use crate::client::{CallArg, Client, Future};
@@ -15,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::protocol::encode_value;
 use crate::task::Trampoline;
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 /// Partial states combined by one task of a reduction tree.
@@ -29,6 +30,14 @@ pub(super) use explain::{explain, summary};
 enum Input<R> {
     Chunk(R),
     Literal(Block),
+    /// The block a `map_blocks` function makes of the chunks `parts` (one argument holding
+    /// them all when `list`), called inside the program task.
+    Mapped {
+        function: BlockFn,
+        name: String,
+        list: bool,
+        parts: Vec<R>,
+    },
 }
 
 /// Where tasks go: submitted to a client, or only counted and described.
@@ -89,16 +98,38 @@ impl Sink for ClientSink<'_> {
     }
 
     fn program(&mut self, program: Program, inputs: Vec<Input<Future<()>>>) -> Future<()> {
-        let mut args = vec![CallArg::Value(encode(&program))];
-        for input in inputs {
-            args.push(match input {
-                Input::Chunk(future) => CallArg::Future(future),
+        let mut args = Vec::with_capacity(inputs.len() + 1);
+        let mut mapped = Vec::new();
+        let mut uses = Vec::new();
+        for (i, input) in inputs.into_iter().enumerate() {
+            match input {
+                Input::Chunk(future) => args.push(CallArg::Future(future)),
                 Input::Literal(block) => {
-                    CallArg::Value(block.encode().expect("blocks encode").into_vec())
+                    args.push(CallArg::Value(
+                        block.encode().expect("blocks encode").into_vec(),
+                    ));
                 }
-            });
+                Input::Mapped {
+                    function,
+                    name,
+                    list,
+                    parts,
+                } => {
+                    let slots = if list {
+                        args.push(CallArg::Futures(parts));
+                        1
+                    } else {
+                        let n = parts.len();
+                        args.extend(parts.into_iter().map(CallArg::Future));
+                        n
+                    };
+                    mapped.push(Mapped { input: i, slots });
+                    uses.push(self.client.register(function, || name));
+                }
+            }
         }
-        self.client.submit_raw(program_task, "array", &[], args)
+        args.insert(0, CallArg::Value(encode(&ProgramSpec { program, mapped })));
+        self.client.submit_raw(program_task, "array", &uses, args)
     }
 
     fn combine(&mut self, spec: CombineSpec, parts: Vec<Future<()>>) -> Future<()> {
@@ -213,6 +244,81 @@ impl<R: Clone> ProgramBuilder<R> {
 struct Lowerer<'s, S: Sink> {
     sink: &'s mut S,
     chunks: FxHashMap<(usize, usize), S::Ref>,
+    /// `map_blocks` arrays run inside the one program that reads each of their chunks.
+    fusable: FxHashSet<usize>,
+}
+
+impl<'s, S: Sink> Lowerer<'s, S> {
+    /// A lowerer of the graph of `root`.
+    fn new(sink: &'s mut S, root: &Array) -> Self {
+        Lowerer {
+            sink,
+            chunks: FxHashMap::default(),
+            fusable: fusable_map_blocks(root),
+        }
+    }
+}
+
+/// The operands of `array`, each with whether every chunk of the operand is read by exactly
+/// one chunk of `array`, inside that chunk's program.
+fn operands(array: &Array) -> Vec<(&Array, bool)> {
+    let same_grid = |x: &Array| x.chunks() == array.chunks();
+    match &array.node().expr {
+        Expr::Unary(_, x) | Expr::Cast(_, x) => vec![(x, same_grid(x))],
+        Expr::Binary(_, x, y) => vec![(x, same_grid(x)), (y, same_grid(y))],
+        Expr::Where(c, x, y) => vec![(c, same_grid(c)), (x, same_grid(x)), (y, same_grid(y))],
+        Expr::Reduce { x, .. } | Expr::Transpose(_, x) => vec![(x, true)],
+        Expr::Slice(_, x) | Expr::Reshape(x) | Expr::Rechunk(x) => vec![(x, false)],
+        Expr::Concatenate(_, parts) | Expr::Stack(_, parts) => {
+            parts.iter().map(|p| (p, false)).collect()
+        }
+        Expr::Dot(a, b) => vec![(a, false), (b, false)],
+        Expr::MapBlocks { x, .. } => x.iter().map(|a| (a, false)).collect(),
+        Expr::Invalid(_)
+        | Expr::Fill(_)
+        | Expr::Random { .. }
+        | Expr::Arange { .. }
+        | Expr::Literal(_)
+        | Expr::Stored(_)
+        | Expr::NpyFiles(_)
+        | Expr::FromDelayed(_) => Vec::new(),
+    }
+}
+
+/// The `map_blocks` arrays of `root`'s graph that one program array reads, chunk for chunk,
+/// and nothing else reads: their function runs inside that program's tasks, so its block
+/// is never stored (Dask's blockwise fusion). A block read by several arrays, or read
+/// across chunks, stays a task of its own so that it is computed once.
+fn fusable_map_blocks(root: &Array) -> FxHashSet<usize> {
+    let mut readers: FxHashMap<usize, (usize, bool)> = FxHashMap::default();
+    let mut seen = FxHashSet::default();
+    let mut stack = vec![root.clone()];
+    while let Some(array) = stack.pop() {
+        if !seen.insert(array.id()) {
+            continue;
+        }
+        for (x, one_to_one) in operands(&array) {
+            let entry = readers.entry(x.id()).or_insert((0, true));
+            entry.0 += 1;
+            entry.1 &= one_to_one;
+            stack.push(x.clone());
+        }
+    }
+    let mut fusable = FxHashSet::default();
+    let mut stack = vec![root.clone()];
+    let mut seen = FxHashSet::default();
+    while let Some(array) = stack.pop() {
+        if !seen.insert(array.id()) {
+            continue;
+        }
+        if matches!(array.node().expr, Expr::MapBlocks { .. })
+            && readers.get(&array.id()) == Some(&(1, true))
+        {
+            fusable.insert(array.id());
+        }
+        stack.extend(operands(&array).into_iter().map(|(x, _)| x.clone()));
+    }
+    fusable
 }
 
 fn flat(array: &Array, index: &[usize]) -> usize {
@@ -259,6 +365,7 @@ impl<S: Sink> Lowerer<'_, S> {
                 name,
                 x,
                 list,
+                ..
             } => {
                 let parts = x
                     .iter()
@@ -340,6 +447,25 @@ impl<S: Sink> Lowerer<'_, S> {
                     block.slice(&slices)
                 };
                 b.input(dtype, Input::Literal(piece), shape)
+            }
+            Expr::MapBlocks {
+                block_fn,
+                name,
+                x,
+                list,
+                ..
+            } if self.fusable.contains(&array.id()) => {
+                let parts = x
+                    .iter()
+                    .map(|a| self.chunk(a, index))
+                    .collect::<Result<Vec<_>>>()?;
+                let input = Input::Mapped {
+                    function: *block_fn,
+                    name: name.clone(),
+                    list: *list,
+                    parts,
+                };
+                b.input(dtype, input, shape)
             }
             Expr::Stored(_)
             | Expr::FromDelayed(_)
@@ -687,15 +813,16 @@ impl<S: Sink> Lowerer<'_, S> {
 }
 
 /// Runs `f` with a lowerer submitting to `client`.
-fn with_client<T>(client: &Client, f: impl FnOnce(&mut Lowerer<'_, ClientSink<'_>>) -> T) -> T {
+fn with_client<T>(
+    client: &Client,
+    root: &Array,
+    f: impl FnOnce(&mut Lowerer<'_, ClientSink<'_>>) -> T,
+) -> T {
     let mut sink = ClientSink {
         client,
         session: crate::collections::delayed::Session::new(client),
     };
-    f(&mut Lowerer {
-        sink: &mut sink,
-        chunks: FxHashMap::default(),
-    })
+    f(&mut Lowerer::new(&mut sink, root))
 }
 
 /// Submits the tasks computing chunk `index` of `array`; returns its future.
@@ -704,12 +831,12 @@ pub(super) fn materialize_chunk(
     array: &Array,
     index: &[usize],
 ) -> Result<Future<()>> {
-    with_client(client, |lowerer| lowerer.chunk(array, index))
+    with_client(client, array, |lowerer| lowerer.chunk(array, index))
 }
 
 /// Submits the tasks computing every chunk of `array`; returns their futures, C order.
 pub(super) fn materialize(client: &Client, array: &Array) -> Result<Vec<Future<()>>> {
-    with_client(client, |lowerer| {
+    with_client(client, array, |lowerer| {
         if array.ndim() == 0 {
             return Ok(vec![lowerer.chunk(array, &[])?]);
         }
@@ -723,10 +850,7 @@ pub(super) fn materialize(client: &Client, array: &Array) -> Result<Vec<Future<(
 /// over all axes (what each chunk's task of `x.reduce(op, None, ..)` runs).
 pub(super) fn partial_program(x: &Array, op: ReduceOp, index: &[usize]) -> Result<Program> {
     let mut sink = ExplainSink::default();
-    let mut lowerer = Lowerer {
-        sink: &mut sink,
-        chunks: FxHashMap::default(),
-    };
+    let mut lowerer = Lowerer::new(&mut sink, x);
     let mut builder = ProgramBuilder::new();
     lowerer.fuse(&mut builder, x, index)?;
     if !builder.inputs.is_empty() {
