@@ -12,6 +12,8 @@
 
 use std::mem::MaybeUninit;
 
+mod normal;
+
 /// Values per independently seeded block.
 pub const BLOCK: usize = 4096;
 
@@ -309,9 +311,9 @@ pub fn uniform_values(count: usize, key: u64, first: u64, low: f64, high: f64) -
 }
 
 /// Normal values `first .. first + out.len()` of `stream` with `mean` and `std`, written
-/// into possibly uninitialised slots (every slot is written). Values `2k` and `2k + 1` are
-/// the two outputs of Box-Muller on the stream's uniform values `2k` and `2k + 1`, so value
-/// `j` depends on `(key, j)` alone, like a uniform value.
+/// into possibly uninitialised slots (every slot is written): value `j` comes from the
+/// stream's uniform value `j` by the ziggurat ([`normal`]), so it depends on `(key, j)`
+/// alone, like a uniform value.
 pub fn fill_normal_uninit(
     stream: &mut Stream,
     out: &mut [MaybeUninit<f64>],
@@ -319,37 +321,10 @@ pub fn fill_normal_uninit(
     mean: f64,
     std: f64,
 ) {
-    let mut out = out;
-    let mut pos = first;
-    // A value with an odd index alone at the start: its pair's second output.
-    if pos % 2 == 1 && !out.is_empty() {
-        let pair = lone_pair(stream, pos - 1, mean, std);
-        out[0].write(pair[1]);
-        out = &mut out[1..];
-        pos += 1;
-    }
-    let whole = out.len() - out.len() % 2;
-    let (pairs, rest) = out.split_at_mut(whole);
-    stream.fill(pairs, pos, 0.0, 1.0);
+    stream.fill(out, first, 0.0, 1.0);
     // SAFETY: `Stream::fill` wrote every slot; `MaybeUninit<f64>` has the layout of `f64`.
-    let pairs = unsafe { &mut *(pairs as *mut [MaybeUninit<f64>] as *mut [f64]) };
-    box_muller_in_place(pairs, mean, std);
-    // A value with an even index alone at the end: its pair's first output.
-    if let Some(last) = rest.first_mut() {
-        last.write(lone_pair(stream, pos + whole as u64, mean, std)[0]);
-    }
-}
-
-/// The two normal values `at` and `at + 1` (`at` even).
-fn lone_pair(stream: &mut Stream, at: u64, mean: f64, std: f64) -> [f64; 2] {
-    let mut pair = [MaybeUninit::<f64>::uninit(); 2];
-    stream.fill(&mut pair, at, 0.0, 1.0);
-    let mut pair = pair.map(|v| {
-        // SAFETY: `Stream::fill` wrote both slots.
-        unsafe { v.assume_init() }
-    });
-    box_muller_in_place(&mut pair, mean, std);
-    pair
+    let values = unsafe { &mut *(out as *mut [MaybeUninit<f64>] as *mut [f64]) };
+    normal::from_uniform(values, stream.key, first, mean, std);
 }
 
 /// Normal values `first .. first + out.len()` of key `key` with `mean` and `std`.
@@ -357,81 +332,6 @@ pub fn fill_normal(out: &mut [f64], key: u64, first: u64, mean: f64, std: f64) {
     // SAFETY: `MaybeUninit<f64>` has the layout of `f64`; only valid f64 are written.
     let slots = unsafe { &mut *(out as *mut [f64] as *mut [MaybeUninit<f64>]) };
     fill_normal_uninit(&mut Stream::new(key), slots, first, mean, std);
-}
-
-/// Box-Muller on consecutive pairs of uniform values on `[0, 1)` (an even number), in
-/// place: `(u, v)` becomes `mean + std * r cos(2 pi v)`, `mean + std * r sin(2 pi v)` with
-/// `r = sqrt(-2 ln(1 - u))`. The logarithm and the sine and cosine are polynomials of
-/// additions, multiplications and one division (no library call), eight pairs at a time
-/// in vector registers where the CPU has them: the same operations in the same order on
-/// every path, so the same bits on every machine and at every rank count.
-pub fn box_muller_in_place(values: &mut [f64], mean: f64, std: f64) {
-    debug_assert!(values.len().is_multiple_of(2));
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512dq")
-        {
-            // SAFETY: the CPU has AVX-512F and DQ (checked just above).
-            unsafe { box_muller_avx512(values, mean, std) };
-            return;
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            unsafe { box_muller_avx2(values, mean, std) };
-            return;
-        }
-    }
-    box_muller_blocks(values, mean, std);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn box_muller_avx512(values: &mut [f64], mean: f64, std: f64) {
-    box_muller_blocks(values, mean, std);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn box_muller_avx2(values: &mut [f64], mean: f64, std: f64) {
-    box_muller_blocks(values, mean, std);
-}
-
-/// Pairs handled together: one vector register of each quantity with AVX-512.
-const PAIRS: usize = 8;
-
-/// [`box_muller_in_place`] in blocks of [`PAIRS`] pairs, then the last pairs one by one
-/// (the same operations on each lane, which the compiler turns into vector instructions).
-#[inline(always)]
-fn box_muller_blocks(values: &mut [f64], mean: f64, std: f64) {
-    let mut blocks = values.chunks_exact_mut(2 * PAIRS);
-    for block in &mut blocks {
-        let mut u = [0.0; PAIRS];
-        let mut v = [0.0; PAIRS];
-        for l in 0..PAIRS {
-            u[l] = block[2 * l];
-            v[l] = block[2 * l + 1];
-        }
-        let mut radius = [0.0; PAIRS];
-        for l in 0..PAIRS {
-            radius[l] = (-2.0 * ln_unit_interval(1.0 - u[l])).sqrt();
-        }
-        let mut cos = [0.0; PAIRS];
-        let mut sin = [0.0; PAIRS];
-        for l in 0..PAIRS {
-            (cos[l], sin[l]) = cos_sin_turns(v[l]);
-        }
-        for l in 0..PAIRS {
-            block[2 * l] = mean + std * (radius[l] * cos[l]);
-            block[2 * l + 1] = mean + std * (radius[l] * sin[l]);
-        }
-    }
-    for pair in blocks.into_remainder().chunks_exact_mut(2) {
-        let radius = (-2.0 * ln_unit_interval(1.0 - pair[0])).sqrt();
-        let (cos, sin) = cos_sin_turns(pair[1]);
-        pair[0] = mean + std * (radius * cos);
-        pair[1] = mean + std * (radius * sin);
-    }
 }
 
 /// `ln(y)` for `y` in `(0, 1]` (a normal double): `y = m 2^e` with `m` in `[sqrt(1/2),
@@ -456,50 +356,6 @@ fn ln_unit_interval(y: f64) -> f64 {
         series = series * z + 1.0 / (2 * k + 1) as f64;
     }
     exponent * std::f64::consts::LN_2 + 2.0 * s * series
-}
-
-/// `(cos(2 pi t), sin(2 pi t))` for `t` in `[0, 1)`: the nearest quarter turn `k` is taken
-/// out exactly, the rest (`|x| <= pi/4`) goes through Cephes' polynomials for `sin` and
-/// `cos` on that interval, and the quarter turns rotate the result.
-#[inline(always)]
-fn cos_sin_turns(t: f64) -> (f64, f64) {
-    const SIN: [f64; 6] = [
-        1.5896230157654656e-10,
-        -2.5050747762857807e-08,
-        2.7557313621385727e-06,
-        -0.0001984126982958954,
-        0.008333333333322118,
-        -0.1666666666666663,
-    ];
-    const COS: [f64; 6] = [
-        -1.1358536521387682e-11,
-        2.087570084197473e-09,
-        -2.755731417929674e-07,
-        2.4801587288851704e-05,
-        -0.0013888888888873056,
-        0.041666666666666595,
-    ];
-    let quarters = t * 4.0;
-    let k = (quarters + 0.5).floor();
-    // Exact (the two are within a factor of 2 of each other, or k is 0).
-    let x = (quarters - k) * std::f64::consts::FRAC_PI_2;
-    let z = x * x;
-    let mut ps = SIN[0];
-    let mut pc = COS[0];
-    for i in 1..6 {
-        ps = ps * z + SIN[i];
-        pc = pc * z + COS[i];
-    }
-    let sin = x + x * z * ps;
-    let cos = 1.0 - 0.5 * z + z * z * pc;
-    // k in 0..=4; the angle is x + k pi/2.
-    let odd = k == 1.0 || k == 3.0;
-    let (c, s) = if odd { (-sin, cos) } else { (cos, sin) };
-    if k == 2.0 || k == 3.0 {
-        (-c, -s)
-    } else {
-        (c, s)
-    }
 }
 
 // ----- constructors ------------------------------------------------------------------------
@@ -660,61 +516,16 @@ mod tests {
     }
 
     #[test]
-    fn the_polynomials_match_the_library_functions() {
-        let mut worst_ln: f64 = 0.0;
-        let mut worst_trig: f64 = 0.0;
+    fn the_logarithm_matches_the_library() {
+        let mut worst: f64 = 0.0;
         for i in 0..200_000u64 {
-            let t = unit(mix(i));
-            let y = 1.0 - t;
-            let ln = ln_unit_interval(y);
-            worst_ln = worst_ln.max((ln - y.ln()).abs() / y.ln().abs().max(1e-300));
-            let (c, s) = cos_sin_turns(t);
-            let angle = std::f64::consts::TAU * t;
-            worst_trig = worst_trig
-                .max((c - angle.cos()).abs())
-                .max((s - angle.sin()).abs());
+            let y = 1.0 - unit(mix(i));
+            worst = worst.max((ln_unit_interval(y) - y.ln()).abs() / y.ln().abs().max(1e-300));
         }
-        // Ends of the ranges, and every quarter turn.
         assert_eq!(ln_unit_interval(1.0), 0.0);
         let tiny = f64::EPSILON;
         assert!((ln_unit_interval(tiny) - tiny.ln()).abs() < 1e-14);
-        for (t, c, s) in [
-            (0.0, 1.0, 0.0),
-            (0.25, 0.0, 1.0),
-            (0.5, -1.0, 0.0),
-            (0.75, 0.0, -1.0),
-        ] {
-            let (got_c, got_s) = cos_sin_turns(t);
-            assert!(
-                (got_c - c).abs() < 1e-15 && (got_s - s).abs() < 1e-15,
-                "{t}"
-            );
-        }
-        assert!(worst_ln < 1e-15, "ln: relative error {worst_ln:e}");
-        assert!(worst_trig < 1e-15, "cos/sin: error {worst_trig:e}");
-    }
-
-    #[test]
-    fn every_path_gives_the_same_bits() {
-        let mut values = vec![0.0; 2 * 1000 + 6];
-        fill_uniform(&mut values, chunk_key(3, 1), 0, 0.0, 1.0);
-        let mut plain = values.clone();
-        box_muller_blocks(&mut plain, 1.5, 2.0);
-        let mut fast = values.clone();
-        box_muller_in_place(&mut fast, 1.5, 2.0);
-        assert_eq!(plain, fast);
-        for (pair, uv) in plain.chunks_exact(2).zip(values.chunks_exact(2)) {
-            let radius = (-2.0 * (1.0 - uv[0]).ln()).sqrt();
-            let angle = std::f64::consts::TAU * uv[1];
-            let (c, s) = (
-                1.5 + 2.0 * radius * angle.cos(),
-                1.5 + 2.0 * radius * angle.sin(),
-            );
-            assert!(
-                (pair[0] - c).abs() < 1e-12 && (pair[1] - s).abs() < 1e-12,
-                "{uv:?}"
-            );
-        }
+        assert!(worst < 1e-15, "ln: relative error {worst:e}");
     }
 
     #[test]
