@@ -163,13 +163,14 @@ pub(super) fn program_task(input: &TaskInput<'_>) -> Result<Bytes, CallError> {
         )));
     }
     let mut deps_used = 0;
-    let mut slot = 0;
+    let mut slot: usize = 0;
     let mut chunks = Vec::with_capacity(program.inputs.len());
     for which in 0..program.inputs.len() {
         let k = mapped.iter().position(|m| m.input == which);
         let taken = k.map_or(1, |k| mapped[k].slots);
-        let slots = rest
-            .get(slot..slot + taken)
+        let slots = slot
+            .checked_add(taken)
+            .and_then(|end| rest.get(slot..end))
             .ok_or("a program input is missing")?;
         let ndeps: usize = slots.iter().map(|s| s.dependencies().len()).sum();
         let deps = input
@@ -179,7 +180,7 @@ pub(super) fn program_task(input: &TaskInput<'_>) -> Result<Bytes, CallError> {
         chunks.push(match (k, slots) {
             (Some(k), _) => {
                 // `rest` starts one slot after the task's arguments (the head).
-                let range = 1 + slot..1 + slot + taken;
+                let range = 1 + slot..1 + slot + slots.len();
                 Chunk::Made(call_mapped(input, &program, k, which, range, deps)?)
             }
             (None, [ArgSlot::Value(bytes)]) => Chunk::Encoded(bytes),
