@@ -12,7 +12,6 @@ use crate::protocol::{ArgSlot, decode_value, encode_value, recycle_owned};
 use crate::task::{CallError, TaskFn, TaskInput, decode_args, describe_decode_error};
 use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
-use std::any::Any;
 
 /// What a reduction-combine task does.
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -86,14 +85,7 @@ where
     U: Element,
 {
     let args: Args = decode_args(input).map_err(describe_decode_error::<F>)?;
-    let output: Box<dyn Any> = Box::new(crate::task::conjure::<F>().call(args));
-    let block = match U::DTYPE {
-        DType::Bool => output.downcast::<ArrayD<bool>>().map(|a| Block::Bool(*a)),
-        DType::I64 => output.downcast::<ArrayD<i64>>().map(|a| Block::I64(*a)),
-        DType::F32 => output.downcast::<ArrayD<f32>>().map(|a| Block::F32(*a)),
-        DType::F64 => output.downcast::<ArrayD<f64>>().map(|a| Block::F64(*a)),
-    };
-    block.map_err(|_| CallError::Corrupt("an element type names another type".into()))
+    Ok(super::block_of(crate::task::conjure::<F>().call(args)))
 }
 
 /// A program input computed inside the program task by a `map_blocks` function: the
@@ -120,7 +112,7 @@ enum Chunk<'a> {
 }
 
 /// Calls the `k`-th used function on `slots` (with their dependency values `deps`); its
-/// block must have the shape and element type the program expects of input `input`.
+/// block must have the shape and element type the program expects of its input `which`.
 fn call_mapped(
     input: &TaskInput<'_>,
     program: &Program,

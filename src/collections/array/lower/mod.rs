@@ -291,11 +291,15 @@ fn operands(array: &Array) -> Vec<(&Array, bool)> {
 /// across chunks, stays a task of its own so that it is computed once.
 fn fusable_map_blocks(root: &Array) -> FxHashSet<usize> {
     let mut readers: FxHashMap<usize, (usize, bool)> = FxHashMap::default();
+    let mut mapped = Vec::new();
     let mut seen = FxHashSet::default();
     let mut stack = vec![root.clone()];
     while let Some(array) = stack.pop() {
         if !seen.insert(array.id()) {
             continue;
+        }
+        if matches!(array.node().expr, Expr::MapBlocks { .. }) {
+            mapped.push(array.id());
         }
         for (x, one_to_one) in operands(&array) {
             let entry = readers.entry(x.id()).or_insert((0, true));
@@ -304,21 +308,10 @@ fn fusable_map_blocks(root: &Array) -> FxHashSet<usize> {
             stack.push(x.clone());
         }
     }
-    let mut fusable = FxHashSet::default();
-    let mut stack = vec![root.clone()];
-    let mut seen = FxHashSet::default();
-    while let Some(array) = stack.pop() {
-        if !seen.insert(array.id()) {
-            continue;
-        }
-        if matches!(array.node().expr, Expr::MapBlocks { .. })
-            && readers.get(&array.id()) == Some(&(1, true))
-        {
-            fusable.insert(array.id());
-        }
-        stack.extend(operands(&array).into_iter().map(|(x, _)| x.clone()));
-    }
-    fusable
+    mapped
+        .into_iter()
+        .filter(|id| readers.get(id) == Some(&(1, true)))
+        .collect()
 }
 
 fn flat(array: &Array, index: &[usize]) -> usize {

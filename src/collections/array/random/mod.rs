@@ -20,6 +20,10 @@ pub const BLOCK: usize = 4096;
 /// Generators per block: the width of the hot loop.
 pub const LANES: usize = 8;
 
+/// The mantissa bits of a double, and the bits of 1.0.
+const MANTISSA: u64 = 0x000F_FFFF_FFFF_FFFF;
+const ONE: u64 = 0x3FF0_0000_0000_0000;
+
 /// SplitMix64's increment.
 const SPLITMIX_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
@@ -42,7 +46,7 @@ pub fn chunk_key(seed: u64, chunk: u64) -> u64 {
 /// no vector instruction for before AVX-512).
 #[inline(always)]
 pub fn unit(bits: u64) -> f64 {
-    f64::from_bits((bits >> 12) | 0x3FF0_0000_0000_0000) - 1.0
+    f64::from_bits((bits >> 12) | ONE) - 1.0
 }
 
 /// Eight xoshiro256+ generators: `s[word][lane]`.
@@ -340,8 +344,6 @@ pub fn fill_normal(out: &mut [f64], key: u64, first: u64, mean: f64, std: f64) {
 /// a few units in the last place.
 #[inline(always)]
 fn ln_unit_interval(y: f64) -> f64 {
-    const MANTISSA: u64 = 0x000F_FFFF_FFFF_FFFF;
-    const ONE: u64 = 0x3FF0_0000_0000_0000;
     let bits = y.to_bits();
     let exponent = ((bits >> 52) as i64 - 1023) as f64;
     let m = f64::from_bits((bits & MANTISSA) | ONE);

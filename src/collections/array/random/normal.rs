@@ -14,7 +14,7 @@
 //! logarithm and exponential below (additions, multiplications, one division, square
 //! roots: no library call), so the same bits come out on every machine, on every path.
 
-use super::mix;
+use super::{MANTISSA, ONE, SPLITMIX_GAMMA, mix};
 use std::sync::OnceLock;
 
 /// Layers of the ziggurat.
@@ -24,8 +24,6 @@ const R: f64 = 3.654_152_885_361_009;
 /// The area of each layer (Marsaglia and Tsang's `v` for 256 layers and this `R`).
 const V: f64 = 4.928_673_233_99e-3;
 
-const MANTISSA: u64 = 0x000F_FFFF_FFFF_FFFF;
-const ONE: u64 = 0x3FF0_0000_0000_0000;
 const SIGN: u64 = 0x8000_0000_0000_0000;
 
 /// The layers' edges `X[0] > X[1] = R > ... > X[256] = 0` and the density at each.
@@ -111,7 +109,7 @@ impl SplitMix {
     }
 
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.0 = self.0.wrapping_add(SPLITMIX_GAMMA);
         mix(self.0)
     }
 }
