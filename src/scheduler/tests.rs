@@ -951,6 +951,8 @@ fn messages_from_ranks_that_may_not_send_them_end_the_job_with_exit_8() {
     );
 }
 
+mod simulation;
+
 /// Random graphs, worker counts, completion orders, failures, retries and steal answers:
 /// every wanted key ends with exactly one answer to the client, no key is accepted twice,
 /// and the graph always finishes (with the invariant check after every step).

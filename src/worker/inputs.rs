@@ -8,7 +8,9 @@ use super::executor::ReadyTask;
 use super::store::{Lookup, ReadBack};
 use super::{Phase, WorkerNode, WorkerTask};
 use crate::node::NodeStatus;
-use crate::protocol::{ArgSlot, ComputeMsg, Key, Payload, Rank, ToClient, ToScheduler, ToWorker};
+use crate::protocol::{
+    ArgSlot, Attempt, ComputeMsg, Key, Payload, Rank, ToClient, ToScheduler, ToWorker,
+};
 use crate::transport::Outbox;
 use log::debug;
 
@@ -23,8 +25,8 @@ pub(super) struct Gathered {
 /// Who waits for a value being read back from disk.
 #[derive(Default)]
 pub(super) struct DiskWaiters {
-    /// Tasks that need it.
-    tasks: Vec<Key>,
+    /// Tasks that need it, with the attempt that does (see `WorkerNode::waiters`).
+    tasks: Vec<(Key, Attempt)>,
     /// Ranks that asked for it.
     ranks: Vec<Rank>,
 }
@@ -45,7 +47,10 @@ impl WorkerNode {
                 continue;
             }
             missing += 1;
-            self.waiters.entry(*dep).or_default().push(key);
+            self.waiters
+                .entry(*dep)
+                .or_default()
+                .push((key, msg.attempt));
             // A value on its way by broadcast is not also fetched.
             if *source != self.rank
                 && !self.broadcasting.contains_key(dep)
@@ -110,7 +115,8 @@ impl WorkerNode {
         if released {
             // Only a scheduler bug releases a value a placed task still reads.
             let message = format!("an input of task {key} was released on {}", self.rank);
-            self.fail(key, message, out);
+            let attempt = task.attempt;
+            self.fail(key, attempt, message, out);
             return;
         }
         if pending.is_empty() {
@@ -133,8 +139,13 @@ impl WorkerNode {
                 reading: pending.len(),
             },
         );
+        let attempt = task.attempt;
         for dep in pending {
-            self.disk_waiters.entry(dep).or_default().tasks.push(key);
+            self.disk_waiters
+                .entry(dep)
+                .or_default()
+                .tasks
+                .push((key, attempt));
         }
     }
 
@@ -161,8 +172,12 @@ impl WorkerNode {
         });
     }
 
-    /// Fails task `key` with `message`.
-    fn fail(&mut self, key: Key, message: String, out: &mut Outbox) {
+    /// Fails task `key`, placed here as `attempt`, with `message` (an earlier placement's
+    /// is gone already: nothing to do).
+    fn fail(&mut self, key: Key, attempt: Attempt, message: String, out: &mut Outbox) {
+        if self.tasks.get(&key).is_none_or(|t| t.attempt != attempt) {
+            return;
+        }
         self.reading.remove(&key);
         if let Some(task) = self.tasks.remove(&key) {
             out.push(
@@ -180,11 +195,11 @@ impl WorkerNode {
     pub(super) fn store_value(&mut self, key: Key, value: Payload, out: &mut Outbox) {
         self.store.insert(key, value);
         self.update_pause(out);
-        for waiter in self.waiters.remove(&key).unwrap_or_default() {
+        for (waiter, attempt) in self.waiters.remove(&key).unwrap_or_default() {
             let Some(task) = self.tasks.get_mut(&waiter) else {
                 continue;
             };
-            if task.phase != Phase::Waiting {
+            if task.attempt != attempt || task.phase != Phase::Waiting {
                 continue;
             }
             task.missing -= 1;
@@ -208,9 +223,10 @@ impl WorkerNode {
 
     pub(super) fn on_data_missing(&mut self, from: Rank, key: Key, out: &mut Outbox) {
         self.fetching.remove(&key);
-        for waiter in self.waiters.remove(&key).unwrap_or_default() {
+        for (waiter, attempt) in self.waiters.remove(&key).unwrap_or_default() {
             self.fail(
                 waiter,
+                attempt,
                 format!("its input {key} was not found on {from}"),
                 out,
             );
@@ -255,8 +271,8 @@ impl WorkerNode {
                 for rank in waiters.ranks {
                     self.serve(rank, key, Some(value.clone()), out);
                 }
-                for task_key in waiters.tasks {
-                    self.input_read_back(task_key, key, &value);
+                for (task_key, attempt) in waiters.tasks {
+                    self.input_read_back(task_key, attempt, key, &value);
                 }
                 self.update_pause(out);
             }
@@ -266,9 +282,10 @@ impl WorkerNode {
                     log::warn!("value {key} asked for by {rank} is lost: {message}");
                     self.serve(rank, key, None, out);
                 }
-                for task_key in waiters.tasks {
+                for (task_key, attempt) in waiters.tasks {
                     self.fail(
                         task_key,
+                        attempt,
                         format!("its input {key} was lost on {}: {message}", self.rank),
                         out,
                     );
@@ -277,14 +294,19 @@ impl WorkerNode {
         }
     }
 
-    /// Input `dep` of task `key` came back from disk: the task runs once it has them all.
-    fn input_read_back(&mut self, key: Key, dep: Key, value: &Payload) {
+    /// Input `dep` of task `key` (placed as `attempt`) came back from disk: the task runs
+    /// once it has them all.
+    fn input_read_back(&mut self, key: Key, attempt: Attempt, dep: Key, value: &Payload) {
         let Some(task) = self.tasks.get_mut(&key) else {
             // Cancelled or stolen meanwhile.
             self.reading.remove(&key);
             return;
         };
-        if task.phase != Phase::Reading || self.status != NodeStatus::Running {
+        if task.attempt != attempt
+            || task.phase != Phase::Reading
+            || self.status != NodeStatus::Running
+        {
+            // An earlier placement's read: the current one waits for its own.
             return;
         }
         let Some(gathered) = self.reading.get_mut(&key) else {

@@ -63,8 +63,10 @@ pub struct WorkerNode {
     executor: Executor,
     store: ValueStore,
     tasks: KeyMap<WorkerTask>,
-    /// Tasks waiting for a value, by the key of that value.
-    waiters: FxHashMap<Key, Vec<Key>>,
+    /// Tasks waiting for a value, by the key of that value, each with the attempt that
+    /// waits: a task taken back (stolen, cancelled) and placed here again waits under its
+    /// new attempt, and the entry of the old one must not count for it.
+    waiters: FxHashMap<Key, Vec<(Key, Attempt)>>,
     /// Tasks and ranks waiting for a value being read back from disk.
     disk_waiters: FxHashMap<Key, inputs::DiskWaiters>,
     /// The inputs gathered so far by each task in phase `Reading` (kept apart from the

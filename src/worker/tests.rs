@@ -273,6 +273,78 @@ fn missing_inputs_are_fetched_from_their_holder() {
     assert_eq!(env.value_of::<u64>(1), 42);
 }
 
+/// The sequence that once ended a benchmark with "an input of task #6001 was released": a
+/// task stolen while it fetches its inputs and placed here again must wait for all of them
+/// under its new attempt, not count an arrival twice (once for the attempt taken back).
+#[test]
+fn a_task_stolen_while_fetching_and_placed_back_waits_for_every_input() {
+    let mut env = WorkerEnv::new(1);
+    let args = vec![ArgSlot::Future(Key(5)), ArgSlot::Future(Key(6))];
+    let deps = vec![(Key(5), PEER), (Key(6), PEER)];
+    env.send(
+        Rank::SCHEDULER,
+        compute(1, func_of(add), args.clone(), deps.clone()),
+    );
+    assert_eq!(
+        env.received::<ToWorker>(PEER).len(),
+        2,
+        "both inputs asked for"
+    );
+    env.send(
+        Rank::SCHEDULER,
+        ToWorker::Steal {
+            key: Key(1),
+            attempt: 1,
+        },
+    );
+    let ToWorker::Compute(mut again) = compute(1, func_of(add), args, deps) else {
+        unreachable!()
+    };
+    again.attempt = 2;
+    env.send(Rank::SCHEDULER, ToWorker::Compute(again));
+    assert!(
+        env.received::<ToWorker>(PEER).is_empty(),
+        "the requests in flight serve the new attempt"
+    );
+    let five = Arc::new(encode_value(&40u64).unwrap().into());
+    env.send(
+        PEER,
+        ToWorker::Data {
+            key: Key(5),
+            bytes: five,
+        },
+    );
+    // Only one of its two inputs is here: the task must not start (it used to, and failed).
+    assert!(
+        !env.sent_to_scheduler()
+            .iter()
+            .any(|m| matches!(m, ToScheduler::TaskFailed { .. })),
+        "the task started with an input missing"
+    );
+    let six = Arc::new(encode_value(&2u64).unwrap().into());
+    env.send(
+        PEER,
+        ToWorker::Data {
+            key: Key(6),
+            bytes: six,
+        },
+    );
+    env.next_outcome();
+    let messages = env.sent_to_scheduler();
+    assert!(
+        messages.iter().any(|m| matches!(
+            m,
+            ToScheduler::TaskFinished {
+                key: Key(1),
+                attempt: 2,
+                ..
+            }
+        )),
+        "{messages:?}"
+    );
+    assert_eq!(env.value_of::<u64>(1), 42);
+}
+
 #[test]
 fn a_task_waits_for_an_input_computed_here() {
     let mut env = WorkerEnv::new(1);
