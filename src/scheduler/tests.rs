@@ -473,6 +473,47 @@ fn a_failed_task_with_retries_runs_again() {
     assert_eq!(done, 2);
 }
 
+/// A chain placed whole on one worker (each link waiting there for the one before) is taken
+/// back whole when its first link fails and will run again: the later links waited for
+/// values that worker would never compute (found by `tests/simulation.rs`: the job hung).
+#[test]
+fn a_retried_task_takes_back_the_whole_chain_placed_after_it() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    let options = TaskOptions {
+        retries: 1,
+        ..Default::default()
+    };
+    env.submit(vec![
+        task_with(1, &[], options),
+        task(2, &[1]),
+        task(3, &[2]),
+    ]);
+    let (worker, _) = env.processing(1);
+    assert_eq!(env.processing(2).0, worker, "the chain is placed whole");
+    assert_eq!(env.processing(3).0, worker);
+    env.take_worker_messages();
+    env.fail(1, "flaky");
+    let mut cancelled: Vec<u64> = env
+        .take_worker_messages()
+        .into_iter()
+        .filter_map(|(_, m)| match m {
+            ToWorker::CancelTask { key, .. } => Some(key.0),
+            _ => None,
+        })
+        .collect();
+    cancelled.sort();
+    assert_eq!(cancelled, vec![2, 3], "both links taken back from {worker}");
+    env.finish(1, 8);
+    env.finish(2, 8);
+    env.finish(3, 8);
+    let done = env
+        .take_client_messages()
+        .into_iter()
+        .filter(|m| matches!(m, ToClient::KeyDone { .. }))
+        .count();
+    assert_eq!(done, 3);
+}
+
 #[test]
 fn retries_run_out() {
     let mut env = TestEnv::new(&[(2, 1)]);

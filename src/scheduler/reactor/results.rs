@@ -138,14 +138,18 @@ impl Scheduler {
     }
 
     /// Takes back dependents placed on a worker to wait there for `key`, which will now be
-    /// computed again (possibly elsewhere).
+    /// computed again (possibly elsewhere), and, transitively, the tasks placed to wait for
+    /// those: each of them waits for a value its worker would never compute.
     pub(super) fn revoke_running_dependents(&mut self, key: Key) {
-        for dependent in self.tasks[&key].dependents.clone() {
+        let mut stack = self.tasks[&key].dependents.clone();
+        while let Some(dependent) = stack.pop() {
             if let Some(TaskState::Processing { worker, .. }) =
                 self.tasks.get(&dependent).map(|t| t.state.clone())
             {
                 self.unplace(dependent, worker);
-                self.tasks.get_mut(&dependent).expect("exists").state = TaskState::Waiting;
+                let task = self.tasks.get_mut(&dependent).expect("exists");
+                task.state = TaskState::Waiting;
+                stack.extend(task.dependents.iter().copied());
             }
         }
     }

@@ -49,8 +49,9 @@ struct SimWorker {
 #[derive(Debug, Clone)]
 struct Plan {
     workers: Vec<u32>,
-    /// Per task: dependencies (earlier tasks) and whether the client keeps its future.
-    tasks: Vec<(Vec<u64>, bool)>,
+    /// Per task: dependencies (earlier tasks), whether the client keeps its future, how
+    /// often it fails before it succeeds and its retries.
+    tasks: Vec<(Vec<u64>, bool, u32, u32)>,
     batches: Vec<usize>,
     choices: Vec<u32>,
 }
@@ -63,6 +64,8 @@ fn plan() -> impl Strategy<Value = Plan> {
                 (
                     prop::collection::vec(any::<prop::sample::Index>(), 0..4),
                     prop::bool::weighted(0.2),
+                    prop::sample::select(vec![0u32, 0, 0, 0, 0, 0, 1, 2]),
+                    0u32..3,
                 ),
                 ntasks,
             );
@@ -75,7 +78,7 @@ fn plan() -> impl Strategy<Value = Plan> {
             let tasks = raw
                 .into_iter()
                 .enumerate()
-                .map(|(i, (deps, wanted))| {
+                .map(|(i, (deps, wanted, failures, retries))| {
                     let mut deps: Vec<u64> = if i == 0 {
                         vec![]
                     } else {
@@ -83,7 +86,7 @@ fn plan() -> impl Strategy<Value = Plan> {
                     };
                     deps.sort();
                     deps.dedup();
-                    (deps, wanted || i + 1 == n)
+                    (deps, wanted || i + 1 == n, failures, retries)
                 })
                 .collect();
             Plan {
@@ -109,6 +112,8 @@ struct Sim {
     batches: VecDeque<(Vec<TaskSpec>, Vec<Key>)>,
     /// Keys the client holds a future for and has an answer about.
     held: BTreeSet<u64>,
+    /// Planned failures left, per task.
+    failures: HashMap<Key, u32>,
 }
 
 impl Sim {
@@ -154,7 +159,7 @@ impl Sim {
                     self.env.state(key.0),
                     Some(TaskState::Processing { worker, .. }) if worker.0 == from
                 ) && self.env.attempts.get(key) == Some(attempt);
-                if current {
+                if current && why != PLANNED {
                     self.violations
                         .push(format!("task {key} failed on {from}: {why}"));
                 }
@@ -365,6 +370,12 @@ impl Sim {
                 self.log.push(format!("{rank} finishes {key}"));
                 let w = self.workers.get_mut(&rank).expect("worker");
                 let task = w.tasks.remove(&key).expect("task");
+                if let Some(left) = self.failures.get_mut(&key).filter(|left| **left > 0) {
+                    *left -= 1;
+                    let message = Self::failed(key, task.attempt, PLANNED.into());
+                    self.post(rank, 0, message);
+                    return;
+                }
                 let mut replies = Vec::new();
                 Self::store_value(w, key, &mut replies);
                 self.post(
@@ -384,6 +395,9 @@ impl Sim {
         }
     }
 }
+
+/// The message of a task's planned failure.
+const PLANNED: &str = "planned";
 
 #[derive(Debug, Clone, Copy)]
 enum Action {
@@ -424,6 +438,12 @@ fn run(plan: Plan) {
         log: Vec::new(),
         batches: VecDeque::new(),
         held: BTreeSet::new(),
+        failures: plan
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (Key(1 + i as u64), t.2))
+            .collect(),
     };
     let n = plan.tasks.len() as u64;
     // The client submits in batches and lets go of the keys it does not keep right after
@@ -437,7 +457,7 @@ fn run(plan: Plan) {
         batch += 1;
     }
     let mut wanted: Vec<bool> = plan.tasks.iter().map(|t| t.1).collect();
-    for (i, (deps, _)) in plan.tasks.iter().enumerate() {
+    for (i, (deps, ..)) in plan.tasks.iter().enumerate() {
         for d in deps {
             let d = (*d - 1) as usize;
             if batch_of[d] != batch_of[i] {
@@ -445,13 +465,17 @@ fn run(plan: Plan) {
             }
         }
     }
-    for (i, (deps, _)) in plan.tasks.iter().enumerate() {
+    for (i, (deps, _, _, retries)) in plan.tasks.iter().enumerate() {
         let key = 1 + i as u64;
         if i == 0 || batch_of[i] != batch_of[i - 1] {
             sim.batches.push_back((Vec::new(), Vec::new()));
         }
         let (specs, unwanted) = sim.batches.back_mut().expect("a batch");
-        specs.push(task(key, deps));
+        let options = TaskOptions {
+            retries: *retries,
+            ..Default::default()
+        };
+        specs.push(task_with(key, deps, options));
         if !wanted[i] {
             unwanted.push(Key(key));
         }
@@ -473,7 +497,13 @@ fn run(plan: Plan) {
     );
     for (key, wanted) in (1..=n).zip(&wanted) {
         if *wanted {
-            assert_eq!(sim.answers.get(&key), Some(&1), "key {key}");
+            assert_eq!(
+                sim.answers.get(&key),
+                Some(&1),
+                "key {key} ({:?})\n{}",
+                sim.env.state(key),
+                sim.log.join("\n")
+            );
         }
     }
     // Everything was let go of: nothing is left anywhere.
@@ -484,10 +514,18 @@ fn run(plan: Plan) {
     }
 }
 
+/// Cases per run: 2000 (about a second), or `MPIDASK_SIM_CASES` for a longer search.
+fn cases() -> u32 {
+    std::env::var("MPIDASK_SIM_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
     #[test]
-    fn placed_tasks_always_find_their_inputs(plan in plan()) {
+    fn every_task_finds_its_inputs_and_every_key_is_answered_once(plan in plan()) {
         run(plan);
     }
 }
