@@ -375,6 +375,20 @@ fn structure_operations_match_ndarray() {
             .unwrap()
             .dot(&m.view().into_dimensionality::<ndarray::Ix2>().unwrap());
         close(&x.dot(&w).compute(client).unwrap(), &want.into_dyn(), "dot");
+        // Transposed operands are read untransposed (the product takes their transposes).
+        let a2 = a.view().into_dimensionality::<ndarray::Ix2>().unwrap();
+        let want = a2.t().dot(&a2);
+        close(
+            &x.t().dot(&x).compute(client).unwrap(),
+            &want.into_dyn(),
+            "x.T . x",
+        );
+        let want = a2.dot(&a2.t());
+        close(
+            &x.dot(&x.t()).compute(client).unwrap(),
+            &want.into_dyn(),
+            "x . x.T",
+        );
         assert!(
             x.dot(&x)
                 .check()

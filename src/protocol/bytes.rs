@@ -140,6 +140,16 @@ impl Bytes {
         &self.buf[self.start..]
     }
 
+    /// The value's bytes, to write in place.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
+    }
+
+    /// Appends `n` zero bytes (in the allocation's spare room when it has it).
+    pub fn extend_zeroed(&mut self, n: usize) {
+        self.buf.resize(self.buf.len() + n, 0);
+    }
+
     /// The value's bytes as a `Vec` of their own (moved when the value skips no byte,
     /// copied otherwise).
     pub fn into_vec(self) -> Vec<u8> {

@@ -8,9 +8,10 @@ use super::fused::{Plan, Raw};
 use super::kernel::{self, Block, Outcome, Partial};
 use super::program::{AxisSlice, BinaryOp, Program, ReduceOp};
 use crate::protocol::Bytes;
+use crate::protocol::Payload;
 use crate::protocol::{ArgSlot, decode_value, encode_value, recycle_owned};
 use crate::task::{CallError, TaskFn, TaskInput, decode_args, describe_decode_error};
-use ndarray::ArrayD;
+use ndarray::{ArrayD, ArrayView2, ArrayViewMut2};
 use serde::{Deserialize, Serialize};
 
 /// What a reduction-combine task does.
@@ -272,12 +273,74 @@ pub(super) fn assemble_task(input: &TaskInput<'_>) -> Result<Bytes, CallError> {
         .map_err(|e| format!("could not encode a chunk: {e}"))?)
 }
 
+/// An encoded `f64` block read in place as a matrix (transposed if `transposed`); `None`
+/// if its elements do not lie at an address `f64`s may be read from.
+fn f64_matrix(bytes: &[u8], transposed: bool) -> Result<Option<ArrayView2<'_, f64>>, String> {
+    let (shape, elements) = kernel::raw_f64(bytes).map_err(|e| e.to_string())?;
+    let [rows, cols] = shape[..] else {
+        return Err(format!("dot of a block of shape {shape:?}, not 2-D"));
+    };
+    let Ok(values) = bytemuck::try_cast_slice::<u8, f64>(elements) else {
+        return Ok(None);
+    };
+    let matrix = ArrayView2::from_shape((rows, cols), values).map_err(|e| e.to_string())?;
+    Ok(Some(if transposed {
+        matrix.reversed_axes()
+    } else {
+        matrix
+    }))
+}
+
+/// A chunk of an `f64` product computed on the blocks where they lie, into the memory of
+/// its encoded result: no block is copied (`None` if one is not aligned for that).
+fn dot_f64_in_place(spec: &DotSpec, deps: &[Payload]) -> Result<Option<Bytes>, String> {
+    let mut pairs = Vec::with_capacity(spec.terms);
+    for pair in deps.chunks(2) {
+        match (
+            f64_matrix(&pair[0], spec.a_transposed)?,
+            f64_matrix(&pair[1], spec.b_transposed)?,
+        ) {
+            (Some(a), Some(b)) => pairs.push((a, b)),
+            _ => return Ok(None),
+        }
+    }
+    let Some((a, b)) = pairs.first() else {
+        return Err("a dot task without blocks".into());
+    };
+    let (rows, cols) = (a.nrows(), b.ncols());
+    for (a, b) in &pairs {
+        if a.ncols() != b.nrows() || a.nrows() != rows || b.ncols() != cols {
+            return Err("dot blocks of mismatched shapes".into());
+        }
+    }
+    let len = rows * cols;
+    let mut out = super::fused::encoded_f64_with_capacity(&[rows, cols], len);
+    let head = out.as_slice().len();
+    out.extend_zeroed(8 * len);
+    {
+        let values: &mut [f64] = bytemuck::try_cast_slice_mut(&mut out.as_mut_slice()[head..])
+            .map_err(|e| format!("a result buffer not aligned for f64: {e}"))?;
+        let mut c = ArrayViewMut2::from_shape((rows, cols), values).map_err(|e| e.to_string())?;
+        super::blas::one_thread();
+        for (i, (a, b)) in pairs.iter().enumerate() {
+            let beta = if i == 0 { 0.0 } else { 1.0 };
+            ndarray::linalg::general_mat_mul(1.0, a, b, beta, &mut c);
+        }
+    }
+    Ok(Some(out))
+}
+
 /// One chunk of a matrix product.
 pub(super) fn dot_task(input: &TaskInput<'_>) -> Result<Bytes, CallError> {
     let (head, _) = split_head(input)?;
     let spec: DotSpec = decode_head(head)?;
     if input.deps.len() != 2 * spec.terms {
         return Err("a dot task needs pairs of blocks".into());
+    }
+    if [spec.a, spec.b, spec.dtype] == [DType::F64; 3]
+        && let Some(bytes) = dot_f64_in_place(&spec, input.deps)?
+    {
+        return Ok(bytes);
     }
     let mut total: Option<Block> = None;
     for pair in input.deps.chunks(2) {
@@ -312,4 +375,51 @@ pub(super) fn dot_task(input: &TaskInput<'_>) -> Result<Bytes, CallError> {
         .ok_or("a dot task without blocks")?
         .encode()
         .map_err(|e| e.to_string())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+    use std::sync::Arc;
+
+    fn encoded(a: &Array2<f64>) -> Payload {
+        Arc::new(Block::F64(a.clone().into_dyn()).encode().unwrap())
+    }
+
+    #[test]
+    fn an_f64_product_is_computed_on_the_blocks_where_they_lie() {
+        let a = Array2::from_shape_fn((3, 4), |(i, j)| (i * 4 + j) as f64 * 0.5);
+        let b = Array2::from_shape_fn((4, 2), |(i, j)| 1.0 + (i * 2 + j) as f64);
+        let c = Array2::from_shape_fn((3, 4), |(i, j)| (i + j) as f64 - 2.0);
+        let spec = DotSpec {
+            a: DType::F64,
+            b: DType::F64,
+            a_transposed: false,
+            b_transposed: false,
+            dtype: DType::F64,
+            terms: 2,
+            bytes: 0,
+        };
+        // a . b + c . b, the second pair's left block sent as its transpose.
+        let mut transposed = spec.clone();
+        transposed.a_transposed = true;
+        let deps = vec![encoded(&a), encoded(&b), encoded(&c), encoded(&b)];
+        let got = dot_f64_in_place(&spec, &deps).unwrap().expect("aligned blocks");
+        let want = a.dot(&b) + c.dot(&b);
+        let Block::F64(got) = Block::decode(&got, DType::F64).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(got, want.into_dyn());
+        let ct = c.t().to_owned();
+        let deps = vec![encoded(&a.t().to_owned()), encoded(&b), encoded(&ct), encoded(&b)];
+        let got = dot_f64_in_place(&transposed, &deps).unwrap().expect("aligned");
+        let Block::F64(got) = Block::decode(&got, DType::F64).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(got, (a.dot(&b) + c.dot(&b)).into_dyn());
+        // Mismatched shapes are an error, not a panic.
+        let deps = vec![encoded(&a), encoded(&a), encoded(&a), encoded(&b)];
+        assert!(dot_f64_in_place(&spec, &deps).is_err());
+    }
 }

@@ -24,6 +24,7 @@ use std::mem::MaybeUninit;
 use views::View;
 
 mod sink;
+pub(super) use sink::encoded_f64_with_capacity;
 mod views;
 
 /// Elements of one tile register: 8 KiB of `f64`, so a program's live tiles stay in L1.

@@ -354,7 +354,10 @@ fn take_axes(
 
 /// The encoded form of an `f64` chunk of `shape` up to its elements, with room for `len`
 /// of them.
-pub(super) fn encoded_f64_with_capacity(shape: &[usize], len: usize) -> Bytes {
+pub(in crate::collections::array) fn encoded_f64_with_capacity(
+    shape: &[usize],
+    len: usize,
+) -> Bytes {
     let head = kernel::raw_header(shape, len);
     // The elements start on a cache line, where the tile loops of the next program read
     // them in place.
