@@ -405,15 +405,24 @@ mod tests {
         let mut transposed = spec.clone();
         transposed.a_transposed = true;
         let deps = vec![encoded(&a), encoded(&b), encoded(&c), encoded(&b)];
-        let got = dot_f64_in_place(&spec, &deps).unwrap().expect("aligned blocks");
+        let got = dot_f64_in_place(&spec, &deps)
+            .unwrap()
+            .expect("aligned blocks");
         let want = a.dot(&b) + c.dot(&b);
         let Block::F64(got) = Block::decode(&got, DType::F64).unwrap() else {
             unreachable!()
         };
         assert_eq!(got, want.into_dyn());
         let ct = c.t().to_owned();
-        let deps = vec![encoded(&a.t().to_owned()), encoded(&b), encoded(&ct), encoded(&b)];
-        let got = dot_f64_in_place(&transposed, &deps).unwrap().expect("aligned");
+        let deps = vec![
+            encoded(&a.t().to_owned()),
+            encoded(&b),
+            encoded(&ct),
+            encoded(&b),
+        ];
+        let got = dot_f64_in_place(&transposed, &deps)
+            .unwrap()
+            .expect("aligned");
         let Block::F64(got) = Block::decode(&got, DType::F64).unwrap() else {
             unreachable!()
         };
