@@ -49,11 +49,16 @@ fn functions() -> Vec<Trampoline> {
         of(refuse),
         calls_its_use,
         of(total),
+        of(total_of_two),
     ]
 }
 
 fn total(xs: Vec<u64>) -> u64 {
     xs.into_iter().sum()
+}
+
+fn total_of_two(a: Vec<u64>, b: Vec<u64>) -> u64 {
+    a.into_iter().chain(b).sum()
 }
 
 type Small = fn(u32) -> u32;
@@ -657,6 +662,73 @@ fn spilled_inputs_and_served_values_wait_for_the_disk_thread() {
     env.next_outcome();
     assert_eq!(env.finished(), vec![2]);
     assert_eq!(env.value_of::<u64>(2), 600);
+    drop(env);
+    std::fs::remove_dir_all(&parent).unwrap();
+}
+
+/// A task stolen while its inputs are read back from disk and placed back on the same worker
+/// runs once both are back, not when the first read back completes twice (once for the
+/// attempt taken back); before, the second count dispatched it with an input missing.
+#[test]
+fn a_task_placed_back_while_its_inputs_are_read_back_waits_for_all_of_them() {
+    let parent =
+        std::env::temp_dir().join(format!("mpidask-worker-readback-{}", std::process::id()));
+    std::fs::create_dir_all(&parent).unwrap();
+    let (mut env, disk) = spilling_worker(100, &parent);
+    for (key, v) in [(1u64, 3u64), (3, 4)] {
+        let bytes = encode_value(&vec![v; 200]).unwrap();
+        env.send(
+            Rank::CLIENT,
+            ToWorker::ScatterData {
+                key: Key(key),
+                bytes: Arc::new(bytes.into()),
+            },
+        );
+        env.next_disk(&disk); // written: the value left memory
+    }
+    assert_eq!(env.finished(), vec![1, 3]);
+    let args = vec![ArgSlot::Future(Key(1)), ArgSlot::Future(Key(3))];
+    let deps = vec![(Key(1), ME), (Key(3), ME)];
+    let placed = |attempt| {
+        let ToWorker::Compute(mut c) =
+            compute(2, func_of(total_of_two), args.clone(), deps.clone())
+        else {
+            unreachable!()
+        };
+        c.attempt = attempt;
+        ToWorker::Compute(c)
+    };
+    env.send(Rank::SCHEDULER, placed(1));
+    env.send(
+        Rank::SCHEDULER,
+        ToWorker::Steal {
+            key: Key(2),
+            attempt: 1,
+        },
+    );
+    env.send(Rank::SCHEDULER, placed(2));
+    env.next_disk(&disk); // the first input is back
+    assert!(
+        env.outcomes
+            .recv_timeout(Duration::from_millis(100))
+            .is_err(),
+        "nothing runs before both inputs are back in memory"
+    );
+    env.next_disk(&disk); // the second
+    env.next_outcome();
+    let messages = env.sent_to_scheduler();
+    assert!(
+        messages.iter().any(|m| matches!(
+            m,
+            ToScheduler::TaskFinished {
+                key: Key(2),
+                attempt: 2,
+                ..
+            }
+        )),
+        "{messages:?}"
+    );
+    assert_eq!(env.value_of::<u64>(2), 3 * 200 + 4 * 200);
     drop(env);
     std::fs::remove_dir_all(&parent).unwrap();
 }
