@@ -1,9 +1,11 @@
 //! The scheduler against simulated workers that keep stores, fetch inputs from each other,
-//! give up stolen tasks and report replicas, with every message delayed at random (each
-//! sender-receiver channel stays in order, as MPI keeps it): a task about to run always
-//! finds every input in its worker's store, and no fetch is ever answered "missing" — or,
-//! where a race makes it so, the task had already been taken back and the scheduler ignores
-//! the worker's failure report.
+//! give up stolen tasks, fail (and are retried) as planned and report replicas, with every
+//! message delayed at random (each sender-receiver channel stays in order, as MPI keeps
+//! it), and a client that submits in batches and lets go of keys: no task the scheduler
+//! still counts on fails for a missing input (a fetch answered "missing" or an input gone
+//! when it is about to run happens only to a task already taken back), every wanted key is
+//! answered once, and once the client let go of everything nothing is left in the scheduler
+//! or in any store.
 
 use super::*;
 use proptest::prelude::*;
