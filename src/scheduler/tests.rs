@@ -221,6 +221,36 @@ impl TestEnv {
     }
 }
 
+/// The key an answer to the client is about (done, erred or cancelled), if it is one.
+fn answered(message: &ToClient) -> Option<u64> {
+    match message {
+        ToClient::KeyDone { key, .. }
+        | ToClient::KeyErred { key, .. }
+        | ToClient::KeyCancelled { key, .. } => Some(key.0),
+        _ => None,
+    }
+}
+
+/// Keys done among the client messages sent so far (removed from the record).
+fn done_count(env: &mut TestEnv) -> usize {
+    env.take_client_messages()
+        .iter()
+        .filter(|m| matches!(m, ToClient::KeyDone { .. }))
+        .count()
+}
+
+/// Dependencies of random task `i` (keys from 1): the earlier tasks `picks` point at, sorted
+/// and without repeats; none for the first task.
+fn earlier_deps(i: usize, picks: &[proptest::sample::Index]) -> Vec<u64> {
+    if i == 0 {
+        return vec![];
+    }
+    let mut deps: Vec<u64> = picks.iter().map(|d| 1 + d.index(i) as u64).collect();
+    deps.sort();
+    deps.dedup();
+    deps
+}
+
 fn task(key: u64, deps: &[u64]) -> TaskSpec {
     task_with(key, deps, TaskOptions::default())
 }
@@ -465,12 +495,7 @@ fn a_failed_task_with_retries_runs_again() {
     assert!(matches!(env.state(1), Some(TaskState::Processing { .. })));
     env.finish(1, 8);
     env.finish(2, 8);
-    let done = env
-        .take_client_messages()
-        .into_iter()
-        .filter(|m| matches!(m, ToClient::KeyDone { .. }))
-        .count();
-    assert_eq!(done, 2);
+    assert_eq!(done_count(&mut env), 2);
 }
 
 /// A chain placed whole on one worker (each link waiting there for the one before) is taken
@@ -506,12 +531,7 @@ fn a_retried_task_takes_back_the_whole_chain_placed_after_it() {
     env.finish(1, 8);
     env.finish(2, 8);
     env.finish(3, 8);
-    let done = env
-        .take_client_messages()
-        .into_iter()
-        .filter(|m| matches!(m, ToClient::KeyDone { .. }))
-        .count();
-    assert_eq!(done, 3);
+    assert_eq!(done_count(&mut env), 3);
 }
 
 #[test]
@@ -1034,13 +1054,7 @@ mod random_graphs {
                     .into_iter()
                     .enumerate()
                     .map(|(i, (deps, retries, failures, pin))| {
-                        let mut deps: Vec<u64> = if i == 0 {
-                            vec![]
-                        } else {
-                            deps.iter().map(|d| 1 + d.index(i) as u64).collect()
-                        };
-                        deps.sort();
-                        deps.dedup();
+                        let deps = earlier_deps(i, &deps);
                         (deps, retries, failures, pin.map(|p| 2 + p % nworkers))
                     })
                     .collect();
@@ -1115,13 +1129,8 @@ mod random_graphs {
                     _ => {}
                 }
             }
-            for message in env.take_client_messages() {
-                if let ToClient::KeyDone { key, .. }
-                | ToClient::KeyErred { key, .. }
-                | ToClient::KeyCancelled { key, .. } = message
-                {
-                    *answers.entry(key.0).or_insert(0) += 1;
-                }
+            for key in env.take_client_messages().iter().filter_map(answered) {
+                *answers.entry(key).or_insert(0) += 1;
             }
             // Runnable: assigned tasks whose dependencies all have values.
             let runnable: Vec<u64> = assigned
@@ -1163,13 +1172,8 @@ mod random_graphs {
                 );
             }
         }
-        for message in env.take_client_messages() {
-            if let ToClient::KeyDone { key, .. }
-            | ToClient::KeyErred { key, .. }
-            | ToClient::KeyCancelled { key, .. } = message
-            {
-                *answers.entry(key.0).or_insert(0) += 1;
-            }
+        for key in env.take_client_messages().iter().filter_map(answered) {
+            *answers.entry(key).or_insert(0) += 1;
         }
         assert!(assigned.is_empty(), "tasks left hanging: {assigned:?}");
         for key in 1..=n {

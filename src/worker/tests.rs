@@ -5,8 +5,8 @@ use super::executor::{Executor, TaskOutcome};
 use super::{WorkerEvent, WorkerNode};
 use crate::node::{Node, NodeStatus, event_channel};
 use crate::protocol::{
-    ArgSlot, Bytes, ComputeMsg, FnId, Key, Rank, TaskCode, ToClient, ToScheduler, ToWorker,
-    WorkerHello, decode_frame_with, decode_value, encode_value,
+    ArgSlot, Attempt, Bytes, ComputeMsg, FnId, Key, Rank, TaskCode, ToClient, ToScheduler,
+    ToWorker, WorkerHello, decode_frame_with, decode_value, encode_value,
 };
 use crate::task::{self, CallError, FnPointer, Registry, TaskFn, TaskInput, Trampoline};
 use crate::transport::local::LocalTransport;
@@ -94,9 +94,20 @@ fn value<T: Serialize>(v: T) -> ArgSlot {
 }
 
 fn compute(key: u64, func: FnId, args: Vec<ArgSlot>, deps: Vec<(Key, Rank)>) -> ToWorker {
+    placement(key, 1, func, args, deps)
+}
+
+/// [`compute`] for placement number `attempt`.
+fn placement(
+    key: u64,
+    attempt: Attempt,
+    func: FnId,
+    args: Vec<ArgSlot>,
+    deps: Vec<(Key, Rank)>,
+) -> ToWorker {
     ToWorker::Compute(ComputeMsg {
         key: Key(key),
-        attempt: 1,
+        attempt,
         code: Arc::new(TaskCode {
             func,
             uses: Box::new([]),
@@ -191,6 +202,18 @@ impl WorkerEnv {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Asserts that the scheduler was told task `key` finished under `attempt`.
+    fn assert_finished_as(&mut self, key: u64, attempt: Attempt) {
+        let messages = self.sent_to_scheduler();
+        assert!(
+            messages.iter().any(|m| matches!(
+                m,
+                ToScheduler::TaskFinished { key: k, attempt: a, .. } if k.0 == key && *a == attempt
+            )),
+            "no TaskFinished for {key} attempt {attempt}: {messages:?}"
+        );
     }
 
     fn value_of<T: DeserializeOwned>(&mut self, key: u64) -> T {
@@ -302,11 +325,7 @@ fn a_task_stolen_while_fetching_and_placed_back_waits_for_every_input() {
             attempt: 1,
         },
     );
-    let ToWorker::Compute(mut again) = compute(1, func_of(add), args, deps) else {
-        unreachable!()
-    };
-    again.attempt = 2;
-    env.send(Rank::SCHEDULER, ToWorker::Compute(again));
+    env.send(Rank::SCHEDULER, placement(1, 2, func_of(add), args, deps));
     assert!(
         env.received::<ToWorker>(PEER).is_empty(),
         "the requests in flight serve the new attempt"
@@ -335,18 +354,7 @@ fn a_task_stolen_while_fetching_and_placed_back_waits_for_every_input() {
         },
     );
     env.next_outcome();
-    let messages = env.sent_to_scheduler();
-    assert!(
-        messages.iter().any(|m| matches!(
-            m,
-            ToScheduler::TaskFinished {
-                key: Key(1),
-                attempt: 2,
-                ..
-            }
-        )),
-        "{messages:?}"
-    );
+    env.assert_finished_as(1, 2);
     assert_eq!(env.value_of::<u64>(1), 42);
 }
 
@@ -690,13 +698,13 @@ fn a_task_placed_back_while_its_inputs_are_read_back_waits_for_all_of_them() {
     let args = vec![ArgSlot::Future(Key(1)), ArgSlot::Future(Key(3))];
     let deps = vec![(Key(1), ME), (Key(3), ME)];
     let placed = |attempt| {
-        let ToWorker::Compute(mut c) =
-            compute(2, func_of(total_of_two), args.clone(), deps.clone())
-        else {
-            unreachable!()
-        };
-        c.attempt = attempt;
-        ToWorker::Compute(c)
+        placement(
+            2,
+            attempt,
+            func_of(total_of_two),
+            args.clone(),
+            deps.clone(),
+        )
     };
     env.send(Rank::SCHEDULER, placed(1));
     env.send(
@@ -716,18 +724,7 @@ fn a_task_placed_back_while_its_inputs_are_read_back_waits_for_all_of_them() {
     );
     env.next_disk(&disk); // the second
     env.next_outcome();
-    let messages = env.sent_to_scheduler();
-    assert!(
-        messages.iter().any(|m| matches!(
-            m,
-            ToScheduler::TaskFinished {
-                key: Key(2),
-                attempt: 2,
-                ..
-            }
-        )),
-        "{messages:?}"
-    );
+    env.assert_finished_as(2, 2);
     assert_eq!(env.value_of::<u64>(2), 3 * 200 + 4 * 200);
     drop(env);
     std::fs::remove_dir_all(&parent).unwrap();

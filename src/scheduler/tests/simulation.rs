@@ -81,13 +81,7 @@ fn plan() -> impl Strategy<Value = Plan> {
                 .into_iter()
                 .enumerate()
                 .map(|(i, (deps, wanted, failures, retries))| {
-                    let mut deps: Vec<u64> = if i == 0 {
-                        vec![]
-                    } else {
-                        deps.iter().map(|d| 1 + d.index(i) as u64).collect()
-                    };
-                    deps.sort();
-                    deps.dedup();
+                    let deps = earlier_deps(i, &deps);
                     (deps, wanted || i + 1 == n, failures, retries)
                 })
                 .collect();
@@ -131,14 +125,9 @@ impl Sim {
         for (rank, message) in self.env.take_worker_messages() {
             self.post(0, rank.0, Message::ToWorker(message));
         }
-        for message in self.env.take_client_messages() {
-            if let ToClient::KeyDone { key, .. }
-            | ToClient::KeyErred { key, .. }
-            | ToClient::KeyCancelled { key, .. } = message
-            {
-                *self.answers.entry(key.0).or_insert(0) += 1;
-                self.held.insert(key.0);
-            }
+        for key in self.env.take_client_messages().iter().filter_map(answered) {
+            *self.answers.entry(key).or_insert(0) += 1;
+            self.held.insert(key);
         }
         if let Some((code, message)) = &self.env.aborted {
             self.violations

@@ -132,7 +132,7 @@ impl Lanes {
             load(&self.s[2]),
             load(&self.s[3]),
         );
-        let exponent = _mm512_set1_epi64(0x3FF0_0000_0000_0000);
+        let exponent = _mm512_set1_epi64(ONE as i64);
         let one = _mm512_set1_pd(1.0);
         let lows = _mm512_set1_pd(low);
         let scales = _mm512_set1_pd(scale);
@@ -178,7 +178,7 @@ impl Lanes {
             halves[0] = load(&self.s[word][..4]);
             halves[1] = load(&self.s[word][4..]);
         }
-        let exponent = _mm256_set1_epi64x(0x3FF0_0000_0000_0000);
+        let exponent = _mm256_set1_epi64x(ONE as i64);
         let one = _mm256_set1_pd(1.0);
         let lows = _mm256_set1_pd(low);
         let scales = _mm256_set1_pd(scale);
