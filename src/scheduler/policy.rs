@@ -55,15 +55,25 @@ pub fn missing_bytes(task: &Task, worker: &Worker, tasks: &KeyMap<Task>) -> u64 
         .sum()
 }
 
-/// `true` if a queued task is worth moving to a worker that lacks `missing_bytes` of its
-/// inputs: fetching them takes at most half as long as running the task (Dask's rule for
-/// stealing, transfer cost against compute time, with a margin: the transfer also costs
-/// the sender's and the receiver's CPU, and task times are means over tasks of all
-/// sizes). A 200 MB chunk summed in 50 ms stays where it is; so does a 32 MB chunk reduced
-/// in 100 ms.
-pub fn worth_moving(missing_bytes: u64, mean_task_seconds: Option<f64>) -> bool {
+/// `true` if a queued task is worth moving to an idle worker that lacks `missing_bytes` of
+/// its inputs: fetching them takes at most half as long as running the task (Dask's rule
+/// for stealing, transfer cost against compute time, with a margin: the transfer also costs
+/// the sender's and the receiver's CPU, and task times are means), or at most half as long
+/// as the task would still wait where it is (`victim_wait`: the work queued ahead of it,
+/// per thread). A 200 MB chunk summed in 50 ms stays where it is; so does a 32 MB chunk
+/// reduced in 100 ms; a product of 190 MB of blocks that runs 0.6 s moves when two more
+/// like it are queued before it.
+pub fn worth_moving(missing_bytes: u64, task_seconds: Option<f64>, victim_wait: f64) -> bool {
     2.0 * missing_bytes as f64 / NOMINAL_BANDWIDTH
-        <= mean_task_seconds.unwrap_or(DEFAULT_TASK_SECONDS)
+        <= task_seconds
+            .unwrap_or(DEFAULT_TASK_SECONDS)
+            .max(victim_wait)
+}
+
+/// Seconds of work a worker with `nthreads` threads has queued per thread, `queued` tasks
+/// beyond its running ones, if each takes `task_seconds`.
+pub fn queued_seconds(queued: usize, nthreads: usize, task_seconds: Option<f64>) -> f64 {
+    queued as f64 * task_seconds.unwrap_or(DEFAULT_TASK_SECONDS) / nthreads.max(1) as f64
 }
 
 /// Estimated time until `task` could start on `worker`: its queue drained over its threads
@@ -126,10 +136,14 @@ mod tests {
 
     #[test]
     fn moving_pays_when_the_transfer_is_shorter_than_the_task() {
-        assert!(worth_moving(0, None));
-        assert!(!worth_moving(200_000_000, Some(0.05)));
-        assert!(worth_moving(200_000_000, Some(1.0)));
-        assert!(worth_moving(1_000_000, None));
-        assert!(!worth_moving(100_000_000, None));
+        assert!(worth_moving(0, None, 0.0));
+        assert!(!worth_moving(200_000_000, Some(0.05), 0.0));
+        assert!(worth_moving(200_000_000, Some(1.0), 0.0));
+        assert!(worth_moving(1_000_000, None, 0.0));
+        assert!(!worth_moving(100_000_000, None, 0.0));
+        // A long task queued behind others moves although its own run is shorter than the
+        // transfer's margin.
+        assert!(!worth_moving(190_000_000, Some(0.6), 0.6));
+        assert!(worth_moving(190_000_000, Some(0.6), 1.2));
     }
 }

@@ -235,6 +235,7 @@ impl ReadyQueue {
         self.len
     }
 
+    #[cfg(test)]
     /// `true` if no task is ready.
     pub fn is_empty(&self) -> bool {
         self.len == 0

@@ -187,13 +187,25 @@ impl TestEnv {
     }
 
     fn finish_as(&mut self, worker: Rank, key: u64, attempt: Attempt, nbytes: u64) {
+        self.finish_taking(worker, key, attempt, nbytes, 100_000);
+    }
+
+    /// Reports `key` finished after running `duration_us`.
+    fn finish_taking(
+        &mut self,
+        worker: Rank,
+        key: u64,
+        attempt: Attempt,
+        nbytes: u64,
+        duration_us: u64,
+    ) {
         self.send(
             worker,
             ToScheduler::TaskFinished {
                 key: Key(key),
                 attempt,
                 nbytes,
-                duration_us: 100_000,
+                duration_us,
             },
         );
     }
@@ -634,6 +646,52 @@ fn tasks_wait_for_the_holder_of_large_inputs() {
     }
     assert_eq!(placed.len(), 5, "{placed:?}");
     assert!(placed.iter().all(|p| p.1 == 2), "{placed:?}");
+}
+
+#[test]
+fn long_tasks_queued_behind_others_move_to_an_idle_worker_with_their_inputs() {
+    // Worker 2 holds three 60 MB blocks; six products of all three (180 MB, 0.72 s to move
+    // with the margin) queue there while their duration is unknown. Once one has run for
+    // 0.5 s, worker 3 idles while 2 still has four queued (2 s): moving one pays, although
+    // its own run is shorter than the move's margin.
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    let pinned = TaskOptions {
+        workers: vec![Rank(2)],
+        ..Default::default()
+    };
+    env.submit((1..=3).map(|k| task_with(k, &[], pinned.clone())).collect());
+    env.placements();
+    for key in 1..=3 {
+        let (worker, attempt) = env.processing(key);
+        env.finish_taking(worker, key, attempt, 60_000_000, 1_000);
+    }
+    env.submit((4..=9).map(|k| task(k, &[1, 2, 3])).collect());
+    let placed = env.placements();
+    assert_eq!(placed.len(), 6, "{placed:?}");
+    assert!(
+        placed.iter().all(|p| p.1 == 2),
+        "beside their inputs: {placed:?}"
+    );
+    assert!(steal_requests(&mut env).is_empty());
+    let (worker, attempt) = env.processing(4);
+    env.finish_taking(worker, 4, attempt, 8, 500_000);
+    let steals = steal_requests(&mut env);
+    assert!(!steals.is_empty(), "worker 3 takes a queued product");
+    for (key, attempt) in &steals {
+        env.send(
+            Rank(2),
+            ToScheduler::StealReply {
+                key: *key,
+                attempt: *attempt,
+                stolen: true,
+            },
+        );
+    }
+    let moved = env.placements();
+    assert!(
+        !moved.is_empty() && moved.iter().all(|(_, rank)| *rank == 3),
+        "{moved:?}"
+    );
 }
 
 #[test]
@@ -1101,7 +1159,9 @@ mod random_graphs {
         let mut answers: BTreeMap<u64, usize> = BTreeMap::new();
         let mut choices = plan.choices.iter().cycle();
         for _step in 0..10_000 {
-            for (rank, message) in env.take_worker_messages() {
+            let messages = env.take_worker_messages();
+            let quiet = messages.is_empty();
+            for (rank, message) in messages {
                 match message {
                     ToWorker::Compute(c) => {
                         assigned.insert(c.key.0, (rank, c.attempt));
@@ -1144,7 +1204,12 @@ mod random_graphs {
                 })
                 .collect();
             if runnable.is_empty() {
-                break;
+                // Replies sent above (a steal) may have produced placements: stop only
+                // when nothing is runnable and the scheduler said nothing.
+                if quiet {
+                    break;
+                }
+                continue;
             }
             let key = runnable[*choices.next().unwrap() as usize % runnable.len()];
             let (rank, attempt) = assigned.remove(&key).unwrap();

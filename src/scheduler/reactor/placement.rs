@@ -381,11 +381,12 @@ impl Scheduler {
         }
     }
 
-    /// When a worker has an idle thread and nothing is waiting for a slot, asks the most
+    /// When a worker still has an idle thread after [`Scheduler::schedule`] (no ready task
+    /// would go there: those left wait for the holder of their inputs), asks the most
     /// loaded workers to give up queued tasks (not running ones: a worker only gives up a
     /// task it has not started) so they can be placed again.
     pub(super) fn balance(&mut self) {
-        if !self.all_joined() || !self.is_running() || !self.ready.is_empty() {
+        if !self.all_joined() || !self.is_running() {
             return;
         }
         let idle: Vec<usize> = (0..self.workers.len())
@@ -404,25 +405,25 @@ impl Scheduler {
         victims.sort_by_key(|&i| {
             Reverse(self.workers[i].processing.len() - self.workers[i].nthreads())
         });
-        let mean = self
-            .mean_task_seconds
-            .unwrap_or(policy::DEFAULT_TASK_SECONDS);
         for v in victims {
             if free_threads == 0 {
                 break;
             }
             let victim = &self.workers[v];
-            let queued = victim.processing.len() - victim.nthreads();
-            // Moving work that takes less than a couple of round trips is not worth it.
-            if queued as f64 * mean < 0.002 {
-                continue;
-            }
+            // Tasks placed to wait there for a value the worker computes cannot run yet:
+            // only those with every input at hand count as queued.
+            let runnable = victim
+                .processing
+                .iter()
+                .filter(|k| self.tasks[*k].waiting_on == 0)
+                .count();
+            let queued = runnable.saturating_sub(victim.nthreads());
             let want = free_threads.min(queued.div_ceil(2));
             let candidates: Vec<Key> = victim
                 .processing
                 .iter()
                 .copied()
-                .filter(|k| self.is_stealable(*k, &idle))
+                .filter(|k| self.is_stealable(*k, &idle, queued))
                 .take(want)
                 .collect();
             let rank = victim.rank;
@@ -439,7 +440,9 @@ impl Scheduler {
         }
     }
 
-    pub(super) fn is_stealable(&self, key: Key, thieves: &[usize]) -> bool {
+    /// `true` if the idle workers `thieves` should take `key`, processing on a worker with
+    /// `queued` runnable tasks beyond its threads.
+    pub(super) fn is_stealable(&self, key: Key, thieves: &[usize], queued: usize) -> bool {
         let task = &self.tasks[&key];
         matches!(
             task.state,
@@ -449,18 +452,30 @@ impl Scheduler {
             }
         ) && task.waiting_on == 0
             && !task.scattered
-            && !task.dependents.iter().any(|d| {
-                matches!(
-                    self.tasks.get(d).map(|t| &t.state),
-                    Some(TaskState::Processing { .. })
-                )
-            })
+            && self.worth_stealing(task, thieves, queued)
+    }
+
+    /// `true` if some idle worker in `thieves` may run `task` (on a busy worker with `queued`
+    /// runnable tasks beyond its threads) and moving its inputs there pays: see
+    /// [`policy::worth_moving`]. Moving work that takes less than a couple of round trips to
+    /// the scheduler is never worth it.
+    fn worth_stealing(&self, task: &Task, thieves: &[usize], queued: usize) -> bool {
+        let TaskState::Processing { worker, .. } = task.state else {
+            return false;
+        };
+        let Some(victim) = self.worker_index(worker).map(|v| &self.workers[v]) else {
+            return false;
+        };
+        let seconds = self.task_seconds(task);
+        let victim_wait = policy::queued_seconds(queued, victim.nthreads(), seconds);
+        victim_wait >= 0.002
             && thieves.iter().any(|&i| {
                 let thief = &self.workers[i];
                 policy::is_eligible(task, thief)
                     && policy::worth_moving(
                         policy::missing_bytes(task, thief, &self.tasks),
-                        self.task_seconds(task),
+                        seconds,
+                        victim_wait,
                     )
             })
     }
@@ -471,6 +486,9 @@ impl Scheduler {
         }
         if stolen {
             self.stop_processing(from, key);
+            // Dependents placed beside it to wait for its value are taken back and placed
+            // again once it is computed where it goes now.
+            self.revoke_running_dependents(key);
             debug!("{} stolen from {from}", self.key_name(key));
             self.make_ready(key);
             self.needs_schedule = true;
