@@ -1,7 +1,9 @@
 //! The worker's disk: spills and read-backs on an I/O thread of their own, so the
 //! communication thread (the one that calls MPI) never waits for the disk. Requests come
 //! through two channels, read-backs first (a task waits for each, while a spill only frees
-//! memory) and writes and deletes in order; each result comes back as a [`DiskDone`]
+//! memory) and writes and deletes in order. Read-backs waiting together are served by
+//! [`Urgency`]: the value whose task runs first is read first. Each result comes back as a
+//! [`DiskDone`]
 //! through the worker's event channel. The thread owns the private spill directory (made at
 //! the first write, removed when the thread ends).
 
@@ -44,6 +46,8 @@ pub enum DiskRequest {
     },
     /// Read file `file` (`len` bytes) and delete it.
     Read {
+        /// How soon the value is needed.
+        urgency: Urgency,
         /// The value's key.
         key: Key,
         /// The file.
@@ -58,6 +62,79 @@ pub enum DiskRequest {
         /// The file.
         file: u64,
     },
+}
+
+/// How soon a value being read back is needed: read-backs waiting together are served
+/// by the highest `priority` (the priority of the task waiting for the value, or
+/// [`Urgency::PEER`] for another worker) and then the lowest `order` (when it was asked for),
+/// as the worker's executor runs its tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Urgency {
+    /// Higher first.
+    pub priority: i32,
+    /// Among equal priorities, lower first.
+    pub order: u64,
+}
+
+impl Urgency {
+    /// The priority of a read-back another worker waits for: before any local task's.
+    pub const PEER: i32 = i32::MAX;
+}
+
+impl Ord for Urgency {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.priority
+            .cmp(&other.priority)
+            .then(other.order.cmp(&self.order))
+    }
+}
+
+impl PartialOrd for Urgency {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Read-backs received and not yet served, most urgent on top.
+#[derive(Default)]
+struct WaitingReads(std::collections::BinaryHeap<WaitingRead>);
+
+/// A read-back request ordered by its urgency alone.
+struct WaitingRead(Urgency, DiskRequest);
+
+impl PartialEq for WaitingRead {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for WaitingRead {}
+impl PartialOrd for WaitingRead {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for WaitingRead {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+impl WaitingReads {
+    fn push(&mut self, request: DiskRequest) {
+        let urgency = match &request {
+            DiskRequest::Read { urgency, .. } => *urgency,
+            // Only read-backs come through the read channel; anything else goes last.
+            _ => Urgency {
+                priority: i32::MIN,
+                order: u64::MAX,
+            },
+        };
+        self.0.push(WaitingRead(urgency, request));
+    }
+
+    fn pop(&mut self) -> Option<DiskRequest> {
+        self.0.pop().map(|w| w.1)
+    }
 }
 
 /// A disk operation that finished.
@@ -157,13 +234,18 @@ fn file_name(file: u64) -> String {
     format!("{file}.value")
 }
 
-/// The next request: a read-back if one waits, else whatever comes first; `None` once the
-/// store dropped its senders.
+/// The next request: the most urgent read-back if one waits (of those waiting and those
+/// received meanwhile), else whatever comes first; `None` once the store dropped its
+/// senders.
 fn next_request(
     reads: &Receiver<DiskRequest>,
     requests: &Receiver<DiskRequest>,
+    waiting: &mut WaitingReads,
 ) -> Option<DiskRequest> {
-    if let Ok(read) = reads.try_recv() {
+    while let Ok(read) = reads.try_recv() {
+        waiting.push(read);
+    }
+    if let Some(read) = waiting.pop() {
         return Some(read);
     }
     crossbeam_channel::select! {
@@ -181,7 +263,8 @@ fn serve(
     report: impl Fn(DiskDone),
 ) {
     let mut dir: Option<PrivateDir> = None;
-    while let Some(request) = next_request(reads, requests) {
+    let mut waiting = WaitingReads::default();
+    while let Some(request) = next_request(reads, requests, &mut waiting) {
         if stopping.load(Ordering::Relaxed) {
             break;
         }
@@ -195,6 +278,7 @@ fn serve(
                 file,
                 len,
                 placement,
+                ..
             } => {
                 let result = match &dir {
                     Some(dir) => read(dir, key, file, len, placement),
@@ -280,6 +364,48 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn waiting_read_backs_are_served_most_urgent_first() {
+        // Five read-backs wait when the thread looks: another worker's first, then by the
+        // waiting task's priority, then in the order asked.
+        let (reads_in, reads) = crossbeam_channel::unbounded();
+        let (requests_in, requests) = crossbeam_channel::unbounded();
+        for (key, priority, order) in [(1, 0, 1), (2, 5, 2), (3, 0, 3), (4, Urgency::PEER, 4)]
+            .into_iter()
+            .chain([(5, 5, 0)])
+        {
+            reads_in
+                .send(DiskRequest::Read {
+                    urgency: Urgency { priority, order },
+                    key: Key(key),
+                    file: key,
+                    len: 8,
+                    placement: 0,
+                })
+                .unwrap();
+        }
+        drop((reads_in, requests_in));
+        let served = std::sync::Mutex::new(Vec::new());
+        serve(
+            SpillPlace {
+                parent: std::env::temp_dir(),
+                rank: 2,
+            },
+            &reads,
+            &requests,
+            &AtomicBool::new(false),
+            |done| match done {
+                // No file was ever written: each read-back fails, in the order served.
+                DiskDone::Read { key, result, .. } => {
+                    assert!(result.is_err());
+                    served.lock().unwrap().push(key.0);
+                }
+                other => panic!("{other:?}"),
+            },
+        );
+        assert_eq!(served.into_inner().unwrap(), vec![4, 5, 2, 1, 3]);
+    }
+
+    #[test]
     fn writes_and_reads_come_back_and_the_directory_goes_with_the_thread() {
         let parent = std::env::temp_dir().join(format!("mpidask-disk-{}", std::process::id()));
         std::fs::create_dir_all(&parent).unwrap();
@@ -310,12 +436,20 @@ mod tests {
         }
         // (The store asks to read a file back only once its write was reported.)
         disk.send(DiskRequest::Read {
+            urgency: Urgency {
+                priority: 0,
+                order: 1,
+            },
             key: Key(1),
             file: 7,
             len: 1000,
             placement: value.placement(),
         });
         disk.send(DiskRequest::Read {
+            urgency: Urgency {
+                priority: 0,
+                order: 2,
+            },
             key: Key(2),
             file: 8,
             len: 10,

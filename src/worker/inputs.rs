@@ -3,7 +3,7 @@
 //! thread; the task goes to the executor once every input is in memory. Values this worker
 //! serves to other ranks may need a read back too.
 
-use super::disk::DiskDone;
+use super::disk::{DiskDone, Urgency};
 use super::executor::ReadyTask;
 use super::store::{Lookup, ReadBack};
 use super::{Phase, WorkerNode, WorkerTask};
@@ -98,7 +98,7 @@ impl WorkerNode {
         let mut pending: Vec<Key> = Vec::new();
         let mut released = false;
         for &dep in task.code.args.iter().flat_map(ArgSlot::dependencies) {
-            match self.store.get(&dep) {
+            match self.store.get(&dep, task.priority) {
                 Lookup::Ready(value) => inputs.push(Some(value)),
                 Lookup::Pending => {
                     inputs.push(None);
@@ -245,7 +245,7 @@ impl WorkerNode {
 
     pub(super) fn on_get_data(&mut self, from: Rank, keys: Vec<Key>, out: &mut Outbox) {
         for key in keys {
-            match self.store.get(&key) {
+            match self.store.get(&key, Urgency::PEER) {
                 Lookup::Ready(value) => self.serve(from, key, Some(value), out),
                 Lookup::Pending => self.disk_waiters.entry(key).or_default().ranks.push(from),
                 Lookup::Missing => self.serve(from, key, None, out),

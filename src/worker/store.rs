@@ -10,7 +10,7 @@
 //! from memory; a value on disk is [`Lookup::Pending`] until it is read back. A value read
 //! back keeps its file (values never change): spilling it again only drops it from memory.
 
-use super::disk::{Disk, DiskDone, DiskRequest, SpillPlace, SpillRecord};
+use super::disk::{Disk, DiskDone, DiskRequest, SpillPlace, SpillRecord, Urgency};
 use crate::keymap::KeyMap;
 use crate::protocol::{Key, Payload};
 use std::collections::BTreeMap;
@@ -203,8 +203,9 @@ impl ValueStore {
     }
 
     /// The value of `key`: in memory, or being read back from disk (this call starts the
-    /// read if it was not started yet), or not held.
-    pub fn get(&mut self, key: &Key) -> Lookup {
+    /// read if it was not started yet, as urgent as `priority`: the priority of the task
+    /// that needs it, or [`Urgency::PEER`]), or not held.
+    pub fn get(&mut self, key: &Key, priority: i32) -> Lookup {
         let used = self.tick();
         let Some(entry) = self.entries.get_mut(key) else {
             return Lookup::Missing;
@@ -229,6 +230,10 @@ impl ValueStore {
             } => {
                 entry.place = Place::Reading { file };
                 self.request(DiskRequest::Read {
+                    urgency: Urgency {
+                        priority,
+                        order: used,
+                    },
                     key: *key,
                     file,
                     len,
@@ -550,7 +555,7 @@ mod tests {
         let (mut store, results) = store_under(&parent, 250);
         store.insert(Key(1), value(1, 100));
         store.insert(Key(2), value(2, 100));
-        assert_eq!(store.get(&Key(1)), Lookup::Ready(value(1, 100)));
+        assert_eq!(store.get(&Key(1), 0), Lookup::Ready(value(1, 100)));
         store.insert(Key(3), value(3, 100));
         // 300 bytes > 250: the least recently used (2) is being written.
         assert_eq!(store.memory_bytes(), 300);
@@ -573,8 +578,8 @@ mod tests {
         }
         // Reading 2 back is pending until the disk answers; then 1 (least recently used in
         // memory) is written out to make room.
-        assert_eq!(store.get(&Key(2)), Lookup::Pending);
-        assert_eq!(store.get(&Key(2)), Lookup::Pending, "asked once");
+        assert_eq!(store.get(&Key(2), 0), Lookup::Pending);
+        assert_eq!(store.get(&Key(2), 0), Lookup::Pending, "asked once");
         match next(&mut store, &results) {
             ReadBack::Ready(key, bytes) => assert_eq!((key, bytes), (Key(2), value(2, 100))),
             _ => panic!("expected the value back"),
@@ -587,7 +592,7 @@ mod tests {
         assert!(dir.join("1.value").exists());
         assert_eq!(store.memory_bytes(), 200);
         // 2 least recently used again: it leaves memory at once, without a write.
-        assert_eq!(store.get(&Key(3)), Lookup::Ready(value(3, 100)));
+        assert_eq!(store.get(&Key(3), 0), Lookup::Ready(value(3, 100)));
         store.insert(Key(4), value(4, 100));
         assert_eq!(
             store.memory_bytes(),
@@ -602,7 +607,7 @@ mod tests {
             "2 written once only"
         );
         assert_eq!(
-            store.get(&Key(2)),
+            store.get(&Key(2), 0),
             Lookup::Pending,
             "read from its file again"
         );
@@ -631,13 +636,13 @@ mod tests {
         store.insert(Key(1), value(1, 100));
         store.insert(Key(2), value(2, 100));
         // 1 is being written; a task reads it before the write completes.
-        assert_eq!(store.get(&Key(1)), Lookup::Ready(value(1, 100)));
+        assert_eq!(store.get(&Key(1), 0), Lookup::Ready(value(1, 100)));
         next(&mut store, &results);
         // 1 stayed; 2, now the least recently used, is being written instead.
-        assert_eq!(store.get(&Key(1)), Lookup::Ready(value(1, 100)));
+        assert_eq!(store.get(&Key(1), 0), Lookup::Ready(value(1, 100)));
         next(&mut store, &results);
         assert_eq!(store.memory_bytes(), 100);
-        assert_eq!(store.get(&Key(2)), Lookup::Pending, "2 went to disk");
+        assert_eq!(store.get(&Key(2), 0), Lookup::Pending, "2 went to disk");
         drop(store);
         std::fs::remove_dir_all(&parent).unwrap();
     }
@@ -653,7 +658,7 @@ mod tests {
         store.insert(Key(1), value(9, 10));
         assert_eq!(store.memory_bytes(), 10);
         next(&mut store, &results);
-        assert_eq!(store.get(&Key(1)), Lookup::Ready(value(9, 10)));
+        assert_eq!(store.get(&Key(1), 0), Lookup::Ready(value(9, 10)));
         let dir = spill_dir(&parent);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while dir.join("0.value").exists() && std::time::Instant::now() < deadline {
@@ -678,7 +683,7 @@ mod tests {
             store.insert(Key(i), value(0, 1000));
         }
         assert_eq!((store.memory_bytes(), store.spilled_total()), (10_000, 0));
-        assert_eq!(store.get(&Key(99)), Lookup::Missing);
+        assert_eq!(store.get(&Key(99), 0), Lookup::Missing);
     }
 
     #[test]
@@ -688,7 +693,7 @@ mod tests {
         next(&mut store, &results);
         store.insert(Key(2), value(0, 100));
         assert_eq!(store.memory_bytes(), 200);
-        assert_eq!(store.get(&Key(1)), Lookup::Ready(value(0, 100)));
+        assert_eq!(store.get(&Key(1), 0), Lookup::Ready(value(0, 100)));
         assert!(
             results.recv_timeout(Duration::from_millis(100)).is_err(),
             "no more writes"
