@@ -597,6 +597,20 @@ fn steal_requests(env: &mut TestEnv) -> Vec<(Key, Attempt)> {
         .collect()
 }
 
+/// Worker 2 gives up every task in `steals`.
+fn give_up(env: &mut TestEnv, steals: &[(Key, Attempt)]) {
+    for &(key, attempt) in steals {
+        env.send(
+            Rank(2),
+            ToScheduler::StealReply {
+                key,
+                attempt,
+                stolen: true,
+            },
+        );
+    }
+}
+
 #[test]
 fn an_idle_worker_steals_queued_tasks() {
     let mut env = env_with_idle_worker_3();
@@ -606,16 +620,7 @@ fn an_idle_worker_steals_queued_tasks() {
         steals.iter().all(|(k, _)| k.0 != 1),
         "the pinned task stays"
     );
-    for (key, attempt) in &steals {
-        env.send(
-            Rank(2),
-            ToScheduler::StealReply {
-                key: *key,
-                attempt: *attempt,
-                stolen: true,
-            },
-        );
-    }
+    give_up(&mut env, &steals);
     let moved = env.placements();
     assert_eq!(moved.len(), steals.len());
     assert!(moved.iter().all(|(_, rank)| *rank == 3), "{moved:?}");
@@ -677,16 +682,7 @@ fn long_tasks_queued_behind_others_move_to_an_idle_worker_with_their_inputs() {
     env.finish_taking(worker, 4, attempt, 8, 500_000);
     let steals = steal_requests(&mut env);
     assert!(!steals.is_empty(), "worker 3 takes a queued product");
-    for (key, attempt) in &steals {
-        env.send(
-            Rank(2),
-            ToScheduler::StealReply {
-                key: *key,
-                attempt: *attempt,
-                stolen: true,
-            },
-        );
-    }
+    give_up(&mut env, &steals);
     let moved = env.placements();
     assert!(
         !moved.is_empty() && moved.iter().all(|(_, rank)| *rank == 3),

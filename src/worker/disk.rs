@@ -369,10 +369,14 @@ mod tests {
         // waiting task's priority, then in the order asked.
         let (reads_in, reads) = crossbeam_channel::unbounded();
         let (requests_in, requests) = crossbeam_channel::unbounded();
-        for (key, priority, order) in [(1, 0, 1), (2, 5, 2), (3, 0, 3), (4, Urgency::PEER, 4)]
-            .into_iter()
-            .chain([(5, 5, 0)])
-        {
+        let asked = [
+            (1, 0, 1),
+            (2, 5, 2),
+            (3, 0, 3),
+            (4, Urgency::PEER, 4),
+            (5, 5, 0),
+        ];
+        for (key, priority, order) in asked {
             reads_in
                 .send(DiskRequest::Read {
                     urgency: Urgency { priority, order },
