@@ -316,7 +316,7 @@ pub fn uniform_values(count: usize, key: u64, first: u64, low: f64, high: f64) -
 
 /// Normal values `first .. first + out.len()` of `stream` with `mean` and `std`, written
 /// into possibly uninitialised slots (every slot is written): value `j` comes from the
-/// stream's uniform value `j` by the ziggurat ([`normal`]), so it depends on `(key, j)`
+/// stream's uniform value `j` by inversion ([`normal`]), so it depends on `(key, j)`
 /// alone, like a uniform value.
 pub fn fill_normal_uninit(
     stream: &mut Stream,
@@ -328,7 +328,7 @@ pub fn fill_normal_uninit(
     stream.fill(out, first, 0.0, 1.0);
     // SAFETY: `Stream::fill` wrote every slot; `MaybeUninit<f64>` has the layout of `f64`.
     let values = unsafe { &mut *(out as *mut [MaybeUninit<f64>] as *mut [f64]) };
-    normal::from_uniform(values, stream.key, first, mean, std);
+    normal::from_uniform(values, mean, std);
 }
 
 /// Normal values `first .. first + out.len()` of key `key` with `mean` and `std`.
@@ -336,28 +336,6 @@ pub fn fill_normal(out: &mut [f64], key: u64, first: u64, mean: f64, std: f64) {
     // SAFETY: `MaybeUninit<f64>` has the layout of `f64`; only valid f64 are written.
     let slots = unsafe { &mut *(out as *mut [f64] as *mut [MaybeUninit<f64>]) };
     fill_normal_uninit(&mut Stream::new(key), slots, first, mean, std);
-}
-
-/// `ln(y)` for `y` in `(0, 1]` (a normal double): `y = m 2^e` with `m` in `[sqrt(1/2),
-/// sqrt(2))`, `ln(m) = 2 atanh(s)` with `s = (m - 1) / (m + 1)`, `|s| < 0.172`, whose
-/// series is cut where its terms fall below the rounding of the sum. Relative error within
-/// a few units in the last place.
-#[inline(always)]
-fn ln_unit_interval(y: f64) -> f64 {
-    let bits = y.to_bits();
-    let exponent = ((bits >> 52) as i64 - 1023) as f64;
-    let m = f64::from_bits((bits & MANTISSA) | ONE);
-    let big = m > std::f64::consts::SQRT_2;
-    let m = if big { m * 0.5 } else { m };
-    let exponent = if big { exponent + 1.0 } else { exponent };
-    let s = (m - 1.0) / (m + 1.0);
-    let z = s * s;
-    // 1 + z/3 + z^2/5 + ... + z^10/21: at |s| < 0.172 the next term is below 2^-53.
-    let mut series = 1.0 / 21.0;
-    for k in (0..10).rev() {
-        series = series * z + 1.0 / (2 * k + 1) as f64;
-    }
-    exponent * std::f64::consts::LN_2 + 2.0 * s * series
 }
 
 // ----- constructors ------------------------------------------------------------------------
@@ -515,19 +493,6 @@ mod tests {
         let m = z.iter().sum::<f64>() / n as f64;
         let var = z.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / n as f64;
         assert!(m.abs() < 0.01 && (var - 1.0).abs() < 0.02, "{m} {var}");
-    }
-
-    #[test]
-    fn the_logarithm_matches_the_library() {
-        let mut worst: f64 = 0.0;
-        for i in 0..200_000u64 {
-            let y = 1.0 - unit(mix(i));
-            worst = worst.max((ln_unit_interval(y) - y.ln()).abs() / y.ln().abs().max(1e-300));
-        }
-        assert_eq!(ln_unit_interval(1.0), 0.0);
-        let tiny = f64::EPSILON;
-        assert!((ln_unit_interval(tiny) - tiny.ln()).abs() < 1e-14);
-        assert!(worst < 1e-15, "ln: relative error {worst:e}");
     }
 
     #[test]
