@@ -55,19 +55,26 @@ pub fn missing_bytes(task: &Task, worker: &Worker, tasks: &KeyMap<Task>) -> u64 
         .sum()
 }
 
+/// The most a task's inputs may take to fetch, in multiples of its own run, for the task to
+/// go (or be stolen) elsewhere than where they are. Dask never steals a task whose
+/// transfer takes more than about 100 times its run, estimated at 100 MB/s: 20 times at our
+/// [`NOMINAL_BANDWIDTH`].
+pub const MAX_TRANSFER_PER_RUN: f64 = 20.0;
+
 /// `true` if a queued task is worth moving to an idle worker that lacks `missing_bytes` of
 /// its inputs: fetching them takes at most half as long as running the task (Dask's rule
 /// for stealing, transfer cost against compute time, with a margin: the transfer also costs
 /// the sender's and the receiver's CPU, and task times are means), or at most half as long
 /// as the task would still wait where it is (`victim_wait`: the work queued ahead of it,
-/// per thread). A 200 MB chunk summed in 50 ms stays where it is; so does a 32 MB chunk
-/// reduced in 100 ms; a product of 190 MB of blocks that runs 0.6 s moves when two more
-/// like it are queued before it.
+/// per thread) and at most [`MAX_TRANSFER_PER_RUN`] times its run. A 200 MB chunk summed
+/// in 50 ms stays where it is; so does a 32 MB chunk reduced in 100 ms, and a slice of a
+/// 32 MB chunk that takes 0.1 ms however long the queue ahead of it; a product of 190 MB of
+/// blocks that runs 0.6 s moves when two more like it are queued before it.
 pub fn worth_moving(missing_bytes: u64, task_seconds: Option<f64>, victim_wait: f64) -> bool {
-    2.0 * missing_bytes as f64 / NOMINAL_BANDWIDTH
-        <= task_seconds
-            .unwrap_or(DEFAULT_TASK_SECONDS)
-            .max(victim_wait)
+    let transfer = missing_bytes as f64 / NOMINAL_BANDWIDTH;
+    let run = task_seconds.unwrap_or(DEFAULT_TASK_SECONDS);
+    2.0 * transfer <= run
+        || (2.0 * transfer <= victim_wait && transfer <= MAX_TRANSFER_PER_RUN * run)
 }
 
 /// Seconds of work a worker with `nthreads` threads has queued per thread, `queued` tasks
@@ -76,27 +83,25 @@ pub fn queued_seconds(queued: usize, nthreads: usize, task_seconds: Option<f64>)
     queued as f64 * task_seconds.unwrap_or(DEFAULT_TASK_SECONDS) / nthreads.max(1) as f64
 }
 
-/// Estimated time until `task` could start on `worker`: its queue drained over its threads
-/// plus the transfer of the inputs it lacks. Lower is better.
-pub fn start_time_estimate(
-    task: &Task,
-    worker: &Worker,
-    tasks: &KeyMap<Task>,
-    mean_task_seconds: Option<f64>,
-) -> f64 {
-    let mean = mean_task_seconds.unwrap_or(DEFAULT_TASK_SECONDS);
+/// Estimated time until `task` could start on `worker`, which lacks `missing_bytes` of its
+/// inputs: its queue drained over its threads plus their transfer. Lower is better.
+pub fn start_time_estimate(worker: &Worker, missing_bytes: u64, task_seconds: Option<f64>) -> f64 {
+    let mean = task_seconds.unwrap_or(DEFAULT_TASK_SECONDS);
     let queue = (worker.processing.len() + 1) as f64 / worker.nthreads().max(1) as f64 * mean;
-    queue + missing_bytes(task, worker, tasks) as f64 / NOMINAL_BANDWIDTH
+    queue + missing_bytes as f64 / NOMINAL_BANDWIDTH
 }
 
 /// The worker for a ready task: among the `candidates` that may run it and have a free
 /// slot, the one with the earliest estimated start (least loaded, preferring the holder of
 /// most input bytes); ties go to the lower rank. `None` when no candidate has a free slot,
 /// or when a full one would still start it sooner (its inputs are large, and moving them
-/// costs more than waiting for their holder): the task then waits. The scheduler passes
-/// the workers holding the task's inputs plus the least loaded worker, so a choice does not
-/// scan every worker. `mean_task_seconds` (of all tasks) sets the queue depth;
-/// `task_seconds` (of the task's group) the estimates.
+/// costs more than waiting for their holder): the task then waits. A candidate whose inputs
+/// to fetch (beyond the fewest any candidate lacks) take more than [`MAX_TRANSFER_PER_RUN`]
+/// times the task's run is not considered, however long the queues elsewhere: a slice of a
+/// 32 MB chunk runs where the chunk is. The scheduler passes the workers holding the task's
+/// inputs plus the least loaded worker, so a choice does not scan every worker.
+/// `mean_task_seconds` (of all tasks) sets the queue depth; `task_seconds` (of the task's
+/// group) the estimates.
 pub fn choose_worker<'w>(
     task: &Task,
     candidates: impl Iterator<Item = &'w Worker>,
@@ -105,10 +110,19 @@ pub fn choose_worker<'w>(
     task_seconds: Option<f64>,
 ) -> Option<&'w Worker> {
     let depth = queue_depth(mean_task_seconds);
+    let eligible: Vec<(&Worker, u64)> = candidates
+        .filter(|w| is_eligible(task, w))
+        .map(|w| (w, missing_bytes(task, w, tasks)))
+        .collect();
+    let fewest = eligible.iter().map(|&(_, m)| m).min().unwrap_or(0);
+    let run = task_seconds.unwrap_or(DEFAULT_TASK_SECONDS);
     let mut best_free: Option<(f64, &Worker)> = None;
     let mut best_any = f64::INFINITY;
-    for w in candidates.filter(|w| is_eligible(task, w)) {
-        let estimate = start_time_estimate(task, w, tasks, task_seconds);
+    for (w, missing) in eligible {
+        if (missing - fewest) as f64 / NOMINAL_BANDWIDTH > MAX_TRANSFER_PER_RUN * run {
+            continue;
+        }
+        let estimate = start_time_estimate(w, missing, task_seconds);
         best_any = best_any.min(estimate);
         if w.processing.len() < slots(w, depth)
             && best_free
@@ -125,6 +139,79 @@ pub fn choose_worker<'w>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{ArgSlot, FnId, Key, Rank, TaskCode, TaskOptions, WorkerHello};
+    use std::time::Instant;
+
+    fn worker(rank: u32, queued: u64) -> Worker {
+        let mut w = Worker::new(Rank(rank), Instant::now());
+        w.hello = Some(WorkerHello {
+            nthreads: 1,
+            resources: vec![],
+            host: "h".into(),
+            pid: 1,
+            memory_limit: None,
+            memory_limit_source: String::new(),
+        });
+        w.processing = (0..queued)
+            .map(|k| Key(1000 * u64::from(rank) + k))
+            .collect();
+        w
+    }
+
+    /// Key 1, `nbytes` long, held by rank 2; key 2 reads it.
+    fn chunk_and_reader(nbytes: u64) -> (KeyMap<Task>, Task) {
+        let code = |deps: &[u64]| TaskCode {
+            func: FnId(0),
+            uses: Box::new([]),
+            args: deps.iter().map(|&d| ArgSlot::Future(Key(d))).collect(),
+        };
+        let mut chunk = Task::new(code(&[]), TaskOptions::default(), vec![], 0);
+        chunk.nbytes = nbytes;
+        chunk.state = TaskState::Memory {
+            who_has: vec![Rank(2)].into(),
+        };
+        let mut tasks = KeyMap::new();
+        tasks.insert(Key(1), chunk);
+        let reader = Task::new(code(&[1]), TaskOptions::default(), vec![Key(1)], 1);
+        (tasks, reader)
+    }
+
+    #[test]
+    fn short_tasks_stay_with_a_large_input_however_long_its_holders_queue() {
+        // A slice of a 32 MB chunk (64 ms to fetch) that runs 0.5 ms: its holder has 131
+        // tasks placed (66 ms at 0.5 ms each), the other worker none. Fetching would cost
+        // 128 times the slice's run: it waits for the holder.
+        let (tasks, slice) = chunk_and_reader(32_000_000);
+        let (holder, other) = (worker(2, 131), worker(3, 0));
+        let chosen = choose_worker(
+            &slice,
+            [&holder, &other].into_iter(),
+            &tasks,
+            Some(5e-4),
+            Some(5e-4),
+        );
+        assert!(chosen.is_none(), "{:?}", chosen.map(|w| w.rank));
+        // A task that runs 5 ms is worth the fetch (12.8 times its run) when the holder's
+        // queue is long enough.
+        let chosen = choose_worker(
+            &slice,
+            [&holder, &other].into_iter(),
+            &tasks,
+            Some(5e-3),
+            Some(5e-3),
+        );
+        assert_eq!(chosen.map(|w| w.rank), Some(Rank(3)));
+        // With nothing queued the holder takes it.
+        let idle_holder = worker(2, 0);
+        let chosen = choose_worker(
+            &slice,
+            [&idle_holder, &other].into_iter(),
+            &tasks,
+            Some(5e-4),
+            Some(5e-4),
+        );
+        assert_eq!(chosen.map(|w| w.rank), Some(Rank(2)));
+    }
 
     #[test]
     fn queue_depth_follows_task_duration() {
@@ -145,5 +232,9 @@ mod tests {
         // transfer's margin.
         assert!(!worth_moving(190_000_000, Some(0.6), 0.6));
         assert!(worth_moving(190_000_000, Some(0.6), 1.2));
+        // A slice of a 32 MB chunk does not, however long the queue it waits in: the
+        // transfer would cost hundreds of times the work it takes off the victim.
+        assert!(!worth_moving(32_000_000, Some(0.000_1), 10.0));
+        assert!(worth_moving(32_000_000, Some(0.01), 10.0));
     }
 }
