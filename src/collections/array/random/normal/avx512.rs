@@ -5,10 +5,11 @@ use super::{A, ATANH, B, C, D, E, F, HALF_LESS, MANTISSA, ONE, SPLIT, SPLIT_SQUA
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-/// [`from_uniform`](super::from_uniform) eight values at a time: the same operations on each lane, so the same
-/// bits as [`from_uniform_scalar`](super::from_uniform_scalar). Every lane goes through the central ratio; the lanes
-/// in the tails are packed into a list (position and `q`), which the tail formula then goes
-/// through eight at a time, a block of values at a time.
+/// [`from_uniform`](super::from_uniform) eight values at a time: the same operations on
+/// each lane, so the same bits as [`from_uniform_scalar`](super::from_uniform_scalar).
+/// Every lane goes through the central ratio; the lanes in the tails are packed into a list
+/// (position and `q`), which the tail formula then goes through 32 at a time, after each
+/// block of 1024 values.
 #[target_feature(enable = "avx512f,avx512dq")]
 pub(super) unsafe fn from_uniform(values: &mut [f64], mean: f64, std: f64) {
     /// Values per block: the most lanes one block can leave for the tail formula.
@@ -107,8 +108,9 @@ pub(super) unsafe fn from_uniform(values: &mut [f64], mean: f64, std: f64) {
     super::from_uniform_scalar(rest, mean, std);
 }
 
-/// The central ratio `q A(r) / B(r)` of `N` registers of uniform values (as [`central`](super::central)
-/// of `v - HALF_LESS`), the `N` chains of multiply-adds interleaved.
+/// The central ratio `q A(r) / B(r)` of `N` registers of uniform values (as
+/// [`central`](super::central) of `v - HALF_LESS`), the chains of multiply-adds
+/// interleaved; `(q, ratio)`.
 #[target_feature(enable = "avx512f,avx512dq")]
 #[inline]
 fn central<const N: usize>(v: [__m512d; N]) -> ([__m512d; N], [__m512d; N]) {
@@ -132,8 +134,8 @@ fn central<const N: usize>(v: [__m512d; N]) -> ([__m512d; N], [__m512d; N]) {
     (q, num)
 }
 
-/// [`tail`](super::tail) on `N` registers of `q` (any `q`: lanes of `|q| <= 0.425` give finite values,
-/// unused), the `N` chains interleaved.
+/// [`tail`](super::tail) on `N` registers of `q` (any `q`: lanes of `|q| <= 0.425` give
+/// finite values, unused), the chains interleaved.
 #[target_feature(enable = "avx512f,avx512dq")]
 #[inline]
 fn tail<const N: usize>(q: [__m512d; N]) -> [__m512d; N] {
