@@ -2,6 +2,7 @@
 
 use super::state::{Task, TaskState, Worker};
 use crate::keymap::KeyMap;
+use smallvec::SmallVec;
 
 /// Bandwidth assumed for moving a task's inputs between workers, bytes per second: what a
 /// move of a fresh 32 MB chunk between two busy workers took on the 2-core test machine
@@ -110,7 +111,8 @@ pub fn choose_worker<'w>(
     task_seconds: Option<f64>,
 ) -> Option<&'w Worker> {
     let depth = queue_depth(mean_task_seconds);
-    let eligible: Vec<(&Worker, u64)> = candidates
+    // The holders of the task's inputs and the least loaded worker: a few, on the stack.
+    let eligible: SmallVec<[(&Worker, u64); 4]> = candidates
         .filter(|w| is_eligible(task, w))
         .map(|w| (w, missing_bytes(task, w, tasks)))
         .collect();
@@ -183,34 +185,22 @@ mod tests {
         // 128 times the slice's run: it waits for the holder.
         let (tasks, slice) = chunk_and_reader(32_000_000);
         let (holder, other) = (worker(2, 131), worker(3, 0));
-        let chosen = choose_worker(
-            &slice,
-            [&holder, &other].into_iter(),
-            &tasks,
-            Some(5e-4),
-            Some(5e-4),
-        );
-        assert!(chosen.is_none(), "{:?}", chosen.map(|w| w.rank));
+        let choose = |holder: &Worker, run: f64| {
+            choose_worker(
+                &slice,
+                [holder, &other].into_iter(),
+                &tasks,
+                Some(run),
+                Some(run),
+            )
+            .map(|w| w.rank)
+        };
+        assert_eq!(choose(&holder, 5e-4), None);
         // A task that runs 5 ms is worth the fetch (12.8 times its run) when the holder's
         // queue is long enough.
-        let chosen = choose_worker(
-            &slice,
-            [&holder, &other].into_iter(),
-            &tasks,
-            Some(5e-3),
-            Some(5e-3),
-        );
-        assert_eq!(chosen.map(|w| w.rank), Some(Rank(3)));
+        assert_eq!(choose(&holder, 5e-3), Some(Rank(3)));
         // With nothing queued the holder takes it.
-        let idle_holder = worker(2, 0);
-        let chosen = choose_worker(
-            &slice,
-            [&idle_holder, &other].into_iter(),
-            &tasks,
-            Some(5e-4),
-            Some(5e-4),
-        );
-        assert_eq!(chosen.map(|w| w.rank), Some(Rank(2)));
+        assert_eq!(choose(&worker(2, 0), 5e-4), Some(Rank(2)));
     }
 
     #[test]

@@ -121,14 +121,7 @@ fn central<const N: usize>(v: [__m256d; N]) -> ([__m256d; N], [__m256d; N]) {
         q[i] = _mm256_sub_pd(v[i], _mm256_set1_pd(HALF_LESS));
         r[i] = _mm256_fnmadd_pd(q[i], q[i], _mm256_set1_pd(SPLIT_SQUARED));
     }
-    let mut num = [_mm256_set1_pd(A[7]); N];
-    let mut den = [_mm256_set1_pd(B[7]); N];
-    for k in (0..7).rev() {
-        for i in 0..N {
-            num[i] = _mm256_fmadd_pd(num[i], r[i], _mm256_set1_pd(A[k]));
-            den[i] = _mm256_fmadd_pd(den[i], r[i], _mm256_set1_pd(B[k]));
-        }
-    }
+    let (mut num, den) = polynomials(&A, &B, r);
     for i in 0..N {
         num[i] = _mm256_div_pd(_mm256_mul_pd(q[i], num[i]), den[i]);
     }
@@ -196,10 +189,25 @@ fn tail<const N: usize>(q: [__m256d; N]) -> [__m256d; N] {
     out
 }
 
-/// `c(x) / d(x)` on `N` registers by Horner's rule, the `2N` chains interleaved.
+/// `c(x) / d(x)` on `N` registers.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 fn ratio<const N: usize>(c: &[f64; 8], d: &[f64; 8], x: [__m256d; N]) -> [__m256d; N] {
+    let (mut num, den) = polynomials(c, d, x);
+    for i in 0..N {
+        num[i] = _mm256_div_pd(num[i], den[i]);
+    }
+    num
+}
+
+/// `(c(x), d(x))` on `N` registers by Horner's rule, the `2N` chains interleaved.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn polynomials<const N: usize>(
+    c: &[f64; 8],
+    d: &[f64; 8],
+    x: [__m256d; N],
+) -> ([__m256d; N], [__m256d; N]) {
     let mut num = [_mm256_set1_pd(c[7]); N];
     let mut den = [_mm256_set1_pd(d[7]); N];
     for k in (0..7).rev() {
@@ -208,8 +216,5 @@ fn ratio<const N: usize>(c: &[f64; 8], d: &[f64; 8], x: [__m256d; N]) -> [__m256
             den[i] = _mm256_fmadd_pd(den[i], x[i], _mm256_set1_pd(d[k]));
         }
     }
-    for i in 0..N {
-        num[i] = _mm256_div_pd(num[i], den[i]);
-    }
-    num
+    (num, den)
 }

@@ -120,14 +120,7 @@ fn central<const N: usize>(v: [__m512d; N]) -> ([__m512d; N], [__m512d; N]) {
         q[i] = _mm512_sub_pd(v[i], _mm512_set1_pd(HALF_LESS));
         r[i] = _mm512_fnmadd_pd(q[i], q[i], _mm512_set1_pd(SPLIT_SQUARED));
     }
-    let mut num = [_mm512_set1_pd(A[7]); N];
-    let mut den = [_mm512_set1_pd(B[7]); N];
-    for k in (0..7).rev() {
-        for i in 0..N {
-            num[i] = _mm512_fmadd_pd(num[i], r[i], _mm512_set1_pd(A[k]));
-            den[i] = _mm512_fmadd_pd(den[i], r[i], _mm512_set1_pd(B[k]));
-        }
-    }
+    let (mut num, den) = polynomials(&A, &B, r);
     for i in 0..N {
         num[i] = _mm512_div_pd(_mm512_mul_pd(q[i], num[i]), den[i]);
     }
@@ -168,6 +161,7 @@ fn tail<const N: usize>(q: [__m512d; N]) -> [__m512d; N] {
             series[i] = _mm512_fmadd_pd(series[i], z[i], _mm512_set1_pd(*c));
         }
     }
+    let mut t = r;
     for i in 0..N {
         let ln = _mm512_fmadd_pd(
             r[i],
@@ -175,9 +169,6 @@ fn tail<const N: usize>(q: [__m512d; N]) -> [__m512d; N] {
             _mm512_mul_pd(_mm512_add_pd(s[i], s[i]), series[i]),
         );
         r[i] = _mm512_sqrt_pd(_mm512_sub_pd(_mm512_setzero_pd(), ln));
-    }
-    let mut t = r;
-    for i in 0..N {
         t[i] = _mm512_sub_pd(r[i], _mm512_set1_pd(1.6));
     }
     let near = ratio(&C, &D, t);
@@ -195,10 +186,25 @@ fn tail<const N: usize>(q: [__m512d; N]) -> [__m512d; N] {
     out
 }
 
-/// `c(x) / d(x)` on `N` registers by Horner's rule, the `2N` chains interleaved.
+/// `c(x) / d(x)` on `N` registers.
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn ratio<const N: usize>(c: &[f64; 8], d: &[f64; 8], x: [__m512d; N]) -> [__m512d; N] {
+    let (mut num, den) = polynomials(c, d, x);
+    for i in 0..N {
+        num[i] = _mm512_div_pd(num[i], den[i]);
+    }
+    num
+}
+
+/// `(c(x), d(x))` on `N` registers by Horner's rule, the `2N` chains interleaved.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn polynomials<const N: usize>(
+    c: &[f64; 8],
+    d: &[f64; 8],
+    x: [__m512d; N],
+) -> ([__m512d; N], [__m512d; N]) {
     let mut num = [_mm512_set1_pd(c[7]); N];
     let mut den = [_mm512_set1_pd(d[7]); N];
     for k in (0..7).rev() {
@@ -207,8 +213,5 @@ fn ratio<const N: usize>(c: &[f64; 8], d: &[f64; 8], x: [__m512d; N]) -> [__m512
             den[i] = _mm512_fmadd_pd(den[i], x[i], _mm512_set1_pd(d[k]));
         }
     }
-    for i in 0..N {
-        num[i] = _mm512_div_pd(num[i], den[i]);
-    }
-    num
+    (num, den)
 }
