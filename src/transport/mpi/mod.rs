@@ -10,6 +10,10 @@
 //! blocking (`MPI_Imrecv`), at most one per sender at a time: the loop keeps handling other
 //! ranks' messages (the scheduler's heartbeats) while it arrives, which over TCP, with the
 //! sender and the page cache competing for the cores, can take a good part of a second.
+//! The sender's next messages, once matched, wait in a queue of their own until it has
+//! arrived, and one call matches at most [`MAX_MATCHED_PER_CALL`] messages: the loop never
+//! waits for a receive, so a worker receiving a stream of large values still sends its own,
+//! starts its tasks and reports their results in between.
 //!
 //! A frame's attachments (large payloads, see [`crate::protocol::frame::ATTACH_BYTES`]) follow it
 //! on the same tag, each as one message (or as parts, above the part size) sent straight
@@ -33,10 +37,12 @@ use super::{Incoming, Malformed, Transport};
 use crate::protocol::{Frame, Rank};
 use buffers::{SendBuffer, UninitByte};
 use mpi::datatype::Equivalence;
+use mpi::point_to_point::Message;
 use mpi::request::{Request, StaticScope};
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use reassembly::{PARTS_HEADER_LEN, Reassembler, parts_header};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 /// The tag of every mpidask message.
@@ -53,6 +59,16 @@ unsafe impl Equivalence for UninitByte {
 
 /// Messages at least this large are received without blocking.
 pub const ASYNC_RECEIVE_BYTES: usize = 1 << 20;
+
+/// Messages matched by one call of [`Transport::receive`] at most, so a stream of them
+/// cannot keep the loop from its other work.
+pub const MAX_MATCHED_PER_CALL: usize = 64;
+
+/// A message matched but not yet received (its sender's previous one is still arriving).
+struct Matched {
+    message: Message,
+    count: usize,
+}
 
 /// A large message being received from `source` into the reassembler's buffer for it.
 struct PendingReceive {
@@ -75,6 +91,9 @@ pub struct MpiTransport {
     pending: Vec<PendingSend>,
     /// Large messages being received, at most one per sender.
     receiving: Vec<PendingReceive>,
+    /// Per sender, the messages matched while one of theirs was still being received, in
+    /// the order they were sent.
+    matched: Vec<VecDeque<Matched>>,
     reassembler: Reassembler,
 }
 
@@ -91,6 +110,7 @@ impl MpiTransport {
             part_bytes,
             pending: Vec::new(),
             receiving: Vec::new(),
+            matched: (0..size).map(|_| VecDeque::new()).collect(),
             // Nothing larger than the machine's memory can be received.
             reassembler: Reassembler::new(
                 size,
@@ -102,17 +122,14 @@ impl MpiTransport {
         }
     }
 
-    /// Hands the large messages that have arrived to the reassembler; with `wait_for`, first
-    /// waits for the one from that sender.
-    fn complete_receives(
-        &mut self,
-        out: &mut Vec<Incoming>,
-        wait_for: Option<usize>,
-    ) -> Result<(), Malformed> {
+    /// Hands the large messages that have arrived to the reassembler, and starts receiving
+    /// the next matched message of each sender whose receive completed.
+    fn complete_receives(&mut self, out: &mut Vec<Incoming>) -> Result<(), Malformed> {
         if self.receiving.is_empty() {
             return Ok(());
         }
         let mut still = Vec::with_capacity(self.receiving.len());
+        let mut done = Vec::new();
         let mut receives = std::mem::take(&mut self.receiving).into_iter();
         while let Some(receive) = receives.next() {
             let PendingReceive {
@@ -120,9 +137,7 @@ impl MpiTransport {
                 count,
                 request,
             } = receive;
-            if wait_for == Some(source) {
-                request.wait();
-            } else if let Err(request) = request.test() {
+            if let Err(request) = request.test() {
                 still.push(PendingReceive {
                     source,
                     count,
@@ -140,8 +155,70 @@ impl MpiTransport {
                     return Err(malformed);
                 }
             }
+            done.push(source);
         }
         self.receiving = still;
+        for source in done {
+            self.start_matched(source, out)?;
+        }
+        Ok(())
+    }
+
+    /// Messages being received or matched and waiting their turn.
+    fn receives_in_flight(&self) -> usize {
+        self.receiving.len() + self.matched.iter().map(VecDeque::len).sum::<usize>()
+    }
+
+    /// Receives the matched messages queued for `source`, in order, until one has to be
+    /// received without blocking (or none is left).
+    fn start_matched(&mut self, source: usize, out: &mut Vec<Incoming>) -> Result<(), Malformed> {
+        while !self.receiving.iter().any(|r| r.source == source) {
+            let Some(Matched { message, count }) = self.matched[source].pop_front() else {
+                return Ok(());
+            };
+            self.start_receive(source, message, count, out)?;
+        }
+        Ok(())
+    }
+
+    /// Receives `message` (`count` bytes from `source`, every earlier message of whose has
+    /// been received) into the place the reassembler gives it: at once if it is small, else
+    /// without blocking.
+    fn start_receive(
+        &mut self,
+        source: usize,
+        message: Message,
+        count: usize,
+        out: &mut Vec<Incoming>,
+    ) -> Result<(), Malformed> {
+        let slot = match self.reassembler.accept(source, count) {
+            Ok(slot) => slot,
+            Err(malformed) => {
+                // The job ends now (the caller aborts it): the matched message is never
+                // received, and rsmpi panics when an unreceived one is dropped.
+                std::mem::forget(message);
+                return Err(malformed);
+            }
+        };
+        if count >= ASYNC_RECEIVE_BYTES {
+            // SAFETY: the slot is part of the buffer the reassembler keeps for `source`
+            // (a heap allocation that does not move) and does not touch until
+            // `received(source, ..)`, which comes only after this request completed (or
+            // never, when the job ends and the request is forgotten).
+            let slot: &'static mut [UninitByte] =
+                unsafe { std::slice::from_raw_parts_mut(slot.as_mut_ptr(), slot.len()) };
+            let request = message.immediate_matched_receive_into(StaticScope, slot);
+            self.receiving.push(PendingReceive {
+                source,
+                count,
+                request,
+            });
+            return Ok(());
+        }
+        message.matched_receive_into(slot);
+        if let Some(incoming) = self.reassembler.received(source, count)? {
+            out.push(incoming);
+        }
         Ok(())
     }
 
@@ -193,54 +270,38 @@ impl Transport for MpiTransport {
     }
 
     fn receive(&mut self, out: &mut Vec<Incoming>) -> Result<(), Malformed> {
-        self.complete_receives(out, None)?;
-        while let Some((message, status)) = self
-            .world
-            .any_process()
-            .immediate_matched_probe_with_tag(TAG_FRAME)
-        {
+        self.complete_receives(out)?;
+        for _ in 0..MAX_MATCHED_PER_CALL {
+            let Some((message, status)) = self
+                .world
+                .any_process()
+                .immediate_matched_probe_with_tag(TAG_FRAME)
+            else {
+                break;
+            };
             let source = usize::try_from(status.source_rank()).unwrap_or(usize::MAX);
             let count = usize::try_from(status.count(u8::equivalent_datatype())).unwrap_or(0);
-            // Messages from one sender go through the reassembler in order: the one still
-            // arriving from this sender completes first.
-            if self.receiving.iter().any(|r| r.source == source) {
-                self.complete_receives(out, Some(source))?;
-            }
-            let slot = match self.reassembler.accept(source, count) {
-                Ok(slot) => slot,
-                Err(malformed) => {
-                    // The job ends now (the caller aborts it): the matched message is never
-                    // received, and rsmpi panics when an unreceived one is dropped.
-                    std::mem::forget(message);
-                    return Err(malformed);
-                }
-            };
-            if count >= ASYNC_RECEIVE_BYTES {
-                // SAFETY: the slot is part of the buffer the reassembler keeps for `source`
-                // (a heap allocation that does not move) and does not touch until
-                // `received(source, ..)`, which comes only after this request completed (or
-                // never, when the job ends and the request is forgotten).
-                let slot: &'static mut [UninitByte] =
-                    unsafe { std::slice::from_raw_parts_mut(slot.as_mut_ptr(), slot.len()) };
-                let request = message.immediate_matched_receive_into(StaticScope, slot);
-                self.receiving.push(PendingReceive {
-                    source,
-                    count,
-                    request,
+            let Some(queue) = self.matched.get_mut(source) else {
+                std::mem::forget(message);
+                return Err(Malformed {
+                    from: Rank(u32::try_from(source).unwrap_or(u32::MAX)),
+                    reason: "a message from a rank outside the job".into(),
                 });
+            };
+            // Messages from one sender go through the reassembler in order: behind the one
+            // still arriving from this sender, this one waits its turn.
+            if !queue.is_empty() || self.receiving.iter().any(|r| r.source == source) {
+                queue.push_back(Matched { message, count });
                 continue;
             }
-            message.matched_receive_into(slot);
-            if let Some(incoming) = self.reassembler.received(source, count)? {
-                out.push(incoming);
-            }
+            self.start_receive(source, message, count, out)?;
         }
         Ok(())
     }
 
     fn progress(&mut self) -> usize {
         if self.pending.is_empty() {
-            return self.receiving.len();
+            return self.receives_in_flight();
         }
         let mut still = Vec::with_capacity(self.pending.len());
         for send in self.pending.drain(..) {
@@ -253,7 +314,7 @@ impl Transport for MpiTransport {
             }
         }
         self.pending = still;
-        self.pending.len() + self.receiving.len()
+        self.pending.len() + self.receives_in_flight()
     }
 
     fn wakes_receiver(&self) -> bool {
@@ -279,6 +340,9 @@ impl Drop for MpiTransport {
         }
         for receive in self.receiving.drain(..) {
             std::mem::forget(receive);
+        }
+        for queue in &mut self.matched {
+            queue.drain(..).for_each(std::mem::forget);
         }
     }
 }
