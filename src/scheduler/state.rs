@@ -87,6 +87,8 @@ pub struct Task {
     pub nbytes: u64,
     /// A value the client scattered, not a computed task.
     pub scattered: bool,
+    /// Broadcast to every worker: its copies stay while it lives, for the tasks to come.
+    pub broadcast: bool,
     /// Current state.
     pub state: TaskState,
 }
@@ -110,6 +112,7 @@ impl Task {
             attempt: 0,
             nbytes: 0,
             scattered: false,
+            broadcast: false,
             state: TaskState::Waiting,
         }
     }
@@ -132,6 +135,7 @@ impl Task {
             attempt: 0,
             nbytes,
             scattered: true,
+            broadcast: false,
             state: TaskState::Processing {
                 worker,
                 stealing: false,

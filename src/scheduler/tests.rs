@@ -874,6 +874,62 @@ fn replicas_are_tracked_and_released() {
 }
 
 #[test]
+fn copies_fetched_for_tasks_now_finished_are_freed_the_first_and_broadcasts_stay() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    // Value 1 lives on worker 2; tasks 2 and 3, pinned to worker 3, read it there.
+    env.submit(vec![task_with(
+        1,
+        &[],
+        TaskOptions {
+            workers: vec![Rank(2)],
+            ..Default::default()
+        },
+    )]);
+    assert_eq!(env.placements(), vec![(1, 2)]);
+    env.finish(1, 1000);
+    let on_3 = || TaskOptions {
+        workers: vec![Rank(3)],
+        ..Default::default()
+    };
+    env.submit(vec![task_with(2, &[1], on_3()), task_with(3, &[1], on_3())]);
+    assert_eq!(env.placements().len(), 2);
+    env.send(Rank(3), ToScheduler::AddReplicas(vec![Key(1)]));
+    env.finish(2, 8);
+    assert!(
+        released(&env.take_worker_messages()).is_empty(),
+        "task 3 still reads the copy on worker 3"
+    );
+    env.finish(3, 8);
+    assert_eq!(released(&env.take_worker_messages()), vec![(3, 1)]);
+    assert!(matches!(
+        env.state(1),
+        Some(TaskState::Memory { who_has }) if who_has.as_slice() == [Rank(2)]
+    ));
+    // A broadcast value keeps every copy after its readers finish.
+    env.client(ToScheduler::Scatter {
+        key: Key(4),
+        worker: Rank(2),
+        nbytes: 1000,
+    });
+    env.finish_as(Rank(2), 4, 0, 1000);
+    env.send(
+        Rank(2),
+        ToScheduler::Replicated {
+            key: Key(4),
+            workers: vec![Rank(3)],
+        },
+    );
+    env.submit(vec![task_with(5, &[4], on_3())]);
+    assert_eq!(env.placements().len(), 1);
+    env.finish(5, 8);
+    assert!(released(&env.take_worker_messages()).is_empty());
+    assert!(matches!(
+        env.state(4),
+        Some(TaskState::Memory { who_has }) if who_has.len() == 2
+    ));
+}
+
+#[test]
 fn shutdown_is_a_two_phase_handshake() {
     let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
     env.client(ToScheduler::ClientDone { code: 3 });

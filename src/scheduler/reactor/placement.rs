@@ -145,6 +145,9 @@ impl Scheduler {
             early.replicas.extend(workers);
             return;
         }
+        if let Some(task) = self.tasks.get_mut(&key) {
+            task.broadcast = true;
+        }
         for worker in workers {
             self.on_add_replicas(worker, &[key]);
         }

@@ -222,6 +222,38 @@ impl Scheduler {
         if let Some(task) = self.tasks.get_mut(&key) {
             task.unfinished_dependents -= 1;
             self.maybe_forget(key);
+            self.reduce_replicas(key);
+        }
+    }
+
+    /// Frees the copies of `key` beyond the first once no unfinished task reads it (Dask's
+    /// `ReduceReplicas`, done at once): a value the client keeps (a persisted chunk, say)
+    /// stays where it was made, and the workers that fetched it for tasks now finished get
+    /// their memory back, for the next values they receive. A broadcast value keeps its
+    /// copies, for the tasks still to come.
+    fn reduce_replicas(&mut self, key: Key) {
+        let Some(task) = self.tasks.get_mut(&key) else {
+            return;
+        };
+        if task.unfinished_dependents > 0 || task.broadcast {
+            return;
+        }
+        let TaskState::Memory { who_has } = &mut task.state else {
+            return;
+        };
+        if who_has.len() < 2 {
+            return;
+        }
+        let nbytes = task.nbytes;
+        let copies: Vec<Rank> = who_has.drain(1..).collect();
+        for rank in copies {
+            if let Some(w) = self.worker_mut(rank) {
+                w.nbytes = w.nbytes.saturating_sub(nbytes);
+            }
+            // Sent now, not with the round's batched releases: ahead of any task this
+            // round may yet place on that worker, which then fetches the value anew.
+            self.outbox
+                .push(Output::Worker(rank, ToWorker::ReleaseKeys(vec![key])));
         }
     }
 
