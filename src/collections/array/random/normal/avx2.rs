@@ -1,6 +1,6 @@
 //! Normal values with AVX2 and FMA: four lanes a register, the same steps as the scalar
-//! formulas of the parent module (AVX2 has no compress: the tails' list is built from each
-//! register's sign mask).
+//! formulas of the parent module (AVX2 has no compress: the tails' list is built by a
+//! permutation that each register's mask picks from a table).
 
 use super::{A, ATANH, B, C, D, E, F, HALF_LESS, MANTISSA, ONE, SPLIT, SPLIT_SQUARED};
 use std::arch::x86_64::*;
@@ -25,21 +25,29 @@ pub(super) unsafe fn from_uniform(values: &mut [f64], mean: f64, std: f64) {
     let (body, rest) = values.split_at_mut(whole);
     for block in body.chunks_mut(BLOCK) {
         let mut tails = 0;
+        // Appends the lanes of `q` in the tails (and their positions) to the list without a
+        // branch: the register's lanes, moved by the permutation its mask selects, are all
+        // stored, and the list grows by the number that belong to it (which of 4 lanes are
+        // in the tails is too random for a branch to predict).
         let mut list = |q: __m256d, at: usize| {
             let far = _mm256_cmp_pd::<_CMP_GT_OQ>(abs(q), split);
-            let mut bits = _mm256_movemask_pd(far);
-            if bits != 0 {
-                let mut lanes = [0.0; 4];
-                // SAFETY: `lanes` holds exactly four f64.
-                unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), q) };
-                while bits != 0 {
-                    let lane = bits.trailing_zeros() as usize;
-                    tail_at[tails].write(at + lane);
-                    tail_q[tails].write(lanes[lane]);
-                    tails += 1;
-                    bits &= bits - 1;
-                }
+            let bits = _mm256_movemask_pd(far) as usize & 0xf;
+            // SAFETY: `COMPRESS[bits]` holds eight i32 (unaligned load); `tails + 4 <=
+            // BLOCK + 4` entries fit in both lists (at most BLOCK values are listed before
+            // the last store of a block), and every entry is a plain 64-bit value.
+            unsafe {
+                let order = _mm256_loadu_si256(COMPRESS[bits].as_ptr().cast());
+                let lanes = _mm256_permutevar8x32_ps(_mm256_castpd_ps(q), order);
+                let positions =
+                    _mm256_add_epi64(_mm256_set1_epi64x(at as i64), _mm256_set_epi64x(3, 2, 1, 0));
+                let positions = _mm256_permutevar8x32_epi32(positions, order);
+                _mm256_storeu_pd(
+                    tail_q.as_mut_ptr().add(tails).cast(),
+                    _mm256_castps_pd(lanes),
+                );
+                _mm256_storeu_si256(tail_at.as_mut_ptr().add(tails).cast(), positions);
             }
+            tails += bits.count_ones() as usize;
         };
         let mut quads = block.chunks_exact_mut(16);
         let mut at = 0;
@@ -102,6 +110,27 @@ pub(super) unsafe fn from_uniform(values: &mut [f64], mean: f64, std: f64) {
     }
     super::from_uniform_scalar(rest, mean, std);
 }
+
+/// For each 4-bit mask of lanes, the 32-bit moves (`_mm256_permutevar8x32_*`) that bring
+/// those 64-bit lanes, in order, to the front of a register.
+const COMPRESS: [[i32; 8]; 16] = {
+    let mut table = [[0; 8]; 16];
+    let mut mask = 0;
+    while mask < 16 {
+        let mut next = 0;
+        let mut lane: usize = 0;
+        while lane < 4 {
+            if mask & (1 << lane) != 0 {
+                table[mask][2 * next] = (2 * lane) as i32;
+                table[mask][2 * next + 1] = (2 * lane + 1) as i32;
+                next += 1;
+            }
+            lane += 1;
+        }
+        mask += 1;
+    }
+    table
+};
 
 /// `|x|`.
 #[target_feature(enable = "avx2")]
