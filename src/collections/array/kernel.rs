@@ -1127,8 +1127,8 @@ fn column_sums(block: &[f64], rows: usize, cols: usize, out: &mut Vec<f64>) {
         }
         for j in 0..n {
             let tail: f64 = (full..rows).map(|i| block[i * cols + start + j]).sum();
-            let [a0, a1, a2, a3, a4, a5, a6, a7] = acc.map(|a| a[j]);
-            out.push(((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7)) + tail);
+            let a = |l: usize| acc[l][j];
+            out.push(((a(0) + a(4)) + (a(1) + a(5))) + ((a(2) + a(6)) + (a(3) + a(7))) + tail);
         }
     }
 }
