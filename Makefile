@@ -81,9 +81,14 @@ pyenv:
 build: deps
 	$(CARGO) build --release --bins --examples
 
+# The source goes to PREFIX/share/mpidask/source as `cargo package` lists it (the crate a
+# registry would get): what `mpidask new` projects depend on.
 install: build
-	install -d $(PREFIX)/bin $(PREFIX)/modulefiles/mpidask
+	install -d $(PREFIX)/bin $(PREFIX)/modulefiles/mpidask $(PREFIX)/share/mpidask
 	install -m 0755 target/release/mpidask $(PREFIX)/bin/mpidask
+	$(CARGO) package --no-verify --allow-dirty --offline --quiet
+	rm -rf $(PREFIX)/share/mpidask/source && mkdir -p $(PREFIX)/share/mpidask/source
+	tar -xzf target/package/mpidask-$(VERSION).crate --strip-components=1 -C $(PREFIX)/share/mpidask/source
 	sed -e 's|@PREFIX@|$(abspath $(PREFIX))|g' -e 's|@VERSION@|$(VERSION)|g' \
 	  jobscripts/modulefile.tcl > $(PREFIX)/modulefiles/mpidask/$(VERSION)
 	@echo "installed: module use $(abspath $(PREFIX))/modulefiles && module load mpidask"
@@ -119,6 +124,10 @@ test-install: test-deps
 	  module load mpidask && [ "$$(command -v mpidask)" = $(INSTALL_CHECK)/bin/mpidask ] && \
 	  [ "$$MPIDASK_HOME" = $(INSTALL_CHECK) ] && mpidask exit-codes | grep -q "^ *9 "' && \
 	  echo "test-install: module load mpidask gives $(INSTALL_CHECK)/bin/mpidask"
+	rm -rf $(INSTALL_CHECK)/new && mkdir -p $(INSTALL_CHECK)/new
+	cd $(INSTALL_CHECK)/new && env -u MPIDASK_SOURCE $(INSTALL_CHECK)/bin/mpidask new demo >/dev/null && \
+	  grep -qF 'path = "$(INSTALL_CHECK)/share/mpidask/source"' demo/Cargo.toml && \
+	  echo "test-install: mpidask new depends on the installed source"
 
 # The integration tests with Open MPI's shared-memory transport off: every byte between
 # ranks goes over TCP, as between nodes.

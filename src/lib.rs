@@ -60,6 +60,7 @@ mod logging;
 mod memory;
 mod node;
 mod private_dir;
+pub mod project;
 mod startup;
 mod trace;
 mod worker;

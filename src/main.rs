@@ -1,5 +1,5 @@
-//! The `mpidask` command: facts about a launch, Slurm batch scripts for programs, and the
-//! exit codes of mpidask jobs.
+//! The `mpidask` command: new projects, facts about a launch, Slurm batch scripts for
+//! programs, and the exit codes of mpidask jobs.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -16,6 +16,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Commands {
+    /// Make a new Cargo project NAME (in ./NAME) for an mpidask program: Cargo.toml,
+    /// src/main.rs (futures and a chunked array, answers checked), jobscript.sbatch, README
+    New(NewArgs),
     /// Print the MPI library, thread level, ranks and workers of a launch (run it the way a
     /// job runs: `mpirun -np 4 mpidask info`)
     Info {
@@ -38,6 +41,116 @@ enum Commands {
         #[arg(long)]
         wait: bool,
     },
+}
+
+/// Where `mpidask new` makes the project and where it takes mpidask from.
+#[derive(clap::Args, Debug)]
+struct NewArgs {
+    /// The package and program name (ASCII letters, digits, - and _, starting with a letter)
+    name: String,
+    /// Depend on the mpidask source in DIR [default: $MPIDASK_SOURCE, else the source `make
+    /// install` put beside this command (PREFIX/share/mpidask/source), else the checkout it
+    /// was built from]
+    #[arg(long, value_name = "DIR", conflicts_with = "git")]
+    path: Option<std::path::PathBuf>,
+    /// Depend on mpidask from a git repository instead of a directory
+    #[arg(long, value_name = "URL")]
+    git: Option<String>,
+    /// With --git: the branch, tag or commit
+    #[arg(long, value_name = "REV", requires = "git")]
+    rev: Option<String>,
+}
+
+/// The source directories `mpidask new` tries when not given one, in order, each with how
+/// it was found.
+fn source_candidates() -> Vec<(std::path::PathBuf, &'static str)> {
+    let mut found = Vec::new();
+    if let Some(dir) = std::env::var_os("MPIDASK_SOURCE") {
+        found.push((dir.into(), "MPIDASK_SOURCE"));
+    }
+    if let Some(bin) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.to_path_buf()))
+    {
+        found.push((
+            bin.join("../share/mpidask/source"),
+            "beside the mpidask command",
+        ));
+    }
+    found.push((
+        env!("CARGO_MANIFEST_DIR").into(),
+        "the checkout this command was built from",
+    ));
+    found
+}
+
+/// Makes the project; the message for the user, or what went wrong.
+fn new_project(args: &NewArgs) -> anyhow::Result<String> {
+    use mpidask::project::{Dependency, NewProject, check_source, validate_name};
+    validate_name(&args.name)?;
+    let (dependency, lockfile) = match (&args.git, &args.path) {
+        (Some(url), _) => (
+            Dependency::Git {
+                url: url.clone(),
+                rev: args.rev.clone(),
+            },
+            None,
+        ),
+        (None, given) => {
+            let source = match given {
+                Some(dir) => {
+                    check_source(dir)?;
+                    dir.clone()
+                }
+                None => {
+                    let candidates = source_candidates();
+                    match candidates.iter().find(|(dir, _)| check_source(dir).is_ok()) {
+                        Some((dir, _)) => dir.clone(),
+                        None => {
+                            let tried: Vec<String> = candidates
+                                .iter()
+                                .map(|(dir, how)| format!("{} ({how})", dir.display()))
+                                .collect();
+                            anyhow::bail!(
+                                "mpidask's source is not in any of {}: give --path DIR (a copy of \
+                                 mpidask's source) or --git URL",
+                                tried.join(", ")
+                            )
+                        }
+                    }
+                }
+            };
+            let source = std::fs::canonicalize(&source)
+                .with_context(|| format!("resolving {}", source.display()))?;
+            let lockfile = std::fs::read_to_string(source.join("Cargo.lock")).ok();
+            (Dependency::Path(source), lockfile)
+        }
+    };
+    let jobscript = mpidask::jobscript::JobSpec {
+        job_name: Some(args.name.clone()),
+        command: vec![format!("./target/release/{}", args.name)],
+        ..Default::default()
+    }
+    .render()?;
+    let project = NewProject {
+        name: args.name.clone(),
+        dependency,
+        jobscript,
+        lockfile,
+    };
+    let dir = std::path::PathBuf::from(&args.name);
+    project.create(&dir)?;
+    let from = match &project.dependency {
+        Dependency::Path(path) => format!("mpidask from {}", path.display()),
+        Dependency::Git { url, .. } => format!("mpidask from {url}"),
+    };
+    Ok(format!(
+        "created {name}/ ({from})\n\n  cd {name}\n  cargo build --release\n  \
+         target/release/{name}                    # local mode\n  \
+         mpirun -np 4 target/release/{name}       # scheduler, client, 2 workers\n  \
+         mpidask submit -- ./target/release/{name}  # a Slurm job (jobscript.sbatch is one)",
+        name = args.name
+    ))
 }
 
 /// A batch job for one mpidask program (see `mpidask jobscript --help`).
@@ -180,6 +293,13 @@ fn main() {
     let cli: Cli = mpidask::parse_args();
     match cli.command {
         Commands::ExitCodes => println!("{}", exit_code_help()),
+        Commands::New(args) => match new_project(&args) {
+            Ok(message) => println!("{message}"),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(ExitCode::Usage.code())
+            }
+        },
         Commands::Jobscript(job) => print!("{}", job.script()),
         Commands::Submit { job, script, wait } => match submit(&job, script, wait) {
             Ok(code) => std::process::exit(code),
