@@ -195,6 +195,11 @@ pub struct RuntimeArgs {
     #[arg(long, env = "MPIDASK_REPORT", value_name = "FILE.html")]
     pub report: Option<std::path::PathBuf>,
 
+    /// Also write each rank's log lines to DIR/rank-<rank>-<role>.log (made if missing); the
+    /// launcher's output is unchanged
+    #[arg(long, env = "MPIDASK_LOG_DIR", value_name = "DIR")]
+    pub log_dir: Option<std::path::PathBuf>,
+
     /// Seconds between two progress lines when the output is not a terminal (progress
     /// shows as a live bar on a terminal)
     #[arg(long, env = "MPIDASK_PROGRESS_INTERVAL", value_name = "SECONDS",
@@ -230,6 +235,7 @@ impl Default for RuntimeArgs {
             local_directory: None,
             trace: None,
             report: None,
+            log_dir: None,
             progress_interval: DEFAULT_PROGRESS_INTERVAL,
             poll_max_us: DEFAULT_POLL_MAX_US,
             message_part_bytes: DEFAULT_PART_BYTES,

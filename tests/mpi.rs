@@ -1382,6 +1382,80 @@ fn test_trace_and_report() -> Result<(), Failed> {
     })
 }
 
+/// `--log-dir`: one file per rank holding that rank's lines (with the per-module filter of
+/// `MPIDASK_LOG`), the launcher's output unchanged; in local mode, one file per thread rank.
+fn test_log_dir() -> Result<(), Failed> {
+    check(|| {
+        let dir = support::scratch_dir("log-dir");
+        let logs = dir.join("logs");
+        let mut command = scenario_under_mpirun(4, "success");
+        command
+            .env("MPIDASK_LOG_DIR", &logs)
+            .env("MPIDASK_LOG", "info,mpidask::scheduler=debug");
+        let run = launch(command);
+        // (Not expect_quiet: the scheduler's debug lines quote the scenario's task panics.)
+        run.expect_code(0)
+            .expect_stdout("SCENARIO success OK workers=2");
+        assert!(run.log_lines("ERROR").is_empty() && run.log_lines("WARN").is_empty());
+        let mut names: Vec<String> = std::fs::read_dir(&logs)
+            .expect("the log directory was made")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "rank-0-scheduler.log",
+                "rank-1-client.log",
+                "rank-2-worker.log",
+                "rank-3-worker.log"
+            ]
+        );
+        let scheduler = std::fs::read_to_string(logs.join("rank-0-scheduler.log")).unwrap();
+        assert!(
+            scheduler.contains("] DEBUG: ") && scheduler.contains("job ends with exit code 0"),
+            "the scheduler's debug and info lines:\n{scheduler}"
+        );
+        for (file, rank) in [
+            ("rank-0-scheduler.log", 0),
+            ("rank-1-client.log", 1),
+            ("rank-2-worker.log", 2),
+            ("rank-3-worker.log", 3),
+        ] {
+            let text = std::fs::read_to_string(logs.join(file)).unwrap();
+            // Log lines, not the continuation lines of a message of several lines.
+            for line in text.lines().filter(|l| l.starts_with('[')) {
+                assert!(
+                    line.contains(&format!("s rank {rank} ")),
+                    "{file} holds only rank {rank}'s lines: {line}"
+                );
+                assert!(
+                    run.stderr.contains(line),
+                    "every line is still on stderr: {line}"
+                );
+                assert!(
+                    !line.contains("DEBUG") || rank == 0,
+                    "debug lines only from mpidask::scheduler: {line}"
+                );
+            }
+        }
+        // Local mode: the ranks are threads, each with its file.
+        let local_logs = dir.join("local-logs");
+        let mut local = local_scenario("success");
+        local.env("MPIDASK_LOG_DIR", &local_logs);
+        launch(local).expect_code(0);
+        for file in [
+            "rank-0-scheduler.log",
+            "rank-1-client.log",
+            "rank-2-worker.log",
+        ] {
+            assert!(local_logs.join(file).is_file(), "local mode: {file}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+}
+
 fn test_trace_written_when_stopped_by_signal() -> Result<(), Failed> {
     check(|| {
         let dir = support::scratch_dir("trace-signal");
@@ -1911,6 +1985,7 @@ fn main() {
         Trial::test("silent_scheduler_aborts_5", test_silent_scheduler),
         Trial::test("startup_with_32_ranks", test_startup_with_32_ranks),
         Trial::test("task_stream_trace_and_html_report", test_trace_and_report),
+        Trial::test("log_dir_one_file_per_rank", test_log_dir),
         Trial::test(
             "trace_written_when_stopped_by_signal",
             test_trace_written_when_stopped_by_signal,

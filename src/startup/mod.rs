@@ -44,6 +44,9 @@ where
     R: ClientOutcome,
 {
     logging::init();
+    if let Some(dir) = &args.log_dir {
+        logging::log_to_dir(dir);
+    }
     panics::install_panic_hook();
     let stop_signal = signals::install_stop_handlers();
     let code = mpi_job::start(&args, &stop_signal, program);
@@ -64,6 +67,9 @@ where
 /// ```
 pub fn run_local<T: Send>(args: RuntimeArgs, program: impl FnOnce(&Client) -> T + Send) -> T {
     logging::init();
+    if let Some(dir) = &args.log_dir {
+        logging::log_to_dir(dir);
+    }
     panics::install_panic_hook();
     let (_, result) = local::local_job(
         &args,
