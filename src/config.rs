@@ -30,6 +30,8 @@ pub const DEFAULT_MEMORY_SPILL: f64 = 0.6;
 pub const DEFAULT_MEMORY_PAUSE: f64 = 0.8;
 /// Default `--progress-interval`, seconds.
 pub const DEFAULT_PROGRESS_INTERVAL: f64 = 10.0;
+/// Default of `--report-interval`, seconds.
+pub const DEFAULT_REPORT_INTERVAL: f64 = 30.0;
 /// Default `--poll-max-us`.
 pub const DEFAULT_POLL_MAX_US: u64 = 1000;
 
@@ -190,12 +192,18 @@ pub struct RuntimeArgs {
     #[arg(long, env = "MPIDASK_TRACE", value_name = "FILE")]
     pub trace: Option<std::path::PathBuf>,
 
-    /// Write a self-contained HTML report (task stream and summary) to FILE when the job
-    /// ends, also after a failure
+    /// Write a self-contained HTML report (task stream, memory, transfers, progress,
+    /// summary, failures) to FILE while the job runs and when it ends, also after a failure
     #[arg(long, env = "MPIDASK_REPORT", value_name = "FILE.html")]
     pub report: Option<std::path::PathBuf>,
 
-    /// Also write each rank's log lines to DIR/rank-<rank>-<role>.log (made if missing); the
+    /// Seconds between two rewrites of the --report file while the job runs (each replaces
+    /// the file whole, so it can be opened at any time)
+    #[arg(long, env = "MPIDASK_REPORT_INTERVAL", value_name = "SECONDS",
+          default_value_t = DEFAULT_REPORT_INTERVAL, value_parser = parse_seconds)]
+    pub report_interval: f64,
+
+    /// Also write each rank's log lines to DIR/rank-RANK-ROLE.log (made if missing); the
     /// launcher's output is unchanged
     #[arg(long, env = "MPIDASK_LOG_DIR", value_name = "DIR")]
     pub log_dir: Option<std::path::PathBuf>,
@@ -235,6 +243,7 @@ impl Default for RuntimeArgs {
             local_directory: None,
             trace: None,
             report: None,
+            report_interval: DEFAULT_REPORT_INTERVAL,
             log_dir: None,
             progress_interval: DEFAULT_PROGRESS_INTERVAL,
             poll_max_us: DEFAULT_POLL_MAX_US,
@@ -281,6 +290,11 @@ impl RuntimeArgs {
     /// `true` if `--trace` or `--report` asks for the task stream.
     pub fn tracing(&self) -> bool {
         self.trace.is_some() || self.report.is_some()
+    }
+
+    /// `--report-interval` as a duration.
+    pub fn report_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.report_interval)
     }
 
     /// `--progress-interval` as a duration.

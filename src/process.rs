@@ -24,6 +24,20 @@ pub fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Resident memory of this process now (`VmRSS` of `/proc/self/status`), bytes; 0 where
+/// the kernel does not say.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// This machine's host name (`uname`), or `localhost` if it has none.
 pub fn hostname() -> String {
     let name = rustix::system::uname();
@@ -116,6 +130,7 @@ mod tests {
             peak_rss_bytes() > 1 << 20,
             "a test process holds more than 1 MiB"
         );
+        assert!(rss_bytes() > 1 << 20 && rss_bytes() <= peak_rss_bytes());
         assert!(!hostname().is_empty());
         assert_ne!(
             core_set_fingerprint(),

@@ -1365,12 +1365,47 @@ fn test_trace_and_report() -> Result<(), Failed> {
         assert_eq!(summary["exit_code"], 0);
         assert_eq!(summary["workers"].as_array().map(Vec::len), Some(2));
 
-        // The report draws one rectangle per task run in a real browser.
+        // The report draws one rectangle per task run in a real browser, each with its
+        // details (bytes in and out: the 100 kB value made and read), and the panels.
         expect_private(&report_path);
         let dom = support::render_in_chromium(&report_path);
         assert_eq!(dom.matches("class=\"task").count(), 33, "{dom}");
         assert!(dom.contains("data-rendered=\"33\""), "{dom}");
         assert!(dom.contains("refuse_seven") && dom.contains("rank 3 worker"));
+        assert!(
+            dom.contains("out 97.66 KiB") && dom.contains("in 97.66 KiB"),
+            "task details name their bytes: {dom}"
+        );
+        assert!(dom.contains("The job ended with exit code 0."), "{dom}");
+        // Failures with their messages.
+        assert!(dom.contains("id=\"failures\" data-count=\"1\""), "{dom}");
+        assert!(dom.contains("seven is not allowed"), "{dom}");
+        // Four charts: memory for each of the 2 workers (in memory, on disk, resident,
+        // with limit, pause and spill lines), transfers, progress of the 4 task kinds.
+        assert_eq!(dom.matches("class=\"chart\"").count(), 4, "{dom}");
+        assert!(dom.contains("id=\"memory\" data-charts=\"2\""), "{dom}");
+        assert!(
+            dom.matches("data-series=\"3\"").count() >= 2,
+            "memory charts: {dom}"
+        );
+        assert!(
+            dom.contains("data-series=\"4\""),
+            "progress of 4 kinds: {dom}"
+        );
+        assert!(
+            dom.matches("class=\"threshold\"").count() >= 6,
+            "limit, pause and spill on each memory chart: {dom}"
+        );
+        assert!(
+            dom.contains("2 \u{2192} 3"),
+            "a transfer from rank 2 to 3: {dom}"
+        );
+        support::screenshot_in_chromium(
+            &report_path,
+            &std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("report.png"),
+            1300,
+            2200,
+        );
         // Nothing else is left: the private directories the files were made in are gone.
         let left: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
@@ -1452,6 +1487,51 @@ fn test_log_dir() -> Result<(), Failed> {
         ] {
             assert!(local_logs.join(file).is_file(), "local mode: {file}");
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+}
+
+/// While the job runs, the report is rewritten every `--report-interval` seconds, whole
+/// each time (a reader never sees half a page): a copy taken mid-job renders, says the job
+/// is running and shows the tasks finished so far; the last one has the exit code.
+fn test_report_rewritten_while_running() -> Result<(), Failed> {
+    check(|| {
+        let dir = support::scratch_dir("report-live");
+        let report_path = dir.join("report.html");
+        let interim_path = dir.join("interim.html");
+        let mut command = scenario_under_mpirun(4, "long_job");
+        command
+            .env("MPIDASK_REPORT", &report_path)
+            .env("MPIDASK_REPORT_INTERVAL", "0.3");
+        let (report, interim) = (report_path.clone(), interim_path.clone());
+        let run = signalled(command, move |session| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while std::time::Instant::now() < deadline {
+                let text = std::fs::read_to_string(&report).unwrap_or_default();
+                if text.contains("The job is running") && text.contains("\"kinds\":[\"square\"") {
+                    std::fs::write(&interim, &text).expect("copy the report");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            signal_members(session, libc::SIGTERM);
+        });
+        expect_orderly_stop(&run, ExitCode::Signal.code(), "SIGTERM");
+        let text = std::fs::read_to_string(&interim_path)
+            .expect("a report with the first tasks was written while the job ran");
+        assert!(text.trim_end().ends_with("</html>"), "a whole page");
+        let dom = support::render_in_chromium(&interim_path);
+        assert!(dom.contains("data-running=\"true\""), "{dom}");
+        assert!(
+            dom.contains("data-rendered=\"8\""),
+            "the 8 quick tasks: {dom}"
+        );
+        let last = support::render_in_chromium(&report_path);
+        assert!(
+            last.contains("The job ended with exit code 9."),
+            "the last report: {last}"
+        );
+        assert!(last.contains("data-running=\"false\""));
         let _ = std::fs::remove_dir_all(&dir);
     })
 }
@@ -1927,6 +2007,8 @@ fn test_malformed_flag() -> Result<(), Failed> {
     check(|| {
         let run = launch(mpirun(4, &example("pi"), &["--worker-timeout", "ten"]));
         expect_usage_error_once(&run, "invalid value 'ten' for '--worker-timeout <SECONDS>'");
+        let run = launch(mpirun(4, &example("pi"), &["--report-interval", "0"]));
+        expect_usage_error_once(&run, "invalid value '0' for '--report-interval <SECONDS>'");
     })
 }
 
@@ -1986,6 +2068,10 @@ fn main() {
         Trial::test("startup_with_32_ranks", test_startup_with_32_ranks),
         Trial::test("task_stream_trace_and_html_report", test_trace_and_report),
         Trial::test("log_dir_one_file_per_rank", test_log_dir),
+        Trial::test(
+            "report_rewritten_while_running",
+            test_report_rewritten_while_running,
+        ),
         Trial::test(
             "trace_written_when_stopped_by_signal",
             test_trace_written_when_stopped_by_signal,

@@ -267,6 +267,21 @@ pub enum TraceEvent {
         duration_us: u64,
         /// `false` if it panicked or returned `Err`.
         ok: bool,
+        /// Bytes of its inputs: arguments sent with it and values it read.
+        bytes_in: u64,
+        /// Bytes of its encoded result (0 if it failed).
+        bytes_out: u64,
+    },
+    /// A worker's memory, sampled once a second while the task stream is recorded.
+    Memory {
+        /// When.
+        at_us: u64,
+        /// Bytes of the values it holds in memory.
+        stored_bytes: u64,
+        /// Bytes of its values on disk.
+        spilled_bytes: u64,
+        /// The process's resident memory.
+        rss_bytes: u64,
     },
     /// A value moved between this rank and `peer`.
     Transfer {

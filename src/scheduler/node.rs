@@ -96,6 +96,9 @@ impl Node for SchedulerNode {
     fn on_tick(&mut self, out: &mut Outbox, now: Instant) {
         self.scheduler.tick(now);
         self.route(out);
+        if let Some(trace) = &mut self.trace {
+            trace.tick(now);
+        }
         if now.duration_since(self.last_heartbeat) >= node::HEARTBEAT {
             self.last_heartbeat = now;
             for &rank in &self.others {

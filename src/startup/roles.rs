@@ -9,7 +9,7 @@ use crate::logging;
 use crate::node::{self, DriveSettings, HEARTBEAT, abort_job, drive};
 use crate::protocol::{Rank, WorkerHello};
 use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerNode};
-use crate::trace::TraceCollector;
+use crate::trace::{ReportSettings, TraceCollector};
 use crate::transport::{Collectives, Transport};
 use crate::worker::executor::Executor;
 use crate::worker::store::{DiskReport, SpillPolicy};
@@ -55,9 +55,17 @@ pub(super) fn scheduler_main(
         stall_warning: args.stall_warning(),
         job_key,
     };
-    let trace = args
-        .tracing()
-        .then(|| TraceCollector::new(args.trace.clone(), args.report.clone()));
+    let trace = args.tracing().then(|| {
+        TraceCollector::new(
+            args.trace.clone(),
+            args.report.clone(),
+            ReportSettings {
+                interval: args.report_interval(),
+                memory_spill: args.memory_spill,
+                memory_pause: args.memory_pause,
+            },
+        )
+    });
     let mut node = SchedulerNode::new(Scheduler::new(config, Instant::now()), others, trace);
     let code = drive(
         &mut node,

@@ -100,6 +100,22 @@ pub(super) fn write(
                 )?;
                 continue;
             }
+            TraceEvent::Memory {
+                at_us,
+                stored_bytes,
+                spilled_bytes,
+                rss_bytes,
+            } => {
+                // A counter track per worker (Perfetto draws it as a graph).
+                emit(
+                    out,
+                    &json!({"name": "memory", "cat": "memory", "ph": "C",
+                            "ts": relative(*at_us), "pid": rank.0,
+                            "args": {"stored": stored_bytes, "spilled": spilled_bytes,
+                                     "rss": rss_bytes}}),
+                )?;
+                continue;
+            }
             TraceEvent::Task {
                 key,
                 func,
@@ -107,6 +123,8 @@ pub(super) fn write(
                 start_us,
                 duration_us,
                 ok,
+                bytes_in,
+                bytes_out,
             } => {
                 let kind = collector.kind_name(*func);
                 Complete {
@@ -117,7 +135,8 @@ pub(super) fn write(
                     dur: *duration_us as f64,
                     pid: rank.0,
                     tid: *thread,
-                    args: json!({"key": format!("{kind}-{}", key.0), "ok": ok}),
+                    args: json!({"key": format!("{kind}-{}", key.0), "ok": ok,
+                                 "bytes_in": bytes_in, "bytes_out": bytes_out}),
                 }
             }
             TraceEvent::Transfer {

@@ -1,6 +1,9 @@
-//! The task stream as one self-contained HTML page (no network access needed): the summary
-//! as tables, and the stream drawn as SVG by a small script from data embedded in the page:
-//! a row per worker thread, a rectangle per task run, a colour per task kind.
+//! The task stream as one self-contained HTML page (no network access needed), in the
+//! spirit of Dask's `performance_report`: the summary and the failures as tables, and,
+//! drawn as SVG by the page's own script from data embedded in it, the task stream (zoom,
+//! a tooltip per task), memory per worker with its limit and thresholds, transfers per
+//! pair of ranks over time, and progress per task kind over time. The page itself is
+//! `report.html`; this module computes its data.
 
 use super::chrome::rank_label;
 use super::{Summary, TraceCollector};
@@ -12,18 +15,73 @@ use std::io::Write;
 
 /// At most this many task runs are drawn (the longest ones); a browser stays responsive.
 pub const MAX_DRAWN_TASKS: usize = 100_000;
+/// Time bins of the transfer chart.
+const TRANSFER_BINS: usize = 120;
+/// Points per line of the progress and memory charts, at most.
+const MAX_POINTS: usize = 600;
 
+/// One worker's memory over time.
 #[derive(Serialize)]
-struct StreamData {
-    rows: Vec<String>,
-    kinds: Vec<String>,
-    /// Per task: row, kind, start (ms), duration (ms), key, ok (1/0).
-    tasks: Vec<(u32, u32, f64, f64, u64, u8)>,
-    span_ms: f64,
-    total_tasks: usize,
+struct MemorySeries {
+    label: String,
+    /// `--memory-limit`, and the spill and pause thresholds, in bytes (absent without a
+    /// limit).
+    limit: Option<u64>,
+    spill: Option<u64>,
+    pause: Option<u64>,
+    /// Per sample: time (ms), bytes stored in memory, bytes on disk, resident memory.
+    points: Vec<(f64, u64, u64, u64)>,
 }
 
-fn stream_data(collector: &TraceCollector) -> StreamData {
+/// Bytes moved from one rank to another, per time bin.
+#[derive(Serialize)]
+struct TransferSeries {
+    label: String,
+    bytes: Vec<u64>,
+}
+
+/// Tasks of one kind finished over time.
+#[derive(Serialize)]
+struct ProgressSeries {
+    kind: String,
+    /// Per point: time (ms), tasks of the kind finished by then.
+    points: Vec<(f64, u64)>,
+}
+
+/// One task run as the page reads it: row, kind, start (ms), duration (ms), key, ok (1/0),
+/// bytes in, bytes out.
+type TaskRow = (u32, u32, f64, f64, u64, u8, u64, u64);
+
+#[derive(Serialize)]
+struct ReportData {
+    /// `true` while the job runs (the page is rewritten every `--report-interval`).
+    running: bool,
+    rows: Vec<String>,
+    kinds: Vec<String>,
+    tasks: Vec<TaskRow>,
+    span_ms: f64,
+    total_tasks: usize,
+    memory: Vec<MemorySeries>,
+    transfer_bin_ms: f64,
+    transfers: Vec<TransferSeries>,
+    progress: Vec<ProgressSeries>,
+}
+
+/// Keeps at most `max` of `points`, evenly spaced, always the last.
+fn thin<T: Copy>(points: Vec<T>, max: usize) -> Vec<T> {
+    if points.len() <= max {
+        return points;
+    }
+    let step = points.len().div_ceil(max);
+    let last = *points.last().expect("not empty");
+    let mut kept: Vec<T> = points.into_iter().step_by(step).collect();
+    kept.push(last);
+    kept
+}
+
+fn report_data(collector: &TraceCollector, running: bool) -> ReportData {
+    let origin = collector.start_us;
+    let ms = |us: u64| (us as f64 - origin as f64) / 1000.0;
     let mut rows: BTreeMap<(Rank, u32), u32> = BTreeMap::new();
     for (rank, info) in &collector.workers {
         for thread in 0..info.nthreads {
@@ -33,23 +91,85 @@ fn stream_data(collector: &TraceCollector) -> StreamData {
     let mut kinds: BTreeMap<FnId, u32> = BTreeMap::new();
     let mut runs = Vec::new();
     let mut end_us = collector.start_us;
+    let mut memory: BTreeMap<Rank, Vec<(f64, u64, u64, u64)>> = BTreeMap::new();
+    let mut finished: BTreeMap<FnId, Vec<u64>> = BTreeMap::new();
+    // (from, to, arrival time, bytes)
+    let mut moves: Vec<(Rank, Rank, u64, u64)> = Vec::new();
     for (rank, event) in &collector.events {
-        if let TraceEvent::Task {
-            key,
-            func,
-            thread,
-            start_us,
-            duration_us,
-            ok,
-        } = event
-        {
-            rows.entry((*rank, *thread)).or_insert(0);
-            let next_kind = kinds.len() as u32;
-            kinds.entry(*func).or_insert(next_kind);
-            end_us = end_us.max(start_us + duration_us);
-            runs.push((*rank, *thread, *func, *start_us, *duration_us, key.0, *ok));
+        match event {
+            TraceEvent::Task {
+                key,
+                func,
+                thread,
+                start_us,
+                duration_us,
+                ok,
+                bytes_in,
+                bytes_out,
+            } => {
+                rows.entry((*rank, *thread)).or_insert(0);
+                let next_kind = kinds.len() as u32;
+                kinds.entry(*func).or_insert(next_kind);
+                end_us = end_us.max(start_us + duration_us);
+                if *ok {
+                    finished
+                        .entry(*func)
+                        .or_default()
+                        .push(start_us + duration_us);
+                }
+                runs.push((
+                    *rank,
+                    *thread,
+                    *func,
+                    *start_us,
+                    *duration_us,
+                    key.0,
+                    *ok,
+                    *bytes_in,
+                    *bytes_out,
+                ));
+            }
+            TraceEvent::Memory {
+                at_us,
+                stored_bytes,
+                spilled_bytes,
+                rss_bytes,
+            } => {
+                end_us = end_us.max(*at_us);
+                memory.entry(*rank).or_default().push((
+                    ms(*at_us),
+                    *stored_bytes,
+                    *spilled_bytes,
+                    *rss_bytes,
+                ));
+            }
+            TraceEvent::Transfer {
+                peer,
+                nbytes,
+                start_us,
+                duration_us,
+                incoming,
+                ..
+            } => {
+                let at = start_us + duration_us;
+                end_us = end_us.max(at);
+                let (from, to) = if *incoming {
+                    (*peer, *rank)
+                } else {
+                    (*rank, *peer)
+                };
+                moves.push((from, to, at, *nbytes));
+            }
+            TraceEvent::Spill {
+                start_us,
+                duration_us,
+                ..
+            } => end_us = end_us.max(start_us + duration_us),
+            TraceEvent::Heartbeat { at_us } => end_us = end_us.max(*at_us),
         }
     }
+    let span_ms = end_us.saturating_sub(origin) as f64 / 1000.0;
+
     let total_tasks = runs.len();
     if runs.len() > MAX_DRAWN_TASKS {
         runs.sort_unstable_by_key(|run| std::cmp::Reverse(run.4));
@@ -60,30 +180,87 @@ fn stream_data(collector: &TraceCollector) -> StreamData {
         *row = index as u32;
         labels.push(format!("{} t{thread}", rank_label(collector, *rank)));
     }
-    let origin = collector.start_us as f64;
     let tasks = runs
         .into_iter()
-        .map(|(rank, thread, func, start, duration, key, ok)| {
-            (
-                rows[&(rank, thread)],
-                kinds[&func],
-                (start as f64 - origin) / 1000.0,
-                duration as f64 / 1000.0,
-                key,
-                u8::from(ok),
-            )
-        })
+        .map(
+            |(rank, thread, func, start, duration, key, ok, bytes_in, bytes_out)| {
+                (
+                    rows[&(rank, thread)],
+                    kinds[&func],
+                    ms(start),
+                    duration as f64 / 1000.0,
+                    key,
+                    u8::from(ok),
+                    bytes_in,
+                    bytes_out,
+                )
+            },
+        )
         .collect();
     let mut kind_names = vec![String::new(); kinds.len()];
-    for (func, index) in kinds {
-        kind_names[index as usize] = collector.kind_name(func).to_string();
+    for (func, index) in &kinds {
+        kind_names[*index as usize] = collector.kind_name(*func).to_string();
     }
-    StreamData {
+
+    let memory = collector
+        .workers
+        .iter()
+        .map(|(rank, info)| {
+            let threshold = |fraction: f64| info.memory_limit.map(|l| (l as f64 * fraction) as u64);
+            MemorySeries {
+                label: rank_label(collector, *rank),
+                limit: info.memory_limit,
+                spill: threshold(collector.settings.memory_spill),
+                pause: threshold(collector.settings.memory_pause),
+                points: thin(memory.remove(rank).unwrap_or_default(), MAX_POINTS),
+            }
+        })
+        .collect();
+
+    let bin_us = (end_us.saturating_sub(origin) / TRANSFER_BINS as u64).max(1000);
+    let bins = (end_us.saturating_sub(origin) / bin_us + 1) as usize;
+    let mut pairs: BTreeMap<(Rank, Rank), Vec<u64>> = BTreeMap::new();
+    for (from, to, at, nbytes) in moves {
+        let bin = (at.saturating_sub(origin) / bin_us) as usize;
+        let series = pairs.entry((from, to)).or_insert_with(|| vec![0; bins]);
+        series[bin.min(bins - 1)] += nbytes;
+    }
+    let transfers = pairs
+        .into_iter()
+        .map(|((from, to), bytes)| TransferSeries {
+            label: format!("{} \u{2192} {}", from.0, to.0),
+            bytes,
+        })
+        .collect();
+
+    let progress = kinds
+        .keys()
+        .map(|func| {
+            let mut times = finished.remove(func).unwrap_or_default();
+            times.sort_unstable();
+            let points: Vec<(f64, u64)> = times
+                .iter()
+                .enumerate()
+                .map(|(i, &at)| (ms(at), i as u64 + 1))
+                .collect();
+            ProgressSeries {
+                kind: collector.kind_name(*func).to_string(),
+                points: thin(points, MAX_POINTS),
+            }
+        })
+        .collect();
+
+    ReportData {
+        running,
         rows: labels,
         kinds: kind_names,
         tasks,
-        span_ms: end_us.saturating_sub(collector.start_us) as f64 / 1000.0,
+        span_ms,
         total_tasks,
+        memory,
+        transfer_bin_ms: bin_us as f64 / 1000.0,
+        transfers,
+        progress,
     }
 }
 
@@ -97,14 +274,17 @@ fn escape(text: &str) -> String {
 
 fn summary_tables(summary: &Summary) -> String {
     let mut html = String::new();
+    let status = match summary.exit_code {
+        Some(code) => code.to_string(),
+        None => "(running)".to_string(),
+    };
     html.push_str(&format!(
-        "<table class=\"summary\"><tr><th>exit code</th><td>{}</td></tr>\
+        "<table class=\"summary\"><tr><th>exit code</th><td>{status}</td></tr>\
          <tr><th>wall time</th><td>{:.2} s</td></tr>\
          <tr><th>task runs</th><td>{}</td></tr>\
          <tr><th>failed</th><td>{}</td></tr>\
          <tr><th>transfers</th><td>{} ({})</td></tr>\
          <tr><th>spills</th><td>{} ({}), {} read back</td></tr></table>\n",
-        summary.exit_code,
         summary.wall_seconds,
         summary.tasks,
         summary.failures,
@@ -145,98 +325,79 @@ fn summary_tables(summary: &Summary) -> String {
     html
 }
 
-const PAGE: &str = r#"<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>mpidask task stream</title>
-<style>
-body { font: 14px sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; margin: 0 2em 1em 0; display: inline-table; vertical-align: top; }
-th, td { border: 1px solid #ccc; padding: 2px 8px; text-align: left; }
-svg text { font: 11px sans-serif; }
-rect.task { stroke: #fff; stroke-width: 0.5; }
-rect.task.failed { stroke: #d00; stroke-width: 1.5; }
-#legend span { display: inline-block; margin-right: 1em; }
-#legend i { display: inline-block; width: 10px; height: 10px; margin-right: 4px; }
-</style></head>
-<body>
-<h1>mpidask task stream</h1>
-@SUMMARY@
-<p id="note"></p>
-<div id="legend"></div>
-<svg id="stream" xmlns="http://www.w3.org/2000/svg" width="1200" height="40"></svg>
-<script id="task-data" type="application/json">@DATA@</script>
-<script>
-(function () {
-  const data = JSON.parse(document.getElementById('task-data').textContent);
-  const ns = 'http://www.w3.org/2000/svg';
-  const svg = document.getElementById('stream');
-  const palette = ['#4e79a7', '#f28e2b', '#59a14f', '#76b7b2', '#edc948', '#b07aa1',
-                   '#ff9da7', '#9c755f', '#bab0ac', '#e15759'];
-  const colour = (kind) => palette[kind % palette.length];
-  const rowHeight = 18, labelWidth = 230, width = 1200, axis = 24;
-  const scale = (width - labelWidth - 10) / Math.max(data.span_ms, 0.001);
-  svg.setAttribute('height', data.rows.length * rowHeight + axis);
-  const add = (name, attributes, parent) => {
-    const element = document.createElementNS(ns, name);
-    for (const [k, v] of Object.entries(attributes)) element.setAttribute(k, v);
-    (parent || svg).appendChild(element);
-    return element;
-  };
-  data.rows.forEach((label, row) => {
-    add('text', {x: 0, y: row * rowHeight + 13}).textContent = label;
-  });
-  let drawn = 0;
-  for (const [row, kind, start, duration, key, ok] of data.tasks) {
-    const rect = add('rect', {
-      'class': ok ? 'task' : 'task failed',
-      x: labelWidth + start * scale, y: row * rowHeight + 2,
-      width: Math.max(duration * scale, 0.5), height: rowHeight - 4,
-      fill: colour(kind),
-    });
-    add('title', {}, rect).textContent =
-      data.kinds[kind] + '-' + key + ': ' + duration.toFixed(3) + ' ms' + (ok ? '' : ' (failed)');
-    drawn += 1;
-  }
-  const ticks = 8, y = data.rows.length * rowHeight + 16;
-  for (let i = 0; i <= ticks; i++) {
-    const ms = data.span_ms * i / ticks;
-    const anchor = i === 0 ? 'start' : i === ticks ? 'end' : 'middle';
-    add('text', {x: labelWidth + ms * scale, y: y, 'text-anchor': anchor}).textContent =
-      ms >= 1000 ? (ms / 1000).toFixed(2) + ' s' : ms.toFixed(1) + ' ms';
-  }
-  const legend = document.getElementById('legend');
-  data.kinds.forEach((name, kind) => {
-    const item = document.createElement('span');
-    const swatch = document.createElement('i');
-    swatch.style.background = colour(kind);
-    item.appendChild(swatch);
-    item.appendChild(document.createTextNode(name));
-    legend.appendChild(item);
-  });
-  document.getElementById('note').textContent = drawn < data.total_tasks
-    ? 'Showing the ' + drawn + ' longest of ' + data.total_tasks + ' task runs.'
-    : data.total_tasks + ' task runs.';
-  document.body.dataset.rendered = drawn;
-})();
-</script>
-</body></html>
-"#;
+/// The failed task runs with their messages.
+fn failure_table(collector: &TraceCollector) -> String {
+    if collector.failures.is_empty() {
+        return "<p id=\"failures\" data-count=\"0\">No task failed.</p>\n".to_string();
+    }
+    let mut kinds: BTreeMap<u64, FnId> = BTreeMap::new();
+    for (_, event) in &collector.events {
+        if let TraceEvent::Task { key, func, .. } = event {
+            kinds.insert(key.0, *func);
+        }
+    }
+    let mut html = format!(
+        "<table id=\"failures\" data-count=\"{}\"><tr><th>task</th><th>worker</th>\
+         <th>at</th><th>message</th></tr>\n",
+        collector.failures.len()
+    );
+    for failure in &collector.failures {
+        let name = kinds
+            .get(&failure.key.0)
+            .map_or("task", |func| collector.kind_name(*func));
+        html.push_str(&format!(
+            "<tr><td>{}-{}</td><td>rank {}</td><td>{:.3} s</td><td><pre>{}</pre></td></tr>\n",
+            escape(name),
+            failure.key.0,
+            failure.worker.0,
+            failure.at_us.saturating_sub(collector.start_us) as f64 * 1e-6,
+            escape(&failure.message)
+        ));
+    }
+    html.push_str("</table>\n");
+    if collector.more_failures > 0 {
+        html.push_str(&format!(
+            "<p>{} more failures are not listed.</p>\n",
+            collector.more_failures
+        ));
+    }
+    html
+}
 
-/// Writes the report page to `out`.
+/// The page, with `@STATUS@`, `@SUMMARY@`, `@FAILURES@` and `@DATA@` to fill.
+const PAGE: &str = include_str!("report.html");
+
+/// Writes the report page to `out` (while the job runs when `summary` has no exit code).
 pub(super) fn write(
     collector: &TraceCollector,
     summary: &Summary,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    let data = serde_json::to_string(&stream_data(collector)).map_err(std::io::Error::other)?;
+    let running = summary.exit_code.is_none();
+    let data =
+        serde_json::to_string(&report_data(collector, running)).map_err(std::io::Error::other)?;
     // Inside <script>, only "</" could end the element early.
     let data = data.replace("</", "<\\/");
-    let (head, rest) = PAGE.split_once("@SUMMARY@").expect("summary placeholder");
-    let (middle, tail) = rest.split_once("@DATA@").expect("data placeholder");
-    out.write_all(head.as_bytes())?;
-    out.write_all(summary_tables(summary).as_bytes())?;
-    out.write_all(middle.as_bytes())?;
-    out.write_all(data.as_bytes())?;
-    out.write_all(tail.as_bytes())
+    let status = match summary.exit_code {
+        Some(code) => format!("The job ended with exit code {code}."),
+        None => format!(
+            "The job is running: this page is rewritten every {} s (reload to update).",
+            collector.settings.interval.as_secs_f64()
+        ),
+    };
+    let mut rest = PAGE;
+    for (placeholder, text) in [
+        ("@STATUS@", escape(&status)),
+        ("@SUMMARY@", summary_tables(summary)),
+        ("@FAILURES@", failure_table(collector)),
+        ("@DATA@", data),
+    ] {
+        let (head, tail) = rest.split_once(placeholder).expect("placeholder in page");
+        out.write_all(head.as_bytes())?;
+        out.write_all(text.as_bytes())?;
+        rest = tail;
+    }
+    out.write_all(rest.as_bytes())
 }
 
 #[cfg(test)]
@@ -246,5 +407,21 @@ mod tests {
     #[test]
     fn names_are_escaped() {
         assert_eq!(escape("<a & \"b\">"), "&lt;a &amp; &quot;b&quot;&gt;");
+    }
+
+    #[test]
+    fn thinning_keeps_the_ends_and_at_most_about_max() {
+        let points: Vec<u32> = (0..1000).collect();
+        let kept = thin(points, 100);
+        assert!(kept.len() <= 101, "{}", kept.len());
+        assert_eq!((kept[0], *kept.last().unwrap()), (0, 999));
+        assert_eq!(thin(vec![1, 2], 100), vec![1, 2]);
+    }
+
+    #[test]
+    fn every_placeholder_is_in_the_page_once() {
+        for placeholder in ["@STATUS@", "@SUMMARY@", "@FAILURES@", "@DATA@"] {
+            assert_eq!(PAGE.matches(placeholder).count(), 1, "{placeholder}");
+        }
     }
 }

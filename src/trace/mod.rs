@@ -93,17 +93,59 @@ impl TraceBuffer {
 struct RankInfo {
     host: String,
     nthreads: u32,
+    memory_limit: Option<u64>,
 }
+
+/// How the report is kept up to date and what it draws as memory thresholds.
+#[derive(Debug, Clone)]
+pub struct ReportSettings {
+    /// Time between two rewrites of the report while the job runs.
+    pub interval: std::time::Duration,
+    /// `--memory-spill`: the fraction of a worker's limit where it starts spilling.
+    pub memory_spill: f64,
+    /// `--memory-pause`: the fraction where it starts no new task.
+    pub memory_pause: f64,
+}
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        ReportSettings {
+            interval: std::time::Duration::from_secs(30),
+            memory_spill: 0.6,
+            memory_pause: 0.8,
+        }
+    }
+}
+
+/// A failed task run, as the worker reported it.
+#[derive(Debug, Clone)]
+struct Failure {
+    worker: Rank,
+    key: Key,
+    at_us: u64,
+    message: String,
+}
+
+/// Failures listed in the report at most (the first ones).
+const MAX_FAILURES: usize = 1000;
+/// Characters of a failure's message kept.
+const MAX_MESSAGE: usize = 2000;
 
 /// The task stream of the whole job, gathered on rank 0.
 #[derive(Debug)]
 pub struct TraceCollector {
     trace_path: Option<PathBuf>,
     report_path: Option<PathBuf>,
+    settings: ReportSettings,
     start_us: u64,
     names: FxHashMap<FnId, String>,
     workers: BTreeMap<Rank, RankInfo>,
     events: Vec<(Rank, TraceEvent)>,
+    failures: Vec<Failure>,
+    /// Failures past [`MAX_FAILURES`], counted only.
+    more_failures: u64,
+    /// When the report was last written while the job ran.
+    last_report: std::time::Instant,
     written: bool,
 }
 
@@ -140,8 +182,8 @@ pub struct KindSummary {
 /// The end-of-job summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
-    /// The job's exit code.
-    pub exit_code: i32,
+    /// The job's exit code (`None` while it runs).
+    pub exit_code: Option<i32>,
     /// Seconds from the scheduler's start to the summary.
     pub wall_seconds: f64,
     /// Task runs recorded (a retried task counts once per run).
@@ -173,7 +215,8 @@ impl Summary {
             self.tasks,
             self.failures,
             self.wall_seconds,
-            self.exit_code,
+            self.exit_code
+                .map_or_else(|| "(running)".to_string(), |c| c.to_string()),
             self.transfers,
             human_bytes(self.bytes_moved),
             self.spills,
@@ -201,15 +244,38 @@ impl Summary {
 impl TraceCollector {
     /// A collector writing Chrome-trace JSON to `trace_path` and an HTML report to
     /// `report_path` (either may be absent) when the job ends.
-    pub fn new(trace_path: Option<PathBuf>, report_path: Option<PathBuf>) -> Self {
+    pub fn new(
+        trace_path: Option<PathBuf>,
+        report_path: Option<PathBuf>,
+        settings: ReportSettings,
+    ) -> Self {
         TraceCollector {
             trace_path,
             report_path,
+            settings,
             start_us: now_us(),
             names: FxHashMap::default(),
             workers: BTreeMap::new(),
             events: Vec::new(),
+            failures: Vec::new(),
+            more_failures: 0,
+            last_report: std::time::Instant::now(),
             written: false,
+        }
+    }
+
+    /// Rewrites the report if `--report-interval` has passed since the last time (while
+    /// the job runs; [`finish`](Self::finish) writes the last one).
+    pub fn tick(&mut self, now: std::time::Instant) {
+        if self.written || now.duration_since(self.last_report) < self.settings.interval {
+            return;
+        }
+        self.last_report = now;
+        if let Some(path) = self.report_path.clone() {
+            let summary = self.summary(None);
+            if let Err(e) = write_private(&path, |out| html::write(self, &summary, out)) {
+                warn!("could not update the report {}: {e}", path.display());
+            }
         }
     }
 
@@ -233,8 +299,26 @@ impl TraceCollector {
                     RankInfo {
                         host: hello.host.clone(),
                         nthreads: hello.nthreads,
+                        memory_limit: hello.memory_limit,
                     },
                 );
+                Some(message)
+            }
+            ToScheduler::TaskFailed {
+                key,
+                message: ref text,
+                ..
+            } => {
+                if self.failures.len() < MAX_FAILURES {
+                    self.failures.push(Failure {
+                        worker: from,
+                        key,
+                        at_us: now_us(),
+                        message: text.chars().take(MAX_MESSAGE).collect(),
+                    });
+                } else {
+                    self.more_failures += 1;
+                }
                 Some(message)
             }
             other => Some(other),
@@ -245,8 +329,8 @@ impl TraceCollector {
         self.names.get(&func).map_or("task", String::as_str)
     }
 
-    /// The summary of what was received so far.
-    pub fn summary(&self, exit_code: i32) -> Summary {
+    /// The summary of what was received so far (`exit_code` once the job ended).
+    pub fn summary(&self, exit_code: Option<i32>) -> Summary {
         let end_us = now_us().max(self.start_us + 1);
         let wall_seconds = (end_us - self.start_us) as f64 * 1e-6;
         let mut kinds: BTreeMap<&str, KindSummary> = BTreeMap::new();
@@ -290,7 +374,7 @@ impl TraceCollector {
                     spilled_bytes += nbytes;
                 }
                 TraceEvent::Spill { write: false, .. } => read_backs += 1,
-                TraceEvent::Heartbeat { .. } => {}
+                TraceEvent::Heartbeat { .. } | TraceEvent::Memory { .. } => {}
             }
         }
         let workers = self
@@ -331,7 +415,7 @@ impl TraceCollector {
         if std::mem::replace(&mut self.written, true) {
             return;
         }
-        let summary = self.summary(exit_code);
+        let summary = self.summary(Some(exit_code));
         for line in summary.lines() {
             info!("{line}");
         }
@@ -382,7 +466,7 @@ mod tests {
     use crate::protocol::WorkerHello;
 
     fn collector_with_two_tasks() -> TraceCollector {
-        let mut collector = TraceCollector::new(None, None);
+        let mut collector = TraceCollector::new(None, None, ReportSettings::default());
         collector.observe(
             Rank(2),
             ToScheduler::WorkerHello(WorkerHello {
@@ -390,7 +474,7 @@ mod tests {
                 resources: vec![],
                 host: "node1".into(),
                 pid: 1,
-                memory_limit: None,
+                memory_limit: Some(1 << 30),
                 memory_limit_source: String::new(),
             }),
         );
@@ -415,6 +499,8 @@ mod tests {
                     start_us: start + 10,
                     duration_us: 1000,
                     ok: true,
+                    bytes_in: 16,
+                    bytes_out: 8,
                 },
                 TraceEvent::Task {
                     key: Key(2),
@@ -423,6 +509,8 @@ mod tests {
                     start_us: start + 20,
                     duration_us: 500,
                     ok: false,
+                    bytes_in: 8,
+                    bytes_out: 0,
                 },
                 TraceEvent::Transfer {
                     key: Key(1),
@@ -448,7 +536,7 @@ mod tests {
 
     #[test]
     fn summary_counts_tasks_failures_bytes_and_busy_time() {
-        let summary = collector_with_two_tasks().summary(4);
+        let summary = collector_with_two_tasks().summary(Some(4));
         assert_eq!((summary.tasks, summary.failures), (2, 1));
         assert_eq!((summary.transfers, summary.bytes_moved), (1, 4096));
         assert_eq!(summary.kinds.len(), 1);

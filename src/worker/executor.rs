@@ -69,6 +69,8 @@ pub struct TaskOutcome {
     pub started_us: u64,
     /// Index of the executor thread that ran it.
     pub thread: u32,
+    /// Bytes of its inputs (arguments sent with it and dependency values).
+    pub bytes_in: u64,
 }
 
 struct Queue {
@@ -150,6 +152,16 @@ pub fn run_task(task: &ReadyTask) -> TaskOutcome {
     };
     let result = catch_unwind(AssertUnwindSafe(|| task::call(task.code.func, &input)))
         .unwrap_or_else(|payload| Err(CallError::Failed(panic_message(payload))));
+    let inline: usize = task
+        .code
+        .args
+        .iter()
+        .map(|slot| match slot {
+            crate::protocol::ArgSlot::Value(bytes) => bytes.len(),
+            _ => 0,
+        })
+        .sum();
+    let read: usize = task.deps.iter().map(|value| value.len()).sum();
     TaskOutcome {
         key: task.key,
         attempt: task.attempt,
@@ -157,6 +169,7 @@ pub fn run_task(task: &ReadyTask) -> TaskOutcome {
         duration: started.elapsed(),
         started_us,
         thread: rayon::current_thread_index().unwrap_or(0) as u32,
+        bytes_in: (inline + read) as u64,
     }
 }
 

@@ -329,6 +329,14 @@ impl WorkerNode {
 
     fn send_trace(&mut self, out: &mut Outbox) {
         self.collect_spill_records();
+        if let Some(trace) = &mut self.trace {
+            trace.record(TraceEvent::Memory {
+                at_us: crate::trace::now_us(),
+                stored_bytes: self.store.memory_bytes(),
+                spilled_bytes: self.store.disk_bytes(),
+                rss_bytes: crate::process::rss_bytes(),
+            });
+        }
         if let Some(message) = self.trace.as_mut().and_then(TraceBuffer::take_message) {
             out.push(Rank::SCHEDULER, &message);
         }
@@ -413,6 +421,8 @@ impl WorkerNode {
                 start_us: outcome.started_us,
                 duration_us: outcome.duration.as_micros() as u64,
                 ok: result.is_ok(),
+                bytes_in: outcome.bytes_in,
+                bytes_out: result.as_ref().map_or(0, |bytes| bytes.len() as u64),
             });
         }
         match result {

@@ -157,6 +157,17 @@ impl ValueStore {
         self.memory_bytes
     }
 
+    /// Bytes of the values on disk only (not read back, not being read).
+    pub fn disk_bytes(&self) -> u64 {
+        self.entries
+            .iter()
+            .map(|(_, entry)| match entry.place {
+                Place::Disk { len, .. } => len,
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// Bytes of the values being written to disk.
     pub fn writing_bytes(&self) -> u64 {
         self.writing_bytes

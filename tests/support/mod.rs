@@ -190,9 +190,9 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// The DOM of an HTML page after its scripts ran in headless Chromium.
-pub fn render_in_chromium(page: &Path) -> String {
-    let browser = ["chromium", "chromium-browser", "google-chrome"]
+/// The Chromium (or Chrome) on the PATH; fails clearly when there is none.
+fn chromium() -> &'static str {
+    ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
         .find(|name| {
             Command::new(name)
@@ -203,15 +203,44 @@ pub fn render_in_chromium(page: &Path) -> String {
                 .is_ok_and(|s| s.success())
         })
         .unwrap_or_else(|| {
-            panic!("no Chromium found to render the report: install it (make deps, or apt-get install chromium)")
-        });
-    let mut command = Command::new(browser);
+            panic!("no Chromium found to render the report: install it (make test-deps, or apt-get install chromium)")
+        })
+}
+
+/// The DOM of an HTML page after its scripts ran in headless Chromium.
+pub fn render_in_chromium(page: &Path) -> String {
+    let mut command = Command::new(chromium());
     command
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
         .arg(format!("file://{}", page.display()));
     let run = run_with_deadline(command, Duration::from_secs(60));
     run.expect_code(0);
     run.stdout
+}
+
+/// A PNG screenshot of an HTML page (its scripts run) by headless Chromium, `width` x
+/// `height` pixels, written to `png`.
+pub fn screenshot_in_chromium(page: &Path, png: &Path, width: u32, height: u32) {
+    let _ = std::fs::remove_file(png);
+    let mut command = Command::new(chromium());
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--window-size={width},{height}"))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", page.display()));
+    run_with_deadline(command, Duration::from_secs(60)).expect_code(0);
+    let written = std::fs::read(png).unwrap_or_default();
+    assert!(
+        written.starts_with(b"\x89PNG") && written.len() > 10_000,
+        "Chromium wrote no screenshot of {} to {}",
+        page.display(),
+        png.display()
+    );
 }
 
 /// Builds an `mpirun -np N` command for `program` with the variables Open MPI needs on a
