@@ -129,6 +129,7 @@ impl JobArgs {
             launcher: self.launcher,
             signal_lead_seconds: self.signal,
             command: self.command.clone(),
+            ..JobSpec::default()
         }
     }
 
