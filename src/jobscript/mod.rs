@@ -28,14 +28,14 @@ pub use error::JobscriptError;
 pub enum BatchSystem {
     /// Slurm: an `#SBATCH` script for `sbatch`.
     Slurm,
-    /// PBS Pro or Torque: a `#PBS` script for `qsub` (see [`PbsFlavour`]).
+    /// PBS Pro or Torque: a `#PBS` script for `qsub` (`--pbs-flavour`).
     Pbs,
     /// IBM Spectrum LSF: a `#BSUB` script for `bsub < script`.
     Lsf,
     /// (Son of / Univa / Altair) Grid Engine: a `#$` script for `qsub`.
     Sge,
     /// HTCondor: a parallel-universe submit description for `condor_submit`, plus the
-    /// wrapper script it runs on every node ([`JobSpec::wrapper`]).
+    /// wrapper script it runs on every node.
     Htcondor,
 }
 
@@ -120,7 +120,7 @@ pub enum PbsFlavour {
     /// PBS Pro / OpenPBS: `-l select=N:ncpus=..:mpiprocs=..:mem=..`.
     #[default]
     Pro,
-    /// Torque: `-l nodes=N:ppn=M`, memory as `mem` (whole job) or `pmem` (per rank).
+    /// Torque: `-l nodes=N:ppn=M`, memory as `-l mem` for the whole job.
     Torque,
 }
 
