@@ -89,7 +89,7 @@ struct JobArgs {
     /// GPUs per node
     #[arg(long, value_name = "N", conflicts_with = "gres")]
     gpus_per_node: Option<u32>,
-    /// Generic resources, e.g. gpu:2
+    /// Generic resources, e.g. gpu:2 (Slurm only)
     #[arg(long, value_name = "SPEC")]
     gres: Option<String>,
     /// Resources every worker advertises to tasks, e.g. gpu=1 (MPIDASK_RESOURCES)
@@ -98,7 +98,9 @@ struct JobArgs {
     /// Job name [default: the program's file name]
     #[arg(long, value_name = "NAME")]
     job_name: Option<String>,
-    /// Batch log file [default: <job-name>-%j.out]
+    /// Batch log file [default: <job-name>-%j.out (Slurm), PBS's <job-name>.o<id>,
+    /// <job-name>-%J.out (LSF), <job-name>-$JOB_ID.out (SGE),
+    /// <job-name>-$(Cluster).$(Node).out and .err (HTCondor)]
     #[arg(long, value_name = "PATH")]
     output: Option<String>,
     /// An extra directive line without its prefix, e.g. --directive=--constraint=a100 for

@@ -117,6 +117,15 @@ fn submit_without_wait_passes_only_the_script() {
 /// cluster it printed, and the job's return value in the log is the exit code.
 #[test]
 fn htcondor_submit_waits_on_the_log_and_returns_the_jobs_code() {
+    for (event, code) in [
+        ("(1) Normal termination (return value 7)", 7),
+        ("(0) Abnormal termination (signal 9)", 137),
+    ] {
+        htcondor_submit(event, code);
+    }
+}
+
+fn htcondor_submit(event: &str, code: i32) {
     let dir = workdir("htcondor");
     std::fs::create_dir_all(dir.join("jobs")).unwrap();
     fake(
@@ -130,7 +139,9 @@ fn htcondor_submit_waits_on_the_log_and_returns_the_jobs_code() {
         &dir,
         "condor_wait",
         "",
-        "printf '005 (042.000.000) 2026-12-02 05:00:00 Job terminated.\\n\\t(1) Normal termination (return value 7)\\n' >> \"$1\"",
+        &format!(
+            "printf '005 (042.000.000) 2026-12-02 05:00:00 Job terminated.\\n\\t{event}\\n' >> \"$1\""
+        ),
         0,
     );
     let output = run(
@@ -148,10 +159,10 @@ fn htcondor_submit_waits_on_the_log_and_returns_the_jobs_code() {
         ]
         .concat(),
     );
-    assert_eq!(output.status.code(), Some(7), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(code), "{}", stderr(&output));
     assert_eq!(read(dir.join("condor_submit.args")), "pi.sub\n");
     assert_eq!(read(dir.join("condor_wait.args")), "pi.log\n42\n");
-    assert!(read(dir.join("jobs/pi.log")).contains("return value 7"));
+    assert!(read(dir.join("jobs/pi.log")).contains(event));
     let description = read(dir.join("jobs/pi.sub"));
     assert!(description.contains("universe = parallel\nexecutable = pi.condor.sh\n"));
     use std::os::unix::fs::PermissionsExt;
@@ -345,5 +356,27 @@ fn help_states_the_detection_rule() {
         "--wrapper",
     ] {
         assert!(help.contains(text), "--help lacks {text:?}:\n{help}");
+    }
+}
+
+/// The README documents every batch-system flag, the variable, the detection rule and
+/// what was run for real.
+#[test]
+fn the_readme_documents_the_batch_systems() {
+    let readme = read(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+    let readme = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    for text in [
+        "`--system slurm|pbs|lsf|sge|htcondor`",
+        "`--pbs-flavour pro|torque`",
+        "`--sge-pe NAME`",
+        "`--condor-mpi-script PATH`",
+        "`--wrapper`",
+        "`MPIDASK_BATCH_SYSTEM` is used if set",
+        "`sbatch` -> `slurm`, else `qsub` with `qconf` -> `sge`, else `qsub`",
+        "else `bsub` -> `lsf`, else `condor_submit` -> `htcondor`; with none of them, `slurm`",
+        "HTCondor MPI jobs need the pool's parallel universe set up",
+        "Only Slurm was run on a real system here",
+    ] {
+        assert!(readme.contains(text), "README.md lacks {text:?}");
     }
 }
