@@ -277,11 +277,7 @@ fn submit(
     if !output.status.success() {
         return Ok(output.status.code().unwrap_or(1));
     }
-    let cluster = said
-        .split("submitted to cluster ")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .filter(|id| !id.is_empty());
+    let cluster = mpidask::jobscript::condor_cluster(&said);
     let mut condor_wait = std::process::Command::new("condor_wait");
     condor_wait.current_dir(&dir).arg(&log).args(cluster);
     let status = condor_wait.status().with_context(|| {
@@ -295,26 +291,7 @@ fn submit(
     }
     let events = std::fs::read_to_string(dir.join(&log))
         .with_context(|| format!("reading the job's log {log}"))?;
-    Ok(htcondor_exit_code(&events).unwrap_or(1))
-}
-
-/// The exit code in the last termination event of an HTCondor user log:
-/// `(1) Normal termination (return value N)` gives N, `(0) Abnormal termination (signal N)`
-/// gives 128 + N.
-fn htcondor_exit_code(events: &str) -> Option<i32> {
-    events.lines().rev().find_map(|line| {
-        let number = |marker: &str| {
-            line.split(marker)
-                .nth(1)?
-                .split(')')
-                .next()?
-                .trim()
-                .parse::<i32>()
-                .ok()
-        };
-        number("Normal termination (return value ")
-            .or_else(|| number("Abnormal termination (signal ").map(|signal| 128 + signal))
-    })
+    Ok(mpidask::jobscript::condor_exit_code(&events).unwrap_or(1))
 }
 
 fn exit_code_help() -> String {

@@ -110,3 +110,59 @@ pub(super) fn wrapper(spec: &JobSpec) -> String {
     s.push_str(&launch_block(&launch, &[], ""));
     s
 }
+
+/// The cluster id in what `condor_submit` printed (`1 job(s) submitted to cluster 42.`).
+pub fn condor_cluster(submit_output: &str) -> Option<&str> {
+    submit_output
+        .split("submitted to cluster ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .filter(|id| !id.is_empty())
+}
+
+/// The exit code in the last termination event of an HTCondor user log:
+/// `(1) Normal termination (return value N)` gives N, `(0) Abnormal termination
+/// (signal N)` gives 128 + N, as a shell reports a process killed by a signal.
+pub fn condor_exit_code(log: &str) -> Option<i32> {
+    log.lines().rev().find_map(|line| {
+        let number = |marker: &str| {
+            line.split(marker)
+                .nth(1)?
+                .split(')')
+                .next()?
+                .trim()
+                .parse::<i32>()
+                .ok()
+        };
+        number("Normal termination (return value ")
+            .or_else(|| number("Abnormal termination (signal ").map(|signal| 128 + signal))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cluster_and_the_exit_code_are_read_from_condor_output() {
+        assert_eq!(
+            condor_cluster("Submitting job(s).\n1 job(s) submitted to cluster 4711.\n"),
+            Some("4711")
+        );
+        assert_eq!(condor_cluster("ERROR: no such file"), None);
+        let log = "000 (042.000.000) 12/02 05:00:00 Job submitted from host: <10.0.0.1>\n...\n\
+                   005 (042.000.000) 12/02 05:01:00 Job terminated.\n\
+                   \t(1) Normal termination (return value 9)\n...\n";
+        assert_eq!(condor_exit_code(log), Some(9));
+        assert_eq!(
+            condor_exit_code(
+                "005 (042.000.000) Job terminated.\n\t(0) Abnormal termination (signal 15)\n"
+            ),
+            Some(143)
+        );
+        assert_eq!(
+            condor_exit_code("001 (042.000.000) Job executing on host\n"),
+            None
+        );
+    }
+}

@@ -22,6 +22,7 @@ pub use convert::{
     walltime_seconds,
 };
 pub use error::JobscriptError;
+pub use htcondor::{condor_cluster, condor_exit_code};
 
 /// A batch system `mpidask jobscript` writes for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
