@@ -1,5 +1,5 @@
-//! The `mpidask` command: new projects, facts about a launch, Slurm batch scripts for
-//! programs, and the exit codes of mpidask jobs.
+//! The `mpidask` command: new projects, facts about a launch, batch scripts for programs
+//! (Slurm, PBS, LSF, Grid Engine, HTCondor), and the exit codes of mpidask jobs.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -27,17 +27,28 @@ enum Commands {
     },
     /// Print the exit codes every rank of an mpidask job ends with
     ExitCodes,
-    /// Print a Slurm batch script that runs a program: `mpidask jobscript [options] --
-    /// <program> <args>`
-    Jobscript(JobArgs),
-    /// Write the batch script to a file and submit it with sbatch
+    /// Print a batch script (Slurm, PBS, LSF, Grid Engine; an HTCondor submit description)
+    /// that runs a program: `mpidask jobscript [options] -- <program> <args>`
+    Jobscript {
+        #[command(flatten)]
+        job: JobArgs,
+        /// HTCondor only: print the wrapper script the submit description runs on every
+        /// node (save it as <job-name>.condor.sh beside the description)
+        #[arg(long)]
+        wrapper: bool,
+    },
+    /// Write the batch script to a file and submit it (sbatch, qsub, bsub < script,
+    /// condor_submit)
     Submit {
         #[command(flatten)]
         job: JobArgs,
-        /// Where to write the script [default: <job-name>.sbatch]
+        /// Where to write the script [default: <job-name>.sbatch, .pbs, .lsf, .sge, or .sub
+        /// (HTCondor, with <job-name>.condor.sh beside it)]
         #[arg(long, value_name = "FILE")]
         script: Option<std::path::PathBuf>,
-        /// Wait for the job to end and exit with its exit code (sbatch --wait)
+        /// Wait for the job to end and exit with its exit code (sbatch --wait, PBS Pro
+        /// qsub -W block=true, bsub -K, Grid Engine qsub -sync y, condor_submit then
+        /// condor_wait; Torque cannot wait)
         #[arg(long)]
         wait: bool,
     },
@@ -156,6 +167,11 @@ fn new_project(args: &NewArgs) -> anyhow::Result<String> {
 /// A batch job for one mpidask program (see `mpidask jobscript --help`).
 #[derive(clap::Args, Debug)]
 struct JobArgs {
+    /// Batch system to write for [default: MPIDASK_BATCH_SYSTEM if set, else found from the
+    /// submit commands on the PATH: sbatch -> slurm, qsub with qconf -> sge, other qsub ->
+    /// pbs, bsub -> lsf, condor_submit -> htcondor; else slurm]
+    #[arg(long, value_enum, env = "MPIDASK_BATCH_SYSTEM", value_name = "SYSTEM")]
+    system: Option<mpidask::jobscript::BatchSystem>,
     /// Partition (queue) to submit to
     #[arg(long, visible_alias = "queue", value_name = "NAME")]
     partition: Option<String>,
@@ -186,7 +202,7 @@ struct JobArgs {
     /// GPUs per node
     #[arg(long, value_name = "N", conflicts_with = "gres")]
     gpus_per_node: Option<u32>,
-    /// Generic resources, e.g. gpu:2
+    /// Generic resources, e.g. gpu:2 (Slurm only)
     #[arg(long, value_name = "SPEC")]
     gres: Option<String>,
     /// Resources every worker advertises to tasks, e.g. gpu=1 (MPIDASK_RESOURCES)
@@ -195,21 +211,37 @@ struct JobArgs {
     /// Job name [default: the program's file name]
     #[arg(long, value_name = "NAME")]
     job_name: Option<String>,
-    /// Batch log file [default: <job-name>-%j.out]
+    /// Batch log file [default: <job-name>-%j.out (Slurm), PBS's <job-name>.o<id>,
+    /// <job-name>-%J.out (LSF), <job-name>-$JOB_ID.out (SGE),
+    /// <job-name>-$(Cluster).$(Node).out and .err (HTCondor)]
     #[arg(long, value_name = "PATH")]
     output: Option<String>,
-    /// An extra #SBATCH line, e.g. --directive=--constraint=a100 (repeatable)
+    /// An extra directive line without its prefix, e.g. --directive=--constraint=a100 for
+    /// #SBATCH, "-m abe" for #PBS, "-x" for #BSUB, "-V" for #$, a "key = value" line for
+    /// HTCondor (repeatable)
     #[arg(long, value_name = "LINE", allow_hyphen_values = true)]
     directive: Vec<String>,
     /// A shell line before the launch, e.g. "module load openmpi" (repeatable)
     #[arg(long, value_name = "LINE")]
     prologue: Vec<String>,
-    /// How ranks are started
-    #[arg(long, value_enum, default_value = "srun")]
-    launcher: mpidask::jobscript::Launcher,
-    /// Seconds before the time limit at which the job is told to stop in order (SIGUSR1)
+    /// How ranks are started [default: srun under Slurm, mpirun elsewhere]
+    #[arg(long, value_enum)]
+    launcher: Option<mpidask::jobscript::Launcher>,
+    /// Seconds before the time limit at which the job is told to stop in order (SIGUSR1;
+    /// Slurm --signal, LSF -wa/-wt in minutes, Grid Engine s_rt, HTCondor periodic_remove
+    /// with job_max_vacate_time, PBS a timer in the script)
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     signal: u32,
+    /// PBS resource syntax: pro (select=N:ncpus=..:mpiprocs=..) or torque (nodes=N:ppn=M)
+    #[arg(long, value_enum, default_value = "pro", value_name = "FLAVOUR")]
+    pbs_flavour: mpidask::jobscript::PbsFlavour,
+    /// Grid Engine parallel environment to ask slots from (-pe NAME SLOTS)
+    #[arg(long, default_value = "mpi", value_name = "NAME")]
+    sge_pe: String,
+    /// HTCondor: the pool's MPI start script (HTCondor's openmpiscript), transferred to
+    /// every node
+    #[arg(long, default_value = "openmpiscript", value_name = "PATH")]
+    condor_mpi_script: String,
     /// The program and its arguments, after `--`
     #[arg(last = true, value_name = "PROGRAM")]
     command: Vec<String>,
@@ -217,7 +249,8 @@ struct JobArgs {
 
 impl JobArgs {
     fn spec(&self) -> mpidask::jobscript::JobSpec {
-        use mpidask::jobscript::{JobSpec, Memory};
+        use mpidask::jobscript::{BatchSystem, JobSpec, Memory};
+        let system = self.system.unwrap_or_else(|| BatchSystem::detect(on_path));
         let memory = self
             .mem
             .clone()
@@ -225,6 +258,7 @@ impl JobArgs {
             .or_else(|| self.mem_per_cpu.clone().map(Memory::PerCpu))
             .or_else(|| self.mem_per_gpu.clone().map(Memory::PerGpu));
         JobSpec {
+            system,
             job_name: self.job_name.clone(),
             partition: self.partition.clone(),
             account: self.account.clone(),
@@ -239,42 +273,138 @@ impl JobArgs {
             output: self.output.clone(),
             directives: self.directive.clone(),
             prologue: self.prologue.clone(),
-            launcher: self.launcher,
+            launcher: self.launcher.unwrap_or(system.default_launcher()),
             signal_lead_seconds: self.signal,
+            pbs_flavour: self.pbs_flavour,
+            sge_pe: self.sge_pe.clone(),
+            condor_mpi_script: self.condor_mpi_script.clone(),
             command: self.command.clone(),
         }
     }
-
-    /// The script, or the usage error (exit 2) naming what is wrong.
-    fn script(&self) -> String {
-        self.spec().render().unwrap_or_else(|e| {
-            eprintln!("error: {e}");
-            std::process::exit(ExitCode::Usage.code())
-        })
-    }
 }
 
-/// Writes and submits the script; returns the exit code to end with.
+/// Is `command` an executable file in a directory of the PATH?
+fn on_path(command: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(command))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// The value, or the usage error (exit 2) naming what is wrong.
+fn or_usage_error<T>(result: Result<T, mpidask::jobscript::JobscriptError>) -> T {
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(ExitCode::Usage.code())
+    })
+}
+
+/// What `mpidask jobscript` prints: the script, or with `--wrapper` the HTCondor wrapper.
+fn jobscript(job: &JobArgs, wrapper: bool) -> String {
+    let spec = job.spec();
+    if !wrapper {
+        return or_usage_error(spec.render());
+    }
+    or_usage_error(spec.wrapper()).unwrap_or_else(|| {
+        eprintln!(
+            "error: --wrapper prints the wrapper of an HTCondor job; {} jobs have none (give --system htcondor)",
+            spec.system
+        );
+        std::process::exit(ExitCode::Usage.code())
+    })
+}
+
+/// Writes and submits the script (HTCondor: the description and its wrapper); returns the
+/// exit code to end with.
 fn submit(
     job: &JobArgs,
     script_path: Option<std::path::PathBuf>,
     wait: bool,
 ) -> anyhow::Result<i32> {
-    let script = job.script();
-    let path = script_path.unwrap_or_else(|| format!("{}.sbatch", job.spec().name()).into());
+    use std::path::Path;
+    let spec = job.spec();
+    let script = or_usage_error(spec.render());
+    let path = script_path
+        .unwrap_or_else(|| format!("{}.{}", spec.name(), spec.system.script_extension()).into());
+    // HTCondor resolves the description's relative names (wrapper, logs) from where
+    // condor_submit runs: the description's directory.
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => Path::new(".").to_path_buf(),
+    };
+    let in_dir = spec.system == mpidask::jobscript::BatchSystem::Htcondor;
+    let named = if in_dir {
+        Path::new(path.file_name().context("the script path names no file")?)
+    } else {
+        path.as_path()
+    };
+    let call = or_usage_error(spec.submit_call(&named.to_string_lossy(), wait));
     std::fs::write(&path, &script).with_context(|| format!("writing {}", path.display()))?;
-    let mut sbatch = std::process::Command::new("sbatch");
-    if wait {
-        sbatch.arg("--wait");
+    if let Some(wrapper) = or_usage_error(spec.wrapper()) {
+        use std::os::unix::fs::PermissionsExt;
+        let wrapper_path = dir.join(spec.wrapper_name());
+        std::fs::write(&wrapper_path, wrapper)
+            .and_then(|()| {
+                std::fs::set_permissions(&wrapper_path, std::fs::Permissions::from_mode(0o755))
+            })
+            .with_context(|| format!("writing {}", wrapper_path.display()))?;
     }
-    sbatch.arg(&path);
-    let status = sbatch.status().with_context(|| {
+    let mut command = std::process::Command::new(call.program);
+    command.args(&call.args);
+    if in_dir {
+        command.current_dir(&dir);
+    }
+    if call.script_on_stdin {
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
+        command.stdin(file);
+    }
+    let shown = if call.script_on_stdin {
         format!(
-            "running sbatch {} (is Slurm installed and on the PATH?)",
+            "{} {} < {}",
+            call.program,
+            call.args.join(" "),
             path.display()
         )
+    } else {
+        format!("{} {}", call.program, call.args.join(" "))
+    };
+    let missing = || {
+        format!(
+            "running {shown} (is {} installed and {} on the PATH?)",
+            spec.system, call.program
+        )
+    };
+    let Some(log) = call.wait_on_log else {
+        let status = command.status().with_context(missing)?;
+        return Ok(status.code().unwrap_or(1));
+    };
+    // HTCondor: submit, then wait on the user log for the cluster, then read its exit code.
+    let output = command.output().with_context(missing)?;
+    let said = String::from_utf8_lossy(&output.stdout);
+    print!("{said}");
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    if !output.status.success() {
+        return Ok(output.status.code().unwrap_or(1));
+    }
+    let cluster = mpidask::jobscript::condor_cluster(&said);
+    let mut condor_wait = std::process::Command::new("condor_wait");
+    condor_wait.current_dir(&dir).arg(&log).args(cluster);
+    let status = condor_wait.status().with_context(|| {
+        format!(
+            "running condor_wait {log} (is {} installed and condor_wait on the PATH?)",
+            spec.system
+        )
     })?;
-    Ok(status.code().unwrap_or(1))
+    if !status.success() {
+        return Ok(status.code().unwrap_or(1));
+    }
+    let events = std::fs::read_to_string(dir.join(&log))
+        .with_context(|| format!("reading the job's log {log}"))?;
+    Ok(mpidask::jobscript::condor_exit_code(&events).unwrap_or(1))
 }
 
 fn exit_code_help() -> String {
@@ -300,7 +430,7 @@ fn main() {
                 std::process::exit(ExitCode::Usage.code())
             }
         },
-        Commands::Jobscript(job) => print!("{}", job.script()),
+        Commands::Jobscript { job, wrapper } => print!("{}", jobscript(&job, wrapper)),
         Commands::Submit { job, script, wait } => match submit(&job, script, wait) {
             Ok(code) => std::process::exit(code),
             Err(e) => {

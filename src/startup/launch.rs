@@ -90,8 +90,10 @@ pub(crate) fn name_the_variable(error: clap::Error, command: &clap::Command) -> 
         .to_string();
     let given_on_command_line =
         std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
-    let variable = command
-        .get_arguments()
+    // The flag may belong to a subcommand (`mpidask jobscript --system`).
+    let variable = std::iter::once(command)
+        .chain(command.get_subcommands())
+        .flat_map(|c| c.get_arguments())
         .find(|a| a.get_long().is_some_and(|long| format!("--{long}") == flag))
         .and_then(|a| a.get_env())
         .and_then(|name| Some((name.to_str()?.to_string(), std::env::var(name).ok()?)));
@@ -100,11 +102,18 @@ pub(crate) fn name_the_variable(error: clap::Error, command: &clap::Command) -> 
             let rendered = error.render().to_string();
             let first_line = rendered.lines().next().unwrap_or_default();
             let reason = first_line.strip_prefix("error: ").unwrap_or(first_line);
+            // An enum's variants, when clap lists them.
+            let known = rendered
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("[possible values: "))
+                .and_then(|l| l.strip_suffix(']'))
+                .map(|values| format!(" (one of: {values})"))
+                .unwrap_or_default();
             clap::Error::raw(
                 error.kind(),
                 format!(
                     "environment variable {name}={value:?} is not valid ({reason}); fix or \
-                     unset it\n"
+                     unset it{known}\n"
                 ),
             )
         }
