@@ -297,6 +297,16 @@ impl Client {
     /// a tuple for more, `()` for none; any argument may be a [`Future`] (or `&Future`, or a
     /// `Vec` of futures for a `Vec` parameter), which makes the task wait for that result
     /// and read it on the worker, never through the client. A panic in `f` fails the task.
+    ///
+    /// ```
+    /// fn inc(x: i64) -> i64 { x + 1 }
+    /// fn add(a: i64, b: i64) -> i64 { a + b }
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let a = client.submit(inc, 1);
+    ///     let b = client.submit(add, (&a, 10)); // a future as an argument: b waits for a
+    ///     assert_eq!(b.result().unwrap(), 12);
+    /// });
+    /// ```
     pub fn submit<F, Args, X>(&self, f: F, args: X) -> Future<F::Output>
     where
         F: TaskFn<Args>,
@@ -309,6 +319,15 @@ impl Client {
 
     /// Like [`submit`](Self::submit) for a function returning `Result<T, E>`: `Err` fails
     /// the task with `E`'s `Display` as the message.
+    ///
+    /// ```
+    /// fn parse(text: String) -> Result<i64, std::num::ParseIntError> { text.parse() }
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     assert_eq!(client.try_submit(parse, "42".to_string()).result().unwrap(), 42);
+    ///     let failed = client.try_submit(parse, "forty-two".to_string()).result();
+    ///     assert!(failed.unwrap_err().to_string().contains("failed"));
+    /// });
+    /// ```
     pub fn try_submit<F, Args, X, T, E>(&self, f: F, args: X) -> Future<T>
     where
         F: TaskFn<Args, Output = Result<T, E>>,
@@ -323,6 +342,14 @@ impl Client {
 
     /// Submits one task per item: `f(item)` (items are tuples for functions of several
     /// arguments).
+    ///
+    /// ```
+    /// fn area((width, height): (u32, u32)) -> u32 { width * height }
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let areas = client.map(area, [(2, 3), (4, 5)]);
+    ///     assert_eq!(client.gather(&areas).unwrap(), vec![6, 20]);
+    /// });
+    /// ```
     pub fn map<F, Args, I>(&self, f: F, items: I) -> Vec<Future<F::Output>>
     where
         F: TaskFn<Args>,
@@ -349,6 +376,17 @@ impl Client {
 
     /// Sends `value` to a worker (round robin) and returns a future for it, to pass to
     /// many tasks without sending it with each.
+    ///
+    /// ```
+    /// fn count_above(values: Vec<f64>, limit: f64) -> usize {
+    ///     values.iter().filter(|&&v| v > limit).count()
+    /// }
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let values = client.scatter((0..1000).map(f64::from).collect::<Vec<_>>()).unwrap();
+    ///     let counts = client.map(count_above, [500.0, 900.0].map(|limit| (&values, limit)));
+    ///     assert_eq!(client.gather(&counts).unwrap(), vec![499, 99]);
+    /// });
+    /// ```
     pub fn scatter<T: Serialize + 'static>(&self, value: T) -> Result<Future<T>> {
         let workers = &self.shared.workers;
         let index = self.shared.next_worker.fetch_add(1, Ordering::Relaxed) % workers.len();
@@ -422,6 +460,14 @@ impl Client {
 
     /// The results of `futures`, in order. Values are fetched directly from the workers
     /// holding them, all at once. The first failed future's error is returned.
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 { x * x }
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let squares = client.map(square, 1..=3u64);
+    ///     assert_eq!(client.gather(&squares).unwrap(), vec![1, 4, 9]);
+    /// });
+    /// ```
     pub fn gather<T: DeserializeOwned + 'static>(&self, futures: &[Future<T>]) -> Result<Vec<T>> {
         let keys: Vec<Key> = futures.iter().map(Future::key).collect();
         let payloads = self.fetch(&keys)?;
@@ -450,12 +496,33 @@ impl Client {
     }
 
     /// An iterator over `futures` in the order they finish.
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 { x * x }
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let futures = client.map(square, 1..=4u64);
+    ///     let mut total = 0;
+    ///     for future in client.as_completed(&futures) {
+    ///         total += future.result().unwrap(); // each as soon as it is done
+    ///     }
+    ///     assert_eq!(total, 30);
+    /// });
+    /// ```
     pub fn as_completed<T>(&self, futures: &[Future<T>]) -> AsCompleted<T> {
         AsCompleted::new(&self.shared, futures)
     }
 
     /// Cancels the tasks of `futures` (and the tasks that depend on them). Their results
     /// become [`Error::Cancelled`]; finished futures keep their value.
+    ///
+    /// ```
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(std::time::Duration::from_millis(ms)); ms }
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let slow = client.map(nap, [5_000u64, 5_000]);
+    ///     client.cancel(&slow);
+    ///     assert!(matches!(slow[1].result(), Err(mpidask::Error::Cancelled { .. })));
+    /// });
+    /// ```
     pub fn cancel<T>(&self, futures: &[Future<T>]) {
         let keys = futures.iter().map(Future::key).collect();
         self.shared

@@ -133,6 +133,19 @@ impl<T> Arg<Vec<T>, Slot> for &[Delayed<T>] {
 
 /// Records the call `f(args)` without running it.
 ///
+/// ```
+/// use mpidask::delayed::delayed;
+/// fn inc(x: i64) -> i64 { x + 1 }
+/// fn add(a: i64, b: i64) -> i64 { a + b }
+/// let a = delayed(inc, 1);
+/// let b = delayed(inc, 2);
+/// let total = delayed(add, (&a, &b)); // nothing has run yet
+/// let value = mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+///     total.compute(client).unwrap()
+/// });
+/// assert_eq!(value, 5);
+/// ```
+///
 /// # Panics
 /// If a value argument cannot be encoded (a type that `serde` cannot serialise with
 /// bincode, such as a sequence of unknown length).
@@ -198,6 +211,19 @@ impl<T> Delayed<T> {
 }
 
 /// Submits delayed calls, each node once however many results share it.
+///
+/// ```
+/// use mpidask::delayed::{Session, delayed};
+/// fn inc(x: i64) -> i64 { x + 1 }
+/// fn double(x: i64) -> i64 { 2 * x }
+/// let shared = delayed(inc, 1);
+/// let (a, b) = (delayed(double, &shared), delayed(inc, &shared));
+/// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+///     let mut session = Session::new(client);
+///     // `shared` runs once for both results.
+///     assert_eq!(session.compute_all(&[a, b]).unwrap(), vec![4, 3]);
+/// });
+/// ```
 pub struct Session<'c> {
     client: &'c Client,
     /// Every node submitted so far, by address, with the node itself: holding it keeps the

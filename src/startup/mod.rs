@@ -27,6 +27,18 @@ use crate::logging;
 /// and up run tasks. Started without a launcher (a world of one rank) the same program runs
 /// in local mode, with the scheduler and workers as threads. Never returns: every rank exits
 /// with the same code (see [`ExitCode`]).
+///
+/// ```no_run
+/// fn square(x: u64) -> u64 { x * x }
+/// fn main() {
+///     // `mpirun -np 4 ./program`: rank 1 runs this closure, ranks 2.. run the tasks.
+///     mpidask::run(|client| -> anyhow::Result<()> {
+///         let squares = client.map(square, 0..100u64);
+///         println!("{}", client.gather(&squares)?.iter().sum::<u64>());
+///         Ok(())
+///     })
+/// }
+/// ```
 pub fn run<F, R>(program: F) -> !
 where
     F: FnOnce(&Client) -> R + Send,
@@ -38,6 +50,29 @@ where
 }
 
 /// [`run`] with explicit settings, e.g. flattened into the program's own `clap` parser.
+///
+/// ```no_run
+/// use clap::Parser;
+/// /// My program.
+/// #[derive(Parser)]
+/// struct Cli {
+///     /// Numbers to square
+///     #[arg(long, default_value_t = 100)]
+///     count: u64,
+///     /// --nthreads, --memory-limit, --report, ... beside the program's own flags
+///     #[command(flatten)]
+///     runtime: mpidask::RuntimeArgs,
+/// }
+/// fn square(x: u64) -> u64 { x * x }
+/// fn main() {
+///     let cli: Cli = mpidask::parse_args();
+///     mpidask::run_with(cli.runtime.clone(), |client| -> anyhow::Result<()> {
+///         let squares = client.map(square, 0..cli.count);
+///         println!("{}", client.gather(&squares)?.iter().sum::<u64>());
+///         Ok(())
+///     })
+/// }
+/// ```
 pub fn run_with<F, R>(args: RuntimeArgs, program: F) -> !
 where
     F: FnOnce(&Client) -> R + Send,

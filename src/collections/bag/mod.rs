@@ -109,6 +109,18 @@ impl<T: Item> Bag<T> {
 
     /// A bag of `items` cut into `npartitions` partitions of nearly equal length (some are
     /// empty when there are more partitions than items), each sent to a worker.
+    ///
+    /// ```
+    /// use mpidask::bag::Bag;
+    /// fn triple(x: u64) -> u64 { 3 * x }
+    /// fn is_even(x: &u64) -> bool { x % 2 == 0 }
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let bag = Bag::from_sequence(client, (1..=10u64).collect(), 4).unwrap();
+    ///     let evens = bag.map(triple).filter(is_even); // lazy: one task per partition later
+    ///     assert_eq!(evens.compute().unwrap(), vec![6, 12, 18, 24, 30]);
+    ///     assert_eq!(evens.sum().result().unwrap(), 90); // a reduction is a Future
+    /// });
+    /// ```
     pub fn from_sequence(client: &Client, items: Vec<T>, npartitions: usize) -> Result<Bag<T>> {
         let npartitions = npartitions.max(1);
         let (base, extra) = (items.len() / npartitions, items.len() % npartitions);
