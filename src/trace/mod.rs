@@ -126,6 +126,10 @@ struct Failure {
     message: String,
 }
 
+/// A rewrite of the report while the job runs waits at least this many times as long as the
+/// last one took.
+pub const REWRITE_SHARE: u32 = 20;
+
 /// Failures listed in the report at most (the first ones).
 const MAX_FAILURES: usize = 1000;
 /// Characters of a failure's message kept.
@@ -144,8 +148,8 @@ pub struct TraceCollector {
     failures: Vec<Failure>,
     /// Failures past [`MAX_FAILURES`], counted only.
     more_failures: u64,
-    /// When the report was last written while the job ran.
-    last_report: std::time::Instant,
+    /// When the report may next be written while the job runs.
+    next_report: std::time::Instant,
     written: bool,
 }
 
@@ -249,6 +253,7 @@ impl TraceCollector {
         report_path: Option<PathBuf>,
         settings: ReportSettings,
     ) -> Self {
+        let interval = settings.interval;
         TraceCollector {
             trace_path,
             report_path,
@@ -259,24 +264,29 @@ impl TraceCollector {
             events: Vec::new(),
             failures: Vec::new(),
             more_failures: 0,
-            last_report: std::time::Instant::now(),
+            next_report: std::time::Instant::now() + interval,
             written: false,
         }
     }
 
     /// Rewrites the report if `--report-interval` has passed since the last time (while
-    /// the job runs; [`finish`](Self::finish) writes the last one).
+    /// the job runs; [`finish`](Self::finish) writes the last one). The scheduler's thread
+    /// writes it, so the next rewrite waits at least [`REWRITE_SHARE`] times as long as
+    /// this one took: rewriting never takes more than 1/`REWRITE_SHARE` of its time, however
+    /// long the task stream.
     pub fn tick(&mut self, now: std::time::Instant) {
-        if self.written || now.duration_since(self.last_report) < self.settings.interval {
+        if self.written || now < self.next_report || self.report_path.is_none() {
             return;
         }
-        self.last_report = now;
+        let started = std::time::Instant::now();
         if let Some(path) = self.report_path.clone() {
             let summary = self.summary(None);
             if let Err(e) = write_private(&path, |out| html::write(self, &summary, out)) {
                 warn!("could not update the report {}: {e}", path.display());
             }
         }
+        let took = started.elapsed();
+        self.next_report = now + self.settings.interval.max(took * REWRITE_SHARE);
     }
 
     /// Looks at a message the scheduler is about to handle (function names and worker
@@ -579,6 +589,34 @@ mod tests {
         // Only the two outputs remain: the private directories are gone.
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_report_is_rewritten_at_most_every_interval_and_says_it_is_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.html");
+        let mut collector = collector_with_two_tasks();
+        collector.report_path = Some(path.clone());
+        collector.settings.interval = std::time::Duration::from_secs(3600);
+        let start = std::time::Instant::now();
+        collector.next_report = start;
+        collector.tick(start);
+        let page = std::fs::read_to_string(&path).expect("written at the first tick");
+        assert!(page.contains("The job is running") && page.trim_end().ends_with("</html>"));
+        assert!(collector.next_report >= start + collector.settings.interval);
+        std::fs::remove_file(&path).unwrap();
+        collector.tick(start + std::time::Duration::from_secs(1));
+        assert!(!path.exists(), "not again before the interval");
+        collector.finish(0);
+        let page = std::fs::read_to_string(&path).expect("written at the end");
+        assert!(page.contains("The job ended with exit code 0."));
+        collector.tick(start + std::time::Duration::from_secs(7200));
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("exit code 0"),
+            "never rewritten as running once the job ended"
+        );
     }
 
     #[test]
