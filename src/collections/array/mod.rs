@@ -539,6 +539,15 @@ fn unify_chunks(a: &Array, b: &Array, shape: &[usize]) -> (Array, Array, Chunks)
 }
 
 /// `cond ? a : b`, elementwise with broadcasting.
+///
+/// ```
+/// use mpidask::array;
+/// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+///     let x = array::arange(-2.0, 3.0, 1.0, 2); // [-2, -1, 0, 1, 2]
+///     let relu = array::where_(&x.gt(0.0), &x, 0.0);
+///     assert_eq!(relu.compute::<f64>(client).unwrap().as_slice().unwrap(), &[0.0, 0.0, 0.0, 1.0, 2.0]);
+/// });
+/// ```
 pub fn where_(cond: &Array, a: impl Into<Operand>, b: impl Into<Operand>) -> Array {
     let a = a.into().into_array();
     let b = b.into().into_array();
@@ -616,6 +625,16 @@ pub fn linspace(start: f64, stop: f64, num: usize, chunk: usize) -> Array {
 
 /// An array from an `ndarray` array on the client, cut into chunks of `chunks`. The data
 /// travels inside the tasks that read it.
+///
+/// ```
+/// use mpidask::array;
+/// let a = ndarray::Array2::from_shape_fn((4, 6), |(i, j)| (10 * i + j) as f64).into_dyn();
+/// let x = array::from_array(&a, &[3, 4]); // 2 x 2 chunks, the last ones smaller
+/// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+///     let column_sums = x.sum_axis(0).compute::<f64>(client).unwrap();
+///     assert_eq!(column_sums.as_slice().unwrap(), &[60.0, 64.0, 68.0, 72.0, 76.0, 80.0]);
+/// });
+/// ```
 pub fn from_array<T: Element>(array: &ArrayD<T>, chunks: &[usize]) -> Array {
     let block = block_of(array.clone());
     constructor(
@@ -641,6 +660,15 @@ pub(crate) fn block_of<T: Element>(array: ArrayD<T>) -> Block {
 impl Array {
     /// Computes the array and returns it as an `ndarray` array on the client. `T` must be
     /// the array's element type (use [`Array::astype`] first otherwise).
+    ///
+    /// ```
+    /// use mpidask::array;
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let x = array::arange(0.0, 6.0, 1.0, 4); // [0, 1, 2, 3, 4, 5] in chunks of 4
+    ///     let y = (&x * 2.0 + 1.0).compute::<f64>(client).unwrap();
+    ///     assert_eq!(y.as_slice().unwrap(), &[1.0, 3.0, 5.0, 7.0, 9.0, 11.0]);
+    /// });
+    /// ```
     pub fn compute<T: Element>(&self, client: &Client) -> Result<ArrayD<T>> {
         self.check()?;
         if T::DTYPE != self.dtype() {
@@ -674,6 +702,18 @@ impl Array {
     }
 
     /// Computes the chunks and keeps them on the workers; the result reads them from there.
+    ///
+    /// ```
+    /// use mpidask::array::random;
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let x = random::uniform(0.0, 1.0, &[1000, 1000], &[250, 250], 7)
+    ///         .persist(client) // generated once, kept on the workers
+    ///         .unwrap();
+    ///     let (mean, max) = (x.mean(), x.max()); // both read the kept chunks
+    ///     assert!((mean.compute_scalar::<f64>(client).unwrap() - 0.5).abs() < 0.01);
+    ///     assert!(max.compute_scalar::<f64>(client).unwrap() < 1.0);
+    /// });
+    /// ```
     pub fn persist(&self, client: &Client) -> Result<Array> {
         self.check()?;
         let futures = lower::materialize(client, self)?;

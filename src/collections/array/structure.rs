@@ -255,6 +255,14 @@ impl Array {
     }
 
     /// Cut into chunks of `sizes` along each axis (0 keeps the whole axis in one chunk).
+    ///
+    /// ```
+    /// use mpidask::array::random;
+    /// let x = random::uniform(0.0, 1.0, &[1000, 1000], &[100, 1000], 1); // row chunks
+    /// let columns = x.rechunk(&[0, 100]); // whole columns, 100 wide (Dask: rechunk((-1, 100)))
+    /// assert_eq!(columns.chunks()[0], vec![1000]);
+    /// assert_eq!(columns.chunks()[1].len(), 10);
+    /// ```
     pub fn rechunk(&self, sizes: &[usize]) -> Array {
         if self.check().is_err() {
             return self.clone();
@@ -314,6 +322,17 @@ impl Array {
     }
 
     /// `f` applied to every chunk, as a task per chunk. `f` must keep each chunk's shape.
+    ///
+    /// ```
+    /// use mpidask::array;
+    /// use ndarray::ArrayD;
+    /// fn clipped(block: ArrayD<f64>) -> ArrayD<f64> { block.mapv(|v| v.clamp(1.0, 3.0)) }
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let x = array::arange(0.0, 5.0, 1.0, 2);
+    ///     let y = x.map_blocks(clipped).compute::<f64>(client).unwrap();
+    ///     assert_eq!(y.as_slice().unwrap(), &[1.0, 1.0, 2.0, 3.0, 3.0]);
+    /// });
+    /// ```
     pub fn map_blocks<F, T, U>(&self, f: F) -> Array
     where
         F: TaskFn<(ArrayD<T>,), Output = ArrayD<U>>,
