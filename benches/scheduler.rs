@@ -11,6 +11,7 @@
 mod common;
 
 use common::{figure, rounds, size};
+use mpidask::internals::process::rss_bytes;
 use mpidask::internals::protocol::{
     ArgSlot, FnId, Key, Rank, TaskOptions, TaskSpec, ToScheduler, ToWorker, WorkerHello,
 };
@@ -131,19 +132,6 @@ fn run(workers: u32, nthreads: u32, tasks: u64) -> (f64, u64) {
         "every task finished and was released"
     );
     (started.elapsed().as_secs_f64(), placements)
-}
-
-/// Resident memory of this process, bytes.
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// Memory the scheduler holds per submitted task: `tasks` tasks submitted while no worker

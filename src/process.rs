@@ -13,26 +13,23 @@ pub fn cpu_seconds() -> f64 {
 /// Peak resident memory of this process (`VmHWM` of `/proc/self/status`), bytes; 0 where
 /// the kernel does not say.
 pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    status_bytes("VmHWM:")
 }
 
 /// Resident memory of this process now (`VmRSS` of `/proc/self/status`), bytes; 0 where
 /// the kernel does not say.
 pub fn rss_bytes() -> u64 {
+    status_bytes("VmRSS:")
+}
+
+/// The size after `field` (in kB) in `/proc/self/status`, bytes; 0 if it is not there.
+fn status_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)

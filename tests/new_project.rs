@@ -8,7 +8,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use support::{mpi_environment, mpirun, run_with_deadline, target_dir};
+use support::{mpi_environment, mpirun, require_slurm, run_with_deadline, target_dir};
 
 fn mpidask() -> &'static str {
     env!("CARGO_BIN_EXE_mpidask")
@@ -63,18 +63,6 @@ fn assert_mean(output: &str) {
         .parse()
         .expect("a number");
     assert!((mean - 0.5).abs() < 0.01, "mean {mean}");
-}
-
-/// Fails clearly unless the local cluster answers.
-fn require_slurm() {
-    let output = Command::new("sinfo").args(["-h", "-o", "%t"]).output();
-    match output {
-        Ok(out) if out.status.success() && !out.stdout.is_empty() => {}
-        other => panic!(
-            "no Slurm cluster answers `sinfo` ({other:?}): start the local one with `make slurm` \
-             (scripts/start-local-slurm.sh, as root)"
-        ),
-    }
 }
 
 #[test]

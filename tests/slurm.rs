@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
-use support::{Run, example, mpi_environment, run_with_deadline, run_with_trigger};
+use support::{Run, example, mpi_environment, require_slurm, run_with_deadline, run_with_trigger};
 
 /// One job at a time: the cluster is two cores.
 static CLUSTER: Mutex<()> = Mutex::new(());
@@ -18,18 +18,6 @@ const DEADLINE: Duration = Duration::from_secs(120);
 
 fn mpidask() -> &'static str {
     env!("CARGO_BIN_EXE_mpidask")
-}
-
-/// Fails clearly unless the local cluster answers.
-fn require_slurm() {
-    let output = Command::new("sinfo").args(["-h", "-o", "%t"]).output();
-    match output {
-        Ok(out) if out.status.success() && !out.stdout.is_empty() => {}
-        other => panic!(
-            "no Slurm cluster answers `sinfo` ({other:?}): start the local one with `make slurm` \
-             (scripts/start-local-slurm.sh, as root)"
-        ),
-    }
 }
 
 /// A fresh directory for one test's scripts and logs.

@@ -182,6 +182,19 @@ pub fn mpirun_path() -> PathBuf {
     found.unwrap_or_else(|| panic!("{name} not found on PATH: {package}"))
 }
 
+/// Fails clearly unless a Slurm cluster answers `sinfo` (the local one `make slurm`
+/// starts; tests that need it fail without it, they do not skip).
+pub fn require_slurm() {
+    let output = Command::new("sinfo").args(["-h", "-o", "%t"]).output();
+    match output {
+        Ok(out) if out.status.success() && !out.stdout.is_empty() => {}
+        other => panic!(
+            "no Slurm cluster answers `sinfo` ({other:?}): start the local one with `make slurm` \
+             (scripts/start-local-slurm.sh, as root)"
+        ),
+    }
+}
+
 /// A fresh empty directory for one test's files.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mpidask-test-{name}-{}", std::process::id()));
