@@ -220,6 +220,20 @@ pub struct RuntimeArgs {
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub poll_max_us: u64,
 
+    /// Also run a worker in rank 1's process, beside your program (dask-mpi's
+    /// exclusive_workers=False): a job of 2 ranks works, and a small job wastes no core.
+    /// Its rank is the job's size (the first rank past the launched ones). No effect in
+    /// local mode
+    #[arg(long, env = "MPIDASK_WORKER_ON_CLIENT", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub worker_on_client: bool,
+
+    /// Also run a worker in rank 0's process, beside the scheduler. Its rank comes after
+    /// the one --worker-on-client adds. No effect in local mode
+    #[arg(long, env = "MPIDASK_WORKER_ON_SCHEDULER", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub worker_on_scheduler: bool,
+
     /// Largest MPI message; bigger frames are split (for tests of the splitting)
     #[arg(long, env = "MPIDASK_MESSAGE_PART_BYTES", hide = true,
           default_value_t = DEFAULT_PART_BYTES,
@@ -247,6 +261,8 @@ impl Default for RuntimeArgs {
             log_dir: None,
             progress_interval: DEFAULT_PROGRESS_INTERVAL,
             poll_max_us: DEFAULT_POLL_MAX_US,
+            worker_on_client: false,
+            worker_on_scheduler: false,
             message_part_bytes: DEFAULT_PART_BYTES,
         }
     }
@@ -342,9 +358,11 @@ mod tests {
             "gpu=1, ssd=0.5",
             "--samples",
             "9",
+            "--worker-on-client",
         ])
         .unwrap();
         assert_eq!(p.runtime.nthreads, Some(3));
+        assert!(p.runtime.worker_on_client && !p.runtime.worker_on_scheduler);
         assert_eq!(p.runtime.resources.to_string(), "gpu=1,ssd=0.5");
         assert_eq!(p.samples, 9);
         assert_eq!(p.runtime.shutdown_timeout(), Duration::from_secs(10));

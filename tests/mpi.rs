@@ -790,8 +790,57 @@ fn test_world_of_two() -> Result<(), Failed> {
     check(|| {
         let run = launch(scenario_under_mpirun(2, "success"));
         run.expect_code(ExitCode::Startup.code())
-            .expect_stderr("mpidask needs at least 3 ranks");
+            .expect_stderr("mpidask needs at least 3 ranks")
+            .expect_stderr("add --worker-on-client");
         assert!(!run.stdout.contains("SCENARIO"), "the program must not run");
+    })
+}
+
+/// `scenario` under `mpirun -np NP` with workers beside the program (`client`) and the
+/// scheduler (`scheduler`), asked for by the environment (`mpidask::run` reads no flags).
+/// Two threads per worker: at `-np 2` Open MPI binds each rank to one core, and the
+/// scenarios need two tasks running at once.
+fn scenario_with_hosted(np: usize, scenario: &str, client: bool, scheduler: bool) -> Command {
+    let mut command = scenario_under_mpirun(np, scenario);
+    command
+        .env("MPIDASK_NTHREADS", "2")
+        .env("MPIDASK_WORKER_ON_CLIENT", if client { "1" } else { "0" })
+        .env(
+            "MPIDASK_WORKER_ON_SCHEDULER",
+            if scheduler { "yes" } else { "no" },
+        );
+    command
+}
+
+fn test_workers_beside_client_and_scheduler() -> Result<(), Failed> {
+    check(|| {
+        // Every feature of the success scenario (transfers between any two workers, a
+        // broadcast, pinning, failures, cancelling) with workers in the client's and the
+        // scheduler's processes: alone, together, and beside a worker rank (which
+        // broadcasts to them point to point).
+        for (np, client, scheduler, workers) in [
+            (2, true, false, 1),
+            (2, false, true, 1),
+            (2, true, true, 2),
+            (3, true, false, 2),
+            (3, true, true, 3),
+        ] {
+            let run = launch(scenario_with_hosted(np, "success", client, scheduler));
+            run.expect_code(0)
+                .expect_stdout(&format!("SCENARIO success OK workers={workers}"))
+                .expect_quiet();
+        }
+        // Arrays give the same answers as with a rank per worker.
+        let reference = launch(scenario_under_mpirun(4, "arrays"));
+        reference.expect_code(0).expect_quiet();
+        let hosted = launch(scenario_with_hosted(2, "arrays", true, true));
+        hosted.expect_code(0).expect_quiet();
+        assert!(
+            reference.stdout.starts_with("DIGEST "),
+            "{}",
+            reference.dump()
+        );
+        assert_eq!(hosted.stdout, reference.stdout, "arrays differ");
     })
 }
 
@@ -2032,6 +2081,10 @@ fn main() {
         ),
         Trial::test("failed_task_succeeds_on_retry", test_retry),
         Trial::test("world_of_two_exits_6", test_world_of_two),
+        Trial::test(
+            "workers_beside_client_and_scheduler_np_2_3",
+            test_workers_beside_client_and_scheduler,
+        ),
         Trial::test("resources_match_workers", test_resources),
         Trial::test("frames_split_into_parts", test_big_messages),
         Trial::test(

@@ -120,6 +120,7 @@ pub fn drive<N: Node>(
             );
         }
         let now = Instant::now();
+        busy |= transport.relayed();
         for incoming in frames.drain(..) {
             busy = true;
             let (from, frame) = (incoming.from, incoming.frame);

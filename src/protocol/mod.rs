@@ -31,7 +31,7 @@ pub use frame::{
 pub type Payload = Arc<Bytes>;
 
 /// Version of the message set below. Every rank checks at start-up that all ranks agree.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// Identity of a task or of a scattered value, unique within one job.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -491,6 +491,15 @@ pub enum ToWorker {
         key: Key,
         /// Its size.
         len: u64,
+    },
+    /// A broadcast value, sent point to point by the worker that broadcasts it to a worker
+    /// outside its collectives (one hosted in another rank's process): store it.
+    BroadcastValue {
+        /// Key of the value.
+        key: Key,
+        /// The encoded value.
+        #[serde(with = "frame::payload_bytes")]
+        bytes: Payload,
     },
     /// Shutdown, phase 1: stop working, finish sending, answer `Quiesced`.
     Stop,

@@ -1,7 +1,7 @@
 //! Local mode: every role on threads of this process over the local transport, for a world
 //! of one rank (no launcher), tests, examples and notebook-style use.
 
-use super::roles::{client_main, scheduler_main, worker_main};
+use super::roles::{WorkerPlace, client_main, scheduler_main, worker_main};
 use crate::client::Client;
 use crate::config::RuntimeArgs;
 use crate::exit::ExitCode;
@@ -60,10 +60,13 @@ where
                             args,
                             stop_signal,
                             job_key,
-                            host,
-                            nworkers,
-                            nworkers,
-                            workers,
+                            WorkerPlace {
+                                host,
+                                sharing: nworkers,
+                                ranks_on_node: nworkers,
+                                group: workers.clone(),
+                                workers,
+                            },
                         )
                     })
                     .expect("start a worker thread")

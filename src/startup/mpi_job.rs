@@ -4,13 +4,15 @@
 
 use super::launch;
 use super::outcome::{ClientOutcome, exit_code_with_message};
-use super::roles::{client_main, scheduler_main, worker_main};
+use super::roles::{WorkerPlace, client_main, scheduler_main, worker_main};
 use crate::client::Client;
 use crate::config::RuntimeArgs;
 use crate::exit::ExitCode;
 use crate::logging;
+use crate::node::abort_job;
 use crate::protocol::{PROTOCOL_VERSION, Rank};
 use crate::transport::mpi::bootstrap::{InitError, MpiJob};
+use crate::transport::{Placement, Transport};
 use log::{debug, error};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, OnceLock};
@@ -192,6 +194,13 @@ where
         }
         return ExitCode::Startup.code();
     }
+    let mut hosts = Vec::new();
+    if args.worker_on_client {
+        hosts.push(Rank::CLIENT);
+    }
+    if args.worker_on_scheduler {
+        hosts.push(Rank::SCHEDULER);
+    }
     match size {
         1 => {
             debug!("world of one rank: local mode");
@@ -199,11 +208,12 @@ where
                 super::local::local_job(args, stop_signal, program, exit_code_with_message);
             return code;
         }
-        2 => {
+        2 if hosts.is_empty() => {
             if rank == Rank::SCHEDULER {
                 error!(
                     "mpidask needs at least 3 ranks (0: scheduler, 1: your program, 2 and up: \
-                     workers) but runs with 2: use mpirun -np 3 (or more), or start the \
+                     workers) but runs with 2: use mpirun -np 3 (or more), add \
+                     --worker-on-client to run a worker in your program's rank, or start the \
                      program without mpirun/srun to run it in local mode"
                 );
             }
@@ -211,46 +221,100 @@ where
         }
         _ => {}
     }
+    let placement = Placement::new(size, hosts).expect("ranks 0 and 1 are in every job");
     if let Err((speak, message)) = check_same_program(&job) {
         if speak {
             error!("{message}");
         }
         return ExitCode::Startup.code();
     }
-    let (ranks_on_node, workers_sharing_cores) = node_sharing(&job, rank >= Rank::FIRST_WORKER);
+    let hosted = placement.hosted_by(rank);
+    let (ranks_on_node, workers_sharing_cores) =
+        node_sharing(&job, rank >= Rank::FIRST_WORKER || hosted.is_some());
     let _ = RANKS_PER_NODE.set(gather_ranks_per_node(&job));
     // The key that registrations of functions are checked with: made on rank 0.
     let job_key = job.broadcast_from_first(crate::task::new_job_key());
-    let workers: Vec<Rank> = (Rank::FIRST_WORKER.0..).take(size - 2).map(Rank).collect();
-    let (mut transport, mut collectives) = job.endpoints(args.message_part_bytes, &workers);
-    let code = match rank {
-        Rank::SCHEDULER => scheduler_main(&mut transport, args, stop_signal, job_key, workers),
-        Rank::CLIENT => {
-            client_main(
+    // The processes' own workers (the members of the workers' collectives), then those
+    // hosted by rank 1 and rank 0.
+    let group: Vec<Rank> = (Rank::FIRST_WORKER.0..).take(size - 2).map(Rank).collect();
+    let mut workers = group.clone();
+    workers.extend(placement.hosted_workers());
+    let (mut transport, mut collectives) =
+        job.endpoints(args.message_part_bytes, &group, placement);
+    let place = |group: Vec<Rank>| WorkerPlace {
+        host: job.processor_name(),
+        sharing: workers_sharing_cores,
+        ranks_on_node,
+        workers: workers.clone(),
+        group,
+    };
+    let code = std::thread::scope(|scope| {
+        // The worker this rank hosts runs on a thread of its own; its frames go through
+        // this thread's transport. Stop signals are this rank's own node's to handle.
+        let hosted_thread = transport.host_worker().map(|mut hosted_transport| {
+            let place = place(Vec::new());
+            let no_signal = Arc::new(AtomicUsize::new(0));
+            debug!("{rank} also runs worker {}", hosted_transport.rank().0);
+            std::thread::Builder::new()
+                .name(format!("worker-{}", hosted_transport.rank().0))
+                .spawn_scoped(scope, move || {
+                    worker_main(
+                        &mut hosted_transport,
+                        None,
+                        args,
+                        &no_signal,
+                        job_key,
+                        place,
+                    )
+                })
+        });
+        let hosted_thread = match hosted_thread.transpose() {
+            Ok(thread) => thread,
+            Err(e) => {
+                error!("cannot start the thread of the worker {rank} hosts: {e}");
+                abort_job(&mut transport, ExitCode::Startup.code());
+            }
+        };
+        let code = match rank {
+            Rank::SCHEDULER => {
+                scheduler_main(&mut transport, args, stop_signal, job_key, workers.clone())
+            }
+            Rank::CLIENT => {
+                client_main(
+                    &mut transport,
+                    args,
+                    stop_signal,
+                    job_key,
+                    workers.clone(),
+                    program,
+                    exit_code_with_message,
+                )
+                .0
+            }
+            _ => worker_main(
                 &mut transport,
+                collectives
+                    .as_mut()
+                    .map(|c| c as &mut dyn crate::transport::Collectives),
                 args,
                 stop_signal,
                 job_key,
-                workers,
-                program,
-                exit_code_with_message,
-            )
-            .0
+                place(group.clone()),
+            ),
+        };
+        if let Some(thread) = hosted_thread {
+            if !transport.finish_hosted(args.shutdown_timeout()) {
+                error!(
+                    "the worker {rank} hosts did not end within {:.1} s (--shutdown-timeout); \
+                     aborting",
+                    args.shutdown_timeout
+                );
+                abort_job(&mut transport, ExitCode::ShutdownTimeout.code());
+            }
+            let _ = thread.join();
         }
-        _ => worker_main(
-            &mut transport,
-            collectives
-                .as_mut()
-                .map(|c| c as &mut dyn crate::transport::Collectives),
-            args,
-            stop_signal,
-            job_key,
-            job.processor_name(),
-            workers_sharing_cores,
-            ranks_on_node,
-            workers,
-        ),
-    };
+        code
+    });
     // The transport goes before MPI is finalised (with `job`).
     drop(collectives);
     drop(transport);

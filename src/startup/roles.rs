@@ -82,20 +82,37 @@ pub(super) fn scheduler_main(
     code
 }
 
-/// A worker rank. `sharing`: workers that share this rank's cores (in this process in local
-/// mode, on this node's cores under MPI); `ranks_on_node`: ranks sharing the node's memory.
-#[allow(clippy::too_many_arguments)]
+/// Where a worker runs and who its peers are.
+pub(super) struct WorkerPlace {
+    /// The node's name.
+    pub host: String,
+    /// Workers that share this worker's cores (in this process in local mode, on this
+    /// node's cores under MPI).
+    pub sharing: usize,
+    /// Ranks sharing the node's memory.
+    pub ranks_on_node: usize,
+    /// Every worker of the job.
+    pub workers: Vec<Rank>,
+    /// The workers of this worker's collectives (empty if it takes part in none).
+    pub group: Vec<Rank>,
+}
+
+/// A worker rank, placed as `place` says.
 pub(super) fn worker_main(
     transport: &mut dyn Transport,
     collectives: Option<&mut dyn Collectives>,
     args: &RuntimeArgs,
     stop_signal: &Arc<AtomicUsize>,
     job_key: u64,
-    host: String,
-    sharing: usize,
-    ranks_on_node: usize,
-    workers: Vec<Rank>,
+    place: WorkerPlace,
 ) -> i32 {
+    let WorkerPlace {
+        host,
+        sharing,
+        ranks_on_node,
+        workers,
+        group,
+    } = place;
     let rank = transport.rank();
     logging::set_thread_role(rank.0, "worker");
     let nthreads = args.worker_threads(sharing);
@@ -137,7 +154,7 @@ pub(super) fn worker_main(
     let pause = memory_limit.map(|limit| (limit as f64 * args.memory_pause) as u64);
     let mut node = WorkerNode::new(rank, hello, executor, job_key)
         .with_memory_policy(spill, pause, Some(disk_report))
-        .with_workers(workers);
+        .with_workers(workers, group);
     if args.tracing() {
         node = node.with_trace();
     }

@@ -15,10 +15,12 @@
     clippy::cast_lossless
 )]
 
+mod hosted;
 pub mod local;
 pub mod mpi;
 mod outbox;
 
+pub use hosted::Placement;
 pub use outbox::Outbox;
 
 use crate::protocol::{Frame, Key, Payload, Rank};
@@ -71,6 +73,11 @@ pub trait Transport {
     /// `true` if an arriving frame wakes the attached thread (threads); `false` if the
     /// receiver must poll (MPI).
     fn wakes_receiver(&self) -> bool;
+    /// `true` if frames were relayed to or from a worker this rank's process hosts since the
+    /// last call (the loop stays responsive for it as for its own frames).
+    fn relayed(&mut self) -> bool {
+        false
+    }
     /// Ends the whole job now with `code` (exit hooks are the caller's business; see
     /// [`crate::exit::run_exit_hooks`]).
     fn abort(&mut self, code: i32) -> !;

@@ -92,6 +92,9 @@ pub struct WorkerNode {
     held: Vec<Key>,
     /// Every worker rank (broadcasts go to all of them).
     workers: Vec<Rank>,
+    /// The workers that take part in this worker's collectives (itself included; empty if
+    /// it takes part in none): a broadcast reaches the other workers point to point.
+    group: Vec<Rank>,
     /// Broadcasts on their way to this worker, with their root.
     broadcasting: FxHashMap<Key, Rank>,
     /// The functions registered so far (a new table on every registration, so tasks keep
@@ -131,6 +134,7 @@ impl WorkerNode {
             pause_warned: false,
             held: Vec::new(),
             workers: Vec::new(),
+            group: Vec::new(),
             broadcasting: FxHashMap::default(),
             functions: Arc::new(FunctionTable::new(job_key)),
         }
@@ -164,9 +168,10 @@ impl WorkerNode {
             | ToWorker::Exit { .. }
             | ToWorker::Heartbeat => from == Rank::SCHEDULER,
             ToWorker::GetData(_) => from == Rank::CLIENT || worker,
-            ToWorker::Data { .. } | ToWorker::DataMissing(_) | ToWorker::BroadcastStart { .. } => {
-                worker
-            }
+            ToWorker::Data { .. }
+            | ToWorker::DataMissing(_)
+            | ToWorker::BroadcastStart { .. }
+            | ToWorker::BroadcastValue { .. } => worker,
             ToWorker::ScatterData { .. } | ToWorker::BroadcastScatter { .. } => {
                 from == Rank::CLIENT
             }
@@ -195,10 +200,13 @@ impl WorkerNode {
         self
     }
 
-    /// Knows every worker rank (for broadcasts, and to tell which messages come from one).
-    pub fn with_workers(mut self, mut workers: Vec<Rank>) -> Self {
+    /// Knows every worker rank (for broadcasts, and to tell which messages come from one)
+    /// and those of its collectives' `group` (empty if it takes part in none).
+    pub fn with_workers(mut self, mut workers: Vec<Rank>, mut group: Vec<Rank>) -> Self {
         workers.sort_unstable();
+        group.sort_unstable();
         self.workers = workers;
+        self.group = group;
         self
     }
 
@@ -230,11 +238,24 @@ impl WorkerNode {
         if others.is_empty() {
             return;
         }
+        let in_group = |w: &Rank| self.group.binary_search(w).is_ok();
+        let collective = self.group.contains(&self.rank) && others.iter().any(in_group);
         for &worker in &others {
-            out.push(worker, &ToWorker::BroadcastStart { key, len });
+            if collective && in_group(&worker) {
+                out.push(worker, &ToWorker::BroadcastStart { key, len });
+            } else {
+                out.push(
+                    worker,
+                    &ToWorker::BroadcastValue {
+                        key,
+                        bytes: bytes.clone(),
+                    },
+                );
+            }
         }
-        // Every worker takes part in the collective, so every worker will hold the value:
-        // said by this rank, after its `TaskFinished`, so the scheduler hears it in order.
+        // Every other worker receives the value (the members of the collective take part
+        // in it), so every worker will hold it: said by this rank, after its
+        // `TaskFinished`, so the scheduler hears it in order.
         out.push(
             Rank::SCHEDULER,
             &ToScheduler::Replicated {
@@ -242,7 +263,9 @@ impl WorkerNode {
                 workers: others,
             },
         );
-        out.broadcast_send(key, bytes);
+        if collective {
+            out.broadcast_send(key, bytes);
+        }
     }
 
     /// Another worker broadcasts `key`: post this worker's part of the collective.
@@ -252,6 +275,17 @@ impl WorkerNode {
             trace.requested(key);
         }
         out.broadcast_receive(root, key, len as usize);
+    }
+
+    /// A broadcast value from `root` has arrived (by the collective or point to point).
+    fn on_broadcast_value(&mut self, root: Rank, key: Key, value: Payload, out: &mut Outbox) {
+        if let Some(trace) = &mut self.trace {
+            trace.arrived_by(key, root, value.len() as u64, true);
+        }
+        // A fetch of the same value may have been sent before the broadcast was announced;
+        // the root has told the scheduler this worker holds it.
+        self.fetching.remove(&key);
+        self.store_value(key, value, out);
     }
 
     /// Pauses above the pause threshold; below it, resumes and starts the held tasks. While
@@ -501,6 +535,9 @@ impl Node for WorkerNode {
             ToWorker::ScatterData { key, bytes } => self.on_scatter_data(key, bytes, out),
             ToWorker::BroadcastScatter { key, bytes } => self.on_broadcast_scatter(key, bytes, out),
             ToWorker::BroadcastStart { key, len } => self.on_broadcast_start(from, key, len, out),
+            ToWorker::BroadcastValue { key, bytes } => {
+                self.on_broadcast_value(from, key, bytes, out)
+            }
             ToWorker::Stop => {
                 debug!(
                     "stopping with {} values and {} queued tasks",
@@ -546,13 +583,7 @@ impl Node for WorkerNode {
         if self.status != NodeStatus::Running {
             return;
         }
-        if let Some(trace) = &mut self.trace {
-            trace.arrived_by(key, root, value.len() as u64, true);
-        }
-        // A fetch of the same value may have been sent before the broadcast was announced;
-        // the root has told the scheduler this worker holds it.
-        self.fetching.remove(&key);
-        self.store_value(key, value, out);
+        self.on_broadcast_value(root, key, value, out);
     }
 
     fn on_tick(&mut self, out: &mut Outbox, now: Instant) {

@@ -5,7 +5,7 @@ use super::executor::{Executor, TaskOutcome};
 use super::{WorkerEvent, WorkerNode};
 use crate::node::{Node, NodeStatus, event_channel};
 use crate::protocol::{
-    ArgSlot, Attempt, Bytes, ComputeMsg, FnId, Key, Rank, TaskCode, ToClient, ToScheduler,
+    ArgSlot, Attempt, Bytes, ComputeMsg, FnId, Key, Payload, Rank, TaskCode, ToClient, ToScheduler,
     ToWorker, WorkerHello, decode_frame_with, decode_value, encode_value,
 };
 use crate::task::{self, CallError, FnPointer, Registry, TaskFn, TaskInput, Trampoline};
@@ -139,7 +139,8 @@ impl WorkerEnv {
             memory_limit_source: String::new(),
         };
         let mut env = WorkerEnv {
-            node: WorkerNode::new(ME, hello, executor, JOB_KEY).with_workers(vec![ME, PEER]),
+            node: WorkerNode::new(ME, hello, executor, JOB_KEY)
+                .with_workers(vec![ME, PEER], vec![ME, PEER]),
             outcomes,
             mesh: LocalTransport::mesh(4),
             out: Outbox::new(),
@@ -728,4 +729,52 @@ fn a_task_placed_back_while_its_inputs_are_read_back_waits_for_all_of_them() {
     assert_eq!(env.value_of::<u64>(2), 3 * 200 + 4 * 200);
     drop(env);
     std::fs::remove_dir_all(&parent).unwrap();
+}
+
+#[test]
+fn a_broadcast_reaches_workers_outside_the_collective_point_to_point() {
+    // This worker's collective has no other member (the peer is hosted in another rank's
+    // process): the value goes to the peer in a message, and no collective starts (the
+    // flush without collectives would fail if one did).
+    let mut env = WorkerEnv::new(1);
+    let node = std::mem::replace(&mut env.node, WorkerEnv::new(1).node);
+    env.node = node.with_workers(vec![ME, PEER], vec![ME]);
+    let bytes: Payload = Arc::new(encode_value(&vec![7u32; 50]).unwrap().into());
+    env.send(
+        Rank::CLIENT,
+        ToWorker::BroadcastScatter {
+            key: Key(9),
+            bytes: bytes.clone(),
+        },
+    );
+    let to_peer: Vec<ToWorker> = env.received(PEER);
+    assert_eq!(
+        to_peer,
+        vec![ToWorker::BroadcastValue { key: Key(9), bytes }]
+    );
+    let told = env.sent_to_scheduler();
+    assert!(
+        told.iter()
+            .any(|m| matches!(m, ToScheduler::Replicated { key: Key(9), workers } if workers == &vec![PEER])),
+        "{told:?}"
+    );
+    // The receiving side: a broadcast value from another worker is stored and served.
+    let other: Payload = Arc::new(encode_value(&vec![3u32; 4]).unwrap().into());
+    env.send(
+        PEER,
+        ToWorker::BroadcastValue {
+            key: Key(10),
+            bytes: other,
+        },
+    );
+    assert_eq!(env.value_of::<Vec<u32>>(10), vec![3u32; 4]);
+    // Only a worker may send one.
+    env.send(
+        Rank::CLIENT,
+        ToWorker::BroadcastValue {
+            key: Key(11),
+            bytes: Arc::new(vec![1u8].into()),
+        },
+    );
+    assert!(matches!(env.node.status(), NodeStatus::Abort(..)));
 }

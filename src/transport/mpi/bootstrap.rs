@@ -116,12 +116,14 @@ impl MpiJob {
         all
     }
 
-    /// Collective: the point-to-point transport over `MPI_COMM_WORLD` and, on the ranks in
-    /// `workers`, the collectives over the workers' communicator (made here).
+    /// Collective: the point-to-point transport over `MPI_COMM_WORLD` (its processes running
+    /// the ranks as `placement` says) and, on the ranks in `workers` (processes' own ranks),
+    /// the collectives over the workers' communicator (made here).
     pub fn endpoints(
         &self,
         part_bytes: usize,
         workers: &[Rank],
+        placement: crate::transport::Placement,
     ) -> (MpiTransport, Option<MpiCollectives>) {
         let me = self.rank();
         let color = if workers.contains(&me) {
@@ -131,7 +133,7 @@ impl MpiJob {
         };
         // Ordered by world rank, as `workers` is.
         let group = self.world.split_by_color(color);
-        let transport = MpiTransport::new(self.universe.world(), part_bytes);
+        let transport = MpiTransport::new(self.universe.world(), part_bytes, placement);
         let collectives =
             group.map(|group| MpiCollectives::new(group, workers.to_vec(), part_bytes));
         (transport, collectives)
