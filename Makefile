@@ -2,9 +2,9 @@
 #
 #   make run              build and run the Monte-Carlo Pi example (the seed's dask.array
 #                         workload, 1 and 10 GB) under mpirun -np 4
-#   make test             the whole suite (unit, doc, and integration tests under mpirun), then
-#                         the integration tests again over TCP (the path between nodes) and
-#                         under MPICH (test-tcp, test-mpich)
+#   make test             the whole suite (unit, doc, and integration tests under mpirun, on
+#                         one node and across 3 imitated ones), then the integration tests
+#                         again over TCP and under MPICH (test-tcp, test-mpich)
 #   make bench            every benchmark (median of 5 runs each, baselines and the Python
 #                         peers in the same run; figures also in target/bench/results.json);
 #                         `make bench BENCH=tasks_per_s` for one
@@ -15,7 +15,10 @@
 #   make install PREFIX=/opt/mpidask
 #                         install the mpidask command and a modulefile (Lmod or Tcl
 #                         modules: module use $(PREFIX)/modulefiles; module load mpidask)
-#   make slurm            start a local single-node Slurm for the batch tests (slurm-stop)
+#   make nodes            imitate NODES (3) cluster nodes on this machine (network and UTS
+#                         namespaces on a private bridge) for the multi-node tests (nodes-stop)
+#   make slurm            start a local Slurm for the batch tests: one node, plus a slurmd
+#                         on each imitated node when they are up (slurm-stop)
 #   make fuzz             fuzz the message and file decoders for FUZZ_SECONDS (default 60)
 
 SHELL := /bin/bash
@@ -25,6 +28,7 @@ CARGO ?= cargo
 NP ?= 4
 BENCH ?=
 FUZZ_SECONDS ?= 60
+NODES ?= 3
 PI_ARGS ?= --sizes-gb 1,10
 # A Python with numpy, used by the test that reads arrays stored with to_npy_dir.
 PYENV := $(CURDIR)/target/pyenv
@@ -43,7 +47,7 @@ APT_PACKAGES := openmpi-bin libopenmpi-dev mpich libmpich-dev libclang-dev clang
 TEST_PACKAGES := chromium bsdutils environment-modules
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all install deps test-deps test-install pyenv slurm slurm-stop build run test test-tcp test-mpich lint bench bench-smoke fuzz peers clean
+.PHONY: all install deps test-deps test-install pyenv nodes nodes-stop slurm slurm-stop build run test test-tcp test-mpich lint bench bench-smoke fuzz peers clean
 
 all: build
 
@@ -66,10 +70,19 @@ deps:
 test-deps: deps
 	$(call apt_install,$(TEST_PACKAGES))
 
-# A local single-node Slurm (munge, slurmctld, slurmd from Debian packages) for
-# tests/slurm.rs; it advertises 8 CPUs so 4-rank jobs fit on a 2-core machine.
+# NODES imitated nodes node1..nodeN (tests/multinode.rs; docs/multinode.md).
+nodes:
+	$(SUDO) bash scripts/start-nodes.sh $(NODES)
+
+nodes-stop:
+	$(SUDO) bash scripts/stop-nodes.sh
+
+# A local Slurm (munge, slurmctld, slurmd from Debian packages) for tests/slurm.rs; its
+# node advertises 8 CPUs so 4-rank jobs fit on a 2-core machine. With the imitated nodes
+# up, each gets a slurmd of its own too (partition `nodes`).
 slurm:
-	$(SUDO) env LOCAL_SLURM_CPUS=8 bash scripts/start-local-slurm.sh
+	$(SUDO) env LOCAL_SLURM_CPUS=8 LOCAL_SLURM_NODES=$$(cat $${MPIDASK_NODES_DIR:-/run/mpidask-nodes}/count 2>/dev/null || echo 0) \
+	  bash scripts/start-local-slurm.sh
 
 slurm-stop:
 	$(SUDO) bash scripts/stop-local-slurm.sh
@@ -106,7 +119,7 @@ lint: deps
 
 # A test binary that exits early with code 0 would pass unnoticed: every binary cargo runs
 # must also report its result line.
-test: test-deps pyenv slurm lint
+test: test-deps pyenv nodes slurm lint
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --release 2>&1 | tee target/test.log
 	@started=$$(grep -cE '^running [0-9]+ tests?$$' target/test.log); \
@@ -114,6 +127,8 @@ test: test-deps pyenv slurm lint
 	[ "$$started" = "$$reported" ] || \
 	  { echo "$$started test runs started but $$reported reported a result: one exited early (see target/test.log)"; exit 1; }
 	$(MAKE) test-install bench-smoke test-tcp test-mpich
+	@# The imitated nodes go; Slurm stays, with its one node.
+	$(MAKE) nodes-stop slurm
 
 # make install into a scratch prefix, then `module load mpidask` and run the command.
 INSTALL_CHECK := $(CURDIR)/target/install-check
@@ -138,7 +153,7 @@ test-tcp: test-deps
 # and launched by MPICH's mpiexec.
 test-mpich: test-deps
 	MPICC=mpicc.mpich $(CARGO) build --release --target-dir target-mpich --examples
-	MPICC=mpicc.mpich MPIDASK_TEST_MPI=mpich $(CARGO) test --release --target-dir target-mpich --test mpi --test bad_input
+	MPICC=mpicc.mpich MPIDASK_TEST_MPI=mpich $(CARGO) test --release --target-dir target-mpich --test mpi --test bad_input --test multinode
 
 # The peers (dask-mpi, mpi4py) come from the shared folder's venv, made if missing.
 BENCH_RESULTS := $(CURDIR)/target/bench/results.json

@@ -112,6 +112,9 @@ impl Node for SchedulerNode {
     }
 
     fn on_signal(&mut self, signal: i32, _out: &mut Outbox) {
+        if let Some(trace) = &mut self.trace {
+            trace.snapshot();
+        }
         self.scheduler.handle(
             Rank::SCHEDULER,
             ToScheduler::Signal { signal },

@@ -419,6 +419,26 @@ impl TraceCollector {
         }
     }
 
+    /// Writes the trace and the report as they stand (the job goes on): when a stop signal
+    /// arrives, so that both exist even if the launcher kills this rank before the job's
+    /// orderly end (Open MPI kills every rank a second after it lost a node).
+    pub fn snapshot(&mut self) {
+        if self.written {
+            return;
+        }
+        let summary = self.summary(None);
+        if let Some(path) = self.trace_path.clone()
+            && let Err(e) = write_private(&path, |out| chrome::write(self, &summary, out))
+        {
+            warn!("could not write the trace {}: {e}", path.display());
+        }
+        if let Some(path) = self.report_path.clone()
+            && let Err(e) = write_private(&path, |out| html::write(self, &summary, out))
+        {
+            warn!("could not update the report {}: {e}", path.display());
+        }
+    }
+
     /// Logs the summary and writes the trace and the report (once; later calls do
     /// nothing). Called when the job ends, whatever the exit code.
     pub fn finish(&mut self, exit_code: i32) {

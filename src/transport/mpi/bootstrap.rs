@@ -75,7 +75,11 @@ impl MpiJob {
     /// `MPI_Get_library_version`.
     pub fn library_version(&self) -> String {
         mpi::environment::library_version()
-            .map(|v| v.trim().to_string())
+            // Open MPI's string ends in a NUL.
+            .map(|v| {
+                v.trim_matches(|c: char| c.is_whitespace() || c == '\0')
+                    .to_string()
+            })
             .unwrap_or_else(|_| "unknown".into())
     }
 
