@@ -153,11 +153,14 @@ test-tcp: test-deps
 # and launched by MPICH's mpiexec.
 test-mpich: test-deps
 	MPICC=mpicc.mpich $(CARGO) build --release --target-dir target-mpich --examples
-	MPICC=mpicc.mpich MPIDASK_TEST_MPI=mpich $(CARGO) test --release --target-dir target-mpich --test mpi --test bad_input --test multinode
+	MPICC=mpicc.mpich MPIDASK_TEST_MPI=mpich $(CARGO) test --release --target-dir target-mpich --test mpi --test bad_input
+	@# Not the partition test: under MPICH a node cut off stalls rank 0's MPI calls for
+	@# seconds at a time, so its lost workers are not detected (docs/multinode.md).
+	MPICC=mpicc.mpich MPIDASK_TEST_MPI=mpich $(CARGO) test --release --target-dir target-mpich --test multinode -- --skip partitioned_node
 
 # The peers (dask-mpi, mpi4py) come from the shared folder's venv, made if missing.
 BENCH_RESULTS := $(CURDIR)/target/bench/results.json
-bench: deps peers
+bench: deps peers nodes
 	@mkdir -p target/bench && rm -f $(BENCH_RESULTS)
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench runtime -- $(BENCH)
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench scheduler -- $(BENCH)
@@ -165,14 +168,15 @@ bench: deps peers
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench bags -- $(BENCH)
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench arrays -- $(BENCH)
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench futures -- $(BENCH)
+	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench multinode -- $(BENCH)
 	@echo "figures: $(BENCH_RESULTS)"
 
 # Each benchmark once at tiny sizes (seconds): the bench code and its answer checks run, so
 # they cannot rot; no speed is asserted. The peers are not needed.
 SMOKE_RESULTS := $(CURDIR)/target/bench/smoke.json
-bench-smoke: deps
+bench-smoke: deps nodes
 	@mkdir -p target/bench && rm -f $(SMOKE_RESULTS)
-	for b in runtime scheduler pi bags arrays futures; do \
+	for b in runtime scheduler pi bags arrays futures multinode; do \
 	  MPIDASK_BENCH_SMOKE=1 MPIDASK_BENCH_RESULTS=$(SMOKE_RESULTS) $(CARGO) bench --bench $$b || exit 1; \
 	done
 

@@ -4,31 +4,28 @@
 //! only several nodes show: ranks, workers, memory and threads per node, values crossing
 //! between nodes, broadcasts reaching every node, and the examples' answers unchanged.
 //!
-//! The nodes must be up (`make nodes`, which `make test` runs); without them every test
-//! fails, saying how to start them. Like `tests/mpi.rs`, the test binary is also the
-//! program under test (`MPIDASK_SCENARIO=<name>`).
+//! A node cut off from the network ends the job with exit 5 and a line naming it; a slow
+//! link does not. The nodes must be up (`make nodes`, which `make test` runs); without them
+//! every test fails, saying how to start them. Like `tests/mpi.rs`, the test binary is also
+//! the program under test (`MPIDASK_SCENARIO=<name>`). Slurm across the nodes:
+//! `tests/multinode_slurm.rs`.
 
 mod support;
 
 use anyhow::ensure;
 use libtest_mimic::{Arguments, Failed, Trial};
 use mpidask::{Client, TaskOptions};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
-use support::{Launcher, Run, example, launcher, mpi_environment, mpirun_path, run_with_deadline};
+use support::{Run, example, line_after, local_command, mpirun_on_nodes, run_with_deadline};
 
 /// Deadline of every job a test starts.
 const DEADLINE: Duration = Duration::from_secs(90);
 
-/// The imitated nodes' subnet (`scripts/start-nodes.sh`).
-const SUBNET: &str = "10.251.0.0/24";
-
-/// This (the root) namespace's address on the nodes' bridge.
-const BRIDGE_ADDRESS: &str = "10.251.0.1";
-
-/// Nodes the tests expect.
-const NODES: usize = 3;
+/// Taken for writing by the tests that break a node (the others take it for reading), so
+/// that no other job runs on the nodes meanwhile.
+static FAILURES: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 // ----- task functions ------------------------------------------------------------------
 
@@ -108,84 +105,6 @@ fn run_scenario(name: &str) -> ! {
 
 // ----- launching on the nodes ------------------------------------------------------------
 
-/// Where `scripts/start-nodes.sh` keeps its state.
-fn nodes_dir() -> PathBuf {
-    std::env::var_os("MPIDASK_NODES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/run/mpidask-nodes"))
-}
-
-/// Fails clearly unless the nodes are up.
-fn require_nodes() -> PathBuf {
-    let dir = nodes_dir();
-    let count: usize = std::fs::read_to_string(dir.join("count"))
-        .ok()
-        .and_then(|c| c.trim().parse().ok())
-        .unwrap_or(0);
-    assert!(
-        count >= NODES,
-        "{count} imitated node(s) are up, these tests need {NODES}: start them with \
-         `make nodes` (scripts/start-nodes.sh {NODES}, as root)"
-    );
-    dir.join("hostfile")
-}
-
-fn repo_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `mpirun -np NP program args` over the nodes (3 slots each: ranks 0-2 on node1, 3-5 on
-/// node2, 6-8 on node3), its daemons started on them by `scripts/node-rsh`, TCP only on
-/// the nodes' bridge; MPICH's `mpiexec` the same way with `MPIDASK_TEST_MPI=mpich`.
-fn mpirun_on_nodes(np: usize, program: &Path, args: &[&str]) -> Command {
-    let hostfile = require_nodes();
-    let rsh = repo_dir().join("scripts/node-rsh");
-    let mut command = Command::new(mpirun_path());
-    match launcher() {
-        Launcher::OpenMpi => {
-            command
-                .arg("--hostfile")
-                .arg(&hostfile)
-                .args(["--mca", "plm_rsh_agent"])
-                .arg(&rsh)
-                .args(["--mca", "oob_tcp_if_include", SUBNET])
-                .args(["--mca", "btl_tcp_if_include", SUBNET])
-                .args(["-x", "MPIDASK_SCENARIO", "-x", "MPIDASK_LOG"]);
-        }
-        Launcher::Mpich => {
-            // Hydra's proxies call back to mpiexec: at the bridge address, the only one of
-            // this namespace the nodes reach.
-            command
-                .args(["-launcher", "ssh", "-launcher-exec"])
-                .arg(&rsh)
-                .arg("-f")
-                .arg(hostfile.with_extension("hydra"))
-                .args(["-localhost", BRIDGE_ADDRESS]);
-        }
-    }
-    command
-        .arg("-np")
-        .arg(np.to_string())
-        .arg(program)
-        .args(args);
-    mpi_environment(&mut command);
-    command
-}
-
-/// `program` in local mode (no launcher in the environment).
-fn local_command(program: &Path) -> Command {
-    let mut command = Command::new(program);
-    for variable in [
-        "SLURM_NTASKS",
-        "SLURM_STEP_NUM_TASKS",
-        "OMPI_COMM_WORLD_SIZE",
-        "PMI_SIZE",
-    ] {
-        command.env_remove(variable);
-    }
-    command
-}
-
 fn launch(command: Command) -> Run {
     run_with_deadline(command, DEADLINE)
 }
@@ -200,20 +119,13 @@ fn check(f: impl FnOnce() + std::panic::UnwindSafe) -> Result<(), Failed> {
     })
 }
 
-/// The value after `label` on the line of `text` starting with it.
-fn line_after<'a>(text: &'a str, label: &str) -> &'a str {
-    text.lines()
-        .find_map(|l| l.strip_prefix(label))
-        .map(str::trim)
-        .unwrap_or_else(|| panic!("no line {label:?} in\n{text}"))
-}
-
 // ----- tests -----------------------------------------------------------------------------
 
 fn test_info_per_node() -> Result<(), Failed> {
     check(|| {
+        let _nodes = FAILURES.read().unwrap_or_else(|e| e.into_inner());
         let mpidask = support::target_dir().join("mpidask");
-        let run = launch(mpirun_on_nodes(8, &mpidask, &["info"]));
+        let run = launch(mpirun_on_nodes(&[3, 3, 3], 8, &mpidask, &["info"]));
         run.expect_code(0).expect_quiet();
         let out = &run.stdout;
         assert_eq!(line_after(out, "nodes:"), "3", "{}", run.dump());
@@ -255,7 +167,8 @@ fn test_info_per_node() -> Result<(), Failed> {
 
 fn test_values_cross_nodes() -> Result<(), Failed> {
     check(|| {
-        let mut command = mpirun_on_nodes(9, &std::env::current_exe().unwrap(), &[]);
+        let _nodes = FAILURES.read().unwrap_or_else(|e| e.into_inner());
+        let mut command = mpirun_on_nodes(&[3, 3, 3], 9, &std::env::current_exe().unwrap(), &[]);
         command.env("MPIDASK_SCENARIO", "across");
         let run = launch(command);
         run.expect_code(0).expect_quiet();
@@ -277,9 +190,10 @@ fn test_values_cross_nodes() -> Result<(), Failed> {
 
 fn test_examples_same_as_on_one_node() -> Result<(), Failed> {
     check(|| {
+        let _nodes = FAILURES.read().unwrap_or_else(|e| e.into_inner());
         let pi = example("pi_futures");
         let args = ["--samples", "4000000", "--tasks", "24", "--seed", "7"];
-        let across = launch(mpirun_on_nodes(8, &pi, &args));
+        let across = launch(mpirun_on_nodes(&[3, 3, 3], 8, &pi, &args));
         across.expect_code(0).expect_quiet();
         assert_eq!(across.field("RESULT", "workers").as_deref(), Some("6"));
         let mut local = local_command(&pi);
@@ -306,7 +220,7 @@ fn test_examples_same_as_on_one_node() -> Result<(), Failed> {
             "100000",
             "--check",
         ];
-        let across = launch(mpirun_on_nodes(8, &wordcount, &args));
+        let across = launch(mpirun_on_nodes(&[3, 3, 3], 8, &wordcount, &args));
         across
             .expect_code(0)
             .expect_quiet()
@@ -328,143 +242,113 @@ fn test_examples_same_as_on_one_node() -> Result<(), Failed> {
     })
 }
 
-/// Fails clearly unless the local Slurm has the imitated nodes (partition `nodes`, made by
-/// `make slurm` while the nodes are up).
-fn require_slurm_nodes() {
-    require_nodes();
-    let output = Command::new("sinfo")
-        .args(["-h", "-p", "nodes", "-o", "%D %t"])
-        .output();
-    match output {
-        Ok(out)
-            if String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .starts_with(&format!("{NODES} ")) => {}
-        other => panic!(
-            "the local Slurm has no partition `nodes` of {NODES} nodes ({other:?}): start the \
-             nodes, then Slurm (`make nodes slurm`)"
-        ),
-    }
+/// Takes a node's link (its veth on the bridge) down or up.
+fn set_link(node: usize, up: bool) {
+    let status = Command::new("ip")
+        .args(["link", "set", &format!("mdn{node}")])
+        .arg(if up { "up" } else { "down" })
+        .status()
+        .expect("ip runs");
+    assert!(status.success(), "ip link set mdn{node} failed");
 }
 
-fn mpidask_command() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mpidask"))
+/// Files a failure test's job writes: the report and the trace.
+fn report_and_trace(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("mpidask-multinode-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    (dir.join("report.html"), dir.join("trace.json"), dir)
 }
 
-fn test_srun_across_nodes() -> Result<(), Failed> {
+fn test_partitioned_node() -> Result<(), Failed> {
     check(|| {
-        require_slurm_nodes();
-        let mut command = Command::new("srun");
+        let _alone = FAILURES.write().unwrap_or_else(|e| e.into_inner());
+        let (report, trace, dir) = report_and_trace("partition");
+        let mut command = mpirun_on_nodes(&[3, 3, 3], 9, &std::env::current_exe().unwrap(), &[]);
         command
-            // A time limit, so that Slurm ends the job even if the deadline kills srun.
-            .args(["--mpi=pmix", "-p", "nodes", "-N", "3", "-n", "9"])
-            .args(["--ntasks-per-node=3", "--time=2"])
-            .arg(mpidask_command())
-            .arg("info");
-        mpi_environment(&mut command);
-        let run = launch(command);
-        run.expect_code(0).expect_quiet();
-        let out = &run.stdout;
-        assert_eq!(line_after(out, "nodes:"), "3", "{}", run.dump());
-        assert_eq!(
-            line_after(out, "ranks per node:"),
-            "node1: 3, node2: 3, node3: 3"
+            .env("MPIDASK_SCENARIO", "long_job")
+            .env("MPIDASK_WORKER_TIMEOUT", "5")
+            .env("MPIDASK_REPORT", &report)
+            .env("MPIDASK_TRACE", &trace);
+        // Once the job runs, node3's link goes down; then, for at most 30 s, the ranks of
+        // node1 and node2 (0 to 5) are watched until none is left.
+        let gone_after = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let gone = gone_after.clone();
+        let run = support::run_with_trigger(
+            command,
+            Duration::from_secs(45),
+            Some((
+                "SCENARIO long_job started",
+                Box::new(move |session| {
+                    set_link(3, false);
+                    let cut = std::time::Instant::now();
+                    while cut.elapsed() < Duration::from_secs(30) {
+                        let alive = support::session_members(session)
+                            .into_iter()
+                            .filter_map(support::rank_of_process)
+                            .any(|rank| rank < 6);
+                        if !alive {
+                            *gone.lock().unwrap() = Some(cut.elapsed());
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }),
+            )),
         );
-        assert_eq!(
-            line_after(out, "workers per node:"),
-            "node1: 1, node2: 3, node3: 3"
+        set_link(3, true);
+        let gone_after = *gone_after.lock().unwrap();
+        run.expect_stderr(
+            "workers rank 6, rank 7, rank 8 sent nothing for 5 s (--worker-timeout): presumed \
+             lost; every worker on node3 is silent: that node or its network is presumed down",
+        )
+        .expect_stderr(
+            "MPI_ABORT was invoked on rank 0 in communicator MPI_COMM_WORLD\nwith errorcode 5",
         );
-    })
-}
-
-/// `mpidask jobscript --partition nodes --nodes 3 --ntasks-per-node 3 OPTIONS -- PROGRAM`
-/// submitted with `sbatch --wait` from `dir`, checked to succeed quietly; the job's log.
-fn sbatch_on_nodes(dir: &Path, name: &str, options: &[&str], program: &[&str]) -> String {
-    let log = dir.join(format!("{name}.out"));
-    let script = Command::new(mpidask_command())
-        .args(["jobscript", "--job-name", name, "--partition", "nodes"])
-        .args([
-            "--nodes",
-            "3",
-            "--ntasks-per-node",
-            "3",
-            "--walltime",
-            "00:05:00",
-        ])
-        .arg("--output")
-        .arg(&log)
-        .args(options)
-        .arg("--")
-        .args(program)
-        .output()
-        .unwrap();
-    assert!(script.status.success(), "{script:?}");
-    let path = dir.join(format!("{name}.sbatch"));
-    std::fs::write(&path, &script.stdout).unwrap();
-    let mut sbatch = Command::new("sbatch");
-    sbatch.arg("--wait").arg(&path).current_dir(dir);
-    mpi_environment(&mut sbatch);
-    let run = launch(sbatch);
-    let log = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(run.code, Some(0), "{}\n--- job log ---\n{log}", run.dump());
-    assert!(
-        !log.contains("] ERROR:") && !log.contains("] WARN:"),
-        "{log}"
-    );
-    log
-}
-
-fn test_jobscript_on_three_nodes() -> Result<(), Failed> {
-    check(|| {
-        require_slurm_nodes();
-        let dir =
-            std::env::temp_dir().join(format!("mpidask-multinode-job-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        // The seed's Pi with futures: the same estimate as alone.
-        let pi = example("pi_futures").display().to_string();
-        let pi_args = ["--samples", "4000000", "--tasks", "24", "--seed", "7"];
-        let mut program = vec![pi.as_str()];
-        program.extend(pi_args);
-        let log = sbatch_on_nodes(&dir, "pi3", &[], &program);
-        let mut local = local_command(Path::new(&pi));
-        local.args(pi_args);
-        let alone = launch(local);
-        alone.expect_code(0);
-        let result = |name: &str| {
-            log.lines().find(|l| l.starts_with("RESULT")).and_then(|l| {
-                let tag = format!("{name}=");
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix(tag.as_str()).map(str::to_string))
-            })
-        };
-        assert_eq!(result("workers").as_deref(), Some("7"), "{log}");
-        assert_eq!(result("pi"), alone.field("RESULT", "pi"), "{log}");
-        // Each node's memory as Slurm gives it (--mem: SLURM_MEM_PER_NODE), divided among
-        // that node's ranks only.
-        let mpidask = mpidask_command().display().to_string();
-        let log = sbatch_on_nodes(&dir, "info3", &["--mem", "900M"], &[&mpidask, "info"]);
-        assert_eq!(
-            line_after(&log, "ranks per node:"),
-            "node1: 3, node2: 3, node3: 3",
-            "{log}"
+        assert!(
+            gone_after.is_some(),
+            "ranks of node1 or node2 still ran 30 s after node3 was cut off\n{}",
+            run.dump()
         );
-        for (rank, node) in [(2, "node1"), (4, "node2"), (8, "node3")] {
-            let line = log
-                .lines()
-                .find(|l| {
-                    l.trim_start()
-                        .starts_with(&format!("rank {rank} on {node}: "))
-                })
-                .unwrap_or_else(|| panic!("no line for worker {rank} on {node}\n{log}"));
+        // mpirun itself waits for node3's daemon, which it cannot reach (Open MPI 4.1): it
+        // either exits with the abort's code or is still waiting (docs/multinode.md).
+        assert!(run.code == Some(5) || run.code.is_none(), "{}", run.dump());
+        for file in [&report, &trace] {
             assert!(
-                line.contains(
-                    "memory limit 300.00 MiB = 900.00 MiB (SLURM_MEM_PER_NODE) / 3 ranks"
-                ),
-                "{line}"
+                file.is_file(),
+                "{} was not written\n{}",
+                file.display(),
+                run.dump()
             );
         }
         let _ = std::fs::remove_dir_all(&dir);
+    })
+}
+
+fn test_slow_node() -> Result<(), Failed> {
+    check(|| {
+        let _alone = FAILURES.write().unwrap_or_else(|e| e.into_inner());
+        // This kernel has no netem (delay); a token bucket makes node3's link slow instead:
+        // 50 Mbit/s, packets queued up to 50 ms.
+        let qdisc = |action: &str| {
+            let mut tc = Command::new("tc");
+            tc.args(["qdisc", action, "dev", "mdn3", "root"]);
+            if action == "add" {
+                tc.args(["tbf", "rate", "50mbit", "burst", "64kb", "latency", "50ms"]);
+            }
+            tc.stderr(std::process::Stdio::null());
+            tc.status().expect("tc runs").success()
+        };
+        let _ = qdisc("del");
+        assert!(qdisc("add"), "tc qdisc add tbf on mdn3 failed");
+        let mut command = mpirun_on_nodes(&[3, 3, 3], 9, &std::env::current_exe().unwrap(), &[]);
+        command
+            .env("MPIDASK_SCENARIO", "across")
+            .env("MPIDASK_WORKER_TIMEOUT", "5");
+        let run = launch(command);
+        qdisc("del");
+        run.expect_code(0).expect_quiet();
+        run.expect_stdout("CROSSINGS ok count=60");
     })
 }
 
@@ -483,11 +367,11 @@ fn main() {
             "pi_and_wordcount_same_as_on_one_node",
             test_examples_same_as_on_one_node,
         ),
-        Trial::test("srun_places_ranks_on_3_nodes", test_srun_across_nodes),
         Trial::test(
-            "jobscript_with_3_nodes_runs_under_sbatch",
-            test_jobscript_on_three_nodes,
+            "partitioned_node_named_and_other_nodes_stopped",
+            test_partitioned_node,
         ),
+        Trial::test("slow_node_link_job_completes", test_slow_node),
     ];
     libtest_mimic::run(&args, tests).exit();
 }

@@ -94,12 +94,16 @@ impl TestEnv {
     }
 
     fn hello(&mut self, rank: u32, nthreads: u32, resources: Vec<Resource>) {
+        self.hello_on(rank, nthreads, resources, "node1");
+    }
+
+    fn hello_on(&mut self, rank: u32, nthreads: u32, resources: Vec<Resource>, host: &str) {
         self.send(
             Rank(rank),
             ToScheduler::WorkerHello(WorkerHello {
                 nthreads,
                 resources,
-                host: "node1".into(),
+                host: host.into(),
                 pid: 100 + rank,
                 memory_limit: None,
                 memory_limit_source: String::new(),
@@ -976,6 +980,29 @@ fn a_silent_worker_is_declared_lost() {
     let (code, message) = env.aborted.clone().expect("aborted");
     assert_eq!(code, ExitCode::WorkerLost.code());
     assert!(message.contains("worker rank 3"), "{message}");
+}
+
+#[test]
+fn a_node_whose_workers_all_went_silent_is_named() {
+    let mut env = TestEnv::unjoined(&[2, 3, 4, 5]);
+    for (rank, host) in [(2, "node1"), (3, "node1"), (4, "node2"), (5, "node2")] {
+        env.hello_on(rank, 1, vec![], host);
+    }
+    for _ in 0..35 {
+        env.send(Rank(2), ToScheduler::Heartbeat);
+        env.send(Rank(3), ToScheduler::Heartbeat);
+        env.advance(Duration::from_secs(1));
+    }
+    let (code, message) = env.aborted.clone().expect("aborted");
+    assert_eq!(code, ExitCode::WorkerLost.code());
+    assert!(
+        message.starts_with("workers rank 4, rank 5 sent nothing for 3")
+            && message.ends_with(
+                "presumed lost; every worker on node2 is silent: that node or its network is \
+                 presumed down"
+            ),
+        "{message}"
+    );
 }
 
 #[test]

@@ -26,6 +26,9 @@ pub struct Run {
     pub timed_out: bool,
     /// Wall time.
     pub wall: Duration,
+    /// The MPI ranks of the job's processes still alive when the launcher had exited,
+    /// before they were killed (launched by the launcher, not by Slurm's daemons).
+    pub leftover_ranks: Vec<u32>,
 }
 
 impl Run {
@@ -344,6 +347,12 @@ pub fn run_with_trigger(mut command: Command, deadline: Duration, trigger: Optio
         std::thread::sleep(Duration::from_millis(20));
     };
     let wall = started.elapsed();
+    let mut leftover_ranks: Vec<u32> = session_members(session)
+        .into_iter()
+        .filter(|pid| !is_zombie(*pid))
+        .filter_map(rank_of_process)
+        .collect();
+    leftover_ranks.sort_unstable();
     // Leftover processes of the session (there should be none) must not outlive the test.
     kill_session(session);
     let (stdout, stderr) = (stdout.finish(), stderr.finish());
@@ -354,7 +363,17 @@ pub fn run_with_trigger(mut command: Command, deadline: Duration, trigger: Optio
         stderr,
         timed_out: timed_out || trigger.is_some(),
         wall,
+        leftover_ranks,
     }
+}
+
+/// `true` if `pid` has exited and waits for its parent to reap it.
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+        status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'))
+    })
 }
 
 /// A pipe read into a shared string by a thread.
@@ -462,4 +481,101 @@ pub fn numpy_python() -> PathBuf {
         python.display()
     );
     python
+}
+
+/// The imitated nodes' subnet (`scripts/start-nodes.sh`).
+pub const NODES_SUBNET: &str = "10.251.0.0/24";
+
+/// This (the root) namespace's address on the nodes' bridge.
+pub const BRIDGE_ADDRESS: &str = "10.251.0.1";
+
+/// Fails clearly unless at least `nodes` imitated nodes are up.
+pub fn require_nodes(nodes: usize) {
+    let dir = std::env::var_os("MPIDASK_NODES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/mpidask-nodes"));
+    let count: usize = std::fs::read_to_string(dir.join("count"))
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        count >= nodes,
+        "{count} imitated node(s) are up, {nodes} are needed: start them with `make nodes` \
+         (scripts/start-nodes.sh, as root)"
+    );
+}
+
+/// The launcher's `-np NP program args` over the imitated nodes, `slots[k]` ranks on node
+/// `k + 1` in rank order (`[3, 3, 3]`: ranks 0-2 on node1, 3-5 on node2, ...), the daemons
+/// started on them by `scripts/node-rsh`: Open MPI's `mpirun` with TCP only on the nodes'
+/// bridge, or MPICH's `mpiexec` with `MPIDASK_TEST_MPI=mpich`.
+pub fn mpirun_on_nodes(slots: &[usize], np: usize, program: &Path, args: &[&str]) -> Command {
+    require_nodes(slots.len());
+    let rsh = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/node-rsh");
+    let tag: Vec<String> = slots.iter().map(usize::to_string).collect();
+    let hostfile = std::env::temp_dir().join(format!(
+        "mpidask-hostfile-{}-{}",
+        std::process::id(),
+        tag.join("-")
+    ));
+    let lines: Vec<String> = slots
+        .iter()
+        .enumerate()
+        .map(|(k, n)| match launcher() {
+            Launcher::OpenMpi => format!("node{} slots={n}\n", k + 1),
+            Launcher::Mpich => format!("node{}:{n}\n", k + 1),
+        })
+        .collect();
+    std::fs::write(&hostfile, lines.concat()).expect("a hostfile in the temporary directory");
+    let mut command = Command::new(mpirun_path());
+    match launcher() {
+        Launcher::OpenMpi => {
+            command
+                .arg("--hostfile")
+                .arg(&hostfile)
+                .args(["--mca", "plm_rsh_agent"])
+                .arg(&rsh)
+                .args(["--mca", "oob_tcp_if_include", NODES_SUBNET])
+                .args(["--mca", "btl_tcp_if_include", NODES_SUBNET]);
+        }
+        Launcher::Mpich => {
+            // Hydra's proxies call back to mpiexec: at the bridge address, the only one of
+            // this namespace the nodes reach.
+            command
+                .args(["-launcher", "ssh", "-launcher-exec"])
+                .arg(&rsh)
+                .arg("-f")
+                .arg(&hostfile)
+                .args(["-localhost", BRIDGE_ADDRESS]);
+        }
+    }
+    command
+        .arg("-np")
+        .arg(np.to_string())
+        .arg(program)
+        .args(args);
+    mpi_environment(&mut command);
+    command
+}
+
+/// `program` in local mode (no launcher in the environment).
+pub fn local_command(program: &Path) -> Command {
+    let mut command = Command::new(program);
+    for variable in [
+        "SLURM_NTASKS",
+        "SLURM_STEP_NUM_TASKS",
+        "OMPI_COMM_WORLD_SIZE",
+        "PMI_SIZE",
+    ] {
+        command.env_remove(variable);
+    }
+    command
+}
+
+/// The value after `label` on the line of `text` starting with it.
+pub fn line_after<'a>(text: &'a str, label: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(label))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no line {label:?} in\n{text}"))
 }

@@ -285,6 +285,60 @@ impl Scheduler {
         }
     }
 
+    /// Says which workers have been silent longer than `--worker-timeout`, if any, with
+    /// their nodes: a node all of whose workers are silent is named as presumed down (a
+    /// lost node or a network partition), so the line says what to look at.
+    fn silent_workers(&self, now: Instant) -> Option<String> {
+        let timeout = self.config.worker_timeout;
+        let silent_for = |w: &Worker| now.saturating_duration_since(w.last_seen);
+        let silent: Vec<&Worker> = self
+            .workers
+            .iter()
+            .filter(|w| silent_for(w) > timeout)
+            .collect();
+        let longest = silent.iter().map(|w| silent_for(w)).max()?;
+        let host = |w: &Worker| w.hello.as_ref().map(|h| h.host.clone());
+        let ranks: Vec<String> = silent.iter().map(|w| w.rank.to_string()).collect();
+        let who = if silent.len() == 1 {
+            format!("worker {}", ranks[0])
+        } else {
+            format!("workers {}", ranks.join(", "))
+        };
+        let mut hosts: Vec<String> = silent.iter().filter_map(|w| host(w)).collect();
+        hosts.sort();
+        hosts.dedup();
+        let several_nodes = {
+            let mut all: Vec<String> = self.workers.iter().filter_map(host).collect();
+            all.sort();
+            all.dedup();
+            all.len() > 1
+        };
+        let down: Vec<&String> = hosts
+            .iter()
+            .filter(|h| {
+                self.workers
+                    .iter()
+                    .filter(|w| host(w).as_ref() == Some(*h))
+                    .all(|w| silent_for(w) > timeout)
+            })
+            .collect();
+        let place = if several_nodes && !down.is_empty() {
+            let names: Vec<&str> = down.iter().map(|h| h.as_str()).collect();
+            format!(
+                "; every worker on {} is silent: that node or its network is presumed down",
+                names.join(", ")
+            )
+        } else if hosts.is_empty() {
+            String::new()
+        } else {
+            format!(" (on {})", hosts.join(", "))
+        };
+        Some(format!(
+            "{who} sent nothing for {:.0} s (--worker-timeout): presumed lost{place}",
+            longest.as_secs_f64()
+        ))
+    }
+
     /// Checks deadlines: workers that went silent, a shutdown that takes too long.
     pub fn tick(&mut self, now: Instant) {
         let since_last_tick =
@@ -299,18 +353,7 @@ impl Scheduler {
         }
         match &self.lifecycle {
             Lifecycle::Running => {
-                let timeout = self.config.worker_timeout;
-                let silent = self
-                    .workers
-                    .iter()
-                    .find(|w| now.saturating_duration_since(w.last_seen) > timeout);
-                if let Some(worker) = silent {
-                    let message = format!(
-                        "worker {} sent nothing for {:.0} s (--worker-timeout): presumed lost",
-                        worker.rank,
-                        now.saturating_duration_since(worker.last_seen)
-                            .as_secs_f64()
-                    );
+                if let Some(message) = self.silent_workers(now) {
                     self.abort(ExitCode::WorkerLost.code(), message);
                 } else if let Some(warning) = self.check_stall(now) {
                     warn!("{warning}");

@@ -1,0 +1,187 @@
+//! Jobs across the imitated nodes under the local Slurm (`make nodes slurm`: a `slurmd` in
+//! each node's namespaces, partition `nodes`): `srun` places ranks on every node, and a
+//! script from `mpidask jobscript --nodes 3` runs under `sbatch --wait` with each node's
+//! memory divided among that node's ranks. Open MPI only (Slurm launches through PMIx);
+//! MPICH's launcher across the nodes is in `tests/multinode.rs`.
+
+mod support;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use support::{
+    Run, example, line_after, local_command, mpi_environment, require_nodes, run_with_deadline,
+};
+
+/// Deadline of every job a test starts.
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// Nodes the tests expect.
+const NODES: usize = 3;
+
+fn launch(command: Command) -> Run {
+    run_with_deadline(command, DEADLINE)
+}
+
+fn check(f: impl FnOnce() + std::panic::UnwindSafe) -> Result<(), Failed> {
+    std::panic::catch_unwind(f).map_err(|e| {
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "test panicked".into())
+            .into()
+    })
+}
+
+/// Fails clearly unless the local Slurm has the imitated nodes (partition `nodes`, made by
+/// `make slurm` while the nodes are up).
+fn require_slurm_nodes() {
+    require_nodes(NODES);
+    let output = Command::new("sinfo")
+        .args(["-h", "-p", "nodes", "-o", "%D %t"])
+        .output();
+    match output {
+        Ok(out)
+            if String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .starts_with(&format!("{NODES} ")) => {}
+        other => panic!(
+            "the local Slurm has no partition `nodes` of {NODES} nodes ({other:?}): start the \
+             nodes, then Slurm (`make nodes slurm`)"
+        ),
+    }
+}
+
+fn mpidask_command() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mpidask"))
+}
+
+fn test_srun_across_nodes() -> Result<(), Failed> {
+    check(|| {
+        require_slurm_nodes();
+        let mut command = Command::new("srun");
+        command
+            // A time limit, so that Slurm ends the job even if the deadline kills srun.
+            .args(["--mpi=pmix", "-p", "nodes", "-N", "3", "-n", "9"])
+            .args(["--ntasks-per-node=3", "--time=2"])
+            .arg(mpidask_command())
+            .arg("info");
+        mpi_environment(&mut command);
+        let run = launch(command);
+        run.expect_code(0).expect_quiet();
+        let out = &run.stdout;
+        assert_eq!(line_after(out, "nodes:"), "3", "{}", run.dump());
+        assert_eq!(
+            line_after(out, "ranks per node:"),
+            "node1: 3, node2: 3, node3: 3"
+        );
+        assert_eq!(
+            line_after(out, "workers per node:"),
+            "node1: 1, node2: 3, node3: 3"
+        );
+    })
+}
+
+/// `mpidask jobscript --partition nodes --nodes 3 --ntasks-per-node 3 OPTIONS -- PROGRAM`
+/// submitted with `sbatch --wait` from `dir`, checked to succeed quietly; the job's log.
+fn sbatch_on_nodes(dir: &Path, name: &str, options: &[&str], program: &[&str]) -> String {
+    let log = dir.join(format!("{name}.out"));
+    let script = Command::new(mpidask_command())
+        .args(["jobscript", "--job-name", name, "--partition", "nodes"])
+        .args([
+            "--nodes",
+            "3",
+            "--ntasks-per-node",
+            "3",
+            "--walltime",
+            "00:05:00",
+        ])
+        .arg("--output")
+        .arg(&log)
+        .args(options)
+        .arg("--")
+        .args(program)
+        .output()
+        .unwrap();
+    assert!(script.status.success(), "{script:?}");
+    let path = dir.join(format!("{name}.sbatch"));
+    std::fs::write(&path, &script.stdout).unwrap();
+    let mut sbatch = Command::new("sbatch");
+    sbatch.arg("--wait").arg(&path).current_dir(dir);
+    mpi_environment(&mut sbatch);
+    let run = launch(sbatch);
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(run.code, Some(0), "{}\n--- job log ---\n{log}", run.dump());
+    assert!(
+        !log.contains("] ERROR:") && !log.contains("] WARN:"),
+        "{log}"
+    );
+    log
+}
+
+fn test_jobscript_on_three_nodes() -> Result<(), Failed> {
+    check(|| {
+        require_slurm_nodes();
+        let dir =
+            std::env::temp_dir().join(format!("mpidask-multinode-job-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // The seed's Pi with futures: the same estimate as alone.
+        let pi = example("pi_futures").display().to_string();
+        let pi_args = ["--samples", "4000000", "--tasks", "24", "--seed", "7"];
+        let mut program = vec![pi.as_str()];
+        program.extend(pi_args);
+        let log = sbatch_on_nodes(&dir, "pi3", &[], &program);
+        let mut local = local_command(Path::new(&pi));
+        local.args(pi_args);
+        let alone = launch(local);
+        alone.expect_code(0);
+        let result = |name: &str| {
+            log.lines().find(|l| l.starts_with("RESULT")).and_then(|l| {
+                let tag = format!("{name}=");
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(tag.as_str()).map(str::to_string))
+            })
+        };
+        assert_eq!(result("workers").as_deref(), Some("7"), "{log}");
+        assert_eq!(result("pi"), alone.field("RESULT", "pi"), "{log}");
+        // Each node's memory as Slurm gives it (--mem: SLURM_MEM_PER_NODE), divided among
+        // that node's ranks only.
+        let mpidask = mpidask_command().display().to_string();
+        let log = sbatch_on_nodes(&dir, "info3", &["--mem", "900M"], &[&mpidask, "info"]);
+        assert_eq!(
+            line_after(&log, "ranks per node:"),
+            "node1: 3, node2: 3, node3: 3",
+            "{log}"
+        );
+        for (rank, node) in [(2, "node1"), (4, "node2"), (8, "node3")] {
+            let line = log
+                .lines()
+                .find(|l| {
+                    l.trim_start()
+                        .starts_with(&format!("rank {rank} on {node}: "))
+                })
+                .unwrap_or_else(|| panic!("no line for worker {rank} on {node}\n{log}"));
+            assert!(
+                line.contains(
+                    "memory limit 300.00 MiB = 900.00 MiB (SLURM_MEM_PER_NODE) / 3 ranks"
+                ),
+                "{line}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let tests = vec![
+        Trial::test("srun_places_ranks_on_3_nodes", test_srun_across_nodes),
+        Trial::test(
+            "jobscript_with_3_nodes_runs_under_sbatch",
+            test_jobscript_on_three_nodes,
+        ),
+    ];
+    libtest_mimic::run(&args, tests).exit();
+}
