@@ -4,8 +4,8 @@
 //! only several nodes show: ranks, workers, memory and threads per node, values crossing
 //! between nodes, broadcasts reaching every node, and the examples' answers unchanged.
 //!
-//! A node cut off from the network ends the job with exit 5 and a line naming it; a slow
-//! link does not. The nodes must be up (`make nodes`, which `make test` runs); without them
+//! A node cut off from the network makes rank 0 name it and abort with exit 5; a slow link
+//! does not. The nodes must be up (`make nodes`, which `make test` runs); without them
 //! every test fails, saying how to start them. Like `tests/mpi.rs`, the test binary is also
 //! the program under test (`MPIDASK_SCENARIO=<name>`). Slurm across the nodes:
 //! `tests/multinode_slurm.rs`.

@@ -38,18 +38,43 @@ fn check(f: impl FnOnce() + std::panic::UnwindSafe) -> Result<(), Failed> {
 /// `make slurm` while the nodes are up).
 fn require_slurm_nodes() {
     require_nodes(NODES);
-    let output = Command::new("sinfo")
-        .args(["-h", "-p", "nodes", "-o", "%D %t"])
-        .output();
-    match output {
-        Ok(out)
-            if String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .starts_with(&format!("{NODES} ")) => {}
-        other => panic!(
-            "the local Slurm has no partition `nodes` of {NODES} nodes ({other:?}): start the \
-             nodes, then Slurm (`make nodes slurm`)"
-        ),
+    // A node whose link a test of tests/multinode.rs took down for longer than Slurm's
+    // SlurmdTimeout is marked down: resumed here, once its slurmd answers again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let output = Command::new("sinfo")
+            .args(["-h", "-N", "-p", "nodes", "-o", "%N %t"])
+            .output();
+        let states: Vec<(String, String)> = match &output {
+            Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.split_once(' '))
+                .map(|(n, t)| (n.to_string(), t.trim().to_string()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let usable = |state: &str| ["idle", "mix", "alloc"].contains(&state);
+        if states.len() == NODES && states.iter().all(|(_, t)| usable(t)) {
+            return;
+        }
+        assert!(
+            !states.is_empty(),
+            "the local Slurm has no partition `nodes` ({output:?}): start the nodes, then Slurm \
+             (`make nodes slurm`)"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the local Slurm's nodes are not all usable after 90 s: {states:?} (see \
+             /var/tmp/local-slurm/log)"
+        );
+        for (node, state) in &states {
+            if state.starts_with("down") || state.starts_with("drain") {
+                let _ = Command::new("scontrol")
+                    .args(["update", &format!("NodeName={node}"), "State=RESUME"])
+                    .output();
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 
