@@ -25,7 +25,7 @@ mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use common::{figure, median, ratio, rounds, size};
+use common::{blob_len, figure, make_blob, median, ratio, rounds, size, wait_without_spinning};
 use mpi::traits::*;
 use mpidask::{Client, TaskOptions};
 use std::path::Path;
@@ -54,18 +54,6 @@ fn transfer_bytes() -> usize {
 
 fn noop(x: u64) -> u64 {
     x
-}
-
-/// A block of bytes that encodes as one byte string.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Blob(serde_bytes::ByteBuf);
-
-fn make_blob((len, fill): (usize, u8)) -> Blob {
-    Blob(serde_bytes::ByteBuf::from(vec![fill; len]))
-}
-
-fn blob_len(blob: Blob) -> usize {
-    blob.0.len()
 }
 
 fn role_pi(client: &Client) -> anyhow::Result<()> {
@@ -135,14 +123,7 @@ fn role_raw_transfer() {
         }
     }
     // The others wait without spinning, so the two movers have the cores.
-    let mut request = world.immediate_barrier();
-    loop {
-        match request.test() {
-            Ok(_) => break,
-            Err(r) => request = r,
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_without_spinning(&world);
 }
 
 fn play(role: &str) -> ! {

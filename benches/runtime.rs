@@ -36,7 +36,8 @@ mod common;
 mod support;
 
 use common::{
-    figure, median, one_run_for_compare, peer_python, ratio, rounds, shared_peers, size, smoke,
+    blob_len, figure, make_blob, median, one_run_for_compare, peer_python, ratio, rounds,
+    shared_peers, size, smoke, wait_without_spinning,
 };
 use mpi::traits::*;
 use mpidask::{Client, WorkerInfo};
@@ -105,18 +106,6 @@ fn noop(x: u64) -> u64 {
 
 fn inc(x: u64) -> u64 {
     x + 1
-}
-
-/// A block of bytes that encodes as one byte string.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Blob(serde_bytes::ByteBuf);
-
-fn make_blob((len, fill): (usize, u8)) -> Blob {
-    Blob(serde_bytes::ByteBuf::from(vec![fill; len]))
-}
-
-fn blob_len(blob: Blob) -> usize {
-    blob.0.len()
 }
 
 // ----- roles -------------------------------------------------------------------------------
@@ -388,19 +377,6 @@ fn role_pingpong() {
         }
     }
     wait_without_spinning(&world);
-}
-
-/// A barrier the idle ranks wait in without spinning a core (as mpidask's idle ranks do):
-/// a non-blocking barrier tested every millisecond.
-fn wait_without_spinning(world: &mpi::topology::SimpleCommunicator) {
-    let mut request = world.immediate_barrier();
-    loop {
-        match request.test() {
-            Ok(_) => break,
-            Err(r) => request = r,
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 fn play(role: &str) -> ! {

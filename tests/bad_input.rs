@@ -8,7 +8,7 @@
 
 mod support;
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Trial};
 use mpidask::internals::inject_frame;
 use mpidask::internals::protocol::{
     ArgSlot, FnId, FrameWriter, FunctionMsg, Key, Payload, Rank, TaskSpec, ToScheduler, ToWorker,
@@ -18,7 +18,7 @@ use mpidask::{Client, ExitCode, TaskOptions};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{Run, mpirun, run_with_deadline};
+use support::{Run, check, mpirun, run_with_deadline};
 
 /// Deadline of every job a test starts.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -160,16 +160,6 @@ fn expect_exit_8(run: &Run, expected: &str) {
         "nothing panics\n{}",
         run.dump()
     );
-}
-
-fn check(f: impl FnOnce() + std::panic::UnwindSafe) -> Result<(), Failed> {
-    std::panic::catch_unwind(f).map_err(|e| {
-        e.downcast_ref::<String>()
-            .cloned()
-            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "test panicked".into())
-            .into()
-    })
 }
 
 fn test(scenario: &'static str, np: usize, expected: &'static str) -> Trial {

@@ -14,7 +14,8 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 use support::{
-    Launcher, Run, example, mpirun, run_with_deadline, run_with_trigger, signal_members,
+    Launcher, Run, check, example, local_command, mpirun, run_with_deadline, run_with_trigger,
+    signal_members,
 };
 
 /// Deadline of every job a test starts.
@@ -676,20 +677,6 @@ fn this_binary() -> std::path::PathBuf {
     std::env::current_exe().expect("current exe")
 }
 
-/// `program` started without a launcher (local mode), whatever allocation the tests run in.
-fn local_command(program: &std::path::Path) -> Command {
-    let mut command = Command::new(program);
-    for variable in [
-        "SLURM_NTASKS",
-        "SLURM_STEP_NUM_TASKS",
-        "OMPI_COMM_WORLD_SIZE",
-        "PMI_SIZE",
-    ] {
-        command.env_remove(variable);
-    }
-    command
-}
-
 fn scenario_under_mpirun(np: usize, scenario: &str) -> Command {
     let mut command = mpirun(np, &this_binary(), &[]);
     command.env("MPIDASK_SCENARIO", scenario);
@@ -698,16 +685,6 @@ fn scenario_under_mpirun(np: usize, scenario: &str) -> Command {
 
 fn launch(command: Command) -> Run {
     run_with_deadline(command, DEADLINE)
-}
-
-fn check(f: impl FnOnce() + std::panic::UnwindSafe) -> Result<(), Failed> {
-    std::panic::catch_unwind(f).map_err(|e| {
-        e.downcast_ref::<String>()
-            .cloned()
-            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "test panicked".into())
-            .into()
-    })
 }
 
 fn test_success(np: usize) -> Result<(), Failed> {

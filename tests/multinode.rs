@@ -18,7 +18,7 @@ use mpidask::{Client, TaskOptions};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
-use support::{Run, example, line_after, local_command, mpirun_on_nodes, run_with_deadline};
+use support::{Run, check, example, line_after, local_command, mpirun_on_nodes, run_with_deadline};
 
 /// Deadline of every job a test starts.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -107,16 +107,6 @@ fn run_scenario(name: &str) -> ! {
 
 fn launch(command: Command) -> Run {
     run_with_deadline(command, DEADLINE)
-}
-
-fn check(f: impl FnOnce() + std::panic::UnwindSafe) -> Result<(), Failed> {
-    std::panic::catch_unwind(f).map_err(|e| {
-        e.downcast_ref::<String>()
-            .cloned()
-            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "test panicked".into())
-            .into()
-    })
 }
 
 // ----- tests -----------------------------------------------------------------------------

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use support::{
-    Run, example, line_after, local_command, mpi_environment, require_nodes, run_with_deadline,
+    Run, check, example, line_after, local_command, mpi_environment, require_nodes,
+    run_with_deadline,
 };
 
 /// Deadline of every job a test starts.
@@ -22,16 +23,6 @@ const NODES: usize = 3;
 
 fn launch(command: Command) -> Run {
     run_with_deadline(command, DEADLINE)
-}
-
-fn check(f: impl FnOnce() + std::panic::UnwindSafe) -> Result<(), Failed> {
-    std::panic::catch_unwind(f).map_err(|e| {
-        e.downcast_ref::<String>()
-            .cloned()
-            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "test panicked".into())
-            .into()
-    })
 }
 
 /// Fails clearly unless the local Slurm has the imitated nodes (partition `nodes`, made by

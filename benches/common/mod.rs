@@ -214,3 +214,31 @@ pub fn shared_peers() -> PathBuf {
     );
     dir
 }
+
+/// A block of bytes that encodes as one byte string: the value the transfer benchmarks move.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Blob(pub serde_bytes::ByteBuf);
+
+/// A task: a [`Blob`] of `len` bytes of `fill`.
+pub fn make_blob((len, fill): (usize, u8)) -> Blob {
+    Blob(serde_bytes::ByteBuf::from(vec![fill; len]))
+}
+
+/// A task: the length of a [`Blob`].
+pub fn blob_len(blob: Blob) -> usize {
+    blob.0.len()
+}
+
+/// A barrier the idle ranks wait in without spinning a core (as mpidask's idle ranks do):
+/// a non-blocking barrier tested every millisecond.
+pub fn wait_without_spinning(world: &mpi::topology::SimpleCommunicator) {
+    use mpi::traits::*;
+    let mut request = world.immediate_barrier();
+    loop {
+        match request.test() {
+            Ok(_) => break,
+            Err(r) => request = r,
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}

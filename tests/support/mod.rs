@@ -579,3 +579,14 @@ pub fn line_after<'a>(text: &'a str, label: &str) -> &'a str {
         .map(str::trim)
         .unwrap_or_else(|| panic!("no line {label:?} in\n{text}"))
 }
+
+/// Runs a test's body, turning its panic (a failed assertion) into the test's failure.
+pub fn check(f: impl FnOnce() + std::panic::UnwindSafe) -> Result<(), libtest_mimic::Failed> {
+    std::panic::catch_unwind(f).map_err(|e| {
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "test panicked".into())
+            .into()
+    })
+}
