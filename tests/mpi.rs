@@ -1107,12 +1107,18 @@ fn rank_killed_by(run: &Run, signal: &str) -> u32 {
 fn expect_rank_died(run: &Run, code: i32, signal: &str, task: &str) {
     run.expect_code(code);
     let rank = rank_killed_by(run, signal);
-    let errors = run.log_lines("ERROR");
+    // The line of rank 0's watcher, when the MPI library held the loop at the SIGTERM
+    // (src/scheduler/last_words.rs): it cannot name tasks.
+    let errors: Vec<&str> = run
+        .log_lines("ERROR")
+        .into_iter()
+        .filter(|l| !l.contains("while the MPI library held its communication thread"))
+        .collect();
     let over_tcp = std::env::var("OMPI_MCA_btl").is_ok_and(|btl| !btl.contains("vader"));
     if over_tcp && errors.is_empty() {
         // Over TCP the scheduler's MPI library may be stuck on the dead peer's connection
         // when mpirun's SIGTERM arrives, and be killed before it can name the task; mpirun
-        // has named the rank and the signal.
+        // has named the rank and the signal, rank 0's watcher the nodes last heard from.
         assert!(
             run.wall < Duration::from_secs(10),
             "ended in {:?}",

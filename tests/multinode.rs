@@ -80,22 +80,41 @@ fn scenario_across(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sleep_ms(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
+/// Everyday array workloads over a persisted array whose chunks lie on every node; prints
+/// the bytes their graphs move between workers at most (`Array::graph_summary`), which the
+/// test compares with the bytes the trace saw cross between nodes.
+fn scenario_placement(client: &Client) -> anyhow::Result<()> {
+    use mpidask::array::{Array, random};
+    let (n, c) = (2400, 400);
+    let x = random::uniform(0.0, 1.0, &[n, n], &[c, c], 11).persist(client)?;
+    let workloads: Vec<Array> = vec![
+        ((&x - x.mean_axis(0)) / x.std_axis(0)).sum_axis(1),
+        x.t().sum(),
+        x.t().sum_axis(1),
+        (&x * 2.0 + 1.0).max(),
+    ];
+    let mut moved = 0;
+    for workload in &workloads {
+        moved += workload.graph_summary()?.moved_bytes;
+        let value = workload.compute::<f64>(client)?;
+        ensure!(
+            value.iter().all(|v| v.is_finite()),
+            "{}",
+            workload.explain()
+        );
+    }
+    println!(
+        "PLACEMENT graph_moved_bytes={moved} array_bytes={}",
+        n * n * 8
+    );
+    Ok(())
 }
 
 fn run_scenario(name: &str) -> ! {
     match name {
         "across" => mpidask::run(scenario_across),
-        "long_job" => mpidask::run(|client| -> anyhow::Result<()> {
-            let workers = client.workers().len();
-            client.gather(&client.map(sleep_ms, vec![10u64; workers * 4]))?;
-            let sleepers = client.map(sleep_ms, vec![60_000u64; workers]);
-            println!("SCENARIO long_job started");
-            client.gather(&sleepers)?;
-            Ok(())
-        }),
+        "placement" => mpidask::run(scenario_placement),
+        "long_job" => mpidask::run(support::long_job),
         other => {
             eprintln!("unknown scenario {other}");
             std::process::exit(99)
@@ -232,6 +251,78 @@ fn test_examples_same_as_on_one_node() -> Result<(), Failed> {
     })
 }
 
+/// The placement of chunk tasks: reductions over an array spread over 3 nodes read each
+/// chunk where it lies, so the bytes the trace sees cross between nodes are no more than
+/// the graphs move between workers (`graph_summary().moved_bytes`, an upper bound), and far
+/// less than the array.
+fn test_placement_moves_what_graph_needs() -> Result<(), Failed> {
+    check(|| {
+        // Alone on the nodes: other jobs' load could make a steal across nodes pay.
+        let _alone = FAILURES.write().unwrap_or_else(|e| e.into_inner());
+        let (_, trace, dir) = report_and_trace("placement");
+        let mut command = mpirun_on_nodes(&[3, 3, 3], 9, &std::env::current_exe().unwrap(), &[]);
+        command
+            .env("MPIDASK_SCENARIO", "placement")
+            .env("MPIDASK_TRACE", &trace);
+        let run = launch(command);
+        run.expect_code(0).expect_quiet();
+        let field = |name: &str| -> u64 {
+            run.field("PLACEMENT", name)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no PLACEMENT {name}\n{}", run.dump()))
+        };
+        let (graph_moved, array_bytes) = (field("graph_moved_bytes"), field("array_bytes"));
+        let text = std::fs::read_to_string(&trace).expect("the trace was written");
+        let trace: serde_json::Value = serde_json::from_str(&text).expect("the trace is JSON");
+        let events = trace["traceEvents"].as_array().expect("traceEvents");
+        // Each worker's node, from the process names ("rank 4 worker (node2)").
+        let mut node_of = std::collections::HashMap::new();
+        for event in events.iter().filter(|e| e["name"] == "process_name") {
+            let label = event["args"]["name"].as_str().unwrap_or_default();
+            if let Some((_, host)) = label.split_once(" worker (") {
+                node_of.insert(
+                    event["pid"].as_u64().unwrap(),
+                    host.trim_end_matches(')').to_string(),
+                );
+            }
+        }
+        assert_eq!(node_of.len(), 7, "workers in the trace: {node_of:?}");
+        let (mut between_workers, mut between_nodes) = (0u64, 0u64);
+        for event in events
+            .iter()
+            .filter(|e| e["cat"] == "transfer" && e["name"] != "send")
+        {
+            let (to, from) = (event["pid"].as_u64(), event["args"]["peer"].as_u64());
+            let (Some(to), Some(from)) = (
+                to.and_then(|r| node_of.get(&r)),
+                from.and_then(|r| node_of.get(&r)),
+            ) else {
+                continue;
+            };
+            let bytes = event["args"]["bytes"].as_u64().unwrap_or(0);
+            between_workers += bytes;
+            if to != from {
+                between_nodes += bytes;
+            }
+        }
+        println!(
+            "graph moves at most {graph_moved} bytes; the trace saw {between_workers} between \
+             workers, {between_nodes} between nodes; the array is {array_bytes} bytes"
+        );
+        assert!(
+            between_nodes <= graph_moved,
+            "{between_nodes} bytes crossed between nodes, more than the {graph_moved} the \
+             graphs move between workers\n{}",
+            run.dump()
+        );
+        assert!(
+            graph_moved < array_bytes / 10,
+            "{graph_moved} of {array_bytes}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+}
+
 /// Takes a node's link (its veth on the bridge) down or up.
 fn set_link(node: usize, up: bool) {
     let status = Command::new("ip")
@@ -315,6 +406,70 @@ fn test_partitioned_node() -> Result<(), Failed> {
     })
 }
 
+fn test_lost_node() -> Result<(), Failed> {
+    check(|| {
+        let _alone = FAILURES.write().unwrap_or_else(|e| e.into_inner());
+        let (report, trace, dir) = report_and_trace("lost");
+        let mut command = mpirun_on_nodes(&[3, 3, 3], 9, &std::env::current_exe().unwrap(), &[]);
+        command
+            .env("MPIDASK_SCENARIO", "long_job")
+            .env("MPIDASK_WORKER_TIMEOUT", "5")
+            .env("MPIDASK_REPORT", &report)
+            .env("MPIDASK_TRACE", &trace);
+        let killed_at = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let killed = killed_at.clone();
+        let run = support::run_with_trigger(
+            command,
+            Duration::from_secs(60),
+            Some((
+                "SCENARIO long_job started",
+                Box::new(move |_| {
+                    support::kill_node(3, false);
+                    *killed.lock().unwrap() = Some(std::time::Instant::now());
+                }),
+            )),
+        );
+        let killed_at = killed_at.lock().unwrap().expect("node3 was killed");
+        // The run has returned: the job ended this long after the kill, at most.
+        let ended_after = killed_at.elapsed();
+        assert!(
+            ended_after < Duration::from_secs(30),
+            "ended {ended_after:?} after node3 was killed\n{}",
+            run.dump()
+        );
+        assert!(!run.timed_out, "the job did not end\n{}", run.dump());
+        assert!(
+            run.leftover_ranks.is_empty(),
+            "{:?} left\n{}",
+            run.leftover_ranks,
+            run.dump()
+        );
+        // Open MPI's mpirun sees its daemon on node3 gone, says so, and ends the job with
+        // its own exit code 9 (the launcher's code: docs/multinode.md); rank 0 gets its
+        // SIGTERM, often while Open MPI holds it inside MPI, and says when each node was
+        // last heard from.
+        assert_eq!(run.code, Some(9), "{}", run.dump());
+        let stopping = run.log_lines("ERROR");
+        assert!(
+            stopping
+                .iter()
+                .any(|l| l.contains("stopping: rank 0 received SIGTERM")
+                    && l.contains("node3 (rank 6, rank 7, rank 8)")),
+            "no line from rank 0 naming node3's ranks\n{}",
+            run.dump()
+        );
+        for file in [&report, &trace] {
+            assert!(
+                file.is_file(),
+                "{} was not written\n{}",
+                file.display(),
+                run.dump()
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+}
+
 fn test_slow_node() -> Result<(), Failed> {
     check(|| {
         let _alone = FAILURES.write().unwrap_or_else(|e| e.into_inner());
@@ -358,9 +513,14 @@ fn main() {
             test_examples_same_as_on_one_node,
         ),
         Trial::test(
+            "placement_moves_between_nodes_only_what_graph_needs",
+            test_placement_moves_what_graph_needs,
+        ),
+        Trial::test(
             "partitioned_node_named_and_other_nodes_stopped",
             test_partitioned_node,
         ),
+        Trial::test("lost_node_job_ends_with_trace_and_report", test_lost_node),
         Trial::test("slow_node_link_job_completes", test_slow_node),
     ];
     libtest_mimic::run(&args, tests).exit();

@@ -1,8 +1,11 @@
 //! Jobs across the imitated nodes under the local Slurm (`make nodes slurm`: a `slurmd` in
 //! each node's namespaces, partition `nodes`): `srun` places ranks on every node, and a
 //! script from `mpidask jobscript --nodes 3` runs under `sbatch --wait` with each node's
-//! memory divided among that node's ranks. Open MPI only (Slurm launches through PMIx);
-//! MPICH's launcher across the nodes is in `tests/multinode.rs`.
+//! memory divided among that node's ranks; a node lost mid-job (every process on it killed,
+//! Slurm's daemon too) is named by rank 0, which ends the job with exit code 5. Open MPI only
+//! (Slurm launches through PMIx); MPICH's launcher across the nodes is in
+//! `tests/multinode.rs`. Like `tests/mpi.rs`, the test binary is also the program under
+//! test (`MPIDASK_SCENARIO=long_job`).
 
 mod support;
 
@@ -20,6 +23,9 @@ const DEADLINE: Duration = Duration::from_secs(90);
 
 /// Nodes the tests expect.
 const NODES: usize = 3;
+
+/// Taken for writing by the test that kills a node (the others take it for reading).
+static FAILURES: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 fn launch(command: Command) -> Run {
     run_with_deadline(command, DEADLINE)
@@ -75,6 +81,7 @@ fn mpidask_command() -> PathBuf {
 
 fn test_srun_across_nodes() -> Result<(), Failed> {
     check(|| {
+        let _nodes = FAILURES.read().unwrap_or_else(|e| e.into_inner());
         require_slurm_nodes();
         let mut command = Command::new("srun");
         command
@@ -138,6 +145,7 @@ fn sbatch_on_nodes(dir: &Path, name: &str, options: &[&str], program: &[&str]) -
 
 fn test_jobscript_on_three_nodes() -> Result<(), Failed> {
     check(|| {
+        let _nodes = FAILURES.read().unwrap_or_else(|e| e.into_inner());
         require_slurm_nodes();
         let dir =
             std::env::temp_dir().join(format!("mpidask-multinode-job-{}", std::process::id()));
@@ -190,13 +198,133 @@ fn test_jobscript_on_three_nodes() -> Result<(), Failed> {
     })
 }
 
+/// Every process of node3 killed mid-job, its `slurmd` too: rank 0 names the node and its
+/// ranks after `--worker-timeout`, writes the trace and the report, and ends the job with
+/// exit code 5, which `srun` returns; no rank is left on node1 or node2. node3's `slurmd`
+/// is started again afterwards.
+fn test_lost_node_under_srun() -> Result<(), Failed> {
+    check(|| {
+        let _alone = FAILURES.write().unwrap_or_else(|e| e.into_inner());
+        require_slurm_nodes();
+        let dir = std::env::temp_dir().join(format!("mpidask-slurm-lost-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (report, trace) = (dir.join("report.html"), dir.join("trace.json"));
+        let mut command = Command::new("srun");
+        command
+            .args(["--mpi=pmix", "-p", "nodes", "-N", "3", "-n", "9"])
+            .args(["--ntasks-per-node=3", "--time=2"])
+            .arg(std::env::current_exe().unwrap())
+            .env("MPIDASK_SCENARIO", "long_job")
+            .env("MPIDASK_WORKER_TIMEOUT", "5")
+            .env("MPIDASK_REPORT", &report)
+            .env("MPIDASK_TRACE", &trace);
+        mpi_environment(&mut command);
+        let killed_at = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let killed = killed_at.clone();
+        let run = support::run_with_trigger(
+            command,
+            Duration::from_secs(60),
+            Some((
+                "SCENARIO long_job started",
+                Box::new(move |_| {
+                    support::kill_node(3, true);
+                    *killed.lock().unwrap() = Some(std::time::Instant::now());
+                }),
+            )),
+        );
+        let ended_after = killed_at
+            .lock()
+            .unwrap()
+            .expect("node3 was killed")
+            .elapsed();
+        // Ranks of node1 and node2 left (they are Slurm's children, not the test's).
+        let mut left = Vec::new();
+        for _ in 0..50 {
+            left = ranks_on_nodes(&[1, 2]);
+            if left.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        restart_slurmd(3);
+        assert!(
+            left.is_empty(),
+            "ranks left on node1 or node2: {left:?}\n{}",
+            run.dump()
+        );
+        run.expect_code(5).expect_stderr(
+            "workers rank 6, rank 7, rank 8 sent nothing for 5 s (--worker-timeout): presumed \
+             lost; every worker on node3 is silent: that node or its network is presumed down",
+        );
+        assert!(
+            ended_after < Duration::from_secs(30),
+            "ended {ended_after:?} after node3 was killed\n{}",
+            run.dump()
+        );
+        for file in [&report, &trace] {
+            assert!(
+                file.is_file(),
+                "{} was not written\n{}",
+                file.display(),
+                run.dump()
+            );
+        }
+        require_slurm_nodes();
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+}
+
+/// Pids of processes of this test binary (the job's ranks) on the given nodes.
+fn ranks_on_nodes(nodes: &[usize]) -> Vec<i32> {
+    let me = std::fs::read_link("/proc/self/exe").ok();
+    let mut ranks = Vec::new();
+    for node in nodes {
+        let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &format!("node{node}")])
+            .output()
+        else {
+            continue;
+        };
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let Ok(pid) = pid.parse::<i32>() else {
+                continue;
+            };
+            if std::fs::read_link(format!("/proc/{pid}/exe")).ok() == me {
+                ranks.push(pid);
+            }
+        }
+    }
+    ranks
+}
+
+/// Starts node `node`'s `slurmd` again (after a test killed it).
+fn restart_slurmd(node: usize) {
+    let on_node = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/on-node");
+    let name = format!("node{node}");
+    let status = Command::new(on_node)
+        .args([&name, "slurmd", "-N", &name])
+        .status();
+    assert!(
+        status.as_ref().is_ok_and(|s| s.success()),
+        "slurmd -N {name} did not start again: {status:?}"
+    );
+}
+
 fn main() {
+    if std::env::var("MPIDASK_SCENARIO").as_deref() == Ok("long_job") {
+        mpidask::run(support::long_job);
+    }
     let args = Arguments::from_args();
     let tests = vec![
         Trial::test("srun_places_ranks_on_3_nodes", test_srun_across_nodes),
         Trial::test(
             "jobscript_with_3_nodes_runs_under_sbatch",
             test_jobscript_on_three_nodes,
+        ),
+        Trial::test(
+            "lost_node_named_under_srun_exit_5",
+            test_lost_node_under_srun,
         ),
     ];
     libtest_mimic::run(&args, tests).exit();

@@ -2,11 +2,13 @@
 //! routes what it leaves in its outbox, heartbeats every other rank, and collects the task
 //! stream (`--trace`, `--report`).
 
+use super::last_words::LastWords;
 use super::{Output, Scheduler};
 use crate::node::{self, Node, NodeStatus};
 use crate::protocol::{Rank, ToClient, ToScheduler, ToWorker};
 use crate::trace::TraceCollector;
 use crate::transport::Outbox;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Rank 0: the scheduler state machine behind the communication loop.
@@ -17,8 +19,11 @@ pub struct SchedulerNode {
     /// Every other rank, told every [`node::HEARTBEAT`] that the scheduler is alive.
     others: Vec<Rank>,
     last_heartbeat: Instant,
-    /// The job's task stream (`--trace`/`--report`), written when the job ends.
-    trace: Option<TraceCollector>,
+    /// The job's task stream (`--trace`/`--report`), written when the job ends, and what
+    /// the watcher of stop signals needs to write it if this loop cannot.
+    words: Arc<LastWords>,
+    /// `true` if the task stream is collected (else its lock is never taken per message).
+    tracing: bool,
     /// Bytes received from all ranks (frames and attachments).
     received_bytes: u64,
 }
@@ -26,20 +31,29 @@ pub struct SchedulerNode {
 impl SchedulerNode {
     /// The node of `scheduler`, heartbeating `others`, collecting `trace` if given.
     pub fn new(scheduler: Scheduler, others: Vec<Rank>, trace: Option<TraceCollector>) -> Self {
+        let ranks = others.iter().map(|r| r.0 as usize + 1).max().unwrap_or(1);
+        let tracing = trace.is_some();
         SchedulerNode {
             scheduler,
             outputs: Vec::new(),
             abort: None,
             others,
             last_heartbeat: Instant::now(),
-            trace,
+            words: Arc::new(LastWords::new(ranks, trace)),
+            tracing,
             received_bytes: 0,
         }
     }
 
+    /// What a watcher of stop signals shares with this node ([`super::last_words::watch`]).
+    pub fn last_words(&self) -> Arc<LastWords> {
+        self.words.clone()
+    }
+
     /// The job ended with `code`: writes the task stream (if collected).
     pub fn finish(&mut self, code: i32) {
-        if let Some(trace) = &mut self.trace {
+        self.words.hush();
+        if let Some(trace) = self.words.trace().as_mut() {
             trace.finish(code);
         }
     }
@@ -68,17 +82,24 @@ impl Node for SchedulerNode {
     type Message = ToScheduler;
     type Event = ();
 
-    fn on_frame(&mut self, _from: Rank, bytes: u64) {
+    fn on_frame(&mut self, from: Rank, bytes: u64) {
         self.received_bytes += bytes;
+        self.words.heard(from, Instant::now());
     }
 
     fn on_message(&mut self, from: Rank, message: ToScheduler, _out: &mut Outbox, now: Instant) {
-        let message = match &mut self.trace {
+        if let ToScheduler::WorkerHello(hello) = &message {
+            self.words.set_host(from, &hello.host);
+        }
+        let message = match self.tracing {
             // A trace message is a sign of life too.
-            Some(trace) => trace
-                .observe(from, message)
-                .unwrap_or(ToScheduler::Heartbeat),
-            None => message,
+            true => match self.words.trace().as_mut() {
+                Some(trace) => trace
+                    .observe(from, message)
+                    .unwrap_or(ToScheduler::Heartbeat),
+                None => message,
+            },
+            false => message,
         };
         self.scheduler.handle(from, message, now);
     }
@@ -94,9 +115,10 @@ impl Node for SchedulerNode {
     fn on_event(&mut self, _event: (), _out: &mut Outbox, _now: Instant) {}
 
     fn on_tick(&mut self, out: &mut Outbox, now: Instant) {
+        self.words.loop_ran(now);
         self.scheduler.tick(now);
         self.route(out);
-        if let Some(trace) = &mut self.trace {
+        if let Some(trace) = self.words.trace().as_mut() {
             trace.tick(now);
         }
         if now.duration_since(self.last_heartbeat) >= node::HEARTBEAT {
@@ -112,7 +134,8 @@ impl Node for SchedulerNode {
     }
 
     fn on_signal(&mut self, signal: i32, _out: &mut Outbox) {
-        if let Some(trace) = &mut self.trace {
+        self.words.hush();
+        if let Some(trace) = self.words.trace().as_mut() {
             trace.snapshot();
         }
         self.scheduler.handle(

@@ -162,6 +162,8 @@ pub struct Worker {
     pub last_seen: Instant,
     /// Bytes of values it holds.
     pub nbytes: u64,
+    /// Its node: workers on the same host have the same number (set when it joins).
+    pub node: u32,
 }
 
 impl Worker {
@@ -173,6 +175,7 @@ impl Worker {
             processing: FxHashSet::default(),
             last_seen: now,
             nbytes: 0,
+            node: 0,
         }
     }
 

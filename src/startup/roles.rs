@@ -67,6 +67,9 @@ pub(super) fn scheduler_main(
         )
     });
     let mut node = SchedulerNode::new(Scheduler::new(config, Instant::now()), others, trace);
+    if super::signals::handlers_installed() {
+        crate::scheduler::last_words::watch(node.last_words(), &super::signals::STOP_SIGNALS);
+    }
     let code = drive(
         &mut node,
         transport,

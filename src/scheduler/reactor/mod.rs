@@ -24,7 +24,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::time::{Duration, Instant};
 
 /// `SIGTERM` and the like, by number.
-fn signal_name(signal: i32) -> String {
+pub(super) fn signal_name(signal: i32) -> String {
     match signal {
         signal_hook::consts::SIGTERM => "SIGTERM".into(),
         signal_hook::consts::SIGINT => "SIGINT".into(),
@@ -95,6 +95,9 @@ pub struct Scheduler {
     config: SchedulerConfig,
     tasks: KeyMap<Task>,
     workers: Vec<Worker>,
+    /// The workers' host names, in the order they first said hello: [`Worker::node`]
+    /// indexes it.
+    hosts: Vec<String>,
     /// Index in `workers` by rank number (`NOT_A_WORKER` for other ranks).
     rank_index: Vec<u32>,
     /// Joined workers by load (tasks held per thread), then index: the least loaded first.
@@ -163,6 +166,7 @@ impl Scheduler {
             config,
             tasks: KeyMap::new(),
             workers,
+            hosts: Vec::new(),
             rank_index,
             by_load: LoadIndex::new(count),
             ready: ReadyQueue::default(),
@@ -513,6 +517,11 @@ impl Scheduler {
         candidates
     }
 
+    /// The node of worker `rank` (numbered in the order hosts first said hello).
+    fn node_of(&self, rank: Rank) -> Option<u32> {
+        self.worker_index(rank).map(|i| self.workers[i].node)
+    }
+
     fn all_joined(&self) -> bool {
         self.joined == self.workers.len()
     }
@@ -544,8 +553,17 @@ impl Scheduler {
             "worker {from} joined: {} threads on {} (pid {})",
             hello.nthreads, hello.host, hello.pid
         );
-        worker.hello = Some(hello);
         let index = self.worker_index(from).expect("a worker rank");
+        let node = match self.hosts.iter().position(|h| *h == hello.host) {
+            Some(node) => node,
+            None => {
+                self.hosts.push(hello.host.clone());
+                self.hosts.len() - 1
+            }
+        };
+        let worker = &mut self.workers[index];
+        worker.node = u32::try_from(node).unwrap_or(u32::MAX);
+        worker.hello = Some(hello);
         self.by_load
             .set(index, policy::load_key(&self.workers[index]));
         self.joined += 1;

@@ -168,7 +168,10 @@ impl Scheduler {
     }
 
     /// The worker computing every missing input of the waiting task `key`, if there is one
-    /// such worker, it may run the task and it has a free slot.
+    /// such worker, it may run the task, it has a free slot, and the computed inputs it
+    /// lacks take no longer to fetch than [`policy::BESIDE_RUNNING_MAX_FETCH`] (a chunk held
+    /// elsewhere is not pulled to where a small reduced row is being made: the task waits
+    /// and goes where its inputs weigh most).
     pub(super) fn worker_for_running_deps(&self, key: Key) -> Option<Rank> {
         if !self.all_joined() || !self.is_running() {
             return None;
@@ -189,8 +192,10 @@ impl Scheduler {
         let worker = &self.workers[self.worker_index(rank)?];
         let depth = policy::queue_depth(self.mean_task_seconds);
         (policy::is_eligible(task, worker)
-            && worker.processing.len() < policy::slots(worker, depth))
-        .then_some(rank)
+            && worker.processing.len() < policy::slots(worker, depth)
+            && policy::missing(task, worker, &self.tasks, &|r| self.node_of(r)).seconds()
+                <= policy::BESIDE_RUNNING_MAX_FETCH)
+            .then_some(rank)
     }
 
     /// Places ready tasks while workers have free slots. A restricted task no worker can ever
@@ -218,6 +223,7 @@ impl Scheduler {
                     task,
                     candidates.iter().map(|&i| &self.workers[i]),
                     &self.tasks,
+                    &|rank| self.node_of(rank),
                     self.mean_task_seconds,
                     self.task_seconds(task),
                 )
@@ -476,7 +482,7 @@ impl Scheduler {
                 let thief = &self.workers[i];
                 policy::is_eligible(task, thief)
                     && policy::worth_moving(
-                        policy::missing_bytes(task, thief, &self.tasks),
+                        policy::missing(task, thief, &self.tasks, &|r| self.node_of(r)).seconds(),
                         seconds,
                         victim_wait,
                     )

@@ -27,16 +27,29 @@ impl Scheduler {
             return;
         }
         let running = self.tasks_on_workers();
+        let heard: Vec<_> = self
+            .workers
+            .iter()
+            .filter_map(|w| {
+                let host = w.hello.as_ref()?.host.clone();
+                Some((
+                    host,
+                    w.rank,
+                    Some(now.saturating_duration_since(w.last_seen)),
+                ))
+            })
+            .collect();
         error!(
             "stopping: {from} received {} (walltime, scancel, Ctrl-C, or the launcher ending \
-             the job after a rank failed); {} tasks done; {}",
+             the job after a rank failed); {} tasks done; {}; last heard from: {}",
             signal_name(signal),
             self.completed,
             if running.is_empty() {
                 "no task was running".to_string()
             } else {
                 format!("tasks placed on workers: {}", running.join("; "))
-            }
+            },
+            crate::scheduler::last_words::last_heard_line(&heard)
         );
         self.start_shutdown(ExitCode::Signal.code(), now);
     }
