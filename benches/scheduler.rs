@@ -74,6 +74,7 @@ fn run(workers: u32, nthreads: u32, tasks: u64) -> (f64, u64) {
             shutdown_timeout: Duration::from_secs(10),
             stall_warning: Duration::from_secs(60),
             job_key: JOB_KEY,
+            work_stealing: true,
         },
         now,
     );
@@ -145,6 +146,7 @@ fn bytes_per_task(tasks: u64) -> f64 {
             shutdown_timeout: Duration::from_secs(10),
             stall_warning: Duration::from_secs(60),
             job_key: JOB_KEY,
+            work_stealing: true,
         },
         now,
     );

@@ -163,6 +163,12 @@ pub struct RuntimeArgs {
           default_value_t = DEFAULT_STALL_WARNING, value_parser = parse_seconds)]
     pub stall_warning: f64,
 
+    /// Idle workers do not take queued tasks from busy ones: every task runs where it was
+    /// placed, near its inputs (Dask's distributed.scheduler.work-stealing: False)
+    #[arg(long, env = "MPIDASK_NO_WORK_STEALING", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_work_stealing: bool,
+
     /// Memory one worker may hold: a size (8GB, 512MiB), a fraction of the node's memory
     /// (0.5), auto (the node's memory - cgroup limit, Slurm allocation or MemTotal - divided
     /// by the ranks on the node) or none. A task whose result is larger fails.
@@ -262,6 +268,7 @@ impl Default for RuntimeArgs {
             progress_interval: DEFAULT_PROGRESS_INTERVAL,
             poll_max_us: DEFAULT_POLL_MAX_US,
             worker_on_client: false,
+            no_work_stealing: false,
             worker_on_scheduler: false,
             message_part_bytes: DEFAULT_PART_BYTES,
         }

@@ -63,6 +63,7 @@ impl TestEnv {
             shutdown_timeout: Duration::from_secs(5),
             stall_warning: Duration::from_secs(60),
             job_key: JOB_KEY,
+            work_stealing: true,
         };
         let mut env = TestEnv {
             scheduler: Scheduler::new(config, now),
@@ -571,7 +572,12 @@ fn retries_run_out() {
 /// Ten tasks spread five and five while durations are unknown; worker 3 then finishes
 /// its five (learning that tasks are long) and idles while worker 2 still has a queue.
 fn env_with_idle_worker_3() -> TestEnv {
+    env_with_idle_worker_3_stealing(true)
+}
+
+fn env_with_idle_worker_3_stealing(work_stealing: bool) -> TestEnv {
     let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    env.scheduler.config_mut().work_stealing = work_stealing;
     let pinned = TaskOptions {
         workers: vec![Rank(2)],
         ..Default::default()
@@ -628,6 +634,14 @@ fn an_idle_worker_steals_queued_tasks() {
     let moved = env.placements();
     assert_eq!(moved.len(), steals.len());
     assert!(moved.iter().all(|(_, rank)| *rank == 3), "{moved:?}");
+}
+
+#[test]
+fn no_steals_without_work_stealing() {
+    let mut env = env_with_idle_worker_3_stealing(false);
+    assert!(steal_requests(&mut env).is_empty());
+    env.advance(Duration::from_secs(1));
+    assert!(steal_requests(&mut env).is_empty());
 }
 
 #[test]

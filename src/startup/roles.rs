@@ -53,6 +53,7 @@ pub(super) fn scheduler_main(
         worker_timeout: args.worker_timeout(),
         shutdown_timeout: args.shutdown_timeout(),
         stall_warning: args.stall_warning(),
+        work_stealing: !args.no_work_stealing,
         job_key,
     };
     let trace = args.tracing().then(|| {

@@ -49,6 +49,9 @@ pub struct SchedulerConfig {
     pub stall_warning: Duration,
     /// The job's key, which registrations of functions are checked with.
     pub job_key: u64,
+    /// Whether idle workers take queued tasks from busy ones (`--no-work-stealing` turns it
+    /// off, as Dask's `distributed.scheduler.work-stealing: False` does).
+    pub work_stealing: bool,
 }
 
 /// Something the scheduler wants done: a message to send, or the end of the job.
@@ -515,6 +518,12 @@ impl Scheduler {
         candidates.sort_unstable();
         candidates.dedup();
         candidates
+    }
+
+    /// The configuration, for tests that change it after start.
+    #[cfg(test)]
+    pub(crate) fn config_mut(&mut self) -> &mut SchedulerConfig {
+        &mut self.config
     }
 
     /// The node of worker `rank` (numbered in the order hosts first said hello).

@@ -395,7 +395,7 @@ impl Scheduler {
     /// loaded workers to give up queued tasks (not running ones: a worker only gives up a
     /// task it has not started) so they can be placed again.
     pub(super) fn balance(&mut self) {
-        if !self.all_joined() || !self.is_running() {
+        if !self.config.work_stealing || !self.all_joined() || !self.is_running() {
             return;
         }
         let idle: Vec<usize> = (0..self.workers.len())
