@@ -87,9 +87,15 @@ slurm:
 slurm-stop:
 	$(SUDO) bash scripts/stop-local-slurm.sh
 
+# NumPy and Dask for the tests that compare with them (the versions of the peers' venv,
+# ../shared/peers/requirements.txt).
+PYENV_PACKAGES := numpy==2.4.6 dask==2026.8.0 toolz==1.2.0 cloudpickle==3.1.3 \
+  fsspec==2026.9.0 partd==1.4.2 locket==1.0.0 PyYAML==6.0.4 packaging==26.4 click==8.5.1 \
+  importlib_metadata==10.2.0 zipp==4.1.2
+
 pyenv:
-	@$(PYENV)/bin/python -c 'import numpy' 2>/dev/null || \
-	  { python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q numpy; }
+	@$(PYENV)/bin/python -c 'import numpy, dask.array' 2>/dev/null || \
+	  { python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q $(PYENV_PACKAGES); }
 
 build: deps
 	$(CARGO) build --release --bins --examples

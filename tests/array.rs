@@ -597,6 +597,111 @@ fn delayed_calls_consume_and_produce_array_chunks() {
     });
 }
 
+/// The Python of `make test` (`target/pyenv`, with NumPy and Dask), or MPIDASK_TEST_PYTHON.
+fn python() -> String {
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
+    std::env::var("MPIDASK_TEST_PYTHON").unwrap_or_else(|_| {
+        if std::path::Path::new(venv).exists() {
+            venv.into()
+        } else {
+            "python3".into()
+        }
+    })
+}
+
+/// Runs `script` with `args` in [`python`]; its standard output, or a panic saying what
+/// is missing.
+fn run_python(script: &str, args: &[&std::path::Path]) -> String {
+    let python = python();
+    let output = std::process::Command::new(&python)
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e} (`make test` creates target/pyenv with numpy and dask; or set MPIDASK_TEST_PYTHON to a Python with them)"));
+    assert!(
+        output.status.success(),
+        "{python} failed (`make pyenv` installs numpy and dask into target/pyenv): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Dask's stacks of `.npy` files: one written by `dask.array.to_npy_stack` opens in mpidask
+/// with Dask's chunks and NumPy's values, and one written by mpidask opens in
+/// `dask.array.from_npy_stack` with the same values.
+#[test]
+fn npy_stacks_move_between_dask_and_mpidask() {
+    let base = std::env::temp_dir().join(format!("mpidask-npy-stack-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    let (from_dask, reference) = (base.join("from-dask"), base.join("reference.npy"));
+    // Dask writes a 23 x 6 x 4 float64 array in (5, 3, 2) chunks along axis 0, and int64
+    // values along axis 1; NumPy saves the same values whole.
+    let text = run_python(
+        "import sys, numpy as np, dask.array as da\n\
+         import os\n\
+         d, ref = sys.argv[1], sys.argv[2]\n\
+         os.makedirs(d)\n\
+         a = np.random.default_rng(3).standard_normal((23, 6, 4))\n\
+         da.to_npy_stack(d + '/floats', da.from_array(a, chunks=(5, 3, 2)), axis=0)\n\
+         np.save(ref, a)\n\
+         i = np.arange(7 * 10, dtype=np.int64).reshape(7, 10) - 30\n\
+         da.to_npy_stack(d + '/ints', da.from_array(i, chunks=(2, 4)), axis=1)\n\
+         print('written')",
+        &[&from_dask, &reference],
+    );
+    assert_eq!(text.trim(), "written");
+    let want: ArrayD<f64> = ndarray_npy::read_npy(&reference).unwrap();
+    let want_ints = ArrayD::from_shape_fn(IxDyn(&[7, 10]), |i| (i[0] * 10 + i[1]) as i64 - 30);
+    let ours = base.join("ours");
+    let mine = data(&[9, 10], 77);
+    local(2, |client| {
+        let floats = array::from_npy_stack(from_dask.join("floats")).unwrap();
+        assert_eq!(floats.dtype(), DType::F64);
+        assert_eq!(
+            floats.chunks(),
+            &vec![vec![5, 5, 5, 5, 3], vec![6], vec![4]]
+        );
+        assert_eq!(floats.compute::<f64>(client).unwrap(), want);
+        let ints = array::from_npy_stack(from_dask.join("ints")).unwrap();
+        assert_eq!(ints.dtype(), DType::I64);
+        assert_eq!(ints.chunks(), &vec![vec![7], vec![4, 4, 2]]);
+        assert_eq!(ints.compute::<i64>(client).unwrap(), want_ints);
+        // mpidask writes along the last axis from (4, 3) chunks: whole rows per block.
+        array::from_array(&mine, &[4, 3])
+            .to_npy_stack(client, &ours, -1)
+            .unwrap();
+        let back = array::from_npy_stack(&ours).unwrap();
+        assert_eq!(back.chunks(), &vec![vec![9], vec![3, 3, 3, 1]]);
+        assert_eq!(back.compute::<f64>(client).unwrap(), mine);
+        // Bad stacks are errors naming the file and the fix.
+        let error = array::from_npy_stack(&base).unwrap_err().to_string();
+        assert!(
+            error.contains("info") && error.contains("to_npy_stack"),
+            "{error}"
+        );
+        std::fs::write(from_dask.join("ints/info"), b"junk").unwrap();
+        let error = array::from_npy_stack(from_dask.join("ints"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not a Python pickle"), "{error}");
+    });
+    let mine_path = base.join("mine.npy");
+    ndarray_npy::write_npy(&mine_path, &mine).unwrap();
+    let text = run_python(
+        "import sys, numpy as np, dask.array as da\n\
+         x = da.from_npy_stack(sys.argv[1])\n\
+         want = np.load(sys.argv[2])\n\
+         assert x.dtype == np.float64, x.dtype\n\
+         assert x.chunks == ((9,), (3, 3, 3, 1)), x.chunks\n\
+         assert np.array_equal(x.compute(), want)\n\
+         print('dask read it')",
+        &[&ours, &mine_path],
+    );
+    assert_eq!(text.trim(), "dask read it");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 #[test]
 fn arrays_round_trip_through_npy_directories_readable_by_numpy() {
     let dir = std::env::temp_dir().join(format!("mpidask-npy-{}", std::process::id()));

@@ -49,6 +49,7 @@ mod lower;
 pub mod npy;
 #[cfg(not(feature = "internals"))]
 mod npy;
+mod npy_stack;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod program;
@@ -60,6 +61,7 @@ mod tasks;
 
 pub use dtype::{DType, Element, Scalar};
 pub use npy::from_npy_dir;
+pub use npy_stack::from_npy_stack;
 pub use program::{BinaryOp, Distribution, ReduceOp, UnaryOp};
 pub use structure::{Span, blockwise, concatenate, stack};
 

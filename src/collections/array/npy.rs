@@ -33,7 +33,7 @@ pub struct Meta {
     pub files: Vec<String>,
 }
 
-fn descr(dtype: DType) -> &'static str {
+pub(crate) fn descr(dtype: DType) -> &'static str {
     match dtype {
         DType::Bool => "|b1",
         DType::I64 => "<i8",
@@ -42,7 +42,7 @@ fn descr(dtype: DType) -> &'static str {
     }
 }
 
-fn dtype_of(descr: &str) -> Option<DType> {
+pub(crate) fn dtype_of(descr: &str) -> Option<DType> {
     match descr {
         "|b1" | "<b1" | "b1" => Some(DType::Bool),
         "<i8" | "i8" => Some(DType::I64),
@@ -129,11 +129,15 @@ fn read_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError> {
     let (path, dtype, shape): (PathBuf, DType, Vec<usize>) =
         decode_value(head).map_err(|e| e.to_string())?;
     let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let block = decode(&bytes, dtype)
-        .map_err(|e| format!("{}: {e} (meta.json says {dtype} {shape:?})", path.display()))?;
+    let block = decode(&bytes, dtype).map_err(|e| {
+        format!(
+            "{}: {e} (the array's metadata says {dtype} {shape:?})",
+            path.display()
+        )
+    })?;
     if block.shape() != shape.as_slice() {
         return Err(format!(
-            "{} holds {dtype} {:?}, meta.json says {dtype} {shape:?}",
+            "{} holds {dtype} {:?}, the array's metadata says {dtype} {shape:?}",
             path.display(),
             block.shape()
         )
@@ -150,29 +154,17 @@ impl Array {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
         let dir = dir.canonicalize().map_err(Error::io(dir))?;
-        let chunks = super::lower::materialize(client, self)?;
+        let meta_path = dir.join("meta.json");
+        // A directory left with chunks but no meta.json is not taken for a whole array.
+        remove_if_present(&meta_path)?;
         let indices: Vec<Vec<usize>> = if self.ndim() == 0 {
             vec![vec![]]
         } else {
             grid::indices(self.chunks()).collect()
         };
         let files: Vec<String> = indices.iter().map(|i| chunk_file(i)).collect();
-        let writes: Vec<Future<u64>> = files
-            .iter()
-            .zip(chunks)
-            .map(|(file, chunk)| {
-                let head = encode_value(&(dir.join(file), self.dtype())).expect("paths encode");
-                client
-                    .submit_raw(
-                        write_task,
-                        "to_npy",
-                        &[],
-                        vec![CallArg::Value(head), CallArg::Future(chunk)],
-                    )
-                    .retype()
-            })
-            .collect();
-        client.gather(&writes)?;
+        let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
+        write_chunks(client, self, &paths)?;
         let meta = Meta {
             shape: self.shape().to_vec(),
             chunks: self.chunks().clone(),
@@ -180,10 +172,78 @@ impl Array {
             files,
         };
         let text = serde_json::to_string_pretty(&meta).map_err(|e| Error::Config(e.to_string()))?;
-        let meta_path = dir.join("meta.json");
         std::fs::write(&meta_path, text).map_err(Error::io(&meta_path))?;
         Ok(())
     }
+}
+
+/// Removes `path` if it exists.
+pub(crate) fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Computes `array` and has each chunk written, by the worker holding it, to its path
+/// (`paths` in C order over the chunk grid).
+pub(crate) fn write_chunks(client: &Client, array: &Array, paths: &[PathBuf]) -> Result<()> {
+    let chunks = super::lower::materialize(client, array)?;
+    let writes: Vec<Future<u64>> = paths
+        .iter()
+        .zip(chunks)
+        .map(|(path, chunk)| {
+            let head = encode_value(&(path, array.dtype())).expect("paths encode");
+            client
+                .submit_raw(
+                    write_task,
+                    "to_npy",
+                    &[],
+                    vec![CallArg::Value(head), CallArg::Future(chunk)],
+                )
+                .retype()
+        })
+        .collect();
+    client.gather(&writes)?;
+    Ok(())
+}
+
+/// The element type a `.npy` file's header names (its `descr`), read from the start of
+/// the file; an error says what is wrong with it.
+pub(crate) fn file_dtype(path: &Path) -> Result<DType> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(65_536).read_to_end(&mut head))
+        .map_err(Error::io(path))?;
+    let bad = |why: &str| Error::Config(format!("{}: not a .npy file ({why})", path.display()));
+    if head.len() < 10 || &head[..6] != b"\x93NUMPY" {
+        return Err(bad("no .npy magic string"));
+    }
+    let (len, start): (usize, usize) = match head[6] {
+        1 => (usize::from(u16::from_le_bytes([head[8], head[9]])), 10),
+        2 | 3 if head.len() >= 12 => (
+            u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize,
+            12,
+        ),
+        _ => return Err(bad("unknown format version")),
+    };
+    let header = head
+        .get(start..start.saturating_add(len))
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .ok_or_else(|| bad("truncated header"))?;
+    let descr = header
+        .split("'descr':")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').nth(1))
+        .ok_or_else(|| bad("no descr in its header"))?;
+    dtype_of(descr).ok_or_else(|| {
+        Error::Config(format!(
+            "{}: unsupported element type {descr} (mpidask arrays hold bool, int64, float32 \
+             or float64)",
+            path.display()
+        ))
+    })
 }
 
 /// An array stored by [`Array::to_npy_dir`] (or laid out the same way by other tools).
