@@ -344,6 +344,16 @@ fn scenario_arrays(client: &Client) -> anyhow::Result<()> {
         array::concatenate(&[x.clone(), x.rechunk(&[77, 7])], 0)
             .var()
             .compute_scalar::<f64>(client)?,
+        // Through Dask's stack of .npy files: each block written and read by a worker.
+        {
+            let dir = std::env::temp_dir().join(format!("mpidask-stack-{}", std::process::id()));
+            z.to_npy_stack(client, &dir, 0)?;
+            let back = array::from_npy_stack(&dir)?;
+            anyhow::ensure!(back.chunks()[0].len() == 8, "{:?}", back.chunks());
+            let sum = back.sum().compute_scalar::<f64>(client)?;
+            std::fs::remove_dir_all(&dir)?;
+            sum
+        },
     ];
     let digest: Vec<String> = values
         .iter()
