@@ -104,9 +104,10 @@ pub fn missing(
 pub const MAX_TRANSFER_PER_RUN: f64 = 20.0;
 
 /// `true` if a queued task is worth moving to an idle worker whose fetch of the inputs it
-/// lacks takes `transfer` seconds ([`Missing::seconds`]): fetching them takes at most half as long as running the task (Dask's rule
-/// for stealing, transfer cost against compute time, with a margin: the transfer also costs
-/// the sender's and the receiver's CPU, and task times are means), or at most half as long
+/// lacks takes `transfer` seconds ([`Missing::seconds`]): fetching them takes at most half
+/// as long as running the task (Dask's rule for stealing, transfer cost against compute
+/// time, with a margin: the transfer also costs the sender's and the receiver's CPU, and
+/// task times are means), or at most half as long
 /// as the task would still wait where it is (`victim_wait`: the work queued ahead of it,
 /// per thread) and at most [`MAX_TRANSFER_PER_RUN`] times its run. A 200 MB chunk summed
 /// in 50 ms stays where it is; so does a 32 MB chunk reduced in 100 ms, and a slice of a
@@ -142,8 +143,8 @@ pub fn start_time_estimate(worker: &Worker, transfer: f64, task_seconds: Option<
 /// [`MAX_TRANSFER_PER_RUN`] times the task's run is not considered, however long the queues
 /// elsewhere: a slice of a 32 MB chunk runs where the chunk is, and a 1 MB chunk summed in
 /// half a millisecond stays on its node. `node_of` gives a worker's node (inputs from
-/// another node cost [`INTERNODE_BANDWIDTH`]). The scheduler passes the workers holding the task's
-/// inputs plus the least loaded worker, so a choice does not scan every worker.
+/// another node cost [`INTERNODE_BANDWIDTH`]). The scheduler passes the workers holding
+/// the task's inputs plus the least loaded worker, so a choice does not scan every worker.
 /// `mean_task_seconds` (of all tasks) sets the queue depth; `task_seconds` (of the task's
 /// group) the estimates.
 pub fn choose_worker<'w>(
