@@ -448,10 +448,17 @@ fn test_lost_node() -> Result<(), Failed> {
             run.dump()
         );
         // Open MPI's mpirun sees its daemon on node3 gone, says so, and ends the job with
-        // its own exit code 9 (the launcher's code: docs/multinode.md); rank 0 gets its
-        // SIGTERM, often while Open MPI holds it inside MPI, and says when each node was
-        // last heard from.
-        assert_eq!(run.code, Some(9), "{}", run.dump());
+        // its own exit code: 9 when it first sees its launch agent for node3 die ("unable to
+        // reliably start one or more daemons"), 205 when it first sees the daemon's
+        // connection break ("lost communication with a remote daemon ... on node node3");
+        // docs/multinode.md. Rank 0 gets its SIGTERM, often while Open MPI holds it inside
+        // MPI, and says when each node was last heard from.
+        assert!(
+            matches!(run.code, Some(9 | 205)),
+            "exit code {:?}, not Open MPI's 9 or 205\n{}",
+            run.code,
+            run.dump()
+        );
         let stopping = run.log_lines("ERROR");
         assert!(
             stopping
