@@ -2,8 +2,7 @@
 //! each node's namespaces, partition `nodes`): `srun` places ranks on every node, and a
 //! script from `mpidask jobscript --nodes 3` runs under `sbatch --wait` with each node's
 //! memory divided among that node's ranks; a node lost mid-job (every process on it killed,
-//! Slurm's daemon too) or cut off (its link down) is named by rank 0, which ends the job
-//! with exit code 5. Open MPI only
+//! Slurm's daemon too) is named by rank 0, which ends the job with exit code 5. Open MPI only
 //! (Slurm launches through PMIx); MPICH's launcher across the nodes is in
 //! `tests/multinode.rs`. Like `tests/mpi.rs`, the test binary is also the program under
 //! test (`MPIDASK_SCENARIO=long_job`).
@@ -204,32 +203,7 @@ fn test_jobscript_on_three_nodes() -> Result<(), Failed> {
 /// exit code 5, which `srun` returns; no rank is left on node1 or node2. node3's `slurmd`
 /// is started again afterwards.
 fn test_lost_node_under_srun() -> Result<(), Failed> {
-    check(|| node_fails_under_srun(Failure::Lost))
-}
-
-/// node3's link taken down mid-job: the same as a lost node, under `srun`.
-fn test_partitioned_node_under_srun() -> Result<(), Failed> {
-    check(|| node_fails_under_srun(Failure::Partitioned))
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Failure {
-    /// Every process of node3 killed, its `slurmd` too.
-    Lost,
-    /// node3's link down (up again once the job ended).
-    Partitioned,
-}
-
-/// Takes node3's link (its veth on the bridge) down or up.
-fn set_link_3(up: bool) {
-    let status = Command::new("ip")
-        .args(["link", "set", "mdn3", if up { "up" } else { "down" }])
-        .status();
-    assert!(status.is_ok_and(|s| s.success()), "ip link set mdn3 failed");
-}
-
-fn node_fails_under_srun(failure: Failure) {
-    {
+    check(|| {
         let _alone = FAILURES.write().unwrap_or_else(|e| e.into_inner());
         require_slurm_nodes();
         let dir = std::env::temp_dir().join(format!("mpidask-slurm-lost-{}", std::process::id()));
@@ -254,18 +228,16 @@ fn node_fails_under_srun(failure: Failure) {
             Some((
                 "SCENARIO long_job started",
                 Box::new(move |_| {
-                    match failure {
-                        Failure::Lost => support::kill_node(3, true),
-                        Failure::Partitioned => set_link_3(false),
-                    }
+                    support::kill_node(3, true);
                     *killed.lock().unwrap() = Some(std::time::Instant::now());
                 }),
             )),
         );
-        if let Failure::Partitioned = failure {
-            set_link_3(true);
-        }
-        let ended_after = killed_at.lock().unwrap().expect("node3 failed").elapsed();
+        let ended_after = killed_at
+            .lock()
+            .unwrap()
+            .expect("node3 was killed")
+            .elapsed();
         // Ranks of node1 and node2 left (they are Slurm's children, not the test's).
         let mut left = Vec::new();
         for _ in 0..50 {
@@ -275,9 +247,7 @@ fn node_fails_under_srun(failure: Failure) {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        if let Failure::Lost = failure {
-            restart_slurmd(3);
-        }
+        restart_slurmd(3);
         assert!(
             left.is_empty(),
             "ranks left on node1 or node2: {left:?}\n{}",
@@ -289,7 +259,7 @@ fn node_fails_under_srun(failure: Failure) {
         );
         assert!(
             ended_after < Duration::from_secs(30),
-            "ended {ended_after:?} after node3 failed ({failure:?})\n{}",
+            "ended {ended_after:?} after node3 was killed\n{}",
             run.dump()
         );
         for file in [&report, &trace] {
@@ -302,7 +272,7 @@ fn node_fails_under_srun(failure: Failure) {
         }
         require_slurm_nodes();
         let _ = std::fs::remove_dir_all(&dir);
-    }
+    })
 }
 
 /// Pids of processes of this test binary (the job's ranks) on the given nodes.
@@ -355,10 +325,6 @@ fn main() {
         Trial::test(
             "lost_node_named_under_srun_exit_5",
             test_lost_node_under_srun,
-        ),
-        Trial::test(
-            "partitioned_node_named_under_srun_exit_5",
-            test_partitioned_node_under_srun,
         ),
     ];
     libtest_mimic::run(&args, tests).exit();
