@@ -206,6 +206,11 @@ fn test_lost_node_under_srun() -> Result<(), Failed> {
     check(|| {
         let _alone = FAILURES.write().unwrap_or_else(|e| e.into_inner());
         require_slurm_nodes();
+        // The job needs all three nodes: wait (up to 60 s) until no earlier job holds one.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !all_nodes_idle() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(500));
+        }
         let dir = std::env::temp_dir().join(format!("mpidask-slurm-lost-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -233,10 +238,14 @@ fn test_lost_node_under_srun() -> Result<(), Failed> {
                 }),
             )),
         );
+        let killed_at = *killed_at.lock().unwrap();
         let ended_after = killed_at
-            .lock()
-            .unwrap()
-            .expect("node3 was killed")
+            .unwrap_or_else(|| {
+                panic!(
+                    "the job never said it started, so node3 was not killed\n{}",
+                    run.dump()
+                )
+            })
             .elapsed();
         // Ranks of node1 and node2 left (they are Slurm's children, not the test's).
         let mut left = Vec::new();
@@ -273,6 +282,17 @@ fn test_lost_node_under_srun() -> Result<(), Failed> {
         require_slurm_nodes();
         let _ = std::fs::remove_dir_all(&dir);
     })
+}
+
+/// `true` if every node of partition `nodes` is idle.
+fn all_nodes_idle() -> bool {
+    Command::new("sinfo")
+        .args(["-h", "-N", "-p", "nodes", "-o", "%t"])
+        .output()
+        .is_ok_and(|out| {
+            let text = String::from_utf8_lossy(&out.stdout);
+            text.lines().count() == NODES && text.lines().all(|l| l.trim() == "idle")
+        })
 }
 
 /// Pids of processes of this test binary (the job's ranks) on the given nodes.
