@@ -87,14 +87,15 @@ slurm:
 slurm-stop:
 	$(SUDO) bash scripts/stop-local-slurm.sh
 
-# NumPy and Dask for the tests that compare with them (the versions of the peers' venv,
-# ../shared/peers/requirements.txt).
+# NumPy, Dask and Zarr for the tests that compare with them (the versions of the peers'
+# venv, ../shared/peers/requirements.txt).
 PYENV_PACKAGES := numpy==2.4.6 dask==2026.8.0 toolz==1.2.0 cloudpickle==3.1.3 \
   fsspec==2026.9.0 partd==1.4.2 locket==1.0.0 PyYAML==6.0.4 packaging==26.4 click==8.5.1 \
-  importlib_metadata==10.2.0 zipp==4.1.2
+  importlib_metadata==10.2.0 zipp==4.1.2 zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1 \
+  google-crc32c==1.9.0 typing_extensions==4.16.0
 
 pyenv:
-	@$(PYENV)/bin/python -c 'import numpy, dask.array' 2>/dev/null || \
+	@$(PYENV)/bin/python -c 'import numpy, dask.array, zarr' 2>/dev/null || \
 	  { python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q $(PYENV_PACKAGES); }
 
 build: deps
@@ -156,14 +157,15 @@ test-tcp: test-deps
 	OMPI_MCA_btl=self,tcp $(CARGO) test --release --test mpi --test bad_input
 
 # The integration tests with the project built against MPICH (its own target directory)
-# and launched by MPICH's mpiexec.
+# and launched by MPICH's mpiexec, without the `zarr` feature (no test it runs reads a store, and
+# the crate is not built twice).
 test-mpich: test-deps
-	MPICC=mpicc.mpich $(CARGO) build --release --target-dir target-mpich --examples
-	MPICC=mpicc.mpich MPIDASK_TEST_MPI=mpich $(CARGO) test --release --target-dir target-mpich --test mpi --test bad_input
+	MPICC=mpicc.mpich $(CARGO) build --release --target-dir target-mpich --no-default-features --examples
+	MPICC=mpicc.mpich MPIDASK_TEST_MPI=mpich $(CARGO) test --release --target-dir target-mpich --no-default-features --test mpi --test bad_input
 	@# Not the partition test: under MPICH a node cut off stalls rank 0's MPI calls for
 	@# seconds at a time, so its lost workers are not detected; nor the lost node: Hydra's
 	@# mpiexec fails at once (exit 255) and kills every rank (docs/multinode.md).
-	MPICC=mpicc.mpich MPIDASK_TEST_MPI=mpich $(CARGO) test --release --target-dir target-mpich --test multinode -- --skip partitioned_node --skip lost_node
+	MPICC=mpicc.mpich MPIDASK_TEST_MPI=mpich $(CARGO) test --release --target-dir target-mpich --no-default-features --test multinode -- --skip partitioned_node --skip lost_node
 
 # The peers (dask-mpi, mpi4py) come from the shared folder's venv, made if missing.
 BENCH_RESULTS := $(CURDIR)/target/bench/results.json

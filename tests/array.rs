@@ -2,11 +2,14 @@
 //! shapes, chunks that do not divide the shape, 1-D to 3-D, broadcasting and empty axes.
 //! Runs in local mode; `tests/mpi.rs` repeats a sample under mpirun.
 
+mod support;
+
 use mpidask::array::{self, Array, DType, Span, random};
 use mpidask::{Client, RuntimeArgs};
 use ndarray::{ArrayD, Axis, IxDyn};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use support::python::run_python;
 
 fn local<T: Send>(workers: u32, f: impl FnOnce(&Client) -> T + Send) -> T {
     let args = RuntimeArgs {
@@ -595,35 +598,6 @@ fn delayed_calls_consume_and_produce_array_chunks() {
         // The chunk, the shared call and the sum: the shared call ran once.
         assert_eq!(after - before, 3);
     });
-}
-
-/// The Python of `make test` (`target/pyenv`, with NumPy and Dask), or MPIDASK_TEST_PYTHON.
-fn python() -> String {
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
-    std::env::var("MPIDASK_TEST_PYTHON").unwrap_or_else(|_| {
-        if std::path::Path::new(venv).exists() {
-            venv.into()
-        } else {
-            "python3".into()
-        }
-    })
-}
-
-/// Runs `script` with `args` in [`python`]; its standard output, or a panic saying what
-/// is missing.
-fn run_python(script: &str, args: &[&std::path::Path]) -> String {
-    let python = python();
-    let output = std::process::Command::new(&python)
-        .args(["-c", script])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e} (`make test` creates target/pyenv with numpy and dask; or set MPIDASK_TEST_PYTHON to a Python with them)"));
-    assert!(
-        output.status.success(),
-        "{python} failed (`make pyenv` installs numpy and dask into target/pyenv): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Dask's stacks of `.npy` files: one written by `dask.array.to_npy_stack` opens in mpidask

@@ -355,6 +355,23 @@ fn scenario_arrays(client: &Client) -> anyhow::Result<()> {
             sum
         },
     ];
+    // Through a Zarr store, in store chunks that the array's do not line up with (so
+    // rechunked before the workers write them), read back in other chunks.
+    #[cfg(feature = "zarr")]
+    let values = {
+        use mpidask::array::ZarrOptions;
+        let mut values = values.to_vec();
+        let dir = std::env::temp_dir().join(format!("mpidask-zarr-{}", std::process::id()));
+        let options = ZarrOptions::default().chunks(&[100, 7]).overwrite(true);
+        z.to_zarr_with(client, &dir, "z", &options)?;
+        let back = array::from_zarr(&dir, "z")?;
+        ensure!(back.chunks()[0].len() == 10, "{:?}", back.chunks());
+        let again = array::from_zarr_chunked(&dir, "z", &[300, 2])?;
+        values.push(back.sum().compute_scalar::<f64>(client)?);
+        values.push(again.max().compute_scalar::<f64>(client)?);
+        std::fs::remove_dir_all(&dir)?;
+        values
+    };
     let digest: Vec<String> = values
         .iter()
         .map(|v| format!("{:016x}", v.to_bits()))

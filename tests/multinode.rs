@@ -15,9 +15,9 @@ mod support;
 use anyhow::ensure;
 use libtest_mimic::{Arguments, Failed, Trial};
 use mpidask::{Client, TaskOptions};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
+use support::node_failure::{self, FailureJob};
 use support::{Run, check, example, line_after, local_command, mpirun_on_nodes, run_with_deadline};
 
 /// Deadline of every job a test starts.
@@ -114,7 +114,7 @@ fn run_scenario(name: &str) -> ! {
     match name {
         "across" => mpidask::run(scenario_across),
         "placement" => mpidask::run(scenario_placement),
-        "long_job" => mpidask::run(support::long_job),
+        "long_job" => mpidask::run(node_failure::long_job),
         other => {
             eprintln!("unknown scenario {other}");
             std::process::exit(99)
@@ -261,12 +261,13 @@ fn test_placement_moves_what_graph_needs() -> Result<(), Failed> {
     check(|| {
         // Alone on the nodes: other jobs' load could make a steal across nodes pay.
         let _alone = FAILURES.write().unwrap_or_else(|e| e.into_inner());
-        let (_, trace, dir) = report_and_trace("placement");
+        let files = FailureJob::new("placement");
+        let trace = &files.trace;
         let mut command = mpirun_on_nodes(&[3, 3, 3], 9, &std::env::current_exe().unwrap(), &[]);
         command
             .env("MPIDASK_SCENARIO", "placement")
             .env("MPIDASK_NO_WORK_STEALING", "1")
-            .env("MPIDASK_TRACE", &trace);
+            .env("MPIDASK_TRACE", trace);
         let run = launch(command);
         run.expect_code(0).expect_quiet();
         let field = |name: &str| -> u64 {
@@ -275,7 +276,7 @@ fn test_placement_moves_what_graph_needs() -> Result<(), Failed> {
                 .unwrap_or_else(|| panic!("no PLACEMENT {name}\n{}", run.dump()))
         };
         let (graph_moved, array_bytes) = (field("graph_moved_bytes"), field("array_bytes"));
-        let text = std::fs::read_to_string(&trace).expect("the trace was written");
+        let text = std::fs::read_to_string(trace).expect("the trace was written");
         let trace: serde_json::Value = serde_json::from_str(&text).expect("the trace is JSON");
         let events = trace["traceEvents"].as_array().expect("traceEvents");
         // Each worker's node, from the process names ("rank 4 worker (node2)").
@@ -322,71 +323,38 @@ fn test_placement_moves_what_graph_needs() -> Result<(), Failed> {
             graph_moved < array_bytes / 10,
             "{graph_moved} of {array_bytes}"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     })
-}
-
-/// Takes a node's link (its veth on the bridge) down or up.
-fn set_link(node: usize, up: bool) {
-    let status = Command::new("ip")
-        .args(["link", "set", &format!("mdn{node}")])
-        .arg(if up { "up" } else { "down" })
-        .status()
-        .expect("ip runs");
-    assert!(status.success(), "ip link set mdn{node} failed");
-}
-
-/// Files a failure test's job writes: the report and the trace.
-fn report_and_trace(name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("mpidask-multinode-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    (dir.join("report.html"), dir.join("trace.json"), dir)
 }
 
 fn test_partitioned_node() -> Result<(), Failed> {
     check(|| {
         let _alone = FAILURES.write().unwrap_or_else(|e| e.into_inner());
-        let (report, trace, dir) = report_and_trace("partition");
+        let job = FailureJob::new("partition");
         let mut command = mpirun_on_nodes(&[3, 3, 3], 9, &std::env::current_exe().unwrap(), &[]);
-        command
-            .env("MPIDASK_SCENARIO", "long_job")
-            .env("MPIDASK_WORKER_TIMEOUT", "5")
-            .env("MPIDASK_REPORT", &report)
-            .env("MPIDASK_TRACE", &trace);
+        job.configure(&mut command);
         // Once the job runs, node3's link goes down; then, for at most 30 s, the ranks of
         // node1 and node2 (0 to 5) are watched until none is left.
         let gone_after = std::sync::Arc::new(std::sync::Mutex::new(None));
         let gone = gone_after.clone();
-        let run = support::run_with_trigger(
-            command,
-            Duration::from_secs(45),
-            Some((
-                "SCENARIO long_job started",
-                Box::new(move |session| {
-                    set_link(3, false);
-                    let cut = std::time::Instant::now();
-                    while cut.elapsed() < Duration::from_secs(30) {
-                        let alive = support::session_members(session)
-                            .into_iter()
-                            .filter_map(support::rank_of_process)
-                            .any(|rank| rank < 6);
-                        if !alive {
-                            *gone.lock().unwrap() = Some(cut.elapsed());
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }),
-            )),
-        );
-        set_link(3, true);
+        let (trigger, _) = node_failure::at_start(move |session| {
+            node_failure::set_link(3, false);
+            let cut = std::time::Instant::now();
+            while cut.elapsed() < Duration::from_secs(30) {
+                let alive = support::session_members(session)
+                    .into_iter()
+                    .filter_map(support::rank_of_process)
+                    .any(|rank| rank < 6);
+                if !alive {
+                    *gone.lock().unwrap() = Some(cut.elapsed());
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let run = support::run_with_trigger(command, Duration::from_secs(45), Some(trigger));
+        node_failure::set_link(3, true);
         let gone_after = *gone_after.lock().unwrap();
-        run.expect_stderr(
-            "workers rank 6, rank 7, rank 8 sent nothing for 5 s (--worker-timeout): presumed \
-             lost; every worker on node3 is silent: that node or its network is presumed down",
-        )
-        .expect_stderr(
+        run.expect_stderr(node_failure::NODE3_SILENT).expect_stderr(
             "MPI_ABORT was invoked on rank 0 in communicator MPI_COMM_WORLD\nwith errorcode 5",
         );
         assert!(
@@ -397,44 +365,20 @@ fn test_partitioned_node() -> Result<(), Failed> {
         // mpirun itself waits for node3's daemon, which it cannot reach (Open MPI 4.1): it
         // either exits with the abort's code or is still waiting (docs/multinode.md).
         assert!(run.code == Some(5) || run.code.is_none(), "{}", run.dump());
-        for file in [&report, &trace] {
-            assert!(
-                file.is_file(),
-                "{} was not written\n{}",
-                file.display(),
-                run.dump()
-            );
-        }
-        let _ = std::fs::remove_dir_all(&dir);
+        job.expect_files(&run);
     })
 }
 
 fn test_lost_node() -> Result<(), Failed> {
     check(|| {
         let _alone = FAILURES.write().unwrap_or_else(|e| e.into_inner());
-        let (report, trace, dir) = report_and_trace("lost");
+        let job = FailureJob::new("lost");
         let mut command = mpirun_on_nodes(&[3, 3, 3], 9, &std::env::current_exe().unwrap(), &[]);
-        command
-            .env("MPIDASK_SCENARIO", "long_job")
-            .env("MPIDASK_WORKER_TIMEOUT", "5")
-            .env("MPIDASK_REPORT", &report)
-            .env("MPIDASK_TRACE", &trace);
-        let killed_at = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let killed = killed_at.clone();
-        let run = support::run_with_trigger(
-            command,
-            Duration::from_secs(60),
-            Some((
-                "SCENARIO long_job started",
-                Box::new(move |_| {
-                    support::kill_node(3, false);
-                    *killed.lock().unwrap() = Some(std::time::Instant::now());
-                }),
-            )),
-        );
-        let killed_at = killed_at.lock().unwrap().expect("node3 was killed");
+        job.configure(&mut command);
+        let (trigger, killed) = node_failure::at_start(|_| node_failure::kill_node(3, false));
+        let run = support::run_with_trigger(command, Duration::from_secs(60), Some(trigger));
         // The run has returned: the job ended this long after the kill, at most.
-        let ended_after = killed_at.elapsed();
+        let ended_after = killed.expect(&run).elapsed();
         assert!(
             ended_after < Duration::from_secs(30),
             "ended {ended_after:?} after node3 was killed\n{}",
@@ -468,15 +412,7 @@ fn test_lost_node() -> Result<(), Failed> {
             "no line from rank 0 naming node3's ranks\n{}",
             run.dump()
         );
-        for file in [&report, &trace] {
-            assert!(
-                file.is_file(),
-                "{} was not written\n{}",
-                file.display(),
-                run.dump()
-            );
-        }
-        let _ = std::fs::remove_dir_all(&dir);
+        job.expect_files(&run);
     })
 }
 

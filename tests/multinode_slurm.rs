@@ -2,7 +2,8 @@
 //! each node's namespaces, partition `nodes`): `srun` places ranks on every node, and a
 //! script from `mpidask jobscript --nodes 3` runs under `sbatch --wait` with each node's
 //! memory divided among that node's ranks; a node lost mid-job (every process on it killed,
-//! Slurm's daemon too) is named by rank 0, which ends the job with exit code 5. Open MPI only
+//! Slurm's daemon too) or cut off (its link down) is named by rank 0, which ends the job
+//! with exit code 5. Open MPI only
 //! (Slurm launches through PMIx); MPICH's launcher across the nodes is in
 //! `tests/multinode.rs`. Like `tests/mpi.rs`, the test binary is also the program under
 //! test (`MPIDASK_SCENARIO=long_job`).
@@ -13,6 +14,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use support::node_failure::{self, FailureJob};
 use support::{
     Run, check, example, line_after, local_command, mpi_environment, require_nodes,
     run_with_deadline,
@@ -24,8 +26,11 @@ const DEADLINE: Duration = Duration::from_secs(90);
 /// Nodes the tests expect.
 const NODES: usize = 3;
 
-/// Taken for writing by the test that kills a node (the others take it for reading).
-static FAILURES: std::sync::RwLock<()> = std::sync::RwLock::new(());
+/// Held by each test while its job runs: one job at a time on the nodes. Two jobs sharing
+/// a node let the end of one disturb the other's start: a rank of the second died in
+/// Open MPI's shared-memory set-up (`open(2)` of a peer's segment: no such file) as the
+/// first job's step ended on that node.
+static NODES_IN_USE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn launch(command: Command) -> Run {
     run_with_deadline(command, DEADLINE)
@@ -81,7 +86,7 @@ fn mpidask_command() -> PathBuf {
 
 fn test_srun_across_nodes() -> Result<(), Failed> {
     check(|| {
-        let _nodes = FAILURES.read().unwrap_or_else(|e| e.into_inner());
+        let _alone = NODES_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
         require_slurm_nodes();
         let mut command = Command::new("srun");
         command
@@ -145,7 +150,7 @@ fn sbatch_on_nodes(dir: &Path, name: &str, options: &[&str], program: &[&str]) -
 
 fn test_jobscript_on_three_nodes() -> Result<(), Failed> {
     check(|| {
-        let _nodes = FAILURES.read().unwrap_or_else(|e| e.into_inner());
+        let _alone = NODES_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
         require_slurm_nodes();
         let dir =
             std::env::temp_dir().join(format!("mpidask-multinode-job-{}", std::process::id()));
@@ -203,85 +208,73 @@ fn test_jobscript_on_three_nodes() -> Result<(), Failed> {
 /// exit code 5, which `srun` returns; no rank is left on node1 or node2. node3's `slurmd`
 /// is started again afterwards.
 fn test_lost_node_under_srun() -> Result<(), Failed> {
-    check(|| {
-        let _alone = FAILURES.write().unwrap_or_else(|e| e.into_inner());
-        require_slurm_nodes();
-        // The job needs all three nodes: wait (up to 60 s) until no earlier job holds one.
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while !all_nodes_idle() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(500));
+    check(|| node_fails_under_srun(Failure::Lost))
+}
+
+/// node3's link taken down mid-job (up again once the job ended): the same as a lost node.
+fn test_partitioned_node_under_srun() -> Result<(), Failed> {
+    check(|| node_fails_under_srun(Failure::Partitioned))
+}
+
+/// What happens to node3 in a failure test.
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    /// Every process of node3 killed, its `slurmd` too.
+    Lost,
+    /// node3's link down.
+    Partitioned,
+}
+
+fn node_fails_under_srun(failure: Failure) {
+    let _alone = NODES_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+    require_slurm_nodes();
+    // The job needs all three nodes: wait (up to 60 s) until no earlier job holds one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !all_nodes_idle() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let job = FailureJob::new(&format!("srun-{failure:?}"));
+    let mut command = Command::new("srun");
+    command
+        .args(["--mpi=pmix", "-p", "nodes", "-N", "3", "-n", "9"])
+        .args(["--ntasks-per-node=3", "--time=2"])
+        .arg(std::env::current_exe().unwrap());
+    job.configure(&mut command);
+    mpi_environment(&mut command);
+    let (trigger, failed) = node_failure::at_start(move |_| match failure {
+        Failure::Lost => node_failure::kill_node(3, true),
+        Failure::Partitioned => node_failure::set_link(3, false),
+    });
+    let run = support::run_with_trigger(command, Duration::from_secs(60), Some(trigger));
+    if let Failure::Partitioned = failure {
+        node_failure::set_link(3, true);
+    }
+    // Ranks of node1 and node2 left (they are Slurm's children, not the test's).
+    let mut left = Vec::new();
+    for _ in 0..50 {
+        left = ranks_on_nodes(&[1, 2]);
+        if left.is_empty() {
+            break;
         }
-        let dir = std::env::temp_dir().join(format!("mpidask-slurm-lost-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let (report, trace) = (dir.join("report.html"), dir.join("trace.json"));
-        let mut command = Command::new("srun");
-        command
-            .args(["--mpi=pmix", "-p", "nodes", "-N", "3", "-n", "9"])
-            .args(["--ntasks-per-node=3", "--time=2"])
-            .arg(std::env::current_exe().unwrap())
-            .env("MPIDASK_SCENARIO", "long_job")
-            .env("MPIDASK_WORKER_TIMEOUT", "5")
-            .env("MPIDASK_REPORT", &report)
-            .env("MPIDASK_TRACE", &trace);
-        mpi_environment(&mut command);
-        let killed_at = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let killed = killed_at.clone();
-        let run = support::run_with_trigger(
-            command,
-            Duration::from_secs(60),
-            Some((
-                "SCENARIO long_job started",
-                Box::new(move |_| {
-                    support::kill_node(3, true);
-                    *killed.lock().unwrap() = Some(std::time::Instant::now());
-                }),
-            )),
-        );
-        let killed_at = *killed_at.lock().unwrap();
-        let ended_after = killed_at
-            .unwrap_or_else(|| {
-                panic!(
-                    "the job never said it started, so node3 was not killed\n{}",
-                    run.dump()
-                )
-            })
-            .elapsed();
-        // Ranks of node1 and node2 left (they are Slurm's children, not the test's).
-        let mut left = Vec::new();
-        for _ in 0..50 {
-            left = ranks_on_nodes(&[1, 2]);
-            if left.is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if let Failure::Lost = failure {
         restart_slurmd(3);
-        assert!(
-            left.is_empty(),
-            "ranks left on node1 or node2: {left:?}\n{}",
-            run.dump()
-        );
-        run.expect_code(5).expect_stderr(
-            "workers rank 6, rank 7, rank 8 sent nothing for 5 s (--worker-timeout): presumed \
-             lost; every worker on node3 is silent: that node or its network is presumed down",
-        );
-        assert!(
-            ended_after < Duration::from_secs(30),
-            "ended {ended_after:?} after node3 was killed\n{}",
-            run.dump()
-        );
-        for file in [&report, &trace] {
-            assert!(
-                file.is_file(),
-                "{} was not written\n{}",
-                file.display(),
-                run.dump()
-            );
-        }
-        require_slurm_nodes();
-        let _ = std::fs::remove_dir_all(&dir);
-    })
+    }
+    let ended_after = failed.expect(&run).elapsed();
+    assert!(
+        left.is_empty(),
+        "ranks left on node1 or node2: {left:?}\n{}",
+        run.dump()
+    );
+    run.expect_code(5).expect_stderr(node_failure::NODE3_SILENT);
+    assert!(
+        ended_after < Duration::from_secs(30),
+        "ended {ended_after:?} after node3 failed ({failure:?})\n{}",
+        run.dump()
+    );
+    job.expect_files(&run);
+    require_slurm_nodes();
 }
 
 /// `true` if every node of partition `nodes` is idle.
@@ -333,7 +326,7 @@ fn restart_slurmd(node: usize) {
 
 fn main() {
     if std::env::var("MPIDASK_SCENARIO").as_deref() == Ok("long_job") {
-        mpidask::run(support::long_job);
+        mpidask::run(node_failure::long_job);
     }
     let args = Arguments::from_args();
     let tests = vec![
@@ -345,6 +338,10 @@ fn main() {
         Trial::test(
             "lost_node_named_under_srun_exit_5",
             test_lost_node_under_srun,
+        ),
+        Trial::test(
+            "partitioned_node_named_under_srun_exit_5",
+            test_partitioned_node_under_srun,
         ),
     ];
     libtest_mimic::run(&args, tests).exit();

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod array_suite;
+pub mod node_failure;
+pub mod python;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -589,38 +591,4 @@ pub fn check(f: impl FnOnce() + std::panic::UnwindSafe) -> Result<(), libtest_mi
             .unwrap_or_else(|| "test panicked".into())
             .into()
     })
-}
-
-/// The `long_job` scenario of the failure tests: a few short tasks on every worker, then one
-/// sleeping a minute on each, announced by `SCENARIO long_job started` on stdout.
-pub fn long_job(client: &mpidask::Client) -> anyhow::Result<()> {
-    fn sleep_ms(ms: u64) -> u64 {
-        std::thread::sleep(Duration::from_millis(ms));
-        ms
-    }
-    let workers = client.workers().len();
-    client.gather(&client.map(sleep_ms, vec![10u64; workers * 4]))?;
-    let sleepers = client.map(sleep_ms, vec![60_000u64; workers]);
-    println!("SCENARIO long_job started");
-    client.gather(&sleepers)?;
-    Ok(())
-}
-
-/// Kills every process of imitated node `node` (a crash), its Slurm daemon only if
-/// `with_slurmd` (the Slurm tests need it; `restart_slurmd` brings it back).
-pub fn kill_node(node: usize, with_slurmd: bool) {
-    let pids = Command::new("ip")
-        .args(["netns", "pids", &format!("node{node}")])
-        .output()
-        .expect("ip runs");
-    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-        let Ok(pid) = pid.parse::<i32>() else {
-            continue;
-        };
-        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if with_slurmd || name.trim() != "slurmd" {
-            // SAFETY: kill(2) on a pid of the node's namespace; no memory is involved.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
 }

@@ -56,14 +56,21 @@ pub mod program;
 #[cfg(not(feature = "internals"))]
 mod program;
 pub mod random;
+mod source;
 mod structure;
 mod tasks;
+#[cfg(feature = "zarr")]
+mod zarr;
 
 pub use dtype::{DType, Element, Scalar};
 pub use npy::from_npy_dir;
 pub use npy_stack::from_npy_stack;
 pub use program::{BinaryOp, Distribution, ReduceOp, UnaryOp};
 pub use structure::{Span, blockwise, concatenate, stack};
+#[cfg(feature = "zarr")]
+pub use zarr::{
+    BloscCompressor, Compression, ZarrFormat, ZarrOptions, from_zarr, from_zarr_chunked, store_zarr,
+};
 
 use crate::client::{Client, Future};
 use crate::error::{Error, Result};
@@ -125,8 +132,8 @@ pub(crate) enum Expr {
     Concatenate(usize, Vec<Array>),
     Stack(usize, Vec<Array>),
     Dot(Array, Array),
-    /// Chunks stored as `.npy` files, C order.
-    NpyFiles(Arc<Vec<std::path::PathBuf>>),
+    /// Chunks read by the workers from files or a store.
+    Read(Arc<dyn source::ChunkSource>),
     /// Chunks computed by delayed calls, C order.
     FromDelayed(Vec<Arc<crate::collections::delayed::Node>>),
     /// A user function per chunk: of one chunk, or (`list`) of the chunks of all `x`.

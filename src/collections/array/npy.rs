@@ -8,6 +8,7 @@
 use super::dtype::DType;
 use super::grid::{self, Chunks};
 use super::kernel::Block;
+use super::source::ChunkSource;
 use super::{Array, Expr};
 use crate::client::{CallArg, Client, Future};
 use crate::error::{Error, Result};
@@ -283,19 +284,24 @@ pub fn from_npy_dir(dir: impl AsRef<Path>) -> Result<Array> {
         meta.shape,
         meta.chunks,
         dtype,
-        Expr::NpyFiles(Arc::new(files)),
+        Expr::Read(Arc::new(NpyFiles(files))),
     ))
 }
 
-/// Submits the read of one chunk file.
-pub(crate) fn read_chunk(
-    client: &Client,
-    path: &Path,
-    dtype: DType,
-    shape: &[usize],
-) -> Future<()> {
-    let head = encode_value(&(path, dtype, shape)).expect("paths encode");
-    client.submit_raw(read_task, "from_npy", &[], vec![CallArg::Value(head)])
+/// Chunks stored one per `.npy` file, the files in C order over the chunk grid.
+pub(crate) struct NpyFiles(pub(crate) Vec<PathBuf>);
+
+impl ChunkSource for NpyFiles {
+    fn describe(&self) -> &'static str {
+        "read a .npy chunk file"
+    }
+
+    fn read(&self, client: &Client, chunks: &Chunks, index: &[usize], dtype: DType) -> Future<()> {
+        let path = &self.0[grid::ravel(index, &grid::grid(chunks))];
+        let shape = grid::chunk_shape(chunks, index);
+        let head = encode_value(&(path, dtype, shape)).expect("paths encode");
+        client.submit_raw(read_task, "from_npy", &[], vec![CallArg::Value(head)])
+    }
 }
 
 #[cfg(test)]

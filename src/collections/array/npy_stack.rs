@@ -9,7 +9,7 @@
 
 use super::dtype::DType;
 use super::grid::Chunks;
-use super::npy::{descr, dtype_of, file_dtype, remove_if_present, write_chunks};
+use super::npy::{NpyFiles, descr, dtype_of, file_dtype, remove_if_present, write_chunks};
 use super::{Array, Expr};
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -203,7 +203,7 @@ pub fn from_npy_stack(dir: impl AsRef<Path>) -> Result<Array> {
         shape,
         info.chunks,
         dtype,
-        Expr::NpyFiles(Arc::new(files)),
+        Expr::Read(Arc::new(NpyFiles(files))),
     ))
 }
 

@@ -3,9 +3,9 @@
 //! [`summary`]).
 
 use super::super::Array;
-use super::super::dtype::DType;
 use super::super::grid;
 use super::super::program::{Output, Program, ReduceOp};
+use super::super::source::ChunkSource;
 use super::super::tasks::{AssembleSpec, CombineSpec, DotSpec};
 use super::{FAN_IN, Input, Lowerer, Sink, chunk_bytes};
 use crate::client::Future;
@@ -174,11 +174,12 @@ impl Sink for ExplainSink {
         self.record("delayed calls making a chunk".into(), &[], bytes)
     }
 
-    fn read_npy(&mut self, _path: &std::path::Path, dtype: DType, shape: &[usize]) -> Made {
+    fn read(&mut self, source: &dyn ChunkSource, array: &Array, index: &[usize]) -> Made {
+        let shape = grid::chunk_shape(array.chunks(), index);
         self.record(
-            "read a .npy chunk file".into(),
+            source.describe().into(),
             &[],
-            chunk_bytes(shape, dtype),
+            chunk_bytes(&shape, array.dtype()),
         )
     }
 }

@@ -6,6 +6,7 @@ use super::dtype::{DType, Element};
 use super::grid::{self, Chunks};
 use super::kernel::Block;
 use super::program::{AxisSlice, Node, Op, Output, Program, ReduceOp};
+use super::source::ChunkSource;
 use super::tasks::{
     AssembleSpec, BlockFn, CombineSpec, DotSpec, Mapped, ProgramSpec, assemble_task, combine_task,
     dot_task, program_task,
@@ -61,7 +62,8 @@ trait Sink {
         node: &std::sync::Arc<crate::collections::delayed::Node>,
         bytes: u64,
     ) -> Self::Ref;
-    fn read_npy(&mut self, path: &std::path::Path, dtype: DType, shape: &[usize]) -> Self::Ref;
+    /// Chunk `index` of `array`, read from `source`.
+    fn read(&mut self, source: &dyn ChunkSource, array: &Array, index: &[usize]) -> Self::Ref;
 }
 
 struct ClientSink<'c> {
@@ -167,8 +169,8 @@ impl Sink for ClientSink<'_> {
         self.session.node(node)
     }
 
-    fn read_npy(&mut self, path: &std::path::Path, dtype: DType, shape: &[usize]) -> Future<()> {
-        super::npy::read_chunk(self.client, path, dtype, shape)
+    fn read(&mut self, source: &dyn ChunkSource, array: &Array, index: &[usize]) -> Future<()> {
+        source.read(self.client, array.chunks(), index, array.dtype())
     }
 }
 
@@ -251,10 +253,15 @@ struct Lowerer<'s, S: Sink> {
 impl<'s, S: Sink> Lowerer<'s, S> {
     /// A lowerer of the graph of `root`.
     fn new(sink: &'s mut S, root: &Array) -> Self {
+        Self::with_roots(sink, &[root])
+    }
+
+    /// A lowerer of the graph of all `roots` together.
+    fn with_roots(sink: &'s mut S, roots: &[&Array]) -> Self {
         Lowerer {
             sink,
             chunks: FxHashMap::default(),
-            fusable: fusable_map_blocks(root),
+            fusable: fusable_map_blocks(roots),
         }
     }
 }
@@ -280,20 +287,24 @@ fn operands(array: &Array) -> Vec<(&Array, bool)> {
         | Expr::Arange { .. }
         | Expr::Literal(_)
         | Expr::Stored(_)
-        | Expr::NpyFiles(_)
+        | Expr::Read(_)
         | Expr::FromDelayed(_) => Vec::new(),
     }
 }
 
-/// The `map_blocks` arrays of `root`'s graph that one program array reads, chunk for chunk,
+/// The `map_blocks` arrays of the graph of `roots` that one program array reads, chunk for chunk,
 /// and nothing else reads: their function runs inside that program's tasks, so its block
 /// is never stored (Dask's blockwise fusion). A block read by several arrays, or read
 /// across chunks, stays a task of its own so that it is computed once.
-fn fusable_map_blocks(root: &Array) -> FxHashSet<usize> {
+fn fusable_map_blocks(roots: &[&Array]) -> FxHashSet<usize> {
     let mut readers: FxHashMap<usize, (usize, bool)> = FxHashMap::default();
     let mut mapped = Vec::new();
     let mut seen = FxHashSet::default();
-    let mut stack = vec![root.clone()];
+    // A root's chunks are kept (its reader is outside the graph): never fused.
+    for root in roots {
+        readers.insert(root.id(), (1, false));
+    }
+    let mut stack: Vec<Array> = roots.iter().map(|&r| r.clone()).collect();
     while let Some(array) = stack.pop() {
         if !seen.insert(array.id()) {
             continue;
@@ -339,10 +350,7 @@ impl<S: Sink> Lowerer<'_, S> {
                 let bytes = chunk_bytes(&grid::chunk_shape(array.chunks(), index), array.dtype());
                 self.sink.delayed(&nodes[key.1], bytes)
             }
-            Expr::NpyFiles(files) => {
-                let shape = grid::chunk_shape(array.chunks(), index);
-                self.sink.read_npy(&files[key.1], array.dtype(), &shape)
-            }
+            Expr::Read(source) => self.sink.read(source.as_ref(), array, index),
             Expr::Reduce {
                 op,
                 axes,
@@ -462,7 +470,7 @@ impl<S: Sink> Lowerer<'_, S> {
             }
             Expr::Stored(_)
             | Expr::FromDelayed(_)
-            | Expr::NpyFiles(_)
+            | Expr::Read(_)
             | Expr::Rechunk(_)
             | Expr::Dot(..)
             | Expr::MapBlocks { .. } => {
@@ -829,14 +837,30 @@ pub(super) fn materialize_chunk(
 
 /// Submits the tasks computing every chunk of `array`; returns their futures, C order.
 pub(super) fn materialize(client: &Client, array: &Array) -> Result<Vec<Future<()>>> {
-    with_client(client, array, |lowerer| {
-        if array.ndim() == 0 {
-            return Ok(vec![lowerer.chunk(array, &[])?]);
-        }
-        grid::indices(array.chunks())
-            .map(|index| lowerer.chunk(array, &index))
-            .collect()
-    })
+    Ok(materialize_many(client, &[array])?
+        .pop()
+        .expect("one array"))
+}
+
+/// Submits the tasks computing every chunk of each of `arrays`, in one graph (a chunk
+/// they share is computed once); returns their futures, per array, C order.
+pub(super) fn materialize_many(client: &Client, arrays: &[&Array]) -> Result<Vec<Vec<Future<()>>>> {
+    let mut sink = ClientSink {
+        client,
+        session: crate::collections::delayed::Session::new(client),
+    };
+    let mut lowerer = Lowerer::with_roots(&mut sink, arrays);
+    arrays
+        .iter()
+        .map(|array| {
+            if array.ndim() == 0 {
+                return Ok(vec![lowerer.chunk(array, &[])?]);
+            }
+            grid::indices(array.chunks())
+                .map(|index| lowerer.chunk(array, &index))
+                .collect()
+        })
+        .collect()
 }
 
 /// The fused program of chunk `index` of `x` ending in the first stage of reduction `op`

@@ -1,0 +1,308 @@
+//! Zarr stores against Python's `zarr` (the pinned version in `target/pyenv`): stores it
+//! writes, format 2 and 3 with its compressors, open in mpidask with its values, in the
+//! store's chunks and in others; stores mpidask writes open in `zarr` with the same
+//! values, chunks and codecs; bad stores and names are errors that say what to do. Local
+//! mode; `tests/mpi.rs` writes and reads a store under mpirun.
+
+#![cfg(feature = "zarr")]
+
+mod support;
+
+use mpidask::array::{self, BloscCompressor, Compression, DType, ZarrFormat, ZarrOptions};
+use mpidask::{Client, RuntimeArgs};
+use ndarray::{ArrayD, IxDyn};
+use std::path::{Path, PathBuf};
+use support::python::run_python;
+
+fn local<T: Send>(f: impl FnOnce(&Client) -> T + Send) -> T {
+    let args = RuntimeArgs {
+        local_workers: 3,
+        nthreads: Some(2),
+        ..RuntimeArgs::default()
+    };
+    mpidask::run_local(args, f)
+}
+
+/// A fresh directory for test `name`.
+fn workdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mpidask-zarr-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn npy<T: ndarray_npy::ReadableElement>(path: &Path) -> ArrayD<T> {
+    ndarray_npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// What `zarr` writes for the reading test: format 3 with zstd, blosc and no compressor,
+/// a nested group, a sparse array (unwritten chunks) and a complex one; format 2 with
+/// blosc, gzip and zstd; NumPy's copy of each in `NAME.npy`.
+const WRITE_STORES: &str = "\
+import sys, numpy as np, zarr, numcodecs
+from zarr.codecs import ZstdCodec, BloscCodec
+d = sys.argv[1]
+rng = np.random.default_rng(5)
+temp = rng.standard_normal((20, 13))
+g3 = zarr.open_group(d + '/v3.zarr', mode='w', zarr_format=3)
+g3.create_array('temp', shape=temp.shape, chunks=(6, 5), dtype='f8', compressors=ZstdCodec(level=3))[:] = temp
+cube = rng.standard_normal((5, 4, 7)).astype('f4')
+g3.create_array('deep/cube', shape=cube.shape, chunks=(2, 4, 3), dtype='f4', compressors=BloscCodec(cname='lz4', clevel=5))[:] = cube
+mask = temp > 0.3
+g3.create_array('mask', shape=mask.shape, chunks=(7, 7), dtype='bool', compressors=None)[:] = mask
+sparse = g3.create_array('sparse', shape=(9, 8), chunks=(3, 4), dtype='f8', fill_value=7.5)
+sparse[3:6, 4:8] = np.arange(12.0).reshape(3, 4)
+g3.create_array('waves', shape=(3,), dtype='c16')[:] = 1j
+g2 = zarr.open_group(d + '/v2.zarr', mode='w', zarr_format=2)
+counts = rng.integers(-1000, 1000, size=(17, 9)).astype('i4')
+g2.create_array('counts', shape=counts.shape, chunks=(4, 4), dtype='i4', compressors=numcodecs.Blosc(cname='lz4', clevel=5, shuffle=1))[:] = counts
+g2.create_array('temp', shape=temp.shape, chunks=(6, 5), dtype='f8', compressors=numcodecs.GZip(level=5))[:] = temp
+small = rng.integers(0, 255, size=(11,)).astype('u1')
+g2.create_array('small', shape=small.shape, chunks=(4,), dtype='u1', compressors=numcodecs.Zstd(level=1))[:] = small
+for name, v in [('temp', temp), ('cube', cube), ('mask', mask), ('sparse', sparse[:]), ('counts', counts.astype('i8')), ('small', small.astype('i8'))]:
+    np.save(d + '/' + name + '.npy', v)
+print('written')
+";
+
+#[test]
+fn stores_written_by_python_zarr_open_with_its_values() {
+    let dir = workdir("read");
+    assert_eq!(run_python(WRITE_STORES, &[&dir]).trim(), "written");
+    let (v3, v2) = (dir.join("v3.zarr"), dir.join("v2.zarr"));
+    let temp: ArrayD<f64> = npy(&dir.join("temp.npy"));
+    let cube: ArrayD<f32> = npy(&dir.join("cube.npy"));
+    let mask: ArrayD<bool> = npy(&dir.join("mask.npy"));
+    let sparse: ArrayD<f64> = npy(&dir.join("sparse.npy"));
+    let counts: ArrayD<i64> = npy(&dir.join("counts.npy"));
+    let small: ArrayD<i64> = npy(&dir.join("small.npy"));
+    local(|client| {
+        // Format 3, zstd, in the store's chunks.
+        let x = array::from_zarr(&v3, "temp").unwrap();
+        assert_eq!(x.dtype(), DType::F64);
+        assert_eq!(x.chunks(), &vec![vec![6, 6, 6, 2], vec![5, 5, 3]]);
+        assert_eq!(x.compute::<f64>(client).unwrap(), temp);
+        // The same values in chunks that are multiples of the store's, divide them, or
+        // neither.
+        for sizes in [[12, 10], [3, 5], [7, 4], [20, 13]] {
+            let y = array::from_zarr_chunked(&v3, "temp", &sizes).unwrap();
+            assert_eq!(y.chunks()[0][0], sizes[0]);
+            assert_eq!(y.compute::<f64>(client).unwrap(), temp, "chunks {sizes:?}");
+        }
+        // Format 2, gzip: the same array.
+        let x2 = array::from_zarr(&v2, "temp").unwrap();
+        assert_eq!(x2.compute::<f64>(client).unwrap(), temp);
+        // A nested group, blosc, float32.
+        let c = array::from_zarr(&v3, "/deep/cube").unwrap();
+        assert_eq!(c.dtype(), DType::F32);
+        assert_eq!(c.chunks(), &vec![vec![2, 2, 1], vec![4], vec![3, 3, 1]]);
+        assert_eq!(c.compute::<f32>(client).unwrap(), cube);
+        // bool, no compression; computed with: the count of true values.
+        let m = array::from_zarr(&v3, "mask").unwrap();
+        assert_eq!(m.dtype(), DType::Bool);
+        assert_eq!(m.compute::<bool>(client).unwrap(), mask);
+        let trues = mask.iter().filter(|v| **v).count() as i64;
+        assert_eq!(
+            m.astype(DType::I64)
+                .sum()
+                .compute_scalar::<i64>(client)
+                .unwrap(),
+            trues
+        );
+        // Unwritten chunks read as the fill value.
+        let s = array::from_zarr(&v3, "sparse").unwrap();
+        assert_eq!(s.compute::<f64>(client).unwrap(), sparse);
+        // int32 (blosc) and uint8 (zstd) come as int64.
+        let n = array::from_zarr(&v2, "counts").unwrap();
+        assert_eq!(n.dtype(), DType::I64);
+        assert_eq!(n.compute::<i64>(client).unwrap(), counts);
+        let u = array::from_zarr(&v2, "small").unwrap();
+        assert_eq!(u.compute::<i64>(client).unwrap(), small);
+        // A type mpidask arrays do not hold, and names that are not arrays.
+        let error = array::from_zarr(&v3, "waves").unwrap_err().to_string();
+        assert!(
+            error.contains("complex128") || error.contains("data type"),
+            "{error}"
+        );
+        let error = array::from_zarr(&v3, "pressure").unwrap_err().to_string();
+        assert!(
+            error.contains("pressure") && error.contains("deep, mask, sparse, temp, waves"),
+            "{error}"
+        );
+        let error = array::from_zarr(&v3, "deep").unwrap_err().to_string();
+        assert!(error.contains("group holding cube"), "{error}");
+        let error = array::from_zarr(dir.join("nowhere"), "temp")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no such directory"), "{error}");
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn values(shape: &[usize], seed: u64) -> ArrayD<f64> {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n)
+        .map(|i| ((i as u64 * 2_654_435_761 + seed) % 1000) as f64 / 7.0 - 60.0)
+        .collect();
+    ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()
+}
+
+/// Checks, in Python's `zarr`, each `name` of the store at `argv[1]`: values equal to
+/// `argv[2]/NAME.npy`, chunks, format and first codec as listed in `argv[3]`
+/// (`name:format:chunks:codec` per line).
+const CHECK_STORES: &str = "\
+import sys, numpy as np, zarr
+store, refs, spec = sys.argv[1], sys.argv[2], open(sys.argv[3]).read().split()
+for line in spec:
+    name, fmt, chunks, codec = line.split(':')
+    a = zarr.open_array(store, path=name, mode='r')
+    want = np.load(refs + '/' + name.replace('/', '_') + '.npy')
+    assert a.metadata.zarr_format == int(fmt), (name, a.metadata.zarr_format)
+    assert a.chunks == tuple(int(c) for c in chunks.split(',')), (name, a.chunks)
+    assert a.dtype == want.dtype, (name, a.dtype, want.dtype)
+    assert np.array_equal(a[:], want), name
+    if fmt == '2':
+        got = a.metadata.compressor.codec_id if a.metadata.compressor is not None else 'none'
+    else:
+        got = a.compressors[0].to_dict()['name'] if a.compressors else 'none'
+    assert got == codec, (name, got, codec)
+g = zarr.open_group(store, mode='r')
+print('zarr read', len(spec))
+";
+
+#[test]
+fn stores_written_by_mpidask_open_in_python_zarr() {
+    let dir = workdir("write");
+    let refs = dir.join("refs");
+    std::fs::create_dir_all(&refs).unwrap();
+    let (v3, v2) = (dir.join("v3.zarr"), dir.join("v2.zarr"));
+    let a = values(&[23, 10], 1);
+    let cube = values(&[6, 5, 4], 2);
+    local(|client| {
+        let x = array::from_array(&a, &[5, 4]);
+        let mean = x.mean_axis(0);
+        let anomaly = &x - &mean;
+        // Several arrays in one graph: x, its anomaly (sharing x's chunks), a bool mask
+        // and an int64 array, format 3 (zstd by default).
+        array::store_zarr(
+            client,
+            &v3,
+            &[
+                ("x", &x),
+                ("anomaly", &anomaly),
+                ("warm", &x.gt(0.0)),
+                ("steps", &(&x * 10.0).astype(DType::I64)),
+            ],
+            &ZarrOptions::default(),
+        )
+        .unwrap();
+        // Blosc, in store chunks that the array's chunks do not line up with (rechunked
+        // before writing), format 3; gzip and zstd in format 2; float32 in a subgroup.
+        x.to_zarr_with(
+            client,
+            &v3,
+            "blosc",
+            &ZarrOptions::default()
+                .compression(Compression::Blosc {
+                    compressor: BloscCompressor::Zstd,
+                    level: 5,
+                })
+                .chunks(&[8, 3]),
+        )
+        .unwrap();
+        let v2_options = ZarrOptions::default().format(ZarrFormat::V2);
+        x.to_zarr_with(
+            client,
+            &v2,
+            "x",
+            &v2_options
+                .clone()
+                .compression(Compression::Gzip { level: 5 })
+                .chunks(&[10, 10]),
+        )
+        .unwrap();
+        array::from_array(&cube, &[3, 5, 2])
+            .astype(DType::F32)
+            .to_zarr_with(client, &v2, "g/cube", &v2_options)
+            .unwrap();
+        // What mpidask writes it reads back.
+        let back = array::from_zarr(&v3, "anomaly").unwrap();
+        assert_eq!(back.chunks(), anomaly.chunks());
+        let want = anomaly.compute::<f64>(client).unwrap();
+        assert_eq!(back.compute::<f64>(client).unwrap(), want);
+        ndarray_npy::write_npy(refs.join("anomaly.npy"), &want).unwrap();
+        // An array already there is kept unless overwrite says otherwise.
+        let error = x.to_zarr(client, &v3, "x").unwrap_err().to_string();
+        assert!(error.contains("already holds `x`") && error.contains("overwrite(true)"));
+        (&x * 2.0)
+            .to_zarr_with(client, &v3, "x", &ZarrOptions::default().overwrite(true))
+            .unwrap();
+        let doubled = array::from_zarr(&v3, "x").unwrap();
+        assert_eq!(doubled.compute::<f64>(client).unwrap(), &a * 2.0);
+        // Bad names and chunks.
+        for (name, chunks, why) in [
+            ("../x", vec![5, 4], "cannot name"),
+            ("y", vec![5], "1 chunk sizes"),
+            ("y", vec![0, 4], "at least 1"),
+        ] {
+            let error = x
+                .to_zarr_with(client, &v3, name, &ZarrOptions::default().chunks(&chunks))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(why), "{name} {chunks:?}: {error}");
+        }
+    });
+    let write = |name: &str, v: &ArrayD<f64>| {
+        ndarray_npy::write_npy(refs.join(format!("{name}.npy")), v).unwrap()
+    };
+    write("x", &(&a * 2.0));
+    write("blosc", &a);
+    ndarray_npy::write_npy(refs.join("warm.npy"), &a.mapv(|v| v > 0.0)).unwrap();
+    ndarray_npy::write_npy(refs.join("steps.npy"), &a.mapv(|v| (v * 10.0) as i64)).unwrap();
+    let spec3 = dir.join("spec3");
+    std::fs::write(
+        &spec3,
+        "x:3:5,4:zstd anomaly:3:5,4:zstd warm:3:5,4:zstd steps:3:5,4:zstd blosc:3:8,3:blosc",
+    )
+    .unwrap();
+    let text = run_python(CHECK_STORES, &[&v3, &refs, &spec3]);
+    assert_eq!(text.trim(), "zarr read 5");
+    write("x", &a);
+    ndarray_npy::write_npy(refs.join("g_cube.npy"), &cube.mapv(|v| v as f32)).unwrap();
+    let spec2 = dir.join("spec2");
+    std::fs::write(&spec2, "x:2:10,10:gzip g/cube:2:3,5,2:zstd").unwrap();
+    let text = run_python(CHECK_STORES, &[&v2, &refs, &spec2]);
+    assert_eq!(text.trim(), "zarr read 2");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A chunk whose first value is above -50 makes its task fail (the first chunk of the
+/// test's array passes, the second does not).
+fn refuse_high_corner(block: ArrayD<f64>) -> ArrayD<f64> {
+    assert!(block[[0, 0]] <= -50.0, "chunk refused");
+    block
+}
+
+/// A write that fails part way leaves no metadata, so the array does not open as a whole
+/// one; writing it again replaces what was left.
+#[test]
+fn a_failed_write_leaves_no_array() {
+    let dir = workdir("failed");
+    let store = dir.join("s.zarr");
+    local(|client| {
+        let x = array::from_array(&values(&[12, 4], 3), &[3, 4]);
+        let broken = x.map_blocks(refuse_high_corner);
+        let error = broken.to_zarr(client, &store, "x").unwrap_err();
+        let error = format!("{:#}", anyhow::Error::new(error));
+        assert!(error.contains("chunk refused"), "{error}");
+        assert!(!store.join("x/zarr.json").exists());
+        let error = array::from_zarr(&store, "x").unwrap_err().to_string();
+        assert!(error.contains("not a Zarr array"), "{error}");
+        x.to_zarr(client, &store, "x").unwrap();
+        let back = array::from_zarr(&store, "x").unwrap();
+        assert_eq!(
+            back.compute::<f64>(client).unwrap(),
+            x.compute::<f64>(client).unwrap()
+        );
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
