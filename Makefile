@@ -9,7 +9,7 @@
 #                         peers in the same run; figures also in target/bench/results.json);
 #                         `make bench BENCH=tasks_per_s` for one
 #   make bench-smoke      every benchmark once at tiny sizes, answers checked (part of make test)
-#   make deps             install Open MPI, MPICH, libclang and pkg-config with apt-get if missing
+#   make deps             install Open MPI, MPICH, libclang, pkg-config, OpenBLAS, libhdf5 and libnetcdf with apt-get if missing
 #                         (make test-deps adds Chromium, which a test renders the report in)
 #   make lint             rustfmt, clippy and rustdoc checks (part of make test)
 #   make install PREFIX=/opt/mpidask
@@ -41,7 +41,8 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 endif
 export OMPI_MCA_rmaps_base_oversubscribe := 1
 
-APT_PACKAGES := openmpi-bin libopenmpi-dev mpich libmpich-dev libclang-dev clang pkg-config libopenblas-dev
+APT_PACKAGES := openmpi-bin libopenmpi-dev mpich libmpich-dev libclang-dev clang pkg-config libopenblas-dev \
+  libhdf5-dev libnetcdf-dev
 # Only the tests need these: Chromium renders the HTML report, `script` gives a terminal,
 # environment-modules loads the installed modulefile.
 TEST_PACKAGES := chromium bsdutils environment-modules
@@ -87,15 +88,16 @@ slurm:
 slurm-stop:
 	$(SUDO) bash scripts/stop-local-slurm.sh
 
-# NumPy, Dask and Zarr for the tests that compare with them (the versions of the peers'
+# NumPy, Dask, Zarr, h5py and netCDF4 for the tests that compare with them (the versions of the peers'
 # venv, ../shared/peers/requirements.txt).
 PYENV_PACKAGES := numpy==2.4.6 dask==2026.8.0 toolz==1.2.0 cloudpickle==3.1.3 \
   fsspec==2026.9.0 partd==1.4.2 locket==1.0.0 PyYAML==6.0.4 packaging==26.4 click==8.5.1 \
   importlib_metadata==10.2.0 zipp==4.1.2 zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1 \
-  google-crc32c==1.9.0 typing_extensions==4.16.0
+  google-crc32c==1.9.0 typing_extensions==4.16.0 h5py==3.16.0 netCDF4==1.7.5.1.post1 \
+  cftime==1.6.6.1 certifi==2026.10.19.post1
 
 pyenv:
-	@$(PYENV)/bin/python -c 'import numpy, dask.array, zarr' 2>/dev/null || \
+	@$(PYENV)/bin/python -c 'import numpy, dask.array, zarr, h5py, netCDF4' 2>/dev/null || \
 	  { python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q $(PYENV_PACKAGES); }
 
 build: deps

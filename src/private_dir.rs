@@ -112,6 +112,10 @@ mod tests {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
 
+    /// Held by each test: `remove_all` removes every private directory of the process,
+    /// a concurrent test's too.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     fn parent() -> PathBuf {
         let dir = std::env::temp_dir().join(format!("private-dir-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -124,6 +128,7 @@ mod tests {
 
     #[test]
     fn directory_and_files_are_private_and_removed_on_drop() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let parent = parent().join("drop");
         std::fs::create_dir_all(&parent).unwrap();
         let dir = PrivateDir::create(&parent, 3).unwrap();
@@ -140,6 +145,7 @@ mod tests {
 
     #[test]
     fn remove_all_removes_what_destructors_would() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let parent = parent().join("exit");
         std::fs::create_dir_all(&parent).unwrap();
         let dir = PrivateDir::create(&parent, 2).unwrap();
@@ -153,6 +159,7 @@ mod tests {
 
     #[test]
     fn directories_of_dead_processes_are_swept() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let parent = parent().join("sweep");
         std::fs::create_dir_all(&parent).unwrap();
         // pid 0x7ffffffe does not exist; our own pid does.

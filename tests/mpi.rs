@@ -372,6 +372,33 @@ fn scenario_arrays(client: &Client) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&dir)?;
         values
     };
+    // Through an HDF5 and a netCDF-4 file: each worker writes its chunks' bytes, each reads
+    // its hyperslabs.
+    #[cfg(all(feature = "hdf5", feature = "netcdf"))]
+    let values = {
+        let mut values = values.to_vec();
+        let dir = std::env::temp_dir().join(format!("mpidask-hdf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let (h5, nc) = (dir.join("z.h5"), dir.join("z.nc"));
+        array::store_hdf5(client, &h5, &[("z", &z), ("g/x", &x)])?;
+        z.to_netcdf(client, &nc, "z", &["row", "col"])?;
+        let from_h5 = array::from_hdf5_chunked(&h5, "z", &[90, 7])?;
+        let from_nc = array::from_netcdf_chunked(&nc, "z", &[250, 4])?;
+        values.push(from_h5.sum().compute_scalar::<f64>(client)?);
+        values.push(
+            (&from_nc - &from_h5)
+                .abs()
+                .max()
+                .compute_scalar::<f64>(client)?,
+        );
+        values.push(
+            array::from_hdf5(&h5, "g/x")?
+                .min()
+                .compute_scalar::<f64>(client)?,
+        );
+        std::fs::remove_dir_all(&dir)?;
+        values
+    };
     let digest: Vec<String> = values
         .iter()
         .map(|v| format!("{:016x}", v.to_bits()))

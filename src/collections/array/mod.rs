@@ -23,6 +23,8 @@
 
 // Public (hidden) with the `internals` feature; see `crate::internals`.
 mod blas;
+#[cfg(feature = "hdf5")]
+mod contiguous;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod dtype;
@@ -38,12 +40,16 @@ mod fused;
 pub mod grid;
 #[cfg(not(feature = "internals"))]
 mod grid;
+#[cfg(feature = "hdf5")]
+mod hdf5_io;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod kernel;
 #[cfg(not(feature = "internals"))]
 mod kernel;
 mod lower;
+#[cfg(feature = "netcdf")]
+mod netcdf_io;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod npy;
@@ -63,6 +69,10 @@ mod tasks;
 mod zarr;
 
 pub use dtype::{DType, Element, Scalar};
+#[cfg(feature = "hdf5")]
+pub use hdf5_io::{from_hdf5, from_hdf5_chunked, store_hdf5};
+#[cfg(feature = "netcdf")]
+pub use netcdf_io::{NetcdfVariable, from_netcdf, from_netcdf_chunked, store_netcdf};
 pub use npy::from_npy_dir;
 pub use npy_stack::from_npy_stack;
 pub use program::{BinaryOp, Distribution, ReduceOp, UnaryOp};
