@@ -238,6 +238,17 @@ fn stores_written_by_mpidask_open_in_python_zarr() {
             .unwrap();
         let doubled = array::from_zarr(&v3, "x").unwrap();
         assert_eq!(doubled.compute::<f64>(client).unwrap(), &a * 2.0);
+        // A directory of the store that is not an array is left alone.
+        std::fs::create_dir_all(v3.join("notes")).unwrap();
+        std::fs::write(v3.join("notes/todo.txt"), "keep").unwrap();
+        let options = ZarrOptions::default().overwrite(true);
+        let error = x
+            .to_zarr_with(client, &v3, "notes", &options)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("is not a Zarr array"), "{error}");
+        assert!(v3.join("notes/todo.txt").is_file());
+        std::fs::remove_dir_all(v3.join("notes")).unwrap();
         // Bad names and chunks.
         for (name, chunks, why) in [
             ("../x", vec![5, 4], "cannot name"),

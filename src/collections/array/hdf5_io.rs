@@ -229,6 +229,10 @@ fn contiguous_dataset(
         DType::I64 => create!(i64),
         DType::Bool => create!(bool),
     };
+    if shape.contains(&0) {
+        // No element, no storage, nothing for a worker to write.
+        return Ok(0);
+    }
     dataset
         .offset()
         .ok_or_else(|| hdf5::Error::from(format!("dataset {name} has no allocated storage")))

@@ -17,129 +17,16 @@ use crate::error::{Error, Result};
 use crate::protocol::{ArgSlot, Bytes, decode_value, encode_value};
 use crate::task::{CallError, TaskInput};
 use ndarray::ArrayD;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use zarrs::array::{Array as ZarrArray, ArrayMetadata, data_type};
 use zarrs::filesystem::FilesystemStore;
 
-/// The Zarr format a store is written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ZarrFormat {
-    /// Zarr 2 (`.zarray`, `.zgroup`), what Zarr-Python 2 and most stores made before 2025
-    /// use.
-    V2,
-    /// Zarr 3 (`zarr.json`), Zarr-Python 3's default.
-    #[default]
-    V3,
-}
-
-/// The compressor of Blosc's codecs that a [`Compression::Blosc`] uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BloscCompressor {
-    /// `blosclz`.
-    BloscLz,
-    /// `lz4`, Zarr-Python 2's default.
-    Lz4,
-    /// `lz4hc`.
-    Lz4Hc,
-    /// `zlib`.
-    Zlib,
-    /// `zstd`.
-    Zstd,
-}
-
-impl BloscCompressor {
-    fn name(self) -> &'static str {
-        match self {
-            BloscCompressor::BloscLz => "blosclz",
-            BloscCompressor::Lz4 => "lz4",
-            BloscCompressor::Lz4Hc => "lz4hc",
-            BloscCompressor::Zlib => "zlib",
-            BloscCompressor::Zstd => "zstd",
-        }
-    }
-}
-
-/// How chunks are compressed in a written store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// Stored as they are.
-    None,
-    /// Zstandard at `level` (1 to 22; 3 is zstd's default).
-    Zstd {
-        /// Compression level.
-        level: i32,
-    },
-    /// Blosc with byte shuffling and `compressor` at `level` (0 to 9).
-    Blosc {
-        /// Blosc's inner compressor.
-        compressor: BloscCompressor,
-        /// Compression level.
-        level: u8,
-    },
-    /// Gzip at `level` (0 to 9).
-    Gzip {
-        /// Compression level.
-        level: u32,
-    },
-}
-
-impl Default for Compression {
-    /// Zstandard at level 3, as Zarr-Python 3 writes.
-    fn default() -> Self {
-        Compression::Zstd { level: 3 }
-    }
-}
-
-/// How [`Array::to_zarr_with`] and [`store_zarr`] write: format, compression, the store's
-/// chunk shape and whether an existing array is replaced.
-///
-/// ```
-/// use mpidask::array::{Compression, ZarrFormat, ZarrOptions};
-/// let options = ZarrOptions::default()
-///     .format(ZarrFormat::V2)
-///     .compression(Compression::Gzip { level: 5 })
-///     .chunks(&[1000, 1000])
-///     .overwrite(true);
-/// ```
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ZarrOptions {
-    format: ZarrFormat,
-    compression: Compression,
-    chunks: Option<Vec<usize>>,
-    overwrite: bool,
-}
-
-impl ZarrOptions {
-    /// The Zarr format (default 3).
-    pub fn format(mut self, format: ZarrFormat) -> Self {
-        self.format = format;
-        self
-    }
-
-    /// The compression of every chunk (default Zstandard, level 3).
-    pub fn compression(mut self, compression: Compression) -> Self {
-        self.compression = compression;
-        self
-    }
-
-    /// The store's chunk shape (default: the array's first chunk along each axis). An array
-    /// whose chunks are not made of whole store chunks is rechunked to the store's chunks
-    /// before it is written, so that no two workers write into one store chunk.
-    pub fn chunks(mut self, chunks: &[usize]) -> Self {
-        self.chunks = Some(chunks.to_vec());
-        self
-    }
-
-    /// Whether an array already at the path is replaced (default: it is an error, as with
-    /// Dask's `to_zarr(overwrite=False)`).
-    pub fn overwrite(mut self, overwrite: bool) -> Self {
-        self.overwrite = overwrite;
-        self
-    }
-}
+mod options;
+use options::metadata;
+pub use options::{BloscCompressor, Compression, ZarrFormat, ZarrOptions};
 
 /// The node of `variable` in the store: `/` for the store's root, `/a/b` for `a/b`.
 fn node_path(variable: &str) -> std::result::Result<String, String> {
@@ -467,79 +354,6 @@ fn open(path: &Path, variable: &str, chunks: Option<&[usize]>) -> Result<Array> 
     ))
 }
 
-/// The name of `dtype` in a format 3 `zarr.json` and in a format 2 `.zarray`, and its fill
-/// value.
-fn zarr_type(dtype: DType) -> (&'static str, &'static str, Value) {
-    match dtype {
-        DType::F64 => ("float64", "<f8", json!(0.0)),
-        DType::F32 => ("float32", "<f4", json!(0.0)),
-        DType::I64 => ("int64", "<i8", json!(0)),
-        DType::Bool => ("bool", "|b1", json!(false)),
-    }
-}
-
-/// The metadata of an array of `shape` and `dtype` in store chunks of `chunks`, as the
-/// options say.
-fn metadata(shape: &[usize], chunks: &[usize], dtype: DType, options: &ZarrOptions) -> Value {
-    let (v3_name, v2_name, fill) = zarr_type(dtype);
-    let typesize = dtype.size();
-    match options.format {
-        ZarrFormat::V2 => {
-            let compressor = match options.compression {
-                Compression::None => Value::Null,
-                Compression::Zstd { level } => json!({"id": "zstd", "level": level}),
-                Compression::Blosc { compressor, level } => json!({
-                    "id": "blosc", "cname": compressor.name(), "clevel": level,
-                    "shuffle": 1, "blocksize": 0
-                }),
-                Compression::Gzip { level } => json!({"id": "gzip", "level": level}),
-            };
-            json!({
-                "zarr_format": 2,
-                "shape": shape,
-                "chunks": chunks,
-                "dtype": v2_name,
-                "compressor": compressor,
-                "fill_value": fill,
-                "order": "C",
-                "filters": null,
-                "dimension_separator": ".",
-            })
-        }
-        ZarrFormat::V3 => {
-            let mut codecs = vec![json!({"name": "bytes", "configuration": {"endian": "little"}})];
-            match options.compression {
-                Compression::None => {}
-                Compression::Zstd { level } => codecs.push(json!({
-                    "name": "zstd", "configuration": {"level": level, "checksum": false}
-                })),
-                Compression::Blosc { compressor, level } => codecs.push(json!({
-                    "name": "blosc",
-                    "configuration": {
-                        "cname": compressor.name(), "clevel": level,
-                        "shuffle": if typesize > 1 { "shuffle" } else { "noshuffle" },
-                        "typesize": typesize, "blocksize": 0
-                    }
-                })),
-                Compression::Gzip { level } => codecs.push(json!({
-                    "name": "gzip", "configuration": {"level": level}
-                })),
-            }
-            json!({
-                "zarr_format": 3,
-                "node_type": "array",
-                "shape": shape,
-                "data_type": v3_name,
-                "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": chunks}},
-                "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-                "fill_value": fill,
-                "codecs": codecs,
-                "attributes": {},
-            })
-        }
-    }
-}
-
 /// The metadata files that make `dir` a Zarr node.
 const NODE_FILES: [&str; 3] = ["zarr.json", ".zarray", ".zgroup"];
 
@@ -566,6 +380,28 @@ fn make_groups(store: &Path, node: &str, format: ZarrFormat) -> Result<()> {
         std::fs::write(&path, text.to_string()).map_err(Error::io(&path))?;
     }
     Ok(())
+}
+
+/// `true` if everything under `dir` is named like a chunk (`0.1.2` in format 2, `c/0/1/2`
+/// in format 3): what a write that stopped before its metadata leaves.
+fn only_chunks(dir: &Path) -> bool {
+    fn walk(dir: &Path, top: bool) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        entries.flatten().all(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let numeric = !name.is_empty() && name.split('.').all(|p| p.parse::<u64>().is_ok());
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => {
+                    (numeric || (top && name == "c")) && walk(&entry.path(), false)
+                }
+                Ok(t) if t.is_file() => numeric,
+                _ => false,
+            }
+        })
+    }
+    walk(dir, true)
 }
 
 /// One array to write: what it is rechunked to, where it goes and its metadata.
@@ -635,6 +471,12 @@ fn plan(
             return Err(Error::Config(format!(
                 "{}: the store already holds `{variable}`; write with \
                  ZarrOptions::default().overwrite(true) to replace it, or choose another name",
+                dir.display()
+            )));
+        }
+        if !is_node && !only_chunks(&dir) {
+            return Err(Error::Config(format!(
+                "{}: exists and is not a Zarr array (nor the chunks a stopped write left);                  choose another name, or remove it",
                 dir.display()
             )));
         }
@@ -768,6 +610,23 @@ mod tests {
         assert_eq!(node_path("").unwrap(), "/");
         assert!(node_path("../x").is_err());
         assert!(node_path("g/__x").is_err());
+    }
+
+    #[test]
+    fn only_chunk_files_count_as_a_stopped_write() {
+        let dir = std::env::temp_dir().join(format!("zarr-chunks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("v3/c/0/1")).unwrap();
+        std::fs::write(dir.join("v3/c/0/1/2"), b"x").unwrap();
+        std::fs::create_dir_all(dir.join("v2")).unwrap();
+        std::fs::write(dir.join("v2/0.1"), b"x").unwrap();
+        std::fs::create_dir_all(dir.join("other/c")).unwrap();
+        std::fs::write(dir.join("other/notes.txt"), b"x").unwrap();
+        assert!(only_chunks(&dir.join("v3")));
+        assert!(only_chunks(&dir.join("v2")));
+        assert!(!only_chunks(&dir.join("other")));
+        assert!(!only_chunks(&dir.join("missing")));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
