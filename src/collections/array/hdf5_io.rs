@@ -73,6 +73,37 @@ pub(crate) fn read_region(
     })
 }
 
+/// An error naming the first compression filter of `dataset` that this libhdf5 cannot
+/// decode, and what to do.
+fn check_filters(dataset: &hdf5::Dataset) -> std::result::Result<(), String> {
+    for filter in dataset.filters() {
+        let hdf5::filters::Filter::User(id, _) = filter else {
+            continue;
+        };
+        let _lock = hdf5_metno_sys::LOCK.lock();
+        // SAFETY: H5Zfilter_avail only reads the library's filter table; the lock keeps
+        // other HDF5 calls of this process out meanwhile.
+        if unsafe { hdf5_metno_sys::h5z::H5Zfilter_avail(id) } > 0 {
+            continue;
+        }
+        let known = match id {
+            32000 => " (LZF, h5py's own)",
+            32001 => " (Blosc)",
+            32004 => " (LZ4)",
+            32008 => " (bitshuffle)",
+            32015 => " (Zstandard)",
+            _ => "",
+        };
+        return Err(format!(
+            "compressed with HDF5 filter {id}{known}, which this libhdf5 cannot decode; point \
+             HDF5_PLUGIN_PATH at a directory holding the filter's plugin (e.g. the plugins of \
+             Python's hdf5plugin package), or read a copy made with gzip: \
+             `h5repack -f GZIP=4 in.h5 out.h5`"
+        ));
+    }
+    Ok(())
+}
+
 /// A dataset of an HDF5 file.
 struct Hdf5Source {
     path: PathBuf,
@@ -186,6 +217,7 @@ fn open(path: &Path, name: &str, chunks: Option<&[usize]>) -> Result<Array> {
              integers up to int64 and uint32, float32, float64)"
         ))
     })?;
+    check_filters(&dataset).map_err(|why| Error::Config(format!("{where_}: {why}")))?;
     let shape = dataset.shape();
     let sizes = match chunks {
         Some(c) => c.to_vec(),
