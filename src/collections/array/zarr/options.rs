@@ -73,7 +73,8 @@ impl Default for Compression {
     }
 }
 
-/// How [`Array::to_zarr_with`] and [`store_zarr`] write: format, compression, the store's
+/// How [`Array::to_zarr_with`](crate::array::Array::to_zarr_with) and
+/// [`store_zarr`](crate::array::store_zarr) write: format, compression, the store's
 /// chunk shape and whether an existing array is replaced.
 ///
 /// ```
