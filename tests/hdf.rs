@@ -10,38 +10,9 @@
 mod support;
 
 use mpidask::array::{self, DType};
-use mpidask::{Client, RuntimeArgs};
-use ndarray::{ArrayD, IxDyn};
-use std::path::{Path, PathBuf};
+use ndarray::ArrayD;
 use support::python::run_python;
-
-fn local<T: Send>(f: impl FnOnce(&Client) -> T + Send) -> T {
-    let args = RuntimeArgs {
-        local_workers: 3,
-        nthreads: Some(2),
-        ..RuntimeArgs::default()
-    };
-    mpidask::run_local(args, f)
-}
-
-fn workdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mpidask-hdf-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn npy<T: ndarray_npy::ReadableElement>(path: &Path) -> ArrayD<T> {
-    ndarray_npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn values(shape: &[usize], seed: u64) -> ArrayD<f64> {
-    let n: usize = shape.iter().product();
-    let v: Vec<f64> = (0..n)
-        .map(|i| ((i as u64 * 2_654_435_761 + seed) % 1000) as f64 / 7.0 - 60.0)
-        .collect();
-    ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()
-}
+use support::stored::{local, npy, refuse_high_corner, values, workdir};
 
 /// What h5py and netCDF4 write for the reading test, with NumPy's copy of each array.
 const WRITE_FILES: &str = "\
@@ -77,7 +48,7 @@ print('written')
 
 #[test]
 fn files_written_by_h5py_and_netcdf4_open_with_their_values() {
-    let dir = workdir("read");
+    let dir = workdir("hdf-read");
     assert_eq!(run_python(WRITE_FILES, &[&dir]).trim(), "written");
     let h5 = dir.join("h.h5");
     let temp: ArrayD<f64> = npy(&dir.join("temp.npy"));
@@ -178,7 +149,7 @@ print('read')
 
 #[test]
 fn files_written_by_mpidask_open_in_h5py_and_netcdf4() {
-    let dir = workdir("write");
+    let dir = workdir("hdf-write");
     let a = values(&[23, 10], 1);
     let cube = values(&[6, 5, 4], 2);
     let (h5, nc) = (dir.join("out.h5"), dir.join("out.nc"));
@@ -241,18 +212,11 @@ fn files_written_by_mpidask_open_in_h5py_and_netcdf4() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A chunk whose first value is above -50 makes its task fail (the first chunk of the
-/// test's array passes, the second does not).
-fn refuse_high_corner(block: ArrayD<f64>) -> ArrayD<f64> {
-    assert!(block[[0, 0]] <= -50.0, "chunk refused");
-    block
-}
-
 /// A write that fails part way leaves the file that was at the path as it was, and no
 /// temporary file; the next write that succeeds replaces it.
 #[test]
 fn a_failed_write_keeps_the_old_file() {
-    let dir = workdir("failed");
+    let dir = workdir("hdf-failed");
     let (h5, nc) = (dir.join("f.h5"), dir.join("f.nc"));
     local(|client| {
         let x = array::from_array(&values(&[12, 4], 3), &[3, 4]);

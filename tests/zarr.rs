@@ -9,31 +9,9 @@
 mod support;
 
 use mpidask::array::{self, BloscCompressor, Compression, DType, ZarrFormat, ZarrOptions};
-use mpidask::{Client, RuntimeArgs};
-use ndarray::{ArrayD, IxDyn};
-use std::path::{Path, PathBuf};
+use ndarray::ArrayD;
 use support::python::run_python;
-
-fn local<T: Send>(f: impl FnOnce(&Client) -> T + Send) -> T {
-    let args = RuntimeArgs {
-        local_workers: 3,
-        nthreads: Some(2),
-        ..RuntimeArgs::default()
-    };
-    mpidask::run_local(args, f)
-}
-
-/// A fresh directory for test `name`.
-fn workdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mpidask-zarr-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn npy<T: ndarray_npy::ReadableElement>(path: &Path) -> ArrayD<T> {
-    ndarray_npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use support::stored::{local, npy, refuse_high_corner, values, workdir};
 
 /// What `zarr` writes for the reading test: format 3 with zstd, blosc and no compressor,
 /// a nested group, a sparse array (unwritten chunks) and a complex one; format 2 with
@@ -66,7 +44,7 @@ print('written')
 
 #[test]
 fn stores_written_by_python_zarr_open_with_its_values() {
-    let dir = workdir("read");
+    let dir = workdir("zarr-read");
     assert_eq!(run_python(WRITE_STORES, &[&dir]).trim(), "written");
     let (v3, v2) = (dir.join("v3.zarr"), dir.join("v2.zarr"));
     let temp: ArrayD<f64> = npy(&dir.join("temp.npy"));
@@ -138,14 +116,6 @@ fn stores_written_by_python_zarr_open_with_its_values() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn values(shape: &[usize], seed: u64) -> ArrayD<f64> {
-    let n: usize = shape.iter().product();
-    let v: Vec<f64> = (0..n)
-        .map(|i| ((i as u64 * 2_654_435_761 + seed) % 1000) as f64 / 7.0 - 60.0)
-        .collect();
-    ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()
-}
-
 /// Checks, in Python's `zarr`, each `name` of the store at `argv[1]`: values equal to
 /// `argv[2]/NAME.npy`, chunks, format and first codec as listed in `argv[3]`
 /// (`name:format:chunks:codec` per line).
@@ -171,7 +141,7 @@ print('zarr read', len(spec))
 
 #[test]
 fn stores_written_by_mpidask_open_in_python_zarr() {
-    let dir = workdir("write");
+    let dir = workdir("zarr-write");
     let refs = dir.join("refs");
     std::fs::create_dir_all(&refs).unwrap();
     let (v3, v2) = (dir.join("v3.zarr"), dir.join("v2.zarr"));
@@ -286,18 +256,11 @@ fn stores_written_by_mpidask_open_in_python_zarr() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A chunk whose first value is above -50 makes its task fail (the first chunk of the
-/// test's array passes, the second does not).
-fn refuse_high_corner(block: ArrayD<f64>) -> ArrayD<f64> {
-    assert!(block[[0, 0]] <= -50.0, "chunk refused");
-    block
-}
-
 /// A write that fails part way leaves no metadata, so the array does not open as a whole
 /// one; writing it again replaces what was left.
 #[test]
 fn a_failed_write_leaves_no_array() {
-    let dir = workdir("failed");
+    let dir = workdir("zarr-failed");
     let store = dir.join("s.zarr");
     local(|client| {
         let x = array::from_array(&values(&[12, 4], 3), &[3, 4]);

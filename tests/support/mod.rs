@@ -6,6 +6,7 @@
 pub mod array_suite;
 pub mod node_failure;
 pub mod python;
+pub mod stored;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;

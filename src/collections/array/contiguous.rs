@@ -7,9 +7,8 @@
 
 use super::Array;
 use super::dtype::DType;
-use super::grid;
 use super::kernel::Block;
-use crate::client::{CallArg, Client, Future};
+use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::protocol::{ArgSlot, Bytes, decode_value, encode_value};
 use crate::task::{CallError, TaskInput};
@@ -131,33 +130,10 @@ pub(crate) fn write_arrays(
     name: &str,
 ) -> Result<()> {
     let roots: Vec<&Array> = arrays.iter().map(|(a, _)| *a).collect();
-    let chunks = super::lower::materialize_many(client, &roots)?;
-    let mut writes: Vec<Future<u64>> = Vec::new();
-    for ((array, placement), futures) in arrays.iter().zip(chunks) {
-        let starts: Vec<Vec<usize>> = if array.ndim() == 0 {
-            vec![vec![]]
-        } else {
-            grid::indices(array.chunks())
-                .map(|index| grid::chunk_offset(array.chunks(), &index))
-                .collect()
-        };
-        for (start, chunk) in starts.into_iter().zip(futures) {
-            let head = encode_value(&(path, placement, start, array.dtype()))
-                .expect("a placement encodes");
-            writes.push(
-                client
-                    .submit_raw(
-                        write_task,
-                        name,
-                        &[],
-                        vec![CallArg::Value(head), CallArg::Future(chunk)],
-                    )
-                    .retype(),
-            );
-        }
-    }
-    client.gather(&writes)?;
-    Ok(())
+    super::lower::for_each_chunk(client, &roots, write_task, name, |k, start| {
+        let (array, placement) = &arrays[k];
+        encode_value(&(path, placement, start, array.dtype())).expect("a placement encodes")
+    })
 }
 
 /// A file being written: under a temporary name beside `path` until [`Partial::finish`]

@@ -863,6 +863,33 @@ pub(super) fn materialize_many(client: &Client, arrays: &[&Array]) -> Result<Vec
         .collect()
 }
 
+/// Computes `arrays` in one graph and has `task` run on each chunk, where the chunk lies:
+/// its arguments are `head(k, start)` (`k` the array's position in `arrays`, `start` the
+/// chunk's first element) and the chunk. Waits for every task; what writes chunks to files
+/// and stores is made of this.
+pub(super) fn for_each_chunk(
+    client: &Client,
+    arrays: &[&Array],
+    task: Trampoline,
+    name: &str,
+    head: impl Fn(usize, Vec<usize>) -> Vec<u8>,
+) -> Result<()> {
+    let chunks = materialize_many(client, arrays)?;
+    // Each task returns a count (of bytes or elements written); gathering it reports the
+    // first failure.
+    let mut runs: Vec<Future<u64>> = Vec::new();
+    for (k, (array, futures)) in arrays.iter().zip(chunks).enumerate() {
+        let starts =
+            grid::indices(array.chunks()).map(|index| grid::chunk_offset(array.chunks(), &index));
+        for (start, chunk) in starts.zip(futures) {
+            let args = vec![CallArg::Value(head(k, start)), CallArg::Future(chunk)];
+            runs.push(client.submit_raw(task, name, &[], args).retype());
+        }
+    }
+    client.gather(&runs)?;
+    Ok(())
+}
+
 /// The fused program of chunk `index` of `x` ending in the first stage of reduction `op`
 /// over all axes (what each chunk's task of `x.reduce(op, None, ..)` runs).
 pub(super) fn partial_program(x: &Array, op: ReduceOp, index: &[usize]) -> Result<Program> {

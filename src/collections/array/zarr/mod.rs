@@ -539,32 +539,11 @@ pub fn store_zarr(
         make_groups(&path, &one.node, options.format)?;
     }
     let roots: Vec<&Array> = planned.iter().map(|p| &p.array).collect();
-    let chunks = super::lower::materialize_many(client, &roots)?;
-    let mut writes: Vec<Future<u64>> = Vec::new();
-    for (one, futures) in planned.iter().zip(chunks) {
-        let starts: Vec<Vec<usize>> = if one.array.ndim() == 0 {
-            vec![vec![]]
-        } else {
-            grid::indices(one.array.chunks())
-                .map(|index| grid::chunk_offset(one.array.chunks(), &index))
-                .collect()
-        };
-        for (start, chunk) in starts.into_iter().zip(futures) {
-            let head = encode_value(&(&path, &one.node, &one.metadata, start, one.array.dtype()))
-                .expect("a region encodes");
-            writes.push(
-                client
-                    .submit_raw(
-                        write_task,
-                        "to_zarr",
-                        &[],
-                        vec![CallArg::Value(head), CallArg::Future(chunk)],
-                    )
-                    .retype(),
-            );
-        }
-    }
-    client.gather(&writes)?;
+    super::lower::for_each_chunk(client, &roots, write_task, "to_zarr", |k, start| {
+        let one = &planned[k];
+        encode_value(&(&path, &one.node, &one.metadata, start, one.array.dtype()))
+            .expect("a region encodes")
+    })?;
     for one in &planned {
         let file = path
             .join(one.node.trim_start_matches('/'))
