@@ -97,7 +97,7 @@ mod transport;
 pub mod internals;
 
 pub use client::{AsCompleted, CallArg, Client, Future, Submitter};
-pub use collections::{array, bag, delayed};
+pub use collections::{array, bag, dataset, delayed};
 pub use config::{ResourceList, RuntimeArgs};
 pub use error::{Error, Result, TaskError, TaskFailure};
 pub use exit::ExitCode;

@@ -399,6 +399,36 @@ fn scenario_arrays(client: &Client) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&dir)?;
         values
     };
+    // Through a labelled dataset: written to netCDF and Zarr with its coordinate and
+    // attributes, opened again, selected by label and reduced by dimension name.
+    #[cfg(all(feature = "zarr", feature = "netcdf"))]
+    let values = {
+        use mpidask::dataset::{DataArray, Dataset, Label};
+        let mut values = values.to_vec();
+        let dir = std::env::temp_dir().join(format!("mpidask-dataset-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let rows: Vec<f64> = (0..z.shape()[0]).map(|i| i as f64 * 0.5).collect();
+        let ds = DataArray::new("z", z.clone(), &["row", "col"])?
+            .with_coord("row", rows)?
+            .with_attr("units", "m")
+            .into_dataset()?
+            .with_attr("title", "scenario");
+        ds.to_netcdf(client, dir.join("z.nc"))?;
+        ds.to_zarr(client, dir.join("z.zarr"))?;
+        for opened in [
+            Dataset::open_netcdf(dir.join("z.nc"))?,
+            Dataset::open_zarr(dir.join("z.zarr"))?,
+        ] {
+            ensure!(opened.attrs()["title"].as_str() == Some("scenario"));
+            let z = opened.get("z")?;
+            ensure!(z.attrs()["units"].as_str() == Some("m"), "{:?}", z.attrs());
+            let window = z.sel("row", Label::Between(10.0, 99.5))?.mean("row")?;
+            ensure!(window.dims() == ["col"], "{:?}", window.dims());
+            values.push(window.data().sum().compute_scalar::<f64>(client)?);
+        }
+        std::fs::remove_dir_all(&dir)?;
+        values
+    };
     let digest: Vec<String> = values
         .iter()
         .map(|v| format!("{:016x}", v.to_bits()))

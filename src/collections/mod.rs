@@ -1,8 +1,10 @@
 //! The collections: graph builders over the client's futures, like Dask's. [`array`] for
-//! chunked n-dimensional arrays, [`bag`] for partitioned lists of any serde type, and
-//! [`delayed`] for lazy calls of plain functions. None of them touches the transport: each
+//! chunked n-dimensional arrays, [`bag`] for partitioned lists of any serde type,
+//! [`dataset`] for labelled arrays (xarray's model), and [`delayed`] for lazy calls of
+//! plain functions. None of them touches the transport: each
 //! turns its operations into tasks submitted through a [`Client`](crate::Client).
 
 pub mod array;
 pub mod bag;
+pub mod dataset;
 pub mod delayed;

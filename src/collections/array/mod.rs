@@ -22,6 +22,7 @@
 //! ```
 
 // Public (hidden) with the `internals` feature; see `crate::internals`.
+mod attrs;
 mod blas;
 #[cfg(feature = "hdf5")]
 mod contiguous;
@@ -68,24 +69,32 @@ mod tasks;
 #[cfg(feature = "zarr")]
 mod zarr;
 
+#[cfg(any(feature = "zarr", feature = "netcdf"))]
+pub(crate) use attrs::Labelled;
+pub use attrs::{Attr, Attrs};
 pub use dtype::{DType, Element, Scalar};
 #[cfg(feature = "hdf5")]
 pub use hdf5_io::{from_hdf5, from_hdf5_chunked, store_hdf5};
+#[cfg(feature = "netcdf")]
+pub(crate) use netcdf_io::write_netcdf;
 #[cfg(feature = "netcdf")]
 pub use netcdf_io::{NetcdfVariable, from_netcdf, from_netcdf_chunked, store_netcdf};
 pub use npy::from_npy_dir;
 pub use npy_stack::from_npy_stack;
 pub use program::{BinaryOp, Distribution, ReduceOp, UnaryOp};
+pub(crate) use structure::resolve as resolve_span;
 pub use structure::{Span, blockwise, concatenate, stack};
 #[cfg(feature = "zarr")]
 pub use zarr::{
     BloscCompressor, Compression, ZarrFormat, ZarrOptions, from_zarr, from_zarr_chunked, store_zarr,
 };
+#[cfg(feature = "zarr")]
+pub(crate) use zarr::{read_whole as read_zarr_whole, write_zarr};
 
 use crate::client::{Client, Future};
 use crate::error::{Error, Result};
 use grid::Chunks;
-use kernel::Block;
+pub(crate) use kernel::Block;
 use ndarray::ArrayD;
 use std::sync::Arc;
 
@@ -185,6 +194,11 @@ macro_rules! scalar_operand {
     )*};
 }
 scalar_operand!(f64, f32, i64, i32, bool);
+impl From<Scalar> for Operand {
+    fn from(v: Scalar) -> Self {
+        Operand::Scalar(v)
+    }
+}
 
 impl Operand {
     fn into_array(self) -> Array {

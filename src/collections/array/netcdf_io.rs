@@ -4,6 +4,7 @@
 //! chunks (`contiguous`; a netCDF-4 variable is an HDF5 dataset, which says where its bytes
 //! are). The file must be on storage every rank reaches.
 
+use super::attrs::{Attrs, Labelled};
 use super::contiguous::{Partial, Placement, auto_chunks, write_arrays};
 use super::dtype::DType;
 use super::grid::{self, Chunks};
@@ -208,20 +209,22 @@ pub type NetcdfVariable<'a> = (&'a str, &'a Array, &'a [&'a str]);
 
 /// Defines a contiguous, never filled variable and has its storage allocated (by writing
 /// its last element).
-fn define(
-    file: &mut netcdf::FileMut,
-    name: &str,
-    array: &Array,
-    dims: &[&str],
-) -> netcdf::Result<()> {
+fn define(file: &mut netcdf::FileMut, stored: &Labelled<'_>) -> netcdf::Result<()> {
+    let Labelled {
+        name, array, dims, ..
+    } = stored;
+    let dims: Vec<&str> = dims.iter().map(String::as_str).collect();
     let last: Vec<usize> = array.shape().iter().map(|&n| n - 1).collect();
     macro_rules! define {
         ($t:ty, $zero:expr) => {{
-            let mut variable = file.add_variable::<$t>(name, dims)?;
+            let mut variable = file.add_variable::<$t>(name, &dims)?;
             // SAFETY: every element is written by the workers before the file is read.
             unsafe { variable.set_nofill()? };
             if array.dtype() == DType::Bool {
                 variable.put_attribute(BOOL_MARK.0, BOOL_MARK.1)?;
+            }
+            for (key, value) in &stored.attrs {
+                variable.put_attribute(key, value.to_netcdf())?;
             }
             if !array.shape().contains(&0) {
                 variable.put_value::<$t, _>($zero, last.as_slice())?;
@@ -266,12 +269,34 @@ pub fn store_netcdf(
     path: impl AsRef<Path>,
     variables: &[NetcdfVariable<'_>],
 ) -> Result<()> {
+    let labelled: Vec<Labelled<'_>> = variables
+        .iter()
+        .map(|(name, array, dims)| Labelled {
+            name: name.to_string(),
+            array,
+            dims: dims.iter().map(|d| d.to_string()).collect(),
+            attrs: Attrs::new(),
+        })
+        .collect();
+    write_netcdf(client, path.as_ref(), &labelled, &Attrs::new())
+}
+
+/// [`store_netcdf`] with each variable's attributes and the file's (`global`).
+pub(crate) fn write_netcdf(
+    client: &Client,
+    path: &Path,
+    variables: &[Labelled<'_>],
+    global: &Attrs,
+) -> Result<()> {
     quiet_hdf5();
-    let shown = path.as_ref().display().to_string();
-    let partial = Partial::new(path.as_ref())?;
+    let shown = path.display().to_string();
+    let partial = Partial::new(path)?;
     let temporary = partial.temporary.clone();
     let mut lengths: Vec<(&str, usize)> = Vec::new();
-    for (name, array, dims) in variables {
+    for Labelled {
+        name, array, dims, ..
+    } in variables
+    {
         array.check()?;
         if name.is_empty() || name.contains('/') {
             return Err(Error::Config(format!(
@@ -285,8 +310,8 @@ pub fn store_netcdf(
                 dims.len()
             )));
         }
-        for (dim, &len) in dims.iter().zip(array.shape()) {
-            match lengths.iter().find(|(d, _)| d == dim) {
+        for (dim, &len) in dims.iter().map(String::as_str).zip(array.shape()) {
+            match lengths.iter().find(|(d, _)| *d == dim) {
                 Some((_, other)) if *other != len => {
                     return Err(Error::Config(format!(
                         "to_netcdf {shown}: dimension `{dim}` is {other} long for one variable \
@@ -304,8 +329,11 @@ pub fn store_netcdf(
         for (dim, len) in &lengths {
             file.add_dimension(dim, *len).map_err(failed)?;
         }
-        for (name, array, dims) in variables {
-            define(&mut file, name, array, dims).map_err(failed)?;
+        for (key, value) in global {
+            file.add_attribute(key, value.to_netcdf()).map_err(failed)?;
+        }
+        for stored in variables {
+            define(&mut file, stored).map_err(failed)?;
         }
         file.close().map_err(failed)?;
     }
@@ -314,7 +342,7 @@ pub fn store_netcdf(
     {
         let file = hdf5_metno::File::open(&temporary)
             .map_err(|e| Error::Config(format!("{}: {e}", temporary.display())))?;
-        for (name, array, _) in variables {
+        for Labelled { name, array, .. } in variables {
             // A variable named like a dimension it is not the coordinate of is stored under
             // another name (the dimension's scale takes its own).
             let dataset = file

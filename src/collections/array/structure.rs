@@ -63,7 +63,9 @@ impl From<std::ops::RangeFull> for Span {
 /// Per output chunk along one axis of a slice: the source chunk and the part of it taken.
 pub(crate) type AxisPlan = Vec<(usize, AxisSlice)>;
 
-fn resolve(span: Span, n: usize) -> Result<(usize, usize, usize), String> {
+/// A span resolved on an axis of length `n`: its first index, step and length, or why it
+/// does not fit.
+pub(crate) fn resolve(span: Span, n: usize) -> Result<(usize, usize, usize), String> {
     if span.step < 1 {
         return Err(format!(
             "slice step {} is not supported: steps must be positive",
@@ -192,7 +194,9 @@ impl Array {
 
     /// The same elements in C order with another shape (one entry may be -1). Works chunk
     /// by chunk, so every chunk boundary must fall on a row boundary of the new shape and
-    /// only axis 0 may be cut into several chunks; rechunk first otherwise.
+    /// only axis 0 may be cut into several chunks (rechunk first otherwise), unless the
+    /// shapes differ only by axes of length 1 (NumPy's `expand_dims` and `squeeze`), which
+    /// any chunking allows.
     pub fn reshape(&self, shape: &[isize]) -> Array {
         if self.check().is_err() {
             return self.clone();
@@ -225,6 +229,26 @@ impl Array {
         }
         if new_shape == self.shape() {
             return self.clone();
+        }
+        if only_unit_axes_differ(self.shape(), &new_shape) {
+            // Axes of length 1 inserted or removed: chunk for chunk, any chunking.
+            let mut kept = self
+                .chunks()
+                .iter()
+                .zip(self.shape())
+                .filter(|(_, n)| **n != 1)
+                .map(|(c, _)| c.clone());
+            let chunks = new_shape
+                .iter()
+                .map(|&n| {
+                    if n == 1 {
+                        vec![1]
+                    } else {
+                        kept.next().expect("an axis of both shapes")
+                    }
+                })
+                .collect();
+            return Array::new(new_shape, chunks, self.dtype(), Expr::Reshape(self.clone()));
         }
         let in_row: usize = self.shape().iter().skip(1).product();
         let out_row: usize = new_shape.iter().skip(1).product();
@@ -457,6 +481,13 @@ pub fn concatenate(arrays: &[Array], axis: isize) -> Array {
     let mut chunks = first.chunks().clone();
     chunks[axis] = along;
     Array::new(shape, chunks, dtype, Expr::Concatenate(axis, parts))
+}
+
+/// `true` if `a` and `b` differ only by axes of length 1: the same lengths otherwise, in
+/// the same order.
+pub(crate) fn only_unit_axes_differ(a: &[usize], b: &[usize]) -> bool {
+    let other = |s: &[usize]| s.iter().copied().filter(|&n| n != 1).collect::<Vec<_>>();
+    other(a) == other(b)
 }
 
 /// Arrays of one shape stacked along a new `axis`.

@@ -7,6 +7,7 @@ use super::grid::{self, Chunks};
 use super::kernel::Block;
 use super::program::{AxisSlice, Node, Op, Output, Program, ReduceOp};
 use super::source::ChunkSource;
+use super::structure::only_unit_axes_differ;
 use super::tasks::{
     AssembleSpec, BlockFn, CombineSpec, DotSpec, Mapped, ProgramSpec, assemble_task, combine_task,
     dot_task, program_task,
@@ -586,15 +587,29 @@ impl<S: Sink> Lowerer<'_, S> {
                 }
             }
             Expr::Reshape(x) => {
-                let x_index: Vec<usize> = (0..x.ndim())
-                    .map(|d| {
-                        if d == 0 {
-                            index.first().copied().unwrap_or(0)
-                        } else {
-                            0
-                        }
-                    })
-                    .collect();
+                let x_index: Vec<usize> = if only_unit_axes_differ(x.shape(), array.shape()) {
+                    // Axes of length 1 inserted or removed: the other axes' indices, in
+                    // order.
+                    let mut kept = index
+                        .iter()
+                        .zip(array.shape())
+                        .filter(|(_, n)| **n != 1)
+                        .map(|(i, _)| *i);
+                    x.shape()
+                        .iter()
+                        .map(|&n| if n == 1 { 0 } else { kept.next().unwrap_or(0) })
+                        .collect()
+                } else {
+                    (0..x.ndim())
+                        .map(|d| {
+                            if d == 0 {
+                                index.first().copied().unwrap_or(0)
+                            } else {
+                                0
+                            }
+                        })
+                        .collect()
+                };
                 let a = self.fuse(b, x, &x_index)?;
                 b.no_streaming = true;
                 b.push(Op::Reshape(shape.clone(), a), shape, dtype, false)
@@ -867,6 +882,7 @@ pub(super) fn materialize_many(client: &Client, arrays: &[&Array]) -> Result<Vec
 /// its arguments are `head(k, start)` (`k` the array's position in `arrays`, `start` the
 /// chunk's first element) and the chunk. Waits for every task; what writes chunks to files
 /// and stores is made of this.
+#[cfg(any(feature = "zarr", feature = "hdf5"))]
 pub(super) fn for_each_chunk(
     client: &Client,
     arrays: &[&Array],

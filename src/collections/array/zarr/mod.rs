@@ -7,6 +7,7 @@
 //! once every chunk is, so an array whose writing stopped has no metadata and does not open
 //! as a whole one.
 
+use super::attrs::{self, Attrs, Labelled};
 use super::dtype::DType;
 use super::grid::{self, Chunks};
 use super::kernel::Block;
@@ -17,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::protocol::{ArgSlot, Bytes, decode_value, encode_value};
 use crate::task::{CallError, TaskInput};
 use ndarray::ArrayD;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -162,7 +163,20 @@ fn read_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError> {
     };
     let (store, node, metadata, region, dtype): (PathBuf, String, String, Region, DType) =
         decode_value(head).map_err(|e| e.to_string())?;
-    let array = open_with(&store, &node, &metadata)?;
+    let block = read_block(&store, &node, &metadata, &region, dtype)?;
+    Ok(block.encode().map_err(|e| e.to_string())?)
+}
+
+/// Reads `region` of the array at `node` of `store` whose metadata is `metadata`, checked
+/// to be `dtype`.
+fn read_block(
+    store: &Path,
+    node: &str,
+    metadata: &str,
+    region: &Region,
+    dtype: DType,
+) -> std::result::Result<Block, String> {
+    let array = open_with(store, node, metadata)?;
     let ranges = region.ranges();
     let failed = |e: zarrs::array::ArrayError| {
         format!(
@@ -201,7 +215,7 @@ fn read_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError> {
     } else if zarr_type.is::<UInt8DataType>() {
         Block::I64(read!(u8).mapv(i64::from))
     } else {
-        return Err(format!("{}{node}: unsupported data type", store.display()).into());
+        return Err(format!("{}{node}: unsupported data type", store.display()));
     };
     if block.dtype() != dtype || block.shape() != region.shape.as_slice() {
         return Err(format!(
@@ -210,10 +224,29 @@ fn read_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError> {
             block.dtype(),
             block.shape(),
             region.shape
-        )
-        .into());
+        ));
     }
-    Ok(block.encode().map_err(|e| e.to_string())?)
+    Ok(block)
+}
+
+/// The whole of `variable` of the Zarr store at `path`, read here (a dataset's
+/// coordinates), with its metadata as JSON.
+pub(crate) fn read_whole(path: &Path, variable: &str) -> Result<(Block, Value)> {
+    // Checks the array and gives its element type and shape.
+    let array = open(path, variable, None)?;
+    let node = node_path(variable).map_err(Error::Config)?;
+    let store = open_store(path)?;
+    let opened = ZarrArray::open(store, &node)
+        .map_err(|e| Error::Config(format!("{}{node}: {e}", path.display())))?;
+    let metadata = serde_json::to_value(opened.metadata())
+        .map_err(|e| Error::Config(format!("{}{node}: {e}", path.display())))?;
+    let region = Region {
+        start: vec![0; array.ndim()],
+        shape: array.shape().to_vec(),
+    };
+    let block = read_block(path, &node, &metadata.to_string(), &region, array.dtype())
+        .map_err(Error::Config)?;
+    Ok((block, metadata))
 }
 
 /// Writes a chunk into its region of a Zarr array (worker side); returns the elements
@@ -404,11 +437,19 @@ fn only_chunks(dir: &Path) -> bool {
     walk(dir, true)
 }
 
-/// One array to write: what it is rechunked to, where it goes and its metadata.
+/// One array to write: what it is rechunked to, where it goes, its metadata (format 3
+/// holds the dimension names and attributes in it) and, for format 2, its `.zattrs`.
 struct Planned {
     array: Array,
     node: String,
-    metadata: String,
+    metadata: Value,
+    zattrs: Option<Value>,
+}
+
+impl Planned {
+    fn metadata_text(&self) -> String {
+        serde_json::to_string_pretty(&self.metadata).expect("JSON values print")
+    }
 }
 
 /// Checks `variable` and `array` and prepares the store for it: the node is free (or
@@ -416,11 +457,19 @@ struct Planned {
 fn plan(
     store: &Path,
     files: &Arc<FilesystemStore>,
-    variable: &str,
-    array: &Array,
+    stored: &Labelled<'_>,
     options: &ZarrOptions,
 ) -> Result<Planned> {
+    let (variable, array) = (stored.name.as_str(), stored.array);
     array.check()?;
+    if !stored.dims.is_empty() && stored.dims.len() != array.ndim() {
+        return Err(Error::Config(format!(
+            "to_zarr {variable}: {} dimension names ({:?}) for an array of {} dimensions",
+            stored.dims.len(),
+            stored.dims,
+            array.ndim()
+        )));
+    }
     let node = node_path(variable).map_err(|why| Error::Config(format!("to_zarr: {why}")))?;
     if node == "/" {
         return Err(Error::Config(
@@ -484,7 +533,24 @@ fn plan(
         std::fs::remove_dir_all(&dir).map_err(Error::io(&dir))?;
     }
     // The metadata, checked as the workers will take it.
-    let value = metadata(&shape, &store_chunks, array.dtype(), options);
+    let mut value = metadata(&shape, &store_chunks, array.dtype(), options);
+    let mut attributes = attrs::to_json(&stored.attrs);
+    let zattrs = match options.format {
+        ZarrFormat::V3 => {
+            if !stored.dims.is_empty() {
+                value["dimension_names"] = json!(stored.dims);
+            }
+            value["attributes"] = Value::Object(attributes);
+            None
+        }
+        ZarrFormat::V2 => {
+            // xarray's names of the dimensions of a format 2 array.
+            if !stored.dims.is_empty() {
+                attributes.insert("_ARRAY_DIMENSIONS".into(), json!(stored.dims));
+            }
+            (!attributes.is_empty()).then_some(Value::Object(attributes))
+        }
+    };
     let parsed: ArrayMetadata = serde_json::from_value(value.clone())
         .map_err(|e| Error::Config(format!("to_zarr {variable}: metadata {value}: {e}")))?;
     ZarrArray::new_with_metadata(files.clone(), &node, parsed)
@@ -492,7 +558,8 @@ fn plan(
     Ok(Planned {
         array,
         node,
-        metadata: serde_json::to_string_pretty(&value).expect("JSON values print"),
+        metadata: value,
+        zattrs,
     })
 }
 
@@ -520,38 +587,113 @@ pub fn store_zarr(
     arrays: &[(&str, &Array)],
     options: &ZarrOptions,
 ) -> Result<()> {
-    let path = path.as_ref();
+    let labelled: Vec<Labelled<'_>> = arrays
+        .iter()
+        .map(|(name, array)| Labelled {
+            name: name.to_string(),
+            array,
+            dims: Vec::new(),
+            attrs: Attrs::new(),
+        })
+        .collect();
+    write_zarr(client, path.as_ref(), &labelled, None, options)
+}
+
+/// [`store_zarr`] with each array's dimension names and attributes; with `group`, the
+/// root group's metadata is rewritten with these attributes and the metadata of every
+/// array written, consolidated as xarray reads it (`.zmetadata` in format 2, the root
+/// `zarr.json`'s `consolidated_metadata` in format 3).
+pub(crate) fn write_zarr(
+    client: &Client,
+    path: &Path,
+    arrays: &[Labelled<'_>],
+    group: Option<&Attrs>,
+    options: &ZarrOptions,
+) -> Result<()> {
     std::fs::create_dir_all(path).map_err(Error::io(path))?;
     let path = path.canonicalize().map_err(Error::io(path))?;
     let files = open_store(&path)?;
     let mut names = std::collections::HashSet::new();
     let mut planned = Vec::with_capacity(arrays.len());
-    for (variable, array) in arrays {
-        let one = plan(&path, &files, variable, array, options)?;
+    for stored in arrays {
+        let one = plan(&path, &files, stored, options)?;
         if !names.insert(one.node.clone()) {
             return Err(Error::Config(format!(
-                "store_zarr: `{variable}` is named twice; each array needs its own name"
+                "store_zarr: `{}` is named twice; each array needs its own name",
+                stored.name
             )));
         }
         planned.push(one);
     }
-    for one in &planned {
-        make_groups(&path, &one.node, options.format)?;
+    if group.is_none() {
+        for one in &planned {
+            make_groups(&path, &one.node, options.format)?;
+        }
     }
     let roots: Vec<&Array> = planned.iter().map(|p| &p.array).collect();
+    let texts: Vec<String> = planned.iter().map(Planned::metadata_text).collect();
     super::lower::for_each_chunk(client, &roots, write_task, "to_zarr", |k, start| {
         let one = &planned[k];
-        encode_value(&(&path, &one.node, &one.metadata, start, one.array.dtype()))
+        encode_value(&(&path, &one.node, &texts[k], start, one.array.dtype()))
             .expect("a region encodes")
     })?;
+    let write = |file: PathBuf, value: &Value| {
+        let text = serde_json::to_string_pretty(value).expect("JSON values print");
+        std::fs::write(&file, text).map_err(Error::io(&file))
+    };
     for one in &planned {
-        let file = path
-            .join(one.node.trim_start_matches('/'))
-            .join(match options.format {
-                ZarrFormat::V2 => ".zarray",
-                ZarrFormat::V3 => "zarr.json",
-            });
-        std::fs::write(&file, &one.metadata).map_err(Error::io(&file))?;
+        let dir = path.join(one.node.trim_start_matches('/'));
+        if let Some(zattrs) = &one.zattrs {
+            write(dir.join(".zattrs"), zattrs)?;
+        }
+        let name = match options.format {
+            ZarrFormat::V2 => ".zarray",
+            ZarrFormat::V3 => "zarr.json",
+        };
+        write(dir.join(name), &one.metadata)?;
+    }
+    if let Some(attributes) = group {
+        let attributes = Value::Object(attrs::to_json(attributes));
+        match options.format {
+            ZarrFormat::V2 => {
+                let mut all = serde_json::Map::new();
+                all.insert(".zgroup".into(), json!({"zarr_format": 2}));
+                all.insert(".zattrs".into(), attributes.clone());
+                for one in &planned {
+                    let key = one.node.trim_start_matches('/');
+                    all.insert(format!("{key}/.zarray"), one.metadata.clone());
+                    if let Some(zattrs) = &one.zattrs {
+                        all.insert(format!("{key}/.zattrs"), zattrs.clone());
+                    }
+                }
+                write(path.join(".zattrs"), &attributes)?;
+                write(path.join(".zgroup"), &json!({"zarr_format": 2}))?;
+                write(
+                    path.join(".zmetadata"),
+                    &json!({"metadata": all, "zarr_consolidated_format": 1}),
+                )?;
+            }
+            ZarrFormat::V3 => {
+                let all: serde_json::Map<String, Value> = planned
+                    .iter()
+                    .map(|one| {
+                        let key = one.node.trim_start_matches('/').to_string();
+                        (key, one.metadata.clone())
+                    })
+                    .collect();
+                write(
+                    path.join("zarr.json"),
+                    &json!({
+                        "zarr_format": 3,
+                        "node_type": "group",
+                        "attributes": attributes,
+                        "consolidated_metadata": {
+                            "kind": "inline", "must_understand": false, "metadata": all
+                        }
+                    }),
+                )?;
+            }
+        }
     }
     Ok(())
 }

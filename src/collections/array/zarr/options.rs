@@ -90,7 +90,7 @@ pub struct ZarrOptions {
     pub(super) format: ZarrFormat,
     pub(super) compression: Compression,
     pub(super) chunks: Option<Vec<usize>>,
-    pub(super) overwrite: bool,
+    pub(crate) overwrite: bool,
 }
 
 impl ZarrOptions {
@@ -123,13 +123,15 @@ impl ZarrOptions {
 }
 
 /// The name of `dtype` in a format 3 `zarr.json` and in a format 2 `.zarray`, and its fill
-/// value.
-fn zarr_type(dtype: DType) -> (&'static str, &'static str, Value) {
+/// value in each. Format 2 fill values are NaN for reals and none for the others: xarray
+/// takes a format 2 array's fill value as its missing value, which a fill value of 0 would
+/// make of every zero.
+fn zarr_type(dtype: DType) -> (&'static str, &'static str, Value, Value) {
     match dtype {
-        DType::F64 => ("float64", "<f8", json!(0.0)),
-        DType::F32 => ("float32", "<f4", json!(0.0)),
-        DType::I64 => ("int64", "<i8", json!(0)),
-        DType::Bool => ("bool", "|b1", json!(false)),
+        DType::F64 => ("float64", "<f8", json!(0.0), json!("NaN")),
+        DType::F32 => ("float32", "<f4", json!(0.0), json!("NaN")),
+        DType::I64 => ("int64", "<i8", json!(0), Value::Null),
+        DType::Bool => ("bool", "|b1", json!(false), Value::Null),
     }
 }
 
@@ -141,7 +143,7 @@ pub(super) fn metadata(
     dtype: DType,
     options: &ZarrOptions,
 ) -> Value {
-    let (v3_name, v2_name, fill) = zarr_type(dtype);
+    let (v3_name, v2_name, fill, v2_fill) = zarr_type(dtype);
     let typesize = dtype.size();
     match options.format {
         ZarrFormat::V2 => {
@@ -160,7 +162,7 @@ pub(super) fn metadata(
                 "chunks": chunks,
                 "dtype": v2_name,
                 "compressor": compressor,
-                "fill_value": fill,
+                "fill_value": v2_fill,
                 "order": "C",
                 "filters": null,
                 "dimension_separator": ".",
