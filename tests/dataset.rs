@@ -65,6 +65,10 @@ save('join', joined.values)
 save('join_lat', joined.lat.values)
 save('var_time_lon', t.var(['time', 'lon']).values)
 save('scaled', ((t - 273.15) * 2.0).mean('lat').values)
+seasons = xr.DataArray((np.arange(nt) // 2) % 4, dims='time', name='season')
+group_mean = t.groupby(seasons).mean()
+save('group_mean', group_mean.values)
+save('group_anom', (t.groupby(seasons) - group_mean).transpose('time', 'lat', 'lon').values)
 print('written')
 ";
 
@@ -225,6 +229,28 @@ fn datasets_written_by_xarray_open_with_their_labels_and_values() {
             let scaled = (&(&t - 273.15) * 2.0).mean("lat").unwrap();
             close(&c(&scaled), &want("scaled"), 1e-12, &at("scalars"));
 
+            // Groups that are runs of positions (pairs of times), as xarray's groupby.
+            let seasons: Vec<i64> = (0..24).map(|i| (i / 2) % 4).collect();
+            let by_season = t.groupby("time", "season", &seasons).unwrap();
+            let group_mean = by_season.mean().unwrap();
+            assert_eq!(group_mean.dims(), ["season", "lat", "lon"]);
+            close(
+                &c(&group_mean),
+                &want("group_mean"),
+                1e-12,
+                &at("groupby mean"),
+            );
+            let group_anom = by_season
+                .binary(mpidask::array::BinaryOp::Sub, &group_mean)
+                .unwrap();
+            assert_eq!(group_anom.dims(), ["time", "lat", "lon"]);
+            close(
+                &c(&group_anom),
+                &want("group_anom"),
+                1e-12,
+                &at("groupby -"),
+            );
+
             // Dataset-wide: a variable without the dimension is kept.
             let means = ds.mean("time").unwrap();
             assert_eq!(means.get("elev").unwrap().dims(), ["lat", "lon"]);
@@ -275,6 +301,40 @@ fn datasets_written_by_mpidask_open_in_xarray() {
         }
     });
     assert_eq!(run_python(CHECK_WRITTEN, &[&dir]).trim(), "ok");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The example's results, checked by xarray's own `groupby("time.month")` on its file.
+const CHECK_CLIMATE: &str = "\
+import sys, warnings, numpy as np, xarray as xr
+warnings.simplefilter('error')
+d = sys.argv[1]
+t = xr.open_dataset(d + '/t.nc').t
+by = t.groupby('time.month')
+clim = by.mean()
+spread = (by - clim).std(['time', 'lon'])
+got = xr.open_zarr(d + '/climate.zarr')
+assert got.clim.dims == ('month', 'lat', 'lon'), got.clim.dims
+np.testing.assert_array_equal(got.month.values, clim.month.values)
+np.testing.assert_allclose(got.clim.values, clim.values, rtol=1e-6)
+np.testing.assert_allclose(got.spread.values, spread.values, rtol=1e-5)
+print('ok')
+";
+
+#[test]
+fn climate_example_runs_locally_and_matches_xarray() {
+    let dir = workdir("dataset-climate");
+    let mut command = support::local_command(&support::example("climate"));
+    command
+        .current_dir(&dir)
+        .env("MPIDASK_LOCAL_WORKERS", "2")
+        .args(["--years", "3", "--lat", "19", "--lon", "36", "--check"])
+        .args(["--file", "t.nc", "--output", "climate.zarr"]);
+    let run = support::run_with_deadline(command, std::time::Duration::from_secs(300));
+    run.expect_code(0)
+        .expect_quiet()
+        .expect_stdout("CHECK ok: the climatology and spread of 3 latitudes");
+    assert_eq!(run_python(CHECK_CLIMATE, &[&dir]).trim(), "ok");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

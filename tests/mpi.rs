@@ -1073,6 +1073,35 @@ fn test_wordcount_example() -> Result<(), Failed> {
     })
 }
 
+/// The climate example (a netCDF file written, opened as a dataset, grouped by month,
+/// written to Zarr) under mpirun, checking itself against plain loops.
+#[cfg(all(feature = "zarr", feature = "netcdf"))]
+fn test_climate_example() -> Result<(), Failed> {
+    check(|| {
+        let dir = support::scratch_dir("climate");
+        let file = dir.join("t.nc").display().to_string();
+        let output = dir.join("climate.zarr").display().to_string();
+        let run = launch(mpirun(
+            4,
+            &example("climate"),
+            &[
+                "--years", "3", "--lat", "19", "--lon", "36", "--check", "--file", &file,
+                "--output", &output,
+            ],
+        ));
+        run.expect_code(0)
+            .expect_quiet()
+            .expect_stdout("CHECK ok: the climatology and spread of 3 latitudes");
+        assert_eq!(
+            run.field("RESULT", "months").as_deref(),
+            Some("12"),
+            "{}",
+            run.dump()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+}
+
 fn test_pi_array_example() -> Result<(), Failed> {
     check(|| {
         let run = launch(mpirun(
@@ -2135,7 +2164,8 @@ fn main() {
     let mut args = Arguments::from_args();
     // The jobs share two cores; one at a time keeps their timing realistic.
     args.test_threads.get_or_insert(1);
-    let tests = vec![
+    #[allow(unused_mut)]
+    let mut tests = vec![
         Trial::test("success_np3", || test_success(3)),
         Trial::test("success_np4", || test_success(4)),
         Trial::test("success_np6", || test_success(6)),
@@ -2240,5 +2270,10 @@ fn main() {
         Trial::test("unknown_flag_exits_2", test_unknown_flag),
         Trial::test("malformed_flag_exits_2", test_malformed_flag),
     ];
+    #[cfg(all(feature = "zarr", feature = "netcdf"))]
+    tests.push(Trial::test(
+        "climate_example_checks_itself",
+        test_climate_example,
+    ));
     libtest_mimic::run(&args, tests).exit();
 }

@@ -1,7 +1,8 @@
 //! Labelled datasets, xarray's model for the part batch jobs use: named variables as
 //! [`Array`]s with dimension names, coordinates (the labels along a dimension, held by
 //! the client) and attributes; selection by position ([`Dataset::isel`]) and by label
-//! ([`Dataset::sel`]), reductions by dimension name ([`Dataset::mean`]), arithmetic
+//! ([`Dataset::sel`]), reductions by dimension name ([`Dataset::mean`]) and by group
+//! ([`DataArray::groupby`], e.g. a monthly climatology), arithmetic
 //! between [`DataArray`]s matched by dimension name, and netCDF and Zarr files read and
 //! written with their names, coordinates and attributes (the data by the workers).
 //!
@@ -41,6 +42,7 @@
 
 mod coord;
 mod data_array;
+mod groupby;
 #[cfg(feature = "netcdf")]
 mod netcdf;
 #[cfg(feature = "zarr")]
@@ -49,6 +51,7 @@ mod zarr;
 pub use crate::array::{Attr, Attrs};
 pub use coord::{Coord, Isel, Label, Values};
 pub use data_array::DataArray;
+pub use groupby::{GroupBy, concat};
 
 use crate::array::{self, Array, DType, ReduceOp, Scalar};
 use crate::error::{Error, Result};
