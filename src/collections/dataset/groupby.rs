@@ -125,6 +125,11 @@ impl DataArray {
                 keys.len()
             )));
         }
+        if n == 0 {
+            return Err(Error::Config(format!(
+                "groupby `{dim}`: the dimension is empty; there is nothing to group"
+            )));
+        }
         if name != dim && self.dims.iter().any(|d| d == name) {
             return Err(Error::Config(format!(
                 "groupby `{dim}`: `{name}` is already a dimension of `{}`; name the groups \
