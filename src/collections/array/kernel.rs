@@ -105,6 +105,31 @@ fn raw_parts<T: bytemuck::Pod>(bytes: &[u8]) -> bincode::Result<(Vec<usize>, &[u
     Ok((shape, reader))
 }
 
+/// The encoding [`Block::encode`] gives an `f32` or `f64` block of `shape` whose elements
+/// (native order, `size` bytes each) are `raw`: one copy, no array made.
+pub(crate) fn encode_raw_bytes(shape: &[usize], size: usize, raw: &[u8]) -> Bytes {
+    let count: usize = shape.iter().product();
+    debug_assert_eq!(raw.len(), count * size);
+    let head = raw_header(shape, count);
+    let mut bytes = Bytes::aligned_after(head.len(), head.len() + raw.len());
+    bytes.extend_from_slice(&head);
+    bytes.extend_from_slice(raw);
+    bytes
+}
+
+/// The shape and the element bytes (native order) of an encoded `f32` or `f64` block,
+/// read in place without decoding it; `None` for the other element types.
+pub(crate) fn raw_elements(
+    bytes: &[u8],
+    dtype: DType,
+) -> Option<bincode::Result<(Vec<usize>, &[u8])>> {
+    match dtype {
+        DType::F64 => Some(raw_parts::<f64>(bytes)),
+        DType::F32 => Some(raw_parts::<f32>(bytes)),
+        DType::I64 | DType::Bool => None,
+    }
+}
+
 fn malformed(what: &str) -> Box<bincode::ErrorKind> {
     Box::new(bincode::ErrorKind::Custom(format!(
         "malformed array: {what}"
