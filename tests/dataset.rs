@@ -2,7 +2,8 @@
 //! dataset xarray writes to netCDF-4 and to Zarr format 3 and 2 (a descending coordinate,
 //! packed integers with a fill value, NaN, attributes of every kind) opens in mpidask with
 //! its names, coordinates and attributes, and selections, reductions by dimension name and
-//! arithmetic aligned by name give xarray's values; what mpidask writes opens in xarray
+//! arithmetic aligned by name give xarray's values (a variable of strings is left out);
+//! what mpidask writes opens in xarray
 //! with the same names, coordinates, attributes and values. Local mode; `tests/mpi.rs`
 //! writes and reads a dataset under mpirun.
 
@@ -37,7 +38,8 @@ elev = (rng.standard_normal((ny, nx)) * 100).astype('f4')
 ds = xr.Dataset(
     {'t': (('time', 'lat', 'lon'), t, {'units': 'K', 'long_name': 'air temperature'}),
      'p': (('time', 'lat', 'lon'), p, {'units': 'hPa'}),
-     'elev': (('lat', 'lon'), elev, {'units': 'm', 'valid_range': [-1000, 9000]})},
+     'elev': (('lat', 'lon'), elev, {'units': 'm', 'valid_range': [-1000, 9000]}),
+     'label': (('lon',), np.array(['s%d' % i for i in range(nx)]))},
     coords={'time': ('time', time, {'units': 'days since 2000-01-01'}),
             'lat': ('lat', lat, {'units': 'degrees_north'}),
             'lon': ('lon', lon, {'units': 'degrees_east'})},

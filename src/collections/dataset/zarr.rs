@@ -124,8 +124,9 @@ impl Dataset {
     /// dataset: each array at the store's root is a variable with the dimension names the
     /// store gives; a 1-D one named like its dimension is a coordinate, read here; the
     /// others are read by the workers when computed, in the store's chunks. Fill values
-    /// and packing are decoded as xarray does (see the [module](crate::dataset)). Groups below the
-    /// root are left out with a warning.
+    /// and packing are decoded as xarray does (see the [module](crate::dataset)). An array
+    /// whose element type arrays cannot hold (strings, complex numbers) and groups below
+    /// the root are left out with a warning naming them.
     pub fn open_zarr(path: impl AsRef<Path>) -> Result<Dataset> {
         let path = path.as_ref();
         if !path.is_dir() {
@@ -156,6 +157,7 @@ impl Dataset {
         names.sort();
         let mut vars = Vec::new();
         let mut groups = Vec::new();
+        let mut skipped = Vec::new();
         for name in names {
             let Some(Described {
                 dims,
@@ -171,7 +173,13 @@ impl Dataset {
                 }
                 continue;
             };
-            let data = array::from_zarr(&path, &name)?;
+            let data = match array::from_zarr(&path, &name) {
+                Ok(data) => data,
+                Err(e) => {
+                    skipped.push(format!("{name} ({e})"));
+                    continue;
+                }
+            };
             if dims.len() != data.ndim() {
                 return Err(Error::Config(format!(
                     "{}: {} dimension names ({dims:?}) for an array of {} dimensions",
@@ -200,6 +208,13 @@ impl Dataset {
         }
         for var in vars {
             ds.insert(var)?;
+        }
+        if !skipped.is_empty() {
+            log::warn!(
+                "{}: left out of the dataset: {}",
+                path.display(),
+                skipped.join("; ")
+            );
         }
         if !groups.is_empty() {
             log::warn!(
