@@ -35,10 +35,12 @@ t[:, 7, 1] = np.nan
 p = 1000 + 20 * rng.standard_normal((nt, ny, nx))
 p[5, 5, 5] = np.nan
 elev = (rng.standard_normal((ny, nx)) * 100).astype('f4')
+cloud = rng.integers(0, 101, size=(ny, nx)).astype('u1')
 ds = xr.Dataset(
     {'t': (('time', 'lat', 'lon'), t, {'units': 'K', 'long_name': 'air temperature'}),
      'p': (('time', 'lat', 'lon'), p, {'units': 'hPa'}),
      'elev': (('lat', 'lon'), elev, {'units': 'm', 'valid_range': [-1000, 9000]}),
+     'cloud': (('lat', 'lon'), cloud, {'units': '%'}),
      'label': (('lon',), np.array(['s%d' % i for i in range(nx)]))},
     coords={'time': ('time', time, {'units': 'days since 2000-01-01'}),
             'lat': ('lat', lat, {'units': 'degrees_north'}),
@@ -55,6 +57,7 @@ def save(name, v):
     np.save(d + '/' + name + '.npy', np.asarray(v))
 save('lat', x.lat.values)
 save('t', t.values)
+save('cloud', x.cloud.values)
 save('p', x.p.values)
 save('tropics_mean', t.sel(lat=slice(30, -30)).mean('time').values)
 save('std_lon', t.isel(time=slice(2, 20, 3)).std('lon').values)
@@ -83,15 +86,18 @@ src = xr.open_dataset(d + '/ds.nc', decode_times=False)
 sub = src.sel(lat=slice(30, -30))
 exp = sub.mean('time')
 exp['anom_std'] = (sub.t - sub.t.mean('time')).std('time')
+exp['cloud_cover'] = sub.cloud
 for path in ['out.nc', 'out3.zarr', 'out2.zarr']:
     got = xr.open_dataset(d + '/' + path) if path.endswith('.nc') else xr.open_zarr(d + '/' + path)
-    assert set(got.data_vars) == {'t', 'p', 'elev', 'anom_std'}, (path, got)
+    assert set(got.data_vars) == {'t', 'p', 'elev', 'cloud', 'anom_std', 'cloud_cover'}, (path, got)
     assert set(got.coords) == {'lat', 'lon'}, (path, got.coords)
-    for v in ['t', 'p', 'elev', 'anom_std']:
+    for v in ['t', 'p', 'elev', 'cloud', 'anom_std', 'cloud_cover']:
         assert got[v].dims == ('lat', 'lon'), (path, v, got[v].dims)
         tol = 1e-6 if v == 'elev' else 1e-12
         np.testing.assert_allclose(got[v].values, exp[v].values, rtol=tol, equal_nan=True)
     assert got.elev.dtype == np.float32, got.elev.dtype
+    # uint8 kept, as by xarray's mean over a dimension the variable lacks.
+    assert got.cloud_cover.dtype == np.uint8 and got.cloud.dtype == np.uint8, (path, got)
     np.testing.assert_array_equal(got.lat.values, exp.lat.values)
     np.testing.assert_array_equal(got.lon.values, exp.lon.values)
     assert got.lat.attrs['units'] == 'degrees_north', got.lat.attrs
@@ -139,7 +145,7 @@ fn datasets_written_by_xarray_open_with_their_labels_and_values() {
                 [("lat".into(), 10), ("lon".into(), 16), ("time".into(), 24)],
                 "{store}"
             );
-            assert_eq!(ds.names(), ["elev", "p", "t"], "{store}");
+            assert_eq!(ds.names(), ["cloud", "elev", "p", "t"], "{store}");
             let lat = ds.coord("lat").unwrap();
             assert_eq!(lat.values.to_f64(), want("lat").into_raw_vec_and_offset().0);
             assert_eq!(lat.attrs["units"], Attr::from("degrees_north"), "{store}");
@@ -169,6 +175,14 @@ fn datasets_written_by_xarray_open_with_their_labels_and_values() {
             let elev = ds.get("elev").unwrap();
             assert_eq!(elev.dtype(), DType::F32, "{store}");
             assert_eq!(elev.attrs()["valid_range"], Attr::Ints(vec![-1000, 9000]));
+            // uint8 in its own type.
+            let cloud = ds.get("cloud").unwrap();
+            assert_eq!(cloud.dtype(), DType::U8, "{store}");
+            assert_eq!(
+                cloud.data().compute::<u8>(client).unwrap(),
+                npy::<u8>(&dir.join("cloud.npy")),
+                "{store}"
+            );
             close(&t.compute(client).unwrap(), &want("t"), 0.0, &at("t"));
 
             // Selections, reductions by name and arithmetic aligned by name.
@@ -282,6 +296,8 @@ fn datasets_written_by_mpidask_open_in_xarray() {
             .unwrap()
             .with(spread)
             .unwrap()
+            .with(sub.get("cloud").unwrap().rename("cloud_cover"))
+            .unwrap()
             .with_attr("title", "climatology")
             .with_attr("months", 24i64)
             .with_attr("bounds", vec![30.0, -30.0]);
@@ -293,7 +309,12 @@ fn datasets_written_by_mpidask_open_in_xarray() {
         // And back: names, labels and attributes as written.
         for store in ["out.nc", "out3.zarr", "out2.zarr"] {
             let back = opened(&dir, store);
-            assert_eq!(back.names(), ["anom_std", "elev", "p", "t"], "{store}");
+            assert_eq!(
+                back.names(),
+                ["anom_std", "cloud", "cloud_cover", "elev", "p", "t"],
+                "{store}"
+            );
+            assert_eq!(back.get("cloud_cover").unwrap().dtype(), DType::U8);
             assert_eq!(back.attrs(), out.attrs(), "{store}");
             assert_eq!(back.coords(), out.coords(), "{store}");
             assert_eq!(

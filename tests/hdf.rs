@@ -41,7 +41,9 @@ with netCDF4.Dataset(d + '/four.nc', 'w', format='NETCDF4') as f:
     f.createVariable('cube', 'f4', ('a', 'b', 'c'), zlib=True, chunksizes=(2, 4, 3))[:] = cube
     f.createVariable('level', 'i2', ('time', 'x'))[:] = (temp * 100).astype('i2')
     m = f.createVariable('mask', 'i1', ('time', 'x')); m.setncattr('dtype', 'bool'); m[:] = mask
-for name, v in [('temp', temp), ('cube', cube), ('counts', counts.astype('i8')), ('small', small.astype('i8')), ('mask', mask), ('level', (temp * 100).astype('i2').astype('i8'))]:
+    f.createVariable('counts', 'i4', ('time', 'x'))[:] = (temp * 1e6).astype('i4')
+    f.createVariable('bytes', 'u1', ('time', 'x'))[:] = (np.abs(temp) * 50).astype('u1')
+for name, v in [('temp', temp), ('cube', cube), ('counts', counts), ('small', small), ('mask', mask), ('level', (temp * 100).astype('i2').astype('i4')), ('nc_counts', (temp * 1e6).astype('i4')), ('nc_bytes', (np.abs(temp) * 50).astype('u1'))]:
     np.save(d + '/' + name + '.npy', v)
 print('written')
 ";
@@ -53,10 +55,12 @@ fn files_written_by_h5py_and_netcdf4_open_with_their_values() {
     let h5 = dir.join("h.h5");
     let temp: ArrayD<f64> = npy(&dir.join("temp.npy"));
     let cube: ArrayD<f32> = npy(&dir.join("cube.npy"));
-    let counts: ArrayD<i64> = npy(&dir.join("counts.npy"));
-    let small: ArrayD<i64> = npy(&dir.join("small.npy"));
+    let counts: ArrayD<i32> = npy(&dir.join("counts.npy"));
+    let small: ArrayD<u8> = npy(&dir.join("small.npy"));
     let mask: ArrayD<bool> = npy(&dir.join("mask.npy"));
-    let level: ArrayD<i64> = npy(&dir.join("level.npy"));
+    let level: ArrayD<i32> = npy(&dir.join("level.npy"));
+    let nc_counts: ArrayD<i32> = npy(&dir.join("nc_counts.npy"));
+    let nc_bytes: ArrayD<u8> = npy(&dir.join("nc_bytes.npy"));
     local(|client| {
         // HDF5, chunked and gzip-compressed: in the file's chunks grown along the first
         // axis (a small dataset is one chunk), and in chunks of every other kind.
@@ -69,20 +73,22 @@ fn files_written_by_h5py_and_netcdf4_open_with_their_values() {
             assert_eq!(y.chunks()[0][0], sizes[0]);
             assert_eq!(y.compute::<f64>(client).unwrap(), temp, "chunks {sizes:?}");
         }
-        // Contiguous float32 in nested groups; int32 (gzip, shuffled) and uint8 as int64;
-        // h5py's booleans.
+        // Contiguous float32 in nested groups; int32 (gzip, shuffled) and uint8 in their
+        // own types; h5py's booleans.
         let c = array::from_hdf5_chunked(&h5, "g/h/cube", &[2, 3, 4]).unwrap();
         assert_eq!(c.dtype(), DType::F32);
         assert_eq!(c.compute::<f32>(client).unwrap(), cube);
         let n = array::from_hdf5_chunked(&h5, "counts", &[5, 2]).unwrap();
-        assert_eq!(n.dtype(), DType::I64);
-        assert_eq!(n.compute::<i64>(client).unwrap(), counts);
+        assert_eq!(n.dtype(), DType::I32);
+        assert_eq!(n.compute::<i32>(client).unwrap(), counts);
         let u = array::from_hdf5(&h5, "small").unwrap();
-        assert_eq!(u.compute::<i64>(client).unwrap(), small);
+        assert_eq!(u.dtype(), DType::U8);
+        assert_eq!(u.compute::<u8>(client).unwrap(), small);
         let m = array::from_hdf5_chunked(&h5, "mask", &[6, 6]).unwrap();
         assert_eq!(m.dtype(), DType::Bool);
         assert_eq!(m.compute::<bool>(client).unwrap(), mask);
-        // netCDF classic and netCDF-4 (zlib, chunked; int16; xarray's booleans).
+        // netCDF classic and netCDF-4 (zlib, chunked; int16 as int32; int and ubyte in
+        // their own types; xarray's booleans).
         let t = array::from_netcdf_chunked(dir.join("classic.nc"), "temp", &[6, 13]).unwrap();
         assert_eq!(t.compute::<f64>(client).unwrap(), temp);
         let four = dir.join("four.nc");
@@ -90,8 +96,14 @@ fn files_written_by_h5py_and_netcdf4_open_with_their_values() {
         assert_eq!(c4.dtype(), DType::F32);
         assert_eq!(c4.compute::<f32>(client).unwrap(), cube);
         let l = array::from_netcdf_chunked(&four, "level", &[7, 5]).unwrap();
-        assert_eq!(l.dtype(), DType::I64);
-        assert_eq!(l.compute::<i64>(client).unwrap(), level);
+        assert_eq!(l.dtype(), DType::I32);
+        assert_eq!(l.compute::<i32>(client).unwrap(), level);
+        let n4 = array::from_netcdf_chunked(&four, "counts", &[7, 5]).unwrap();
+        assert_eq!(n4.dtype(), DType::I32);
+        assert_eq!(n4.compute::<i32>(client).unwrap(), nc_counts);
+        let b4 = array::from_netcdf(&four, "bytes").unwrap();
+        assert_eq!(b4.dtype(), DType::U8);
+        assert_eq!(b4.compute::<u8>(client).unwrap(), nc_bytes);
         let m4 = array::from_netcdf_chunked(&four, "mask", &[7, 5]).unwrap();
         assert_eq!(m4.dtype(), DType::Bool);
         assert_eq!(m4.compute::<bool>(client).unwrap(), mask);
@@ -129,7 +141,7 @@ import sys, numpy as np, h5py, netCDF4
 d = sys.argv[1]
 ref = lambda name: np.load(d + '/' + name + '.npy')
 with h5py.File(d + '/out.h5', 'r') as f:
-    for name, key in [('x', 'x'), ('cube', 'g/cube'), ('steps', 'steps'), ('warm', 'warm')]:
+    for name, key in [('x', 'x'), ('cube', 'g/cube'), ('steps', 'steps'), ('warm', 'warm'), ('codes', 'codes'), ('levels', 'levels')]:
         a = f[key]
         assert a.dtype == ref(name).dtype, (key, a.dtype)
         assert a.chunks is None, (key, a.chunks)
@@ -144,6 +156,10 @@ with netCDF4.Dataset(d + '/out.nc', 'r') as f:
     w = f.variables['warm']
     assert w.dtype == np.int8 and w.getncattr('dtype') == 'bool'
     assert np.array_equal(w[:].data.astype(bool), ref('warm'))
+    for name in ['codes', 'levels']:
+        v = f.variables[name]
+        assert v.dtype == ref(name).dtype, (name, v.dtype)
+        assert np.array_equal(v[:].data, ref(name)), name
 print('read')
 ";
 
@@ -157,6 +173,8 @@ fn files_written_by_mpidask_open_in_h5py_and_netcdf4() {
         // Chunks of every shape: rows, blocks, columns.
         let x = array::from_array(&a, &[5, 4]);
         let cube_f32 = array::from_array(&cube, &[3, 5, 1]).astype(DType::F32);
+        let codes = (&x * 100.0).astype(DType::I32);
+        let levels = (&x + 60.0).astype(DType::U8);
         array::store_hdf5(
             client,
             &h5,
@@ -165,6 +183,8 @@ fn files_written_by_mpidask_open_in_h5py_and_netcdf4() {
                 ("g/cube", &cube_f32),
                 ("steps", &(&x * 10.0).astype(DType::I64)),
                 ("warm", &x.gt(0.0).rechunk(&[23, 3])),
+                ("codes", &codes),
+                ("levels", &levels),
             ],
         )
         .unwrap();
@@ -176,6 +196,8 @@ fn files_written_by_mpidask_open_in_h5py_and_netcdf4() {
                 ("x", &x, &["time", "x"]),
                 ("mean", &mean, &["x"]),
                 ("warm", &x.gt(0.0), &["time", "x"]),
+                ("codes", &codes, &["time", "x"]),
+                ("levels", &levels, &["time", "x"]),
             ],
         )
         .unwrap();
@@ -208,6 +230,8 @@ fn files_written_by_mpidask_open_in_h5py_and_netcdf4() {
     ndarray_npy::write_npy(dir.join("cube.npy"), &cube.mapv(|v| v as f32)).unwrap();
     ndarray_npy::write_npy(dir.join("steps.npy"), &a.mapv(|v| (v * 10.0) as i64)).unwrap();
     ndarray_npy::write_npy(dir.join("warm.npy"), &a.mapv(|v| v > 0.0)).unwrap();
+    ndarray_npy::write_npy(dir.join("codes.npy"), &a.mapv(|v| (v * 100.0) as i32)).unwrap();
+    ndarray_npy::write_npy(dir.join("levels.npy"), &a.mapv(|v| (v + 60.0) as u8)).unwrap();
     assert_eq!(run_python(CHECK_FILES, &[&dir]).trim(), "read");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -369,6 +369,12 @@ fn scenario_arrays(client: &Client) -> anyhow::Result<()> {
         let again = array::from_zarr_chunked(&dir, "z", &[300, 2])?;
         values.push(back.sum().compute_scalar::<f64>(client)?);
         values.push(again.max().compute_scalar::<f64>(client)?);
+        // int32 kept as int32.
+        let codes = (&z * 100.0).astype(DType::I32);
+        codes.to_zarr_with(client, &dir, "codes", &options)?;
+        let back = array::from_zarr(&dir, "codes")?;
+        ensure!(back.dtype() == DType::I32, "{:?}", back.dtype());
+        values.push(back.sum().compute_scalar::<i64>(client)? as f64);
         std::fs::remove_dir_all(&dir)?;
         values
     };
@@ -380,8 +386,29 @@ fn scenario_arrays(client: &Client) -> anyhow::Result<()> {
         let dir = std::env::temp_dir().join(format!("mpidask-hdf-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let (h5, nc) = (dir.join("z.h5"), dir.join("z.nc"));
-        array::store_hdf5(client, &h5, &[("z", &z), ("g/x", &x)])?;
-        z.to_netcdf(client, &nc, "z", &["row", "col"])?;
+        // uint8 kept as uint8 in both.
+        let levels = (&z * 10.0).abs().astype(DType::U8);
+        array::store_hdf5(client, &h5, &[("z", &z), ("g/x", &x), ("levels", &levels)])?;
+        array::store_netcdf(
+            client,
+            &nc,
+            &[
+                ("z", &z, &["row", "col"]),
+                ("levels", &levels, &["row", "col"]),
+            ],
+        )?;
+        for back in [
+            array::from_hdf5(&h5, "levels")?,
+            array::from_netcdf(&nc, "levels")?,
+        ] {
+            ensure!(back.dtype() == DType::U8, "{:?}", back.dtype());
+            values.push(
+                back.max()
+                    .astype(DType::I64)
+                    .compute_scalar::<i64>(client)? as f64,
+            );
+            values.push(back.sum().compute_scalar::<i64>(client)? as f64);
+        }
         let from_h5 = array::from_hdf5_chunked(&h5, "z", &[90, 7])?;
         let from_nc = array::from_netcdf_chunked(&nc, "z", &[250, 4])?;
         values.push(from_h5.sum().compute_scalar::<f64>(client)?);

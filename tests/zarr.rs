@@ -37,7 +37,9 @@ g2.create_array('counts', shape=counts.shape, chunks=(4, 4), dtype='i4', compres
 g2.create_array('temp', shape=temp.shape, chunks=(6, 5), dtype='f8', compressors=numcodecs.GZip(level=5))[:] = temp
 small = rng.integers(0, 255, size=(11,)).astype('u1')
 g2.create_array('small', shape=small.shape, chunks=(4,), dtype='u1', compressors=numcodecs.Zstd(level=1))[:] = small
-for name, v in [('temp', temp), ('cube', cube), ('mask', mask), ('sparse', sparse[:]), ('counts', counts.astype('i8')), ('small', small.astype('i8'))]:
+shorts = rng.integers(-30000, 30000, size=(6, 5)).astype('i2')
+g3.create_array('shorts', shape=shorts.shape, chunks=(4, 5), dtype='i2')[:] = shorts
+for name, v in [('temp', temp), ('cube', cube), ('mask', mask), ('sparse', sparse[:]), ('counts', counts), ('small', small), ('shorts', shorts.astype('i4'))]:
     np.save(d + '/' + name + '.npy', v)
 print('written')
 ";
@@ -51,8 +53,9 @@ fn stores_written_by_python_zarr_open_with_its_values() {
     let cube: ArrayD<f32> = npy(&dir.join("cube.npy"));
     let mask: ArrayD<bool> = npy(&dir.join("mask.npy"));
     let sparse: ArrayD<f64> = npy(&dir.join("sparse.npy"));
-    let counts: ArrayD<i64> = npy(&dir.join("counts.npy"));
-    let small: ArrayD<i64> = npy(&dir.join("small.npy"));
+    let counts: ArrayD<i32> = npy(&dir.join("counts.npy"));
+    let small: ArrayD<u8> = npy(&dir.join("small.npy"));
+    let shorts: ArrayD<i32> = npy(&dir.join("shorts.npy"));
     local(|client| {
         // Format 3, zstd, in the store's chunks.
         let x = array::from_zarr(&v3, "temp").unwrap();
@@ -89,12 +92,16 @@ fn stores_written_by_python_zarr_open_with_its_values() {
         // Unwritten chunks read as the fill value.
         let s = array::from_zarr(&v3, "sparse").unwrap();
         assert_eq!(s.compute::<f64>(client).unwrap(), sparse);
-        // int32 (blosc) and uint8 (zstd) come as int64.
+        // int32 (blosc) and uint8 (zstd) come in their own types; int16 as int32.
         let n = array::from_zarr(&v2, "counts").unwrap();
-        assert_eq!(n.dtype(), DType::I64);
-        assert_eq!(n.compute::<i64>(client).unwrap(), counts);
+        assert_eq!(n.dtype(), DType::I32);
+        assert_eq!(n.compute::<i32>(client).unwrap(), counts);
         let u = array::from_zarr(&v2, "small").unwrap();
-        assert_eq!(u.compute::<i64>(client).unwrap(), small);
+        assert_eq!(u.dtype(), DType::U8);
+        assert_eq!(u.compute::<u8>(client).unwrap(), small);
+        let h = array::from_zarr(&v3, "shorts").unwrap();
+        assert_eq!(h.dtype(), DType::I32);
+        assert_eq!(h.compute::<i32>(client).unwrap(), shorts);
         // A type mpidask arrays do not hold, and names that are not arrays.
         let error = array::from_zarr(&v3, "waves").unwrap_err().to_string();
         assert!(
@@ -103,7 +110,7 @@ fn stores_written_by_python_zarr_open_with_its_values() {
         );
         let error = array::from_zarr(&v3, "pressure").unwrap_err().to_string();
         assert!(
-            error.contains("pressure") && error.contains("deep, mask, sparse, temp, waves"),
+            error.contains("pressure") && error.contains("deep, mask, shorts, sparse, temp, waves"),
             "{error}"
         );
         let error = array::from_zarr(&v3, "deep").unwrap_err().to_string();
@@ -161,6 +168,8 @@ fn stores_written_by_mpidask_open_in_python_zarr() {
                 ("anomaly", &anomaly),
                 ("warm", &x.gt(0.0)),
                 ("steps", &(&x * 10.0).astype(DType::I64)),
+                ("codes", &(&x * 100.0).astype(DType::I32)),
+                ("levels", &(&x + 60.0).astype(DType::U8)),
             ],
             &ZarrOptions::default(),
         )
@@ -239,14 +248,17 @@ fn stores_written_by_mpidask_open_in_python_zarr() {
     write("blosc", &a);
     ndarray_npy::write_npy(refs.join("warm.npy"), &a.mapv(|v| v > 0.0)).unwrap();
     ndarray_npy::write_npy(refs.join("steps.npy"), &a.mapv(|v| (v * 10.0) as i64)).unwrap();
+    ndarray_npy::write_npy(refs.join("codes.npy"), &a.mapv(|v| (v * 100.0) as i32)).unwrap();
+    ndarray_npy::write_npy(refs.join("levels.npy"), &a.mapv(|v| (v + 60.0) as u8)).unwrap();
     let spec3 = dir.join("spec3");
     std::fs::write(
         &spec3,
-        "x:3:5,4:zstd anomaly:3:5,4:zstd warm:3:5,4:zstd steps:3:5,4:zstd blosc:3:8,3:blosc",
+        "x:3:5,4:zstd anomaly:3:5,4:zstd warm:3:5,4:zstd steps:3:5,4:zstd codes:3:5,4:zstd \
+         levels:3:5,4:zstd blosc:3:8,3:blosc",
     )
     .unwrap();
     let text = run_python(CHECK_STORES, &[&v3, &refs, &spec3]);
-    assert_eq!(text.trim(), "zarr read 5");
+    assert_eq!(text.trim(), "zarr read 7");
     write("x", &a);
     ndarray_npy::write_npy(refs.join("g_cube.npy"), &cube.mapv(|v| v as f32)).unwrap();
     let spec2 = dir.join("spec2");

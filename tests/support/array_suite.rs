@@ -193,6 +193,8 @@ pub fn compute_f64(client: &Client, a: &Array) -> mpidask::Result<ArrayD<f64>> {
         DType::I64 => a.compute::<i64>(client)?.mapv(|v| v as f64),
         DType::Bool => a.compute::<bool>(client)?.mapv(|v| f64::from(u8::from(v))),
         DType::F32 => a.compute::<f32>(client)?.mapv(f64::from),
+        DType::I32 => a.compute::<i32>(client)?.mapv(f64::from),
+        DType::U8 => a.compute::<u8>(client)?.mapv(f64::from),
     })
 }
 

@@ -79,6 +79,8 @@ fn block_bytes(block: &Block) -> Vec<u8> {
         Block::F64(a) => le(a.iter().copied(), f64::to_le_bytes),
         Block::F32(a) => le(a.iter().copied(), f32::to_le_bytes),
         Block::I64(a) => le(a.iter().copied(), i64::to_le_bytes),
+        Block::I32(a) => le(a.iter().copied(), i32::to_le_bytes),
+        Block::U8(a) => a.iter().copied().collect(),
         Block::Bool(a) => a.iter().map(|&b| u8::from(b)).collect(),
     }
 }

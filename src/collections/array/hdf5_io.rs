@@ -20,14 +20,18 @@ use ndarray::IxDyn;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The mpidask element type of an HDF5 type: booleans (h5py's enum), float32 and float64 as
-/// they are, signed integers and unsigned ones up to 32 bits as int64.
+/// The mpidask element type of an HDF5 type: booleans (h5py's enum), uint8, int32, int64,
+/// float32 and float64 as they are; int8, int16 and uint16 as int32 and uint32 as int64,
+/// the narrowest type that holds every value.
 fn dtype_of(descriptor: &TypeDescriptor) -> Option<DType> {
     match descriptor {
         TypeDescriptor::Float(FloatSize::U8) => Some(DType::F64),
         TypeDescriptor::Float(FloatSize::U4) => Some(DType::F32),
-        TypeDescriptor::Integer(_) => Some(DType::I64),
-        TypeDescriptor::Unsigned(IntSize::U1 | IntSize::U2 | IntSize::U4) => Some(DType::I64),
+        TypeDescriptor::Integer(IntSize::U8) => Some(DType::I64),
+        TypeDescriptor::Integer(_) => Some(DType::I32),
+        TypeDescriptor::Unsigned(IntSize::U1) => Some(DType::U8),
+        TypeDescriptor::Unsigned(IntSize::U2) => Some(DType::I32),
+        TypeDescriptor::Unsigned(IntSize::U4) => Some(DType::I64),
         TypeDescriptor::Boolean => Some(DType::Bool),
         _ => None,
     }
@@ -61,6 +65,8 @@ pub(crate) fn read_region(
             DType::F64 => Block::F64(dataset.read_dyn::<f64>().map_err(failed)?),
             DType::F32 => Block::F32(dataset.read_dyn::<f32>().map_err(failed)?),
             DType::I64 => Block::I64(dataset.read_dyn::<i64>().map_err(failed)?),
+            DType::I32 => Block::I32(dataset.read_dyn::<i32>().map_err(failed)?),
+            DType::U8 => Block::U8(dataset.read_dyn::<u8>().map_err(failed)?),
             DType::Bool => Block::Bool(dataset.read_dyn::<bool>().map_err(failed)?),
         });
     }
@@ -69,6 +75,8 @@ pub(crate) fn read_region(
         DType::F64 => Block::F64(dataset.read_slice::<f64, _, IxDyn>(s()).map_err(failed)?),
         DType::F32 => Block::F32(dataset.read_slice::<f32, _, IxDyn>(s()).map_err(failed)?),
         DType::I64 => Block::I64(dataset.read_slice::<i64, _, IxDyn>(s()).map_err(failed)?),
+        DType::I32 => Block::I32(dataset.read_slice::<i32, _, IxDyn>(s()).map_err(failed)?),
+        DType::U8 => Block::U8(dataset.read_slice::<u8, _, IxDyn>(s()).map_err(failed)?),
         DType::Bool => Block::Bool(dataset.read_slice::<bool, _, IxDyn>(s()).map_err(failed)?),
     })
 }
@@ -164,8 +172,9 @@ fn dataset_names(file: &hdf5::File) -> Vec<String> {
 /// 64 MiB for a contiguous dataset). Each chunk is a hyperslab read by a worker when the
 /// array is computed.
 ///
-/// Elements are booleans (h5py's), `float32` and `float64` as stored, integers up to
-/// `int64` and `uint32` as `int64`.
+/// Elements are booleans (h5py's), `uint8`, `int32`, `int64`, `float32` and `float64` as
+/// stored; `int8`, `int16` and `uint16` become `i32`, `uint32` becomes `i64` (the narrowest
+/// type mpidask arrays have that holds every value).
 ///
 /// ```
 /// use mpidask::array;
@@ -214,7 +223,8 @@ fn open(path: &Path, name: &str, chunks: Option<&[usize]>) -> Result<Array> {
     let dtype = dtype_of(&descriptor).ok_or_else(|| {
         Error::Config(format!(
             "{where_}: element type {descriptor} is not one mpidask arrays hold (bool, \
-             integers up to int64 and uint32, float32, float64)"
+             uint8, int8 to int64, uint16, uint32, float32, float64); convert it with h5py \
+             first"
         ))
     })?;
     check_filters(&dataset).map_err(|why| Error::Config(format!("{where_}: {why}")))?;
@@ -259,6 +269,8 @@ fn contiguous_dataset(
         DType::F64 => create!(f64),
         DType::F32 => create!(f32),
         DType::I64 => create!(i64),
+        DType::I32 => create!(i32),
+        DType::U8 => create!(u8),
         DType::Bool => create!(bool),
     };
     if shape.contains(&0) {

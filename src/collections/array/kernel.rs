@@ -18,6 +18,10 @@ pub const BLOCK_ELEMENTS: usize = 16384;
 pub enum Block {
     /// Booleans.
     Bool(ArrayD<bool>),
+    /// Bytes (unsigned 8-bit integers).
+    U8(ArrayD<u8>),
+    /// 32-bit integers.
+    I32(ArrayD<i32>),
     /// 64-bit integers.
     I64(ArrayD<i64>),
     /// 32-bit floats.
@@ -30,6 +34,8 @@ macro_rules! each {
     ($block:expr, $a:ident => $body:expr) => {
         match $block {
             Block::Bool($a) => Block::Bool($body),
+            Block::U8($a) => Block::U8($body),
+            Block::I32($a) => Block::I32($body),
             Block::I64($a) => Block::I64($body),
             Block::F32($a) => Block::F32($body),
             Block::F64($a) => Block::F64($body),
@@ -41,11 +47,108 @@ macro_rules! each_ref {
     ($block:expr, $a:ident => $body:expr) => {
         match $block {
             Block::Bool($a) => $body,
+            Block::U8($a) => $body,
+            Block::I32($a) => $body,
             Block::I64($a) => $body,
             Block::F32($a) => $body,
             Block::F64($a) => $body,
         }
     };
+}
+
+/// `$body` over two blocks of the same element type (`$x`, `$y` their arrays), wrapped
+/// back into that type by `$wrap` (`same`: the type itself; `keep`: `$body` as it is);
+/// `$other` when the types differ.
+macro_rules! each_pair {
+    ($a:expr, $b:expr, $x:ident, $y:ident => $body:expr, else $other:expr) => {
+        match ($a, $b) {
+            (Block::Bool($x), Block::Bool($y)) => Block::Bool($body),
+            (Block::U8($x), Block::U8($y)) => Block::U8($body),
+            (Block::I32($x), Block::I32($y)) => Block::I32($body),
+            (Block::I64($x), Block::I64($y)) => Block::I64($body),
+            (Block::F32($x), Block::F32($y)) => Block::F32($body),
+            (Block::F64($x), Block::F64($y)) => Block::F64($body),
+            _ => $other,
+        }
+    };
+    (keep $a:expr, $b:expr, $x:ident, $y:ident => $body:expr, else $other:expr) => {
+        match ($a, $b) {
+            (Block::Bool($x), Block::Bool($y)) => $body,
+            (Block::U8($x), Block::U8($y)) => $body,
+            (Block::I32($x), Block::I32($y)) => $body,
+            (Block::I64($x), Block::I64($y)) => $body,
+            (Block::F32($x), Block::F32($y)) => $body,
+            (Block::F64($x), Block::F64($y)) => $body,
+            _ => $other,
+        }
+    };
+}
+
+/// Conversions between element types as NumPy's `astype` makes them: integers wrap,
+/// floats truncate toward zero (saturating), non-zero is true.
+trait Convert: Copy {
+    const FLOAT: bool;
+    fn to_i64(self) -> i64;
+    fn to_f64(self) -> f64;
+    fn from_i64(v: i64) -> Self;
+    fn from_f64(v: f64) -> Self;
+    fn from_bool(v: bool) -> Self;
+    fn is_nonzero(self) -> bool;
+    /// `self` converted to `U`.
+    fn convert<U: Convert>(self) -> U {
+        if Self::FLOAT {
+            U::from_f64(self.to_f64())
+        } else {
+            U::from_i64(self.to_i64())
+        }
+    }
+}
+
+macro_rules! convert_number {
+    ($($t:ty: $float:expr),*) => {$(
+        impl Convert for $t {
+            const FLOAT: bool = $float;
+            fn to_i64(self) -> i64 { self as i64 }
+            fn to_f64(self) -> f64 { self as f64 }
+            fn from_i64(v: i64) -> Self { v as $t }
+            fn from_f64(v: f64) -> Self { v as $t }
+            fn from_bool(v: bool) -> Self { u8::from(v) as $t }
+            #[allow(clippy::float_cmp)]
+            fn is_nonzero(self) -> bool { self != (0 as $t) }
+        }
+    )*};
+}
+convert_number!(u8: false, i32: false, i64: false, f32: true, f64: true);
+
+impl Convert for bool {
+    const FLOAT: bool = false;
+    fn to_i64(self) -> i64 {
+        i64::from(self)
+    }
+    fn to_f64(self) -> f64 {
+        f64::from(u8::from(self))
+    }
+    fn from_i64(v: i64) -> Self {
+        v != 0
+    }
+    fn from_f64(v: f64) -> Self {
+        v != 0.0
+    }
+    fn from_bool(v: bool) -> Self {
+        v
+    }
+    fn is_nonzero(self) -> bool {
+        self
+    }
+}
+
+/// `a`'s elements converted to `U`.
+fn convert_all<T: Convert, U: Convert>(a: &ArrayD<T>) -> ArrayD<U> {
+    if U::from_bool(true).is_nonzero() && !U::from_i64(2).is_nonzero() {
+        // The target is bool: non-zero is true (a float's fraction counts).
+        return a.mapv(|v| U::from_bool(v.is_nonzero()));
+    }
+    a.mapv(Convert::convert)
 }
 
 /// The version byte `ndarray` writes first when it serialises an array.
@@ -105,8 +208,9 @@ fn raw_parts<T: bytemuck::Pod>(bytes: &[u8]) -> bincode::Result<(Vec<usize>, &[u
     Ok((shape, reader))
 }
 
-/// The encoding [`Block::encode`] gives an `f32` or `f64` block of `shape` whose elements
-/// (native order, `size` bytes each) are `raw`: one copy, no array made.
+/// The encoding [`Block::encode`] gives an `f32`, `f64` or `u8` block of `shape` whose
+/// elements (native order, `size` bytes each) are `raw`: one copy, no array made.
+#[cfg(feature = "zarr")]
 pub(crate) fn encode_raw_bytes(shape: &[usize], size: usize, raw: &[u8]) -> Bytes {
     let count: usize = shape.iter().product();
     debug_assert_eq!(raw.len(), count * size);
@@ -117,8 +221,9 @@ pub(crate) fn encode_raw_bytes(shape: &[usize], size: usize, raw: &[u8]) -> Byte
     bytes
 }
 
-/// The shape and the element bytes (native order) of an encoded `f32` or `f64` block,
-/// read in place without decoding it; `None` for the other element types.
+/// The shape and the element bytes (native order) of an encoded `f32`, `f64` or `u8`
+/// block, read in place without decoding it; `None` for the other element types.
+#[cfg(feature = "zarr")]
 pub(crate) fn raw_elements(
     bytes: &[u8],
     dtype: DType,
@@ -126,7 +231,8 @@ pub(crate) fn raw_elements(
     match dtype {
         DType::F64 => Some(raw_parts::<f64>(bytes)),
         DType::F32 => Some(raw_parts::<f32>(bytes)),
-        DType::I64 | DType::Bool => None,
+        DType::U8 => Some(raw_parts::<u8>(bytes)),
+        DType::I32 | DType::I64 | DType::Bool => None,
     }
 }
 
@@ -248,6 +354,8 @@ impl Block {
     pub fn dtype(&self) -> DType {
         match self {
             Block::Bool(_) => DType::Bool,
+            Block::U8(_) => DType::U8,
+            Block::I32(_) => DType::I32,
             Block::I64(_) => DType::I64,
             Block::F32(_) => DType::F32,
             Block::F64(_) => DType::F64,
@@ -264,6 +372,8 @@ impl Block {
         let shape = IxDyn(shape);
         match value {
             Scalar::Bool(v) => Block::Bool(ArrayD::from_elem(shape, v)),
+            Scalar::U8(v) => Block::U8(ArrayD::from_elem(shape, v)),
+            Scalar::I32(v) => Block::I32(ArrayD::from_elem(shape, v)),
             Scalar::I64(v) => Block::I64(ArrayD::from_elem(shape, v)),
             Scalar::F32(v) => Block::F32(ArrayD::from_elem(shape, v)),
             Scalar::F64(v) => Block::F64(ArrayD::from_elem(shape, v)),
@@ -271,11 +381,14 @@ impl Block {
     }
 
     /// The encoding of the inner `ndarray` array (what tasks taking `ArrayD<T>` decode).
-    /// Float elements are copied as one block of raw bytes, placed on a cache line.
+    /// Float and byte elements are copied as one block of raw bytes, placed on a cache
+    /// line (bincode writes those as they lie in memory; other integers are varints).
     pub fn encode(&self) -> bincode::Result<Bytes> {
         match self {
             Block::F64(a) => encode_raw(a),
             Block::F32(a) => encode_raw(a),
+            Block::U8(a) => encode_raw(a),
+            Block::I32(a) => encode_value(&a.as_standard_layout()).map(Bytes::from),
             Block::Bool(a) => encode_value(&a.as_standard_layout()).map(Bytes::from),
             Block::I64(a) => encode_value(&a.as_standard_layout()).map(Bytes::from),
         }
@@ -285,6 +398,8 @@ impl Block {
     pub fn decode(bytes: &[u8], dtype: DType) -> bincode::Result<Block> {
         Ok(match dtype {
             DType::Bool => Block::Bool(decode_value(bytes)?),
+            DType::U8 => Block::U8(decode_raw(bytes)?),
+            DType::I32 => Block::I32(decode_value(bytes)?),
             DType::I64 => Block::I64(decode_value(bytes)?),
             DType::F32 => Block::F32(decode_raw(bytes)?),
             DType::F64 => Block::F64(decode_raw(bytes)?),
@@ -296,21 +411,14 @@ impl Block {
         if self.dtype() == dtype {
             return self;
         }
-        match (self, dtype) {
-            (Block::Bool(a), DType::I64) => Block::I64(a.mapv(i64::from)),
-            (Block::Bool(a), DType::F32) => Block::F32(a.mapv(|v| f32::from(u8::from(v)))),
-            (Block::Bool(a), DType::F64) => Block::F64(a.mapv(|v| f64::from(u8::from(v)))),
-            (Block::I64(a), DType::Bool) => Block::Bool(a.mapv(|v| v != 0)),
-            (Block::I64(a), DType::F32) => Block::F32(a.mapv(|v| v as f32)),
-            (Block::I64(a), DType::F64) => Block::F64(a.mapv(|v| v as f64)),
-            (Block::F32(a), DType::Bool) => Block::Bool(a.mapv(|v| v != 0.0)),
-            (Block::F32(a), DType::I64) => Block::I64(a.mapv(|v| v as i64)),
-            (Block::F32(a), DType::F64) => Block::F64(a.mapv(f64::from)),
-            (Block::F64(a), DType::Bool) => Block::Bool(a.mapv(|v| v != 0.0)),
-            (Block::F64(a), DType::I64) => Block::I64(a.mapv(|v| v as i64)),
-            (Block::F64(a), DType::F32) => Block::F32(a.mapv(|v| v as f32)),
-            (block, _) => block,
-        }
+        each_ref!(&self, a => match dtype {
+            DType::Bool => Block::Bool(convert_all(a)),
+            DType::U8 => Block::U8(convert_all(a)),
+            DType::I32 => Block::I32(convert_all(a)),
+            DType::I64 => Block::I64(convert_all(a)),
+            DType::F32 => Block::F32(convert_all(a)),
+            DType::F64 => Block::F64(convert_all(a)),
+        })
     }
 
     /// Rows `start..end` along axis 0 (a copy).
@@ -327,40 +435,26 @@ impl Block {
         }
     }
 
-    fn into_f64(self) -> ArrayD<f64> {
-        match self.cast(DType::F64) {
-            Block::F64(a) => a,
-            _ => unreachable!("cast to f64"),
-        }
-    }
-
-    fn into_bool(self) -> ArrayD<bool> {
-        match self.cast(DType::Bool) {
-            Block::Bool(a) => a,
-            _ => unreachable!("cast to bool"),
-        }
-    }
-
-    fn into_i64(self) -> ArrayD<i64> {
-        match self.cast(DType::I64) {
-            Block::I64(a) => a,
-            _ => unreachable!("cast to i64"),
-        }
-    }
-
     /// An elementwise operation of one operand.
     pub fn unary(&self, op: UnaryOp) -> Block {
         if matches!(op, UnaryOp::Not) {
             return Block::Bool(self.cast_ref(DType::Bool).as_bool().mapv(|v| !v));
         }
         let target = op.result_dtype(self.dtype());
+        macro_rules! integer {
+            ($a:expr, $abs:expr) => {
+                match op {
+                    UnaryOp::Neg => $a.mapv(|v| v.wrapping_neg()),
+                    UnaryOp::Abs => $a.mapv($abs),
+                    UnaryOp::Powi(n) => $a.mapv(|v| v.wrapping_pow(n.max(0) as u32)),
+                    _ => unreachable!("integer results only from neg, abs and powi"),
+                }
+            };
+        }
         match self.cast_ref(target).as_ref() {
-            Block::I64(a) => Block::I64(match op {
-                UnaryOp::Neg => a.mapv(i64::wrapping_neg),
-                UnaryOp::Abs => a.mapv(i64::wrapping_abs),
-                UnaryOp::Powi(n) => a.mapv(|v| v.wrapping_pow(n.max(0) as u32)),
-                _ => unreachable!("integer results only from neg, abs and powi"),
-            }),
+            Block::U8(a) => Block::U8(integer!(a, |v| v)),
+            Block::I32(a) => Block::I32(integer!(a, i32::wrapping_abs)),
+            Block::I64(a) => Block::I64(integer!(a, i64::wrapping_abs)),
             Block::F32(a) => Block::F32(map_float(a, op)),
             Block::F64(a) => Block::F64(map_float(a, op)),
             Block::Bool(_) => unreachable!("boolean results only from not"),
@@ -379,13 +473,8 @@ impl Block {
         let common = a.dtype().promote(b.dtype());
         if op.is_comparison() {
             let (a, b) = (a.cast_ref(common), b.cast_ref(common));
-            return Ok(Block::Bool(match (a.as_ref(), b.as_ref()) {
-                (Block::Bool(x), Block::Bool(y)) => compare(op, x, y)?,
-                (Block::I64(x), Block::I64(y)) => compare(op, x, y)?,
-                (Block::F32(x), Block::F32(y)) => compare(op, x, y)?,
-                (Block::F64(x), Block::F64(y)) => compare(op, x, y)?,
-                _ => unreachable!("cast to a common type"),
-            }));
+            return Ok(Block::Bool(each_pair!(keep a.as_ref(), b.as_ref(), x, y =>
+                compare(op, x, y)?, else unreachable!("cast to a common type"))));
         }
         if matches!(op, BinaryOp::And | BinaryOp::Or) {
             let (x, y) = (a.cast_ref(DType::Bool), b.cast_ref(DType::Bool));
@@ -398,12 +487,19 @@ impl Block {
         }
         let target = op.result_dtype(a.dtype(), b.dtype());
         let (a, b) = (a.cast_ref(target), b.cast_ref(target));
+        macro_rules! integer {
+            ($x:expr, $y:expr) => {
+                match op {
+                    BinaryOp::Add => zip_map($x, $y, |p, q| p.wrapping_add(q))?,
+                    BinaryOp::Sub => zip_map($x, $y, |p, q| p.wrapping_sub(q))?,
+                    _ => zip_map($x, $y, |p, q| p.wrapping_mul(q))?,
+                }
+            };
+        }
         Ok(match (a.as_ref(), b.as_ref()) {
-            (Block::I64(x), Block::I64(y)) => Block::I64(match op {
-                BinaryOp::Add => zip_map(x, y, i64::wrapping_add)?,
-                BinaryOp::Sub => zip_map(x, y, i64::wrapping_sub)?,
-                _ => zip_map(x, y, i64::wrapping_mul)?,
-            }),
+            (Block::U8(x), Block::U8(y)) => Block::U8(integer!(x, y)),
+            (Block::I32(x), Block::I32(y)) => Block::I32(integer!(x, y)),
+            (Block::I64(x), Block::I64(y)) => Block::I64(integer!(x, y)),
             (Block::F32(x), Block::F32(y)) => Block::F32(match op {
                 BinaryOp::Add => zip_map(x, y, |p, q| p + q)?,
                 BinaryOp::Sub => zip_map(x, y, |p, q| p - q)?,
@@ -438,13 +534,8 @@ impl Block {
             }};
         }
         let (a, b) = (a.cast_ref(common), b.cast_ref(common));
-        Ok(match (a.as_ref(), b.as_ref()) {
-            (Block::Bool(x), Block::Bool(y)) => Block::Bool(pick!(x, y)),
-            (Block::I64(x), Block::I64(y)) => Block::I64(pick!(x, y)),
-            (Block::F32(x), Block::F32(y)) => Block::F32(pick!(x, y)),
-            (Block::F64(x), Block::F64(y)) => Block::F64(pick!(x, y)),
-            _ => unreachable!("cast to a common type"),
-        })
+        Ok(each_pair!(a.as_ref(), b.as_ref(), x, y => pick!(x, y),
+            else unreachable!("cast to a common type")))
     }
 
     /// Axes permuted.
@@ -670,8 +761,13 @@ impl Partial {
                     let (data, rows, width) = lanes(block.as_bool(), axes);
                     Block::I64(shaped(&shape, count_true(&data, rows, width)))
                 }
-                DType::I64 => {
-                    let Block::I64(a) = block else { unreachable!() };
+                DType::U8 | DType::I32 | DType::I64 => {
+                    // Summed in i64, as NumPy sums the narrower integers in its default
+                    // integer.
+                    let a = block.cast_ref(DType::I64);
+                    let Block::I64(a) = a.as_ref() else {
+                        unreachable!()
+                    };
                     let (data, rows, width) = lanes(a, axes);
                     Block::I64(shaped(
                         &shape,
@@ -681,13 +777,18 @@ impl Partial {
             }),
             ReduceOp::Min | ReduceOp::Max => {
                 let is_min = op == ReduceOp::Min;
+                macro_rules! integer {
+                    ($a:expr, $t:ty) => {{
+                        let (data, rows, width) = lanes($a, axes);
+                        let init = if is_min { <$t>::MAX } else { <$t>::MIN };
+                        let f = if is_min { <$t>::min } else { <$t>::max };
+                        shaped(&shape, row_fold(&data, rows, width, init, f))
+                    }};
+                }
                 let result = match block {
-                    Block::I64(a) => {
-                        let (data, rows, width) = lanes(a, axes);
-                        let init = if is_min { i64::MAX } else { i64::MIN };
-                        let f = if is_min { i64::min } else { i64::max };
-                        Block::I64(shaped(&shape, row_fold(&data, rows, width, init, f)))
-                    }
+                    Block::U8(a) => Block::U8(integer!(a, u8)),
+                    Block::I32(a) => Block::I32(integer!(a, i32)),
+                    Block::I64(a) => Block::I64(integer!(a, i64)),
                     Block::Bool(a) => {
                         let (data, rows, width) = lanes(a, axes);
                         let f: fn(bool, bool) -> bool =
@@ -851,6 +952,12 @@ impl Partial {
                                 as f32
                         })?)
                     }
+                    (Block::U8(x), Block::U8(y)) => {
+                        Block::U8(zip_map(&x, &y, if is_min { u8::min } else { u8::max })?)
+                    }
+                    (Block::I32(x), Block::I32(y)) => {
+                        Block::I32(zip_map(&x, &y, if is_min { i32::min } else { i32::max })?)
+                    }
                     (Block::I64(x), Block::I64(y)) => {
                         Block::I64(zip_map(&x, &y, if is_min { i64::min } else { i64::max })?)
                     }
@@ -971,24 +1078,25 @@ impl Partial {
             ndarray::concatenate(Axis(0), &views).map_err(|e| e.to_string())
         }
         fn cat_blocks(blocks: Vec<Block>) -> Result<Block, String> {
-            Ok(match blocks.first().map(Block::dtype) {
-                Some(DType::F64) => {
-                    Block::F64(cat(blocks.into_iter().map(Block::into_f64).collect())?)
-                }
-                Some(DType::I64) => {
-                    Block::I64(cat(blocks.into_iter().map(Block::into_i64).collect())?)
-                }
-                Some(DType::Bool) => {
-                    Block::Bool(cat(blocks.into_iter().map(Block::into_bool).collect())?)
-                }
-                Some(DType::F32) => Block::F32(cat(blocks
-                    .into_iter()
-                    .map(|b| match b {
-                        Block::F32(a) => a,
-                        _ => unreachable!(),
-                    })
-                    .collect())?),
-                None => return Err("no states to stack".into()),
+            let dtype = blocks.first().ok_or("no states to stack")?.dtype();
+            macro_rules! cat_as {
+                ($variant:ident) => {
+                    Block::$variant(cat(blocks
+                        .into_iter()
+                        .map(|b| match b.cast(dtype) {
+                            Block::$variant(a) => a,
+                            _ => unreachable!("cast to the first state's type"),
+                        })
+                        .collect())?)
+                };
+            }
+            Ok(match dtype {
+                DType::Bool => cat_as!(Bool),
+                DType::U8 => cat_as!(U8),
+                DType::I32 => cat_as!(I32),
+                DType::I64 => cat_as!(I64),
+                DType::F32 => cat_as!(F32),
+                DType::F64 => cat_as!(F64),
             })
         }
         macro_rules! fields {
@@ -1539,13 +1647,8 @@ pub fn write_region(target: &mut Block, offset: &[usize], value: &Block) {
             view.assign($v);
         }};
     }
-    match (target, value) {
-        (Block::Bool(t), Block::Bool(v)) => write!(t, v),
-        (Block::I64(t), Block::I64(v)) => write!(t, v),
-        (Block::F32(t), Block::F32(v)) => write!(t, v),
-        (Block::F64(t), Block::F64(v)) => write!(t, v),
-        _ => unreachable!("regions are written into chunks of their own type"),
-    }
+    each_pair!(keep target, value, t, v => write!(t, v),
+        else unreachable!("regions are written into chunks of their own type"))
 }
 
 /// The matrix product of two 2-D blocks, computed in `dtype`.
@@ -1561,6 +1664,8 @@ pub fn matmul(a: &Block, b: &Block, dtype: DType) -> Result<Block, String> {
         (Block::F64(x), Block::F64(y)) => Block::F64(two_d(x)?.dot(&two_d(y)?).into_dyn()),
         (Block::F32(x), Block::F32(y)) => Block::F32(two_d(x)?.dot(&two_d(y)?).into_dyn()),
         (Block::I64(x), Block::I64(y)) => Block::I64(two_d(x)?.dot(&two_d(y)?).into_dyn()),
+        (Block::I32(x), Block::I32(y)) => Block::I32(two_d(x)?.dot(&two_d(y)?).into_dyn()),
+        (Block::U8(x), Block::U8(y)) => Block::U8(two_d(x)?.dot(&two_d(y)?).into_dyn()),
         _ => return Err(format!("dot of {dtype} blocks is not supported")),
     })
 }
@@ -1598,13 +1703,8 @@ fn write_rows(target: &mut Block, start: usize, value: &Block) {
                 .assign($v)
         };
     }
-    match (target, value) {
-        (Block::Bool(t), Block::Bool(v)) => write!(t, v),
-        (Block::I64(t), Block::I64(v)) => write!(t, v),
-        (Block::F32(t), Block::F32(v)) => write!(t, v),
-        (Block::F64(t), Block::F64(v)) => write!(t, v),
-        _ => unreachable!("stored blocks share the root's type"),
-    }
+    each_pair!(keep target, value, t, v => write!(t, v),
+        else unreachable!("stored blocks share the root's type"))
 }
 
 #[cfg(test)]

@@ -193,7 +193,7 @@ macro_rules! scalar_operand {
         }
     )*};
 }
-scalar_operand!(f64, f32, i64, i32, bool);
+scalar_operand!(f64, f32, i64, i32, u8, bool);
 impl From<Scalar> for Operand {
     fn from(v: Scalar) -> Self {
         Operand::Scalar(v)
@@ -318,8 +318,47 @@ impl Array {
     }
 
     /// Elementwise `op` with NumPy broadcasting; chunks of `other` are aligned with ours.
+    ///
+    /// A scalar `other` of arithmetic is "weak", as NumPy 2 takes a Python number: it takes
+    /// this array's type when it is of the same kind (`u8` array `+ 1` stays `u8`, `f32`
+    /// array `* 0.5` stays `f32`), and is an error when that type cannot hold it.
     pub fn binary(&self, op: BinaryOp, other: impl Into<Operand>) -> Array {
-        let other = other.into().into_array();
+        let other = match other.into() {
+            Operand::Scalar(s) => match self.weak_scalar(op, s) {
+                Ok(s) => Array::scalar(s),
+                Err(invalid) => return invalid,
+            },
+            Operand::Array(a) => a,
+        };
+        self.binary_arrays(op, other)
+    }
+
+    /// `scalar op self`, the scalar weak as in [`Array::binary`].
+    pub(crate) fn scalar_binary(scalar: Scalar, op: BinaryOp, x: &Array) -> Array {
+        match x.weak_scalar(op, scalar) {
+            Ok(s) => Array::scalar(s).binary_arrays(op, x.clone()),
+            Err(invalid) => invalid,
+        }
+    }
+
+    /// `scalar` as it meets this array in arithmetic `op`: in the type [`DType::with_scalar`]
+    /// gives, or an invalid array saying it does not fit. Comparisons and logic take it as
+    /// it is (their result is exact either way).
+    fn weak_scalar(&self, op: BinaryOp, scalar: Scalar) -> std::result::Result<Scalar, Array> {
+        if op.is_comparison() || matches!(op, BinaryOp::And | BinaryOp::Or) {
+            return Ok(scalar);
+        }
+        let target = self.dtype().with_scalar(scalar.dtype());
+        scalar.fit(target).ok_or_else(|| {
+            Array::invalid(format!(
+                "{scalar:?} does not fit in the {} elements of an array it meets in \
+                 {op:?}: convert the array first, e.g. .astype(DType::I64)",
+                self.dtype()
+            ))
+        })
+    }
+
+    fn binary_arrays(&self, op: BinaryOp, other: Array) -> Array {
         for a in [self, &other] {
             if a.error().is_some() {
                 return a.clone();
@@ -682,6 +721,8 @@ pub(crate) fn block_of<T: Element>(array: ArrayD<T>) -> Block {
     let any: Box<dyn std::any::Any> = Box::new(array);
     match T::DTYPE {
         DType::Bool => Block::Bool(*any.downcast().expect("bool")),
+        DType::U8 => Block::U8(*any.downcast().expect("u8")),
+        DType::I32 => Block::I32(*any.downcast().expect("i32")),
         DType::I64 => Block::I64(*any.downcast().expect("i64")),
         DType::F32 => Block::F32(*any.downcast().expect("f32")),
         DType::F64 => Block::F64(*any.downcast().expect("f64")),
@@ -938,13 +979,13 @@ macro_rules! operators {
         impl std::ops::$trait<&Array> for f64 {
             type Output = Array;
             fn $method(self, rhs: &Array) -> Array {
-                Array::scalar(self).binary($op, rhs)
+                Array::scalar_binary(self.into(), $op, rhs)
             }
         }
         impl std::ops::$trait<Array> for f64 {
             type Output = Array;
             fn $method(self, rhs: Array) -> Array {
-                Array::scalar(self).binary($op, rhs)
+                Array::scalar_binary(self.into(), $op, &rhs)
             }
         }
     )*};

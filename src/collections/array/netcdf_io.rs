@@ -24,9 +24,10 @@ use std::sync::Arc;
 /// The attribute by which xarray marks a byte variable that holds booleans.
 const BOOL_MARK: (&str, &str) = ("dtype", "bool");
 
-/// The mpidask element type of a variable: float32 and float64 as they are, integers up to
-/// int64 and uint32 as int64, bytes marked `dtype = "bool"` (as xarray writes booleans)
-/// as bool.
+/// The mpidask element type of a variable: ubyte, int, int64, float and double as they
+/// are (`u8`, `i32`, `i64`, `f32`, `f64`); byte, short and ushort as `i32` and uint as `i64`
+/// (the narrowest type that holds every value); bytes marked `dtype = "bool"` (as xarray
+/// writes booleans) as bool.
 fn dtype_of(variable: &netcdf::Variable<'_>) -> Option<DType> {
     let marked_bool = variable.attribute(BOOL_MARK.0).is_some_and(
         |a| matches!(a.value(), Ok(netcdf::AttributeValue::Str(s)) if s == BOOL_MARK.1),
@@ -35,15 +36,11 @@ fn dtype_of(variable: &netcdf::Variable<'_>) -> Option<DType> {
         NcVariableType::Float(FloatType::F64) => Some(DType::F64),
         NcVariableType::Float(FloatType::F32) => Some(DType::F32),
         NcVariableType::Int(IntType::I8 | IntType::U8) if marked_bool => Some(DType::Bool),
-        NcVariableType::Int(
-            IntType::I8
-            | IntType::I16
-            | IntType::I32
-            | IntType::I64
-            | IntType::U8
-            | IntType::U16
-            | IntType::U32,
-        ) => Some(DType::I64),
+        NcVariableType::Int(IntType::U8) => Some(DType::U8),
+        NcVariableType::Int(IntType::I8 | IntType::I16 | IntType::I32 | IntType::U16) => {
+            Some(DType::I32)
+        }
+        NcVariableType::Int(IntType::I64 | IntType::U32) => Some(DType::I64),
         _ => None,
     }
 }
@@ -92,34 +89,25 @@ fn read_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError> {
         |e: netcdf::Error| format!("{} {name}: cannot read {extents:?}: {e}", path.display());
     let dims = IxDyn(&shape);
     let shaped = |e: ndarray::ShapeError| e.to_string();
+    macro_rules! read {
+        ($variant:ident, $t:ty) => {
+            Block::$variant(
+                ArrayD::from_shape_vec(
+                    dims,
+                    variable
+                        .get_values::<$t, _>(extents.clone())
+                        .map_err(failed)?,
+                )
+                .map_err(shaped)?,
+            )
+        };
+    }
     let block = match dtype {
-        DType::F64 => Block::F64(
-            ArrayD::from_shape_vec(
-                dims,
-                variable
-                    .get_values::<f64, _>(extents.clone())
-                    .map_err(failed)?,
-            )
-            .map_err(shaped)?,
-        ),
-        DType::F32 => Block::F32(
-            ArrayD::from_shape_vec(
-                dims,
-                variable
-                    .get_values::<f32, _>(extents.clone())
-                    .map_err(failed)?,
-            )
-            .map_err(shaped)?,
-        ),
-        DType::I64 => Block::I64(
-            ArrayD::from_shape_vec(
-                dims,
-                variable
-                    .get_values::<i64, _>(extents.clone())
-                    .map_err(failed)?,
-            )
-            .map_err(shaped)?,
-        ),
+        DType::F64 => read!(F64, f64),
+        DType::F32 => read!(F32, f32),
+        DType::I64 => read!(I64, i64),
+        DType::I32 => read!(I32, i32),
+        DType::U8 => read!(U8, u8),
         DType::Bool => {
             let bytes = variable
                 .get_values::<i8, _>(extents.clone())
@@ -138,8 +126,10 @@ fn read_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError> {
 /// contiguous variable). Each chunk is a region read by a worker when the array is
 /// computed.
 ///
-/// Elements are `float32` and `float64` as stored, integers up to `int64` and `uint32` as
-/// `int64`, bytes marked `dtype = "bool"` (xarray's booleans) as `bool`.
+/// Elements are `ubyte`, `int`, `int64`, `float` and `double` as stored (`u8`, `i32`,
+/// `i64`, `f32`, `f64`); `byte`, `short` and `ushort` become `i32` and `uint` becomes
+/// `i64` (the narrowest type mpidask arrays have that holds every value); bytes marked
+/// `dtype = "bool"` (xarray's booleans) become `bool`.
 pub fn from_netcdf(path: impl AsRef<Path>, variable: &str) -> Result<Array> {
     open(path.as_ref(), variable, None)
 }
@@ -177,8 +167,9 @@ fn open(path: &Path, name: &str, chunks: Option<&[usize]>) -> Result<Array> {
     let where_ = format!("{} {name}", path.display());
     let dtype = dtype_of(&variable).ok_or_else(|| {
         Error::Config(format!(
-            "{where_}: element type {:?} is not one mpidask arrays hold (integers up to int64 \
-             and uint32, float32, float64, bytes marked dtype = \"bool\")",
+            "{where_}: element type {:?} is not one mpidask arrays hold (byte, ubyte, short, \
+             ushort, int, uint, int64, float, double, bytes marked dtype = \"bool\"); \
+             convert it with nccopy or xarray first",
             variable.vartype()
         ))
     })?;
@@ -235,6 +226,8 @@ fn define(file: &mut netcdf::FileMut, stored: &Labelled<'_>) -> netcdf::Result<(
         DType::F64 => define!(f64, 0.0),
         DType::F32 => define!(f32, 0.0),
         DType::I64 => define!(i64, 0),
+        DType::I32 => define!(i32, 0),
+        DType::U8 => define!(u8, 0),
         DType::Bool => define!(i8, 0),
     }
     Ok(())

@@ -37,6 +37,8 @@ pub struct Meta {
 pub(crate) fn descr(dtype: DType) -> &'static str {
     match dtype {
         DType::Bool => "|b1",
+        DType::U8 => "|u1",
+        DType::I32 => "<i4",
         DType::I64 => "<i8",
         DType::F32 => "<f4",
         DType::F64 => "<f8",
@@ -46,6 +48,8 @@ pub(crate) fn descr(dtype: DType) -> &'static str {
 pub(crate) fn dtype_of(descr: &str) -> Option<DType> {
     match descr {
         "|b1" | "<b1" | "b1" => Some(DType::Bool),
+        "|u1" | "<u1" | "u1" => Some(DType::U8),
+        "<i4" | "i4" => Some(DType::I32),
         "<i8" | "i8" => Some(DType::I64),
         "<f4" | "f4" => Some(DType::F32),
         "<f8" | "f8" => Some(DType::F64),
@@ -59,6 +63,8 @@ pub fn encode(block: &Block) -> Vec<u8> {
     let mut bytes = Vec::new();
     let written = match block {
         Block::Bool(a) => a.write_npy(&mut bytes),
+        Block::U8(a) => a.write_npy(&mut bytes),
+        Block::I32(a) => a.write_npy(&mut bytes),
         Block::I64(a) => a.write_npy(&mut bytes),
         Block::F32(a) => a.write_npy(&mut bytes),
         Block::F64(a) => a.write_npy(&mut bytes),
@@ -74,6 +80,8 @@ pub fn encode(block: &Block) -> Vec<u8> {
 pub fn decode(bytes: &[u8], dtype: DType) -> std::result::Result<Block, String> {
     let block = match dtype {
         DType::Bool => decode_as::<bool>(bytes).map(Block::Bool),
+        DType::U8 => decode_as::<u8>(bytes).map(Block::U8),
+        DType::I32 => decode_as::<i32>(bytes).map(Block::I32),
         DType::I64 => decode_as::<i64>(bytes).map(Block::I64),
         DType::F32 => decode_as::<f32>(bytes).map(Block::F32),
         DType::F64 => decode_as::<f64>(bytes).map(Block::F64),

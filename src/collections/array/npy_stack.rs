@@ -283,7 +283,7 @@ mod tests {
     #[test]
     fn written_info_reads_back_and_bad_info_is_an_error() {
         let chunks = vec![vec![3], vec![4, 4, 1], vec![3_000_000_000]];
-        for dtype in [DType::F64, DType::F32, DType::I64, DType::Bool] {
+        for dtype in DType::ALL {
             let info = parse_info(&pickle_info(&chunks, dtype, 1)).unwrap();
             assert_eq!(info.chunks, chunks);
             assert_eq!(info.axis, 1);

@@ -151,7 +151,7 @@ impl ReduceOp {
     /// The element type of the result for input type `a`.
     pub fn result_dtype(self, a: DType) -> DType {
         match self {
-            ReduceOp::Sum if matches!(a, DType::Bool | DType::I64) => DType::I64,
+            ReduceOp::Sum if !a.is_float() => DType::I64,
             ReduceOp::Sum | ReduceOp::Min | ReduceOp::Max => a,
             ReduceOp::Mean | ReduceOp::Var(_) | ReduceOp::Std(_) => a.float(),
             ReduceOp::Any | ReduceOp::All => DType::Bool,

@@ -321,7 +321,7 @@ fn chunk_length<T: Element>(chunk: ndarray::ArrayD<T>) -> u64 {
 impl<T: Item + Element> Bag<T> {
     /// The elements as a 1-D [`Array`] with one chunk per non-empty partition (the chunks
     /// stay on the workers; this waits for the partitions to learn their lengths). Bags of
-    /// other numbers `map` to `f64`, `f32`, `i64` or `bool` first.
+    /// other numbers `map` to `f64`, `f32`, `i64`, `i32`, `u8` or `bool` first.
     pub fn to_array(&self) -> Result<Array> {
         let chunks: Vec<Future<ndarray::ArrayD<T>>> =
             self.run(chunk_sink::<T>, "to_array", |_| Vec::new());

@@ -269,9 +269,8 @@ impl GroupBy {
                 let mut shape = vec![1; ndim];
                 shape[at_axis] = run.len();
                 let zero = match entry.dtype() {
-                    DType::F32 => Scalar::F32(0.0),
-                    DType::F64 => Scalar::F64(0.0),
-                    DType::I64 | DType::Bool => Scalar::I64(0),
+                    DType::Bool => Scalar::I64(0),
+                    dtype => Scalar::I64(0).cast(dtype),
                 };
                 let data = entry
                     .data

@@ -463,9 +463,9 @@ pub(crate) fn decode(data: Array, attrs: &mut Attrs, fill: Option<f64>) -> Array
     let mut out = data.astype(real);
     if let Some(f) = fill.filter(|f| !f.is_nan()) {
         let raw = match dtype {
-            DType::I64 => Scalar::I64(f as i64),
             DType::F32 => Scalar::F32(f as f32),
-            _ => Scalar::F64(f),
+            DType::F64 => Scalar::F64(f),
+            _ => Scalar::I64(f as i64),
         };
         out = array::where_(&data.eq(raw), scalar(f64::NAN), &out);
     }

@@ -194,6 +194,8 @@ impl Dataset {
                     array::Block::F64(a) => Values::F64(a.iter().copied().collect()),
                     array::Block::F32(a) => Values::F32(a.iter().copied().collect()),
                     array::Block::I64(a) => Values::I64(a.iter().copied().collect()),
+                    array::Block::I32(a) => Values::I64(a.iter().map(|&v| v.into()).collect()),
+                    array::Block::U8(a) => Values::I64(a.iter().map(|&v| v.into()).collect()),
                     array::Block::Bool(_) => unreachable!("booleans are not coordinates"),
                 };
                 let values = decode_values(values, &mut attrs, fill);

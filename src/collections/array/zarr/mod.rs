@@ -79,8 +79,9 @@ fn children(path: &Path, node: &str) -> Vec<String> {
     names
 }
 
-/// The mpidask element type of a Zarr data type: bool, float32 and float64 as they are,
-/// signed integers and unsigned ones up to 32 bits as int64.
+/// The mpidask element type of a Zarr data type: bool, uint8, int32, int64, float32 and
+/// float64 as they are; int8, int16 and uint16 as int32 and uint32 as int64, the narrowest
+/// type that holds all their values.
 fn dtype_of(zarr_type: &zarrs::array::DataType) -> Option<DType> {
     use data_type::*;
     if zarr_type.is::<Float64DataType>() {
@@ -89,14 +90,15 @@ fn dtype_of(zarr_type: &zarrs::array::DataType) -> Option<DType> {
         Some(DType::F32)
     } else if zarr_type.is::<BoolDataType>() {
         Some(DType::Bool)
-    } else if zarr_type.is::<Int64DataType>()
-        || zarr_type.is::<Int32DataType>()
+    } else if zarr_type.is::<UInt8DataType>() {
+        Some(DType::U8)
+    } else if zarr_type.is::<Int32DataType>()
         || zarr_type.is::<Int16DataType>()
         || zarr_type.is::<Int8DataType>()
-        || zarr_type.is::<UInt32DataType>()
         || zarr_type.is::<UInt16DataType>()
-        || zarr_type.is::<UInt8DataType>()
     {
+        Some(DType::I32)
+    } else if zarr_type.is::<Int64DataType>() || zarr_type.is::<UInt32DataType>() {
         Some(DType::I64)
     } else {
         None
@@ -169,7 +171,8 @@ fn read_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError> {
     let same = match dtype {
         DType::F64 => array.data_type().is::<data_type::Float64DataType>(),
         DType::F32 => array.data_type().is::<data_type::Float32DataType>(),
-        DType::I64 | DType::Bool => false,
+        DType::U8 => array.data_type().is::<data_type::UInt8DataType>(),
+        DType::I32 | DType::I64 | DType::Bool => false,
     };
     if same {
         let ranges = region.ranges();
@@ -234,17 +237,17 @@ fn read_block(
     } else if zarr_type.is::<Int64DataType>() {
         Block::I64(read!(i64))
     } else if zarr_type.is::<Int32DataType>() {
-        Block::I64(read!(i32).mapv(i64::from))
+        Block::I32(read!(i32))
     } else if zarr_type.is::<Int16DataType>() {
-        Block::I64(read!(i16).mapv(i64::from))
+        Block::I32(read!(i16).mapv(i32::from))
     } else if zarr_type.is::<Int8DataType>() {
-        Block::I64(read!(i8).mapv(i64::from))
+        Block::I32(read!(i8).mapv(i32::from))
     } else if zarr_type.is::<UInt32DataType>() {
         Block::I64(read!(u32).mapv(i64::from))
     } else if zarr_type.is::<UInt16DataType>() {
-        Block::I64(read!(u16).mapv(i64::from))
+        Block::I32(read!(u16).mapv(i32::from))
     } else if zarr_type.is::<UInt8DataType>() {
-        Block::I64(read!(u8).mapv(i64::from))
+        Block::U8(read!(u8))
     } else {
         return Err(format!("{}{node}: unsupported data type", store.display()));
     };
@@ -316,6 +319,8 @@ fn write_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError> {
         Block::F64(a) => array.store_array_subset(&ranges, a.as_standard_layout().into_owned()),
         Block::F32(a) => array.store_array_subset(&ranges, a.as_standard_layout().into_owned()),
         Block::I64(a) => array.store_array_subset(&ranges, a.as_standard_layout().into_owned()),
+        Block::I32(a) => array.store_array_subset(&ranges, a.as_standard_layout().into_owned()),
+        Block::U8(a) => array.store_array_subset(&ranges, a.as_standard_layout().into_owned()),
         Block::Bool(a) => array.store_array_subset(&ranges, a.as_standard_layout().into_owned()),
     };
     written.map_err(|e| format!("{}{node}: cannot write {ranges:?}: {e}", store.display()))?;
@@ -330,8 +335,9 @@ fn write_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError> {
 /// store's root), in the store's chunks. Its chunks are read by the workers when the
 /// array is computed; missing chunks read as the fill value.
 ///
-/// Elements are `bool`, `float32` and `float64` as stored; signed integers and unsigned
-/// ones up to 32 bits become `int64`.
+/// Elements are `bool`, `uint8`, `int32`, `int64`, `float32` and `float64` as stored;
+/// `int8`, `int16` and `uint16` become `i32`, `uint32` becomes `i64` (the narrowest type
+/// mpidask arrays have that holds every value).
 ///
 /// ```
 /// use mpidask::array;
@@ -384,8 +390,8 @@ fn open(path: &Path, variable: &str, chunks: Option<&[usize]>) -> Result<Array> 
     })?;
     let dtype = dtype_of(array.data_type()).ok_or_else(|| {
         Error::Config(format!(
-            "{where_}: data type {} is not one mpidask arrays hold (bool, integers up to \
-             int64 and uint32, float32, float64)",
+            "{where_}: data type {} is not one mpidask arrays hold (bool, uint8, int8 to \
+             int64, uint16, uint32, float32, float64); convert it with Python zarr first",
             array.data_type()
         ))
     })?;
@@ -807,7 +813,7 @@ mod tests {
         ];
         for format in [ZarrFormat::V2, ZarrFormat::V3] {
             for compression in compressions {
-                for dtype in [DType::F64, DType::F32, DType::I64, DType::Bool] {
+                for dtype in DType::ALL {
                     let options = ZarrOptions::default()
                         .format(format)
                         .compression(compression);

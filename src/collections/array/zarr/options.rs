@@ -131,6 +131,8 @@ fn zarr_type(dtype: DType) -> (&'static str, &'static str, Value, Value) {
         DType::F64 => ("float64", "<f8", json!(0.0), json!("NaN")),
         DType::F32 => ("float32", "<f4", json!(0.0), json!("NaN")),
         DType::I64 => ("int64", "<i8", json!(0), Value::Null),
+        DType::I32 => ("int32", "<i4", json!(0), Value::Null),
+        DType::U8 => ("uint8", "|u1", json!(0), Value::Null),
         DType::Bool => ("bool", "|b1", json!(false), Value::Null),
     }
 }
