@@ -285,3 +285,61 @@ fn a_failed_write_keeps_the_old_file() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Contiguous uncompressed datasets are read by the workers straight from the file's bytes:
+/// the same values as the library gives in any chunking, and a file cut short is an error
+/// that names it (not zeros, not a hang).
+#[test]
+fn contiguous_datasets_read_from_their_bytes_and_a_truncated_file_is_an_error() {
+    let dir = workdir("hdf-raw");
+    let (h5, nc) = (dir.join("r.h5"), dir.join("r.nc"));
+    let a = values(&[37, 11], 4);
+    local(|client| {
+        let x = array::from_array(&a, &[9, 11]);
+        let levels = (&x + 60.0).astype(DType::U8);
+        let single = x.astype(DType::F32);
+        array::store_hdf5(
+            client,
+            &h5,
+            &[("x", &x), ("levels", &levels), ("single", &single)],
+        )
+        .unwrap();
+        array::store_netcdf(
+            client,
+            &nc,
+            &[("x", &x, &["r", "c"]), ("levels", &levels, &["r", "c"])],
+        )
+        .unwrap();
+        let want = x.compute::<f64>(client).unwrap();
+        let want_levels = levels.compute::<u8>(client).unwrap();
+        for sizes in [[37, 11], [5, 11], [4, 3], [37, 1], [1, 1]] {
+            let from_h5 = array::from_hdf5_chunked(&h5, "x", &sizes).unwrap();
+            assert_eq!(from_h5.compute::<f64>(client).unwrap(), want, "{sizes:?}");
+            let from_nc = array::from_netcdf_chunked(&nc, "x", &sizes).unwrap();
+            assert_eq!(from_nc.compute::<f64>(client).unwrap(), want, "{sizes:?}");
+            let l = array::from_netcdf_chunked(&nc, "levels", &sizes).unwrap();
+            assert_eq!(l.compute::<u8>(client).unwrap(), want_levels, "{sizes:?}");
+            let s = array::from_hdf5_chunked(&h5, "single", &sizes).unwrap();
+            assert_eq!(
+                s.compute::<f32>(client).unwrap(),
+                single.compute::<f32>(client).unwrap()
+            );
+        }
+        // Cut off within the last dataset's bytes, after the arrays are opened.
+        let opened = array::from_hdf5(&h5, "single").unwrap();
+        let len = std::fs::metadata(&h5).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&h5)
+            .unwrap()
+            .set_len(len - 100)
+            .unwrap();
+        let error = opened.sum().compute_scalar::<f32>(client).unwrap_err();
+        let error = format!("{:#}", anyhow::Error::new(error));
+        assert!(
+            error.contains("r.h5") && error.contains("truncated"),
+            "{error}"
+        );
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -37,9 +37,13 @@ g2.create_array('counts', shape=counts.shape, chunks=(4, 4), dtype='i4', compres
 g2.create_array('temp', shape=temp.shape, chunks=(6, 5), dtype='f8', compressors=numcodecs.GZip(level=5))[:] = temp
 small = rng.integers(0, 255, size=(11,)).astype('u1')
 g2.create_array('small', shape=small.shape, chunks=(4,), dtype='u1', compressors=numcodecs.Zstd(level=1))[:] = small
+plain = np.full((20, 13), 2.5)
+plain[:15] = temp[:15]
+g3.create_array('plain', shape=plain.shape, chunks=(5, 13), dtype='f8', fill_value=2.5, compressors=None)[:15] = temp[:15]
+g2.create_array('plain', shape=small.shape, chunks=(4,), dtype='u1', compressors=None)[:] = small
 shorts = rng.integers(-30000, 30000, size=(6, 5)).astype('i2')
 g3.create_array('shorts', shape=shorts.shape, chunks=(4, 5), dtype='i2')[:] = shorts
-for name, v in [('temp', temp), ('cube', cube), ('mask', mask), ('sparse', sparse[:]), ('counts', counts), ('small', small), ('shorts', shorts.astype('i4'))]:
+for name, v in [('temp', temp), ('cube', cube), ('mask', mask), ('sparse', sparse[:]), ('counts', counts), ('small', small), ('shorts', shorts.astype('i4')), ('plain', plain)]:
     np.save(d + '/' + name + '.npy', v)
 print('written')
 ";
@@ -56,6 +60,7 @@ fn stores_written_by_python_zarr_open_with_its_values() {
     let counts: ArrayD<i32> = npy(&dir.join("counts.npy"));
     let small: ArrayD<u8> = npy(&dir.join("small.npy"));
     let shorts: ArrayD<i32> = npy(&dir.join("shorts.npy"));
+    let plain: ArrayD<f64> = npy(&dir.join("plain.npy"));
     local(|client| {
         // Format 3, zstd, in the store's chunks.
         let x = array::from_zarr(&v3, "temp").unwrap();
@@ -99,6 +104,14 @@ fn stores_written_by_python_zarr_open_with_its_values() {
         let u = array::from_zarr(&v2, "small").unwrap();
         assert_eq!(u.dtype(), DType::U8);
         assert_eq!(u.compute::<u8>(client).unwrap(), small);
+        // Uncompressed chunks, one never written (the fill value), in the store's chunks
+        // (read as plain files) and in others (through zarrs).
+        for sizes in [[5, 13], [7, 13], [5, 4]] {
+            let p = array::from_zarr_chunked(&v3, "plain", &sizes).unwrap();
+            assert_eq!(p.compute::<f64>(client).unwrap(), plain, "{sizes:?}");
+        }
+        let p2 = array::from_zarr(&v2, "plain").unwrap();
+        assert_eq!(p2.compute::<u8>(client).unwrap(), small);
         let h = array::from_zarr(&v3, "shorts").unwrap();
         assert_eq!(h.dtype(), DType::I32);
         assert_eq!(h.compute::<i32>(client).unwrap(), shorts);
@@ -110,7 +123,8 @@ fn stores_written_by_python_zarr_open_with_its_values() {
         );
         let error = array::from_zarr(&v3, "pressure").unwrap_err().to_string();
         assert!(
-            error.contains("pressure") && error.contains("deep, mask, shorts, sparse, temp, waves"),
+            error.contains("pressure")
+                && error.contains("deep, mask, plain, shorts, sparse, temp, waves"),
             "{error}"
         );
         let error = array::from_zarr(&v3, "deep").unwrap_err().to_string();
@@ -188,6 +202,23 @@ fn stores_written_by_mpidask_open_in_python_zarr() {
                 .chunks(&[8, 3]),
         )
         .unwrap();
+        // Uncompressed, with edge chunks shorter than the store's (written through zarrs,
+        // the whole ones as plain files), format 3 and 2.
+        let plain = ZarrOptions::default()
+            .compression(Compression::None)
+            .chunks(&[5, 4]);
+        x.to_zarr_with(client, &v3, "plain", &plain).unwrap();
+        let levels = (&x + 60.0).astype(DType::U8);
+        levels
+            .to_zarr_with(client, &v2, "levels", &plain.clone().format(ZarrFormat::V2))
+            .unwrap();
+        assert_eq!(
+            array::from_zarr(&v3, "plain")
+                .unwrap()
+                .compute::<f64>(client)
+                .unwrap(),
+            a
+        );
         let v2_options = ZarrOptions::default().format(ZarrFormat::V2);
         x.to_zarr_with(
             client,
@@ -246,6 +277,7 @@ fn stores_written_by_mpidask_open_in_python_zarr() {
     };
     write("x", &(&a * 2.0));
     write("blosc", &a);
+    write("plain", &a);
     ndarray_npy::write_npy(refs.join("warm.npy"), &a.mapv(|v| v > 0.0)).unwrap();
     ndarray_npy::write_npy(refs.join("steps.npy"), &a.mapv(|v| (v * 10.0) as i64)).unwrap();
     ndarray_npy::write_npy(refs.join("codes.npy"), &a.mapv(|v| (v * 100.0) as i32)).unwrap();
@@ -254,17 +286,21 @@ fn stores_written_by_mpidask_open_in_python_zarr() {
     std::fs::write(
         &spec3,
         "x:3:5,4:zstd anomaly:3:5,4:zstd warm:3:5,4:zstd steps:3:5,4:zstd codes:3:5,4:zstd \
-         levels:3:5,4:zstd blosc:3:8,3:blosc",
+         levels:3:5,4:zstd blosc:3:8,3:blosc plain:3:5,4:none",
     )
     .unwrap();
     let text = run_python(CHECK_STORES, &[&v3, &refs, &spec3]);
-    assert_eq!(text.trim(), "zarr read 7");
+    assert_eq!(text.trim(), "zarr read 8");
     write("x", &a);
     ndarray_npy::write_npy(refs.join("g_cube.npy"), &cube.mapv(|v| v as f32)).unwrap();
     let spec2 = dir.join("spec2");
-    std::fs::write(&spec2, "x:2:10,10:gzip g/cube:2:3,5,2:zstd").unwrap();
+    std::fs::write(
+        &spec2,
+        "x:2:10,10:gzip g/cube:2:3,5,2:zstd levels:2:5,4:none",
+    )
+    .unwrap();
     let text = run_python(CHECK_STORES, &[&v2, &refs, &spec2]);
-    assert_eq!(text.trim(), "zarr read 2");
+    assert_eq!(text.trim(), "zarr read 3");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1,17 +1,22 @@
-//! Arrays written into files that hold each one contiguously, in C order, at a known byte
-//! offset (the HDF5 and netCDF-4 files `to_hdf5` and `to_netcdf` make): the client lays
-//! the file out with the format's library and closes it, then each worker writes the bytes
-//! of its own chunks at their places with plain positioned writes, so several writers are
-//! correct without parallel HDF5 (no library call while they write, no byte written
-//! twice). The file is written under a temporary name and renamed once complete.
+//! Arrays in files that hold each one contiguously, in C order, at a known byte offset (the
+//! HDF5 and netCDF-4 files `to_hdf5` and `to_netcdf` make, and uncompressed contiguous
+//! datasets of other writers). Writing: the client lays the file out with the format's
+//! library and closes it, then each worker writes the bytes of its own chunks at their
+//! places with plain positioned writes, so several writers are correct without parallel
+//! HDF5 (no library call while they write, no byte written twice); the file is written
+//! under a temporary name and renamed once complete. Reading: a worker reads its chunk's
+//! bytes straight into the task's result, one copy from the page cache, where the library
+//! would copy them twice.
 
 use super::Array;
 use super::dtype::DType;
+use super::grid::{self, Chunks};
 use super::kernel::Block;
-use crate::client::Client;
+use crate::client::{CallArg, Client, Future};
 use crate::error::{Error, Result};
 use crate::protocol::{ArgSlot, Bytes, decode_value, encode_value};
 use crate::task::{CallError, TaskInput};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -121,6 +126,78 @@ fn write_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError> {
     Ok(encode_value(&(bytes.len() as u64))
         .map_err(|e| e.to_string())?
         .into())
+}
+
+/// `true` for the element types whose encoding is a header and then the elements as they
+/// lie in a little-endian file (so a chunk can be read straight into it).
+pub(crate) fn reads_raw(dtype: DType) -> bool {
+    matches!(dtype, DType::F64 | DType::F32 | DType::U8)
+}
+
+/// Submits the task that reads chunk `index` of `chunks` of an array at `placement` in the
+/// file at `path`, straight from its bytes (`dtype` one [`reads_raw`] accepts); `name` is
+/// the task's name.
+pub(crate) fn submit_read(
+    client: &Client,
+    path: &Path,
+    placement: &Placement,
+    chunks: &Chunks,
+    index: &[usize],
+    dtype: DType,
+    name: &str,
+) -> Future<()> {
+    let start = grid::chunk_offset(chunks, index);
+    let shape = grid::chunk_shape(chunks, index);
+    let head = encode_value(&(path, placement, start, shape, dtype)).expect("a region encodes");
+    client.submit_raw(read_task, name, &[], vec![CallArg::Value(head)])
+}
+
+/// Reads a chunk's runs of bytes into its encoding (worker side).
+fn read_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError> {
+    let [ArgSlot::Value(head)] = input.args else {
+        return Err("a contiguous read task takes its place and region".into());
+    };
+    let (path, placement, start, shape, dtype): (
+        PathBuf,
+        Placement,
+        Vec<usize>,
+        Vec<usize>,
+        DType,
+    ) = decode_value(head).map_err(|e| e.to_string())?;
+    let fits = start.len() == placement.shape.len()
+        && shape.len() == start.len()
+        && (0..shape.len()).all(|a| start[a] + shape[a] <= placement.shape[a]);
+    if !fits || !reads_raw(dtype) {
+        return Err(format!(
+            "a {dtype} region of {shape:?} at {start:?} cannot be read from an array of {:?}",
+            placement.shape
+        )
+        .into());
+    }
+    let size = dtype.size();
+    let count: usize = shape.iter().product();
+    let header = super::kernel::raw_header(&shape, count);
+    let mut bytes = Bytes::aligned_after(header.len(), header.len() + count * size);
+    bytes.extend_from_slice(&header);
+    let mut file = std::fs::File::open(&path)
+        .map_err(|e| format!("cannot open {} to read: {e}", path.display()))?;
+    let failed = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    for (first, len) in runs(&placement.shape, &start, &shape) {
+        let want = (len * size) as u64;
+        file.seek(SeekFrom::Start(placement.offset + (first * size) as u64))
+            .map_err(failed)?;
+        let got = bytes.read_from((&mut file).take(want)).map_err(failed)?;
+        if got as u64 != want {
+            return Err(format!(
+                "{}: ends {} bytes into a run of {want} at element {first}: the file is \
+                 shorter than its header says (truncated?)",
+                path.display(),
+                got
+            )
+            .into());
+        }
+    }
+    Ok(bytes)
 }
 
 /// Computes `arrays` in one graph and has each chunk written by the worker holding it at

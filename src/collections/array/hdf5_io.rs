@@ -3,7 +3,7 @@
 //! file whose bytes each worker writes for its own chunks (`contiguous`). The file must be
 //! on storage every rank reaches.
 
-use super::contiguous::{Partial, Placement, auto_chunks, write_arrays};
+use super::contiguous::{self, Partial, Placement, auto_chunks, write_arrays};
 use super::dtype::DType;
 use super::grid::{self, Chunks};
 use super::kernel::Block;
@@ -112,10 +112,47 @@ fn check_filters(dataset: &hdf5::Dataset) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Where the elements of `dataset` lie as plain bytes a worker may read itself: a
+/// contiguous, unfiltered, allocated dataset of a little-endian type that is `dtype` as
+/// stored (and one [`contiguous::reads_raw`] takes); `None` otherwise, for the library to
+/// read.
+pub(crate) fn raw_placement(dataset: &hdf5::Dataset, dtype: DType) -> Option<Placement> {
+    use hdf5::dataset::Layout;
+    use hdf5::datatype::ByteOrder;
+    if !contiguous::reads_raw(dtype)
+        || dataset.layout() != Layout::Contiguous
+        || !dataset.filters().is_empty()
+    {
+        return None;
+    }
+    let datatype = dataset.dtype().ok()?;
+    let same = matches!(
+        (dtype, datatype.to_descriptor().ok()?),
+        (DType::F64, TypeDescriptor::Float(FloatSize::U8))
+            | (DType::F32, TypeDescriptor::Float(FloatSize::U4))
+            | (DType::U8, TypeDescriptor::Unsigned(IntSize::U1))
+    );
+    let little = match datatype.byte_order() {
+        ByteOrder::LittleEndian => true,
+        ByteOrder::None => datatype.size() == 1,
+        _ => false,
+    };
+    let shape = dataset.shape();
+    if !same || !little || datatype.size() != dtype.size() || shape.contains(&0) {
+        return None;
+    }
+    Some(Placement {
+        offset: dataset.offset()?,
+        shape,
+    })
+}
+
 /// A dataset of an HDF5 file.
 struct Hdf5Source {
     path: PathBuf,
     dataset: String,
+    /// Where its bytes are, when workers can read them without the library.
+    raw: Option<Placement>,
 }
 
 impl ChunkSource for Hdf5Source {
@@ -124,6 +161,12 @@ impl ChunkSource for Hdf5Source {
     }
 
     fn read(&self, client: &Client, chunks: &Chunks, index: &[usize], dtype: DType) -> Future<()> {
+        if let Some(placement) = &self.raw {
+            let name = "from_hdf5";
+            return contiguous::submit_read(
+                client, &self.path, placement, chunks, index, dtype, name,
+            );
+        }
         let start = grid::chunk_offset(chunks, index);
         let shape = grid::chunk_shape(chunks, index);
         let head = encode_value(&(&self.path, &self.dataset, start, shape, dtype))
@@ -240,6 +283,7 @@ fn open(path: &Path, name: &str, chunks: Option<&[usize]>) -> Result<Array> {
         chunks,
         dtype,
         Expr::Read(Arc::new(Hdf5Source {
+            raw: raw_placement(&dataset, dtype),
             path,
             dataset: name.to_string(),
         })),

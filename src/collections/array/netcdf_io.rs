@@ -5,7 +5,7 @@
 //! are). The file must be on storage every rank reaches.
 
 use super::attrs::{Attrs, Labelled};
-use super::contiguous::{Partial, Placement, auto_chunks, write_arrays};
+use super::contiguous::{self, Partial, Placement, auto_chunks, write_arrays};
 use super::dtype::DType;
 use super::grid::{self, Chunks};
 use super::kernel::Block;
@@ -56,6 +56,25 @@ fn quiet_hdf5() {
 struct NetcdfSource {
     path: PathBuf,
     variable: String,
+    /// Where its bytes are, when workers can read them without the library (a contiguous,
+    /// uncompressed netCDF-4 variable).
+    raw: Option<Placement>,
+}
+
+/// Where the bytes of variable `name` of the netCDF-4 file at `path` lie, for workers to
+/// read them themselves; `None` for a classic file and for what the library must decode.
+fn raw_placement(path: &Path, name: &str, dtype: DType) -> Option<Placement> {
+    if !contiguous::reads_raw(dtype) {
+        return None;
+    }
+    let file = hdf5_metno::File::open(path).ok()?;
+    // A variable named like a dimension it is not the coordinate of is stored under
+    // another name.
+    let dataset = file
+        .dataset(&format!("_nc4_non_coord_{name}"))
+        .or_else(|_| file.dataset(name))
+        .ok()?;
+    super::hdf5_io::raw_placement(&dataset, dtype)
 }
 
 impl ChunkSource for NetcdfSource {
@@ -64,6 +83,12 @@ impl ChunkSource for NetcdfSource {
     }
 
     fn read(&self, client: &Client, chunks: &Chunks, index: &[usize], dtype: DType) -> Future<()> {
+        if let Some(placement) = &self.raw {
+            let name = "from_netcdf";
+            return contiguous::submit_read(
+                client, &self.path, placement, chunks, index, dtype, name,
+            );
+        }
         let start = grid::chunk_offset(chunks, index);
         let shape = grid::chunk_shape(chunks, index);
         let head = encode_value(&(&self.path, &self.variable, start, shape, dtype))
@@ -183,11 +208,13 @@ fn open(path: &Path, name: &str, chunks: Option<&[usize]>) -> Result<Array> {
     };
     let chunks = grid::regular(&shape, &sizes)
         .map_err(|why| Error::Config(format!("from_netcdf {where_}: {why}")))?;
+    drop(file);
     Ok(Array::new(
         shape,
         chunks,
         dtype,
         Expr::Read(Arc::new(NetcdfSource {
+            raw: raw_placement(&path, name, dtype),
             path,
             variable: name.to_string(),
         })),

@@ -28,6 +28,8 @@ use zarrs::filesystem::FilesystemStore;
 
 mod options;
 use options::metadata;
+
+mod plain;
 pub use options::{BloscCompressor, Compression, ZarrFormat, ZarrOptions};
 
 /// The node of `variable` in the store: `/` for the store's root, `/a/b` for `a/b`.
@@ -175,6 +177,14 @@ fn read_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError> {
         DType::I32 | DType::I64 | DType::Bool => false,
     };
     if same {
+        // A whole uncompressed chunk: its file's bytes, unless it was never written.
+        if let Some(file) = plain::chunk_file(&store, &array, &metadata, &region) {
+            let count: usize = region.shape.iter().product();
+            let header = super::kernel::raw_header(&region.shape, count);
+            if let Some(bytes) = plain::read(&file, &header, count * dtype.size())? {
+                return Ok(bytes);
+            }
+        }
         let ranges = region.ranges();
         let bytes: ArrayBytes<'static> = array
             .retrieve_array_subset(&ranges)
@@ -300,14 +310,18 @@ fn write_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError> {
     if let Some(parts) = super::kernel::raw_elements(chunk, dtype) {
         let (shape, raw) = parts.map_err(|e| e.to_string())?;
         let region = Region { start, shape };
+        let elements: usize = region.shape.iter().product();
+        let written = encode_value(&(elements as u64)).map_err(|e| e.to_string())?;
+        // A whole uncompressed chunk is its file's bytes.
+        if let Some(file) = plain::chunk_file(&store, &array, &metadata, &region) {
+            plain::write(&file, raw)?;
+            return Ok(written.into());
+        }
         let ranges = region.ranges();
         array
             .store_array_subset(&ranges, ArrayBytes::new_flen(Cow::Borrowed(raw)))
             .map_err(|e| format!("{}{node}: cannot write {ranges:?}: {e}", store.display()))?;
-        let elements: usize = region.shape.iter().product();
-        return Ok(encode_value(&(elements as u64))
-            .map_err(|e| e.to_string())?
-            .into());
+        return Ok(written.into());
     }
     let block = Block::decode(chunk, dtype).map_err(|e| e.to_string())?;
     let region = Region {
