@@ -1,8 +1,9 @@
 //! The six element types (`bool`, `u8`, `i32`, `i64`, `f32`, `f64`) against NumPy: the
 //! same inputs, the same operations, and every result's type and values compared by NumPy
 //! itself: promotion between types, weak scalars (NumPy 2), wrapping integer arithmetic,
-//! reductions, comparisons, `where` and `astype` between every pair. Local mode, chunks
-//! that do not divide the shape; `tests/mpi.rs` reads and writes the types under mpirun.
+//! reductions (and the NaN-skipping ones, all-NaN lanes included), comparisons, `where`
+//! and `astype` between every pair. Local mode, chunks that do not divide the shape;
+//! `tests/mpi.rs` reads and writes the types under mpirun.
 
 mod support;
 
@@ -55,7 +56,8 @@ const CHECK: &str = r#"
 import sys, numpy as np
 d = sys.argv[1]
 L = lambda n: np.load(f'{d}/{n}.npy')
-a, b, c, f, m, w = L('in_a'), L('in_b'), L('in_c'), L('in_f'), L('in_m'), L('in_w')
+a, b, c, f, m, w, g = L('in_a'), L('in_b'), L('in_c'), L('in_f'), L('in_m'), L('in_w'), L('in_g')
+import warnings; warnings.simplefilter('ignore', RuntimeWarning)  # all-NaN lanes
 assert (a.dtype, b.dtype, c.dtype, f.dtype, m.dtype, w.dtype) == (np.uint8, np.int32, np.float32, np.float64, np.bool_, np.int64)
 types = dict(bool=np.bool_, u8=np.uint8, i32=np.int32, i64=np.int64, f32=np.float32, f64=np.float64)
 cases = {
@@ -68,6 +70,10 @@ cases = {
     'max_a_1': a.max(1), 'min_b': b.min(), 'max_c_0': c.max(0), 'mean_a': a.mean(), 'std_b_0': b.std(0),
     'argmax_a_1': a.argmax(1), 'a_gt_100': a > 100, 'b_lt_c': b < c, 'a_eq_b': a == b,
     'where_m_a_b': np.where(m, a, b), 'where_m_a_3': np.where(m, a, np.uint8(3)),
+    'nansum_g_0': np.nansum(g, 0), 'nansum_g': np.nansum(g), 'nanmean_g_1': np.nanmean(g, 1),
+    'nanmean_g_0': np.nanmean(g, 0), 'nanmin_g_1': np.nanmin(g, 1), 'nanmax_g_0': np.nanmax(g, 0),
+    'nanvar_g_1': np.nanvar(g, 1), 'nanstd_g': np.nanstd(g), 'nanmean_c_0': np.nanmean(c, 0),
+    'nansum_b_1': np.nansum(b, 1), 'nanmax_a_0': np.nanmax(a, 0),
 }
 src = dict(a=a, b=b, c=c, f=f, m=m, w=w)
 for s, x in src.items():
@@ -101,6 +107,13 @@ fn every_element_type_computes_as_numpy_does() {
         let c = c.astype(DType::F32);
         let m = b.gt(0);
         let w = (&b * 3).astype(DType::I64);
+        // Missing values: NaN where f > 40 and in all of row 2.
+        let g = array::where_(&f.gt(40.0), f64::NAN, &f);
+        let row2 = array::from_array(
+            &ArrayD::from_shape_fn(IxDyn(&shape), |i| i[0] == 2),
+            &chunks,
+        );
+        let g = array::where_(&row2, f64::NAN, &g);
         for (name, x, dtype) in [
             ("a", &a, DType::U8),
             ("b", &b, DType::I32),
@@ -108,6 +121,7 @@ fn every_element_type_computes_as_numpy_does() {
             ("f", &f, DType::F64),
             ("m", &m, DType::Bool),
             ("w", &w, DType::I64),
+            ("g", &g, DType::F64),
         ] {
             assert_eq!(x.dtype(), dtype, "{name}");
             save(client, &dir, &format!("in_{name}"), x);
@@ -145,6 +159,17 @@ fn every_element_type_computes_as_numpy_does() {
             ("a_eq_b", a.eq(&b)),
             ("where_m_a_b", array::where_(&m, &a, &b)),
             ("where_m_a_3", array::where_(&m, &a, 3u8)),
+            ("nansum_g_0", g.nansum_axis(0)),
+            ("nansum_g", g.nansum()),
+            ("nanmean_g_1", g.nanmean_axis(1)),
+            ("nanmean_g_0", g.nanmean_axis(0)),
+            ("nanmin_g_1", g.nanmin_axis(1)),
+            ("nanmax_g_0", g.nanmax_axis(0)),
+            ("nanvar_g_1", g.nanvar_axis(1)),
+            ("nanstd_g", g.nanstd()),
+            ("nanmean_c_0", c.nanmean_axis(0)),
+            ("nansum_b_1", b.nansum_axis(1)),
+            ("nanmax_a_0", a.nanmax_axis(0)),
         ];
         for (name, x) in &cases {
             save(client, &dir, name, x);

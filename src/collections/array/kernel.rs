@@ -740,6 +740,10 @@ impl Partial {
     ) -> Partial {
         let shape = kept_shape(block.shape(), axes);
         let out = IxDyn(&shape);
+        let op = op.for_type(block.dtype());
+        if op.skips_nan() {
+            return Partial::skipping_nan(op, block, axes, &shape);
+        }
         match op {
             ReduceOp::Sum => Partial::Sum(match block.dtype() {
                 DType::F32 => {
@@ -878,6 +882,12 @@ impl Partial {
                     m2: shaped(&shape, m2),
                 }
             }
+            ReduceOp::NanSum
+            | ReduceOp::NanMean
+            | ReduceOp::NanMin
+            | ReduceOp::NanMax
+            | ReduceOp::NanVar(_)
+            | ReduceOp::NanStd(_) => unreachable!("NaN-skipping reductions are done above"),
             ReduceOp::ArgMin | ReduceOp::ArgMax => {
                 let is_min = op == ReduceOp::ArgMin;
                 let block_shape = block.shape().to_vec();
@@ -934,6 +944,56 @@ impl Partial {
         }
     }
 
+    /// The state of a reduction that skips NaN (`block` of floats, computed in `f64`): the
+    /// states of the plain reductions with only the elements that are not NaN counted.
+    fn skipping_nan(op: ReduceOp, block: &Block, axes: &[usize], shape: &[usize]) -> Partial {
+        let a = block.cast_ref(DType::F64);
+        let Block::F64(a) = a.as_ref() else {
+            unreachable!("cast to f64")
+        };
+        let array = |v: Vec<f64>| shaped(shape, v);
+        match op {
+            ReduceOp::NanSum => {
+                Partial::Sum(Block::F64(array(nan_fold(a, axes, 0.0, |s, v, _| *s += v))))
+            }
+            ReduceOp::NanMin | ReduceOp::NanMax => {
+                let pick = if op == ReduceOp::NanMin {
+                    skip_nan_min
+                } else {
+                    skip_nan_max
+                };
+                let best = nan_fold(a, axes, f64::NAN, |s, v, _| *s = pick(*s, v));
+                if op == ReduceOp::NanMin {
+                    Partial::Min(Block::F64(array(best)))
+                } else {
+                    Partial::Max(Block::F64(array(best)))
+                }
+            }
+            _ => {
+                let sums = nan_fold(a, axes, (0.0, 0.0), |s, v, _| {
+                    s.0 += v;
+                    s.1 += 1.0;
+                });
+                if op == ReduceOp::NanMean {
+                    return Partial::SumCount {
+                        sum: array(sums.iter().map(|s| s.0).collect()),
+                        count: array(sums.iter().map(|s| s.1).collect()),
+                    };
+                }
+                let mean: Vec<f64> = sums
+                    .iter()
+                    .map(|&(s, n)| if n > 0.0 { s / n } else { 0.0 })
+                    .collect();
+                let m2 = nan_fold(a, axes, 0.0, |q, v, k| *q += (v - mean[k]) * (v - mean[k]));
+                Partial::Moments {
+                    count: array(sums.iter().map(|s| s.1).collect()),
+                    mean: array(mean),
+                    m2: array(m2),
+                }
+            }
+        }
+    }
+
     /// Combines two states over neighbouring parts (`self` first) of the same shape.
     pub fn merge(self, other: Partial, op: ReduceOp) -> Result<Partial, String> {
         Ok(match (self, other) {
@@ -941,8 +1001,13 @@ impl Partial {
                 Partial::Sum(Block::binary(BinaryOp::Add, &a, &b)?)
             }
             (Partial::Min(a), Partial::Min(b)) | (Partial::Max(a), Partial::Max(b)) => {
-                let is_min = op == ReduceOp::Min;
+                let is_min = matches!(op, ReduceOp::Min | ReduceOp::NanMin);
                 let merged = match (a, b) {
+                    (Block::F64(x), Block::F64(y)) if op.skips_nan() => Block::F64(zip_map(
+                        &x,
+                        &y,
+                        if is_min { skip_nan_min } else { skip_nan_max },
+                    )?),
                     (Block::F64(x), Block::F64(y)) => {
                         Block::F64(zip_map(&x, &y, if is_min { nan_min } else { nan_max })?)
                     }
@@ -1150,11 +1215,22 @@ impl Partial {
             }
             Partial::Moments { count, m2, .. } => {
                 let ddof = match op {
-                    ReduceOp::Var(d) | ReduceOp::Std(d) => f64::from(d),
+                    ReduceOp::Var(d)
+                    | ReduceOp::Std(d)
+                    | ReduceOp::NanVar(d)
+                    | ReduceOp::NanStd(d) => f64::from(d),
                     _ => 0.0,
                 };
-                let var = zip_map(&m2, &count, |q, n| q / (n - ddof)).expect("same shape");
-                let value = if matches!(op, ReduceOp::Std(_)) {
+                let skips = op.skips_nan();
+                let var = zip_map(&m2, &count, |q, n| {
+                    if skips && n - ddof <= 0.0 {
+                        f64::NAN
+                    } else {
+                        q / (n - ddof)
+                    }
+                })
+                .expect("same shape");
+                let value = if matches!(op, ReduceOp::Std(_) | ReduceOp::NanStd(_)) {
                     var.mapv(f64::sqrt)
                 } else {
                     var
@@ -1264,6 +1340,65 @@ fn column_sums(block: &[f64], rows: usize, cols: usize, out: &mut Vec<f64>) {
             out.push(((a(0) + a(4)) + (a(1) + a(5))) + ((a(2) + a(6)) + (a(3) + a(7))) + tail);
         }
     }
+}
+
+/// The smaller of two values, a NaN only if both are.
+fn skip_nan_min(x: f64, y: f64) -> f64 {
+    if x.is_nan() || y < x { y } else { x }
+}
+
+/// The larger of two values, a NaN only if both are.
+fn skip_nan_max(x: f64, y: f64) -> f64 {
+    if x.is_nan() || y > x { y } else { x }
+}
+
+/// For each position of the axes `a` keeps (C order), `f(state, v, position)` over the
+/// elements `v` along `axes` that are not NaN, from `init`. Axes that are consecutive and
+/// not the last are read in place, a row of positions at a time; others as lanes.
+fn nan_fold<S: Copy>(
+    a: &ArrayD<f64>,
+    axes: &[usize],
+    init: S,
+    f: impl Fn(&mut S, f64, usize),
+) -> Vec<S> {
+    let mut sorted = axes.to_vec();
+    sorted.sort_unstable();
+    if sorted == axes
+        && let (Some(&first), Some(&last)) = (sorted.first(), sorted.last())
+        && last - first + 1 == sorted.len()
+        && last + 1 < a.ndim()
+        && let Some(slice) = a.as_slice()
+    {
+        let outer: usize = a.shape()[..first].iter().product();
+        let width: usize = a.shape()[first..=last].iter().product();
+        let inner: usize = a.shape()[last + 1..].iter().product();
+        let mut states = vec![init; outer * inner];
+        if width * inner > 0 {
+            for (o, block) in slice.chunks_exact(width * inner).enumerate() {
+                let states = &mut states[o * inner..(o + 1) * inner];
+                for row in block.chunks_exact(inner) {
+                    for (j, (s, &v)) in states.iter_mut().zip(row).enumerate() {
+                        if !v.is_nan() {
+                            f(s, v, o * inner + j);
+                        }
+                    }
+                }
+            }
+        }
+        return states;
+    }
+    let (data, rows, width) = lanes(a, axes);
+    (0..rows)
+        .map(|r| {
+            let mut s = init;
+            for &v in &data[r * width..(r + 1) * width] {
+                if !v.is_nan() {
+                    f(&mut s, v, r);
+                }
+            }
+            s
+        })
+        .collect()
 }
 
 /// Sums of each of `rows` rows of `width` floats.

@@ -575,6 +575,12 @@ reductions! {
     ReduceOp::ArgMin => argmin, argmin_axis, "Index of the first minimum";
     ReduceOp::ArgMax => argmax, argmax_axis, "Index of the first maximum";
     ReduceOp::CountNonzero => count_nonzero, count_nonzero_axis, "Number of non-zero elements";
+    ReduceOp::NanSum => nansum, nansum_axis, "Sum of the elements that are not NaN (NumPy's `nansum`)";
+    ReduceOp::NanMean => nanmean, nanmean_axis, "Mean of the elements that are not NaN (`nanmean`)";
+    ReduceOp::NanMin => nanmin, nanmin_axis, "Minimum of the elements that are not NaN (`nanmin`)";
+    ReduceOp::NanMax => nanmax, nanmax_axis, "Maximum of the elements that are not NaN (`nanmax`)";
+    ReduceOp::NanVar(0) => nanvar, nanvar_axis, "Variance (ddof 0) of the elements that are not NaN";
+    ReduceOp::NanStd(0) => nanstd, nanstd_axis, "Standard deviation (ddof 0) of the elements that are not NaN";
 }
 
 /// Aligns the chunks of `a` and `b` for an elementwise operation with output `shape`:

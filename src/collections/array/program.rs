@@ -145,18 +145,70 @@ pub enum ReduceOp {
     ArgMax,
     /// Number of non-zero elements.
     CountNonzero,
+    /// Sum of the elements that are not NaN (0 for none).
+    NanSum,
+    /// Mean of the elements that are not NaN (NaN for none).
+    NanMean,
+    /// Minimum of the elements that are not NaN (NaN for none).
+    NanMin,
+    /// Maximum of the elements that are not NaN (NaN for none).
+    NanMax,
+    /// Variance of the elements that are not NaN, with `ddof` (NaN for `ddof` or fewer).
+    NanVar(u32),
+    /// Standard deviation of the elements that are not NaN, with `ddof`.
+    NanStd(u32),
 }
 
 impl ReduceOp {
     /// The element type of the result for input type `a`.
     pub fn result_dtype(self, a: DType) -> DType {
         match self {
-            ReduceOp::Sum if !a.is_float() => DType::I64,
-            ReduceOp::Sum | ReduceOp::Min | ReduceOp::Max => a,
-            ReduceOp::Mean | ReduceOp::Var(_) | ReduceOp::Std(_) => a.float(),
+            ReduceOp::Sum | ReduceOp::NanSum if !a.is_float() => DType::I64,
+            ReduceOp::Sum
+            | ReduceOp::Min
+            | ReduceOp::Max
+            | ReduceOp::NanSum
+            | ReduceOp::NanMin
+            | ReduceOp::NanMax => a,
+            ReduceOp::Mean
+            | ReduceOp::Var(_)
+            | ReduceOp::Std(_)
+            | ReduceOp::NanMean
+            | ReduceOp::NanVar(_)
+            | ReduceOp::NanStd(_) => a.float(),
             ReduceOp::Any | ReduceOp::All => DType::Bool,
             ReduceOp::ArgMin | ReduceOp::ArgMax | ReduceOp::CountNonzero => DType::I64,
         }
+    }
+
+    /// The reduction that gives the same result on elements of type `dtype`: the plain one
+    /// for a NaN-skipping reduction of a type without NaN.
+    pub fn for_type(self, dtype: DType) -> ReduceOp {
+        if dtype.is_float() {
+            return self;
+        }
+        match self {
+            ReduceOp::NanSum => ReduceOp::Sum,
+            ReduceOp::NanMean => ReduceOp::Mean,
+            ReduceOp::NanMin => ReduceOp::Min,
+            ReduceOp::NanMax => ReduceOp::Max,
+            ReduceOp::NanVar(d) => ReduceOp::Var(d),
+            ReduceOp::NanStd(d) => ReduceOp::Std(d),
+            op => op,
+        }
+    }
+
+    /// `true` for the reductions that skip NaN.
+    pub fn skips_nan(self) -> bool {
+        matches!(
+            self,
+            ReduceOp::NanSum
+                | ReduceOp::NanMean
+                | ReduceOp::NanMin
+                | ReduceOp::NanMax
+                | ReduceOp::NanVar(_)
+                | ReduceOp::NanStd(_)
+        )
     }
 
     /// `true` if the reduction has no value over zero elements (NumPy raises).
@@ -181,6 +233,12 @@ impl ReduceOp {
             ReduceOp::ArgMin => "argmin",
             ReduceOp::ArgMax => "argmax",
             ReduceOp::CountNonzero => "count_nonzero",
+            ReduceOp::NanSum => "nansum",
+            ReduceOp::NanMean => "nanmean",
+            ReduceOp::NanMin => "nanmin",
+            ReduceOp::NanMax => "nanmax",
+            ReduceOp::NanVar(_) => "nanvar",
+            ReduceOp::NanStd(_) => "nanstd",
         }
     }
 }

@@ -465,41 +465,18 @@ fn expand(x: &DataArray, dims: &[String]) -> Array {
     data.reshape(&shape)
 }
 
-/// `op` over `axes` of real `x`, skipping NaN.
+/// `op` as xarray computes it by default (`skipna=True`): NaN skipped, in one pass.
 fn nan_reduce(x: &Array, op: ReduceOp, axes: &[isize]) -> Array {
-    let valid = x.eq(x);
-    let zero = same_type(x, 0.0);
-    let nan = same_type(x, f64::NAN);
-    let count = |keepdims| {
-        valid
-            .reduce(ReduceOp::Sum, Some(axes), keepdims)
-            .astype(x.dtype())
+    let op = match op {
+        ReduceOp::Sum => ReduceOp::NanSum,
+        ReduceOp::Mean => ReduceOp::NanMean,
+        ReduceOp::Min => ReduceOp::NanMin,
+        ReduceOp::Max => ReduceOp::NanMax,
+        ReduceOp::Var(d) => ReduceOp::NanVar(d),
+        ReduceOp::Std(d) => ReduceOp::NanStd(d),
+        op => op,
     };
-    let sum = |keepdims| array::where_(&valid, x, zero).reduce(ReduceOp::Sum, Some(axes), keepdims);
-    let when_any = |r: Array| array::where_(&count(false).gt(same_type(x, 0.0)), &r, nan);
-    match op {
-        ReduceOp::Sum => sum(false),
-        ReduceOp::Mean => &sum(false) / &count(false),
-        ReduceOp::Min => when_any(
-            array::where_(&valid, x, same_type(x, f64::INFINITY)).reduce(op, Some(axes), false),
-        ),
-        ReduceOp::Max => when_any(
-            array::where_(&valid, x, same_type(x, f64::NEG_INFINITY)).reduce(op, Some(axes), false),
-        ),
-        ReduceOp::Var(ddof) | ReduceOp::Std(ddof) => {
-            let mean = &sum(true) / &count(true);
-            let d = array::where_(&valid, &(x - &mean), zero);
-            let squares = (&d * &d).reduce(ReduceOp::Sum, Some(axes), false);
-            let n = &count(false) - same_type(x, ddof.into());
-            let var = array::where_(&n.gt(same_type(x, 0.0)), &(&squares / &n), nan);
-            if matches!(op, ReduceOp::Std(_)) {
-                var.sqrt()
-            } else {
-                var
-            }
-        }
-        other => x.reduce(other, Some(axes), false),
-    }
+    x.reduce(op, Some(axes), false)
 }
 
 macro_rules! operators {
