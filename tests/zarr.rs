@@ -328,3 +328,33 @@ fn a_failed_write_leaves_no_array() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A chunk file cut short or overwritten is an error naming it and saying what to do, for
+/// a zstd chunk and an uncompressed one; never zeros or the fill value.
+#[test]
+fn a_corrupt_chunk_is_an_error_naming_it() {
+    let dir = workdir("zarr-corrupt");
+    let store = dir.join("s.zarr");
+    local(|client| {
+        let x = array::from_array(&values(&[12, 4], 3), &[3, 4]);
+        x.to_zarr(client, &store, "z").unwrap();
+        let plain = ZarrOptions::default().compression(Compression::None);
+        x.to_zarr_with(client, &store, "p", &plain).unwrap();
+        for (name, chunk) in [("z", "z/c/1/0"), ("p", "p/c/2/0")] {
+            let file = store.join(chunk);
+            let bytes = std::fs::read(&file).unwrap();
+            std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+            let error = array::from_zarr(&store, name)
+                .unwrap()
+                .sum()
+                .compute_scalar::<f64>(client)
+                .unwrap_err();
+            let error = format!("{:#}", anyhow::Error::new(error));
+            assert!(
+                error.contains(chunk) && error.contains("write the array again"),
+                "{name}: {error}"
+            );
+        }
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -145,6 +145,20 @@ impl Bytes {
         &mut self.buf[self.start..]
     }
 
+    /// Appends what `fill` writes after the value's last byte: `fill` is given the whole
+    /// allocation (skipped bytes and the value so far included) and may only append to it,
+    /// e.g. by decompressing into its spare room.
+    ///
+    /// # Panics
+    /// If `fill` shortened the allocation's contents.
+    #[cfg(feature = "zarr")]
+    pub fn append_with<R>(&mut self, fill: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        let before = self.buf.len();
+        let result = fill(&mut self.buf);
+        assert!(self.buf.len() >= before, "append_with may only append");
+        result
+    }
+
     /// Appends `n` zero bytes (in the allocation's spare room when it has it).
     pub fn extend_zeroed(&mut self, n: usize) {
         self.buf.resize(self.buf.len() + n, 0);

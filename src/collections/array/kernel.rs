@@ -1354,7 +1354,7 @@ fn skip_nan_max(x: f64, y: f64) -> f64 {
 
 /// For each position of the axes `a` keeps (C order), `f(state, v, position)` over the
 /// elements `v` along `axes` that are not NaN, from `init`. Axes that are consecutive and
-/// not the last are read in place, a row of positions at a time; others as lanes.
+/// not the last are read in place, a strip of positions at a time; others as lanes.
 fn nan_fold<S: Copy>(
     a: &ArrayD<f64>,
     axes: &[usize],
@@ -1372,14 +1372,23 @@ fn nan_fold<S: Copy>(
         let outer: usize = a.shape()[..first].iter().product();
         let width: usize = a.shape()[first..=last].iter().product();
         let inner: usize = a.shape()[last + 1..].iter().product();
+        // Positions taken a strip at a time, their states staying in L1 while every row
+        // of the strip is read.
+        const STRIP: usize = 512;
         let mut states = vec![init; outer * inner];
         if width * inner > 0 {
             for (o, block) in slice.chunks_exact(width * inner).enumerate() {
-                let states = &mut states[o * inner..(o + 1) * inner];
-                for row in block.chunks_exact(inner) {
-                    for (j, (s, &v)) in states.iter_mut().zip(row).enumerate() {
-                        if !v.is_nan() {
-                            f(s, v, o * inner + j);
+                for start in (0..inner).step_by(STRIP) {
+                    let n = STRIP.min(inner - start);
+                    let first = o * inner + start;
+                    let states = &mut states[first..first + n];
+                    for row in block.chunks_exact(inner) {
+                        for (j, (s, &v)) in
+                            states.iter_mut().zip(&row[start..start + n]).enumerate()
+                        {
+                            if !v.is_nan() {
+                                f(s, v, first + j);
+                            }
                         }
                     }
                 }
@@ -1847,6 +1856,48 @@ mod tests {
     use super::*;
     use crate::collections::array::program::Node;
     use ndarray::array;
+
+    /// The NaN-skipping fold gives, for every kept position, the sum and count of the
+    /// values that are not NaN, whichever axes are reduced and however wide the strips.
+    #[test]
+    fn nan_fold_skips_nan_along_any_axes() {
+        let shape = [4, 3, 700];
+        let a = ArrayD::from_shape_fn(IxDyn(&shape), |i| {
+            let k = (i[0] * 31 + i[1] * 7 + i[2]) % 11;
+            if k == 3 { f64::NAN } else { k as f64 - 4.5 }
+        });
+        for axes in [
+            vec![0],
+            vec![0, 1],
+            vec![1],
+            vec![2],
+            vec![1, 2],
+            vec![0, 2],
+        ] {
+            let got = nan_fold(&a, &axes, (0.0, 0.0), |s, v, _| {
+                s.0 += v;
+                s.1 += 1.0;
+            });
+            let kept: Vec<usize> = (0..3).filter(|x| !axes.contains(x)).collect();
+            let mut want = vec![(0.0, 0.0); got.len()];
+            for (i, &v) in a.indexed_iter() {
+                let mut k = 0;
+                for &axis in &kept {
+                    k = k * shape[axis] + i[axis];
+                }
+                if !v.is_nan() {
+                    want[k].0 += v;
+                    want[k].1 += 1.0;
+                }
+            }
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g.0 - w.0).abs() < 1e-9 && g.1 == w.1,
+                    "{axes:?}: {g:?} {w:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn sums_over_leading_and_middle_axes_are_the_transposed_lanes_bits() {

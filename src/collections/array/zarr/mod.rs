@@ -177,11 +177,12 @@ fn read_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError> {
         DType::I32 | DType::I64 | DType::Bool => false,
     };
     if same {
-        // A whole uncompressed chunk: its file's bytes, unless it was never written.
-        if let Some(file) = plain::chunk_file(&store, &array, &metadata, &region) {
+        // A whole uncompressed or zstd chunk, read into the result, unless it was never
+        // written.
+        if let Some((file, codec)) = plain::chunk_file(&store, &array, &metadata, &region) {
             let count: usize = region.shape.iter().product();
             let header = super::kernel::raw_header(&region.shape, count);
-            if let Some(bytes) = plain::read(&file, &header, count * dtype.size())? {
+            if let Some(bytes) = plain::read(&file, codec, &header, count * dtype.size())? {
                 return Ok(bytes);
             }
         }
@@ -313,7 +314,9 @@ fn write_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError> {
         let elements: usize = region.shape.iter().product();
         let written = encode_value(&(elements as u64)).map_err(|e| e.to_string())?;
         // A whole uncompressed chunk is its file's bytes.
-        if let Some(file) = plain::chunk_file(&store, &array, &metadata, &region) {
+        if let Some((file, plain::Codec::None)) =
+            plain::chunk_file(&store, &array, &metadata, &region)
+        {
             plain::write(&file, raw)?;
             return Ok(written.into());
         }

@@ -1,6 +1,8 @@
-//! Chunks of Zarr arrays stored uncompressed (no codec but `bytes` in little-endian order,
-//! no filter): a whole chunk is its file's bytes, so a worker writes and reads it with one
-//! copy, where the codec chain of `zarrs` makes two.
+//! Chunks of Zarr arrays stored as their plain little-endian elements, uncompressed or in
+//! one zstd frame (no other codec, no filter): a whole uncompressed chunk is its file's
+//! bytes, which a worker writes and reads with one copy, and a zstd chunk is decoded
+//! straight into the task's result, where the codec chain of `zarrs` makes two or three
+//! copies, each into new memory.
 
 use super::Region;
 use crate::protocol::Bytes;
@@ -10,32 +12,52 @@ use std::path::{Path, PathBuf};
 use zarrs::array::Array as ZarrArray;
 use zarrs::filesystem::FilesystemStore;
 
-/// `true` if the array the metadata describes stores its chunks as their plain
-/// little-endian elements in C order.
-fn stores_plain(metadata: &Value) -> bool {
-    match metadata["zarr_format"].as_u64() {
-        Some(2) => {
-            metadata["compressor"].is_null()
-                && (metadata["filters"].is_null()
-                    || metadata["filters"].as_array().is_some_and(Vec::is_empty))
+/// How the chunk files of an array hold its plain little-endian elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Codec {
+    /// As they are.
+    None,
+    /// In one zstd frame.
+    Zstd,
+}
+
+/// How the array the metadata describes stores its chunks, when that is its plain
+/// little-endian elements in C order, as they are or in one zstd frame; `None` otherwise.
+fn plain_codec(metadata: &Value) -> Option<Codec> {
+    match metadata["zarr_format"].as_u64()? {
+        2 => {
+            let compressor = &metadata["compressor"];
+            let codec = if compressor.is_null() {
+                Codec::None
+            } else if compressor["id"] == "zstd" {
+                Codec::Zstd
+            } else {
+                return None;
+            };
+            let plain = (metadata["filters"].is_null()
+                || metadata["filters"].as_array().is_some_and(Vec::is_empty))
                 && metadata["order"] == "C"
                 && metadata["dtype"]
                     .as_str()
-                    .is_some_and(|d| d.starts_with('<') || d.starts_with('|'))
+                    .is_some_and(|d| d.starts_with('<') || d.starts_with('|'));
+            plain.then_some(codec)
         }
-        Some(3) => {
-            metadata["chunk_grid"]["name"] == "regular"
-                && metadata["codecs"].as_array().is_some_and(|codecs| {
-                    let [only] = codecs.as_slice() else {
-                        return false;
-                    };
-                    only["name"] == "bytes"
-                        && only["configuration"]["endian"]
-                            .as_str()
-                            .is_none_or(|e| e == "little")
-                })
+        3 => {
+            if metadata["chunk_grid"]["name"] != "regular" {
+                return None;
+            }
+            let (bytes, codec) = match metadata["codecs"].as_array()?.as_slice() {
+                [bytes] => (bytes, Codec::None),
+                [bytes, zstd] if zstd["name"] == "zstd" => (bytes, Codec::Zstd),
+                _ => return None,
+            };
+            let little = bytes["name"] == "bytes"
+                && bytes["configuration"]["endian"]
+                    .as_str()
+                    .is_none_or(|e| e == "little");
+            little.then_some(codec)
         }
-        _ => false,
+        _ => None,
     }
 }
 
@@ -52,18 +74,17 @@ fn chunk_shape(metadata: &Value) -> Option<Vec<usize>> {
         .collect()
 }
 
-/// The file of the chunk that `region` is exactly, when the array stores chunks plain;
-/// `None` otherwise (a region that is part of a chunk, or several; a codec to apply).
+/// The file of the chunk that `region` is exactly and how it holds the elements, when the
+/// array stores chunks plain; `None` otherwise (a region that is part of a chunk, or
+/// several; another codec).
 pub(super) fn chunk_file(
     store: &Path,
     array: &ZarrArray<FilesystemStore>,
     metadata: &str,
     region: &Region,
-) -> Option<PathBuf> {
+) -> Option<(PathBuf, Codec)> {
     let metadata: Value = serde_json::from_str(metadata).ok()?;
-    if !stores_plain(&metadata) {
-        return None;
-    }
+    let codec = plain_codec(&metadata)?;
     let chunk = chunk_shape(&metadata)?;
     let whole = chunk.len() == region.shape.len()
         && !chunk.is_empty()
@@ -81,7 +102,7 @@ pub(super) fn chunk_file(
         .zip(&chunk)
         .map(|(&s, &c)| (s / c) as u64)
         .collect();
-    Some(store.join(array.chunk_key(&indices).as_str()))
+    Some((store.join(array.chunk_key(&indices).as_str()), codec))
 }
 
 /// Writes a chunk's elements (`raw`, native order on a little-endian machine) as its file.
@@ -98,23 +119,50 @@ pub(super) fn write(file: &Path, raw: &[u8]) -> Result<(), String> {
     std::fs::write(file, raw).map_err(|e| format!("cannot write {}: {e}", file.display()))
 }
 
-/// Reads a chunk's file of `len` bytes after `header` into one value; `None` if the chunk
-/// was never written (it reads as the fill value); an error if the file is not `len` long.
-pub(super) fn read(file: &Path, header: &[u8], len: usize) -> Result<Option<Bytes>, String> {
-    let opened = match std::fs::File::open(file) {
+/// Reads a chunk's file holding `len` bytes of elements (as `codec` stores them) after
+/// `header` into one value; `None` if the chunk was never written (it reads as the fill
+/// value); an error if the file does not hold `len` bytes.
+pub(super) fn read(
+    file: &Path,
+    codec: Codec,
+    header: &[u8],
+    len: usize,
+) -> Result<Option<Bytes>, String> {
+    let failed = |e: std::io::Error| format!("cannot read {}: {e}", file.display());
+    let mut opened = match std::fs::File::open(file) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+        Err(e) => return Err(failed(e)),
     };
     let mut bytes = Bytes::aligned_after(header.len(), header.len() + len);
     bytes.extend_from_slice(header);
-    let got = bytes
-        .read_from(opened.take(len as u64 + 1))
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let got = match codec {
+        Codec::None => bytes
+            .read_from(opened.take(len as u64 + 1))
+            .map_err(failed)?,
+        Codec::Zstd => {
+            let mut frame = Vec::new();
+            opened.read_to_end(&mut frame).map_err(failed)?;
+            bytes
+                .append_with(|buffer| {
+                    let end = buffer.len() as u64;
+                    let mut after = std::io::Cursor::new(buffer);
+                    after.set_position(end);
+                    zstd::bulk::Decompressor::new()?.decompress_to_buffer(&frame, &mut after)
+                })
+                .map_err(|e| {
+                    format!(
+                        "{}: not a zstd frame of {len} bytes ({e}): the chunk is corrupt or was \
+                         written by something else; write the array again",
+                        file.display()
+                    )
+                })?
+        }
+    };
     if got != len {
         return Err(format!(
-            "{}: {got} bytes where an uncompressed chunk has {len}: the chunk is truncated or \
-             was written by something else; write the array again",
+            "{}: {got} bytes where a chunk has {len}: the chunk is truncated or was written \
+             by something else; write the array again",
             file.display()
         ));
     }
@@ -127,24 +175,35 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn only_codec_free_little_endian_chunks_are_plain() {
-        let v3 = |codecs: Value| json!({"zarr_format": 3, "chunk_grid": {"name": "regular"}, "codecs": codecs});
-        assert!(stores_plain(&v3(
-            json!([{"name": "bytes", "configuration": {"endian": "little"}}])
-        )));
-        assert!(stores_plain(&v3(json!([{"name": "bytes"}]))));
-        assert!(!stores_plain(&v3(
-            json!([{"name": "bytes", "configuration": {"endian": "big"}}])
-        )));
-        assert!(!stores_plain(&v3(
-            json!([{"name": "bytes"}, {"name": "zstd"}])
-        )));
-        assert!(!stores_plain(&v3(json!([{"name": "sharding_indexed"}]))));
-        let v2 = |compressor: Value, dtype: &str| json!({"zarr_format": 2, "compressor": compressor, "filters": null, "order": "C", "dtype": dtype});
-        assert!(stores_plain(&v2(Value::Null, "<f8")));
-        assert!(stores_plain(&v2(Value::Null, "|u1")));
-        assert!(!stores_plain(&v2(Value::Null, ">f8")));
-        assert!(!stores_plain(&v2(json!({"id": "zstd"}), "<f8")));
+    fn only_little_endian_chunks_raw_or_in_zstd_are_plain() {
+        let v3 = |codecs: Value| {
+            plain_codec(&json!({
+                "zarr_format": 3, "chunk_grid": {"name": "regular"}, "codecs": codecs
+            }))
+        };
+        let le = json!({"name": "bytes", "configuration": {"endian": "little"}});
+        assert_eq!(v3(json!([le])), Some(Codec::None));
+        assert_eq!(v3(json!([{"name": "bytes"}])), Some(Codec::None));
+        let big = json!({"name": "bytes", "configuration": {"endian": "big"}});
+        assert_eq!(v3(json!([big])), None);
+        assert_eq!(v3(json!([le, {"name": "zstd"}])), Some(Codec::Zstd));
+        assert_eq!(v3(json!([le, {"name": "blosc"}])), None);
+        assert_eq!(v3(json!([le, {"name": "zstd"}, {"name": "crc32c"}])), None);
+        assert_eq!(v3(json!([{"name": "sharding_indexed"}])), None);
+        let v2 = |compressor: Value, dtype: &str| {
+            plain_codec(&json!({
+                "zarr_format": 2, "compressor": compressor, "filters": null, "order": "C",
+                "dtype": dtype
+            }))
+        };
+        assert_eq!(v2(Value::Null, "<f8"), Some(Codec::None));
+        assert_eq!(v2(Value::Null, "|u1"), Some(Codec::None));
+        assert_eq!(v2(Value::Null, ">f8"), None);
+        assert_eq!(
+            v2(json!({"id": "zstd", "level": 1}), "<f8"),
+            Some(Codec::Zstd)
+        );
+        assert_eq!(v2(json!({"id": "blosc"}), "<f8"), None);
         assert_eq!(
             chunk_shape(&json!({"zarr_format": 2, "chunks": [4, 5]})),
             Some(vec![4, 5])
