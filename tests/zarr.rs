@@ -358,3 +358,78 @@ fn a_corrupt_chunk_is_an_error_naming_it() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A read-only bind mount of a new directory, unmounted when dropped. Root (which `make
+/// test` runs as in CI) ignores permission bits, so only a read-only mount refuses it.
+struct ReadOnly(std::path::PathBuf);
+
+impl ReadOnly {
+    fn new(dir: &std::path::Path) -> ReadOnly {
+        std::fs::create_dir_all(dir).unwrap();
+        for args in [
+            vec!["--bind", dir.to_str().unwrap(), dir.to_str().unwrap()],
+            vec!["-o", "remount,ro,bind", dir.to_str().unwrap()],
+        ] {
+            let status = std::process::Command::new("mount").args(&args).status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "mount {args:?} failed: this test makes a read-only directory with a bind \
+                 mount, which needs root (as `make test` runs in CI)"
+            );
+        }
+        ReadOnly(dir.to_path_buf())
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Writing into a read-only directory is an error that names the path, for every format,
+/// and leaves nothing behind.
+#[test]
+fn writes_into_a_read_only_directory_are_errors_naming_it() {
+    let dir = workdir("zarr-readonly");
+    let ro = dir.join("ro");
+    let guard = ReadOnly::new(&ro);
+    local(|client| {
+        let x = array::from_array(&values(&[12, 4], 3), &[3, 4]);
+        let errors = [
+            (
+                "to_zarr",
+                x.to_zarr(client, ro.join("s.zarr"), "x").unwrap_err(),
+            ),
+            (
+                "to_hdf5",
+                x.to_hdf5(client, ro.join("f.h5"), "x").unwrap_err(),
+            ),
+            (
+                "to_netcdf",
+                x.to_netcdf(client, ro.join("f.nc"), "x", &["r", "c"])
+                    .unwrap_err(),
+            ),
+            (
+                "to_npy_stack",
+                x.to_npy_stack(client, ro.join("stack"), 0).unwrap_err(),
+            ),
+        ];
+        for (what, error) in errors {
+            let error = format!("{:#}", anyhow::Error::new(error));
+            assert!(
+                error.contains(ro.to_str().unwrap())
+                    && error.contains("Read-only file system")
+                    && error.contains("writable file system"),
+                "{what}: {error}"
+            );
+        }
+    });
+    assert_eq!(
+        std::fs::read_dir(&ro).unwrap().count(),
+        0,
+        "nothing written"
+    );
+    drop(guard);
+    let _ = std::fs::remove_dir_all(&dir);
+}

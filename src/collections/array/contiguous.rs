@@ -234,8 +234,7 @@ impl Partial {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-        let dir = dir.canonicalize().map_err(Error::io(&dir))?;
+        let dir = super::output::writable_dir(&dir)?;
         let temporary = dir.join(format!(
             ".{}.partial-{}",
             name.to_string_lossy(),

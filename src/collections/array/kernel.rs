@@ -92,8 +92,6 @@ trait Convert: Copy {
     fn to_f64(self) -> f64;
     fn from_i64(v: i64) -> Self;
     fn from_f64(v: f64) -> Self;
-    fn from_bool(v: bool) -> Self;
-    fn is_nonzero(self) -> bool;
     /// `self` converted to `U`.
     fn convert<U: Convert>(self) -> U {
         if Self::FLOAT {
@@ -112,9 +110,6 @@ macro_rules! convert_number {
             fn to_f64(self) -> f64 { self as f64 }
             fn from_i64(v: i64) -> Self { v as $t }
             fn from_f64(v: f64) -> Self { v as $t }
-            fn from_bool(v: bool) -> Self { u8::from(v) as $t }
-            #[allow(clippy::float_cmp)]
-            fn is_nonzero(self) -> bool { self != (0 as $t) }
         }
     )*};
 }
@@ -134,20 +129,11 @@ impl Convert for bool {
     fn from_f64(v: f64) -> Self {
         v != 0.0
     }
-    fn from_bool(v: bool) -> Self {
-        v
-    }
-    fn is_nonzero(self) -> bool {
-        self
-    }
 }
 
-/// `a`'s elements converted to `U`.
+/// `a`'s elements converted to `U` (to `bool`: non-zero is true, a float's fraction
+/// counting, since a float converts through `f64`).
 fn convert_all<T: Convert, U: Convert>(a: &ArrayD<T>) -> ArrayD<U> {
-    if U::from_bool(true).is_nonzero() && !U::from_i64(2).is_nonzero() {
-        // The target is bool: non-zero is true (a float's fraction counts).
-        return a.mapv(|v| U::from_bool(v.is_nonzero()));
-    }
     a.mapv(Convert::convert)
 }
 

@@ -57,6 +57,7 @@ pub mod npy;
 #[cfg(not(feature = "internals"))]
 mod npy;
 mod npy_stack;
+mod output;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod program;

@@ -161,8 +161,7 @@ impl Array {
     pub fn to_npy_dir(&self, client: &Client, dir: impl AsRef<Path>) -> Result<()> {
         self.check()?;
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-        let dir = dir.canonicalize().map_err(Error::io(dir))?;
+        let dir = super::output::writable_dir(dir)?;
         let meta_path = dir.join("meta.json");
         // A directory left with chunks but no meta.json is not taken for a whole array.
         remove_if_present(&meta_path)?;

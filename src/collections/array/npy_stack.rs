@@ -240,8 +240,7 @@ impl Array {
                 ))
             })?;
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-        let dir = dir.canonicalize().map_err(Error::io(dir))?;
+        let dir = super::output::writable_dir(dir)?;
         let info_path = dir.join("info");
         remove_if_present(&info_path)?;
         let mut chunks = self.chunks().clone();

@@ -677,8 +677,7 @@ pub(crate) fn write_zarr(
     group: Option<&Attrs>,
     options: &ZarrOptions,
 ) -> Result<()> {
-    std::fs::create_dir_all(path).map_err(Error::io(path))?;
-    let path = path.canonicalize().map_err(Error::io(path))?;
+    let path = super::output::writable_dir(path)?;
     let files = open_store(&path)?;
     let mut names = std::collections::HashSet::new();
     let mut planned = Vec::with_capacity(arrays.len());
