@@ -1269,19 +1269,32 @@ pub(super) fn lane_sum(lane: &[f64]) -> f64 {
 /// transposed lane: the same bits, without copying the chunk transposed into new memory
 /// first (for a 20000 x 200 chunk, most of its time). (Lanes of one or two values keep the
 /// general path, whose short sums differ from `lane_sum` in the sign of a zero.)
-fn axis_sums(a: &ArrayD<f64>, axes: &[usize]) -> (Vec<f64>, usize) {
+/// `a`'s elements in place and the sizes `(outer, width, inner)` it has as an
+/// `outer x width x inner` array whose middle axis is `axes`, when `axes` are consecutive,
+/// in order and not the last, and `a` is in standard layout; `None` otherwise.
+fn consecutive_axes<'a>(
+    a: &'a ArrayD<f64>,
+    axes: &[usize],
+) -> Option<(&'a [f64], usize, usize, usize)> {
     let mut sorted = axes.to_vec();
     sorted.sort_unstable();
-    if sorted == axes
-        && let (Some(&first), Some(&last)) = (sorted.first(), sorted.last())
-        && last - first + 1 == sorted.len()
-        && last + 1 < a.ndim()
-        && a.shape()[first..=last].iter().product::<usize>() > 2
-        && let Some(slice) = a.as_slice()
+    let (&first, &last) = (sorted.first()?, sorted.last()?);
+    if sorted != axes || last - first + 1 != sorted.len() || last + 1 >= a.ndim() {
+        return None;
+    }
+    let size = |dims: &[usize]| dims.iter().product::<usize>();
+    Some((
+        a.as_slice()?,
+        size(&a.shape()[..first]),
+        size(&a.shape()[first..=last]),
+        size(&a.shape()[last + 1..]),
+    ))
+}
+
+fn axis_sums(a: &ArrayD<f64>, axes: &[usize]) -> (Vec<f64>, usize) {
+    if let Some((slice, outer, width, inner)) = consecutive_axes(a, axes)
+        && width > 2
     {
-        let outer: usize = a.shape()[..first].iter().product();
-        let width: usize = a.shape()[first..=last].iter().product();
-        let inner: usize = a.shape()[last + 1..].iter().product();
         let mut out = Vec::with_capacity(outer * inner);
         if width * inner > 0 {
             for block in slice.chunks_exact(width * inner) {
@@ -1345,17 +1358,7 @@ fn nan_fold<S: Copy>(
     init: S,
     f: impl Fn(&mut S, f64, usize),
 ) -> Vec<S> {
-    let mut sorted = axes.to_vec();
-    sorted.sort_unstable();
-    if sorted == axes
-        && let (Some(&first), Some(&last)) = (sorted.first(), sorted.last())
-        && last - first + 1 == sorted.len()
-        && last + 1 < a.ndim()
-        && let Some(slice) = a.as_slice()
-    {
-        let outer: usize = a.shape()[..first].iter().product();
-        let width: usize = a.shape()[first..=last].iter().product();
-        let inner: usize = a.shape()[last + 1..].iter().product();
+    if let Some((slice, outer, width, inner)) = consecutive_axes(a, axes) {
         // Positions taken a strip at a time, their states staying in L1 while every row
         // of the strip is read.
         const STRIP: usize = 512;
@@ -1398,18 +1401,8 @@ fn nan_fold<S: Copy>(
 /// elements along `axes` that are not NaN: as [`nan_fold`] does, with the strips of leading
 /// axes summed without a branch (NaN as 0, counted as 0), which the compiler vectorises.
 fn nan_sums_counts(a: &ArrayD<f64>, axes: &[usize]) -> (Vec<f64>, Vec<f64>) {
-    let mut sorted = axes.to_vec();
-    sorted.sort_unstable();
-    if sorted == axes
-        && let (Some(&first), Some(&last)) = (sorted.first(), sorted.last())
-        && last - first + 1 == sorted.len()
-        && last + 1 < a.ndim()
-        && let Some(slice) = a.as_slice()
-    {
+    if let Some((slice, outer, width, inner)) = consecutive_axes(a, axes) {
         const STRIP: usize = 512;
-        let outer: usize = a.shape()[..first].iter().product();
-        let width: usize = a.shape()[first..=last].iter().product();
-        let inner: usize = a.shape()[last + 1..].iter().product();
         let (mut sums, mut counts) = (vec![0.0; outer * inner], vec![0.0; outer * inner]);
         if width * inner > 0 {
             for (o, block) in slice.chunks_exact(width * inner).enumerate() {
