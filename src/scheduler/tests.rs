@@ -1020,6 +1020,68 @@ fn a_node_whose_workers_all_went_silent_is_named() {
 }
 
 #[test]
+fn workers_of_one_node_silent_a_heartbeat_apart_are_named_together() {
+    let mut env = TestEnv::unjoined(&[2, 3, 4, 5]);
+    for (rank, host) in [(2, "node1"), (3, "node2"), (4, "node2"), (5, "node2")] {
+        env.hello_on(rank, 1, vec![], host);
+    }
+    // node2 is lost: rank 3 last heard from at 0 s, rank 4 at 0.5 s, rank 5 at 1.5 s.
+    let step = Duration::from_millis(100);
+    for tenth in 0..400 {
+        env.send(Rank(2), ToScheduler::Heartbeat);
+        if tenth < 5 {
+            env.send(Rank(4), ToScheduler::Heartbeat);
+        }
+        if tenth < 15 {
+            env.send(Rank(5), ToScheduler::Heartbeat);
+        }
+        env.advance(step);
+        if env.aborted.is_some() {
+            break;
+        }
+    }
+    let (code, message) = env.aborted.clone().expect("aborted");
+    assert_eq!(code, ExitCode::WorkerLost.code());
+    assert!(
+        message.starts_with("workers rank 3, rank 4, rank 5 sent nothing for")
+            && message.ends_with(
+                "every worker on node2 is silent: that node or its network is presumed down"
+            ),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_worker_heard_from_again_releases_the_verdict() {
+    let mut env = TestEnv::unjoined(&[2, 3, 4]);
+    for (rank, host) in [(2, "node1"), (3, "node2"), (4, "node2")] {
+        env.hello_on(rank, 1, vec![], host);
+    }
+    // Rank 3 is silent from the start; rank 4 last spoke at 0.5 s, nearly timed out when
+    // rank 3 times out, and speaks again at 30.3 s: rank 3 alone is lost, at once.
+    let step = Duration::from_millis(100);
+    let mut tenth = 0;
+    while env.aborted.is_none() && tenth < 400 {
+        env.send(Rank(2), ToScheduler::Heartbeat);
+        if tenth == 5 || tenth == 303 {
+            env.send(Rank(4), ToScheduler::Heartbeat);
+        }
+        env.advance(step);
+        tenth += 1;
+    }
+    let (_, message) = env.aborted.clone().expect("aborted");
+    assert!(
+        message.starts_with("worker rank 3 sent nothing for 30 s")
+            && message.ends_with("(on node2)"),
+        "{message}"
+    );
+    assert!(
+        (301..=305).contains(&tenth),
+        "verdict after {tenth} tenths of a second"
+    );
+}
+
+#[test]
 fn a_scheduler_that_did_not_run_does_not_blame_the_workers() {
     let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
     // The scheduler process was stopped for longer than the worker timeout.

@@ -561,6 +561,26 @@ pub fn mpirun_on_nodes(slots: &[usize], np: usize, program: &Path, args: &[&str]
     command
 }
 
+/// `command` run on node `name` (`scripts/on-node`), with its arguments, environment and
+/// directory: where a batch job's `mpirun` runs, on the first node of its allocation.
+pub fn on_node(name: &str, command: &Command) -> Command {
+    let mut wrapped = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/on-node"));
+    wrapped
+        .arg(name)
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
+}
+
 /// `program` in local mode (no launcher in the environment).
 pub fn local_command(program: &Path) -> Command {
     let mut command = Command::new(program);

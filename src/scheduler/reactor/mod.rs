@@ -36,6 +36,11 @@ pub(super) fn signal_name(signal: i32) -> String {
 /// `Scheduler::rank_index` of a rank that is not a worker.
 const NOT_A_WORKER: u32 = u32::MAX;
 
+/// How much longer than `--worker-timeout` the verdict on a silent worker waits for the
+/// other workers of its node that are about to time out too: two heartbeats (a worker
+/// sends one every second), so that a node lost at once is named with all its workers.
+const SAME_NODE_GRACE: Duration = Duration::from_secs(2);
+
 /// Settings of the scheduler.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -295,8 +300,14 @@ impl Scheduler {
     /// Says which workers have been silent longer than `--worker-timeout`, if any, with
     /// their nodes: a node all of whose workers are silent is named as presumed down (a
     /// lost node or a network partition), so the line says what to look at.
+    ///
+    /// Workers of one node lost together fell silent within a heartbeat or two of each
+    /// other, so their timeouts pass that far apart: while a worker on the node of a silent
+    /// one has been silent for nearly the timeout too (all but [`SAME_NODE_GRACE`]), the
+    /// verdict waits for it, [`SAME_NODE_GRACE`] at most, and then names them all.
     fn silent_workers(&self, now: Instant) -> Option<String> {
         let timeout = self.config.worker_timeout;
+        let grace = SAME_NODE_GRACE.min(timeout / 2);
         let silent_for = |w: &Worker| now.saturating_duration_since(w.last_seen);
         let silent: Vec<&Worker> = self
             .workers
@@ -305,6 +316,16 @@ impl Scheduler {
             .collect();
         let longest = silent.iter().map(|w| silent_for(w)).max()?;
         let host = |w: &Worker| w.hello.as_ref().map(|h| h.host.clone());
+        let about_to_be = self.workers.iter().any(|w| {
+            let quiet = silent_for(w);
+            quiet <= timeout
+                && quiet > timeout - grace
+                && host(w).is_some()
+                && silent.iter().any(|s| host(s) == host(w))
+        });
+        if about_to_be && longest <= timeout + grace {
+            return None;
+        }
         let ranks: Vec<String> = silent.iter().map(|w| w.rank.to_string()).collect();
         let who = if silent.len() == 1 {
             format!("worker {}", ranks[0])
