@@ -339,7 +339,13 @@ fn test_partitioned_node() -> Result<(), Failed> {
         job.configure(&mut command);
         // mpirun runs on node1, as in a batch job, so that its connection to node3's daemon
         // is a node's and gives up as the nodes' TCP does (scripts/start-nodes.sh).
-        let command = support::on_node("node1", &command);
+        // MPICH's UCX reaches the ranks of the other imitated nodes through shared memory
+        // (one kernel, one /dev/shm), which no two real nodes share, so a link cut would
+        // not separate them: TCP only here, so that node3 is cut off as a real node is.
+        if support::launcher() == support::Launcher::Mpich {
+            command.env("UCX_TLS", "tcp,self");
+        }
+        let command = support::on_node(1, &command);
         // Once the job runs, node3's link goes down; then, for at most 30 s, the ranks of
         // node1 and node2 (0 to 5) are watched until none is left.
         let gone_after = std::sync::Arc::new(std::sync::Mutex::new(None));

@@ -563,12 +563,20 @@ pub fn mpirun_on_nodes(slots: &[usize], np: usize, program: &Path, args: &[&str]
 
 /// `command` run on node `name` (`scripts/on-node`), with its arguments, environment and
 /// directory: where a batch job's `mpirun` runs, on the first node of its allocation.
-pub fn on_node(name: &str, command: &Command) -> Command {
+/// For MPICH's `mpiexec`, the address its proxies call back to becomes the node's.
+pub fn on_node(node: usize, command: &Command) -> Command {
     let mut wrapped = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/on-node"));
+    let address = format!("10.251.0.{}", 10 + node);
     wrapped
-        .arg(name)
+        .arg(format!("node{node}"))
         .arg(command.get_program())
-        .args(command.get_args());
+        .args(command.get_args().map(|a| {
+            if a == BRIDGE_ADDRESS {
+                address.as_ref()
+            } else {
+                a
+            }
+        }));
     for (key, value) in command.get_envs() {
         match value {
             Some(value) => wrapped.env(key, value),
