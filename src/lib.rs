@@ -97,6 +97,8 @@ mod transport;
 pub mod internals;
 
 pub use client::{AsCompleted, CallArg, Client, Future, Submitter};
+#[cfg(feature = "dataframe")]
+pub use collections::dataframe;
 pub use collections::{array, bag, dataset, delayed};
 pub use config::{ResourceList, RuntimeArgs};
 pub use error::{Error, Result, TaskError, TaskFailure};

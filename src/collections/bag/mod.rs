@@ -146,6 +146,20 @@ impl<T: Item> Bag<T> {
         self.origins.len()
     }
 
+    /// The bag of partition `i` alone, with the same steps (for results that need only
+    /// some partitions, such as a dataframe's `head`).
+    #[cfg_attr(not(feature = "dataframe"), allow(dead_code))]
+    pub(crate) fn partition(&self, i: usize) -> Bag<T> {
+        Bag {
+            client: self.client.clone(),
+            source: self.source,
+            origins: Arc::new(vec![self.origins[i].clone()]),
+            origin_name: self.origin_name.clone(),
+            steps: self.steps.clone(),
+            _elements: PhantomData,
+        }
+    }
+
     /// The partitions as futures of lists: stored partitions as they are, otherwise one
     /// task per partition that runs the pipeline (submitted by every call).
     pub fn to_futures(&self) -> Vec<Future<Vec<T>>> {
@@ -169,6 +183,39 @@ impl<T: Item> Bag<T> {
     {
         let _ = f;
         self.then(map_step::<F, T, U>, format!("map-{}", function_name::<F>()))
+    }
+
+    /// [`map`](Self::map) with the step's name (in task names) given: for collections
+    /// built on bags, whose step is a generic wrapper of the user's function.
+    #[cfg_attr(not(feature = "dataframe"), allow(dead_code))]
+    pub(crate) fn map_named<F, U>(&self, f: F, name: String) -> Bag<U>
+    where
+        F: Fn(T) -> U + Copy + Send + Sync + 'static,
+        U: Item,
+    {
+        let _ = f;
+        self.then(map_step::<F, T, U>, name)
+    }
+
+    /// [`map_with`](Self::map_with) with the step's name given.
+    #[cfg_attr(not(feature = "dataframe"), allow(dead_code))]
+    pub(crate) fn map_with_named<F, A, U>(
+        &self,
+        f: F,
+        parameter: &A,
+        name: String,
+    ) -> Result<Bag<U>>
+    where
+        F: Fn(T, &A) -> U + Copy + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        U: Item,
+    {
+        let _ = f;
+        Ok(self.then_with(
+            map_with_step::<F, T, A, U>,
+            encode_parameter(parameter)?,
+            name,
+        ))
     }
 
     /// The elements for which `f` is true.

@@ -1,0 +1,279 @@
+//! DataFrames: dask.dataframe's model over Polars. A [`DataFrame`] is a list of Polars
+//! `DataFrame` partitions that live on the workers, with the columns and their types known
+//! on the client before anything runs (the *schema*, Dask's `meta`).
+//!
+//! Operations are lazy and fused per partition, as a bag's are (a dataframe's partitions
+//! are a [`Bag`] of one Polars frame each): [`map_partitions`](DataFrame::map_partitions)
+//! and [`select`](DataFrame::select) add a step, and a result
+//! ([`compute`](DataFrame::compute), [`len`](DataFrame::len), [`head`](DataFrame::head),
+//! [`persist`](DataFrame::persist)) runs one task per partition through every step.
+//! Partitions travel between ranks as Arrow IPC bytes (Polars' own serialisation).
+//!
+//! ```
+//! use mpidask::dataframe::{DataFrame, polars};
+//! use polars::prelude::{ChunkAgg, PolarsResult, df};
+//! type Frame = polars::prelude::DataFrame;
+//!
+//! fn doubled(frame: Frame) -> PolarsResult<Frame> {
+//!     let x2 = frame.column("x")?.as_materialized_series() * 2;
+//!     Frame::new_infer_height(vec![x2.with_name("x2".into()).into()])
+//! }
+//!
+//! mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+//!     let frame = df!("x" => [1i64, 2, 3, 4, 5]).unwrap();
+//!     let ddf = DataFrame::from_polars(client, &frame, 2).unwrap();
+//!     let twice = ddf.map_partitions(doubled).unwrap(); // lazy; its columns are known
+//!     assert_eq!(twice.columns(), vec!["x2"]);
+//!     assert_eq!(twice.len().unwrap(), 5);
+//!     let all = twice.compute().unwrap();
+//!     assert_eq!(all.column("x2").unwrap().i64().unwrap().sum(), Some(30));
+//! });
+//! ```
+
+pub use polars;
+
+use crate::client::Client;
+use crate::collections::bag::Bag;
+use crate::error::{Error, Result};
+use crate::task::{conjure, function_name};
+use polars::prelude::{DataFrame as Frame, PolarsResult, SchemaRef};
+
+/// A partitioned Polars dataframe on the workers, with a known schema.
+#[derive(Clone)]
+pub struct DataFrame {
+    /// One Polars frame per bag partition.
+    parts: Bag<Frame>,
+    /// The columns and their types, the same in every partition.
+    schema: SchemaRef,
+}
+
+impl DataFrame {
+    /// `frame` cut into `npartitions` partitions of consecutive rows of nearly equal
+    /// length (some are empty when there are more partitions than rows), each sent to a
+    /// worker.
+    pub fn from_polars(client: &Client, frame: &Frame, npartitions: usize) -> Result<DataFrame> {
+        let npartitions = npartitions.max(1);
+        let rows = frame.height();
+        let (base, extra) = (rows / npartitions, rows % npartitions);
+        let mut start = 0;
+        let mut parts = Vec::with_capacity(npartitions);
+        for i in 0..npartitions {
+            let len = base + usize::from(i < extra);
+            parts.push(frame.slice(start as i64, len));
+            start += len;
+        }
+        DataFrame::from_partitions(client, parts)
+    }
+
+    /// A dataframe of the given partitions (at least one), which must have the same
+    /// columns with the same types, in the same order.
+    pub fn from_partitions(client: &Client, parts: Vec<Frame>) -> Result<DataFrame> {
+        let Some(first) = parts.first() else {
+            return Err(Error::Config(
+                "DataFrame::from_partitions needs at least one partition (an empty one gives \
+                 the columns)"
+                    .into(),
+            ));
+        };
+        let schema = first.schema().clone();
+        if let Some((i, other)) = parts
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.schema() != &schema)
+        {
+            return Err(Error::Config(format!(
+                "DataFrame::from_partitions: partition {i} has the columns {}, partition 0 {}; \
+                 every partition needs the same columns and types",
+                describe(other.schema()),
+                describe(&schema)
+            )));
+        }
+        let futures = parts
+            .into_iter()
+            .map(|part| client.scatter(vec![part]))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(DataFrame {
+            parts: Bag::from_futures(client, futures),
+            schema,
+        })
+    }
+
+    /// Number of partitions.
+    pub fn npartitions(&self) -> usize {
+        self.parts.npartitions()
+    }
+
+    /// The columns and their types (known without computing anything).
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// The column names, in order.
+    pub fn columns(&self) -> Vec<&str> {
+        self.schema.iter_names().map(|n| n.as_str()).collect()
+    }
+
+    /// The partitions as a bag of Polars frames, one per partition (for what the
+    /// dataframe does not offer; [`Bag::map`] and friends take plain functions of a frame).
+    pub fn to_bag(&self) -> Bag<Frame> {
+        self.parts.clone()
+    }
+
+    // ----- steps (lazy) -----
+
+    /// `f` applied to every partition, Dask's `map_partitions`. The new columns are found
+    /// on the client by running `f` on an empty frame with this dataframe's columns (Dask's
+    /// `meta`), so `f` must accept an empty frame; an error there is returned here, before
+    /// anything runs. An error `f` returns on a worker fails that partition's task with its
+    /// message.
+    pub fn map_partitions<F>(&self, f: F) -> Result<DataFrame>
+    where
+        F: Fn(Frame) -> PolarsResult<Frame> + Copy + Send + Sync + 'static,
+    {
+        let meta = f(Frame::empty_with_arc_schema(self.schema.clone())).map_err(|e| {
+            Error::Config(format!(
+                "map_partitions({}): the function failed on an empty frame with the columns \
+                 {} (which tells the new columns, as Dask's meta): {e}",
+                function_name::<F>(),
+                describe(&self.schema)
+            ))
+        })?;
+        Ok(DataFrame {
+            parts: self.parts.map_named(
+                apply::<F>,
+                format!("map_partitions-{}", function_name::<F>()),
+            ),
+            schema: meta.schema().clone(),
+        })
+    }
+
+    /// The given columns, in that order. A name that is not a column is an error naming
+    /// the columns there are.
+    pub fn select(&self, columns: &[&str]) -> Result<DataFrame> {
+        let names: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+        let meta = Frame::empty_with_arc_schema(self.schema.clone())
+            .select(names.iter().map(String::as_str))
+            .map_err(|_| {
+                let missing: Vec<&str> = columns
+                    .iter()
+                    .copied()
+                    .filter(|c| self.schema.get(c).is_none())
+                    .collect();
+                Error::Config(format!(
+                    "select: no column {} (the columns are {})",
+                    missing
+                        .iter()
+                        .map(|m| format!("'{m}'"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    describe(&self.schema)
+                ))
+            })?;
+        Ok(DataFrame {
+            parts: self
+                .parts
+                .map_with_named(select_columns, &names, "select".into())?,
+            schema: meta.schema().clone(),
+        })
+    }
+
+    // ----- results -----
+
+    /// Number of rows (a count per partition, summed).
+    pub fn len(&self) -> Result<usize> {
+        Ok(self.parts.map_named(height, "len".into()).sum().result()? as usize)
+    }
+
+    /// Whether the dataframe has no rows.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The first `n` rows, computing partitions in order only until there are `n` (Dask's
+    /// `head` looks at the first partition only; this goes on to the next when it is short).
+    pub fn head(&self, n: usize) -> Result<Frame> {
+        let mut rows = Frame::empty_with_arc_schema(self.schema.clone());
+        for i in 0..self.npartitions() {
+            if rows.height() >= n {
+                break;
+            }
+            for part in self.parts.partition(i).compute()? {
+                rows = stack(rows, part)?;
+            }
+        }
+        Ok(rows.head(Some(n)))
+    }
+
+    /// Every partition, one after the other, as one Polars frame on the client.
+    pub fn compute(&self) -> Result<Frame> {
+        let mut all = Frame::empty_with_arc_schema(self.schema.clone());
+        for part in self.parts.compute()? {
+            all = stack(all, part)?;
+        }
+        all.rechunk_mut();
+        Ok(all)
+    }
+
+    /// The dataframe with its steps run once and its partitions kept on the workers
+    /// (waits for them).
+    pub fn persist(&self) -> Result<DataFrame> {
+        Ok(DataFrame {
+            parts: self.parts.persist()?,
+            schema: self.schema.clone(),
+        })
+    }
+}
+
+/// The columns of `schema` as `name (type), ...`.
+fn describe(schema: &SchemaRef) -> String {
+    let columns: Vec<String> = schema
+        .iter()
+        .map(|(name, dtype)| format!("{name} ({dtype})"))
+        .collect();
+    if columns.is_empty() {
+        "none".into()
+    } else {
+        columns.join(", ")
+    }
+}
+
+/// `part` under `rows`, the columns checked.
+fn stack(mut rows: Frame, part: Frame) -> Result<Frame> {
+    let columns = rows.schema().clone();
+    rows.vstack_mut_owned(part).map_err(|e| {
+        Error::Config(format!(
+            "a partition does not have the dataframe's columns ({}): {e}",
+            describe(&columns)
+        ))
+    })?;
+    Ok(rows)
+}
+
+/// The step of [`DataFrame::map_partitions`]: the user's function, whose error fails the
+/// task (a panic in a task is data sent back to the client, with this message).
+fn apply<F>(frame: Frame) -> Frame
+where
+    F: Fn(Frame) -> PolarsResult<Frame> + Copy + 'static,
+{
+    let f: F = conjure();
+    match f(frame) {
+        Ok(frame) => frame,
+        Err(e) => panic!("map_partitions({}): {e}", function_name::<F>()),
+    }
+}
+
+/// The step of [`DataFrame::select`] (the names were checked on the client).
+#[allow(clippy::ptr_arg)] // a step's parameter is a reference to its decoded value
+fn select_columns(frame: Frame, names: &Vec<String>) -> Frame {
+    match frame.select(names.iter().map(String::as_str)) {
+        Ok(frame) => frame,
+        Err(e) => panic!("select: {e}"),
+    }
+}
+
+fn height(frame: Frame) -> u64 {
+    frame.height() as u64
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,139 @@
+//! DataFrames under a real `mpirun` (-np 3, 4 and 6) and in local mode, against Polars on
+//! the same data: the client builds a frame, cuts it into partitions on the workers, runs
+//! every operation there and compares each result with Polars' own on the whole frame.
+//! The test binary is also the program under test (`MPIDASK_SCENARIO=dataframe`).
+
+mod support;
+
+use anyhow::ensure;
+use libtest_mimic::{Arguments, Failed, Trial};
+use mpidask::Client;
+use mpidask::dataframe::{DataFrame, polars};
+use polars::prelude::{BooleanChunked, PolarsResult, df};
+use std::time::Duration;
+use support::{check, local_command, mpirun, run_with_deadline};
+
+type Frame = polars::prelude::DataFrame;
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// `n` rows: integers, floats with NaN and nulls, strings with nulls, booleans.
+fn sample(n: usize) -> Frame {
+    let id: Vec<i64> = (0..n as i64).map(|i| (i * 7919) % 1009).collect();
+    let x: Vec<Option<f64>> = (0..n)
+        .map(|i| match i % 7 {
+            3 => None,
+            5 => Some(f64::NAN),
+            _ => Some((i as f64) * 0.25 - 3.0),
+        })
+        .collect();
+    let name: Vec<Option<String>> = (0..n)
+        .map(|i| (i % 4 != 2).then(|| format!("n{}", i % 5)))
+        .collect();
+    let flag: Vec<bool> = (0..n).map(|i| i % 3 == 0).collect();
+    df!("id" => id, "x" => x, "name" => name, "flag" => flag).expect("a sample frame")
+}
+
+/// Rows with an odd `id` and a new column `y = x * x - 1` (row-wise, so per partition
+/// equals on the whole frame).
+fn odd_rows_with_y(frame: Frame) -> PolarsResult<Frame> {
+    let odd: BooleanChunked = frame
+        .column("id")?
+        .i64()?
+        .iter()
+        .map(|v| v.map(|v| v % 2 == 1))
+        .collect();
+    let mut kept = frame.filter(&odd)?;
+    let x = kept.column("x")?.as_materialized_series().clone();
+    let y = ((&x * &x)? - 1.0).with_name("y".into());
+    kept.with_column(y.into())?;
+    Ok(kept)
+}
+
+fn same(what: &str, got: &Frame, expected: &Frame) -> anyhow::Result<()> {
+    ensure!(
+        got.equals_missing(expected),
+        "{what}: mpidask gave\n{got}\nPolars gave\n{expected}"
+    );
+    Ok(())
+}
+
+fn scenario_dataframe(client: &Client) -> anyhow::Result<()> {
+    for (rows, parts) in [(0usize, 3usize), (5, 8), (1000, 7), (20_000, 5)] {
+        let frame = sample(rows);
+        let case = format!("{rows} rows in {parts} partitions");
+        let ddf = DataFrame::from_polars(client, &frame, parts)?;
+        same(&case, &ddf.compute()?, &frame)?;
+        ensure!(ddf.len()? == rows, "{case}: len");
+        same(
+            &format!("{case}: head(7)"),
+            &ddf.head(7)?,
+            &frame.head(Some(7)),
+        )?;
+        let mapped = ddf.map_partitions(odd_rows_with_y)?.persist()?;
+        let expected = odd_rows_with_y(frame.clone())?;
+        same(
+            &format!("{case}: map_partitions"),
+            &mapped.compute()?,
+            &expected,
+        )?;
+        ensure!(
+            mapped.len()? == expected.height(),
+            "{case}: len after a step"
+        );
+        let picked = mapped.select(&["y", "name"])?;
+        same(
+            &format!("{case}: select"),
+            &picked.compute()?,
+            &expected.select(["y", "name"])?,
+        )?;
+    }
+    println!("DATAFRAME ok workers={}", client.workers().len());
+    Ok(())
+}
+
+fn run_scenario(name: &str) -> ! {
+    match name {
+        "dataframe" => mpidask::run(scenario_dataframe),
+        other => {
+            eprintln!("unknown scenario {other}");
+            std::process::exit(99)
+        }
+    }
+}
+
+fn under_mpirun(np: usize) -> Result<(), Failed> {
+    check(|| {
+        let mut command = mpirun(np, &std::env::current_exe().expect("current exe"), &[]);
+        command.env("MPIDASK_SCENARIO", "dataframe");
+        let run = run_with_deadline(command, DEADLINE);
+        run.expect_code(0)
+            .expect_stdout(&format!("DATAFRAME ok workers={}", np - 2))
+            .expect_quiet();
+    })
+}
+
+fn in_local_mode() -> Result<(), Failed> {
+    check(|| {
+        let mut command = local_command(&std::env::current_exe().expect("current exe"));
+        command.env("MPIDASK_SCENARIO", "dataframe");
+        let run = run_with_deadline(command, DEADLINE);
+        run.expect_code(0)
+            .expect_stdout("DATAFRAME ok")
+            .expect_quiet();
+    })
+}
+
+fn main() {
+    if let Ok(name) = std::env::var("MPIDASK_SCENARIO") {
+        run_scenario(&name);
+    }
+    let args = Arguments::from_args();
+    let tests = vec![
+        Trial::test("dataframe_np3_matches_polars", || under_mpirun(3)),
+        Trial::test("dataframe_np4_matches_polars", || under_mpirun(4)),
+        Trial::test("dataframe_np6_matches_polars", || under_mpirun(6)),
+        Trial::test("dataframe_local_matches_polars", in_local_mode),
+    ];
+    libtest_mimic::run(&args, tests).exit();
+}
