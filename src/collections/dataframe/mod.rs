@@ -153,21 +153,22 @@ impl DataFrame {
         let names: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
         let meta = Frame::empty_with_arc_schema(self.schema.clone())
             .select(names.iter().map(String::as_str))
-            .map_err(|_| {
-                let missing: Vec<&str> = columns
+            .map_err(|e| {
+                let missing: Vec<String> = columns
                     .iter()
-                    .copied()
                     .filter(|c| self.schema.get(c).is_none())
+                    .map(|c| format!("'{c}'"))
                     .collect();
-                Error::Config(format!(
-                    "select: no column {} (the columns are {})",
-                    missing
-                        .iter()
-                        .map(|m| format!("'{m}'"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    describe(&self.schema)
-                ))
+                Error::Config(if missing.is_empty() {
+                    // Every name is a column: a name given twice, for one.
+                    format!("select({columns:?}): {e}")
+                } else {
+                    format!(
+                        "select: no column {} (the columns are {})",
+                        missing.join(", "),
+                        describe(&self.schema)
+                    )
+                })
             })?;
         Ok(DataFrame {
             parts: self

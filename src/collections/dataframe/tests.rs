@@ -114,6 +114,8 @@ fn bad_input_is_named() {
             err.contains("no column 'nope'") && err.contains("id (i64), x (f64), name (str)"),
             "{err}"
         );
+        let err = ddf.select(&["id", "id"]).err().unwrap().to_string();
+        assert!(err.contains(r#"select(["id", "id"])"#), "{err}");
         let err = ddf.map_partitions(needs_z).err().unwrap().to_string();
         assert!(
             err.contains("map_partitions(needs_z)") && err.contains("empty frame"),
