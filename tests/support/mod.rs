@@ -492,15 +492,26 @@ pub const NODES_SUBNET: &str = "10.251.0.0/24";
 /// This (the root) namespace's address on the nodes' bridge.
 pub const BRIDGE_ADDRESS: &str = "10.251.0.1";
 
-/// Fails clearly unless at least `nodes` imitated nodes are up.
-pub fn require_nodes(nodes: usize) {
+/// How many imitated nodes are up (`count` in `scripts/start-nodes.sh`'s state directory,
+/// `MPIDASK_NODES_DIR` or `/run/mpidask-nodes`); 0 when none were started.
+pub fn nodes_up() -> usize {
     let dir = std::env::var_os("MPIDASK_NODES_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/run/mpidask-nodes"));
-    let count: usize = std::fs::read_to_string(dir.join("count"))
+    std::fs::read_to_string(dir.join("count"))
         .ok()
         .and_then(|c| c.trim().parse().ok())
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// Node `k`'s address on the bridge (`scripts/start-nodes.sh`: 10.251.0.(10 + k)).
+pub fn node_address(k: usize) -> String {
+    format!("10.251.0.{}", 10 + k)
+}
+
+/// Fails clearly unless at least `nodes` imitated nodes are up.
+pub fn require_nodes(nodes: usize) {
+    let count = nodes_up();
     assert!(
         count >= nodes,
         "{count} imitated node(s) are up, {nodes} are needed: start them with `make nodes` \
@@ -566,7 +577,7 @@ pub fn mpirun_on_nodes(slots: &[usize], np: usize, program: &Path, args: &[&str]
 /// For MPICH's `mpiexec`, the address its proxies call back to becomes the node's.
 pub fn on_node(node: usize, command: &Command) -> Command {
     let mut wrapped = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/on-node"));
-    let address = format!("10.251.0.{}", 10 + node);
+    let address = node_address(node);
     wrapped
         .arg(format!("node{node}"))
         .arg(command.get_program())

@@ -147,11 +147,7 @@ pub fn set_link(node: usize, up: bool) {
         // While the link was down the other nodes' address lookups for node3 failed, and a
         // failed neighbour entry answers "No route to host" for a while after the link is
         // back: forget them, so that the next job reaches the node at once.
-        let count = std::fs::read_to_string(format!("{}/count", nodes_dir()))
-            .ok()
-            .and_then(|c| c.trim().parse::<usize>().ok())
-            .unwrap_or(3);
-        for k in 1..=count {
+        for k in 1..=super::nodes_up() {
             let _ = Command::new("ip")
                 .args(["-n", &format!("node{k}"), "neigh", "flush", "all"])
                 .status();
@@ -160,9 +156,4 @@ pub fn set_link(node: usize, up: bool) {
             .args(["neigh", "flush", "dev", "mdnodes0"])
             .status();
     }
-}
-
-/// Where `scripts/start-nodes.sh` keeps the nodes' state.
-fn nodes_dir() -> String {
-    std::env::var("MPIDASK_NODES_DIR").unwrap_or_else(|_| "/run/mpidask-nodes".into())
 }

@@ -181,13 +181,11 @@ impl<T: Item> Bag<T> {
         F: Fn(T) -> U + Copy + Send + Sync + 'static,
         U: Item,
     {
-        let _ = f;
-        self.then(map_step::<F, T, U>, format!("map-{}", function_name::<F>()))
+        self.map_named(f, format!("map-{}", function_name::<F>()))
     }
 
     /// [`map`](Self::map) with the step's name (in task names) given: for collections
     /// built on bags, whose step is a generic wrapper of the user's function.
-    #[cfg_attr(not(feature = "dataframe"), allow(dead_code))]
     pub(crate) fn map_named<F, U>(&self, f: F, name: String) -> Bag<U>
     where
         F: Fn(T) -> U + Copy + Send + Sync + 'static,
@@ -198,7 +196,6 @@ impl<T: Item> Bag<T> {
     }
 
     /// [`map_with`](Self::map_with) with the step's name given.
-    #[cfg_attr(not(feature = "dataframe"), allow(dead_code))]
     pub(crate) fn map_with_named<F, A, U>(
         &self,
         f: F,
@@ -267,12 +264,7 @@ impl<T: Item> Bag<T> {
         A: Serialize + DeserializeOwned + 'static,
         U: Item,
     {
-        let _ = f;
-        Ok(self.then_with(
-            map_with_step::<F, T, A, U>,
-            encode_parameter(parameter)?,
-            format!("map-{}", function_name::<F>()),
-        ))
+        self.map_with_named(f, parameter, format!("map-{}", function_name::<F>()))
     }
 
     /// The elements `x` for which `f(&x, &parameter)` is true.
@@ -327,7 +319,9 @@ impl<T: Item> Bag<T> {
     }
 }
 
-fn range_bounds(n: u64, npartitions: usize) -> Vec<(u64, u64)> {
+/// `n` items cut into `npartitions` (at least one) ranges of consecutive items, the first
+/// `n % npartitions` one longer: `(start, end)` of each.
+pub(crate) fn range_bounds(n: u64, npartitions: usize) -> Vec<(u64, u64)> {
     let parts = npartitions.max(1) as u64;
     let (base, extra) = (n / parts, n % parts);
     let mut start = 0;
@@ -398,13 +392,13 @@ impl<T: Item + Element> Bag<T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::RuntimeArgs;
     use std::collections::HashMap;
 
     /// Runs `program` in local mode with three workers.
-    fn on_three_workers(program: impl FnOnce(&Client) + Send) {
+    pub(crate) fn on_three_workers(program: impl FnOnce(&Client) + Send) {
         crate::run_local(
             RuntimeArgs {
                 local_workers: 3,

@@ -33,7 +33,7 @@
 pub use polars;
 
 use crate::client::Client;
-use crate::collections::bag::Bag;
+use crate::collections::bag::{Bag, range_bounds};
 use crate::error::{Error, Result};
 use crate::task::{conjure, function_name};
 use polars::prelude::{DataFrame as Frame, PolarsResult, SchemaRef};
@@ -52,16 +52,10 @@ impl DataFrame {
     /// length (some are empty when there are more partitions than rows), each sent to a
     /// worker.
     pub fn from_polars(client: &Client, frame: &Frame, npartitions: usize) -> Result<DataFrame> {
-        let npartitions = npartitions.max(1);
-        let rows = frame.height();
-        let (base, extra) = (rows / npartitions, rows % npartitions);
-        let mut start = 0;
-        let mut parts = Vec::with_capacity(npartitions);
-        for i in 0..npartitions {
-            let len = base + usize::from(i < extra);
-            parts.push(frame.slice(start as i64, len));
-            start += len;
-        }
+        let parts = range_bounds(frame.height() as u64, npartitions)
+            .into_iter()
+            .map(|(start, end)| frame.slice(start as i64, (end - start) as usize))
+            .collect();
         DataFrame::from_partitions(client, parts)
     }
 

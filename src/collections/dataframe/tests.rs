@@ -1,19 +1,8 @@
 //! Every operation against the same done by Polars on the whole frame, in local mode.
 
-use super::{Client, DataFrame, Frame};
-use crate::RuntimeArgs;
+use super::{DataFrame, Frame};
+use crate::collections::bag::tests::on_three_workers;
 use polars::prelude::{BooleanChunked, PolarsResult, df, polars_bail};
-
-/// Runs `program` in local mode with three workers.
-fn on_three_workers(program: impl FnOnce(&Client) + Send) {
-    crate::run_local(
-        RuntimeArgs {
-            local_workers: 3,
-            ..RuntimeArgs::default()
-        },
-        program,
-    );
-}
 
 /// `n` rows: integers, floats with NaN and nulls, strings with nulls, booleans.
 fn sample(n: usize) -> Frame {
