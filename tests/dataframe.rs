@@ -1,6 +1,7 @@
 //! DataFrames under a real `mpirun` (-np 3, 4 and 6) and in local mode, against Polars on
 //! the same data: the client builds a frame, cuts it into partitions on the workers, runs
-//! every operation there and compares each result with Polars' own on the whole frame.
+//! every operation there (functions, Polars expressions, a group-by's tree of partial
+//! aggregates) and compares each result with Polars' own on the whole frame.
 //! The test binary is also the program under test (`MPIDASK_SCENARIO=dataframe`).
 
 mod support;
@@ -8,8 +9,10 @@ mod support;
 use anyhow::ensure;
 use libtest_mimic::{Arguments, Failed, Trial};
 use mpidask::Client;
-use mpidask::dataframe::{DataFrame, polars};
-use polars::prelude::{BooleanChunked, PolarsResult, df};
+use mpidask::dataframe::{Aggregation, DataFrame, polars};
+use polars::prelude::{
+    BooleanChunked, DataType, IntoLazy, PolarsResult, SortMultipleOptions, col, df, lit,
+};
 use std::time::Duration;
 use support::{check, local_command, mpirun, run_with_deadline};
 
@@ -88,7 +91,82 @@ fn scenario_dataframe(client: &Client) -> anyhow::Result<()> {
             &expected.select(["y", "name"])?,
         )?;
     }
+    expressions_and_groupby(client)?;
     println!("DATAFRAME ok workers={}", client.workers().len());
+    Ok(())
+}
+
+/// Polars expressions travel to the workers encoded; a group-by's partial frames are
+/// combined in a tree (`split_every` 2, so three levels for 7 partitions).
+fn expressions_and_groupby(client: &Client) -> anyhow::Result<()> {
+    let frame = sample(20_000);
+    let ddf = DataFrame::from_polars(client, &frame, 7)?;
+    let keep = col("x").gt(lit(0.5)).or(col("name").is_null());
+    let new = [
+        (col("x") * lit(3.0)).alias("x3"),
+        (col("id") % lit(10)).alias("decile"),
+    ];
+    let got = ddf
+        .filter(keep.clone())?
+        .with_columns(new.clone())?
+        .persist()?;
+    let expected = frame
+        .clone()
+        .lazy()
+        .filter(keep)
+        .with_columns(new)
+        .collect()?;
+    same("filter and with_columns", &got.compute()?, &expected)?;
+    let aggs = [
+        Aggregation::sum("x").alias("x_sum"),
+        Aggregation::mean("x3").alias("x3_mean"),
+        Aggregation::count("name").alias("names"),
+        Aggregation::std("id").alias("id_std"),
+        Aggregation::max("name").alias("last_name"),
+        Aggregation::n_unique("name").alias("distinct_names"),
+    ];
+    let grouped = got
+        .groupby(&["decile", "flag"])?
+        .split_every(2)
+        .agg(&aggs)?
+        .compute()?;
+    let expected = expected
+        .lazy()
+        .group_by([col("decile"), col("flag")])
+        .agg([
+            col("x").sum().alias("x_sum"),
+            col("x3").mean().alias("x3_mean"),
+            col("name").count().alias("names"),
+            col("id").std(1).alias("id_std"),
+            col("name").max().alias("last_name"),
+            col("name").n_unique().alias("distinct_names"),
+        ])
+        .sort(["decile", "flag"], SortMultipleOptions::default())
+        .collect()?;
+    ensure!(
+        grouped.schema() == expected.schema() && grouped.height() == expected.height(),
+        "groupby: mpidask gave\n{grouped}\nPolars gave\n{expected}"
+    );
+    for column in expected.columns() {
+        let name = column.name().as_str();
+        let mine = grouped.column(name)?;
+        if column.dtype() == &DataType::Float64 {
+            for (a, b) in mine.f64()?.iter().zip(column.f64()?.iter()) {
+                let close = match (a, b) {
+                    (Some(a), Some(b)) => {
+                        (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-12 * b.abs().max(1.0)
+                    }
+                    (a, b) => a == b,
+                };
+                ensure!(close, "groupby {name}: {a:?} against Polars' {b:?}");
+            }
+        } else {
+            ensure!(
+                mine.equals_missing(column),
+                "groupby {name}: mpidask gave\n{grouped}\nPolars gave\n{expected}"
+            );
+        }
+    }
     Ok(())
 }
 

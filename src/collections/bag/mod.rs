@@ -146,6 +146,12 @@ impl<T: Item> Bag<T> {
         self.origins.len()
     }
 
+    /// The client the bag's tasks go through.
+    #[cfg_attr(not(feature = "dataframe"), allow(dead_code))]
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// The bag of partition `i` alone, with the same steps (for results that need only
     /// some partitions, such as a dataframe's `head`).
     #[cfg_attr(not(feature = "dataframe"), allow(dead_code))]

@@ -3,11 +3,14 @@
 //! on the client before anything runs (the *schema*, Dask's `meta`).
 //!
 //! Operations are lazy and fused per partition, as a bag's are (a dataframe's partitions
-//! are a [`Bag`] of one Polars frame each): [`map_partitions`](DataFrame::map_partitions)
-//! and [`select`](DataFrame::select) add a step, and a result
-//! ([`compute`](DataFrame::compute), [`len`](DataFrame::len), [`head`](DataFrame::head),
-//! [`persist`](DataFrame::persist)) runs one task per partition through every step.
-//! Partitions travel between ranks as Arrow IPC bytes (Polars' own serialisation).
+//! are a [`Bag`] of one Polars frame each): [`map_partitions`](DataFrame::map_partitions),
+//! [`select`](DataFrame::select) and the steps taking Polars expressions
+//! ([`filter`](DataFrame::filter), [`with_columns`](DataFrame::with_columns), ... in `ops`)
+//! add a step, and a result ([`compute`](DataFrame::compute), [`len`](DataFrame::len),
+//! [`head`](DataFrame::head), [`persist`](DataFrame::persist)) runs one task per partition
+//! through every step. [`groupby`](DataFrame::groupby) aggregates in a tree of tasks
+//! (`groupby`). Partitions travel between ranks as Arrow IPC bytes (Polars' own
+//! serialisation).
 //!
 //! ```
 //! use mpidask::dataframe::{DataFrame, polars};
@@ -232,6 +235,16 @@ fn describe(schema: &SchemaRef) -> String {
     }
 }
 
+/// A Polars error's message without the query plan Polars adds after it (which repeats
+/// the columns, already named in every message here).
+fn polars_message(e: &polars::prelude::PolarsError) -> String {
+    let message = e.to_string();
+    match message.find("\n\nResolved plan until failure") {
+        Some(end) => message[..end].trim_end().to_string(),
+        None => message,
+    }
+}
+
 /// `part` under `rows`, the columns checked.
 fn stack(mut rows: Frame, part: Frame) -> Result<Frame> {
     let columns = rows.schema().clone();
@@ -270,5 +283,9 @@ fn height(frame: Frame) -> u64 {
     frame.height() as u64
 }
 
+mod groupby;
+mod ops;
 #[cfg(test)]
 mod tests;
+
+pub use groupby::{Agg, Aggregation, GroupBy, SPLIT_EVERY};

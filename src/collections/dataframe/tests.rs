@@ -1,8 +1,11 @@
 //! Every operation against the same done by Polars on the whole frame, in local mode.
 
-use super::{DataFrame, Frame};
+use super::{Aggregation, DataFrame, Frame};
 use crate::collections::bag::tests::on_three_workers;
-use polars::prelude::{BooleanChunked, PolarsResult, df, polars_bail};
+use polars::prelude::{
+    BooleanChunked, DataType, Expr, IntoLazy, PolarsResult, SortMultipleOptions, col, df, lit,
+    polars_bail,
+};
 
 /// `n` rows: integers, floats with NaN and nulls, strings with nulls, booleans.
 fn sample(n: usize) -> Frame {
@@ -140,5 +143,315 @@ fn bad_input_is_named() {
             .unwrap()
             .to_string();
         assert!(err.contains("at least one partition"), "{err}");
+    });
+}
+
+/// `frame` after Polars' own lazy query `f`.
+fn polars(
+    frame: &Frame,
+    f: impl FnOnce(polars::prelude::LazyFrame) -> polars::prelude::LazyFrame,
+) -> Frame {
+    f(frame.clone().lazy()).collect().unwrap()
+}
+
+#[test]
+fn expression_steps_match_polars() {
+    on_three_workers(|client| {
+        for (n, parts) in [(0usize, 2usize), (10, 3), (57, 5)] {
+            let frame = sample(n);
+            let case = format!("{n} rows in {parts} partitions");
+            let ddf = DataFrame::from_polars(client, &frame, parts).unwrap();
+            let check = |got: DataFrame, expected: Frame, what: &str| {
+                assert_eq!(got.schema(), expected.schema(), "{case}: {what}");
+                let values = got.compute().unwrap();
+                assert!(
+                    values.equals_missing(&expected),
+                    "{case}: {what}\n{values}\n{expected}"
+                );
+            };
+            let keep = col("x").gt(lit(1.0)).and(col("flag").not());
+            check(
+                ddf.filter(keep.clone()).unwrap(),
+                polars(&frame, |f| f.filter(keep.clone())),
+                "filter",
+            );
+            let new: Vec<Expr> = vec![
+                (col("x") * lit(2.0) + col("id").cast(DataType::Float64)).alias("y"),
+                col("name").fill_null(lit("?")).alias("name"),
+            ];
+            check(
+                ddf.with_columns(&new).unwrap(),
+                polars(&frame, |f| f.with_columns(&new)),
+                "with_columns",
+            );
+            let picked = [col("id"), (col("id") % lit(3)).alias("id3")];
+            check(
+                ddf.select_exprs(picked.clone()).unwrap(),
+                polars(&frame, |f| f.select(picked.clone())),
+                "select_exprs",
+            );
+            check(
+                ddf.rename(&[("x", "value"), ("flag", "f")]).unwrap(),
+                polars(&frame, |f| f.rename(["x", "flag"], ["value", "f"], true)),
+                "rename",
+            );
+            check(
+                ddf.drop(&["x", "flag"]).unwrap(),
+                frame.drop_many(["x", "flag"]),
+                "drop",
+            );
+            check(
+                ddf.astype("id", DataType::Float32).unwrap(),
+                polars(&frame, |f| {
+                    f.with_columns([col("id").cast(DataType::Float32)])
+                }),
+                "astype",
+            );
+            check(
+                ddf.select(&["x"]).unwrap().fill_null(lit(0.25)).unwrap(),
+                polars(&frame, |f| f.select([col("x")]).fill_null(lit(0.25))),
+                "fill_null",
+            );
+            check(
+                ddf.select(&["name"]).unwrap().fill_null(lit("?")).unwrap(),
+                polars(&frame, |f| f.select([col("name")]).fill_null(lit("?"))),
+                "fill_null of strings",
+            );
+            check(
+                ddf.drop_nulls(Some(&["name"])).unwrap(),
+                frame.drop_nulls(Some(&["name".to_string()])).unwrap(),
+                "drop_nulls",
+            );
+            check(
+                ddf.drop_nulls(None).unwrap(),
+                frame.drop_nulls::<String>(None).unwrap(),
+                "drop_nulls(None)",
+            );
+            // Steps chain with map_partitions and select.
+            let chained = ddf
+                .filter(col("id").gt(lit(2)))
+                .unwrap()
+                .map_partitions(even_rows_with_y)
+                .unwrap()
+                .with_columns([(col("y") - lit(1.0)).alias("y1")])
+                .unwrap()
+                .select(&["id", "y1"])
+                .unwrap();
+            let expected = even_rows_with_y(polars(&frame, |f| f.filter(col("id").gt(lit(2)))))
+                .unwrap()
+                .lazy()
+                .with_columns([(col("y") - lit(1.0)).alias("y1")])
+                .select([col("id"), col("y1")])
+                .collect()
+                .unwrap();
+            check(chained, expected, "chained");
+        }
+    });
+}
+
+/// Keys with nulls and many groups, values with nulls and NaN, an integer column.
+fn grouped_sample(n: usize) -> Frame {
+    let k: Vec<Option<i64>> = (0..n)
+        .map(|i| (i % 11 != 4).then_some((i * 7 % 5) as i64))
+        .collect();
+    let s: Vec<&str> = (0..n).map(|i| ["a", "b", "c"][i % 3]).collect();
+    let v: Vec<Option<f64>> = (0..n)
+        .map(|i| match i % 13 {
+            2 => None,
+            _ => Some(((i * 37) % 101) as f64 / 7.0 - 5.0),
+        })
+        .collect();
+    let c: Vec<Option<i32>> = (0..n)
+        .map(|i| (i % 6 != 1).then_some((i % 4) as i32))
+        .collect();
+    df!("k" => k, "s" => s, "v" => v, "c" => c).unwrap()
+}
+
+/// Every aggregation of `v` and `c`, as Polars names them (the column's name) but aliased.
+fn every_aggregation() -> Vec<Aggregation> {
+    let mut aggs = Vec::new();
+    for column in ["v", "c"] {
+        for (a, tag) in [
+            (Aggregation::sum(column), "sum"),
+            (Aggregation::mean(column), "mean"),
+            (Aggregation::count(column), "count"),
+            (Aggregation::min(column), "min"),
+            (Aggregation::max(column), "max"),
+            (Aggregation::std(column), "std"),
+            (Aggregation::var(column), "var"),
+            (Aggregation::first(column), "first"),
+            (Aggregation::last(column), "last"),
+            (Aggregation::n_unique(column), "n_unique"),
+        ] {
+            aggs.push(a.alias(&format!("{column}_{tag}")));
+        }
+    }
+    aggs
+}
+
+/// The same by Polars on the whole frame, sorted by the keys.
+fn polars_groupby(frame: &Frame, keys: &[&str]) -> Frame {
+    let mut exprs = Vec::new();
+    for column in ["v", "c"] {
+        let x = || col(column);
+        for (e, tag) in [
+            (x().sum(), "sum"),
+            (x().mean(), "mean"),
+            (x().count(), "count"),
+            (x().min(), "min"),
+            (x().max(), "max"),
+            (x().std(1), "std"),
+            (x().var(1), "var"),
+            (x().first(), "first"),
+            (x().last(), "last"),
+            (x().n_unique(), "n_unique"),
+        ] {
+            exprs.push(e.alias(format!("{column}_{tag}")));
+        }
+    }
+    let keys_expr: Vec<Expr> = keys.iter().map(|k| col(*k)).collect();
+    frame
+        .clone()
+        .lazy()
+        .group_by(keys_expr)
+        .agg(exprs)
+        .sort(
+            keys.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+            SortMultipleOptions::default(),
+        )
+        .collect()
+        .unwrap()
+}
+
+/// Values equal, floats within `1e-12` relative (the partial sums and deviations are
+/// added in another order than Polars adds them).
+fn assert_close(got: &Frame, expected: &Frame, case: &str) {
+    assert_eq!(got.schema(), expected.schema(), "{case}");
+    assert_eq!(
+        got.height(),
+        expected.height(),
+        "{case}:\n{got}\n{expected}"
+    );
+    for (g, e) in got.columns().iter().zip(expected.columns()) {
+        if g.dtype() == &DataType::Float64 {
+            for (a, b) in g.f64().unwrap().iter().zip(e.f64().unwrap().iter()) {
+                let same = match (a, b) {
+                    (Some(a), Some(b)) => {
+                        (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-12 * b.abs().max(1.0)
+                    }
+                    (a, b) => a == b,
+                };
+                assert!(same, "{case}: column {}: {a:?} against {b:?}", g.name());
+            }
+        } else {
+            assert!(
+                g.equals_missing(e),
+                "{case}: column {}:\n{got}\n{expected}",
+                g.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn groupby_aggregations_match_polars() {
+    on_three_workers(|client| {
+        for (n, parts, split_every, keys) in [
+            (0usize, 2usize, 8usize, vec!["k"]),
+            (1, 3, 8, vec!["k"]),
+            (200, 7, 2, vec!["k"]),
+            (200, 7, 3, vec!["k", "s"]),
+            (1000, 20, 8, vec!["s"]),
+        ] {
+            let frame = grouped_sample(n);
+            let case =
+                format!("{n} rows in {parts} partitions by {keys:?}, split_every {split_every}");
+            let ddf = DataFrame::from_polars(client, &frame, parts).unwrap();
+            let result = ddf
+                .groupby(&keys)
+                .unwrap()
+                .split_every(split_every)
+                .agg(&every_aggregation())
+                .unwrap();
+            let expected = polars_groupby(&frame, &keys);
+            assert_eq!(result.schema(), expected.schema(), "{case}");
+            assert_eq!(result.npartitions(), 1, "{case}");
+            assert_close(&result.compute().unwrap(), &expected, &case);
+        }
+    });
+}
+
+#[test]
+fn bad_expressions_and_aggregations_are_named() {
+    on_three_workers(|client| {
+        let ddf = DataFrame::from_polars(client, &sample(20), 2).unwrap();
+        let err = ddf
+            .filter(col("nope").gt(lit(1)))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("filter: ")
+                && err.contains("nope")
+                && err.contains("the columns are id (i64)")
+                && !err.contains("Resolved plan"),
+            "{err}"
+        );
+        // A Rust closure cannot travel to the workers.
+        let closure = col("x").map(Ok, |_, field| Ok(field.clone()));
+        let err = ddf.with_columns([closure]).err().unwrap().to_string();
+        assert!(
+            err.contains("with_columns: the expression cannot be sent to the workers")
+                && err.contains("map_partitions"),
+            "{err}"
+        );
+        let err = ddf.rename(&[("zz", "a")]).err().unwrap().to_string();
+        assert!(err.contains("rename: ") && err.contains("zz"), "{err}");
+        let err = ddf.drop(&["zz"]).err().unwrap().to_string();
+        assert!(err.contains("drop: ") && err.contains("zz"), "{err}");
+        let err = ddf.groupby(&["zz"]).err().unwrap().to_string();
+        assert!(err.contains("no column 'zz'"), "{err}");
+        let err = ddf.groupby(&[]).err().unwrap().to_string();
+        assert!(err.contains("no key column"), "{err}");
+        let by_id = ddf.groupby(&["id"]).unwrap();
+        let err = by_id.agg(&[]).err().unwrap().to_string();
+        assert!(err.contains("no aggregation"), "{err}");
+        let err = by_id
+            .agg(&[Aggregation::sum("zz")])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("no column 'zz'"), "{err}");
+        let err = by_id
+            .agg(&[Aggregation::sum("x"), Aggregation::mean("x")])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("two output columns named 'x'") && err.contains(".alias"),
+            "{err}"
+        );
+        let err = by_id
+            .agg(&[Aggregation::sum("id")])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("two output columns named 'id'"), "{err}");
+        // A value that does not convert fails the partition's task, naming the op.
+        let err = ddf
+            .astype("name", DataType::Int64)
+            .unwrap()
+            .compute()
+            .err()
+            .unwrap();
+        let crate::Error::Task(failure) = &err else {
+            panic!("not a task failure: {err}");
+        };
+        assert!(
+            failure.key.starts_with("astype")
+                && failure.message.contains("astype: ")
+                && failure.message.contains("conversion"),
+            "{failure:?}"
+        );
     });
 }
