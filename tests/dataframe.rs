@@ -92,6 +92,7 @@ fn scenario_dataframe(client: &Client) -> anyhow::Result<()> {
         )?;
     }
     expressions_and_groupby(client)?;
+    files(client)?;
     println!("DATAFRAME ok workers={}", client.workers().len());
     Ok(())
 }
@@ -167,6 +168,60 @@ fn expressions_and_groupby(client: &Client) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Parquet and CSV files written by the client, read by the workers (a filter pushed into
+/// the Parquet reader, CSV cut into blocks of 10 kB), against the frame written.
+fn files(client: &Client) -> anyhow::Result<()> {
+    use polars::prelude::{CsvWriter, ParquetWriter, SerWriter};
+    let dir = std::env::temp_dir().join(format!("mpidask-dataframe-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut whole = sample(0)
+        .lazy()
+        .with_columns([col("x").fill_nan(lit(0.5))])
+        .collect()?;
+    for i in 0..4 {
+        let mut piece = sample(3000 + i * 1000)
+            .lazy()
+            .with_columns([col("x").fill_nan(lit(0.5))])
+            .collect()?;
+        ParquetWriter::new(std::fs::File::create(
+            dir.join(format!("trips-{i}.parquet")),
+        )?)
+        .finish(&mut piece)?;
+        CsvWriter::new(std::fs::File::create(dir.join(format!("trips-{i}.csv")))?)
+            .finish(&mut piece)?;
+        whole.vstack_mut(&piece)?;
+    }
+    let keep = col("id").lt(lit(500));
+    let parquet = DataFrame::read_parquet_with(
+        client,
+        &dir.join("trips-*.parquet").display().to_string(),
+        &mpidask::dataframe::ParquetOptions {
+            columns: Some(vec!["id".into(), "x".into()]),
+            filter: Some(keep.clone()),
+        },
+    )?;
+    let expected = whole
+        .clone()
+        .lazy()
+        .select([col("id"), col("x")])
+        .filter(keep)
+        .collect()?;
+    same("read_parquet", &parquet.compute()?, &expected)?;
+    let csv = DataFrame::read_csv(
+        client,
+        &dir.join("trips-*.csv").display().to_string(),
+        10_000,
+    )?;
+    ensure!(
+        csv.npartitions() > 4,
+        "read_csv: {} blocks",
+        csv.npartitions()
+    );
+    same("read_csv", &csv.compute()?, &whole)?;
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
 

@@ -50,7 +50,8 @@ fn module_of(file: &Path) -> Option<String> {
 }
 
 /// The code of a file without its comments (line comments and doc comments) and without
-/// its unit tests (a `#[cfg(test)] mod tests` at the end of a file, or a `tests.rs`): tests
+/// its unit tests (a `#[cfg(test)] mod tests`, possibly `pub(crate)`, at the end of a file, or a
+/// `tests.rs`): tests
 /// may use any module.
 fn code_of(file: &Path) -> String {
     if file.file_name().is_some_and(|n| n == "tests.rs") {
@@ -60,7 +61,12 @@ fn code_of(file: &Path) -> String {
     let mut lines: Vec<&str> = Vec::new();
     let mut previous = "";
     for line in text.lines() {
-        if previous.trim() == "#[cfg(test)]" && line.trim_start().starts_with("mod tests") {
+        let module = line.trim_start();
+        let module = module
+            .strip_prefix("pub(crate) ")
+            .or_else(|| module.strip_prefix("pub(super) "))
+            .unwrap_or(module);
+        if previous.trim() == "#[cfg(test)]" && module.starts_with("mod tests") {
             lines.pop();
             break;
         }

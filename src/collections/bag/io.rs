@@ -8,7 +8,9 @@ use crate::client::{CallArg, Client, Future};
 use crate::error::{Error, Result};
 use crate::protocol::Bytes;
 use crate::protocol::encode_value;
-use crate::task::{CallError, TaskInput, encode_result};
+use crate::task::{CallError, TaskInput, conjure, encode_result};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::path::PathBuf;
 
 /// The files matching `pattern`, sorted: a path whose components may hold `*`, `?` and
@@ -41,6 +43,27 @@ pub fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The blocks of the files matching `pattern` (see [`expand_glob`]): `(path, start, end)`
+/// of about `blocksize` bytes each; a `.gz` or empty file is one block.
+pub(crate) fn file_blocks(pattern: &str, blocksize: u64) -> Result<Vec<(String, u64, u64)>> {
+    let mut blocks = Vec::new();
+    for path in expand_glob(pattern)? {
+        let len = std::fs::metadata(&path).map_err(Error::io(&path))?.len();
+        let name = path.display().to_string();
+        if name.ends_with(".gz") || len == 0 {
+            blocks.push((name, 0, len.max(1)));
+            continue;
+        }
+        let mut start = 0;
+        while start < len {
+            let end = (start + blocksize).min(len);
+            blocks.push((name.clone(), start, end));
+            start = end;
+        }
+    }
+    Ok(blocks)
+}
+
 fn text_source(input: &TaskInput<'_>) -> TaskResult<Stream> {
     let block: (String, u64, u64) = decoded(input)?;
     let bytes = read_block(block)?;
@@ -50,7 +73,9 @@ fn text_source(input: &TaskInput<'_>) -> TaskResult<Stream> {
 /// The bytes of the lines that start in bytes `start..end` of `path` (a line crossing
 /// `start` belongs to the block before, so the block runs on to the end of the line crossing
 /// `end`); a `.gz` file is read whole.
-fn read_block((path, start, end): (String, u64, u64)) -> std::result::Result<Vec<u8>, String> {
+pub(crate) fn read_block(
+    (path, start, end): (String, u64, u64),
+) -> std::result::Result<Vec<u8>, String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = std::fs::File::open(&path).map_err(|e| format!("cannot open {path}: {e}"))?;
     let mut bytes = Vec::new();
@@ -140,24 +165,39 @@ impl Bag<String> {
         if blocksize == 0 {
             return Err(Error::Config("read_text: blocksize must be above 0".into()));
         }
-        let mut blocks = Vec::new();
-        for path in expand_glob(pattern)? {
-            let len = std::fs::metadata(&path).map_err(Error::io(&path))?.len();
-            let name = path.display().to_string();
-            if name.ends_with(".gz") || len == 0 {
-                blocks.push((name, 0, len.max(1)));
-                continue;
-            }
-            let mut start = 0;
-            while start < len {
-                let end = (start + blocksize).min(len);
-                blocks.push((name.clone(), start, end));
-                start = end;
-            }
-        }
-        let origins = blocks.iter().map(Origin::value).collect();
+        let origins = file_blocks(pattern, blocksize)?
+            .iter()
+            .map(Origin::value)
+            .collect();
         Ok(Bag::with_origins(client, text_source, "read_text", origins))
     }
+}
+
+impl<T: Item> Bag<T> {
+    /// A bag whose partition `i` is the one element `f(params[i])`, computed on the worker
+    /// whose task first needs it (a reader of files: a collection's partitions read where
+    /// they are used). An error `f` returns fails that task with its message.
+    #[cfg_attr(not(feature = "dataframe"), allow(dead_code))]
+    pub(crate) fn from_reads<F, P>(client: &Client, f: F, name: &str, params: &[P]) -> Bag<T>
+    where
+        F: Fn(P) -> std::result::Result<T, String> + Copy + 'static,
+        P: Serialize + DeserializeOwned + 'static,
+    {
+        let _ = f;
+        let origins = params.iter().map(Origin::value).collect();
+        Bag::with_origins(client, read_source::<F, P, T>, name, origins)
+    }
+}
+
+fn read_source<F, P, T>(input: &TaskInput<'_>) -> TaskResult<Stream>
+where
+    F: Fn(P) -> std::result::Result<T, String> + Copy + 'static,
+    P: DeserializeOwned + 'static,
+    T: 'static,
+{
+    let param: P = decoded(input)?;
+    let value = conjure::<F>()(param).map_err(CallError::Failed)?;
+    Ok(stream(std::iter::once(value)))
 }
 
 impl<T: Item + std::fmt::Display> Bag<T> {

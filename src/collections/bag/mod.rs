@@ -29,6 +29,8 @@ mod reductions;
 mod shuffle;
 
 pub use io::expand_glob;
+#[cfg(feature = "dataframe")]
+pub(crate) use io::{file_blocks, read_block};
 
 use crate::client::{CallArg, Client, Future};
 use crate::collections::array::{Array, Element};

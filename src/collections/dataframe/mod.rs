@@ -9,7 +9,8 @@
 //! add a step, and a result ([`compute`](DataFrame::compute), [`len`](DataFrame::len),
 //! [`head`](DataFrame::head), [`persist`](DataFrame::persist)) runs one task per partition
 //! through every step. [`groupby`](DataFrame::groupby) aggregates in a tree of tasks
-//! (`groupby`). Partitions travel between ranks as Arrow IPC bytes (Polars' own
+//! (`groupby`). [`read_parquet`](DataFrame::read_parquet) and
+//! [`read_csv`](DataFrame::read_csv) have the workers read the files (`io`). Partitions travel between ranks as Arrow IPC bytes (Polars' own
 //! serialisation).
 //!
 //! ```
@@ -284,8 +285,10 @@ fn height(frame: Frame) -> u64 {
 }
 
 mod groupby;
+mod io;
 mod ops;
 #[cfg(test)]
 mod tests;
 
 pub use groupby::{Agg, Aggregation, GroupBy, SPLIT_EVERY};
+pub use io::{CsvOptions, ParquetOptions};

@@ -1,6 +1,6 @@
 //! Every operation against the same done by Polars on the whole frame, in local mode.
 
-use super::{Aggregation, DataFrame, Frame};
+use super::{Aggregation, CsvOptions, DataFrame, Frame, ParquetOptions};
 use crate::collections::bag::tests::on_three_workers;
 use polars::prelude::{
     BooleanChunked, DataType, Expr, IntoLazy, PolarsResult, SortMultipleOptions, col, df, lit,
@@ -454,4 +454,169 @@ fn bad_expressions_and_aggregations_are_named() {
             "{failure:?}"
         );
     });
+}
+
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mpidask-df-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Rows of `frame` without NaN (CSV writes NaN as text that reads back as a string
+/// unless typed; kept out of the round trip).
+fn csv_sample(n: usize) -> Frame {
+    sample(n)
+        .lazy()
+        .with_columns([col("x").fill_nan(lit(1.5))])
+        .collect()
+        .unwrap()
+}
+
+#[test]
+fn files_read_back_as_polars_reads_them() {
+    use polars::prelude::{CsvWriter, ParquetWriter, SerWriter};
+    let dir = scratch("files");
+    // Three Parquet files (one empty) and three CSV files with a header each.
+    let pieces = [csv_sample(40), csv_sample(0), csv_sample(333)];
+    let mut whole = csv_sample(0);
+    for (i, piece) in pieces.iter().enumerate() {
+        let mut piece = piece.clone();
+        let file = std::fs::File::create(dir.join(format!("part-{i}.parquet"))).unwrap();
+        ParquetWriter::new(file).finish(&mut piece).unwrap();
+        let file = std::fs::File::create(dir.join(format!("part-{i}.csv"))).unwrap();
+        CsvWriter::new(file)
+            .include_header(true)
+            .finish(&mut piece)
+            .unwrap();
+        whole.vstack_mut(&piece).unwrap();
+    }
+    let parquet = dir.join("part-*.parquet").display().to_string();
+    let csv = dir.join("part-*.csv").display().to_string();
+    on_three_workers(|client| {
+        let ddf = DataFrame::read_parquet(client, &parquet).unwrap();
+        assert_eq!(ddf.npartitions(), 3);
+        assert_eq!(ddf.schema(), whole.schema());
+        assert!(ddf.compute().unwrap().equals_missing(&whole));
+        let keep = col("id").gt(lit(30));
+        let some = DataFrame::read_parquet_with(
+            client,
+            &parquet,
+            &ParquetOptions {
+                columns: Some(vec!["name".into(), "id".into()]),
+                filter: Some(keep.clone()),
+            },
+        )
+        .unwrap();
+        let expected = polars(&whole, |f| {
+            f.select([col("name"), col("id")]).filter(keep.clone())
+        });
+        assert_eq!(some.schema(), expected.schema());
+        assert!(some.compute().unwrap().equals_missing(&expected));
+        // Blocks of every size from a few bytes to whole files give the same rows.
+        for blocksize in [7u64, 100, 1000, 1 << 20] {
+            let ddf = DataFrame::read_csv(client, &csv, blocksize).unwrap();
+            assert_eq!(ddf.schema(), whole.schema(), "blocksize {blocksize}");
+            let got = ddf.compute().unwrap();
+            assert!(
+                got.equals_missing(&whole),
+                "blocksize {blocksize}:\n{got}\n{whole}"
+            );
+        }
+        let typed = DataFrame::read_csv_with(
+            client,
+            &csv,
+            &CsvOptions {
+                blocksize: 500,
+                dtypes: vec![("id".into(), DataType::Float64)],
+                ..CsvOptions::default()
+            },
+        )
+        .unwrap();
+        let expected = polars(&whole, |f| {
+            f.with_columns([col("id").cast(DataType::Float64)])
+        });
+        assert!(typed.compute().unwrap().equals_missing(&expected));
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_files_are_named() {
+    let dir = scratch("bad");
+    // Types inferred from the first rows that a later row breaks.
+    let mut text = String::from("a,b\n");
+    for i in 0..50 {
+        text.push_str(&format!("{i},x{i}\n"));
+    }
+    text.push_str("1.5,y\n");
+    std::fs::write(dir.join("late.csv"), &text).unwrap();
+    std::fs::write(dir.join("other-1.csv"), "a,b\n1,2\n").unwrap();
+    std::fs::write(dir.join("other-2.csv"), "a,c\n1,2\n").unwrap();
+    std::fs::write(dir.join("broken.parquet"), b"not parquet at all").unwrap();
+    let path = |name: &str| dir.join(name).display().to_string();
+    on_three_workers(|client| {
+        let err = DataFrame::read_csv(client, &path("none-*.csv"), 100)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("no file matches") && err.contains("none-*.csv"),
+            "{err}"
+        );
+        let err = DataFrame::read_csv(client, &path("other-*.csv"), 100)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("other-2.csv") && err.contains("same columns"),
+            "{err}"
+        );
+        let err = DataFrame::read_csv_with(
+            client,
+            &path("late.csv"),
+            &CsvOptions {
+                infer_rows: 10,
+                ..CsvOptions::default()
+            },
+        )
+        .unwrap()
+        .compute()
+        .err()
+        .unwrap();
+        let crate::Error::Task(failure) = &err else {
+            panic!("not a task failure: {err}");
+        };
+        assert!(
+            failure.message.contains("late.csv") && failure.message.contains("CsvOptions::dtypes"),
+            "{failure:?}"
+        );
+        let err = DataFrame::read_csv_with(
+            client,
+            &path("late.csv"),
+            &CsvOptions {
+                dtypes: vec![("zz".into(), DataType::Int64)],
+                ..CsvOptions::default()
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("'zz'") && err.contains("a (f64), b (str)"),
+            "{err}"
+        );
+        let err = DataFrame::read_parquet(client, &path("broken.parquet"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("broken.parquet"), "{err}");
+        let err = DataFrame::read_csv(client, &path("late.csv"), 0)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("blocksize"), "{err}");
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
 }
