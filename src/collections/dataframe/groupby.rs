@@ -348,8 +348,8 @@ impl GroupBy {
     }
 
     /// One row per group, sorted by the keys: the keys, then one column per aggregation
-    /// (Polars' `group_by(keys).agg([...])` with the named aggregations). An aggregation of
-    /// a key, two output columns of one name, a column that does not exist or an
+    /// (Polars' `group_by(keys).agg([...])` with the named aggregations). Two output
+    /// columns of one name (a key's included), a column that does not exist or an
     /// aggregation its type does not have are errors here, before anything runs.
     pub fn agg(&self, aggs: &[Aggregation]) -> Result<DataFrame> {
         let schema = &self.frame.schema;
