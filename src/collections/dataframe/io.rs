@@ -9,8 +9,8 @@ use crate::client::Client;
 use crate::collections::bag::{Bag, expand_glob, file_blocks, read_block};
 use crate::error::{Error, Result};
 use polars::prelude::{
-    CsvReadOptions, DataFrame as Frame, DataType, Expr, Field, IntoLazy, LazyFrame,
-    ScanArgsParquet, Schema, SchemaRef, SerReader, col,
+    CsvParseOptions, CsvReadOptions, DataFrame as Frame, DataType, Expr, Field, IntoLazy,
+    LazyFrame, PolarsResult, ScanArgsParquet, Schema, SchemaRef, SerReader, col,
 };
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
@@ -102,29 +102,43 @@ impl CsvBlock {
 /// The step that reads one block of a CSV file.
 fn csv_block(block: CsvBlock) -> std::result::Result<Frame, String> {
     let bytes = read_block((block.path.clone(), block.start, block.end))?;
-    let first = block.start == 0;
-    let frame = CsvReadOptions::default()
-        .with_has_header(first)
-        .with_schema(Some(block.schema()))
-        .with_raise_if_empty(false)
-        .with_parse_options(
-            polars::prelude::CsvParseOptions::default().with_separator(block.separator),
+    let schema = block.schema();
+    parse_csv(
+        bytes,
+        block.start == 0,
+        Some(schema.clone()),
+        block.separator,
+    )
+    .map_err(|e| {
+        format!(
+            "read_csv: {} (bytes {}..{}): {}; the column types were inferred from the \
+             first rows of the first file ({}): give a column's type with read_csv_with \
+             and CsvOptions::dtypes",
+            block.path,
+            block.start,
+            block.end,
+            polars_message(&e),
+            describe(&schema)
         )
+    })
+}
+
+/// `bytes` of CSV parsed by Polars: a header line first when `header`; the columns of
+/// `schema`, or inferred from every row when `None`.
+fn parse_csv(
+    bytes: Vec<u8>,
+    header: bool,
+    schema: Option<SchemaRef>,
+    separator: u8,
+) -> PolarsResult<Frame> {
+    CsvReadOptions::default()
+        .with_has_header(header)
+        .with_schema(schema)
+        .with_infer_schema_length(None)
+        .with_raise_if_empty(false)
+        .with_parse_options(CsvParseOptions::default().with_separator(separator))
         .into_reader_with_file_handle(Cursor::new(bytes))
         .finish()
-        .map_err(|e| {
-            format!(
-                "read_csv: {} (bytes {}..{}): {}; the column types were inferred from the \
-                 first rows of the first file ({}): give a column's type with read_csv_with \
-                 and CsvOptions::dtypes",
-                block.path,
-                block.start,
-                block.end,
-                polars_message(&e),
-                describe(&block.schema())
-            )
-        })?;
-    Ok(frame)
 }
 
 impl DataFrame {
@@ -236,21 +250,12 @@ impl DataFrame {
         let head = |path: &str, rows: usize| -> Result<Frame> {
             let bytes = first_lines(path, rows + 1)
                 .map_err(|e| Error::Config(format!("read_csv: cannot read {path}: {e}")))?;
-            CsvReadOptions::default()
-                .with_has_header(true)
-                .with_infer_schema_length(Some(rows.max(1)))
-                .with_raise_if_empty(false)
-                .with_parse_options(
-                    polars::prelude::CsvParseOptions::default().with_separator(options.separator),
-                )
-                .into_reader_with_file_handle(Cursor::new(bytes))
-                .finish()
-                .map_err(|e| {
-                    Error::Config(format!(
-                        "read_csv: cannot read {path}: {}",
-                        polars_message(&e)
-                    ))
-                })
+            parse_csv(bytes, true, None, options.separator).map_err(|e| {
+                Error::Config(format!(
+                    "read_csv: cannot read {path}: {}",
+                    polars_message(&e)
+                ))
+            })
         };
         let sample = head(&first, options.infer_rows)?;
         let mut fields: Vec<(String, DataType)> = sample

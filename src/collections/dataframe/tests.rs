@@ -47,6 +47,14 @@ fn fails_on_13(df: Frame) -> PolarsResult<Frame> {
     Ok(df)
 }
 
+/// The task failure `err` is (a test failure otherwise).
+fn task_failure(err: &crate::Error) -> &crate::error::TaskError {
+    match err {
+        crate::Error::Task(failure) => failure,
+        other => panic!("not a task failure: {other}"),
+    }
+}
+
 /// Needs a column `z`, which the sample lacks.
 fn needs_z(df: Frame) -> PolarsResult<Frame> {
     df.select(["z"])
@@ -120,9 +128,7 @@ fn bad_input_is_named() {
             .compute()
             .err()
             .unwrap();
-        let crate::Error::Task(failure) = &err else {
-            panic!("not a task failure: {err}");
-        };
+        let failure = task_failure(&err);
         assert!(
             failure.key.starts_with("map_partitions-fails_on_13")
                 && failure.message.contains("map_partitions(fails_on_13)")
@@ -444,9 +450,7 @@ fn bad_expressions_and_aggregations_are_named() {
             .compute()
             .err()
             .unwrap();
-        let crate::Error::Task(failure) = &err else {
-            panic!("not a task failure: {err}");
-        };
+        let failure = task_failure(&err);
         assert!(
             failure.key.starts_with("astype")
                 && failure.message.contains("astype: ")
@@ -585,9 +589,7 @@ fn bad_files_are_named() {
         .compute()
         .err()
         .unwrap();
-        let crate::Error::Task(failure) = &err else {
-            panic!("not a task failure: {err}");
-        };
+        let failure = task_failure(&err);
         assert!(
             failure.message.contains("late.csv") && failure.message.contains("CsvOptions::dtypes"),
             "{failure:?}"
