@@ -1,7 +1,9 @@
 //! DataFrames under a real `mpirun` (-np 3, 4 and 6) and in local mode, against Polars on
 //! the same data: the client builds a frame, cuts it into partitions on the workers, runs
 //! every operation there (functions, Polars expressions, a group-by's tree of partial
-//! aggregates) and compares each result with Polars' own on the whole frame.
+//! aggregates, shuffles moving rows worker to worker for merges, sorts and group-bys,
+//! Parquet written by the workers) and compares each result with Polars' own on the whole
+//! frame.
 //! The test binary is also the program under test (`MPIDASK_SCENARIO=dataframe`).
 
 mod support;
@@ -93,6 +95,7 @@ fn scenario_dataframe(client: &Client) -> anyhow::Result<()> {
     }
     expressions_and_groupby(client)?;
     files(client)?;
+    shuffles(client)?;
     println!("DATAFRAME ok workers={}", client.workers().len());
     Ok(())
 }
@@ -222,6 +225,123 @@ fn files(client: &Client) -> anyhow::Result<()> {
     );
     same("read_csv", &csv.compute()?, &whole)?;
     std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// `frame` sorted by every column, nulls last (results of a shuffle come in no order).
+fn canonical(frame: &Frame) -> anyhow::Result<Frame> {
+    let names: Vec<String> = frame
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    Ok(frame
+        .clone()
+        .lazy()
+        .sort(names, SortMultipleOptions::default().with_nulls_last(true))
+        .collect()?)
+}
+
+/// Rows moved between workers: merges (hash and broadcast), a sort, `set_index`, repeats
+/// dropped, a group-by with `split_out`, a Parquet round trip through the workers' writer
+/// and the numeric columns as an array.
+fn shuffles(client: &Client) -> anyhow::Result<()> {
+    use mpidask::dataframe::How;
+    use polars::prelude::{JoinArgs, JoinCoalesce, JoinType};
+    let frame = sample(20_000);
+    let ddf = DataFrame::from_polars(client, &frame, 7)?.persist()?;
+    let zones = df!(
+        "id" => (0..1009i64).step_by(3).collect::<Vec<_>>(),
+        "zone" => (0..1009i64).step_by(3).map(|i| format!("z{}", i % 17)).collect::<Vec<_>>()
+    )?;
+    for (zone_parts, how) in [(1usize, How::Left), (4, How::Inner), (3, How::Outer)] {
+        let right = DataFrame::from_polars(client, &zones, zone_parts)?;
+        let merged = ddf.merge(&right, &["id"], how)?.compute()?;
+        let polars_how = match how {
+            How::Left => JoinType::Left,
+            How::Inner => JoinType::Inner,
+            _ => JoinType::Full,
+        };
+        let expected = frame
+            .clone()
+            .lazy()
+            .join(
+                zones.clone().lazy(),
+                [col("id")],
+                [col("id")],
+                JoinArgs::new(polars_how).with_coalesce(JoinCoalesce::CoalesceColumns),
+            )
+            .collect()?;
+        same(
+            &format!("merge {how:?} with {zone_parts} partitions"),
+            &canonical(&merged)?,
+            &canonical(&expected)?,
+        )?;
+    }
+    let sort = |by: &[&str]| -> anyhow::Result<Frame> {
+        Ok(frame
+            .clone()
+            .lazy()
+            .sort(
+                by.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                SortMultipleOptions::default()
+                    .with_nulls_last(true)
+                    .with_maintain_order(true),
+            )
+            .collect()?)
+    };
+    same(
+        "sort_values",
+        &ddf.sort_values(&["x", "id"])?.compute()?,
+        &sort(&["x", "id"])?,
+    )?;
+    let indexed = ddf.set_index("id")?;
+    let divisions = indexed.divisions().map(|d| d.values.len());
+    ensure!(
+        divisions == Some(indexed.npartitions() + 1),
+        "set_index: divisions {divisions:?} for {} partitions",
+        indexed.npartitions()
+    );
+    same("set_index", &indexed.compute()?, &sort(&["id"])?)?;
+    let names = ddf.drop_duplicates(Some(&["name", "flag"]))?.compute()?;
+    ensure!(
+        names.height() == 12,
+        "drop_duplicates: {} rows, not 12 (6 names with null times 2 flags)",
+        names.height()
+    );
+    let grouped = ddf
+        .groupby(&["name"])?
+        .split_out(3)
+        .agg(&[Aggregation::count("id").alias("n")])?;
+    ensure!(grouped.npartitions() == 3, "split_out 3");
+    let grouped = canonical(&grouped.compute()?)?;
+    let expected = canonical(
+        &frame
+            .clone()
+            .lazy()
+            .group_by([col("name")])
+            .agg([col("id").count().alias("n")])
+            .collect()?,
+    )?;
+    same("groupby split_out", &grouped, &expected)?;
+
+    let dir = std::env::temp_dir().join(format!("mpidask-dataframe-out-{}", std::process::id()));
+    ddf.to_parquet(&dir)?;
+    let back = DataFrame::read_parquet(client, &dir.join("*.parquet").display().to_string())?;
+    same("to_parquet and back", &back.compute()?, &frame)?;
+    std::fs::remove_dir_all(&dir)?;
+
+    let array = ddf.to_array(&["id"])?.compute::<f64>(client)?;
+    let ids: Vec<f64> = frame
+        .column("id")?
+        .i64()?
+        .into_no_null_iter()
+        .map(|v| v as f64)
+        .collect();
+    ensure!(
+        array.iter().copied().collect::<Vec<f64>>() == ids,
+        "to_array: the ids differ"
+    );
     Ok(())
 }
 

@@ -13,7 +13,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;
 
-/// The files matching `pattern`, sorted: a path whose components may hold `*`, `?` and
+/// The files matching `pattern`, sorted with numbers in names compared as numbers
+/// (`part.2` before `part.10`, as Dask orders them): a path whose components may hold `*`, `?` and
 /// `[...]` (the `glob` crate's patterns); a path without wildcards must name a file.
 pub fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>> {
     if !pattern.contains(['*', '?', '[']) {
@@ -36,11 +37,43 @@ pub fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>> {
             files.push(path);
         }
     }
-    files.sort();
+    files.sort_by(|a, b| natural_order(&a.to_string_lossy(), &b.to_string_lossy()));
     if files.is_empty() {
         return Err(Error::Config(format!("no file matches {pattern}")));
     }
     Ok(files)
+}
+
+/// `a` against `b` with every run of digits compared by its value.
+fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn pieces(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (pa, pb) = (pieces(a), pieces(b));
+    for ((da, xa), (db, xb)) in pa.iter().zip(pb.iter()) {
+        let order = if *da && *db {
+            let (ta, tb) = (xa.trim_start_matches('0'), xb.trim_start_matches('0'));
+            ta.len()
+                .cmp(&tb.len())
+                .then(ta.cmp(tb))
+                .then(xa.len().cmp(&xb.len()))
+        } else {
+            xa.cmp(xb)
+        };
+        if order.is_ne() {
+            return order;
+        }
+    }
+    pa.len().cmp(&pb.len()).then(a.cmp(b))
 }
 
 /// The blocks of the files matching `pattern` (see [`expand_glob`]): `(path, start, end)`
@@ -189,6 +222,38 @@ impl<T: Item> Bag<T> {
     }
 }
 
+impl<T: Item> Bag<T> {
+    /// One task per partition whose value `f` makes of the partition's elements and the
+    /// task's further arguments `extra(i)` (decoded together as `A`), encoding it itself:
+    /// for collections built on bags that lay out their own values (a dataframe's shuffle
+    /// packs one partition's buckets in one value).
+    #[cfg_attr(not(feature = "dataframe"), allow(dead_code))]
+    pub(crate) fn run_raw<F, A, R>(
+        &self,
+        f: F,
+        name: &str,
+        extra: impl Fn(usize) -> Vec<CallArg>,
+    ) -> Vec<Future<R>>
+    where
+        F: Fn(Vec<T>, A) -> TaskResult<Bytes> + Copy + 'static,
+        A: DeserializeOwned + 'static,
+    {
+        let _ = f;
+        self.run(raw_sink::<F, T, A>, name, extra)
+    }
+}
+
+fn raw_sink<F, T, A>(s: Stream, input: &TaskInput<'_>) -> TaskResult<Bytes>
+where
+    F: Fn(Vec<T>, A) -> TaskResult<Bytes> + Copy + 'static,
+    T: Item,
+    A: DeserializeOwned + 'static,
+{
+    let items: Vec<T> = elements::<T>(s)?.collect();
+    let args: A = decoded(input)?;
+    conjure::<F>()(items, args)
+}
+
 fn read_source<F, P, T>(input: &TaskInput<'_>) -> TaskResult<Stream>
 where
     F: Fn(P) -> std::result::Result<T, String> + Copy + 'static,
@@ -222,6 +287,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn numbers_in_names_sort_by_value() {
+        let mut names = vec!["p10.csv", "p9.csv", "p1.csv", "a", "p01.csv", "p.csv", "q2"];
+        names.sort_by(|a, b| natural_order(a, b));
+        assert_eq!(
+            names,
+            vec!["a", "p1.csv", "p01.csv", "p9.csv", "p10.csv", "p.csv", "q2"]
+        );
+    }
+
+    #[test]
     fn patterns_match_files_in_order_and_say_what_is_missing() {
         let dir = std::env::temp_dir().join(format!("mpidask-glob-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -237,7 +312,7 @@ mod tests {
                 .map(|p| p.strip_prefix(&dir).unwrap().display().to_string())
                 .collect()
         };
-        assert_eq!(names("part-*.txt"), vec!["part-10.txt", "part-2.txt"]);
+        assert_eq!(names("part-*.txt"), vec!["part-2.txt", "part-10.txt"]);
         assert_eq!(names("part-?.txt*"), vec!["part-1.txt.gz", "part-2.txt"]);
         assert_eq!(names("*/part-*.txt"), vec!["a/part-3.txt"]);
         assert_eq!(names("other.txt"), vec!["other.txt"]);

@@ -10,6 +10,7 @@
 //! have is an error before anything runs, and the result's columns have the types Polars'
 //! own `group_by().agg()` gives them.
 
+use super::shuffle::Route;
 use super::{DataFrame, describe, polars_message};
 use crate::client::{CallArg, Future};
 use crate::collections::bag::Bag;
@@ -315,6 +316,7 @@ pub struct GroupBy {
     frame: DataFrame,
     keys: Vec<String>,
     split_every: usize,
+    split_out: usize,
 }
 
 impl DataFrame {
@@ -336,6 +338,7 @@ impl DataFrame {
             frame: self.clone(),
             keys: keys.iter().map(|k| k.to_string()).collect(),
             split_every: SPLIT_EVERY,
+            split_out: 1,
         })
     }
 }
@@ -344,6 +347,15 @@ impl GroupBy {
     /// Partial frames combined by one task (at least 2; [`SPLIT_EVERY`] unless set).
     pub fn split_every(mut self, n: usize) -> GroupBy {
         self.split_every = n.max(2);
+        self
+    }
+
+    /// Partitions of the result (Dask's `split_out`; 1 unless set): above 1 the partial
+    /// frames move by a hash shuffle on the keys (`shuffle`), so each group's partials meet
+    /// in one partition, which is sorted by the keys; the partitions one after the other
+    /// are then not sorted.
+    pub fn split_out(mut self, n: usize) -> GroupBy {
+        self.split_out = n.max(1);
         self
     }
 
@@ -403,15 +415,35 @@ impl GroupBy {
             .collect()
             .map_err(failed)?;
         let partial = spec.partial(empty()).map_err(failed)?;
-        let combined = spec.combine(vec![partial], true).map_err(failed)?;
+        let combined = spec.combine(vec![partial.clone()], true).map_err(failed)?;
         spec.finish(combined, &meta).map_err(failed)?;
         let meta = Frame::empty_with_arc_schema(meta.schema().clone());
 
+        let partials =
+            self.frame
+                .parts
+                .map_with_named(partial_step, &spec, "groupby-partial".into())?;
+        if self.split_out > 1 {
+            let partials = DataFrame {
+                parts: partials,
+                schema: partial.schema().clone(),
+                divisions: None,
+            };
+            let route = Route::Hash {
+                on: self.keys.clone(),
+                n: self.split_out as u64,
+            };
+            let schema = meta.schema().clone();
+            return partials.shuffled(
+                &route,
+                "groupby-agg",
+                finish_shuffled,
+                &(spec, meta),
+                schema,
+            );
+        }
         let client = self.frame.parts.client().clone();
-        let mut level: Vec<Future<()>> = self
-            .frame
-            .parts
-            .map_with_named(partial_step, &spec, "groupby-partial".into())?
+        let mut level: Vec<Future<()>> = partials
             .to_futures()
             .into_iter()
             .map(Future::erase)
@@ -445,6 +477,7 @@ impl GroupBy {
         Ok(DataFrame {
             parts: Bag::from_futures(&client, level.into_iter().map(Future::retype).collect()),
             schema: meta.schema().clone(),
+            divisions: None,
         })
     }
 }
@@ -455,6 +488,12 @@ fn partial_step(frame: Frame, spec: &Spec) -> Frame {
         Ok(frame) => frame,
         Err(e) => panic!("groupby({:?}): {}", spec.keys, polars_message(&e)),
     }
+}
+
+/// One partition of a shuffled group-by: its groups' partial frames to the aggregates.
+fn finish_shuffled(frame: Frame, (spec, meta): &(Spec, Frame)) -> PolarsResult<Frame> {
+    let combined = spec.combine(vec![frame], true)?;
+    spec.finish(combined, meta)
 }
 
 /// A middle level: partial frames to one.

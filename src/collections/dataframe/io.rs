@@ -216,6 +216,7 @@ impl DataFrame {
         Ok(DataFrame {
             parts: Bag::from_reads(client, parquet_part, "read_parquet", &parts),
             schema: meta.schema().clone(),
+            divisions: None,
         })
     }
 
@@ -306,6 +307,7 @@ impl DataFrame {
         Ok(DataFrame {
             parts: Bag::from_reads(client, csv_block, "read_csv", &parts),
             schema,
+            divisions: None,
         })
     }
 }

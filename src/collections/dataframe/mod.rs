@@ -36,10 +36,11 @@
 
 pub use polars;
 
-use crate::client::Client;
+use crate::client::{CallArg, Client, Future};
 use crate::collections::bag::{Bag, range_bounds};
 use crate::error::{Error, Result};
-use crate::task::{conjure, function_name};
+use crate::protocol::{Bytes, encode_value};
+use crate::task::{CallError, TaskInput, conjure, decode_args, encode_result, function_name};
 use polars::prelude::{DataFrame as Frame, PolarsResult, SchemaRef};
 
 /// A partitioned Polars dataframe on the workers, with a known schema.
@@ -49,6 +50,30 @@ pub struct DataFrame {
     parts: Bag<Frame>,
     /// The columns and their types, the same in every partition.
     schema: SchemaRef,
+    /// The column the partitions are sorted and ranged by, when known.
+    divisions: Option<Divisions>,
+}
+
+impl std::fmt::Debug for DataFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataFrame")
+            .field("npartitions", &self.npartitions())
+            .field("columns", &describe(&self.schema))
+            .field("divisions", &self.divisions)
+            .finish()
+    }
+}
+
+/// A dataframe sorted by one column, with the range of that column's values in each
+/// partition (Dask's index and `divisions`, made by [`DataFrame::set_index`]).
+#[derive(Clone, Debug)]
+pub struct Divisions {
+    /// The column.
+    pub column: String,
+    /// `npartitions + 1` values, ascending: partition `i` holds the values from `values[i]`
+    /// (included) up to `values[i + 1]` (excluded, except in the last partition, which also
+    /// holds the nulls). A partition may be empty.
+    pub values: polars::prelude::Series,
 }
 
 impl DataFrame {
@@ -93,6 +118,7 @@ impl DataFrame {
         Ok(DataFrame {
             parts: Bag::from_futures(client, futures),
             schema,
+            divisions: None,
         })
     }
 
@@ -104,6 +130,13 @@ impl DataFrame {
     /// The columns and their types (known without computing anything).
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
+    }
+
+    /// The column the rows are sorted by and each partition's range of it, when known
+    /// (after [`set_index`](DataFrame::set_index); kept by `filter`, `persist` and a
+    /// `select` that keeps the column; other steps may change the column and forget it).
+    pub fn divisions(&self) -> Option<&Divisions> {
+        self.divisions.as_ref()
     }
 
     /// The column names, in order.
@@ -142,6 +175,7 @@ impl DataFrame {
                 format!("map_partitions-{}", function_name::<F>()),
             ),
             schema: meta.schema().clone(),
+            divisions: None,
         })
     }
 
@@ -173,6 +207,7 @@ impl DataFrame {
                 .parts
                 .map_with_named(select_columns, &names, "select".into())?,
             schema: meta.schema().clone(),
+            divisions: self.divisions.clone().filter(|d| names.contains(&d.column)),
         })
     }
 
@@ -213,12 +248,67 @@ impl DataFrame {
         Ok(all)
     }
 
+    /// The same rows, in order, in `npartitions` partitions of nearly equal length (Dask's
+    /// `repartition(npartitions=..)`): persists the dataframe, learns its partitions'
+    /// lengths (so this waits for them), and each new partition takes the rows of the old
+    /// ones it overlaps, worker to worker.
+    pub fn repartition(&self, npartitions: usize) -> Result<DataFrame> {
+        let stored = self.persist()?;
+        let client = stored.parts.client().clone();
+        let stored_parts: Vec<Future<()>> = stored
+            .parts
+            .to_futures()
+            .into_iter()
+            .map(Future::erase)
+            .collect();
+        let lengths: Vec<Future<u64>> = stored.parts.run_raw(rows_sink, "len", |_| Vec::new());
+        let lengths = client.gather(&lengths)?;
+        let mut starts = Vec::with_capacity(lengths.len());
+        let mut total = 0u64;
+        for len in &lengths {
+            starts.push(total);
+            total += len;
+        }
+        let empty = CallArg::Value(
+            encode_value(&Frame::empty_with_arc_schema(self.schema.clone()))
+                .map_err(|e| Error::encode("a dataframe's columns", e))?,
+        );
+        let parts = range_bounds(total, npartitions)
+            .into_iter()
+            .map(|(start, end)| {
+                let (mut inputs, mut slices) = (Vec::new(), Vec::new());
+                for (i, (&s, &len)) in starts.iter().zip(&lengths).enumerate() {
+                    let (from, to) = (start.max(s), end.min(s + len));
+                    if from < to {
+                        inputs.push(stored_parts[i].clone());
+                        slices.push((from - s, to - from));
+                    }
+                }
+                let slices = CallArg::Value(encode_value(&slices).expect("numbers encode"));
+                client
+                    .submit_raw(
+                        slices_task,
+                        "repartition",
+                        &[],
+                        vec![CallArg::Futures(inputs), slices, empty.clone()],
+                    )
+                    .retype()
+            })
+            .collect();
+        Ok(DataFrame {
+            parts: Bag::from_futures(&client, parts),
+            schema: self.schema.clone(),
+            divisions: None,
+        })
+    }
+
     /// The dataframe with its steps run once and its partitions kept on the workers
     /// (waits for them).
     pub fn persist(&self) -> Result<DataFrame> {
         Ok(DataFrame {
             parts: self.parts.persist()?,
             schema: self.schema.clone(),
+            divisions: self.divisions.clone(),
         })
     }
 }
@@ -280,15 +370,56 @@ fn select_columns(frame: Frame, names: &Vec<String>) -> Frame {
     }
 }
 
+/// A partition's number of rows.
+fn rows_sink(frames: Vec<Frame>, (): ()) -> std::result::Result<Bytes, CallError> {
+    encode_result(&frames.iter().map(|f| f.height() as u64).sum::<u64>())
+}
+
+/// `(offset, length)` slices of the given partitions, one under the other.
+fn slices_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError> {
+    type Args = (Vec<Vec<Frame>>, Vec<(u64, u64)>, Frame);
+    let (parts, slices, empty): Args = decode_args(input).map_err(|e| {
+        CallError::Failed(format!("repartition: could not decode a partition: {e}"))
+    })?;
+    if parts.len() != slices.len() {
+        return Err(CallError::Corrupt(format!(
+            "repartition: {} partitions for {} slices",
+            parts.len(),
+            slices.len()
+        )));
+    }
+    let pieces = parts
+        .into_iter()
+        .zip(slices)
+        .map(|(frames, (offset, len))| {
+            shuffle::stack_frames(frames, Some(&empty))
+                .map(|f| f.slice(offset as i64, len as usize))
+        })
+        .collect::<PolarsResult<Vec<Frame>>>()
+        .and_then(|pieces| shuffle::stack_frames(pieces, Some(&empty)))
+        .map_err(|e| CallError::Failed(format!("repartition: {}", polars_message(&e))))?;
+    encode_result(&vec![pieces])
+}
+
 fn height(frame: Frame) -> u64 {
     frame.height() as u64
 }
 
+mod convert;
 mod groupby;
 mod io;
+mod merge;
 mod ops;
+mod shuffle;
+mod sort;
+mod summary;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_shuffle;
+mod write;
 
 pub use groupby::{Agg, Aggregation, GroupBy, SPLIT_EVERY};
 pub use io::{CsvOptions, ParquetOptions};
+pub use merge::{How, MergeOptions};
+pub use sort::SortOptions;

@@ -7,7 +7,10 @@
 
 use super::{DataFrame, describe, polars_message};
 use crate::error::{Error, Result};
-use polars::prelude::{DataFrame as Frame, DataType, Expr, IntoLazy, PolarsResult, by_name, col};
+use polars::prelude::{
+    DataFrame as Frame, DataType, Expr, IntoLazy, PolarsResult, SortMultipleOptions,
+    UniqueKeepStrategy, by_name, col,
+};
 use serde::{Deserialize, Serialize};
 
 /// One step on a partition.
@@ -32,6 +35,10 @@ pub(super) enum Op {
     FillNull(Expr),
     /// The rows without a null in these columns (all when `None`).
     DropNulls(Option<Vec<String>>),
+    /// The first row of each distinct value of these columns (all when `None`), in order.
+    Unique(Option<Vec<String>>),
+    /// The rows sorted by these columns (stable; nulls last).
+    Sort { by: Vec<String>, descending: bool },
 }
 
 impl Op {
@@ -46,6 +53,8 @@ impl Op {
             Op::Drop(_) => "drop",
             Op::FillNull(_) => "fill_null",
             Op::DropNulls(_) => "drop_nulls",
+            Op::Unique(_) => "drop_duplicates",
+            Op::Sort { .. } => "sort",
         }
     }
 
@@ -61,6 +70,17 @@ impl Op {
             Op::Drop(columns) => frame.drop(by_name(columns, true, false)),
             Op::FillNull(value) => frame.fill_null(value),
             Op::DropNulls(subset) => frame.drop_nulls(subset.map(|s| by_name(s, true, false))),
+            Op::Unique(subset) => frame.unique_stable(
+                subset.map(|s| by_name(s, true, false)),
+                UniqueKeepStrategy::First,
+            ),
+            Op::Sort { by, descending } => frame.sort(
+                by,
+                SortMultipleOptions::default()
+                    .with_order_descending(descending)
+                    .with_nulls_last(true)
+                    .with_maintain_order(true),
+            ),
         }
         .collect()
     }
@@ -78,7 +98,7 @@ fn op_step(frame: Frame, op: &Op) -> Frame {
 impl DataFrame {
     /// `op` as the next step: run on an empty frame first (the new columns, and errors
     /// before anything runs), then encoded for the workers.
-    fn then_op(&self, op: Op) -> Result<DataFrame> {
+    pub(super) fn then_op(&self, op: Op) -> Result<DataFrame> {
         let meta = op
             .apply(Frame::empty_with_arc_schema(self.schema.clone()))
             .map_err(|e| {
@@ -95,6 +115,11 @@ impl DataFrame {
         Ok(DataFrame {
             parts: self.parts.map_with_named(op_step, &op, op.name().into())?,
             schema: meta.schema().clone(),
+            // A filter keeps the rows' order and values: each partition's range holds.
+            divisions: match op {
+                Op::Filter(_) => self.divisions.clone(),
+                _ => None,
+            },
         })
     }
 
@@ -146,6 +171,11 @@ impl DataFrame {
             subset.map(|s| s.iter().map(|c| c.to_string()).collect()),
         ))
     }
+}
+
+/// The step of [`DataFrame::drop_duplicates`] after its shuffle.
+pub(super) fn unique_rows(frame: Frame, subset: &Option<Vec<String>>) -> PolarsResult<Frame> {
+    Op::Unique(subset.clone()).apply(frame)
 }
 
 /// The error for an op that cannot travel to the workers.

@@ -8,7 +8,7 @@ use polars::prelude::{
 };
 
 /// `n` rows: integers, floats with NaN and nulls, strings with nulls, booleans.
-fn sample(n: usize) -> Frame {
+pub(super) fn sample(n: usize) -> Frame {
     let id: Vec<i64> = (0..n as i64).collect();
     let x: Vec<Option<f64>> = (0..n)
         .map(|i| match i % 7 {
@@ -40,7 +40,7 @@ fn even_rows_with_y(df: Frame) -> PolarsResult<Frame> {
 }
 
 /// Fails on any partition holding id 13, and on an empty frame never.
-fn fails_on_13(df: Frame) -> PolarsResult<Frame> {
+pub(super) fn fails_on_13(df: Frame) -> PolarsResult<Frame> {
     if df.column("id")?.i64()?.iter().any(|v| v == Some(13)) {
         polars_bail!(ComputeError: "id 13 is unlucky");
     }
@@ -48,7 +48,7 @@ fn fails_on_13(df: Frame) -> PolarsResult<Frame> {
 }
 
 /// The task failure `err` is (a test failure otherwise).
-fn task_failure(err: &crate::Error) -> &crate::error::TaskError {
+pub(super) fn task_failure(err: &crate::Error) -> &crate::error::TaskError {
     match err {
         crate::Error::Task(failure) => failure,
         other => panic!("not a task failure: {other}"),
@@ -256,7 +256,7 @@ fn expression_steps_match_polars() {
 }
 
 /// Keys with nulls and many groups, values with nulls and NaN, an integer column.
-fn grouped_sample(n: usize) -> Frame {
+pub(super) fn grouped_sample(n: usize) -> Frame {
     let k: Vec<Option<i64>> = (0..n)
         .map(|i| (i % 11 != 4).then_some((i * 7 % 5) as i64))
         .collect();
@@ -274,7 +274,7 @@ fn grouped_sample(n: usize) -> Frame {
 }
 
 /// Every aggregation of `v` and `c`, as Polars names them (the column's name) but aliased.
-fn every_aggregation() -> Vec<Aggregation> {
+pub(super) fn every_aggregation() -> Vec<Aggregation> {
     let mut aggs = Vec::new();
     for column in ["v", "c"] {
         for (a, tag) in [
@@ -296,7 +296,7 @@ fn every_aggregation() -> Vec<Aggregation> {
 }
 
 /// The same by Polars on the whole frame, sorted by the keys.
-fn polars_groupby(frame: &Frame, keys: &[&str]) -> Frame {
+pub(super) fn polars_groupby(frame: &Frame, keys: &[&str]) -> Frame {
     let mut exprs = Vec::new();
     for column in ["v", "c"] {
         let x = || col(column);
@@ -331,7 +331,7 @@ fn polars_groupby(frame: &Frame, keys: &[&str]) -> Frame {
 
 /// Values equal, floats within `1e-12` relative (the partial sums and deviations are
 /// added in another order than Polars adds them).
-fn assert_close(got: &Frame, expected: &Frame, case: &str) {
+pub(super) fn assert_close(got: &Frame, expected: &Frame, case: &str) {
     assert_eq!(got.schema(), expected.schema(), "{case}");
     assert_eq!(
         got.height(),
@@ -461,7 +461,7 @@ fn bad_expressions_and_aggregations_are_named() {
 }
 
 /// A fresh scratch directory for one test.
-fn scratch(name: &str) -> std::path::PathBuf {
+pub(super) fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("mpidask-df-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -470,7 +470,7 @@ fn scratch(name: &str) -> std::path::PathBuf {
 
 /// Rows of `frame` without NaN (CSV writes NaN as text that reads back as a string
 /// unless typed; kept out of the round trip).
-fn csv_sample(n: usize) -> Frame {
+pub(super) fn csv_sample(n: usize) -> Frame {
     sample(n)
         .lazy()
         .with_columns([col("x").fill_nan(lit(1.5))])

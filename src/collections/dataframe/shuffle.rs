@@ -1,0 +1,504 @@
+//! Moving rows between partitions, worker to worker by MPI: the shuffle under
+//! [`shuffle`](DataFrame::shuffle), `merge`, `sort_values`, `drop_duplicates` and group-bys
+//! with `split_out`.
+//!
+//! Every input partition is split where it is computed into one bucket per output
+//! partition (by a hash of key columns, or by where a column's value falls among sorted
+//! boundaries), all buckets packed in one value. A bucket task per (input, output) runs
+//! where that value lies and copies its bucket's bytes out without decoding the frame, so
+//! only buckets travel; each output partition's task fetches exactly its buckets from the
+//! workers that hold them (point-to-point MPI messages of the data plane, spilled to disk
+//! under the workers' memory limits like any value) and stacks them in input order. A
+//! shuffle of `m` partitions into `n` is `m + m * n + n` tasks.
+
+use super::{DataFrame, polars_message};
+use crate::client::{CallArg, Future};
+use crate::collections::bag::Bag;
+use crate::error::{Error, Result};
+use crate::protocol::{Bytes, encode_value};
+use crate::task::{CallError, TaskInput, conjure, decode_args, encode_result, function_name};
+use polars::prelude::{DataFrame as Frame, DataType, PlSeedableRandomStateQuality, PolarsResult};
+use serde::{Deserialize, Serialize};
+
+type TaskResult<T> = std::result::Result<T, CallError>;
+
+/// Where each row of a partition goes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) enum Route {
+    /// To partition `hash(values of on) % n`: equal keys meet in one partition.
+    Hash { on: Vec<String>, n: u64 },
+    /// By the column's value among the sorted `boundaries` (a frame of that one column, no
+    /// nulls): partition `k` holds the values from boundary `k - 1` (included) to boundary
+    /// `k` (excluded), reversed when descending; nulls go to the last partition.
+    Range {
+        column: String,
+        boundaries: Frame,
+        descending: bool,
+    },
+}
+
+impl Route {
+    /// Number of output partitions.
+    pub(super) fn n(&self) -> usize {
+        match self {
+            Route::Hash { n, .. } => *n as usize,
+            Route::Range { boundaries, .. } => boundaries.height() + 1,
+        }
+    }
+
+    /// The output partition of every row of `frame`.
+    pub(super) fn targets(&self, frame: &Frame) -> PolarsResult<Vec<u32>> {
+        match self {
+            Route::Hash { on, n } => {
+                // Polars' own hashing with fixed seeds: the same on every rank.
+                let state = PlSeedableRandomStateQuality::fixed();
+                let mut hashes = vec![0u64; frame.height()];
+                for (k, name) in on.iter().enumerate() {
+                    let column = frame.column(name)?;
+                    if k == 0 {
+                        hashes.clear();
+                        column.vec_hash(state.clone(), &mut hashes)?;
+                    } else {
+                        column.vec_hash_combine(state.clone(), &mut hashes)?;
+                    }
+                }
+                Ok(hashes.iter().map(|h| (h % n.max(&1)) as u32).collect())
+            }
+            Route::Range {
+                column,
+                boundaries,
+                descending,
+            } => {
+                let last = boundaries.height() as u32;
+                let values = frame.column(column)?.as_materialized_series();
+                let bounds = boundaries.column(column)?.as_materialized_series();
+                let mut targets = match Ordered::of(values)? {
+                    Ordered::Numbers(values) => {
+                        let Ordered::Numbers(bounds) = Ordered::of(bounds)? else {
+                            unreachable!("a column and its boundaries have one type")
+                        };
+                        range_targets(&values, &bounds, last, |a, b| a.total_cmp(b))
+                    }
+                    Ordered::Strings(values) => {
+                        let Ordered::Strings(bounds) = Ordered::of(bounds)? else {
+                            unreachable!("a column and its boundaries have one type")
+                        };
+                        range_targets(&values, &bounds, last, |a, b| a.cmp(b))
+                    }
+                };
+                if *descending {
+                    // Reversed, nulls (at `last`) staying last.
+                    let nulls = values.is_null();
+                    for (t, null) in targets.iter_mut().zip(nulls.iter()) {
+                        if null != Some(true) {
+                            *t = last - *t;
+                        }
+                    }
+                }
+                Ok(targets)
+            }
+        }
+    }
+}
+
+/// A column's values in a form ordered as Polars sorts them (numbers and times by their
+/// value, NaN above every number; strings by their bytes).
+enum Ordered {
+    Numbers(Vec<Option<f64>>),
+    Strings(Vec<Option<String>>),
+}
+
+impl Ordered {
+    fn of(series: &polars::prelude::Series) -> PolarsResult<Ordered> {
+        let dtype = series.dtype();
+        if dtype.is_primitive_numeric() || dtype.is_temporal() || dtype == &DataType::Boolean {
+            // Times by their integer value; integers beyond 2^53 round, which keeps the order
+            // (rounding never reverses two values), so a partition's range stays a range.
+            let floats = series.to_physical_repr().cast(&DataType::Float64)?;
+            let numbers = floats
+                .f64()?
+                .iter()
+                .map(|v| v.map(|x| if x.is_nan() { f64::NAN } else { x }))
+                .collect();
+            Ok(Ordered::Numbers(numbers))
+        } else if dtype == &DataType::String {
+            Ok(Ordered::Strings(
+                series.str()?.iter().map(|v| v.map(String::from)).collect(),
+            ))
+        } else {
+            Err(polars::prelude::PolarsError::InvalidOperation(
+                format!(
+                    "column '{}' is of type {dtype}, which has no order to partition by \
+                     (numbers, times, booleans and strings have)",
+                    series.name()
+                )
+                .into(),
+            ))
+        }
+    }
+}
+
+/// For every value, the number of boundaries at or below it (`last` for a null).
+fn range_targets<V>(
+    values: &[Option<V>],
+    bounds: &[Option<V>],
+    last: u32,
+    cmp: impl Fn(&V, &V) -> std::cmp::Ordering,
+) -> Vec<u32> {
+    let bounds: Vec<&V> = bounds.iter().flatten().collect();
+    values
+        .iter()
+        .map(|v| match v {
+            Some(v) => bounds.partition_point(|b| cmp(b, v) != std::cmp::Ordering::Greater) as u32,
+            None => last,
+        })
+        .collect()
+}
+
+/// `frame` split by `route`, the buckets packed: the number of buckets `n`, their lengths
+/// (`n` little-endian `u64`s), then each bucket encoded as a one-frame partition.
+fn split(frame: &Frame, route: &Route) -> PolarsResult<Vec<Vec<u8>>> {
+    let n = route.n();
+    let targets = route.targets(frame)?;
+    let mut rows: Vec<Vec<polars::prelude::IdxSize>> = vec![Vec::new(); n];
+    for (i, t) in targets.iter().enumerate() {
+        rows[*t as usize].push(i as polars::prelude::IdxSize);
+    }
+    rows.into_iter()
+        .map(|idx| {
+            let idx = polars::prelude::IdxCa::from_vec("".into(), idx);
+            let bucket = frame.take(&idx)?;
+            encode_value(&vec![bucket])
+                .map_err(|e| polars::prelude::PolarsError::ComputeError(e.to_string().into()))
+        })
+        .collect()
+}
+
+/// The split of one partition (the pipeline's frames, stacked), packed.
+fn split_sink(frames: Vec<Frame>, route: Route) -> TaskResult<Bytes> {
+    let failed = |e: polars::prelude::PolarsError| {
+        CallError::Failed(format!("shuffle: {}", polars_message(&e)))
+    };
+    let frame = stack_frames(frames, None).map_err(failed)?;
+    let buckets = split(&frame, &route).map_err(failed)?;
+    let total: usize = buckets.iter().map(Vec::len).sum();
+    let mut packed = Bytes::aligned_after(0, 8 * (1 + buckets.len()) + total);
+    packed.extend_from_slice(&(buckets.len() as u64).to_le_bytes());
+    for bucket in &buckets {
+        packed.extend_from_slice(&(bucket.len() as u64).to_le_bytes());
+    }
+    for bucket in &buckets {
+        packed.extend_from_slice(bucket);
+    }
+    Ok(packed)
+}
+
+/// Bucket `j` of a packed split, copied out as it is (checked against the packing first).
+fn bucket_task(input: &TaskInput<'_>) -> TaskResult<Bytes> {
+    let corrupt = |what: &str| CallError::Corrupt(format!("shuffle: a packed split {what}"));
+    let (packed, j) = match (input.deps.first(), input.args.get(1)) {
+        (Some(packed), Some(crate::protocol::ArgSlot::Value(j))) => (packed.as_slice(), j),
+        _ => return Err(corrupt("is missing from the bucket task")),
+    };
+    let j: u64 = crate::protocol::decode_value(j).map_err(|_| corrupt("has no bucket number"))?;
+    let word = |k: usize| -> TaskResult<u64> {
+        packed
+            .get(8 * k..8 * k + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .ok_or_else(|| corrupt("is shorter than its header"))
+    };
+    let n = word(0)?;
+    if j >= n || n > (packed.len() / 8) as u64 {
+        return Err(corrupt(&format!("has {n} buckets, not bucket {j}")));
+    }
+    let mut start = 8 * (1 + n as usize);
+    for k in 0..j as usize {
+        start = start
+            .checked_add(word(1 + k)? as usize)
+            .ok_or_else(|| corrupt("has impossible lengths"))?;
+    }
+    let len = word(1 + j as usize)? as usize;
+    let bucket = start
+        .checked_add(len)
+        .and_then(|end| packed.get(start..end))
+        .ok_or_else(|| corrupt("is shorter than its lengths say"))?;
+    let mut out = Bytes::aligned_after(0, bucket.len());
+    out.extend_from_slice(bucket);
+    Ok(out)
+}
+
+/// `frames` one under the other; none gives an empty frame of `empty`'s columns.
+pub(super) fn stack_frames(frames: Vec<Frame>, empty: Option<&Frame>) -> PolarsResult<Frame> {
+    let mut frames = frames.into_iter();
+    let Some(mut all) = frames.next() else {
+        return Ok(empty.cloned().unwrap_or_default());
+    };
+    for frame in frames {
+        all.vstack_mut_owned(frame)?;
+    }
+    all.rechunk_mut();
+    Ok(all)
+}
+
+/// One output partition: its buckets stacked in input order, then `F` with its parameter.
+fn gather_task<F, P>(input: &TaskInput<'_>) -> TaskResult<Bytes>
+where
+    F: Fn(Frame, &P) -> PolarsResult<Frame> + Copy + 'static,
+    P: serde::de::DeserializeOwned + 'static,
+{
+    let (buckets, empty, parameter): (Vec<Vec<Frame>>, Frame, P) = decode_args(input)
+        .map_err(|e| CallError::Failed(format!("shuffle: could not decode a bucket: {e}")))?;
+    let frame = stack_frames(buckets.into_iter().flatten().collect(), Some(&empty))
+        .and_then(|frame| conjure::<F>()(frame, &parameter))
+        .map_err(|e| {
+            CallError::Failed(format!(
+                "{}: {}",
+                function_name::<F>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("shuffle"),
+                polars_message(&e)
+            ))
+        })?;
+    encode_result(&vec![frame])
+}
+
+/// The buckets of a shuffle: `buckets[i][j]`, bucket `j` of input partition `i`.
+pub(super) fn buckets(
+    frame: &DataFrame,
+    route: &Route,
+    name: &str,
+) -> Result<Vec<Vec<Future<()>>>> {
+    let route_arg =
+        CallArg::Value(encode_value(route).map_err(|e| Error::encode("a shuffle's route", e))?);
+    let client = frame.parts.client().clone();
+    let splits: Vec<Future<()>> = frame
+        .parts
+        .run_raw(split_sink, &format!("{name}-split"), |_| {
+            vec![route_arg.clone()]
+        });
+    let n = route.n() as u64;
+    Ok(splits
+        .iter()
+        .map(|split| {
+            (0..n)
+                .map(|j| {
+                    let j = CallArg::Value(encode_value(&j).expect("a number encodes"));
+                    client.submit_raw(
+                        bucket_task,
+                        &format!("{name}-bucket"),
+                        &[],
+                        vec![CallArg::Future(split.clone()), j],
+                    )
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// The column `j` of `buckets`.
+pub(super) fn column_of(buckets: &[Vec<Future<()>>], j: usize) -> Vec<Future<()>> {
+    buckets.iter().map(|row| row[j].clone()).collect()
+}
+
+impl DataFrame {
+    /// A shuffle of this dataframe's rows by `route`, each output partition's buckets
+    /// stacked and then given to `f` with `parameter`; `schema` is the result's columns.
+    pub(super) fn shuffled<F, P>(
+        &self,
+        route: &Route,
+        name: &str,
+        _f: F,
+        parameter: &P,
+        schema: polars::prelude::SchemaRef,
+    ) -> Result<DataFrame>
+    where
+        F: Fn(Frame, &P) -> PolarsResult<Frame> + Copy + 'static,
+        P: Serialize + serde::de::DeserializeOwned + 'static,
+    {
+        let buckets = buckets(self, route, name)?;
+        let client = self.parts.client().clone();
+        let empty = CallArg::Value(
+            encode_value(&Frame::empty_with_arc_schema(self.schema.clone()))
+                .map_err(|e| Error::encode("a dataframe's columns", e))?,
+        );
+        let parameter = CallArg::Value(
+            encode_value(parameter).map_err(|e| Error::encode(format!("a {name}"), e))?,
+        );
+        let parts = (0..route.n())
+            .map(|j| {
+                client
+                    .submit_raw(
+                        gather_task::<F, P>,
+                        name,
+                        &[],
+                        vec![
+                            CallArg::Futures(column_of(&buckets, j)),
+                            empty.clone(),
+                            parameter.clone(),
+                        ],
+                    )
+                    .retype()
+            })
+            .collect();
+        Ok(DataFrame {
+            parts: Bag::from_futures(&client, parts),
+            schema,
+            divisions: None,
+        })
+    }
+
+    /// The rows moved so that equal values of `on` are in one partition, into
+    /// `npartitions` partitions (Dask's `shuffle(on, npartitions)`): a hash shuffle between
+    /// the workers. A name that is not a column is an error naming the columns.
+    pub fn shuffle(&self, on: &[&str], npartitions: usize) -> Result<DataFrame> {
+        let on = self.key_columns("shuffle", on)?;
+        let route = Route::Hash {
+            on,
+            n: npartitions.max(1) as u64,
+        };
+        self.shuffled(&route, "shuffle", unchanged, &(), self.schema.clone())
+    }
+
+    /// The rows without repeats of the values of `subset` (every column when `None`),
+    /// the first of each kept: Dask's `drop_duplicates(subset, keep="first")`. Each
+    /// partition drops its own repeats, then a hash shuffle on those columns brings equal
+    /// rows into one partition (buckets stacked in input order, so the first stays
+    /// first), as many partitions as the input; rows come grouped by that hash, not in
+    /// their original order.
+    pub fn drop_duplicates(&self, subset: Option<&[&str]>) -> Result<DataFrame> {
+        let on = match subset {
+            Some(columns) => self.key_columns("drop_duplicates", columns)?,
+            None => self.columns().iter().map(|c| c.to_string()).collect(),
+        };
+        let subset: Option<Vec<String>> = subset.map(|_| on.clone());
+        let local = self.then_op(super::ops::Op::Unique(subset.clone()))?;
+        let route = Route::Hash {
+            on,
+            n: self.npartitions() as u64,
+        };
+        local.shuffled(
+            &route,
+            "drop_duplicates",
+            super::ops::unique_rows,
+            &subset,
+            self.schema.clone(),
+        )
+    }
+
+    /// `names` as owned strings, each checked to be a column (at least one).
+    pub(super) fn key_columns(&self, what: &str, names: &[&str]) -> Result<Vec<String>> {
+        if names.is_empty() {
+            return Err(Error::Config(format!(
+                "{what}: no column given; name at least one"
+            )));
+        }
+        if let Some(missing) = names.iter().find(|k| self.schema.get(k).is_none()) {
+            return Err(Error::Config(format!(
+                "{what}: no column '{missing}' (the columns are {})",
+                super::describe(&self.schema)
+            )));
+        }
+        Ok(names.iter().map(|k| k.to_string()).collect())
+    }
+}
+
+fn unchanged(frame: Frame, _: &()) -> PolarsResult<Frame> {
+    Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polars::prelude::{NamedFrom, Series, df};
+
+    #[test]
+    fn hash_routes_equal_keys_alike_and_ranges_keep_order() {
+        let frame =
+            df!("k" => [3i64, 1, 3, 7, 1, 2], "s" => ["a", "b", "a", "c", "b", "d"]).unwrap();
+        let route = Route::Hash {
+            on: vec!["k".into(), "s".into()],
+            n: 4,
+        };
+        let t = route.targets(&frame).unwrap();
+        assert_eq!((t[0], t[1]), (t[2], t[4]));
+        assert!(t.iter().all(|&x| x < 4));
+
+        let values =
+            df!("x" => [Some(5.0), None, Some(-1.0), Some(2.0), Some(f64::NAN), Some(3.0)])
+                .unwrap();
+        let boundaries = df!("x" => [2.0, 4.0]).unwrap();
+        let up = Route::Range {
+            column: "x".into(),
+            boundaries: boundaries.clone(),
+            descending: false,
+        };
+        // [.., 2) [2, 4) [4, ..] and nulls last; NaN above every number.
+        assert_eq!(up.targets(&values).unwrap(), vec![2, 2, 0, 1, 2, 1]);
+        let down = Route::Range {
+            column: "x".into(),
+            boundaries,
+            descending: true,
+        };
+        assert_eq!(down.targets(&values).unwrap(), vec![0, 2, 2, 1, 0, 1]);
+
+        let words = df!("w" => ["pear", "apple", "fig"]).unwrap();
+        let route = Route::Range {
+            column: "w".into(),
+            boundaries: Frame::new_infer_height(vec![Series::new("w".into(), ["b", "g"]).into()])
+                .unwrap(),
+            descending: false,
+        };
+        assert_eq!(route.targets(&words).unwrap(), vec![2, 0, 1]);
+    }
+
+    #[test]
+    fn a_bucket_comes_out_of_its_packing_and_a_bad_packing_is_an_error() {
+        let frame = df!("k" => [1i64, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+        let route = Route::Hash {
+            on: vec!["k".into()],
+            n: 3,
+        };
+        let packed = split_sink(vec![frame.clone()], route.clone()).unwrap();
+        let targets = route.targets(&frame).unwrap();
+        let mut seen = 0;
+        for j in 0..3u64 {
+            let bucket = bucket_of(&packed, j).unwrap();
+            let frames: Vec<Frame> = crate::protocol::decode_value(&bucket).unwrap();
+            let expected: Vec<i64> = (0..8)
+                .filter(|&i| targets[i] as u64 == j)
+                .map(|i| i as i64 + 1)
+                .collect();
+            let got: Vec<i64> = frames[0]
+                .column("k")
+                .unwrap()
+                .i64()
+                .unwrap()
+                .into_no_null_iter()
+                .collect();
+            assert_eq!(got, expected);
+            seen += got.len();
+        }
+        assert_eq!(seen, 8);
+        assert!(bucket_of(&packed, 3).is_err());
+        assert!(bucket_of(&packed[..20], 0).is_err());
+        let mut lying = packed.to_vec();
+        lying[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(bucket_of(&lying, 1).is_err());
+    }
+
+    fn bucket_of(packed: &[u8], j: u64) -> TaskResult<Bytes> {
+        let payload = crate::protocol::Payload::from(Bytes::from(packed.to_vec()));
+        let functions = crate::task::FunctionTable::new(0);
+        let args = vec![
+            crate::protocol::ArgSlot::Future(crate::protocol::Key(0)),
+            crate::protocol::ArgSlot::Value(encode_value(&j).unwrap()),
+        ];
+        bucket_task(&TaskInput {
+            args: &args,
+            deps: std::slice::from_ref(&payload),
+            uses: &[],
+            functions: &functions,
+        })
+    }
+}
