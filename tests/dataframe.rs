@@ -13,7 +13,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use mpidask::Client;
 use mpidask::dataframe::{Aggregation, DataFrame, polars};
 use polars::prelude::{
-    BooleanChunked, DataType, IntoLazy, PolarsResult, SortMultipleOptions, col, df, lit,
+    BooleanChunked, ChunkAgg, DataType, IntoLazy, PolarsResult, SortMultipleOptions, col, df, lit,
 };
 use std::time::Duration;
 use support::{check, local_command, mpirun, run_with_deadline};
@@ -345,9 +345,51 @@ fn shuffles(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A shuffle of 3x the workers' memory (run with a 40 MB limit on 2 workers): 240 MB of
+/// random values made on the workers, a key column added, the rows shuffled on the key and
+/// kept; the rows, their sum and the keys' partitions are checked.
+fn scenario_shuffle_spill(client: &Client) -> anyhow::Result<()> {
+    use mpidask::array::random;
+    let (rows, chunk) = (7_500_000usize, 250_000usize);
+    let x = random::uniform(0.0, 1.0, &[rows, 2], &[chunk, 2], 11);
+    let total = x.sum().compute_scalar::<f64>(client)?;
+    let ddf = DataFrame::from_array(client, &x, &["a", "b"])?
+        .with_columns([(col("a") * lit(1000.0)).cast(DataType::Int64).alias("k")])?;
+    let shuffled = ddf.shuffle(&["k"], 30)?.persist()?;
+    ensure!(shuffled.len()? == rows, "rows lost in the shuffle");
+    let sums = shuffled
+        .groupby(&["k"])?
+        .split_out(4)
+        .agg(&[Aggregation::sum("a"), Aggregation::sum("b")])?
+        .compute()?;
+    ensure!(sums.height() == 1000, "{} keys, not 1000", sums.height());
+    let after: f64 = sums.column("a")?.f64()?.sum().unwrap_or(0.0)
+        + sums.column("b")?.f64()?.sum().unwrap_or(0.0);
+    ensure!(
+        (after - total).abs() <= 1e-9 * total,
+        "sum {after} after the shuffle, {total} before"
+    );
+    // Every key in exactly one partition.
+    let per_partition: Vec<usize> = shuffled.to_bag().map(distinct_keys).compute()?;
+    ensure!(
+        per_partition.iter().sum::<usize>() == 1000,
+        "keys split between partitions: {per_partition:?}"
+    );
+    println!("DATAFRAME shuffle_spill ok");
+    Ok(())
+}
+
+fn distinct_keys(frame: Frame) -> usize {
+    frame
+        .column("k")
+        .and_then(|k| k.n_unique())
+        .expect("a key column")
+}
+
 fn run_scenario(name: &str) -> ! {
     match name {
         "dataframe" => mpidask::run(scenario_dataframe),
+        "shuffle_spill" => mpidask::run(scenario_shuffle_spill),
         other => {
             eprintln!("unknown scenario {other}");
             std::process::exit(99)
@@ -363,6 +405,45 @@ fn under_mpirun(np: usize) -> Result<(), Failed> {
         run.expect_code(0)
             .expect_stdout(&format!("DATAFRAME ok workers={}", np - 2))
             .expect_quiet();
+    })
+}
+
+/// The shuffle of 3x the workers' memory completes by spilling (the trace's summary counts
+/// the spills and read-backs) and leaves no spill file.
+fn shuffle_spills() -> Result<(), Failed> {
+    check(|| {
+        let dir = support::scratch_dir("dataframe-spill");
+        let spill_dir = dir.join("local");
+        std::fs::create_dir_all(&spill_dir).expect("a spill directory");
+        let trace_path = dir.join("trace.json");
+        let mut command = mpirun(4, &std::env::current_exe().expect("current exe"), &[]);
+        command
+            .env("MPIDASK_SCENARIO", "shuffle_spill")
+            .env("MPIDASK_MEMORY_LIMIT", "40MB")
+            .env("MPIDASK_LOCAL_DIRECTORY", &spill_dir)
+            .env("MPIDASK_TRACE", &trace_path);
+        let run = run_with_deadline(command, Duration::from_secs(300));
+        run.expect_code(0)
+            .expect_stdout("DATAFRAME shuffle_spill ok")
+            .expect_quiet();
+        let trace: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&trace_path).expect("the trace"))
+                .expect("a JSON trace");
+        let summary = &trace["otherData"]["summary"];
+        let spilled = summary["spilled_bytes"].as_u64().unwrap_or(0);
+        let read_backs = summary["read_backs"].as_u64().unwrap_or(0);
+        assert!(
+            spilled >= 200_000_000 && read_backs >= 30,
+            "the shuffle should spill: {summary}\n{}",
+            run.dump()
+        );
+        let left: Vec<_> = std::fs::read_dir(&spill_dir)
+            .expect("the spill directory")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "spill files left behind: {left:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     })
 }
 
@@ -387,6 +468,7 @@ fn main() {
         Trial::test("dataframe_np4_matches_polars", || under_mpirun(4)),
         Trial::test("dataframe_np6_matches_polars", || under_mpirun(6)),
         Trial::test("dataframe_local_matches_polars", in_local_mode),
+        Trial::test("dataframe_shuffle_of_3x_memory_spills_np4", shuffle_spills),
     ];
     libtest_mimic::run(&args, tests).exit();
 }
