@@ -423,3 +423,4 @@ pub use groupby::{Agg, Aggregation, GroupBy, SPLIT_EVERY};
 pub use io::{CsvOptions, ParquetOptions};
 pub use merge::{How, MergeOptions};
 pub use sort::SortOptions;
+pub use summary::DESCRIBE_ROWS;

@@ -60,16 +60,15 @@ fn sort_frame(frame: Frame, spec: &Spec) -> PolarsResult<Frame> {
         .collect()
 }
 
-/// A sorted sample of `column`'s non-null values in a partition (its first and last
-/// included) and the partition's number of non-null values, encoded.
-fn sample_sink(
+/// For each of `columns`, a sorted sample of its non-null values in a partition (the first
+/// and last included) and the partition's number of non-null values, encoded.
+pub(super) fn sample_sink(
     frames: Vec<Frame>,
-    (column, samples): (String, u64),
+    (columns, samples): (Vec<String>, u64),
 ) -> std::result::Result<Bytes, CallError> {
-    let sample = || -> PolarsResult<(Frame, u64)> {
-        let frame = stack_frames(frames, None)?;
+    let sample = |frame: &Frame, column: &str| -> PolarsResult<(Frame, u64)> {
         let values = frame
-            .column(&column)?
+            .column(column)?
             .as_materialized_series()
             .drop_nulls()
             .sort(PolarsSortOptions::default().with_maintain_order(true))?;
@@ -88,13 +87,61 @@ fn sample_sink(
             len as u64,
         ))
     };
-    let result = sample().map_err(|e| {
-        CallError::Failed(format!(
-            "sort_values: sampling '{column}': {}",
-            polars_message(&e)
-        ))
-    })?;
+    let frame = stack_frames(frames, None)
+        .map_err(|e| CallError::Failed(format!("sampling: {}", polars_message(&e))))?;
+    let result = columns
+        .iter()
+        .map(|c| {
+            sample(&frame, c)
+                .map_err(|e| CallError::Failed(format!("sampling '{c}': {}", polars_message(&e))))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     encode_result(&result)
+}
+
+/// The samples of every column of `columns` in every partition (the dataframe should be
+/// stored: the partitions are computed for this).
+pub(super) fn samples(
+    frame: &DataFrame,
+    columns: &[String],
+    size: usize,
+) -> Result<Vec<Vec<(Frame, u64)>>> {
+    let parameter = CallArg::Value(
+        encode_value(&(columns.to_vec(), size.max(2) as u64))
+            .map_err(|e| Error::encode("a sample size", e))?,
+    );
+    let samples: Vec<crate::client::Future<Vec<(Frame, u64)>>> =
+        frame
+            .parts
+            .run_raw(sample_sink, "sample", |_| vec![parameter.clone()]);
+    frame.parts.client().gather(&samples)
+}
+
+/// The value at quantile `q` (nearest rank, as Polars' `describe`) of the values the
+/// weighted samples stand for: exact when every value was sampled.
+pub(super) fn weighted_quantile(samples: &[(Vec<f64>, u64)], q: f64) -> Option<f64> {
+    let mut points: Vec<(f64, f64)> = Vec::new();
+    for (values, len) in samples {
+        if values.is_empty() {
+            continue;
+        }
+        let weight = *len as f64 / values.len() as f64;
+        points.extend(values.iter().map(|&v| (v, weight)));
+    }
+    if points.is_empty() {
+        return None;
+    }
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total: f64 = points.iter().map(|p| p.1).sum();
+    let target = (q * (total - 1.0)).round();
+    let mut cumulative = 0.0;
+    for (value, weight) in &points {
+        cumulative += weight;
+        if cumulative > target + 1e-9 {
+            return Some(*value);
+        }
+    }
+    points.last().map(|p| p.0)
 }
 
 /// `n - 1` boundaries (fewer when values repeat) at the weighted quantiles of the samples,
@@ -213,17 +260,10 @@ impl DataFrame {
 
         let stored = self.persist()?;
         let n = options.npartitions.unwrap_or(self.npartitions()).max(1);
-        let parameter = CallArg::Value(
-            encode_value(&(first.clone(), options.samples.max(2) as u64))
-                .map_err(|e| Error::encode("a sort's sample size", e))?,
-        );
-        let samples = stored
-            .parts
-            .run_raw(sample_sink, "sort_values-sample", |_| {
-                vec![parameter.clone()]
-            });
-        let client = stored.parts.client().clone();
-        let samples: Vec<(Frame, u64)> = client.gather(&samples)?;
+        let samples = samples(&stored, std::slice::from_ref(first), options.samples)?
+            .into_iter()
+            .flatten()
+            .collect();
         let ends = boundaries(first, samples, n).map_err(failed)?;
         let bounds = match &ends {
             Some((b, _)) => {

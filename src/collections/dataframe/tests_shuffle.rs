@@ -457,3 +457,66 @@ fn arrays_in_and_out() {
         );
     });
 }
+
+#[test]
+fn describe_matches_polars_statistics() {
+    use polars::prelude::{QuantileMethod, lit};
+    on_three_workers(|client| {
+        for (n, parts) in [(0usize, 2usize), (1, 3), (200, 7)] {
+            let frame = grouped_sample(n);
+            let ddf = DataFrame::from_polars(client, &frame, parts).unwrap();
+            let got = ddf.describe().unwrap();
+            let statistic: Vec<&str> = got
+                .column("statistic")
+                .unwrap()
+                .str()
+                .unwrap()
+                .iter()
+                .flatten()
+                .collect();
+            assert_eq!(statistic, super::DESCRIBE_ROWS);
+            assert_eq!(
+                got.get_column_names(),
+                ["statistic", "k", "v", "c"],
+                "{n} rows: string columns are left out"
+            );
+            for c in ["k", "v", "c"] {
+                let x = || col(c).cast(polars::prelude::DataType::Float64);
+                let q = |p: f64| x().quantile(lit(p), QuantileMethod::Nearest);
+                let expected = frame
+                    .clone()
+                    .lazy()
+                    .select([
+                        x().count()
+                            .cast(polars::prelude::DataType::Float64)
+                            .alias("count"),
+                        x().mean().alias("mean"),
+                        x().std(1).alias("std"),
+                        x().min().alias("min"),
+                        q(0.25).alias("25%"),
+                        q(0.5).alias("50%"),
+                        q(0.75).alias("75%"),
+                        x().max().alias("max"),
+                    ])
+                    .collect()
+                    .unwrap();
+                let mine = got.column(c).unwrap().f64().unwrap();
+                for (row, stat) in super::DESCRIBE_ROWS.iter().enumerate() {
+                    let e = expected.column(stat).unwrap().f64().unwrap().get(0);
+                    let m = mine.get(row);
+                    let same = match (m, e) {
+                        (Some(a), Some(b)) => (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+                        (a, b) => a == b,
+                    };
+                    assert!(same, "{n} rows, {c} {stat}: {m:?} against Polars' {e:?}");
+                }
+            }
+        }
+        let words = DataFrame::from_polars(client, &df!("w" => ["a", "b"]).unwrap(), 1).unwrap();
+        let text = words.describe().unwrap_err().to_string();
+        assert!(
+            text.contains("no numeric column") && text.contains("w (str)"),
+            "{text}"
+        );
+    });
+}
