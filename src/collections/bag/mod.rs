@@ -109,6 +109,20 @@ impl<T: Item> Bag<T> {
         Bag::with_origins(client, stored_source::<T>, "", origins)
     }
 
+    /// A bag whose partition `i` is the one element `elements[i]` stores (a list of one
+    /// future each, which the stored source decodes as a partition of one element): for
+    /// collections whose partitions are single values, such as a dataframe's frames.
+    #[cfg_attr(not(feature = "dataframe"), allow(dead_code))]
+    pub(crate) fn from_element_futures(client: &Client, elements: Vec<Future<T>>) -> Bag<T> {
+        let origins = elements
+            .into_iter()
+            .map(|element| Origin {
+                slot: CallArg::Futures(vec![element.erase()]),
+            })
+            .collect();
+        Bag::with_origins(client, stored_source::<T>, "", origins)
+    }
+
     /// A bag of `items` cut into `npartitions` partitions of nearly equal length (some are
     /// empty when there are more partitions than items), each sent to a worker.
     ///

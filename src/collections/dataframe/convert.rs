@@ -2,6 +2,8 @@
 //! `f64` array, one chunk of rows per partition, Dask's `to_dask_array(lengths=True)`) and
 //! [`DataFrame::from_array`] (named columns of a 1-D or 2-D array, one partition per chunk
 //! of rows, Dask's `from_dask_array`). The chunks and partitions stay on the workers.
+//! And from other collections: [`DataFrame::from_delayed`] (one partition per delayed
+//! frame) and [`DataFrame::from_bag`] (a bag of frames).
 
 use super::shuffle::stack_frames;
 use super::{DataFrame, describe, polars_message};
@@ -75,7 +77,78 @@ fn frame_of_block(
         .map_err(|e| e.to_string())
 }
 
+/// An empty frame with `frame`'s columns.
+fn columns_of(frame: Frame) -> Frame {
+    frame.clear()
+}
+
+/// The step checking that every partition has the columns the first one had.
+fn check_columns(frame: Frame, expected: &Frame) -> Frame {
+    if frame.schema() != expected.schema() {
+        panic!(
+            "a partition has the columns {}, the first partition {}; every partition needs the \
+             same columns and types",
+            describe(frame.schema()),
+            describe(expected.schema())
+        );
+    }
+    frame
+}
+
 impl DataFrame {
+    /// A dataframe of one partition per delayed frame (Dask's `from_delayed`). The first
+    /// frame's columns and types are the dataframe's (a small task reads them from the
+    /// first partition, which is computed then and kept); a partition with other columns
+    /// fails its task with a message naming both.
+    pub fn from_delayed(
+        client: &Client,
+        partitions: &[crate::collections::delayed::Delayed<Frame>],
+    ) -> Result<DataFrame> {
+        if partitions.is_empty() {
+            return Err(Error::Config(
+                "DataFrame::from_delayed needs at least one delayed frame".into(),
+            ));
+        }
+        let mut session = crate::collections::delayed::Session::new(client);
+        let futures: Vec<Future<Frame>> = partitions.iter().map(|d| session.submit(d)).collect();
+        let meta: Frame = client.submit(columns_of, &futures[0]).result()?;
+        let parts = Bag::from_element_futures(client, futures);
+        Ok(DataFrame {
+            parts: parts.map_with_named(check_columns, &meta, "check_columns".into())?,
+            schema: meta.schema().clone(),
+            divisions: None,
+        })
+    }
+
+    /// A dataframe of a bag of frames (each partition's frames stacked): for rows a bag
+    /// makes, e.g. `bag.map_partitions(to_frame)` with a function building a Polars frame
+    /// of a partition's records (Dask's `Bag.to_dataframe`). The first partition is
+    /// computed once here to learn the columns; a partition with other columns fails its
+    /// task with a message naming both.
+    pub fn from_bag(bag: &Bag<Frame>) -> Result<DataFrame> {
+        if bag.npartitions() == 0 {
+            return Err(Error::Config(
+                "DataFrame::from_bag: the bag has no partition".into(),
+            ));
+        }
+        let first = bag
+            .partition(0)
+            .map_named(columns_of, "columns".into())
+            .compute()?;
+        let Some(meta) = first.into_iter().next() else {
+            return Err(Error::Config(
+                "DataFrame::from_bag: the first partition holds no frame, so the columns are \
+                 unknown; give every partition a frame (an empty one keeps the columns)"
+                    .into(),
+            ));
+        };
+        Ok(DataFrame {
+            parts: bag.map_with_named(check_columns, &meta, "check_columns".into())?,
+            schema: meta.schema().clone(),
+            divisions: None,
+        })
+    }
+
     /// The columns `columns` (numbers or booleans) as a 2-D `f64` array of shape (rows,
     /// columns), nulls as NaN: one chunk of rows per non-empty partition, the chunks left
     /// on the workers (Dask's `to_dask_array(lengths=True)`: this runs the dataframe and

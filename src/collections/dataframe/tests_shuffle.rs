@@ -520,3 +520,71 @@ fn describe_matches_polars_statistics() {
         );
     });
 }
+
+/// Rows `start..start + 5` as a frame (a delayed call's partition).
+fn rows_from(start: i64) -> Frame {
+    df!("n" => (start..start + 5).collect::<Vec<i64>>(), "sq" => (start..start + 5).map(|i| i * i).collect::<Vec<i64>>()).unwrap()
+}
+
+/// A bag partition's numbers as one frame.
+fn numbers_frame(numbers: Vec<u64>) -> Vec<Frame> {
+    let n: Vec<i64> = numbers.iter().map(|&x| x as i64).collect();
+    let sq: Vec<i64> = n.iter().map(|x| x * x).collect();
+    vec![df!("n" => n, "sq" => sq).unwrap()]
+}
+
+/// Other columns for odd starts.
+fn wrong_for_odd(start: i64) -> Frame {
+    if start % 2 == 1 {
+        df!("other" => [1.5f64]).unwrap()
+    } else {
+        rows_from(start)
+    }
+}
+
+#[test]
+fn delayed_frames_and_bags_make_dataframes() {
+    use crate::collections::bag::Bag;
+    use crate::collections::delayed::delayed;
+    on_three_workers(|client| {
+        let expected = rows_from(0)
+            .vstack(&rows_from(5))
+            .unwrap()
+            .vstack(&rows_from(10))
+            .unwrap();
+        let parts: Vec<_> = [0i64, 5, 10]
+            .iter()
+            .map(|&s| delayed(rows_from, s))
+            .collect();
+        let ddf = DataFrame::from_delayed(client, &parts).unwrap();
+        assert_eq!(ddf.npartitions(), 3);
+        assert_eq!(ddf.columns(), vec!["n", "sq"]);
+        assert!(ddf.compute().unwrap().equals_missing(&expected));
+        assert_eq!(
+            ddf.filter(col("n").gt(polars::prelude::lit(7)))
+                .unwrap()
+                .len()
+                .unwrap(),
+            7
+        );
+
+        let bag = Bag::range(client, 15, 4).map_partitions(numbers_frame);
+        let from_bag = DataFrame::from_bag(&bag).unwrap();
+        assert_eq!(from_bag.npartitions(), 4);
+        assert!(from_bag.compute().unwrap().equals_missing(&expected));
+
+        let mixed: Vec<_> = [0i64, 1]
+            .iter()
+            .map(|&s| delayed(wrong_for_odd, s))
+            .collect();
+        let error = DataFrame::from_delayed(client, &mixed)
+            .unwrap()
+            .compute()
+            .unwrap_err();
+        let message = &task_failure(&error).message;
+        assert!(
+            message.contains("other (f64)") && message.contains("n (i64)"),
+            "{message}"
+        );
+    });
+}
