@@ -447,6 +447,30 @@ fn shuffle_spills() -> Result<(), Failed> {
     })
 }
 
+/// `examples/taxi.rs` writes its trips, runs its four analyses and checks them against
+/// Polars on its first file.
+fn taxi_example(np: Option<usize>) -> Result<(), Failed> {
+    check(|| {
+        let dir = support::scratch_dir(&format!("taxi-{np:?}"));
+        let data = dir.join("trips").display().to_string();
+        let args = ["--rows", "120000", "--files", "5", "--dir", data.as_str()];
+        let command = match np {
+            Some(np) => mpirun(np, &support::example("taxi"), &args),
+            None => {
+                let mut command = local_command(&support::example("taxi"));
+                command.args(args);
+                command
+            }
+        };
+        let run = run_with_deadline(command, Duration::from_secs(300));
+        run.expect_code(0)
+            .expect_stdout("RESULT rows=120000")
+            .expect_stdout("CHECK ok: the four analyses equal Polars'")
+            .expect_quiet();
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+}
+
 fn in_local_mode() -> Result<(), Failed> {
     check(|| {
         let mut command = local_command(&std::env::current_exe().expect("current exe"));
@@ -469,6 +493,8 @@ fn main() {
         Trial::test("dataframe_np6_matches_polars", || under_mpirun(6)),
         Trial::test("dataframe_local_matches_polars", in_local_mode),
         Trial::test("dataframe_shuffle_of_3x_memory_spills_np4", shuffle_spills),
+        Trial::test("taxi_example_checks_itself_np4", || taxi_example(Some(4))),
+        Trial::test("taxi_example_checks_itself_local", || taxi_example(None)),
     ];
     libtest_mimic::run(&args, tests).exit();
 }

@@ -134,6 +134,10 @@ pub fn encode_owned<T: Serialize + std::any::Any>(value: &T) -> bincode::Result<
 pub fn encode_owned_aligned<T: Serialize + std::any::Any>(
     value: &T,
 ) -> bincode::Result<super::Bytes> {
+    #[cfg(feature = "dataframe")]
+    if let Some(encoded) = super::polars_ipc::encode_frames(value) {
+        return encoded;
+    }
     match super::plain::parts(value) {
         Some(parts) => {
             let parts = parts?;

@@ -19,6 +19,8 @@ mod frame;
 
 mod bytes;
 mod plain;
+#[cfg(feature = "dataframe")]
+mod polars_ipc;
 pub use bytes::{ALIGN, Bytes, clear_spares, give_spare, skip_to, take_spare};
 
 pub use frame::{

@@ -6,7 +6,9 @@
 //! their keys into the same number of partitions (`shuffle`), partition `j` of the left
 //! joined with partition `j` of the right. A broadcast keeps the unmatched rows of the
 //! partitioned side only, so a left join broadcasts only its right side, a right join only
-//! its left side, and an outer join always shuffles.
+//! its left side, and an outer join always shuffles. The broadcast side is computed on the
+//! client first; up to [`BROADCAST_INLINE_BYTES`] encoded (a lookup table) it travels
+//! inside each join step, which is then fused with the steps around it like any step.
 
 use super::shuffle::{Route, buckets, column_of, stack_frames};
 use super::{DataFrame, describe, polars_message};
@@ -44,6 +46,11 @@ impl How {
     }
 }
 
+/// The default of [`MergeOptions::broadcast_inline_bytes`]: a broadcast side whose
+/// encoding is at most this many bytes travels inline in every join step (fused with the steps before and after it); a larger one is stored once on a
+/// worker and fetched by each worker that joins with it.
+pub const BROADCAST_INLINE_BYTES: usize = 256 * 1024;
+
 /// How [`DataFrame::merge_with`] joins.
 #[derive(Clone, Debug)]
 pub struct MergeOptions {
@@ -59,6 +66,9 @@ pub struct MergeOptions {
     pub broadcast: Option<bool>,
     /// Partitions of a hash join's result (default: the larger side's number).
     pub npartitions: Option<usize>,
+    /// A broadcast side encoded in at most this many bytes travels inline in each join
+    /// step (default [`BROADCAST_INLINE_BYTES`]); a larger one is stored once.
+    pub broadcast_inline_bytes: usize,
 }
 
 impl Default for MergeOptions {
@@ -68,6 +78,7 @@ impl Default for MergeOptions {
             broadcast_partitions: 1,
             broadcast: None,
             npartitions: None,
+            broadcast_inline_bytes: BROADCAST_INLINE_BYTES,
         }
     }
 }
@@ -103,13 +114,17 @@ impl Spec {
     }
 
     fn failed(&self, e: polars::prelude::PolarsError) -> CallError {
-        CallError::Failed(format!(
+        CallError::Failed(self.message(e))
+    }
+
+    fn message(&self, e: polars::prelude::PolarsError) -> String {
+        format!(
             "merge(how={}, on {:?} and {:?}): {}",
             self.how.name(),
             self.left_on,
             self.right_on,
             polars_message(&e)
-        ))
+        )
     }
 }
 
@@ -129,13 +144,19 @@ fn broadcast_sink(
     encode_result(&vec![joined.map_err(|e| spec.failed(e))?])
 }
 
-/// A stored side's partitions stacked into one value (the broadcast side).
-fn stack_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError> {
-    let (parts, empty): (Vec<Vec<Frame>>, Frame) = decode_args(input)
-        .map_err(|e| CallError::Failed(format!("merge: could not decode a partition: {e}")))?;
-    let frame = stack_frames(parts.into_iter().flatten().collect(), Some(&empty))
-        .map_err(|e| CallError::Failed(format!("merge: {}", polars_message(&e))))?;
-    encode_result(&vec![frame])
+/// A partition joined with the small side inline in the step's parameter: the join runs
+/// inside whatever task reads the partition next (a group-by's partial step, say), so the
+/// joined rows are never stored or sent.
+fn broadcast_step(part: Frame, (small, spec, small_is_right): &(Frame, Spec, bool)) -> Frame {
+    let joined = if *small_is_right {
+        spec.join(part, small.clone())
+    } else {
+        spec.join(small.clone(), part)
+    };
+    match joined {
+        Ok(frame) => frame,
+        Err(e) => panic!("{}", spec.message(e)),
+    }
 }
 
 /// Partition `j` of each side (their buckets stacked), joined.
@@ -247,25 +268,26 @@ impl DataFrame {
                 } else {
                     (other, self)
                 };
-                let stacked: Future<()> = client.submit_raw(
-                    stack_task,
-                    "merge-broadcast",
-                    &[],
-                    vec![
-                        CallArg::Futures(
-                            small
-                                .parts
-                                .to_futures()
-                                .into_iter()
-                                .map(Future::erase)
-                                .collect(),
-                        ),
-                        value(
-                            "a dataframe's columns",
-                            &Frame::empty_with_arc_schema(small.schema.clone()),
+                // The small side comes to the client once: inline in every join step
+                // when it is a few rows, otherwise one stored value the workers fetch.
+                let small_frame = small.compute()?;
+                let parameter = (small_frame, spec, small_is_right);
+                let inline = encode_value(&parameter)
+                    .map_err(|e| Error::encode("a merge's small side", e))?
+                    .len();
+                if inline <= options.broadcast_inline_bytes {
+                    return Ok(DataFrame {
+                        parts: big.parts.map_with_named(
+                            broadcast_step,
+                            &parameter,
+                            "merge".into(),
                         )?,
-                    ],
-                );
+                        schema,
+                        divisions: None,
+                    });
+                }
+                let (small_frame, spec, _) = parameter;
+                let stacked: Future<()> = client.scatter(vec![small_frame])?.erase();
                 let spec = value("a merge", &spec)?;
                 let side = value("a merge", &small_is_right)?;
                 big.parts.run_raw(broadcast_sink, "merge", |_| {

@@ -421,6 +421,6 @@ mod write;
 
 pub use groupby::{Agg, Aggregation, GroupBy, SPLIT_EVERY};
 pub use io::{CsvOptions, ParquetOptions};
-pub use merge::{How, MergeOptions};
+pub use merge::{BROADCAST_INLINE_BYTES, How, MergeOptions};
 pub use sort::SortOptions;
 pub use summary::DESCRIBE_ROWS;

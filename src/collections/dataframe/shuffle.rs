@@ -157,7 +157,7 @@ fn range_targets<V>(
 
 /// `frame` split by `route`, the buckets packed: the number of buckets `n`, their lengths
 /// (`n` little-endian `u64`s), then each bucket encoded as a one-frame partition.
-fn split(frame: &Frame, route: &Route) -> PolarsResult<Vec<Vec<u8>>> {
+fn split(frame: &Frame, route: &Route) -> PolarsResult<Vec<Bytes>> {
     let n = route.n();
     let targets = route.targets(frame)?;
     let mut rows: Vec<Vec<polars::prelude::IdxSize>> = vec![Vec::new(); n];
@@ -168,7 +168,7 @@ fn split(frame: &Frame, route: &Route) -> PolarsResult<Vec<Vec<u8>>> {
         .map(|idx| {
             let idx = polars::prelude::IdxCa::from_vec("".into(), idx);
             let bucket = frame.take(&idx)?;
-            encode_value(&vec![bucket])
+            crate::protocol::encode_owned_aligned(&vec![bucket])
                 .map_err(|e| polars::prelude::PolarsError::ComputeError(e.to_string().into()))
         })
         .collect()
@@ -181,7 +181,7 @@ fn split_sink(frames: Vec<Frame>, route: Route) -> TaskResult<Bytes> {
     };
     let frame = stack_frames(frames, None).map_err(failed)?;
     let buckets = split(&frame, &route).map_err(failed)?;
-    let total: usize = buckets.iter().map(Vec::len).sum();
+    let total: usize = buckets.iter().map(|b| b.len()).sum();
     let mut packed = Bytes::aligned_after(0, 8 * (1 + buckets.len()) + total);
     packed.extend_from_slice(&(buckets.len() as u64).to_le_bytes());
     for bucket in &buckets {

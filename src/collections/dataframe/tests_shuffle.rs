@@ -272,21 +272,27 @@ fn merges_match_polars() {
                 )
                 .collect()
                 .unwrap();
-            for (lp, rp, broadcast) in [
-                (4usize, 1usize, None),
-                (1, 3, None),
-                (4, 3, None),
-                (3, 2, Some(false)),
-                (2, 3, Some(true)),
+            for (lp, rp, broadcast, inline) in [
+                (4usize, 1usize, None, 1usize << 20),
+                (4, 1, None, 0),
+                (1, 3, None, 1 << 20),
+                (1, 3, None, 0),
+                (4, 3, None, 1 << 20),
+                (3, 2, Some(false), 1 << 20),
+                (2, 3, Some(true), 1 << 20),
+                (2, 3, Some(true), 0),
             ] {
                 if how == How::Outer && broadcast == Some(true) {
                     continue; // an error, checked below
                 }
-                let case = format!("{how:?}, {lp} and {rp} partitions, broadcast {broadcast:?}");
+                let case = format!(
+                    "{how:?}, {lp} and {rp} partitions, broadcast {broadcast:?}, inline up to {inline} B"
+                );
                 let l = DataFrame::from_polars(client, &left, lp).unwrap();
                 let r = DataFrame::from_polars(client, &right, rp).unwrap();
                 let options = MergeOptions {
                     broadcast,
+                    broadcast_inline_bytes: inline,
                     ..MergeOptions::default()
                 };
                 let merged = l.merge_with(&r, &["k"], &["key"], how, &options).unwrap();
