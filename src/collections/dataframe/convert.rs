@@ -6,12 +6,12 @@
 //! frame) and [`DataFrame::from_bag`] (a bag of frames).
 
 use super::shuffle::stack_frames;
-use super::{DataFrame, describe, polars_message};
-use crate::client::{CallArg, Client, Future};
+use super::{DataFrame, describe, polars_message, value_arg};
+use crate::client::{Client, Future};
 use crate::collections::array::{self, Array, DType};
 use crate::collections::bag::Bag;
 use crate::error::{Error, Result};
-use crate::protocol::{Bytes, encode_value};
+use crate::protocol::Bytes;
 use crate::task::{CallError, encode_result};
 use ndarray::{ArrayD, IxDyn};
 use polars::prelude::{DataFrame as Frame, DataType, IntoColumn, NamedFrom, Series};
@@ -170,8 +170,7 @@ impl DataFrame {
             }
         }
         let client = self.parts.client().clone();
-        let parameter =
-            CallArg::Value(encode_value(&names).map_err(|e| Error::encode("column names", e))?);
+        let parameter = value_arg("column names", &names)?;
         let blocks: Vec<Future<ArrayD<f64>>> = self
             .parts
             .run_raw(block_sink, "to_array", |_| vec![parameter.clone()]);

@@ -10,12 +10,12 @@
 //! have is an error before anything runs, and the result's columns have the types Polars'
 //! own `group_by().agg()` gives them.
 
-use super::shuffle::Route;
-use super::{DataFrame, describe, polars_message};
+use super::shuffle::{Route, stack_frames};
+use super::{DataFrame, describe, polars_message, value_arg};
 use crate::client::{CallArg, Future};
 use crate::collections::bag::Bag;
 use crate::error::{Error, Result};
-use crate::protocol::{Bytes, encode_value};
+use crate::protocol::Bytes;
 use crate::task::{CallError, TaskInput, decode_args, encode_result};
 use polars::prelude::{
     DataFrame as Frame, DataType, ExplodeOptions, Expr, IntoLazy, NULL, PolarsResult,
@@ -277,7 +277,7 @@ impl Spec {
     }
 
     fn combine(&self, frames: Vec<Frame>, last: bool) -> PolarsResult<Frame> {
-        concat(frames)?
+        stack_frames(frames, None)?
             .lazy()
             .group_by_stable(self.keys())
             .agg(self.combine_exprs(last))
@@ -298,16 +298,6 @@ impl Spec {
             .sort(self.keys.clone(), SortMultipleOptions::default())
             .collect()
     }
-}
-
-/// `frames` one under the other (the first's columns; an empty list is not asked for).
-fn concat(frames: Vec<Frame>) -> PolarsResult<Frame> {
-    let mut frames = frames.into_iter();
-    let mut all = frames.next().expect("at least one partial frame");
-    for frame in frames {
-        all.vstack_mut_owned(frame)?;
-    }
-    Ok(all)
 }
 
 /// A dataframe grouped by key columns, waiting for its aggregations.
@@ -448,11 +438,8 @@ impl GroupBy {
             .into_iter()
             .map(Future::erase)
             .collect();
-        let spec_arg =
-            CallArg::Value(encode_value(&spec).map_err(|e| Error::encode("a groupby", e))?);
-        let meta_arg = CallArg::Value(
-            encode_value(&meta).map_err(|e| Error::encode("a groupby's columns", e))?,
-        );
+        let spec_arg = value_arg("a groupby", &spec)?;
+        let meta_arg = value_arg("a groupby's columns", &meta)?;
         loop {
             let last = level.len() <= self.split_every;
             let (task, name): (crate::task::Trampoline, &str) = if last {

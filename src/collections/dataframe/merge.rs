@@ -1,21 +1,21 @@
 //! `merge`, Dask's database-style join of two dataframes on key columns, by Polars' join:
 //! a **broadcast join** when one side is small (at most
-//! [`MergeOptions::broadcast_partitions`] partitions, 1 unless set: its partitions are
-//! stacked into one value, which every worker fetches once, and joined with each partition
-//! of the other side where it lies), otherwise a **hash join**: both sides shuffled on
+//! [`MergeOptions::broadcast_partitions`] partitions, 1 unless set: joined whole with each
+//! partition of the other side where it lies), otherwise a **hash join**: both sides shuffled on
 //! their keys into the same number of partitions (`shuffle`), partition `j` of the left
 //! joined with partition `j` of the right. A broadcast keeps the unmatched rows of the
 //! partitioned side only, so a left join broadcasts only its right side, a right join only
 //! its left side, and an outer join always shuffles. The broadcast side is computed on the
-//! client first; up to [`BROADCAST_INLINE_BYTES`] encoded (a lookup table) it travels
-//! inside each join step, which is then fused with the steps around it like any step.
+//! client first. Up to [`BROADCAST_INLINE_BYTES`] in memory (a lookup table) it travels
+//! inside each join step, which is then fused with the steps around it like any step;
+//! a larger one is stored once on a worker and fetched by each worker joining with it.
 
 use super::shuffle::{Route, buckets, column_of, stack_frames};
-use super::{DataFrame, describe, polars_message};
+use super::{DataFrame, describe, polars_message, value_arg};
 use crate::client::{CallArg, Future};
 use crate::collections::bag::Bag;
 use crate::error::{Error, Result};
-use crate::protocol::{Bytes, encode_value};
+use crate::protocol::Bytes;
 use crate::task::{CallError, TaskInput, decode_args, encode_result};
 use polars::prelude::{
     DataFrame as Frame, Expr, IntoLazy, JoinArgs, JoinCoalesce, JoinType, PolarsResult, col,
@@ -46,9 +46,10 @@ impl How {
     }
 }
 
-/// The default of [`MergeOptions::broadcast_inline_bytes`]: a broadcast side whose
-/// encoding is at most this many bytes travels inline in every join step (fused with the steps before and after it); a larger one is stored once on a
-/// worker and fetched by each worker that joins with it.
+/// The default of [`MergeOptions::broadcast_inline_bytes`]: a broadcast side of at most
+/// this many bytes in memory (Polars' estimate) travels inline in every join step, fused
+/// with the steps before and after it; a larger one is stored once on a worker and
+/// fetched by each worker that joins with it.
 pub const BROADCAST_INLINE_BYTES: usize = 256 * 1024;
 
 /// How [`DataFrame::merge_with`] joins.
@@ -66,8 +67,9 @@ pub struct MergeOptions {
     pub broadcast: Option<bool>,
     /// Partitions of a hash join's result (default: the larger side's number).
     pub npartitions: Option<usize>,
-    /// A broadcast side encoded in at most this many bytes travels inline in each join
-    /// step (default [`BROADCAST_INLINE_BYTES`]); a larger one is stored once.
+    /// A broadcast side of at most this many bytes in memory (Polars' estimate) travels
+    /// inline in each join step (default [`BROADCAST_INLINE_BYTES`]); a larger one is
+    /// stored once.
     pub broadcast_inline_bytes: usize,
 }
 
@@ -173,12 +175,6 @@ fn hash_join_task(input: &TaskInput<'_>) -> std::result::Result<Bytes, CallError
     encode_result(&vec![joined])
 }
 
-fn value<V: Serialize>(what: &str, v: &V) -> Result<CallArg> {
-    Ok(CallArg::Value(
-        encode_value(v).map_err(|e| Error::encode(what, e))?,
-    ))
-}
-
 impl DataFrame {
     /// This dataframe joined with `other` on the columns `on` (on both sides), keeping the
     /// rows `how` says: Dask's `merge(other, on=.., how=..)` with Polars' join (a right
@@ -271,11 +267,8 @@ impl DataFrame {
                 // The small side comes to the client once: inline in every join step
                 // when it is a few rows, otherwise one stored value the workers fetch.
                 let small_frame = small.compute()?;
-                let parameter = (small_frame, spec, small_is_right);
-                let inline = encode_value(&parameter)
-                    .map_err(|e| Error::encode("a merge's small side", e))?
-                    .len();
-                if inline <= options.broadcast_inline_bytes {
+                if small_frame.estimated_size() <= options.broadcast_inline_bytes {
+                    let parameter = (small_frame, spec, small_is_right);
                     return Ok(DataFrame {
                         parts: big.parts.map_with_named(
                             broadcast_step,
@@ -286,10 +279,9 @@ impl DataFrame {
                         divisions: None,
                     });
                 }
-                let (small_frame, spec, _) = parameter;
                 let stacked: Future<()> = client.scatter(vec![small_frame])?.erase();
-                let spec = value("a merge", &spec)?;
-                let side = value("a merge", &small_is_right)?;
+                let spec = value_arg("a merge", &spec)?;
+                let side = value_arg("a merge", &small_is_right)?;
                 big.parts.run_raw(broadcast_sink, "merge", |_| {
                     vec![CallArg::Future(stacked.clone()), spec.clone(), side.clone()]
                 })
@@ -315,15 +307,9 @@ impl DataFrame {
                     },
                     "merge-right",
                 )?;
-                let left_empty = value(
-                    "a dataframe's columns",
-                    &Frame::empty_with_arc_schema(self.schema.clone()),
-                )?;
-                let right_empty = value(
-                    "a dataframe's columns",
-                    &Frame::empty_with_arc_schema(other.schema.clone()),
-                )?;
-                let spec = value("a merge", &spec)?;
+                let left_empty = self.empty_arg()?;
+                let right_empty = other.empty_arg()?;
+                let spec = value_arg("a merge", &spec)?;
                 (0..n as usize)
                     .map(|j| {
                         client

@@ -269,10 +269,7 @@ impl DataFrame {
             starts.push(total);
             total += len;
         }
-        let empty = CallArg::Value(
-            encode_value(&Frame::empty_with_arc_schema(self.schema.clone()))
-                .map_err(|e| Error::encode("a dataframe's columns", e))?,
-        );
+        let empty = self.empty_arg()?;
         let parts = range_bounds(total, npartitions)
             .into_iter()
             .map(|(start, end)| {
@@ -310,6 +307,24 @@ impl DataFrame {
             schema: self.schema.clone(),
             divisions: self.divisions.clone(),
         })
+    }
+}
+
+/// `v` encoded as a task argument (`what` names it in the error if it cannot be).
+fn value_arg<V: serde::Serialize>(what: &str, v: &V) -> Result<CallArg> {
+    Ok(CallArg::Value(
+        encode_value(v).map_err(|e| Error::encode(what, e))?,
+    ))
+}
+
+impl DataFrame {
+    /// An empty frame with this dataframe's columns, as a task argument (what a task
+    /// stacks no partition into).
+    fn empty_arg(&self) -> Result<CallArg> {
+        value_arg(
+            "a dataframe's columns",
+            &Frame::empty_with_arc_schema(self.schema.clone()),
+        )
     }
 }
 

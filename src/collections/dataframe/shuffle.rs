@@ -11,7 +11,7 @@
 //! under the workers' memory limits like any value) and stacks them in input order. A
 //! shuffle of `m` partitions into `n` is `m + m * n + n` tasks.
 
-use super::{DataFrame, polars_message};
+use super::{DataFrame, polars_message, value_arg};
 use crate::client::{CallArg, Future};
 use crate::collections::bag::Bag;
 use crate::error::{Error, Result};
@@ -269,8 +269,7 @@ pub(super) fn buckets(
     route: &Route,
     name: &str,
 ) -> Result<Vec<Vec<Future<()>>>> {
-    let route_arg =
-        CallArg::Value(encode_value(route).map_err(|e| Error::encode("a shuffle's route", e))?);
+    let route_arg = value_arg("a shuffle's route", route)?;
     let client = frame.parts.client().clone();
     let splits: Vec<Future<()>> = frame
         .parts
@@ -318,13 +317,8 @@ impl DataFrame {
     {
         let buckets = buckets(self, route, name)?;
         let client = self.parts.client().clone();
-        let empty = CallArg::Value(
-            encode_value(&Frame::empty_with_arc_schema(self.schema.clone()))
-                .map_err(|e| Error::encode("a dataframe's columns", e))?,
-        );
-        let parameter = CallArg::Value(
-            encode_value(parameter).map_err(|e| Error::encode(format!("a {name}"), e))?,
-        );
+        let empty = self.empty_arg()?;
+        let parameter = value_arg(&format!("a {name}"), parameter)?;
         let parts = (0..route.n())
             .map(|j| {
                 client

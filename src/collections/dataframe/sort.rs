@@ -7,10 +7,9 @@
 //! sorted rows; nulls come last, as in Dask.
 
 use super::shuffle::{Route, stack_frames};
-use super::{DataFrame, Divisions, describe, polars_message};
-use crate::client::CallArg;
+use super::{DataFrame, Divisions, describe, polars_message, value_arg};
 use crate::error::{Error, Result};
-use crate::protocol::{Bytes, encode_value};
+use crate::protocol::Bytes;
 use crate::task::{CallError, encode_result};
 use polars::prelude::{
     DataFrame as Frame, DataType, IdxCa, IdxSize, IntoColumn, IntoLazy, PolarsResult, Series,
@@ -106,10 +105,7 @@ pub(super) fn samples(
     columns: &[String],
     size: usize,
 ) -> Result<Vec<Vec<(Frame, u64)>>> {
-    let parameter = CallArg::Value(
-        encode_value(&(columns.to_vec(), size.max(2) as u64))
-            .map_err(|e| Error::encode("a sample size", e))?,
-    );
+    let parameter = value_arg("a sample size", &(columns.to_vec(), size.max(2) as u64))?;
     let samples: Vec<crate::client::Future<Vec<(Frame, u64)>>> =
         frame
             .parts
@@ -276,14 +272,13 @@ impl DataFrame {
             boundaries: bounds,
             descending: options.descending,
         };
-        let mut sorted = stored.shuffled(
+        let sorted = stored.shuffled(
             &route,
             "sort_values",
             sort_frame,
             &spec,
             self.schema.clone(),
         )?;
-        sorted.divisions = None;
         Ok((sorted, ends))
     }
 }
