@@ -181,6 +181,7 @@ bench: deps peers nodes
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench futures -- $(BENCH)
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench multinode -- $(BENCH)
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench stores -- $(BENCH)
+	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench dataframes -- $(BENCH)
 	@echo "figures: $(BENCH_RESULTS)"
 
 # Each benchmark once at tiny sizes (seconds): the bench code and its answer checks run, so
@@ -188,7 +189,7 @@ bench: deps peers nodes
 SMOKE_RESULTS := $(CURDIR)/target/bench/smoke.json
 bench-smoke: deps nodes
 	@mkdir -p target/bench && rm -f $(SMOKE_RESULTS)
-	for b in runtime scheduler pi bags arrays futures multinode stores; do \
+	for b in runtime scheduler pi bags arrays futures multinode stores dataframes; do \
 	  MPIDASK_BENCH_SMOKE=1 MPIDASK_BENCH_RESULTS=$(SMOKE_RESULTS) $(CARGO) bench --bench $$b || exit 1; \
 	done
 

@@ -47,7 +47,7 @@ mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use common::{figure, peer_python, ratio, rounds, size, smoke};
+use common::{Scratch, figure, peer_python, ratio, rounds, size, smoke};
 use mpi::collective::SystemOperation;
 use mpi::traits::*;
 use mpidask::array::random;
@@ -363,24 +363,6 @@ fn suite() {
     );
 }
 
-/// A scratch directory for one launch's spill files, removed when dropped.
-struct Scratch(std::path::PathBuf);
-
-impl Scratch {
-    fn new(who: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("mpidask-bench-spill-{who}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a scratch directory");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 const SPILL_PHASES: [&str; 3] = ["spill_persist", "spill_sum", "spill_center_max"];
 
 /// One launch's phase times, checked.
@@ -400,7 +382,7 @@ fn spill_results(run: &Run, who: &str) -> Vec<f64> {
 
 fn launch_spill() -> Vec<f64> {
     let (_, _, limit) = spill_sizes();
-    let scratch = Scratch::new("mpidask");
+    let scratch = Scratch::new("spill-mpidask");
     let exe = std::env::current_exe().expect("current exe");
     let mut command: Command = mpirun(NP, &exe, &[]);
     command
@@ -412,7 +394,7 @@ fn launch_spill() -> Vec<f64> {
 
 fn launch_spill_daskmpi(python: &std::path::Path) -> Vec<f64> {
     let ([rows, cols], [chunk_rows, chunk_cols], limit) = spill_sizes();
-    let scratch = Scratch::new("daskmpi");
+    let scratch = Scratch::new("spill-daskmpi");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/spill_workload.py");
     let mut command: Command = mpirun(NP, python, &[]);
     command

@@ -447,7 +447,7 @@ fn shuffle_spills() -> Result<(), Failed> {
     })
 }
 
-/// `examples/taxi.rs` writes its trips, runs its four analyses and checks them against
+/// `examples/taxi/` writes its trips, runs its four analyses and checks them against
 /// Polars on its first file.
 fn taxi_example(np: Option<usize>) -> Result<(), Failed> {
     check(|| {

@@ -242,3 +242,21 @@ pub fn wait_without_spinning(world: &mpi::topology::SimpleCommunicator) {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
+
+/// A scratch directory under `$TMPDIR` (one launch's spill files, a bench's data), removed
+/// when dropped.
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(who: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("mpidask-bench-{who}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
