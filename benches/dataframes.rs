@@ -2,10 +2,11 @@
 //! baselines in the same run.
 //!
 //! The taxi workloads read 5 GB of trips (5 GB in memory: 104 million rows of the eight
-//! columns of `examples/taxi/data.rs`, 48 bytes a row; the files hold about 1.3 GB, the
+//! columns of `examples/taxi/data.rs`, 48 bytes a row; the files hold 1.35 GB, the
 //! rounded values compress well), written once before the rounds by mpidask's workers as
-//! 52 Parquet files (untimed) and removed at the end. Each workload reads the files inside
-//! its timing, from the call to the value on the client, with the columns it needs:
+//! 53 Parquet files of up to 2 million rows (untimed) and removed at the end. Each
+//! workload reads the files inside its timing, from the call to the value on the client,
+//! with the columns it needs:
 //!
 //! * `taxi_groupby`: the trips with a fare, the mean tip fraction by passenger count;
 //! * `taxi_merge`: a left merge with the 265-zone table (a broadcast join), then the trips

@@ -157,21 +157,88 @@ fn range_targets<V>(
 
 /// `frame` split by `route`, the buckets packed: the number of buckets `n`, their lengths
 /// (`n` little-endian `u64`s), then each bucket encoded as a one-frame partition.
+///
+/// The rows are first put in bucket order in one pass ([`bucket_order`]), then each bucket
+/// is a slice of that frame: a gather per bucket would walk the whole frame once per
+/// bucket, in random order.
 fn split(frame: &Frame, route: &Route) -> PolarsResult<Vec<Bytes>> {
     let n = route.n();
     let targets = route.targets(frame)?;
-    let mut rows: Vec<Vec<polars::prelude::IdxSize>> = vec![Vec::new(); n];
-    for (i, t) in targets.iter().enumerate() {
-        rows[*t as usize].push(i as polars::prelude::IdxSize);
-    }
-    rows.into_iter()
-        .map(|idx| {
-            let idx = polars::prelude::IdxCa::from_vec("".into(), idx);
-            let bucket = frame.take(&idx)?;
+    let (ordered, starts) = bucket_order(frame, &targets, n)?;
+    drop(targets);
+    starts
+        .windows(2)
+        .map(|w| {
+            let bucket = ordered.slice(w[0] as i64, w[1] - w[0]);
             crate::protocol::encode_owned_aligned(&vec![bucket])
                 .map_err(|e| polars::prelude::PolarsError::ComputeError(e.to_string().into()))
         })
         .collect()
+}
+
+/// `frame`'s rows grouped by their target bucket (`targets[i] < n`), keeping their order
+/// within a bucket, and where each bucket starts (`n + 1` offsets). A counting sort gives
+/// each row its place; a numeric column without nulls in one chunk is then scattered
+/// there in one sequential read, any other column is gathered by Polars.
+fn bucket_order(frame: &Frame, targets: &[u32], n: usize) -> PolarsResult<(Frame, Vec<usize>)> {
+    use polars::prelude::{Column, IdxCa, IdxSize, IntoColumn};
+    let mut starts = vec![0usize; n + 1];
+    for t in targets {
+        starts[*t as usize + 1] += 1;
+    }
+    for j in 1..=n {
+        starts[j] += starts[j - 1];
+    }
+    // `place[i]`: where row `i` goes; `order[k]`: the row that goes to `k`.
+    let mut next = starts.clone();
+    let mut place = vec![0 as IdxSize; targets.len()];
+    let mut order = vec![0 as IdxSize; targets.len()];
+    for (i, t) in targets.iter().enumerate() {
+        let k = next[*t as usize];
+        next[*t as usize] += 1;
+        place[i] = k as IdxSize;
+        order[k] = i as IdxSize;
+    }
+    let order = IdxCa::from_vec("".into(), order);
+    let columns = frame
+        .columns()
+        .iter()
+        .map(|column| match scattered(column, &place) {
+            Some(series) => Ok(series.into_column()),
+            None => Ok::<Column, polars::prelude::PolarsError>(column.take(&order)?),
+        })
+        .collect::<PolarsResult<Vec<Column>>>()?;
+    Ok((Frame::new(frame.height(), columns)?, starts))
+}
+
+/// `column` with value `i` moved to `place[i]`, when it is numeric, in one chunk, without
+/// nulls; `None` otherwise.
+fn scattered(
+    column: &polars::prelude::Column,
+    place: &[polars::prelude::IdxSize],
+) -> Option<polars::prelude::Series> {
+    use polars::prelude::{ChunkedArray, IntoSeries, PolarsNumericType};
+    fn scatter<T: PolarsNumericType>(
+        ca: &ChunkedArray<T>,
+        place: &[polars::prelude::IdxSize],
+    ) -> Option<polars::prelude::Series> {
+        let values = ca.cont_slice().ok()?;
+        let mut out = vec![T::Native::default(); values.len()];
+        for (v, p) in values.iter().zip(place) {
+            out[*p as usize] = *v;
+        }
+        Some(ChunkedArray::<T>::from_vec(ca.name().clone(), out).into_series())
+    }
+    let series = column.as_series()?;
+    match series.dtype() {
+        DataType::Int32 => scatter(series.i32().ok()?, place),
+        DataType::Int64 => scatter(series.i64().ok()?, place),
+        DataType::UInt32 => scatter(series.u32().ok()?, place),
+        DataType::UInt64 => scatter(series.u64().ok()?, place),
+        DataType::Float32 => scatter(series.f32().ok()?, place),
+        DataType::Float64 => scatter(series.f64().ok()?, place),
+        _ => None,
+    }
 }
 
 /// The split of one partition (the pipeline's frames, stacked), packed.
@@ -479,6 +546,49 @@ mod tests {
         let mut lying = packed.to_vec();
         lying[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(bucket_of(&lying, 1).is_err());
+    }
+
+    #[test]
+    fn bucket_order_scatters_and_gathers_alike() {
+        use polars::prelude::{IdxCa, IdxSize};
+        // Numbers without nulls (scattered), with nulls, strings, and a column in two
+        // chunks (gathered by Polars).
+        let mut frame = df!(
+            "i" => [5i64, 4, 3, 2, 1, 0],
+            "f" => [0.5f64, 1.5, 2.5, 3.5, 4.5, 5.5],
+            "u" => [1u32, 2, 3, 4, 5, 6],
+            "null" => [Some(1i32), None, Some(3), None, Some(5), Some(6)],
+            "s" => ["a", "b", "c", "d", "e", "f"]
+        )
+        .unwrap();
+        let more = frame.clone();
+        frame.vstack_mut(&more).unwrap();
+        let mut one_chunk = frame.clone();
+        one_chunk.rechunk_mut();
+        let targets = [2u32, 0, 1, 2, 2, 0, 1, 1, 0, 2, 2, 2];
+        for frame in [one_chunk, frame] {
+            let (ordered, starts) = bucket_order(&frame, &targets, 4).unwrap();
+            assert_eq!(starts, vec![0, 3, 6, 12, 12]);
+            for j in 0..4 {
+                let rows: Vec<IdxSize> = (0..targets.len() as IdxSize)
+                    .filter(|&i| targets[i as usize] == j as u32)
+                    .collect();
+                let want = frame.take(&IdxCa::from_vec("".into(), rows)).unwrap();
+                let got = ordered.slice(starts[j] as i64, starts[j + 1] - starts[j]);
+                assert!(
+                    got.equals_missing(&want),
+                    "bucket {j}: {got} against {want}"
+                );
+            }
+        }
+        // A column in one chunk, no nulls, of a scattered type is scattered.
+        let place = [1 as IdxSize, 0, 2];
+        let column = polars::prelude::Column::new("x".into(), [7i64, 8, 9]);
+        let moved = scattered(&column, &place).expect("scattered");
+        assert_eq!(
+            moved.i64().unwrap().into_no_null_iter().collect::<Vec<_>>(),
+            vec![8, 7, 9]
+        );
     }
 
     fn bucket_of(packed: &[u8], j: u64) -> TaskResult<Bytes> {
