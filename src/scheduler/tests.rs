@@ -672,6 +672,52 @@ fn tasks_wait_for_the_holder_of_large_inputs() {
 }
 
 #[test]
+fn a_free_slot_goes_to_a_task_whose_inputs_are_there_before_one_whose_are_not() {
+    // Eight 100 MB values, the odd ones on worker 2 and the even ones on worker 3; a task
+    // reads each, and all take 0.45 s. When worker 2 has room while 3 is full, the next
+    // task in order (reading a value of 3) would start sooner on 2 after a 0.2 s fetch; but
+    // the one after it reads a value of 2, and takes that room, so nothing moves.
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    env.submit(
+        (1..=8)
+            .map(|k| {
+                let on = TaskOptions {
+                    workers: vec![Rank(if k % 2 == 1 { 2 } else { 3 })],
+                    ..Default::default()
+                };
+                task_with(k, &[], on)
+            })
+            .collect(),
+    );
+    let mut made = env.placements();
+    while !made.is_empty() {
+        for (key, rank) in made {
+            let attempt = env.processing(key).1;
+            env.finish_taking(Rank(rank), key, attempt, 100_000_000, 450_000);
+        }
+        made = env.placements();
+    }
+    env.submit((11..=18).map(|k| task(k, &[k - 10])).collect());
+    let first = env.placements();
+    assert_eq!(
+        first,
+        vec![(11, 2), (12, 3), (13, 2), (14, 3)],
+        "beside their inputs, two per worker"
+    );
+    for key in [11, 13] {
+        let attempt = env.processing(key).1;
+        env.finish_taking(Rank(2), key, attempt, 8, 450_000);
+    }
+    let next = env.placements();
+    assert_eq!(next, vec![(15, 2), (17, 2)], "none of 3's inputs moves");
+    for key in [12, 14] {
+        let attempt = env.processing(key).1;
+        env.finish_taking(Rank(3), key, attempt, 8, 450_000);
+    }
+    assert_eq!(env.placements(), vec![(16, 3), (18, 3)]);
+}
+
+#[test]
 fn long_tasks_queued_behind_others_move_to_an_idle_worker_with_their_inputs() {
     // Worker 2 holds three 60 MB blocks; six products of all three (180 MB, 0.72 s to move
     // with the margin) queue there while their duration is unknown. Once one has run for

@@ -205,6 +205,7 @@ impl Scheduler {
             return;
         }
         let mut skipped = Vec::new();
+        let mut deferred = Vec::new();
         let mut unschedulable = Vec::new();
         while let Some(key) = self.ready.pop(&self.tasks) {
             let task = &self.tasks[&key];
@@ -229,6 +230,19 @@ impl Scheduler {
                 )
             };
             match choice {
+                Some(worker)
+                    if deferred.len() < MAX_SKIPPED
+                        && policy::missing(task, worker, &self.tasks, &|r| self.node_of(r))
+                            .seconds()
+                            > policy::BESIDE_RUNNING_MAX_FETCH =>
+                {
+                    // Its inputs would move to a worker with room while their holder is
+                    // busy: first let the tasks further down whose inputs are already
+                    // there take that room, and place this one after them if room is left
+                    // (taking the first free slot, every worker would fetch another's
+                    // inputs in turn while its own wait).
+                    deferred.push(key);
+                }
                 Some(worker) => {
                     let rank = worker.rank;
                     self.assign(key, rank);
@@ -248,6 +262,23 @@ impl Scheduler {
                         break;
                     }
                 }
+            }
+        }
+        for key in deferred {
+            let task = &self.tasks[&key];
+            let candidates = self.candidates(task);
+            let choice = policy::choose_worker(
+                task,
+                candidates.iter().map(|&i| &self.workers[i]),
+                &self.tasks,
+                &|rank| self.node_of(rank),
+                self.mean_task_seconds,
+                self.task_seconds(task),
+            )
+            .map(|w| w.rank);
+            match choice {
+                Some(rank) => self.assign(key, rank),
+                None => skipped.push(key),
             }
         }
         for key in skipped {
