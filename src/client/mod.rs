@@ -556,6 +556,20 @@ impl Client {
         id
     }
 
+    /// [`register`](Self::register) of `f` under `name`: one id per (function, name), so a
+    /// function that runs tasks of several kinds names each kind's tasks.
+    fn register_named<F: FnPointer>(&self, f: F, name: &str) -> FnId {
+        let mut state = self.shared.lock();
+        let (id, registration) = state.functions.id_named(f, name);
+        if let Some(registration) = registration {
+            self.shared
+                .send(Command::Scheduler(ToScheduler::RegisterFunction(
+                    registration,
+                )));
+        }
+        id
+    }
+
     /// Registers and sends tasks of `func` (which also calls `uses`) whose arguments were
     /// encoded (or failed to encode), large ones already sent ahead
     /// ([`send_large_args_direct`](Self::send_large_args_direct)).
@@ -663,8 +677,21 @@ impl Client {
         uses: &[FnId],
         args: Vec<CallArg>,
     ) -> Future<()> {
-        let func = self.register(trampoline, || name.to_string());
-        let options = TaskOptions::default();
+        self.submit_raw_prioritized(trampoline, name, uses, args, 0)
+    }
+
+    /// [`submit_raw`](Self::submit_raw) of a task that runs before ready tasks of lower
+    /// `priority`.
+    pub(crate) fn submit_raw_prioritized(
+        &self,
+        trampoline: Trampoline,
+        name: &str,
+        uses: &[FnId],
+        args: Vec<CallArg>,
+        priority: i32,
+    ) -> Future<()> {
+        let func = self.register_named(trampoline, name);
+        let options = TaskOptions::default().priority(priority);
         let args = self.send_large_args_direct(args, &options);
         self.submit_calls(func, uses, vec![Ok(args)], &options)
             .pop()

@@ -97,11 +97,12 @@ pub fn new_job_key() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-/// The client's side: the functions it registered, by address, and their names.
+/// The client's side: the functions it registered, by address (and, for those registered
+/// under a name of the caller's, by that name too), and their names.
 #[derive(Debug)]
 pub struct Registry {
     key: u64,
-    ids: FxHashMap<(usize, u64), FnId>,
+    ids: FxHashMap<(usize, u64, Option<String>), FnId>,
     names: Vec<String>,
 }
 
@@ -116,20 +117,38 @@ impl Registry {
     }
 
     /// The id of `f`, and its registration if it is new (to send before any task using it).
+    /// `name` is asked for once, when `f` is new: a function has one name.
     pub fn id_of<F: FnPointer>(
         &mut self,
         f: F,
         name: impl FnOnce() -> String,
     ) -> (FnId, Option<FunctionMsg>) {
+        self.id_for(f, None, name)
+    }
+
+    /// The id of `f` under `name`, and its registration if that pair is new: one function
+    /// that runs tasks of several kinds (a pipeline's, a shuffle's) is registered once per
+    /// kind, so that each kind's tasks carry their own name in logs and traces.
+    pub fn id_named<F: FnPointer>(&mut self, f: F, name: &str) -> (FnId, Option<FunctionMsg>) {
+        self.id_for(f, Some(name.to_string()), || name.to_string())
+    }
+
+    fn id_for<F: FnPointer>(
+        &mut self,
+        f: F,
+        named: Option<String>,
+        name: impl FnOnce() -> String,
+    ) -> (FnId, Option<FunctionMsg>) {
         let signature = F::SIGNATURE;
-        if let Some(id) = self.ids.get(&(f.address(), signature)) {
+        let entry = (f.address(), signature, named);
+        if let Some(id) = self.ids.get(&entry) {
             return (*id, None);
         }
         let id = FnId(u32::try_from(self.names.len()).expect("fewer than 2^32 functions"));
         let offset = offset_of(f);
         let name = name();
         self.names.push(name.clone());
-        self.ids.insert((f.address(), signature), id);
+        self.ids.insert(entry, id);
         let check = seal(self.key, id, offset, signature);
         (
             id,
@@ -256,16 +275,32 @@ mod tests {
             (d, None)
         );
         assert_eq!(registry.name(a), "add");
+        // Named registrations: one id per (function, name), each with its name.
+        let (first, msg_first) = registry.id_named(double as Unary, "first kind");
+        let (second, msg_second) = registry.id_named(double as Unary, "second kind");
+        assert!(msg_first.is_some() && msg_second.is_some());
+        assert!(first != second && first != d);
+        assert_eq!(
+            registry.id_named(double as Unary, "first kind"),
+            (first, None)
+        );
+        assert_eq!(
+            (registry.name(first), registry.name(second)),
+            ("first kind", "second kind")
+        );
         let mut table = FunctionTable::new(key);
         table.register(msg_d.unwrap()).unwrap();
         table.register(msg_a.unwrap()).unwrap();
+        table.register(msg_first.unwrap()).unwrap();
+        table.register(msg_second.unwrap()).unwrap();
+        assert_eq!(table.resolve::<Unary>(second).unwrap()(4), 8);
         assert_eq!(table.resolve::<Unary>(d).unwrap()(21), 42);
         assert_eq!(table.resolve::<Binary>(a).unwrap()(2, 3), 5);
         let wrong = table.resolve::<Binary>(d).unwrap_err();
         assert!(wrong.contains("another kind of function"), "{wrong}");
         assert!(
             table
-                .resolve::<Unary>(FnId(2))
+                .resolve::<Unary>(FnId(4))
                 .unwrap_err()
                 .contains("never registered")
         );
