@@ -73,11 +73,14 @@ pub fn clear_spares() {
 }
 
 /// A value's bytes: `buf[start..]`, where the first `start` (< [`ALIGN`]) bytes only place
-/// the rest in memory.
+/// the rest in memory; or, for a [`view`](Bytes::view), a range of another value's bytes,
+/// shared with it.
 #[derive(Clone, Default)]
 pub struct Bytes {
     buf: Vec<u8>,
     start: usize,
+    /// The value this one is a range of (then `buf` is empty).
+    of: Option<(std::sync::Arc<Bytes>, std::ops::Range<usize>)>,
 }
 
 impl Bytes {
@@ -116,7 +119,35 @@ impl Bytes {
         };
         let start = skip_to(buf.as_ptr() as usize, placement);
         buf.resize(start, 0);
-        Ok(Bytes { buf, start })
+        Ok(Bytes {
+            buf,
+            start,
+            of: None,
+        })
+    }
+
+    /// The bytes `range` of `whole`, sharing its memory (`None` if `range` is not inside
+    /// it). The memory stays allocated while any view of it lives; writing to a view
+    /// copies it first.
+    pub fn view(whole: &std::sync::Arc<Bytes>, range: std::ops::Range<usize>) -> Option<Bytes> {
+        (range.start <= range.end && range.end <= whole.len()).then(|| Bytes {
+            buf: Vec::new(),
+            start: 0,
+            of: Some((std::sync::Arc::clone(whole), range)),
+        })
+    }
+
+    /// A view made a value of its own (a copy, placed as the view was); nothing for
+    /// other values.
+    fn own(&mut self) {
+        if self.of.is_some() {
+            let mut owned = Self::placed_at(usize::from(self.placement()), self.len())
+                .unwrap_or_else(|e| {
+                    panic!("cannot allocate {} bytes for a value: {e}", self.len())
+                });
+            owned.buf.extend_from_slice(self.as_slice());
+            *self = owned;
+        }
     }
 
     /// The value's address mod [`ALIGN`]: what a copy of it made elsewhere should have.
@@ -127,21 +158,27 @@ impl Bytes {
 
     /// Appends `bytes` to the value.
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.own();
         self.buf.extend_from_slice(bytes);
     }
 
     /// Appends everything `reader` yields; the number of bytes read.
     pub fn read_from(&mut self, mut reader: impl Read) -> std::io::Result<usize> {
+        self.own();
         reader.read_to_end(&mut self.buf)
     }
 
     /// The value's bytes.
     pub fn as_slice(&self) -> &[u8] {
-        &self.buf[self.start..]
+        match &self.of {
+            Some((whole, range)) => &whole.as_slice()[range.clone()],
+            None => &self.buf[self.start..],
+        }
     }
 
     /// The value's bytes, to write in place.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.own();
         &mut self.buf[self.start..]
     }
 
@@ -153,6 +190,7 @@ impl Bytes {
     /// If `fill` shortened the allocation's contents.
     #[cfg(feature = "zarr")]
     pub fn append_with<R>(&mut self, fill: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        self.own();
         let before = self.buf.len();
         let result = fill(&mut self.buf);
         assert!(self.buf.len() >= before, "append_with may only append");
@@ -161,22 +199,30 @@ impl Bytes {
 
     /// Appends `n` zero bytes (in the allocation's spare room when it has it).
     pub fn extend_zeroed(&mut self, n: usize) {
+        self.own();
         self.buf.resize(self.buf.len() + n, 0);
     }
 
     /// The value's bytes as a `Vec` of their own (moved when the value skips no byte,
     /// copied otherwise).
     pub fn into_vec(self) -> Vec<u8> {
-        if self.start == 0 {
+        if self.start == 0 && self.of.is_none() {
             self.buf
         } else {
             self.as_slice().to_vec()
         }
     }
 
-    /// The whole allocation holding the value, skipped bytes included: memory to reuse.
+    /// The whole allocation holding the value, skipped bytes included: memory to reuse. For
+    /// a view, the allocation of the value it is a range of when it was the last view of it
+    /// (and that value is gone), else nothing.
     pub fn into_allocation(self) -> Vec<u8> {
-        self.buf
+        match self.of {
+            Some((whole, _)) => std::sync::Arc::try_unwrap(whole)
+                .map(Bytes::into_allocation)
+                .unwrap_or_default(),
+            None => self.buf,
+        }
     }
 
     /// A value received into `buf`, whose first `start` bytes only place the rest.
@@ -188,13 +234,21 @@ impl Bytes {
             start < ALIGN && start <= buf.len(),
             "a value skips fewer bytes than it has and than ALIGN"
         );
-        Bytes { buf, start }
+        Bytes {
+            buf,
+            start,
+            of: None,
+        }
     }
 }
 
 impl From<Vec<u8>> for Bytes {
     fn from(buf: Vec<u8>) -> Bytes {
-        Bytes { buf, start: 0 }
+        Bytes {
+            buf,
+            start: 0,
+            of: None,
+        }
     }
 }
 
@@ -285,6 +339,40 @@ mod tests {
         give_spare(vec![1u8; size]);
         clear_spares();
         assert!(take_spare(size).is_none());
+    }
+
+    #[test]
+    fn views_share_their_value_until_written_and_give_its_memory_back_last() {
+        let mut whole = Bytes::aligned_after(0, 3 << 20);
+        whole.extend_from_slice(&vec![5u8; 3 << 20]);
+        whole.as_mut_slice()[10] = 9;
+        let whole = std::sync::Arc::new(whole);
+        assert!(Bytes::view(&whole, 0..(3 << 20) + 1).is_none());
+        #[allow(clippy::reversed_empty_ranges)]
+        let backwards = 5..4;
+        assert!(Bytes::view(&whole, backwards).is_none());
+        let a = Bytes::view(&whole, 8..16).unwrap();
+        assert_eq!(a.as_slice(), &[5, 5, 9, 5, 5, 5, 5, 5]);
+        assert_eq!(a.as_ptr(), whole[8..].as_ptr(), "shared, not copied");
+        assert_eq!(
+            a.placement(),
+            whole[8..].as_ptr() as usize as u8 % ALIGN as u8
+        );
+        let mut b = a.clone();
+        b.as_mut_slice()[0] = 1;
+        assert_eq!((a[0], b[0], whole[8]), (5, 1, 5), "written after a copy");
+        assert_eq!(b.placement(), a.placement());
+        assert_eq!(a.clone().into_vec(), a.as_slice().to_vec());
+        let c = Bytes::view(&whole, 0..1).unwrap();
+        drop(whole);
+        assert!(
+            a.into_allocation().is_empty(),
+            "another view still holds it"
+        );
+        assert!(
+            c.into_allocation().capacity() >= 3 << 20,
+            "the last one gives it back"
+        );
     }
 
     #[test]

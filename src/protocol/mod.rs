@@ -22,6 +22,8 @@ mod plain;
 #[cfg(feature = "dataframe")]
 mod polars_ipc;
 pub use bytes::{ALIGN, Bytes, clear_spares, give_spare, skip_to, take_spare};
+#[cfg(feature = "dataframe")]
+pub(crate) use polars_ipc::{append_frame, encoded_estimate, frame_buffer};
 
 pub use frame::{
     ATTACH_BYTES, Announced, Frame, FrameWriter, attachments_announced, codec, decode_frame_with,

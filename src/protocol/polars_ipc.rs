@@ -26,20 +26,48 @@ pub(super) fn encode_frames(value: &dyn std::any::Any) -> Option<bincode::Result
 }
 
 fn encode_one(frame: &DataFrame) -> bincode::Result<Bytes> {
-    let estimate = GAP + frame.estimated_size() + frame.estimated_size() / 8 + 64 * 1024;
-    let mut buf = super::take_spare(estimate).unwrap_or_else(|| Vec::with_capacity(estimate));
-    buf.resize(GAP, 0);
+    let mut buf = frame_buffer(GAP + encoded_estimate(frame));
+    let (start, _) = append_frame(&mut buf, frame)?;
+    Ok(Bytes::from_parts(buf, start))
+}
+
+/// About the bytes of `frame`'s IPC stream (a little more, so the buffer rarely grows).
+pub(crate) fn encoded_estimate(frame: &DataFrame) -> usize {
+    frame.estimated_size() + frame.estimated_size() / 8 + 64 * 1024
+}
+
+/// An empty buffer for encoded frames with room for `capacity` bytes: a spare allocation of
+/// that size when the process kept one, else a new one backed by huge pages when large
+/// (a new buffer is faulted in and zeroed by the kernel as it is written).
+pub(crate) fn frame_buffer(capacity: usize) -> Vec<u8> {
+    super::take_spare(capacity).unwrap_or_else(|| {
+        let mut buf = Vec::with_capacity(capacity);
+        if buf.capacity() >= crate::process::HUGE_PAGE_THRESHOLD {
+            crate::process::advise_huge_pages(buf.as_mut_ptr(), buf.capacity());
+        }
+        buf
+    })
+}
+
+/// Appends the encoding of `vec![frame]` to `buf` (after up to [`GAP`] bytes of padding),
+/// and returns where in `buf` that encoding starts and how long it is.
+pub(crate) fn append_frame(
+    buf: &mut Vec<u8>,
+    frame: &DataFrame,
+) -> bincode::Result<(usize, usize)> {
+    let gap = buf.len();
+    buf.resize(gap + GAP, 0);
     frame
         .clone()
-        .serialize_into_writer(&mut buf)
+        .serialize_into_writer(&mut *buf)
         .map_err(|e| Box::new(bincode::ErrorKind::Custom(e.to_string())))?;
-    let ipc_len = (buf.len() - GAP) as u64;
+    let ipc_len = (buf.len() - gap - GAP) as u64;
     let mut head = Vec::with_capacity(GAP);
     codec().serialize_into(&mut head, &1u64)?;
     codec().serialize_into(&mut head, &ipc_len)?;
-    let start = GAP - head.len();
-    buf[start..GAP].copy_from_slice(&head);
-    Ok(Bytes::from_parts(buf, start))
+    let start = gap + GAP - head.len();
+    buf[start..gap + GAP].copy_from_slice(&head);
+    Ok((start, buf.len() - start))
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 //! Every input partition is split where it is computed into one bucket per output
 //! partition (by a hash of key columns, or by where a column's value falls among sorted
 //! boundaries), all buckets packed in one value. A bucket task per (input, output) runs
-//! where that value lies and copies its bucket's bytes out without decoding the frame, so
-//! only buckets travel; each output partition's task fetches exactly its buckets from the
+//! where that value lies and takes its bucket out as a view of those bytes (no copy, no
+//! decoding), so only buckets travel; each output partition's task fetches exactly its buckets from the
 //! workers that hold them (point-to-point MPI messages of the data plane, spilled to disk
 //! under the workers' memory limits like any value) and stacks them in input order. A
 //! shuffle of `m` partitions into `n` is `m + m * n + n` tasks.
@@ -155,25 +155,37 @@ fn range_targets<V>(
         .collect()
 }
 
-/// `frame` split by `route`, the buckets packed: the number of buckets `n`, their lengths
-/// (`n` little-endian `u64`s), then each bucket encoded as a one-frame partition.
+/// `frame` split by `route`, the buckets packed: the number of buckets `n`, then where
+/// each bucket starts and how long it is (`2 n` little-endian `u64`s), then the buckets, each
+/// encoded as a one-frame partition, one after the other (a few bytes of padding before
+/// each).
 ///
 /// The rows are first put in bucket order in one pass ([`bucket_order`]), then each bucket
-/// is a slice of that frame: a gather per bucket would walk the whole frame once per
-/// bucket, in random order.
-fn split(frame: &Frame, route: &Route) -> PolarsResult<Vec<Bytes>> {
+/// is a slice of that frame (a gather per bucket would walk the whole frame once per
+/// bucket, in random order), encoded straight into the packed buffer.
+fn split(frame: &Frame, route: &Route) -> PolarsResult<Bytes> {
     let n = route.n();
     let targets = route.targets(frame)?;
     let (ordered, starts) = bucket_order(frame, &targets, n)?;
     drop(targets);
-    starts
-        .windows(2)
-        .map(|w| {
-            let bucket = ordered.slice(w[0] as i64, w[1] - w[0]);
-            crate::protocol::encode_owned_aligned(&vec![bucket])
-                .map_err(|e| polars::prelude::PolarsError::ComputeError(e.to_string().into()))
-        })
-        .collect()
+    let header = 8 * (1 + 2 * n);
+    let mut packed =
+        crate::protocol::frame_buffer(header + crate::protocol::encoded_estimate(frame) + n * 4096);
+    packed.resize(header, 0);
+    let mut places = Vec::with_capacity(n);
+    for w in starts.windows(2) {
+        let bucket = ordered.slice(w[0] as i64, w[1] - w[0]);
+        places.push(
+            crate::protocol::append_frame(&mut packed, &bucket)
+                .map_err(|e| polars::prelude::PolarsError::ComputeError(e.to_string().into()))?,
+        );
+    }
+    packed[..8].copy_from_slice(&(n as u64).to_le_bytes());
+    for (k, (start, len)) in places.into_iter().enumerate() {
+        packed[8 + 16 * k..16 + 16 * k].copy_from_slice(&(start as u64).to_le_bytes());
+        packed[16 + 16 * k..24 + 16 * k].copy_from_slice(&(len as u64).to_le_bytes());
+    }
+    Ok(Bytes::from(packed))
 }
 
 /// `frame`'s rows grouped by their target bucket (`targets[i] < n`), keeping their order
@@ -247,51 +259,42 @@ fn split_sink(frames: Vec<Frame>, route: Route) -> TaskResult<Bytes> {
         CallError::Failed(format!("shuffle: {}", polars_message(&e)))
     };
     let frame = stack_frames(frames, None).map_err(failed)?;
-    let buckets = split(&frame, &route).map_err(failed)?;
-    let total: usize = buckets.iter().map(|b| b.len()).sum();
-    let mut packed = Bytes::aligned_after(0, 8 * (1 + buckets.len()) + total);
-    packed.extend_from_slice(&(buckets.len() as u64).to_le_bytes());
-    for bucket in &buckets {
-        packed.extend_from_slice(&(bucket.len() as u64).to_le_bytes());
-    }
-    for bucket in &buckets {
-        packed.extend_from_slice(bucket);
-    }
-    Ok(packed)
+    split(&frame, &route).map_err(failed)
 }
 
-/// Bucket `j` of a packed split, copied out as it is (checked against the packing first).
+/// Bucket `j` of a packed split, as it is: a view of the split's bytes, no copy (checked
+/// against the packing first). The split's memory is freed with the last of its buckets.
 fn bucket_task(input: &TaskInput<'_>) -> TaskResult<Bytes> {
     let corrupt = |what: &str| CallError::Corrupt(format!("shuffle: a packed split {what}"));
-    let (packed, j) = match (input.deps.first(), input.args.get(1)) {
-        (Some(packed), Some(crate::protocol::ArgSlot::Value(j))) => (packed.as_slice(), j),
+    let (whole, j) = match (input.deps.first(), input.args.get(1)) {
+        (Some(whole), Some(crate::protocol::ArgSlot::Value(j))) => (whole, j),
         _ => return Err(corrupt("is missing from the bucket task")),
     };
     let j: u64 = crate::protocol::decode_value(j).map_err(|_| corrupt("has no bucket number"))?;
-    let word = |k: usize| -> TaskResult<u64> {
+    let packed = whole.as_slice();
+    let word = |k: usize| -> TaskResult<usize> {
         packed
             .get(8 * k..8 * k + 8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .and_then(|w| usize::try_from(w).ok())
             .ok_or_else(|| corrupt("is shorter than its header"))
     };
     let n = word(0)?;
-    if j >= n || n > (packed.len() / 8) as u64 {
+    if j >= n as u64 {
         return Err(corrupt(&format!("has {n} buckets, not bucket {j}")));
     }
-    let mut start = 8 * (1 + n as usize);
-    for k in 0..j as usize {
-        start = start
-            .checked_add(word(1 + k)? as usize)
-            .ok_or_else(|| corrupt("has impossible lengths"))?;
-    }
-    let len = word(1 + j as usize)? as usize;
-    let bucket = start
+    let j = j as usize;
+    let header = n
+        .checked_mul(2)
+        .and_then(|w| w.checked_add(1))
+        .and_then(|w| w.checked_mul(8))
+        .ok_or_else(|| corrupt("has an impossible bucket count"))?;
+    let (start, len) = (word(1 + 2 * j)?, word(2 + 2 * j)?);
+    start
         .checked_add(len)
-        .and_then(|end| packed.get(start..end))
-        .ok_or_else(|| corrupt("is shorter than its lengths say"))?;
-    let mut out = Bytes::aligned_after(0, bucket.len());
-    out.extend_from_slice(bucket);
-    Ok(out)
+        .filter(|_| start >= header)
+        .and_then(|end| Bytes::view(whole, start..end))
+        .ok_or_else(|| corrupt("places a bucket outside itself"))
 }
 
 /// `frames` one under the other; none gives an empty frame of `empty`'s columns.
@@ -350,11 +353,15 @@ pub(super) fn buckets(
             (0..n)
                 .map(|j| {
                     let j = CallArg::Value(encode_value(&j).expect("a number encodes"));
-                    client.submit_raw(
+                    // Before the splits still to run: a split's buckets are taken out
+                    // as soon as it is done, and its packing is then released, its memory
+                    // reused by the next split rather than new memory faulted in.
+                    client.submit_raw_prioritized(
                         bucket_task,
                         &format!("{name}-bucket"),
                         &[],
                         vec![CallArg::Future(split.clone()), j],
+                        1,
                     )
                 })
                 .collect()
@@ -543,9 +550,11 @@ mod tests {
         assert_eq!(seen, 8);
         assert!(bucket_of(&packed, 3).is_err());
         assert!(bucket_of(&packed[..20], 0).is_err());
-        let mut lying = packed.to_vec();
-        lying[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(bucket_of(&lying, 1).is_err());
+        for (word, value) in [(0, u64::MAX), (3, u64::MAX), (3, 0), (4, u64::MAX)] {
+            let mut lying = packed.to_vec();
+            lying[8 * word..8 * word + 8].copy_from_slice(&value.to_le_bytes());
+            assert!(bucket_of(&lying, 1).is_err(), "word {word} = {value}");
+        }
     }
 
     #[test]
