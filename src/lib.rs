@@ -49,6 +49,11 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "huge-page-allocator")]
+mod allocator;
+#[cfg(feature = "huge-page-allocator")]
+#[global_allocator]
+static ALLOCATOR: allocator::HugePageAllocator = allocator::HugePageAllocator;
 mod client;
 mod collections;
 mod config;

@@ -87,29 +87,6 @@ pub fn lower_current_thread_priority() {
     }
 }
 
-/// Buffers at least this large ask for transparent huge pages.
-pub const HUGE_PAGE_THRESHOLD: usize = 4 << 20;
-
-/// Asks the kernel to back `[ptr, ptr + len)` with huge pages (a hint; errors are ignored):
-/// it then faults in (and zeroes) 2 MiB at a time instead of 4 KiB, which for a fresh
-/// 200 MB buffer otherwise costs as much as filling it.
-pub fn advise_huge_pages(ptr: *mut u8, len: usize) {
-    const HUGE: usize = 2 << 20;
-    let start = (ptr as usize).next_multiple_of(HUGE);
-    let end = (ptr as usize + len) / HUGE * HUGE;
-    if end > start {
-        // SAFETY: the range lies inside an allocation this process owns; MADV_HUGEPAGE only
-        // changes how the kernel backs it, never its contents.
-        let _ = unsafe {
-            rustix::mm::madvise(
-                start as *mut std::ffi::c_void,
-                end - start,
-                rustix::mm::Advice::LinuxHugepage,
-            )
-        };
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

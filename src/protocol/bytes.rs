@@ -67,6 +67,20 @@ pub fn take_spare(capacity: usize) -> Option<Vec<u8>> {
     Some(kept.swap_remove(index))
 }
 
+/// An empty buffer with room for `capacity` bytes: a kept allocation of about that size
+/// when there is one, else a new one (which the process's allocator backs with huge pages
+/// when large: see `src/allocator.rs`).
+pub fn spare_or_new(capacity: usize) -> Result<Vec<u8>, TryReserveError> {
+    match take_spare(capacity) {
+        Some(spare) => Ok(spare),
+        None => {
+            let mut buf = Vec::new();
+            buf.try_reserve_exact(capacity)?;
+            Ok(buf)
+        }
+    }
+}
+
 /// Drops every kept allocation (memory is needed elsewhere).
 pub fn clear_spares() {
     spares().clear();
@@ -106,17 +120,7 @@ impl Bytes {
     /// for the value to start at `placement` mod [`ALIGN`].
     fn placed_at(placement: usize, capacity: usize) -> Result<Bytes, TryReserveError> {
         let wanted = capacity.saturating_add(ALIGN - 1);
-        let mut buf = match take_spare(wanted) {
-            Some(spare) => spare,
-            None => {
-                let mut buf = Vec::new();
-                buf.try_reserve_exact(wanted)?;
-                if buf.capacity() >= crate::process::HUGE_PAGE_THRESHOLD {
-                    crate::process::advise_huge_pages(buf.as_mut_ptr(), buf.capacity());
-                }
-                buf
-            }
-        };
+        let mut buf = spare_or_new(wanted)?;
         let start = skip_to(buf.as_ptr() as usize, placement);
         buf.resize(start, 0);
         Ok(Bytes {
@@ -128,7 +132,8 @@ impl Bytes {
 
     /// The bytes `range` of `whole`, sharing its memory (`None` if `range` is not inside
     /// it). The memory stays allocated while any view of it lives; writing to a view
-    /// copies it first.
+    /// copies it first. (Only a shuffle's buckets are views.)
+    #[cfg_attr(not(feature = "dataframe"), allow(dead_code))]
     pub fn view(whole: &std::sync::Arc<Bytes>, range: std::ops::Range<usize>) -> Option<Bytes> {
         (range.start <= range.end && range.end <= whole.len()).then(|| Bytes {
             buf: Vec::new(),

@@ -36,17 +36,11 @@ pub(crate) fn encoded_estimate(frame: &DataFrame) -> usize {
     frame.estimated_size() + frame.estimated_size() / 8 + 64 * 1024
 }
 
-/// An empty buffer for encoded frames with room for `capacity` bytes: a spare allocation of
-/// that size when the process kept one, else a new one backed by huge pages when large
-/// (a new buffer is faulted in and zeroed by the kernel as it is written).
+/// An empty buffer for encoded frames with room for `capacity` bytes (a kept allocation
+/// when there is one); aborts, like any `Vec`, if the memory cannot be had.
 pub(crate) fn frame_buffer(capacity: usize) -> Vec<u8> {
-    super::take_spare(capacity).unwrap_or_else(|| {
-        let mut buf = Vec::with_capacity(capacity);
-        if buf.capacity() >= crate::process::HUGE_PAGE_THRESHOLD {
-            crate::process::advise_huge_pages(buf.as_mut_ptr(), buf.capacity());
-        }
-        buf
-    })
+    super::bytes::spare_or_new(capacity)
+        .unwrap_or_else(|e| panic!("cannot allocate {capacity} bytes for an encoded frame: {e}"))
 }
 
 /// Appends the encoding of `vec![frame]` to `buf` (after up to [`GAP`] bytes of padding),

@@ -107,6 +107,10 @@ impl WorkerNode {
     /// job with `job_key`.
     pub fn new(rank: Rank, hello: WorkerHello, executor: Executor, job_key: u64) -> Self {
         let memory_limit = hello.memory_limit;
+        #[cfg(feature = "huge-page-allocator")]
+        if let Some(limit) = memory_limit {
+            crate::allocator::limit_cache(limit);
+        }
         WorkerNode {
             rank,
             executor,

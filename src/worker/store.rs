@@ -136,6 +136,8 @@ impl ValueStore {
         if std::mem::take(&mut self.memory_short) {
             self.released.clear();
             crate::protocol::clear_spares();
+            #[cfg(feature = "huge-page-allocator")]
+            crate::allocator::release_cached();
         }
         for buffer in self.released.drain(..) {
             crate::protocol::give_spare(buffer);

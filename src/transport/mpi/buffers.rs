@@ -20,11 +20,6 @@ pub(crate) struct ReceiveBuffer {
     filled: usize,
 }
 
-/// Receive buffers at least this large ask for transparent huge pages: the kernel then
-/// faults in (and zeroes) 2 MiB at a time instead of 4 KiB, which otherwise costs as much
-/// as the copy itself for a 200 MB value.
-use crate::process::HUGE_PAGE_THRESHOLD;
-
 impl ReceiveBuffer {
     /// A buffer of `len` bytes: a spare allocation of about that size (see
     /// [`crate::protocol::take_spare`]), or a new one; an error if `len` bytes cannot be
@@ -59,9 +54,6 @@ impl ReceiveBuffer {
                 bytes
                     .try_reserve_exact(capacity)
                     .map_err(|e| format!("cannot allocate {len} bytes to receive into: {e}"))?;
-                if capacity >= HUGE_PAGE_THRESHOLD {
-                    crate::process::advise_huge_pages(bytes.as_mut_ptr().cast(), capacity);
-                }
                 bytes
             }
         };
