@@ -152,23 +152,12 @@ fn seconds_of(run: &Run, bytes: u64) -> f64 {
 
 /// Builds the C reference with `mpicc -O3 -march=native` into `target/bench/`.
 fn build_c() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = root.join("target/bench/pi_handwritten");
-    std::fs::create_dir_all(out.parent().expect("a parent")).expect("target/bench");
-    let mpicc = std::env::var("MPICC").unwrap_or_else(|_| "mpicc".into());
-    let status = Command::new(&mpicc)
-        .args(["-O3", "-march=native", "-o"])
-        .arg(&out)
-        .arg(root.join("benches/pi_handwritten.c"))
-        .status()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {mpicc} to build the C baseline: {e} (make deps installs it)")
-        });
-    assert!(
-        status.success(),
-        "{mpicc} failed to build benches/pi_handwritten.c"
-    );
-    out
+    common::build_c(
+        ("MPICC", "mpicc"),
+        "pi_handwritten.c",
+        &[],
+        "make deps installs it",
+    )
 }
 
 fn launch_c(exe: &Path, bytes: u64, chunk_bytes: u64) -> f64 {

@@ -20,7 +20,7 @@
 //!   `to_netcdf`, untimed) read and summed by the 2 workers (`from_netcdf(..).sum()`,
 //!   each chunk a hyperslab read by a worker), against one process of the C library
 //!   reading it in 200 MB slabs and summing (`benches/netcdf_read.c`, built with
-//!   `cc -O2 -lnetcdf`). From the page cache. Target: `netcdf_read_vs_c` >= 1.5.
+//!   `cc -O3 -march=native -lnetcdf`). From the page cache. Target: `netcdf_read_vs_c` >= 1.5.
 //!
 //! * `dataset_mean_gb_per_s`: a dataset of one (time, lat, lon) `f64` variable, 2 GB in
 //!   a Zarr store (format 3, zstd, chunks of 24 x 721 x 1440, about 200 MB; written once,
@@ -236,24 +236,12 @@ fn role_files() {
 
 /// Builds the C baseline into `target/bench/`.
 fn build_c_reader() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = root.join("target/bench/netcdf_read");
-    std::fs::create_dir_all(out.parent().expect("a parent")).expect("target/bench");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let status = Command::new(&cc)
-        .args(["-O2", "-o"])
-        .arg(&out)
-        .arg(root.join("benches/netcdf_read.c"))
-        .arg("-lnetcdf")
-        .status()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {cc} to build the C baseline: {e} (make deps installs gcc and libnetcdf-dev)")
-        });
-    assert!(
-        status.success(),
-        "{cc} failed to build benches/netcdf_read.c (make deps installs libnetcdf-dev)"
-    );
-    out
+    common::build_c(
+        ("CC", "cc"),
+        "netcdf_read.c",
+        &["-lnetcdf"],
+        "make deps installs gcc and libnetcdf-dev",
+    )
 }
 
 fn sync() {

@@ -260,3 +260,28 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Builds the hand-written C baseline `benches/<source>` with `compiler` (an environment
+/// variable naming it wins, as `MPICC` or `CC`) and `flags`, into `target/bench/<name>`
+/// (the source's name without `.c`), and returns the program's path. A missing compiler
+/// or a failed build fails the bench, saying what installs it.
+pub fn build_c(compiler: (&str, &str), source: &str, flags: &[&str], installs: &str) -> PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let name = source.strip_suffix(".c").expect("a .c source");
+    let out = root.join("target/bench").join(name);
+    std::fs::create_dir_all(out.parent().expect("a parent")).expect("target/bench");
+    let (variable, default) = compiler;
+    let cc = std::env::var(variable).unwrap_or_else(|_| default.into());
+    let status = std::process::Command::new(&cc)
+        .args(["-O3", "-march=native", "-o"])
+        .arg(&out)
+        .arg(root.join("benches").join(source))
+        .args(flags)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cc} to build benches/{source}: {e} ({installs})"));
+    assert!(
+        status.success(),
+        "{cc} failed to build benches/{source} ({installs})"
+    );
+    out
+}
