@@ -19,8 +19,8 @@ use crate::error::{Error, Result, TaskError};
 use crate::keymap::KeyMap;
 use crate::node::EventSender;
 use crate::protocol::{
-    FnId, JobProgress, Key, Payload, Rank, SchedulerInfo, TaskOptions, TaskSpec, ToScheduler,
-    ToWorker, decode_owned, encode_owned,
+    FnId, FunctionMsg, JobProgress, Key, Payload, Rank, SchedulerInfo, TaskOptions, TaskSpec,
+    ToScheduler, ToWorker, decode_owned, encode_owned,
 };
 use crate::task::{self, FnPointer, IntoArgs, Registry, TaskFn, Trampoline};
 use crossbeam_channel::Sender;
@@ -544,23 +544,23 @@ impl Client {
     /// The id of the function `f` (of any [`FnPointer`] type), registering it with the
     /// scheduler on first use.
     pub(crate) fn register<F: FnPointer>(&self, f: F, name: impl FnOnce() -> String) -> FnId {
-        let mut state = self.shared.lock();
-        let (id, registration) = state.functions.id_of(f, name);
-        if let Some(registration) = registration {
-            // Sent under the lock so it reaches the scheduler before any task using it.
-            self.shared
-                .send(Command::Scheduler(ToScheduler::RegisterFunction(
-                    registration,
-                )));
-        }
-        id
+        self.registered(|functions| functions.id_of(f, name))
     }
 
     /// [`register`](Self::register) of `f` under `name`: one id per (function, name), so a
     /// function that runs tasks of several kinds names each kind's tasks.
     fn register_named<F: FnPointer>(&self, f: F, name: &str) -> FnId {
+        self.registered(|functions| functions.id_named(f, name))
+    }
+
+    /// The id `lookup` gives in the registry, its registration (if new) sent to the
+    /// scheduler under the lock, so that it arrives before any task using it.
+    fn registered(
+        &self,
+        lookup: impl FnOnce(&mut Registry) -> (FnId, Option<FunctionMsg>),
+    ) -> FnId {
         let mut state = self.shared.lock();
-        let (id, registration) = state.functions.id_named(f, name);
+        let (id, registration) = lookup(&mut state.functions);
         if let Some(registration) = registration {
             self.shared
                 .send(Command::Scheduler(ToScheduler::RegisterFunction(

@@ -5,7 +5,7 @@
 use super::{Output, Scheduler};
 use crate::protocol::{Attempt, ComputeMsg, FunctionMsg, Key, Rank, TaskCode, TaskSpec, ToWorker};
 use crate::scheduler::policy;
-use crate::scheduler::state::{Failure, Task, TaskState};
+use crate::scheduler::state::{Failure, Task, TaskState, Worker};
 use log::{debug, error};
 use std::cmp::Reverse;
 use std::sync::Arc;
@@ -209,26 +209,7 @@ impl Scheduler {
         let mut unschedulable = Vec::new();
         while let Some(key) = self.ready.pop(&self.tasks) {
             let task = &self.tasks[&key];
-            let choice = if task.deps.is_empty() && !task.is_restricted() {
-                // Nothing to be near: the least loaded worker, if it has room.
-                self.by_load
-                    .least()
-                    .map(|(_, i)| &self.workers[i])
-                    .filter(|w| {
-                        w.processing.len()
-                            < policy::slots(w, policy::queue_depth(self.mean_task_seconds))
-                    })
-            } else {
-                let candidates = self.candidates(task);
-                policy::choose_worker(
-                    task,
-                    candidates.iter().map(|&i| &self.workers[i]),
-                    &self.tasks,
-                    &|rank| self.node_of(rank),
-                    self.mean_task_seconds,
-                    self.task_seconds(task),
-                )
-            };
+            let choice = self.choice_for(task);
             match choice {
                 Some(worker)
                     if deferred.len() < MAX_SKIPPED
@@ -266,16 +247,7 @@ impl Scheduler {
         }
         for key in deferred {
             let task = &self.tasks[&key];
-            let candidates = self.candidates(task);
-            let choice = policy::choose_worker(
-                task,
-                candidates.iter().map(|&i| &self.workers[i]),
-                &self.tasks,
-                &|rank| self.node_of(rank),
-                self.mean_task_seconds,
-                self.task_seconds(task),
-            )
-            .map(|w| w.rank);
+            let choice = self.choice_for(task).map(|w| w.rank);
             match choice {
                 Some(rank) => self.assign(key, rank),
                 None => skipped.push(key),
@@ -293,6 +265,30 @@ impl Scheduler {
                 cancelled: false,
             });
             self.fail(key, failure);
+        }
+    }
+
+    /// The worker `task` should go to now, if one has room: the least loaded for a task
+    /// with nothing to be near, else the policy's choice among its candidates.
+    fn choice_for(&self, task: &Task) -> Option<&Worker> {
+        if task.deps.is_empty() && !task.is_restricted() {
+            self.by_load
+                .least()
+                .map(|(_, i)| &self.workers[i])
+                .filter(|w| {
+                    w.processing.len()
+                        < policy::slots(w, policy::queue_depth(self.mean_task_seconds))
+                })
+        } else {
+            let candidates = self.candidates(task);
+            policy::choose_worker(
+                task,
+                candidates.iter().map(|&i| &self.workers[i]),
+                &self.tasks,
+                &|rank| self.node_of(rank),
+                self.mean_task_seconds,
+                self.task_seconds(task),
+            )
         }
     }
 
