@@ -32,6 +32,12 @@ pub fn expected_world_size() -> Option<(String, usize)> {
     first_count(&LAUNCHER_SIZE_VARIABLES).or_else(|| first_count(&["SLURM_NTASKS"]))
 }
 
+/// Whether MPICH's Hydra (`mpiexec`) started this process: it gives every rank the file
+/// descriptor of its proxy's control connection.
+pub fn under_hydra() -> bool {
+    std::env::var_os("HYDI_CONTROL_FD").is_some()
+}
+
 /// This process's rank according to the launcher's variables.
 pub fn launcher_rank() -> Option<usize> {
     first_count(&[

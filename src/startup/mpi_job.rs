@@ -319,8 +319,19 @@ where
     drop(collectives);
     drop(transport);
     drop(job);
+    if rank == Rank::SCHEDULER && code == ExitCode::Signal.code() && launch::under_hydra() {
+        // Once MPICH's Hydra has forwarded a signal to the ranks, it records 0 for a rank it
+        // reaps after the last rank's output closed, whatever that rank's exit code (its
+        // "forced cleanup"). Rank 0 outliving the others by a moment lets Hydra reap them
+        // first, with their code (9), so that `mpiexec` returns it.
+        std::thread::sleep(HYDRA_EXIT_GRACE);
+    }
     code
 }
+
+/// How long rank 0 outlives the other ranks under Hydra after a stop by signal (see
+/// [`start`]).
+const HYDRA_EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 #[cfg(test)]
 mod tests {
