@@ -173,6 +173,8 @@ test-mpich: test-deps
 BENCH_RESULTS := $(CURDIR)/target/bench/results.json
 bench: deps peers nodes
 	@mkdir -p target/bench && rm -f $(BENCH_RESULTS)
+	@# The dataframe bench's Polars baseline is a program of its own.
+	$(CARGO) build --release --example taxi_polars
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench runtime -- $(BENCH)
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench scheduler -- $(BENCH)
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench pi -- $(BENCH)
@@ -189,6 +191,7 @@ bench: deps peers nodes
 SMOKE_RESULTS := $(CURDIR)/target/bench/smoke.json
 bench-smoke: deps nodes
 	@mkdir -p target/bench && rm -f $(SMOKE_RESULTS)
+	$(CARGO) build --release --example taxi_polars
 	for b in runtime scheduler pi bags arrays futures multinode stores dataframes; do \
 	  MPIDASK_BENCH_SMOKE=1 MPIDASK_BENCH_RESULTS=$(SMOKE_RESULTS) $(CARGO) bench --bench $$b || exit 1; \
 	done

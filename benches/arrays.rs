@@ -245,16 +245,9 @@ fn launch(role: &str, bytes: u64, chunk_bytes: u64) -> f64 {
         .env("MPIDASK_BENCH_ROLE", role)
         .env("MPIDASK_BENCH_BYTES", bytes.to_string())
         .env("MPIDASK_BENCH_CHUNK_BYTES", chunk_bytes.to_string());
-    seconds_of(&run_with_deadline(command, deadline()))
-}
-
-fn seconds_of(run: &Run) -> f64 {
-    run.expect_code(0);
-    run.stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("MEASURE seconds="))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no MEASURE seconds line\n{}", run.dump()))
+    run_with_deadline(command, deadline())
+        .expect_code(0)
+        .measure("seconds")
 }
 
 fn suite_sizes() -> Sizes {

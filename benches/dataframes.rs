@@ -14,8 +14,9 @@
 //!
 //! Each round launches, in turn: mpidask (both workloads, one launch); Python's
 //! `dask.dataframe` under `dask-mpi` at the same `-np` (`benches/taxi_dask.py`, the same
-//! expressions on the same files); Polars alone in one process (Rust, lazy scans of the
-//! same files, the same queries) on one thread (`POLARS_MAX_THREADS=1`: one worker's share
+//! expressions on the same files); Polars alone in one process (`examples/taxi_polars.rs`,
+//! which does not link mpidask: lazy scans of the same files, the same queries; `make
+//! bench` builds it) on one thread (`POLARS_MAX_THREADS=1`: one worker's share
 //! of the machine, the unit of the goal of 0.7 x workers) and on every core. Every side's
 //! answer is compared with mpidask's (the sum of the means, within 1e-9 relative; the
 //! merge's trips must count every row).
@@ -48,13 +49,11 @@ mod support;
 #[path = "../examples/taxi/data.rs"]
 mod taxi_data;
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use common::{Scratch, figure, peer_python, ratio, rounds, size, smoke};
 use mpidask::dataframe::polars;
 use mpidask::dataframe::{Aggregation, DataFrame, How, MergeOptions, ParquetOptions};
-use polars::prelude::{
-    DataType, IntoLazy, JoinArgs, JoinCoalesce, JoinType, LazyFrame, ScanArgsParquet, col, df, lit,
-};
+use polars::prelude::{DataType, col, df, lit};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -217,53 +216,6 @@ fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// The same two queries by Polars alone (threads from `POLARS_MAX_THREADS`).
-fn role_polars() -> anyhow::Result<()> {
-    let dir = PathBuf::from(env("BENCH_DIR"));
-    let files = parquet_files(&dir);
-    ensure!(!files.is_empty(), "no Parquet file in {}", dir.display());
-    let scan = |columns: &[&str]| -> anyhow::Result<LazyFrame> {
-        let paths = files
-            .iter()
-            .map(|p| p.display().to_string().as_str().into())
-            .collect();
-        let columns: Vec<_> = columns.iter().map(|c| col(*c)).collect();
-        Ok(LazyFrame::scan_parquet_files(paths, ScanArgsParquet::default())?.select(columns))
-    };
-    let started = Instant::now();
-    let means = scan(&["passenger_count", "fare_amount", "tip_amount"])?
-        .filter(col("fare_amount").gt(lit(0.0)))
-        .with_columns([(col("tip_amount") / col("fare_amount")).alias("tip_fraction")])
-        .group_by([col("passenger_count")])
-        .agg([col("tip_fraction").mean()])
-        .collect()?;
-    let seconds = started.elapsed().as_secs_f64();
-    let check = column_sum(&means, "tip_fraction")?;
-    println!("RESULT name=taxi_groupby seconds={seconds} check={check:?} rows=-1");
-
-    let started = Instant::now();
-    let boroughs = scan(&["PULocationID", "fare_amount"])?
-        .join(
-            taxi_data::zones().lazy(),
-            [col("PULocationID")],
-            [col("LocationID")],
-            JoinArgs::new(JoinType::Left).with_coalesce(JoinCoalesce::CoalesceColumns),
-        )
-        .group_by([col("Borough")])
-        .agg([
-            col("fare_amount").count().alias("trips"),
-            col("fare_amount").mean().alias("fare"),
-        ])
-        .collect()?;
-    let seconds = started.elapsed().as_secs_f64();
-    let (check, rows) = (
-        column_sum(&boroughs, "fare")?,
-        count_sum(&boroughs, "trips")?,
-    );
-    println!("RESULT name=taxi_merge seconds={seconds} check={check:?} rows={rows}");
-    Ok(())
-}
-
 /// One launch's `RESULT` lines: (seconds, check, rows) by workload, all present.
 fn taxi_results(run: &Run, who: &str) -> BTreeMap<String, (f64, f64, f64)> {
     run.expect_code(0);
@@ -304,9 +256,11 @@ fn launch_taxi(dir: &Path) -> BTreeMap<String, (f64, f64, f64)> {
     taxi_results(&run_with_deadline(command, deadline()), "mpidask")
 }
 
+/// Polars alone: `examples/taxi_polars.rs`, a program of its own that does not link mpidask
+/// (so neither its code nor its allocator).
 fn launch_polars(dir: &Path, threads: Option<usize>) -> BTreeMap<String, (f64, f64, f64)> {
-    let mut command = launch_self("polars", None);
-    command.env("BENCH_DIR", dir);
+    let mut command = Command::new(support::example("taxi_polars"));
+    command.arg(dir);
     match threads {
         Some(n) => command.env("POLARS_MAX_THREADS", n.to_string()),
         None => command.env_remove("POLARS_MAX_THREADS"),
@@ -445,17 +399,6 @@ fn role_shuffle() -> ! {
     })
 }
 
-/// The value of the line `MEASURE <key>=` of a run that exited with 0.
-fn measure(run: &Run, key: &str) -> f64 {
-    run.expect_code(0);
-    let prefix = format!("MEASURE {key}=");
-    run.stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix} line\n{}", run.dump()))
-}
-
 /// The shuffle against `MPI_Alltoallv` of the same bytes, round by round.
 fn shuffle() {
     let (rows, parts) = shuffle_sizes();
@@ -473,11 +416,15 @@ fn shuffle() {
             .env("BENCH_ROWS", rows.to_string())
             .env("BENCH_PARTS", parts.to_string())
             .env("MPIDASK_MEMORY_LIMIT", "10GB");
-        ours.push(measure(&run_with_deadline(command, deadline()), "seconds"));
+        ours.push(
+            run_with_deadline(command, deadline())
+                .expect_code(0)
+                .measure("seconds"),
+        );
         let command = mpirun(NP, &baseline, &[&bytes.to_string()]);
         let run = run_with_deadline(command, deadline());
-        cold.push(measure(&run, "seconds"));
-        warm.push(measure(&run, "warm_seconds"));
+        cold.push(run.expect_code(0).measure("seconds"));
+        warm.push(run.measure("warm_seconds"));
     }
     let gb = bytes as f64 / 1e9;
     let rate = |s: &[f64]| -> Vec<f64> { s.iter().map(|t| gb / t).collect() };
@@ -514,15 +461,8 @@ fn main() {
             "generate" => role_generate(),
             "taxi" => role_taxi(),
             "shuffle" => role_shuffle(),
-            "polars" => {
-                if let Err(e) = role_polars().context("the Polars baseline") {
-                    eprintln!("{e:#}");
-                    std::process::exit(1);
-                }
-            }
             other => panic!("unknown role {other}"),
         }
-        return;
     }
     let wanted = common::wanted_by_args();
     if wanted("taxi") {

@@ -173,14 +173,6 @@ fn launch(role: &str, placement: Placement, np: usize, env: &[(&str, &Path)]) ->
     run
 }
 
-/// The one `MEASURE name=` of a launch.
-fn measure(run: &Run, name: &str) -> f64 {
-    match run.measures(name)[..] {
-        [value] => value,
-        _ => panic!("one {name} per launch expected\n{}", run.dump()),
-    }
-}
-
 /// One transfer launch across the nodes: the median GB/s of its moves, each from rank 3's
 /// request for the value to the arrival of its last byte (the receive in its task stream).
 fn transfer_rate() -> f64 {
@@ -229,11 +221,8 @@ fn main() {
     if wanted("pi_gb_per_s_3nodes") || wanted("pi_gb_per_s_1node") {
         let (mut one, mut three) = (vec![], vec![]);
         for _ in 0..rounds() {
-            one.push(measure(
-                &launch("pi", Placement::OneNode, 8, &[]),
-                "gb_per_s",
-            ));
-            three.push(measure(&launch("pi", PI_NODES, 8, &[]), "gb_per_s"));
+            one.push(launch("pi", Placement::OneNode, 8, &[]).measure("gb_per_s"));
+            three.push(launch("pi", PI_NODES, 8, &[]).measure("gb_per_s"));
         }
         figure("pi_gb_per_s_1node", "GB/s", &one, None);
         figure("pi_gb_per_s_3nodes", "GB/s", &three, None);
@@ -248,11 +237,8 @@ fn main() {
     if wanted("tasks_per_s_3nodes") || wanted("tasks_per_s_1node") {
         let (mut one, mut three) = (vec![], vec![]);
         for _ in 0..rounds() {
-            one.push(measure(
-                &launch("tasks", Placement::OneNode, 4, &[]),
-                "tasks_per_s",
-            ));
-            three.push(measure(&launch("tasks", SPREAD, 4, &[]), "tasks_per_s"));
+            one.push(launch("tasks", Placement::OneNode, 4, &[]).measure("tasks_per_s"));
+            three.push(launch("tasks", SPREAD, 4, &[]).measure("tasks_per_s"));
         }
         figure("tasks_per_s_1node", "tasks/s", &one, None);
         figure("tasks_per_s_3nodes", "tasks/s", &three, None);

@@ -132,22 +132,14 @@ fn launch(role: &str, bytes: u64, chunk_bytes: u64) -> f64 {
 /// The compute time of a run, after checking its estimate of pi.
 fn seconds_of(run: &Run, bytes: u64) -> f64 {
     run.expect_code(0);
-    let value = |name: &str| -> f64 {
-        let tag = format!("MEASURE {name}=");
-        run.stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(tag.as_str()))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no MEASURE {name} line\n{}", run.dump()))
-    };
-    let pi = value("pi");
+    let pi = run.measure("pi");
     assert!(
         (pi - std::f64::consts::PI).abs() < tolerance(bytes),
         "{}: pi = {pi}\n{}",
         run.command,
         run.dump()
     );
-    value("seconds")
+    run.measure("seconds")
 }
 
 /// Builds the C reference with `mpicc -O3 -march=native` into `target/bench/`.

@@ -15,6 +15,7 @@ use mpidask::dataframe::{Aggregation, DataFrame, polars};
 use polars::prelude::{
     BooleanChunked, ChunkAgg, DataType, IntoLazy, PolarsResult, SortMultipleOptions, col, df, lit,
 };
+use std::process::Command;
 use std::time::Duration;
 use support::{check, local_command, mpirun, run_with_deadline};
 
@@ -467,6 +468,21 @@ fn taxi_example(np: Option<usize>) -> Result<(), Failed> {
             .expect_stdout("RESULT rows=120000")
             .expect_stdout("CHECK ok: the four analyses equal Polars'")
             .expect_quiet();
+        if np.is_some() {
+            // The benchmark's Polars baseline reads the same files and checks itself.
+            let mut polars = Command::new(support::example("taxi_polars"));
+            polars.arg(&data);
+            let run = run_with_deadline(polars, Duration::from_secs(120));
+            run.expect_code(0)
+                .expect_stdout("RESULT name=taxi_groupby")
+                .expect_stdout("RESULT name=taxi_merge seconds=");
+            assert!(run.stdout.contains("rows=120000\n"), "{}", run.dump());
+            let mut empty = Command::new(support::example("taxi_polars"));
+            empty.arg(&dir);
+            run_with_deadline(empty, Duration::from_secs(60))
+                .expect_code(1)
+                .expect_stderr("no Parquet file in");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     })
 }

@@ -1,8 +1,9 @@
 //! The synthetic taxi trips and the zone table, shared by `examples/taxi` and the
 //! dataframe benchmark (`benches/dataframes.rs`): every value comes from a counter-based
 //! hash of its row, so the table is the same at any rank count and in any partitioning.
+//! It names Polars directly (not through `mpidask::dataframe::polars`) so that
+//! `examples/taxi_polars.rs`, the benchmark's Polars baseline, does not link mpidask.
 
-use mpidask::dataframe::polars;
 use polars::prelude::df;
 
 type Frame = polars::prelude::DataFrame;

@@ -117,6 +117,19 @@ impl Run {
             .collect()
     }
 
+    /// The one value a benchmark role printed as `MEASURE name=<number>`.
+    #[allow(dead_code)] // used by the benchmarks, not by every test binary
+    pub fn measure(&self, name: &str) -> f64 {
+        match self.measures(name)[..] {
+            [value] => value,
+            ref values => panic!(
+                "{} MEASURE {name} lines where one was expected\n{}",
+                values.len(),
+                self.dump()
+            ),
+        }
+    }
+
     /// Output for failure messages.
     pub fn dump(&self) -> String {
         format!(
@@ -142,7 +155,7 @@ pub fn example(name: &str) -> PathBuf {
     let path = target_dir().join("examples").join(name);
     assert!(
         path.exists(),
-        "{} is missing: build the examples first (cargo test builds them)",
+        "{} is missing: build the examples first (`cargo build --release --examples`; cargo test builds them too)",
         path.display()
     );
     path
