@@ -104,6 +104,7 @@ pub fn limit_cache(memory_limit: u64) {
         std::sync::atomic::Ordering::Relaxed,
     );
 }
+
 /// The most freed blocks kept for reuse.
 pub const CACHE_SLOTS: usize = 32;
 
@@ -188,11 +189,12 @@ fn keep(ptr: *mut u8) -> bool {
 /// Gives every kept block back to the system (memory is needed elsewhere).
 pub fn release_cached() {
     let mut kept = kept();
-    while kept.len > 0 {
-        let (block, _) = kept.remove(0);
+    for &(block, _) in &kept.blocks[..kept.len] {
         // SAFETY: as in `keep`.
         unsafe { libc::free(block as *mut libc::c_void) };
     }
+    kept.len = 0;
+    kept.bytes = 0;
 }
 
 /// Allocations at least this large ask for transparent huge pages and are kept for reuse
