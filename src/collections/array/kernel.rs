@@ -4,6 +4,7 @@
 use super::dtype::{DType, Scalar};
 use super::program::{AxisSlice, BinaryOp, Distribution, Op, Output, Program, ReduceOp, UnaryOp};
 use super::random;
+use super::ufunc::FloorInt;
 use crate::protocol::{Bytes, decode_value, encode_value};
 use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
 use serde::{Deserialize, Serialize};
@@ -270,37 +271,13 @@ pub(super) trait Float: Copy + PartialOrd {
 
 impl Float for f64 {
     fn map(self, op: UnaryOp) -> f64 {
-        match op {
-            UnaryOp::Neg => -self,
-            UnaryOp::Abs => self.abs(),
-            UnaryOp::Sqrt => self.sqrt(),
-            UnaryOp::Exp => self.exp(),
-            UnaryOp::Ln => self.ln(),
-            UnaryOp::Sin => self.sin(),
-            UnaryOp::Cos => self.cos(),
-            UnaryOp::Powi(2) => self * self,
-            UnaryOp::Powi(n) => self.powi(n),
-            UnaryOp::Powf(p) => self.powf(p),
-            UnaryOp::Not => f64::from(u8::from(self == 0.0)),
-        }
+        super::ufunc::unary_f64(op, self)
     }
 }
 
 impl Float for f32 {
     fn map(self, op: UnaryOp) -> f32 {
-        match op {
-            UnaryOp::Neg => -self,
-            UnaryOp::Abs => self.abs(),
-            UnaryOp::Sqrt => self.sqrt(),
-            UnaryOp::Exp => self.exp(),
-            UnaryOp::Ln => self.ln(),
-            UnaryOp::Sin => self.sin(),
-            UnaryOp::Cos => self.cos(),
-            UnaryOp::Powi(2) => self * self,
-            UnaryOp::Powi(n) => self.powi(n),
-            UnaryOp::Powf(p) => self.powf(p as f32),
-            UnaryOp::Not => f32::from(u8::from(self == 0.0)),
-        }
+        super::ufunc::unary_f32(op, self)
     }
 }
 
@@ -426,21 +403,37 @@ impl Block {
         if matches!(op, UnaryOp::Not) {
             return Block::Bool(self.cast_ref(DType::Bool).as_bool().mapv(|v| !v));
         }
+        if op.is_predicate() {
+            return Block::Bool(match self {
+                Block::F32(a) => a.mapv(|v| v.map(op) != 0.0),
+                Block::F64(a) => a.mapv(|v| v.map(op) != 0.0),
+                // Integers are finite numbers.
+                other => ArrayD::from_elem(IxDyn(other.shape()), op == UnaryOp::IsFinite),
+            });
+        }
         let target = op.result_dtype(self.dtype());
         macro_rules! integer {
-            ($a:expr, $abs:expr) => {
+            ($a:expr, $abs:expr, $t:ty) => {
                 match op {
                     UnaryOp::Neg => $a.mapv(|v| v.wrapping_neg()),
                     UnaryOp::Abs => $a.mapv($abs),
                     UnaryOp::Powi(n) => $a.mapv(|v| v.wrapping_pow(n.max(0) as u32)),
-                    _ => unreachable!("integer results only from neg, abs and powi"),
+                    UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Trunc => $a.clone(),
+                    UnaryOp::Round(d) if d >= 0 => $a.clone(),
+                    // The rounded value fits: it is nearer zero than the type's limit, or
+                    // wraps as NumPy's does.
+                    UnaryOp::Round(d) => {
+                        $a.mapv(|v| super::ufunc::round_int(i64::from(v), d) as $t)
+                    }
+                    UnaryOp::Sign => $a.mapv(FloorInt::sign),
+                    _ => unreachable!("integer results only from operations that keep them"),
                 }
             };
         }
         match self.cast_ref(target).as_ref() {
-            Block::U8(a) => Block::U8(integer!(a, |v| v)),
-            Block::I32(a) => Block::I32(integer!(a, i32::wrapping_abs)),
-            Block::I64(a) => Block::I64(integer!(a, i64::wrapping_abs)),
+            Block::U8(a) => Block::U8(integer!(a, |v| v, u8)),
+            Block::I32(a) => Block::I32(integer!(a, i32::wrapping_abs, i32)),
+            Block::I64(a) => Block::I64(integer!(a, i64::wrapping_abs, i64)),
             Block::F32(a) => Block::F32(map_float(a, op)),
             Block::F64(a) => Block::F64(map_float(a, op)),
             Block::Bool(_) => unreachable!("boolean results only from not"),
@@ -478,26 +471,38 @@ impl Block {
                 match op {
                     BinaryOp::Add => zip_map($x, $y, |p, q| p.wrapping_add(q))?,
                     BinaryOp::Sub => zip_map($x, $y, |p, q| p.wrapping_sub(q))?,
-                    _ => zip_map($x, $y, |p, q| p.wrapping_mul(q))?,
+                    BinaryOp::Mul => zip_map($x, $y, |p, q| p.wrapping_mul(q))?,
+                    BinaryOp::Maximum => zip_map($x, $y, |p, q| p.max(q))?,
+                    BinaryOp::Minimum => zip_map($x, $y, |p, q| p.min(q))?,
+                    BinaryOp::Rem => zip_map($x, $y, |p, q| p.py_rem(q))?,
+                    BinaryOp::FloorDiv => zip_map($x, $y, |p, q| p.py_div(q))?,
+                    _ => unreachable!("integer results only from operations that keep them"),
+                }
+            };
+        }
+        // Floats: the operation chosen once for the common four, per element otherwise.
+        macro_rules! float {
+            ($x:expr, $y:expr, $apply:path) => {
+                match op {
+                    BinaryOp::Add => zip_map($x, $y, |p, q| p + q)?,
+                    BinaryOp::Sub => zip_map($x, $y, |p, q| p - q)?,
+                    BinaryOp::Mul => zip_map($x, $y, |p, q| p * q)?,
+                    BinaryOp::Div => zip_map($x, $y, |p, q| p / q)?,
+                    op => zip_map($x, $y, |p, q| $apply(op, p, q))?,
                 }
             };
         }
         Ok(match (a.as_ref(), b.as_ref()) {
+            (Block::Bool(x), Block::Bool(y)) => Block::Bool(match op {
+                BinaryOp::Maximum => zip_map(x, y, |p, q| p | q)?,
+                BinaryOp::Minimum => zip_map(x, y, |p, q| p & q)?,
+                _ => unreachable!("booleans result only from maximum and minimum"),
+            }),
             (Block::U8(x), Block::U8(y)) => Block::U8(integer!(x, y)),
             (Block::I32(x), Block::I32(y)) => Block::I32(integer!(x, y)),
             (Block::I64(x), Block::I64(y)) => Block::I64(integer!(x, y)),
-            (Block::F32(x), Block::F32(y)) => Block::F32(match op {
-                BinaryOp::Add => zip_map(x, y, |p, q| p + q)?,
-                BinaryOp::Sub => zip_map(x, y, |p, q| p - q)?,
-                BinaryOp::Mul => zip_map(x, y, |p, q| p * q)?,
-                _ => zip_map(x, y, |p, q| p / q)?,
-            }),
-            (Block::F64(x), Block::F64(y)) => Block::F64(match op {
-                BinaryOp::Add => zip_map(x, y, |p, q| p + q)?,
-                BinaryOp::Sub => zip_map(x, y, |p, q| p - q)?,
-                BinaryOp::Mul => zip_map(x, y, |p, q| p * q)?,
-                _ => zip_map(x, y, |p, q| p / q)?,
-            }),
+            (Block::F32(x), Block::F32(y)) => Block::F32(float!(x, y, super::ufunc::binary_f32)),
+            (Block::F64(x), Block::F64(y)) => Block::F64(float!(x, y, super::ufunc::binary_f64)),
             _ => unreachable!("arithmetic on a common numeric type"),
         })
     }
@@ -1771,7 +1776,8 @@ fn in_place(
                 (BinaryOp::Sub, true) => apply_in_place(&mut block, |v| s - v),
                 (BinaryOp::Div, false) => apply_in_place(&mut block, |v| v / s),
                 (BinaryOp::Div, true) => apply_in_place(&mut block, |v| s / v),
-                _ => unreachable!("arithmetic ops"),
+                (op, false) => apply_in_place(&mut block, |v| super::ufunc::binary_f64(op, v, s)),
+                (op, true) => apply_in_place(&mut block, |v| super::ufunc::binary_f64(op, s, v)),
             };
             Some(block)
         }

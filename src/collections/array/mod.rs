@@ -67,6 +67,7 @@ pub mod random;
 mod source;
 mod structure;
 mod tasks;
+mod ufunc;
 #[cfg(feature = "zarr")]
 mod zarr;
 
@@ -1003,6 +1004,7 @@ operators! {
     Sub, sub, BinaryOp::Sub;
     Mul, mul, BinaryOp::Mul;
     Div, div, BinaryOp::Div;
+    Rem, rem, BinaryOp::Rem;
 }
 
 impl std::ops::Neg for &Array {

@@ -53,6 +53,44 @@ pub enum UnaryOp {
     Powf(f64),
     /// Logical not (booleans).
     Not,
+    /// Base-10 logarithm.
+    Log10,
+    /// Base-2 logarithm.
+    Log2,
+    /// `ln(1 + x)`, exact for small `x`.
+    Log1p,
+    /// `e^x - 1`, exact for small `x`.
+    Expm1,
+    /// Tangent.
+    Tan,
+    /// Inverse sine.
+    Arcsin,
+    /// Inverse cosine.
+    Arccos,
+    /// Inverse tangent.
+    Arctan,
+    /// Hyperbolic sine.
+    Sinh,
+    /// Hyperbolic cosine.
+    Cosh,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// Largest integer not above (integers unchanged).
+    Floor,
+    /// Smallest integer not below (integers unchanged).
+    Ceil,
+    /// Integer part, toward zero (integers unchanged).
+    Trunc,
+    /// -1, 0 or 1 by sign (NaN stays NaN).
+    Sign,
+    /// Rounded to this many decimals, halves to even, as NumPy's `round`.
+    Round(i32),
+    /// Whether NaN (boolean).
+    IsNan,
+    /// Whether infinite (boolean).
+    IsInf,
+    /// Whether neither NaN nor infinite (boolean).
+    IsFinite,
 }
 
 /// Elementwise operations of two arguments (NumPy broadcasting).
@@ -82,6 +120,18 @@ pub enum BinaryOp {
     And,
     /// `a | b` (booleans).
     Or,
+    /// The larger, NaN if either is (NumPy's `maximum`).
+    Maximum,
+    /// The smaller, NaN if either is (NumPy's `minimum`).
+    Minimum,
+    /// `atan(a / b)` in the quadrant of `(b, a)`.
+    Arctan2,
+    /// `sqrt(a² + b²)` without overflow.
+    Hypot,
+    /// `a % b` with the sign of `b`, as Python's and NumPy's `%` (integer `% 0` is 0).
+    Rem,
+    /// `a // b`, rounded down, as Python's and NumPy's `//` (integer `// 0` is 0).
+    FloorDiv,
 }
 
 impl BinaryOp {
@@ -99,22 +149,45 @@ impl BinaryOp {
         match self {
             _ if self.is_comparison() => DType::Bool,
             BinaryOp::And | BinaryOp::Or => DType::Bool,
-            BinaryOp::Div => common.float(),
-            BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul if common == DType::Bool => DType::I64,
+            BinaryOp::Div | BinaryOp::Arctan2 | BinaryOp::Hypot => common.float(),
+            BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Rem | BinaryOp::FloorDiv
+                if common == DType::Bool =>
+            {
+                DType::I64
+            }
             _ => common,
         }
     }
 }
 
 impl UnaryOp {
+    /// `true` for operations that map integers to integers of the same type (booleans to
+    /// `i64`); the others give floats or booleans.
+    pub fn keeps_integers(self) -> bool {
+        matches!(
+            self,
+            UnaryOp::Neg
+                | UnaryOp::Abs
+                | UnaryOp::Powi(_)
+                | UnaryOp::Floor
+                | UnaryOp::Ceil
+                | UnaryOp::Trunc
+                | UnaryOp::Sign
+                | UnaryOp::Round(_)
+        )
+    }
+
+    /// `true` for the tests of a value that give booleans (`isnan`, `isinf`, `isfinite`).
+    pub fn is_predicate(self) -> bool {
+        matches!(self, UnaryOp::IsNan | UnaryOp::IsInf | UnaryOp::IsFinite)
+    }
+
     /// The element type of the result for an operand of type `a`.
     pub fn result_dtype(self, a: DType) -> DType {
         match self {
-            UnaryOp::Not => DType::Bool,
-            UnaryOp::Neg | UnaryOp::Abs if a == DType::Bool => DType::I64,
-            UnaryOp::Neg | UnaryOp::Abs => a,
-            UnaryOp::Powi(_) if a == DType::Bool => DType::I64,
-            UnaryOp::Powi(_) => a,
+            UnaryOp::Not | UnaryOp::IsNan | UnaryOp::IsInf | UnaryOp::IsFinite => DType::Bool,
+            _ if self.keeps_integers() && a == DType::Bool => DType::I64,
+            _ if self.keeps_integers() => a,
             _ => a.float(),
         }
     }

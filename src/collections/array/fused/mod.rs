@@ -457,7 +457,7 @@ impl Plan {
                 }
                 Op::Unary(op, k) => {
                     let a = arg(*k, &args)?;
-                    let expected = if matches!(op, UnaryOp::Not) {
+                    let expected = if matches!(op, UnaryOp::Not) || op.is_predicate() {
                         DType::Bool
                     } else {
                         DType::F64
@@ -984,6 +984,7 @@ fn binary(op: BinaryOp, a: Src<'_>, b: Src<'_>, out: &mut [f64]) {
         BinaryOp::Ne => zip2!(a, b, out, |x, y| truth(x != y)),
         BinaryOp::And => zip2!(a, b, out, |x, y| truth(x != 0.0 && y != 0.0)),
         BinaryOp::Or => zip2!(a, b, out, |x, y| truth(x != 0.0 || y != 0.0)),
+        op => zip2!(a, b, out, |x, y| super::ufunc::binary_f64(op, x, y)),
     }
 }
 
@@ -1208,6 +1209,10 @@ macro_rules! with_op {
             }
             BinaryOp::Or => {
                 let $f = |x: f64, y: f64| truth(x != 0.0 || y != 0.0);
+                $body
+            }
+            op => {
+                let $f = move |x: f64, y: f64| super::ufunc::binary_f64(op, x, y);
                 $body
             }
         }

@@ -1,0 +1,236 @@
+//! NumPy's everyday elementwise functions (`src/collections/array/ufunc.rs`) against NumPy:
+//! the same inputs (1-D to 3-D, chunks that do not divide the shape, NaN and infinities,
+//! integers with zeros to divide by), every result's type and values compared by NumPy
+//! itself, under `mpirun` at -np 3 and 5 and in local mode. Fused chains (a function then
+//! a reduction) run through the kernel's fused loops as well.
+
+mod support;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use mpidask::Client;
+use mpidask::array::{self, Array, DType};
+use ndarray::{ArrayD, IxDyn};
+use std::path::Path;
+use std::time::Duration;
+use support::python::run_python;
+use support::{check, local_command, mpirun, run_with_deadline};
+
+/// The variable that makes this binary the job (the directory its results go to).
+const OUT: &str = "MPIDASK_UFUNCS_OUT";
+
+/// Computes `x` and saves it in its own type as `DIR/NAME.npy` (by `ndarray-npy`).
+fn save(client: &Client, dir: &Path, name: &str, x: &Array) -> anyhow::Result<()> {
+    let path = dir.join(format!("{name}.npy"));
+    match x.dtype() {
+        DType::Bool => ndarray_npy::write_npy(&path, &x.compute::<bool>(client)?)?,
+        DType::U8 => ndarray_npy::write_npy(&path, &x.compute::<u8>(client)?)?,
+        DType::I32 => ndarray_npy::write_npy(&path, &x.compute::<i32>(client)?)?,
+        DType::I64 => ndarray_npy::write_npy(&path, &x.compute::<i64>(client)?)?,
+        DType::F32 => ndarray_npy::write_npy(&path, &x.compute::<f32>(client)?)?,
+        DType::F64 => ndarray_npy::write_npy(&path, &x.compute::<f64>(client)?)?,
+    }
+    Ok(())
+}
+
+/// Deterministic values `f(i)` of `shape`, in chunks of `chunks`.
+fn values(shape: &[usize], chunks: &[usize], f: impl Fn(u64) -> f64) -> Array {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n as u64).map(f).collect();
+    array::from_array(&ArrayD::from_shape_vec(IxDyn(shape), v).unwrap(), chunks)
+}
+
+/// A hash of `i` in `0..m`.
+fn hash(i: u64, seed: u64, m: u64) -> u64 {
+    (i.wrapping_mul(2_654_435_761).wrapping_add(seed * 97)) % m
+}
+
+/// The job: inputs and every case saved to the directory in [`OUT`].
+fn job(client: &Client) -> anyhow::Result<()> {
+    let dir = std::path::PathBuf::from(std::env::var(OUT)?);
+    let (shape, chunks) = ([13, 11], [5, 4]);
+    // In (-3, 3); in (0, 1); with NaN, +-inf and exact halves; integers with zeros.
+    let x = values(&shape, &chunks, |i| hash(i, 1, 6001) as f64 / 1000.0 - 3.0);
+    let p = values(&shape, &chunks, |i| (hash(i, 2, 997) as f64 + 1.0) / 999.0);
+    let y = values(&shape, &chunks, |i| match hash(i, 3, 11) {
+        0 => f64::NAN,
+        1 => f64::INFINITY,
+        2 => f64::NEG_INFINITY,
+        3 => hash(i, 4, 9) as f64 - 4.5,
+        _ => hash(i, 5, 4001) as f64 / 100.0 - 20.0,
+    });
+    let i = values(&shape, &chunks, |i| hash(i, 6, 101) as f64 - 50.0).astype(DType::I64);
+    let j = values(&shape, &chunks, |i| hash(i, 7, 13) as f64 - 6.0).astype(DType::I32);
+    let u = values(&shape, &chunks, |i| hash(i, 8, 256) as f64).astype(DType::U8);
+    let c = (&x * 0.5).astype(DType::F32);
+    let z = values(&[5, 7, 3], &[2, 3, 2], |i| {
+        hash(i, 9, 2001) as f64 / 100.0 - 10.0
+    });
+    let v = values(&[17], &[5], |i| hash(i, 10, 301) as f64 / 10.0 - 15.0);
+    for (name, a) in [
+        ("x", &x),
+        ("p", &p),
+        ("y", &y),
+        ("i", &i),
+        ("j", &j),
+        ("u", &u),
+        ("c", &c),
+        ("z", &z),
+        ("v", &v),
+    ] {
+        save(client, &dir, &format!("in_{name}"), a)?;
+    }
+    let q = &(&p * 2.0) - 1.0;
+    let cases: Vec<(&str, Array)> = vec![
+        ("log10_p", p.log10()),
+        ("log2_p", p.log2()),
+        ("log1p_absx", x.abs().log1p()),
+        ("expm1_x", x.expm1()),
+        ("tan_x", x.tan()),
+        ("arcsin_q", q.arcsin()),
+        ("arccos_q", q.arccos()),
+        ("arctan_x", x.arctan()),
+        ("sinh_x", x.sinh()),
+        ("cosh_x", x.cosh()),
+        ("tanh_x", x.tanh()),
+        ("floor_x", x.floor()),
+        ("ceil_x", x.ceil()),
+        ("trunc_x", x.trunc()),
+        ("sign_x", x.sign()),
+        ("sign_y", y.sign()),
+        ("sign_i", i.sign()),
+        ("sign_u", u.sign()),
+        ("round_x_2", x.round(2)),
+        ("round_y_0", y.round(0)),
+        ("round_i_m1", i.round(-1)),
+        ("floor_i", i.floor()),
+        ("ceil_j", j.ceil()),
+        ("isnan_y", y.isnan()),
+        ("isinf_y", y.isinf()),
+        ("isfinite_y", y.isfinite()),
+        ("isnan_i", i.isnan()),
+        ("isfinite_u", u.isfinite()),
+        ("maximum_x_y", x.maximum(&y)),
+        ("minimum_y_x", y.minimum(&x)),
+        ("minimum_x_half", x.minimum(0.5)),
+        ("maximum_i_j", i.maximum(&j)),
+        ("minimum_u_100", u.minimum(100u8)),
+        ("arctan2_x_q", x.arctan2(&q)),
+        ("hypot_x_p", x.hypot(&p)),
+        ("x_mod_07", &x % 0.7),
+        ("x_mod_m07", &x % -0.7),
+        ("y_mod_x", &y % &x),
+        ("i_mod_j", &i % &j),
+        ("u_mod_7", &u % 7u8),
+        ("i_floordiv_j", i.floor_div(&j)),
+        ("x_floordiv_03", x.floor_div(0.3)),
+        ("y_floordiv_x", y.floor_div(&x)),
+        ("clip_x", x.clip(-1.0, 1.0)),
+        ("clip_y", y.clip(0.0, 2.0)),
+        ("clip_i", i.clip(-20i64, 30i64)),
+        ("tanh_c", c.tanh()),
+        ("round_c_1", c.round(1)),
+        ("c_mod_03", &c % 0.3f32),
+        ("maximum_c_x", c.maximum(&x)),
+        ("round_z_m1", z.round(-1)),
+        ("z_mod_15", &z % 1.5),
+        ("floor_z", z.floor()),
+        ("hypot_v_v", v.hypot(&v)),
+        ("log1p_absv", v.abs().log1p()),
+        // A function, then a reduction: the fused loops.
+        ("sum_maximum_x_0", (x.maximum(0.0) * 2.0).sum()),
+        ("sum_floordiv_x_05_axis0", x.floor_div(0.5).sum_axis(0)),
+        ("sum_isnan_y", y.isnan().sum()),
+        ("sum_tanh_z_axis1", z.tanh().sum_axis(1)),
+        ("sum_mod_x_axis1", (&x % 0.7).sum_axis(1)),
+    ];
+    for (name, a) in &cases {
+        save(client, &dir, name, a)?;
+    }
+    println!("UFUNCS saved {}", cases.len());
+    Ok(())
+}
+
+/// What NumPy computes for each name the job saved, from the inputs it saved.
+const CHECK: &str = r#"
+import sys, numpy as np, warnings
+warnings.simplefilter('ignore', RuntimeWarning)  # log of 0, % 0, inf - inf
+d = sys.argv[1]
+L = lambda n: np.load(f'{d}/{n}.npy')
+x, p, y, i, j, u, c, z, v = (L(f'in_{n}') for n in 'x p y i j u c z v'.split())
+assert (i.dtype, j.dtype, u.dtype, c.dtype) == (np.int64, np.int32, np.uint8, np.float32)
+q = p * 2.0 - 1.0
+cases = {
+    'log10_p': np.log10(p), 'log2_p': np.log2(p), 'log1p_absx': np.log1p(np.abs(x)),
+    'expm1_x': np.expm1(x), 'tan_x': np.tan(x), 'arcsin_q': np.arcsin(q),
+    'arccos_q': np.arccos(q), 'arctan_x': np.arctan(x), 'sinh_x': np.sinh(x),
+    'cosh_x': np.cosh(x), 'tanh_x': np.tanh(x), 'floor_x': np.floor(x), 'ceil_x': np.ceil(x),
+    'trunc_x': np.trunc(x), 'sign_x': np.sign(x), 'sign_y': np.sign(y), 'sign_i': np.sign(i),
+    'sign_u': np.sign(u), 'round_x_2': np.round(x, 2), 'round_y_0': np.round(y, 0),
+    'round_i_m1': np.round(i, -1), 'floor_i': np.floor(i), 'ceil_j': np.ceil(j),
+    'isnan_y': np.isnan(y), 'isinf_y': np.isinf(y), 'isfinite_y': np.isfinite(y),
+    'isnan_i': np.isnan(i), 'isfinite_u': np.isfinite(u),
+    'maximum_x_y': np.maximum(x, y), 'minimum_y_x': np.minimum(y, x),
+    'minimum_x_half': np.minimum(x, 0.5), 'maximum_i_j': np.maximum(i, j),
+    'minimum_u_100': np.minimum(u, 100), 'arctan2_x_q': np.arctan2(x, q),
+    'hypot_x_p': np.hypot(x, p), 'x_mod_07': x % 0.7, 'x_mod_m07': x % -0.7, 'y_mod_x': y % x,
+    'i_mod_j': i % j, 'u_mod_7': u % 7, 'i_floordiv_j': i // j, 'x_floordiv_03': x // 0.3,
+    'y_floordiv_x': y // x, 'clip_x': np.clip(x, -1.0, 1.0), 'clip_y': np.clip(y, 0.0, 2.0),
+    'clip_i': np.clip(i, -20, 30), 'tanh_c': np.tanh(c), 'round_c_1': np.round(c, 1),
+    'c_mod_03': c % np.float32(0.3), 'maximum_c_x': np.maximum(c, x),
+    'round_z_m1': np.round(z, -1), 'z_mod_15': z % 1.5, 'floor_z': np.floor(z),
+    'hypot_v_v': np.hypot(v, v), 'log1p_absv': np.log1p(np.abs(v)),
+    'sum_maximum_x_0': (np.maximum(x, 0.0) * 2.0).sum(),
+    'sum_floordiv_x_05_axis0': (x // 0.5).sum(0), 'sum_isnan_y': np.isnan(y).sum(),
+    'sum_tanh_z_axis1': np.tanh(z).sum(1), 'sum_mod_x_axis1': (x % 0.7).sum(1),
+}
+bad = []
+for name, want in cases.items():
+    want = np.asarray(want)
+    got = L(name)
+    if name == 'sum_isnan_y':
+        want = want.astype(np.int64)  # NumPy counts in its default integer, mpidask in i64
+    if got.dtype != want.dtype or got.shape != want.shape:
+        bad.append(f'{name}: {got.dtype}{got.shape} where NumPy gives {want.dtype}{want.shape}')
+    elif want.dtype.kind == 'f':
+        rtol = 1e-6 if want.dtype == np.float32 else 1e-12
+        if not np.allclose(got, want, rtol=rtol, atol=0, equal_nan=True):
+            far = np.nanmax(np.abs(np.where(np.isclose(got, want, rtol=rtol, atol=0, equal_nan=True), 0, got - want)))
+            bad.append(f'{name}: values differ, largest by {far}')
+    elif not np.array_equal(got, want):
+        bad.append(f'{name}: values differ at {np.argwhere(got != want)[:3].tolist()}')
+print('\n'.join(bad) if bad else f'numpy agrees on {len(cases)}')
+"#;
+
+/// The job launched by `command` (mpirun or local), then NumPy's verdict.
+fn against_numpy(label: &str, mut command: std::process::Command) {
+    let dir = support::scratch_dir(&format!("ufuncs-{label}"));
+    command.env(OUT, &dir);
+    let run = run_with_deadline(command, Duration::from_secs(120));
+    run.expect_code(0)
+        .expect_stdout("UFUNCS saved 60")
+        .expect_quiet();
+    let text = run_python(CHECK, &[&dir]);
+    assert!(text.starts_with("numpy agrees on 60"), "{label}: {text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn main() {
+    if std::env::var_os(OUT).is_some() {
+        mpidask::run(job);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let args = Arguments::from_args();
+    let mut tests = vec![];
+    for np in [3, 5] {
+        let exe = exe.clone();
+        tests.push(Trial::test(
+            format!("ufuncs_match_numpy_np{np}"),
+            move || check(|| against_numpy(&format!("np{np}"), mpirun(np, &exe, &[]))),
+        ));
+    }
+    tests.push(Trial::test(
+        "ufuncs_match_numpy_local",
+        move || -> Result<(), Failed> { check(|| against_numpy("local", local_command(&exe))) },
+    ));
+    libtest_mimic::run(&args, tests).exit();
+}
