@@ -26,6 +26,7 @@ mod attrs;
 mod blas;
 #[cfg(feature = "hdf5")]
 mod contiguous;
+mod derived;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod dtype;
@@ -74,6 +75,7 @@ mod zarr;
 #[cfg(any(feature = "zarr", feature = "netcdf"))]
 pub(crate) use attrs::Labelled;
 pub use attrs::{Attr, Attrs};
+pub use derived::eye;
 pub use dtype::{DType, Element, Scalar};
 #[cfg(feature = "hdf5")]
 pub use hdf5_io::{from_hdf5, from_hdf5_chunked, store_hdf5};

@@ -1,0 +1,132 @@
+//! NumPy functions made of other array expressions, with no kernel of their own: `eye`,
+//! `tril` and `triu` (index grids compared, then `where`), the `*_like` constructors, and
+//! `diff` (two slices subtracted).
+
+use super::dtype::{DType, Scalar};
+use super::grid;
+use super::structure::Span;
+use super::{Array, Expr, arange, where_};
+
+/// The row and column indices of an `n` x `m` matrix as `f64` grids of shapes `(n, 1)` and
+/// `(1, m)`, in chunks of `rows` and `cols` (they broadcast against each other).
+fn index_grids(n: usize, m: usize, rows: usize, cols: usize) -> (Array, Array) {
+    let i = arange(0.0, n as f64, 1.0, rows.max(1)).reshape(&[n as isize, 1]);
+    let j = arange(0.0, m as f64, 1.0, cols.max(1)).reshape(&[1, m as isize]);
+    (i, j)
+}
+
+/// The `n` x `m` (`m`: `n` when `None`) `f64` matrix with ones on diagonal `k` (0: the
+/// main one, positive above it, negative below) and zeros elsewhere, in square chunks of
+/// `chunk` (`numpy.eye`, `dask.array.eye`).
+pub fn eye(n: usize, m: Option<usize>, k: isize, chunk: usize) -> Array {
+    let m = m.unwrap_or(n);
+    if n == 0 || m == 0 {
+        return super::zeros(&[n, m], &[chunk.max(1), chunk.max(1)]);
+    }
+    let (i, j) = index_grids(n, m, chunk, chunk);
+    where_(&(&i + k as f64).eq(&j), 1.0, 0.0)
+}
+
+/// The first chunk size along `axis` (the grids' chunking).
+fn first_chunk(x: &Array, axis: usize) -> usize {
+    x.chunks()[axis].first().copied().unwrap_or(1)
+}
+
+impl Array {
+    /// Zeros above diagonal `k` of the last two axes (0: the main diagonal, positive above
+    /// it, negative below), as `numpy.tril`.
+    pub fn tril(&self, k: isize) -> Array {
+        self.triangle(k, "tril")
+    }
+
+    /// Zeros below diagonal `k` of the last two axes, as `numpy.triu`.
+    pub fn triu(&self, k: isize) -> Array {
+        self.triangle(k, "triu")
+    }
+
+    fn triangle(&self, k: isize, name: &str) -> Array {
+        if self.check().is_err() {
+            return self.clone();
+        }
+        let nd = self.ndim();
+        if nd < 2 {
+            return Array::invalid(format!(
+                "{name} needs an array of at least 2 dimensions, got shape {:?}",
+                self.shape()
+            ));
+        }
+        let (n, m) = (self.shape()[nd - 2], self.shape()[nd - 1]);
+        if n == 0 || m == 0 {
+            return self.clone();
+        }
+        let (i, j) = index_grids(n, m, first_chunk(self, nd - 2), first_chunk(self, nd - 1));
+        // Column minus row against k: kept where j - i <= k (tril) or >= k (triu).
+        let offset = &j - &i;
+        let keep = if name == "tril" {
+            offset.le(k as f64)
+        } else {
+            offset.ge(k as f64)
+        };
+        where_(&keep, self, Scalar::from(0i64).cast(self.dtype()))
+    }
+
+    /// `n`-th differences along `axis` (negative counts from the end): `x[1:] - x[:-1]`,
+    /// `n` times, as `numpy.diff` (booleans: `x[1:] != x[:-1]`).
+    pub fn diff(&self, axis: isize, n: usize) -> Array {
+        if self.check().is_err() {
+            return self.clone();
+        }
+        let axis = match grid::axis(axis, self.ndim()) {
+            Ok(a) => a,
+            Err(message) => return Array::invalid(format!("diff: {message}")),
+        };
+        let mut x = self.clone();
+        for _ in 0..n {
+            if x.shape()[axis] == 0 {
+                break;
+            }
+            let mut later = vec![Span::all(); x.ndim()];
+            let mut earlier = later.clone();
+            later[axis] = Span::new(Some(1), None, 1);
+            earlier[axis] = Span::new(None, Some(-1), 1);
+            let (a, b) = (x.slice(&later), x.slice(&earlier));
+            x = if x.dtype() == DType::Bool {
+                a.ne(&b)
+            } else {
+                &a - &b
+            };
+        }
+        x
+    }
+
+    /// Zeros of this array's shape, chunks and type (`numpy.zeros_like`).
+    pub fn zeros_like(&self) -> Array {
+        self.full_like(0i64)
+    }
+
+    /// Ones of this array's shape, chunks and type (`numpy.ones_like`).
+    pub fn ones_like(&self) -> Array {
+        self.full_like(1i64)
+    }
+
+    /// `value` (converted to this array's type, as NumPy's `full_like` does) in this
+    /// array's shape and chunks.
+    pub fn full_like(&self, value: impl Into<Scalar>) -> Array {
+        if self.check().is_err() {
+            return self.clone();
+        }
+        let value = value.into().cast(self.dtype());
+        Array::new(
+            self.shape().to_vec(),
+            self.chunks().clone(),
+            self.dtype(),
+            Expr::Fill(value),
+        )
+    }
+
+    /// Zeros of this array's shape, chunks and type: Dask's `empty_like` gives memory
+    /// without values, which a task graph cannot; zeros cost no more here.
+    pub fn empty_like(&self) -> Array {
+        self.zeros_like()
+    }
+}
