@@ -1,6 +1,6 @@
 //! NumPy's everyday elementwise functions (`src/collections/array/ufunc.rs`) and the
 //! functions made of other expressions (`derived.rs`: `eye`, `tril`, `triu`, `*_like`,
-//! `diff`) against NumPy:
+//! `diff`) and `prod` against NumPy:
 //! the same inputs (1-D to 3-D, chunks that do not divide the shape, NaN and infinities,
 //! integers with zeros to divide by), every result's type and values compared by NumPy
 //! itself, under `mpirun` at -np 3 and 5 and in local mode. Fused chains (a function then
@@ -154,6 +154,14 @@ fn job(client: &Client) -> anyhow::Result<()> {
         ("diff_v", v.diff(0, 1)),
         ("diff_u", u.diff(0, 1)),
         ("diff_isnan_y", y.isnan().diff(1, 1)),
+        // Products (integers in i64, wrapping as NumPy's int64).
+        ("prod_p", p.prod()),
+        ("prod_x_0", x.prod_axis(0)),
+        ("prod_i", i.prod()),
+        ("prod_j_1", j.prod_axis(1)),
+        ("prod_c_1", c.prod_axis(1)),
+        ("prod_z_1", z.prod_axis(1)),
+        ("prod_isfinite_y_0", y.isfinite().prod_axis(0)),
         // A function, then a reduction: the fused loops.
         ("sum_maximum_x_0", (x.maximum(0.0) * 2.0).sum()),
         ("sum_floordiv_x_05_axis0", x.floor_div(0.5).sum_axis(0)),
@@ -203,6 +211,9 @@ cases = {
     'full_like_j': np.full_like(j, 7.9), 'diff_x_0': np.diff(x, axis=0),
     'diff_x_1_2': np.diff(x, n=2, axis=1), 'diff_z_m1': np.diff(z, axis=-1),
     'diff_v': np.diff(v), 'diff_u': np.diff(u, axis=0), 'diff_isnan_y': np.diff(np.isnan(y), axis=1),
+    'prod_p': np.prod(p), 'prod_x_0': np.prod(x, 0), 'prod_i': np.prod(i),
+    'prod_j_1': np.prod(j, 1), 'prod_c_1': np.prod(c, 1), 'prod_z_1': np.prod(z, 1),
+    'prod_isfinite_y_0': np.prod(np.isfinite(y), 0),
     'sum_maximum_x_0': (np.maximum(x, 0.0) * 2.0).sum(),
     'sum_floordiv_x_05_axis0': (x // 0.5).sum(0), 'sum_isnan_y': np.isnan(y).sum(),
     'sum_tanh_z_axis1': np.tanh(z).sum(1), 'sum_mod_x_axis1': (x % 0.7).sum(1),
@@ -231,10 +242,10 @@ fn against_numpy(label: &str, mut command: std::process::Command) {
     command.env(OUT, &dir);
     let run = run_with_deadline(command, Duration::from_secs(120));
     run.expect_code(0)
-        .expect_stdout("UFUNCS saved 75")
+        .expect_stdout("UFUNCS saved 82")
         .expect_quiet();
     let text = run_python(CHECK, &[&dir]);
-    assert!(text.starts_with("numpy agrees on 75"), "{label}: {text}");
+    assert!(text.starts_with("numpy agrees on 82"), "{label}: {text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -585,6 +585,8 @@ impl Block {
 pub enum Partial {
     /// Sums (integers for integer and boolean input).
     Sum(Block),
+    /// Products (integers for integer and boolean input).
+    Prod(Block),
     /// Minima.
     Min(Block),
     /// Maxima.
@@ -767,6 +769,39 @@ impl Partial {
                     Block::I64(shaped(
                         &shape,
                         row_fold(&data, rows, width, 0i64, i64::wrapping_add),
+                    ))
+                }
+            }),
+            ReduceOp::Prod => Partial::Prod(match block.dtype() {
+                DType::F32 => {
+                    let a = block.cast_ref(DType::F32);
+                    let Block::F32(a) = a.as_ref() else {
+                        unreachable!()
+                    };
+                    let (data, rows, width) = lanes(a, axes);
+                    Block::F32(shaped(
+                        &shape,
+                        row_fold(&data, rows, width, 1.0f32, |s, v| s * v),
+                    ))
+                }
+                DType::F64 => {
+                    let Block::F64(a) = block else { unreachable!() };
+                    let (data, rows, width) = lanes(a, axes);
+                    Block::F64(shaped(
+                        &shape,
+                        row_fold(&data, rows, width, 1.0, |s, v| s * v),
+                    ))
+                }
+                _ => {
+                    // In i64, wrapping, as for sums.
+                    let a = block.cast_ref(DType::I64);
+                    let Block::I64(a) = a.as_ref() else {
+                        unreachable!()
+                    };
+                    let (data, rows, width) = lanes(a, axes);
+                    Block::I64(shaped(
+                        &shape,
+                        row_fold(&data, rows, width, 1i64, i64::wrapping_mul),
                     ))
                 }
             }),
@@ -989,6 +1024,9 @@ impl Partial {
             (Partial::Sum(a), Partial::Sum(b)) => {
                 Partial::Sum(Block::binary(BinaryOp::Add, &a, &b)?)
             }
+            (Partial::Prod(a), Partial::Prod(b)) => {
+                Partial::Prod(Block::binary(BinaryOp::Mul, &a, &b)?)
+            }
             (Partial::Min(a), Partial::Min(b)) | (Partial::Max(a), Partial::Max(b)) => {
                 let is_min = matches!(op, ReduceOp::Min | ReduceOp::NanMin);
                 let merged = match (a, b) {
@@ -1182,6 +1220,7 @@ impl Partial {
         }
         Ok(match parts[0] {
             Partial::Sum(_) => single!(Sum, cat_blocks),
+            Partial::Prod(_) => single!(Prod, cat_blocks),
             Partial::Min(_) => single!(Min, cat_blocks),
             Partial::Max(_) => single!(Max, cat_blocks),
             Partial::Any(_) => single!(Any, cat),
@@ -1196,7 +1235,7 @@ impl Partial {
     /// The reduction's value (reduced axes still of length 1) with element type `dtype`.
     pub fn finish(self, op: ReduceOp, dtype: DType) -> Block {
         match self {
-            Partial::Sum(b) | Partial::Min(b) | Partial::Max(b) => b.cast(dtype),
+            Partial::Sum(b) | Partial::Prod(b) | Partial::Min(b) | Partial::Max(b) => b.cast(dtype),
             Partial::Any(a) | Partial::All(a) => Block::Bool(a),
             Partial::Count(a) => Block::I64(a),
             Partial::SumCount { sum, count } => {

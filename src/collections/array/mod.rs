@@ -569,6 +569,7 @@ macro_rules! reductions {
 
 reductions! {
     ReduceOp::Sum => sum, sum_axis, "Sum";
+    ReduceOp::Prod => prod, prod_axis, "Product (integers and booleans in `i64`, wrapping as NumPy's)";
     ReduceOp::Mean => mean, mean_axis, "Mean";
     ReduceOp::Min => min, min_axis, "Minimum";
     ReduceOp::Max => max, max_axis, "Maximum";

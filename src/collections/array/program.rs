@@ -230,14 +230,17 @@ pub enum ReduceOp {
     NanVar(u32),
     /// Standard deviation of the elements that are not NaN, with `ddof`.
     NanStd(u32),
+    /// Product (integers and booleans in `i64`, wrapping; 1 for none).
+    Prod,
 }
 
 impl ReduceOp {
     /// The element type of the result for input type `a`.
     pub fn result_dtype(self, a: DType) -> DType {
         match self {
-            ReduceOp::Sum | ReduceOp::NanSum if !a.is_float() => DType::I64,
+            ReduceOp::Sum | ReduceOp::NanSum | ReduceOp::Prod if !a.is_float() => DType::I64,
             ReduceOp::Sum
+            | ReduceOp::Prod
             | ReduceOp::Min
             | ReduceOp::Max
             | ReduceOp::NanSum
@@ -312,6 +315,7 @@ impl ReduceOp {
             ReduceOp::NanMax => "nanmax",
             ReduceOp::NanVar(_) => "nanvar",
             ReduceOp::NanStd(_) => "nanstd",
+            ReduceOp::Prod => "prod",
         }
     }
 }
