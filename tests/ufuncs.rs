@@ -1,6 +1,6 @@
 //! NumPy's everyday elementwise functions (`src/collections/array/ufunc.rs`) and the
 //! functions made of other expressions (`derived.rs`: `eye`, `tril`, `triu`, `*_like`,
-//! `diff`) and `prod` against NumPy:
+//! `diff`, `cumsum`, `cumprod`) and `prod` against NumPy:
 //! the same inputs (1-D to 3-D, chunks that do not divide the shape, NaN and infinities,
 //! integers with zeros to divide by), every result's type and values compared by NumPy
 //! itself, under `mpirun` at -np 3 and 5 and in local mode. Fused chains (a function then
@@ -162,6 +162,20 @@ fn job(client: &Client) -> anyhow::Result<()> {
         ("prod_c_1", c.prod_axis(1)),
         ("prod_z_1", z.prod_axis(1)),
         ("prod_isfinite_y_0", y.isfinite().prod_axis(0)),
+        // Running sums and products along each axis.
+        ("cumsum_x_0", x.cumsum(0)),
+        ("cumsum_x_1", x.cumsum(1)),
+        ("cumsum_i_m1", i.cumsum(-1)),
+        ("cumsum_u_0", u.cumsum(0)),
+        ("cumsum_c_1", c.cumsum(1)),
+        ("cumsum_y_0", y.cumsum(0)),
+        ("cumsum_z_1", z.cumsum(1)),
+        ("cumsum_v", v.cumsum(0)),
+        ("cumprod_q_0", q.cumprod(0)),
+        ("cumprod_j_1", j.cumprod(1)),
+        ("cumprod_z_2", (&z * 0.1).cumprod(2)),
+        ("cumsum_isnan_y_1", y.isnan().cumsum(1)),
+        ("sum_cumsum_x_0", x.cumsum(0).sum_axis(1)),
         // A function, then a reduction: the fused loops.
         ("sum_maximum_x_0", (x.maximum(0.0) * 2.0).sum()),
         ("sum_floordiv_x_05_axis0", x.floor_div(0.5).sum_axis(0)),
@@ -214,6 +228,13 @@ cases = {
     'prod_p': np.prod(p), 'prod_x_0': np.prod(x, 0), 'prod_i': np.prod(i),
     'prod_j_1': np.prod(j, 1), 'prod_c_1': np.prod(c, 1), 'prod_z_1': np.prod(z, 1),
     'prod_isfinite_y_0': np.prod(np.isfinite(y), 0),
+    'cumsum_x_0': np.cumsum(x, 0), 'cumsum_x_1': np.cumsum(x, 1), 'cumsum_i_m1': np.cumsum(i, -1),
+    'cumsum_u_0': np.cumsum(u, 0).astype(np.int64),  # NumPy: uint64; mpidask: i64
+    'cumsum_c_1': np.cumsum(c, 1),
+    'cumsum_y_0': np.cumsum(y, 0), 'cumsum_z_1': np.cumsum(z, 1), 'cumsum_v': np.cumsum(v),
+    'cumprod_q_0': np.cumprod(q, 0), 'cumprod_j_1': np.cumprod(j, 1),
+    'cumprod_z_2': np.cumprod(z * 0.1, 2), 'cumsum_isnan_y_1': np.cumsum(np.isnan(y), 1),
+    'sum_cumsum_x_0': np.cumsum(x, 0).sum(1),
     'sum_maximum_x_0': (np.maximum(x, 0.0) * 2.0).sum(),
     'sum_floordiv_x_05_axis0': (x // 0.5).sum(0), 'sum_isnan_y': np.isnan(y).sum(),
     'sum_tanh_z_axis1': np.tanh(z).sum(1), 'sum_mod_x_axis1': (x % 0.7).sum(1),
@@ -242,10 +263,10 @@ fn against_numpy(label: &str, mut command: std::process::Command) {
     command.env(OUT, &dir);
     let run = run_with_deadline(command, Duration::from_secs(120));
     run.expect_code(0)
-        .expect_stdout("UFUNCS saved 82")
+        .expect_stdout("UFUNCS saved 95")
         .expect_quiet();
     let text = run_python(CHECK, &[&dir]);
-    assert!(text.starts_with("numpy agrees on 82"), "{label}: {text}");
+    assert!(text.starts_with("numpy agrees on 95"), "{label}: {text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

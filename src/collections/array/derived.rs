@@ -1,11 +1,14 @@
 //! NumPy functions made of other array expressions, with no kernel of their own: `eye`,
-//! `tril` and `triu` (index grids compared, then `where`), the `*_like` constructors, and
-//! `diff` (two slices subtracted).
+//! `tril` and `triu` (index grids compared, then `where`), the `*_like` constructors,
+//! `diff` (two slices subtracted), and `cumsum`/`cumprod` (running values within chunks,
+//! then each chunk joined to the running value through the chunks before it, as Dask's
+//! `cumreduction` does).
 
 use super::dtype::{DType, Scalar};
 use super::grid;
+use super::program::ScanOp;
 use super::structure::Span;
-use super::{Array, Expr, arange, where_};
+use super::{Array, Expr, arange, concatenate, where_};
 
 /// The row and column indices of an `n` x `m` matrix as `f64` grids of shapes `(n, 1)` and
 /// `(1, m)`, in chunks of `rows` and `cols` (they broadcast against each other).
@@ -97,6 +100,78 @@ impl Array {
             };
         }
         x
+    }
+
+    /// Running sums along `axis` (negative counts from the end), as `numpy.cumsum`
+    /// (integers and booleans in `i64`).
+    pub fn cumsum(&self, axis: isize) -> Array {
+        self.cumulative(ScanOp::CumSum, axis)
+    }
+
+    /// Running products along `axis`, as `numpy.cumprod` (integers and booleans in `i64`).
+    pub fn cumprod(&self, axis: isize) -> Array {
+        self.cumulative(ScanOp::CumProd, axis)
+    }
+
+    fn cumulative(&self, op: ScanOp, axis: isize) -> Array {
+        if self.check().is_err() {
+            return self.clone();
+        }
+        let axis = match grid::axis(axis, self.ndim()) {
+            Ok(a) => a,
+            Err(message) => return Array::invalid(format!("{op:?}: {message}").to_lowercase()),
+        };
+        let dtype = op.result_dtype(self.dtype());
+        let scan = |x: &Array| {
+            Array::new(
+                x.shape().to_vec(),
+                x.chunks().clone(),
+                dtype,
+                Expr::Scan(op, axis, x.clone()),
+            )
+        };
+        let local = scan(self);
+        // The chunks along the axis, as index ranges (empty ones carry nothing).
+        let mut ranges = Vec::new();
+        let mut start = 0;
+        for &size in &self.chunks()[axis] {
+            if size > 0 {
+                ranges.push((start, start + size));
+            }
+            start += size;
+        }
+        if ranges.len() <= 1 {
+            return local;
+        }
+        let along = |x: &Array, (a, b): (usize, usize)| {
+            let mut spans = vec![Span::all(); x.ndim()];
+            spans[axis] = Span::new(Some(a as isize), Some(b as isize), 1);
+            x.slice(&spans)
+        };
+        // Each chunk's last running value, then their own running values in one chunk:
+        // the value through the end of each chunk.
+        let lasts: Vec<Array> = ranges
+            .iter()
+            .map(|&(_, end)| along(&local, (end - 1, end)))
+            .collect();
+        let joined = concatenate(&lasts, axis as isize);
+        let sizes: Vec<usize> = (0..self.ndim())
+            .map(|d| if d == axis { 0 } else { joined.chunks()[d][0] })
+            .collect();
+        let through = scan(&joined.rechunk(&sizes));
+        let pieces: Vec<Array> = ranges
+            .iter()
+            .enumerate()
+            .map(|(k, &range)| {
+                let piece = along(&local, range);
+                if k == 0 {
+                    piece
+                } else {
+                    piece.binary(op.combine(), along(&through, (k - 1, k)))
+                }
+            })
+            .collect();
+        concatenate(&pieces, axis as isize)
     }
 
     /// Zeros of this array's shape, chunks and type (`numpy.zeros_like`).

@@ -2,7 +2,9 @@
 //! broadcasting, reduction states ([`Partial`]) and the evaluation of fused programs.
 
 use super::dtype::{DType, Scalar};
-use super::program::{AxisSlice, BinaryOp, Distribution, Op, Output, Program, ReduceOp, UnaryOp};
+use super::program::{
+    AxisSlice, BinaryOp, Distribution, Op, Output, Program, ReduceOp, ScanOp, UnaryOp,
+};
 use super::random;
 use super::ufunc::FloorInt;
 use crate::protocol::{Bytes, decode_value, encode_value};
@@ -527,6 +529,30 @@ impl Block {
         let (a, b) = (a.cast_ref(common), b.cast_ref(common));
         Ok(each_pair!(a.as_ref(), b.as_ref(), x, y => pick!(x, y),
             else unreachable!("cast to a common type")))
+    }
+
+    /// Running sums or products along `axis` (integers and booleans in `i64`, wrapping).
+    pub fn scan(&self, op: ScanOp, axis: usize) -> Block {
+        let mut out = self.cast_ref(op.result_dtype(self.dtype())).into_owned();
+        macro_rules! run {
+            ($a:expr, $add:expr, $mul:expr) => {
+                match op {
+                    ScanOp::CumSum => {
+                        $a.accumulate_axis_inplace(Axis(axis), |&p, c| *c = $add(*c, p))
+                    }
+                    ScanOp::CumProd => {
+                        $a.accumulate_axis_inplace(Axis(axis), |&p, c| *c = $mul(*c, p))
+                    }
+                }
+            };
+        }
+        match &mut out {
+            Block::I64(a) => run!(a, i64::wrapping_add, i64::wrapping_mul),
+            Block::F32(a) => run!(a, |x: f32, y: f32| x + y, |x: f32, y: f32| x * y),
+            Block::F64(a) => run!(a, |x: f64, y: f64| x + y, |x: f64, y: f64| x * y),
+            _ => unreachable!("scans give i64 or floats"),
+        }
+        out
     }
 
     /// Axes permuted.
@@ -1609,6 +1635,7 @@ fn eval_node(
             }
         }
         Op::Transpose(perm, a) => get(*a).transpose(perm),
+        Op::Scan(op, axis, a) => get(*a).scan(*op, *axis),
         Op::Slice(slices, a) => get(*a).slice(slices),
         Op::Reshape(shape, a) => get(*a).reshape(shape)?,
     })

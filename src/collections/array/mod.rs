@@ -148,6 +148,8 @@ pub(crate) enum Expr {
         x: Array,
     },
     Transpose(Vec<usize>, Array),
+    /// A cumulative operation along an axis, within each chunk.
+    Scan(program::ScanOp, usize, Array),
     /// Per axis, per output chunk: the source chunk and the part of it taken.
     Slice(Vec<structure::AxisPlan>, Array),
     Reshape(Array),

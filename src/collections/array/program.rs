@@ -397,6 +397,33 @@ pub enum Op {
     Slice(Vec<AxisSlice>, usize),
     /// New shape with the same number of elements (C order).
     Reshape(Vec<usize>, usize),
+    /// A cumulative operation along an axis, within this chunk.
+    Scan(ScanOp, usize, usize),
+}
+
+/// Cumulative operations along an axis.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanOp {
+    /// Running sums (`cumsum`).
+    CumSum,
+    /// Running products (`cumprod`).
+    CumProd,
+}
+
+impl ScanOp {
+    /// The element type of the result for input type `a`: integers and booleans in `i64`,
+    /// as NumPy's default integer.
+    pub fn result_dtype(self, a: DType) -> DType {
+        if a.is_float() { a } else { DType::I64 }
+    }
+
+    /// The operation that joins a running value to the next one.
+    pub fn combine(self) -> BinaryOp {
+        match self {
+            ScanOp::CumSum => BinaryOp::Add,
+            ScanOp::CumProd => BinaryOp::Mul,
+        }
+    }
 }
 
 impl Op {
@@ -408,7 +435,8 @@ impl Op {
             | Op::Cast(_, a)
             | Op::Transpose(_, a)
             | Op::Slice(_, a)
-            | Op::Reshape(_, a) => vec![*a],
+            | Op::Reshape(_, a)
+            | Op::Scan(_, _, a) => vec![*a],
             Op::Reduce { arg, .. } => vec![*arg],
             Op::Binary(_, a, b) => vec![*a, *b],
             Op::Where(c, a, b) => vec![*c, *a, *b],
@@ -494,6 +522,7 @@ fn describe_op(op: &Op) -> String {
         Op::Transpose(p, _) => format!("transpose{p:?}"),
         Op::Slice(..) => "slice".into(),
         Op::Reshape(s, _) => format!("reshape{s:?}"),
+        Op::Scan(op, axis, _) => format!("{op:?}(axis={axis})").to_lowercase(),
     }
 }
 
@@ -518,7 +547,9 @@ impl fmt::Display for Program {
                 Op::Unary(_, a) | Op::Cast(_, a) | Op::Transpose(_, a) | Op::Slice(_, a) => {
                     vec![format!("n{a}")]
                 }
-                Op::Reshape(_, a) | Op::Reduce { arg: a, .. } => vec![format!("n{a}")],
+                Op::Reshape(_, a) | Op::Reduce { arg: a, .. } | Op::Scan(_, _, a) => {
+                    vec![format!("n{a}")]
+                }
                 Op::Binary(_, a, b) => vec![format!("n{a}"), format!("n{b}")],
                 Op::Where(c, a, b) => vec![format!("n{c}"), format!("n{a}"), format!("n{b}")],
                 _ => vec![],

@@ -272,7 +272,7 @@ impl<'s, S: Sink> Lowerer<'s, S> {
 fn operands(array: &Array) -> Vec<(&Array, bool)> {
     let same_grid = |x: &Array| x.chunks() == array.chunks();
     match &array.node().expr {
-        Expr::Unary(_, x) | Expr::Cast(_, x) => vec![(x, same_grid(x))],
+        Expr::Unary(_, x) | Expr::Cast(_, x) | Expr::Scan(_, _, x) => vec![(x, same_grid(x))],
         Expr::Binary(_, x, y) => vec![(x, same_grid(x)), (y, same_grid(y))],
         Expr::Where(c, x, y) => vec![(c, same_grid(c)), (x, same_grid(x)), (y, same_grid(y))],
         Expr::Reduce { x, .. } | Expr::Transpose(_, x) => vec![(x, true)],
@@ -527,6 +527,12 @@ impl<S: Sink> Lowerer<'_, S> {
                 let a = self.fuse(b, x, index)?;
                 let streams = b.nodes[a].streams;
                 b.push(Op::Cast(*to, a), shape, dtype, streams)
+            }
+            Expr::Scan(op, axis, x) => {
+                // A running value along the axis: the whole chunk at once.
+                let a = self.fuse(b, x, index)?;
+                b.no_streaming = true;
+                b.push(Op::Scan(*op, *axis, a), shape, dtype, false)
             }
             Expr::Binary(op, x, y) => {
                 let xi = grid::operand_index(index, x.shape(), array.shape());
