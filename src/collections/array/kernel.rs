@@ -572,9 +572,11 @@ impl Block {
             let mut view = a.view();
             for (axis, s) in slices.iter().enumerate() {
                 let end = if s.len == 0 { s.start } else { s.start + (s.len - 1) * s.step + 1 };
+                // A negative step walks the same range from its last element down.
+                let step = if s.reverse { -(s.step as isize) } else { s.step as isize };
                 view.slice_axis_inplace(
                     Axis(axis),
-                    Slice::new(s.start as isize, Some(end as isize), s.step as isize),
+                    Slice::new(s.start as isize, Some(end as isize), step),
                 );
             }
             view.to_owned()

@@ -321,7 +321,7 @@ impl ReduceOp {
 }
 
 /// A range with a step along one axis, in a chunk's local coordinates. `step` is positive;
-/// `len` elements are taken from `start`.
+/// `len` elements are taken from `start`, in reverse order when `reverse` (a negative step).
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AxisSlice {
     /// First index.
@@ -330,6 +330,8 @@ pub struct AxisSlice {
     pub step: usize,
     /// Number of indices taken.
     pub len: usize,
+    /// Taken from the last to the first.
+    pub reverse: bool,
 }
 
 impl AxisSlice {
@@ -341,6 +343,7 @@ impl AxisSlice {
                 start,
                 step: 1,
                 len,
+                reverse: false,
             })
             .collect()
     }

@@ -9,14 +9,14 @@ use crate::task::{self, TaskFn};
 use ndarray::ArrayD;
 
 /// A range with a step along one axis, as in NumPy's `start:stop:step` (negative start and
-/// stop count from the end; the step must be positive).
+/// stop count from the end; a negative step takes the elements from the highest down).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
     /// First index (`None`: 0).
     pub start: Option<isize>,
     /// End, excluded (`None`: the axis length).
     pub stop: Option<isize>,
-    /// Step, at least 1.
+    /// Step, not 0 (negative: downwards).
     pub step: isize,
 }
 
@@ -63,28 +63,43 @@ impl From<std::ops::RangeFull> for Span {
 /// Per output chunk along one axis of a slice: the source chunk and the part of it taken.
 pub(crate) type AxisPlan = Vec<(usize, AxisSlice)>;
 
-/// A span resolved on an axis of length `n`: its first index, step and length, or why it
-/// does not fit.
-pub(crate) fn resolve(span: Span, n: usize) -> Result<(usize, usize, usize), String> {
-    if span.step < 1 {
-        return Err(format!(
-            "slice step {} is not supported: steps must be positive",
-            span.step
-        ));
+/// A span resolved on an axis of length `n`: the lowest index it takes, its step (positive),
+/// its length, and whether it takes them from the highest down (a negative step, as NumPy's
+/// `x[::-2]`: start at the end by default, stop past the beginning).
+pub(crate) fn resolve(span: Span, n: usize) -> Result<(usize, usize, usize, bool), String> {
+    if span.step == 0 {
+        return Err("slice step cannot be zero".into());
     }
     let n = n as isize;
+    let step = span.step.abs();
+    if span.step > 0 {
+        let clamp = |v: isize| {
+            let v = if v < 0 { v + n } else { v };
+            v.clamp(0, n)
+        };
+        let start = clamp(span.start.unwrap_or(0));
+        let stop = clamp(span.stop.unwrap_or(n));
+        let len = if stop > start {
+            (stop - start + step - 1) / step
+        } else {
+            0
+        };
+        return Ok((start as usize, step as usize, len as usize, false));
+    }
+    // Downwards: indices start, start - step, ... above stop; -1 stands for "past 0".
     let clamp = |v: isize| {
         let v = if v < 0 { v + n } else { v };
-        v.clamp(0, n)
+        v.clamp(-1, n - 1)
     };
-    let start = clamp(span.start.unwrap_or(0));
-    let stop = clamp(span.stop.unwrap_or(n));
-    let len = if stop > start {
-        (stop - start + span.step - 1) / span.step
+    let start = span.start.map_or(n - 1, clamp);
+    let stop = span.stop.map_or(-1, clamp);
+    let len = if start > stop {
+        (start - stop - 1) / step + 1
     } else {
         0
     };
-    Ok((start as usize, span.step as usize, len as usize))
+    let lowest = if len > 0 { start - (len - 1) * step } else { 0 };
+    Ok((lowest as usize, step as usize, len as usize, true))
 }
 
 fn plan_axis(sizes: &[usize], start: usize, step: usize, len: usize) -> AxisPlan {
@@ -109,6 +124,7 @@ fn plan_axis(sizes: &[usize], start: usize, step: usize, len: usize) -> AxisPlan
                     start: start + first * step - b,
                     step,
                     len: end - first,
+                    reverse: false,
                 },
             ));
         }
@@ -120,6 +136,7 @@ fn plan_axis(sizes: &[usize], start: usize, step: usize, len: usize) -> AxisPlan
                 start: 0,
                 step: 1,
                 len: 0,
+                reverse: false,
             },
         ));
     }
@@ -145,11 +162,18 @@ impl Array {
         let mut chunks = Chunks::new();
         for (axis, &n) in self.shape().iter().enumerate() {
             let span = spans.get(axis).copied().unwrap_or(Span::all());
-            let (start, step, len) = match resolve(span, n) {
+            let (start, step, len, reverse) = match resolve(span, n) {
                 Ok(r) => r,
                 Err(message) => return Array::invalid(message),
             };
-            let plan = plan_axis(&self.chunks()[axis], start, step, len);
+            let mut plan = plan_axis(&self.chunks()[axis], start, step, len);
+            if reverse {
+                // The same parts, from the last chunk to the first, each read backwards.
+                plan.reverse();
+                for (_, part) in &mut plan {
+                    part.reverse = true;
+                }
+            }
             shape.push(len);
             chunks.push(plan.iter().map(|(_, s)| s.len).collect());
             plans.push(plan);
@@ -541,7 +565,8 @@ mod tests {
                     AxisSlice {
                         start: 1,
                         step: 3,
-                        len: 1
+                        len: 1,
+                        reverse: false
                     }
                 ),
                 (
@@ -549,19 +574,38 @@ mod tests {
                     AxisSlice {
                         start: 0,
                         step: 3,
-                        len: 2
+                        len: 2,
+                        reverse: false
                     }
                 ),
             ]
         );
         assert_eq!(
             resolve(Span::new(Some(-3), None, 1), 10).unwrap(),
-            (7, 1, 3)
+            (7, 1, 3, false)
         );
         assert_eq!(
             resolve(Span::new(Some(5), Some(2), 1), 10).unwrap(),
-            (5, 1, 0)
+            (5, 1, 0, false)
         );
-        assert!(resolve(Span::new(None, None, -1), 10).is_err());
+        // NumPy: x[::-1], x[::-3], x[7:2:-2], x[-2::-4], x[2:7:-1] of 10 elements.
+        assert_eq!(
+            resolve(Span::new(None, None, -1), 10).unwrap(),
+            (0, 1, 10, true)
+        );
+        assert_eq!(
+            resolve(Span::new(None, None, -3), 10).unwrap(),
+            (0, 3, 4, true)
+        );
+        assert_eq!(
+            resolve(Span::new(Some(7), Some(2), -2), 10).unwrap(),
+            (3, 2, 3, true)
+        );
+        assert_eq!(
+            resolve(Span::new(Some(-2), None, -4), 10).unwrap(),
+            (0, 4, 3, true)
+        );
+        assert_eq!(resolve(Span::new(Some(2), Some(7), -1), 10).unwrap().2, 0);
+        assert!(resolve(Span::new(None, None, 0), 10).is_err());
     }
 }

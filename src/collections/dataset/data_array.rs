@@ -4,7 +4,8 @@
 //! name.
 
 use super::coord::{Coord, Isel, Label, Values, locate};
-use crate::array::{self, Array, Attr, Attrs, BinaryOp, DType, Element, ReduceOp, Scalar, Span};
+use super::resolve_upwards;
+use crate::array::{Array, Attr, Attrs, BinaryOp, DType, Element, ReduceOp, Scalar, Span};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use ndarray::ArrayD;
@@ -205,8 +206,7 @@ impl DataArray {
                 )));
             }
             Isel::Span(span) => {
-                let (start, step, len) = array::resolve_span(span, n)
-                    .map_err(|why| Error::Config(format!("isel `{dim}`: {why}")))?;
+                let (start, step, len) = resolve_upwards(span, n, dim)?;
                 (start, step, len, false)
             }
         };
@@ -506,6 +506,7 @@ operators! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::array;
     use ndarray::{Array2, arr1};
 
     fn t() -> DataArray {

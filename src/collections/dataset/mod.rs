@@ -57,6 +57,21 @@ use crate::array::{self, Array, DType, ReduceOp, Scalar};
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
+/// `span` resolved on dimension `dim` of length `n` for `isel`: first index, step, length.
+/// A negative step is refused: a dataset's coordinates stay in their order.
+fn resolve_upwards(span: array::Span, n: usize, dim: &str) -> Result<(usize, usize, usize)> {
+    let (start, step, len, reverse) = array::resolve_span(span, n)
+        .map_err(|why| Error::Config(format!("isel `{dim}`: {why}")))?;
+    if reverse {
+        return Err(Error::Config(format!(
+            "isel `{dim}`: step {} is negative; datasets select upwards only (a reversed \
+             array: `.data().slice(..)` with the negative step)",
+            span.step
+        )));
+    }
+    Ok((start, step, len))
+}
+
 /// Named variables sharing dimensions and coordinates, with attributes (xarray's
 /// `Dataset`).
 #[derive(Clone, Default)]
@@ -307,8 +322,7 @@ impl Dataset {
                 match sel {
                     Isel::At(_) => continue,
                     Isel::Span(span) => {
-                        let (start, step, len) = array::resolve_span(span, n)
-                            .map_err(|why| Error::Config(format!("isel `{dim}`: {why}")))?;
+                        let (start, step, len) = resolve_upwards(span, n, dim)?;
                         Coord {
                             values: c.values.select(start, step, len),
                             attrs: c.attrs.clone(),

@@ -460,11 +460,13 @@ fn a_strided_slice_is_read_where_it_lies() {
             start: 1,
             step: 2,
             len: 40,
+            reverse: false,
         },
         AxisSlice {
             start: 30,
             step: 1,
             len: 500,
+            reverse: false,
         },
     ];
     let inputs = vec![values(&[81, 600], 1.0)];
@@ -512,6 +514,7 @@ fn views_outside_their_input_are_refused() {
         start: 5,
         step: 1,
         len: 10,
+        reverse: false,
     }];
     let inputs = vec![values(&[8], 0.0)];
     let p = whole(
@@ -572,11 +575,13 @@ fn a_transposed_slice_is_one_view() {
             start: 2,
             step: 1,
             len: 7,
+            reverse: false,
         },
         AxisSlice {
             start: 1,
             step: 2,
             len: 10,
+            reverse: false,
         },
     ];
     let inputs = vec![values(&[12, 25], 3.0)];

@@ -4,7 +4,7 @@
 //! where it lies (a copy along contiguous runs, a repeated value along broadcast axes, a
 //! strided read otherwise), so a transposed or sliced chunk is never materialised.
 
-use crate::collections::array::program::{Op, Program};
+use crate::collections::array::program::{AxisSlice, Op, Program};
 
 /// How a view reads input `input`: the element at position `p` (C order, of the chunk's
 /// shape) is input element `base + sum(p[d] * strides[d])`.
@@ -146,18 +146,33 @@ fn view_of(program: &Program, i: usize, views: &[Option<View>]) -> Option<View> 
         }
         Op::Slice(slices, k) => {
             let v = views[*k].as_ref()?;
+            // A reversed part starts at its last element and steps down.
+            let first = |s: &AxisSlice| {
+                if s.reverse && s.len > 0 {
+                    s.start + (s.len - 1) * s.step
+                } else {
+                    s.start
+                }
+            };
+            let step = |s: &AxisSlice| {
+                if s.reverse {
+                    -(s.step as isize)
+                } else {
+                    s.step as isize
+                }
+            };
             Some(View {
                 input: v.input,
                 base: (v.base as isize
                     + slices
                         .iter()
                         .zip(&v.strides)
-                        .map(|(s, &st)| s.start as isize * st)
+                        .map(|(s, &st)| first(s) as isize * st)
                         .sum::<isize>()) as usize,
                 strides: slices
                     .iter()
                     .zip(&v.strides)
-                    .map(|(s, &st)| s.step as isize * st)
+                    .map(|(s, &st)| step(s) * st)
                     .collect(),
             })
         }

@@ -437,6 +437,7 @@ impl<S: Sink> Lowerer<'_, S> {
                         start,
                         step: 1,
                         len,
+                        reverse: false,
                     })
                     .collect();
                 let piece = if slices
@@ -583,7 +584,7 @@ impl<S: Sink> Lowerer<'_, S> {
                 if slices
                     .iter()
                     .zip(&x_shape)
-                    .all(|(s, &n)| s.start == 0 && s.step == 1 && s.len == n)
+                    .all(|(s, &n)| s.start == 0 && s.step == 1 && s.len == n && !s.reverse)
                 {
                     // The whole chunk: nothing to cut.
                     a
