@@ -1,6 +1,7 @@
 //! NumPy's everyday elementwise functions (`src/collections/array/ufunc.rs`) and the
 //! functions made of other expressions (`derived.rs`: `eye`, `tril`, `triu`, `*_like`,
-//! `diff`, `cumsum`, `cumprod`), `prod` and slices with negative steps against NumPy:
+//! `diff`, `cumsum`, `cumprod`, `take`), `prod` and slices with negative steps against
+//! NumPy:
 //! the same inputs (1-D to 3-D, chunks that do not divide the shape, NaN and infinities,
 //! integers with zeros to divide by), every result's type and values compared by NumPy
 //! itself, under `mpirun` at -np 3 and 5 and in local mode. Fused chains (a function then
@@ -197,6 +198,12 @@ fn job(client: &Client) -> anyhow::Result<()> {
                 .sum_axis(0),
         ),
         ("x_plus_rev", &x + &x.slice(&[Span::new(None, None, -1)])),
+        // Integer indices along one axis: runs of evenly spaced ones as slices.
+        ("take_x_0", x.take(&[3, 2, 0, 0, 5, 10, -1, 12], 0)),
+        ("take_x_1", x.take(&[10, 8, 6, 4, 2, 0, 9], 1)),
+        ("take_z_2", z.take(&[2, 0], -1)),
+        ("take_v", v.take(&[16, 0, 5, 6, 7], 0)),
+        ("take_i_sum", i.take(&[1, 1, 4], 1).sum_axis(0)),
         // A function, then a reduction: the fused loops.
         ("sum_maximum_x_0", (x.maximum(0.0) * 2.0).sum()),
         ("sum_floordiv_x_05_axis0", x.floor_div(0.5).sum_axis(0)),
@@ -207,6 +214,12 @@ fn job(client: &Client) -> anyhow::Result<()> {
     for (name, a) in &cases {
         save(client, &dir, name, a)?;
     }
+    // Bad input: an error naming the index and the axis, before anything runs.
+    let error = x.take(&[0, 13], 0).check().unwrap_err().to_string();
+    anyhow::ensure!(
+        error.contains("index 13") && error.contains("length 13"),
+        "take out of range: {error}"
+    );
     println!("UFUNCS saved {}", cases.len());
     Ok(())
 }
@@ -259,6 +272,9 @@ cases = {
     'x_rev': x[::-1], 'x_cols_9_1_m3': x[:, 9:1:-3], 'z_rev2': z[:, :, ::-2],
     'v_rev': v[-2::-4], 'i_rev': i[::-2, ::-1], 'sum_x_rev2_0': x[::-2, ::-1].sum(0),
     'x_plus_rev': x + x[::-1],
+    'take_x_0': np.take(x, [3, 2, 0, 0, 5, 10, -1, 12], 0),
+    'take_x_1': np.take(x, [10, 8, 6, 4, 2, 0, 9], 1), 'take_z_2': np.take(z, [2, 0], -1),
+    'take_v': np.take(v, [16, 0, 5, 6, 7]), 'take_i_sum': np.take(i, [1, 1, 4], 1).sum(0),
     'sum_maximum_x_0': (np.maximum(x, 0.0) * 2.0).sum(),
     'sum_floordiv_x_05_axis0': (x // 0.5).sum(0), 'sum_isnan_y': np.isnan(y).sum(),
     'sum_tanh_z_axis1': np.tanh(z).sum(1), 'sum_mod_x_axis1': (x % 0.7).sum(1),
@@ -287,10 +303,10 @@ fn against_numpy(label: &str, mut command: std::process::Command) {
     command.env(OUT, &dir);
     let run = run_with_deadline(command, Duration::from_secs(120));
     run.expect_code(0)
-        .expect_stdout("UFUNCS saved 102")
+        .expect_stdout("UFUNCS saved 107")
         .expect_quiet();
     let text = run_python(CHECK, &[&dir]);
-    assert!(text.starts_with("numpy agrees on 102"), "{label}: {text}");
+    assert!(text.starts_with("numpy agrees on 107"), "{label}: {text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

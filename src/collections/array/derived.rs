@@ -1,8 +1,8 @@
 //! NumPy functions made of other array expressions, with no kernel of their own: `eye`,
 //! `tril` and `triu` (index grids compared, then `where`), the `*_like` constructors,
-//! `diff` (two slices subtracted), and `cumsum`/`cumprod` (running values within chunks,
+//! `diff` (two slices subtracted), `cumsum`/`cumprod` (running values within chunks,
 //! then each chunk joined to the running value through the chunks before it, as Dask's
-//! `cumreduction` does).
+//! `cumreduction` does), and `take` (one slice per run of evenly spaced indices, joined).
 
 use super::dtype::{DType, Scalar};
 use super::grid;
@@ -172,6 +172,57 @@ impl Array {
             })
             .collect();
         concatenate(&pieces, axis as isize)
+    }
+
+    /// The elements at `indices` along `axis` (negative indices count from the end;
+    /// repeats and any order allowed), as `numpy.take`; the result is cut along `axis` as
+    /// this array is. An index out of range gives an array whose error names it.
+    pub fn take(&self, indices: &[isize], axis: isize) -> Array {
+        if self.check().is_err() {
+            return self.clone();
+        }
+        let axis = match grid::axis(axis, self.ndim()) {
+            Ok(a) => a,
+            Err(message) => return Array::invalid(format!("take: {message}")),
+        };
+        let n = self.shape()[axis] as isize;
+        let mut at = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let j = if i < 0 { i + n } else { i };
+            if !(0..n).contains(&j) {
+                return Array::invalid(format!(
+                    "take: index {i} is out of range for axis {axis} of length {n}"
+                ));
+            }
+            at.push(j);
+        }
+        if at.is_empty() {
+            let mut spans = vec![Span::all(); self.ndim()];
+            spans[axis] = Span::new(Some(0), Some(0), 1);
+            return self.slice(&spans);
+        }
+        // Runs of indices a constant, non-zero step apart: one slice each.
+        let mut pieces = Vec::new();
+        let mut k = 0;
+        while k < at.len() {
+            let step = at.get(k + 1).map_or(1, |&next| next - at[k]);
+            let step = if step == 0 { 1 } else { step };
+            let mut end = k + 1;
+            while end < at.len() && at[end] - at[end - 1] == step {
+                end += 1;
+            }
+            let (first, last) = (at[k], at[end - 1]);
+            let stop = last + step.signum();
+            let mut spans = vec![Span::all(); self.ndim()];
+            spans[axis] = Span::new(Some(first), (stop >= 0).then_some(stop), step);
+            pieces.push(self.slice(&spans));
+            k = end;
+        }
+        let taken = concatenate(&pieces, axis as isize);
+        let sizes: Vec<usize> = (0..self.ndim())
+            .map(|d| self.chunks()[d].first().copied().unwrap_or(0))
+            .collect();
+        taken.rechunk(&sizes)
     }
 
     /// Zeros of this array's shape, chunks and type (`numpy.zeros_like`).
