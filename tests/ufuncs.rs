@@ -1,7 +1,7 @@
 //! NumPy's everyday elementwise functions (`src/collections/array/ufunc.rs`) and the
 //! functions made of other expressions (`derived.rs`: `eye`, `tril`, `triu`, `*_like`,
-//! `diff`, `cumsum`, `cumprod`, `take`), `prod` and slices with negative steps against
-//! NumPy:
+//! `diff`, `cumsum`, `cumprod`, `take`), `prod`, slices with negative steps, and the random
+//! integers and exponential values (by their statistics) against NumPy:
 //! the same inputs (1-D to 3-D, chunks that do not divide the shape, NaN and infinities,
 //! integers with zeros to divide by), every result's type and values compared by NumPy
 //! itself, under `mpirun` at -np 3 and 5 and in local mode. Fused chains (a function then
@@ -204,6 +204,15 @@ fn job(client: &Client) -> anyhow::Result<()> {
         ("take_z_2", z.take(&[2, 0], -1)),
         ("take_v", v.take(&[16, 0, 5, 6, 7], 0)),
         ("take_i_sum", i.take(&[1, 1, 4], 1).sum_axis(0)),
+        // Random generators made of uniform values (checked by their statistics).
+        (
+            "rand_integers",
+            array::random::integers(-5, 7, &[400, 30], &[70, 13], 3),
+        ),
+        (
+            "rand_exponential",
+            array::random::exponential(2.0, &[400, 30], &[70, 13], 4),
+        ),
         // A function, then a reduction: the fused loops.
         ("sum_maximum_x_0", (x.maximum(0.0) * 2.0).sum()),
         ("sum_floordiv_x_05_axis0", x.floor_div(0.5).sum_axis(0)),
@@ -280,6 +289,14 @@ cases = {
     'sum_tanh_z_axis1': np.tanh(z).sum(1), 'sum_mod_x_axis1': (x % 0.7).sum(1),
 }
 bad = []
+# Random values: their statistics (12000 values each).
+r = L('rand_integers')
+counts = np.bincount(r.ravel() + 5, minlength=12)
+if r.dtype != np.int64 or r.min() != -5 or r.max() != 6 or abs(counts / r.size * 12 - 1).max() > 0.15:
+    bad.append(f'rand_integers: {r.dtype}, counts {counts.tolist()}')
+e = L('rand_exponential')
+if e.min() <= 0 or abs(e.mean() - 2) > 0.08 or abs(e.var() - 4) > 0.4:
+    bad.append(f'rand_exponential: min {e.min()}, mean {e.mean()}, var {e.var()}')
 for name, want in cases.items():
     want = np.asarray(want)
     got = L(name)
@@ -294,7 +311,7 @@ for name, want in cases.items():
             bad.append(f'{name}: values differ, largest by {far}')
     elif not np.array_equal(got, want):
         bad.append(f'{name}: values differ at {np.argwhere(got != want)[:3].tolist()}')
-print('\n'.join(bad) if bad else f'numpy agrees on {len(cases)}')
+print('\n'.join(bad) if bad else f'numpy agrees on {len(cases) + 2}')
 "#;
 
 /// The job launched by `command` (mpirun or local), then NumPy's verdict.
@@ -303,10 +320,10 @@ fn against_numpy(label: &str, mut command: std::process::Command) {
     command.env(OUT, &dir);
     let run = run_with_deadline(command, Duration::from_secs(120));
     run.expect_code(0)
-        .expect_stdout("UFUNCS saved 107")
+        .expect_stdout("UFUNCS saved 109")
         .expect_quiet();
     let text = run_python(CHECK, &[&dir]);
-    assert!(text.starts_with("numpy agrees on 107"), "{label}: {text}");
+    assert!(text.starts_with("numpy agrees on 109"), "{label}: {text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

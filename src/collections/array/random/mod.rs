@@ -379,6 +379,36 @@ pub fn normal(mean: f64, std: f64, shape: &[usize], chunks: &[usize], seed: u64)
     )
 }
 
+/// Random integers uniform on `[low, high)` (`i64`, as `numpy.random.Generator.integers`):
+/// `low + floor(u * (high - low))` of the uniform values `u` of [`uniform`] with this seed,
+/// so the same at any rank count. For ranges wider than 2^40 the 52 random bits of `u`
+/// leave gaps between the values drawn.
+pub fn integers(low: i64, high: i64, shape: &[usize], chunks: &[usize], seed: u64) -> Array {
+    if high <= low {
+        return Array::invalid(format!(
+            "random::integers: high {high} must be above low {low} (the range is [low, high))"
+        ));
+    }
+    let width = high.wrapping_sub(low) as u64 as f64;
+    (uniform(0.0, 1.0, shape, chunks, seed) * width)
+        .floor()
+        .minimum(width - 1.0)
+        .astype(DType::I64)
+        + low
+}
+
+/// Random values from an exponential distribution with mean `scale`:
+/// `-scale * ln(1 - u)` of the uniform values `u` of [`uniform`] with this seed, so the same
+/// at any rank count.
+pub fn exponential(scale: f64, shape: &[usize], chunks: &[usize], seed: u64) -> Array {
+    if !(scale.is_finite() && scale > 0.0) {
+        return Array::invalid(format!(
+            "random::exponential: scale {scale} must be finite and above 0"
+        ));
+    }
+    (-uniform(0.0, 1.0, shape, chunks, seed)).log1p() * -scale
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
