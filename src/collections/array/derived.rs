@@ -156,7 +156,10 @@ impl Array {
             .collect();
         let joined = concatenate(&lasts, axis as isize);
         let sizes: Vec<usize> = (0..self.ndim())
-            .map(|d| if d == axis { 0 } else { joined.chunks()[d][0] })
+            .map(|d| match joined.chunks()[d].first() {
+                Some(&size) if d != axis => size,
+                _ => 0,
+            })
             .collect();
         let through = scan(&joined.rechunk(&sizes));
         let pieces: Vec<Array> = ranges
