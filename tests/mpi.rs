@@ -1889,18 +1889,20 @@ fn test_spill_keeps_heartbeats_flowing() -> Result<(), Failed> {
                 .collect();
             let work_start_us = spans.iter().map(|s| s.0).fold(f64::INFINITY, f64::min);
             let work_end_us = spans.iter().map(|s| s.1).fold(0.0, f64::max);
-            assert!(
-                !beats.is_empty(),
-                "rank {worker} heard no heartbeat while it worked"
-            );
-            let gap_us = beats
-                .windows(2)
-                .map(|w| w[1] - w[0])
-                .chain([
-                    beats[0] - work_start_us,
-                    work_end_us - beats[beats.len() - 1],
-                ])
-                .fold(0.0, f64::max);
+            // Work shorter than the allowed gap may see no beat at all (with mpidask's
+            // allocator the spill run can end within a second); then the gap is the work.
+            let gap_us = if beats.is_empty() {
+                work_end_us - work_start_us
+            } else {
+                beats
+                    .windows(2)
+                    .map(|w| w[1] - w[0])
+                    .chain([
+                        beats[0] - work_start_us,
+                        work_end_us - beats[beats.len() - 1],
+                    ])
+                    .fold(0.0, f64::max)
+            };
             println!(
                 "rank {worker}: {} heartbeats, largest gap {:.3} s",
                 beats.len(),
