@@ -7,27 +7,10 @@
 
 mod support;
 
-use mpidask::Client;
 use mpidask::array::{self, Array, DType};
 use ndarray::{ArrayD, IxDyn};
-use std::path::Path;
 use support::python::run_python;
-use support::stored::{local, workdir};
-
-/// Computes `x` and saves it in its own type as `DIR/NAME.npy` (written by `ndarray-npy`,
-/// not by mpidask).
-fn save(client: &Client, dir: &Path, name: &str, x: &Array) {
-    let path = dir.join(format!("{name}.npy"));
-    let written = match x.dtype() {
-        DType::Bool => ndarray_npy::write_npy(&path, &x.compute::<bool>(client).unwrap()),
-        DType::U8 => ndarray_npy::write_npy(&path, &x.compute::<u8>(client).unwrap()),
-        DType::I32 => ndarray_npy::write_npy(&path, &x.compute::<i32>(client).unwrap()),
-        DType::I64 => ndarray_npy::write_npy(&path, &x.compute::<i64>(client).unwrap()),
-        DType::F32 => ndarray_npy::write_npy(&path, &x.compute::<f32>(client).unwrap()),
-        DType::F64 => ndarray_npy::write_npy(&path, &x.compute::<f64>(client).unwrap()),
-    };
-    written.unwrap_or_else(|e| panic!("{name}: {e}"));
-}
+use support::stored::{local, save, workdir};
 
 fn inputs(shape: &[usize]) -> [(String, ArrayD<f64>); 4] {
     let n: usize = shape.iter().product();
@@ -124,7 +107,7 @@ fn every_element_type_computes_as_numpy_does() {
             ("g", &g, DType::F64),
         ] {
             assert_eq!(x.dtype(), dtype, "{name}");
-            save(client, &dir, &format!("in_{name}"), x);
+            save(client, &dir, &format!("in_{name}"), x).unwrap();
         }
         let cases: Vec<(&str, Array)> = vec![
             ("a_plus_200", &a + 200),
@@ -172,7 +155,7 @@ fn every_element_type_computes_as_numpy_does() {
             ("nanmax_a_0", a.nanmax_axis(0)),
         ];
         for (name, x) in &cases {
-            save(client, &dir, name, x);
+            save(client, &dir, name, x).unwrap();
         }
         for (s, x) in [
             ("a", &a),
@@ -188,7 +171,7 @@ fn every_element_type_computes_as_numpy_does() {
                 } else {
                     x.clone()
                 };
-                save(client, &dir, &format!("{s}_as_{t}"), &x.astype(t));
+                save(client, &dir, &format!("{s}_as_{t}"), &x.astype(t)).unwrap();
             }
         }
         // A weak scalar the array's type cannot hold is an error, as in NumPy 2.

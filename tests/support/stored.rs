@@ -1,7 +1,9 @@
 //! What the tests of arrays in files (`tests/zarr.rs`, `tests/hdf.rs`) share: a local
 //! runtime, a scratch directory, NumPy's files, deterministic values and a chunk function
-//! that fails.
+//! that fails; and the tests of numerics against NumPy (`tests/dtypes.rs`,
+//! `tests/ufuncs.rs`) save their results as `.npy` files with [`save`].
 
+use mpidask::array::{Array, DType};
 use mpidask::{Client, RuntimeArgs};
 use ndarray::{ArrayD, IxDyn};
 use std::path::{Path, PathBuf};
@@ -22,6 +24,21 @@ pub fn workdir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Computes `x` and saves it in its own element type as `DIR/NAME.npy` (written by
+/// `ndarray-npy`, not by mpidask).
+pub fn save(client: &Client, dir: &Path, name: &str, x: &Array) -> anyhow::Result<()> {
+    let path = dir.join(format!("{name}.npy"));
+    match x.dtype() {
+        DType::Bool => ndarray_npy::write_npy(&path, &x.compute::<bool>(client)?)?,
+        DType::U8 => ndarray_npy::write_npy(&path, &x.compute::<u8>(client)?)?,
+        DType::I32 => ndarray_npy::write_npy(&path, &x.compute::<i32>(client)?)?,
+        DType::I64 => ndarray_npy::write_npy(&path, &x.compute::<i64>(client)?)?,
+        DType::F32 => ndarray_npy::write_npy(&path, &x.compute::<f32>(client)?)?,
+        DType::F64 => ndarray_npy::write_npy(&path, &x.compute::<f64>(client)?)?,
+    }
+    Ok(())
 }
 
 /// The array of a `.npy` file.

@@ -59,6 +59,7 @@ pub mod npy;
 mod npy;
 mod npy_stack;
 mod output;
+mod overlap;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod program;
@@ -85,6 +86,7 @@ pub(crate) use netcdf_io::write_netcdf;
 pub use netcdf_io::{NetcdfVariable, from_netcdf, from_netcdf_chunked, store_netcdf};
 pub use npy::from_npy_dir;
 pub use npy_stack::from_npy_stack;
+pub use overlap::Boundary;
 pub use program::{BinaryOp, Distribution, ReduceOp, UnaryOp};
 pub(crate) use structure::resolve as resolve_span;
 pub use structure::{Span, blockwise, concatenate, stack};
@@ -154,6 +156,9 @@ pub(crate) enum Expr {
     Slice(Vec<structure::AxisPlan>, Array),
     Reshape(Array),
     Rechunk(Array),
+    /// Chunks that are windows of `x`, which may overlap (`overlap`): per axis, per output
+    /// chunk, the `(start, len)` of `x` it covers.
+    Windows(Vec<Vec<(usize, usize)>>, Array),
     Concatenate(usize, Vec<Array>),
     Stack(usize, Vec<Array>),
     Dot(Array, Array),

@@ -276,7 +276,8 @@ fn operands(array: &Array) -> Vec<(&Array, bool)> {
         Expr::Binary(_, x, y) => vec![(x, same_grid(x)), (y, same_grid(y))],
         Expr::Where(c, x, y) => vec![(c, same_grid(c)), (x, same_grid(x)), (y, same_grid(y))],
         Expr::Reduce { x, .. } | Expr::Transpose(_, x) => vec![(x, true)],
-        Expr::Slice(_, x) | Expr::Reshape(x) | Expr::Rechunk(x) => vec![(x, false)],
+        Expr::Slice(plans, x) => vec![(x, chunk_for_chunk(plans, x))],
+        Expr::Reshape(x) | Expr::Rechunk(x) | Expr::Windows(_, x) => vec![(x, false)],
         Expr::Concatenate(_, parts) | Expr::Stack(_, parts) => {
             parts.iter().map(|p| (p, false)).collect()
         }
@@ -291,6 +292,14 @@ fn operands(array: &Array) -> Vec<(&Array, bool)> {
         | Expr::Read(_)
         | Expr::FromDelayed(_) => Vec::new(),
     }
+}
+
+/// Whether a slice takes a part of every chunk of `x`, output chunk `k` of chunk `k` (as
+/// the trimming of `map_overlap` does).
+fn chunk_for_chunk(plans: &[super::structure::AxisPlan], x: &Array) -> bool {
+    plans.iter().zip(x.chunks()).all(|(plan, sizes)| {
+        plan.len() == sizes.len() && plan.iter().enumerate().all(|(k, (c, _))| *c == k)
+    })
 }
 
 /// The `map_blocks` arrays of the graph of `roots` that one program array reads, chunk for chunk,
@@ -360,7 +369,16 @@ impl<S: Sink> Lowerer<'_, S> {
             } if !within_chunks(x, axes) => {
                 self.reduce_chunk(*op, axes, *keepdims, x, array, index)?
             }
-            Expr::Rechunk(x) => self.rechunk_chunk(x, array, index)?,
+            Expr::Rechunk(x) => {
+                let offset = grid::chunk_offset(array.chunks(), index);
+                let shape = grid::chunk_shape(array.chunks(), index);
+                let ranges = offset.iter().zip(&shape).map(|(&o, &n)| (o, n)).collect();
+                self.window_chunk(x, array, index, ranges)?
+            }
+            Expr::Windows(windows, x) => {
+                let ranges = windows.iter().zip(index).map(|(w, &i)| w[i]).collect();
+                self.window_chunk(x, array, index, ranges)?
+            }
             Expr::Dot(a, b) => self.dot_chunk(a, b, array, index)?,
             Expr::MapBlocks {
                 trampoline,
@@ -474,6 +492,7 @@ impl<S: Sink> Lowerer<'_, S> {
             | Expr::FromDelayed(_)
             | Expr::Read(_)
             | Expr::Rechunk(_)
+            | Expr::Windows(..)
             | Expr::Dot(..)
             | Expr::MapBlocks { .. } => {
                 let r = self.chunk(array, index)?;
@@ -720,16 +739,22 @@ impl<S: Sink> Lowerer<'_, S> {
         }
     }
 
-    /// Output chunk `index` of a rechunked array: pieces of the overlapping input chunks.
-    fn rechunk_chunk(&mut self, x: &Array, array: &Array, index: &[usize]) -> Result<S::Ref> {
-        let offset = grid::chunk_offset(array.chunks(), index);
+    /// Output chunk `index` of a rechunked or windowed array: the pieces of the input
+    /// chunks that overlap `ranges` (`(start, len)` of `x` per axis).
+    fn window_chunk(
+        &mut self,
+        x: &Array,
+        array: &Array,
+        index: &[usize],
+        ranges: Vec<(usize, usize)>,
+    ) -> Result<S::Ref> {
         let shape = grid::chunk_shape(array.chunks(), index);
         // Per axis: the overlapping source chunks, with (start, len) in the source and the
         // destination start.
         let mut per_axis: Vec<Vec<(usize, usize, usize, usize)>> = Vec::new();
-        for axis in 0..array.ndim() {
+        for (axis, &(lo, len)) in ranges.iter().enumerate() {
             let bounds = grid::boundaries(&x.chunks()[axis]);
-            let (lo, hi) = (offset[axis], offset[axis] + shape[axis]);
+            let hi = lo + len;
             let mut overlaps = Vec::new();
             for (c, w) in bounds.windows(2).enumerate() {
                 let (b, e) = (w[0].max(lo), w[1].min(hi));

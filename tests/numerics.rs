@@ -1,45 +1,80 @@
-//! NumPy's everyday elementwise functions (`src/collections/array/ufunc.rs`) and the
-//! functions made of other expressions (`derived.rs`: `eye`, `tril`, `triu`, `*_like`,
-//! `diff`, `cumsum`, `cumprod`, `take`), `prod`, slices with negative steps, and the random
-//! integers and exponential values (by their statistics) against NumPy:
-//! the same inputs (1-D to 3-D, chunks that do not divide the shape, NaN and infinities,
-//! integers with zeros to divide by), every result's type and values compared by NumPy
-//! itself, under `mpirun` at -np 3 and 5 and in local mode. Fused chains (a function then
-//! a reduction) run through the kernel's fused loops as well.
+//! Array numerics against NumPy: the everyday elementwise functions
+//! (`src/collections/array/ufunc.rs`), the functions made of other expressions
+//! (`derived.rs`: `eye`, `tril`, `triu`, `*_like`, `diff`, `cumsum`, `cumprod`, `take`),
+//! `prod`, slices with negative steps, random integers and exponential values (by their
+//! statistics), and halos and stencils (`overlap.rs`: `overlap`, `map_overlap`,
+//! `iterate_overlap`, against `numpy.pad`). The same inputs (1-D to 3-D, chunks that do not
+//! divide the shape, NaN and infinities, integers with zeros to divide by), every result's
+//! type and values compared by NumPy itself, under `mpirun` at -np 3 and 5 and in local
+//! mode. Fused chains (a function then a reduction) run through the kernel's fused loops as
+//! well. The heat example (`examples/heat.rs`) checks itself under mpirun and locally.
 
 mod support;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use mpidask::Client;
+use mpidask::array::Boundary;
 use mpidask::array::{self, Array, DType, Span};
-use ndarray::{ArrayD, IxDyn};
-use std::path::Path;
+use ndarray::{ArrayD, ArrayViewD, IxDyn, Slice};
+use std::ops::Range;
 use std::time::Duration;
 use support::python::run_python;
+use support::stored::save;
 use support::{check, local_command, mpirun, run_with_deadline};
 
 /// The variable that makes this binary the job (the directory its results go to).
-const OUT: &str = "MPIDASK_UFUNCS_OUT";
-
-/// Computes `x` and saves it in its own type as `DIR/NAME.npy` (by `ndarray-npy`).
-fn save(client: &Client, dir: &Path, name: &str, x: &Array) -> anyhow::Result<()> {
-    let path = dir.join(format!("{name}.npy"));
-    match x.dtype() {
-        DType::Bool => ndarray_npy::write_npy(&path, &x.compute::<bool>(client)?)?,
-        DType::U8 => ndarray_npy::write_npy(&path, &x.compute::<u8>(client)?)?,
-        DType::I32 => ndarray_npy::write_npy(&path, &x.compute::<i32>(client)?)?,
-        DType::I64 => ndarray_npy::write_npy(&path, &x.compute::<i64>(client)?)?,
-        DType::F32 => ndarray_npy::write_npy(&path, &x.compute::<f32>(client)?)?,
-        DType::F64 => ndarray_npy::write_npy(&path, &x.compute::<f64>(client)?)?,
-    }
-    Ok(())
-}
+const OUT: &str = "MPIDASK_NUMERICS_OUT";
 
 /// Deterministic values `f(i)` of `shape`, in chunks of `chunks`.
 fn values(shape: &[usize], chunks: &[usize], f: impl Fn(u64) -> f64) -> Array {
     let n: usize = shape.iter().product();
     let v: Vec<f64> = (0..n as u64).map(f).collect();
     array::from_array(&ArrayD::from_shape_vec(IxDyn(shape), v).unwrap(), chunks)
+}
+
+/// The part of `b` at `rows` and `cols` of its first two axes (the other axes whole).
+fn part(b: &ArrayD<f64>, rows: Range<usize>, cols: Range<usize>) -> ArrayViewD<'_, f64> {
+    b.slice_each_axis(|ax| match ax.axis.index() {
+        0 => Slice::from(rows.clone()),
+        1 => Slice::from(cols.clone()),
+        _ => Slice::from(..),
+    })
+}
+
+/// The 5-point Laplacian over the first two axes of the inner cells; the outer cells as
+/// they are.
+fn laplacian(b: ArrayD<f64>) -> ArrayD<f64> {
+    let (n0, n1) = (b.shape()[0], b.shape()[1]);
+    let mut out = b.clone();
+    if n0 >= 3 && n1 >= 3 {
+        let (inner0, inner1) = (1..n0 - 1, 1..n1 - 1);
+        let lap = &part(&b, 0..n0 - 2, inner1.clone())
+            + &part(&b, 2..n0, inner1.clone())
+            + &part(&b, inner0.clone(), 0..n1 - 2)
+            + &part(&b, inner0.clone(), 2..n1)
+            - &(&part(&b, inner0.clone(), inner1.clone()) * 4.0);
+        out.slice_each_axis_mut(|ax| match ax.axis.index() {
+            0 => Slice::from(inner0.clone()),
+            1 => Slice::from(inner1.clone()),
+            _ => Slice::from(..),
+        })
+        .assign(&lap);
+    }
+    out
+}
+
+/// One explicit step of the heat equation (halo cells made too, then cut off).
+fn heat(b: ArrayD<f64>) -> ArrayD<f64> {
+    &b + &(laplacian(b.clone()) * 0.1)
+}
+
+/// Of a 1-D block: each inner cell the sum of the 15 cells around it (7 on each side).
+fn window_sum_7(b: ArrayD<f64>) -> ArrayD<f64> {
+    let mut out = b.clone();
+    for i in 7..b.len().saturating_sub(7) {
+        out[i] = (i - 7..=i + 7).fold(0.0, |acc, k| acc + b[k]);
+    }
+    out
 }
 
 /// A hash of `i` in `0..m`.
@@ -213,6 +248,48 @@ fn job(client: &Client) -> anyhow::Result<()> {
             "rand_exponential",
             array::random::exponential(2.0, &[400, 30], &[70, 13], 4),
         ),
+        // Halos (chunks [5 5 3] x [4 4 3]): the padded chunks, and stencils on them.
+        ("ov_x_periodic", x.overlap(&[1, 2], Boundary::Periodic)),
+        ("ov_x_none", x.overlap(&[2, 1], Boundary::None)),
+        ("ov_i_const", i.overlap(&[1, 1], Boundary::Constant(-7.0))),
+        (
+            "mo_x_reflect",
+            x.map_overlap(laplacian, &[1, 1], Boundary::Reflect),
+        ),
+        (
+            "mo_x_periodic",
+            x.map_overlap(laplacian, &[1, 1], Boundary::Periodic),
+        ),
+        (
+            "mo_x_nearest",
+            x.map_overlap(laplacian, &[1, 1], Boundary::Nearest),
+        ),
+        (
+            "mo_x_const",
+            x.map_overlap(laplacian, &[1, 1], Boundary::Constant(1.5)),
+        ),
+        (
+            "mo_x_none",
+            x.map_overlap(laplacian, &[1, 1], Boundary::None),
+        ),
+        (
+            "mo_z_reflect",
+            z.map_overlap(laplacian, &[1, 1, 0], Boundary::Reflect),
+        ),
+        // A halo deeper than a chunk (7 cells; chunks of 5).
+        (
+            "mo_v_wsum7",
+            v.map_overlap(window_sum_7, &[7], Boundary::Periodic),
+        ),
+        (
+            "max_mo_x_reflect_0",
+            x.map_overlap(laplacian, &[1, 1], Boundary::Reflect)
+                .max_axis(0),
+        ),
+        (
+            "it_x_heat5",
+            x.iterate_overlap(client, heat, &[1, 1], Boundary::Periodic, 5)?,
+        ),
         // A function, then a reduction: the fused loops.
         ("sum_maximum_x_0", (x.maximum(0.0) * 2.0).sum()),
         ("sum_floordiv_x_05_axis0", x.floor_div(0.5).sum_axis(0)),
@@ -229,7 +306,21 @@ fn job(client: &Client) -> anyhow::Result<()> {
         error.contains("index 13") && error.contains("length 13"),
         "take out of range: {error}"
     );
-    println!("UFUNCS saved {}", cases.len());
+    for (bad, wanted) in [
+        (x.overlap(&[1], Boundary::Nearest), "depth [1] gives 1 axes"),
+        (
+            v.overlap(&[18], Boundary::Periodic),
+            "depth 18 along axis 0 is more than the axis length 17",
+        ),
+        (
+            i.overlap(&[1, 1], Boundary::Constant(0.5)),
+            "0.5 is not a value of",
+        ),
+    ] {
+        let error = bad.check().unwrap_err().to_string();
+        anyhow::ensure!(error.contains(wanted), "{wanted}: {error}");
+    }
+    println!("NUMERICS saved {}", cases.len());
     Ok(())
 }
 
@@ -288,6 +379,34 @@ cases = {
     'sum_floordiv_x_05_axis0': (x // 0.5).sum(0), 'sum_isnan_y': np.isnan(y).sum(),
     'sum_tanh_z_axis1': np.tanh(z).sum(1), 'sum_mod_x_axis1': (x % 0.7).sum(1),
 }
+def win(P, ws):  # the windows [(start, len), ...] of each axis, joined
+    for ax, w in enumerate(ws):
+        P = np.concatenate([np.take(P, range(s, s + n), axis=ax) for s, n in w], axis=ax)
+    return P
+def lap(a):
+    out = a.copy()
+    out[1:-1, 1:-1] = a[:-2, 1:-1] + a[2:, 1:-1] + a[1:-1, :-2] + a[1:-1, 2:] - 4.0 * a[1:-1, 1:-1]
+    return out
+def mo(f, a, depth, mode, **kw):
+    P = np.pad(a, [(k, k) for k in depth], mode=mode, **kw)
+    return f(P)[tuple(slice(k, k + n) for k, n in zip(depth, a.shape))]
+def wsum7(a):
+    out = a.copy()
+    out[7:-7] = sum(a[7 + o:len(a) - 7 + o] for o in range(-7, 8))
+    return out
+h = x
+for _ in range(5):
+    h = mo(lambda P: P + lap(P) * 0.1, h, (1, 1), 'wrap')
+cases.update({
+    'ov_x_periodic': win(np.pad(x, ((1, 1), (2, 2)), 'wrap'), [[(0, 7), (5, 7), (10, 5)], [(0, 8), (4, 8), (8, 7)]]),
+    'ov_x_none': win(x, [[(0, 7), (3, 9), (8, 5)], [(0, 5), (3, 6), (7, 4)]]),
+    'ov_i_const': win(np.pad(i, 1, constant_values=-7), [[(0, 7), (5, 7), (10, 5)], [(0, 6), (4, 6), (8, 5)]]),
+    'mo_x_reflect': mo(lap, x, (1, 1), 'symmetric'), 'mo_x_periodic': mo(lap, x, (1, 1), 'wrap'),
+    'mo_x_nearest': mo(lap, x, (1, 1), 'edge'),
+    'mo_x_const': mo(lap, x, (1, 1), 'constant', constant_values=1.5), 'mo_x_none': lap(x),
+    'mo_z_reflect': mo(lap, z, (1, 1, 0), 'symmetric'), 'mo_v_wsum7': mo(wsum7, v, (7,), 'wrap'),
+    'max_mo_x_reflect_0': mo(lap, x, (1, 1), 'symmetric').max(0), 'it_x_heat5': h,
+})
 bad = []
 # Random values: their statistics (12000 values each).
 r = L('rand_integers')
@@ -316,15 +435,39 @@ print('\n'.join(bad) if bad else f'numpy agrees on {len(cases) + 2}')
 
 /// The job launched by `command` (mpirun or local), then NumPy's verdict.
 fn against_numpy(label: &str, mut command: std::process::Command) {
-    let dir = support::scratch_dir(&format!("ufuncs-{label}"));
+    let dir = support::scratch_dir(&format!("numerics-{label}"));
     command.env(OUT, &dir);
     let run = run_with_deadline(command, Duration::from_secs(120));
     run.expect_code(0)
-        .expect_stdout("UFUNCS saved 109")
+        .expect_stdout("NUMERICS saved 121")
         .expect_quiet();
     let text = run_python(CHECK, &[&dir]);
-    assert!(text.starts_with("numpy agrees on 109"), "{label}: {text}");
+    assert!(text.starts_with("numpy agrees on 121"), "{label}: {text}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The heat example on a grid its chunks do not divide, checking every cell against its
+/// run on one array (under mpirun at `np` ranks, or locally for 0).
+fn heat_example(np: usize) {
+    let exe = support::example("heat");
+    let args = ["--n", "301", "--chunk", "70", "--steps", "40", "--check"];
+    let command = if np == 0 {
+        let mut command = local_command(&exe);
+        command.args(args);
+        command
+    } else {
+        mpirun(np, &exe, &args)
+    };
+    let run = run_with_deadline(command, Duration::from_secs(120));
+    run.expect_code(0)
+        .expect_quiet()
+        .expect_stdout("CHECK ok: 90601 cells equal to the single-array run");
+    assert_eq!(
+        run.field("RESULT", "steps").as_deref(),
+        Some("40"),
+        "{}",
+        run.dump()
+    );
 }
 
 fn main() {
@@ -337,13 +480,24 @@ fn main() {
     for np in [3, 5] {
         let exe = exe.clone();
         tests.push(Trial::test(
-            format!("ufuncs_match_numpy_np{np}"),
+            format!("numerics_match_numpy_np{np}"),
             move || check(|| against_numpy(&format!("np{np}"), mpirun(np, &exe, &[]))),
         ));
     }
     tests.push(Trial::test(
-        "ufuncs_match_numpy_local",
+        "numerics_match_numpy_local",
         move || -> Result<(), Failed> { check(|| against_numpy("local", local_command(&exe))) },
     ));
+    for np in [0, 4] {
+        let label = if np == 0 {
+            "local".to_string()
+        } else {
+            format!("np{np}")
+        };
+        tests.push(Trial::test(
+            format!("heat_example_checks_itself_{label}"),
+            move || check(|| heat_example(np)),
+        ));
+    }
     libtest_mimic::run(&args, tests).exit();
 }
