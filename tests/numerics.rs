@@ -14,7 +14,7 @@ mod support;
 use libtest_mimic::{Arguments, Failed, Trial};
 use mpidask::Client;
 use mpidask::array::Boundary;
-use mpidask::array::{self, Array, DType, Span};
+use mpidask::array::{self, Array, DType, Span, linalg};
 use ndarray::{ArrayD, ArrayViewD, IxDyn, Slice};
 use std::ops::Range;
 use std::time::Duration;
@@ -80,6 +80,109 @@ fn window_sum_7(b: ArrayD<f64>) -> ArrayD<f64> {
 /// A hash of `i` in `0..m`.
 fn hash(i: u64, seed: u64, m: u64) -> u64 {
     (i.wrapping_mul(2_654_435_761).wrapping_add(seed * 97)) % m
+}
+
+/// The factorisations of `array::linalg` (checked by their defining properties and
+/// NumPy's values where those are unique), and their errors.
+fn linalg_cases(client: &Client) -> anyhow::Result<Vec<(&'static str, Array)>> {
+    // Tall with uneven row chunks and two column chunks; wide; rank 4; symmetric positive
+    // definite.
+    let tall = values(&[203, 6], &[50, 4], |i| {
+        hash(i, 11, 2001) as f64 / 1000.0 - 1.0
+    });
+    let wide = values(&[5, 140], &[5, 33], |i| {
+        hash(i, 12, 3001) as f64 / 1000.0 - 1.5
+    });
+    let low_rank = values(&[300, 4], &[70, 4], |i| {
+        hash(i, 13, 1001) as f64 / 500.0 - 1.0
+    })
+    .dot(&values(&[4, 50], &[4, 20], |i| {
+        hash(i, 14, 999) as f64 / 300.0 - 1.5
+    }));
+    let g = values(&[6, 6], &[4, 4], |i| hash(i, 15, 101) as f64 / 20.0 - 2.5);
+    let spd = g.t().dot(&g) + array::eye(6, None, 0, 4) * 6.0;
+    let rhs = values(&[203], &[60], |i| hash(i, 16, 501) as f64 / 100.0 - 2.5);
+    let rhs2 = values(&[203, 2], &[60, 2], |i| {
+        hash(i, 17, 501) as f64 / 100.0 - 2.5
+    });
+    let (q, r) = linalg::qr(client, &tall)?;
+    let (u, s, vt) = linalg::svd(client, &tall)?;
+    let (wu, ws, wvt) = linalg::svd(client, &wide)?;
+    let (cu, cs, cvt) = linalg::svd_compressed(client, &low_rank, 4, 2, 7)?;
+    let fit = linalg::lstsq(client, &tall, &rhs)?;
+    let fit2 = linalg::lstsq(client, &tall, &rhs2)?;
+    let b6 = rhs.slice(&[(0..6).into()]);
+    let b63 = rhs2.slice(&[(0..6).into()]);
+    let mut cases = vec![
+        ("la_tall", tall.clone()),
+        ("la_wide", wide),
+        ("la_low_rank", low_rank),
+        ("la_spd", spd.clone()),
+        ("la_rhs", rhs),
+        ("la_rhs2", rhs2),
+        ("qr_q", q),
+        ("qr_r", r),
+        ("svd_u", u),
+        ("svd_s", s),
+        ("svd_vt", vt),
+        ("svdw_u", wu),
+        ("svdw_s", ws),
+        ("svdw_vt", wvt),
+        ("svdc_u", cu),
+        ("svdc_s", cs),
+        ("svdc_vt", cvt),
+        ("chol_lower", linalg::cholesky(&spd, true)),
+        ("chol_upper", linalg::cholesky(&spd, false)),
+        ("solve_v", linalg::solve(&spd, &b6)),
+        ("solve_m", linalg::solve(&spd, &b63)),
+        ("inv_spd", linalg::inv(&spd)),
+    ];
+    for (name, fit) in [("lstsq", fit), ("lstsq2", fit2)] {
+        let [x, res, rank, sv] = ["x", "res", "rank", "s"].map(|p| format!("{name}_{p}"));
+        let names: [&'static str; 4] = [x, res, rank, sv].map(|n| &*n.leak());
+        cases.extend(
+            names
+                .into_iter()
+                .zip([fit.x, fit.residuals, fit.rank, fit.s]),
+        );
+    }
+    // Bad input: found when the graph is built, or by LAPACK on the worker.
+    let not_pd = spd.clone() - array::eye(6, None, 0, 4) * 1000.0;
+    let singular = array::zeros(&[6, 6], &[3, 3]);
+    let errors = [
+        (
+            linalg::tsqr(client, &tall.t()).map(|_| ()),
+            "needs a tall-and-skinny array",
+        ),
+        (
+            linalg::cholesky(&not_pd, true)
+                .compute::<f64>(client)
+                .map(|_| ()),
+            "not positive definite",
+        ),
+        (
+            linalg::solve(&singular, &b6)
+                .compute::<f64>(client)
+                .map(|_| ()),
+            "the matrix is singular",
+        ),
+        (
+            linalg::inv(&(tall.slice(&[(0..6).into()]) / 0.0))
+                .compute::<f64>(client)
+                .map(|_| ()),
+            "it needs finite values",
+        ),
+        (linalg::solve(&spd, &tall).check(), "needs 6 rows"),
+    ];
+    for (result, wanted) in errors {
+        // The task's own message is the error's source.
+        let error = result
+            .err()
+            .map(|e| format!("{:#}", anyhow::Error::new(e)))
+            .unwrap_or_default();
+        anyhow::ensure!(error.contains(wanted), "{wanted}: {error:?}");
+    }
+    Ok(cases)
 }
 
 /// The job: inputs and every case saved to the directory in [`OUT`].
@@ -297,6 +400,8 @@ fn job(client: &Client) -> anyhow::Result<()> {
         ("sum_tanh_z_axis1", z.tanh().sum_axis(1)),
         ("sum_mod_x_axis1", (&x % 0.7).sum_axis(1)),
     ];
+    let mut cases = cases;
+    cases.extend(linalg_cases(client)?);
     for (name, a) in &cases {
         save(client, &dir, name, a)?;
     }
@@ -407,7 +512,41 @@ cases.update({
     'mo_z_reflect': mo(lap, z, (1, 1, 0), 'symmetric'), 'mo_v_wsum7': mo(wsum7, v, (7,), 'wrap'),
     'max_mo_x_reflect_0': mo(lap, x, (1, 1), 'symmetric').max(0), 'it_x_heat5': h,
 })
-bad = []
+# Linear algebra: properties (the signs of factors are not unique) and NumPy's values.
+la = {n: L(n) for n in '''la_tall la_wide la_low_rank la_spd la_rhs la_rhs2 qr_q qr_r svd_u svd_s svd_vt
+    svdw_u svdw_s svdw_vt svdc_u svdc_s svdc_vt chol_lower chol_upper solve_v solve_m inv_spd
+    lstsq_x lstsq_res lstsq_rank lstsq_s lstsq2_x lstsq2_res lstsq2_rank lstsq2_s'''.split()}
+A, W, K, S = la['la_tall'], la['la_wide'], la['la_low_rank'], la['la_spd']
+def near(got, want, rtol=1e-10):
+    got, want = np.asarray(got), np.asarray(want)
+    return got.shape == want.shape and np.abs(got - want).max() <= rtol * max(np.abs(want).max(), 1.0)
+def orthonormal(m, axis):
+    g = m.T @ m if axis == 0 else m @ m.T
+    return near(g, np.eye(len(g)))
+checks = {
+    'qr': near(la['qr_q'] @ la['qr_r'], A) and orthonormal(la['qr_q'], 0)
+          and np.all(np.tril(la['qr_r'], -1) == 0) and la['qr_r'].shape == (6, 6),
+    'svd': near(la['svd_s'], np.linalg.svd(A, compute_uv=False))
+           and near(la['svd_u'] * la['svd_s'] @ la['svd_vt'], A)
+           and orthonormal(la['svd_u'], 0) and orthonormal(la['svd_vt'], 1),
+    'svd_wide': near(la['svdw_s'], np.linalg.svd(W, compute_uv=False))
+                and near(la['svdw_u'] * la['svdw_s'] @ la['svdw_vt'], W)
+                and orthonormal(la['svdw_u'], 0) and orthonormal(la['svdw_vt'], 1),
+    'svd_compressed': near(la['svdc_s'], np.linalg.svd(K, compute_uv=False)[:4])
+                      and near(la['svdc_u'] * la['svdc_s'] @ la['svdc_vt'], K)
+                      and orthonormal(la['svdc_u'], 0) and orthonormal(la['svdc_vt'], 1),
+    'cholesky': near(la['chol_lower'], np.linalg.cholesky(S))
+                and near(la['chol_upper'], np.linalg.cholesky(S).T),
+    'solve': near(la['solve_v'], np.linalg.solve(S, la['la_rhs'][:6]))
+             and near(la['solve_m'], np.linalg.solve(S, la['la_rhs2'][:6])),
+    'inv': near(la['inv_spd'], np.linalg.inv(S)),
+}
+for name, b in (('lstsq', la['la_rhs']), ('lstsq2', la['la_rhs2'])):
+    x, res, rank, sv = np.linalg.lstsq(A, b, rcond=None)
+    checks[name] = (near(la[name + '_x'], x) and near(la[name + '_res'], res, 1e-8)
+                    and la[name + '_rank'].shape == () and int(la[name + '_rank']) == rank
+                    and near(la[name + '_s'], sv))
+bad = [f'linalg {name}: differs from NumPy' for name, ok in checks.items() if not ok]
 # Random values: their statistics (12000 values each).
 r = L('rand_integers')
 counts = np.bincount(r.ravel() + 5, minlength=12)
@@ -430,7 +569,7 @@ for name, want in cases.items():
             bad.append(f'{name}: values differ, largest by {far}')
     elif not np.array_equal(got, want):
         bad.append(f'{name}: values differ at {np.argwhere(got != want)[:3].tolist()}')
-print('\n'.join(bad) if bad else f'numpy agrees on {len(cases) + 2}')
+print('\n'.join(bad) if bad else f'numpy agrees on {len(cases) + len(checks) + 2}')
 "#;
 
 /// The job launched by `command` (mpirun or local), then NumPy's verdict.
@@ -439,10 +578,10 @@ fn against_numpy(label: &str, mut command: std::process::Command) {
     command.env(OUT, &dir);
     let run = run_with_deadline(command, Duration::from_secs(120));
     run.expect_code(0)
-        .expect_stdout("NUMERICS saved 121")
+        .expect_stdout("NUMERICS saved 151")
         .expect_quiet();
     let text = run_python(CHECK, &[&dir]);
-    assert!(text.starts_with("numpy agrees on 121"), "{label}: {text}");
+    assert!(text.starts_with("numpy agrees on 130"), "{label}: {text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -49,6 +49,7 @@ mod hdf5_io;
 pub mod kernel;
 #[cfg(not(feature = "internals"))]
 mod kernel;
+pub mod linalg;
 mod lower;
 #[cfg(feature = "netcdf")]
 mod netcdf_io;
