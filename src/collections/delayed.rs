@@ -170,6 +170,42 @@ where
     })
 }
 
+/// Records the call `f(args)` of a function returning `Result<T, E>`: `Err` fails the task
+/// with `E`'s `Display` as the message (as [`Client::try_submit`]).
+///
+/// ```
+/// use mpidask::delayed::try_delayed;
+/// fn parse(s: String) -> Result<i64, std::num::ParseIntError> { s.parse() }
+/// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+///     assert_eq!(try_delayed(parse, "42".to_string()).compute(client).unwrap(), 42);
+///     assert!(try_delayed(parse, "x".to_string()).compute(client).is_err());
+/// });
+/// ```
+///
+/// # Panics
+/// As [`delayed`].
+pub fn try_delayed<F, Args, X, T, E>(f: F, args: X) -> Delayed<T>
+where
+    F: TaskFn<Args, Output = std::result::Result<T, E>>,
+    Args: DeserializeOwned + 'static,
+    T: Serialize + 'static,
+    E: std::fmt::Display,
+    X: IntoArgs<Args, Slot>,
+{
+    let _ = f;
+    let args = args.into_slots().unwrap_or_else(|e| {
+        panic!(
+            "an argument of {} cannot be encoded: {e}",
+            task::function_name::<F>()
+        )
+    });
+    Delayed::of(Kind::Call {
+        trampoline: task::fallible_trampoline_of::<F, Args, T, E>(),
+        name: task::function_name::<F>(),
+        args,
+    })
+}
+
 impl<T> Delayed<T> {
     fn of(kind: Kind) -> Delayed<T> {
         Delayed {

@@ -943,6 +943,18 @@ pub fn from_delayed<T: Element>(
     Array::new(shape.to_vec(), grid, T::DTYPE, Expr::FromDelayed(nodes))
 }
 
+/// An array made of chunks computed by delayed calls, C order over `chunks` (possibly
+/// uneven sizes per axis; none for a 0-d array).
+pub(crate) fn from_delayed_chunks<T: Element>(
+    parts: &[crate::collections::delayed::Delayed<ArrayD<T>>],
+    chunks: Chunks,
+) -> Array {
+    debug_assert_eq!(parts.len(), grid::count(&chunks));
+    let shape = chunks.iter().map(|sizes| sizes.iter().sum()).collect();
+    let nodes = parts.iter().map(|d| d.node().clone()).collect();
+    Array::new(shape, chunks, T::DTYPE, Expr::FromDelayed(nodes))
+}
+
 /// One chunk of an array as a delayed value's source: computed when a session needs it.
 struct ChunkOf {
     array: Array,

@@ -7,14 +7,13 @@
 //! TSQR (Demmel et al.; Dask's `tsqr`): each row chunk `A_i` is factorised `Q_i R_i` where
 //! it lies, the small `R_i` are stacked and factorised once more, `Q' R`, and each `Q_i` is
 //! multiplied by its rows of `Q'` where it lies: only the `R_i` (`n` x `n` each) and `Q'`
-//! travel. The functions that return several arrays take the client and submit their tasks
-//! at once, without waiting (as [`Array::persist`] does); the others are lazy.
+//! travel. Every function is lazy, as Dask's: it records tasks (delayed calls on the
+//! chunks) that run when a result is computed.
 
 use super::dtype::DType;
 use super::structure::Span;
-use super::{Array, concatenate, from_chunk_futures, random};
-use crate::client::{Client, Future};
-use crate::error::{Error, Result};
+use super::{Array, concatenate, from_delayed_chunks, random};
+use crate::delayed::{Delayed, delayed, try_delayed};
 use ndarray::{Array2, ArrayD, Axis, Ix2, s};
 
 mod lapack;
@@ -123,89 +122,92 @@ fn inv_block(a: ArrayD<f64>) -> ArrayD<f64> {
 
 // ----- the graph, on the client -----------------------------------------------------------
 
-fn invalid(message: String) -> Error {
-    Error::Config(message)
-}
-
 /// `a` as `f64` in row chunks holding whole rows, or why it cannot be factorised by TSQR.
-fn tall_skinny(a: &Array, name: &str) -> Result<Array> {
-    a.check()?;
+fn tall_skinny(a: &Array, name: &str) -> std::result::Result<Array, Array> {
+    if a.check().is_err() {
+        return Err(a.clone());
+    }
     if a.ndim() != 2 {
-        return Err(invalid(format!(
+        return Err(Array::invalid(format!(
             "{name} needs a 2-D array, got shape {:?}",
             a.shape()
         )));
     }
     let (m, n) = (a.shape()[0], a.shape()[1]);
     if m < n {
-        return Err(invalid(format!(
+        return Err(Array::invalid(format!(
             "{name} needs a tall-and-skinny array (at least as many rows as columns), got \
              shape {:?}: factorise its transpose",
             a.shape()
         )));
     }
     let rows = a.chunks()[0].clone();
-    let a = a.astype(DType::F64).rechunk_to(vec![rows, vec![n]]);
-    a.check()?;
-    Ok(a)
+    Ok(a.astype(DType::F64).rechunk_to(vec![rows, vec![n]]))
 }
 
-/// The single future of a one-chunk array's chunk.
-fn only_chunk(client: &Client, a: &Array) -> Result<Future<ArrayD<f64>>> {
-    let a = a.rechunk_to(a.shape().iter().map(|&n| vec![n]).collect());
-    let mut futures = a.to_futures::<f64>(client)?;
-    Ok(futures.remove(0))
+/// The only chunk of `a` (rechunked to one chunk) as a delayed value.
+fn only_chunk(a: &Array) -> Delayed<ArrayD<f64>> {
+    let one = a.rechunk_to(a.shape().iter().map(|&n| vec![n]).collect());
+    one.to_delayed::<f64>().remove(0)
+}
+
+/// An array of the one block `part` makes, of shape `shape`.
+fn one_block(part: Delayed<ArrayD<f64>>, shape: &[usize]) -> Array {
+    from_delayed_chunks(&[part], shape.iter().map(|&n| vec![n]).collect())
 }
 
 /// The QR factors of a tall-and-skinny matrix `a` (`m` x `n`, `m >= n`) by TSQR: `Q`
 /// (`m` x `n`, orthonormal columns, in `a`'s row chunks) and `R` (`n` x `n`, upper
 /// triangular, one chunk). `a` is rechunked to one chunk across its columns if it has
 /// several, and computed in `f64`. The signs of `Q`'s columns and `R`'s rows may differ
-/// from NumPy's `qr` (both factorisations are exact).
+/// from NumPy's `qr` (both factorisations are exact). A wide `a` gives two invalid arrays
+/// whose error says so.
 ///
 /// ```
 /// use mpidask::array::{linalg, random};
 /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
 ///     let a = random::uniform(0.0, 1.0, &[1000, 5], &[300, 5], 1);
-///     let (q, r) = linalg::tsqr(client, &a).unwrap();
+///     let (q, r) = linalg::tsqr(&a);
 ///     let error = (q.dot(&r) - &a).abs().max().compute_scalar::<f64>(client).unwrap();
 ///     assert!(error < 1e-12);
 /// });
 /// ```
-pub fn tsqr(client: &Client, a: &Array) -> Result<(Array, Array)> {
-    let a = tall_skinny(a, "tsqr")?;
+pub fn tsqr(a: &Array) -> (Array, Array) {
+    let a = match tall_skinny(a, "tsqr") {
+        Ok(a) => a,
+        Err(invalid) => return (invalid.clone(), invalid),
+    };
     let rows = a.chunks()[0].clone();
     let n = a.shape()[1];
     let ranks: Vec<usize> = rows.iter().map(|&m| m.min(n)).collect();
     let k = ranks.iter().sum::<usize>().min(n);
-    let blocks = a.to_futures::<f64>(client)?;
-    let qrs: Vec<Future<Pair>> = blocks
+    let qrs: Vec<Delayed<Pair>> = a
+        .to_delayed::<f64>()
         .iter()
-        .map(|b| client.try_submit(qr_task, b))
+        .map(|block| try_delayed(qr_task, block))
         .collect();
-    let rs: Vec<Future<ArrayD<f64>>> = qrs.iter().map(|p| client.submit(second, p)).collect();
-    let top = client.try_submit(stacked_qr_task, &rs);
-    let q2 = client.submit(first, &top);
-    let r = client.submit(second, &top);
+    let rs: Vec<Delayed<ArrayD<f64>>> = qrs.iter().map(|p| delayed(second, p)).collect();
+    let top = try_delayed(stacked_qr_task, rs);
+    let q2 = delayed(first, &top);
     let mut offset = 0;
-    let qs = qrs
+    let qs: Vec<Delayed<ArrayD<f64>>> = qrs
         .iter()
         .zip(&ranks)
         .map(|(p, &rank)| {
-            let q = client.try_submit(q_block_task, (p, &q2, offset));
+            let q = try_delayed(q_block_task, (p, &q2, offset));
             offset += rank;
             q
         })
         .collect();
-    Ok((
-        from_chunk_futures(qs, vec![rows, vec![k]]),
-        from_chunk_futures(vec![r], vec![vec![k], vec![n]]),
-    ))
+    (
+        from_delayed_chunks(&qs, vec![rows, vec![k]]),
+        one_block(delayed(second, &top), &[k, n]),
+    )
 }
 
 /// The QR factors of `a`: [`tsqr`] (Dask's `qr` is TSQR too, for tall-and-skinny arrays).
-pub fn qr(client: &Client, a: &Array) -> Result<(Array, Array)> {
-    tsqr(client, a)
+pub fn qr(a: &Array) -> (Array, Array) {
+    tsqr(a)
 }
 
 /// The singular value decomposition `a = U diag(S) V^T` of a tall-and-skinny or
@@ -213,20 +215,21 @@ pub fn qr(client: &Client, a: &Array) -> Result<(Array, Array)> {
 /// (`k` x `n`), `k = min(m, n)`, through TSQR of `a` (of `a^T` when it is wide) and the
 /// SVD of the small `R` (Dask's `svd`). The signs of singular vector pairs may differ from
 /// NumPy's.
-pub fn svd(client: &Client, a: &Array) -> Result<(Array, Array, Array)> {
-    a.check()?;
-    if a.ndim() == 2 && a.shape()[0] < a.shape()[1] {
-        let (u, s, vt) = svd(client, &a.t())?;
-        return Ok((vt.t(), s, u.t()));
+pub fn svd(a: &Array) -> (Array, Array, Array) {
+    if a.ndim() == 2 && a.shape()[0] < a.shape()[1] && a.check().is_ok() {
+        let (u, s, vt) = svd(&a.t());
+        return (vt.t(), s, u.t());
     }
-    let (q, r) = tsqr(client, a)?;
-    let k = r.shape()[0];
-    let n = r.shape()[1];
-    let usv = client.try_submit(svd_task, &only_chunk(client, &r)?);
-    let ur = from_chunk_futures(vec![client.submit(u_of, &usv)], vec![vec![k], vec![k]]);
-    let s = from_chunk_futures(vec![client.submit(s_of, &usv)], vec![vec![k]]);
-    let vt = from_chunk_futures(vec![client.submit(vt_of, &usv)], vec![vec![k], vec![n]]);
-    Ok((q.dot(&ur), s, vt))
+    let (q, r) = tsqr(a);
+    if r.check().is_err() {
+        return (r.clone(), r.clone(), r);
+    }
+    let (k, n) = (r.shape()[0], r.shape()[1]);
+    let usv = try_delayed(svd_task, only_chunk(&r));
+    let ur = one_block(delayed(u_of, &usv), &[k, k]);
+    let s = one_block(delayed(s_of, &usv), &[k]);
+    let vt = one_block(delayed(vt_of, &usv), &[k, n]);
+    (q.dot(&ur), s, vt)
 }
 
 /// The `k` leading singular triplets of `a`, approximated by the randomised method of
@@ -235,26 +238,31 @@ pub fn svd(client: &Client, a: &Array) -> Result<(Array, Array, Array)> {
 /// TSQR), then the SVD of `a` projected on the orthonormal basis found. Exact when `a` has
 /// rank `k` or less.
 pub fn svd_compressed(
-    client: &Client,
     a: &Array,
     k: usize,
     n_power_iter: usize,
     seed: u64,
-) -> Result<(Array, Array, Array)> {
-    a.check()?;
+) -> (Array, Array, Array) {
+    let invalid = |message: String| {
+        let a = Array::invalid(message);
+        (a.clone(), a.clone(), a)
+    };
+    if a.check().is_err() {
+        return (a.clone(), a.clone(), a.clone());
+    }
     if a.ndim() != 2 {
-        return Err(invalid(format!(
+        return invalid(format!(
             "svd_compressed needs a 2-D array, got shape {:?}",
             a.shape()
-        )));
+        ));
     }
     let (m, n) = (a.shape()[0], a.shape()[1]);
     if k == 0 || k > m.min(n) {
-        return Err(invalid(format!(
+        return invalid(format!(
             "svd_compressed: k = {k} must be between 1 and min(m, n) = {} for shape {:?}",
             m.min(n),
             a.shape()
-        )));
+        ));
     }
     let a = a.astype(DType::F64);
     let l = (k + 10).min(m.min(n));
@@ -262,20 +270,18 @@ pub fn svd_compressed(
     let omega = random::normal(0.0, 1.0, &[n, l], &[omega_rows, l], seed);
     let mut y = a.dot(&omega);
     for _ in 0..n_power_iter {
-        let (q, _) = tsqr(client, &y)?;
-        let (z, _) = tsqr(client, &a.t().dot(&q))?;
+        let (q, _) = tsqr(&y);
+        let (z, _) = tsqr(&a.t().dot(&q));
         y = a.dot(&z);
     }
-    let (q, _) = tsqr(client, &y)?;
-    let b = q.t().dot(&a);
-    let (ub, s, vt) = svd(client, &b)?;
-    let u = q.dot(&ub);
+    let (q, _) = tsqr(&y);
+    let (ub, s, vt) = svd(&q.t().dot(&a));
     let first_k: Span = (0..k as isize).into();
-    Ok((
-        u.slice(&[Span::all(), first_k]),
+    (
+        q.dot(&ub).slice(&[Span::all(), first_k]),
         s.slice(&[first_k]),
         vt.slice(&[first_k]),
-    ))
+    )
 }
 
 /// The least-squares solution of `a x = b` and what NumPy's `lstsq` reports of it (Dask's
@@ -293,12 +299,23 @@ pub struct Lstsq {
 
 /// The `x` minimising `|a x - b|` for a tall-and-skinny `a` (`m` x `n`, `m >= n`, full
 /// column rank) and `b` of `m` rows, by TSQR: `R x = Q^T b`.
-pub fn lstsq(client: &Client, a: &Array, b: &Array) -> Result<Lstsq> {
-    b.check()?;
-    let a = tall_skinny(a, "lstsq")?;
+pub fn lstsq(a: &Array, b: &Array) -> Lstsq {
+    let invalid = |a: Array| Lstsq {
+        x: a.clone(),
+        residuals: a.clone(),
+        rank: a.clone(),
+        s: a,
+    };
+    if b.check().is_err() {
+        return invalid(b.clone());
+    }
+    let a = match tall_skinny(a, "lstsq") {
+        Ok(a) => a,
+        Err(e) => return invalid(e),
+    };
     let (m, n) = (a.shape()[0], a.shape()[1]);
     if !(b.ndim() == 1 || b.ndim() == 2) || b.shape()[0] != m {
-        return Err(invalid(format!(
+        return invalid(Array::invalid(format!(
             "lstsq: b of shape {:?} does not match a of shape {:?}: it needs {m} rows",
             b.shape(),
             a.shape()
@@ -312,28 +329,26 @@ pub fn lstsq(client: &Client, a: &Array, b: &Array) -> Result<Lstsq> {
     }
     .astype(DType::F64);
     let nrhs = b2.shape()[1];
-    let (q, r) = tsqr(client, &a)?;
-    let r_chunk = only_chunk(client, &r)?;
-    let qtb = only_chunk(client, &q.t().dot(&b2))?;
-    let x = client.try_submit(solve_upper_task, (&r_chunk, &qtb));
-    let x = from_chunk_futures(vec![x], vec![vec![n], vec![nrhs]]);
+    let (q, r) = tsqr(&a);
+    let r_chunk = only_chunk(&r);
+    let qtb = only_chunk(&q.t().dot(&b2));
+    let x = one_block(try_delayed(solve_upper_task, (&r_chunk, &qtb)), &[n, nrhs]);
     let residuals = (a.dot(&x) - &b2)
         .powi(2)
         .reduce(super::ReduceOp::Sum, Some(&[0]), vector);
-    let residuals = if vector {
-        residuals.reshape(&[1])
-    } else {
-        residuals
-    };
-    let usv = client.try_submit(svd_task, &r_chunk);
-    let s_chunk = client.submit(s_of, &usv);
-    let rank = client.submit(rank_task, (&s_chunk, m, n));
-    Ok(Lstsq {
+    let usv = try_delayed(svd_task, &r_chunk);
+    let s_chunk = delayed(s_of, &usv);
+    let rank = delayed(rank_task, (&s_chunk, m, n));
+    Lstsq {
         x: if vector { x.reshape(&[n as isize]) } else { x },
-        residuals,
-        rank: from_chunk_futures(vec![rank], vec![]),
-        s: from_chunk_futures(vec![s_chunk], vec![vec![n.min(m)]]),
-    })
+        residuals: if vector {
+            residuals.reshape(&[1])
+        } else {
+            residuals
+        },
+        rank: from_delayed_chunks(&[rank], vec![]),
+        s: one_block(s_chunk, &[n.min(m)]),
+    }
 }
 
 /// `a` as one `f64` chunk, if it is a square matrix.
@@ -415,7 +430,7 @@ mod tests {
     use super::*;
     use crate::array::{from_array, random};
 
-    fn local<T: Send>(f: impl FnOnce(&Client) -> T + Send) -> T {
+    fn local<T: Send>(f: impl FnOnce(&crate::Client) -> T + Send) -> T {
         crate::run_local(crate::RuntimeArgs::default(), f)
     }
 
@@ -423,7 +438,7 @@ mod tests {
     fn tsqr_reconstructs_with_uneven_chunks() {
         local(|client| {
             let a = random::uniform(-1.0, 1.0, &[103, 7], &[20, 3], 5);
-            let (q, r) = tsqr(client, &a).unwrap();
+            let (q, r) = tsqr(&a);
             assert_eq!(q.chunks()[0], a.chunks()[0]);
             let err = (q.dot(&r) - &a).abs().max();
             assert!(err.compute_scalar::<f64>(client).unwrap() < 1e-12);
@@ -437,7 +452,7 @@ mod tests {
     fn svd_of_wide_and_solve() {
         local(|client| {
             let a = random::uniform(-1.0, 1.0, &[4, 30], &[4, 7], 6);
-            let (u, s, vt) = svd(client, &a).unwrap();
+            let (u, s, vt) = svd(&a);
             let s = vector(s.compute::<f64>(client).unwrap());
             assert!(s.windows(2).into_iter().all(|w| w[0] >= w[1]));
             let us = u.compute::<f64>(client).unwrap();
