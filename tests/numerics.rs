@@ -185,6 +185,83 @@ fn linalg_cases(client: &Client) -> anyhow::Result<Vec<(&'static str, Array)>> {
     Ok(cases)
 }
 
+/// Statistics and ordering (`stats.rs`), and their errors.
+fn stats_cases(
+    client: &Client,
+    [x, y, i, z, v]: [&Array; 5],
+) -> anyhow::Result<Vec<(&'static str, Array)>> {
+    let (hx, ex) = x.histogram(10, (-2.5, 2.5));
+    let (hy, ey) = y.histogram(7, (-20.0, 20.0));
+    let (hi, ei) = i.histogram(5, (-50.0, 50.0));
+    let small = values(&[200], &[37], |k| hash(k, 18, 17) as f64).astype(DType::I64);
+    let long = values(&[1000], &[77], |k| {
+        hash(k, 19, 100_003) as f64 / 1000.0 - 40.0
+    });
+    let q = [0.0, 10.0, 33.3, 50.0, 90.0, 100.0];
+    let (uy, cy) = y.unique::<f64>(client)?;
+    let (ui, ci) = i.unique::<i64>(client)?;
+    let as_array = |a: ndarray::ArrayD<f64>| array::from_array(&a, &[a.len().max(1)]);
+    let as_ints = |a: ndarray::ArrayD<i64>| array::from_array(&a, &[a.len().max(1)]);
+    let cases = vec![
+        ("stat_small", small.clone()),
+        ("stat_long", long.clone()),
+        ("hist_x", hx),
+        ("hist_x_edges", ex),
+        ("hist_y", hy),
+        ("hist_y_edges", ey),
+        ("hist_i", hi),
+        ("hist_i_edges", ei),
+        ("bincount_small", small.bincount(20)),
+        ("pct_v", v.percentile(&q)),
+        ("pct_v_one_chunk", v.rechunk(&[17]).percentile(&q)),
+        ("pct_long", long.percentile(&q)),
+        ("qtl_long", long.quantile(&[0.25, 0.75])),
+        ("topk_x_3", x.topk(3)),
+        ("topk_x_m4", x.topk(-4)),
+        ("topk_z_2", z.topk(2)),
+        ("topk_v_5", v.topk(5)),
+        ("argtopk_x_3", x.argtopk(3)),
+        ("argtopk_x_m4", x.argtopk(-4)),
+        ("argtopk_v_m3", v.argtopk(-3)),
+        ("sort_z_1", z.sort(1)),
+        ("sort_y_0", y.sort(0)),
+        ("sort_i_m1", i.sort(-1)),
+        ("unique_y", as_array(uy.into_dyn())),
+        ("unique_y_counts", as_ints(cy.into_dyn())),
+        ("unique_i", as_ints(ui.into_dyn())),
+        ("unique_i_counts", as_ints(ci.into_dyn())),
+    ];
+    let error = |a: Array| {
+        a.compute::<i64>(client)
+            .err()
+            .map(|e| format!("{:#}", anyhow::Error::new(e)))
+            .unwrap_or_default()
+    };
+    for (wanted, got) in [
+        ("not below minlength 10", error(small.bincount(10))),
+        (
+            "needs at least one bin",
+            error(x.histogram(0, (0.0, 1.0)).0),
+        ),
+        (
+            "bincount needs a 1-D array of integers",
+            error(v.bincount(3)),
+        ),
+        (
+            "percentile needs a non-empty 1-D array",
+            error(x.percentile(&[5.0])),
+        ),
+        (
+            "150 is not between 0 and 100",
+            error(v.percentile(&[150.0])),
+        ),
+        ("axis 5 is out of range", error(x.sort(5))),
+    ] {
+        anyhow::ensure!(got.contains(wanted), "{wanted}: {got:?}");
+    }
+    Ok(cases)
+}
+
 /// The job: inputs and every case saved to the directory in [`OUT`].
 fn job(client: &Client) -> anyhow::Result<()> {
     let dir = std::path::PathBuf::from(std::env::var(OUT)?);
@@ -402,6 +479,7 @@ fn job(client: &Client) -> anyhow::Result<()> {
     ];
     let mut cases = cases;
     cases.extend(linalg_cases(client)?);
+    cases.extend(stats_cases(client, [&x, &y, &i, &z, &v])?);
     for (name, a) in &cases {
         save(client, &dir, name, a)?;
     }
@@ -542,11 +620,44 @@ checks = {
     'inv': near(la['inv_spd'], np.linalg.inv(S)),
 }
 for name, b in (('lstsq', la['la_rhs']), ('lstsq2', la['la_rhs2'])):
-    x, res, rank, sv = np.linalg.lstsq(A, b, rcond=None)
-    checks[name] = (near(la[name + '_x'], x) and near(la[name + '_res'], res, 1e-8)
+    lx, res, rank, sv = np.linalg.lstsq(A, b, rcond=None)
+    checks[name] = (near(la[name + '_x'], lx) and near(la[name + '_res'], res, 1e-8)
                     and la[name + '_rank'].shape == () and int(la[name + '_rank']) == rank
                     and near(la[name + '_s'], sv))
-bad = [f'linalg {name}: differs from NumPy' for name, ok in checks.items() if not ok]
+# Statistics: NumPy's values; Dask's own percentile where there are several chunks.
+import dask.array as da
+small, long_ = L('stat_small'), L('stat_long')
+qs = [0.0, 10.0, 33.3, 50.0, 90.0, 100.0]
+def merged_percentiles(a, chunk, qs):  # Dask's merge_percentiles, its sort made stable
+    cq = np.concatenate(([0.0], qs, [100.0]))
+    parts = [a[k:k + chunk] for k in range(0, len(a), chunk)]
+    v = np.concatenate([np.percentile(p, cq) for p in parts])
+    c = np.concatenate([np.diff(cq, prepend=0.0) * len(p) for p in parts])
+    o = np.argsort(v, kind='stable')
+    return np.interp(np.asarray(qs) * len(a), np.cumsum(c[o]), v[o])
+assert np.abs(merged_percentiles(long_, 77, qs) - np.percentile(long_, qs)).max() < 0.02 * np.ptp(long_)
+desc = lambda a, k: np.flip(np.sort(a, -1), -1)[..., :k]
+uy, cy = np.unique(y, return_counts=True)
+ui, ci = np.unique(i, return_counts=True)
+cases.update({
+    'hist_x': np.histogram(x, 10, (-2.5, 2.5))[0], 'hist_x_edges': np.histogram(x, 10, (-2.5, 2.5))[1],
+    'hist_y': np.histogram(y[np.isfinite(y)], 7, (-20, 20))[0], 'hist_y_edges': np.histogram(y[np.isfinite(y)], 7, (-20, 20))[1],
+    'hist_i': np.histogram(i, 5, (-50, 50))[0], 'hist_i_edges': np.histogram(i, 5, (-50, 50))[1],
+    'bincount_small': np.bincount(small, minlength=20),
+    'pct_v': da.percentile(da.from_array(v, chunks=5), qs).compute(),
+    'pct_v_one_chunk': np.percentile(v, qs),
+    'pct_long': merged_percentiles(long_, 77, qs),
+    'qtl_long': merged_percentiles(long_, 77, [25.0, 75.0]),
+    'topk_x_3': desc(x, 3), 'topk_x_m4': np.sort(x, -1)[..., :4], 'topk_z_2': desc(z, 2),
+    'topk_v_5': desc(v, 5), 'sort_z_1': np.sort(z, 1), 'sort_y_0': np.sort(y, 0),
+    'sort_i_m1': np.sort(i, -1), 'unique_y': uy, 'unique_y_counts': cy, 'unique_i': ui,
+    'unique_i_counts': ci,
+})
+for name, a, want in (('argtopk_x_3', x, desc(x, 3)), ('argtopk_x_m4', x, np.sort(x, -1)[..., :4]),
+                      ('argtopk_v_m3', v, np.sort(v)[:3])):
+    idx = L(name)
+    checks[name] = idx.dtype == np.int64 and np.array_equal(np.take_along_axis(a, idx, -1), want)
+bad = [f'{name}: differs from NumPy' for name, ok in checks.items() if not ok]
 # Random values: their statistics (12000 values each).
 r = L('rand_integers')
 counts = np.bincount(r.ravel() + 5, minlength=12)
@@ -578,10 +689,10 @@ fn against_numpy(label: &str, mut command: std::process::Command) {
     command.env(OUT, &dir);
     let run = run_with_deadline(command, Duration::from_secs(120));
     run.expect_code(0)
-        .expect_stdout("NUMERICS saved 151")
+        .expect_stdout("NUMERICS saved 178")
         .expect_quiet();
     let text = run_python(CHECK, &[&dir]);
-    assert!(text.starts_with("numpy agrees on 130"), "{label}: {text}");
+    assert!(text.starts_with("numpy agrees on 155"), "{label}: {text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -68,6 +68,7 @@ pub mod program;
 mod program;
 pub mod random;
 mod source;
+mod stats;
 mod structure;
 mod tasks;
 mod ufunc;
