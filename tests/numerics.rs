@@ -14,7 +14,7 @@ mod support;
 use libtest_mimic::{Arguments, Failed, Trial};
 use mpidask::Client;
 use mpidask::array::Boundary;
-use mpidask::array::{self, Array, DType, Span, linalg};
+use mpidask::array::{self, Array, DType, Span, linalg, random};
 use ndarray::{ArrayD, ArrayViewD, IxDyn, Slice};
 use std::ops::Range;
 use std::time::Duration;
@@ -256,6 +256,14 @@ fn stats_cases(
             error(v.percentile(&[150.0])),
         ),
         ("axis 5 is out of range", error(x.sort(5))),
+        (
+            "take at most 17 without replacement",
+            error(random::choice(v, 18, false, None, 5, 1)),
+        ),
+        (
+            "lam -1 must be finite and above 0",
+            error(random::poisson(-1.0, &[3], &[3], 1)),
+        ),
     ] {
         anyhow::ensure!(got.contains(wanted), "{wanted}: {got:?}");
     }
@@ -428,6 +436,38 @@ fn job(client: &Client) -> anyhow::Result<()> {
             "rand_exponential",
             array::random::exponential(2.0, &[400, 30], &[70, 13], 4),
         ),
+        (
+            "rand_poisson",
+            random::poisson(3.5, &[400, 30], &[70, 13], 5),
+        ),
+        (
+            "rand_binomial",
+            random::binomial(10, 0.3, &[400, 30], &[70, 13], 6),
+        ),
+        (
+            "rand_gamma",
+            random::gamma(2.0, 1.5, &[400, 30], &[70, 13], 7),
+        ),
+        (
+            "rand_beta",
+            random::beta(2.0, 5.0, &[400, 30], &[70, 13], 8),
+        ),
+        ("rand_t", random::standard_t(5.0, &[400, 30], &[70, 13], 9)),
+        ("choice_v", random::choice(&v, 30, true, None, 7, 3)),
+        ("choice_v_all", random::choice(&v, 17, false, None, 5, 4)),
+        (
+            "choice_v_last",
+            random::choice(
+                &v,
+                9,
+                true,
+                Some(&[[0.0; 16].as_slice(), &[1.0]].concat()),
+                4,
+                5,
+            ),
+        ),
+        ("perm_x", random::permutation(&x, 6)),
+        ("perm_50", random::permutation_of(50, 7, 7)),
         // Halos (chunks [5 5 3] x [4 4 3]): the padded chunks, and stencils on them.
         ("ov_x_periodic", x.overlap(&[1, 2], Boundary::Periodic)),
         ("ov_x_none", x.overlap(&[2, 1], Boundary::None)),
@@ -666,6 +706,21 @@ if r.dtype != np.int64 or r.min() != -5 or r.max() != 6 or abs(counts / r.size *
 e = L('rand_exponential')
 if e.min() <= 0 or abs(e.mean() - 2) > 0.08 or abs(e.var() - 4) > 0.4:
     bad.append(f'rand_exponential: min {e.min()}, mean {e.mean()}, var {e.var()}')
+# (name, dtype, lowest allowed, mean, its tolerance, variance, its tolerance)
+for name, kind, low, mean, dm, var, dv in (
+        ('rand_poisson', np.int64, 0, 3.5, 0.1, 3.5, 0.3), ('rand_binomial', np.int64, 0, 3.0, 0.1, 2.1, 0.2),
+        ('rand_gamma', np.float64, 0, 3.0, 0.1, 4.5, 0.45), ('rand_beta', np.float64, 0, 2 / 7, 0.01, 10 / 392, 0.003),
+        ('rand_t', np.float64, -np.inf, 0.0, 0.06, 5 / 3, 0.3)):
+    r = L(name)
+    if r.dtype != kind or r.shape != (400, 30) or r.min() < low or abs(r.mean() - mean) > dm or abs(r.var() - var) > dv:
+        bad.append(f'{name}: {r.dtype}{r.shape}, min {r.min()}, mean {r.mean()}, var {r.var()}')
+rows = lambda a: sorted(map(tuple, a.reshape(len(a), -1)))
+choices = {'choice_v': L('choice_v').shape == (30,) and np.isin(L('choice_v'), v).all(),
+           'choice_v_all': np.array_equal(np.sort(L('choice_v_all')), np.sort(v)),
+           'choice_v_last': np.array_equal(L('choice_v_last'), np.full(9, v[-1])),
+           'perm_x': rows(L('perm_x')) == rows(x) and not np.array_equal(L('perm_x'), x),
+           'perm_50': L('perm_50').dtype == np.int64 and np.array_equal(np.sort(L('perm_50')), np.arange(50))}
+bad += [f'{name}: not a choice or permutation of its input' for name, ok in choices.items() if not ok]
 for name, want in cases.items():
     want = np.asarray(want)
     got = L(name)
@@ -680,7 +735,7 @@ for name, want in cases.items():
             bad.append(f'{name}: values differ, largest by {far}')
     elif not np.array_equal(got, want):
         bad.append(f'{name}: values differ at {np.argwhere(got != want)[:3].tolist()}')
-print('\n'.join(bad) if bad else f'numpy agrees on {len(cases) + len(checks) + 2}')
+print('\n'.join(bad) if bad else f'numpy agrees on {len(cases) + len(checks) + len(choices) + 7}')
 "#;
 
 /// The job launched by `command` (mpirun or local), then NumPy's verdict.
@@ -689,10 +744,10 @@ fn against_numpy(label: &str, mut command: std::process::Command) {
     command.env(OUT, &dir);
     let run = run_with_deadline(command, Duration::from_secs(120));
     run.expect_code(0)
-        .expect_stdout("NUMERICS saved 178")
+        .expect_stdout("NUMERICS saved 188")
         .expect_quiet();
     let text = run_python(CHECK, &[&dir]);
-    assert!(text.starts_with("numpy agrees on 155"), "{label}: {text}");
+    assert!(text.starts_with("numpy agrees on 165"), "{label}: {text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -13,6 +13,11 @@
 use std::mem::MaybeUninit;
 
 mod normal;
+mod sampled;
+
+pub use sampled::{
+    beta, binomial, choice, gamma, permutation, permutation_of, poisson, standard_t,
+};
 
 /// Values per independently seeded block.
 pub const BLOCK: usize = 4096;
