@@ -344,15 +344,31 @@ fn structure_operations_match_ndarray() {
             &b.clone().into_shape_with_order(IxDyn(&[20])).unwrap(),
             "reshape",
         );
-        assert!(
-            x.reshape(&[7, 9]).check().is_err(),
-            "chunks across rows need a rechunk"
-        );
+        // Chunks across rows of the new shape: rechunked first, as Dask does.
+        for (shape, label) in [
+            (vec![7, 9], "reshape with a rechunk"),
+            (vec![3, 21], "to 3 x 21"),
+        ] {
+            let want = a.clone().into_shape_with_order(IxDyn(&shape)).unwrap();
+            let shape: Vec<isize> = shape.iter().map(|&n| n as isize).collect();
+            close(&x.reshape(&shape).compute(client).unwrap(), &want, label);
+        }
         close(
-            &x.rechunk(&[0, 0]).reshape(&[7, 9]).compute(client).unwrap(),
+            &x.rechunk(&[-1, 0])
+                .reshape(&[7, 9])
+                .compute(client)
+                .unwrap(),
             &a.clone().into_shape_with_order(IxDyn(&[7, 9])).unwrap(),
             "reshape after rechunk",
         );
+        let auto = random::uniform(0.0, 1.0, &[9000, 4000], &[100, 100], 1).rechunk_auto();
+        // 128 MiB of f64: the 4000 columns whole, then 4194 rows.
+        assert_eq!(
+            (auto.chunks()[0][0], auto.chunks()[1][0]),
+            (4194, 4000),
+            "auto"
+        );
+        assert!(x.rechunk(&[-2, 3]).check().is_err(), "-2 is no chunk size");
         // rechunk
         let r = x.rechunk(&[2, 5]);
         assert_eq!(r.chunks(), &vec![vec![2, 2, 2, 2, 1], vec![5, 2]]);
@@ -763,7 +779,7 @@ fn everyday_graphs_move_only_what_they_need() {
         assert!(xt.moved_bytes <= x_bytes + x_bytes / 20, "{xt:?}");
 
         // Rechunking moves the pieces, each once, not whole chunks per piece.
-        let columns = summary(x.rechunk(&[n, 20]).sum_axis(0));
+        let columns = summary(x.rechunk(&[n as isize, 20]).sum_axis(0));
         assert!(columns.moved_bytes <= x_bytes + x_bytes / 20, "{columns:?}");
     });
 }

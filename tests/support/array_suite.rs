@@ -144,11 +144,11 @@ pub fn workloads(s: &Sizes) -> Vec<Workload> {
         ("xt_sum_axis1", Box::new(|i: &Inputs| i.x.t().sum_axis(1))),
         (
             "rechunk_to_columns",
-            Box::new(move |i: &Inputs| i.x.rechunk(&[n, thin]).sum_axis(0)),
+            Box::new(move |i: &Inputs| i.x.rechunk(&[n as isize, thin as isize]).sum_axis(0)),
         ),
         (
             "rechunk_to_rows",
-            Box::new(move |i: &Inputs| i.w.rechunk(&[thin, n / 4]).sum_axis(1)),
+            Box::new(move |i: &Inputs| i.w.rechunk(&[thin as isize, (n / 4) as isize]).sum_axis(1)),
         ),
         (
             "strided_slice_sum",

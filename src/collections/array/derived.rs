@@ -155,10 +155,10 @@ impl Array {
             .map(|&(_, end)| along(&local, (end - 1, end)))
             .collect();
         let joined = concatenate(&lasts, axis as isize);
-        let sizes: Vec<usize> = (0..self.ndim())
+        let sizes: Vec<isize> = (0..self.ndim())
             .map(|d| match joined.chunks()[d].first() {
-                Some(&size) if d != axis => size,
-                _ => 0,
+                Some(&size) if d != axis => size as isize,
+                _ => -1,
             })
             .collect();
         let through = scan(&joined.rechunk(&sizes));
@@ -222,8 +222,8 @@ impl Array {
             k = end;
         }
         let taken = concatenate(&pieces, axis as isize);
-        let sizes: Vec<usize> = (0..self.ndim())
-            .map(|d| self.chunks()[d].first().copied().unwrap_or(0))
+        let sizes: Vec<isize> = (0..self.ndim())
+            .map(|d| self.chunks()[d].first().map_or(-1, |&s| s as isize))
             .collect();
         taken.rechunk(&sizes)
     }

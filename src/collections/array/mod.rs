@@ -91,7 +91,7 @@ pub use npy_stack::from_npy_stack;
 pub use overlap::Boundary;
 pub use program::{BinaryOp, Distribution, ReduceOp, UnaryOp};
 pub(crate) use structure::resolve as resolve_span;
-pub use structure::{Span, blockwise, concatenate, stack};
+pub use structure::{AUTO_CHUNK_BYTES, Span, blockwise, concatenate, stack};
 #[cfg(feature = "zarr")]
 pub use zarr::{
     BloscCompressor, Compression, ZarrFormat, ZarrOptions, from_zarr, from_zarr_chunked, store_zarr,
@@ -444,6 +444,10 @@ impl Array {
     /// Natural logarithm.
     pub fn ln(&self) -> Array {
         self.unary(UnaryOp::Ln)
+    }
+    /// Natural logarithm, under NumPy's name (the same as [`ln`](Self::ln)).
+    pub fn log(&self) -> Array {
+        self.ln()
     }
     /// Absolute value.
     pub fn abs(&self) -> Array {

@@ -6,6 +6,9 @@ use super::grid::{self, Chunks};
 use super::program::AxisSlice;
 use super::{Array, DType, Element, Expr};
 use crate::task::{self, TaskFn};
+
+/// The bytes a chunk of [`Array::rechunk_auto`] holds (Dask's `array.chunk-size`, 128 MiB).
+pub const AUTO_CHUNK_BYTES: u64 = 128 << 20;
 use ndarray::ArrayD;
 
 /// A range with a step along one axis, as in NumPy's `start:stop:step` (negative start and
@@ -58,6 +61,10 @@ impl From<std::ops::RangeFull> for Span {
     fn from(_: std::ops::RangeFull) -> Span {
         Span::all()
     }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// Per output chunk along one axis of a slice: the source chunk and the part of it taken.
@@ -217,10 +224,11 @@ impl Array {
     }
 
     /// The same elements in C order with another shape (one entry may be -1). Works chunk
-    /// by chunk, so every chunk boundary must fall on a row boundary of the new shape and
-    /// only axis 0 may be cut into several chunks (rechunk first otherwise), unless the
-    /// shapes differ only by axes of length 1 (NumPy's `expand_dims` and `squeeze`), which
-    /// any chunking allows.
+    /// by chunk: when a chunk boundary does not fall on a row boundary of the new shape, or
+    /// an axis other than 0 is cut into several chunks, the array is first rechunked (as
+    /// Dask does) into chunks of whole rows of both shapes, cut only along axis 0, about as
+    /// large as its first chunk. Shapes that differ only by axes of length 1 (NumPy's
+    /// `expand_dims` and `squeeze`) keep any chunking.
     pub fn reshape(&self, shape: &[isize]) -> Array {
         if self.check().is_err() {
             return self.clone();
@@ -282,13 +290,24 @@ impl Array {
             && rows.iter().all(|&r| (r * in_row).is_multiple_of(out_row))
             && (single_chunked || self.num_chunks() == 1);
         if !aligned {
-            return Array::invalid(format!(
-                "reshape of an array of shape {:?} in chunks {:?} into {new_shape:?}: chunks \
-                 must hold whole rows of the new shape and only axis 0 may have several \
-                 chunks (rechunk first)",
-                self.shape(),
-                self.chunks()
-            ));
+            // Rechunk first, as Dask does: only axis 0 cut, into whole rows of both shapes,
+            // each chunk about as large as this array's first.
+            let first: usize = self
+                .chunks()
+                .iter()
+                .map(|c| c.first().copied().unwrap_or(1))
+                .product();
+            let unit = if in_row == 0 || out_row == 0 {
+                self.shape().first().copied().unwrap_or(1)
+            } else {
+                out_row / gcd(in_row, out_row)
+            };
+            let wanted = (first / in_row.max(1)).max(1);
+            let rows = (wanted / unit.max(1)).max(1) * unit.max(1);
+            let mut sizes = vec![rows as isize];
+            sizes.extend(std::iter::repeat_n(-1, self.ndim() - 1));
+            let shape: Vec<isize> = new_shape.iter().map(|&n| n as isize).collect();
+            return self.rechunk(&sizes).reshape(&shape);
         }
         let mut chunks: Chunks = vec![if self.ndim() == 0 || self.num_chunks() == 1 {
             vec![new_shape.first().copied().unwrap_or(1)]
@@ -302,28 +321,67 @@ impl Array {
         Array::new(new_shape, chunks, self.dtype(), Expr::Reshape(self.clone()))
     }
 
-    /// Cut into chunks of `sizes` along each axis (0 keeps the whole axis in one chunk).
+    /// Cut into chunks of `sizes` along each axis: -1 (Dask's) or 0 keeps the whole axis in
+    /// one chunk. [`rechunk_auto`](Self::rechunk_auto) is Dask's `"auto"`.
     ///
     /// ```
     /// use mpidask::array::random;
     /// let x = random::uniform(0.0, 1.0, &[1000, 1000], &[100, 1000], 1); // row chunks
-    /// let columns = x.rechunk(&[0, 100]); // whole columns, 100 wide (Dask: rechunk((-1, 100)))
+    /// let columns = x.rechunk(&[-1, 100]); // whole columns, 100 wide (Dask: rechunk((-1, 100)))
     /// assert_eq!(columns.chunks()[0], vec![1000]);
     /// assert_eq!(columns.chunks()[1].len(), 10);
     /// ```
-    pub fn rechunk(&self, sizes: &[usize]) -> Array {
+    pub fn rechunk(&self, sizes: &[isize]) -> Array {
         if self.check().is_err() {
             return self.clone();
+        }
+        if let Some(bad) = sizes.iter().find(|&&s| s < -1) {
+            return Array::invalid(format!(
+                "rechunk: chunk size {bad} in {sizes:?}: give sizes above 0, or -1 for the \
+                 whole axis"
+            ));
         }
         let sizes: Vec<usize> = sizes
             .iter()
             .zip(self.shape())
-            .map(|(&s, &n)| if s == 0 { n.max(1) } else { s })
+            .map(|(&s, &n)| if s <= 0 { n.max(1) } else { s as usize })
             .collect();
         match grid::regular(self.shape(), &sizes) {
             Ok(chunks) => self.rechunk_to(chunks),
             Err(message) => Array::invalid(message),
         }
+    }
+
+    /// Rechunked to chunks of about [`AUTO_CHUNK_BYTES`] each, as square as the axes allow
+    /// (Dask's `rechunk("auto")`): every axis shorter than its share is taken whole, the
+    /// others share the rest equally.
+    pub fn rechunk_auto(&self) -> Array {
+        if self.check().is_err() {
+            return self.clone();
+        }
+        let mut budget = (AUTO_CHUNK_BYTES / self.dtype().size() as u64).max(1) as f64;
+        let mut sizes = vec![0usize; self.ndim()];
+        let mut open: Vec<usize> = (0..self.ndim()).collect();
+        // Axes shorter than an equal share are taken whole, which leaves more for the rest.
+        loop {
+            let share = budget.powf(1.0 / open.len().max(1) as f64);
+            let (whole, rest): (Vec<usize>, Vec<usize>) = open
+                .iter()
+                .partition(|&&a| (self.shape()[a] as f64) <= share);
+            for &a in &whole {
+                sizes[a] = self.shape()[a].max(1);
+                budget /= sizes[a] as f64;
+            }
+            if whole.is_empty() || rest.is_empty() {
+                for &a in &rest {
+                    sizes[a] = (share.floor() as usize).clamp(1, self.shape()[a].max(1));
+                }
+                break;
+            }
+            open = rest;
+        }
+        let sizes: Vec<isize> = sizes.iter().map(|&s| s as isize).collect();
+        self.rechunk(&sizes)
     }
 
     pub(crate) fn rechunk_to(&self, chunks: Chunks) -> Array {
