@@ -451,6 +451,44 @@ fn map_blocks_and_blockwise_run_plain_functions() {
     });
 }
 
+/// Every other row of a block, from its first.
+fn every_other_row(block: ArrayD<f64>) -> ArrayD<f64> {
+    block
+        .slice_axis(Axis(0), ndarray::Slice::new(0, None, 2))
+        .to_owned()
+}
+
+#[test]
+fn map_blocks_to_makes_blocks_of_other_sizes() {
+    local(2, |client| {
+        let a = data(&[8, 3], 32);
+        let x = array::from_array(&a, &[3, 2]);
+        let y = x.map_blocks_to(every_other_row, vec![vec![2, 2, 1], vec![2, 1]]);
+        // Rows 0, 2 of the first chunk, 3, 5 of the second, 6 of the third.
+        let want = a.select(Axis(0), &[0, 2, 3, 5, 6]);
+        close(&y.compute(client).unwrap(), &want, "map_blocks_to");
+        close(
+            &y.sum_axis(0).compute(client).unwrap(),
+            &want.sum_axis(Axis(0)),
+            "then summed",
+        );
+        let wrong = x.map_blocks_to(every_other_row, vec![vec![3, 3, 2], vec![2, 1]]);
+        let error = format!(
+            "{:#}",
+            anyhow::Error::new(wrong.compute::<f64>(client).unwrap_err())
+        );
+        assert!(error.contains("expected"), "{error}");
+        let counts = x.map_blocks_to(every_other_row, vec![vec![5], vec![2, 1]]);
+        assert!(
+            counts
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("one size per chunk")
+        );
+    });
+}
+
 fn floor_to_ints(block: ArrayD<f64>) -> ArrayD<i64> {
     block.mapv(|v| v.floor() as i64)
 }

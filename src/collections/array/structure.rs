@@ -427,7 +427,8 @@ impl Array {
         )
     }
 
-    /// `f` applied to every chunk, as a task per chunk. `f` must keep each chunk's shape.
+    /// `f` applied to every chunk, as a task per chunk. `f` must keep each chunk's shape
+    /// ([`map_blocks_to`](Self::map_blocks_to) for one that changes it).
     ///
     /// ```
     /// use mpidask::array;
@@ -466,6 +467,69 @@ impl Array {
                 name: task::function_name::<F>(),
                 x: vec![self.clone()],
                 list: false,
+            },
+        )
+    }
+
+    /// `f` applied to every chunk, making blocks of other sizes (Dask's
+    /// `map_blocks(f, chunks=...)`): `chunks` gives, per axis, the size of each output chunk,
+    /// as many per axis as this array has. A block of another shape fails the computation
+    /// with an error naming the chunk.
+    ///
+    /// ```
+    /// use mpidask::array;
+    /// use ndarray::{ArrayD, Axis};
+    /// /// The first row of a block.
+    /// fn first_row(block: ArrayD<f64>) -> ArrayD<f64> {
+    ///     block.index_axis(Axis(0), 0).insert_axis(Axis(0)).to_owned()
+    /// }
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let x = array::arange(0.0, 12.0, 1.0, 12).reshape(&[6, 2]).rechunk(&[3, 2]);
+    ///     let y = x.map_blocks_to(first_row, vec![vec![1, 1], vec![2]]);
+    ///     let y = y.compute::<f64>(client).unwrap();
+    ///     assert_eq!(y.as_slice().unwrap(), &[0.0, 1.0, 6.0, 7.0]);
+    /// });
+    /// ```
+    pub fn map_blocks_to<F, T, U>(&self, f: F, chunks: Vec<Vec<usize>>) -> Array
+    where
+        F: TaskFn<(ArrayD<T>,), Output = ArrayD<U>>,
+        T: Element,
+        U: Element,
+    {
+        let mapped = self.map_blocks(f);
+        if mapped.check().is_err() {
+            return mapped;
+        }
+        let counts: Vec<usize> = self.chunks().iter().map(Vec::len).collect();
+        let given: Vec<usize> = chunks.iter().map(Vec::len).collect();
+        if counts != given {
+            return Array::invalid(format!(
+                "map_blocks_to: chunks {chunks:?} give {given:?} chunks per axis; the array has \
+                 {counts:?} (chunks {:?}): give one size per chunk of each axis",
+                self.chunks()
+            ));
+        }
+        let shape = chunks.iter().map(|c| c.iter().sum()).collect();
+        let Expr::MapBlocks {
+            trampoline,
+            block_fn,
+            name,
+            x,
+            list,
+        } = &mapped.node().expr
+        else {
+            unreachable!("map_blocks makes a MapBlocks array");
+        };
+        Array::new(
+            shape,
+            chunks,
+            mapped.dtype(),
+            Expr::MapBlocks {
+                trampoline: *trampoline,
+                block_fn: *block_fn,
+                name: name.clone(),
+                x: x.clone(),
+                list: *list,
             },
         )
     }

@@ -133,8 +133,9 @@ fn call_mapped(
         || block.dtype() != program.inputs[which]
     {
         return Err(CallError::Failed(format!(
-            "a map_blocks function returned a block of {}{:?} for a chunk of {}{:?}: it must keep \
-             the chunk's shape and return the element type it declares",
+            "a map_blocks function returned a block of {}{:?} where {}{:?} was expected: it must \
+             keep the chunk's shape (map_blocks) or make the one declared (map_blocks_to), of \
+             the element type it declares",
             block.dtype(),
             block.shape(),
             program.inputs[which],
