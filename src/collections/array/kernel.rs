@@ -749,6 +749,38 @@ fn strides(shape: &[usize]) -> Vec<usize> {
     strides
 }
 
+/// `f` folded along `axes` of `block` taken as `f32` (sums and products of `f32`).
+fn fold_f32(
+    block: &Block,
+    axes: &[usize],
+    shape: &[usize],
+    init: f32,
+    f: fn(f32, f32) -> f32,
+) -> Block {
+    let a = block.cast_ref(DType::F32);
+    let Block::F32(a) = a.as_ref() else {
+        unreachable!("a block cast to f32")
+    };
+    let (data, rows, width) = lanes(a, axes);
+    Block::F32(shaped(shape, row_fold(&data, rows, width, init, f)))
+}
+
+/// `f` folded along `axes` of `block` taken as `i64` (sums and products of integers).
+fn fold_i64(
+    block: &Block,
+    axes: &[usize],
+    shape: &[usize],
+    init: i64,
+    f: fn(i64, i64) -> i64,
+) -> Block {
+    let a = block.cast_ref(DType::I64);
+    let Block::I64(a) = a.as_ref() else {
+        unreachable!("a block cast to i64")
+    };
+    let (data, rows, width) = lanes(a, axes);
+    Block::I64(shaped(shape, row_fold(&data, rows, width, init, f)))
+}
+
 impl Partial {
     /// The state of reducing `block` over `axes`. `offset` is the global position of the
     /// block's element 0 and `global_shape` the whole array's (for argmin/argmax indices).
@@ -767,17 +799,7 @@ impl Partial {
         }
         match op {
             ReduceOp::Sum => Partial::Sum(match block.dtype() {
-                DType::F32 => {
-                    let a = block.cast_ref(DType::F32);
-                    let Block::F32(a) = a.as_ref() else {
-                        unreachable!()
-                    };
-                    let (data, rows, width) = lanes(a, axes);
-                    Block::F32(shaped(
-                        &shape,
-                        row_fold(&data, rows, width, 0.0f32, |s, v| s + v),
-                    ))
-                }
+                DType::F32 => fold_f32(block, axes, &shape, 0.0, |s, v| s + v),
                 DType::F64 => {
                     let Block::F64(a) = block else { unreachable!() };
                     Block::F64(shaped(&shape, axis_sums(a, axes).0))
@@ -789,29 +811,11 @@ impl Partial {
                 DType::U8 | DType::I32 | DType::I64 => {
                     // Summed in i64, as NumPy sums the narrower integers in its default
                     // integer.
-                    let a = block.cast_ref(DType::I64);
-                    let Block::I64(a) = a.as_ref() else {
-                        unreachable!()
-                    };
-                    let (data, rows, width) = lanes(a, axes);
-                    Block::I64(shaped(
-                        &shape,
-                        row_fold(&data, rows, width, 0i64, i64::wrapping_add),
-                    ))
+                    fold_i64(block, axes, &shape, 0, i64::wrapping_add)
                 }
             }),
             ReduceOp::Prod => Partial::Prod(match block.dtype() {
-                DType::F32 => {
-                    let a = block.cast_ref(DType::F32);
-                    let Block::F32(a) = a.as_ref() else {
-                        unreachable!()
-                    };
-                    let (data, rows, width) = lanes(a, axes);
-                    Block::F32(shaped(
-                        &shape,
-                        row_fold(&data, rows, width, 1.0f32, |s, v| s * v),
-                    ))
-                }
+                DType::F32 => fold_f32(block, axes, &shape, 1.0, |s, v| s * v),
                 DType::F64 => {
                     let Block::F64(a) = block else { unreachable!() };
                     let (data, rows, width) = lanes(a, axes);
@@ -820,18 +824,8 @@ impl Partial {
                         row_fold(&data, rows, width, 1.0, |s, v| s * v),
                     ))
                 }
-                _ => {
-                    // In i64, wrapping, as for sums.
-                    let a = block.cast_ref(DType::I64);
-                    let Block::I64(a) = a.as_ref() else {
-                        unreachable!()
-                    };
-                    let (data, rows, width) = lanes(a, axes);
-                    Block::I64(shaped(
-                        &shape,
-                        row_fold(&data, rows, width, 1i64, i64::wrapping_mul),
-                    ))
-                }
+                // In i64, wrapping, as for sums.
+                _ => fold_i64(block, axes, &shape, 1, i64::wrapping_mul),
             }),
             ReduceOp::Min | ReduceOp::Max => {
                 let is_min = op == ReduceOp::Min;
