@@ -468,6 +468,16 @@ fn job(client: &Client) -> anyhow::Result<()> {
         ),
         ("perm_x", random::permutation(&x, 6)),
         ("perm_50", random::permutation_of(50, 7, 7)),
+        (
+            "perm_big",
+            random::permutation(
+                &array::from_array(
+                    &ndarray::Array1::from_iter((0..7).map(|k| (1i64 << 62) + k)).into_dyn(),
+                    &[3],
+                ),
+                8,
+            ),
+        ),
         // Halos (chunks [5 5 3] x [4 4 3]): the padded chunks, and stencils on them.
         ("ov_x_periodic", x.overlap(&[1, 2], Boundary::Periodic)),
         ("ov_x_none", x.overlap(&[2, 1], Boundary::None)),
@@ -719,7 +729,8 @@ choices = {'choice_v': L('choice_v').shape == (30,) and np.isin(L('choice_v'), v
            'choice_v_all': np.array_equal(np.sort(L('choice_v_all')), np.sort(v)),
            'choice_v_last': np.array_equal(L('choice_v_last'), np.full(9, v[-1])),
            'perm_x': rows(L('perm_x')) == rows(x) and not np.array_equal(L('perm_x'), x),
-           'perm_50': L('perm_50').dtype == np.int64 and np.array_equal(np.sort(L('perm_50')), np.arange(50))}
+           'perm_50': L('perm_50').dtype == np.int64 and np.array_equal(np.sort(L('perm_50')), np.arange(50)),
+           'perm_big': np.array_equal(np.sort(L('perm_big')), 2**62 + np.arange(7))}
 bad += [f'{name}: not a choice or permutation of its input' for name, ok in choices.items() if not ok]
 for name, want in cases.items():
     want = np.asarray(want)
@@ -744,10 +755,10 @@ fn against_numpy(label: &str, mut command: std::process::Command) {
     command.env(OUT, &dir);
     let run = run_with_deadline(command, Duration::from_secs(120));
     run.expect_code(0)
-        .expect_stdout("NUMERICS saved 188")
+        .expect_stdout("NUMERICS saved 189")
         .expect_quiet();
     let text = run_python(CHECK, &[&dir]);
-    assert!(text.starts_with("numpy agrees on 165"), "{label}: {text}");
+    assert!(text.starts_with("numpy agrees on 166"), "{label}: {text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -6,7 +6,7 @@
 //! permutations draw their indices on the client (from the seed alone) and gather them from
 //! the array in one chunk, one task per output chunk.
 
-use super::super::dtype::DType;
+use super::super::dtype::{DType, Element};
 use super::super::grid;
 use super::super::{Array, from_delayed_chunks};
 use super::chunk_key;
@@ -168,7 +168,7 @@ pub fn standard_t(df: f64, shape: &[usize], chunks: &[usize], seed: u64) -> Arra
 }
 
 /// Rows `indices` of `a` (gathered in one task).
-fn gather(a: ArrayD<f64>, indices: Vec<usize>) -> Result<ArrayD<f64>, String> {
+fn gather<T: Element>(a: ArrayD<T>, indices: Vec<usize>) -> Result<ArrayD<T>, String> {
     let n = a.shape().first().copied().unwrap_or(0);
     if let Some(bad) = indices.iter().find(|&&i| i >= n) {
         return Err(format!("index {bad} of an axis of length {n}"));
@@ -176,27 +176,34 @@ fn gather(a: ArrayD<f64>, indices: Vec<usize>) -> Result<ArrayD<f64>, String> {
     Ok(a.select(Axis(0), &indices))
 }
 
-/// Rows of `a` (any element type, gathered as `f64` then cast back) at `indices`, in
-/// output chunks of `chunk` rows (the other axes whole).
+/// Rows of `a` at `indices`, in output chunks of `chunk` rows (the other axes whole).
 fn rows_at(a: &Array, indices: Vec<usize>, chunk: usize) -> Array {
+    match a.dtype() {
+        DType::Bool => rows_of::<bool>(a, indices, chunk),
+        DType::U8 => rows_of::<u8>(a, indices, chunk),
+        DType::I32 => rows_of::<i32>(a, indices, chunk),
+        DType::I64 => rows_of::<i64>(a, indices, chunk),
+        DType::F32 => rows_of::<f32>(a, indices, chunk),
+        DType::F64 => rows_of::<f64>(a, indices, chunk),
+    }
+}
+
+/// [`rows_at`] for an array of `T`: gathered in its own type from the array in one chunk.
+fn rows_of<T: Element>(a: &Array, indices: Vec<usize>, chunk: usize) -> Array {
     let whole: Vec<Vec<usize>> = a.shape().iter().map(|&n| vec![n]).collect();
-    let one = a
-        .astype(DType::F64)
-        .rechunk_to(whole.clone())
-        .to_delayed::<f64>()
-        .remove(0);
+    let one = a.rechunk_to(whole.clone()).to_delayed::<T>().remove(0);
     let mut chunks = whole;
     let parts: Vec<_> = if indices.is_empty() {
         chunks[0] = vec![0];
-        vec![try_delayed(gather, (&one, Vec::<usize>::new()))]
+        vec![try_delayed(gather::<T>, (&one, Vec::<usize>::new()))]
     } else {
         let groups = indices.chunks(chunk.max(1));
         chunks[0] = groups.clone().map(<[usize]>::len).collect();
         groups
-            .map(|part| try_delayed(gather, (&one, part.to_vec())))
+            .map(|part| try_delayed(gather::<T>, (&one, part.to_vec())))
             .collect()
     };
-    from_delayed_chunks(&parts, chunks).astype(a.dtype())
+    from_delayed_chunks(&parts, chunks)
 }
 
 /// `size` elements of the 1-D array `a` drawn at random (`numpy.random.choice`): with
