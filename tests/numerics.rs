@@ -185,6 +185,132 @@ fn linalg_cases(client: &Client) -> anyhow::Result<Vec<(&'static str, Array)>> {
     Ok(cases)
 }
 
+/// Products of n-dimensional arrays (`products.rs`), and their errors. Saves the operands
+/// it makes itself as `pr_*`.
+fn product_cases([x, i, z, v]: [&Array; 4]) -> anyhow::Result<Vec<(&'static str, Array)>> {
+    let make = |shape: &[usize], chunks: &[usize], seed: u64| {
+        values(shape, chunks, move |k| {
+            hash(k, seed, 2001) as f64 / 1000.0 - 1.0
+        })
+    };
+    let w = make(&[5, 3, 4], &[2, 2, 3], 20);
+    let m = make(&[3, 6], &[2, 4], 21);
+    let vm = make(&[17, 4], &[6, 3], 22);
+    let w1 = make(&[11], &[4], 23);
+    let t = make(&[7, 3, 4], &[3, 2, 3], 24);
+    // 50 x 40 by 40 x 40 per batch element: one 2-D product each.
+    let b1 = make(&[2, 50, 40], &[1, 20, 15], 25);
+    let b2 = make(&[2, 40, 40], &[2, 15, 40], 26);
+    let z1 = z.slice(&[(0..1).into()]);
+    let cases = vec![
+        ("pr_w", w.clone()),
+        ("pr_m", m.clone()),
+        ("pr_vm", vm.clone()),
+        ("pr_w1", w1.clone()),
+        ("pr_t", t.clone()),
+        ("pr_b1", b1.clone()),
+        ("pr_b2", b2.clone()),
+        ("mm_x_xt", array::matmul(x, &x.t())),
+        ("mm_z_w", array::matmul(z, &w)),
+        ("mm_z_m", array::matmul(z, &m)),
+        ("mm_v_vm", array::matmul(v, &vm)),
+        ("mm_x_w1", array::matmul(x, &w1)),
+        ("mm_b", array::matmul(&b1, &b2)),
+        ("mm_z1_w", array::matmul(&z1, &w)),
+        ("mm_i_it", array::matmul(i, &i.t())),
+        ("td_z_t", array::tensordot(z, &t, (&[1, 2], &[0, 1]))),
+        ("td_v_w1", array::tensordot(v, &w1, (&[], &[]))),
+        ("td_z_z", array::tensordot(z, z, (&[0, -1], &[0, 2]))),
+        ("es_kj", array::einsum("ij,kj->ik", &[x, x])),
+        ("es_ji", array::einsum("ij->ji", &[x])),
+        ("es_all", array::einsum("ij->", &[x])),
+        ("es_j", array::einsum("ij->j", &[x])),
+        ("es_outer", array::einsum("i,j->ij", &[v, &w1])),
+        ("es_rows", array::einsum("ij,ij->i", &[x, x])),
+        ("es_batch", array::einsum("bij,bjk->bik", &[z, &w])),
+        (
+            "es_ellipsis",
+            array::einsum("...ij,...jk->...ik", &[&z1, &w]),
+        ),
+        ("es_three", array::einsum("ij,jk,kl->il", &[x, &x.t(), x])),
+        ("es_ijk_jkl", array::einsum("ijk,jkl->il", &[z, &t])),
+        ("es_inner", array::einsum("i,i->", &[v, v])),
+        ("es_int", array::einsum("ij,kj->ki", &[i, i])),
+        ("es_bik", array::einsum("bij,bjk->ikb", &[&b1, &b2])),
+    ];
+    // Bad input, found when the graph is built.
+    let a34 = array::ones(&[3, 4], &[3, 4]);
+    let a56 = array::ones(&[5, 6], &[5, 6]);
+    for (bad, wanted) in [
+        (
+            array::matmul(&a34, &a56),
+            "matmul of shapes [3, 4] and [5, 6]",
+        ),
+        (array::einsum("ii->i", &[x]), "repeats `i` (a diagonal)"),
+        (
+            array::einsum("ij,jk->ik", &[x, x]),
+            "`j` has length 11 in operand 0 (shape [13, 11]) and 13 in operand 1",
+        ),
+        (
+            array::einsum("ij,jk", &[x, x]),
+            "give the output's subscripts",
+        ),
+        (
+            array::einsum("ijk->i", &[x]),
+            "names 3 axes; its array has 2",
+        ),
+        (
+            array::tensordot(z, &t, (&[1], &[1])),
+            "axis 1 has length 7 and axis 1 3",
+        ),
+    ] {
+        let error = bad.check().unwrap_err().to_string();
+        anyhow::ensure!(error.contains(wanted), "{wanted}: {error}");
+    }
+    Ok(cases)
+}
+
+/// Boolean-mask selection (`mask.rs`), and its errors.
+fn select_cases(
+    client: &Client,
+    [x, y, i, z, v]: [&Array; 5],
+) -> anyhow::Result<Vec<(&'static str, Array)>> {
+    let sel_x = x.select(&x.gt(0.5));
+    anyhow::ensure!(
+        sel_x.len(client)? == sel_x.to_array(client)?.len(),
+        "select: len and the array's length differ"
+    );
+    let cases = vec![
+        ("sel_x", sel_x.to_array(client)?),
+        ("sel_y", y.select(&y.isnan().not()).to_array(client)?),
+        ("sel_i", i.select(&i.lt(0)).to_array(client)?),
+        ("sel_z", z.select(&z.gt(0.0)).to_array(client)?),
+        ("sel_v_none", v.select(&v.gt(1e9)).to_array(client)?),
+        ("sel_x_sum", sel_x.to_array(client)?.sum()),
+        (
+            "sel_v",
+            array::from_array(
+                &v.select(&v.lt(0.0)).compute::<f64>(client)?.into_dyn(),
+                &[4],
+            ),
+        ),
+    ];
+    for (bad, wanted) in [
+        (
+            x.select(x),
+            "the mask is an array of f64; give a boolean one",
+        ),
+        (
+            x.select(&z.gt(0.0)),
+            "the mask has shape [5, 7, 3] and the array [13, 11]",
+        ),
+    ] {
+        let error = bad.check().unwrap_err().to_string();
+        anyhow::ensure!(error.contains(wanted), "{wanted}: {error}");
+    }
+    Ok(cases)
+}
+
 /// Statistics and ordering (`stats.rs`), and their errors.
 fn stats_cases(
     client: &Client,
@@ -529,6 +655,8 @@ fn job(client: &Client) -> anyhow::Result<()> {
     ];
     let mut cases = cases;
     cases.extend(linalg_cases(client)?);
+    cases.extend(product_cases([&x, &i, &z, &v])?);
+    cases.extend(select_cases(client, [&x, &y, &i, &z, &v])?);
     cases.extend(stats_cases(client, [&x, &y, &i, &z, &v])?);
     for (name, a) in &cases {
         save(client, &dir, name, a)?;
@@ -707,6 +835,30 @@ for name, a, want in (('argtopk_x_3', x, desc(x, 3)), ('argtopk_x_m4', x, np.sor
                       ('argtopk_v_m3', v, np.sort(v)[:3])):
     idx = L(name)
     checks[name] = idx.dtype == np.int64 and np.array_equal(np.take_along_axis(a, idx, -1), want)
+# Products: NumPy's, within 1e-12 of the largest value (BLAS sums in its own order).
+pr = {n: L(f'pr_{n}') for n in 'w m vm w1 t b1 b2'.split()}
+products = {
+    'mm_x_xt': x @ x.T, 'mm_z_w': z @ pr['w'], 'mm_z_m': z @ pr['m'], 'mm_v_vm': v @ pr['vm'],
+    'mm_x_w1': x @ pr['w1'], 'mm_b': pr['b1'] @ pr['b2'], 'mm_z1_w': z[:1] @ pr['w'], 'mm_i_it': i @ i.T,
+    'td_z_t': np.tensordot(z, pr['t'], ([1, 2], [0, 1])), 'td_v_w1': np.tensordot(v, pr['w1'], 0),
+    'td_z_z': np.tensordot(z, z, ([0, -1], [0, 2])), 'es_kj': np.einsum('ij,kj->ik', x, x),
+    'es_ji': np.einsum('ij->ji', x), 'es_all': np.einsum('ij->', x), 'es_j': np.einsum('ij->j', x),
+    'es_outer': np.einsum('i,j->ij', v, pr['w1']), 'es_rows': np.einsum('ij,ij->i', x, x),
+    'es_batch': np.einsum('bij,bjk->bik', z, pr['w']),
+    'es_ellipsis': np.einsum('...ij,...jk->...ik', z[:1], pr['w']),
+    'es_three': np.einsum('ij,jk,kl->il', x, x.T, x), 'es_ijk_jkl': np.einsum('ijk,jkl->il', z, pr['t']),
+    'es_inner': np.einsum('i,i->', v, v), 'es_int': np.einsum('ij,kj->ki', i, i),
+    'es_bik': np.einsum('bij,bjk->ikb', pr['b1'], pr['b2']),
+}
+cases.update({
+    'sel_x': x[x > 0.5], 'sel_y': y[~np.isnan(y)], 'sel_i': i[i < 0], 'sel_z': z[z > 0],
+    'sel_v_none': v[v > 1e9], 'sel_x_sum': x[x > 0.5].sum(), 'sel_v': v[v < 0],
+})
+for name, want in products.items():
+    got, want = L(name), np.asarray(want)
+    exact = want.dtype.kind in 'iu'
+    checks[name] = got.dtype == want.dtype and got.shape == want.shape and (
+        np.array_equal(got, want) if exact else near(got, want, 1e-12))
 bad = [f'{name}: differs from NumPy' for name, ok in checks.items() if not ok]
 # Random values: their statistics (12000 values each).
 r = L('rand_integers')
@@ -755,10 +907,10 @@ fn against_numpy(label: &str, mut command: std::process::Command) {
     command.env(OUT, &dir);
     let run = run_with_deadline(command, Duration::from_secs(120));
     run.expect_code(0)
-        .expect_stdout("NUMERICS saved 189")
+        .expect_stdout("NUMERICS saved 227")
         .expect_quiet();
     let text = run_python(CHECK, &[&dir]);
-    assert!(text.starts_with("numpy agrees on 166"), "{label}: {text}");
+    assert!(text.starts_with("numpy agrees on 197"), "{label}: {text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -51,6 +51,7 @@ pub mod kernel;
 mod kernel;
 pub mod linalg;
 mod lower;
+mod mask;
 #[cfg(feature = "netcdf")]
 mod netcdf_io;
 #[cfg(feature = "internals")]
@@ -61,6 +62,7 @@ mod npy;
 mod npy_stack;
 mod output;
 mod overlap;
+mod products;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod program;
@@ -82,6 +84,7 @@ pub use derived::eye;
 pub use dtype::{DType, Element, Scalar};
 #[cfg(feature = "hdf5")]
 pub use hdf5_io::{from_hdf5, from_hdf5_chunked, store_hdf5};
+pub use mask::Selection;
 #[cfg(feature = "netcdf")]
 pub(crate) use netcdf_io::write_netcdf;
 #[cfg(feature = "netcdf")]
@@ -89,6 +92,7 @@ pub use netcdf_io::{NetcdfVariable, from_netcdf, from_netcdf_chunked, store_netc
 pub use npy::from_npy_dir;
 pub use npy_stack::from_npy_stack;
 pub use overlap::Boundary;
+pub use products::{einsum, matmul, tensordot};
 pub use program::{BinaryOp, Distribution, ReduceOp, UnaryOp};
 pub(crate) use structure::resolve as resolve_span;
 pub use structure::{AUTO_CHUNK_BYTES, Span, blockwise, concatenate, stack};

@@ -1,8 +1,8 @@
 //! Linear algebra of chunked arrays, as `dask.array.linalg`: the tall-and-skinny QR
 //! (TSQR) and what is made of it (`qr`, `svd`, `lstsq`, the randomised `svd_compressed`),
 //! and `cholesky`, `solve` and `inv` of matrices that fit one chunk. Each block is
-//! factorised by the machine's LAPACK (the one OpenBLAS carries, as NumPy's wheels do; no
-//! other crate is built for it).
+//! factorised by the machine's LAPACK (the one OpenBLAS carries, as NumPy's wheels do; the
+//! `lapack` crate only declares its functions, so no LAPACK is compiled).
 //!
 //! TSQR (Demmel et al.; Dask's `tsqr`): each row chunk `A_i` is factorised `Q_i R_i` where
 //! it lies, the small `R_i` are stacked and factorised once more, `Q' R`, and each `Q_i` is
