@@ -24,6 +24,7 @@
 // Public (hidden) with the `internals` feature; see `crate::internals`.
 mod attrs;
 mod blas;
+mod blocks;
 #[cfg(feature = "hdf5")]
 mod contiguous;
 mod derived;
@@ -80,6 +81,7 @@ mod zarr;
 #[cfg(any(feature = "zarr", feature = "netcdf"))]
 pub(crate) use attrs::Labelled;
 pub use attrs::{Attr, Attrs};
+pub use blocks::{BlockInfo, blockwise};
 pub use derived::eye;
 pub use dtype::{DType, Element, Scalar};
 #[cfg(feature = "hdf5")]
@@ -95,7 +97,7 @@ pub use overlap::Boundary;
 pub use products::{einsum, matmul, tensordot};
 pub use program::{BinaryOp, Distribution, ReduceOp, UnaryOp};
 pub(crate) use structure::resolve as resolve_span;
-pub use structure::{AUTO_CHUNK_BYTES, Span, blockwise, concatenate, stack};
+pub use structure::{AUTO_CHUNK_BYTES, Span, concatenate, stack};
 #[cfg(feature = "zarr")]
 pub use zarr::{
     BloscCompressor, Compression, ZarrFormat, ZarrOptions, from_zarr, from_zarr_chunked, store_zarr,
@@ -180,6 +182,10 @@ pub(crate) enum Expr {
         name: String,
         x: Vec<Array>,
         list: bool,
+        /// For each axis of the (single) input, the result's axis whose chunk index is
+        /// its chunk index, or `None` for an axis dropped (in one chunk); `None` for all:
+        /// the same axes.
+        index_map: Option<Vec<Option<usize>>>,
     },
 }
 

@@ -1,15 +1,12 @@
 //! Operations that move elements between positions or chunks: slicing, transposition,
-//! reshaping, rechunking, concatenation, stacking, matrix products and user functions
-//! applied to every block.
+//! reshaping, rechunking, concatenation, stacking and matrix products.
 
 use super::grid::{self, Chunks};
 use super::program::AxisSlice;
-use super::{Array, DType, Element, Expr};
-use crate::task::{self, TaskFn};
+use super::{Array, DType, Expr};
 
 /// The bytes a chunk of [`Array::rechunk_auto`] holds (Dask's `array.chunk-size`, 128 MiB).
 pub const AUTO_CHUNK_BYTES: u64 = 128 << 20;
-use ndarray::ArrayD;
 
 /// A range with a step along one axis, as in NumPy's `start:stop:step` (negative start and
 /// stop count from the end; a negative step takes the elements from the highest down).
@@ -426,158 +423,6 @@ impl Array {
             Expr::Dot(self.clone(), other),
         )
     }
-
-    /// `f` applied to every chunk, as a task per chunk. `f` must keep each chunk's shape
-    /// ([`map_blocks_to`](Self::map_blocks_to) for one that changes it).
-    ///
-    /// ```
-    /// use mpidask::array;
-    /// use ndarray::ArrayD;
-    /// fn clipped(block: ArrayD<f64>) -> ArrayD<f64> { block.mapv(|v| v.clamp(1.0, 3.0)) }
-    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
-    ///     let x = array::arange(0.0, 5.0, 1.0, 2);
-    ///     let y = x.map_blocks(clipped).compute::<f64>(client).unwrap();
-    ///     assert_eq!(y.as_slice().unwrap(), &[1.0, 1.0, 2.0, 3.0, 3.0]);
-    /// });
-    /// ```
-    pub fn map_blocks<F, T, U>(&self, f: F) -> Array
-    where
-        F: TaskFn<(ArrayD<T>,), Output = ArrayD<U>>,
-        T: Element,
-        U: Element,
-    {
-        let _ = f;
-        if self.check().is_err() {
-            return self.clone();
-        }
-        if self.dtype() != T::DTYPE {
-            return Array::invalid(format!(
-                "map_blocks with a function taking {} blocks on an array of {}",
-                T::DTYPE,
-                self.dtype()
-            ));
-        }
-        Array::new(
-            self.shape().to_vec(),
-            self.chunks().clone(),
-            U::DTYPE,
-            Expr::MapBlocks {
-                trampoline: task::trampoline_of::<F, (ArrayD<T>,)>(),
-                block_fn: super::tasks::block_fn_of::<F, (ArrayD<T>,), U>(),
-                name: task::function_name::<F>(),
-                x: vec![self.clone()],
-                list: false,
-            },
-        )
-    }
-
-    /// `f` applied to every chunk, making blocks of other sizes (Dask's
-    /// `map_blocks(f, chunks=...)`): `chunks` gives, per axis, the size of each output chunk,
-    /// as many per axis as this array has. A block of another shape fails the computation
-    /// with an error naming the chunk.
-    ///
-    /// ```
-    /// use mpidask::array;
-    /// use ndarray::{ArrayD, Axis};
-    /// /// The first row of a block.
-    /// fn first_row(block: ArrayD<f64>) -> ArrayD<f64> {
-    ///     block.index_axis(Axis(0), 0).insert_axis(Axis(0)).to_owned()
-    /// }
-    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
-    ///     let x = array::arange(0.0, 12.0, 1.0, 12).reshape(&[6, 2]).rechunk(&[3, 2]);
-    ///     let y = x.map_blocks_to(first_row, vec![vec![1, 1], vec![2]]);
-    ///     let y = y.compute::<f64>(client).unwrap();
-    ///     assert_eq!(y.as_slice().unwrap(), &[0.0, 1.0, 6.0, 7.0]);
-    /// });
-    /// ```
-    pub fn map_blocks_to<F, T, U>(&self, f: F, chunks: Vec<Vec<usize>>) -> Array
-    where
-        F: TaskFn<(ArrayD<T>,), Output = ArrayD<U>>,
-        T: Element,
-        U: Element,
-    {
-        let mapped = self.map_blocks(f);
-        if mapped.check().is_err() {
-            return mapped;
-        }
-        let counts: Vec<usize> = self.chunks().iter().map(Vec::len).collect();
-        let given: Vec<usize> = chunks.iter().map(Vec::len).collect();
-        if counts != given {
-            return Array::invalid(format!(
-                "map_blocks_to: chunks {chunks:?} give {given:?} chunks per axis; the array has \
-                 {counts:?} (chunks {:?}): give one size per chunk of each axis",
-                self.chunks()
-            ));
-        }
-        let shape = chunks.iter().map(|c| c.iter().sum()).collect();
-        let Expr::MapBlocks {
-            trampoline,
-            block_fn,
-            name,
-            x,
-            list,
-        } = &mapped.node().expr
-        else {
-            unreachable!("map_blocks makes a MapBlocks array");
-        };
-        Array::new(
-            shape,
-            chunks,
-            mapped.dtype(),
-            Expr::MapBlocks {
-                trampoline: *trampoline,
-                block_fn: *block_fn,
-                name: name.clone(),
-                x: x.clone(),
-                list: *list,
-            },
-        )
-    }
-}
-
-/// `f` applied to the matching chunks of `arrays` (all of one shape and element type), as
-/// a task per chunk that receives them as a `Vec`. `f` must keep the chunk shape.
-pub fn blockwise<F, T, U>(f: F, arrays: &[Array]) -> Array
-where
-    F: TaskFn<(Vec<ArrayD<T>>,), Output = ArrayD<U>>,
-    T: Element,
-    U: Element,
-{
-    let _ = f;
-    let Some(first) = arrays.first() else {
-        return Array::invalid("blockwise needs at least one array");
-    };
-    for a in arrays {
-        if a.check().is_err() {
-            return a.clone();
-        }
-        if a.shape() != first.shape() || a.dtype() != T::DTYPE {
-            return Array::invalid(format!(
-                "blockwise needs arrays of one shape and of {}, got {:?} of {} and {:?} of {}",
-                T::DTYPE,
-                first.shape(),
-                first.dtype(),
-                a.shape(),
-                a.dtype()
-            ));
-        }
-    }
-    let x: Vec<Array> = arrays
-        .iter()
-        .map(|a| a.rechunk_to(first.chunks().clone()))
-        .collect();
-    Array::new(
-        first.shape().to_vec(),
-        first.chunks().clone(),
-        U::DTYPE,
-        Expr::MapBlocks {
-            trampoline: task::trampoline_of::<F, (Vec<ArrayD<T>>,)>(),
-            block_fn: super::tasks::block_fn_of::<F, (Vec<ArrayD<T>>,), U>(),
-            name: task::function_name::<F>(),
-            x,
-            list: true,
-        },
-    )
 }
 
 /// Arrays joined along an existing `axis` (other axes must match; chunks follow the first).

@@ -335,6 +335,14 @@ fn fusable_map_blocks(roots: &[&Array]) -> FxHashSet<usize> {
         .collect()
 }
 
+/// The chunk index of a `map_blocks` input for chunk `index` of its result.
+fn input_index(index_map: &Option<Vec<Option<usize>>>, index: &[usize]) -> Vec<usize> {
+    match index_map {
+        None => index.to_vec(),
+        Some(map) => map.iter().map(|at| at.map_or(0, |a| index[a])).collect(),
+    }
+}
+
 fn flat(array: &Array, index: &[usize]) -> usize {
     grid::ravel(index, &grid::grid(array.chunks()))
 }
@@ -385,11 +393,13 @@ impl<S: Sink> Lowerer<'_, S> {
                 name,
                 x,
                 list,
+                index_map,
                 ..
             } => {
+                let index = input_index(index_map, index);
                 let parts = x
                     .iter()
-                    .map(|a| self.chunk(a, index))
+                    .map(|a| self.chunk(a, &index))
                     .collect::<Result<Vec<_>>>()?;
                 self.sink.map_blocks(*trampoline, name, *list, parts)
             }
@@ -474,11 +484,13 @@ impl<S: Sink> Lowerer<'_, S> {
                 name,
                 x,
                 list,
+                index_map,
                 ..
             } if self.fusable.contains(&array.id()) => {
+                let index = input_index(index_map, index);
                 let parts = x
                     .iter()
-                    .map(|a| self.chunk(a, index))
+                    .map(|a| self.chunk(a, &index))
                     .collect::<Result<Vec<_>>>()?;
                 let input = Input::Mapped {
                     function: *block_fn,
