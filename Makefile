@@ -88,17 +88,18 @@ slurm:
 slurm-stop:
 	$(SUDO) bash scripts/stop-local-slurm.sh
 
-# NumPy, Dask, Zarr, h5py, netCDF4 and xarray for the tests that compare with them (the versions of the peers'
+# NumPy, Dask, Zarr, h5py, netCDF4, xarray and scikit-learn for the tests that compare with them (the versions of the peers'
 # venv, ../shared/peers/requirements.txt).
 PYENV_PACKAGES := numpy==2.4.6 dask==2026.8.0 toolz==1.2.0 cloudpickle==3.1.3 \
   fsspec==2026.9.0 partd==1.4.2 locket==1.0.0 PyYAML==6.0.4 packaging==26.4 click==8.5.1 \
   importlib_metadata==10.2.0 zipp==4.1.2 zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1 \
   google-crc32c==1.9.0 typing_extensions==4.16.0 h5py==3.16.0 netCDF4==1.7.5.1.post1 \
   cftime==1.6.6.1 certifi==2026.10.19.post1 xarray==2026.9.0 pandas==3.1.1 \
-  python-dateutil==4.0.0 tzdata==2026.6
+  python-dateutil==4.0.0 tzdata==2026.6 scikit-learn==1.9.1 scipy==1.17.1 joblib==1.6.0 \
+  threadpoolctl==3.8.0
 
 pyenv:
-	@$(PYENV)/bin/python -c 'import numpy, dask.array, zarr, h5py, netCDF4, xarray' 2>/dev/null || \
+	@$(PYENV)/bin/python -c 'import numpy, dask.array, zarr, h5py, netCDF4, xarray, sklearn' 2>/dev/null || \
 	  { python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q $(PYENV_PACKAGES); }
 
 build: deps

@@ -63,6 +63,7 @@ pub mod jobscript;
 mod keymap;
 mod logging;
 mod memory;
+pub mod ml;
 mod node;
 mod private_dir;
 pub mod project;

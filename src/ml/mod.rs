@@ -1,0 +1,10 @@
+//! Machine learning over chunked arrays, as dask-ml: estimators fitted by reductions over
+//! the chunks where they lie, and transforms that stay lazy.
+//!
+//! * [`preprocessing`]: `StandardScaler`, `MinMaxScaler` (fitted by one tree reduction of
+//!   per-chunk column statistics), `OneHotEncoder` of integer columns, and
+//!   `train_test_split` (rows shuffled and split within each row chunk, from a seed, the
+//!   same at any rank count, as dask-ml's `blockwise` split).
+
+pub mod preprocessing;
+mod rows;

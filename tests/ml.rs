@@ -1,0 +1,255 @@
+//! Machine learning (`src/ml/`) against scikit-learn on the same data: the job fits and
+//! transforms, saves the inputs, the fitted attributes and the results as `.npy` files,
+//! and scikit-learn (in `target/pyenv`) fits the same inputs and compares, under `mpirun`
+//! at -np 3 and 5 and in local mode. Bad input is checked in the job itself.
+
+mod support;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use mpidask::Client;
+use mpidask::array::{self, Array, DType};
+use mpidask::ml::preprocessing::{MinMaxScaler, OneHotEncoder, StandardScaler, train_test_split};
+use ndarray::{Array1, ArrayD, IxDyn};
+use std::time::Duration;
+use support::python::run_python;
+use support::stored::save;
+use support::{check, local_command, mpirun, run_with_deadline};
+
+/// The variable that makes this binary the job (the directory its results go to).
+const OUT: &str = "MPIDASK_ML_OUT";
+
+fn hash(i: u64, seed: u64, m: u64) -> u64 {
+    let mut h = i
+        .wrapping_add(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h ^= h >> 31;
+    h.wrapping_mul(0x94D0_49BB_1331_11EB) % m
+}
+
+/// Deterministic values `f(i)` of `shape`, in chunks of `chunks`.
+fn values(shape: &[usize], chunks: &[usize], f: impl Fn(u64) -> f64) -> Array {
+    let n: usize = shape.iter().product();
+    let data = ArrayD::from_shape_vec(IxDyn(shape), (0..n as u64).map(f).collect())
+        .expect("the shape's length");
+    array::from_array(&data, chunks)
+}
+
+fn vector(name: &str, v: Option<&Array1<f64>>) -> anyhow::Result<(String, Array)> {
+    let v = v.ok_or_else(|| anyhow::anyhow!("{name}: not fitted"))?;
+    Ok((
+        name.to_string(),
+        array::from_array(&v.clone().into_dyn(), &[v.len()]),
+    ))
+}
+
+fn job(client: &Client) -> anyhow::Result<()> {
+    let dir = std::path::PathBuf::from(std::env::var(OUT)?);
+    // 203 samples of 5 features of different scales, in uneven row chunks and 2 column
+    // chunks; a constant feature; integer categories.
+    let x = values(&[203, 5], &[50, 3], |i| {
+        let column = i % 5;
+        match column {
+            3 => 2.5,
+            _ => (hash(i, 1, 10_007) as f64 / 100.0 - 30.0) * (column + 1) as f64,
+        }
+    });
+    let cats = values(&[203, 3], &[60, 3], |i| {
+        (hash(i, 2, 4 + i % 3) as f64) - 1.0
+    })
+    .astype(DType::I64);
+    let y = values(&[203], &[50], |i| hash(i, 3, 2) as f64).astype(DType::I64);
+
+    let mut standard = StandardScaler::new();
+    let z = standard.fit_transform(client, &x)?;
+    let back = standard.inverse_transform(&z)?;
+    let mut minmax = MinMaxScaler::new((-1.0, 2.0));
+    let m = minmax.fit_transform(client, &x)?;
+    let m_back = minmax.inverse_transform(&m)?;
+    let mut onehot = OneHotEncoder::new();
+    let h = onehot.fit_transform(client, &cats)?;
+    let split = train_test_split(&[&x, &y], 0.3, 11)?;
+    let (x_train, x_test) = split[0].clone();
+    let (y_train, y_test) = split[1].clone();
+    // The same split again: the same rows.
+    let again = train_test_split(&[&x, &y], 0.3, 11)?;
+
+    let mut cases: Vec<(String, Array)> = vec![
+        ("in_x".into(), x.clone()),
+        ("in_cats".into(), cats.clone()),
+        ("in_y".into(), y.clone()),
+        ("std_z".into(), z),
+        ("std_back".into(), back),
+        ("mm_z".into(), m),
+        ("mm_back".into(), m_back),
+        ("onehot".into(), h),
+        ("x_train".into(), x_train.clone()),
+        ("x_test".into(), x_test.clone()),
+        ("y_train".into(), y_train),
+        ("y_test".into(), y_test),
+    ];
+    cases.push(vector("std_mean", standard.mean())?);
+    cases.push(vector("std_var", standard.var())?);
+    cases.push(vector("std_scale", standard.scale())?);
+    cases.push(vector("mm_data_min", minmax.data_min())?);
+    cases.push(vector("mm_data_max", minmax.data_max())?);
+    cases.push(vector("mm_scale", minmax.scale())?);
+    cases.push(vector("mm_min", minmax.min())?);
+    let categories: Vec<i64> = onehot
+        .categories()
+        .ok_or_else(|| anyhow::anyhow!("one-hot: not fitted"))?
+        .iter()
+        .flat_map(|c| c.iter().copied().chain([i64::MIN]))
+        .collect();
+    cases.push(("onehot_categories".into(), {
+        let n = categories.len();
+        array::from_array(&Array1::from(categories).into_dyn(), &[n])
+    }));
+    for (name, a) in &cases {
+        save(client, &dir, name, a)?;
+    }
+    anyhow::ensure!(
+        standard.n_samples_seen() == Some(203),
+        "n_samples_seen {:?}",
+        standard.n_samples_seen()
+    );
+    let same = (&again[0].1 - &x_test)
+        .abs()
+        .max()
+        .compute_scalar::<f64>(client)?;
+    anyhow::ensure!(same == 0.0, "the same seed split differently ({same})");
+
+    // Bad input: each a clear error naming the value.
+    let with_nan = values(&[10, 2], &[4, 2], |i| if i == 13 { f64::NAN } else { 1.0 });
+    let fresh = StandardScaler::new();
+    let errors: Vec<(String, &str)> = vec![
+        (
+            err(StandardScaler::new().fit(client, &with_nan).map(|_| ())),
+            "the input holds NaN (first at row 6, column 1)",
+        ),
+        (
+            err(fresh.transform(&x).map(|_| ())),
+            "StandardScaler.transform before fit: call fit first",
+        ),
+        (
+            err(standard.transform(&cats).map(|_| ())),
+            "fitted on 5 features; this array has shape [203, 3]",
+        ),
+        (
+            err(MinMaxScaler::new((1.0, 1.0)).fit(client, &x).map(|_| ())),
+            "feature_range (1, 1) must have its minimum below its maximum",
+        ),
+        (
+            err(OneHotEncoder::new().fit(client, &x).map(|_| ())),
+            "encodes integer columns; this array holds f64",
+        ),
+        (
+            err(onehot
+                .transform(&(&cats + 100))
+                .and_then(|a| a.compute::<f64>(client))
+                .map(|_| ())),
+            "was not seen by fit",
+        ),
+        (
+            err(train_test_split(&[&x, &cats.slice(&[(0..9).into()])], 0.3, 1).map(|_| ())),
+            "do not have the same number of rows",
+        ),
+        (
+            err(train_test_split(&[&x], 1.0, 1).map(|_| ())),
+            "test_size 1 must lie strictly between 0 and 1",
+        ),
+        (
+            err(StandardScaler::new().fit(client, &y).map(|_| ())),
+            "needs a 2-D array (samples x features), got shape [203]",
+        ),
+    ];
+    for (error, wanted) in errors {
+        anyhow::ensure!(error.contains(wanted), "{wanted}: {error:?}");
+    }
+    println!("ML saved {}", cases.len());
+    Ok(())
+}
+
+/// The error's message with its sources, or "" for none.
+fn err(result: mpidask::Result<()>) -> String {
+    result
+        .err()
+        .map(|e| format!("{:#}", anyhow::Error::new(e)))
+        .unwrap_or_default()
+}
+
+/// What scikit-learn computes from the same inputs.
+const CHECK: &str = r#"
+import sys, numpy as np
+from sklearn.preprocessing import StandardScaler, MinMaxScaler, OneHotEncoder
+d = sys.argv[1]
+L = lambda n: np.load(f'{d}/{n}.npy')
+x, cats, y = L('in_x'), L('in_cats'), L('in_y')
+bad = []
+def near(name, got, want, rtol=1e-12):
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape or got.dtype != want.dtype:
+        bad.append(f'{name}: {got.dtype}{got.shape} where scikit-learn gives {want.dtype}{want.shape}')
+    elif np.abs(got - want).max(initial=0) > rtol * max(np.abs(want).max(initial=0), 1.0):
+        bad.append(f'{name}: differs by {np.abs(got - want).max()}')
+s = StandardScaler().fit(x)
+near('std_mean', L('std_mean'), s.mean_); near('std_var', L('std_var'), s.var_)
+near('std_scale', L('std_scale'), s.scale_); near('std_z', L('std_z'), s.transform(x))
+near('std_back', L('std_back'), x)
+m = MinMaxScaler(feature_range=(-1.0, 2.0)).fit(x)
+for a in 'data_min data_max scale min'.split():
+    near(f'mm_{a}', L(f'mm_{a}'), getattr(m, a + '_'))
+near('mm_z', L('mm_z'), m.transform(x)); near('mm_back', L('mm_back'), x)
+o = OneHotEncoder(sparse_output=False).fit(cats)
+got_cats = L('onehot_categories')
+want_cats = np.concatenate([np.append(c, np.iinfo(np.int64).min) for c in o.categories_])
+if not np.array_equal(got_cats, want_cats):
+    bad.append(f'onehot_categories: {got_cats} where scikit-learn gives {want_cats}')
+near('onehot', L('onehot'), o.transform(cats))
+# The split: the two parts hold every row once, test has ceil(0.3 n) rows per chunk of 50,
+# and X and y were split alike.
+xtr, xte, ytr, yte = L('x_train'), L('x_test'), L('y_train'), L('y_test')
+rows = lambda a: sorted(map(tuple, a))
+if rows(np.concatenate([xtr, xte])) != rows(x):
+    bad.append('split: train and test are not the rows of x')
+if len(xte) != sum(int(np.ceil(0.3 * n)) for n in (50, 50, 50, 50, 3)):
+    bad.append(f'split: {len(xte)} test rows')
+pair = {tuple(r): v for r, v in zip(x, y)}
+if any(pair[tuple(r)] != v for r, v in zip(np.concatenate([xtr, xte]), np.concatenate([ytr, yte]))):
+    bad.append('split: X and y rows were not kept together')
+if np.array_equal(xte, x[:len(xte)]):
+    bad.append('split: the test rows are not shuffled')
+print('\n'.join(bad) if bad else 'scikit-learn agrees')
+"#;
+
+fn against_sklearn(label: &str, mut command: std::process::Command) {
+    let dir = support::scratch_dir(&format!("ml-{label}"));
+    command.env(OUT, &dir);
+    let run = run_with_deadline(command, Duration::from_secs(120));
+    run.expect_code(0)
+        .expect_stdout("ML saved 20")
+        .expect_quiet();
+    let text = run_python(CHECK, &[&dir]);
+    assert!(text.starts_with("scikit-learn agrees"), "{label}: {text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn main() {
+    if std::env::var_os(OUT).is_some() {
+        mpidask::run(job);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let args = Arguments::from_args();
+    let mut tests = vec![];
+    for np in [3, 5] {
+        let exe = exe.clone();
+        tests.push(Trial::test(
+            format!("ml_matches_sklearn_np{np}"),
+            move || check(|| against_sklearn(&format!("np{np}"), mpirun(np, &exe, &[]))),
+        ));
+    }
+    tests.push(Trial::test(
+        "ml_matches_sklearn_local",
+        move || -> Result<(), Failed> { check(|| against_sklearn("local", local_command(&exe))) },
+    ));
+    libtest_mimic::run(&args, tests).exit();
+}
