@@ -58,8 +58,9 @@ impl<T> std::fmt::Debug for Delayed<T> {
 
 /// A value another collection computes when a session needs it (an array's chunk).
 pub trait Source: Send + Sync {
-    /// Submits the tasks that make the value; returns its future.
-    fn submit(&self, client: &Client) -> Result<Future<()>>;
+    /// Submits the tasks that make the value into `session` (whose delayed calls and
+    /// state it may share); returns its future.
+    fn submit(&self, session: &mut Session<'_>) -> Result<Future<()>>;
     /// What the value is, for `Debug`.
     fn describe(&self) -> String;
 }
@@ -265,6 +266,9 @@ pub struct Session<'c> {
     /// Every node submitted so far, by address, with the node itself: holding it keeps the
     /// address from being reused by a new node while the session lives.
     submitted: FxHashMap<usize, (Arc<Node>, Future<()>)>,
+    /// What sources keep between their values in this session, by a key of theirs (an
+    /// array's lowered graph, by the array).
+    states: FxHashMap<usize, Box<dyn std::any::Any>>,
 }
 
 fn address(node: &Arc<Node>) -> usize {
@@ -277,7 +281,24 @@ impl<'c> Session<'c> {
         Session {
             client,
             submitted: FxHashMap::default(),
+            states: FxHashMap::default(),
         }
+    }
+
+    /// The client this session submits to.
+    pub(crate) fn client(&self) -> &'c Client {
+        self.client
+    }
+
+    /// Takes the state a source kept under `key` (`None` if none, or of another type).
+    pub(crate) fn take_state<S: 'static>(&mut self, key: usize) -> Option<S> {
+        let state = self.states.remove(&key)?;
+        state.downcast::<S>().ok().map(|s| *s)
+    }
+
+    /// Keeps `state` under `key` for the rest of the session.
+    pub(crate) fn put_state<S: 'static>(&mut self, key: usize, state: S) {
+        self.states.insert(key, Box::new(state));
     }
 
     /// Submits `value` (and every call it depends on that this session has not submitted
@@ -328,7 +349,7 @@ impl<'c> Session<'c> {
             }
             let future = match &current.kind {
                 Kind::Future(future) => future.clone(),
-                Kind::Source(source) => match source.submit(self.client) {
+                Kind::Source(source) => match source.submit(self) {
                     Ok(future) => future,
                     Err(e) => self.client.failed_future(&e.to_string()),
                 },

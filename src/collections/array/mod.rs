@@ -977,10 +977,10 @@ struct ChunkOf {
 }
 
 impl crate::collections::delayed::Source for ChunkOf {
-    fn submit(&self, client: &Client) -> Result<Future<()>> {
+    fn submit(&self, session: &mut crate::collections::delayed::Session<'_>) -> Result<Future<()>> {
         self.array.check()?;
         self.array.check_chunk_index(&self.index)?;
-        lower::materialize_chunk(client, &self.array, &self.index)
+        lower::materialize_chunk_in(session, &self.array, &self.index)
     }
 
     fn describe(&self) -> String {

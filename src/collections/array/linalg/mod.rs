@@ -448,6 +448,20 @@ mod tests {
         });
     }
 
+    /// The chunks of a lazy array handed to delayed calls (TSQR's first stage) share what
+    /// is upstream of them: each task runs once, however many stages and chunks read it.
+    #[test]
+    fn svd_compressed_runs_each_task_once() {
+        local(|client| {
+            let a = random::normal(0.0, 1.0, &[1600, 10], &[100, 10], 3);
+            let before = client.scheduler_info().unwrap().tasks_completed;
+            let (_, s, _) = svd_compressed(&a, 3, 2, 7);
+            assert_eq!(s.compute::<f64>(client).unwrap().len(), 3);
+            let tasks = client.scheduler_info().unwrap().tasks_completed - before;
+            assert!(tasks < 450, "{tasks} tasks for 16 chunks (315 when written)");
+        });
+    }
+
     #[test]
     fn svd_of_wide_and_solve() {
         local(|client| {

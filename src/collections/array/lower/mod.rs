@@ -67,16 +67,18 @@ trait Sink {
     fn read(&mut self, source: &dyn ChunkSource, array: &Array, index: &[usize]) -> Self::Ref;
 }
 
-struct ClientSink<'c> {
+struct ClientSink<'a, 'c> {
     client: &'c Client,
-    session: crate::collections::delayed::Session<'c>,
+    /// The session delayed calls in the graph go to (shared with the caller's, when a
+    /// delayed call needs an array's chunk).
+    session: &'a mut crate::collections::delayed::Session<'c>,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     encode_value(value).expect("array task descriptions encode")
 }
 
-impl ClientSink<'_> {
+impl ClientSink<'_, '_> {
     fn submit(
         &self,
         entry: Trampoline,
@@ -93,7 +95,7 @@ impl ClientSink<'_> {
     }
 }
 
-impl Sink for ClientSink<'_> {
+impl Sink for ClientSink<'_, '_> {
     type Ref = Future<()>;
 
     fn stored(&mut self, future: &Future<()>, _bytes: u64) -> Future<()> {
@@ -872,26 +874,51 @@ impl<S: Sink> Lowerer<'_, S> {
     }
 }
 
-/// Runs `f` with a lowerer submitting to `client`.
-fn with_client<T>(
-    client: &Client,
-    root: &Array,
-    f: impl FnOnce(&mut Lowerer<'_, ClientSink<'_>>) -> T,
-) -> T {
-    let mut sink = ClientSink {
-        client,
-        session: crate::collections::delayed::Session::new(client),
-    };
-    f(&mut Lowerer::new(&mut sink, root))
+/// What a session keeps of the lowering of one array's graph, so that its chunks, asked
+/// for one by one (by delayed calls, through `Array::to_delayed`), share every task
+/// upstream of them.
+struct Lowered {
+    /// The graph's root, kept alive: the keys below are addresses of its nodes.
+    _root: Array,
+    chunks: FxHashMap<(usize, usize), Future<()>>,
+    fusable: FxHashSet<usize>,
 }
 
-/// Submits the tasks computing chunk `index` of `array`; returns its future.
-pub(super) fn materialize_chunk(
-    client: &Client,
+/// Submits the tasks computing chunk `index` of `array` into `session`; returns its
+/// future. Chunks of one array asked for in one session share what they have in common
+/// (each task is submitted once), and the delayed calls in the array's graph are the
+/// session's own.
+pub(super) fn materialize_chunk_in(
+    session: &mut crate::collections::delayed::Session<'_>,
     array: &Array,
     index: &[usize],
 ) -> Result<Future<()>> {
-    with_client(client, array, |lowerer| lowerer.chunk(array, index))
+    let key = array.id();
+    let mut state = session
+        .take_state::<Lowered>(key)
+        .unwrap_or_else(|| Lowered {
+            _root: array.clone(),
+            chunks: FxHashMap::default(),
+            fusable: fusable_map_blocks(&[array]),
+        });
+    let client = session.client();
+    let result = {
+        let mut sink = ClientSink {
+            client,
+            session: &mut *session,
+        };
+        let mut lowerer = Lowerer {
+            sink: &mut sink,
+            chunks: std::mem::take(&mut state.chunks),
+            fusable: std::mem::take(&mut state.fusable),
+        };
+        let result = lowerer.chunk(array, index);
+        state.chunks = lowerer.chunks;
+        state.fusable = lowerer.fusable;
+        result
+    };
+    session.put_state(key, state);
+    result
 }
 
 /// Submits the tasks computing every chunk of `array`; returns their futures, C order.
@@ -904,9 +931,10 @@ pub(super) fn materialize(client: &Client, array: &Array) -> Result<Vec<Future<(
 /// Submits the tasks computing every chunk of each of `arrays`, in one graph (a chunk
 /// they share is computed once); returns their futures, per array, C order.
 pub(super) fn materialize_many(client: &Client, arrays: &[&Array]) -> Result<Vec<Vec<Future<()>>>> {
+    let mut session = crate::collections::delayed::Session::new(client);
     let mut sink = ClientSink {
         client,
-        session: crate::collections::delayed::Session::new(client),
+        session: &mut session,
     };
     let mut lowerer = Lowerer::with_roots(&mut sink, arrays);
     arrays
