@@ -8,6 +8,7 @@ mod support;
 use libtest_mimic::{Arguments, Failed, Trial};
 use mpidask::Client;
 use mpidask::array::{self, Array, DType};
+use mpidask::ml::cluster::{Init, KMeans};
 use mpidask::ml::preprocessing::{MinMaxScaler, OneHotEncoder, StandardScaler, train_test_split};
 use ndarray::{Array1, ArrayD, IxDyn};
 use std::time::Duration;
@@ -104,6 +105,51 @@ fn job(client: &Client) -> anyhow::Result<()> {
         let n = categories.len();
         array::from_array(&Array1::from(categories).into_dyn(), &[n])
     }));
+    // K-means: three groups of 2-D points (around (0, 0), (10, 0) and (0, 10), spread
+    // +-2), 301 rows in chunks of 70.
+    let blobs = values(&[301, 2], &[70, 2], |i| {
+        let (row, column) = (i / 2, i % 2);
+        let centre = match (row % 3, column) {
+            (1, 0) | (2, 1) => 10.0,
+            _ => 0.0,
+        };
+        centre + hash(i, 4, 4001) as f64 / 1000.0 - 2.0
+    });
+    let start = ndarray::array![[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]];
+    let mut given = KMeans::new(3);
+    given.init = Init::Centers(start.clone());
+    given.fit(client, &blobs)?;
+    let mut parallel = KMeans::new(3);
+    parallel.seed = 5;
+    parallel.fit(client, &blobs)?;
+    let matrix = |m: &ndarray::Array2<f64>| array::from_array(&m.clone().into_dyn(), &[3, 2]);
+    let scalar = |v: f64| array::from_array(&ndarray::arr1(&[v]).into_dyn(), &[1]);
+    cases.extend([
+        ("km_x".to_string(), blobs.clone()),
+        ("km_start".to_string(), matrix(&start)),
+        (
+            "km_centers".to_string(),
+            matrix(given.cluster_centers().expect("fitted")),
+        ),
+        (
+            "km_inertia".to_string(),
+            scalar(given.inertia().expect("fitted")),
+        ),
+        ("km_labels".to_string(), given.predict(&blobs)?),
+        (
+            "kmpar_centers".to_string(),
+            matrix(parallel.cluster_centers().expect("fitted")),
+        ),
+        (
+            "kmpar_inertia".to_string(),
+            scalar(parallel.inertia().expect("fitted")),
+        ),
+    ]);
+    anyhow::ensure!(
+        given.n_iter().is_some_and(|n| (1..=300).contains(&n)),
+        "n_iter {:?}",
+        given.n_iter()
+    );
     for (name, a) in &cases {
         save(client, &dir, name, a)?;
     }
@@ -162,6 +208,25 @@ fn job(client: &Client) -> anyhow::Result<()> {
             "needs a 2-D array (samples x features), got shape [203]",
         ),
     ];
+    let mut errors = errors;
+    errors.extend([
+        (
+            err(KMeans::new(400).fit(client, &blobs).map(|_| ())),
+            "n_clusters 400 must be at least 1 and at most the 301 rows",
+        ),
+        (
+            err(KMeans::new(2).predict(&blobs).map(|_| ())),
+            "KMeans.predict before fit: call fit first",
+        ),
+        (
+            err(given.predict(&x).map(|_| ())),
+            "fitted on 2 features; this array has shape [203, 5]",
+        ),
+        (
+            err(KMeans::new(2).fit(client, &with_nan).map(|_| ())),
+            "the input holds NaN (first at row 6, column 1)",
+        ),
+    ]);
     for (error, wanted) in errors {
         anyhow::ensure!(error.contains(wanted), "{wanted}: {error:?}");
     }
@@ -218,6 +283,17 @@ if any(pair[tuple(r)] != v for r, v in zip(np.concatenate([xtr, xte]), np.concat
     bad.append('split: X and y rows were not kept together')
 if np.array_equal(xte, x[:len(xte)]):
     bad.append('split: the test rows are not shuffled')
+from sklearn.cluster import KMeans
+kx = L('km_x')
+km = KMeans(3, init=L('km_start'), n_init=1, algorithm='lloyd').fit(kx)
+near('km_centers', L('km_centers'), km.cluster_centers_, 1e-8)
+if abs(L('km_inertia')[0] - km.inertia_) > 0.01 * km.inertia_:
+    bad.append(f"km_inertia: {L('km_inertia')[0]} where scikit-learn gives {km.inertia_}")
+if not np.array_equal(L('km_labels'), km.predict(kx).astype(np.int64)):
+    bad.append('km_labels: differ from scikit-learn predict')
+best = KMeans(3, n_init=10, random_state=0).fit(kx)
+if abs(L('kmpar_inertia')[0] - best.inertia_) > 0.01 * best.inertia_:
+    bad.append(f"kmpar_inertia: k-means|| gives {L('kmpar_inertia')[0]}, scikit-learn's best of 10 {best.inertia_}")
 print('\n'.join(bad) if bad else 'scikit-learn agrees')
 "#;
 
@@ -226,7 +302,7 @@ fn against_sklearn(label: &str, mut command: std::process::Command) {
     command.env(OUT, &dir);
     let run = run_with_deadline(command, Duration::from_secs(120));
     run.expect_code(0)
-        .expect_stdout("ML saved 20")
+        .expect_stdout("ML saved 27")
         .expect_quiet();
     let text = run_python(CHECK, &[&dir]);
     assert!(text.starts_with("scikit-learn agrees"), "{label}: {text}");

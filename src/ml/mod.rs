@@ -5,6 +5,9 @@
 //!   per-chunk column statistics), `OneHotEncoder` of integer columns, and
 //!   `train_test_split` (rows shuffled and split within each row chunk, from a seed, the
 //!   same at any rank count, as dask-ml's `blockwise` split).
+//! * [`cluster`]: `KMeans` with `k-means||` initialisation and Lloyd iterations of one task
+//!   per chunk merged by a tree reduction.
 
+pub mod cluster;
 pub mod preprocessing;
 mod rows;
