@@ -47,7 +47,7 @@ mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use common::{Scratch, figure, peer_python, ratio, rounds, size, smoke};
+use common::{Scratch, advise_huge_pages, figure, peer_python, ratio, rounds, size, smoke};
 use mpi::collective::SystemOperation;
 use mpi::traits::*;
 use mpidask::array::random;
@@ -215,21 +215,6 @@ fn role_handwritten_rust(bytes: u64, chunk_bytes: u64) {
         println!("MEASURE seconds={seconds}");
     } else {
         root.reduce_into(&local, SystemOperation::sum());
-    }
-}
-
-/// Asks for transparent huge pages under `values`' capacity, as mpidask does for its large
-/// buffers: on this machine (THP in `madvise` mode, a virtual machine) streaming through
-/// 4 KiB pages runs at a third of the speed, and the comparison is of the loops, not of
-/// the pages.
-fn advise_huge_pages(values: &mut Vec<f64>) {
-    const HUGE: usize = 2 << 20;
-    let start = (values.as_mut_ptr() as usize).next_multiple_of(HUGE);
-    let end = (values.as_mut_ptr() as usize + values.capacity() * 8) / HUGE * HUGE;
-    if end > start {
-        // SAFETY: the range lies inside the vector's allocation; the advice changes only how
-        // the kernel backs it.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
     }
 }
 

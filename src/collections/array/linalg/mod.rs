@@ -458,7 +458,10 @@ mod tests {
             let (_, s, _) = svd_compressed(&a, 3, 2, 7);
             assert_eq!(s.compute::<f64>(client).unwrap().len(), 3);
             let tasks = client.scheduler_info().unwrap().tasks_completed - before;
-            assert!(tasks < 450, "{tasks} tasks for 16 chunks (315 when written)");
+            assert!(
+                tasks < 450,
+                "{tasks} tasks for 16 chunks (315 when written)"
+            );
         });
     }
 
