@@ -7,8 +7,9 @@ mod support;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use mpidask::Client;
-use mpidask::array::{self, Array, DType};
+use mpidask::array::{self, Array, DType, Span};
 use mpidask::ml::cluster::{Init, KMeans};
+use mpidask::ml::linear_model::{LinearRegression, LogisticRegression};
 use mpidask::ml::preprocessing::{MinMaxScaler, OneHotEncoder, StandardScaler, train_test_split};
 use ndarray::{Array1, ArrayD, IxDyn};
 use std::time::Duration;
@@ -145,6 +146,46 @@ fn job(client: &Client) -> anyhow::Result<()> {
             scalar(parallel.inertia().expect("fitted")),
         ),
     ]);
+    // Linear models: y = x . (1, -2, 0.5, 3, 0) + 4 + noise on the first 4 features of x
+    // (the constant one left out), and classes from the same with more noise.
+    let features = x.slice(&[Span::all(), (0..3).into()]);
+    let features = array::concatenate(&[features, x.slice(&[Span::all(), (4..5).into()])], 1);
+    let beta = array::from_array(&ndarray::arr1(&[0.05, -0.02, 0.01, 0.0]).into_dyn(), &[4]);
+    let noise = values(&[203], &[50], |i| hash(i, 5, 1001) as f64 / 1000.0 - 0.5);
+    let signal = (&features * &beta).sum_axis(1);
+    let target = &(&signal + 4.0) + &noise;
+    let classes = (&signal + &(&noise * 4.0)).gt(0.0).astype(DType::I64);
+    let mut ols = LinearRegression::new();
+    ols.fit(client, &features, &target)?;
+    let r2 = ols.score(client, &features, &target)?;
+    let mut logistic = LogisticRegression::new();
+    logistic.tol = 1e-10;
+    logistic.fit(client, &features, &classes)?;
+    let accuracy = logistic.score(client, &features, &classes)?;
+    let coef = |c: Option<&Array1<f64>>, b: Option<f64>| -> anyhow::Result<Array> {
+        let mut v = c.ok_or_else(|| anyhow::anyhow!("not fitted"))?.to_vec();
+        v.push(b.ok_or_else(|| anyhow::anyhow!("not fitted"))?);
+        let n = v.len();
+        Ok(array::from_array(&Array1::from(v).into_dyn(), &[n]))
+    };
+    cases.extend([
+        ("lin_x".to_string(), features.clone()),
+        ("lin_y".to_string(), target.clone()),
+        ("lin_classes".to_string(), classes.clone()),
+        ("ols_coef".to_string(), coef(ols.coef(), ols.intercept())?),
+        ("ols_pred".to_string(), ols.predict(&features)?),
+        ("ols_r2".to_string(), scalar(r2)),
+        (
+            "logit_coef".to_string(),
+            coef(logistic.coef(), logistic.intercept())?,
+        ),
+        (
+            "logit_proba".to_string(),
+            logistic.predict_proba(&features)?,
+        ),
+        ("logit_pred".to_string(), logistic.predict(&features)?),
+        ("logit_score".to_string(), scalar(accuracy)),
+    ]);
     anyhow::ensure!(
         given.n_iter().is_some_and(|n| (1..=300).contains(&n)),
         "n_iter {:?}",
@@ -227,6 +268,32 @@ fn job(client: &Client) -> anyhow::Result<()> {
             "the input holds NaN (first at row 6, column 1)",
         ),
     ]);
+    errors.extend([
+        (
+            err(LinearRegression::new()
+                .fit(client, &x, &y.slice(&[(0..9).into()]))
+                .map(|_| ())),
+            "203 samples (x of shape [203, 5]) need as many targets in a 1-D y",
+        ),
+        (
+            err(LinearRegression::new().fit(client, &x, &target).map(|_| ())),
+            "the features are collinear or constant",
+        ),
+        (
+            err(LogisticRegression::new()
+                .fit(client, &features, &target)
+                .map(|_| ())),
+            "is not 0 or 1; encode the two classes as 0 and 1",
+        ),
+        (
+            err(LogisticRegression::new().predict(&features).map(|_| ())),
+            "LogisticRegression.predict before fit: call fit first",
+        ),
+        (
+            err(ols.predict(&x).map(|_| ())),
+            "fitted on 4 features; this array has shape [203, 5]",
+        ),
+    ]);
     for (error, wanted) in errors {
         anyhow::ensure!(error.contains(wanted), "{wanted}: {error:?}");
     }
@@ -294,6 +361,18 @@ if not np.array_equal(L('km_labels'), km.predict(kx).astype(np.int64)):
 best = KMeans(3, n_init=10, random_state=0).fit(kx)
 if abs(L('kmpar_inertia')[0] - best.inertia_) > 0.01 * best.inertia_:
     bad.append(f"kmpar_inertia: k-means|| gives {L('kmpar_inertia')[0]}, scikit-learn's best of 10 {best.inertia_}")
+from sklearn.linear_model import LinearRegression, LogisticRegression
+lx, ly, lc = L('lin_x'), L('lin_y'), L('lin_classes')
+ols = LinearRegression().fit(lx, ly)
+near('ols_coef', L('ols_coef'), np.append(ols.coef_, ols.intercept_), 1e-8)
+near('ols_pred', L('ols_pred'), ols.predict(lx), 1e-8)
+near('ols_r2', L('ols_r2'), [ols.score(lx, ly)], 1e-8)
+lr = LogisticRegression(tol=1e-12, max_iter=10000).fit(lx, lc)
+near('logit_coef', L('logit_coef'), np.append(lr.coef_[0], lr.intercept_[0]), 1e-4)
+near('logit_proba', L('logit_proba'), lr.predict_proba(lx)[:, 1], 1e-4)
+if not np.array_equal(L('logit_pred'), lr.predict(lx).astype(np.int64)):
+    bad.append('logit_pred: differs from scikit-learn predict')
+near('logit_score', L('logit_score'), [lr.score(lx, lc)], 1e-12)
 print('\n'.join(bad) if bad else 'scikit-learn agrees')
 "#;
 
@@ -302,7 +381,7 @@ fn against_sklearn(label: &str, mut command: std::process::Command) {
     command.env(OUT, &dir);
     let run = run_with_deadline(command, Duration::from_secs(120));
     run.expect_code(0)
-        .expect_stdout("ML saved 27")
+        .expect_stdout("ML saved 37")
         .expect_quiet();
     let text = run_python(CHECK, &[&dir]);
     assert!(text.starts_with("scikit-learn agrees"), "{label}: {text}");

@@ -3,7 +3,10 @@
 //! (`derived.rs`: `eye`, `tril`, `triu`, `*_like`, `diff`, `cumsum`, `cumprod`, `take`),
 //! `prod`, slices with negative steps, random integers and exponential values (by their
 //! statistics), and halos and stencils (`overlap.rs`: `overlap`, `map_overlap`,
-//! `iterate_overlap`, against `numpy.pad`). The same inputs (1-D to 3-D, chunks that do not
+//! `iterate_overlap`, against `numpy.pad`), linear algebra (`linalg`), products
+//! (`products.rs`: `einsum`, `tensordot`, `matmul`), statistics (`stats.rs`), boolean-mask
+//! selection (`mask.rs`) and block functions that drop or add axes or take a `BlockInfo`
+//! (`blocks.rs`). The same inputs (1-D to 3-D, chunks that do not
 //! divide the shape, NaN and infinities, integers with zeros to divide by), every result's
 //! type and values compared by NumPy itself, under `mpirun` at -np 3 and 5 and in local
 //! mode. Fused chains (a function then a reduction) run through the kernel's fused loops as

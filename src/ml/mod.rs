@@ -7,7 +7,11 @@
 //!   same at any rank count, as dask-ml's `blockwise` split).
 //! * [`cluster`]: `KMeans` with `k-means||` initialisation and Lloyd iterations of one task
 //!   per chunk merged by a tree reduction.
+//! * [`linear_model`]: `LinearRegression` (normal equations of one Gram reduction) and
+//!   `LogisticRegression` (Newton's method with an L2 penalty, one reduction of gradients
+//!   and Hessians per iteration).
 
 pub mod cluster;
+pub mod linear_model;
 pub mod preprocessing;
 mod rows;
