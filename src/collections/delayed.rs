@@ -234,7 +234,10 @@ impl<T> Delayed<T> {
     where
         T: DeserializeOwned + 'static,
     {
-        Session::new(client).submit(self).result()
+        let mut session = Session::new(client);
+        let future = session.submit(self);
+        session.release_states();
+        future.result()
     }
 
     /// [`compute`](Self::compute) showing the progress of every call it runs (see
@@ -296,6 +299,13 @@ impl<'c> Session<'c> {
         state.downcast::<S>().ok().map(|s| *s)
     }
 
+    /// Drops what sources kept (an array's lowered chunks hold the futures of every chunk
+    /// upstream of those asked for): once the values wanted are submitted, the chunks they
+    /// need need not be held by the client too, and workers free them when they are used.
+    fn release_states(&mut self) {
+        self.states.clear();
+    }
+
     /// Keeps `state` under `key` for the rest of the session.
     pub(crate) fn put_state<S: 'static>(&mut self, key: usize, state: S) {
         self.states.insert(key, Box::new(state));
@@ -313,6 +323,7 @@ impl<'c> Session<'c> {
         values: &[Delayed<T>],
     ) -> Result<Vec<T>> {
         let futures: Vec<Future<T>> = values.iter().map(|v| self.submit(v)).collect();
+        self.release_states();
         self.client.gather(&futures)
     }
 
