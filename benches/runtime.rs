@@ -179,14 +179,19 @@ fn new_huge_buffer(len: usize) -> Vec<u8> {
     buffer
 }
 
-/// Keeps 1.2 GB of array chunks (40 MB each) on 2 workers limited to 200 MB each, then
-/// reads them all: most are spilled and read back.
+/// Keeps 1.2 GB of array chunks (40 MB each) on 2 workers limited to 200 MB each, then as
+/// much again of a second array, then reads the first: most of its chunks are spilled and
+/// read back. (Without the second array a slow disk could still be writing the first when
+/// the reads came, and a value being written is read from memory: nothing would be read
+/// back.)
 fn role_spill(client: &Client) -> anyhow::Result<()> {
     let (n, chunk) = size((150_000_000, 5_000_000), (3_000_000, 100_000));
     let x = mpidask::array::random::uniform(0.0, 1.0, &[n], &[chunk], 3);
     let kept = x.persist(client)?;
+    let other = mpidask::array::random::uniform(0.0, 1.0, &[n], &[chunk], 4).persist(client)?;
     let mean = kept.mean().compute_scalar::<f64>(client)?;
     anyhow::ensure!((mean - 0.5).abs() < 1e-3, "mean {mean}");
+    drop(other);
     Ok(())
 }
 
