@@ -9,6 +9,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use mpidask::Client;
 use mpidask::array::{self, Array, DType, Span};
 use mpidask::ml::cluster::{Init, KMeans};
+use mpidask::ml::decomposition::{PCA, SvdSolver};
 use mpidask::ml::linear_model::{LinearRegression, LogisticRegression};
 use mpidask::ml::preprocessing::{MinMaxScaler, OneHotEncoder, StandardScaler, train_test_split};
 use ndarray::{Array1, ArrayD, IxDyn};
@@ -123,8 +124,6 @@ fn job(client: &Client) -> anyhow::Result<()> {
     let mut parallel = KMeans::new(3);
     parallel.seed = 5;
     parallel.fit(client, &blobs)?;
-    let matrix = |m: &ndarray::Array2<f64>| array::from_array(&m.clone().into_dyn(), &[3, 2]);
-    let scalar = |v: f64| array::from_array(&ndarray::arr1(&[v]).into_dyn(), &[1]);
     cases.extend([
         ("km_x".to_string(), blobs.clone()),
         ("km_start".to_string(), matrix(&start)),
@@ -191,6 +190,8 @@ fn job(client: &Client) -> anyhow::Result<()> {
         "n_iter {:?}",
         given.n_iter()
     );
+    let (pca, pca_errors) = pca_cases(client)?;
+    cases.extend(pca);
     for (name, a) in &cases {
         save(client, &dir, name, a)?;
     }
@@ -294,11 +295,116 @@ fn job(client: &Client) -> anyhow::Result<()> {
             "fitted on 4 features; this array has shape [203, 5]",
         ),
     ]);
+    errors.extend(pca_errors);
     for (error, wanted) in errors {
         anyhow::ensure!(error.contains(wanted), "{wanted}: {error:?}");
     }
     println!("ML saved {}", cases.len());
     Ok(())
+}
+
+/// A small matrix as a one-chunk array.
+fn matrix(m: &ndarray::Array2<f64>) -> Array {
+    let (r, c) = m.dim();
+    array::from_array(&m.clone().into_dyn(), &[r, c])
+}
+
+fn scalar(v: f64) -> Array {
+    array::from_array(&ndarray::arr1(&[v]).into_dyn(), &[1])
+}
+
+/// PCA: the exact solver on 6 correlated features of different spreads (203 rows in
+/// uneven chunks, 2 column chunks), whitened too; the randomised one on data of rank 3 in
+/// 30 features (exact there). Its results and its bad input's errors.
+#[allow(clippy::type_complexity)]
+fn pca_cases(
+    client: &Client,
+) -> anyhow::Result<(Vec<(String, Array)>, Vec<(String, &'static str)>)> {
+    let independent = values(&[203, 6], &[50, 4], |i| {
+        let column = i % 6;
+        (hash(i, 6, 10_007) as f64 / 10_007.0 - 0.5) * (column + 1) as f64 + column as f64
+    });
+    let mix = ndarray::Array2::from_shape_fn((6, 6), |(i, j)| {
+        if i == j {
+            1.0
+        } else {
+            0.1 * ((i * 7 + j * 3) % 5) as f64
+        }
+    });
+    let px = independent.dot(&matrix(&mix)).rechunk(&[50, 4]);
+    let mut full = PCA::new(Some(4));
+    let z = full.fit_transform(client, &px)?;
+    let back = full.inverse_transform(&z)?;
+    let mut white = PCA::new(Some(3));
+    white.whiten = true;
+    let zw = white.fit_transform(client, &px)?;
+    let w_back = white.inverse_transform(&zw)?;
+    let low = values(&[157, 3], &[40, 3], |i| {
+        hash(i, 7, 1009) as f64 / 100.0 - 5.0
+    });
+    let spread = ndarray::Array2::from_shape_fn((3, 30), |(i, j)| {
+        (hash((i * 30 + j) as u64, 8, 201) as f64 - 100.0) / 50.0
+    });
+    let rx = &low.dot(&matrix(&spread)) + 5.0;
+    let mut randomized = PCA::new(Some(2));
+    randomized.svd_solver = SvdSolver::Randomized {
+        n_oversamples: 10,
+        n_power_iter: 2,
+        seed: 9,
+    };
+    let rz = randomized.fit_transform(client, &rx)?;
+    let vector = |name: &str, v: Option<&Array1<f64>>| vector(name, v);
+    let fitted = |m: Option<&ndarray::Array2<f64>>| {
+        m.map(matrix)
+            .ok_or_else(|| anyhow::anyhow!("PCA not fitted"))
+    };
+    let cases = vec![
+        ("pca_x".to_string(), px.clone()),
+        ("pca_components".into(), fitted(full.components())?),
+        vector("pca_ev", full.explained_variance())?,
+        vector("pca_evr", full.explained_variance_ratio())?,
+        vector("pca_sv", full.singular_values())?,
+        vector("pca_mean", full.mean())?,
+        (
+            "pca_noise".into(),
+            scalar(full.noise_variance().unwrap_or(f64::NAN)),
+        ),
+        ("pca_z".into(), z),
+        ("pca_back".into(), back),
+        ("pca_white".into(), zw),
+        ("pca_white_back".into(), w_back),
+        ("rpca_x".into(), rx.clone()),
+        ("rpca_components".into(), fitted(randomized.components())?),
+        vector("rpca_ev", randomized.explained_variance())?,
+        vector("rpca_evr", randomized.explained_variance_ratio())?,
+        ("rpca_z".into(), rz),
+    ];
+    let with_nan = values(&[10, 2], &[4, 2], |i| if i == 13 { f64::NAN } else { 1.0 });
+    let wide = values(&[4, 6], &[4, 6], |i| i as f64 * (i % 3) as f64);
+    let errors = vec![
+        (
+            err(PCA::new(Some(7)).fit(client, &px).map(|_| ())),
+            "n_components = 7 must be between 1 and min(n_samples, n_features) = 6",
+        ),
+        (
+            err(PCA::new(None).transform(&px).map(|_| ())),
+            "PCA.transform before fit: call fit first",
+        ),
+        (
+            err(full.transform(&rx).map(|_| ())),
+            "fitted on 6 features; this array has shape [157, 30]",
+        ),
+        (
+            err(PCA::new(None).fit(client, &with_nan).map(|_| ())),
+            "PCA.fit: the input holds NaN (first at row 6, column 1)",
+        ),
+        (
+            err(PCA::new(Some(2)).fit(client, &wide).map(|_| ())),
+            "needs at least as many samples as features, got shape [4, 6]; use \
+             SvdSolver::Randomized",
+        ),
+    ];
+    Ok((cases, errors))
 }
 
 /// The error's message with its sources, or "" for none.
@@ -373,6 +479,33 @@ near('logit_proba', L('logit_proba'), lr.predict_proba(lx)[:, 1], 1e-4)
 if not np.array_equal(L('logit_pred'), lr.predict(lx).astype(np.int64)):
     bad.append('logit_pred: differs from scikit-learn predict')
 near('logit_score', L('logit_score'), [lr.score(lx, lc)], 1e-12)
+from sklearn.decomposition import PCA
+def signed(name, got, want, tol=1e-8):
+    # Components (rows) and their coordinates (columns) up to each component's sign.
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape:
+        bad.append(f'{name}: shape {got.shape} where scikit-learn gives {want.shape}'); return
+    sign = np.sign((got * want).sum(axis=1 if name.endswith('components') else 0))
+    near(name, got * (sign[:, None] if name.endswith('components') else sign), want, tol)
+px = L('pca_x')
+p = PCA(4, svd_solver='full').fit(px)
+signed('pca_components', L('pca_components'), p.components_)
+near('pca_ev', L('pca_ev'), p.explained_variance_, 1e-8)
+near('pca_evr', L('pca_evr'), p.explained_variance_ratio_, 1e-8)
+near('pca_sv', L('pca_sv'), p.singular_values_, 1e-8)
+near('pca_mean', L('pca_mean'), p.mean_, 1e-12)
+near('pca_noise', L('pca_noise'), [p.noise_variance_], 1e-8)
+signed('pca_z', L('pca_z'), p.transform(px))
+near('pca_back', L('pca_back'), p.inverse_transform(p.transform(px)), 1e-8)
+w = PCA(3, whiten=True, svd_solver='full').fit(px)
+signed('pca_white', L('pca_white'), w.transform(px))
+near('pca_white_back', L('pca_white_back'), w.inverse_transform(w.transform(px)), 1e-8)
+rx = L('rpca_x')
+r = PCA(2, svd_solver='full').fit(rx)
+signed('rpca_components', L('rpca_components'), r.components_)
+near('rpca_ev', L('rpca_ev'), r.explained_variance_, 1e-8)
+near('rpca_evr', L('rpca_evr'), r.explained_variance_ratio_, 1e-8)
+signed('rpca_z', L('rpca_z'), r.transform(rx))
 print('\n'.join(bad) if bad else 'scikit-learn agrees')
 "#;
 
@@ -381,7 +514,7 @@ fn against_sklearn(label: &str, mut command: std::process::Command) {
     command.env(OUT, &dir);
     let run = run_with_deadline(command, Duration::from_secs(120));
     run.expect_code(0)
-        .expect_stdout("ML saved 37")
+        .expect_stdout("ML saved 53")
         .expect_quiet();
     let text = run_python(CHECK, &[&dir]);
     assert!(text.starts_with("scikit-learn agrees"), "{label}: {text}");

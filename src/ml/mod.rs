@@ -10,8 +10,10 @@
 //! * [`linear_model`]: `LinearRegression` (normal equations of one Gram reduction) and
 //!   `LogisticRegression` (Newton's method with an L2 penalty, one reduction of gradients
 //!   and Hessians per iteration).
+//! * [`decomposition`]: `PCA`, by TSQR of the centred data or by the randomised SVD.
 
 pub mod cluster;
+pub mod decomposition;
 pub mod linear_model;
 pub mod preprocessing;
 mod rows;

@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 
 /// Column statistics of some rows: merged by Chan et al.'s formulas.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct ColumnStats {
-    rows: u64,
-    mean: Vec<f64>,
+pub(super) struct ColumnStats {
+    pub(super) rows: u64,
+    pub(super) mean: Vec<f64>,
     /// The sum of squared deviations from `mean`, per column.
-    m2: Vec<f64>,
+    pub(super) m2: Vec<f64>,
     min: Vec<f64>,
     max: Vec<f64>,
     /// The first NaN met: (row within these rows, column).
@@ -92,7 +92,7 @@ fn merge_stats(parts: Vec<ColumnStats>) -> ColumnStats {
 }
 
 /// The column statistics of `x` (2-D), computed; an error names the first NaN.
-fn column_stats(client: &Client, x: &Array, who: &str) -> Result<ColumnStats> {
+pub(super) fn column_stats(client: &Client, x: &Array, who: &str) -> Result<ColumnStats> {
     let x = as_f64(&row_chunked(x, who)?);
     if x.shape()[0] == 0 {
         return Err(error(format!("{who}: the array has no rows")));
@@ -115,7 +115,7 @@ fn column_stats(client: &Client, x: &Array, who: &str) -> Result<ColumnStats> {
 }
 
 /// A 1-D row of `values` that broadcasts against the rows of a 2-D array.
-fn row_of(values: &Array1<f64>) -> Array {
+pub(super) fn row_of(values: &Array1<f64>) -> Array {
     array::from_array(&values.clone().into_dyn(), &[values.len().max(1)])
 }
 

@@ -117,7 +117,7 @@ pub(super) fn qr(a: ArrayView2<'_, f64>) -> Result<(Array2<f64>, Array2<f64>), S
 }
 
 /// An SVD's `U`, singular values and `V^T`.
-pub(super) type Svd = (Array2<f64>, Array1<f64>, Array2<f64>);
+pub(crate) type Svd = (Array2<f64>, Array1<f64>, Array2<f64>);
 
 /// The reduced SVD of an `m` x `n` matrix: `U` (`m` x `k`), the singular values (`k`,
 /// descending) and `V^T` (`k` x `n`), `k = min(m, n)`.

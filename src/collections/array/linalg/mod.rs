@@ -265,7 +265,22 @@ pub fn svd_compressed(
         ));
     }
     let a = a.astype(DType::F64);
-    let l = (k + 10).min(m.min(n));
+    let q = range_finder(&a, (k + 10).min(m.min(n)), n_power_iter, seed);
+    let (ub, s, vt) = svd(&q.t().dot(&a));
+    let first_k: Span = (0..k as isize).into();
+    (
+        q.dot(&ub).slice(&[Span::all(), first_k]),
+        s.slice(&[first_k]),
+        vt.slice(&[first_k]),
+    )
+}
+
+/// An orthonormal basis (`m` x `l`, in `a`'s row chunks) of approximately the range of
+/// `a`'s `l` leading left singular vectors: `a` (`m` x `n`, `f64`, checked by the caller)
+/// times a Gaussian matrix of `l` columns (`seed`), then `n_power_iter` power iterations,
+/// each re-orthonormalised by TSQR (Halko, Martinsson and Tropp's randomised range finder).
+pub(crate) fn range_finder(a: &Array, l: usize, n_power_iter: usize, seed: u64) -> Array {
+    let n = a.shape()[1];
     let omega_rows = a.chunks()[1].first().copied().unwrap_or(1).max(1);
     let omega = random::normal(0.0, 1.0, &[n, l], &[omega_rows, l], seed);
     let mut y = a.dot(&omega);
@@ -274,14 +289,13 @@ pub fn svd_compressed(
         let (z, _) = tsqr(&a.t().dot(&q));
         y = a.dot(&z);
     }
-    let (q, _) = tsqr(&y);
-    let (ub, s, vt) = svd(&q.t().dot(&a));
-    let first_k: Span = (0..k as isize).into();
-    (
-        q.dot(&ub).slice(&[Span::all(), first_k]),
-        s.slice(&[first_k]),
-        vt.slice(&[first_k]),
-    )
+    tsqr(&y).0
+}
+
+/// The SVD of a matrix in memory (`U`, `S` descending, `V^T`; `k = min(m, n)`), by the
+/// machine's LAPACK: for the small factors the distributed methods reduce to.
+pub(crate) fn svd_in_memory(a: ndarray::ArrayView2<'_, f64>) -> Result<lapack::Svd, String> {
+    lapack::svd(a)
 }
 
 /// The least-squares solution of `a x = b` and what NumPy's `lstsq` reports of it (Dask's
