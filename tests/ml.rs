@@ -1,7 +1,8 @@
 //! Machine learning (`src/ml/`) against scikit-learn on the same data: the job fits and
 //! transforms, saves the inputs, the fitted attributes and the results as `.npy` files,
 //! and scikit-learn (in `target/pyenv`) fits the same inputs and compares, under `mpirun`
-//! at -np 3 and 5 and in local mode. Bad input is checked in the job itself.
+//! at -np 3 and 5 and in local mode. Bad input is checked in the job itself. The ml
+//! example checks itself under mpirun and locally.
 
 mod support;
 
@@ -10,7 +11,9 @@ use mpidask::Client;
 use mpidask::array::{self, Array, DType, Span};
 use mpidask::ml::cluster::{Init, KMeans};
 use mpidask::ml::decomposition::{PCA, SvdSolver};
+use mpidask::ml::estimator::{Estimator, Standardize};
 use mpidask::ml::linear_model::{LinearRegression, LogisticRegression};
+use mpidask::ml::model_selection::{GridSearchCV, KFold, RandomizedSearchCV};
 use mpidask::ml::preprocessing::{MinMaxScaler, OneHotEncoder, StandardScaler, train_test_split};
 use ndarray::{Array1, ArrayD, IxDyn};
 use std::time::Duration;
@@ -192,6 +195,8 @@ fn job(client: &Client) -> anyhow::Result<()> {
     );
     let (pca, pca_errors) = pca_cases(client)?;
     cases.extend(pca);
+    let (search, search_errors) = search_cases(client, &features, &target)?;
+    cases.extend(search);
     for (name, a) in &cases {
         save(client, &dir, name, a)?;
     }
@@ -296,6 +301,7 @@ fn job(client: &Client) -> anyhow::Result<()> {
         ),
     ]);
     errors.extend(pca_errors);
+    errors.extend(search_errors);
     for (error, wanted) in errors {
         anyhow::ensure!(error.contains(wanted), "{wanted}: {error:?}");
     }
@@ -407,6 +413,176 @@ fn pca_cases(
     Ok((cases, errors))
 }
 
+/// Ridge regression with an intercept (scikit-learn's `Ridge(alpha)` solved by Cholesky),
+/// an estimator written here for the search: `(x - mean)^T (x - mean) + alpha I` solved
+/// by Gaussian elimination.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Ridge {
+    alpha: f64,
+}
+
+impl Estimator for Ridge {
+    type Target = f64;
+    type Model = (Vec<f64>, f64);
+
+    fn fit(&self, x: ndarray::ArrayView2<f64>, y: &[f64]) -> Result<Self::Model, String> {
+        if self.alpha < 0.0 {
+            return Err(format!("alpha {} must not be negative", self.alpha));
+        }
+        let (n, d) = x.dim();
+        let mean = x.mean_axis(ndarray::Axis(0)).ok_or("no rows")?;
+        let y_mean = y.iter().sum::<f64>() / n as f64;
+        let xc = &x - &mean;
+        let mut a = xc.t().dot(&xc);
+        for i in 0..d {
+            a[[i, i]] += self.alpha;
+        }
+        let yc = Array1::from_iter(y.iter().map(|v| v - y_mean));
+        let mut b = xc.t().dot(&yc);
+        // Gaussian elimination (a is symmetric positive definite).
+        for k in 0..d {
+            for i in k + 1..d {
+                let f = a[[i, k]] / a[[k, k]];
+                for j in k..d {
+                    a[[i, j]] -= f * a[[k, j]];
+                }
+                b[i] -= f * b[k];
+            }
+        }
+        let mut w = vec![0.0; d];
+        for i in (0..d).rev() {
+            let rest: f64 = (i + 1..d).map(|j| a[[i, j]] * w[j]).sum();
+            w[i] = (b[i] - rest) / a[[i, i]];
+        }
+        let intercept = y_mean - mean.iter().zip(&w).map(|(m, w)| m * w).sum::<f64>();
+        Ok((w, intercept))
+    }
+
+    fn predict((w, b): &Self::Model, x: ndarray::ArrayView2<f64>) -> Result<Vec<f64>, String> {
+        Ok(x.rows()
+            .into_iter()
+            .map(|r| r.iter().zip(w).map(|(v, w)| v * w).sum::<f64>() + b)
+            .collect())
+    }
+}
+
+/// Searches: ridge regressions after standardisation (one step shared by all candidates)
+/// on shuffled folds, and a randomised search without a step; their tables, folds and
+/// predictions for scikit-learn to redo; the errors of bad searches.
+#[allow(clippy::type_complexity)]
+fn search_cases(
+    client: &Client,
+    x: &Array,
+    y: &Array,
+) -> anyhow::Result<(Vec<(String, Array)>, Vec<(String, &'static str)>)> {
+    let alphas = [0.01, 0.3, 3.0, 30.0, 300.0, 3000.0];
+    let mut grid = GridSearchCV::pipeline(
+        alphas
+            .iter()
+            .map(|&alpha| (Standardize, Ridge { alpha }))
+            .collect(),
+    );
+    grid.cv = KFold {
+        n_splits: 4,
+        shuffle: Some(3),
+    };
+    grid.fit(client, x, y)?;
+    let n = x.shape()[0];
+    let folds: Vec<f64> = grid
+        .cv
+        .split(n)
+        .iter()
+        .enumerate()
+        .flat_map(|(fold, (_, test))| test.iter().map(move |&i| (fold * n + i) as f64))
+        .collect();
+    let mut randomized = RandomizedSearchCV::new(
+        |s| Ridge {
+            alpha: s.log_uniform(1e-2, 1e4),
+        },
+        5,
+        17,
+    );
+    randomized.cv = KFold::new(3);
+    randomized.fit(client, x, y)?;
+    let results = grid.cv_results().expect("fitted");
+    let row = |v: Vec<f64>| {
+        let n = v.len();
+        array::from_array(&Array1::from(v).into_dyn(), &[n])
+    };
+    let drawn: Vec<f64> = randomized
+        .candidates()
+        .iter()
+        .map(|(_, r)| r.alpha)
+        .collect();
+    let cases = vec![
+        ("gs_alphas".to_string(), row(alphas.to_vec())),
+        ("gs_folds".into(), row(folds)),
+        ("gs_mean".into(), row(results.mean_test_score.clone())),
+        ("gs_std".into(), row(results.std_test_score.clone())),
+        ("gs_split".into(), row(results.split_test_scores.concat())),
+        (
+            "gs_rank".into(),
+            row(results.rank_test_score.iter().map(|&r| r as f64).collect()),
+        ),
+        (
+            "gs_best".into(),
+            row(vec![grid.best_index().expect("fitted") as f64]),
+        ),
+        ("gs_pred".into(), grid.predict(x)?),
+        ("gs_score".into(), scalar(grid.score(client, x, y)?)),
+        ("rs_alphas".into(), row(drawn)),
+        (
+            "rs_mean".into(),
+            row(randomized
+                .cv_results()
+                .expect("fitted")
+                .mean_test_score
+                .clone()),
+        ),
+        (
+            "rs_best".into(),
+            row(vec![randomized.best_index().expect("fitted") as f64]),
+        ),
+    ];
+    let failing = [1.0, -1.0].map(|alpha| Ridge { alpha });
+    let errors = vec![
+        (
+            err(GridSearchCV::<(), Ridge>::new(vec![])
+                .fit(client, x, y)
+                .map(|_| ())),
+            "GridSearchCV.fit: the parameter grid is empty; give at least one candidate",
+        ),
+        (
+            err(GridSearchCV::new(vec![Ridge { alpha: 1.0 }])
+                .predict(x)
+                .map(|_| ())),
+            "GridSearchCV.predict before fit: call fit first",
+        ),
+        (
+            err(GridSearchCV::new(failing.to_vec())
+                .fit(client, x, y)
+                .map(|_| ())),
+            "candidate 1 (((), Ridge { alpha: -1.0 })) failed on fold 0: alpha -1 must not \
+             be negative",
+        ),
+        (
+            err({
+                let mut s = GridSearchCV::new(vec![Ridge { alpha: 1.0 }]);
+                s.cv = KFold::new(300);
+                s.fit(client, x, y).map(|_| ())
+            }),
+            "cv.n_splits = 300 must be between 2 and the 203 samples",
+        ),
+        (
+            err(grid
+                .predict(&x.slice(&[Span::all(), (0..2).into()]))
+                .map(|_| ())),
+            "fitted on 4 features; this array has shape [203, 2]",
+        ),
+    ];
+    Ok((cases, errors))
+}
+
 /// The error's message with its sources, or "" for none.
 fn err(result: mpidask::Result<()>) -> String {
     result
@@ -506,6 +682,33 @@ signed('rpca_components', L('rpca_components'), r.components_)
 near('rpca_ev', L('rpca_ev'), r.explained_variance_, 1e-8)
 near('rpca_evr', L('rpca_evr'), r.explained_variance_ratio_, 1e-8)
 signed('rpca_z', L('rpca_z'), r.transform(rx))
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.linear_model import Ridge
+n = len(lx)
+fold_of = L('gs_folds').astype(np.int64)
+cv = [(np.setdiff1d(np.arange(n), t % n), t % n) for t in
+      (fold_of[fold_of // n == f] for f in range(4))]
+gs = GridSearchCV(make_pipeline(StandardScaler(), Ridge(solver='cholesky')),
+                  {'ridge__alpha': list(L('gs_alphas'))}, cv=cv).fit(lx, ly)
+r = gs.cv_results_
+near('gs_mean', L('gs_mean'), r['mean_test_score'], 1e-8)
+near('gs_std', L('gs_std'), r['std_test_score'], 1e-6)
+near('gs_split', L('gs_split'), np.stack([r[f'split{f}_test_score'] for f in range(4)], 1).ravel(), 1e-8)
+if not np.array_equal(L('gs_rank').astype(np.int64), r['rank_test_score']):
+    bad.append(f"gs_rank: {L('gs_rank')} where scikit-learn gives {r['rank_test_score']}")
+if int(L('gs_best')[0]) != gs.best_index_:
+    bad.append(f"gs_best: {L('gs_best')} where scikit-learn picks {gs.best_index_}")
+m = np.sort(r['mean_test_score'])
+if m[-1] - m[-2] < 1e-9:
+    bad.append('gs: the two best candidates are too close to tell apart')
+near('gs_pred', L('gs_pred'), gs.predict(lx), 1e-8)
+near('gs_score', L('gs_score'), [gs.score(lx, ly)], 1e-8)
+from sklearn.model_selection import KFold
+rs = GridSearchCV(Ridge(solver='cholesky'), {'alpha': list(L('rs_alphas'))}, cv=KFold(3)).fit(lx, ly)
+near('rs_mean', L('rs_mean'), rs.cv_results_['mean_test_score'], 1e-8)
+if int(L('rs_best')[0]) != rs.best_index_:
+    bad.append(f"rs_best: {L('rs_best')} where scikit-learn picks {rs.best_index_}")
 print('\n'.join(bad) if bad else 'scikit-learn agrees')
 "#;
 
@@ -514,11 +717,40 @@ fn against_sklearn(label: &str, mut command: std::process::Command) {
     command.env(OUT, &dir);
     let run = run_with_deadline(command, Duration::from_secs(120));
     run.expect_code(0)
-        .expect_stdout("ML saved 53")
+        .expect_stdout("ML saved 65")
         .expect_quiet();
     let text = run_python(CHECK, &[&dir]);
     assert!(text.starts_with("scikit-learn agrees"), "{label}: {text}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The ml example on a small data set (under mpirun at `np` ranks, or locally for 0):
+/// it checks its own accuracies and centres.
+fn ml_example(np: usize) {
+    let exe = support::example("ml");
+    let args = [
+        "--rows",
+        "300000",
+        "--chunk-rows",
+        "40000",
+        "--sample",
+        "6000",
+    ];
+    let command = if np == 0 {
+        let mut command = local_command(&exe);
+        command.args(args);
+        command
+    } else {
+        mpirun(np, &exe, &args)
+    };
+    let run = run_with_deadline(command, Duration::from_secs(120));
+    run.expect_code(0).expect_quiet().expect_stdout("CHECK ok");
+    assert_eq!(
+        run.field("RESULT", "rows").as_deref(),
+        Some("300000"),
+        "{}",
+        run.dump()
+    );
 }
 
 fn main() {
@@ -539,5 +771,16 @@ fn main() {
         "ml_matches_sklearn_local",
         move || -> Result<(), Failed> { check(|| against_sklearn("local", local_command(&exe))) },
     ));
+    for np in [0, 4] {
+        let label = if np == 0 {
+            "local".into()
+        } else {
+            format!("np{np}")
+        };
+        tests.push(Trial::test(
+            format!("ml_example_checks_itself_{label}"),
+            move || check(|| ml_example(np)),
+        ));
+    }
     libtest_mimic::run(&args, tests).exit();
 }

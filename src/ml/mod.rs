@@ -11,9 +11,18 @@
 //!   `LogisticRegression` (Newton's method with an L2 penalty, one reduction of gradients
 //!   and Hessians per iteration).
 //! * [`decomposition`]: `PCA`, by TSQR of the centred data or by the randomised SVD.
+//! * [`model_selection`]: `GridSearchCV` and `RandomizedSearchCV` over any [`estimator`]
+//!   (a single-node model fitted in one task, e.g. from `linfa`): the samples broadcast
+//!   once, one task per (candidate, fold), a shared preprocessing step fitted once per
+//!   fold; [`wrappers::ParallelPostFit`] predicts chunked arrays with a fitted model.
 
 pub mod cluster;
 pub mod decomposition;
+pub mod estimator;
 pub mod linear_model;
+#[cfg(feature = "linfa")]
+pub mod linfa;
+pub mod model_selection;
 pub mod preprocessing;
 mod rows;
+pub mod wrappers;
