@@ -182,6 +182,7 @@ bench: deps peers nodes
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench bags -- $(BENCH)
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench arrays -- $(BENCH)
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench numerics -- $(BENCH)
+	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench ml -- $(BENCH)
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench futures -- $(BENCH)
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench multinode -- $(BENCH)
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench stores -- $(BENCH)
@@ -194,7 +195,7 @@ SMOKE_RESULTS := $(CURDIR)/target/bench/smoke.json
 bench-smoke: deps nodes
 	@mkdir -p target/bench && rm -f $(SMOKE_RESULTS)
 	$(CARGO) build --release --example taxi_polars
-	for b in runtime scheduler pi bags arrays numerics futures multinode stores dataframes; do \
+	for b in runtime scheduler pi bags arrays numerics ml futures multinode stores dataframes; do \
 	  MPIDASK_BENCH_SMOKE=1 MPIDASK_BENCH_RESULTS=$(SMOKE_RESULTS) $(CARGO) bench --bench $$b || exit 1; \
 	done
 

@@ -113,7 +113,36 @@ fn first_nan(block: &Array2<f64>) -> Option<(u64, usize)> {
         .map(|((r, c), _)| (r as u64, c))
 }
 
-/// One Lloyd step's sums, counts and inertia over a chunk.
+/// The nearest centre of each row of `block`, by the matrix product `block . centers^T`
+/// (BLAS): `|x - c|^2 = |x|^2 - 2 x . c + |c|^2`, whose first term is the same for every
+/// centre (scikit-learn's `euclidean_distances`). Ties go to the first centre.
+fn assign(block: &Array2<f64>, centers: &Array2<f64>) -> Vec<usize> {
+    crate::collections::array::blas_one_thread();
+    let cross = block.dot(&centers.t());
+    let norms: Vec<f64> = centers.rows().into_iter().map(|c| c.dot(&c)).collect();
+    cross
+        .rows()
+        .into_iter()
+        .map(|row| {
+            let mut best = (0, f64::INFINITY);
+            for (c, (&dot, &norm)) in row.iter().zip(&norms).enumerate() {
+                let d = norm - 2.0 * dot;
+                if d < best.1 {
+                    best = (c, d);
+                }
+            }
+            best.0
+        })
+        .collect()
+}
+
+/// The squared distance between two rows.
+fn squared_distance(a: ArrayView1<'_, f64>, b: ArrayView1<'_, f64>) -> f64 {
+    a.iter().zip(b.iter()).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+/// One Lloyd step's sums, counts and inertia over a chunk (the inertia from each row's
+/// exact distance to its centre).
 fn lloyd_chunk(block: ArrayD<f64>, centers: ArrayD<f64>) -> std::result::Result<Partial, String> {
     let (block, centers) = (matrix(block)?, matrix(centers)?);
     let (k, d) = centers.dim();
@@ -124,10 +153,10 @@ fn lloyd_chunk(block: ArrayD<f64>, centers: ArrayD<f64>) -> std::result::Result<
         nan: first_nan(&block),
         rows: block.nrows() as u64,
     };
-    for row in block.outer_iter() {
-        let (c, dist) = nearest(row, centers.view());
+    let labels = assign(&block, &centers);
+    for (row, &c) in block.outer_iter().zip(&labels) {
         partial.counts[c] += 1;
-        partial.inertia += dist;
+        partial.inertia += squared_distance(row, centers.row(c));
         for (s, v) in partial.sums[c * d..(c + 1) * d].iter_mut().zip(row.iter()) {
             *s += v;
         }
@@ -159,12 +188,7 @@ fn predict_chunk(
     centers: ArrayD<f64>,
 ) -> std::result::Result<ArrayD<i64>, String> {
     let (block, centers) = (matrix(block)?, matrix(centers)?);
-    Ok(Array1::from_iter(
-        block
-            .outer_iter()
-            .map(|row| nearest(row, centers.view()).0 as i64),
-    )
-    .into_dyn())
+    Ok(Array1::from_iter(assign(&block, &centers).into_iter().map(|c| c as i64)).into_dyn())
 }
 
 /// `k-means||`: the rows of a chunk sampled with probability `l d^2 / cost`.

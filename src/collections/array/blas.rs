@@ -11,7 +11,7 @@ unsafe extern "C" {
 }
 
 /// Makes BLAS calls run on the calling thread alone (once per process).
-pub(super) fn one_thread() {
+pub(crate) fn one_thread() {
     static ONCE: Once = Once::new();
     // SAFETY: OpenBLAS's documented setter, called once, before any product.
     ONCE.call_once(|| unsafe { openblas_set_num_threads(1) });

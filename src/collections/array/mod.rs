@@ -24,6 +24,7 @@
 // Public (hidden) with the `internals` feature; see `crate::internals`.
 mod attrs;
 mod blas;
+pub(crate) use blas::one_thread as blas_one_thread;
 mod blocks;
 #[cfg(feature = "hdf5")]
 mod contiguous;
