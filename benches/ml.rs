@@ -26,6 +26,8 @@
 //! smaller. A smoke run (20,000 rows in chunks of 2,500, a sample of 2,000) runs mpidask
 //! only, as the other benchmarks' smoke runs do.
 //!
+//! Only the workloads whose figures are asked for run, on both sides.
+//!
 //! Not measured yet: the issue's `linfa` single-process k-means baseline.
 //!
 //! ```text
@@ -37,7 +39,7 @@ mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use common::{Scratch, figure, peer_python, ratio, rounds, size, smoke};
+use common::{Scratch, env_count, figure, peer_python, ratio, rounds, size, smoke};
 use mpidask::array::{self, Array, DType, Span, random};
 use mpidask::ml::cluster::{Init, KMeans};
 use mpidask::ml::linear_model::LogisticRegression;
@@ -54,19 +56,16 @@ const CLUSTERS: usize = 8;
 const SEED: u64 = 11;
 const MEMORY_LIMIT: u64 = 12_000_000_000;
 const PEER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/ml_dask.py");
+/// The workloads, each the figure `<name>_s`.
+const WORKLOADS: [&str; 3] = ["kmeans", "logistic", "gridsearch"];
+/// Tells the mpidask role which workloads to run (comma-separated).
+const CHOSEN: &str = "MPIDASK_BENCH_ML_WORKLOADS";
 
 /// The sizes: rows, rows per chunk, grid-search sample rows.
 fn sizes() -> (usize, usize, usize) {
-    let count = |variable: &str, default: usize| match std::env::var(variable) {
-        Ok(v) => v
-            .replace('_', "")
-            .parse()
-            .unwrap_or_else(|_| panic!("{variable}={v:?} is not a count")),
-        Err(_) => default,
-    };
-    let rows = count("MPIDASK_BENCH_ML_ROWS", size(20_000_000, 20_000));
+    let rows = env_count("MPIDASK_BENCH_ML_ROWS", size(20_000_000, 20_000));
     let chunk = size(250_000, 2_500).min(rows);
-    let sample = count("MPIDASK_BENCH_ML_SAMPLE", size(100_000, 2_000)).min(rows);
+    let sample = env_count("MPIDASK_BENCH_ML_SAMPLE", size(100_000, 2_000)).min(rows);
     assert!(
         sample >= 30,
         "the sample needs at least 30 rows, got {sample}"
@@ -107,56 +106,82 @@ fn role_ml() -> ! {
         let y = y.persist(client)?;
         client.wait(&x.to_futures::<f64>(client)?)?;
         client.wait(&y.to_futures::<i64>(client)?)?;
-
-        let started = Instant::now();
-        let mut kmeans = KMeans::new(CLUSTERS);
-        kmeans.init = Init::Centers(centres(0.5));
-        kmeans.max_iter = 10;
-        kmeans.tol = -1.0;
-        kmeans.fit(client, &x)?;
-        let seconds = started.elapsed().as_secs_f64();
-        let inertia = kmeans.inertia().unwrap_or(f64::NAN) / (rows * COLS) as f64;
-        anyhow::ensure!(
-            kmeans.n_iter() == Some(10),
-            "k-means ran {:?} iterations",
-            kmeans.n_iter()
-        );
-        anyhow::ensure!(
-            (inertia - 1.0).abs() < 0.01,
-            "k-means inertia per value {inertia}"
-        );
-        println!("RESULT name=kmeans seconds={seconds} inertia={inertia}");
-
-        let started = Instant::now();
-        let mut logistic = LogisticRegression::new();
-        logistic.fit(client, &x, &y)?;
-        let seconds = started.elapsed().as_secs_f64();
-        let accuracy = logistic.score(client, &x, &y)?;
-        anyhow::ensure!(accuracy >= 0.7, "logistic regression's accuracy {accuracy}");
-        println!("RESULT name=logistic seconds={seconds} accuracy={accuracy}");
-
-        let started = Instant::now();
-        let mut grid = vec![];
-        for max_depth in [1, 2, 3, 4, 6, 8] {
-            for min_samples_leaf in [1, 5, 20, 50] {
-                grid.push(DecisionTreeClassifier {
-                    max_depth: Some(max_depth),
-                    min_samples_leaf,
-                    ..Default::default()
-                });
-            }
+        let chosen = std::env::var(CHOSEN).unwrap_or_default();
+        let chosen: Vec<&str> = chosen.split(',').collect();
+        if chosen.contains(&"kmeans") {
+            kmeans_fit(client, &x)?;
         }
-        let mut search = GridSearchCV::new(grid);
-        search.cv.n_splits = 3;
-        search.refit = false;
-        let first: Span = (0..sample as isize).into();
-        search.fit(client, &x.slice(&[first, Span::all()]), &y.slice(&[first]))?;
-        let seconds = started.elapsed().as_secs_f64();
-        let best = search.best_score().unwrap_or(f64::NAN);
-        anyhow::ensure!(best >= 0.7, "the grid search's best score {best}");
-        println!("RESULT name=gridsearch seconds={seconds} best={best}");
+        if chosen.contains(&"logistic") {
+            logistic_fit(client, &x, &y)?;
+        }
+        if chosen.contains(&"gridsearch") {
+            gridsearch_fit(client, &x, &y, sample)?;
+        }
         Ok(())
     })
+}
+
+fn kmeans_fit(client: &mpidask::Client, x: &Array) -> anyhow::Result<()> {
+    let rows = x.shape()[0];
+    let started = Instant::now();
+    let mut kmeans = KMeans::new(CLUSTERS);
+    kmeans.init = Init::Centers(centres(0.5));
+    kmeans.max_iter = 10;
+    kmeans.tol = -1.0;
+    kmeans.fit(client, x)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let inertia = kmeans.inertia().unwrap_or(f64::NAN) / (rows * COLS) as f64;
+    anyhow::ensure!(
+        kmeans.n_iter() == Some(10),
+        "k-means ran {:?} iterations",
+        kmeans.n_iter()
+    );
+    anyhow::ensure!(
+        (inertia - 1.0).abs() < 0.01,
+        "k-means inertia per value {inertia}"
+    );
+    println!("RESULT name=kmeans seconds={seconds} inertia={inertia}");
+    Ok(())
+}
+
+fn logistic_fit(client: &mpidask::Client, x: &Array, y: &Array) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut logistic = LogisticRegression::new();
+    logistic.fit(client, x, y)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let accuracy = logistic.score(client, x, y)?;
+    anyhow::ensure!(accuracy >= 0.7, "logistic regression's accuracy {accuracy}");
+    println!("RESULT name=logistic seconds={seconds} accuracy={accuracy}");
+    Ok(())
+}
+
+fn gridsearch_fit(
+    client: &mpidask::Client,
+    x: &Array,
+    y: &Array,
+    sample: usize,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut grid = vec![];
+    for max_depth in [1, 2, 3, 4, 6, 8] {
+        for min_samples_leaf in [1, 5, 20, 50] {
+            grid.push(DecisionTreeClassifier {
+                max_depth: Some(max_depth),
+                min_samples_leaf,
+                ..Default::default()
+            });
+        }
+    }
+    let mut search = GridSearchCV::new(grid);
+    search.cv.n_splits = 3;
+    search.refit = false;
+    let first: Span = (0..sample as isize).into();
+    search.fit(client, &x.slice(&[first, Span::all()]), &y.slice(&[first]))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let best = search.best_score().unwrap_or(f64::NAN);
+    anyhow::ensure!(best >= 0.7, "the grid search's best score {best}");
+    println!("RESULT name=gridsearch seconds={seconds} best={best}");
+    Ok(())
 }
 
 fn deadline() -> Duration {
@@ -166,24 +191,23 @@ fn deadline() -> Duration {
 /// The numbers `keys` of the launch's line `RESULT name=<name> ...`.
 fn result(run: &Run, who: &str, name: &str, keys: &[&str]) -> Vec<f64> {
     run.expect_code(0);
-    common::named_results(&run.stdout, who, keys)
-        .remove(name)
-        .unwrap_or_else(|| panic!("{who} printed no RESULT name={name}\n{}", run.dump()))
+    common::named_result(&run.stdout, who, name, keys, || run.dump())
 }
 
-fn launch_mpidask() -> Run {
+fn launch_mpidask(chosen: &[&str]) -> Run {
     let scratch = Scratch::new("ml");
     let exe = std::env::current_exe().expect("current exe");
     let mut command: Command = mpirun(NP, &exe, &[]);
     command
         .env("MPIDASK_MEMORY_LIMIT", MEMORY_LIMIT.to_string())
         .env("MPIDASK_LOCAL_DIRECTORY", &scratch.0)
-        .env("MPIDASK_BENCH_ROLE", "ml");
+        .env("MPIDASK_BENCH_ROLE", "ml")
+        .env(CHOSEN, chosen.join(","));
     run_with_deadline(command, deadline())
 }
 
 /// dask-mpi with dask-ml: `ml_dask.py ROWS COLS CHUNK SAMPLE LIMIT DIR` under mpirun.
-fn launch_dask(python: &Path) -> Run {
+fn launch_dask(python: &Path, chosen: &[&str]) -> Run {
     let (rows, chunk, sample) = sizes();
     let scratch = Scratch::new("ml-daskmpi");
     let mut command: Command = mpirun(NP, python, &[]);
@@ -192,6 +216,7 @@ fn launch_dask(python: &Path) -> Run {
         .args([rows, COLS, chunk, sample].map(|v| v.to_string()))
         .arg(MEMORY_LIMIT.to_string())
         .arg(&scratch.0)
+        .arg(chosen.join(","))
         .current_dir(env!("CARGO_MANIFEST_DIR"));
     run_with_deadline(command, deadline())
 }
@@ -201,20 +226,23 @@ fn main() {
         role_ml();
     }
     let wanted = common::wanted_by_args();
-    let names = ["kmeans", "logistic", "gridsearch"];
-    if !names.iter().any(|name| wanted(&format!("{name}_s"))) {
+    let chosen: Vec<&str> = WORKLOADS
+        .into_iter()
+        .filter(|name| wanted(&format!("{name}_s")))
+        .collect();
+    if chosen.is_empty() {
         return;
     }
     let python = (!smoke()).then(|| peer_python("dask_ml"));
-    let (mut ours, mut dask) = (vec![vec![]; 3], vec![vec![]; 3]);
+    let (mut ours, mut dask) = (vec![vec![]; chosen.len()], vec![vec![]; chosen.len()]);
     for _ in 0..rounds() {
-        let run = launch_mpidask();
-        for (i, name) in names.iter().enumerate() {
+        let run = launch_mpidask(&chosen);
+        for (i, name) in chosen.iter().enumerate() {
             ours[i].push(result(&run, "mpidask", name, &["seconds"])[0]);
         }
         if let Some(python) = &python {
-            let run = launch_dask(python);
-            for (i, name) in names.iter().enumerate() {
+            let run = launch_dask(python, &chosen);
+            for (i, name) in chosen.iter().enumerate() {
                 dask[i].push(result(&run, "dask-mpi", name, &["seconds"])[0]);
             }
         }
@@ -225,11 +253,8 @@ fn main() {
          rows, -np {NP} (2 workers)",
         (rows * COLS * 8) as f64 / 1e9
     );
-    for (i, name) in names.iter().enumerate() {
+    for (i, name) in chosen.iter().enumerate() {
         let figure_name = format!("{name}_s");
-        if !wanted(&figure_name) {
-            continue;
-        }
         figure(&figure_name, "s", &ours[i], None);
         if !dask[i].is_empty() {
             let peer = format!("{name}_daskml_s");

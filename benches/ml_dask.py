@@ -1,13 +1,14 @@
 """The `ml` bench's peer: dask-ml on a dask-mpi cluster (`benches/ml.rs` launches it with
 the same data definition, shapes and chunks as mpidask).
 
-    mpirun -np N python ml_dask.py ROWS COLS CHUNK_ROWS SAMPLE LIMIT DIR
+    mpirun -np N python ml_dask.py ROWS COLS CHUNK_ROWS SAMPLE LIMIT DIR WORKLOADS
 
 Rank 0 is dask-mpi's scheduler, rank 1 runs the workload, ranks 2.. are workers of one
 thread with `memory_limit=LIMIT` (bytes), spilling into `DIR`. Rank 1 builds and persists
 the data (untimed): `x[i, j] = 6 cos(k (j + 1)) + e[i, j]`, `k = i % 8`, `e` standard
-normal, and `y = (x . w + 3 f > 0)`, `w[j] = cos(j)`, `f` standard normal. Then it times,
-checks (exit 1 when a check fails) and prints one line each:
+normal, and `y = (x . w + 3 f > 0)`, `w[j] = cos(j)`, `f` standard normal. Then, for each
+of the comma-separated WORKLOADS, it times, checks (exit 1 when a check fails) and prints
+one line:
 
 * `kmeans`: `dask_ml.cluster.KMeans(8, init=6 cos(k (j + 1)) + 0.5, max_iter=10,
   tol=-1)`: 10 iterations and an inertia within 1 % of ROWS x COLS.
@@ -34,14 +35,10 @@ def fail(message):
     sys.exit(1)
 
 
-def workload(rows, cols, chunk, sample):
+def workload(rows, cols, chunk, sample, chosen):
     import dask.array as da
     import numpy as np
     from dask.distributed import wait
-    from dask_ml.cluster import KMeans
-    from dask_ml.linear_model import LogisticRegression
-    from dask_ml.model_selection import GridSearchCV
-    from sklearn.tree import DecisionTreeClassifier
 
     state = da.random.RandomState(SEED)
     k = (da.arange(rows, chunks=chunk, dtype=np.float64) % CLUSTERS)[:, None]
@@ -52,8 +49,20 @@ def workload(rows, cols, chunk, sample):
     y = ((x @ w + 3.0 * f) > 0).astype(np.int64)
     x, y = x.persist(), y.persist()
     wait([x, y])
-    centres = 6.0 * np.cos(np.arange(CLUSTERS)[:, None] * np.arange(1, cols + 1)[None, :]) + 0.5
 
+    if "kmeans" in chosen:
+        kmeans_fit(x, rows, cols)
+    if "logistic" in chosen:
+        logistic_fit(x, y)
+    if "gridsearch" in chosen:
+        gridsearch_fit(x, y, sample)
+
+
+def kmeans_fit(x, rows, cols):
+    import numpy as np
+    from dask_ml.cluster import KMeans
+
+    centres = 6.0 * np.cos(np.arange(CLUSTERS)[:, None] * np.arange(1, cols + 1)[None, :]) + 0.5
     started = time.perf_counter()
     kmeans = KMeans(n_clusters=CLUSTERS, init=centres, max_iter=10, tol=-1).fit(x)
     seconds = time.perf_counter() - started
@@ -64,6 +73,11 @@ def workload(rows, cols, chunk, sample):
         fail(f"k-means inertia per value {inertia}")
     print(f"RESULT name=kmeans seconds={seconds:.6f} inertia={inertia!r}", flush=True)
 
+
+
+def logistic_fit(x, y):
+    from dask_ml.linear_model import LogisticRegression
+
     started = time.perf_counter()
     logistic = LogisticRegression(solver="lbfgs").fit(x, y)
     seconds = time.perf_counter() - started
@@ -71,6 +85,12 @@ def workload(rows, cols, chunk, sample):
     if accuracy < 0.7:
         fail(f"logistic regression's accuracy {accuracy}")
     print(f"RESULT name=logistic seconds={seconds:.6f} accuracy={accuracy!r}", flush=True)
+
+
+
+def gridsearch_fit(x, y, sample):
+    from dask_ml.model_selection import GridSearchCV
+    from sklearn.tree import DecisionTreeClassifier
 
     started = time.perf_counter()
     xs, ys = x[:sample].compute(), y[:sample].compute()
@@ -84,11 +104,16 @@ def workload(rows, cols, chunk, sample):
 
 
 def main():
-    if len(sys.argv) != 7:
+    if len(sys.argv) != 8:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     rows, cols, chunk, sample, limit = (int(a) for a in sys.argv[1:6])
     directory = sys.argv[6]
+    chosen = sys.argv[7].split(",")
+    unknown = set(chosen) - {"kmeans", "logistic", "gridsearch"}
+    if unknown:
+        print(f"unknown workloads {sorted(unknown)}\n{__doc__}", file=sys.stderr)
+        sys.exit(2)
     # dask-ml's estimators warn about overflow in exp on the way (their business).
     warnings.filterwarnings("ignore", category=RuntimeWarning)
     from dask_mpi import initialize
@@ -102,7 +127,7 @@ def main():
 
     client = Client()
     client.wait_for_workers(MPI.COMM_WORLD.Get_size() - 2)
-    workload(rows, cols, chunk, sample)
+    workload(rows, cols, chunk, sample, chosen)
     # dask_mpi's atexit hook closes the scheduler and the workers.
 
 

@@ -65,7 +65,9 @@ mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use common::{Scratch, advise_huge_pages, figure, median, peer_python, ratio, rounds, size, smoke};
+use common::{
+    Scratch, advise_huge_pages, env_count, figure, median, peer_python, ratio, rounds, size, smoke,
+};
 use mpi::collective::SystemOperation;
 use mpi::point_to_point::send_receive_into_with_tags;
 use mpi::traits::*;
@@ -95,17 +97,6 @@ const PEER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/numerics
 
 // ----- sizes (the parent's and every role's: the roles inherit the environment) -----------
 
-/// `variable` as a count, or `default` when it is not set.
-fn env_or(variable: &str, default: usize) -> usize {
-    match std::env::var(variable) {
-        Ok(v) => v
-            .replace('_', "")
-            .parse()
-            .unwrap_or_else(|_| panic!("{variable}={v:?} is not a count")),
-        Err(_) => default,
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Stencil {
     n: usize,
@@ -116,9 +107,9 @@ struct Stencil {
 impl Stencil {
     fn get() -> Stencil {
         let s = Stencil {
-            n: env_or("MPIDASK_BENCH_STENCIL_N", size(16_384, 256)),
-            chunk: env_or("MPIDASK_BENCH_STENCIL_CHUNK", size(4_096, 64)),
-            steps: env_or("MPIDASK_BENCH_STENCIL_STEPS", size(200, 3)),
+            n: env_count("MPIDASK_BENCH_STENCIL_N", size(16_384, 256)),
+            chunk: env_count("MPIDASK_BENCH_STENCIL_CHUNK", size(4_096, 64)),
+            steps: env_count("MPIDASK_BENCH_STENCIL_STEPS", size(200, 3)),
         };
         assert!(
             s.n >= 2 * NP && (1..=s.n).contains(&s.chunk) && s.steps >= 1,
@@ -143,12 +134,12 @@ struct Tall {
 
 impl Tall {
     fn tsqr() -> Tall {
-        let rows = env_or("MPIDASK_BENCH_TSQR_ROWS", size(20_000_000, 20_000));
+        let rows = env_count("MPIDASK_BENCH_TSQR_ROWS", size(20_000_000, 20_000));
         Tall::checked(rows, TSQR_COLS, size(390_625, 2_500).min(rows))
     }
 
     fn svd() -> Tall {
-        let rows = env_or("MPIDASK_BENCH_SVD_ROWS", size(1_000_000, 4_000));
+        let rows = env_count("MPIDASK_BENCH_SVD_ROWS", size(1_000_000, 4_000));
         Tall::checked(rows, size(1_250, 125), size(20_000, 500).min(rows))
     }
 
@@ -615,9 +606,7 @@ fn deadline() -> Duration {
 /// unless it exited with 0 and printed it.
 fn result(run: &Run, who: &str, name: &str, keys: &[&str]) -> Vec<f64> {
     run.expect_code(0);
-    common::named_results(&run.stdout, who, keys)
-        .remove(name)
-        .unwrap_or_else(|| panic!("{who} printed no RESULT name={name}\n{}", run.dump()))
+    common::named_result(&run.stdout, who, name, keys, || run.dump())
 }
 
 /// mpidask's side: this binary under mpirun in `role`.

@@ -727,7 +727,6 @@ fn against_sklearn(label: &str, mut command: std::process::Command) {
 /// The ml example on a small data set (under mpirun at `np` ranks, or locally for 0):
 /// it checks its own accuracies and centres.
 fn ml_example(np: usize) {
-    let exe = support::example("ml");
     let args = [
         "--rows",
         "300000",
@@ -736,14 +735,7 @@ fn ml_example(np: usize) {
         "--sample",
         "6000",
     ];
-    let command = if np == 0 {
-        let mut command = local_command(&exe);
-        command.args(args);
-        command
-    } else {
-        mpirun(np, &exe, &args)
-    };
-    let run = run_with_deadline(command, Duration::from_secs(120));
+    let run = support::run_example("ml", np, &args, Duration::from_secs(120));
     run.expect_code(0).expect_quiet().expect_stdout("CHECK ok");
     assert_eq!(
         run.field("RESULT", "rows").as_deref(),

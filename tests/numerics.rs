@@ -991,16 +991,8 @@ fn against_numpy(label: &str, mut command: std::process::Command) {
 /// The heat example on a grid its chunks do not divide, checking every cell against its
 /// run on one array (under mpirun at `np` ranks, or locally for 0).
 fn heat_example(np: usize) {
-    let exe = support::example("heat");
     let args = ["--n", "301", "--chunk", "70", "--steps", "40", "--check"];
-    let command = if np == 0 {
-        let mut command = local_command(&exe);
-        command.args(args);
-        command
-    } else {
-        mpirun(np, &exe, &args)
-    };
-    let run = run_with_deadline(command, Duration::from_secs(120));
+    let run = support::run_example("heat", np, &args, Duration::from_secs(120));
     run.expect_code(0)
         .expect_quiet()
         .expect_stdout("CHECK ok: 90601 cells equal to the single-array run");

@@ -72,6 +72,32 @@ pub fn rounds() -> usize {
         .max(MIN_RUNS)
 }
 
+/// The environment variable `variable` as a count (`_` allowed between digits), or
+/// `default` when it is not set; a value that is not a count panics, naming it.
+pub fn env_count(variable: &str, default: usize) -> usize {
+    match std::env::var(variable) {
+        Ok(v) => v
+            .replace('_', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("{variable}={v:?} is not a count")),
+        Err(_) => default,
+    }
+}
+
+/// The numbers `keys` of the line `RESULT name=<name> ...` that `who` printed on `stdout`;
+/// a panic showing the launch (`dump`) when there is none.
+pub fn named_result(
+    stdout: &str,
+    who: &str,
+    name: &str,
+    keys: &[&str],
+    dump: impl FnOnce() -> String,
+) -> Vec<f64> {
+    named_results(stdout, who, keys)
+        .remove(name)
+        .unwrap_or_else(|| panic!("{who} printed no RESULT name={name}\n{}", dump()))
+}
+
 /// `real` in a real run, `tiny` in a smoke run.
 pub fn size<T>(real: T, tiny: T) -> T {
     if smoke() { tiny } else { real }

@@ -207,6 +207,16 @@ where
     })
 }
 
+/// Records a call through a trampoline of the crate's own (one that reads its arguments in
+/// another way than [`task::decode_args`]), on arguments already made into slots.
+pub(crate) fn call_through<T>(trampoline: Trampoline, name: String, args: Vec<Slot>) -> Delayed<T> {
+    Delayed::of(Kind::Call {
+        trampoline,
+        name,
+        args,
+    })
+}
+
 impl<T> Delayed<T> {
     fn of(kind: Kind) -> Delayed<T> {
         Delayed {

@@ -9,8 +9,8 @@
 use super::rows::{as_f64, error, row_chunked, same_features, tree};
 use crate::Client;
 use crate::array::Array;
-use crate::collections::array::from_delayed_chunks;
-use crate::delayed::{Delayed, try_delayed};
+use crate::collections::array::{delayed_on_rows, from_delayed_chunks};
+use crate::delayed::Delayed;
 use crate::error::Result;
 use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView2, Axis, Ix2};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -82,12 +82,9 @@ struct Partial {
     /// The first NaN met: (row within these rows, column).
     nan: Option<(u64, usize)>,
     rows: u64,
-}
-
-fn matrix(block: ArrayD<f64>) -> std::result::Result<Array2<f64>, String> {
-    block
-        .into_dimensionality::<Ix2>()
-        .map_err(|e| format!("k-means of a block that is not 2-D: {e}"))
+    /// If asked for: per feature, the sum of squares of the rows less a fixed shift (for
+    /// the features' variances, which scale the tolerance); else empty.
+    squares: Vec<f64>,
 }
 
 /// The nearest centre of `row` and its squared distance.
@@ -106,7 +103,7 @@ fn nearest(row: ArrayView1<'_, f64>, centers: ArrayView2<'_, f64>) -> (usize, f6
     best
 }
 
-fn first_nan(block: &Array2<f64>) -> Option<(u64, usize)> {
+fn first_nan(block: &ArrayView2<'_, f64>) -> Option<(u64, usize)> {
     block
         .indexed_iter()
         .find(|(_, v)| v.is_nan())
@@ -116,7 +113,7 @@ fn first_nan(block: &Array2<f64>) -> Option<(u64, usize)> {
 /// The nearest centre of each row of `block`, by the matrix product `block . centers^T`
 /// (BLAS): `|x - c|^2 = |x|^2 - 2 x . c + |c|^2`, whose first term is the same for every
 /// centre (scikit-learn's `euclidean_distances`). Ties go to the first centre.
-fn assign(block: &Array2<f64>, centers: &Array2<f64>) -> Vec<usize> {
+fn assign(block: &ArrayView2<'_, f64>, centers: &Array2<f64>) -> Vec<usize> {
     crate::collections::array::blas_one_thread();
     let cross = block.dot(&centers.t());
     let norms: Vec<f64> = centers.rows().into_iter().map(|c| c.dot(&c)).collect();
@@ -136,32 +133,118 @@ fn assign(block: &Array2<f64>, centers: &Array2<f64>) -> Vec<usize> {
         .collect()
 }
 
-/// The squared distance between two rows.
-fn squared_distance(a: ArrayView1<'_, f64>, b: ArrayView1<'_, f64>) -> f64 {
-    a.iter().zip(b.iter()).map(|(x, y)| (x - y) * (x - y)).sum()
-}
+/// Rows per block of [`lloyd_rows`]: a block and its products stay in the L2 cache while
+/// the block's rows are assigned and summed.
+const LLOYD_BLOCK_ROWS: usize = 512;
 
-/// One Lloyd step's sums, counts and inertia over a chunk (the inertia from each row's
-/// exact distance to its centre).
-fn lloyd_chunk(block: ArrayD<f64>, centers: ArrayD<f64>) -> std::result::Result<Partial, String> {
-    let (block, centers) = (matrix(block)?, matrix(centers)?);
+/// One Lloyd step's sums, counts and inertia over `rows` (the inertia from each row's exact
+/// distance to its centre), in one read of the rows: a block of rows at a time, the block's
+/// products with the centres by BLAS, then each row's nearest centre, its distance and its
+/// share of the sums while the block is in the cache. NaN anywhere in a row makes its
+/// distance NaN, so the search for the first NaN runs only when the inertia is NaN.
+/// With `shift`, it also sums each feature's squares less the shift.
+fn lloyd_rows(
+    rows: ArrayView2<'_, f64>,
+    centers: ArrayView2<'_, f64>,
+    shift: Option<&[f64]>,
+) -> Partial {
+    crate::collections::array::blas_one_thread();
     let (k, d) = centers.dim();
     let mut partial = Partial {
         sums: vec![0.0; k * d],
         counts: vec![0; k],
         inertia: 0.0,
-        nan: first_nan(&block),
-        rows: block.nrows() as u64,
+        nan: None,
+        rows: rows.nrows() as u64,
+        squares: vec![0.0; shift.map_or(0, |_| d)],
     };
-    let labels = assign(&block, &centers);
-    for (row, &c) in block.outer_iter().zip(&labels) {
-        partial.counts[c] += 1;
-        partial.inertia += squared_distance(row, centers.row(c));
-        for (s, v) in partial.sums[c * d..(c + 1) * d].iter_mut().zip(row.iter()) {
-            *s += v;
+    let norms: Vec<f64> = centers.rows().into_iter().map(|c| c.dot(&c)).collect();
+    let centers_t = centers.t();
+    let mut cross = Array2::<f64>::zeros((LLOYD_BLOCK_ROWS.min(rows.nrows()).max(1), k));
+    for block in rows.axis_chunks_iter(Axis(0), LLOYD_BLOCK_ROWS) {
+        let mut products = cross.slice_mut(ndarray::s![..block.nrows(), ..]);
+        ndarray::linalg::general_mat_mul(1.0, &block, &centers_t, 0.0, &mut products);
+        for (row, dots) in block.outer_iter().zip(products.outer_iter()) {
+            let mut best = (0, f64::INFINITY);
+            for (c, (&dot, &norm)) in dots.iter().zip(&norms).enumerate() {
+                let d = norm - 2.0 * dot;
+                if d < best.1 {
+                    best = (c, d);
+                }
+            }
+            let c = best.0;
+            partial.counts[c] += 1;
+            let sums = &mut partial.sums[c * d..(c + 1) * d];
+            partial.inertia += match (row.as_slice(), centers.row(c).to_slice()) {
+                (Some(row), Some(centre)) => add_and_distance(sums, row, centre),
+                _ => add_and_distance(sums, &row.to_vec(), &centers.row(c).to_vec()),
+            };
+        }
+        if let Some(shift) = shift {
+            for row in block.outer_iter() {
+                for ((square, &v), &s) in partial.squares.iter_mut().zip(row).zip(shift) {
+                    *square += (v - s) * (v - s);
+                }
+            }
         }
     }
-    Ok(partial)
+    if partial.inertia.is_nan() {
+        partial.nan = first_nan(&rows);
+    }
+    partial
+}
+
+/// Adds `row` to `sums` and returns the squared distance between `row` and `centre`
+/// (summed in four lanes, so that the loop runs in vector registers).
+fn add_and_distance(sums: &mut [f64], row: &[f64], centre: &[f64]) -> f64 {
+    let mut lanes = [0.0; 4];
+    let split = row.len() / 4 * 4;
+    for ((s, v), m) in sums[..split]
+        .chunks_exact_mut(4)
+        .zip(row[..split].chunks_exact(4))
+        .zip(centre[..split].chunks_exact(4))
+    {
+        for l in 0..4 {
+            s[l] += v[l];
+            let e = v[l] - m[l];
+            lanes[l] += e * e;
+        }
+    }
+    let mut distance = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+    for ((s, &v), &m) in sums[split..]
+        .iter_mut()
+        .zip(&row[split..])
+        .zip(&centre[split..])
+    {
+        *s += v;
+        distance += (v - m) * (v - m);
+    }
+    distance
+}
+
+/// [`lloyd_rows`] of a chunk's rows (a task of [`delayed_on_rows`]).
+fn lloyd_chunk(
+    rows: ArrayView2<'_, f64>,
+    (centers, shift): (Array2<f64>, Option<Vec<f64>>),
+) -> std::result::Result<Partial, String> {
+    if shift.as_ref().is_some_and(|s| s.len() != centers.ncols()) {
+        return Err("k-means: a shift of another width than the centres".into());
+    }
+    Ok(lloyd_rows(rows, centers.view(), shift.as_deref()))
+}
+
+/// The mean of the features' variances, from a pass that summed the squares less `shift`:
+/// per feature, `E[(x - s)^2] - E[x - s]^2`.
+fn mean_variance(partial: &Partial, shift: &[f64]) -> f64 {
+    let (n, d) = (partial.rows as f64, shift.len());
+    let total: f64 = (0..d)
+        .map(|j| {
+            let sum: f64 = partial.sums.iter().skip(j).step_by(d).sum();
+            let mean = sum / n - shift[j];
+            partial.squares[j] / n - mean * mean
+        })
+        .sum();
+    total / d as f64
 }
 
 fn merge_partials(parts: Vec<Partial>) -> Partial {
@@ -178,27 +261,27 @@ fn merge_partials(parts: Vec<Partial>) -> Partial {
             .for_each(|(a, b)| *a += b);
         acc.inertia += p.inertia;
         acc.rows += p.rows;
+        acc.squares
+            .iter_mut()
+            .zip(&p.squares)
+            .for_each(|(a, b)| *a += b);
     }
     acc
 }
 
 /// The label of each row of a chunk (its nearest centre).
 fn predict_chunk(
-    block: ArrayD<f64>,
-    centers: ArrayD<f64>,
+    rows: ArrayView2<'_, f64>,
+    centers: Array2<f64>,
 ) -> std::result::Result<ArrayD<i64>, String> {
-    let (block, centers) = (matrix(block)?, matrix(centers)?);
-    Ok(Array1::from_iter(assign(&block, &centers).into_iter().map(|c| c as i64)).into_dyn())
+    Ok(Array1::from_iter(assign(&rows, &centers).into_iter().map(|c| c as i64)).into_dyn())
 }
 
 /// `k-means||`: the rows of a chunk sampled with probability `l d^2 / cost`.
 fn sample_chunk(
-    block: ArrayD<f64>,
-    centers: ArrayD<f64>,
-    spec: (f64, f64, u64),
+    block: ArrayView2<'_, f64>,
+    (centers, (l, cost, key)): (Array2<f64>, (f64, f64, u64)),
 ) -> std::result::Result<Vec<Vec<f64>>, String> {
-    let (block, centers) = (matrix(block)?, matrix(centers)?);
-    let (l, cost, key) = spec;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(key);
     let mut picked = Vec::new();
     for row in block.outer_iter() {
@@ -223,10 +306,6 @@ fn key(seed: u64, round: u64, chunk: u64) -> u64 {
     h.wrapping_mul(0xBF58_476D_1CE4_E5B9)
 }
 
-fn to_block(m: &Array2<f64>) -> ArrayD<f64> {
-    m.clone().into_dyn()
-}
-
 impl KMeans {
     /// `k` clusters, `k-means||` first, scikit-learn's defaults otherwise.
     pub fn new(n_clusters: usize) -> Self {
@@ -249,10 +328,20 @@ impl KMeans {
         blocks: &[Delayed<ArrayD<f64>>],
         centers: &Array2<f64>,
     ) -> Result<Partial> {
-        let centers = to_block(centers);
+        self.pass_with(client, blocks, centers, None)
+    }
+
+    /// [`pass`](Self::pass), also summing the features' squares less `shift`.
+    fn pass_with(
+        &self,
+        client: &Client,
+        blocks: &[Delayed<ArrayD<f64>>],
+        centers: &Array2<f64>,
+        shift: Option<Vec<f64>>,
+    ) -> Result<Partial> {
         let parts: Vec<Delayed<Partial>> = blocks
             .iter()
-            .map(|b| try_delayed(lloyd_chunk, (b, centers.clone())))
+            .map(|b| delayed_on_rows(lloyd_chunk, b, (centers.clone(), shift.clone())))
             .collect();
         tree(parts, merge_partials)
             .expect("an array with rows has a chunk")
@@ -281,21 +370,25 @@ impl KMeans {
         }
         let x = x.persist(client)?;
         let blocks = x.to_delayed::<f64>();
-        // The mean variance of the features scales the tolerance (as scikit-learn).
-        let variance = x.var_axis(0).mean().compute_scalar::<f64>(client)?;
-        let tol = self.tol * variance;
         let mut centers = match &self.init {
             Init::Centers(c) => c.clone(),
             Init::KMeansParallel => self.kmeans_parallel(client, &x, &blocks)?,
         };
+        // The mean variance of the features scales the tolerance (as scikit-learn); the
+        // first pass sums the squares for it, less the first centre (against cancellation).
+        let mut tol = None;
         let mut n_iter = 0;
         while n_iter < self.max_iter {
-            let partial = self.pass(client, &blocks, &centers)?;
+            let shift = tol.is_none().then(|| centers.row(0).to_vec());
+            let partial = self.pass_with(client, &blocks, &centers, shift.clone())?;
             if let Some((row, column)) = partial.nan {
                 return Err(error(format!(
                     "KMeans.fit: the input holds NaN (first at row {row}, column {column}); \
                      drop or fill the missing values first"
                 )));
+            }
+            if let Some(shift) = shift {
+                tol = Some(self.tol * mean_variance(&partial, &shift));
             }
             n_iter += 1;
             let mut next = centers.clone();
@@ -308,9 +401,9 @@ impl KMeans {
                     }
                 }
             }
-            let shift: f64 = (&next - &centers).mapv(|v| v * v).sum();
+            let moved: f64 = (&next - &centers).mapv(|v| v * v).sum();
             centers = next;
-            if shift <= tol {
+            if tol.is_some_and(|tol| moved <= tol) {
                 break;
             }
         }
@@ -361,13 +454,13 @@ impl KMeans {
             if cost <= 0.0 {
                 break;
             }
-            let centers = to_block(&as_matrix(&candidates));
+            let centers = as_matrix(&candidates);
             let parts: Vec<Delayed<Vec<Vec<f64>>>> = blocks
                 .iter()
                 .enumerate()
                 .map(|(c, b)| {
                     let spec = (l, cost, key(self.seed, round as u64, c as u64));
-                    try_delayed(sample_chunk, (b, centers.clone(), spec))
+                    delayed_on_rows(sample_chunk, b, (centers.clone(), spec))
                 })
                 .collect();
             let picked = tree(parts, concat_samples)
@@ -398,11 +491,11 @@ impl KMeans {
         let f = self.fitted("predict")?;
         same_features(x, f.centers.ncols(), "KMeans.predict")?;
         let x = as_f64(&row_chunked(x, "KMeans.predict")?);
-        let centers = to_block(&f.centers);
+        let centers = f.centers.clone();
         let parts: Vec<Delayed<ArrayD<i64>>> = x
             .to_delayed::<f64>()
             .iter()
-            .map(|b| try_delayed(predict_chunk, (b, centers.clone())))
+            .map(|b| delayed_on_rows(predict_chunk, b, centers.clone()))
             .collect();
         Ok(from_delayed_chunks(&parts, vec![x.chunks()[0].clone()]))
     }
@@ -495,14 +588,42 @@ mod tests {
 
     #[test]
     fn a_lloyd_partial_sums_its_clusters() {
-        let block = array![[0.0, 0.0], [1.0, 0.0], [10.0, 10.0]].into_dyn();
-        let centers = array![[0.0, 0.0], [9.0, 9.0]].into_dyn();
-        let p = lloyd_chunk(block, centers).unwrap();
+        let block = array![[0.0, 0.0], [1.0, 0.0], [10.0, 10.0]];
+        let centers = array![[0.0, 0.0], [9.0, 9.0]];
+        let p = lloyd_rows(block.view(), centers.view(), None);
         assert_eq!(p.counts, vec![2, 1]);
         assert_eq!(p.sums, vec![1.0, 0.0, 10.0, 10.0]);
         assert!((p.inertia - 3.0).abs() < 1e-12);
         let merged = merge_partials(vec![p.clone(), p]);
         assert_eq!(merged.counts, vec![4, 2]);
+    }
+
+    #[test]
+    fn a_pass_gives_the_variances_and_finds_the_first_nan() {
+        // More rows than a block, of 5 features (a tail after the lanes of 4).
+        let rows = Array2::from_shape_fn((1500, 5), |(i, j)| ((i * 7 + j * 3) % 11) as f64 + 1e6);
+        let centers = rows.slice(ndarray::s![..3, ..]).to_owned();
+        let shift = centers.row(0).to_vec();
+        let p = lloyd_rows(rows.view(), centers.view(), Some(&shift));
+        let expected = rows.var_axis(Axis(0), 0.0).mean().unwrap();
+        assert!((mean_variance(&p, &shift) - expected).abs() < 1e-9 * expected);
+        assert_eq!(p.counts.iter().sum::<u64>(), 1500);
+        let exact: f64 = rows
+            .outer_iter()
+            .map(|r| {
+                centers
+                    .outer_iter()
+                    .map(|c| (&r - &c).mapv(|v| v * v).sum())
+                    .fold(f64::INFINITY, f64::min)
+            })
+            .sum();
+        assert!((p.inertia - exact).abs() <= 1e-9 * exact);
+        assert_eq!(p.nan, None);
+        let mut with_nan = rows.clone();
+        with_nan[[900, 4]] = f64::NAN;
+        with_nan[[1200, 1]] = f64::NAN;
+        let p = lloyd_rows(with_nan.view(), centers.view(), None);
+        assert_eq!(p.nan, Some((900, 4)));
     }
 
     #[test]

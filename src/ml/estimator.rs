@@ -275,19 +275,14 @@ impl<S: Transformer, E: Estimator> FittedPipeline<S, E> {
     }
 }
 
-/// Runs `f`, a panic in it becoming its error (user code runs inside these tasks).
+/// Runs `f`, a panic in it becoming its error (user code runs inside these tasks), with
+/// the panic's location when the panic hook recorded it.
 pub(crate) fn guarded<R>(
     what: &str,
     f: impl FnOnce() -> std::result::Result<R, String>,
 ) -> std::result::Result<R, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "a panic".into());
-        Err(format!("{what} panicked: {message}"))
-    })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|panic| Err(format!("{what} {}", crate::task::panic_message(&*panic))))
 }
 
 #[cfg(test)]

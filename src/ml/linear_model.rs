@@ -7,9 +7,10 @@
 use super::rows::{as_f64, error, row_chunked, same_features, tree};
 use crate::Client;
 use crate::array::{self, Array, DType};
-use crate::delayed::{Delayed, try_delayed};
+use crate::collections::array::{delayed_on_rows, delayed_on_rows2};
+use crate::delayed::Delayed;
 use crate::error::Result;
-use ndarray::{Array1, Array2, ArrayD, Ix1, Ix2};
+use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView2, Axis, Ix1, s};
 use serde::{Deserialize, Serialize};
 
 /// Sums over some rows: `n`, the sums of `x` and `y`, `x^T x` and `x^T y` (row-major),
@@ -24,10 +25,8 @@ struct Gram {
     nan: Option<u64>,
 }
 
-fn pair(x: ArrayD<f64>, y: ArrayD<f64>) -> std::result::Result<(Array2<f64>, Array1<f64>), String> {
-    let x = x
-        .into_dimensionality::<Ix2>()
-        .map_err(|e| format!("a block of samples that is not 2-D: {e}"))?;
+/// The targets of a chunk of samples `x`, checked: 1-D, one per row.
+fn targets(x: &ArrayView2<'_, f64>, y: ArrayD<f64>) -> std::result::Result<Array1<f64>, String> {
     let y = y
         .into_dimensionality::<Ix1>()
         .map_err(|e| format!("a block of targets that is not 1-D: {e}"))?;
@@ -38,19 +37,21 @@ fn pair(x: ArrayD<f64>, y: ArrayD<f64>) -> std::result::Result<(Array2<f64>, Arr
             y.len()
         ));
     }
-    Ok((x, y))
+    Ok(y)
 }
 
 /// The first row of `x` or element of `y` holding NaN.
-fn first_nan(x: &Array2<f64>, y: &Array1<f64>) -> Option<u64> {
+fn first_nan(x: &ArrayView2<'_, f64>, y: &Array1<f64>) -> Option<u64> {
     x.outer_iter()
         .zip(y)
         .position(|(row, v)| v.is_nan() || row.iter().any(|a| a.is_nan()))
         .map(|r| r as u64)
 }
 
-fn gram_chunk(x: ArrayD<f64>, y: ArrayD<f64>) -> std::result::Result<Gram, String> {
-    let (x, y) = pair(x, y)?;
+/// The Gram sums of a chunk's rows (read in place) and its targets.
+fn gram_chunk(x: ArrayView2<'_, f64>, y: ArrayD<f64>) -> std::result::Result<Gram, String> {
+    crate::collections::array::blas_one_thread();
+    let y = targets(&x, y)?;
     let d = x.ncols();
     let xtx = x.t().dot(&x);
     let xty = x.t().dot(&y);
@@ -198,7 +199,7 @@ impl LinearRegression {
             .to_delayed::<f64>()
             .iter()
             .zip(y.to_delayed::<f64>().iter())
-            .map(|(xb, yb)| try_delayed(gram_chunk, (xb, yb)))
+            .map(|(xb, yb)| delayed_on_rows(gram_chunk, xb, yb))
             .collect();
         let g = tree(parts, merge_grams)
             .expect("samples come in chunks")
@@ -288,53 +289,88 @@ struct Newton {
     bad: Option<(u64, f64)>,
 }
 
+/// Rows per block of [`newton_chunk`]: a block's weighted rows stay in the cache for the
+/// Hessian's product.
+const NEWTON_BLOCK_ROWS: usize = 512;
+
+/// The loss, gradient and Hessian of a chunk's rows (read in place) at the coefficients
+/// `w` (the intercept last), a block of rows at a time: the block's `z = x . w` by BLAS,
+/// then per row the loss, `p - y` and the row scaled by `sqrt(p (1 - p))`, then the block's
+/// gradient `x^T (p - y)` and Hessian `B^T B` of the scaled rows `B` by BLAS.
 fn newton_chunk(
-    x: ArrayD<f64>,
-    y: ArrayD<f64>,
-    w: Vec<f64>,
+    x: ArrayView2<'_, f64>,
+    (y, w): (ArrayD<f64>, Vec<f64>),
 ) -> std::result::Result<Newton, String> {
-    let (x, y) = pair(x, y)?;
+    crate::collections::array::blas_one_thread();
+    let y = targets(&x, y)?;
     let d = x.ncols();
     let m = d + 1;
+    if w.len() != m {
+        return Err(format!("{} coefficients for {d} features", w.len()));
+    }
+    let coef = ArrayView1::from(&w[..d]);
     let mut part = Newton {
         rows: x.nrows() as u64,
         loss: 0.0,
         grad: vec![0.0; m],
         hess: vec![0.0; m * m],
-        bad: first_nan(&x, &y).map(|r| (r, f64::NAN)),
+        bad: None,
     };
-    if part.bad.is_none() {
-        part.bad = y
-            .iter()
-            .position(|&v| v != 0.0 && v != 1.0)
-            .map(|r| (r as u64, y[r]));
-    }
-    let mut row = vec![0.0; m];
-    for (xi, &yi) in x.outer_iter().zip(&y) {
-        row[..d].iter_mut().zip(xi).for_each(|(r, &v)| *r = v);
-        row[d] = 1.0;
-        let z: f64 = row.iter().zip(&w).map(|(a, b)| a * b).sum();
-        // log(1 + e^z) - y z, computed without overflow.
-        let softplus = if z > 0.0 {
-            z + (-z).exp().ln_1p()
-        } else {
-            z.exp().ln_1p()
-        };
-        part.loss += softplus - yi * z;
-        let p = 1.0 / (1.0 + (-z).exp());
-        let s = p * (1.0 - p);
-        for i in 0..m {
-            part.grad[i] += (p - yi) * row[i];
-            for j in 0..=i {
-                part.hess[i * m + j] += s * row[i] * row[j];
+    let mut hess = Array2::<f64>::zeros((m, m));
+    let mut grad = Array1::<f64>::zeros(m);
+    let block_rows = NEWTON_BLOCK_ROWS.min(x.nrows()).max(1);
+    let mut scaled = Array2::<f64>::zeros((block_rows, m));
+    let mut residual = Array1::<f64>::zeros(block_rows);
+    let mut offset = 0;
+    for (xb, yb) in x
+        .axis_chunks_iter(Axis(0), NEWTON_BLOCK_ROWS)
+        .zip(y.axis_chunks_iter(Axis(0), NEWTON_BLOCK_ROWS))
+    {
+        let n = xb.nrows();
+        let z = xb.dot(&coef);
+        let mut scaled = scaled.slice_mut(s![..n, ..]);
+        let mut residual = residual.slice_mut(s![..n]);
+        for i in 0..n {
+            let (zi, yi) = (z[i] + w[d], yb[i]);
+            if part.bad.is_none() && yi != 0.0 && yi != 1.0 {
+                part.bad = Some(((offset + i) as u64, yi));
             }
+            // log(1 + e^z) - y z, computed without overflow.
+            let softplus = if zi > 0.0 {
+                zi + (-zi).exp().ln_1p()
+            } else {
+                zi.exp().ln_1p()
+            };
+            part.loss += softplus - yi * zi;
+            let p = 1.0 / (1.0 + (-zi).exp());
+            residual[i] = p - yi;
+            let root = (p * (1.0 - p)).sqrt();
+            let mut out = scaled.row_mut(i);
+            for (o, &v) in out.iter_mut().zip(xb.row(i)) {
+                *o = root * v;
+            }
+            out[d] = root;
         }
+        ndarray::linalg::general_mat_vec_mul(
+            1.0,
+            &xb.t(),
+            &residual,
+            1.0,
+            &mut grad.slice_mut(s![..d]),
+        );
+        grad[d] += residual.sum();
+        ndarray::linalg::general_mat_mul(1.0, &scaled.t(), &scaled, 1.0, &mut hess);
+        offset += n;
     }
-    for i in 0..m {
-        for j in 0..i {
-            part.hess[j * m + i] = part.hess[i * m + j];
-        }
+    // NaN anywhere makes the loss NaN: then find the first sample holding it, which comes
+    // before a target other than 0 and 1 (as the messages are ordered).
+    if part.loss.is_nan()
+        && let Some(row) = first_nan(&x, &y)
+    {
+        part.bad = Some((row, f64::NAN));
     }
+    part.grad = grad.to_vec();
+    part.hess = hess.into_iter().collect();
     Ok(part)
 }
 
@@ -406,7 +442,7 @@ impl LogisticRegression {
             let parts: Vec<Delayed<Newton>> = xs
                 .iter()
                 .zip(&ys)
-                .map(|(xb, yb)| try_delayed(newton_chunk, (xb, yb, w.clone())))
+                .map(|(xb, yb)| delayed_on_rows2(newton_chunk, xb, yb, w.clone()))
                 .collect();
             let step = tree(parts, merge_newton)
                 .expect("samples come in chunks")
@@ -523,14 +559,14 @@ mod tests {
     fn merged_grams_are_the_sums_of_all_rows() {
         let x = array![[1.0, 2.0], [3.0, 4.0], [5.0, 7.0]];
         let y = array![1.0, 0.0, 2.0];
-        let whole = gram_chunk(x.clone().into_dyn(), y.clone().into_dyn()).unwrap();
+        let whole = gram_chunk(x.view(), y.clone().into_dyn()).unwrap();
         let a = gram_chunk(
-            x.slice(ndarray::s![..1, ..]).to_owned().into_dyn(),
+            x.slice(ndarray::s![..1, ..]),
             y.slice(ndarray::s![..1]).to_owned().into_dyn(),
         )
         .unwrap();
         let b = gram_chunk(
-            x.slice(ndarray::s![1.., ..]).to_owned().into_dyn(),
+            x.slice(ndarray::s![1.., ..]),
             y.slice(ndarray::s![1..]).to_owned().into_dyn(),
         )
         .unwrap();
@@ -538,5 +574,48 @@ mod tests {
         assert_eq!(merged.xtx, whole.xtx);
         assert_eq!(merged.xty, whole.xty);
         assert_eq!(merged.rows, 3);
+    }
+
+    #[test]
+    fn a_newton_step_sums_each_rows_loss_gradient_and_hessian() {
+        // More rows than a block, so the blocks' sums are checked too.
+        let n = 1300;
+        let x = Array2::from_shape_fn((n, 3), |(i, j)| ((i * 5 + j * 7) % 13) as f64 / 4.0 - 1.5);
+        let y = Array1::from_shape_fn(n, |i| (i % 3 == 0) as u8 as f64);
+        let w = vec![0.3, -0.2, 0.1, 0.05];
+        let part = newton_chunk(x.view(), (y.clone().into_dyn(), w.clone())).unwrap();
+        let (mut loss, mut grad, mut hess) = (0.0, [0.0; 4], [[0.0; 4]; 4]);
+        for (row, &t) in x.outer_iter().zip(&y) {
+            let r = [row[0], row[1], row[2], 1.0];
+            let z: f64 = r.iter().zip(&w).map(|(a, b)| a * b).sum();
+            loss += (1.0 + z.exp()).ln() - t * z;
+            let p = 1.0 / (1.0 + (-z).exp());
+            for (i, (g, h)) in grad.iter_mut().zip(hess.iter_mut()).enumerate() {
+                *g += (p - t) * r[i];
+                for (hj, rj) in h.iter_mut().zip(r) {
+                    *hj += p * (1.0 - p) * r[i] * rj;
+                }
+            }
+        }
+        assert!((part.loss - loss).abs() < 1e-9 * loss.abs());
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * (1.0 + b.abs());
+        assert!(part.grad.iter().zip(grad).all(|(&a, b)| close(a, b)));
+        assert!(
+            part.hess
+                .iter()
+                .zip(hess.iter().flatten())
+                .all(|(&a, &b)| close(a, b))
+        );
+        assert_eq!(part.bad, None);
+        // The first target other than 0 and 1, past the first block; NaN comes first.
+        let mut bad = y.clone();
+        bad[1000] = 2.0;
+        bad[1100] = 3.0;
+        let part = newton_chunk(x.view(), (bad.clone().into_dyn(), w.clone())).unwrap();
+        assert_eq!(part.bad, Some((1000, 2.0)));
+        let mut with_nan = x.clone();
+        with_nan[[1200, 2]] = f64::NAN;
+        let part = newton_chunk(with_nan.view(), (bad.into_dyn(), w)).unwrap();
+        assert!(matches!(part.bad, Some((1200, v)) if v.is_nan()));
     }
 }

@@ -73,7 +73,7 @@ pub(super) fn exit_code_with_message<R: ClientOutcome>(
                 "the client program {}",
                 panics::take_client_panic().unwrap_or_else(|| format!(
                     "panicked: {}",
-                    crate::worker::executor::payload_text(&*payload)
+                    crate::task::payload_text(&*payload)
                 ))
             )),
         ),

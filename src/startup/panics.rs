@@ -32,10 +32,10 @@ pub(super) fn install_panic_hook() {
                 .unwrap_or_else(|| "an unknown location".into());
             let report = format!(
                 "panicked at {location}: {}",
-                executor::payload_text(info.payload())
+                crate::task::payload_text(info.payload())
             );
             if executor::on_executor_thread() {
-                executor::record_task_panic(report);
+                crate::task::record_task_panic(report);
             } else if IS_CLIENT_PROGRAM.with(Cell::get) {
                 let backtrace = std::backtrace::Backtrace::capture();
                 let report = match backtrace.status() {

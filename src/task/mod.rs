@@ -30,6 +30,7 @@
 mod args;
 mod call;
 mod functions;
+mod panic;
 
 pub use args::{Arg, IntoArgs, ValueSlot};
 pub(crate) use call::describe_decode_error;
@@ -39,6 +40,8 @@ pub use call::{
 };
 pub(crate) use functions::fn_pointer;
 pub use functions::{FnPointer, FunctionTable, Registry, new_job_key};
+pub use panic::record_task_panic;
+pub(crate) use panic::{panic_message, payload_text};
 
 /// A readable name for function type `F`: `count_hits`, or `main.closure` for a closure.
 pub fn function_name<F>() -> String {

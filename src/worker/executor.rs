@@ -9,7 +9,6 @@
 use crate::protocol::Bytes;
 use crate::protocol::{Attempt, Key, Payload, Rank, Resource, TaskCode};
 use crate::task::{self, CallError, FunctionTable, TaskInput};
-use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -103,9 +102,6 @@ pub struct Executor {
 }
 
 thread_local! {
-    /// Set on executor threads: where and why the running task panicked, captured by the
-    /// panic hook so the client gets the location too.
-    static PANIC_REPORT: RefCell<Option<String>> = const { RefCell::new(None) };
     static WORKER_RANK: std::cell::Cell<Option<Rank>> = const { std::cell::Cell::new(None) };
 }
 
@@ -119,27 +115,6 @@ pub fn worker_rank() -> Option<Rank> {
     WORKER_RANK.with(|r| r.get())
 }
 
-/// Records a panic raised while a task runs on this thread.
-pub fn record_task_panic(report: String) {
-    PANIC_REPORT.with(|slot| *slot.borrow_mut() = Some(report));
-}
-
-/// The message of a panic payload (`&str` or `String`).
-pub(crate) fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string panic payload".to_string())
-}
-
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(report) = PANIC_REPORT.with(|slot| slot.borrow_mut().take()) {
-        return report;
-    }
-    format!("panicked: {}", payload_text(&*payload))
-}
-
 /// Runs one task now, on this thread, turning a panic into an error.
 pub fn run_task(task: &ReadyTask) -> TaskOutcome {
     let started_us = crate::trace::now_us();
@@ -151,7 +126,7 @@ pub fn run_task(task: &ReadyTask) -> TaskOutcome {
         functions: &task.functions,
     };
     let result = catch_unwind(AssertUnwindSafe(|| task::call(task.code.func, &input)))
-        .unwrap_or_else(|payload| Err(CallError::Failed(panic_message(payload))));
+        .unwrap_or_else(|payload| Err(CallError::Failed(crate::task::panic_message(&*payload))));
     let inline: usize = task
         .code
         .args

@@ -613,6 +613,20 @@ pub fn on_node(node: usize, command: &Command) -> Command {
     wrapped
 }
 
+/// The example `name` run with `args`: under `mpirun -np np`, or locally (no launcher)
+/// when `np` is 0; killed at `deadline`.
+pub fn run_example(name: &str, np: usize, args: &[&str], deadline: Duration) -> Run {
+    let exe = example(name);
+    let command = if np == 0 {
+        let mut command = local_command(&exe);
+        command.args(args);
+        command
+    } else {
+        mpirun(np, &exe, args)
+    };
+    run_with_deadline(command, deadline)
+}
+
 /// `program` in local mode (no launcher in the environment).
 pub fn local_command(program: &Path) -> Command {
     let mut command = Command::new(program);

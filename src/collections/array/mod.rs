@@ -65,6 +65,8 @@ mod npy_stack;
 mod output;
 mod overlap;
 mod products;
+mod rows_call;
+pub(crate) use rows_call::{delayed_on_rows, delayed_on_rows2};
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod program;
