@@ -6,6 +6,7 @@
 //! per-cluster sums, counts and inertia, merged by a tree reduction. The input is persisted
 //! first, so every pass reads chunks already on the workers.
 
+use super::lloyd;
 use super::rows::{as_f64, error, row_chunked, same_features, tree};
 use crate::Client;
 use crate::array::Array;
@@ -110,45 +111,27 @@ fn first_nan(block: &ArrayView2<'_, f64>) -> Option<(u64, usize)> {
         .map(|((r, c), _)| (r as u64, c))
 }
 
-/// The nearest centre of each row of `block`, by the matrix product `block . centers^T`
-/// (BLAS): `|x - c|^2 = |x|^2 - 2 x . c + |c|^2`, whose first term is the same for every
-/// centre (scikit-learn's `euclidean_distances`). Ties go to the first centre.
-fn assign(block: &ArrayView2<'_, f64>, centers: &Array2<f64>) -> Vec<usize> {
-    crate::collections::array::blas_one_thread();
-    let cross = block.dot(&centers.t());
-    let norms: Vec<f64> = centers.rows().into_iter().map(|c| c.dot(&c)).collect();
-    cross
-        .rows()
-        .into_iter()
-        .map(|row| {
-            let mut best = (0, f64::INFINITY);
-            for (c, (&dot, &norm)) in row.iter().zip(&norms).enumerate() {
-                let d = norm - 2.0 * dot;
-                if d < best.1 {
-                    best = (c, d);
-                }
-            }
-            best.0
-        })
-        .collect()
-}
-
-/// Rows per block of [`lloyd_rows`]: a block and its products stay in the L2 cache while
-/// the block's rows are assigned and summed.
+/// Rows per block of [`lloyd_rows`]: a block stays in the L2 cache while its squares are
+/// summed after its pass.
 const LLOYD_BLOCK_ROWS: usize = 512;
 
+/// The rows of `rows` as one slice, copied only when they are not in standard layout.
+fn row_major<'a>(rows: &'a ArrayView2<'_, f64>) -> std::borrow::Cow<'a, [f64]> {
+    match rows.as_slice() {
+        Some(values) => values.into(),
+        None => rows.iter().copied().collect::<Vec<f64>>().into(),
+    }
+}
+
 /// One Lloyd step's sums, counts and inertia over `rows` (the inertia from each row's exact
-/// distance to its centre), in one read of the rows: a block of rows at a time, the block's
-/// products with the centres by BLAS, then each row's nearest centre, its distance and its
-/// share of the sums while the block is in the cache. NaN anywhere in a row makes its
-/// distance NaN, so the search for the first NaN runs only when the inertia is NaN.
-/// With `shift`, it also sums each feature's squares less the shift.
+/// distance to its centre), in one read of the rows ([`lloyd::pass`]). NaN anywhere in a
+/// row makes its distance NaN, so the search for the first NaN runs only when the inertia
+/// is NaN. With `shift`, it also sums each feature's squares less the shift.
 fn lloyd_rows(
     rows: ArrayView2<'_, f64>,
     centers: ArrayView2<'_, f64>,
     shift: Option<&[f64]>,
 ) -> Partial {
-    crate::collections::array::blas_one_thread();
     let (k, d) = centers.dim();
     let mut partial = Partial {
         sums: vec![0.0; k * d],
@@ -158,30 +141,17 @@ fn lloyd_rows(
         rows: rows.nrows() as u64,
         squares: vec![0.0; shift.map_or(0, |_| d)],
     };
-    let norms: Vec<f64> = centers.rows().into_iter().map(|c| c.dot(&c)).collect();
-    let centers_t = centers.t();
-    let mut cross = Array2::<f64>::zeros((LLOYD_BLOCK_ROWS.min(rows.nrows()).max(1), k));
-    for block in rows.axis_chunks_iter(Axis(0), LLOYD_BLOCK_ROWS) {
-        let mut products = cross.slice_mut(ndarray::s![..block.nrows(), ..]);
-        ndarray::linalg::general_mat_mul(1.0, &block, &centers_t, 0.0, &mut products);
-        for (row, dots) in block.outer_iter().zip(products.outer_iter()) {
-            let mut best = (0, f64::INFINITY);
-            for (c, (&dot, &norm)) in dots.iter().zip(&norms).enumerate() {
-                let d = norm - 2.0 * dot;
-                if d < best.1 {
-                    best = (c, d);
-                }
-            }
-            let c = best.0;
-            partial.counts[c] += 1;
-            let sums = &mut partial.sums[c * d..(c + 1) * d];
-            partial.inertia += match (row.as_slice(), centers.row(c).to_slice()) {
-                (Some(row), Some(centre)) => add_and_distance(sums, row, centre),
-                _ => add_and_distance(sums, &row.to_vec(), &centers.row(c).to_vec()),
-            };
-        }
+    if d == 0 {
+        // Every row is at distance 0 of every centre: the first takes them all.
+        partial.counts[0] = partial.rows;
+        return partial;
+    }
+    let centres = lloyd::Centres::new(centers);
+    let values = row_major(&rows);
+    for block in values.chunks(LLOYD_BLOCK_ROWS * d) {
+        partial.inertia += lloyd::pass(block, &centres, &mut partial.sums, &mut partial.counts);
         if let Some(shift) = shift {
-            for row in block.outer_iter() {
+            for row in block.chunks_exact(d) {
                 for ((square, &v), &s) in partial.squares.iter_mut().zip(row).zip(shift) {
                     *square += (v - s) * (v - s);
                 }
@@ -192,34 +162,6 @@ fn lloyd_rows(
         partial.nan = first_nan(&rows);
     }
     partial
-}
-
-/// Adds `row` to `sums` and returns the squared distance between `row` and `centre`
-/// (summed in four lanes, so that the loop runs in vector registers).
-fn add_and_distance(sums: &mut [f64], row: &[f64], centre: &[f64]) -> f64 {
-    let mut lanes = [0.0; 4];
-    let split = row.len() / 4 * 4;
-    for ((s, v), m) in sums[..split]
-        .chunks_exact_mut(4)
-        .zip(row[..split].chunks_exact(4))
-        .zip(centre[..split].chunks_exact(4))
-    {
-        for l in 0..4 {
-            s[l] += v[l];
-            let e = v[l] - m[l];
-            lanes[l] += e * e;
-        }
-    }
-    let mut distance = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-    for ((s, &v), &m) in sums[split..]
-        .iter_mut()
-        .zip(&row[split..])
-        .zip(&centre[split..])
-    {
-        *s += v;
-        distance += (v - m) * (v - m);
-    }
-    distance
 }
 
 /// [`lloyd_rows`] of a chunk's rows (a task of [`delayed_on_rows`]).
@@ -274,7 +216,14 @@ fn predict_chunk(
     rows: ArrayView2<'_, f64>,
     centers: Array2<f64>,
 ) -> std::result::Result<ArrayD<i64>, String> {
-    Ok(Array1::from_iter(assign(&rows, &centers).into_iter().map(|c| c as i64)).into_dyn())
+    if centers.ncols() != rows.ncols() {
+        return Err("KMeans.predict: centres of another width than the rows".into());
+    }
+    let labels = match rows.ncols() {
+        0 => vec![0; rows.nrows()],
+        _ => lloyd::labels(&row_major(&rows), &lloyd::Centres::new(centers.view())),
+    };
+    Ok(Array1::from_iter(labels.into_iter().map(|c| c as i64)).into_dyn())
 }
 
 /// `k-means||`: the rows of a chunk sampled with probability `l d^2 / cost`.
@@ -284,8 +233,16 @@ fn sample_chunk(
 ) -> std::result::Result<Vec<Vec<f64>>, String> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(key);
     let mut picked = Vec::new();
-    for row in block.outer_iter() {
-        let (_, d) = nearest(row, centers.view());
+    let labels = match block.ncols() {
+        0 => vec![0; block.nrows()],
+        _ => lloyd::labels(&row_major(&block), &lloyd::Centres::new(centers.view())),
+    };
+    for (row, c) in block.outer_iter().zip(labels) {
+        let d: f64 = row
+            .iter()
+            .zip(centers.row(c))
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum();
         let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         if u < l * d / cost {
             picked.push(row.to_vec());

@@ -22,6 +22,7 @@ pub mod estimator;
 pub mod linear_model;
 #[cfg(feature = "linfa")]
 pub mod linfa;
+mod lloyd;
 pub mod model_selection;
 pub mod preprocessing;
 mod rows;
