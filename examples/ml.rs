@@ -12,7 +12,7 @@
 //! ```
 //!
 //! ```text
-//! mpirun -np 4 target/release/examples/ml --rows 20000000     # 1.3 GB of samples
+//! mpirun -np 4 target/release/examples/ml     # 40,000,000 samples x 8 features: 2.6 GB
 //! ```
 //!
 //! The samples: `--features` (at least 4) columns of unit normal noise; the first 4 are
@@ -48,7 +48,7 @@ const CENTRE_TOLERANCE: f64 = 0.05;
 #[command(version)]
 struct Cli {
     /// Samples (rows)
-    #[arg(long, default_value_t = 20_000_000)]
+    #[arg(long, default_value_t = 40_000_000)]
     rows: usize,
 
     /// Features (columns; at least 4)
