@@ -119,6 +119,15 @@ pub enum Error {
     /// The future's key is not known to the client (released or never submitted).
     #[error("unknown key {0}")]
     UnknownKey(Key),
+
+    /// A wait with a time limit ran out (the tasks go on).
+    #[error("timed out after {seconds} s waiting for {what}; wait longer, or without a limit")]
+    Timeout {
+        /// The limit, in seconds.
+        seconds: f64,
+        /// What was waited for.
+        what: String,
+    },
 }
 
 /// Shorthand for `std::result::Result<T, mpidask::Error>`.

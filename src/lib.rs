@@ -102,7 +102,10 @@ mod transport;
 #[cfg(feature = "internals")]
 pub mod internals;
 
-pub use client::{AsCompleted, CallArg, Client, Future, Submitter};
+pub use client::{
+    AsCompleted, CallArg, Client, DoneAndNotDone, Future, FutureStatus, ReturnWhen, Submitter,
+    WithResults,
+};
 #[cfg(feature = "dataframe")]
 pub use collections::dataframe;
 pub use collections::{array, bag, dataset, delayed};

@@ -56,6 +56,11 @@ impl<T> Future<T> {
         }
     }
 
+    /// The client's table this future's key is in.
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
     /// The task's key.
     pub fn key(&self) -> Key {
         self.handle.key
@@ -110,10 +115,14 @@ impl<T: DeserializeOwned + 'static> Future<T> {
     }
 }
 
-/// Futures in the order they finish; see [`crate::Client::as_completed`].
+/// Futures in the order they finish; see [`crate::Client::as_completed`]. More can be
+/// added while iterating ([`add`](Self::add)); [`next_batch`](Self::next_batch) takes all
+/// those finished at once, and [`with_results`](Self::with_results) yields each with its
+/// result.
 pub struct AsCompleted<T> {
+    shared: Arc<Shared>,
     finished: Receiver<Key>,
-    requeue: Sender<Key>,
+    sender: Sender<Key>,
     waiting: FxHashMap<Key, Vec<Future<T>>>,
     remaining: usize,
 }
@@ -121,28 +130,115 @@ pub struct AsCompleted<T> {
 impl<T> AsCompleted<T> {
     pub(crate) fn new(shared: &Arc<Shared>, futures: &[Future<T>]) -> Self {
         let (sender, finished) = unbounded();
-        let mut waiting: FxHashMap<Key, Vec<Future<T>>> = FxHashMap::default();
-        let mut state = shared.lock();
-        for future in futures {
-            let key = future.key();
-            let listed = waiting.entry(key).or_default();
-            listed.push(future.clone());
-            if listed.len() > 1 {
-                continue;
-            }
-            match state.keys.get_mut(&key) {
-                Some(entry) if !entry.status.is_final() => entry.watchers.push(sender.clone()),
-                _ => {
-                    let _ = sender.send(key);
-                }
-            }
-        }
-        AsCompleted {
+        let mut this = AsCompleted {
+            shared: shared.clone(),
             finished,
-            requeue: sender,
-            waiting,
-            remaining: futures.len(),
+            sender,
+            waiting: FxHashMap::default(),
+            remaining: 0,
+        };
+        for future in futures {
+            this.add(future.clone());
         }
+        this
+    }
+
+    /// Adds `future` to those waited for, also while iterating (Dask's
+    /// `as_completed.add`).
+    ///
+    /// ```
+    /// fn inc(x: u64) -> u64 { x + 1 }
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let mut seq = client.as_completed(&[client.submit(inc, 0)]);
+    ///     let mut seen = vec![];
+    ///     while let Some(future) = seq.next() {
+    ///         let x = future.result().unwrap();
+    ///         seen.push(x);
+    ///         if x < 3 {
+    ///             seq.add(client.submit(inc, x)); // more work found while iterating
+    ///         }
+    ///     }
+    ///     assert_eq!(seen, vec![1, 2, 3]);
+    /// });
+    /// ```
+    pub fn add(&mut self, future: Future<T>) {
+        let key = future.key();
+        self.remaining += 1;
+        let listed = self.waiting.entry(key).or_default();
+        listed.push(future);
+        if listed.len() > 1 {
+            return;
+        }
+        match self.shared.lock().keys.get_mut(&key) {
+            Some(entry) if !entry.status.is_final() => entry.watchers.push(self.sender.clone()),
+            _ => {
+                let _ = self.sender.send(key);
+            }
+        }
+    }
+
+    /// How many futures have not come out yet.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    /// The next finished futures: waits for one, then takes every other one finished by
+    /// then (Dask's `as_completed(...).batches()`); `None` once all have come out.
+    ///
+    /// ```
+    /// fn inc(x: u64) -> u64 { x + 1 }
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let futures = client.map(inc, 0..10u64);
+    ///     let mut seq = client.as_completed(&futures);
+    ///     let mut total = 0;
+    ///     while let Some(batch) = seq.next_batch() {
+    ///         total += client.gather(&batch).unwrap().iter().sum::<u64>();
+    ///     }
+    ///     assert_eq!(total, 55);
+    /// });
+    /// ```
+    pub fn next_batch(&mut self) -> Option<Vec<Future<T>>> {
+        let mut batch = vec![self.next()?];
+        while self.remaining > 0 {
+            match self.finished.try_recv() {
+                Ok(key) => batch.extend(self.take(key)),
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    /// Each future with its result as it finishes (Dask's
+    /// `as_completed(..., with_results=True)`).
+    ///
+    /// ```
+    /// fn inc(x: u64) -> u64 { x + 1 }
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let futures = client.map(inc, 0..4u64);
+    ///     let total: u64 = client
+    ///         .as_completed(&futures)
+    ///         .with_results()
+    ///         .map(|(_future, result)| result.unwrap())
+    ///         .sum();
+    ///     assert_eq!(total, 10);
+    /// });
+    /// ```
+    pub fn with_results(self) -> WithResults<T> {
+        WithResults(self)
+    }
+
+    /// The future listed for `key`, which has come out.
+    fn take(&mut self, key: Key) -> Option<Future<T>> {
+        let listed = self.waiting.get_mut(&key)?;
+        let future = listed.pop()?;
+        if listed.is_empty() {
+            self.waiting.remove(&key);
+        } else {
+            // The same future was listed again: it comes out again right away.
+            let _ = self.sender.send(key);
+        }
+        self.remaining -= 1;
+        Some(future)
     }
 }
 
@@ -150,23 +246,41 @@ impl<T> Iterator for AsCompleted<T> {
     type Item = Future<T>;
 
     fn next(&mut self) -> Option<Future<T>> {
-        if self.remaining == 0 {
-            return None;
+        while self.remaining > 0 {
+            let key = self.finished.recv().ok()?;
+            if let Some(future) = self.take(key) {
+                return Some(future);
+            }
         }
-        let key = self.finished.recv().ok()?;
-        let listed = self.waiting.get_mut(&key)?;
-        let future = listed.pop()?;
-        if listed.is_empty() {
-            self.waiting.remove(&key);
-        } else {
-            // The same future was listed again: it comes out again right away.
-            let _ = self.requeue.send(key);
-        }
-        self.remaining -= 1;
-        Some(future)
+        None
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (self.remaining, Some(self.remaining))
+    }
+}
+
+/// Futures with their results in the order they finish; see
+/// [`AsCompleted::with_results`].
+pub struct WithResults<T>(AsCompleted<T>);
+
+impl<T> WithResults<T> {
+    /// Adds `future` to those waited for, also while iterating.
+    pub fn add(&mut self, future: Future<T>) {
+        self.0.add(future);
+    }
+}
+
+impl<T: DeserializeOwned + 'static> Iterator for WithResults<T> {
+    type Item = (Future<T>, Result<T>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let future = self.0.next()?;
+        let result = future.result();
+        Some((future, result))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
     }
 }

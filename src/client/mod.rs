@@ -7,13 +7,16 @@
 //! on a condition variable for the table to change.
 
 mod args;
+mod everywhere;
 mod future;
 mod node;
 mod progress;
+mod waits;
 
 pub use args::CallArg;
-pub use future::{AsCompleted, Future};
+pub use future::{AsCompleted, Future, WithResults};
 pub(crate) use node::{ClientNode, Command};
+pub use waits::{DoneAndNotDone, FutureStatus, ReturnWhen};
 
 use crate::error::{Error, Result, TaskError};
 use crate::keymap::KeyMap;
@@ -66,6 +69,10 @@ pub(crate) struct Entry {
     /// A `GetData` for it was sent.
     requested: bool,
     watchers: Vec<Sender<Key>>,
+    /// Given to [`Client::fire_and_forget`]: it runs to the end even once released.
+    forgotten: bool,
+    /// Released by the program while it ran: released once it finishes.
+    released: bool,
 }
 
 impl Entry {
@@ -77,6 +84,8 @@ impl Entry {
             wanted: false,
             requested: false,
             watchers: Vec::new(),
+            forgotten: false,
+            released: false,
         }
     }
 }
@@ -90,6 +99,11 @@ pub(crate) struct State {
     progress: Option<JobProgress>,
     progress_generation: u64,
     stopped: bool,
+    /// Keys of forgotten tasks that finished after the program released them: the
+    /// communication thread releases them.
+    pub(crate) finished_releases: Vec<Key>,
+    /// Tasks given to `fire_and_forget` that have not finished.
+    forgotten_running: usize,
 }
 
 impl State {
@@ -101,6 +115,8 @@ impl State {
             progress: None,
             progress_generation: 0,
             stopped: false,
+            finished_releases: Vec::new(),
+            forgotten_running: 0,
         }
     }
 
@@ -122,6 +138,14 @@ impl State {
             entry.status = status;
             for watcher in entry.watchers.drain(..) {
                 let _ = watcher.send(key);
+            }
+            if entry.forgotten && entry.status.is_final() {
+                entry.forgotten = false;
+                self.forgotten_running -= 1;
+                if entry.released {
+                    self.keys.remove(&key);
+                    self.finished_releases.push(key);
+                }
             }
         }
     }
@@ -209,7 +233,17 @@ impl Shared {
 
     /// Called when the last handle of a future is dropped.
     pub(crate) fn release(&self, key: Key) {
-        self.lock().keys.remove(&key);
+        {
+            let mut state = self.lock();
+            if let Some(entry) = state.keys.get_mut(&key)
+                && entry.forgotten
+                && !entry.status.is_final()
+            {
+                entry.released = true;
+                return;
+            }
+            state.keys.remove(&key);
+        }
         self.send(Command::Release(key));
     }
 }
@@ -470,14 +504,16 @@ impl Client {
     /// ```
     pub fn gather<T: DeserializeOwned + 'static>(&self, futures: &[Future<T>]) -> Result<Vec<T>> {
         let keys: Vec<Key> = futures.iter().map(Future::key).collect();
-        let payloads = self.fetch(&keys)?;
+        let payloads = self.fetch(&keys, None, false)?;
         keys.iter()
             .zip(payloads)
-            .map(|(key, bytes)| {
-                decode_owned(&bytes)
-                    .map_err(|e| Error::decode(self.shared.lock().key_name(*key), e))
-            })
+            .map(|(key, bytes)| self.decode_value(*key, &bytes.expect("failures not skipped")))
             .collect()
+    }
+
+    /// The value of `key` from its encoding.
+    fn decode_value<T: DeserializeOwned + 'static>(&self, key: Key, bytes: &Payload) -> Result<T> {
+        decode_owned(bytes).map_err(|e| Error::decode(self.shared.lock().key_name(key), e))
     }
 
     /// Waits until every future has finished (with a value, an error or a cancellation),
@@ -700,7 +736,15 @@ impl Client {
 
     /// Waits for `keys` and fetches their values from the workers: values already computed
     /// are requested at once (one message per worker), the others as soon as they finish.
-    fn fetch(&self, keys: &[Key]) -> Result<Vec<Payload>> {
+    /// The first failed or cancelled key's error is returned, or with `skip_failed` its
+    /// value is `None`. Past `timeout` (`None`: no limit), [`Error::Timeout`].
+    fn fetch(
+        &self,
+        keys: &[Key],
+        timeout: Option<std::time::Duration>,
+        skip_failed: bool,
+    ) -> Result<Vec<Option<Payload>>> {
+        let until = waits::deadline(timeout)?;
         {
             let mut state = self.shared.lock();
             let mut requests: FxHashMap<Rank, Vec<Key>> = FxHashMap::default();
@@ -724,25 +768,37 @@ impl Client {
         }
         // Checked in order; a key is looked at again only while it is the first missing one.
         let mut values = Vec::with_capacity(keys.len());
-        self.shared.wait_for(|state| {
+        let fetched = self.shared.wait_for_until(until, |state| {
             while let Some(key) = keys.get(values.len()) {
                 let Some(entry) = state.keys.get(key) else {
                     return Some(Err(Error::UnknownKey(*key)));
                 };
                 match (&entry.status, &entry.data) {
+                    (Status::Failed(_) | Status::Cancelled(_), _) if skip_failed => {
+                        values.push(None)
+                    }
                     (Status::Failed(error), _) => {
                         return Some(Err(Error::Task(error.clone())));
                     }
                     (Status::Cancelled(cause), _) => {
                         return Some(Err(Error::Cancelled { key: cause.clone() }));
                     }
-                    (_, Some(data)) => values.push(data.clone()),
+                    (_, Some(data)) => values.push(Some(data.clone())),
                     _ => return None,
                 }
             }
             Some(Ok(()))
-        })??;
-        Ok(values)
+        })?;
+        match fetched {
+            Some(result) => result.map(|()| values),
+            None => Err(waits::timed_out(
+                timeout,
+                match keys {
+                    [key] => format!("the value of {}", self.shared.lock().key_name(*key)),
+                    _ => format!("the values of {} futures", keys.len()),
+                },
+            )),
+        }
     }
 }
 

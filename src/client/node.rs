@@ -163,6 +163,7 @@ impl Node for ClientNode {
             ToClient::Exit { code } => self.status = NodeStatus::Exit(code),
             ToClient::Heartbeat => {}
         }
+        self.releases.append(&mut state.finished_releases);
         drop(state);
         self.changed = true;
     }

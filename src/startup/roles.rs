@@ -207,6 +207,10 @@ where
                 let result = catch_unwind(AssertUnwindSafe(|| program(&client)));
                 drop(client);
                 let (code, value) = exit_code(result, shared.stopped());
+                if code == 0 {
+                    // Tasks given to `fire_and_forget` run to the end.
+                    shared.wait_forgotten();
+                }
                 program_returned.store(true, Ordering::SeqCst);
                 commands.send(Command::Done(code));
                 value

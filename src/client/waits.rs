@@ -1,0 +1,280 @@
+//! Waits with limits and errors without values, as in Dask's futures API: `wait` with a
+//! timeout and a first-completed mode, a future's result within a time limit, its error
+//! without its value, a gather that skips failed futures, and `fire_and_forget`.
+
+use super::{Client, Future, Shared, State, Status};
+use crate::error::{Error, Result};
+use crate::protocol::Key;
+use serde::de::DeserializeOwned;
+use std::time::{Duration, Instant};
+
+/// When [`Client::wait_with`] returns (Dask's `return_when`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReturnWhen {
+    /// Once every future has finished (Dask's `ALL_COMPLETED`).
+    #[default]
+    AllCompleted,
+    /// Once any future has finished (Dask's `FIRST_COMPLETED`).
+    FirstCompleted,
+}
+
+/// The futures of a [`Client::wait_with`], split (Dask's `DoneAndNotDoneFutures`), each
+/// part in the order given.
+#[derive(Debug)]
+pub struct DoneAndNotDone<T> {
+    /// The futures that finished: with a value, an error or a cancellation.
+    pub done: Vec<Future<T>>,
+    /// The others.
+    pub not_done: Vec<Future<T>>,
+}
+
+/// What a future's task has come to (Dask's `Future.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FutureStatus {
+    /// Not finished yet.
+    Pending,
+    /// Finished with a value.
+    Finished,
+    /// Failed: it (or a task it depends on) panicked or returned `Err`.
+    Error,
+    /// Cancelled (or a task it depends on was).
+    Cancelled,
+}
+
+/// The deadline of a wait of `timeout` from now; `None` waits without limit. A timeout of
+/// zero is an error: it could only ever time out.
+pub(super) fn deadline(timeout: Option<Duration>) -> Result<Option<Instant>> {
+    match timeout {
+        Some(t) if t.is_zero() => Err(Error::Config(
+            "a timeout of 0 s can only time out: give a positive duration, or None to wait \
+             without a limit"
+                .into(),
+        )),
+        Some(t) => Ok(Some(Instant::now() + t)),
+        None => Ok(None),
+    }
+}
+
+/// The error of a wait of `timeout` that ran out.
+pub(super) fn timed_out(timeout: Option<Duration>, what: String) -> Error {
+    Error::Timeout {
+        seconds: timeout.map_or(0.0, |t| t.as_secs_f64()),
+        what,
+    }
+}
+
+/// `true` once `key` has finished (or is no longer known to the client, as a released key).
+fn finished(state: &State, key: Key) -> bool {
+    state.keys.get(&key).is_none_or(|e| e.status.is_final())
+}
+
+impl Shared {
+    /// [`Shared::wait_for`] until `deadline`: `Ok(None)` once it passes.
+    pub(super) fn wait_for_until<T>(
+        &self,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut(&mut State) -> Option<T>,
+    ) -> Result<Option<T>> {
+        let Some(deadline) = deadline else {
+            return self.wait_for(ready).map(Some);
+        };
+        let mut state = self.lock();
+        loop {
+            if let Some(value) = ready(&mut state) {
+                return Ok(Some(value));
+            }
+            if state.stopped {
+                return Err(Error::ShuttingDown);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits until no task given to [`Client::fire_and_forget`] is running (or the job
+    /// stops).
+    pub(crate) fn wait_forgotten(&self) {
+        let _ = self.wait_for(|state| (state.forgotten_running == 0).then_some(()));
+    }
+}
+
+impl Client {
+    /// Waits for `futures` as Dask's `wait(futures, timeout, return_when)`: until all of them
+    /// (or, with [`ReturnWhen::FirstCompleted`], any of them) have finished, and splits
+    /// them into those done and those not. Past `timeout` (`None`: no limit) it gives
+    /// [`Error::Timeout`]; a timeout of zero is an error.
+    ///
+    /// ```
+    /// use mpidask::{ReturnWhen, Error};
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let futures = client.map(nap, [1u64, 3_000]);
+    ///     let first = client.wait_with(&futures, None, ReturnWhen::FirstCompleted).unwrap();
+    ///     assert_eq!(first.done[0].key(), futures[0].key());
+    ///     let late = client.wait_with(&futures, Some(Duration::from_millis(50)), ReturnWhen::AllCompleted);
+    ///     assert!(matches!(late, Err(Error::Timeout { .. })));
+    /// # client.cancel(&futures);
+    /// });
+    /// ```
+    pub fn wait_with<T>(
+        &self,
+        futures: &[Future<T>],
+        timeout: Option<Duration>,
+        return_when: ReturnWhen,
+    ) -> Result<DoneAndNotDone<T>> {
+        let until = deadline(timeout)?;
+        let enough = |state: &mut State| {
+            let done = futures.iter().filter(|f| finished(state, f.key())).count();
+            let enough = match return_when {
+                ReturnWhen::AllCompleted => done == futures.len(),
+                ReturnWhen::FirstCompleted => done > 0 || futures.is_empty(),
+            };
+            enough.then(|| {
+                let (done, not_done): (Vec<_>, Vec<_>) = futures
+                    .iter()
+                    .cloned()
+                    .partition(|f| finished(state, f.key()));
+                DoneAndNotDone { done, not_done }
+            })
+        };
+        self.shared.wait_for_until(until, enough)?.ok_or_else(|| {
+            let what = match return_when {
+                ReturnWhen::AllCompleted => format!("all of {} futures", futures.len()),
+                ReturnWhen::FirstCompleted => format!("any of {} futures", futures.len()),
+            };
+            timed_out(timeout, what)
+        })
+    }
+
+    /// The values of the futures that finished with one, in order, skipping those that
+    /// failed or were cancelled (Dask's `gather(futures, errors="skip")`).
+    ///
+    /// ```
+    /// fn half(x: u32) -> Result<u32, String> {
+    ///     if x.is_multiple_of(2) { Ok(x / 2) } else { Err(format!("{x} is odd")) }
+    /// }
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let futures = client.try_map(half, 0..5u32);
+    ///     assert_eq!(client.gather_skipping_errors(&futures).unwrap(), vec![0, 1, 2]);
+    /// });
+    /// ```
+    pub fn gather_skipping_errors<T: DeserializeOwned + 'static>(
+        &self,
+        futures: &[Future<T>],
+    ) -> Result<Vec<T>> {
+        let keys: Vec<Key> = futures.iter().map(Future::key).collect();
+        let payloads = self.fetch(&keys, None, true)?;
+        keys.iter()
+            .zip(payloads)
+            .filter_map(|(key, bytes)| bytes.map(|bytes| (key, bytes)))
+            .map(|(key, bytes)| self.decode_value(*key, &bytes))
+            .collect()
+    }
+
+    /// Lets the tasks of `futures` run to the end even when every handle on them has been
+    /// dropped (Dask's `fire_and_forget`): their values are released once they finish, and
+    /// a program that returns normally waits for them before the job ends.
+    ///
+    /// ```
+    /// fn touch(path: String) { std::fs::write(path, "done").unwrap(); }
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("touched").display().to_string();
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     client.fire_and_forget(&[client.submit(touch, path.clone())]);
+    /// });
+    /// assert_eq!(std::fs::read_to_string(&path).unwrap(), "done");
+    /// ```
+    pub fn fire_and_forget<T>(&self, futures: &[Future<T>]) {
+        let mut state = self.shared.lock();
+        for future in futures {
+            if let Some(entry) = state.keys.get_mut(&future.key())
+                && !entry.forgotten
+                && !entry.status.is_final()
+            {
+                entry.forgotten = true;
+                state.forgotten_running += 1;
+            }
+        }
+    }
+}
+
+impl<T> Future<T> {
+    /// What the task has come to so far, without waiting (Dask's `Future.status`).
+    pub fn status(&self) -> FutureStatus {
+        match self
+            .shared()
+            .lock()
+            .keys
+            .get(&self.key())
+            .map(|e| &e.status)
+        {
+            Some(Status::Pending) => FutureStatus::Pending,
+            Some(Status::Done(_)) | None => FutureStatus::Finished,
+            Some(Status::Failed(_)) => FutureStatus::Error,
+            Some(Status::Cancelled(_)) => FutureStatus::Cancelled,
+        }
+    }
+
+    /// Waits for the task and returns its error, or `None` if it finished with a value
+    /// (Dask's `Future.exception`); the value is not fetched, and the future can still give
+    /// it.
+    ///
+    /// ```
+    /// fn check(x: i32) -> Result<i32, String> {
+    ///     if x >= 0 { Ok(x) } else { Err(format!("{x} is negative")) }
+    /// }
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let bad = client.try_submit(check, -1);
+    ///     let error = bad.exception().unwrap().expect("an error");
+    ///     assert!(matches!(error, mpidask::Error::Task(e) if e.message == "-1 is negative"));
+    ///     assert!(client.try_submit(check, 1).exception().unwrap().is_none());
+    /// });
+    /// ```
+    pub fn exception(&self) -> Result<Option<Error>> {
+        let key = self.key();
+        self.shared().wait_for(|state| match state.keys.get(&key) {
+            None => Some(Some(Error::UnknownKey(key))),
+            Some(entry) => match &entry.status {
+                Status::Pending => None,
+                Status::Done(_) => Some(None),
+                Status::Failed(error) => Some(Some(Error::Task(error.clone()))),
+                Status::Cancelled(cause) => Some(Some(Error::Cancelled { key: cause.clone() })),
+            },
+        })
+    }
+}
+
+impl<T: DeserializeOwned + 'static> Future<T> {
+    /// [`result`](Self::result) within `timeout`: [`Error::Timeout`] if the value is not
+    /// here by then (the task goes on); a timeout of zero is an error.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let slow = client.submit(nap, 3_000);
+    ///     let error = slow.result_timeout(Duration::from_millis(50)).unwrap_err();
+    ///     assert!(matches!(error, mpidask::Error::Timeout { .. }));
+    ///     assert_eq!(client.submit(nap, 1).result_timeout(Duration::from_secs(60)).unwrap(), 1);
+    /// # slow.cancel();
+    /// });
+    /// ```
+    pub fn result_timeout(&self, timeout: Duration) -> Result<T> {
+        let client = Client::new(self.shared().clone());
+        let key = self.key();
+        let bytes = client
+            .fetch(&[key], Some(timeout), false)?
+            .pop()
+            .flatten()
+            .expect("a value, since failures are not skipped");
+        client.decode_value(key, &bytes)
+    }
+}

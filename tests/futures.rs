@@ -1,0 +1,252 @@
+//! Dask's futures API beyond submit and gather, as Dask documents it, under `mpirun` at
+//! -np 3 and 4 and in local mode: `wait` with a timeout and `FIRST_COMPLETED`, a result
+//! within a time limit, a future's error without its value, its status, a gather that
+//! skips failed futures, `as_completed` with futures added while iterating, in batches and
+//! with results, `client.run`, `scatter` of a list, and `fire_and_forget` (the job waits
+//! for the forgotten task).
+//!
+//! The test binary is also the program under test: started with `MPIDASK_SCENARIO=<name>`
+//! it runs that scenario through `mpidask::run`.
+
+mod support;
+
+use anyhow::{anyhow, ensure};
+use libtest_mimic::{Arguments, Failed, Trial};
+use mpidask::{Client, Error, FutureStatus, ReturnWhen};
+use std::process::Command;
+use std::time::Duration;
+use support::{check, local_command, mpirun, run_with_deadline};
+
+/// Deadline of every job a test starts.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn half(x: u32) -> Result<u32, String> {
+    if x.is_multiple_of(2) {
+        Ok(x / 2)
+    } else {
+        Err(format!("{x} is odd"))
+    }
+}
+
+fn inc(x: u64) -> u64 {
+    x + 1
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn total_of(values: Vec<u64>) -> u64 {
+    values.into_iter().sum()
+}
+
+fn my_rank() -> u32 {
+    mpidask::worker_rank().expect("runs on a worker").0
+}
+
+/// Sleeps, then writes `path` (a task nobody keeps a future of).
+fn late_write((ms, path): (u64, String)) {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::fs::write(path, "written").expect("the test directory is writable");
+}
+
+fn scenario_futures_api(client: &Client) -> anyhow::Result<()> {
+    // wait(..., return_when=FIRST_COMPLETED): back once one is done, the futures split.
+    // (The quick one finishes first at any thread count: it is waited for before the slow
+    // one is submitted.)
+    let quick = client.submit(sleep_ms, 1u64);
+    quick.result()?;
+    let slow = client.submit(sleep_ms, 2_000u64);
+    let naps = [slow.clone(), quick.clone()];
+    let first = client.wait_with(&naps, None, ReturnWhen::FirstCompleted)?;
+    ensure!(
+        first.done.len() == 1 && first.done[0].key() == quick.key(),
+        "first completed: {:?}",
+        first.done
+    );
+    ensure!(first.not_done.len() == 1 && first.not_done[0].key() == slow.key());
+    ensure!(slow.status() == FutureStatus::Pending);
+
+    // wait(..., timeout=...) gives a timeout error while one is still running.
+    match client.wait_with(
+        &naps,
+        Some(Duration::from_millis(100)),
+        ReturnWhen::AllCompleted,
+    ) {
+        Err(Error::Timeout { what, .. }) => ensure!(what == "all of 2 futures", "{what}"),
+        other => return Err(anyhow!("expected a timeout, got {other:?}")),
+    }
+    // The task went on: FIRST_COMPLETED on it alone waits for it; then all are done.
+    let alone = client.wait_with(&naps[..1], None, ReturnWhen::FirstCompleted)?;
+    ensure!(alone.done.len() == 1 && alone.not_done.is_empty());
+    let all = client.wait_with(
+        &naps,
+        Some(Duration::from_secs(30)),
+        ReturnWhen::AllCompleted,
+    )?;
+    ensure!(all.done.len() == 2 && all.not_done.is_empty());
+
+    // Future.result(timeout=...): a timeout error naming the task, then the value.
+    let slow = client.submit(sleep_ms, 1_500u64);
+    match slow.result_timeout(Duration::from_millis(100)) {
+        Err(e @ Error::Timeout { .. }) => {
+            let text = e.to_string();
+            ensure!(text.contains(&slow.name()), "{text}");
+            ensure!(text.contains("0.1 s"), "{text}");
+        }
+        other => return Err(anyhow!("expected a timeout, got {other:?}")),
+    }
+    ensure!(slow.result_timeout(Duration::from_secs(30))? == 1_500);
+
+    // Future.exception() and Future.status: the error without the value, and no error for
+    // a value.
+    let odd = client.try_submit(half, 3u32);
+    match odd.exception()? {
+        Some(Error::Task(e)) => ensure!(e.message == "3 is odd", "{e}"),
+        other => return Err(anyhow!("expected the task's error, got {other:?}")),
+    }
+    ensure!(odd.status() == FutureStatus::Error);
+    let even = client.try_submit(half, 4u32);
+    ensure!(even.exception()?.is_none());
+    ensure!(even.status() == FutureStatus::Finished);
+    ensure!(
+        even.result()? == 2,
+        "the value is still there after exception()"
+    );
+    let cancelled = client.submit(sleep_ms, 3_000u64);
+    cancelled.cancel();
+    ensure!(matches!(
+        cancelled.exception()?,
+        Some(Error::Cancelled { .. })
+    ));
+    ensure!(cancelled.status() == FutureStatus::Cancelled);
+
+    // gather(..., errors="skip"): the values of those that succeeded, in order.
+    let halves = client.try_map(half, 0..9u32);
+    ensure!(client.gather_skipping_errors(&halves)? == vec![0, 1, 2, 3, 4]);
+    ensure!(matches!(client.gather(&halves), Err(Error::Task(_))));
+
+    // A timeout of zero is an error that says what to give instead.
+    match client.wait_with(&halves, Some(Duration::ZERO), ReturnWhen::AllCompleted) {
+        Err(Error::Config(message)) => {
+            ensure!(message.contains("timeout of 0 s"), "{message}")
+        }
+        other => return Err(anyhow!("expected a configuration error, got {other:?}")),
+    }
+    ensure!(matches!(
+        halves[0].result_timeout(Duration::ZERO),
+        Err(Error::Config(_))
+    ));
+
+    // as_completed: futures added while iterating come out too; batches hold every future
+    // finished by then; with_results yields each with its value.
+    let mut seq = client.as_completed(&[client.submit(inc, 0u64)]);
+    let mut seen = vec![];
+    while let Some(future) = seq.next() {
+        let x = future.result()?;
+        seen.push(x);
+        if x < 5 {
+            seq.add(client.submit(inc, x));
+        }
+    }
+    ensure!(seen == vec![1, 2, 3, 4, 5], "{seen:?}");
+    let squares = client.map(square, 0..20u64);
+    client.wait(&squares)?;
+    let mut seq = client.as_completed(&squares);
+    let batch = seq.next_batch().expect("a batch");
+    ensure!(
+        batch.len() == 20,
+        "all finished, so one batch: {}",
+        batch.len()
+    );
+    ensure!(seq.next_batch().is_none() && seq.remaining() == 0);
+    let mut total = 0;
+    for (future, result) in client.as_completed(&squares).with_results() {
+        ensure!(result? == future.result()?);
+        total += future.result()?;
+    }
+    ensure!(total == (0..20u64).map(|x| x * x).sum::<u64>());
+
+    // client.run: once on every worker, each result with its rank.
+    let ranks = client.run(my_rank)?;
+    ensure!(ranks.len() == client.workers().len());
+    for (rank, reported) in &ranks {
+        ensure!(
+            rank.0 == *reported,
+            "the call for {rank} ran on rank {reported}"
+        );
+    }
+
+    // client.scatter of a list: one future per element, in order.
+    let parts = client.scatter_each((1..=4u64).map(|n| vec![n; n as usize]))?;
+    ensure!(parts.len() == 4);
+    ensure!(client.gather(&client.map(total_of, parts.iter()))? == vec![1, 4, 9, 16]);
+
+    // fire_and_forget: the task runs to the end though its future is dropped at once, and
+    // the job waits for it (the test reads the file after the job).
+    let dir = std::env::var("MPIDASK_TEST_DIR")?;
+    let path = format!("{dir}/forgotten");
+    client.fire_and_forget(&[client.submit(late_write, (1_000u64, path))]);
+    println!("SCENARIO futures_api OK");
+    Ok(())
+}
+
+fn run_scenario(name: &str) -> ! {
+    match name {
+        "futures_api" => mpidask::run(scenario_futures_api),
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+fn this_binary() -> std::path::PathBuf {
+    std::env::current_exe().expect("current exe")
+}
+
+/// The futures scenario at `np` ranks (0: local mode with 2 workers).
+fn test_futures_api(np: usize) -> Result<(), Failed> {
+    check(|| {
+        let dir = tempfile::tempdir().expect("a scratch directory");
+        let mut command: Command = match np {
+            0 => {
+                let mut command = local_command(&this_binary());
+                command.env("MPIDASK_LOCAL_WORKERS", "2");
+                command
+            }
+            np => mpirun(np, &this_binary(), &[]),
+        };
+        command
+            .env("MPIDASK_SCENARIO", "futures_api")
+            .env("MPIDASK_TEST_DIR", dir.path());
+        let run = run_with_deadline(command, DEADLINE);
+        run.expect_code(0)
+            .expect_stdout("SCENARIO futures_api OK")
+            .expect_quiet();
+        let written = std::fs::read_to_string(dir.path().join("forgotten"));
+        assert_eq!(
+            written.ok().as_deref(),
+            Some("written"),
+            "the forgotten task did not run to the end before the job ended ({})",
+            run.command
+        );
+    })
+}
+
+fn main() {
+    if let Ok(name) = std::env::var("MPIDASK_SCENARIO") {
+        run_scenario(&name);
+    }
+    let mut args = Arguments::from_args();
+    // The jobs share two cores; one at a time keeps their timing realistic.
+    args.test_threads.get_or_insert(1);
+    let tests = vec![
+        Trial::test("futures_api_np3", || test_futures_api(3)),
+        Trial::test("futures_api_np4", || test_futures_api(4)),
+        Trial::test("futures_api_local", || test_futures_api(0)),
+    ];
+    libtest_mimic::run(&args, tests).exit();
+}
