@@ -104,7 +104,7 @@ pub mod internals;
 
 pub use client::{
     AsCompleted, CallArg, Client, DoneAndNotDone, Future, FutureStatus, ReturnWhen, Submitter,
-    WithResults,
+    WithResults, task_client,
 };
 #[cfg(feature = "dataframe")]
 pub use collections::dataframe;

@@ -3,7 +3,8 @@
 //! within a time limit, a future's error without its value, its status, a gather that
 //! skips failed futures, `as_completed` with futures added while iterating, in batches and
 //! with results, `client.run`, `scatter` of a list, and `fire_and_forget` (the job waits
-//! for the forgotten task).
+//! for the forgotten task); tasks that submit tasks through their task client (a recursion
+//! deeper than the worker threads, and `examples/fib.rs`).
 //!
 //! The test binary is also the program under test: started with `MPIDASK_SCENARIO=<name>`
 //! it runs that scenario through `mpidask::run`.
@@ -196,9 +197,141 @@ fn scenario_futures_api(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Fibonacci where every call of 2 or more submits the two below it from its task and
+/// waits for them: a recursion `n - 1` levels deep. Returns `(fib(n), tasks)`.
+fn fib_tree(n: u32) -> Result<(u64, u64), String> {
+    if n < 2 {
+        return Ok((u64::from(n), 1));
+    }
+    let client = mpidask::task_client().map_err(|e| e.to_string())?;
+    let parts = client
+        .gather(&[
+            client.try_submit(fib_tree, n - 1),
+            client.try_submit(fib_tree, n - 2),
+        ])
+        .map_err(|e| e.to_string())?;
+    Ok((parts[0].0 + parts[1].0, parts[0].1 + parts[1].1 + 1))
+}
+
+fn fails_on(x: u64) -> u64 {
+    assert!(x != 3, "three is not welcome");
+    x
+}
+
+/// From a task: the sum of `f(x)` over `xs` through futures, with a large value scattered
+/// from the task and read by its tasks, and the worker ranks the tasks ran on.
+fn spread((xs, big_len): (Vec<u64>, usize)) -> Result<(u64, u64, Vec<u32>), String> {
+    let client = mpidask::task_client().map_err(|e| e.to_string())?;
+    let big = client
+        .scatter(vec![1.5f64; big_len])
+        .map_err(|e| e.to_string())?;
+    let sizes = client.map(length_of, xs.iter().map(|_| &big));
+    let squares = client.map(square, xs.iter().copied());
+    let ranks = client.map(pinned_rank, xs.iter().copied());
+    // A large argument (sent ahead to a worker, not through the scheduler).
+    let direct = client.submit(length_of, vec![0.5f64; big_len]);
+    let mut total = 0;
+    for (future, result) in client.as_completed(&squares).with_results() {
+        total += result.map_err(|e| e.to_string())?;
+        drop(future);
+    }
+    let lengths: u64 = client
+        .gather(&sizes)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .sum::<u64>()
+        + direct.result().map_err(|e| e.to_string())?;
+    let ranks = client.gather(&ranks).map_err(|e| e.to_string())?;
+    Ok((total, lengths, ranks))
+}
+
+fn length_of(values: Vec<f64>) -> u64 {
+    values.len() as u64
+}
+
+fn pinned_rank(_: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(20));
+    my_rank()
+}
+
+/// What a task client says of a failed task, of `scheduler_info`, and of a timeout.
+fn client_errors(_: ()) -> Result<Vec<String>, String> {
+    let client = mpidask::task_client().map_err(|e| e.to_string())?;
+    let failed = client.submit(fails_on, 3u64).result();
+    let info = client.scheduler_info().map(|_| ());
+    let slow = client.submit(sleep_ms, 2_000u64);
+    let late = slow.result_timeout(Duration::from_millis(50)).map(|_| ());
+    client.cancel(&[slow]);
+    Ok([failed.map(|_| ()), info, late]
+        .into_iter()
+        .map(|r| {
+            r.err()
+                .map(|e| match e {
+                    Error::Task(task) => format!("{}: {}", task.key, task.message),
+                    other => other.to_string(),
+                })
+                .unwrap_or_default()
+        })
+        .collect())
+}
+
+fn scenario_task_client(client: &Client) -> anyhow::Result<()> {
+    // Outside a task there is no task client.
+    let outside = mpidask::task_client().err().map(|e| e.to_string());
+    ensure!(
+        outside
+            .as_deref()
+            .is_some_and(|m| m.contains("outside a task")),
+        "{outside:?}"
+    );
+    // A recursion 10 levels deep (fib(11)) on workers of one thread each: every waiting
+    // task gives its thread back, so the tasks below it run.
+    let (value, tasks) = client.try_submit(fib_tree, 11u32).result()?;
+    ensure!(
+        value == 89 && tasks == 287,
+        "fib(11) = {value} in {tasks} tasks"
+    );
+
+    // Futures, scatter (small and large), map, as_completed and gather from a task.
+    let xs: Vec<u64> = (1..=8).collect();
+    let big_len = 100_000;
+    let (total, lengths, ranks) = client.try_submit(spread, (xs.clone(), big_len)).result()?;
+    ensure!(total == xs.iter().map(|x| x * x).sum::<u64>(), "{total}");
+    ensure!(
+        lengths == (xs.len() as u64 + 1) * big_len as u64,
+        "{lengths}"
+    );
+    let workers: Vec<u32> = client.workers().iter().map(|r| r.0).collect();
+    ensure!(ranks.iter().all(|r| workers.contains(r)), "{ranks:?}");
+    if workers.len() > 1 {
+        ensure!(
+            ranks.iter().any(|r| *r != ranks[0]),
+            "the task client's tasks all ran on rank {}",
+            ranks[0]
+        );
+    }
+
+    // Errors: a failed task names its cause; program-only calls and timeouts say so.
+    let errors = client.try_submit(client_errors, ()).result()?;
+    ensure!(
+        errors[0].contains("three is not welcome"),
+        "a failed task's error: {}",
+        errors[0]
+    );
+    ensure!(
+        errors[1].contains("not available to a task client"),
+        "{}",
+        errors[1]
+    );
+    ensure!(errors[2].contains("0.05"), "the timeout: {}", errors[2]);
+    println!("SCENARIO task_client OK");
+    Ok(())
+}
+
 fn run_scenario(name: &str) -> ! {
     match name {
         "futures_api" => mpidask::run(scenario_futures_api),
+        "task_client" => mpidask::run(scenario_task_client),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -236,6 +369,40 @@ fn test_futures_api(np: usize) -> Result<(), Failed> {
     })
 }
 
+/// The task-client scenario at `np` ranks (0: local mode with 2 workers), one thread per
+/// worker.
+fn test_task_client(np: usize) -> Result<(), Failed> {
+    check(|| {
+        let mut command: Command = match np {
+            0 => {
+                let mut command = local_command(&this_binary());
+                command.env("MPIDASK_LOCAL_WORKERS", "2");
+                command
+            }
+            np => mpirun(np, &this_binary(), &[]),
+        };
+        command
+            .env("MPIDASK_SCENARIO", "task_client")
+            .env("MPIDASK_NTHREADS", "1");
+        run_with_deadline(command, DEADLINE)
+            .expect_code(0)
+            .expect_stdout("SCENARIO task_client OK")
+            .expect_quiet();
+    })
+}
+
+/// `examples/fib.rs`, recursion 12 levels deep on one thread per worker, checks itself.
+fn test_fib_example(np: usize) -> Result<(), Failed> {
+    check(|| {
+        let args = ["--n", "20", "--cutoff", "8", "--nthreads", "1"];
+        let run = support::run_example("fib", np, &args, DEADLINE);
+        run.expect_code(0)
+            .expect_stdout("CHECK ok: fib(20) = 6765")
+            .expect_quiet();
+        assert_eq!(run.field("RESULT", "tasks").as_deref(), Some("1219"));
+    })
+}
+
 fn main() {
     if let Ok(name) = std::env::var("MPIDASK_SCENARIO") {
         run_scenario(&name);
@@ -247,6 +414,11 @@ fn main() {
         Trial::test("futures_api_np3", || test_futures_api(3)),
         Trial::test("futures_api_np4", || test_futures_api(4)),
         Trial::test("futures_api_local", || test_futures_api(0)),
+        Trial::test("task_client_np3", || test_task_client(3)),
+        Trial::test("task_client_np4", || test_task_client(4)),
+        Trial::test("task_client_local", || test_task_client(0)),
+        Trial::test("fib_example_np4", || test_fib_example(4)),
+        Trial::test("fib_example_local", || test_fib_example(0)),
     ];
     libtest_mimic::run(&args, tests).exit();
 }

@@ -1734,9 +1734,11 @@ fn test_progress_lines_in_a_batch_log() -> Result<(), Failed> {
         let run = launch(mpirun(
             4,
             &example("pi"),
+            // Long enough (about 0.8 s) for lines before the last: the display refreshes
+            // every 0.2 s at most.
             &[
                 "--sizes-gb",
-                "12",
+                "48",
                 "--chunk-mb",
                 "4",
                 "--progress",

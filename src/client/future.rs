@@ -247,7 +247,7 @@ impl<T> Iterator for AsCompleted<T> {
 
     fn next(&mut self) -> Option<Future<T>> {
         while self.remaining > 0 {
-            let key = self.finished.recv().ok()?;
+            let key = crate::worker::executor::seceded(|| self.finished.recv()).ok()?;
             if let Some(future) = self.take(key) {
                 return Some(future);
             }

@@ -9,12 +9,15 @@
 mod args;
 mod everywhere;
 mod future;
+mod hosted;
 mod node;
 mod progress;
 mod waits;
 
 pub use args::CallArg;
 pub use future::{AsCompleted, Future, WithResults};
+pub use hosted::task_client;
+pub(crate) use hosted::{enter_task_thread, host_task_client};
 pub(crate) use node::{ClientNode, Command};
 pub use waits::{DoneAndNotDone, FutureStatus, ReturnWhen};
 
@@ -107,10 +110,10 @@ pub(crate) struct State {
 }
 
 impl State {
-    fn new(job_key: u64) -> Self {
+    fn new(functions: Registry) -> Self {
         State {
             keys: KeyMap::new(),
-            functions: Registry::new(job_key),
+            functions,
             info: None,
             progress: None,
             progress_generation: 0,
@@ -155,7 +158,9 @@ impl State {
 pub(crate) struct Shared {
     state: Mutex<State>,
     changed: Condvar,
-    commands: EventSender<Command>,
+    commands: Box<dyn Fn(Command) + Send + Sync>,
+    /// The worker whose tasks use this client (`None` for the program's client).
+    hosted: Option<Rank>,
     next_key: AtomicU64,
     workers: Vec<Rank>,
     next_worker: AtomicUsize,
@@ -171,14 +176,48 @@ impl Shared {
         job_key: u64,
     ) -> Arc<Shared> {
         Arc::new(Shared {
-            state: Mutex::new(State::new(job_key)),
+            state: Mutex::new(State::new(Registry::new(job_key))),
             changed: Condvar::new(),
-            commands,
+            commands: Box::new(move |command| commands.send(command)),
+            hosted: None,
             next_key: AtomicU64::new(1),
             workers,
             next_worker: AtomicUsize::new(0),
             progress_interval,
         })
+    }
+
+    /// The table of the task client of worker `rank`, whose commands go to `commands`
+    /// (`None` if `rank` is too large for the task clients' ranges of keys and ids).
+    pub(crate) fn hosted(
+        rank: Rank,
+        commands: impl Fn(Command) + Send + Sync + 'static,
+        workers: Vec<Rank>,
+        job_key: u64,
+    ) -> Option<Arc<Shared>> {
+        let keys = Key::task_client_base(rank)?;
+        let functions = FnId::task_client_base(rank)?;
+        Some(Arc::new(Shared {
+            state: Mutex::new(State::new(Registry::with_base(job_key, functions))),
+            changed: Condvar::new(),
+            commands: Box::new(commands),
+            hosted: Some(rank),
+            next_key: AtomicU64::new(keys + 1),
+            workers,
+            next_worker: AtomicUsize::new(0),
+            progress_interval: std::time::Duration::ZERO,
+        }))
+    }
+
+    /// An error if this is a task client: `what` is for the program's client only.
+    fn program_only(&self, what: &str) -> Result<()> {
+        match self.hosted {
+            None => Ok(()),
+            Some(rank) => Err(Error::Config(format!(
+                "{what} is not available to a task client (in a task on {rank}): call it from \
+                 the program's own client"
+            ))),
+        }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -192,21 +231,13 @@ impl Shared {
     fn send(&self, command: Command) {
         // The communication thread outlives every client call; if it is gone the job is
         // ending and the command does not matter.
-        self.commands.send(command);
+        (self.commands)(command);
     }
 
     /// Waits until `ready` returns `Some`, or the runtime stops.
-    fn wait_for<T>(&self, mut ready: impl FnMut(&mut State) -> Option<T>) -> Result<T> {
-        let mut state = self.lock();
-        loop {
-            if let Some(value) = ready(&mut state) {
-                return Ok(value);
-            }
-            if state.stopped {
-                return Err(Error::ShuttingDown);
-            }
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
-        }
+    fn wait_for<T>(&self, ready: impl FnMut(&mut State) -> Option<T>) -> Result<T> {
+        self.wait_for_until(None, ready)
+            .map(|value| value.expect("no deadline to pass"))
     }
 
     /// Waits until the table changes or `timeout` passes; an error once the runtime stops.
@@ -431,6 +462,8 @@ impl Client {
     /// sends it once, to the first worker, which broadcasts it with `MPI_Ibcast` on the
     /// workers' communicator. Tasks reading it on any worker then read their own copy.
     pub fn scatter_broadcast<T: Serialize + 'static>(&self, value: T) -> Result<Future<T>> {
+        // One worker's collectives at a time: broadcasts start from the program only.
+        self.shared.program_only("scatter_broadcast")?;
         let root = self.shared.workers[0];
         self.send_scattered(&value, root, |key, bytes| ToWorker::BroadcastScatter {
             key,
@@ -567,6 +600,7 @@ impl Client {
 
     /// The workers (ranks, hosts, threads, resources) and the scheduler's CPU time.
     pub fn scheduler_info(&self) -> Result<SchedulerInfo> {
+        self.shared.program_only("scheduler_info")?;
         self.shared.lock().info = None;
         self.shared
             .send(Command::Scheduler(ToScheduler::InfoRequest));
@@ -616,6 +650,20 @@ impl Client {
         calls: Vec<bincode::Result<Vec<CallArg>>>,
         options: &TaskOptions,
     ) -> Vec<Future<T>> {
+        // A task client's tasks run before those of its own task's priority: the tree of
+        // tasks submitting tasks grows depth first, so few tasks wait at once.
+        let inherited;
+        let options = match self.shared.hosted {
+            None => options,
+            Some(_) => {
+                let parent = crate::worker::executor::current_priority().unwrap_or(0);
+                inherited = TaskOptions {
+                    priority: options.priority.saturating_add(parent).saturating_add(1),
+                    ..options.clone()
+                };
+                &inherited
+            }
+        };
         let mut futures = Vec::with_capacity(calls.len());
         let mut batch = Vec::with_capacity(calls.len().min(MAP_BATCH));
         // The futures used as arguments, alive until their dependent tasks are sent.

@@ -44,6 +44,10 @@ pub struct ClientNode {
     /// The transfers this rank recorded and has not sent yet (`--trace`/`--report`).
     trace: Option<TraceBuffer>,
     last_trace_sent: Instant,
+    /// The worker hosting this node, for a task client.
+    hosted: Option<Rank>,
+    /// A task client's messages to its own worker, which serves them without a send.
+    pub(super) local: Vec<ToWorker>,
 }
 
 impl ClientNode {
@@ -59,7 +63,43 @@ impl ClientNode {
             status: NodeStatus::Running,
             trace: None,
             last_trace_sent: Instant::now(),
+            hosted: None,
+            local: Vec::new(),
         }
+    }
+
+    /// The node of the task client of worker `rank`, on that worker's communication thread.
+    pub(super) fn hosted(shared: Arc<Shared>, rank: Rank) -> Self {
+        ClientNode {
+            hosted: Some(rank),
+            ..Self::new(shared, Duration::MAX)
+        }
+    }
+
+    /// Sends `message` to `worker`. A task client asks for values for itself (not for its
+    /// worker's tasks), and its messages to its own worker stay local.
+    fn send_to_worker(&mut self, worker: Rank, message: ToWorker, out: &mut Outbox) {
+        self.trace_outgoing(worker, &message);
+        let Some(rank) = self.hosted else {
+            out.push(worker, &message);
+            return;
+        };
+        let message = match message {
+            ToWorker::GetData(keys) => ToWorker::GetClientData(keys),
+            other => other,
+        };
+        if worker == rank {
+            self.local.push(message);
+        } else {
+            out.push(worker, &message);
+        }
+    }
+
+    /// The job stops: the waits of the program (or of the tasks) end.
+    pub(super) fn stop(&mut self) {
+        self.shared.lock().stopped = true;
+        self.status = NodeStatus::Quiescing;
+        self.shared.notify();
     }
 
     /// Records transfers and sends them to the scheduler rank (`--trace`/`--report`).
@@ -185,10 +225,7 @@ impl Node for ClientNode {
                 self.flush_releases(out);
                 out.push(Rank::SCHEDULER, &message);
             }
-            Command::Worker(rank, message) => {
-                self.trace_outgoing(rank, &message);
-                out.push(rank, &message);
-            }
+            Command::Worker(rank, message) => self.send_to_worker(rank, message, out),
             #[cfg(feature = "internals")]
             Command::Raw(to, frame) => out.push_frame(to, frame),
             Command::Done(code) => {
@@ -209,9 +246,7 @@ impl Node for ClientNode {
             return;
         }
         for (worker, keys) in std::mem::take(&mut self.fetches) {
-            let message = ToWorker::GetData(keys);
-            self.trace_outgoing(worker, &message);
-            out.push(worker, &message);
+            self.send_to_worker(worker, ToWorker::GetData(keys), out);
         }
     }
 

@@ -117,6 +117,7 @@ impl Client {
     /// The job's task counts: tasks submitted, completed, failed or cancelled, and
     /// released before they finished (asked of the scheduler).
     pub fn job_progress(&self) -> Result<JobProgress> {
+        self.shared.program_only("job_progress")?;
         let generation = self.shared.lock().progress_generation;
         self.shared
             .send(super::Command::Scheduler(ToScheduler::ProgressRequest));
@@ -129,6 +130,7 @@ impl Client {
     /// `--progress-interval` seconds otherwise) until every one has finished, like Dask's
     /// `progress(futures)`. Returns when all are done; their values stay on the workers.
     pub fn progress<T>(&self, futures: &[Future<T>]) -> Result<()> {
+        self.shared.program_only("progress")?;
         let total = futures.len() as u64;
         let mut display = ProgressDisplay::new(self.shared.progress_interval);
         loop {

@@ -69,33 +69,43 @@ fn finished(state: &State, key: Key) -> bool {
 }
 
 impl Shared {
-    /// [`Shared::wait_for`] until `deadline`: `Ok(None)` once it passes.
+    /// Waits until `ready` returns `Some` (or the runtime stops) until `deadline`: `Ok(None)`
+    /// once it passes. In a task (a task client's wait) the task's thread is given back to
+    /// its worker meanwhile, so the tasks waited for can run there.
     pub(super) fn wait_for_until<T>(
         &self,
         deadline: Option<Instant>,
         mut ready: impl FnMut(&mut State) -> Option<T>,
     ) -> Result<Option<T>> {
-        let Some(deadline) = deadline else {
-            return self.wait_for(ready).map(Some);
-        };
         let mut state = self.lock();
-        loop {
-            if let Some(value) = ready(&mut state) {
-                return Ok(Some(value));
-            }
-            if state.stopped {
-                return Err(Error::ShuttingDown);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            state = self
-                .changed
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+        if let Some(value) = ready(&mut state) {
+            return Ok(Some(value));
         }
+        drop(state);
+        crate::worker::executor::seceded(|| {
+            let mut state = self.lock();
+            loop {
+                if let Some(value) = ready(&mut state) {
+                    return Ok(Some(value));
+                }
+                if state.stopped {
+                    return Err(Error::ShuttingDown);
+                }
+                state = match deadline {
+                    None => self.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
+                    Some(deadline) => {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            return Ok(None);
+                        }
+                        self.changed
+                            .wait_timeout(state, deadline - now)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0
+                    }
+                };
+            }
+        })
     }
 
     /// Waits until no task given to [`Client::fire_and_forget`] is running (or the job

@@ -35,11 +35,34 @@ pub use frame::{
 pub type Payload = Arc<Bytes>;
 
 /// Version of the message set below. Every rank checks at start-up that all ranks agree.
-pub const PROTOCOL_VERSION: u32 = 11;
+pub const PROTOCOL_VERSION: u32 = 12;
 
 /// Identity of a task or of a scattered value, unique within one job.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key(pub u64);
+
+/// Keys with this bit set belong to a task client ([`crate::task_client`]): the bits
+/// below it, from bit [`Key::OWNER_SHIFT`], hold the rank of the worker whose tasks made them.
+const TASK_CLIENT_KEY: u64 = 1 << 63;
+
+impl Key {
+    /// Where the rank starts in a task client's key.
+    pub const OWNER_SHIFT: u32 = 40;
+
+    /// The first key of the task client of worker `rank` (`None` past 2^23 ranks).
+    pub fn task_client_base(rank: Rank) -> Option<u64> {
+        (rank.0 < 1 << 23).then(|| TASK_CLIENT_KEY | (u64::from(rank.0) << Self::OWNER_SHIFT))
+    }
+
+    /// The rank that made this key: the client, or the worker whose task client did.
+    pub fn owner(self) -> Rank {
+        if self.0 & TASK_CLIENT_KEY == 0 {
+            Rank::CLIENT
+        } else {
+            Rank(((self.0 & !TASK_CLIENT_KEY) >> Self::OWNER_SHIFT) as u32)
+        }
+    }
+}
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -75,9 +98,38 @@ impl fmt::Display for Rank {
 pub type Attempt = u32;
 
 /// A function a task calls, by the number the client registered it under
-/// ([`FunctionMsg`]). Ids are dense: the n-th registered function is `FnId(n)`.
+/// ([`FunctionMsg`]). Ids are dense: the n-th function the client registered is `FnId(n)`;
+/// a task client's ids are dense from its own base ([`FnId::task_client_base`]).
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FnId(pub u32);
+
+/// Function ids with this bit set were registered by a task client: bits 16 to 30 hold the
+/// rank of its worker, the low 16 bits count its registrations.
+const TASK_CLIENT_FN: u32 = 1 << 31;
+
+impl FnId {
+    /// The first function id of the task client of worker `rank` (`None` past 2^15 ranks).
+    pub fn task_client_base(rank: Rank) -> Option<u32> {
+        if rank.0 < 1 << 15 {
+            Some(TASK_CLIENT_FN | (rank.0 << 16))
+        } else {
+            None
+        }
+    }
+
+    /// The rank that registered it (the client, or a worker's task client), and its index
+    /// among that rank's registrations.
+    pub fn owner(self) -> (Rank, usize) {
+        if self.0 & TASK_CLIENT_FN == 0 {
+            (Rank::CLIENT, self.0 as usize)
+        } else {
+            (
+                Rank((self.0 & !TASK_CLIENT_FN) >> 16),
+                (self.0 & 0xffff) as usize,
+            )
+        }
+    }
+}
 
 impl fmt::Display for FnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -404,6 +456,16 @@ pub enum ToScheduler {
         /// `true` if the task was still queued and is now removed from the worker.
         stolen: bool,
     },
+    /// A task running on the sender waits for other tasks (`waiting`), having given its
+    /// thread back to the worker, or goes on (`!waiting`).
+    Seceded {
+        /// Task key.
+        key: Key,
+        /// Attempt that runs.
+        attempt: Attempt,
+        /// `true` when it starts waiting, `false` when it goes on.
+        waiting: bool,
+    },
     /// A worker now also holds copies of these keys (fetched for its tasks).
     AddReplicas(Vec<Key>),
     /// The root of a broadcast (after its `TaskFinished` for `key`): `workers` receive the
@@ -462,6 +524,13 @@ pub enum ToWorker {
     },
     /// Send these values to the sender (from another worker or the client).
     GetData(Vec<Key>),
+    /// Send these values to the sender's task client (from another worker): answered with
+    /// `ForClient(Data)` or `ForClient(DataMissing)`.
+    GetClientData(Vec<Key>),
+    /// A message for this worker's task client, the client of the tasks it runs (from the
+    /// scheduler: `KeyDone`, `KeyErred`, `KeyCancelled`; from another worker: `Data`,
+    /// `DataMissing`).
+    ForClient(ToClient),
     /// A value this worker asked for (from another worker).
     Data {
         /// Key of the value.
@@ -697,6 +766,19 @@ mod tests {
         let mut frame = encode_frame(&[ToWorker::Stop]).unwrap();
         frame[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_frame::<ToWorker>(&frame).is_err());
+    }
+
+    #[test]
+    fn owners_of_keys_and_function_ids() {
+        assert_eq!(Key(7).owner(), Rank::CLIENT);
+        let base = Key::task_client_base(Rank(5)).unwrap();
+        assert_eq!(Key(base + 1).owner(), Rank(5));
+        assert_eq!(Key(base + (1 << 39)).owner(), Rank(5));
+        assert!(Key::task_client_base(Rank(1 << 23)).is_none());
+        assert_eq!(FnId(3).owner(), (Rank::CLIENT, 3));
+        let base = FnId::task_client_base(Rank(9)).unwrap();
+        assert_eq!(FnId(base + 2).owner(), (Rank(9), 2));
+        assert!(FnId::task_client_base(Rank(1 << 15)).is_none());
     }
 
     #[test]

@@ -164,6 +164,9 @@ pub struct Worker {
     pub nbytes: u64,
     /// Its node: workers on the same host have the same number (set when it joins).
     pub node: u32,
+    /// Tasks of `processing` that wait for other tasks, having given their thread back:
+    /// each frees a thread for another task.
+    pub seceded: FxHashSet<Key>,
 }
 
 impl Worker {
@@ -176,14 +179,16 @@ impl Worker {
             last_seen: now,
             nbytes: 0,
             node: 0,
+            seceded: FxHashSet::default(),
         }
     }
 
-    /// Threads it runs tasks on (0 before it joined).
+    /// Threads it runs tasks on (0 before it joined), counting one more for each task that
+    /// gave its thread back while it waits for others.
     pub fn nthreads(&self) -> usize {
         self.hello
             .as_ref()
-            .map_or(0, |h| h.nthreads.max(1) as usize)
+            .map_or(0, |h| h.nthreads.max(1) as usize + self.seceded.len())
     }
 
     /// `true` if it advertises at least these resources.

@@ -1249,13 +1249,13 @@ fn registrations_that_fail_their_check_end_the_job_with_exit_8() {
 
 #[test]
 fn messages_from_ranks_that_may_not_send_them_end_the_job_with_exit_8() {
-    // A worker submitting tasks, the client reporting a result.
+    // A worker submitting tasks under the client's keys, the client reporting a result.
     let mut env = TestEnv::new(&[(2, 1)]);
     env.send(Rank(2), ToScheduler::Submit(vec![task(1, &[])]));
     let (code, message) = env.aborted.clone().expect("aborted");
     assert_eq!(code, ExitCode::Internal.code());
     assert!(
-        message.starts_with("rank 0 received from rank 2 a message it may not send: Submit"),
+        message.starts_with("rank 0 received from rank 2 a request about #1, which it did not"),
         "{message}"
     );
     let mut env = TestEnv::new(&[(2, 1)]);
@@ -1269,6 +1269,70 @@ fn messages_from_ranks_that_may_not_send_them_end_the_job_with_exit_8() {
         env.aborted.clone().expect("aborted").0,
         ExitCode::Internal.code()
     );
+}
+
+#[test]
+fn task_clients_submit_under_their_own_keys_and_hear_back_on_their_worker() {
+    let mut env = TestEnv::new(&[(2, 1)]);
+    env.submit(vec![task(1, &[])]);
+    assert_eq!(env.placements(), vec![(1, 2)]);
+    let (_, attempt) = env.processing(1);
+    // The task on rank 2 submits eight tasks through its task client.
+    let base = Key::task_client_base(Rank(2)).expect("a small rank");
+    let children: Vec<u64> = (1..=8).map(|i| base + i).collect();
+    env.send(
+        Rank(2),
+        ToScheduler::Submit(children.iter().map(|k| task(*k, &[])).collect()),
+    );
+    let before = env.placements().len();
+    assert!(
+        before < 8,
+        "the worker's one thread is busy: {before} placed"
+    );
+    // It waits for them, giving its thread back: the worker has room for more.
+    env.send(
+        Rank(2),
+        ToScheduler::Seceded {
+            key: Key(1),
+            attempt,
+            waiting: true,
+        },
+    );
+    let after = env.placements().len();
+    assert!(after > 0, "a seceded task's thread takes another task");
+    // Their outcomes go to the task client's worker, not to the client.
+    let first = children[0];
+    env.finish(first, 8);
+    assert!(env.take_client_messages().is_empty());
+    let to_worker = env.take_worker_messages();
+    assert!(
+        to_worker.iter().any(|(rank, m)| *rank == Rank(2)
+            && matches!(m, ToWorker::ForClient(ToClient::KeyDone { key, worker })
+                if key.0 == first && *worker == Rank(2))),
+        "{to_worker:?}"
+    );
+    // The task client releases its own keys; another rank's are refused.
+    env.send(Rank(2), ToScheduler::ReleaseKeys(vec![Key(first)]));
+    assert!(env.aborted.is_none());
+    env.send(Rank(2), ToScheduler::CancelKeys(vec![Key(1)]));
+    let (code, message) = env.aborted.clone().expect("aborted");
+    assert_eq!(code, ExitCode::Internal.code());
+    assert!(
+        message.contains("about #1, which it did not make"),
+        "{message}"
+    );
+    // Functions: a worker registers only in its own range.
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    let mut registry =
+        crate::task::Registry::with_base(JOB_KEY, FnId::task_client_base(Rank(3)).unwrap());
+    let trampoline: crate::task::Trampoline = test_function;
+    let (_, registration) = registry.id_of(trampoline, || "g".into());
+    env.send(
+        Rank(2),
+        ToScheduler::RegisterFunction(registration.unwrap()),
+    );
+    let (_, message) = env.aborted.clone().expect("aborted");
+    assert!(message.contains("which it did not make"), "{message}");
 }
 
 mod simulation;

@@ -123,15 +123,35 @@ pub(super) fn worker_main(
     let (events, received) = node::event_channel();
     let disk_events = events.clone();
     let disk_report: DiskReport = Arc::new(move |done| disk_events.send(WorkerEvent::Disk(done)));
+    let client_events = events.clone();
+    let secede_events = events.clone();
+    let task_client = crate::client::host_task_client(
+        rank,
+        move || client_events.send(WorkerEvent::Client),
+        workers.clone(),
+        job_key,
+    );
+    let task_shared = task_client.as_ref().map(|(shared, _)| shared.clone());
     let executor = Executor::new(
         rank,
         nthreads,
         args.resources.0.clone(),
         move |outcome| events.send(WorkerEvent::Task(outcome)),
-        move || logging::set_thread_role(rank.0, "worker"),
+        move || {
+            logging::set_thread_role(rank.0, "worker");
+            if let Some(shared) = &task_shared {
+                crate::client::enter_task_thread(shared);
+            }
+        },
     );
     let executor = match executor {
-        Ok(executor) => executor,
+        Ok(executor) => executor.with_secede_report(move |key, attempt, waiting| {
+            secede_events.send(WorkerEvent::Seceded {
+                key,
+                attempt,
+                waiting,
+            })
+        }),
         Err(e) => {
             error!("cannot start {nthreads} worker threads: {e}");
             abort_job(transport, ExitCode::Startup.code());
@@ -159,6 +179,9 @@ pub(super) fn worker_main(
     let mut node = WorkerNode::new(rank, hello, executor, job_key)
         .with_memory_policy(spill, pause, Some(disk_report))
         .with_workers(workers, group);
+    if let Some((_, client_node)) = task_client {
+        node = node.with_task_client(client_node);
+    }
     if args.tracing() {
         node = node.with_trace();
     }

@@ -15,7 +15,7 @@
 //! An id that was never registered, a registration whose check fails, and an id resolved as
 //! another type are protocol errors: the receiving rank ends the job with exit code 8.
 
-use crate::protocol::{FnId, FunctionMsg};
+use crate::protocol::{FnId, FunctionMsg, Rank};
 use rustc_hash::FxHashMap;
 
 /// A Rust function-pointer type that tasks can call by id (implemented with
@@ -102,6 +102,8 @@ pub fn new_job_key() -> u64 {
 #[derive(Debug)]
 pub struct Registry {
     key: u64,
+    /// The first id: 0 for the client, a worker's own base for its task client.
+    base: u32,
     ids: FxHashMap<(usize, u64, Option<String>), FnId>,
     names: Vec<String>,
 }
@@ -109,8 +111,15 @@ pub struct Registry {
 impl Registry {
     /// An empty registry for the job with `key`.
     pub fn new(key: u64) -> Self {
+        Self::with_base(key, 0)
+    }
+
+    /// An empty registry whose ids start at `base` (a task client's,
+    /// [`FnId::task_client_base`]).
+    pub fn with_base(key: u64, base: u32) -> Self {
         Registry {
             key,
+            base,
             ids: FxHashMap::default(),
             names: Vec::new(),
         }
@@ -144,7 +153,12 @@ impl Registry {
         if let Some(id) = self.ids.get(&entry) {
             return (*id, None);
         }
-        let id = FnId(u32::try_from(self.names.len()).expect("fewer than 2^32 functions"));
+        let limit = if self.base == 0 { 1 << 31 } else { 1 << 16 };
+        let index = u32::try_from(self.names.len())
+            .ok()
+            .filter(|&n| n < limit)
+            .expect("fewer than 2^31 functions (2^16 in a task client)");
+        let id = FnId(self.base + index);
         let offset = offset_of(f);
         let name = name();
         self.names.push(name.clone());
@@ -164,7 +178,9 @@ impl Registry {
 
     /// The readable name of `id`.
     pub fn name(&self, id: FnId) -> &str {
-        self.names.get(id.0 as usize).map_or("task", String::as_str)
+        id.0.checked_sub(self.base)
+            .and_then(|i| self.names.get(i as usize))
+            .map_or("task", String::as_str)
     }
 }
 
@@ -172,7 +188,10 @@ impl Registry {
 #[derive(Debug, Clone)]
 pub struct FunctionTable {
     key: u64,
+    /// The client's registrations, by id.
     entries: Vec<FunctionMsg>,
+    /// The task clients' registrations, by worker rank, then index.
+    others: FxHashMap<u32, Vec<FunctionMsg>>,
 }
 
 impl FunctionTable {
@@ -181,6 +200,14 @@ impl FunctionTable {
         FunctionTable {
             key,
             entries: Vec::new(),
+            others: FxHashMap::default(),
+        }
+    }
+
+    fn entry(&self, id: FnId) -> Option<&FunctionMsg> {
+        match id.owner() {
+            (Rank::CLIENT, index) => self.entries.get(index),
+            (rank, index) => self.others.get(&rank.0)?.get(index),
         }
     }
 
@@ -194,21 +221,26 @@ impl FunctionTable {
                 msg.id, msg.name
             ));
         }
-        if msg.id.0 as usize != self.entries.len() {
+        let (owner, index) = msg.id.owner();
+        let list = if owner == Rank::CLIENT {
+            &mut self.entries
+        } else {
+            self.others.entry(owner.0).or_default()
+        };
+        if index != list.len() {
+            let next = msg.id.0 as usize - index + list.len();
             return Err(format!(
-                "a registration of {} ({:?}) where function id {} comes next",
-                msg.id,
-                msg.name,
-                self.entries.len()
+                "a registration of {} ({:?}) where function id {next} comes next",
+                msg.id, msg.name,
             ));
         }
-        self.entries.push(msg);
+        list.push(msg);
         Ok(())
     }
 
     /// `true` if `id` was registered.
     pub fn contains(&self, id: FnId) -> bool {
-        (id.0 as usize) < self.entries.len()
+        self.entry(id).is_some()
     }
 
     /// The first of `ids` that was never registered.
@@ -218,17 +250,14 @@ impl FunctionTable {
 
     /// The readable name of `id` (`task` for an unknown one).
     pub fn name(&self, id: FnId) -> &str {
-        self.entries
-            .get(id.0 as usize)
-            .map_or("task", |e| e.name.as_str())
+        self.entry(id).map_or("task", |e| e.name.as_str())
     }
 
     /// This rank's address of the function registered as `id`, as the function-pointer type
     /// `F`. An error if `id` was never registered or was registered as another type.
     pub fn resolve<F: FnPointer>(&self, id: FnId) -> Result<F, String> {
         let entry = self
-            .entries
-            .get(id.0 as usize)
+            .entry(id)
             .ok_or_else(|| format!("{id} was never registered"))?;
         if entry.signature != F::SIGNATURE {
             return Err(format!(
@@ -339,5 +368,34 @@ mod tests {
         );
         table.register(msg).unwrap();
         assert!(table.contains(FnId(0)) && !table.contains(FnId(1)));
+    }
+
+    #[test]
+    fn task_clients_register_in_their_own_ranges() {
+        let key = new_job_key();
+        let mut client = Registry::new(key);
+        let base = FnId::task_client_base(Rank(4)).unwrap();
+        let mut worker = Registry::with_base(key, base);
+        let (w, msg_w) = worker.id_of(double as Unary, || "double".into());
+        let (c, msg_c) = client.id_of(add as Binary, || "add".into());
+        assert_eq!((w, c), (FnId(base), FnId(0)));
+        assert_eq!(worker.name(w), "double");
+        assert_eq!(worker.name(FnId(0)), "task");
+        let mut table = FunctionTable::new(key);
+        // Either order: the ranges are counted apart.
+        table.register(msg_w.unwrap()).unwrap();
+        table.register(msg_c.unwrap()).unwrap();
+        assert_eq!(table.resolve::<Unary>(w).unwrap()(5), 10);
+        assert_eq!(table.resolve::<Binary>(c).unwrap()(2, 3), 5);
+        assert_eq!(table.name(w), "double");
+        assert!(!table.contains(FnId(base + 1)));
+        let (_, skipped) = worker.id_of(add as Binary, || "add".into());
+        let (_, third) = worker.id_named(add as Binary, "third");
+        let problem = table.register(third.unwrap()).unwrap_err();
+        assert!(
+            problem.contains(&format!("{} comes next", base + 1)),
+            "{problem}"
+        );
+        table.register(skipped.unwrap()).unwrap();
     }
 }

@@ -5,6 +5,12 @@
 //! loops run on the pool at once; each pops the best task whose resources are free, runs it,
 //! and pops again, so a busy worker starts its next task without a round trip through the
 //! communication thread. Tasks still in the queue have not started and can be stolen.
+//!
+//! A task that waits for other tasks (through its task client) gives its thread back while
+//! it waits, as Dask's `secede`/`rejoin` do ([`seceded`]): one more drain loop may run, on a
+//! thread started for it, so a recursion deeper than the thread count cannot deadlock. When
+//! the wait ends the task goes on at once, and the first loop to finish a task while more
+//! loops run than threads were given ends, so the excess lasts one task at most.
 
 use crate::protocol::Bytes;
 use crate::protocol::{Attempt, Key, Payload, Rank, Resource, TaskCode};
@@ -12,7 +18,7 @@ use crate::task::{self, CallError, FunctionTable, TaskInput};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 /// A task whose inputs are all present.
@@ -75,7 +81,16 @@ pub struct TaskOutcome {
 struct Queue {
     ready: BinaryHeap<ReadyTask>,
     active_loops: usize,
+    /// Loops whose task waits for other tasks, having given its thread back.
+    seceded: usize,
     free: Vec<Resource>,
+}
+
+impl Queue {
+    /// Loops that run tasks now.
+    fn running_loops(&self) -> usize {
+        self.active_loops.saturating_sub(self.seceded)
+    }
 }
 
 /// Where outcomes go: the worker's event channel.
@@ -85,7 +100,15 @@ struct Shared {
     queue: Mutex<Queue>,
     max_loops: usize,
     report: Report,
+    rank: Rank,
+    /// Runs first on every thread that runs tasks.
+    on_thread_start: Arc<dyn Fn() + Send + Sync>,
+    /// Told when a task starts waiting for others (`true`) and when it goes on.
+    secede_report: std::sync::OnceLock<SecedeReport>,
 }
+
+/// Where [`seceded`] reports a task's wait: the worker's event channel.
+type SecedeReport = Box<dyn Fn(Key, Attempt, bool) + Send + Sync>;
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -97,12 +120,103 @@ impl Shared {
 
 /// The task runner of one worker.
 pub struct Executor {
-    pool: rayon::ThreadPool,
+    pool: Arc<rayon::ThreadPool>,
     shared: Arc<Shared>,
 }
 
 thread_local! {
     static WORKER_RANK: std::cell::Cell<Option<Rank>> = const { std::cell::Cell::new(None) };
+    /// The executor whose tasks this thread runs.
+    /// The task running on this thread.
+    static CURRENT: std::cell::Cell<Option<(Key, Attempt, i32)>> =
+        const { std::cell::Cell::new(None) };
+    /// (Weak: the pool's own threads must not keep it alive.)
+    static EXECUTOR: std::cell::RefCell<Option<(Arc<Shared>, Weak<rayon::ThreadPool>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `wait` (a wait for other tasks) with this thread given back to its executor when
+/// called from a task: another drain loop may run meanwhile (Dask's `secede`), and the task
+/// goes on when `wait` returns (`rejoin`). Elsewhere it just runs `wait`.
+pub fn seceded<R>(wait: impl FnOnce() -> R) -> R {
+    let Some((shared, pool)) = EXECUTOR
+        .with(|e| e.borrow().clone())
+        .and_then(|(shared, pool)| Some((shared, pool.upgrade()?)))
+    else {
+        return wait();
+    };
+    let task = CURRENT.with(|c| c.get());
+    let report = |waiting: bool| {
+        if let (Some(report), Some((key, attempt, _))) = (shared.secede_report.get(), task) {
+            report(key, attempt, waiting);
+        }
+    };
+    report(true);
+    let start_loop = {
+        let mut queue = shared.lock();
+        queue.seceded += 1;
+        claim_loop(&mut queue, shared.max_loops)
+    };
+    if start_loop {
+        start_drain(&shared, &pool, true);
+    }
+    struct Rejoin<'a>(&'a Shared);
+    impl Drop for Rejoin<'_> {
+        fn drop(&mut self) {
+            self.0.lock().seceded -= 1;
+        }
+    }
+    let rejoin = Rejoin(&shared);
+    let value = wait();
+    drop(rejoin);
+    report(false);
+    value
+}
+
+/// The priority of the task running on this thread (`None` outside tasks).
+pub fn current_priority() -> Option<i32> {
+    CURRENT.with(|c| c.get()).map(|(_, _, priority)| priority)
+}
+
+/// Counts one more drain loop if fewer than `max_loops` run tasks and a task waits.
+fn claim_loop(queue: &mut Queue, max_loops: usize) -> bool {
+    let start = queue.running_loops() < max_loops && !queue.ready.is_empty();
+    if start {
+        queue.active_loops += 1;
+    }
+    start
+}
+
+/// Starts a drain loop: on the pool, or on a thread of its own while some of the pool's
+/// threads wait in seceded tasks (the pool might have no free thread for it).
+fn start_drain(shared: &Arc<Shared>, pool: &Arc<rayon::ThreadPool>, own_thread: bool) {
+    let (shared, pool) = (shared.clone(), pool.clone());
+    if !own_thread {
+        let inner = pool.clone();
+        pool.spawn(move || drain(&shared, &inner));
+        return;
+    }
+    let name = format!("mpidask-r{}-s", shared.rank.0);
+    let spawned = std::thread::Builder::new().name(name).spawn({
+        let shared = shared.clone();
+        move || {
+            enter_thread(&shared, &pool);
+            drain(&shared, &pool);
+        }
+    });
+    if let Err(e) = spawned {
+        // Without a new thread the queued tasks wait for a running one to finish.
+        log::warn!("cannot start a thread for the tasks of a seceded one: {e}");
+        shared.lock().active_loops -= 1;
+    }
+}
+
+/// Makes the calling thread one of the executor's task threads.
+fn enter_thread(shared: &Arc<Shared>, pool: &Arc<rayon::ThreadPool>) {
+    crate::process::lower_current_thread_priority();
+    WORKER_RANK.with(|r| r.set(Some(shared.rank)));
+    EXECUTOR.with(|e| *e.borrow_mut() = Some((shared.clone(), Arc::downgrade(pool))));
+    (shared.on_thread_start)();
 }
 
 /// `true` on threads that run tasks (their panics are reported to the client, not printed).
@@ -181,44 +295,61 @@ impl Executor {
         report: impl Fn(TaskOutcome) + Send + Sync + 'static,
         on_thread_start: impl Fn() + Send + Sync + 'static,
     ) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                ready: BinaryHeap::new(),
+                active_loops: 0,
+                seceded: 0,
+                free: resources,
+            }),
+            max_loops: nthreads,
+            report: Box::new(report),
+            rank,
+            on_thread_start: Arc::new(on_thread_start),
+            secede_report: std::sync::OnceLock::new(),
+        });
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(nthreads)
             .thread_name(move |i| format!("mpidask-r{}-t{i}", rank.0))
-            .start_handler(move |_| {
-                crate::process::lower_current_thread_priority();
-                WORKER_RANK.with(|r| r.set(Some(rank)));
-                on_thread_start();
+            .start_handler({
+                let shared = shared.clone();
+                move |_| {
+                    crate::process::lower_current_thread_priority();
+                    WORKER_RANK.with(|r| r.set(Some(rank)));
+                    (shared.on_thread_start)();
+                }
             })
             .build()
             .map_err(std::io::Error::other)?;
+        // The pool's threads learn their executor in `drain`, once the pool exists.
         Ok(Executor {
-            pool,
-            shared: Arc::new(Shared {
-                queue: Mutex::new(Queue {
-                    ready: BinaryHeap::new(),
-                    active_loops: 0,
-                    free: resources,
-                }),
-                max_loops: nthreads,
-                report: Box::new(report),
-            }),
+            pool: Arc::new(pool),
+            shared,
         })
+    }
+
+    /// Tells `report` when a task starts waiting for others, having given its thread back
+    /// (`true`), and when it goes on (`false`). Call it before any task is queued.
+    pub fn with_secede_report(
+        self,
+        report: impl Fn(Key, Attempt, bool) + Send + Sync + 'static,
+    ) -> Self {
+        let _ = self.shared.secede_report.set(Box::new(report));
+        self
     }
 
     /// Queues a ready task.
     pub fn push(&self, task: ReadyTask) {
-        let start_loop = {
+        let (start_loop, own_thread) = {
             let mut queue = self.shared.lock();
             queue.ready.push(task);
-            let start = queue.active_loops < self.shared.max_loops;
-            if start {
-                queue.active_loops += 1;
-            }
-            start
+            (
+                claim_loop(&mut queue, self.shared.max_loops),
+                queue.seceded > 0,
+            )
         };
         if start_loop {
-            let shared = self.shared.clone();
-            self.pool.spawn(move || drain(&shared));
+            start_drain(&self.shared, &self.pool, own_thread);
         }
     }
 
@@ -258,11 +389,23 @@ fn pop_runnable(queue: &mut Queue) -> Option<ReadyTask> {
     found
 }
 
-fn drain(shared: &Shared) {
+fn drain(shared: &Arc<Shared>, pool: &Arc<rayon::ThreadPool>) {
+    EXECUTOR.with(|e| {
+        let mut e = e.borrow_mut();
+        if e.is_none() {
+            *e = Some((shared.clone(), Arc::downgrade(pool)));
+        }
+    });
     loop {
         let task = {
             let mut queue = shared.lock();
-            match pop_runnable(&mut queue) {
+            // A seceded task has rejoined while its replacement ran: one loop too many.
+            let excess = queue.running_loops() > shared.max_loops;
+            match if excess {
+                None
+            } else {
+                pop_runnable(&mut queue)
+            } {
                 Some(task) => task,
                 None => {
                     queue.active_loops -= 1;
@@ -270,7 +413,9 @@ fn drain(shared: &Shared) {
                 }
             }
         };
+        CURRENT.with(|c| c.set(Some((task.key, task.attempt, task.priority))));
         let outcome = run_task(&task);
+        CURRENT.with(|c| c.set(None));
         if !task.resources.is_empty() {
             give_back(&mut shared.lock().free, &task.resources);
         }
@@ -320,6 +465,7 @@ mod tests {
         let mut queue = Queue {
             ready: BinaryHeap::new(),
             active_loops: 0,
+            seceded: 0,
             free: vec![],
         };
         queue

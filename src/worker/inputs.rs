@@ -28,7 +28,15 @@ pub(super) struct DiskWaiters {
     /// Tasks that need it, with the attempt that does (see `WorkerNode::waiters`).
     tasks: Vec<(Key, Attempt)>,
     /// Ranks that asked for it.
-    ranks: Vec<Rank>,
+    ranks: Vec<Requester>,
+}
+
+/// A rank asking for a value: for its tasks' inputs (a worker), for its program (the
+/// client), or for the task client of its tasks (a worker, possibly this one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Requester {
+    pub rank: Rank,
+    pub for_client: bool,
 }
 
 impl WorkerNode {
@@ -234,16 +242,40 @@ impl WorkerNode {
     }
 
     /// Sends `key` (or that it is missing) to `to`, a worker or the client.
-    fn serve(&self, to: Rank, key: Key, value: Option<Payload>, out: &mut Outbox) {
-        match (value, to == Rank::CLIENT) {
-            (Some(bytes), true) => out.push(to, &ToClient::Data { key, bytes }),
-            (Some(bytes), false) => out.push(to, &ToWorker::Data { key, bytes }),
-            (None, true) => out.push(to, &ToClient::DataMissing(key)),
-            (None, false) => out.push(to, &ToWorker::DataMissing(key)),
+    fn serve(&mut self, to: Requester, key: Key, value: Option<Payload>, out: &mut Outbox) {
+        let for_client = || match &value {
+            Some(bytes) => ToClient::Data {
+                key,
+                bytes: bytes.clone(),
+            },
+            None => ToClient::DataMissing(key),
+        };
+        if to.for_client && to.rank == self.rank {
+            self.own_client_mail.push(for_client());
+        } else if to.for_client {
+            out.push(to.rank, &ToWorker::ForClient(for_client()));
+        } else if to.rank == Rank::CLIENT {
+            out.push(to.rank, &for_client());
+        } else {
+            match value {
+                Some(bytes) => out.push(to.rank, &ToWorker::Data { key, bytes }),
+                None => out.push(to.rank, &ToWorker::DataMissing(key)),
+            }
         }
     }
 
-    pub(super) fn on_get_data(&mut self, from: Rank, keys: Vec<Key>, out: &mut Outbox) {
+    /// Values `from` asks for: for its task client if `for_client`.
+    pub(super) fn on_get_data(
+        &mut self,
+        from: Rank,
+        keys: Vec<Key>,
+        for_client: bool,
+        out: &mut Outbox,
+    ) {
+        let from = Requester {
+            rank: from,
+            for_client,
+        };
         for key in keys {
             match self.store.get(&key, Urgency::PEER) {
                 Lookup::Ready(value) => self.serve(from, key, Some(value), out),
@@ -279,7 +311,7 @@ impl WorkerNode {
             ReadBack::Lost(key, message) => {
                 let waiters = self.disk_waiters.remove(&key).unwrap_or_default();
                 for rank in waiters.ranks {
-                    log::warn!("value {key} asked for by {rank} is lost: {message}");
+                    log::warn!("value {key} asked for by {} is lost: {message}", rank.rank);
                     self.serve(rank, key, None, out);
                 }
                 for (task_key, attempt) in waiters.tasks {

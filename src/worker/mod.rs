@@ -8,6 +8,7 @@ pub mod disk;
 pub mod executor;
 mod inputs;
 pub mod store;
+mod task_client;
 #[cfg(test)]
 mod tests;
 
@@ -16,7 +17,7 @@ use crate::keymap::KeyMap;
 use crate::memory::human_bytes;
 use crate::node::{Node, NodeStatus};
 use crate::protocol::{
-    Attempt, FunctionMsg, Key, Payload, Rank, Resource, TaskCode, ToScheduler, ToWorker,
+    Attempt, FunctionMsg, Key, Payload, Rank, Resource, TaskCode, ToClient, ToScheduler, ToWorker,
     TraceEvent, WorkerHello,
 };
 use crate::task::{CallError, FunctionTable};
@@ -28,6 +29,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 use std::time::Instant;
 use store::{SpillPolicy, ValueStore};
+pub use task_client::TaskClientNode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -55,6 +57,17 @@ pub enum WorkerEvent {
     Task(TaskOutcome),
     /// A disk operation of the I/O thread finished.
     Disk(disk::DiskDone),
+    /// The task client has commands to send.
+    Client,
+    /// A task waits for other tasks, having given its thread back (`waiting`), or goes on.
+    Seceded {
+        /// The task.
+        key: Key,
+        /// Its placement.
+        attempt: Attempt,
+        /// `true` when it starts waiting.
+        waiting: bool,
+    },
 }
 
 /// The worker's communication-thread state.
@@ -100,6 +113,10 @@ pub struct WorkerNode {
     /// The functions registered so far (a new table on every registration, so tasks keep
     /// the one they started with).
     functions: Arc<FunctionTable>,
+    /// The client of the tasks this worker runs.
+    task_client: Option<Box<dyn TaskClientNode>>,
+    /// Answers to the task client's requests of this worker, delivered without a send.
+    own_client_mail: Vec<crate::protocol::ToClient>,
 }
 
 impl WorkerNode {
@@ -141,6 +158,8 @@ impl WorkerNode {
             group: Vec::new(),
             broadcasting: FxHashMap::default(),
             functions: Arc::new(FunctionTable::new(job_key)),
+            task_client: None,
+            own_client_mail: Vec::new(),
         }
     }
 
@@ -174,11 +193,19 @@ impl WorkerNode {
             ToWorker::GetData(_) => from == Rank::CLIENT || worker,
             ToWorker::Data { .. }
             | ToWorker::DataMissing(_)
+            | ToWorker::GetClientData(_)
             | ToWorker::BroadcastStart { .. }
             | ToWorker::BroadcastValue { .. } => worker,
-            ToWorker::ScatterData { .. } | ToWorker::BroadcastScatter { .. } => {
-                from == Rank::CLIENT
-            }
+            // Task clients scatter too (their large task arguments).
+            ToWorker::ScatterData { .. } => from == Rank::CLIENT || worker,
+            ToWorker::BroadcastScatter { .. } => from == Rank::CLIENT,
+            ToWorker::ForClient(message) => match message {
+                ToClient::KeyDone { .. }
+                | ToClient::KeyErred { .. }
+                | ToClient::KeyCancelled { .. } => from == Rank::SCHEDULER,
+                ToClient::Data { .. } | ToClient::DataMissing(_) => worker,
+                _ => false,
+            },
         }
     }
 
@@ -533,7 +560,9 @@ impl Node for WorkerNode {
                 }
             }
             ToWorker::Steal { key, attempt } => self.on_steal(key, attempt, out),
-            ToWorker::GetData(keys) => self.on_get_data(from, keys, out),
+            ToWorker::GetData(keys) => self.on_get_data(from, keys, false, out),
+            ToWorker::GetClientData(keys) => self.on_get_data(from, keys, true, out),
+            ToWorker::ForClient(message) => self.on_for_client(from, message, out),
             ToWorker::Data { key, bytes } => self.on_data(from, key, bytes, out),
             ToWorker::DataMissing(key) => self.on_data_missing(from, key, out),
             ToWorker::ScatterData { key, bytes } => self.on_scatter_data(key, bytes, out),
@@ -549,6 +578,9 @@ impl Node for WorkerNode {
                     self.executor.queued()
                 );
                 self.executor.clear();
+                if let Some(client) = &mut self.task_client {
+                    client.stop();
+                }
                 // The last entries go before `Quiesced`, which the loop sends next.
                 self.send_trace(out);
                 self.status = NodeStatus::Quiescing;
@@ -566,7 +598,7 @@ impl Node for WorkerNode {
         }
     }
 
-    fn on_event(&mut self, event: WorkerEvent, out: &mut Outbox, _now: Instant) {
+    fn on_event(&mut self, event: WorkerEvent, out: &mut Outbox, now: Instant) {
         // Once stopping, nothing new is sent: its receiver may already have exited, and a
         // send that is never received would hold this rank past its shutdown deadline.
         if self.status != NodeStatus::Running {
@@ -575,10 +607,34 @@ impl Node for WorkerNode {
         match event {
             WorkerEvent::Task(outcome) => self.on_outcome(outcome, out),
             WorkerEvent::Disk(done) => self.on_disk_done(done, out),
+            WorkerEvent::Seceded {
+                key,
+                attempt,
+                waiting,
+            } => {
+                if self.tasks.get(&key).is_some_and(|t| t.attempt == attempt) {
+                    out.push(
+                        Rank::SCHEDULER,
+                        &ToScheduler::Seceded {
+                            key,
+                            attempt,
+                            waiting,
+                        },
+                    );
+                }
+            }
+            WorkerEvent::Client => {
+                if let Some(client) = &mut self.task_client {
+                    client.on_commands(out, now);
+                }
+            }
         }
     }
 
-    fn on_batch_end(&mut self, _out: &mut Outbox, _now: Instant) {
+    fn on_batch_end(&mut self, out: &mut Outbox, now: Instant) {
+        if self.status == NodeStatus::Running {
+            self.pump_task_client(out, now);
+        }
         self.store.hand_back_buffers();
     }
 
@@ -597,6 +653,9 @@ impl Node for WorkerNode {
         if self.status == NodeStatus::Running {
             self.store.rebalance();
             self.update_pause(out);
+            if let Some(client) = &mut self.task_client {
+                client.on_tick(out, now);
+            }
         }
         if self.status == NodeStatus::Running
             && now.duration_since(self.last_heartbeat) >= crate::node::HEARTBEAT

@@ -200,18 +200,23 @@ impl Scheduler {
     /// Which ranks may send `message`: the client, the workers, or any rank.
     fn sender_allowed(&self, from: Rank, message: &ToScheduler) -> bool {
         match message {
+            // The client's requests, also made by the task clients of the workers (about
+            // their own keys and functions only: see `names_only_own`).
             ToScheduler::RegisterFunction(_)
             | ToScheduler::Submit(_)
             | ToScheduler::Scatter { .. }
             | ToScheduler::ReleaseKeys(_)
-            | ToScheduler::CancelKeys(_)
-            | ToScheduler::InfoRequest
+            | ToScheduler::CancelKeys(_) => {
+                from == Rank::CLIENT || self.worker_index(from).is_some()
+            }
+            ToScheduler::InfoRequest
             | ToScheduler::ProgressRequest
             | ToScheduler::ClientDone { .. } => from == Rank::CLIENT,
             ToScheduler::WorkerHello(_)
             | ToScheduler::TaskFinished { .. }
             | ToScheduler::TaskFailed { .. }
             | ToScheduler::StealReply { .. }
+            | ToScheduler::Seceded { .. }
             | ToScheduler::AddReplicas(_)
             | ToScheduler::Replicated { .. } => self.worker_index(from).is_some(),
             ToScheduler::Trace(_)
@@ -220,6 +225,35 @@ impl Scheduler {
             | ToScheduler::Signal { .. }
             | ToScheduler::Fatal { .. } => true,
         }
+    }
+
+    /// The first key or function id in `message` that another rank made than `from`: a
+    /// client (the main one, or a worker's task client) submits, scatters, releases and
+    /// cancels only its own keys, and registers only its own functions.
+    fn names_only_own(from: Rank, message: &ToScheduler) -> Option<String> {
+        let key = |key: &Key| (key.owner() != from).then(|| key.to_string());
+        match message {
+            ToScheduler::RegisterFunction(registration) => {
+                (registration.id.owner().0 != from).then(|| registration.id.to_string())
+            }
+            ToScheduler::Submit(specs) => specs.iter().find_map(|spec| key(&spec.key)),
+            ToScheduler::Scatter { key: k, .. } => key(k),
+            ToScheduler::ReleaseKeys(keys) | ToScheduler::CancelKeys(keys) => {
+                keys.iter().find_map(key)
+            }
+            _ => None,
+        }
+    }
+
+    /// Tells the owner of `key` (the client, or the worker whose task client made it)
+    /// about it.
+    pub(super) fn notify_owner(&mut self, key: Key, message: ToClient) {
+        let owner = key.owner();
+        self.outbox.push(if owner == Rank::CLIENT {
+            Output::Client(message)
+        } else {
+            Output::Worker(owner, ToWorker::ForClient(message))
+        });
     }
 
     /// A message that breaks the protocol: the job ends with exit code 8 and one line
@@ -240,6 +274,13 @@ impl Scheduler {
             let what = format!("{message:?}");
             let what: String = what.chars().take(120).collect();
             self.protocol_error(from, format!("a message it may not send: {what}"));
+            return;
+        }
+        if let Some(other) = Self::names_only_own(from, &message) {
+            self.protocol_error(
+                from,
+                format!("a request about {other}, which it did not make"),
+            );
             return;
         }
         if let Some(i) = self.worker_index(from) {
@@ -283,6 +324,11 @@ impl Scheduler {
                 attempt,
                 stolen,
             } => self.on_steal_reply(from, key, attempt, stolen),
+            ToScheduler::Seceded {
+                key,
+                attempt,
+                waiting,
+            } => self.on_seceded(from, key, attempt, waiting),
             ToScheduler::AddReplicas(keys) => self.on_add_replicas(from, &keys),
             ToScheduler::Replicated { key, workers } => self.on_replicated(key, workers),
             ToScheduler::ProgressRequest => self
@@ -496,12 +542,40 @@ impl Scheduler {
         }
     }
 
+    /// A task on `from` waits for other tasks, its thread given back (`waiting`), or goes
+    /// on: the worker has one thread more, or one less, for the tasks placed there.
+    fn on_seceded(
+        &mut self,
+        from: Rank,
+        key: Key,
+        attempt: crate::protocol::Attempt,
+        waiting: bool,
+    ) {
+        if !self.is_current(key, from, attempt) {
+            return;
+        }
+        let index = self
+            .worker_index(from)
+            .expect("a current task runs on a worker");
+        let worker = &mut self.workers[index];
+        let changed = if waiting {
+            worker.seceded.insert(key)
+        } else {
+            worker.seceded.remove(&key)
+        };
+        if changed && worker.hello.is_some() {
+            self.by_load.set(index, policy::load_key(worker));
+            self.needs_schedule = true;
+        }
+    }
+
     /// Records that worker `rank` no longer holds `key`; `true` if it did.
     fn stop_processing(&mut self, rank: Rank, key: Key) -> bool {
         let Some(index) = self.worker_index(rank) else {
             return false;
         };
         let worker = &mut self.workers[index];
+        worker.seceded.remove(&key);
         let removed = worker.processing.remove(&key);
         if removed && worker.hello.is_some() {
             self.by_load.set(index, policy::load_key(worker));

@@ -77,8 +77,7 @@ impl Scheduler {
                 .or_insert(seconds);
         }
         if client_wants {
-            self.outbox
-                .push(Output::Client(ToClient::KeyDone { key, worker: from }));
+            self.notify_owner(key, ToClient::KeyDone { key, worker: from });
         }
         for dependent in dependents {
             let Some(d) = self.tasks.get_mut(&dependent) else {
@@ -187,6 +186,8 @@ impl Scheduler {
             }
             task.state = TaskState::Failed(failure.clone());
             task.code = None;
+            stack.extend(task.dependents.iter().copied());
+            finished.push(k);
             if task.client_wants {
                 let message = if failure.cancelled {
                     ToClient::KeyCancelled {
@@ -200,10 +201,8 @@ impl Scheduler {
                         message: failure.message.clone(),
                     }
                 };
-                self.outbox.push(Output::Client(message));
+                self.notify_owner(k, message);
             }
-            stack.extend(task.dependents.iter().copied());
-            finished.push(k);
         }
         // Collect first: releasing a dependency below may forget tasks listed in `finished`.
         let deps: Vec<Key> = finished
