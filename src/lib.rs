@@ -103,8 +103,8 @@ mod transport;
 pub mod internals;
 
 pub use client::{
-    AsCompleted, CallArg, Client, DoneAndNotDone, Future, FutureStatus, ReturnWhen, Submitter,
-    WithResults, task_client,
+    AsCompleted, CallArg, Client, DoneAndNotDone, Event, Future, FutureStatus, Lock, Queue,
+    ReturnWhen, Semaphore, Submitter, Variable, WithResults, task_client,
 };
 #[cfg(feature = "dataframe")]
 pub use collections::dataframe;

@@ -4,7 +4,9 @@
 //! skips failed futures, `as_completed` with futures added while iterating, in batches and
 //! with results, `client.run`, `scatter` of a list, and `fire_and_forget` (the job waits
 //! for the forgotten task); tasks that submit tasks through their task client (a recursion
-//! deeper than the worker threads, and `examples/fib.rs`).
+//! deeper than the worker threads, and `examples/fib.rs`); queues, variables, locks,
+//! semaphores and events shared by the program and its tasks (a task waiting on an event
+//! the program sets).
 //!
 //! The test binary is also the program under test: started with `MPIDASK_SCENARIO=<name>`
 //! it runs that scenario through `mpidask::run`.
@@ -328,10 +330,171 @@ fn scenario_task_client(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Any error as a task's message.
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Takes `n` values from queue `inbox`, puts their sum in `outbox`.
+fn queue_sum(n: u64) -> Result<u64, String> {
+    let client = mpidask::task_client().map_err(text)?;
+    let inbox = client.queue::<u64>("inbox");
+    let mut total = 0;
+    for _ in 0..n {
+        total += inbox.get(Some(Duration::from_secs(30))).map_err(text)?;
+    }
+    client.queue::<u64>("outbox").put(&total).map_err(text)?;
+    Ok(total)
+}
+
+/// Adds 1 to variable `counter` `times` times, each read and write under lock `counter`.
+fn locked_increments(times: u64) -> Result<(), String> {
+    let client = mpidask::task_client().map_err(text)?;
+    let (lock, counter) = (client.lock("counter"), client.variable::<u64>("counter"));
+    for _ in 0..times {
+        lock.acquire(None).map_err(text)?;
+        let value = counter.get(None).map_err(text)?;
+        std::thread::sleep(Duration::from_millis(1));
+        counter.set(&(value + 1)).map_err(text)?;
+        lock.release().map_err(text)?;
+    }
+    Ok(())
+}
+
+/// Holds a lease of semaphore `pool` (of `leases`) for 30 ms, counting the holders in
+/// variable `inside` and their most in `peak`.
+fn hold_lease(leases: u32) -> Result<(), String> {
+    let client = mpidask::task_client().map_err(text)?;
+    let (pool, meta) = (client.semaphore("pool", leases), client.lock("meta"));
+    let (inside, peak) = (
+        client.variable::<u32>("inside"),
+        client.variable::<u32>("peak"),
+    );
+    let count = |delta: i32| -> Result<(), String> {
+        meta.acquire(None).map_err(text)?;
+        let now = (inside.get(None).map_err(text)? as i32 + delta) as u32;
+        inside.set(&now).map_err(text)?;
+        let most = peak.get(None).map_err(text)?.max(now);
+        peak.set(&most).map_err(text)?;
+        meta.release().map_err(text)
+    };
+    ensure_lease(pool.acquire(Some(Duration::from_secs(30))).map_err(text)?)?;
+    count(1)?;
+    std::thread::sleep(Duration::from_millis(30));
+    count(-1)?;
+    pool.release().map_err(text)
+}
+
+fn ensure_lease(got: bool) -> Result<(), String> {
+    got.then_some(())
+        .ok_or_else(|| "no lease within 30 s".to_string())
+}
+
+/// Waits for event `go` (30 s at most).
+fn wait_for_go(_: ()) -> Result<bool, String> {
+    let client = mpidask::task_client().map_err(text)?;
+    client
+        .event("go")
+        .wait(Some(Duration::from_secs(30)))
+        .map_err(text)
+}
+
+/// Tries lock `busy` without waiting.
+fn try_busy_lock(_: ()) -> Result<bool, String> {
+    let client = mpidask::task_client().map_err(text)?;
+    let lock = client.lock("busy");
+    let got = lock.acquire(Some(Duration::ZERO)).map_err(text)?;
+    if got {
+        lock.release().map_err(text)?;
+    }
+    Ok(got)
+}
+
+fn scenario_coordination(client: &Client) -> anyhow::Result<()> {
+    // Queue: the program feeds a task, which answers through another queue.
+    let summing = client.try_submit(queue_sum, 5u64);
+    let inbox = client.queue::<u64>("inbox");
+    for x in 1..=5 {
+        inbox.put(&x)?;
+    }
+    ensure!(summing.result()? == 15);
+    ensure!(client.queue::<u64>("outbox").get(None)? == 15);
+    ensure!(inbox.qsize()? == 0);
+    match inbox.get(Some(Duration::from_millis(50))) {
+        Err(Error::Timeout { what, .. }) if what.contains("inbox") => {}
+        other => anyhow::bail!("an empty queue's get: {other:?}"),
+    }
+
+    // Lock and Variable: increments from tasks on every worker, none lost.
+    let counter = client.variable::<u64>("counter");
+    counter.set(&0)?;
+    let tasks: Vec<_> = (0..4)
+        .map(|_| client.try_submit(locked_increments, 10u64))
+        .collect();
+    for task in &tasks {
+        task.result()?;
+    }
+    ensure!(counter.get(None)? == 40, "counter {}", counter.get(None)?);
+    ensure!(matches!(
+        client
+            .variable::<u64>("never set")
+            .get(Some(Duration::from_millis(20))),
+        Err(Error::Timeout { .. })
+    ));
+
+    // A lock the program holds is not free for a task.
+    let busy = client.lock("busy");
+    ensure!(busy.acquire(None)?);
+    ensure!(
+        !client.try_submit(try_busy_lock, ()).result()?,
+        "lock taken twice"
+    );
+    busy.release()?;
+    ensure!(client.try_submit(try_busy_lock, ()).result()?);
+    ensure!(busy.release().is_err(), "released twice");
+
+    // Semaphore: never more holders than leases.
+    for (name, value) in [("inside", 0u32), ("peak", 0)] {
+        client.variable::<u32>(name).set(&value)?;
+    }
+    let holders: Vec<_> = (0..6)
+        .map(|_| client.try_submit(hold_lease, 2u32))
+        .collect();
+    for holder in &holders {
+        holder.result()?;
+    }
+    let peak = client.variable::<u32>("peak").get(None)?;
+    ensure!(
+        (1..=2).contains(&peak),
+        "{peak} holders of a semaphore of 2"
+    );
+
+    // Event: a task waits for the program to set it.
+    let waiting = client.try_submit(wait_for_go, ());
+    std::thread::sleep(Duration::from_millis(300));
+    ensure!(
+        waiting.status() == FutureStatus::Pending,
+        "waited for nothing"
+    );
+    let go = client.event("go");
+    ensure!(!go.is_set()?);
+    go.set()?;
+    ensure!(waiting.result()?, "the task's wait ended without the event");
+    ensure!(go.is_set()?);
+    ensure!(
+        !client
+            .event("never")
+            .wait(Some(Duration::from_millis(30)))?
+    );
+    println!("SCENARIO coordination OK");
+    Ok(())
+}
+
 fn run_scenario(name: &str) -> ! {
     match name {
         "futures_api" => mpidask::run(scenario_futures_api),
         "task_client" => mpidask::run(scenario_task_client),
+        "coordination" => mpidask::run(scenario_coordination),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -391,6 +554,28 @@ fn test_task_client(np: usize) -> Result<(), Failed> {
     })
 }
 
+/// Queues, variables, locks, semaphores and events between the program and its tasks at
+/// `np` ranks (0: local mode with 2 workers), two threads per worker.
+fn test_coordination(np: usize) -> Result<(), Failed> {
+    check(|| {
+        let mut command: Command = match np {
+            0 => {
+                let mut command = local_command(&this_binary());
+                command.env("MPIDASK_LOCAL_WORKERS", "2");
+                command
+            }
+            np => mpirun(np, &this_binary(), &[]),
+        };
+        command
+            .env("MPIDASK_SCENARIO", "coordination")
+            .env("MPIDASK_NTHREADS", "2");
+        run_with_deadline(command, DEADLINE)
+            .expect_code(0)
+            .expect_stdout("SCENARIO coordination OK")
+            .expect_quiet();
+    })
+}
+
 /// `examples/fib.rs`, recursion 12 levels deep on one thread per worker, checks itself.
 fn test_fib_example(np: usize) -> Result<(), Failed> {
     check(|| {
@@ -417,6 +602,9 @@ fn main() {
         Trial::test("task_client_np3", || test_task_client(3)),
         Trial::test("task_client_np4", || test_task_client(4)),
         Trial::test("task_client_local", || test_task_client(0)),
+        Trial::test("coordination_np3", || test_coordination(3)),
+        Trial::test("coordination_np4", || test_coordination(4)),
+        Trial::test("coordination_local", || test_coordination(0)),
         Trial::test("fib_example_np4", || test_fib_example(4)),
         Trial::test("fib_example_local", || test_fib_example(0)),
     ];

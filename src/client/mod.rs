@@ -7,6 +7,7 @@
 //! on a condition variable for the table to change.
 
 mod args;
+mod coordination;
 mod everywhere;
 mod future;
 mod hosted;
@@ -15,6 +16,7 @@ mod progress;
 mod waits;
 
 pub use args::CallArg;
+pub use coordination::{Event, Lock, Queue, Semaphore, Variable};
 pub use future::{AsCompleted, Future, WithResults};
 pub use hosted::task_client;
 pub(crate) use hosted::{enter_task_thread, host_task_client};
@@ -107,6 +109,8 @@ pub(crate) struct State {
     pub(crate) finished_releases: Vec<Key>,
     /// Tasks given to `fire_and_forget` that have not finished.
     forgotten_running: usize,
+    /// Answers to coordination requests, by request id, not yet taken.
+    coordinated: FxHashMap<u64, crate::protocol::CoordReply>,
 }
 
 impl State {
@@ -120,6 +124,7 @@ impl State {
             stopped: false,
             finished_releases: Vec::new(),
             forgotten_running: 0,
+            coordinated: FxHashMap::default(),
         }
     }
 
@@ -162,6 +167,8 @@ pub(crate) struct Shared {
     /// The worker whose tasks use this client (`None` for the program's client).
     hosted: Option<Rank>,
     next_key: AtomicU64,
+    /// Ids of coordination requests and of lock leases.
+    next_request: AtomicU64,
     workers: Vec<Rank>,
     next_worker: AtomicUsize,
     /// `--progress-interval`.
@@ -181,6 +188,7 @@ impl Shared {
             commands: Box::new(move |command| commands.send(command)),
             hosted: None,
             next_key: AtomicU64::new(1),
+            next_request: AtomicU64::new(1),
             workers,
             next_worker: AtomicUsize::new(0),
             progress_interval,
@@ -203,6 +211,7 @@ impl Shared {
             commands: Box::new(commands),
             hosted: Some(rank),
             next_key: AtomicU64::new(keys + 1),
+            next_request: AtomicU64::new(1),
             workers,
             next_worker: AtomicUsize::new(0),
             progress_interval: std::time::Duration::ZERO,

@@ -201,6 +201,9 @@ impl Node for ClientNode {
                 return;
             }
             ToClient::Exit { code } => self.status = NodeStatus::Exit(code),
+            ToClient::Coordinated { id, reply } => {
+                state.coordinated.insert(id, reply);
+            }
             ToClient::Heartbeat => {}
         }
         self.releases.append(&mut state.finished_releases);

@@ -35,7 +35,7 @@ pub use frame::{
 pub type Payload = Arc<Bytes>;
 
 /// Version of the message set below. Every rank checks at start-up that all ranks agree.
-pub const PROTOCOL_VERSION: u32 = 12;
+pub const PROTOCOL_VERSION: u32 = 13;
 
 /// Identity of a task or of a scattered value, unique within one job.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -397,6 +397,102 @@ impl JobProgress {
     }
 }
 
+/// A request about a coordination primitive held by the scheduler (Dask's `Queue`,
+/// `Variable`, `Lock`, `Semaphore`, `Event`), each named by its kind and name. Values are
+/// encoded as task values are. `timeout_ms`: how long a request that must wait may wait
+/// (`None`: without a limit).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum CoordOp {
+    /// Append to a queue.
+    QueuePut {
+        /// The queue.
+        name: String,
+        /// The encoded value.
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    /// Take the oldest value of a queue, waiting for one.
+    QueueGet {
+        /// The queue.
+        name: String,
+        /// Waits at most this long.
+        timeout_ms: Option<u64>,
+    },
+    /// The number of values in a queue.
+    QueueSize {
+        /// The queue.
+        name: String,
+    },
+    /// Set a variable.
+    VariableSet {
+        /// The variable.
+        name: String,
+        /// The encoded value.
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    /// A variable's value, waiting until it is set.
+    VariableGet {
+        /// The variable.
+        name: String,
+        /// Waits at most this long.
+        timeout_ms: Option<u64>,
+    },
+    /// Unset a variable.
+    VariableDelete {
+        /// The variable.
+        name: String,
+    },
+    /// Take a lease of a semaphore of `max_leases` (a lock is a semaphore of one), waiting
+    /// for one to be free.
+    Acquire {
+        /// The lock or semaphore (`lock:` or `semaphore:` and the user's name).
+        name: String,
+        /// Leases it has (the first request fixes it; later ones must agree).
+        max_leases: u32,
+        /// The lease's id, chosen by the requester (unique per requester).
+        lease: u64,
+        /// Waits at most this long.
+        timeout_ms: Option<u64>,
+    },
+    /// Give a lease back.
+    Release {
+        /// The lock or semaphore.
+        name: String,
+        /// The lease.
+        lease: u64,
+    },
+    /// Set (`true`) or clear an event.
+    EventSet {
+        /// The event.
+        name: String,
+        /// Set or clear.
+        set: bool,
+    },
+    /// Wait until an event is set (at once if it is).
+    EventWait {
+        /// The event.
+        name: String,
+        /// Waits at most this long.
+        timeout_ms: Option<u64>,
+    },
+}
+
+/// The answer to a [`CoordOp`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum CoordReply {
+    /// Done.
+    Done,
+    /// A value (from a queue or a variable).
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A count (a queue's size).
+    Count(u64),
+    /// The wait ran out of time.
+    TimedOut,
+    /// The request is wrong (a lease not held, a semaphore's size changed): why.
+    Refused(String),
+}
+
 /// Messages the scheduler (rank 0) receives.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum ToScheduler {
@@ -424,6 +520,14 @@ pub enum ToScheduler {
     InfoRequest,
     /// The client asks for the job's [`JobProgress`] (answered at once).
     ProgressRequest,
+    /// A client (the program's, or a worker's task client) asks about a coordination
+    /// primitive; the answer, `Coordinated` with the same `id`, may wait.
+    Coordinate {
+        /// The request's id, chosen by the requester.
+        id: u64,
+        /// What it asks.
+        op: CoordOp,
+    },
     /// Task-stream entries recorded by the sender since its last `Trace` (only when
     /// tracing is on; collected by the scheduler rank, not its state machine).
     Trace(Vec<TraceEvent>),
@@ -625,6 +729,13 @@ pub enum ToClient {
     Info(SchedulerInfo),
     /// Answer to `ProgressRequest`.
     Progress(JobProgress),
+    /// Answer to `Coordinate`.
+    Coordinated {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        reply: CoordReply,
+    },
     /// Shutdown, phase 1.
     Stop,
     /// Shutdown, phase 2.

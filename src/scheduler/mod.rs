@@ -6,6 +6,7 @@
 //! stop signal finds that loop held inside MPI. See `README.md` in this directory for the
 //! task states and the shutdown protocol.
 
+mod coordination;
 pub mod last_words;
 mod node;
 pub mod policy;

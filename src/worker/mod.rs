@@ -202,7 +202,8 @@ impl WorkerNode {
             ToWorker::ForClient(message) => match message {
                 ToClient::KeyDone { .. }
                 | ToClient::KeyErred { .. }
-                | ToClient::KeyCancelled { .. } => from == Rank::SCHEDULER,
+                | ToClient::KeyCancelled { .. }
+                | ToClient::Coordinated { .. } => from == Rank::SCHEDULER,
                 ToClient::Data { .. } | ToClient::DataMissing(_) => worker,
                 _ => false,
             },

@@ -11,6 +11,7 @@ mod placement;
 mod results;
 mod shutdown;
 
+use super::coordination::Coordination;
 use super::policy;
 use super::state::{LoadIndex, ReadyQueue, Task, TaskState, Worker};
 use crate::exit::ExitCode;
@@ -141,6 +142,8 @@ pub struct Scheduler {
     next_stall_warning: Instant,
     /// The last [`Scheduler::tick`].
     last_tick: Instant,
+    /// Queues, variables, locks, semaphores and events.
+    coordination: Coordination,
 }
 
 impl Scheduler {
@@ -194,6 +197,7 @@ impl Scheduler {
             info_requests: 0,
             needs_schedule: false,
             lifecycle: Lifecycle::Running,
+            coordination: Coordination::default(),
         }
     }
 
@@ -206,7 +210,8 @@ impl Scheduler {
             | ToScheduler::Submit(_)
             | ToScheduler::Scatter { .. }
             | ToScheduler::ReleaseKeys(_)
-            | ToScheduler::CancelKeys(_) => {
+            | ToScheduler::CancelKeys(_)
+            | ToScheduler::Coordinate { .. } => {
                 from == Rank::CLIENT || self.worker_index(from).is_some()
             }
             ToScheduler::InfoRequest
@@ -245,15 +250,26 @@ impl Scheduler {
         }
     }
 
+    /// Sends `message` to a client: the program's, or the task client of worker `rank`.
+    fn send_to_client_of(&mut self, rank: Rank, message: ToClient) {
+        self.outbox.push(if rank == Rank::CLIENT {
+            Output::Client(message)
+        } else {
+            Output::Worker(rank, ToWorker::ForClient(message))
+        });
+    }
+
+    /// Sends the coordination answers to their requesters.
+    fn send_answers(&mut self, answers: Vec<super::coordination::Answer>) {
+        for (rank, id, reply) in answers {
+            self.send_to_client_of(rank, ToClient::Coordinated { id, reply });
+        }
+    }
+
     /// Tells the owner of `key` (the client, or the worker whose task client made it)
     /// about it.
     pub(super) fn notify_owner(&mut self, key: Key, message: ToClient) {
-        let owner = key.owner();
-        self.outbox.push(if owner == Rank::CLIENT {
-            Output::Client(message)
-        } else {
-            Output::Worker(owner, ToWorker::ForClient(message))
-        });
+        self.send_to_client_of(key.owner(), message);
     }
 
     /// A message that breaks the protocol: the job ends with exit code 8 and one line
@@ -331,6 +347,11 @@ impl Scheduler {
             } => self.on_seceded(from, key, attempt, waiting),
             ToScheduler::AddReplicas(keys) => self.on_add_replicas(from, &keys),
             ToScheduler::Replicated { key, workers } => self.on_replicated(key, workers),
+            ToScheduler::Coordinate { id, op } => {
+                let mut answers = Vec::new();
+                self.coordination.handle(from, id, op, now, &mut answers);
+                self.send_answers(answers);
+            }
             ToScheduler::ProgressRequest => self
                 .outbox
                 .push(Output::Client(ToClient::Progress(self.progress()))),
@@ -425,6 +446,9 @@ impl Scheduler {
                 worker.last_seen = worker.last_seen.max(now);
             }
         }
+        let mut answers = Vec::new();
+        self.coordination.tick(now, &mut answers);
+        self.send_answers(answers);
         match &self.lifecycle {
             Lifecycle::Running => {
                 if let Some(message) = self.silent_workers(now) {
