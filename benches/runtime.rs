@@ -11,6 +11,10 @@
 //! The binary is also every program it measures: started with `MPIDASK_BENCH_ROLE=<role>`
 //! (under `mpirun`) it plays that role.
 //!
+//! `fib_tasks_per_s`: the recursive Fibonacci, fib(20) with every call of 2 or more
+//! submitting its two calls from its task (21,891 tasks, submitted by task clients), against
+//! as many no-op tasks in one `client.map` (`fib_flat_tasks_per_s`), taking turns in one job.
+//!
 //! `tasks_per_s` and `chain_us` are also compared with two Python peers, each launched once
 //! per round under the same `mpirun -np 4`, from the peers' venv (`make peers`; a missing
 //! venv or script fails the bench):
@@ -102,6 +106,27 @@ fn epoch_seconds() -> f64 {
 
 fn noop(x: u64) -> u64 {
     x
+}
+
+/// The recursive Fibonacci of `fib_tasks_per_s`: fib(20), every call of 2 or more
+/// submitting its two calls from its task: 21,891 tasks.
+fn fib_n() -> u32 {
+    size(20, 10)
+}
+
+/// `(fib(n), tasks)`: calls of 2 or more submit the two below from their task and wait.
+fn fib_task(n: u32) -> Result<(u64, u64), String> {
+    if n < 2 {
+        return Ok((u64::from(n), 1));
+    }
+    let client = mpidask::task_client().map_err(|e| e.to_string())?;
+    let parts = client
+        .gather(&[
+            client.try_submit(fib_task, n - 1),
+            client.try_submit(fib_task, n - 2),
+        ])
+        .map_err(|e| e.to_string())?;
+    Ok((parts[0].0 + parts[1].0, parts[0].1 + parts[1].1 + 1))
 }
 
 fn inc(x: u64) -> u64 {
@@ -206,6 +231,27 @@ fn role_tasks(client: &Client) -> anyhow::Result<()> {
         anyhow::ensure!(values.len() == tasks() as usize && values[7] == 7);
         drop(futures);
         println!("MEASURE tasks_per_s={}", tasks() as f64 / seconds);
+    }
+    Ok(())
+}
+
+/// Tasks per second of the recursive Fibonacci, and of as many no-op tasks in one
+/// `client.map`, taking turns in one job.
+fn role_fib(client: &Client) -> anyhow::Result<()> {
+    client.try_submit(fib_task, 8u32).result()?;
+    for _ in 0..REPEATS {
+        let started = Instant::now();
+        let (value, tasks) = client.try_submit(fib_task, fib_n()).result()?;
+        let fib_seconds = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let values = client.gather(&client.map(noop, 0..tasks))?;
+        let flat_seconds = started.elapsed().as_secs_f64();
+        anyhow::ensure!(values.len() as u64 == tasks && value > 0);
+        println!("MEASURE fib_tasks_per_s={}", tasks as f64 / fib_seconds);
+        println!(
+            "MEASURE fib_flat_tasks_per_s={}",
+            tasks as f64 / flat_seconds
+        );
     }
     Ok(())
 }
@@ -387,6 +433,7 @@ fn role_pingpong() {
 fn play(role: &str) -> ! {
     match role {
         "tasks" => mpidask::run(role_tasks),
+        "fib" => mpidask::run(role_fib),
         "chain" => mpidask::run(role_chain),
         "million" => mpidask::run(role_million),
         "empty" => mpidask::run(role_empty),
@@ -790,6 +837,23 @@ fn main() {
                 None,
             );
         }
+    }
+    if wanted("fib_tasks_per_s") {
+        let (mut fib, mut flat) = (vec![], vec![]);
+        for _ in 0..rounds() {
+            let run = launch("fib").0;
+            fib.push(median(&run.measures("fib_tasks_per_s")));
+            flat.push(median(&run.measures("fib_flat_tasks_per_s")));
+        }
+        figure("fib_tasks_per_s", "tasks/s", &fib, None);
+        figure("fib_flat_tasks_per_s", "tasks/s", &flat, None);
+        ratio(
+            "fib_tasks_per_s_vs_flat",
+            &fib,
+            &flat,
+            false,
+            "fib_flat_tasks_per_s",
+        );
     }
     if wanted("startup_s") || wanted("shutdown_s") {
         let (mut ours, mut bare) = (vec![], vec![]);
