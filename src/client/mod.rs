@@ -111,6 +111,8 @@ pub(crate) struct State {
     forgotten_running: usize,
     /// Answers to coordination requests, by request id, not yet taken.
     coordinated: FxHashMap<u64, crate::protocol::CoordReply>,
+    /// Tasks sleeping until a message about a key arrives (`Shared::wait_on_key_until`).
+    pub(crate) sleepers: FxHashMap<Key, Vec<std::thread::Thread>>,
 }
 
 impl State {
@@ -125,6 +127,7 @@ impl State {
             finished_releases: Vec::new(),
             forgotten_running: 0,
             coordinated: FxHashMap::default(),
+            sleepers: FxHashMap::default(),
         }
     }
 
@@ -562,15 +565,17 @@ impl Client {
     /// without fetching values.
     pub fn wait<T>(&self, futures: &[Future<T>]) -> Result<()> {
         let mut cursor = 0;
-        self.shared.wait_for(|state| {
-            while let Some(future) = futures.get(cursor) {
-                match state.keys.get(&future.key()) {
-                    Some(entry) if !entry.status.is_final() => return None,
-                    _ => cursor += 1,
+        self.shared
+            .wait_on_key_until(None, |state| {
+                while let Some(future) = futures.get(cursor) {
+                    match state.keys.get(&future.key()) {
+                        Some(entry) if !entry.status.is_final() => return Err(future.key()),
+                        _ => cursor += 1,
+                    }
                 }
-            }
-            Some(())
-        })
+                Ok(())
+            })
+            .map(|done| done.expect("no deadline to pass"))
     }
 
     /// An iterator over `futures` in the order they finish.
@@ -825,26 +830,26 @@ impl Client {
         }
         // Checked in order; a key is looked at again only while it is the first missing one.
         let mut values = Vec::with_capacity(keys.len());
-        let fetched = self.shared.wait_for_until(until, |state| {
+        let fetched = self.shared.wait_on_key_until(until, |state| {
             while let Some(key) = keys.get(values.len()) {
                 let Some(entry) = state.keys.get(key) else {
-                    return Some(Err(Error::UnknownKey(*key)));
+                    return Ok(Err(Error::UnknownKey(*key)));
                 };
                 match (&entry.status, &entry.data) {
                     (Status::Failed(_) | Status::Cancelled(_), _) if skip_failed => {
                         values.push(None)
                     }
                     (Status::Failed(error), _) => {
-                        return Some(Err(Error::Task(error.clone())));
+                        return Ok(Err(Error::Task(error.clone())));
                     }
                     (Status::Cancelled(cause), _) => {
-                        return Some(Err(Error::Cancelled { key: cause.clone() }));
+                        return Ok(Err(Error::Cancelled { key: cause.clone() }));
                     }
                     (_, Some(data)) => values.push(Some(data.clone())),
-                    _ => return None,
+                    _ => return Err(*key),
                 }
             }
-            Some(Ok(()))
+            Ok(Ok(()))
         })?;
         match fetched {
             Some(result) => result.map(|()| values),

@@ -48,6 +48,8 @@ pub struct ClientNode {
     hosted: Option<Rank>,
     /// A task client's messages to its own worker, which serves them without a send.
     pub(super) local: Vec<ToWorker>,
+    /// Tasks to wake at the end of the round: a message about their key came.
+    to_unpark: Vec<std::thread::Thread>,
 }
 
 impl ClientNode {
@@ -65,6 +67,7 @@ impl ClientNode {
             last_trace_sent: Instant::now(),
             hosted: None,
             local: Vec::new(),
+            to_unpark: Vec::new(),
         }
     }
 
@@ -97,9 +100,14 @@ impl ClientNode {
 
     /// The job stops: the waits of the program (or of the tasks) end.
     pub(super) fn stop(&mut self) {
-        self.shared.lock().stopped = true;
+        let sleepers: Vec<_> = {
+            let mut state = self.shared.lock();
+            state.stopped = true;
+            state.sleepers.drain().flat_map(|(_, s)| s).collect()
+        };
         self.status = NodeStatus::Quiescing;
         self.shared.notify();
+        sleepers.into_iter().for_each(|t| t.unpark());
     }
 
     /// Records transfers and sends them to the scheduler rank (`--trace`/`--report`).
@@ -142,6 +150,17 @@ impl Node for ClientNode {
 
     fn on_message(&mut self, from: Rank, message: ToClient, out: &mut Outbox, _now: Instant) {
         let mut state = self.shared.lock();
+        let about = match &message {
+            ToClient::KeyDone { key, .. }
+            | ToClient::KeyErred { key, .. }
+            | ToClient::KeyCancelled { key, .. }
+            | ToClient::Data { key, .. }
+            | ToClient::DataMissing(key) => Some(*key),
+            _ => None,
+        };
+        if let Some(sleepers) = about.and_then(|key| state.sleepers.remove(&key)) {
+            self.to_unpark.extend(sleepers);
+        }
         match message {
             ToClient::KeyDone { key, worker } => {
                 state.set_status(key, Status::Done(worker));
@@ -193,6 +212,8 @@ impl Node for ClientNode {
             }
             ToClient::Stop => {
                 state.stopped = true;
+                self.to_unpark
+                    .extend(state.sleepers.drain().flat_map(|(_, sleepers)| sleepers));
                 self.status = NodeStatus::Quiescing;
                 // The last entries go before `Quiesced`, which the loop sends next.
                 drop(state);
@@ -243,6 +264,9 @@ impl Node for ClientNode {
         // Waiters are woken once per round, not once per message.
         if std::mem::take(&mut self.changed) {
             self.shared.notify();
+        }
+        for thread in self.to_unpark.drain(..) {
+            thread.unpark();
         }
         if self.status != NodeStatus::Running {
             self.fetches.clear();

@@ -108,6 +108,53 @@ impl Shared {
         })
     }
 
+    /// [`Shared::wait_for_until`] for a condition that waits on one key at a time: `ready`
+    /// returns the value, or the key it waits on. In a task, the thread sleeps until a
+    /// message about that key arrives (not on every change of the table, which would wake
+    /// every waiting task each round); elsewhere it waits as `wait_for_until` does.
+    pub(super) fn wait_on_key_until<T>(
+        &self,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut(&mut State) -> std::result::Result<T, Key>,
+    ) -> Result<Option<T>> {
+        if crate::worker::executor::current_priority().is_none() {
+            return self.wait_for_until(deadline, |state| ready(state).ok());
+        }
+        if let Ok(value) = ready(&mut self.lock()) {
+            return Ok(Some(value));
+        }
+        let me = std::thread::current();
+        crate::worker::executor::seceded(|| {
+            loop {
+                let mut state = self.lock();
+                let key = match ready(&mut state) {
+                    Ok(value) => return Ok(Some(value)),
+                    Err(key) => key,
+                };
+                if state.stopped {
+                    return Err(Error::ShuttingDown);
+                }
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return Ok(None);
+                }
+                state.sleepers.entry(key).or_default().push(me.clone());
+                drop(state);
+                match deadline {
+                    None => std::thread::park(),
+                    Some(deadline) => std::thread::park_timeout(deadline - now),
+                }
+                let mut state = self.lock();
+                if let Some(sleepers) = state.sleepers.get_mut(&key) {
+                    sleepers.retain(|t| t.id() != me.id());
+                    if sleepers.is_empty() {
+                        state.sleepers.remove(&key);
+                    }
+                }
+            }
+        })
+    }
+
     /// Waits until no task given to [`Client::fire_and_forget`] is running (or the job
     /// stops).
     pub(crate) fn wait_forgotten(&self) {

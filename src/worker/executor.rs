@@ -18,6 +18,7 @@ use crate::task::{self, CallError, FunctionTable, TaskInput};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -105,6 +106,8 @@ struct Shared {
     on_thread_start: Arc<dyn Fn() + Send + Sync>,
     /// Told when a task starts waiting for others (`true`) and when it goes on.
     secede_report: std::sync::OnceLock<SecedeReport>,
+    /// Extra threads waiting for a loop to run.
+    spares: Spares,
 }
 
 /// Where [`seceded`] reports a task's wait: the worker's event channel.
@@ -196,18 +199,84 @@ fn start_drain(shared: &Arc<Shared>, pool: &Arc<rayon::ThreadPool>, own_thread: 
         pool.spawn(move || drain(&shared, &inner));
         return;
     }
+    // An idle extra thread takes the loop if there is one.
+    let idle = &shared.spares.idle;
+    if idle
+        .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
+            n.checked_sub(1)
+        })
+        .is_ok()
+    {
+        let _ = shared.spares.wake.send(());
+        return;
+    }
     let name = format!("mpidask-r{}-s", shared.rank.0);
+    let weak_pool = Arc::downgrade(&pool);
     let spawned = std::thread::Builder::new().name(name).spawn({
         let shared = shared.clone();
         move || {
             enter_thread(&shared, &pool);
-            drain(&shared, &pool);
+            drop(pool);
+            loop {
+                let Some(pool) = weak_pool.upgrade() else {
+                    return;
+                };
+                drain(&shared, &pool);
+                drop(pool);
+                if !shared.spares.wait_for_loop() {
+                    return;
+                }
+            }
         }
     });
     if let Err(e) = spawned {
         // Without a new thread the queued tasks wait for a running one to finish.
         log::warn!("cannot start a thread for the tasks of a seceded one: {e}");
         shared.lock().active_loops -= 1;
+    }
+}
+
+/// Extra threads (started for the tasks of seceded ones) that finished their loop, kept
+/// for the next loop a while instead of ending.
+struct Spares {
+    /// Threads waiting for a loop, less the loops sent to them and not taken yet.
+    idle: AtomicUsize,
+    /// One message per loop for an idle thread to run.
+    wake: crossbeam_channel::Sender<()>,
+    waiting: crossbeam_channel::Receiver<()>,
+}
+
+/// How long an extra thread waits for another loop before it ends.
+const SPARE_IDLE: Duration = Duration::from_secs(5);
+
+impl Spares {
+    fn new() -> Self {
+        let (wake, waiting) = crossbeam_channel::unbounded();
+        Spares {
+            idle: AtomicUsize::new(0),
+            wake,
+            waiting,
+        }
+    }
+
+    /// Waits (as an idle thread) until a loop is handed over: `true`, run it; `false`, end.
+    fn wait_for_loop(&self) -> bool {
+        self.idle.fetch_add(1, AtomicOrdering::AcqRel);
+        loop {
+            if self.waiting.recv_timeout(SPARE_IDLE).is_ok() {
+                return true;
+            }
+            // Leave, unless a loop was already promised to an idle thread: then take it.
+            let left = self
+                .idle
+                .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
+                    n.checked_sub(1)
+                })
+                .is_ok();
+            if left {
+                return false;
+            }
+        }
     }
 }
 
@@ -307,6 +376,7 @@ impl Executor {
             rank,
             on_thread_start: Arc::new(on_thread_start),
             secede_report: std::sync::OnceLock::new(),
+            spares: Spares::new(),
         });
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(nthreads)
