@@ -15,6 +15,10 @@
 //! submitting its two calls from its task (21,891 tasks, submitted by task clients), against
 //! as many no-op tasks in one `client.map` (`fib_flat_tasks_per_s`), taking turns in one job.
 //!
+//! `mpi_task_overhead_us`: the time from submitting an empty MPI task on 2 workers to its
+//! result, one task at a time, against the same for an empty plain task
+//! (`plain_task_us`), taking turns in one job ([`MPI_TASKS`] of each per turn).
+//!
 //! `tasks_per_s` and `chain_us` are also compared with two Python peers, each launched once
 //! per round under the same `mpirun -np 4`, from the peers' venv (`make peers`; a missing
 //! venv or script fails the bench):
@@ -49,6 +53,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::recursion::fib_tree;
 use support::{Run, mpirun, run_with_deadline};
 
 const NP: usize = 4;
@@ -112,21 +117,6 @@ fn noop(x: u64) -> u64 {
 /// submitting its two calls from its task: 21,891 tasks.
 fn fib_n() -> u32 {
     size(20, 10)
-}
-
-/// `(fib(n), tasks)`: calls of 2 or more submit the two below from their task and wait.
-fn fib_task(n: u32) -> Result<(u64, u64), String> {
-    if n < 2 {
-        return Ok((u64::from(n), 1));
-    }
-    let client = mpidask::task_client().map_err(|e| e.to_string())?;
-    let parts = client
-        .gather(&[
-            client.try_submit(fib_task, n - 1),
-            client.try_submit(fib_task, n - 2),
-        ])
-        .map_err(|e| e.to_string())?;
-    Ok((parts[0].0 + parts[1].0, parts[0].1 + parts[1].1 + 1))
 }
 
 fn inc(x: u64) -> u64 {
@@ -238,10 +228,10 @@ fn role_tasks(client: &Client) -> anyhow::Result<()> {
 /// Tasks per second of the recursive Fibonacci, and of as many no-op tasks in one
 /// `client.map`, taking turns in one job.
 fn role_fib(client: &Client) -> anyhow::Result<()> {
-    client.try_submit(fib_task, 8u32).result()?;
+    client.try_submit(fib_tree, 8u32).result()?;
     for _ in 0..REPEATS {
         let started = Instant::now();
-        let (value, tasks) = client.try_submit(fib_task, fib_n()).result()?;
+        let (value, tasks) = client.try_submit(fib_tree, fib_n()).result()?;
         let fib_seconds = started.elapsed().as_secs_f64();
         let started = Instant::now();
         let values = client.gather(&client.map(noop, 0..tasks))?;
@@ -252,6 +242,35 @@ fn role_fib(client: &Client) -> anyhow::Result<()> {
             "MEASURE fib_flat_tasks_per_s={}",
             tasks as f64 / flat_seconds
         );
+    }
+    Ok(())
+}
+
+/// Empty MPI tasks of `mpi_task_overhead_us`, and as many plain ones, per turn.
+const MPI_TASKS: usize = 200;
+
+/// The empty MPI task: it only learns its communicator's size.
+fn empty_mpi_task(comm: &mpidask::MpiComm) -> i32 {
+    comm.size()
+}
+
+/// Microseconds from submit to result of an empty MPI task on 2 workers, and of an empty
+/// plain task, one at a time, taking turns.
+fn role_mpi_overhead(client: &Client) -> anyhow::Result<()> {
+    client.submit_mpi(empty_mpi_task, (), 2).result()?;
+    for _ in 0..REPEATS {
+        let started = Instant::now();
+        for _ in 0..MPI_TASKS {
+            anyhow::ensure!(client.submit_mpi(empty_mpi_task, (), 2).result()? == 2);
+        }
+        let mpi_us = started.elapsed().as_secs_f64() * 1e6 / MPI_TASKS as f64;
+        let started = Instant::now();
+        for i in 0..MPI_TASKS {
+            client.submit(noop, i as u64).result()?;
+        }
+        let plain_us = started.elapsed().as_secs_f64() * 1e6 / MPI_TASKS as f64;
+        println!("MEASURE mpi_task_overhead_us={mpi_us}");
+        println!("MEASURE plain_task_us={plain_us}");
     }
     Ok(())
 }
@@ -434,6 +453,7 @@ fn play(role: &str) -> ! {
     match role {
         "tasks" => mpidask::run(role_tasks),
         "fib" => mpidask::run(role_fib),
+        "mpi_overhead" => mpidask::run(role_mpi_overhead),
         "chain" => mpidask::run(role_chain),
         "million" => mpidask::run(role_million),
         "empty" => mpidask::run(role_empty),
@@ -854,6 +874,18 @@ fn main() {
             false,
             "fib_flat_tasks_per_s",
         );
+    }
+    if wanted("mpi_task_overhead_us") {
+        let (mut mpi, mut plain) = (vec![], vec![]);
+        for _ in 0..rounds() {
+            let run = launch("mpi_overhead").0;
+            mpi.push(median(&run.measures("mpi_task_overhead_us")));
+            plain.push(median(&run.measures("plain_task_us")));
+        }
+        figure("mpi_task_overhead_us", "us", &mpi, None);
+        figure("plain_task_us", "us", &plain, None);
+        let over: Vec<f64> = mpi.iter().zip(&plain).map(|(m, p)| m / p).collect();
+        figure("mpi_task_us_over_plain", "x", &over, Some("plain_task_us"));
     }
     if wanted("startup_s") || wanted("shutdown_s") {
         let (mut ours, mut bare) = (vec![], vec![]);

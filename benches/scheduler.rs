@@ -26,6 +26,7 @@ fn hello(nthreads: u32) -> ToScheduler {
         pid: 1,
         memory_limit: None,
         memory_limit_source: String::new(),
+        mpi_group: false,
     })
 }
 

@@ -40,7 +40,8 @@ pub enum ExitCode {
     Usage = 2,
     /// The client's function panicked.
     ClientPanic = 3,
-    /// The client's function returned a task failure it did not handle.
+    /// The client's function returned a task failure it did not handle; or an MPI task
+    /// failed on one of its workers while others stayed waiting for it in MPI.
     TaskFailed = 4,
     /// A worker rank, or the scheduler, stopped responding (`--worker-timeout`).
     WorkerLost = 5,
@@ -89,7 +90,10 @@ impl ExitCode {
             ExitCode::ClientError => "the client program returned an error",
             ExitCode::Usage => "invalid command-line flags or environment values",
             ExitCode::ClientPanic => "the client program panicked",
-            ExitCode::TaskFailed => "a task failed and the client program did not handle it",
+            ExitCode::TaskFailed => {
+                "a task failed and the client program did not handle it; or an MPI task failed \
+                 on one of its workers while others stayed waiting for it in MPI (30 s later)"
+            }
             ExitCode::WorkerLost => "a worker rank (or the scheduler) stopped responding",
             ExitCode::Startup => "start-up or configuration error",
             ExitCode::ShutdownTimeout => "shutdown did not finish in time; the job was aborted",

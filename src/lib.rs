@@ -102,6 +102,9 @@ mod transport;
 #[cfg(feature = "internals")]
 pub mod internals;
 
+/// rsmpi, the MPI bindings an MPI task's function uses on its communicator
+/// ([`Client::submit_mpi`]): `use mpidask::mpi::traits::*;`.
+pub use ::mpi;
 pub use client::{
     AsCompleted, CallArg, Client, DoneAndNotDone, Event, Future, FutureStatus, Lock, Queue,
     ReturnWhen, Semaphore, Submitter, Variable, WithResults, task_client,
@@ -120,4 +123,6 @@ pub use startup::{
     ClientOutcome, MpiSetup, mpi_setup, parse_args, ranks_per_node, run, run_local, run_with,
 };
 pub use task::{Arg, IntoArgs, TaskFn, ValueSlot};
+pub use transport::MpiComm;
+pub use worker::MpiTaskFn;
 pub use worker::executor::worker_rank;

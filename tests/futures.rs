@@ -15,10 +15,13 @@ mod support;
 
 use anyhow::{anyhow, ensure};
 use libtest_mimic::{Arguments, Failed, Trial};
+use mpidask::mpi::collective::SystemOperation;
+use mpidask::mpi::traits::*;
 use mpidask::{Client, Error, FutureStatus, ReturnWhen};
-use std::process::Command;
+use mpidask::{MpiComm, TaskOptions};
 use std::time::Duration;
-use support::{check, local_command, mpirun, run_with_deadline};
+use support::recursion::fib_tree;
+use support::{check, run_with_deadline, scenario_command};
 
 /// Deadline of every job a test starts.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -197,22 +200,6 @@ fn scenario_futures_api(client: &Client) -> anyhow::Result<()> {
     client.fire_and_forget(&[client.submit(late_write, (1_000u64, path))]);
     println!("SCENARIO futures_api OK");
     Ok(())
-}
-
-/// Fibonacci where every call of 2 or more submits the two below it from its task and
-/// waits for them: a recursion `n - 1` levels deep. Returns `(fib(n), tasks)`.
-fn fib_tree(n: u32) -> Result<(u64, u64), String> {
-    if n < 2 {
-        return Ok((u64::from(n), 1));
-    }
-    let client = mpidask::task_client().map_err(|e| e.to_string())?;
-    let parts = client
-        .gather(&[
-            client.try_submit(fib_tree, n - 1),
-            client.try_submit(fib_tree, n - 2),
-        ])
-        .map_err(|e| e.to_string())?;
-    Ok((parts[0].0 + parts[1].0, parts[0].1 + parts[1].1 + 1))
 }
 
 fn fails_on(x: u64) -> u64 {
@@ -490,34 +477,145 @@ fn scenario_coordination(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The world ranks of an MPI task's members, in the order of its communicator.
+fn members(comm: &MpiComm) -> Vec<u32> {
+    let mine = my_rank();
+    let mut all = vec![0u32; usize::try_from(comm.size()).expect("a size")];
+    comm.all_gather_into(&mine, &mut all[..]);
+    all
+}
+
+/// `base + rank` summed over the communicator.
+fn rank_sum(comm: &MpiComm, base: u64) -> u64 {
+    let mine = base + u64::try_from(comm.rank()).expect("a rank");
+    let mut total = 0;
+    comm.all_reduce_into(&mine, &mut total, SystemOperation::sum());
+    total
+}
+
+/// Each member sums its share of `values`; the shares summed over the communicator.
+fn shared_sum(comm: &MpiComm, values: Vec<f64>) -> f64 {
+    let (rank, size) = (comm.rank() as usize, comm.size() as usize);
+    let share = &values[values.len() * rank / size..values.len() * (rank + 1) / size];
+    let mine: f64 = share.iter().sum();
+    let mut total = 0.0;
+    comm.all_reduce_into(&mine, &mut total, SystemOperation::sum());
+    total
+}
+
+fn fails_everywhere(comm: &MpiComm) -> u64 {
+    panic!("no solution on rank {} of the task", comm.rank())
+}
+
+/// Rank 1 fails while the others wait for it in a collective.
+fn fails_on_one(comm: &MpiComm) -> u64 {
+    if comm.rank() == 1 {
+        panic!("rank 1 of the task gave up");
+    }
+    let mut total = 0;
+    comm.all_reduce_into(&1u64, &mut total, SystemOperation::sum());
+    total
+}
+
+/// The error of a result expected to fail, with its causes.
+fn error_text<T: std::fmt::Debug>(result: mpidask::Result<T>) -> String {
+    format!("{:#}", anyhow::Error::from(result.expect_err("an error")))
+}
+
+fn scenario_mpi_tasks(client: &Client) -> anyhow::Result<()> {
+    let workers: Vec<u32> = client.workers().iter().map(|r| r.0).collect();
+    let n = workers.len();
+    // One task on every worker: a communicator of exactly them, in rank order.
+    let all = client.submit_mpi(members, (), n).result()?;
+    ensure!(all == workers, "the communicator of all workers: {all:?}");
+    // Its input from a future, its value read by a plain task.
+    let nine = client.submit(inc, 8u64);
+    let summed = client.submit_mpi(rank_sum, &nine, n);
+    let squared = client.submit(square, &summed).result()?;
+    let expected = (9 * n + n * (n - 1) / 2) as u64;
+    ensure!(squared == expected * expected, "{squared} != {expected}^2");
+    // A large argument (sent ahead to one worker), fetched by every member before any
+    // enters MPI.
+    let values: Vec<f64> = (0..1_000_000).map(|i| f64::from(i % 1000)).collect();
+    let total = client.submit_mpi(shared_sum, values.clone(), n).result()?;
+    ensure!(total == values.iter().sum::<f64>(), "shared sum {total}");
+    // Tasks of two workers beside plain tasks, on every worker in turn.
+    let pairs: Vec<_> = (0..4u64)
+        .map(|base| client.submit_mpi(rank_sum, base, 2))
+        .collect();
+    let plain = client.map(inc, 0..40u64);
+    let singles: Vec<_> = (0..3u64)
+        .map(|base| client.submit_mpi(rank_sum, base, 1))
+        .collect();
+    ensure!(client.gather(&pairs)? == vec![1, 3, 5, 7]);
+    ensure!(client.gather(&plain)? == (1..=40).collect::<Vec<u64>>());
+    ensure!(client.gather(&singles)? == vec![0, 1, 2]);
+    // A function that panics on every member fails the task, and the workers go on.
+    let error = error_text(client.submit_mpi(fails_everywhere, (), n).result());
+    ensure!(error.contains("no solution on rank"), "{error}");
+    ensure!(client.submit_mpi(rank_sum, 0u64, n).result()? == (n * (n - 1) / 2) as u64);
+    // Bad requests: each a clear error, the job goes on.
+    let too_many = error_text(client.submit_mpi(rank_sum, 0u64, n + 1).result());
+    ensure!(
+        too_many.contains(&format!(
+            "asks for {} workers and this job has {n} workers in its MPI communicator",
+            n + 1
+        )) && too_many.contains(&format!("at least {} ranks", n + 3)),
+        "{too_many}"
+    );
+    let none = error_text(client.submit_mpi(rank_sum, 0u64, 0).result());
+    ensure!(none.contains("at least 1 worker"), "{none}");
+    let retried = error_text(
+        client
+            .with_options(TaskOptions::default().retries(1))
+            .submit_mpi(rank_sum, 0u64, 1)
+            .result(),
+    );
+    ensure!(retried.contains("not retried"), "{retried}");
+    println!("SCENARIO mpi_tasks OK");
+    Ok(())
+}
+
+/// Local mode: no worker is an MPI process, and the error says to use a launcher.
+fn scenario_mpi_tasks_local(client: &Client) -> anyhow::Result<()> {
+    let error = error_text(client.submit_mpi(rank_sum, 0u64, 1).result());
+    ensure!(
+        error.contains("no worker of this job is an MPI process")
+            && error.contains("under mpirun or srun"),
+        "{error}"
+    );
+    ensure!(client.submit(inc, 1u64).result()? == 2);
+    println!("SCENARIO mpi_tasks_local OK");
+    Ok(())
+}
+
+/// A member fails while the others wait for it in MPI: the task fails, and the job ends
+/// (exit code 4) once they have been stuck for 30 s.
+fn scenario_mpi_task_stuck(client: &Client) -> anyhow::Result<()> {
+    let error = error_text(client.submit_mpi(fails_on_one, (), 2).result());
+    println!("FAILED {error}");
+    std::thread::sleep(Duration::from_secs(120));
+    Ok(())
+}
+
 fn run_scenario(name: &str) -> ! {
     match name {
         "futures_api" => mpidask::run(scenario_futures_api),
         "task_client" => mpidask::run(scenario_task_client),
         "coordination" => mpidask::run(scenario_coordination),
+        "mpi_tasks" => mpidask::run(scenario_mpi_tasks),
+        "mpi_tasks_local" => mpidask::run(scenario_mpi_tasks_local),
+        "mpi_task_stuck" => mpidask::run(scenario_mpi_task_stuck),
         other => panic!("unknown scenario {other}"),
     }
-}
-
-fn this_binary() -> std::path::PathBuf {
-    std::env::current_exe().expect("current exe")
 }
 
 /// The futures scenario at `np` ranks (0: local mode with 2 workers).
 fn test_futures_api(np: usize) -> Result<(), Failed> {
     check(|| {
         let dir = tempfile::tempdir().expect("a scratch directory");
-        let mut command: Command = match np {
-            0 => {
-                let mut command = local_command(&this_binary());
-                command.env("MPIDASK_LOCAL_WORKERS", "2");
-                command
-            }
-            np => mpirun(np, &this_binary(), &[]),
-        };
-        command
-            .env("MPIDASK_SCENARIO", "futures_api")
-            .env("MPIDASK_TEST_DIR", dir.path());
+        let mut command = scenario_command(np, "futures_api");
+        command.env("MPIDASK_TEST_DIR", dir.path());
         let run = run_with_deadline(command, DEADLINE);
         run.expect_code(0)
             .expect_stdout("SCENARIO futures_api OK")
@@ -536,17 +634,8 @@ fn test_futures_api(np: usize) -> Result<(), Failed> {
 /// worker.
 fn test_task_client(np: usize) -> Result<(), Failed> {
     check(|| {
-        let mut command: Command = match np {
-            0 => {
-                let mut command = local_command(&this_binary());
-                command.env("MPIDASK_LOCAL_WORKERS", "2");
-                command
-            }
-            np => mpirun(np, &this_binary(), &[]),
-        };
-        command
-            .env("MPIDASK_SCENARIO", "task_client")
-            .env("MPIDASK_NTHREADS", "1");
+        let mut command = scenario_command(np, "task_client");
+        command.env("MPIDASK_NTHREADS", "1");
         run_with_deadline(command, DEADLINE)
             .expect_code(0)
             .expect_stdout("SCENARIO task_client OK")
@@ -558,17 +647,8 @@ fn test_task_client(np: usize) -> Result<(), Failed> {
 /// `np` ranks (0: local mode with 2 workers), two threads per worker.
 fn test_coordination(np: usize) -> Result<(), Failed> {
     check(|| {
-        let mut command: Command = match np {
-            0 => {
-                let mut command = local_command(&this_binary());
-                command.env("MPIDASK_LOCAL_WORKERS", "2");
-                command
-            }
-            np => mpirun(np, &this_binary(), &[]),
-        };
-        command
-            .env("MPIDASK_SCENARIO", "coordination")
-            .env("MPIDASK_NTHREADS", "2");
+        let mut command = scenario_command(np, "coordination");
+        command.env("MPIDASK_NTHREADS", "2");
         run_with_deadline(command, DEADLINE)
             .expect_code(0)
             .expect_stdout("SCENARIO coordination OK")
@@ -585,6 +665,49 @@ fn test_fib_example(np: usize) -> Result<(), Failed> {
             .expect_stdout("CHECK ok: fib(20) = 6765")
             .expect_quiet();
         assert_eq!(run.field("RESULT", "tasks").as_deref(), Some("1219"));
+    })
+}
+
+/// MPI tasks at `np` ranks (0: local mode, where they are refused with a clear error).
+fn test_mpi_tasks(np: usize) -> Result<(), Failed> {
+    check(|| {
+        let name = if np == 0 {
+            "mpi_tasks_local"
+        } else {
+            "mpi_tasks"
+        };
+        run_with_deadline(scenario_command(np, name), DEADLINE)
+            .expect_code(0)
+            .expect_stdout(&format!("SCENARIO {name} OK"))
+            .expect_quiet();
+    })
+}
+
+/// A member of an MPI task fails while another waits for it in `MPI_Allreduce`: the task's
+/// error reaches the program, and the job ends with exit code 4 rather than hanging.
+fn test_mpi_task_stuck() -> Result<(), Failed> {
+    check(|| {
+        let run = run_with_deadline(scenario_command(4, "mpi_task_stuck"), DEADLINE * 2);
+        run.expect_code(4)
+            .expect_stdout("rank 1 of the task gave up")
+            .expect_stderr("wait in MPI for the failed one");
+    })
+}
+
+/// `examples/mpi_task.rs`: a dot product with `MPI_Allreduce` inside a task on every
+/// worker, checked against a serial loop.
+fn test_mpi_task_example(np: usize) -> Result<(), Failed> {
+    check(|| {
+        let run = support::run_example("mpi_task", np, &["--n", "1000000"], DEADLINE);
+        run.expect_code(0)
+            .expect_stdout("CHECK ok: dot =")
+            .expect_quiet();
+        assert_eq!(
+            run.field("RESULT", "workers"),
+            Some((np - 2).to_string()),
+            "{}",
+            run.command
+        );
     })
 }
 
@@ -607,6 +730,12 @@ fn main() {
         Trial::test("coordination_local", || test_coordination(0)),
         Trial::test("fib_example_np4", || test_fib_example(4)),
         Trial::test("fib_example_local", || test_fib_example(0)),
+        Trial::test("mpi_tasks_np4", || test_mpi_tasks(4)),
+        Trial::test("mpi_tasks_np5", || test_mpi_tasks(5)),
+        Trial::test("mpi_tasks_np6", || test_mpi_tasks(6)),
+        Trial::test("mpi_tasks_local", || test_mpi_tasks(0)),
+        Trial::test("mpi_task_stuck_np4", test_mpi_task_stuck),
+        Trial::test("mpi_task_example_np5", || test_mpi_task_example(5)),
     ];
     libtest_mimic::run(&args, tests).exit();
 }

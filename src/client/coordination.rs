@@ -3,6 +3,7 @@
 //! [`Semaphore`] and [`Event`]. Waits take an optional time limit; in a task they give the
 //! task's thread back to its worker meanwhile.
 
+use super::waits::timed_out;
 use super::{Client, Shared};
 use crate::error::{Error, Result};
 use crate::protocol::{CoordOp, CoordReply, decode_owned, encode_owned};
@@ -21,6 +22,14 @@ impl Shared {
             crate::protocol::ToScheduler::Coordinate { id, op },
         ));
         self.wait_for(|state| state.coordinated.remove(&id))
+    }
+
+    /// Sends `op` (`what`, for an unexpected answer) and expects `Done`.
+    fn coordinate_done(&self, op: CoordOp, what: &str) -> Result<()> {
+        match self.coordinate(op)? {
+            CoordReply::Done => Ok(()),
+            other => Err(refused(other, what)),
+        }
     }
 
     /// A new id for a lease.
@@ -42,13 +51,6 @@ fn refused(reply: CoordReply, what: &str) -> Error {
     match reply {
         CoordReply::Refused(why) => Error::Config(why),
         other => Error::Config(format!("the scheduler answered {other:?} to {what}")),
-    }
-}
-
-fn timed_out(timeout: Option<Duration>, what: String) -> Error {
-    Error::Timeout {
-        seconds: timeout.map_or(0.0, |t| t.as_secs_f64()),
-        what,
     }
 }
 
@@ -84,14 +86,9 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     pub fn put(&self, value: &T) -> Result<()> {
         let value = encode(value, "a value put in a queue")?;
         let name = self.name.clone();
-        match self
-            .client
+        self.client
             .shared
-            .coordinate(CoordOp::QueuePut { name, value })?
-        {
-            CoordReply::Done => Ok(()),
-            other => Err(refused(other, "a put")),
-        }
+            .coordinate_done(CoordOp::QueuePut { name, value }, "a put")
     }
 
     /// Takes the oldest value, waiting for one at most `timeout` (`None`: without a limit);
@@ -134,14 +131,9 @@ impl<T: Serialize + DeserializeOwned + 'static> Variable<T> {
     pub fn set(&self, value: &T) -> Result<()> {
         let value = encode(value, "a variable's value")?;
         let name = self.name.clone();
-        match self
-            .client
+        self.client
             .shared
-            .coordinate(CoordOp::VariableSet { name, value })?
-        {
-            CoordReply::Done => Ok(()),
-            other => Err(refused(other, "a set")),
-        }
+            .coordinate_done(CoordOp::VariableSet { name, value }, "a set")
     }
 
     /// Its value, waiting until it is set at most `timeout` (`None`: without a limit);
@@ -164,14 +156,9 @@ impl<T: Serialize + DeserializeOwned + 'static> Variable<T> {
     /// Unsets it.
     pub fn delete(&self) -> Result<()> {
         let name = self.name.clone();
-        match self
-            .client
+        self.client
             .shared
-            .coordinate(CoordOp::VariableDelete { name })?
-        {
-            CoordReply::Done => Ok(()),
-            other => Err(refused(other, "a delete")),
-        }
+            .coordinate_done(CoordOp::VariableDelete { name }, "a delete")
     }
 }
 
@@ -222,14 +209,9 @@ impl Semaphore {
             held.remove(0)
         };
         let name = self.wire_name.clone();
-        match self
-            .client
+        self.client
             .shared
-            .coordinate(CoordOp::Release { name, lease })?
-        {
-            CoordReply::Done => Ok(()),
-            other => Err(refused(other, "a release")),
-        }
+            .coordinate_done(CoordOp::Release { name, lease }, "a release")
     }
 }
 
@@ -281,14 +263,9 @@ impl Event {
 
     fn set_to(&self, set: bool) -> Result<()> {
         let name = self.name.clone();
-        match self
-            .client
+        self.client
             .shared
-            .coordinate(CoordOp::EventSet { name, set })?
-        {
-            CoordReply::Done => Ok(()),
-            other => Err(refused(other, "a set")),
-        }
+            .coordinate_done(CoordOp::EventSet { name, set }, "a set")
     }
 
     /// Waits until it is set, at most `timeout` (`None`: without a limit): `Ok(false)` if

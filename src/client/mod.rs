@@ -31,6 +31,7 @@ use crate::protocol::{
     ToScheduler, ToWorker, decode_owned, encode_owned,
 };
 use crate::task::{self, FnPointer, IntoArgs, Registry, TaskFn, Trampoline};
+use crate::worker::MpiTaskFn;
 use crossbeam_channel::Sender;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -415,6 +416,46 @@ impl Client {
     {
         self.with_options(TaskOptions::default())
             .try_submit(f, args)
+    }
+
+    /// Submits an MPI task: `f(comm, args)` runs on `n_workers` workers at once, and `comm`
+    /// (rsmpi's communicator, [`MpiComm`](crate::MpiComm)) connects exactly those workers,
+    /// so an MPI routine (a collective, a solver) can be one step of a task graph. The
+    /// value of rank 0 of `comm` is the task's value. Arguments may be futures, as in
+    /// [`submit`](Self::submit).
+    ///
+    /// The scheduler reserves the workers (they take no other task from then on) and sends
+    /// the task when all of them are free; each runs it on its communication thread, the
+    /// rank's one MPI thread. The workers are those of the job's MPI processes (not local
+    /// mode's threads, nor a worker hosted by the client or scheduler): a task asking for
+    /// more fails with an error naming both numbers. An MPI task is not retried, and once
+    /// sent it runs to its end even if cancelled. A function that panics on one member
+    /// fails the task; if the other members then wait for it in MPI, the job ends 30 s
+    /// later with exit code 4.
+    ///
+    /// ```no_run
+    /// use mpidask::mpi::collective::SystemOperation;
+    /// use mpidask::mpi::traits::*;
+    ///
+    /// fn total(comm: &mpidask::MpiComm, n: u64) -> u64 {
+    ///     let mine = n * (comm.rank() as u64 + 1);
+    ///     let mut sum = 0;
+    ///     comm.all_reduce_into(&mine, &mut sum, SystemOperation::sum());
+    ///     sum
+    /// }
+    /// # fn demo(client: &mpidask::Client) {
+    /// assert_eq!(client.submit_mpi(total, 10, 2).result().unwrap(), 30);
+    /// # }
+    /// ```
+    pub fn submit_mpi<F, Args, X>(&self, f: F, args: X, n_workers: usize) -> Future<F::Output>
+    where
+        F: MpiTaskFn<Args>,
+        Args: DeserializeOwned + 'static,
+        F::Output: Serialize + 'static,
+        X: IntoArgs<Args, CallArg>,
+    {
+        self.with_options(TaskOptions::default())
+            .submit_mpi(f, args, n_workers)
     }
 
     /// Submits one task per item: `f(item)` (items are tuples for functions of several
@@ -880,6 +921,29 @@ impl Submitter<'_> {
             .expect("one call")
     }
 
+    /// [`Client::submit_mpi`] with these options (priority, pinning and resources apply
+    /// to every worker of the task; retries are refused).
+    pub fn submit_mpi<F, Args, X>(&self, f: F, args: X, n_workers: usize) -> Future<F::Output>
+    where
+        F: MpiTaskFn<Args>,
+        Args: DeserializeOwned + 'static,
+        F::Output: Serialize + 'static,
+        X: IntoArgs<Args, CallArg>,
+    {
+        let _ = f;
+        let mut options = self.options.clone();
+        options.mpi_workers = Some(u32::try_from(n_workers).unwrap_or(u32::MAX));
+        let submitter = Submitter {
+            client: self.client,
+            options,
+        };
+        let trampoline = crate::worker::mpi_trampoline_of::<F, Args>();
+        submitter
+            .submit_each(trampoline, task::function_name::<F>, std::iter::once(args))
+            .pop()
+            .expect("one call")
+    }
+
     /// [`Client::try_submit`] with these options.
     pub fn try_submit<F, Args, X, T, E>(&self, f: F, args: X) -> Future<T>
     where
@@ -927,7 +991,7 @@ impl Submitter<'_> {
 
     fn submit_each<T, Args, X: IntoArgs<Args, CallArg>>(
         &self,
-        trampoline: Trampoline,
+        trampoline: impl FnPointer,
         name: fn() -> String,
         calls: impl IntoIterator<Item = X>,
     ) -> Vec<Future<T>> {

@@ -177,8 +177,14 @@ pub fn drive<N: Node>(
                 );
             }
         }
+        let flushing = Instant::now();
         if let Err(message) = outbox.flush(transport, collectives.as_deref_mut()) {
             abort_with(node, transport, ExitCode::Internal, message);
+        }
+        if flushing.elapsed() > TICK {
+            // An MPI task held this thread: what the scheduler sent meanwhile is still to be
+            // received, so its silence is not counted against it.
+            heard_from_scheduler = Instant::now();
         }
         let mut pending = transport.progress();
         if let Some(group) = collectives.as_deref_mut() {

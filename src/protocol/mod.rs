@@ -35,7 +35,7 @@ pub use frame::{
 pub type Payload = Arc<Bytes>;
 
 /// Version of the message set below. Every rank checks at start-up that all ranks agree.
-pub const PROTOCOL_VERSION: u32 = 13;
+pub const PROTOCOL_VERSION: u32 = 14;
 
 /// Identity of a task or of a scattered value, unique within one job.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -197,6 +197,9 @@ pub struct TaskOptions {
     pub workers: Vec<Rank>,
     /// Resources a worker must advertise, held while the task runs.
     pub resources: Vec<Resource>,
+    /// For an MPI task, how many workers run it together (each with a communicator of
+    /// them all); `None` for a plain task.
+    pub mpi_workers: Option<u32>,
 }
 
 /// A task as the client submits it.
@@ -238,6 +241,9 @@ pub struct WorkerHello {
     pub memory_limit: Option<u64>,
     /// How that limit was reached (`--memory-limit`, or the node's memory / its ranks).
     pub memory_limit_source: String,
+    /// `true` if the worker is a member of the workers' MPI communicator, so it can take
+    /// part in MPI tasks (`false` in local mode and for a worker hosted by another rank).
+    pub mpi_group: bool,
 }
 
 /// A worker as the scheduler describes it to the client.
@@ -303,6 +309,11 @@ pub struct ComputeMsg {
     pub priority: i32,
     /// Resources held while the task runs.
     pub resources: Vec<Resource>,
+    /// For an MPI task, the workers that run it together, in the order of their
+    /// communicator (the first's result is the task's value; the others answer
+    /// `MpiPartDone`, as does any member whose part was cancelled before `MpiGo`); empty
+    /// for a plain task.
+    pub group: Vec<Rank>,
 }
 
 /// One entry of the task stream (`--trace`, `--report`), recorded by the rank where it
@@ -570,6 +581,25 @@ pub enum ToScheduler {
         /// `true` when it starts waiting, `false` when it goes on.
         waiting: bool,
     },
+    /// A worker of an MPI task holds all its inputs and waits for `MpiGo` (only then does it
+    /// enter MPI, where it could not serve another member's request for an input).
+    MpiReady {
+        /// Task key.
+        key: Key,
+        /// Attempt.
+        attempt: Attempt,
+    },
+    /// A member of an MPI task other than its first finished its part (its result is
+    /// dropped), or any member ended its part before `MpiGo` (cancelled, or an input was
+    /// lost): `failure` says why it failed, if it did.
+    MpiPartDone {
+        /// Task key.
+        key: Key,
+        /// Attempt that ran.
+        attempt: Attempt,
+        /// The part's error, if it failed.
+        failure: Option<String>,
+    },
     /// A worker now also holds copies of these keys (fetched for its tasks).
     AddReplicas(Vec<Key>),
     /// The root of a broadcast (after its `TaskFinished` for `key`): `workers` receive the
@@ -610,6 +640,13 @@ pub enum ToWorker {
     RegisterFunction(FunctionMsg),
     /// Run a task (from the scheduler).
     Compute(ComputeMsg),
+    /// Every worker of this MPI task holds its inputs: enter it (from the scheduler).
+    MpiGo {
+        /// Task key.
+        key: Key,
+        /// Attempt to run.
+        attempt: Attempt,
+    },
     /// Forget a queued or running task; a running task's result is dropped.
     CancelTask {
         /// Task key.
@@ -771,6 +808,7 @@ mod tests {
                         name: "gpu".into(),
                         amount: 1.0,
                     }],
+                    mpi_workers: Some(3),
                 },
             }]),
             ToScheduler::Heartbeat,

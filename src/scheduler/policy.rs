@@ -42,6 +42,10 @@ pub fn queue_depth(mean_task_seconds: Option<f64>) -> usize {
 
 /// A worker's load as an integer for ordering: tasks held per thread, in 1/2^20 units.
 pub fn load_key(worker: &Worker) -> u64 {
+    if worker.mpi.is_some() {
+        // Reserved for an MPI task: last in line for anything else.
+        return u64::MAX >> 1;
+    }
     ((worker.processing.len() as u64) << 20) / worker.nthreads().max(1) as u64
 }
 
@@ -158,7 +162,8 @@ pub fn choose_worker<'w>(
     let depth = queue_depth(mean_task_seconds);
     // The holders of the task's inputs and the least loaded worker: a few, on the stack.
     let eligible: SmallVec<[(&Worker, f64); 4]> = candidates
-        .filter(|w| is_eligible(task, w))
+        // A worker reserved for an MPI task takes nothing else until it ends.
+        .filter(|w| is_eligible(task, w) && w.mpi.is_none())
         .map(|w| (w, missing(task, w, tasks, node_of).seconds()))
         .collect();
     let fastest = eligible
@@ -202,6 +207,7 @@ mod tests {
             pid: 1,
             memory_limit: None,
             memory_limit_source: String::new(),
+            mpi_group: false,
         });
         w.processing = (0..queued)
             .map(|k| Key(1000 * u64::from(rank) + k))

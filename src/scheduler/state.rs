@@ -81,6 +81,8 @@ pub struct Task {
     pub allowed_workers: Vec<Rank>,
     /// Resources a worker must have.
     pub resources: Vec<Resource>,
+    /// Workers an MPI task runs on at once (`None`: a plain task).
+    pub mpi_workers: Option<u32>,
     /// Placement count; replies about other attempts are stale.
     pub attempt: Attempt,
     /// Encoded size of the value, once known.
@@ -109,6 +111,7 @@ impl Task {
             retries_left: options.retries,
             allowed_workers: options.workers,
             resources: options.resources,
+            mpi_workers: options.mpi_workers,
             attempt: 0,
             nbytes: 0,
             scattered: false,
@@ -132,6 +135,7 @@ impl Task {
             retries_left: 0,
             allowed_workers: Vec::new(),
             resources: Vec::new(),
+            mpi_workers: None,
             attempt: 0,
             nbytes,
             scattered: true,
@@ -141,6 +145,11 @@ impl Task {
                 stealing: false,
             },
         }
+    }
+
+    /// `true` for an MPI task (run by several workers at once).
+    pub fn is_mpi(&self) -> bool {
+        self.mpi_workers.is_some()
     }
 
     /// `true` if only some workers may run it.
@@ -167,6 +176,18 @@ pub struct Worker {
     /// Tasks of `processing` that wait for other tasks, having given their thread back:
     /// each frees a thread for another task.
     pub seceded: FxHashSet<Key>,
+    /// The MPI task it is reserved for or runs: no other task is placed on it meanwhile.
+    pub mpi: Option<MpiSeat>,
+}
+
+/// A worker's place in an MPI task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MpiSeat {
+    /// The MPI task.
+    pub key: Key,
+    /// `false` while the worker finishes its other tasks, `true` once the task was sent to
+    /// it (until it reports its part).
+    pub running: bool,
 }
 
 impl Worker {
@@ -180,12 +201,17 @@ impl Worker {
             nbytes: 0,
             node: 0,
             seceded: FxHashSet::default(),
+            mpi: None,
         }
     }
 
-    /// Threads it runs tasks on (0 before it joined), counting one more for each task that
-    /// gave its thread back while it waits for others.
+    /// Threads it runs tasks on (0 before it joined, and while it is reserved for an MPI
+    /// task), counting one more for each task that gave its thread back while it waits for
+    /// others.
     pub fn nthreads(&self) -> usize {
+        if self.mpi.is_some() {
+            return 0;
+        }
         self.hello
             .as_ref()
             .map_or(0, |h| h.nthreads.max(1) as usize + self.seceded.len())

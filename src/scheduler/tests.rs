@@ -108,6 +108,7 @@ impl TestEnv {
                 pid: 100 + rank,
                 memory_limit: None,
                 memory_limit_source: String::new(),
+                mpi_group: true,
             }),
         );
     }
@@ -1335,6 +1336,7 @@ fn task_clients_submit_under_their_own_keys_and_hear_back_on_their_worker() {
     assert!(message.contains("which it did not make"), "{message}");
 }
 
+mod mpi_tasks;
 mod simulation;
 
 /// Random graphs, worker counts, completion orders, failures, retries and steal answers:

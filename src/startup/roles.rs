@@ -125,6 +125,7 @@ pub(super) fn worker_main(
     let disk_report: DiskReport = Arc::new(move |done| disk_events.send(WorkerEvent::Disk(done)));
     let client_events = events.clone();
     let secede_events = events.clone();
+    let mpi_events = events.clone();
     let task_client = crate::client::host_task_client(
         rank,
         move || client_events.send(WorkerEvent::Client),
@@ -169,6 +170,10 @@ pub(super) fn worker_main(
         pid: std::process::id(),
         memory_limit,
         memory_limit_source,
+        mpi_group: collectives
+            .as_ref()
+            .is_some_and(|c| c.lends_communicators())
+            && group.contains(&rank),
     };
     let spill = SpillPolicy {
         threshold: memory_limit.map(|limit| (limit as f64 * args.memory_spill) as u64),
@@ -176,9 +181,13 @@ pub(super) fn worker_main(
         rank: rank.0,
     };
     let pause = memory_limit.map(|limit| (limit as f64 * args.memory_pause) as u64);
+    let runs_mpi_tasks = hello.mpi_group;
     let mut node = WorkerNode::new(rank, hello, executor, job_key)
         .with_memory_policy(spill, pause, Some(disk_report))
         .with_workers(workers, group);
+    if runs_mpi_tasks {
+        node = node.with_mpi_report(move |outcome| mpi_events.send(WorkerEvent::Task(outcome)));
+    }
     if let Some((_, client_node)) = task_client {
         node = node.with_task_client(client_node);
     }

@@ -506,6 +506,7 @@ mod tests {
                 pid: 1,
                 memory_limit: Some(1 << 30),
                 memory_limit_source: String::new(),
+                mpi_group: false,
             }),
         );
         collector.observe(

@@ -135,6 +135,22 @@ impl Collectives for LocalCollectives {
         Ok(())
     }
 
+    fn lends_communicators(&self) -> bool {
+        false
+    }
+
+    fn run_with_communicator(
+        &mut self,
+        _members: &[Rank],
+        _task: Box<dyn FnOnce(&super::MpiComm) + Send + '_>,
+    ) -> Result<(), String> {
+        Err(
+            "MPI tasks need workers that are MPI processes (a job started by mpirun or srun); \
+             the workers of local mode are threads"
+                .to_string(),
+        )
+    }
+
     fn progress(&mut self) -> usize {
         self.awaited.len()
     }

@@ -21,7 +21,8 @@ pub mod mpi;
 mod outbox;
 
 pub use hosted::Placement;
-pub use outbox::Outbox;
+pub use mpi::MpiComm;
+pub use outbox::{CommunicatorTask, Outbox};
 
 use crate::protocol::{Frame, Key, Payload, Rank};
 use std::fmt;
@@ -95,4 +96,16 @@ pub trait Collectives {
     fn progress(&mut self) -> usize;
     /// Appends the broadcasts this member has received whole since the last call.
     fn received(&mut self, out: &mut Vec<(Key, Payload)>);
+    /// `true` if [`run_with_communicator`](Self::run_with_communicator) can lend
+    /// communicators (the members are MPI processes).
+    fn lends_communicators(&self) -> bool;
+    /// Runs `task` on this thread with a communicator of exactly `members` (world ranks, in
+    /// this order, this member among them), which only they take part in making; returns
+    /// when `task` does. An error if a rank of `members` is not a member of this group, or
+    /// if the group has no communicators to lend (threads of one process).
+    fn run_with_communicator(
+        &mut self,
+        members: &[Rank],
+        task: Box<dyn FnOnce(&MpiComm) + Send + '_>,
+    ) -> Result<(), String>;
 }

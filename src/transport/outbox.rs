@@ -1,7 +1,7 @@
 //! The [`Outbox`]: what a rank's node wants sent, one growing frame per destination, plus
 //! the collectives and buffer hand-backs that go to the transport in the same order.
 
-use super::{Collectives, Transport};
+use super::{Collectives, MpiComm, Transport};
 use crate::protocol::{Frame, FrameWriter, Key, Payload, Rank};
 use serde::Serialize;
 
@@ -12,7 +12,11 @@ pub const FRAME_FLUSH_BYTES: usize = 1 << 20;
 enum Order {
     BroadcastSend(Key, Payload),
     BroadcastReceive(Rank, Key, usize),
+    RunWithCommunicator(Vec<Rank>, CommunicatorTask),
 }
+
+/// Work for the communication thread that needs a communicator of some of the group.
+pub type CommunicatorTask = Box<dyn FnOnce(&MpiComm) + Send>;
 
 /// Messages waiting to be sent, one growing frame per destination.
 #[derive(Default)]
@@ -66,6 +70,12 @@ impl Outbox {
         self.orders.push(Order::BroadcastReceive(root, key, len));
     }
 
+    /// Runs `task` on the communication thread, with a communicator of exactly `members`,
+    /// once the frames pushed so far are sent (see [`Collectives::run_with_communicator`]).
+    pub fn run_with_communicator(&mut self, members: Vec<Rank>, task: CommunicatorTask) {
+        self.orders.push(Order::RunWithCommunicator(members, task));
+    }
+
     #[cfg(test)]
     /// `true` if nothing waits to be sent.
     pub fn is_empty(&self) -> bool {
@@ -98,9 +108,20 @@ impl Outbox {
                         result = Err(e);
                     }
                 }
+                (Order::RunWithCommunicator(members, task), Some(group)) => {
+                    if let Err(e) = group.run_with_communicator(&members, task) {
+                        result = Err(e);
+                    }
+                }
                 (Order::BroadcastSend(..) | Order::BroadcastReceive(..), None) => {
                     result = Err(format!(
                         "{} takes part in no collective, yet was asked to broadcast",
+                        transport.rank()
+                    ));
+                }
+                (Order::RunWithCommunicator(..), None) => {
+                    result = Err(format!(
+                        "{} takes part in no collective, yet was asked to run an MPI task",
                         transport.rank()
                     ));
                 }

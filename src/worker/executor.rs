@@ -298,6 +298,15 @@ pub fn worker_rank() -> Option<Rank> {
     WORKER_RANK.with(|r| r.get())
 }
 
+/// Runs `f` on this thread as a task of worker `rank` (its panic is recorded for the
+/// task's error, not printed): for an MPI task, which the communication thread runs.
+pub(crate) fn as_task_of<R>(rank: Rank, f: impl FnOnce() -> R) -> R {
+    let before = WORKER_RANK.with(|r| r.replace(Some(rank)));
+    let result = f();
+    WORKER_RANK.with(|r| r.set(before));
+    result
+}
+
 /// Runs one task now, on this thread, turning a panic into an error.
 pub fn run_task(task: &ReadyTask) -> TaskOutcome {
     let started_us = crate::trace::now_us();

@@ -49,6 +49,10 @@ impl WorkerNode {
             );
             return;
         }
+        if let Some(problem) = self.mpi_group_problem(&msg.group) {
+            self.protocol_error(from, format!("MPI task {key} {problem}"));
+            return;
+        }
         let mut missing = 0;
         for (dep, source) in &msg.deps {
             if self.store.contains_key(dep) {
@@ -79,6 +83,7 @@ impl WorkerNode {
                 resources: msg.resources,
                 missing,
                 phase: Phase::Waiting,
+                group: msg.group,
             },
         );
         if missing == 0 {
@@ -86,9 +91,34 @@ impl WorkerNode {
         }
     }
 
-    /// A task whose inputs are all held here: gather them, or hold it while paused.
+    /// What is wrong with an MPI task's `group` for this worker, if anything (an empty
+    /// group is a plain task).
+    fn mpi_group_problem(&self, group: &[Rank]) -> Option<String> {
+        if group.is_empty() {
+            return None;
+        }
+        if self.mpi_report.is_none() {
+            return Some(format!("sent to {}, which runs no MPI task", self.rank));
+        }
+        if !group.contains(&self.rank) {
+            return Some(format!("on {group:?}, which {} is not among", self.rank));
+        }
+        if let Some(stranger) = group.iter().find(|r| !self.group.contains(r)) {
+            return Some(format!(
+                "on {group:?}, of which {stranger} is not in the workers' communicator"
+            ));
+        }
+        let mut sorted = group.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        (sorted.len() != group.len()).then(|| format!("on {group:?}, which names a worker twice"))
+    }
+
+    /// A task whose inputs are all held here: gather them, or hold it while paused (not an
+    /// MPI task, whose other members would wait for this one in MPI).
     pub(super) fn ready(&mut self, key: Key, out: &mut Outbox) {
-        if self.paused {
+        let mpi = self.tasks.get(&key).is_some_and(WorkerTask::is_mpi);
+        if self.paused && !mpi {
             self.held.push(key);
         } else {
             self.gather(key, out);
@@ -125,6 +155,26 @@ impl WorkerNode {
             let message = format!("an input of task {key} was released on {}", self.rank);
             let attempt = task.attempt;
             self.fail(key, attempt, message, out);
+            return;
+        }
+        if pending.is_empty() && task.is_mpi() {
+            let deps = inputs.into_iter().flatten().collect();
+            task.phase = Phase::Queued;
+            let attempt = task.attempt;
+            let job = super::mpi_task::MpiJob {
+                rank: self.rank,
+                key,
+                attempt: task.attempt,
+                code: task.code.clone(),
+                functions: self.functions.clone(),
+                deps,
+                report: self
+                    .mpi_report
+                    .clone()
+                    .expect("checked when the task arrived"),
+            };
+            self.mpi_prepared.insert(key, job);
+            out.push(Rank::SCHEDULER, &ToScheduler::MpiReady { key, attempt });
             return;
         }
         if pending.is_empty() {
@@ -183,7 +233,11 @@ impl WorkerNode {
     /// Fails task `key`, placed here as `attempt`, with `message` (an earlier placement's
     /// is gone already: nothing to do).
     fn fail(&mut self, key: Key, attempt: Attempt, message: String, out: &mut Outbox) {
-        if self.tasks.get(&key).is_none_or(|t| t.attempt != attempt) {
+        let Some(task) = self.tasks.get(&key).filter(|t| t.attempt == attempt) else {
+            return;
+        };
+        if task.is_mpi() {
+            self.call_off_mpi(key, attempt, Some(message), out);
             return;
         }
         self.reading.remove(&key);

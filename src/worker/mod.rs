@@ -7,6 +7,7 @@
 pub mod disk;
 pub mod executor;
 mod inputs;
+mod mpi_task;
 pub mod store;
 mod task_client;
 #[cfg(test)]
@@ -25,6 +26,7 @@ use crate::trace::TraceBuffer;
 use crate::transport::Outbox;
 use executor::{Executor, TaskOutcome};
 use log::debug;
+pub use mpi_task::{MpiTaskFn, mpi_trampoline_of};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,6 +51,14 @@ struct WorkerTask {
     /// Distinct inputs not here yet (phase `Waiting`).
     missing: usize,
     phase: Phase,
+    /// An MPI task's workers, in the order of their communicator (empty for a plain task).
+    group: Vec<Rank>,
+}
+
+impl WorkerTask {
+    fn is_mpi(&self) -> bool {
+        !self.group.is_empty()
+    }
 }
 
 /// What other threads of a worker rank tell its communication thread.
@@ -117,6 +127,11 @@ pub struct WorkerNode {
     task_client: Option<Box<dyn TaskClientNode>>,
     /// Answers to the task client's requests of this worker, delivered without a send.
     own_client_mail: Vec<crate::protocol::ToClient>,
+    /// Where the outcome of an MPI task run by the communication thread goes (the event
+    /// channel); `None`: this worker runs no MPI task.
+    mpi_report: Option<Arc<dyn Fn(TaskOutcome) + Send + Sync>>,
+    /// MPI tasks holding their inputs, waiting for `MpiGo`.
+    mpi_prepared: FxHashMap<Key, mpi_task::MpiJob>,
 }
 
 impl WorkerNode {
@@ -160,7 +175,16 @@ impl WorkerNode {
             functions: Arc::new(FunctionTable::new(job_key)),
             task_client: None,
             own_client_mail: Vec::new(),
+            mpi_report: None,
+            mpi_prepared: FxHashMap::default(),
         }
+    }
+
+    /// Runs MPI tasks (as a member of the workers' communicator), reporting their outcomes
+    /// to `report`.
+    pub fn with_mpi_report(mut self, report: impl Fn(TaskOutcome) + Send + Sync + 'static) -> Self {
+        self.mpi_report = Some(Arc::new(report));
+        self
     }
 
     /// A message that breaks the protocol: the job ends with exit code 8 and one line
@@ -184,6 +208,7 @@ impl WorkerNode {
         match message {
             ToWorker::RegisterFunction(_)
             | ToWorker::Compute(_)
+            | ToWorker::MpiGo { .. }
             | ToWorker::CancelTask { .. }
             | ToWorker::ReleaseKeys(_)
             | ToWorker::Steal { .. }
@@ -408,11 +433,15 @@ impl WorkerNode {
         }
     }
 
-    fn on_cancel(&mut self, key: Key, attempt: Attempt) {
+    fn on_cancel(&mut self, key: Key, attempt: Attempt, out: &mut Outbox) {
         let Some(task) = self.tasks.get(&key) else {
             return;
         };
         if task.attempt != attempt {
+            return;
+        }
+        if task.is_mpi() {
+            self.call_off_mpi(key, attempt, None, out);
             return;
         }
         if task.phase == Phase::Queued {
@@ -425,7 +454,7 @@ impl WorkerNode {
 
     fn on_steal(&mut self, key: Key, attempt: Attempt, out: &mut Outbox) {
         let stolen = match self.tasks.get(&key) {
-            Some(task) if task.attempt == attempt => match task.phase {
+            Some(task) if task.attempt == attempt && !task.is_mpi() => match task.phase {
                 Phase::Waiting | Phase::Reading => true,
                 // Only a task that has not started can be taken back.
                 Phase::Queued => self.executor.remove(key, attempt),
@@ -491,6 +520,18 @@ impl WorkerNode {
                 bytes_out: result.as_ref().map_or(0, |bytes| bytes.len() as u64),
             });
         }
+        if task.group.first().is_some_and(|first| *first != self.rank) {
+            // Another member's result is the task's value.
+            out.push(
+                Rank::SCHEDULER,
+                &ToScheduler::MpiPartDone {
+                    key: outcome.key,
+                    attempt: outcome.attempt,
+                    failure: result.err(),
+                },
+            );
+            return;
+        }
         match result {
             Ok(bytes) => {
                 let nbytes = bytes.len() as u64;
@@ -554,7 +595,8 @@ impl Node for WorkerNode {
                 self.on_register_function(from, registration)
             }
             ToWorker::Compute(msg) => self.on_compute(from, msg, out),
-            ToWorker::CancelTask { key, attempt } => self.on_cancel(key, attempt),
+            ToWorker::MpiGo { key, attempt } => self.on_mpi_go(key, attempt, out),
+            ToWorker::CancelTask { key, attempt } => self.on_cancel(key, attempt, out),
             ToWorker::ReleaseKeys(keys) => {
                 for key in keys {
                     self.store.remove(&key);

@@ -116,6 +116,7 @@ fn placement(
         deps,
         priority: 0,
         resources: vec![],
+        group: vec![],
     })
 }
 
@@ -137,6 +138,7 @@ impl WorkerEnv {
             pid: 1,
             memory_limit: None,
             memory_limit_source: String::new(),
+            mpi_group: false,
         };
         let mut env = WorkerEnv {
             node: WorkerNode::new(ME, hello, executor, JOB_KEY)
@@ -542,6 +544,7 @@ fn a_function_resolved_as_another_kind_ends_the_job_with_exit_8() {
             deps: vec![],
             priority: 0,
             resources: vec![],
+            group: vec![],
         }),
     );
     env.next_outcome();
@@ -777,4 +780,23 @@ fn a_broadcast_reaches_workers_outside_the_collective_point_to_point() {
         },
     );
     assert!(matches!(env.node.status(), NodeStatus::Abort(..)));
+}
+
+#[test]
+fn an_mpi_task_this_worker_cannot_take_part_in_ends_the_job_with_exit_8() {
+    // This worker is in no MPI communicator (as in local mode): a task naming a group is
+    // a scheduler that broke the protocol.
+    let mut env = WorkerEnv::new(1);
+    let ToWorker::Compute(mut msg) = compute(1, FnId(0), vec![], vec![]) else {
+        unreachable!("a compute message")
+    };
+    msg.group = vec![Rank(2), Rank(3)];
+    env.send(Rank::SCHEDULER, ToWorker::Compute(msg));
+    match env.node.status() {
+        NodeStatus::Abort(8, message) => assert!(
+            message.contains("MPI task #1 sent to rank 2, which runs no MPI task"),
+            "{message}"
+        ),
+        other => panic!("expected an abort, got {other:?}"),
+    }
 }

@@ -6,6 +6,7 @@
 pub mod array_suite;
 pub mod node_failure;
 pub mod python;
+pub mod recursion;
 pub mod stored;
 
 use std::io::Read;
@@ -625,6 +626,22 @@ pub fn run_example(name: &str, np: usize, args: &[&str], deadline: Duration) -> 
         mpirun(np, &exe, args)
     };
     run_with_deadline(command, deadline)
+}
+
+/// This test binary started as the program of scenario `name` (it reads
+/// `MPIDASK_SCENARIO`): under `mpirun -np np`, or locally with 2 workers when `np` is 0.
+pub fn scenario_command(np: usize, name: &str) -> Command {
+    let binary = std::env::current_exe().expect("the test binary's path");
+    let mut command = match np {
+        0 => {
+            let mut command = local_command(&binary);
+            command.env("MPIDASK_LOCAL_WORKERS", "2");
+            command
+        }
+        np => mpirun(np, &binary, &[]),
+    };
+    command.env("MPIDASK_SCENARIO", name);
+    command
 }
 
 /// `program` in local mode (no launcher in the environment).

@@ -7,6 +7,7 @@
 
 #[cfg(test)]
 mod invariants;
+mod mpi_tasks;
 mod placement;
 mod results;
 mod shutdown;
@@ -144,6 +145,12 @@ pub struct Scheduler {
     last_tick: Instant,
     /// Queues, variables, locks, semaphores and events.
     coordination: Coordination,
+    /// Ready MPI tasks, in the order they became ready (see [`mpi_tasks`]).
+    mpi_ready: std::collections::VecDeque<Key>,
+    /// The workers reserved for the first of `mpi_ready`.
+    mpi_reserved: Vec<Rank>,
+    /// MPI tasks sent to their workers, until every member reported its part.
+    mpi_runs: FxHashMap<Key, mpi_tasks::MpiRun>,
 }
 
 impl Scheduler {
@@ -198,6 +205,9 @@ impl Scheduler {
             needs_schedule: false,
             lifecycle: Lifecycle::Running,
             coordination: Coordination::default(),
+            mpi_ready: std::collections::VecDeque::new(),
+            mpi_reserved: Vec::new(),
+            mpi_runs: FxHashMap::default(),
         }
     }
 
@@ -222,6 +232,8 @@ impl Scheduler {
             | ToScheduler::TaskFailed { .. }
             | ToScheduler::StealReply { .. }
             | ToScheduler::Seceded { .. }
+            | ToScheduler::MpiPartDone { .. }
+            | ToScheduler::MpiReady { .. }
             | ToScheduler::AddReplicas(_)
             | ToScheduler::Replicated { .. } => self.worker_index(from).is_some(),
             ToScheduler::Trace(_)
@@ -334,7 +346,7 @@ impl Scheduler {
                 key,
                 attempt,
                 message,
-            } => self.on_task_failed(from, key, attempt, message),
+            } => self.on_task_failed(from, key, attempt, message, now),
             ToScheduler::StealReply {
                 key,
                 attempt,
@@ -345,6 +357,12 @@ impl Scheduler {
                 attempt,
                 waiting,
             } => self.on_seceded(from, key, attempt, waiting),
+            ToScheduler::MpiPartDone {
+                key,
+                attempt,
+                failure,
+            } => self.on_mpi_part_done(from, key, attempt, failure, now),
+            ToScheduler::MpiReady { key, attempt } => self.on_mpi_ready(from, key, attempt),
             ToScheduler::AddReplicas(keys) => self.on_add_replicas(from, &keys),
             ToScheduler::Replicated { key, workers } => self.on_replicated(key, workers),
             ToScheduler::Coordinate { id, op } => {
@@ -449,6 +467,9 @@ impl Scheduler {
         let mut answers = Vec::new();
         self.coordination.tick(now, &mut answers);
         self.send_answers(answers);
+        if self.is_running() {
+            self.check_mpi_runs(now);
+        }
         match &self.lifecycle {
             Lifecycle::Running => {
                 if let Some(message) = self.silent_workers(now) {

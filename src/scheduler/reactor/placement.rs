@@ -110,6 +110,15 @@ impl Scheduler {
         }
         // Dependencies that do not exist were not linked; do not count them.
         task.deps.retain(|d| self.tasks.contains_key(d));
+        if task.is_mpi() && task.retries_left > 0 && inherited.is_none() {
+            inherited = Some(Arc::new(Failure {
+                cause: format!("task-{}", key.0),
+                message: "an MPI task is not retried (a member that failed may have left the \
+                          others waiting in MPI): submit it without retries"
+                    .into(),
+                cancelled: false,
+            }));
+        }
         self.tasks.insert(key, task);
         if let Some(failure) = inherited {
             self.fail(key, failure);
@@ -156,7 +165,12 @@ impl Scheduler {
     pub(super) fn make_ready(&mut self, key: Key) {
         let task = self.tasks.get_mut(&key).expect("task exists");
         task.state = TaskState::Ready;
-        self.ready.push(task, key);
+        if task.is_mpi() {
+            // MPI tasks wait in a line of their own (see `mpi_tasks`).
+            self.mpi_ready.push_back(key);
+        } else {
+            self.ready.push(task, key);
+        }
     }
 
     /// Places a waiting task right away on the worker that computes all of its missing
@@ -177,6 +191,9 @@ impl Scheduler {
             return None;
         }
         let task = &self.tasks[&key];
+        if task.is_mpi() {
+            return None;
+        }
         let mut target: Option<Rank> = None;
         for dep in &task.deps {
             match &self.tasks[dep].state {
@@ -204,6 +221,7 @@ impl Scheduler {
         if !self.all_joined() || !self.is_running() {
             return;
         }
+        self.schedule_mpi();
         let mut skipped = Vec::new();
         let mut deferred = Vec::new();
         let mut unschedulable = Vec::new();
@@ -377,6 +395,7 @@ impl Scheduler {
                 deps,
                 priority,
                 resources,
+                group: Vec::new(),
             }),
         ));
     }
@@ -488,6 +507,7 @@ impl Scheduler {
             }
         ) && task.waiting_on == 0
             && !task.scattered
+            && !task.is_mpi()
             && self.worth_stealing(task, thieves, queued)
     }
 

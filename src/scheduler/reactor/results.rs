@@ -38,6 +38,9 @@ impl Scheduler {
             );
             return;
         }
+        if !self.mpi_runs.is_empty() {
+            self.mpi_member_done(from, key);
+        }
         if !self.is_current(key, from, attempt) {
             let holds = matches!(
                 self.tasks.get(&key).map(|t| &t.state),
@@ -108,7 +111,12 @@ impl Scheduler {
         key: Key,
         attempt: Attempt,
         message: String,
+        now: std::time::Instant,
     ) {
+        if !self.mpi_runs.is_empty() {
+            self.mpi_failed(from, key, &message, now);
+            self.mpi_member_done(from, key);
+        }
         if !self.is_current(key, from, attempt) {
             debug!("stale failure of {key} from {from} (attempt {attempt}); ignored");
             return;
@@ -158,7 +166,9 @@ impl Scheduler {
     pub(super) fn unplace(&mut self, key: Key, worker: Rank) {
         let attempt = self.tasks[&key].attempt;
         let was_there = self.stop_processing(worker, key);
-        if was_there {
+        if self.tasks[&key].is_mpi() {
+            self.call_off_mpi(key, attempt);
+        } else if was_there {
             self.outbox.push(Output::Worker(
                 worker,
                 ToWorker::CancelTask { key, attempt },
@@ -176,7 +186,8 @@ impl Scheduler {
             };
             match task.state.clone() {
                 TaskState::Memory { .. } | TaskState::Failed(_) => continue,
-                TaskState::Ready => self.ready.forget(),
+                TaskState::Ready if !task.is_mpi() => self.ready.forget(),
+                TaskState::Ready => {}
                 TaskState::Processing { worker, .. } => self.unplace(k, worker),
                 TaskState::Waiting => {}
             }
@@ -276,8 +287,11 @@ impl Scheduler {
                 }
             }
             TaskState::Failed(_) => {}
-            TaskState::Ready => self.ready.forget(),
-            TaskState::Waiting => {}
+            TaskState::Ready if !task.is_mpi() => self.ready.forget(),
+            TaskState::Ready | TaskState::Waiting => {}
+            TaskState::Processing { .. } if task.is_mpi() => {
+                self.call_off_mpi(key, task.attempt);
+            }
             TaskState::Processing { worker, .. } => {
                 self.stop_processing(*worker, key);
                 let message = if task.scattered {

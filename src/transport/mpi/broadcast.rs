@@ -132,7 +132,49 @@ impl Collectives for MpiCollectives {
     fn received(&mut self, out: &mut Vec<(Key, Payload)>) {
         out.append(&mut self.received);
     }
+
+    fn lends_communicators(&self) -> bool {
+        true
+    }
+
+    fn run_with_communicator(
+        &mut self,
+        members: &[Rank],
+        task: Box<dyn FnOnce(&SimpleCommunicator) + Send + '_>,
+    ) -> Result<(), String> {
+        let mut indices = Vec::with_capacity(members.len());
+        for member in members {
+            match self.member_index(*member) {
+                Some(index) if !indices.contains(&index) => indices.push(index),
+                Some(_) => return Err(format!("{member} is named twice among {members:?}")),
+                None => {
+                    return Err(format!(
+                        "{member} is not one of the workers' communicator ({:?})",
+                        self.members
+                    ));
+                }
+            }
+        }
+        if !indices.contains(&self.group.rank()) {
+            return Err(format!(
+                "a communicator of {members:?}, which this rank is not among"
+            ));
+        }
+        // MPI_Comm_create_group: only the members take part, so the other workers go on
+        // with their own work meanwhile.
+        let subgroup = self.group.group().include(&indices);
+        let communicator = self
+            .group
+            .split_by_subgroup_with_tag(&subgroup, TASK_COMMUNICATOR_TAG)
+            .ok_or_else(|| format!("MPI gave no communicator for {members:?}"))?;
+        task(&communicator);
+        Ok(())
+    }
 }
+
+/// The tag `MPI_Comm_create_group` uses among a task's members on the workers'
+/// communicator (whose point-to-point traffic is only this).
+const TASK_COMMUNICATOR_TAG: i32 = 17;
 
 impl Drop for MpiCollectives {
     fn drop(&mut self) {

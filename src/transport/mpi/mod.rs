@@ -53,6 +53,10 @@ use reassembly::{PARTS_HEADER_LEN, Reassembler, parts_header};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+/// The communicator an MPI task's function receives (rsmpi's): exactly the workers that run
+/// the task, in the order the scheduler chose them; rank 0's result is the task's value.
+pub type MpiComm = SimpleCommunicator;
+
 /// The tag of every mpidask message between the processes' own ranks; messages from or to a
 /// hosted worker use the next three tags ([`LANES`]).
 pub const TAG_FRAME: i32 = 0x6d64;
