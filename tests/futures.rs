@@ -137,6 +137,25 @@ fn scenario_futures_api(client: &Client) -> anyhow::Result<()> {
     ensure!(client.gather_skipping_errors(&halves)? == vec![0, 1, 2, 3, 4]);
     ensure!(matches!(client.gather(&halves), Err(Error::Task(_))));
 
+    // allow_other_workers: a task pinned to a rank that is no worker runs elsewhere;
+    // without it, it fails naming the pin.
+    let anywhere = client
+        .with_options(
+            TaskOptions::default()
+                .workers([99])
+                .allow_other_workers(true),
+        )
+        .submit(my_rank, ())
+        .result()?;
+    ensure!(client.workers().iter().any(|r| r.0 == anywhere));
+    let pinned = error_text(
+        client
+            .with_options(TaskOptions::default().workers([99]))
+            .submit(my_rank, ())
+            .result(),
+    );
+    ensure!(pinned.contains("pinned to worker rank(s) 99"), "{pinned}");
+
     // A timeout of zero is an error that says what to give instead.
     match client.wait_with(&halves, Some(Duration::ZERO), ReturnWhen::AllCompleted) {
         Err(Error::Config(message)) => {

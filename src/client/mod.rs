@@ -312,6 +312,14 @@ impl TaskOptions {
         self
     }
 
+    /// With [`workers`](Self::workers): if none of those ranks is a worker of the job, the
+    /// task runs on any worker instead of failing (Dask's `allow_other_workers=True`, which
+    /// likewise applies only when no named worker exists, not when they are busy).
+    pub fn allow_other_workers(mut self, allow: bool) -> Self {
+        self.allow_other_workers = allow;
+        self
+    }
+
     /// Runs only on a worker that advertises `amount` of `name` (`--resources name=amount`),
     /// holding it while the task runs.
     pub fn resource(mut self, name: impl Into<String>, amount: f64) -> Self {

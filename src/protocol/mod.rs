@@ -195,6 +195,8 @@ pub struct TaskOptions {
     pub priority: i32,
     /// If not empty, only these worker ranks may run the task.
     pub workers: Vec<Rank>,
+    /// With `workers`: if none of them is a worker of the job, any worker may run it.
+    pub allow_other_workers: bool,
     /// Resources a worker must advertise, held while the task runs.
     pub resources: Vec<Resource>,
     /// For an MPI task, how many workers run it together (each with a communicator of
@@ -809,6 +811,7 @@ mod tests {
                         amount: 1.0,
                     }],
                     mpi_workers: Some(3),
+                    allow_other_workers: true,
                 },
             }]),
             ToScheduler::Heartbeat,

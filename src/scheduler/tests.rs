@@ -756,6 +756,33 @@ fn long_tasks_queued_behind_others_move_to_an_idle_worker_with_their_inputs() {
 }
 
 #[test]
+fn allow_other_workers_runs_a_task_pinned_to_no_worker_anywhere() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    let loose = |workers: Vec<Rank>| TaskOptions {
+        workers,
+        allow_other_workers: true,
+        ..Default::default()
+    };
+    // Pinned to ranks that are no workers: anywhere, as Dask does.
+    env.submit(vec![task_with(1, &[], loose(vec![Rank(9)]))]);
+    assert_eq!(env.placements().len(), 1);
+    // Pinned to a worker that exists: there, busy or not.
+    env.submit(vec![
+        task_with(2, &[], loose(vec![Rank(3)])),
+        task_with(3, &[], loose(vec![Rank(3)])),
+    ]);
+    let placed = env.placements();
+    assert!(placed.iter().all(|p| p.1 == 3), "{placed:?}");
+    // Without it, a task pinned to no worker fails, naming the pin.
+    let strict = TaskOptions {
+        workers: vec![Rank(9)],
+        ..Default::default()
+    };
+    env.submit(vec![task_with(4, &[], strict)]);
+    assert!(matches!(env.state(4), Some(TaskState::Failed(_))));
+}
+
+#[test]
 fn a_refused_steal_leaves_the_task_in_place() {
     let mut env = env_with_idle_worker_3();
     let (key, attempt) = steal_requests(&mut env)[0];

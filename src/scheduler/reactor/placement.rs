@@ -84,7 +84,21 @@ impl Scheduler {
             uses: spec.uses.into(),
             args: spec.args.into(),
         };
+        let loose = spec.options.allow_other_workers;
         let mut task = Task::new(code, spec.options, deps, seq);
+        if loose
+            && !task.allowed_workers.is_empty()
+            && task
+                .allowed_workers
+                .iter()
+                .all(|r| self.worker_index(*r).is_none())
+        {
+            debug!(
+                "task {key} is pinned to {:?}, none of them a worker: it may run anywhere",
+                task.allowed_workers
+            );
+            task.allowed_workers.clear();
+        }
         let mut inherited: Option<Arc<Failure>> = None;
         for dep in task.deps.clone() {
             match self.tasks.get_mut(&dep) {
