@@ -541,6 +541,15 @@ fn error_text<T: std::fmt::Debug>(result: mpidask::Result<T>) -> String {
     format!("{:#}", anyhow::Error::from(result.expect_err("an error")))
 }
 
+/// From a task: an MPI task on `n` workers, its own worker among them.
+fn mpi_task_from_a_task(n: usize) -> Result<u64, String> {
+    let client = mpidask::task_client().map_err(|e| e.to_string())?;
+    client
+        .submit_mpi(rank_sum, 10u64, n)
+        .result()
+        .map_err(|e| e.to_string())
+}
+
 fn scenario_mpi_tasks(client: &Client) -> anyhow::Result<()> {
     let workers: Vec<u32> = client.workers().iter().map(|r| r.0).collect();
     let n = workers.len();
@@ -569,6 +578,12 @@ fn scenario_mpi_tasks(client: &Client) -> anyhow::Result<()> {
     ensure!(client.gather(&pairs)? == vec![1, 3, 5, 7]);
     ensure!(client.gather(&plain)? == (1..=40).collect::<Vec<u64>>());
     ensure!(client.gather(&singles)? == vec![0, 1, 2]);
+    // Submitted from a task, which waits for it on one of its workers.
+    let nested = client.try_submit(mpi_task_from_a_task, n).result()?;
+    ensure!(
+        nested == (10 * n + n * (n - 1) / 2) as u64,
+        "nested {nested}"
+    );
     // A function that panics on every member fails the task, and the workers go on.
     let error = error_text(client.submit_mpi(fails_everywhere, (), n).result());
     ensure!(error.contains("no solution on rank"), "{error}");

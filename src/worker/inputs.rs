@@ -159,22 +159,7 @@ impl WorkerNode {
         }
         if pending.is_empty() && task.is_mpi() {
             let deps = inputs.into_iter().flatten().collect();
-            task.phase = Phase::Queued;
-            let attempt = task.attempt;
-            let job = super::mpi_task::MpiJob {
-                rank: self.rank,
-                key,
-                attempt: task.attempt,
-                code: task.code.clone(),
-                functions: self.functions.clone(),
-                deps,
-                report: self
-                    .mpi_report
-                    .clone()
-                    .expect("checked when the task arrived"),
-            };
-            self.mpi_prepared.insert(key, job);
-            out.push(Rank::SCHEDULER, &ToScheduler::MpiReady { key, attempt });
+            self.prepare_mpi(key, deps, out);
             return;
         }
         if pending.is_empty() {
@@ -358,7 +343,7 @@ impl WorkerNode {
                     self.serve(rank, key, Some(value.clone()), out);
                 }
                 for (task_key, attempt) in waiters.tasks {
-                    self.input_read_back(task_key, attempt, key, &value);
+                    self.input_read_back(task_key, attempt, key, &value, out);
                 }
                 self.update_pause(out);
             }
@@ -382,7 +367,14 @@ impl WorkerNode {
 
     /// Input `dep` of task `key` (placed as `attempt`) came back from disk: the task runs
     /// once it has them all.
-    fn input_read_back(&mut self, key: Key, attempt: Attempt, dep: Key, value: &Payload) {
+    fn input_read_back(
+        &mut self,
+        key: Key,
+        attempt: Attempt,
+        dep: Key,
+        value: &Payload,
+        out: &mut Outbox,
+    ) {
         let Some(task) = self.tasks.get_mut(&key) else {
             // Cancelled or stolen meanwhile.
             self.reading.remove(&key);
@@ -412,6 +404,10 @@ impl WorkerNode {
                 .into_iter()
                 .map(|input| input.expect("every input is in memory"))
                 .collect();
+            if task.is_mpi() {
+                self.prepare_mpi(key, deps, out);
+                return;
+            }
             Self::dispatch(
                 &self.executor,
                 &self.functions,

@@ -39,8 +39,11 @@ enum Phase {
     Waiting,
     /// Every input is here; some are being read back from disk.
     Reading,
-    /// Handed to the executor: queued, or already running (only the executor knows).
+    /// Handed to the executor: queued, or already running (only the executor knows); for
+    /// an MPI task, handed to the communication thread (`MpiGo` came).
     Queued,
+    /// An MPI task holding every input, waiting for `MpiGo`.
+    Prepared,
 }
 
 struct WorkerTask {
@@ -456,6 +459,7 @@ impl WorkerNode {
         let stolen = match self.tasks.get(&key) {
             Some(task) if task.attempt == attempt && !task.is_mpi() => match task.phase {
                 Phase::Waiting | Phase::Reading => true,
+                Phase::Prepared => false,
                 // Only a task that has not started can be taken back.
                 Phase::Queued => self.executor.remove(key, attempt),
             },

@@ -128,12 +128,36 @@ impl MpiJob {
 }
 
 impl WorkerNode {
+    /// The MPI task `key` holds every input (`deps`): it waits for `MpiGo`, which the
+    /// scheduler sends once every member said `MpiReady`.
+    pub(super) fn prepare_mpi(&mut self, key: Key, deps: Vec<Payload>, out: &mut Outbox) {
+        let Some(task) = self.tasks.get_mut(&key) else {
+            return;
+        };
+        task.phase = Phase::Prepared;
+        let attempt = task.attempt;
+        let job = MpiJob {
+            rank: self.rank,
+            key,
+            attempt,
+            code: task.code.clone(),
+            functions: self.functions.clone(),
+            deps,
+            report: self
+                .mpi_report
+                .clone()
+                .expect("checked when the task arrived"),
+        };
+        self.mpi_prepared.insert(key, job);
+        out.push(Rank::SCHEDULER, &ToScheduler::MpiReady { key, attempt });
+    }
+
     /// Every member of the MPI task `key` holds its inputs: enter it, on this thread.
     pub(super) fn on_mpi_go(&mut self, key: Key, attempt: Attempt, out: &mut Outbox) {
         let Some(task) = self
             .tasks
             .get_mut(&key)
-            .filter(|t| t.attempt == attempt && t.is_mpi())
+            .filter(|t| t.attempt == attempt && t.phase == Phase::Prepared)
         else {
             return;
         };

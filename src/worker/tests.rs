@@ -800,3 +800,41 @@ fn an_mpi_task_this_worker_cannot_take_part_in_ends_the_job_with_exit_8() {
         other => panic!("expected an abort, got {other:?}"),
     }
 }
+
+#[test]
+fn an_mpi_task_says_when_it_holds_its_inputs_and_answers_a_call_off_before_going() {
+    let mut env = WorkerEnv::new(1);
+    env.node = env.node.with_mpi_report(|_| {});
+    for (key, group) in [(1, vec![ME, PEER]), (2, vec![PEER, ME])] {
+        let ToWorker::Compute(mut msg) = compute(key, FnId(0), vec![], vec![]) else {
+            unreachable!("a compute message")
+        };
+        msg.group = group;
+        env.send(Rank::SCHEDULER, ToWorker::Compute(msg));
+        assert_eq!(
+            env.sent_to_scheduler(),
+            vec![ToScheduler::MpiReady {
+                key: Key(key),
+                attempt: 1
+            }],
+            "it waits for MpiGo"
+        );
+        // Called off before MpiGo: the part ends, first member or not, and nothing runs.
+        env.send(
+            Rank::SCHEDULER,
+            ToWorker::CancelTask {
+                key: Key(key),
+                attempt: 1,
+            },
+        );
+        assert_eq!(
+            env.sent_to_scheduler(),
+            vec![ToScheduler::MpiPartDone {
+                key: Key(key),
+                attempt: 1,
+                failure: None
+            }]
+        );
+    }
+    assert!(env.outcomes.try_recv().is_err(), "nothing ran");
+}

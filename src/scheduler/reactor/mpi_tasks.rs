@@ -61,9 +61,13 @@ impl Scheduler {
                 // It failed: on to the next.
                 continue;
             }
+            // Idle: nothing runs but tasks waiting for others (as a task that submitted
+            // this MPI task from its task client), which the MPI task does not hold up.
             let idle = self.mpi_reserved.iter().all(|rank| {
-                self.worker_index(*rank)
-                    .is_some_and(|i| self.workers[i].processing.is_empty())
+                self.worker_index(*rank).is_some_and(|i| {
+                    let w = &self.workers[i];
+                    w.processing.iter().all(|k| w.seceded.contains(k))
+                })
             });
             if !idle {
                 return;

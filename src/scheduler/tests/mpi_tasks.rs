@@ -188,3 +188,23 @@ fn members_left_waiting_in_mpi_after_a_failure_end_the_job() {
         "{message}"
     );
 }
+
+#[test]
+fn a_task_waiting_for_its_mpi_task_does_not_hold_it_up() {
+    // Task 1 on worker 2 submits an MPI task on both workers and waits for it, having
+    // given its thread back: the MPI task goes at once.
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    env.submit(vec![task(1, &[])]);
+    assert_eq!(env.placements(), vec![(1, 2)]);
+    let (_, attempt) = env.processing(1);
+    env.send(
+        Rank(2),
+        ToScheduler::Seceded {
+            key: Key(1),
+            attempt,
+            waiting: true,
+        },
+    );
+    env.submit(vec![mpi_task(10, &[], 2)]);
+    assert_eq!(sent_to(&mut env, 10).0, vec![2, 3]);
+}
