@@ -58,8 +58,12 @@ fn fib((n, cutoff): (u32, u32)) -> Result<(u64, u64), String> {
         return Ok((fib_serial(n), 1));
     }
     let client = mpidask::task_client().map_err(|e| e.to_string())?;
-    let a = client.try_submit(fib, (n - 1, cutoff));
-    let b = client.try_submit(fib, (n - 2, cutoff));
+    // Not pure, so every call is a task of its own and the count below is the tree's:
+    // pure (the default), a call made again while its first future lives (fib(n - 2) by
+    // this task and by fib(n - 1) on the same worker) would be that one task.
+    let each = client.with_options(mpidask::TaskOptions::default().pure(false));
+    let a = each.try_submit(fib, (n - 1, cutoff));
+    let b = each.try_submit(fib, (n - 2, cutoff));
     let parts = client.gather(&[a, b]).map_err(|e| e.to_string())?;
     Ok(parts
         .into_iter()

@@ -61,7 +61,72 @@ fn late_write((ms, path): (u64, String)) {
     std::fs::write(path, "written").expect("the test directory is writable");
 }
 
+/// Appends `x` to the file at `path` (a record that the task ran) and returns `2 x`.
+fn tally((path, x): (String, u64)) -> u64 {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("the tally file opens");
+    // One write, so lines from several processes do not interleave.
+    file.write_all(format!("{x}\n").as_bytes())
+        .expect("the tally is written");
+    2 * x
+}
+
+/// Pure calls (Dask's `pure=True`, the default): the same function and arguments give the
+/// same future and run once, in one `map` too; `pure(false)` runs again; once every future
+/// of a call is dropped, the same call is a new task.
+fn check_pure_calls(client: &Client, dir: &str) -> anyhow::Result<()> {
+    let path = format!("{dir}/tally");
+    let a = client.submit(tally, (path.clone(), 21u64));
+    let b = client.submit(tally, (path.clone(), 21u64));
+    ensure!(a.key() == b.key(), "the same call twice: {a:?} and {b:?}");
+    let mapped = client.map(
+        tally,
+        [(path.clone(), 22), (path.clone(), 21), (path.clone(), 22)],
+    );
+    ensure!(mapped[1].key() == a.key(), "{mapped:?} against {a:?}");
+    ensure!(mapped[0].key() == mapped[2].key() && mapped[0].key() != a.key());
+    let fresh = client
+        .with_options(TaskOptions::default().pure(false))
+        .submit(tally, (path.clone(), 21u64));
+    ensure!(fresh.key() != a.key());
+    // A future as an argument: compared by key.
+    let after = [
+        client.submit(inc, &a),
+        client.submit(inc, &b),
+        client.submit(inc, &fresh),
+    ];
+    ensure!(after[0].key() == after[1].key() && after[0].key() != after[2].key());
+    ensure!(client.gather(&after)? == vec![43, 43, 43]);
+    ensure!(client.gather(&mapped)? == vec![44, 42, 44]);
+    ensure!(client.gather(&[a.clone(), b, fresh])? == vec![42, 42, 42]);
+    let first = a.key();
+    drop((a, mapped, after));
+    let again = client.submit(tally, (path.clone(), 21u64));
+    ensure!(
+        again.key() != first,
+        "a call whose futures were all dropped runs again"
+    );
+    ensure!(again.result()? == 42);
+    let mut runs: Vec<String> = std::fs::read_to_string(&path)?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    runs.sort();
+    ensure!(
+        runs == ["21", "21", "21", "22"],
+        "the tasks that ran: {runs:?}"
+    );
+    Ok(())
+}
+
 fn scenario_futures_api(client: &Client) -> anyhow::Result<()> {
+    let dir = std::env::var("MPIDASK_TEST_DIR")?;
+    check_pure_calls(client, &dir)?;
+
     // wait(..., return_when=FIRST_COMPLETED): back once one is done, the futures split.
     // (The quick one finishes first at any thread count: it is waited for before the slow
     // one is submitted.)
@@ -207,6 +272,32 @@ fn scenario_futures_api(client: &Client) -> anyhow::Result<()> {
         );
     }
 
+    // who_has and replicate: a value on one worker, then on every worker, each reading it
+    // there; a failed future is an error naming it.
+    let data = client.scatter((0..100_000).map(f64::from).collect::<Vec<_>>())?;
+    client.wait(std::slice::from_ref(&data))?;
+    ensure!(client.who_has(std::slice::from_ref(&data))?[0].len() == 1);
+    client.replicate(std::slice::from_ref(&data), None)?;
+    let mut holders = client.who_has(std::slice::from_ref(&data))?.remove(0);
+    holders.sort();
+    ensure!(holders == client.workers(), "replicated onto {holders:?}");
+    for worker in client.workers() {
+        let read = client
+            .with_options(TaskOptions::default().workers([worker.0]))
+            .submit(length_of, &data);
+        ensure!(read.result()? == 100_000);
+    }
+    ensure!(client.who_has(std::slice::from_ref(&data))?[0].len() == client.workers().len());
+    let failed = client.try_submit(half, 5u32);
+    let refused = client
+        .replicate(std::slice::from_ref(&failed), Some(2))
+        .expect_err("a failed future has no value to copy")
+        .to_string();
+    ensure!(
+        refused.contains(&failed.name()) && refused.contains("failed or was cancelled"),
+        "{refused}"
+    );
+
     // client.scatter of a list: one future per element, in order.
     let parts = client.scatter_each((1..=4u64).map(|n| vec![n; n as usize]))?;
     ensure!(parts.len() == 4);
@@ -214,7 +305,6 @@ fn scenario_futures_api(client: &Client) -> anyhow::Result<()> {
 
     // fire_and_forget: the task runs to the end though its future is dropped at once, and
     // the job waits for it (the test reads the file after the job).
-    let dir = std::env::var("MPIDASK_TEST_DIR")?;
     let path = format!("{dir}/forgotten");
     client.fire_and_forget(&[client.submit(late_write, (1_000u64, path))]);
     println!("SCENARIO futures_api OK");
@@ -283,7 +373,25 @@ fn client_errors(_: ()) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// A task client's calls are pure by default too: whether two alike share a key, and one
+/// made `pure(false)` does not.
+fn pure_in_task(_: ()) -> Result<bool, String> {
+    let client = mpidask::task_client().map_err(|e| e.to_string())?;
+    let a = client.submit(square, 6u64);
+    let b = client.submit(square, 6u64);
+    let c = client
+        .with_options(TaskOptions::default().pure(false))
+        .submit(square, 6u64);
+    let same = a.key() == b.key() && a.key() != c.key();
+    let values = client.gather(&[a, b, c]).map_err(|e| e.to_string())?;
+    Ok(same && values == [36, 36, 36])
+}
+
 fn scenario_task_client(client: &Client) -> anyhow::Result<()> {
+    ensure!(
+        client.try_submit(pure_in_task, ()).result()?,
+        "a task client's pure calls"
+    );
     // Outside a task there is no task client.
     let outside = mpidask::task_client().err().map(|e| e.to_string());
     ensure!(
@@ -435,7 +543,11 @@ fn scenario_coordination(client: &Client) -> anyhow::Result<()> {
     let counter = client.variable::<u64>("counter");
     counter.set(&0)?;
     let tasks: Vec<_> = (0..4)
-        .map(|_| client.try_submit(locked_increments, 10u64))
+        .map(|_| {
+            client
+                .with_options(TaskOptions::default().pure(false))
+                .try_submit(locked_increments, 10u64)
+        })
         .collect();
     for task in &tasks {
         task.result()?;
@@ -464,7 +576,11 @@ fn scenario_coordination(client: &Client) -> anyhow::Result<()> {
         client.variable::<u32>(name).set(&value)?;
     }
     let holders: Vec<_> = (0..6)
-        .map(|_| client.try_submit(hold_lease, 2u32))
+        .map(|_| {
+            client
+                .with_options(TaskOptions::default().pure(false))
+                .try_submit(hold_lease, 2u32)
+        })
         .collect();
     for holder in &holders {
         holder.result()?;

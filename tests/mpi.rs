@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 use support::{
-    Launcher, Run, check, example, local_command, mpirun, run_with_deadline, run_with_trigger,
-    signal_members,
+    Launcher, Run, check, example, impure, local_command, mpirun, run_with_deadline,
+    run_with_trigger, signal_members,
 };
 
 /// Deadline of every job a test starts.
@@ -240,13 +240,14 @@ fn scenario_retry(client: &Client) -> anyhow::Result<()> {
 }
 
 fn scenario_resources(client: &Client) -> anyhow::Result<()> {
+    // Not pure: four tasks, not one (and the one below is not this one either).
     let on_gpu = client
-        .with_options(TaskOptions::default().resource("gpu", 1.0))
+        .with_options(TaskOptions::default().resource("gpu", 1.0).pure(false))
         .map(my_rank, vec![(); 4]);
     let ranks: BTreeSet<u32> = client.gather(&on_gpu)?.into_iter().collect();
     ensure!(ranks == BTreeSet::from([3]), "gpu tasks ran on {ranks:?}");
     let too_much = client
-        .with_options(TaskOptions::default().resource("gpu", 2.0))
+        .with_options(TaskOptions::default().resource("gpu", 2.0).pure(false))
         .submit(my_rank, ());
     match too_much.result() {
         Err(Error::Task(e)) => {
@@ -627,14 +628,14 @@ fn run_scenario(name: &str) -> ! {
             std::process::exit(0)
         }
         "slow_tasks" => mpidask::run(|client| -> anyhow::Result<()> {
-            client.gather(&client.map(sleep_ms, vec![2500u64; 2]))?;
+            client.gather(&impure(client).map(sleep_ms, vec![2500u64; 2]))?;
             println!("SCENARIO slow_tasks OK");
             Ok(())
         }),
         "long_job" => mpidask::run(|client| -> anyhow::Result<()> {
             // Quick tasks first, so a trace of the stopped job has finished tasks in it.
             client.gather(&client.map(square, 0..8u64))?;
-            let sleepers = client.map(sleep_ms, vec![30_000u64; 4]);
+            let sleepers = impure(client).map(sleep_ms, vec![30_000u64; 4]);
             // The answer comes after the scheduler placed the tasks (all workers joined).
             client.scheduler_info()?;
             println!("SCENARIO long_job started");

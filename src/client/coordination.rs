@@ -17,10 +17,17 @@ use std::time::Duration;
 impl Shared {
     /// Sends `op` to the scheduler and waits for the answer.
     fn coordinate(&self, op: CoordOp) -> Result<CoordReply> {
+        self.ask(|id| crate::protocol::ToScheduler::Coordinate { id, op })
+    }
+
+    /// Sends the request `message(id)` to the scheduler, with a new `id`, and waits for its
+    /// answer (`Coordinated` with that `id`).
+    pub(super) fn ask(
+        &self,
+        message: impl FnOnce(u64) -> crate::protocol::ToScheduler,
+    ) -> Result<CoordReply> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-        self.send(super::Command::Scheduler(
-            crate::protocol::ToScheduler::Coordinate { id, op },
-        ));
+        self.send(super::Command::Scheduler(message(id)));
         self.wait_for(|state| state.coordinated.remove(&id))
     }
 

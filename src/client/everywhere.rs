@@ -1,9 +1,11 @@
-//! Work spread over every worker, as Dask's `client.run` and `client.scatter` of a list: a
-//! function run once on each worker, and a collection scattered one future per element.
+//! Work and values spread over the workers, as Dask's `client.run`, `client.scatter` of a
+//! list, `client.replicate` and `client.who_has`: a function run once on each worker, a
+//! collection scattered one future per element, values copied onto more workers, and
+//! where values are.
 
 use super::{Client, Future};
-use crate::error::Result;
-use crate::protocol::{Rank, TaskOptions};
+use crate::error::{Error, Result};
+use crate::protocol::{CoordReply, Rank, TaskOptions, ToScheduler};
 use crate::task::TaskFn;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -31,7 +33,7 @@ impl Client {
         let futures: Vec<Future<T>> = workers
             .iter()
             .map(|rank| {
-                self.with_options(TaskOptions::default().workers([rank.0]))
+                self.with_options(TaskOptions::default().workers([rank.0]).pure(false))
                     .submit(f, ())
             })
             .collect();
@@ -57,5 +59,53 @@ impl Client {
             .into_iter()
             .map(|value| self.scatter(value))
             .collect()
+    }
+
+    /// The workers holding each future's value, in the order of `futures` (Dask's
+    /// `client.who_has`): one for a value just computed, more once tasks elsewhere read it
+    /// or [`replicate`](Self::replicate) copied it; none for a future that has not finished,
+    /// failed or was cancelled.
+    ///
+    /// ```
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let data = client.scatter(vec![1.0f64; 1000]).unwrap();
+    ///     client.wait(&[data.clone()]).unwrap();
+    ///     assert_eq!(client.who_has(&[data.clone()]).unwrap()[0].len(), 1);
+    ///     client.replicate(&[data.clone()], None).unwrap();
+    ///     assert_eq!(client.who_has(&[data]).unwrap()[0].len(), client.workers().len());
+    /// });
+    /// ```
+    pub fn who_has<T>(&self, futures: &[Future<T>]) -> Result<Vec<Vec<Rank>>> {
+        let keys = futures.iter().map(Future::key).collect();
+        match self.shared.ask(|id| ToScheduler::WhoHas { id, keys })? {
+            CoordReply::Holders(holders) if holders.len() == futures.len() => Ok(holders),
+            other => Err(Error::Config(format!(
+                "the scheduler answered {other:?} to who_has of {} futures",
+                futures.len()
+            ))),
+        }
+    }
+
+    /// Copies the values of `futures` onto `n` workers each (`None`: every worker), as
+    /// Dask's `client.replicate`, so tasks that read them on those workers need no
+    /// transfer. Waits for the futures to finish, then for the copies. The workers holding
+    /// least get the copies, each fetching the value from a worker that holds it; a value
+    /// already on `n` workers is left as it is (nothing is removed), and workers reserved
+    /// for an MPI task are left out. A future that failed or was cancelled is an error
+    /// naming it, and nothing is copied.
+    pub fn replicate<T>(&self, futures: &[Future<T>], n: Option<usize>) -> Result<()> {
+        self.wait(futures)?;
+        let keys = futures.iter().map(Future::key).collect();
+        let n = n.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        match self
+            .shared
+            .ask(|id| ToScheduler::Replicate { id, keys, n })?
+        {
+            CoordReply::Done => Ok(()),
+            CoordReply::Refused(why) => Err(Error::Config(why)),
+            other => Err(Error::Config(format!(
+                "the scheduler answered {other:?} to replicate"
+            ))),
+        }
     }
 }

@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// Owns one key on behalf of all clones of a future; dropping the last clone tells the
 /// scheduler the client no longer needs the key (an unfinished task nobody needs is
@@ -48,12 +48,36 @@ impl<T> fmt::Debug for Future<T> {
     }
 }
 
+/// A future's key held without keeping it alive: [`WeakKey::upgrade`] gives a future again
+/// while a clone of the future lives (the table of pure tasks).
+pub(super) struct WeakKey(Weak<Handle>);
+
+impl WeakKey {
+    /// A future of the key, if a clone of its future still lives.
+    pub(super) fn upgrade<T>(&self) -> Option<Future<T>> {
+        self.0.upgrade().map(|handle| Future {
+            handle,
+            _value: PhantomData,
+        })
+    }
+
+    /// Whether a clone of the future still lives.
+    pub(super) fn alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+}
+
 impl<T> Future<T> {
     pub(crate) fn new(key: Key, shared: Arc<Shared>) -> Self {
         Future {
             handle: Arc::new(Handle { key, shared }),
             _value: PhantomData,
         }
+    }
+
+    /// This future's key, not kept alive.
+    pub(super) fn weak(&self) -> WeakKey {
+        WeakKey(Arc::downgrade(&self.handle))
     }
 
     /// The client's table this future's key is in.

@@ -13,6 +13,7 @@ mod future;
 mod hosted;
 mod node;
 mod progress;
+mod pure;
 mod waits;
 
 pub use args::CallArg;
@@ -114,6 +115,8 @@ pub(crate) struct State {
     coordinated: FxHashMap<u64, crate::protocol::CoordReply>,
     /// Tasks sleeping until a message about a key arrives (`Shared::wait_on_key_until`).
     pub(crate) sleepers: FxHashMap<Key, Vec<std::thread::Thread>>,
+    /// The live futures of pure calls.
+    pure: pure::PureTable,
 }
 
 impl State {
@@ -129,6 +132,7 @@ impl State {
             forgotten_running: 0,
             coordinated: FxHashMap::default(),
             sleepers: FxHashMap::default(),
+            pure: pure::PureTable::default(),
         }
     }
 
@@ -180,6 +184,25 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The live future of the pure call named `name`, if any.
+    fn pure_future<T>(&self, name: pure::Content) -> Option<Future<T>> {
+        let state = self.lock();
+        let found = state.pure.get(name);
+        // The lock goes before the future can: dropping a future takes it.
+        drop(state);
+        found
+    }
+
+    /// Records `futures` as the pure calls `names` (`None`: not a pure call).
+    fn remember_pure<T>(&self, names: &[Option<pure::Content>], futures: &[Future<T>]) {
+        let mut state = self.lock();
+        for (name, future) in names.iter().zip(futures) {
+            if let Some(name) = name {
+                state.pure.insert(*name, future);
+            }
+        }
+    }
+
     pub(crate) fn new(
         commands: EventSender<Command>,
         workers: Vec<Rank>,
@@ -317,6 +340,29 @@ impl TaskOptions {
     /// likewise applies only when no named worker exists, not when they are busy).
     pub fn allow_other_workers(mut self, allow: bool) -> Self {
         self.allow_other_workers = allow;
+        self
+    }
+
+    /// Whether a call of the same function with the same arguments as a call whose future
+    /// still lives gives that future (`true`, the default, as Dask's `pure=True`) or is a
+    /// new task (`false`: for a function with side effects or random draws). Arguments
+    /// are compared as encoded, futures by key, and the options too except the priority
+    /// (Dask compares no option: there a call pinned to another worker is the same call).
+    ///
+    /// ```
+    /// use mpidask::TaskOptions;
+    /// fn square(x: u64) -> u64 { x * x }
+    /// mpidask::run_local(mpidask::RuntimeArgs::default(), |client| {
+    ///     let a = client.submit(square, 7);
+    ///     let b = client.submit(square, 7); // the same future: one task
+    ///     assert_eq!(a.key(), b.key());
+    ///     let c = client.with_options(TaskOptions::default().pure(false)).submit(square, 7);
+    ///     assert_ne!(a.key(), c.key());
+    ///     assert_eq!(client.gather(&[a, b, c]).unwrap(), vec![49, 49, 49]);
+    /// });
+    /// ```
+    pub fn pure(mut self, pure: bool) -> Self {
+        self.impure = !pure;
         self
     }
 
@@ -1005,23 +1051,69 @@ impl Submitter<'_> {
     ) -> Vec<Future<T>> {
         let client = self.client;
         let func = client.register(trampoline, name);
-        let mut futures = Vec::new();
+        let pure = !self.options.impure;
+        // The calls' futures in order; a new call's place is filled once it is submitted.
+        let mut futures: Vec<Option<Future<T>>> = Vec::new();
+        // Calls encoded and not submitted yet: their places, and their names (pure calls).
         let mut pending = Vec::new();
+        let mut places = Vec::new();
+        let mut names = Vec::new();
+        // The pure calls of this map so far, by name: the place of the first.
+        let mut seen: FxHashMap<pure::Content, usize> = FxHashMap::default();
+        // Places of repeated calls, and the place of the call they repeat.
+        let mut repeats = Vec::new();
+        let flush = |futures: &mut Vec<Option<Future<T>>>,
+                     pending: &mut Vec<bincode::Result<Vec<CallArg>>>,
+                     places: &mut Vec<usize>,
+                     names: &mut Vec<Option<pure::Content>>| {
+            if pending.is_empty() {
+                return;
+            }
+            let submitted = client.submit_calls(func, &[], std::mem::take(pending), &self.options);
+            client.shared.remember_pure(names, &submitted);
+            names.clear();
+            for (place, future) in places.drain(..).zip(submitted) {
+                futures[place] = Some(future);
+            }
+        };
         for call in calls {
+            let place = futures.len();
             let encoded = call.into_slots();
+            let name = match &encoded {
+                Ok(args) if pure => Some(pure::content(func, &[], &self.options, args)),
+                _ => None,
+            };
+            if let Some(name) = name {
+                if let Some(&first) = seen.get(&name) {
+                    repeats.push((place, first));
+                    futures.push(None);
+                    continue;
+                }
+                seen.insert(name, place);
+                if let Some(live) = client.shared.pure_future(name) {
+                    futures.push(Some(live));
+                    continue;
+                }
+            }
+            futures.push(None);
             let sent_ahead = encoded.as_ref().is_ok_and(|args| has_large_value(args));
             pending.push(encoded.map(|args| client.send_large_args_direct(args, &self.options)));
+            places.push(place);
+            names.push(name);
             // A call whose large arguments left for a worker is submitted at once, so that
             // worker starts on it while the next call is encoded.
             if sent_ahead || pending.len() == MAP_BATCH {
-                let batch = std::mem::take(&mut pending);
-                futures.extend(client.submit_calls(func, &[], batch, &self.options));
+                flush(&mut futures, &mut pending, &mut places, &mut names);
             }
         }
-        if !pending.is_empty() {
-            futures.extend(client.submit_calls(func, &[], pending, &self.options));
+        flush(&mut futures, &mut pending, &mut places, &mut names);
+        for (place, first) in repeats {
+            futures[place] = futures[first].clone();
         }
         futures
+            .into_iter()
+            .map(|future| future.expect("every call has its future"))
+            .collect()
     }
 }
 

@@ -216,14 +216,16 @@ mod tests {
             ..crate::RuntimeArgs::default()
         };
         crate::run_local(args, |client| {
-            let futures = client.map(nap, vec![30u64; 6]);
+            // Not pure: six tasks alike, each its own.
+            let each = client.with_options(crate::TaskOptions::default().pure(false));
+            let futures = each.map(nap, vec![30u64; 6]);
             client.progress(&futures).unwrap();
             assert!(futures.iter().all(Future::done));
             let counts = client.job_progress().unwrap();
             assert_eq!((counts.submitted, counts.completed), (6, 6));
             let sum: u64 = client.with_progress(|| {
                 client
-                    .gather(&client.map(nap, vec![10u64; 4]))
+                    .gather(&each.map(nap, vec![10u64; 4]))
                     .unwrap()
                     .into_iter()
                     .sum()

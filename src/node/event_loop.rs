@@ -1,6 +1,6 @@
 //! The communication loop every rank runs on its one MPI thread: receive frames, hand the
 //! decoded messages and local events to the rank's [`Node`], send what it produced, and
-//! sleep with an exponential back-off when there is nothing to do.
+//! sleep in proportion to the time idle when there is nothing to do.
 
 use super::{Node, NodeStatus, TICK, abort_job};
 use crate::exit::ExitCode;
@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 /// activity before it starts sleeping: messages in a busy exchange arrive well within it.
 const SPIN: Duration = Duration::from_micros(300);
 
-/// First sleep of the back-off.
+/// Shortest sleep of the back-off.
 const FIRST_SLEEP: Duration = Duration::from_micros(10);
+
+/// An idle loop sleeps this share of the time it has been idle (see [`Backoff`]).
+const IDLE_SHARE: u32 = 16;
 
 /// Events handled per round, so a flood of events cannot starve incoming frames.
 const MAX_EVENTS_PER_ROUND: usize = 4096;
@@ -39,32 +42,37 @@ pub struct DriveSettings {
 }
 
 /// Back-off of an idle loop: keep polling (yielding the core between polls) for [`SPIN`]
-/// after the last activity, then sleep 10 us, 20 us, 40 us, ... up to `max`. Local events
-/// (and frames of the local transport) wake the thread early.
+/// after the last activity, then sleep a [`IDLE_SHARE`]th of the time idle so far (at
+/// least [`FIRST_SLEEP`], at most `max`). Local events (and frames of the local transport)
+/// wake the thread early.
+///
+/// A sleep in proportion to the idle time bounds what it adds to a message's latency to
+/// a share of how long the rank had nothing to do: a rank idle for 2 ms answers within
+/// 0.13 ms more. A doubling back-off (tried first) reaches `max` after a few sleeps, so
+/// when tasks went one at a time every rank was at `max` whenever a message reached it,
+/// and each of the six hops of a task waited about `max`: 9 ms a task at the default.
+/// Idle for long, a rank still wakes `1 / max` times a second.
 struct Backoff {
     last_activity: Instant,
-    sleeps: u32,
     max: Duration,
 }
 
 impl Backoff {
     fn reset(&mut self, now: Instant) {
         self.last_activity = now;
-        self.sleeps = 0;
     }
 
     fn wait(&mut self, transport_wakes_us: bool) {
         let timeout = if transport_wakes_us {
             // Frames wake the thread too: sleep until something happens or the next tick.
             TICK
-        } else if self.last_activity.elapsed() < SPIN {
-            std::thread::yield_now();
-            return;
         } else {
-            self.sleeps = self.sleeps.saturating_add(1).min(20);
-            FIRST_SLEEP
-                .saturating_mul(1 << (self.sleeps - 1))
-                .min(self.max)
+            let idle = self.last_activity.elapsed();
+            if idle < SPIN {
+                std::thread::yield_now();
+                return;
+            }
+            (idle / IDLE_SHARE).clamp(FIRST_SLEEP, self.max.max(FIRST_SLEEP))
         };
         std::thread::park_timeout(timeout);
     }
@@ -100,7 +108,6 @@ pub fn drive<N: Node>(
     let mut broadcasts = Vec::new();
     let mut backoff = Backoff {
         last_activity: Instant::now(),
-        sleeps: 0,
         max: settings.poll_max,
     };
     let mut last_tick = Instant::now();

@@ -35,7 +35,7 @@ pub use frame::{
 pub type Payload = Arc<Bytes>;
 
 /// Version of the message set below. Every rank checks at start-up that all ranks agree.
-pub const PROTOCOL_VERSION: u32 = 14;
+pub const PROTOCOL_VERSION: u32 = 15;
 
 /// Identity of a task or of a scattered value, unique within one job.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -202,6 +202,11 @@ pub struct TaskOptions {
     /// For an MPI task, how many workers run it together (each with a communicator of
     /// them all); `None` for a plain task.
     pub mpi_workers: Option<u32>,
+    /// Each call is a new task even when an identical one is live (`pure(false)`); by
+    /// default the same function and arguments give the same future. Only the client
+    /// reads it: it does not travel.
+    #[serde(skip)]
+    pub impure: bool,
 }
 
 /// A task as the client submits it.
@@ -504,6 +509,8 @@ pub enum CoordReply {
     TimedOut,
     /// The request is wrong (a lease not held, a semaphore's size changed): why.
     Refused(String),
+    /// The workers holding each key asked about (`WhoHas`), in the order asked.
+    Holders(Vec<Vec<Rank>>),
 }
 
 /// Messages the scheduler (rank 0) receives.
@@ -541,6 +548,27 @@ pub enum ToScheduler {
         /// What it asks.
         op: CoordOp,
     },
+    /// A client asks which workers hold these keys: answered at once with `Coordinated`
+    /// (`Holders`, in the order asked) and the same `id`.
+    WhoHas {
+        /// The request's id, chosen by the requester.
+        id: u64,
+        /// Its own keys.
+        keys: Vec<Key>,
+    },
+    /// A client asks for copies of these keys' values on `n` workers (`None`: every
+    /// worker): answered with `Coordinated` (`Done`, or `Refused` naming a key without a
+    /// value) once the copies are made.
+    Replicate {
+        /// The request's id, chosen by the requester.
+        id: u64,
+        /// Its own keys, every one finished.
+        keys: Vec<Key>,
+        /// How many workers should hold each value.
+        n: Option<u32>,
+    },
+    /// A worker could not copy these values (`CopyFrom`): their holder no longer had them.
+    CopyFailed(Vec<Key>),
     /// Task-stream entries recorded by the sender since its last `Trace` (only when
     /// tracing is on; collected by the scheduler rank, not its state machine).
     Trace(Vec<TraceEvent>),
@@ -667,6 +695,10 @@ pub enum ToWorker {
     },
     /// Send these values to the sender (from another worker or the client).
     GetData(Vec<Key>),
+    /// Fetch each key's value from the worker named beside it and hold a copy (from the
+    /// scheduler, for `replicate`): answered with `AddReplicas`, or `CopyFailed` when the
+    /// holder has it no more.
+    CopyFrom(Vec<(Key, Rank)>),
     /// Send these values to the sender's task client (from another worker): answered with
     /// `ForClient(Data)` or `ForClient(DataMissing)`.
     GetClientData(Vec<Key>),
@@ -812,9 +844,20 @@ mod tests {
                     }],
                     mpi_workers: Some(3),
                     allow_other_workers: true,
+                    impure: false,
                 },
             }]),
             ToScheduler::Heartbeat,
+            ToScheduler::Replicate {
+                id: 4,
+                keys: vec![Key(2), Key(9)],
+                n: Some(2),
+            },
+            ToScheduler::WhoHas {
+                id: 5,
+                keys: vec![Key(2)],
+            },
+            ToScheduler::CopyFailed(vec![Key(3)]),
             ToScheduler::TaskFinished {
                 key: Key(u64::MAX),
                 attempt: 9,

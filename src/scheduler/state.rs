@@ -89,7 +89,8 @@ pub struct Task {
     pub nbytes: u64,
     /// A value the client scattered, not a computed task.
     pub scattered: bool,
-    /// Broadcast to every worker: its copies stay while it lives, for the tasks to come.
+    /// Broadcast to every worker, or replicated on request: its copies stay while it
+    /// lives, for the tasks to come.
     pub broadcast: bool,
     /// Current state.
     pub state: TaskState,

@@ -1364,6 +1364,7 @@ fn task_clients_submit_under_their_own_keys_and_hear_back_on_their_worker() {
 }
 
 mod mpi_tasks;
+mod replicas;
 mod simulation;
 
 /// Random graphs, worker counts, completion orders, failures, retries and steal answers:

@@ -264,12 +264,46 @@ impl WorkerNode {
         if let Some(trace) = &mut self.trace {
             trace.arrived(key, from, bytes.len() as u64);
         }
+        self.copying.remove(&key);
         self.store_value(key, bytes, out);
         out.push(Rank::SCHEDULER, &ToScheduler::AddReplicas(vec![key]));
     }
 
+    /// Copies the scheduler asks for (`replicate`): each value fetched from the worker
+    /// named beside it, unless it is here or on its way already; a value already here is
+    /// reported at once.
+    pub(super) fn on_copy_from(&mut self, from: Rank, copies: Vec<(Key, Rank)>, out: &mut Outbox) {
+        let mut held = Vec::new();
+        for (key, source) in copies {
+            if source == self.rank || self.workers.binary_search(&source).is_err() {
+                self.protocol_error(
+                    from,
+                    format!("a copy of {key} to fetch from {source}, which is no other worker"),
+                );
+                return;
+            }
+            if self.store.contains_key(&key) {
+                held.push(key);
+                continue;
+            }
+            self.copying.insert(key);
+            if self.fetching.insert(key) {
+                if let Some(trace) = &mut self.trace {
+                    trace.requested(key);
+                }
+                out.push(source, &ToWorker::GetData(vec![key]));
+            }
+        }
+        if !held.is_empty() {
+            out.push(Rank::SCHEDULER, &ToScheduler::AddReplicas(held));
+        }
+    }
+
     pub(super) fn on_data_missing(&mut self, from: Rank, key: Key, out: &mut Outbox) {
         self.fetching.remove(&key);
+        if self.copying.remove(&key) {
+            out.push(Rank::SCHEDULER, &ToScheduler::CopyFailed(vec![key]));
+        }
         for (waiter, attempt) in self.waiters.remove(&key).unwrap_or_default() {
             self.fail(
                 waiter,

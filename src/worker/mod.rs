@@ -100,6 +100,8 @@ pub struct WorkerNode {
     reading: FxHashMap<Key, inputs::Gathered>,
     /// Values requested from other workers and not yet received.
     fetching: FxHashSet<Key>,
+    /// Of those, the copies the scheduler asked for (`CopyFrom`), to report if they fail.
+    copying: FxHashSet<Key>,
     next_seq: u64,
     hello: Option<WorkerHello>,
     last_heartbeat: Instant,
@@ -162,6 +164,7 @@ impl WorkerNode {
             disk_waiters: FxHashMap::default(),
             reading: FxHashMap::default(),
             fetching: FxHashSet::default(),
+            copying: FxHashSet::default(),
             next_seq: 0,
             hello: Some(hello),
             last_heartbeat: Instant::now(),
@@ -215,6 +218,7 @@ impl WorkerNode {
             | ToWorker::CancelTask { .. }
             | ToWorker::ReleaseKeys(_)
             | ToWorker::Steal { .. }
+            | ToWorker::CopyFrom(_)
             | ToWorker::Stop
             | ToWorker::Exit { .. }
             | ToWorker::Heartbeat => from == Rank::SCHEDULER,
@@ -608,6 +612,7 @@ impl Node for WorkerNode {
             }
             ToWorker::Steal { key, attempt } => self.on_steal(key, attempt, out),
             ToWorker::GetData(keys) => self.on_get_data(from, keys, false, out),
+            ToWorker::CopyFrom(copies) => self.on_copy_from(from, copies, out),
             ToWorker::GetClientData(keys) => self.on_get_data(from, keys, true, out),
             ToWorker::ForClient(message) => self.on_for_client(from, message, out),
             ToWorker::Data { key, bytes } => self.on_data(from, key, bytes, out),

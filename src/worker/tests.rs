@@ -838,3 +838,44 @@ fn an_mpi_task_says_when_it_holds_its_inputs_and_answers_a_call_off_before_going
     }
     assert!(env.outcomes.try_recv().is_err(), "nothing ran");
 }
+
+#[test]
+fn copies_for_replicate_are_fetched_reported_and_their_failures_too() {
+    let mut env = WorkerEnv::new(1);
+    // Key 1 is here already (a task's value), keys 5 and 6 are on the peer.
+    env.send(
+        Rank::SCHEDULER,
+        compute(1, func_of(double), vec![value(21u64)], vec![]),
+    );
+    env.next_outcome();
+    env.sent_to_scheduler();
+    env.send(
+        Rank::SCHEDULER,
+        ToWorker::CopyFrom(vec![(Key(1), PEER), (Key(5), PEER), (Key(6), PEER)]),
+    );
+    assert_eq!(
+        env.sent_to_scheduler(),
+        vec![ToScheduler::AddReplicas(vec![Key(1)])]
+    );
+    assert_eq!(
+        env.received::<ToWorker>(PEER),
+        vec![
+            ToWorker::GetData(vec![Key(5)]),
+            ToWorker::GetData(vec![Key(6)])
+        ]
+    );
+    let bytes = Arc::new(encode_value(&7u64).unwrap().into());
+    env.send(PEER, ToWorker::Data { key: Key(5), bytes });
+    assert_eq!(env.value_of::<u64>(5), 7);
+    env.send(PEER, ToWorker::DataMissing(Key(6)));
+    assert_eq!(
+        env.sent_to_scheduler(),
+        vec![
+            ToScheduler::AddReplicas(vec![Key(5)]),
+            ToScheduler::CopyFailed(vec![Key(6)])
+        ]
+    );
+    // A copy from this worker itself (or from no worker) is a broken protocol.
+    env.send(Rank::SCHEDULER, ToWorker::CopyFrom(vec![(Key(7), ME)]));
+    assert!(matches!(env.node.status(), NodeStatus::Abort(..)));
+}

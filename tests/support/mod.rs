@@ -142,6 +142,12 @@ impl Run {
     }
 }
 
+/// `client` submitting calls that are not pure: a call alike to one whose future lives is
+/// a task of its own (for tests that count or time each task).
+pub fn impure(client: &mpidask::Client) -> mpidask::Submitter<'_> {
+    client.with_options(mpidask::TaskOptions::default().pure(false))
+}
+
 /// `target/<profile>` of the running test or bench binary.
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");

@@ -1,7 +1,7 @@
 //! A node failing mid-job, for the multi-node tests: the `long_job` scenario they run, what
 //! they do to a node (killed, or its link cut), and the files and lines they expect.
 
-use super::{Run, Trigger};
+use super::{Run, Trigger, impure};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -23,8 +23,8 @@ pub fn long_job(client: &mpidask::Client) -> anyhow::Result<()> {
         ms
     }
     let workers = client.workers().len();
-    client.gather(&client.map(sleep_ms, vec![10u64; workers * 4]))?;
-    let sleepers = client.map(sleep_ms, vec![60_000u64; workers]);
+    client.gather(&impure(client).map(sleep_ms, vec![10u64; workers * 4]))?;
+    let sleepers = impure(client).map(sleep_ms, vec![60_000u64; workers]);
     println!("{STARTED}");
     client.gather(&sleepers)?;
     Ok(())

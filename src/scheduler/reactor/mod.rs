@@ -9,6 +9,7 @@
 mod invariants;
 mod mpi_tasks;
 mod placement;
+mod replicas;
 mod results;
 mod shutdown;
 
@@ -151,6 +152,8 @@ pub struct Scheduler {
     mpi_reserved: Vec<Rank>,
     /// MPI tasks sent to their workers, until every member reported its part.
     mpi_runs: FxHashMap<Key, mpi_tasks::MpiRun>,
+    /// `replicate` requests waiting for their copies.
+    replications: Vec<replicas::Replication>,
 }
 
 impl Scheduler {
@@ -208,6 +211,7 @@ impl Scheduler {
             mpi_ready: std::collections::VecDeque::new(),
             mpi_reserved: Vec::new(),
             mpi_runs: FxHashMap::default(),
+            replications: Vec::new(),
         }
     }
 
@@ -221,7 +225,9 @@ impl Scheduler {
             | ToScheduler::Scatter { .. }
             | ToScheduler::ReleaseKeys(_)
             | ToScheduler::CancelKeys(_)
-            | ToScheduler::Coordinate { .. } => {
+            | ToScheduler::Coordinate { .. }
+            | ToScheduler::WhoHas { .. }
+            | ToScheduler::Replicate { .. } => {
                 from == Rank::CLIENT || self.worker_index(from).is_some()
             }
             ToScheduler::InfoRequest
@@ -235,6 +241,7 @@ impl Scheduler {
             | ToScheduler::MpiPartDone { .. }
             | ToScheduler::MpiReady { .. }
             | ToScheduler::AddReplicas(_)
+            | ToScheduler::CopyFailed(_)
             | ToScheduler::Replicated { .. } => self.worker_index(from).is_some(),
             ToScheduler::Trace(_)
             | ToScheduler::Heartbeat
@@ -255,9 +262,10 @@ impl Scheduler {
             }
             ToScheduler::Submit(specs) => specs.iter().find_map(|spec| key(&spec.key)),
             ToScheduler::Scatter { key: k, .. } => key(k),
-            ToScheduler::ReleaseKeys(keys) | ToScheduler::CancelKeys(keys) => {
-                keys.iter().find_map(key)
-            }
+            ToScheduler::ReleaseKeys(keys)
+            | ToScheduler::CancelKeys(keys)
+            | ToScheduler::WhoHas { keys, .. }
+            | ToScheduler::Replicate { keys, .. } => keys.iter().find_map(key),
             _ => None,
         }
     }
@@ -363,7 +371,13 @@ impl Scheduler {
                 failure,
             } => self.on_mpi_part_done(from, key, attempt, failure, now),
             ToScheduler::MpiReady { key, attempt } => self.on_mpi_ready(from, key, attempt),
-            ToScheduler::AddReplicas(keys) => self.on_add_replicas(from, &keys),
+            ToScheduler::AddReplicas(keys) => {
+                self.on_add_replicas(from, &keys);
+                self.copies_settled(from, &keys);
+            }
+            ToScheduler::CopyFailed(keys) => self.copies_settled(from, &keys),
+            ToScheduler::WhoHas { id, keys } => self.on_who_has(from, id, &keys),
+            ToScheduler::Replicate { id, keys, n } => self.on_replicate(from, id, &keys, n),
             ToScheduler::Replicated { key, workers } => self.on_replicated(key, workers),
             ToScheduler::Coordinate { id, op } => {
                 let mut answers = Vec::new();

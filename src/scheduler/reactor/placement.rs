@@ -468,8 +468,14 @@ impl Scheduler {
             .iter()
             .map(|&i| self.workers[i].nthreads() - self.workers[i].processing.len())
             .sum();
+        // Not a worker of an MPI task: it counts no thread while reserved, so all it holds
+        // would look queued, and once the task ran it may still hold the task's key after
+        // the client released it (until its part is reported).
         let mut victims: Vec<usize> = (0..self.workers.len())
-            .filter(|&i| self.workers[i].processing.len() > self.workers[i].nthreads())
+            .filter(|&i| {
+                let w = &self.workers[i];
+                w.mpi.is_none() && w.processing.len() > w.nthreads()
+            })
             .collect();
         victims.sort_by_key(|&i| {
             Reverse(self.workers[i].processing.len() - self.workers[i].nthreads())
@@ -484,7 +490,7 @@ impl Scheduler {
             let runnable = victim
                 .processing
                 .iter()
-                .filter(|k| self.tasks[*k].waiting_on == 0)
+                .filter(|k| self.tasks.get(k).is_some_and(|t| t.waiting_on == 0))
                 .count();
             let queued = runnable.saturating_sub(victim.nthreads());
             let want = free_threads.min(queued.div_ceil(2));
@@ -512,7 +518,9 @@ impl Scheduler {
     /// `true` if the idle workers `thieves` should take `key`, processing on a worker with
     /// `queued` runnable tasks beyond its threads.
     pub(super) fn is_stealable(&self, key: Key, thieves: &[usize], queued: usize) -> bool {
-        let task = &self.tasks[&key];
+        let Some(task) = self.tasks.get(&key) else {
+            return false;
+        };
         matches!(
             task.state,
             TaskState::Processing {

@@ -208,3 +208,26 @@ fn a_task_waiting_for_its_mpi_task_does_not_hold_it_up() {
     env.submit(vec![mpi_task(10, &[], 2)]);
     assert_eq!(sent_to(&mut env, 10).0, vec![2, 3]);
 }
+
+#[test]
+fn an_mpi_task_released_before_its_last_member_reported_is_no_stealing_victim() {
+    // Found at -np 5: the client released the task once it had its value, while another
+    // member's part was still to be reported; work stealing then looked the key up on that
+    // member and panicked.
+    let mut env = TestEnv::new(&[(2, 1), (3, 1), (4, 1)]);
+    env.submit(vec![mpi_task(10, &[], 2)]);
+    let (members, attempt) = sent_to(&mut env, 10);
+    assert_eq!(members.len(), 2);
+    for &rank in &members {
+        ready(&mut env, rank, 10, attempt);
+    }
+    assert_eq!(gone(&mut env, 10), members);
+    env.finish_as(Rank(members[0]), 10, attempt, 8);
+    env.release(&[10]);
+    // Plain tasks queue up on the free workers while the last member is still in MPI.
+    env.submit((20..26).map(|k| task(k, &[])).collect());
+    assert!(!env.placements().is_empty());
+    env.advance(Duration::from_millis(10));
+    part_done(&mut env, members[1], 10, attempt, None);
+    assert!(env.aborted.is_none(), "{:?}", env.aborted);
+}

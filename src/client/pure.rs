@@ -1,0 +1,134 @@
+//! Pure tasks (Dask's `pure=True`, the default): a call of the same function with the same
+//! arguments while a future of the first call lives gives that future again, and runs
+//! nothing more.
+//!
+//! A call is named by a 128-bit hash of what defines it: the function (its id in this
+//! client's table, which names the function and its argument types), the functions it
+//! calls, each argument (the encoded bytes of a value, the key of a future), and the
+//! options that say where and whether it runs (pinned workers, resources, retries, the
+//! workers of an MPI task). Only the priority is left out. (Dask leaves every option out of
+//! a key, so there a call pinned to another worker is the first call: a loop pinning one
+//! call to each worker runs it once. Here it runs on each.) The table holds futures
+//! weakly, so it never keeps a key alive: once the last clone of a future is dropped the
+//! same call is a new task.
+
+use super::args::CallArg;
+use super::future::{Future, WeakKey};
+use crate::protocol::{FnId, TaskOptions};
+use rustc_hash::FxHashMap;
+use xxhash_rust::xxh3::Xxh3;
+
+/// What names a call: a hash of its function and arguments.
+pub(super) type Content = u128;
+
+/// The name of a call of `func` (which calls `uses`) with `args` and `options`.
+pub(super) fn content(
+    func: FnId,
+    uses: &[FnId],
+    options: &TaskOptions,
+    args: &[CallArg],
+) -> Content {
+    let mut hasher = Xxh3::new();
+    hasher.update(&func.0.to_le_bytes());
+    hasher.update(&(uses.len() as u64).to_le_bytes());
+    for f in uses {
+        hasher.update(&f.0.to_le_bytes());
+    }
+    let placement = TaskOptions {
+        priority: 0,
+        ..options.clone()
+    };
+    let placement = bincode::serialize(&placement).expect("task options always encode");
+    hasher.update(&(placement.len() as u64).to_le_bytes());
+    hasher.update(&placement);
+    hasher.update(&(args.len() as u64).to_le_bytes());
+    for arg in args {
+        match arg {
+            CallArg::Value(bytes) => {
+                hasher.update(&[0]);
+                hasher.update(&(bytes.len() as u64).to_le_bytes());
+                hasher.update(bytes);
+            }
+            CallArg::Future(future) => {
+                hasher.update(&[1]);
+                hasher.update(&future.key().0.to_le_bytes());
+            }
+            CallArg::Futures(futures) => {
+                hasher.update(&[2]);
+                hasher.update(&(futures.len() as u64).to_le_bytes());
+                for future in futures {
+                    hasher.update(&future.key().0.to_le_bytes());
+                }
+            }
+        }
+    }
+    hasher.digest128()
+}
+
+/// The live futures of pure calls, by name.
+#[derive(Default)]
+pub(super) struct PureTable {
+    futures: FxHashMap<Content, WeakKey>,
+    /// Entries after the last sweep of dead ones: the next sweep comes at twice as many.
+    swept: usize,
+}
+
+impl PureTable {
+    /// The live future of the call named `content`, if any. (Call it under the client's
+    /// lock and drop the lock before the future: dropping a future takes the lock.)
+    pub(super) fn get<T>(&self, content: Content) -> Option<Future<T>> {
+        self.futures.get(&content).and_then(WeakKey::upgrade)
+    }
+
+    /// Records `future` as the call named `content`; now and then forgets the dead ones,
+    /// so the table stays within twice the live futures (plus 1,024).
+    pub(super) fn insert<T>(&mut self, content: Content, future: &Future<T>) {
+        if self.futures.len() >= 2 * self.swept.max(512) {
+            self.futures.retain(|_, weak| weak.alive());
+            self.swept = self.futures.len();
+        }
+        self.futures.insert(content, future.weak());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_differ_by_function_placement_and_each_argument() {
+        let args =
+            |a: &[u8], b: &[u8]| vec![CallArg::Value(a.to_vec()), CallArg::Value(b.to_vec())];
+        let plain = TaskOptions::default();
+        let base = content(FnId(1), &[], &plain, &args(b"ab", b"c"));
+        assert_eq!(base, content(FnId(1), &[], &plain, &args(b"ab", b"c")));
+        // The boundary between arguments counts: "ab", "c" is not "a", "bc".
+        assert_ne!(base, content(FnId(1), &[], &plain, &args(b"a", b"bc")));
+        assert_ne!(base, content(FnId(2), &[], &plain, &args(b"ab", b"c")));
+        assert_ne!(
+            base,
+            content(FnId(1), &[FnId(3)], &plain, &args(b"ab", b"c"))
+        );
+        for other in [
+            plain.clone().workers([2]),
+            plain.clone().workers([3]),
+            plain.clone().retries(1),
+            plain.clone().resource("gpu", 1.0),
+            TaskOptions {
+                mpi_workers: Some(2),
+                ..TaskOptions::default()
+            },
+        ] {
+            assert_ne!(
+                base,
+                content(FnId(1), &[], &other, &args(b"ab", b"c")),
+                "{other:?}"
+            );
+        }
+        // The priority only orders tasks.
+        assert_eq!(
+            base,
+            content(FnId(1), &[], &plain.priority(5), &args(b"ab", b"c"))
+        );
+    }
+}
