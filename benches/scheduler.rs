@@ -13,7 +13,7 @@ mod common;
 use common::{figure, rounds, size};
 use mpidask::internals::process::rss_bytes;
 use mpidask::internals::protocol::{
-    ArgSlot, FnId, Key, Rank, TaskOptions, TaskSpec, ToScheduler, ToWorker, WorkerHello,
+    ArgSlot, FnId, Key, Rank, TaskOptions, TaskRun, TaskSpec, ToScheduler, ToWorker, WorkerHello,
 };
 use mpidask::internals::scheduler::{Output, Scheduler, SchedulerConfig};
 use std::time::{Duration, Instant};
@@ -118,7 +118,12 @@ fn run(workers: u32, nthreads: u32, tasks: u64) -> (f64, u64) {
                     key,
                     attempt,
                     nbytes: 8,
-                    duration_us: 1,
+                    // As a worker reports a run: the task stream records it.
+                    run: Some(TaskRun {
+                        start_us: 0,
+                        duration_us: 1,
+                        thread: 0,
+                    }),
                 },
                 now,
             );

@@ -106,8 +106,9 @@ pub mod internals;
 /// ([`Client::submit_mpi`]): `use mpidask::mpi::traits::*;`.
 pub use ::mpi;
 pub use client::{
-    AsCompleted, CallArg, Client, DoneAndNotDone, Event, Future, FutureStatus, Lock, Queue,
-    ReturnWhen, Semaphore, Submitter, Variable, WithResults, task_client,
+    AsCompleted, CallArg, Client, DoneAndNotDone, Event, Future, FutureStatus, Lock,
+    PerformanceReport, Queue, ReturnWhen, Semaphore, Submitter, TaskRecord, TaskStream, Variable,
+    WithResults, task_client,
 };
 #[cfg(feature = "dataframe")]
 pub use collections::dataframe;

@@ -6,7 +6,7 @@
 //! for the forgotten task); tasks that submit tasks through their task client (a recursion
 //! deeper than the worker threads, and `examples/fib.rs`); queues, variables, locks,
 //! semaphores and events shared by the program and its tasks (a task waiting on an event
-//! the program sets).
+//! the program sets); the task stream and a performance report of part of the program.
 //!
 //! The test binary is also the program under test: started with `MPIDASK_SCENARIO=<name>`
 //! it runs that scenario through `mpidask::run`.
@@ -123,9 +123,76 @@ fn check_pure_calls(client: &Client, dir: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The task stream (Dask's `get_task_stream`, with and without `with get_task_stream() as
+/// ts`) and `performance_report`: one record per run, the failed one with its error, only
+/// the runs since the recording started, on the workers, within the time they ran; the
+/// report of that part a private HTML page naming its functions and its failure only.
+fn check_task_stream(client: &Client, dir: &str) -> anyhow::Result<()> {
+    use std::time::{Duration, SystemTime};
+    let earlier = client.map(square, 100..103u64);
+    client.gather(&earlier)?;
+    let ts = client.task_stream()?;
+    let report = client.performance_report(format!("{dir}/report.html"))?;
+    let before = SystemTime::now() - Duration::from_secs(1);
+    let ok = client.map(inc, 1000..1004u64);
+    let odd = client.try_submit(half, 7u32);
+    ensure!(client.gather(&ok)? == vec![1001, 1002, 1003, 1004]);
+    ensure!(odd.result().is_err());
+    let after = SystemTime::now() + Duration::from_secs(1);
+    let data = ts.data()?;
+    ensure!(data.len() == 5, "the runs since the recording: {data:#?}");
+    let mut names: Vec<String> = ok.iter().map(|f| f.name()).collect();
+    names.push(odd.name());
+    names.sort();
+    let mut recorded: Vec<String> = data.iter().map(|r| r.name.clone()).collect();
+    recorded.sort();
+    ensure!(recorded == names, "{recorded:?} against {names:?}");
+    for record in &data {
+        ensure!(client.workers().contains(&record.worker), "{record:?}");
+        ensure!(
+            before <= record.start && record.start <= record.stop && record.stop <= after,
+            "{record:?}"
+        );
+        ensure!(record.name.starts_with(&format!("{}-", record.function)));
+        if record.key == odd.key() {
+            let error = record.error.as_deref().unwrap_or_default();
+            ensure!(!record.ok() && error.contains("7 is odd"), "{record:?}");
+        } else {
+            ensure!(record.ok() && record.nbytes > 0, "{record:?}");
+        }
+    }
+    let path = report.finish()?;
+    let page = std::fs::read_to_string(&path)?;
+    ensure!(
+        page.contains("Performance report of part of the program: 5 task runs"),
+        "{}",
+        path.display()
+    );
+    ensure!(page.contains("7 is odd") && page.contains(&odd.name()));
+    ensure!(!page.contains("square"), "a run before the report is in it");
+    use std::os::unix::fs::PermissionsExt;
+    ensure!(std::fs::metadata(&path)?.permissions().mode() & 0o777 == 0o600);
+    // Everything kept, the earlier runs too.
+    let all = client.get_task_stream()?;
+    for future in earlier.iter().chain(&ok) {
+        ensure!(
+            all.iter().filter(|r| r.key == future.key()).count() == 1,
+            "{future:?} in {all:#?}"
+        );
+    }
+    let missing = client.performance_report(format!("{dir}/no/such/dir/report.html"));
+    ensure!(
+        matches!(&missing, Err(e) if e.to_string().contains("does not exist")),
+        "a report into a missing directory: {:?}",
+        missing.err()
+    );
+    Ok(())
+}
+
 fn scenario_futures_api(client: &Client) -> anyhow::Result<()> {
     let dir = std::env::var("MPIDASK_TEST_DIR")?;
     check_pure_calls(client, &dir)?;
+    check_task_stream(client, &dir)?;
 
     // wait(..., return_when=FIRST_COMPLETED): back once one is done, the futures split.
     // (The quick one finishes first at any thread count: it is waited for before the slow
@@ -387,7 +454,37 @@ fn pure_in_task(_: ()) -> Result<bool, String> {
     Ok(same && values == [36, 36, 36])
 }
 
+/// Starts a thread that, once this task has ended, submits through the task's client and
+/// writes what it got to `path`: as with Dask's worker client, the client is the worker's
+/// and outlives the task.
+fn submit_after_return(path: String) -> Result<(), String> {
+    let client = mpidask::task_client().map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        let got = match client.submit(inc, 41u64).result() {
+            Ok(value) => value.to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        let part = format!("{path}.part");
+        std::fs::write(&part, got).expect("the scratch directory is writable");
+        std::fs::rename(part, path).expect("the scratch directory is writable");
+    });
+    Ok(())
+}
+
 fn scenario_task_client(client: &Client) -> anyhow::Result<()> {
+    // A task client used after its task ended (from a thread the task started) works.
+    let scratch = tempfile::tempdir()?;
+    let path = scratch.path().join("late");
+    client
+        .try_submit(submit_after_return, path.display().to_string())
+        .result()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !path.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let late = std::fs::read_to_string(&path).unwrap_or_default();
+    ensure!(late == "42", "a task client used after its task: {late:?}");
     ensure!(
         client.try_submit(pure_in_task, ()).result()?,
         "a task client's pure calls"

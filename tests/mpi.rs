@@ -848,6 +848,20 @@ fn test_client_panic() -> Result<(), Failed> {
     })
 }
 
+/// A bug of the runtime that panics the scheduler's loop (injected through `internals`)
+/// ends the job with exit code 8 and a line saying so, instead of leaving every other rank
+/// waiting for rank 0.
+fn test_scheduler_panic() -> Result<(), Failed> {
+    check(|| {
+        let mut command = scenario_under_mpirun(4, "success");
+        command.env("MPIDASK_INTERNALS_PANIC_ON_SUBMIT", "1");
+        let run = launch(command);
+        run.expect_code(ExitCode::Internal.code())
+            .expect_stderr("rank 0: internal error, the runtime's loop panicked: injected")
+            .expect_stderr("This is a bug in mpidask");
+    })
+}
+
 fn test_task_failure_unhandled() -> Result<(), Failed> {
     check(|| {
         let run = launch(scenario_under_mpirun(3, "task_failure_unhandled"));
@@ -2206,6 +2220,7 @@ fn main() {
         Trial::test("local_mode", test_local_mode),
         Trial::test("client_error_exits_1", test_client_error),
         Trial::test("client_panic_exits_3", test_client_panic),
+        Trial::test("scheduler_panic_exits_8", test_scheduler_panic),
         Trial::test(
             "unhandled_task_failure_exits_4",
             test_task_failure_unhandled,

@@ -29,6 +29,9 @@ thread_local! {
 /// It works as the program's [`Client`] does, with a few things only the program's
 /// client does (`scatter_broadcast`, `scheduler_info`, progress bars: an error here). The
 /// futures belong to the task: drop them, or return their values, before the task ends.
+/// The client itself is the worker's, as Dask's worker client: a thread the task started
+/// may go on using it after the task ended (its waits then hold that thread, not one of
+/// the worker's task threads).
 ///
 /// An error outside a task.
 ///

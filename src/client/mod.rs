@@ -14,6 +14,7 @@ mod hosted;
 mod node;
 mod progress;
 mod pure;
+mod task_stream;
 mod waits;
 
 pub use args::CallArg;
@@ -22,6 +23,7 @@ pub use future::{AsCompleted, Future, WithResults};
 pub use hosted::task_client;
 pub(crate) use hosted::{enter_task_thread, host_task_client};
 pub(crate) use node::{ClientNode, Command};
+pub use task_stream::{PerformanceReport, TaskRecord, TaskStream};
 pub use waits::{DoneAndNotDone, FutureStatus, ReturnWhen};
 
 use crate::error::{Error, Result, TaskError};

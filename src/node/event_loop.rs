@@ -43,7 +43,7 @@ pub struct DriveSettings {
 
 /// Back-off of an idle loop: keep polling (yielding the core between polls) for [`SPIN`]
 /// after the last activity, then sleep a [`IDLE_SHARE`]th of the time idle so far (at
-/// least [`FIRST_SLEEP`], at most `max`). Local events (and frames of the local transport)
+/// least [`FIRST_SLEEP`] unless `max` is less, at most `max`). Local events (and frames of the local transport)
 /// wake the thread early.
 ///
 /// A sleep in proportion to the idle time bounds what it adds to a message's latency to
@@ -72,7 +72,8 @@ impl Backoff {
                 std::thread::yield_now();
                 return;
             }
-            (idle / IDLE_SHARE).clamp(FIRST_SLEEP, self.max.max(FIRST_SLEEP))
+            // A `--poll-max-us` below FIRST_SLEEP wins.
+            (idle / IDLE_SHARE).max(FIRST_SLEEP).min(self.max)
         };
         std::thread::park_timeout(timeout);
     }
@@ -92,9 +93,41 @@ fn abort_with<N: Node>(
 }
 
 /// Runs `node` until it exits; returns the exit code. Aborts the job when the node asks
-/// for it, when bytes from another rank cannot be decoded, and when the shutdown handshake
-/// misses its deadline. `collectives` is this rank's group (the workers), if it has one.
+/// for it, when bytes from another rank cannot be decoded, when the shutdown handshake
+/// misses its deadline, and with exit code 8 when the node panics (a bug of the runtime:
+/// without this, a rank whose loop died would leave the others waiting for it).
+/// `collectives` is this rank's group (the workers), if it has one.
 pub fn drive<N: Node>(
+    node: &mut N,
+    transport: &mut dyn Transport,
+    collectives: Option<&mut dyn Collectives>,
+    events: &Receiver<N::Event>,
+    settings: DriveSettings,
+) -> i32 {
+    let me = transport.rank();
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        drive_loop(node, transport, collectives, events, settings)
+    }));
+    match run {
+        Ok(code) => code,
+        Err(panic) => {
+            // The node's state is not to be trusted: abort without asking it for anything.
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            error!(
+                "{me}: internal error, the runtime's loop panicked: {text}; aborting the job \
+                 (exit code {}). This is a bug in mpidask: please report it with this log",
+                ExitCode::Internal.code()
+            );
+            abort_job(transport, ExitCode::Internal.code())
+        }
+    }
+}
+
+fn drive_loop<N: Node>(
     node: &mut N,
     transport: &mut dyn Transport,
     mut collectives: Option<&mut dyn Collectives>,

@@ -35,7 +35,7 @@ pub use frame::{
 pub type Payload = Arc<Bytes>;
 
 /// Version of the message set below. Every rank checks at start-up that all ranks agree.
-pub const PROTOCOL_VERSION: u32 = 15;
+pub const PROTOCOL_VERSION: u32 = 16;
 
 /// Identity of a task or of a scattered value, unique within one job.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -496,6 +496,39 @@ pub enum CoordOp {
     },
 }
 
+/// When and where a worker ran a task's function.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TaskRun {
+    /// When the function started, microseconds since the Unix epoch (the worker's clock).
+    pub start_us: u64,
+    /// How long it ran.
+    pub duration_us: u64,
+    /// Index of the worker thread that ran it.
+    pub thread: u32,
+}
+
+/// Task runs the scheduler keeps for `get_task_stream` (the latest; as Dask's default).
+pub const TASK_STREAM_KEEP: usize = 100_000;
+
+/// One task run in the scheduler's task stream.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StreamEntry {
+    /// Its place in the stream (0 for the job's first run).
+    pub seq: u64,
+    /// Task key.
+    pub key: Key,
+    /// The task's function.
+    pub func: Option<FnId>,
+    /// The worker that ran it.
+    pub worker: Rank,
+    /// When, how long, on which thread.
+    pub run: TaskRun,
+    /// Size of the encoded result (0 if it failed).
+    pub nbytes: u64,
+    /// Why it failed (the first characters), if it did.
+    pub error: Option<String>,
+}
+
 /// The answer to a [`CoordOp`].
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum CoordReply {
@@ -511,6 +544,15 @@ pub enum CoordReply {
     Refused(String),
     /// The workers holding each key asked about (`WhoHas`), in the order asked.
     Holders(Vec<Vec<Rank>>),
+    /// The task stream from the entry asked for (`TaskStream`).
+    TaskStream {
+        /// The entries kept from the one asked for on, oldest first.
+        entries: Vec<StreamEntry>,
+        /// The names of their functions.
+        names: Vec<(FnId, String)>,
+        /// The place the next run will take: the stream's length so far.
+        next: u64,
+    },
 }
 
 /// Messages the scheduler (rank 0) receives.
@@ -580,8 +622,8 @@ pub enum ToScheduler {
         attempt: Attempt,
         /// Size of the encoded result.
         nbytes: u64,
-        /// How long the function ran.
-        duration_us: u64,
+        /// When and where the function ran (`None` for a scattered value).
+        run: Option<TaskRun>,
     },
     /// A worker's task panicked, returned `Err`, or could not decode its inputs.
     TaskFailed {
@@ -591,6 +633,17 @@ pub enum ToScheduler {
         attempt: Attempt,
         /// What went wrong.
         message: String,
+        /// When and where it ran (or gave up, with no time spent).
+        run: TaskRun,
+    },
+    /// A client asks for the task stream the scheduler kept (the last
+    /// [`TASK_STREAM_KEEP`] task runs) from entry `since` on: answered at once with
+    /// `Coordinated` (`TaskStream`) and the same `id`.
+    TaskStream {
+        /// The request's id, chosen by the requester.
+        id: u64,
+        /// The first entry wanted (`u64::MAX`: none, only where the stream stands).
+        since: u64,
     },
     /// Answer to a `Steal` request.
     StealReply {
@@ -862,8 +915,13 @@ mod tests {
                 key: Key(u64::MAX),
                 attempt: 9,
                 nbytes: 1 << 40,
-                duration_us: 17,
+                run: Some(TaskRun {
+                    start_us: 1,
+                    duration_us: 17,
+                    thread: 3,
+                }),
             },
+            ToScheduler::TaskStream { id: 6, since: 0 },
         ]
     }
 

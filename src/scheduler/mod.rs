@@ -12,6 +12,7 @@ mod node;
 pub mod policy;
 mod reactor;
 pub mod state;
+pub mod task_stream;
 #[cfg(test)]
 mod tests;
 

@@ -26,6 +26,10 @@ pub struct SchedulerNode {
     tracing: bool,
     /// Bytes received from all ranks (frames and attachments).
     received_bytes: u64,
+    /// Fault injection for the tests (`internals`): panic at the first submission when
+    /// `MPIDASK_INTERNALS_PANIC_ON_SUBMIT` is set, as a bug of the scheduler would.
+    #[cfg(feature = "internals")]
+    panic_on_submit: bool,
 }
 
 impl SchedulerNode {
@@ -42,6 +46,8 @@ impl SchedulerNode {
             words: Arc::new(LastWords::new(ranks, trace)),
             tracing,
             received_bytes: 0,
+            #[cfg(feature = "internals")]
+            panic_on_submit: std::env::var_os("MPIDASK_INTERNALS_PANIC_ON_SUBMIT").is_some(),
         }
     }
 
@@ -90,6 +96,10 @@ impl Node for SchedulerNode {
     fn on_message(&mut self, from: Rank, message: ToScheduler, _out: &mut Outbox, now: Instant) {
         if let ToScheduler::WorkerHello(hello) = &message {
             self.words.set_host(from, &hello.host);
+        }
+        #[cfg(feature = "internals")]
+        if self.panic_on_submit && matches!(message, ToScheduler::Submit(_)) {
+            panic!("injected by MPIDASK_INTERNALS_PANIC_ON_SUBMIT");
         }
         let message = match self.tracing {
             // A trace message is a sign of life too.

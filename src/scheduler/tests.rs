@@ -6,8 +6,8 @@ use super::{Output, Scheduler, SchedulerConfig};
 use crate::exit::ExitCode;
 use crate::protocol::frame::{decode_frame, encode_frame};
 use crate::protocol::{
-    ArgSlot, Attempt, ComputeMsg, FnId, Key, Rank, Resource, TaskOptions, TaskSpec, ToClient,
-    ToScheduler, ToWorker, WorkerHello,
+    ArgSlot, Attempt, ComputeMsg, FnId, Key, Rank, Resource, TaskOptions, TaskRun, TaskSpec,
+    ToClient, ToScheduler, ToWorker, WorkerHello,
 };
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -211,7 +211,11 @@ impl TestEnv {
                 key: Key(key),
                 attempt,
                 nbytes,
-                duration_us,
+                run: Some(TaskRun {
+                    start_us: 1_000_000 + key,
+                    duration_us,
+                    thread: 0,
+                }),
             },
         );
     }
@@ -224,6 +228,7 @@ impl TestEnv {
                 key: Key(key),
                 attempt,
                 message: message.into(),
+                run: TaskRun::default(),
             },
         );
     }
@@ -1206,7 +1211,7 @@ fn many_tasks_flow_through_deep_queues() {
                     key: c.key,
                     attempt: c.attempt,
                     nbytes: 8,
-                    duration_us: 1,
+                    run: None,
                 },
             );
             done += 1;
@@ -1291,7 +1296,7 @@ fn messages_from_ranks_that_may_not_send_them_end_the_job_with_exit_8() {
         key: Key(1),
         attempt: 1,
         nbytes: 1,
-        duration_us: 1,
+        run: None,
     });
     assert_eq!(
         env.aborted.clone().expect("aborted").0,
@@ -1366,6 +1371,7 @@ fn task_clients_submit_under_their_own_keys_and_hear_back_on_their_worker() {
 mod mpi_tasks;
 mod replicas;
 mod simulation;
+mod task_stream;
 
 /// Random graphs, worker counts, completion orders, failures, retries and steal answers:
 /// every wanted key ends with exactly one answer to the client, no key is accepted twice,
@@ -1517,6 +1523,7 @@ mod random_graphs {
                         key: Key(key),
                         attempt,
                         message: "planned".into(),
+                        run: TaskRun::default(),
                     },
                 );
             } else {
@@ -1527,7 +1534,7 @@ mod random_graphs {
                         key: Key(key),
                         attempt,
                         nbytes: 8,
-                        duration_us: 10,
+                        run: None,
                     },
                 );
             }

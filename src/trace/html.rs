@@ -272,10 +272,11 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn summary_tables(summary: &Summary) -> String {
+fn summary_tables(summary: &Summary, scope: bool) -> String {
     let mut html = String::new();
     let status = match summary.exit_code {
         Some(code) => code.to_string(),
+        None if scope => "(part of the program)".to_string(),
         None => "(running)".to_string(),
     };
     html.push_str(&format!(
@@ -373,14 +374,15 @@ pub(super) fn write(
     summary: &Summary,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    let running = summary.exit_code.is_none();
+    let running = summary.exit_code.is_none() && collector.scope.is_none();
     let data =
         serde_json::to_string(&report_data(collector, running)).map_err(std::io::Error::other)?;
     // Inside <script>, only "</" could end the element early.
     let data = data.replace("</", "<\\/");
-    let status = match summary.exit_code {
-        Some(code) => format!("The job ended with exit code {code}."),
-        None => format!(
+    let status = match (&collector.scope, summary.exit_code) {
+        (Some(scope), _) => scope.clone(),
+        (None, Some(code)) => format!("The job ended with exit code {code}."),
+        (None, None) => format!(
             "The job is running: this page is rewritten every {} s (reload to update).",
             collector.settings.interval.as_secs_f64()
         ),
@@ -388,7 +390,10 @@ pub(super) fn write(
     let mut rest = PAGE;
     for (placeholder, text) in [
         ("@STATUS@", escape(&status)),
-        ("@SUMMARY@", summary_tables(summary)),
+        (
+            "@SUMMARY@",
+            summary_tables(summary, collector.scope.is_some()),
+        ),
         ("@FAILURES@", failure_table(collector)),
         ("@DATA@", data),
     ] {

@@ -11,7 +11,7 @@ mod html;
 
 use crate::memory::human_bytes;
 use crate::private_dir::PrivateDir;
-use crate::protocol::{FnId, Key, Rank, ToScheduler, TraceEvent};
+use crate::protocol::{FnId, Key, Rank, StreamEntry, ToScheduler, TraceEvent, WorkerInfo};
 use log::{info, warn};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -151,6 +151,9 @@ pub struct TraceCollector {
     /// When the report may next be written while the job runs.
     next_report: std::time::Instant,
     written: bool,
+    /// For the report of a part of the program (`performance_report`): what it covers,
+    /// said instead of the job's status.
+    scope: Option<String>,
 }
 
 /// Busy time of one worker.
@@ -266,7 +269,68 @@ impl TraceCollector {
             more_failures: 0,
             next_report: std::time::Instant::now() + interval,
             written: false,
+            scope: None,
         }
+    }
+
+    /// The report of a part of the program (`performance_report`), from `start_us` to now:
+    /// the task runs in `entries` (from the scheduler's task stream), on `workers`, with
+    /// their functions' `names`; `scope` says what the page covers.
+    pub fn of_scope(
+        start_us: u64,
+        workers: &[WorkerInfo],
+        names: Vec<(FnId, String)>,
+        entries: &[StreamEntry],
+        scope: String,
+    ) -> Self {
+        let mut collector = Self::new(None, None, ReportSettings::default());
+        collector.start_us = start_us;
+        collector.scope = Some(scope);
+        collector.names.extend(names);
+        for worker in workers {
+            collector.workers.insert(
+                worker.rank,
+                RankInfo {
+                    host: worker.hello.host.clone(),
+                    nthreads: worker.hello.nthreads,
+                    memory_limit: worker.hello.memory_limit,
+                },
+            );
+        }
+        for entry in entries {
+            let event = TraceEvent::Task {
+                key: entry.key,
+                // No function: reads as "task".
+                func: entry.func.unwrap_or(FnId(u32::MAX)),
+                thread: entry.run.thread,
+                start_us: entry.run.start_us,
+                duration_us: entry.run.duration_us,
+                ok: entry.error.is_none(),
+                bytes_in: 0,
+                bytes_out: entry.nbytes,
+            };
+            collector.events.push((entry.worker, event));
+            if let Some(message) = &entry.error {
+                if collector.failures.len() < MAX_FAILURES {
+                    collector.failures.push(Failure {
+                        worker: entry.worker,
+                        key: entry.key,
+                        at_us: entry.run.start_us.saturating_add(entry.run.duration_us),
+                        message: message.clone(),
+                    });
+                } else {
+                    collector.more_failures += 1;
+                }
+            }
+        }
+        collector
+    }
+
+    /// Writes the report of a part of the program ([`of_scope`](Self::of_scope)) to
+    /// `path`: a private file, complete or absent.
+    pub fn write_scope_report(&self, path: &Path) -> std::io::Result<()> {
+        let summary = self.summary(None);
+        write_private(path, |out| html::write(self, &summary, out))
     }
 
     /// Rewrites the report if `--report-interval` has passed since the last time (while

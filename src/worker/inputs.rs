@@ -64,14 +64,8 @@ impl WorkerNode {
                 .or_default()
                 .push((key, msg.attempt));
             // A value on its way by broadcast is not also fetched.
-            if *source != self.rank
-                && !self.broadcasting.contains_key(dep)
-                && self.fetching.insert(*dep)
-            {
-                if let Some(trace) = &mut self.trace {
-                    trace.requested(*dep);
-                }
-                out.push(*source, &ToWorker::GetData(vec![*dep]));
+            if *source != self.rank && !self.broadcasting.contains_key(dep) {
+                self.request_value(*dep, *source, out);
             }
         }
         self.tasks.insert(
@@ -233,6 +227,7 @@ impl WorkerNode {
                     key,
                     attempt: task.attempt,
                     message,
+                    run: super::not_run(),
                 },
             );
         }
@@ -287,15 +282,20 @@ impl WorkerNode {
                 continue;
             }
             self.copying.insert(key);
-            if self.fetching.insert(key) {
-                if let Some(trace) = &mut self.trace {
-                    trace.requested(key);
-                }
-                out.push(source, &ToWorker::GetData(vec![key]));
-            }
+            self.request_value(key, source, out);
         }
         if !held.is_empty() {
             out.push(Rank::SCHEDULER, &ToScheduler::AddReplicas(held));
+        }
+    }
+
+    /// Asks `source` for `key`'s value unless it was asked for already.
+    fn request_value(&mut self, key: Key, source: Rank, out: &mut Outbox) {
+        if self.fetching.insert(key) {
+            if let Some(trace) = &mut self.trace {
+                trace.requested(key);
+            }
+            out.push(source, &ToWorker::GetData(vec![key]));
         }
     }
 

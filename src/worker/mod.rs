@@ -18,8 +18,8 @@ use crate::keymap::KeyMap;
 use crate::memory::human_bytes;
 use crate::node::{Node, NodeStatus};
 use crate::protocol::{
-    Attempt, FunctionMsg, Key, Payload, Rank, Resource, TaskCode, ToClient, ToScheduler, ToWorker,
-    TraceEvent, WorkerHello,
+    Attempt, FunctionMsg, Key, Payload, Rank, Resource, TaskCode, TaskRun, ToClient, ToScheduler,
+    ToWorker, TraceEvent, WorkerHello,
 };
 use crate::task::{CallError, FunctionTable};
 use crate::trace::TraceBuffer;
@@ -32,6 +32,16 @@ use std::sync::Arc;
 use std::time::Instant;
 use store::{SpillPolicy, ValueStore};
 pub use task_client::TaskClientNode;
+
+/// The run reported for a task given up before its function started (an input that could
+/// not be read, an MPI task called off): now, for no time.
+fn not_run() -> TaskRun {
+    TaskRun {
+        start_us: crate::trace::now_us(),
+        duration_us: 0,
+        thread: 0,
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -284,7 +294,7 @@ impl WorkerNode {
                 key,
                 attempt: 0,
                 nbytes,
-                duration_us: 0,
+                run: None,
             },
         );
     }
@@ -540,6 +550,11 @@ impl WorkerNode {
             );
             return;
         }
+        let run = TaskRun {
+            start_us: outcome.started_us,
+            duration_us: outcome.duration.as_micros() as u64,
+            thread: outcome.thread,
+        };
         match result {
             Ok(bytes) => {
                 let nbytes = bytes.len() as u64;
@@ -550,7 +565,7 @@ impl WorkerNode {
                         key: outcome.key,
                         attempt: outcome.attempt,
                         nbytes,
-                        duration_us: outcome.duration.as_micros() as u64,
+                        run: Some(run),
                     },
                 );
             }
@@ -562,6 +577,7 @@ impl WorkerNode {
                         key: outcome.key,
                         attempt: outcome.attempt,
                         message,
+                        run,
                     },
                 );
             }

@@ -200,6 +200,7 @@ impl WorkerNode {
                     key,
                     attempt,
                     message,
+                    run: super::not_run(),
                 },
             ),
             failure => out.push(

@@ -12,6 +12,7 @@ mod placement;
 mod replicas;
 mod results;
 mod shutdown;
+mod stream;
 
 use super::coordination::Coordination;
 use super::policy;
@@ -154,6 +155,8 @@ pub struct Scheduler {
     mpi_runs: FxHashMap<Key, mpi_tasks::MpiRun>,
     /// `replicate` requests waiting for their copies.
     replications: Vec<replicas::Replication>,
+    /// The latest task runs, for `get_task_stream`.
+    task_stream: crate::scheduler::task_stream::TaskStreamLog,
 }
 
 impl Scheduler {
@@ -212,6 +215,7 @@ impl Scheduler {
             mpi_reserved: Vec::new(),
             mpi_runs: FxHashMap::default(),
             replications: Vec::new(),
+            task_stream: Default::default(),
         }
     }
 
@@ -227,7 +231,8 @@ impl Scheduler {
             | ToScheduler::CancelKeys(_)
             | ToScheduler::Coordinate { .. }
             | ToScheduler::WhoHas { .. }
-            | ToScheduler::Replicate { .. } => {
+            | ToScheduler::Replicate { .. }
+            | ToScheduler::TaskStream { .. } => {
                 from == Rank::CLIENT || self.worker_index(from).is_some()
             }
             ToScheduler::InfoRequest
@@ -348,13 +353,14 @@ impl Scheduler {
                 key,
                 attempt,
                 nbytes,
-                duration_us,
-            } => self.on_task_finished(from, key, attempt, nbytes, duration_us),
+                run,
+            } => self.on_task_finished(from, key, attempt, nbytes, run),
             ToScheduler::TaskFailed {
                 key,
                 attempt,
                 message,
-            } => self.on_task_failed(from, key, attempt, message, now),
+                run,
+            } => self.on_task_failed(from, key, attempt, message, run, now),
             ToScheduler::StealReply {
                 key,
                 attempt,
@@ -379,6 +385,7 @@ impl Scheduler {
             ToScheduler::WhoHas { id, keys } => self.on_who_has(from, id, &keys),
             ToScheduler::Replicate { id, keys, n } => self.on_replicate(from, id, &keys, n),
             ToScheduler::Replicated { key, workers } => self.on_replicated(key, workers),
+            ToScheduler::TaskStream { id, since } => self.on_task_stream(from, id, since),
             ToScheduler::Coordinate { id, op } => {
                 let mut answers = Vec::new();
                 self.coordination.handle(from, id, op, now, &mut answers);

@@ -155,7 +155,7 @@ impl Scheduler {
         self.tasks.insert(key, Task::scattered(worker, seq, nbytes));
         // The worker's report may have overtaken the client's announcement (two senders).
         if let Some(early) = self.early_scatters.remove(&key) {
-            self.on_task_finished(early.from, key, 0, early.nbytes, 0);
+            self.on_task_finished(early.from, key, 0, early.nbytes, None);
             if !early.replicas.is_empty() {
                 self.on_replicated(key, early.replicas);
             }

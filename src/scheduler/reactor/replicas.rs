@@ -5,7 +5,7 @@
 use super::{Output, Scheduler};
 use crate::protocol::{CoordReply, Key, Rank, ToClient, ToWorker};
 use crate::scheduler::state::{Task, TaskState};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// A `replicate` request waiting for its copies.
 pub(crate) struct Replication {
@@ -14,7 +14,7 @@ pub(crate) struct Replication {
     /// Its request id.
     id: u64,
     /// Copies not made yet: the key, and the worker making it.
-    awaiting: Vec<(Key, Rank)>,
+    awaiting: FxHashSet<(Key, Rank)>,
 }
 
 impl Scheduler {
@@ -59,7 +59,7 @@ impl Scheduler {
             .collect();
         candidates.sort_unstable();
         let mut orders: FxHashMap<Rank, Vec<(Key, Rank)>> = FxHashMap::default();
-        let mut awaiting = Vec::new();
+        let mut awaiting = FxHashSet::default();
         for key in keys {
             let Some(Task {
                 state: TaskState::Memory { who_has },
@@ -93,7 +93,7 @@ impl Scheduler {
                     .entry(worker)
                     .or_default()
                     .push((*key, who_has[source % who_has.len()]));
-                awaiting.push((*key, worker));
+                awaiting.insert((*key, worker));
                 source += 1;
                 missing -= 1;
             }
@@ -132,8 +132,9 @@ impl Scheduler {
         }
         let mut finished = Vec::new();
         self.replications.retain_mut(|r| {
-            r.awaiting
-                .retain(|(key, worker)| *worker != from || !keys.contains(key));
+            for key in keys {
+                r.awaiting.remove(&(*key, from));
+            }
             if r.awaiting.is_empty() {
                 finished.push((r.requester, r.id));
                 false

@@ -3,7 +3,7 @@
 //! cancellations.
 
 use super::{EarlyScatter, Output, Scheduler};
-use crate::protocol::{Attempt, Key, Rank, ToClient, ToWorker};
+use crate::protocol::{Attempt, Key, Rank, TaskRun, ToClient, ToWorker};
 use crate::scheduler::state::{Failure, Task, TaskState};
 use log::{debug, warn};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ impl Scheduler {
         key: Key,
         attempt: Attempt,
         nbytes: u64,
-        duration_us: u64,
+        run: Option<TaskRun>,
     ) {
         if attempt == 0 && !self.tasks.contains_key(&key) && self.is_running() {
             // A scattered value stored before the client's `Scatter` arrived here.
@@ -53,6 +53,9 @@ impl Scheduler {
             return;
         }
         self.stop_processing(from, key);
+        if let Some(run) = run {
+            self.record_run(key, from, run, nbytes, None);
+        }
         if let Some(worker) = self.worker_mut(from) {
             worker.nbytes += nbytes;
         }
@@ -69,7 +72,7 @@ impl Scheduler {
         let dependents = task.dependents.clone();
         if !scattered {
             self.completed += 1;
-            let seconds = duration_us as f64 * 1e-6;
+            let seconds = run.map_or(0, |r| r.duration_us) as f64 * 1e-6;
             self.mean_task_seconds = Some(match self.mean_task_seconds {
                 None => seconds,
                 Some(mean) => 0.9 * mean + 0.1 * seconds,
@@ -111,6 +114,7 @@ impl Scheduler {
         key: Key,
         attempt: Attempt,
         message: String,
+        run: TaskRun,
         now: std::time::Instant,
     ) {
         if !self.mpi_runs.is_empty() {
@@ -122,6 +126,7 @@ impl Scheduler {
             return;
         }
         self.stop_processing(from, key);
+        self.record_run(key, from, run, 0, Some(&message));
         let name = self.key_name(key);
         let task = self.tasks.get_mut(&key).expect("current task exists");
         if task.retries_left > 0 {

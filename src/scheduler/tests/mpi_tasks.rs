@@ -175,6 +175,7 @@ fn members_left_waiting_in_mpi_after_a_failure_end_the_job() {
             key: Key(10),
             attempt,
             message: "rank 0 gave up".into(),
+            run: TaskRun::default(),
         },
     );
     assert!(matches!(env.state(10), Some(TaskState::Failed(_))));

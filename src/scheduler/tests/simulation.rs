@@ -144,6 +144,7 @@ impl Sim {
                 key,
                 attempt,
                 message: why,
+                ..
             } = &message
             {
                 let current = matches!(
@@ -252,6 +253,7 @@ impl Sim {
             key,
             attempt,
             message,
+            run: TaskRun::default(),
         })
     }
 
@@ -376,7 +378,11 @@ impl Sim {
                         key,
                         attempt: task.attempt,
                         nbytes: 8,
-                        duration_us: 50_000,
+                        run: Some(TaskRun {
+                            start_us: 0,
+                            duration_us: 50_000,
+                            thread: 0,
+                        }),
                     }),
                 );
                 for (dest, message) in replies {
