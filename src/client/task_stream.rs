@@ -213,11 +213,9 @@ impl PerformanceReport<'_> {
         let client = self.stream.client;
         let part = client.stream_since(self.stream.since)?;
         let workers = client.scheduler_info()?.workers;
-        let dropped = part.next - self.stream.since - part.entries.len() as u64;
-        let mut scope = format!(
-            "Performance report of part of the program: {} task runs",
-            part.next - self.stream.since
-        );
+        let runs = part.next.saturating_sub(self.stream.since);
+        let dropped = runs.saturating_sub(part.entries.len() as u64);
+        let mut scope = format!("Performance report of part of the program: {runs} task runs");
         if dropped > 0 {
             scope.push_str(&format!(
                 " (the first {dropped} are not shown: the scheduler keeps the latest {})",
