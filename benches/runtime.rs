@@ -19,6 +19,12 @@
 //! result, one task at a time, against the same for an empty plain task
 //! (`plain_task_us`), taking turns in one job ([`MPI_TASKS`] of each per turn).
 //!
+//! `checkpoint_overhead`: a job of [`CHECKPOINT_TASKS`] tasks (each about 20 ms of
+//! arithmetic returning 800 KB) run with `--checkpoint` into a new directory, so every
+//! result is also written there, against the same job without it, launches taking turns;
+//! timed inside the program from the map to the gathered sum. The same job started again
+//! on the full directory, so every result is loaded, is `checkpoint_resume_s`.
+//!
 //! `tasks_per_s` and `chain_us` are also compared with two Python peers, each launched once
 //! per round under the same `mpirun -np 4`, from the peers' venv (`make peers`; a missing
 //! venv or script fails the bench):
@@ -121,6 +127,28 @@ fn fib_n() -> u32 {
 
 fn inc(x: u64) -> u64 {
     x + 1
+}
+
+/// Tasks of the `checkpoint_overhead` job.
+const CHECKPOINT_TASKS: u64 = 200;
+
+/// A task of the `checkpoint_overhead` job: `size` values of a slowly converging series
+/// (about 20 ms of arithmetic for 100,000 values), 8 bytes each.
+fn series(seed: u64) -> Vec<f64> {
+    let n = size(100_000, 1_000);
+    let mut x = seed as f64 + 0.5;
+    (0..n)
+        .map(|k| {
+            for _ in 0..12 {
+                x = (x * 1.000_001 + k as f64).sqrt();
+            }
+            x
+        })
+        .collect()
+}
+
+fn total(values: Vec<f64>) -> f64 {
+    values.iter().sum()
 }
 
 // ----- roles -------------------------------------------------------------------------------
@@ -243,6 +271,18 @@ fn role_fib(client: &Client) -> anyhow::Result<()> {
             tasks as f64 / flat_seconds
         );
     }
+    Ok(())
+}
+
+/// The `checkpoint_overhead` job: the seconds from the map to the gathered sum.
+fn role_checkpoint(client: &Client) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let parts = client.map(series, 0..CHECKPOINT_TASKS);
+    let sums = client.map(total, parts.iter());
+    let sum: f64 = client.gather(&sums)?.into_iter().sum();
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(sum.is_finite() && sum > 0.0, "the sum {sum}");
+    println!("MEASURE checkpoint_job_s={seconds}");
     Ok(())
 }
 
@@ -453,6 +493,7 @@ fn play(role: &str) -> ! {
     match role {
         "tasks" => mpidask::run(role_tasks),
         "fib" => mpidask::run(role_fib),
+        "checkpoint" => mpidask::run(role_checkpoint),
         "mpi_overhead" => mpidask::run(role_mpi_overhead),
         "chain" => mpidask::run(role_chain),
         "million" => mpidask::run(role_million),
@@ -873,6 +914,53 @@ fn main() {
             &flat,
             false,
             "fib_flat_tasks_per_s",
+        );
+    }
+    if wanted("checkpoint_overhead") || wanted("checkpoint_resume_s") {
+        let (mut plain, mut kept, mut resumed) = (vec![], vec![], vec![]);
+        let scratch = tempfile::tempdir().expect("a scratch directory");
+        for round in 0..rounds() {
+            plain.push(launch("checkpoint").0.measure("checkpoint_job_s"));
+            let dir = scratch.path().join(format!("round{round}"));
+            let with_dir = |dir: &Path| {
+                let exe = std::env::current_exe().expect("current exe");
+                let mut command: Command = mpirun(NP, &exe, &[]);
+                command
+                    .env("MPIDASK_BENCH_ROLE", "checkpoint")
+                    .env("MPIDASK_CHECKPOINT", dir);
+                let run = run_with_deadline(command, DEADLINE);
+                run.expect_code(0);
+                run
+            };
+            kept.push(with_dir(&dir).measure("checkpoint_job_s"));
+            let run = with_dir(&dir);
+            // The series and their sums: every one loaded.
+            let loaded = format!(
+                "{n} of them loaded from the checkpoint, 0 computed",
+                n = 2 * CHECKPOINT_TASKS
+            );
+            assert!(
+                run.stderr.contains(&loaded),
+                "the second start loads every result:\n{}",
+                run.dump()
+            );
+            resumed.push(run.measure("checkpoint_job_s"));
+        }
+        figure("checkpoint_job_s", "s", &kept, None);
+        figure("checkpoint_plain_job_s", "s", &plain, None);
+        // With over without: the slowdown the checkpoint costs (the target is <= 1.2x).
+        ratio(
+            "checkpoint_overhead",
+            &kept,
+            &plain,
+            false,
+            "checkpoint_plain_job_s",
+        );
+        figure(
+            "checkpoint_resume_s",
+            "s",
+            &resumed,
+            Some("checkpoint_plain_job_s"),
         );
     }
     if wanted("mpi_task_overhead_us") {

@@ -60,6 +60,7 @@ fn spec(key: u64) -> TaskSpec {
         uses: vec![],
         args: vec![ArgSlot::Value(vec![1, 2, 3, 4, 5, 6, 7, 8])],
         options: TaskOptions::default(),
+        checkpoint: None,
     }
 }
 

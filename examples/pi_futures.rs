@@ -6,6 +6,11 @@
 //! mpirun -np 4 target/release/examples/pi_futures --samples 200000000 --tasks 64
 //! ```
 //!
+//! With `--checkpoint DIR` each task's count is kept in DIR as it finishes: the same job
+//! stopped (walltime, scancel) and started again computes only the tasks it had not
+//! finished, and gives the same estimate (`tests/slurm.rs` runs that cycle with
+//! `mpidask jobscript --checkpoint DIR --requeue`).
+//!
 //! Prints the estimate, its error, the workers and the time, then a machine-readable line
 //! `RESULT samples=<n> pi=<value> err=<value> workers=<n> seconds=<value>`. Exits non-zero
 //! if the estimate is further from pi than six standard deviations.

@@ -193,6 +193,12 @@ pub struct RuntimeArgs {
     #[arg(long, env = "MPIDASK_LOCAL_DIRECTORY", value_name = "DIR")]
     pub local_directory: Option<std::path::PathBuf>,
 
+    /// Keep the results of pure tasks in DIR (a private directory, made if missing) as they
+    /// finish; a job started again with the same DIR, executable and program arguments
+    /// loads them instead of computing them again. DIR must be on storage every rank sees
+    #[arg(long, env = "MPIDASK_CHECKPOINT", value_name = "DIR")]
+    pub checkpoint: Option<std::path::PathBuf>,
+
     /// Write the task stream (task runs and transfers on every rank) as Chrome-trace JSON
     /// to FILE when the job ends, also after a failure; open it in <https://ui.perfetto.dev>
     #[arg(long, env = "MPIDASK_TRACE", value_name = "FILE")]
@@ -261,6 +267,7 @@ impl Default for RuntimeArgs {
             memory_spill: DEFAULT_MEMORY_SPILL,
             memory_pause: DEFAULT_MEMORY_PAUSE,
             local_directory: None,
+            checkpoint: None,
             trace: None,
             report: None,
             report_interval: DEFAULT_REPORT_INTERVAL,

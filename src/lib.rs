@@ -54,6 +54,7 @@ mod allocator;
 #[cfg(feature = "huge-page-allocator")]
 #[global_allocator]
 static ALLOCATOR: allocator::HugePageAllocator = allocator::HugePageAllocator;
+mod checkpoint;
 mod client;
 mod collections;
 mod config;

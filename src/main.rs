@@ -242,6 +242,15 @@ struct JobArgs {
     /// every node
     #[arg(long, default_value = "openmpiscript", value_name = "PATH")]
     condor_mpi_script: String,
+    /// Keep results of pure tasks in DIR as they finish (MPIDASK_CHECKPOINT); a job started
+    /// again with the same DIR loads them instead of computing them
+    #[arg(long, value_name = "DIR")]
+    checkpoint: Option<String>,
+    /// Slurm: when the walltime signal stops the job, requeue it (scontrol requeue) to
+    /// resume from --checkpoint, at most TIMES times
+    #[arg(long, value_name = "TIMES", num_args = 0..=1, default_missing_value = "10",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    requeue: Option<u32>,
     /// The program and its arguments, after `--`
     #[arg(last = true, value_name = "PROGRAM")]
     command: Vec<String>,
@@ -278,6 +287,8 @@ impl JobArgs {
             pbs_flavour: self.pbs_flavour,
             sge_pe: self.sge_pe.clone(),
             condor_mpi_script: self.condor_mpi_script.clone(),
+            checkpoint: self.checkpoint.clone(),
+            requeue: self.requeue,
             command: self.command.clone(),
         }
     }

@@ -59,6 +59,7 @@ fn run_scenario(name: &str) -> ! {
                 uses: vec![],
                 args: vec![ArgSlot::Value(vec![1])],
                 options: TaskOptions::default(),
+                checkpoint: None,
             };
             inject_frame(
                 client,

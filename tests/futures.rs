@@ -51,6 +51,24 @@ fn total_of(values: Vec<u64>) -> u64 {
     values.into_iter().sum()
 }
 
+/// `i * i`, after a line in the file `CHECKPOINT_TALLY` names (one per run of the function)
+/// and a nap of `CHECKPOINT_TASK_MS` milliseconds (both read on the worker, so that they are
+/// not arguments: the call is the same in every run of the job).
+fn tallied_square(i: u64) -> u64 {
+    use std::io::Write;
+    if let Ok(path) = std::env::var("CHECKPOINT_TALLY") {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("the tally file");
+        writeln!(file, "{i}").expect("a tally line");
+    }
+    let ms = std::env::var("CHECKPOINT_TASK_MS").map_or(0, |v| v.parse().expect("a number"));
+    std::thread::sleep(Duration::from_millis(ms));
+    i * i
+}
+
 fn my_rank() -> u32 {
     mpidask::worker_rank().expect("runs on a worker").0
 }
@@ -845,6 +863,24 @@ fn scenario_mpi_task_stuck(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// 200 pure tasks and their sum (a job run with `--checkpoint`): says `HALF-DONE` on
+/// stdout once 100 finished, then checks the sum.
+fn scenario_checkpoint(client: &Client) -> anyhow::Result<()> {
+    use std::io::Write;
+    let squares = client.map(tallied_square, 0..200u64);
+    for (done, future) in client.as_completed(&squares).enumerate() {
+        future.result()?;
+        if done + 1 == 100 {
+            println!("HALF-DONE");
+            std::io::stdout().flush()?;
+        }
+    }
+    let total = client.submit(total_of, &squares).result()?;
+    ensure!(total == (0..200u64).map(|i| i * i).sum::<u64>(), "{total}");
+    println!("SCENARIO checkpoint OK");
+    Ok(())
+}
+
 fn run_scenario(name: &str) -> ! {
     match name {
         "futures_api" => mpidask::run(scenario_futures_api),
@@ -853,6 +889,7 @@ fn run_scenario(name: &str) -> ! {
         "mpi_tasks" => mpidask::run(scenario_mpi_tasks),
         "mpi_tasks_local" => mpidask::run(scenario_mpi_tasks_local),
         "mpi_task_stuck" => mpidask::run(scenario_mpi_task_stuck),
+        "checkpoint" => mpidask::run(scenario_checkpoint),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -958,6 +995,150 @@ fn test_mpi_task_example(np: usize) -> Result<(), Failed> {
     })
 }
 
+/// Checkpoint and resume at `np` ranks (0: local mode): a job of 200 tasks with
+/// `--checkpoint`, stopped by SIGTERM once half of them finished, started again computes
+/// only the tasks whose results are not in the directory (counted by the tasks themselves
+/// and in the trace) and gives the same sum; a third start computes nothing; a start with
+/// other program arguments, or (locally) of another executable, reuses nothing and says
+/// why; a directory holding foreign files is refused with exit code 2.
+fn test_checkpoint(np: usize) -> Result<(), Failed> {
+    check(|| {
+        let scratch = tempfile::tempdir().expect("a scratch directory");
+        let dir = scratch.path().join("checkpoint");
+        let tally = |name: &str| scratch.path().join(name);
+        let runs = |name: &str| {
+            std::fs::read_to_string(tally(name)).map_or(0, |text| text.lines().count())
+        };
+        let job = |binary: Option<&std::path::Path>, name: &str, extra: &[&str]| {
+            let mut command = match binary {
+                Some(binary) => {
+                    let mut command = support::local_command(binary);
+                    command.env("MPIDASK_LOCAL_WORKERS", "2");
+                    command.env("MPIDASK_SCENARIO", "checkpoint");
+                    command
+                }
+                None => scenario_command(np, "checkpoint"),
+            };
+            command
+                .args(extra)
+                .env("MPIDASK_CHECKPOINT", &dir)
+                .env("MPIDASK_NTHREADS", "1")
+                .env("CHECKPOINT_TALLY", tally(name));
+            command
+        };
+        let results = || {
+            std::fs::read_dir(&dir)
+                .expect("the checkpoint directory")
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".bin"))
+                .count()
+        };
+
+        // 1: stopped by SIGTERM once 100 of the 200 tasks finished.
+        let mut first = job(None, "first", &[]);
+        first.env("CHECKPOINT_TASK_MS", "30");
+        let stop: Box<dyn FnOnce(i32)> = Box::new(move |session| match np {
+            0 => unsafe {
+                libc::kill(session, libc::SIGTERM);
+            },
+            _ => support::signal_members(session, libc::SIGTERM),
+        });
+        let run = support::run_with_trigger(first, DEADLINE, Some(("HALF-DONE", stop)));
+        run.expect_code(mpidask::ExitCode::Signal.code());
+        let kept = results();
+        assert!(
+            (100..200).contains(&kept),
+            "{kept} results kept after the stop\n{}",
+            run.dump()
+        );
+        let mode = std::fs::metadata(&dir)
+            .expect("the directory")
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o700
+        );
+
+        // 2: started again, it computes only the rest.
+        let trace = scratch.path().join("trace.json");
+        let mut second = job(None, "second", &[]);
+        second.env("MPIDASK_TRACE", &trace);
+        let run = run_with_deadline(second, DEADLINE);
+        run.expect_code(0)
+            .expect_stdout("SCENARIO checkpoint OK")
+            .expect_quiet()
+            .expect_stderr(&format!(
+                "{kept} result(s) of an earlier run are loaded instead of computed"
+            ))
+            .expect_stderr(&format!(
+                "after 201 tasks ({kept} of them loaded from the checkpoint, {} computed)",
+                201 - kept
+            ));
+        assert_eq!(runs("second"), 200 - kept, "{}", run.dump());
+        let trace: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&trace).expect("the trace")).expect("JSON");
+        let traced = trace["traceEvents"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| {
+                e["cat"] == "task"
+                    && e["name"]
+                        .as_str()
+                        .is_some_and(|n| n.contains("tallied_square"))
+            })
+            .count();
+        assert_eq!(traced, 200 - kept, "task runs in the trace");
+        assert_eq!(results(), 201, "every result and the sum are kept");
+
+        // 3: everything is loaded.
+        let run = run_with_deadline(job(None, "third", &[]), DEADLINE);
+        run.expect_code(0)
+            .expect_stdout("SCENARIO checkpoint OK")
+            .expect_quiet()
+            .expect_stderr("after 201 tasks (201 of them loaded from the checkpoint, 0 computed)");
+        assert_eq!(runs("third"), 0, "{}", run.dump());
+
+        // 4: other program arguments: nothing is reused, and the log says why.
+        let run = run_with_deadline(job(None, "fourth", &["--input", "other"]), DEADLINE);
+        run.expect_code(0)
+            .expect_stdout("SCENARIO checkpoint OK")
+            .expect_stderr("written by a run with other arguments")
+            .expect_stderr("every task is computed again");
+        assert_eq!(runs("fourth"), 200, "{}", run.dump());
+
+        if np == 0 {
+            // 5: another executable (this one with a byte more): nothing is reused.
+            let binary = std::env::current_exe().expect("the test binary");
+            let other = scratch.path().join("rebuilt");
+            std::fs::copy(&binary, &other).expect("a copy of the test binary");
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&other)
+                .expect("the copy");
+            std::io::Write::write_all(&mut file, b"\0").expect("a byte more");
+            drop(file);
+            let run =
+                run_with_deadline(job(Some(&other), "fifth", &["--input", "other"]), DEADLINE);
+            run.expect_code(0)
+                .expect_stderr("written by a different executable");
+            assert_eq!(runs("fifth"), 200, "{}", run.dump());
+
+            // A directory of someone else's files is refused, and left as it was.
+            let foreign = scratch.path().join("foreign");
+            std::fs::create_dir(&foreign).expect("a directory");
+            std::fs::write(foreign.join("notes.txt"), "mine").expect("a file");
+            let mut command = job(None, "foreign", &[]);
+            command.env("MPIDASK_CHECKPOINT", &foreign);
+            let run = run_with_deadline(command, DEADLINE);
+            run.expect_code(2)
+                .expect_stderr("notes.txt, which mpidask did not write");
+            assert_eq!(runs("foreign"), 0);
+            assert_eq!(std::fs::read_dir(&foreign).expect("listed").count(), 1);
+        }
+    })
+}
+
 fn main() {
     if let Ok(name) = std::env::var("MPIDASK_SCENARIO") {
         run_scenario(&name);
@@ -976,6 +1157,9 @@ fn main() {
         Trial::test("coordination_np4", || test_coordination(4)),
         Trial::test("coordination_local", || test_coordination(0)),
         Trial::test("fib_example_np4", || test_fib_example(4)),
+        Trial::test("checkpoint_np3", || test_checkpoint(3)),
+        Trial::test("checkpoint_np4", || test_checkpoint(4)),
+        Trial::test("checkpoint_local", || test_checkpoint(0)),
         Trial::test("fib_example_local", || test_fib_example(0)),
         Trial::test("mpi_tasks_np4", || test_mpi_tasks(4)),
         Trial::test("mpi_tasks_np5", || test_mpi_tasks(5)),

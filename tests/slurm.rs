@@ -227,3 +227,146 @@ fn the_walltime_signal_stops_the_job_in_order() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `scontrol show job <id>`'s `field=value` for `field`, if the job is known.
+fn job_field(id: &str, field: &str) -> Option<String> {
+    let output = Command::new("scontrol")
+        .args(["show", "job", "-o", id])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.split_whitespace()
+        .find_map(|word| word.strip_prefix(&format!("{field}=")).map(String::from))
+}
+
+/// Waits (polling) until `ready` holds, failing with `what` after `limit`.
+fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !ready() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Cancels the job when the test ends, however it ends.
+struct CancelOnDrop(String);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("scancel").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_requeued_job_resumes_from_its_checkpoint() {
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    require_slurm();
+    let dir = workdir("requeue");
+    let checkpoint = dir.join("checkpoint");
+    let pi = example("pi_futures").display().to_string();
+    let program = [pi.as_str(), "--samples", "1000000000", "--tasks", "200"];
+    let script = jobscript(
+        &dir,
+        "resume",
+        &[
+            "--walltime",
+            "00:05:00",
+            "--checkpoint",
+            &checkpoint.display().to_string(),
+            "--requeue",
+            "2",
+        ],
+        &program,
+    );
+    let mut submit = Command::new("sbatch");
+    submit.arg("--parsable").arg(&script).current_dir(&dir);
+    mpi_environment(&mut submit);
+    let output = submit.output().expect("sbatch runs");
+    assert!(output.status.success(), "sbatch failed: {output:?}");
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let _cancel = CancelOnDrop(id.clone());
+    let results = || {
+        std::fs::read_dir(&checkpoint).map_or(0, |entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".bin"))
+                .count()
+        })
+    };
+    // Once some results are kept, the walltime signal (what `--signal=B:USR1@60` sends
+    // before the time limit; at a limit of minutes Slurm may send it up to a minute early,
+    // so a test cannot time it): the job stops in order and requeues itself.
+    wait_until(DEADLINE, "the first results", || results() >= 40);
+    let status = Command::new("scancel")
+        .args(["--signal=USR1", "--batch", &id])
+        .status()
+        .expect("scancel runs");
+    assert!(status.success(), "scancel failed");
+    wait_until(DEADLINE, "the requeue", || {
+        job_field(&id, "Restarts").as_deref() == Some("1")
+            && job_field(&id, "JobState").as_deref() == Some("PENDING")
+    });
+    // Slurm starts a requeued job two minutes later at the earliest; the test need not wait.
+    let status = Command::new("scontrol")
+        .args(["update", &format!("jobid={id}"), "starttime=now"])
+        .status()
+        .expect("scontrol runs");
+    assert!(status.success(), "scontrol update failed");
+    wait_until(DEADLINE, "the requeued job to end", || {
+        matches!(
+            job_field(&id, "JobState").as_deref(),
+            Some("COMPLETED" | "FAILED" | "CANCELLED" | "TIMEOUT") | None
+        )
+    });
+    let log = job_log(&dir, "resume");
+    assert_eq!(
+        job_field(&id, "JobState").as_deref(),
+        Some("COMPLETED"),
+        "{log}"
+    );
+    assert!(
+        log.contains("received SIGUSR1") && log.contains("job ends with exit code 9"),
+        "the first run stops in order:\n{log}"
+    );
+    assert!(
+        log.contains("requeued (restart 1 of 2) to resume from the checkpoint"),
+        "{log}"
+    );
+    // The second run loads what the first kept and computes only the rest.
+    let loaded: usize = log
+        .lines()
+        .find_map(|l| {
+            l.split("after 200 tasks (")
+                .nth(1)?
+                .split(" of them loaded")
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no count of loaded results:\n{log}"));
+    assert!(
+        (40..200).contains(&loaded),
+        "{loaded} results loaded:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("{} computed)", 200 - loaded)),
+        "{log}"
+    );
+    assert!(!log.contains("] WARN:"), "the resumed job warns:\n{log}");
+    // The same estimate as a job that was never stopped (the same seed, the same points).
+    let resumed = log
+        .lines()
+        .find(|l| l.starts_with("RESULT"))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("pi=")))
+        .map(String::from)
+        .unwrap_or_else(|| panic!("no RESULT:\n{log}"));
+    let mut direct = support::local_command(Path::new(&pi));
+    direct.args(&program[1..]).env("MPIDASK_LOCAL_WORKERS", "2");
+    let run = run_with_deadline(direct, DEADLINE);
+    assert!(
+        run.code == Some(0) && run.stdout.contains(&resumed),
+        "the uninterrupted run differs from {resumed}:\n{}",
+        run.dump()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -82,6 +82,9 @@ pub(crate) struct Entry {
     forgotten: bool,
     /// Released by the program while it ran: released once it finishes.
     released: bool,
+    /// Its name in every run of this executable, with `--checkpoint` (a pure call whose
+    /// futures all have one, or a scattered value).
+    stable: Option<pure::Content>,
 }
 
 impl Entry {
@@ -95,6 +98,7 @@ impl Entry {
             watchers: Vec::new(),
             forgotten: false,
             released: false,
+            stable: None,
         }
     }
 }
@@ -183,6 +187,8 @@ pub(crate) struct Shared {
     next_worker: AtomicUsize,
     /// `--progress-interval`.
     progress_interval: std::time::Duration,
+    /// `--checkpoint` is given: pure calls get names that hold across runs.
+    checkpoint: bool,
 }
 
 impl Shared {
@@ -210,6 +216,7 @@ impl Shared {
         workers: Vec<Rank>,
         progress_interval: std::time::Duration,
         job_key: u64,
+        checkpoint: bool,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             state: Mutex::new(State::new(Registry::new(job_key))),
@@ -221,6 +228,7 @@ impl Shared {
             workers,
             next_worker: AtomicUsize::new(0),
             progress_interval,
+            checkpoint,
         })
     }
 
@@ -244,6 +252,7 @@ impl Shared {
             workers,
             next_worker: AtomicUsize::new(0),
             progress_interval: std::time::Duration::ZERO,
+            checkpoint: false,
         }))
     }
 
@@ -607,10 +616,11 @@ impl Client {
     ) -> Key {
         let key = self.next_key();
         let nbytes = bytes.len() as u64;
-        self.shared
-            .lock()
-            .keys
-            .insert(key, Entry::new(None, Status::Pending, Some(bytes.clone())));
+        let mut entry = Entry::new(None, Status::Pending, Some(bytes.clone()));
+        if self.shared.checkpoint {
+            entry.stable = Some(pure::scattered_content(&bytes));
+        }
+        self.shared.lock().keys.insert(key, entry);
         self.shared.send(Command::Scheduler(ToScheduler::Scatter {
             key,
             worker,
@@ -753,12 +763,14 @@ impl Client {
 
     /// Registers and sends tasks of `func` (which also calls `uses`) whose arguments were
     /// encoded (or failed to encode), large ones already sent ahead
-    /// ([`send_large_args_direct`](Self::send_large_args_direct)).
+    /// ([`send_large_args_direct`](Self::send_large_args_direct)); `checkpoints` names
+    /// each call for `--checkpoint` (missing past its end: not kept).
     fn submit_calls<T>(
         &self,
         func: FnId,
         uses: &[FnId],
         calls: Vec<bincode::Result<Vec<CallArg>>>,
+        checkpoints: &[Option<pure::Content>],
         options: &TaskOptions,
     ) -> Vec<Future<T>> {
         // A task client's tasks run before those of its own task's priority: the tree of
@@ -781,8 +793,9 @@ impl Client {
         let mut keep = Vec::new();
         {
             let mut state = self.shared.lock();
-            for args in calls {
+            for (i, args) in calls.into_iter().enumerate() {
                 let key = self.next_key();
+                let checkpoint = checkpoints.get(i).copied().flatten();
                 let status = match &args {
                     Ok(_) => Status::Pending,
                     Err(e) => Status::Failed(TaskError::new(
@@ -790,7 +803,9 @@ impl Client {
                         format!("could not encode its arguments: {e}"),
                     )),
                 };
-                state.keys.insert(key, Entry::new(Some(func), status, None));
+                let mut entry = Entry::new(Some(func), status, None);
+                entry.stable = checkpoint;
+                state.keys.insert(key, entry);
                 if let Ok(args) = args {
                     batch.push(TaskSpec {
                         key,
@@ -798,6 +813,7 @@ impl Client {
                         uses: uses.to_vec(),
                         args: args.into_iter().map(|a| a.into_wire(&mut keep)).collect(),
                         options: options.clone(),
+                        checkpoint,
                     });
                     if batch.len() == MAP_BATCH {
                         self.shared
@@ -888,7 +904,7 @@ impl Client {
         let func = self.register_named(trampoline, name);
         let options = TaskOptions::default().priority(priority);
         let args = self.send_large_args_direct(args, &options);
-        self.submit_calls(func, uses, vec![Ok(args)], &options)
+        self.submit_calls(func, uses, vec![Ok(args)], &[], &options)
             .pop()
             .expect("one task")
     }
@@ -1054,12 +1070,21 @@ impl Submitter<'_> {
         let client = self.client;
         let func = client.register(trampoline, name);
         let pure = !self.options.impure;
+        // With --checkpoint, the program's pure calls (not MPI tasks) get names that hold
+        // across runs of this executable.
+        let stable_func = (pure
+            && client.shared.checkpoint
+            && client.shared.hosted.is_none()
+            && self.options.mpi_workers.is_none())
+        .then(|| client.shared.lock().functions.stable_name(func))
+        .flatten();
         // The calls' futures in order; a new call's place is filled once it is submitted.
         let mut futures: Vec<Option<Future<T>>> = Vec::new();
         // Calls encoded and not submitted yet: their places, and their names (pure calls).
         let mut pending = Vec::new();
         let mut places = Vec::new();
         let mut names = Vec::new();
+        let mut checkpoints = Vec::new();
         // The pure calls of this map so far, by name: the place of the first.
         let mut seen: FxHashMap<pure::Content, usize> = FxHashMap::default();
         // Places of repeated calls, and the place of the call they repeat.
@@ -1067,13 +1092,21 @@ impl Submitter<'_> {
         let flush = |futures: &mut Vec<Option<Future<T>>>,
                      pending: &mut Vec<bincode::Result<Vec<CallArg>>>,
                      places: &mut Vec<usize>,
-                     names: &mut Vec<Option<pure::Content>>| {
+                     names: &mut Vec<Option<pure::Content>>,
+                     checkpoints: &mut Vec<Option<pure::Content>>| {
             if pending.is_empty() {
                 return;
             }
-            let submitted = client.submit_calls(func, &[], std::mem::take(pending), &self.options);
+            let submitted = client.submit_calls(
+                func,
+                &[],
+                std::mem::take(pending),
+                checkpoints,
+                &self.options,
+            );
             client.shared.remember_pure(names, &submitted);
             names.clear();
+            checkpoints.clear();
             for (place, future) in places.drain(..).zip(submitted) {
                 futures[place] = Some(future);
             }
@@ -1098,6 +1131,16 @@ impl Submitter<'_> {
                 }
             }
             futures.push(None);
+            let checkpoint = match (&encoded, stable_func) {
+                (Ok(args), Some(stable_func)) => {
+                    let state = client.shared.lock();
+                    pure::stable_content(stable_func, &self.options, args, |key| {
+                        state.keys.get(&key).and_then(|entry| entry.stable)
+                    })
+                }
+                _ => None,
+            };
+            checkpoints.push(checkpoint);
             let sent_ahead = encoded.as_ref().is_ok_and(|args| has_large_value(args));
             pending.push(encoded.map(|args| client.send_large_args_direct(args, &self.options)));
             places.push(place);
@@ -1105,10 +1148,22 @@ impl Submitter<'_> {
             // A call whose large arguments left for a worker is submitted at once, so that
             // worker starts on it while the next call is encoded.
             if sent_ahead || pending.len() == MAP_BATCH {
-                flush(&mut futures, &mut pending, &mut places, &mut names);
+                flush(
+                    &mut futures,
+                    &mut pending,
+                    &mut places,
+                    &mut names,
+                    &mut checkpoints,
+                );
             }
         }
-        flush(&mut futures, &mut pending, &mut places, &mut names);
+        flush(
+            &mut futures,
+            &mut pending,
+            &mut places,
+            &mut names,
+            &mut checkpoints,
+        );
         for (place, first) in repeats {
             futures[place] = futures[first].clone();
         }

@@ -14,7 +14,7 @@
 
 use super::args::CallArg;
 use super::future::{Future, WeakKey};
-use crate::protocol::{FnId, TaskOptions};
+use crate::protocol::{FnId, Key, TaskOptions};
 use rustc_hash::FxHashMap;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -28,11 +28,45 @@ pub(super) fn content(
     options: &TaskOptions,
     args: &[CallArg],
 ) -> Content {
+    let uses: Vec<u128> = uses.iter().map(|f| u128::from(f.0)).collect();
+    hash_call(u128::from(func.0), &uses, options, args, |future| {
+        Some(u128::from(future.0))
+    })
+    .expect("every future has a key")
+}
+
+/// The name of a call that every run of the same executable gives it, for checkpoints:
+/// [`content`] with functions named by their stable names and futures by the stable names
+/// of what made them (`stable_of`); `None` if an argument is a future without one.
+pub(super) fn stable_content(
+    func: u128,
+    options: &TaskOptions,
+    args: &[CallArg],
+    stable_of: impl Fn(Key) -> Option<u128>,
+) -> Option<Content> {
+    hash_call(func, &[], options, args, stable_of)
+}
+
+/// The stable name of a scattered value: its bytes.
+pub(super) fn scattered_content(bytes: &[u8]) -> Content {
     let mut hasher = Xxh3::new();
-    hasher.update(&func.0.to_le_bytes());
+    hasher.update(b"scatter");
+    hasher.update(bytes);
+    hasher.digest128()
+}
+
+fn hash_call(
+    func: u128,
+    uses: &[u128],
+    options: &TaskOptions,
+    args: &[CallArg],
+    future_name: impl Fn(Key) -> Option<u128>,
+) -> Option<Content> {
+    let mut hasher = Xxh3::new();
+    hasher.update(&func.to_le_bytes());
     hasher.update(&(uses.len() as u64).to_le_bytes());
     for f in uses {
-        hasher.update(&f.0.to_le_bytes());
+        hasher.update(&f.to_le_bytes());
     }
     let placement = TaskOptions {
         priority: 0,
@@ -51,18 +85,18 @@ pub(super) fn content(
             }
             CallArg::Future(future) => {
                 hasher.update(&[1]);
-                hasher.update(&future.key().0.to_le_bytes());
+                hasher.update(&future_name(future.key())?.to_le_bytes());
             }
             CallArg::Futures(futures) => {
                 hasher.update(&[2]);
                 hasher.update(&(futures.len() as u64).to_le_bytes());
                 for future in futures {
-                    hasher.update(&future.key().0.to_le_bytes());
+                    hasher.update(&future_name(future.key())?.to_le_bytes());
                 }
             }
         }
     }
-    hasher.digest128()
+    Some(hasher.digest128())
 }
 
 /// The live futures of pure calls, by name.

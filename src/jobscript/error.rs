@@ -33,6 +33,11 @@ pub enum JobscriptError {
         /// Their product.
         total: u32,
     },
+    /// `--requeue` without `--checkpoint`: the requeued job would start from nothing.
+    #[error(
+        "--requeue needs --checkpoint DIR: without it the requeued job computes everything again (and stops at the walltime again); add --checkpoint on storage every node sees, e.g. --checkpoint $SCRATCH/my_job.checkpoint"
+    )]
+    RequeueWithoutCheckpoint,
     /// No program to run.
     #[error(
         "no program given: put it after `--`, e.g. `mpidask jobscript ... -- ./target/release/my_job --input data/`"

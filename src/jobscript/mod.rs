@@ -192,6 +192,12 @@ pub struct JobSpec {
     /// HTCondor: the pool's MPI start script (HTCondor's `openmpiscript`), transferred to
     /// every node and run there by the wrapper.
     pub condor_mpi_script: String,
+    /// `--checkpoint DIR` of the runtime (`MPIDASK_CHECKPOINT`): results of pure tasks are
+    /// kept there, and a job started again loads them.
+    pub checkpoint: Option<String>,
+    /// Slurm: requeue the job (at most this many times) when the walltime signal stopped it,
+    /// so that it resumes from the checkpoint (needs [`JobSpec::checkpoint`]).
+    pub requeue: Option<u32>,
     /// The program and its arguments.
     pub command: Vec<String>,
 }
@@ -219,6 +225,8 @@ impl Default for JobSpec {
             pbs_flavour: PbsFlavour::Pro,
             sge_pe: "mpi".into(),
             condor_mpi_script: "openmpiscript".into(),
+            checkpoint: None,
+            requeue: None,
             command: Vec::new(),
         }
     }
@@ -285,6 +293,9 @@ fn environment(spec: &JobSpec, threads: &str) -> String {
     if let Some(r) = &spec.resources {
         s.push_str(&format!("export MPIDASK_RESOURCES={}\n", shell_quote(r)));
     }
+    if let Some(dir) = &spec.checkpoint {
+        s.push_str(&format!("export MPIDASK_CHECKPOINT={}\n", shell_quote(dir)));
+    }
     s
 }
 
@@ -350,9 +361,14 @@ impl JobSpec {
                 return Err(JobscriptError::BadResources(resources.clone()));
             }
         }
+        if self.requeue.is_some() && self.checkpoint.is_none() {
+            return Err(JobscriptError::RequeueWithoutCheckpoint);
+        }
+        let checkpoint: Vec<String> = self.checkpoint.iter().cloned().collect();
         for (flag, lines) in [
             ("directive", &self.directives),
             ("prologue", &self.prologue),
+            ("checkpoint", &checkpoint),
         ] {
             if let Some(line) = lines.iter().find(|l| l.contains('\n')) {
                 return Err(JobscriptError::Multiline {
@@ -377,6 +393,12 @@ impl JobSpec {
                 fix,
             })
         };
+        if let Some(times) = self.requeue {
+            return unsupported(
+                format!("--requeue {times}"),
+                "requeueing is written for Slurm only: submit the same script again when the job stops at its walltime (exit code 9); with --checkpoint it resumes where it stopped",
+            );
+        }
         if self.launcher == Launcher::Srun {
             return unsupported(
                 "--launcher srun".into(),

@@ -1,4 +1,5 @@
-//! The Slurm script: `#SBATCH` lines, `srun --mpi=pmix` or `mpirun`, and `--signal=B:USR1@N`.
+//! The Slurm script: `#SBATCH` lines, `srun --mpi=pmix` or `mpirun`, `--signal=B:USR1@N`,
+//! and with `--requeue` a `scontrol requeue` of the job when that signal stopped it.
 
 use super::{JobSpec, Launcher, Memory, environment, launch_block, program, shell_quote};
 
@@ -42,6 +43,11 @@ pub(super) fn render(spec: &JobSpec) -> String {
     ));
     // The batch shell gets SIGUSR1 before the walltime and passes it to the ranks.
     directive(format!("--signal=B:USR1@{}", spec.signal_lead_seconds));
+    if spec.requeue.is_some() {
+        // Requeued, the job appends to its log rather than overwriting it.
+        directive("--requeue".into());
+        directive("--open-mode=append".into());
+    }
     for d in &spec.directives {
         directive(d.clone());
     }
@@ -52,6 +58,24 @@ pub(super) fn render(spec: &JobSpec) -> String {
         Launcher::Mpirun => format!("mpirun {}", program(spec)),
         Launcher::Mpiexec => format!("mpiexec -n {} {}", spec.ranks(), program(spec)),
     };
-    s.push_str(&launch_block(&launch, &[], ""));
+    match spec.requeue {
+        None => s.push_str(&launch_block(&launch, &[], "")),
+        Some(times) => {
+            let trap = "trap 'walltime=1; kill -USR1 $launched' USR1";
+            let requeue = format!(
+                "# Stopped by the walltime signal: requeue the job, which resumes from the\n\
+                 # checkpoint (at most {times} times).\n\
+                 if [ \"$walltime\" = 1 ] && [ \"$status\" = 9 ]; then\n\
+                 \x20   if [ \"${{SLURM_RESTART_COUNT:-0}}\" -lt {times} ]; then\n\
+                 \x20       echo \"mpidask: job $SLURM_JOB_ID stopped at its time limit; requeued (restart $((${{SLURM_RESTART_COUNT:-0}} + 1)) of {times}) to resume from the checkpoint\" >&2\n\
+                 \x20       scontrol requeue \"$SLURM_JOB_ID\"\n\
+                 \x20   else\n\
+                 \x20       echo \"mpidask: job $SLURM_JOB_ID stopped at its time limit and was requeued {times} times already; not again (raise --requeue, or --walltime)\" >&2\n\
+                 \x20   fi\n\
+                 fi\n"
+            );
+            s.push_str(&launch_block(&launch, &["walltime=0", trap], &requeue));
+        }
+    }
     s
 }

@@ -779,3 +779,76 @@ fn submit_calls_wait_the_way_each_system_can() {
             .contains("Torque's qsub cannot wait")
     );
 }
+
+#[test]
+fn a_requeued_job_keeps_a_checkpoint_and_requeues_itself_at_the_walltime_signal() {
+    let job = JobSpec {
+        walltime: Some("00:10:00".into()),
+        checkpoint: Some("/scratch/me/pi checkpoint".into()),
+        requeue: Some(3),
+        ..spec()
+    };
+    let script = job.render().unwrap();
+    for line in [
+        "#SBATCH --requeue\n",
+        "#SBATCH --open-mode=append\n",
+        "export MPIDASK_CHECKPOINT='/scratch/me/pi checkpoint'\n",
+        "walltime=0\n",
+        "trap 'walltime=1; kill -USR1 $launched' USR1\n",
+        "if [ \"$walltime\" = 1 ] && [ \"$status\" = 9 ]; then\n",
+        "    if [ \"${SLURM_RESTART_COUNT:-0}\" -lt 3 ]; then\n",
+        "        scontrol requeue \"$SLURM_JOB_ID\"\n",
+        "exit $status\n",
+    ] {
+        assert!(script.contains(line), "{line:?} missing from\n{script}");
+    }
+    // The requeue trap comes after the plain one, so it is the one in force.
+    let plain = script.find("trap 'kill -USR1 $launched' USR1").unwrap();
+    let requeue = script.find("trap 'walltime=1;").unwrap();
+    assert!(plain < requeue);
+    // Without --requeue nothing of it is written; a checkpoint alone is an export.
+    let kept = JobSpec {
+        checkpoint: Some("ckpt".into()),
+        ..spec()
+    }
+    .render()
+    .unwrap();
+    assert!(kept.contains("export MPIDASK_CHECKPOINT=ckpt\n"));
+    assert!(!kept.contains("requeue") && !kept.contains("walltime="));
+}
+
+#[test]
+fn requeue_needs_a_checkpoint_and_slurm() {
+    let error = JobSpec {
+        requeue: Some(10),
+        ..spec()
+    }
+    .validate()
+    .unwrap_err();
+    assert_eq!(error, JobscriptError::RequeueWithoutCheckpoint);
+    assert!(error.to_string().contains("--checkpoint DIR"));
+    let pbs = JobSpec {
+        requeue: Some(10),
+        checkpoint: Some("ckpt".into()),
+        ..JobSpec {
+            command: spec().command,
+            ..JobSpec::for_system(BatchSystem::Pbs)
+        }
+    };
+    let error = pbs.validate().unwrap_err().to_string();
+    assert!(
+        error.contains("--requeue 10") && error.contains("Slurm only"),
+        "{error}"
+    );
+    let multiline = JobSpec {
+        checkpoint: Some("a\nb".into()),
+        ..spec()
+    };
+    assert!(matches!(
+        multiline.validate(),
+        Err(JobscriptError::Multiline {
+            flag: "checkpoint",
+            ..
+        })
+    ));
+}

@@ -35,7 +35,7 @@ pub use frame::{
 pub type Payload = Arc<Bytes>;
 
 /// Version of the message set below. Every rank checks at start-up that all ranks agree.
-pub const PROTOCOL_VERSION: u32 = 16;
+pub const PROTOCOL_VERSION: u32 = 17;
 
 /// Identity of a task or of a scattered value, unique within one job.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -222,6 +222,9 @@ pub struct TaskSpec {
     pub args: Vec<ArgSlot>,
     /// Retries, priority, placement restrictions.
     pub options: TaskOptions,
+    /// With `--checkpoint`: the name of its result on disk, the same in every run of the
+    /// executable (a pure call of the program's).
+    pub checkpoint: Option<u128>,
 }
 
 impl TaskSpec {
@@ -291,6 +294,10 @@ pub struct TaskCode {
     pub uses: Box<[FnId]>,
     /// Arguments.
     pub args: Box<[ArgSlot]>,
+    /// The name of its result in the checkpoint directory ([`TaskSpec::checkpoint`]):
+    /// the worker loads the result from there if it is present, else writes it there.
+    /// (Boxed: one word when absent.)
+    pub checkpoint: Option<Box<u128>>,
 }
 
 impl TaskCode {
@@ -622,7 +629,8 @@ pub enum ToScheduler {
         attempt: Attempt,
         /// Size of the encoded result.
         nbytes: u64,
-        /// When and where the function ran (`None` for a scattered value).
+        /// When and where the function ran (`None` for a scattered value, and for a result
+        /// loaded from the checkpoint directory instead of computed).
         run: Option<TaskRun>,
     },
     /// A worker's task panicked, returned `Err`, or could not decode its inputs.
@@ -899,6 +907,7 @@ mod tests {
                     allow_other_workers: true,
                     impure: false,
                 },
+                checkpoint: Some(u128::MAX - 5),
             }]),
             ToScheduler::Heartbeat,
             ToScheduler::Replicate {

@@ -221,6 +221,7 @@ mod tests {
             func: FnId(0),
             uses: Box::new([]),
             args: deps.iter().map(|&d| ArgSlot::Future(Key(d))).collect(),
+            checkpoint: None,
         };
         let mut chunk = Task::new(code(&[]), TaskOptions::default(), vec![], 0);
         chunk.nbytes = nbytes;

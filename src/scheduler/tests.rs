@@ -287,6 +287,7 @@ fn task_with(key: u64, deps: &[u64], options: TaskOptions) -> TaskSpec {
         uses: vec![],
         args,
         options,
+        checkpoint: None,
     }
 }
 

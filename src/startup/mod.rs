@@ -100,12 +100,21 @@ where
 /// });
 /// assert_eq!(total, 30);
 /// ```
+///
+/// # Panics
+/// If `args.checkpoint` names a directory that cannot be used (the message says why), and
+/// with the program's own panic.
 pub fn run_local<T: Send>(args: RuntimeArgs, program: impl FnOnce(&Client) -> T + Send) -> T {
     logging::init();
     if let Some(dir) = &args.log_dir {
         logging::log_to_dir(dir);
     }
     panics::install_panic_hook();
+    if let Some(dir) = &args.checkpoint
+        && let Err(message) = crate::checkpoint::open_for_job(dir)
+    {
+        panic!("{message}");
+    }
     let (_, result) = local::local_job(
         &args,
         &signals::no_stop_signals(),

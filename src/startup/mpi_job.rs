@@ -157,6 +157,22 @@ fn check_same_program(job: &MpiJob) -> Result<(), (bool, String)> {
     })
 }
 
+/// Opens `--checkpoint` on rank 0 before any task runs and tells every rank whether that
+/// worked (`false`: rank 0 said why, and the job stops with exit code 2).
+fn checkpoint_opened(job: &MpiJob, args: &RuntimeArgs) -> bool {
+    let mine = match (&args.checkpoint, job.rank() == Rank::SCHEDULER) {
+        (Some(dir), true) => match crate::checkpoint::open_for_job(dir) {
+            Ok(_) => 1,
+            Err(message) => {
+                error!("{message}");
+                0
+            }
+        },
+        _ => 1,
+    };
+    job.broadcast_from_first(mine) == 1
+}
+
 /// Runs the job this process is a rank of (or local mode in a world of one); returns the
 /// exit code.
 pub(super) fn start<F, R>(args: &RuntimeArgs, stop_signal: &Arc<AtomicUsize>, program: F) -> i32
@@ -204,6 +220,12 @@ where
     match size {
         1 => {
             debug!("world of one rank: local mode");
+            if let Some(dir) = &args.checkpoint
+                && let Err(message) = crate::checkpoint::open_for_job(dir)
+            {
+                error!("{message}");
+                return ExitCode::Usage.code();
+            }
             let (code, ()) =
                 super::local::local_job(args, stop_signal, program, exit_code_with_message);
             return code;
@@ -227,6 +249,9 @@ where
             error!("{message}");
         }
         return ExitCode::Startup.code();
+    }
+    if !checkpoint_opened(&job, args) {
+        return ExitCode::Usage.code();
     }
     let hosted = placement.hosted_by(rank);
     let (ranks_on_node, workers_sharing_cores) =

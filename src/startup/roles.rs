@@ -146,13 +146,15 @@ pub(super) fn worker_main(
         },
     );
     let executor = match executor {
-        Ok(executor) => executor.with_secede_report(move |key, attempt, waiting| {
-            secede_events.send(WorkerEvent::Seceded {
-                key,
-                attempt,
-                waiting,
-            })
-        }),
+        Ok(executor) => executor
+            .with_checkpoint_dir(args.checkpoint.clone())
+            .with_secede_report(move |key, attempt, waiting| {
+                secede_events.send(WorkerEvent::Seceded {
+                    key,
+                    attempt,
+                    waiting,
+                })
+            }),
         Err(e) => {
             error!("cannot start {nthreads} worker threads: {e}");
             abort_job(transport, ExitCode::Startup.code());
@@ -222,7 +224,13 @@ where
 {
     logging::set_thread_role(1, "client");
     let (commands, events) = node::event_channel();
-    let shared = Shared::new(commands.clone(), workers, args.progress_interval(), job_key);
+    let shared = Shared::new(
+        commands.clone(),
+        workers,
+        args.progress_interval(),
+        job_key,
+        args.checkpoint.is_some(),
+    );
     let mut node = ClientNode::new(shared.clone(), args.shutdown_timeout());
     if args.tracing() {
         node = node.with_trace();

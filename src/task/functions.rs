@@ -106,6 +106,9 @@ pub struct Registry {
     base: u32,
     ids: FxHashMap<(usize, u64, Option<String>), FnId>,
     names: Vec<String>,
+    /// By id: a name of the registration that is the same in every run of this executable
+    /// (its offset, type and name), for checkpoints.
+    stable: Vec<u128>,
 }
 
 impl Registry {
@@ -122,6 +125,7 @@ impl Registry {
             base,
             ids: FxHashMap::default(),
             names: Vec::new(),
+            stable: Vec::new(),
         }
     }
 
@@ -161,6 +165,11 @@ impl Registry {
         let id = FnId(self.base + index);
         let offset = offset_of(f);
         let name = name();
+        let mut stable = xxhash_rust::xxh3::Xxh3::new();
+        stable.update(&offset.to_le_bytes());
+        stable.update(&signature.to_le_bytes());
+        stable.update(name.as_bytes());
+        self.stable.push(stable.digest128());
         self.names.push(name.clone());
         self.ids.insert(entry, id);
         let check = seal(self.key, id, offset, signature);
@@ -174,6 +183,14 @@ impl Registry {
                 check,
             }),
         )
+    }
+
+    /// The name of the registration `id` that every run of this executable gives it (what
+    /// [`FunctionMsg::offset`], its type and its name make), for checkpoints.
+    pub fn stable_name(&self, id: FnId) -> Option<u128> {
+        id.0.checked_sub(self.base)
+            .and_then(|i| self.stable.get(i as usize))
+            .copied()
     }
 
     /// The readable name of `id`.

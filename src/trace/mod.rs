@@ -273,6 +273,21 @@ impl TraceCollector {
         }
     }
 
+    /// Lists the failure of `key` on `worker` at `at_us` (its message cut to
+    /// [`MAX_MESSAGE`] characters), or only counts it past [`MAX_FAILURES`].
+    fn push_failure(&mut self, worker: Rank, key: Key, at_us: u64, message: &str) {
+        if self.failures.len() < MAX_FAILURES {
+            self.failures.push(Failure {
+                worker,
+                key,
+                at_us,
+                message: message.chars().take(MAX_MESSAGE).collect(),
+            });
+        } else {
+            self.more_failures += 1;
+        }
+    }
+
     /// The report of a part of the program (`performance_report`), from `start_us` to now:
     /// the task runs in `entries` (from the scheduler's task stream), on `workers`, with
     /// their functions' `names`; `scope` says what the page covers.
@@ -311,16 +326,12 @@ impl TraceCollector {
             };
             collector.events.push((entry.worker, event));
             if let Some(message) = &entry.error {
-                if collector.failures.len() < MAX_FAILURES {
-                    collector.failures.push(Failure {
-                        worker: entry.worker,
-                        key: entry.key,
-                        at_us: entry.run.start_us.saturating_add(entry.run.duration_us),
-                        message: message.clone(),
-                    });
-                } else {
-                    collector.more_failures += 1;
-                }
+                collector.push_failure(
+                    entry.worker,
+                    entry.key,
+                    entry.run.start_us.saturating_add(entry.run.duration_us),
+                    message,
+                );
             }
         }
         collector
@@ -383,16 +394,7 @@ impl TraceCollector {
                 message: ref text,
                 ..
             } => {
-                if self.failures.len() < MAX_FAILURES {
-                    self.failures.push(Failure {
-                        worker: from,
-                        key,
-                        at_us: now_us(),
-                        message: text.chars().take(MAX_MESSAGE).collect(),
-                    });
-                } else {
-                    self.more_failures += 1;
-                }
+                self.push_failure(from, key, now_us(), text);
                 Some(message)
             }
             other => Some(other),

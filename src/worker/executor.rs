@@ -77,6 +77,8 @@ pub struct TaskOutcome {
     pub thread: u32,
     /// Bytes of its inputs (arguments sent with it and dependency values).
     pub bytes_in: u64,
+    /// The result was loaded from the checkpoint directory: the function did not run.
+    pub restored: bool,
 }
 
 struct Queue {
@@ -108,6 +110,8 @@ struct Shared {
     secede_report: std::sync::OnceLock<SecedeReport>,
     /// Extra threads waiting for a loop to run.
     spares: Spares,
+    /// `--checkpoint`.
+    checkpoint: std::sync::OnceLock<CheckpointDir>,
 }
 
 /// Where [`seceded`] reports a task's wait: the worker's event channel.
@@ -337,7 +341,55 @@ pub fn run_task(task: &ReadyTask) -> TaskOutcome {
         started_us,
         thread: rayon::current_thread_index().unwrap_or(0) as u32,
         bytes_in: (inline + read) as u64,
+        restored: false,
     }
+}
+
+/// The checkpoint directory results are loaded from and written to (`--checkpoint`).
+struct CheckpointDir {
+    path: std::path::PathBuf,
+    /// A failed write was warned about (once per worker).
+    warned: std::sync::atomic::AtomicBool,
+}
+
+/// Runs `task`, or loads its result from the checkpoint directory when an earlier run of
+/// the job left it there; a result computed here is written there (on this task thread,
+/// so the communication thread never waits for the disk).
+fn run_or_restore(shared: &Shared, task: &ReadyTask) -> TaskOutcome {
+    let (Some(dir), Some(name)) = (shared.checkpoint.get(), task.code.checkpoint.as_deref()) else {
+        return run_task(task);
+    };
+    let started_us = crate::trace::now_us();
+    let started = Instant::now();
+    match crate::checkpoint::read_result(&dir.path, *name) {
+        Ok(value) => {
+            return TaskOutcome {
+                key: task.key,
+                attempt: task.attempt,
+                result: Ok(Bytes::from(value)),
+                duration: started.elapsed(),
+                started_us,
+                thread: rayon::current_thread_index().unwrap_or(0) as u32,
+                bytes_in: 0,
+                restored: true,
+            };
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => log::warn!("checkpoint: {e} (task {} is computed again)", task.key),
+    }
+    let outcome = run_task(task);
+    if let Ok(value) = &outcome.result
+        && let Err(e) = crate::checkpoint::write_result(&dir.path, *name, value)
+        && !dir.warned.swap(true, AtomicOrdering::Relaxed)
+    {
+        log::warn!(
+            "worker {}: cannot write a result into the checkpoint directory {}: {e}; its \
+             results are not kept for the next run (said once)",
+            shared.rank,
+            dir.path.display()
+        );
+    }
+    outcome
 }
 
 fn take_resources(free: &mut [Resource], wanted: &[Resource]) -> bool {
@@ -386,6 +438,7 @@ impl Executor {
             on_thread_start: Arc::new(on_thread_start),
             secede_report: std::sync::OnceLock::new(),
             spares: Spares::new(),
+            checkpoint: std::sync::OnceLock::new(),
         });
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(nthreads)
@@ -414,6 +467,19 @@ impl Executor {
         report: impl Fn(Key, Attempt, bool) + Send + Sync + 'static,
     ) -> Self {
         let _ = self.shared.secede_report.set(Box::new(report));
+        self
+    }
+
+    /// Loads results of tasks named for checkpoints from `dir` (`--checkpoint`, if given)
+    /// when they are there, and writes those it computes there. Call it before any task is
+    /// queued.
+    pub fn with_checkpoint_dir(self, dir: Option<std::path::PathBuf>) -> Self {
+        if let Some(path) = dir {
+            let _ = self.shared.checkpoint.set(CheckpointDir {
+                path,
+                warned: std::sync::atomic::AtomicBool::new(false),
+            });
+        }
         self
     }
 
@@ -493,7 +559,7 @@ fn drain(shared: &Arc<Shared>, pool: &Arc<rayon::ThreadPool>) {
             }
         };
         CURRENT.with(|c| c.set(Some((task.key, task.attempt, task.priority))));
-        let outcome = run_task(&task);
+        let outcome = run_or_restore(shared, &task);
         CURRENT.with(|c| c.set(None));
         if !task.resources.is_empty() {
             give_back(&mut shared.lock().free, &task.resources);
@@ -534,6 +600,7 @@ mod tests {
                 func: crate::protocol::FnId(0),
                 uses: vec![].into(),
                 args: vec![].into(),
+                checkpoint: None,
             }),
             functions: Arc::new(FunctionTable::new(0)),
             deps: vec![],

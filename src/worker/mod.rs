@@ -526,7 +526,9 @@ impl WorkerNode {
             )),
             _ => Ok(bytes),
         });
-        if let Some(trace) = &mut self.trace {
+        // A result loaded from the checkpoint is no run of the function: no task stream
+        // entry, and `run: None` tells the scheduler.
+        if let Some(trace) = self.trace.as_mut().filter(|_| !outcome.restored) {
             trace.record(TraceEvent::Task {
                 key: outcome.key,
                 func: task.code.func,
@@ -565,7 +567,7 @@ impl WorkerNode {
                         key: outcome.key,
                         attempt: outcome.attempt,
                         nbytes,
-                        run: Some(run),
+                        run: (!outcome.restored).then_some(run),
                     },
                 );
             }

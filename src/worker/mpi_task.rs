@@ -123,6 +123,7 @@ impl MpiJob {
             started_us,
             thread: 0,
             bytes_in: read as u64,
+            restored: false,
         }
     }
 }

@@ -128,6 +128,8 @@ pub struct Scheduler {
     /// Scattered values a worker reported before the client's `Scatter` arrived.
     early_scatters: FxHashMap<Key, EarlyScatter>,
     completed: u64,
+    /// Of those, results loaded from the checkpoint directory (the function did not run).
+    restored: u64,
     /// Tasks ended by a failure or cancellation (their own or a dependency's).
     failed: u64,
     /// Tasks forgotten before they finished (the client released them).
@@ -202,6 +204,7 @@ impl Scheduler {
             submitted: 0,
             early_scatters: FxHashMap::default(),
             completed: 0,
+            restored: 0,
             failed: 0,
             dropped: 0,
             mean_task_seconds: None,

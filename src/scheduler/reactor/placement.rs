@@ -83,6 +83,7 @@ impl Scheduler {
             func: spec.func,
             uses: spec.uses.into(),
             args: spec.args.into(),
+            checkpoint: spec.checkpoint.map(Box::new),
         };
         let loose = spec.options.allow_other_workers;
         let mut task = Task::new(code, spec.options, deps, seq);

@@ -72,15 +72,22 @@ impl Scheduler {
         let dependents = task.dependents.clone();
         if !scattered {
             self.completed += 1;
-            let seconds = run.map_or(0, |r| r.duration_us) as f64 * 1e-6;
-            self.mean_task_seconds = Some(match self.mean_task_seconds {
-                None => seconds,
-                Some(mean) => 0.9 * mean + 0.1 * seconds,
-            });
-            self.group_seconds
-                .entry(group)
-                .and_modify(|mean| *mean = 0.9 * *mean + 0.1 * seconds)
-                .or_insert(seconds);
+            // A task without a run had its result loaded from the checkpoint: it says
+            // nothing of how long such tasks take.
+            match run {
+                None => self.restored += 1,
+                Some(run) => {
+                    let seconds = run.duration_us as f64 * 1e-6;
+                    self.mean_task_seconds = Some(match self.mean_task_seconds {
+                        None => seconds,
+                        Some(mean) => 0.9 * mean + 0.1 * seconds,
+                    });
+                    self.group_seconds
+                        .entry(group)
+                        .and_modify(|mean| *mean = 0.9 * *mean + 0.1 * seconds)
+                        .or_insert(seconds);
+                }
+            }
         }
         if client_wants {
             self.notify_owner(key, ToClient::KeyDone { key, worker: from });

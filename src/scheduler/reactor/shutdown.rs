@@ -14,8 +14,17 @@ impl Scheduler {
         if !self.is_running() {
             return;
         }
+        let loaded = if self.restored > 0 {
+            format!(
+                " ({} of them loaded from the checkpoint, {} computed)",
+                self.restored,
+                self.completed - self.restored
+            )
+        } else {
+            String::new()
+        };
         info!(
-            "client finished (exit code {code}) after {} tasks; shutting down",
+            "client finished (exit code {code}) after {} tasks{loaded}; shutting down",
             self.completed
         );
         self.start_shutdown(code, now);
