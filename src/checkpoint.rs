@@ -286,7 +286,7 @@ pub fn read_result(dir: &Path, content: ContentName) -> std::io::Result<Vec<u8>>
     let corrupt = |what: &str| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("{}: {what}; delete it to compute it again", path.display()),
+            format!("{}: {what}", path.display()),
         )
     };
     if &header[..8] != MAGIC {

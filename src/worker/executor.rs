@@ -375,7 +375,10 @@ fn run_or_restore(shared: &Shared, task: &ReadyTask) -> TaskOutcome {
             };
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => log::warn!("checkpoint: {e} (task {} is computed again)", task.key),
+        Err(e) => log::warn!(
+            "checkpoint: cannot load {e}; task {} is computed again and its file replaced",
+            task.key
+        ),
     }
     let outcome = run_task(task);
     if let Ok(value) = &outcome.result
