@@ -306,9 +306,11 @@ fn a_requeued_job_resumes_from_its_checkpoint() {
         job_field(&id, "Restarts").as_deref() == Some("1")
             && job_field(&id, "JobState").as_deref() == Some("PENDING")
     });
-    // Slurm starts a requeued job two minutes later at the earliest; the test need not wait.
+    // Slurm starts a requeued job two minutes later at the earliest; the test waits five
+    // seconds. (Not less: the node refuses to start a job in the second its last run was
+    // killed, "Job credential revoked", and the job ends FAILED.)
     let status = Command::new("scontrol")
-        .args(["update", &format!("jobid={id}"), "starttime=now"])
+        .args(["update", &format!("jobid={id}"), "starttime=now+5"])
         .status()
         .expect("scontrol runs");
     assert!(status.success(), "scontrol update failed");
