@@ -76,12 +76,10 @@ pub struct Manifest {
 
 impl Manifest {
     /// The manifest of the running executable started with the program `arguments`.
-    pub fn of_this_run(arguments: Vec<String>) -> std::io::Result<Self> {
-        let bytes = std::fs::read("/proc/self/exe")
-            .or_else(|_| std::env::current_exe().and_then(std::fs::read))?;
+    pub fn of_this_run(arguments: Vec<String>) -> Result<Self, String> {
         Ok(Manifest {
             format: FORMAT,
-            executable: format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes)),
+            executable: format!("{:032x}", crate::process::executable_hash()?),
             arguments,
         })
     }

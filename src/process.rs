@@ -64,6 +64,21 @@ pub fn core_set_fingerprint() -> u64 {
     hasher.finish()
 }
 
+/// A hash (xxh3-128) of the bytes of the executable this process runs, or why they cannot
+/// be read. The executable is read once, the first time it is asked for: the check that
+/// every rank runs the same program and `--checkpoint`'s manifest share it.
+pub fn executable_hash() -> Result<u128, String> {
+    static HASH: std::sync::OnceLock<Result<u128, String>> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        let bytes = std::fs::read("/proc/self/exe").or_else(|proc_error| {
+            let path = std::env::current_exe().map_err(|_| proc_error.to_string())?;
+            std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+        })?;
+        Ok(xxhash_rust::xxh3::xxh3_128(&bytes))
+    })
+    .clone()
+}
+
 /// Makes the calling thread's sleeps precise: 1 us of timer slack instead of Linux's 50 us
 /// default, so short back-off sleeps do not add latency. A refusal is ignored (sleeps are
 /// then only less precise).
@@ -90,6 +105,12 @@ pub fn lower_current_thread_priority() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_executable_has_a_hash() {
+        let hash = executable_hash().expect("readable");
+        assert_eq!(executable_hash(), Ok(hash));
+    }
 
     #[test]
     fn readings_are_plausible() {

@@ -110,9 +110,7 @@ pub fn run_local<T: Send>(args: RuntimeArgs, program: impl FnOnce(&Client) -> T 
         logging::log_to_dir(dir);
     }
     panics::install_panic_hook();
-    if let Some(dir) = &args.checkpoint
-        && let Err(message) = crate::checkpoint::open_for_job(dir)
-    {
+    if let Err(message) = open_checkpoint(&args) {
         panic!("{message}");
     }
     let (_, result) = local::local_job(
@@ -134,5 +132,14 @@ pub fn run_local<T: Send>(args: RuntimeArgs, program: impl FnOnce(&Client) -> T 
     match result {
         Ok(value) => value,
         Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Opens `--checkpoint`, if the run has one, before any task runs (on rank 0, or in local
+/// mode); the error is the job's start-up error, to be logged.
+fn open_checkpoint(args: &RuntimeArgs) -> Result<(), String> {
+    match &args.checkpoint {
+        Some(dir) => crate::checkpoint::open_for_job(dir).map(drop),
+        None => Ok(()),
     }
 }

@@ -77,15 +77,6 @@ fn node_sharing(job: &MpiJob, worker: bool) -> (usize, usize) {
     (all.len() / 2, sharing)
 }
 
-/// A fingerprint of the executable this process runs, or why it cannot be read.
-fn executable_fingerprint() -> Result<u64, String> {
-    let bytes = std::fs::read("/proc/self/exe").or_else(|proc_error| {
-        let path = std::env::current_exe().map_err(|_| proc_error.to_string())?;
-        std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
-    })?;
-    Ok(xxhash_rust::xxh3::xxh3_64(&bytes))
-}
-
 /// What one rank says in the executable check.
 const CHECK_WORDS: usize = 3;
 
@@ -146,8 +137,9 @@ fn check_same_program(job: &MpiJob) -> Result<(), (bool, String)> {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "?".into());
     let me = job.rank().index();
-    let (words, reason) = match executable_fingerprint() {
-        Ok(fingerprint) => ([fingerprint, u64::from(PROTOCOL_VERSION), 1], None),
+    let (words, reason) = match crate::process::executable_hash() {
+        // The low half of the hash: enough to tell builds apart.
+        Ok(hash) => ([hash as u64, u64::from(PROTOCOL_VERSION), 1], None),
         Err(reason) => ([0, u64::from(PROTOCOL_VERSION), 0], Some(reason)),
     };
     let all = job.all_gather_u64(&words);
@@ -160,15 +152,13 @@ fn check_same_program(job: &MpiJob) -> Result<(), (bool, String)> {
 /// Opens `--checkpoint` on rank 0 before any task runs and tells every rank whether that
 /// worked (`false`: rank 0 said why, and the job stops with exit code 2).
 fn checkpoint_opened(job: &MpiJob, args: &RuntimeArgs) -> bool {
-    let mine = match (&args.checkpoint, job.rank() == Rank::SCHEDULER) {
-        (Some(dir), true) => match crate::checkpoint::open_for_job(dir) {
-            Ok(_) => 1,
-            Err(message) => {
-                error!("{message}");
-                0
-            }
-        },
-        _ => 1,
+    let mine = if job.rank() != Rank::SCHEDULER {
+        1
+    } else if let Err(message) = super::open_checkpoint(args) {
+        error!("{message}");
+        0
+    } else {
+        1
     };
     job.broadcast_from_first(mine) == 1
 }
@@ -220,9 +210,7 @@ where
     match size {
         1 => {
             debug!("world of one rank: local mode");
-            if let Some(dir) = &args.checkpoint
-                && let Err(message) = crate::checkpoint::open_for_job(dir)
-            {
+            if let Err(message) = super::open_checkpoint(args) {
                 error!("{message}");
                 return ExitCode::Usage.code();
             }
@@ -385,10 +373,5 @@ mod tests {
             "{message}"
         );
         assert!(!judge_same_program(&differing, 1, "/bin/p").unwrap_err().0);
-    }
-
-    #[test]
-    fn this_executable_has_a_fingerprint() {
-        assert!(executable_fingerprint().is_ok());
     }
 }
