@@ -1,6 +1,7 @@
 //! Batch jobs on a real Slurm: scripts made by `mpidask jobscript` / `mpidask submit` run the
-//! Pi example with srun and with mpirun, a failing program fails its job, and the walltime
-//! signal stops a job in order. Needs the local cluster `make slurm` starts (`make test`
+//! Pi example with srun and with mpirun, a failing program fails its job, the walltime
+//! signal stops a job in order, and a job with `--checkpoint DIR --requeue` resumes after
+//! its requeue (stopped by `scancel`, and by a real time limit). Needs the local cluster `make slurm` starts (`make test`
 //! does); without it these tests fail, they do not skip.
 
 mod support;
@@ -370,5 +371,124 @@ fn a_requeued_job_resumes_from_its_checkpoint() {
         "the uninterrupted run differs from {resumed}:\n{}",
         run.dump()
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The seconds `pi_futures` reports for `samples` points in local mode with 2 workers.
+fn pi_futures_seconds(pi: &str, samples: u64) -> f64 {
+    let mut direct = support::local_command(Path::new(pi));
+    direct
+        .args(["--samples", &samples.to_string(), "--tasks", "20"])
+        .env("MPIDASK_LOCAL_WORKERS", "2");
+    let run = run_with_deadline(direct, DEADLINE);
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+    run.stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT"))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("seconds="))
+        })
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no seconds in:\n{}", run.dump()))
+}
+
+/// The requeue cycle under a real time limit: one minute, the signal 15 s before it
+/// (`--signal 15`; Slurm checks limits every 30 s and sends the signal early rather than
+/// late, so it comes 15 to 45 s after each start). The job's work is about 70 s: the first
+/// run is stopped by the signal, each run loads what the runs before it kept, and the last
+/// one completes it.
+#[test]
+fn a_job_past_its_time_limit_is_requeued_until_its_work_is_done() {
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    require_slurm();
+    let dir = workdir("time-limit");
+    let checkpoint = dir.join("checkpoint");
+    let pi = example("pi_futures").display().to_string();
+    // About 70 s of points on this machine's two workers.
+    let calibration = 1_000_000_000u64;
+    let rate = calibration as f64 / pi_futures_seconds(&pi, calibration);
+    let samples = ((70.0 * rate) as u64).to_string();
+    let program = [pi.as_str(), "--samples", &samples, "--tasks", "200"];
+    let script = jobscript(
+        &dir,
+        "limit",
+        &[
+            "--walltime",
+            "00:01:00",
+            "--signal",
+            "15",
+            "--checkpoint",
+            &checkpoint.display().to_string(),
+            "--requeue",
+            "5",
+        ],
+        &program,
+    );
+    let mut submit = Command::new("sbatch");
+    submit.arg("--parsable").arg(&script).current_dir(&dir);
+    mpi_environment(&mut submit);
+    let output = submit.output().expect("sbatch runs");
+    assert!(output.status.success(), "sbatch failed: {output:?}");
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let _cancel = CancelOnDrop(id.clone());
+    // Each requeue: Slurm would start the job two minutes later; the test has it start 5 s
+    // later (not in the same second: the node refuses that, "Job credential revoked").
+    let mut restarts_started = 0;
+    wait_until(Duration::from_secs(300), "the job to end", || {
+        let state = job_field(&id, "JobState");
+        let restarts: u32 = job_field(&id, "Restarts").map_or(0, |r| r.parse().unwrap_or(0));
+        if state.as_deref() == Some("PENDING") && restarts > restarts_started {
+            let status = Command::new("scontrol")
+                .args(["update", &format!("jobid={id}"), "starttime=now+5"])
+                .status()
+                .expect("scontrol runs");
+            assert!(status.success(), "scontrol update failed");
+            restarts_started = restarts;
+        }
+        matches!(
+            state.as_deref(),
+            Some("COMPLETED" | "FAILED" | "CANCELLED" | "TIMEOUT" | "NODE_FAIL") | None
+        )
+    });
+    let log = job_log(&dir, "limit");
+    assert_eq!(
+        job_field(&id, "JobState").as_deref(),
+        Some("COMPLETED"),
+        "{log}"
+    );
+    assert!(restarts_started >= 1, "the job was never requeued:\n{log}");
+    assert!(
+        log.contains("received SIGUSR1")
+            && log.contains("requeued (restart 1 of 5) to resume from the checkpoint"),
+        "the first run stops at its time limit's signal and is requeued:\n{log}"
+    );
+    assert!(
+        !log.contains("DUE TO TIME LIMIT"),
+        "a run was killed at its time limit instead of stopping at the signal:\n{log}"
+    );
+    // The last run loads what the runs before it kept and computes the rest; the program
+    // checks its estimate (COMPLETED above).
+    let (loaded, computed): (usize, usize) = log
+        .lines()
+        .find_map(|l| {
+            let counts = l.split("after 200 tasks (").nth(1)?;
+            let loaded = counts.split(" of them loaded").next()?.parse().ok()?;
+            let computed = counts
+                .split("checkpoint, ")
+                .nth(1)?
+                .split(" computed")
+                .next()?
+                .parse()
+                .ok()?;
+            Some((loaded, computed))
+        })
+        .unwrap_or_else(|| panic!("no count of loaded results:\n{log}"));
+    assert!(
+        loaded >= 1 && loaded + computed == 200,
+        "{loaded} loaded, {computed} computed:\n{log}"
+    );
+    assert!(log.contains("RESULT samples="), "{log}");
+    assert!(!log.contains("] WARN:"), "a run warns:\n{log}");
     let _ = std::fs::remove_dir_all(dir);
 }
