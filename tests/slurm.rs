@@ -1,15 +1,15 @@
 //! Batch jobs on a real Slurm: scripts made by `mpidask jobscript` / `mpidask submit` run the
 //! Pi example with srun and with mpirun, a failing program fails its job, the walltime
 //! signal stops a job in order, and a job with `--checkpoint DIR --requeue` resumes after
-//! its requeue (stopped by `scancel`, and by a real time limit). Needs the local cluster `make slurm` starts (`make test`
-//! does); without it these tests fail, they do not skip.
+//! its requeue (stopped by `scancel`, and by a real time limit). Needs the local cluster
+//! `make slurm` starts (`make test` does); without it these tests fail, they do not skip.
 
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::{Run, example, mpi_environment, require_slurm, run_with_deadline, run_with_trigger};
 
 /// One job at a time: the cluster is two cores.
@@ -229,20 +229,39 @@ fn the_walltime_signal_stops_the_job_in_order() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// `scontrol show job <id>`'s `field=value` for `field`, if the job is known.
+/// `scontrol ARGS`' standard output. A call that fails is tried again every half second for
+/// up to 30 s: under load slurmctld sometimes drops a connection ("Zero Bytes were
+/// transmitted or received" in its log), and one failed poll must not end a wait.
+fn scontrol(args: &[&str]) -> String {
+    let started = Instant::now();
+    loop {
+        let output = Command::new("scontrol")
+            .args(args)
+            .output()
+            .expect("scontrol runs");
+        if output.status.success() {
+            return String::from_utf8_lossy(&output.stdout).into_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "`scontrol {}` fails for 30 s: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// One field of `scontrol show job` (the cluster keeps a finished job for `MinJobAge`, 300 s).
 fn job_field(id: &str, field: &str) -> Option<String> {
-    let output = Command::new("scontrol")
-        .args(["show", "job", "-o", id])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.split_whitespace()
+    scontrol(&["show", "job", "-o", id])
+        .split_whitespace()
         .find_map(|word| word.strip_prefix(&format!("{field}=")).map(String::from))
 }
 
 /// Waits (polling) until `ready` holds, failing with `what` after `limit`.
 fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     while !ready() {
         assert!(started.elapsed() < limit, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
@@ -256,6 +275,89 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         let _ = Command::new("scancel").arg(&self.0).status();
     }
+}
+
+/// `sbatch --parsable script` from `dir`: the job's id, and a guard that cancels it.
+fn submit(dir: &Path, script: &Path) -> (String, CancelOnDrop) {
+    let mut submit = Command::new("sbatch");
+    submit.arg("--parsable").arg(script).current_dir(dir);
+    mpi_environment(&mut submit);
+    let output = submit.output().expect("sbatch runs");
+    assert!(output.status.success(), "sbatch failed: {output:?}");
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    (id.clone(), CancelOnDrop(id))
+}
+
+/// How a followed job ended.
+struct Ended {
+    state: String,
+    restarts: u32,
+    /// Each state the job was seen in, with the seconds since the follow began.
+    seen: Vec<String>,
+}
+
+/// Follows a job until it ends (a state it does not leave), for at most `limit`. Slurm would
+/// start a requeued job two minutes later at the earliest; each time the job is back in the
+/// queue this has it start 5 s later. (Not in the same second: the node refuses to start a
+/// job in the second its last run was killed, "Job credential revoked", and the job ends
+/// `FAILED`.)
+fn follow_job(id: &str, limit: Duration) -> Ended {
+    const ENDED: [&str; 8] = [
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "BOOT_FAIL",
+        "DEADLINE",
+    ];
+    let started = Instant::now();
+    let mut seen: Vec<String> = Vec::new();
+    let mut restarts_started = 0;
+    loop {
+        let state = job_field(id, "JobState").unwrap_or_default();
+        let restarts: u32 = job_field(id, "Restarts").map_or(0, |r| r.parse().unwrap_or(0));
+        let now = format!("{state} (restarts {restarts})");
+        if seen.last().is_none_or(|last| !last.ends_with(&now)) {
+            seen.push(format!("{:.1}s {now}", started.elapsed().as_secs_f64()));
+        }
+        if ENDED.contains(&state.as_str()) {
+            return Ended {
+                state,
+                restarts,
+                seen,
+            };
+        }
+        if state == "PENDING" && restarts > restarts_started {
+            scontrol(&["update", &format!("jobid={id}"), "starttime=now+5"]);
+            restarts_started = restarts;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "job {id} has not ended after {limit:?}; seen: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// From the last run's log line "after 200 tasks (L of them loaded from the checkpoint, C
+/// computed)": (L, C).
+fn checkpoint_counts(log: &str) -> (usize, usize) {
+    log.lines()
+        .find_map(|l| {
+            let counts = l.split("after 200 tasks (").nth(1)?;
+            let loaded = counts.split(" of them loaded").next()?.parse().ok()?;
+            let computed = counts
+                .split("checkpoint, ")
+                .nth(1)?
+                .split(" computed")
+                .next()?
+                .parse()
+                .ok()?;
+            Some((loaded, computed))
+        })
+        .unwrap_or_else(|| panic!("no count of loaded results:\n{log}"))
 }
 
 #[test]
@@ -279,13 +381,7 @@ fn a_requeued_job_resumes_from_its_checkpoint() {
         ],
         &program,
     );
-    let mut submit = Command::new("sbatch");
-    submit.arg("--parsable").arg(&script).current_dir(&dir);
-    mpi_environment(&mut submit);
-    let output = submit.output().expect("sbatch runs");
-    assert!(output.status.success(), "sbatch failed: {output:?}");
-    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    let _cancel = CancelOnDrop(id.clone());
+    let (id, _cancel) = submit(&dir, &script);
     let results = || {
         std::fs::read_dir(&checkpoint).map_or(0, |entries| {
             entries
@@ -303,29 +399,12 @@ fn a_requeued_job_resumes_from_its_checkpoint() {
         .status()
         .expect("scancel runs");
     assert!(status.success(), "scancel failed");
-    wait_until(DEADLINE, "the requeue", || {
-        job_field(&id, "Restarts").as_deref() == Some("1")
-            && job_field(&id, "JobState").as_deref() == Some("PENDING")
-    });
-    // Slurm starts a requeued job two minutes later at the earliest; the test waits five
-    // seconds. (Not less: the node refuses to start a job in the second its last run was
-    // killed, "Job credential revoked", and the job ends FAILED.)
-    let status = Command::new("scontrol")
-        .args(["update", &format!("jobid={id}"), "starttime=now+5"])
-        .status()
-        .expect("scontrol runs");
-    assert!(status.success(), "scontrol update failed");
-    wait_until(DEADLINE, "the requeued job to end", || {
-        matches!(
-            job_field(&id, "JobState").as_deref(),
-            Some("COMPLETED" | "FAILED" | "CANCELLED" | "TIMEOUT") | None
-        )
-    });
+    let ended = follow_job(&id, 2 * DEADLINE);
     let log = job_log(&dir, "resume");
-    assert_eq!(
-        job_field(&id, "JobState").as_deref(),
-        Some("COMPLETED"),
-        "{log}"
+    assert!(
+        ended.state == "COMPLETED" && ended.restarts == 1,
+        "job {id}: {:?}\n{log}",
+        ended.seen
     );
     assert!(
         log.contains("received SIGUSR1") && log.contains("job ends with exit code 9"),
@@ -336,24 +415,10 @@ fn a_requeued_job_resumes_from_its_checkpoint() {
         "{log}"
     );
     // The second run loads what the first kept and computes only the rest.
-    let loaded: usize = log
-        .lines()
-        .find_map(|l| {
-            l.split("after 200 tasks (")
-                .nth(1)?
-                .split(" of them loaded")
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no count of loaded results:\n{log}"));
+    let (loaded, computed) = checkpoint_counts(&log);
     assert!(
-        (40..200).contains(&loaded),
-        "{loaded} results loaded:\n{log}"
-    );
-    assert!(
-        log.contains(&format!("{} computed)", 200 - loaded)),
-        "{log}"
+        (40..200).contains(&loaded) && loaded + computed == 200,
+        "{loaded} loaded, {computed} computed:\n{log}"
     );
     assert!(!log.contains("] WARN:"), "the resumed job warns:\n{log}");
     // The same estimate as a job that was never stopped (the same seed, the same points).
@@ -425,39 +490,14 @@ fn a_job_past_its_time_limit_is_requeued_until_its_work_is_done() {
         ],
         &program,
     );
-    let mut submit = Command::new("sbatch");
-    submit.arg("--parsable").arg(&script).current_dir(&dir);
-    mpi_environment(&mut submit);
-    let output = submit.output().expect("sbatch runs");
-    assert!(output.status.success(), "sbatch failed: {output:?}");
-    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    let _cancel = CancelOnDrop(id.clone());
-    // Each requeue: Slurm would start the job two minutes later; the test has it start 5 s
-    // later (not in the same second: the node refuses that, "Job credential revoked").
-    let mut restarts_started = 0;
-    wait_until(Duration::from_secs(300), "the job to end", || {
-        let state = job_field(&id, "JobState");
-        let restarts: u32 = job_field(&id, "Restarts").map_or(0, |r| r.parse().unwrap_or(0));
-        if state.as_deref() == Some("PENDING") && restarts > restarts_started {
-            let status = Command::new("scontrol")
-                .args(["update", &format!("jobid={id}"), "starttime=now+5"])
-                .status()
-                .expect("scontrol runs");
-            assert!(status.success(), "scontrol update failed");
-            restarts_started = restarts;
-        }
-        matches!(
-            state.as_deref(),
-            Some("COMPLETED" | "FAILED" | "CANCELLED" | "TIMEOUT" | "NODE_FAIL") | None
-        )
-    });
+    let (id, _cancel) = submit(&dir, &script);
+    let ended = follow_job(&id, Duration::from_secs(300));
     let log = job_log(&dir, "limit");
-    assert_eq!(
-        job_field(&id, "JobState").as_deref(),
-        Some("COMPLETED"),
-        "{log}"
+    assert!(
+        ended.state == "COMPLETED" && ended.restarts >= 1,
+        "job {id} did not complete after a requeue: {:?}\n{log}",
+        ended.seen
     );
-    assert!(restarts_started >= 1, "the job was never requeued:\n{log}");
     assert!(
         log.contains("received SIGUSR1")
             && log.contains("requeued (restart 1 of 5) to resume from the checkpoint"),
@@ -469,21 +509,7 @@ fn a_job_past_its_time_limit_is_requeued_until_its_work_is_done() {
     );
     // The last run loads what the runs before it kept and computes the rest; the program
     // checks its estimate (COMPLETED above).
-    let (loaded, computed): (usize, usize) = log
-        .lines()
-        .find_map(|l| {
-            let counts = l.split("after 200 tasks (").nth(1)?;
-            let loaded = counts.split(" of them loaded").next()?.parse().ok()?;
-            let computed = counts
-                .split("checkpoint, ")
-                .nth(1)?
-                .split(" computed")
-                .next()?
-                .parse()
-                .ok()?;
-            Some((loaded, computed))
-        })
-        .unwrap_or_else(|| panic!("no count of loaded results:\n{log}"));
+    let (loaded, computed) = checkpoint_counts(&log);
     assert!(
         loaded >= 1 && loaded + computed == 200,
         "{loaded} loaded, {computed} computed:\n{log}"
