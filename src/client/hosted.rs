@@ -70,6 +70,12 @@ pub(crate) fn enter_task_thread(shared: &Arc<Shared>) {
 /// The task client of worker `rank`: its table (for [`enter_task_thread`]) and the node its
 /// worker's communication thread runs. `wake` tells that thread a command is waiting.
 /// `None` if `rank` is too large for the task clients' ranges of keys.
+///
+/// A command from a task's own thread does not wake that thread: the worker takes the
+/// commands when the task next waits or ends (what it reports then wakes the thread), and
+/// at every tick (10 ms). So the calls a task makes before it waits (Dask's `secede`) go
+/// to the scheduler in one frame with its wait, as Dask's batched streams send theirs;
+/// commands from any other thread wake it at once.
 pub(crate) fn host_task_client(
     rank: Rank,
     wake: impl Fn() + Send + Sync + 'static,
@@ -82,7 +88,9 @@ pub(crate) fn host_task_client(
         move |command| {
             // The worker's loop outlives its tasks but at exit, when nothing matters.
             let _ = sender.send(command);
-            wake();
+            if crate::worker::executor::current_priority().is_none() {
+                wake();
+            }
         },
         workers,
         job_key,

@@ -26,6 +26,7 @@ pub(crate) use hosted::{enter_task_thread, host_task_client};
 pub(crate) use node::{ClientNode, Command};
 pub use submitter::Submitter;
 pub use task_stream::{PerformanceReport, TaskRecord, TaskStream};
+use waits::Awaiting;
 pub use waits::{DoneAndNotDone, FutureStatus, ReturnWhen};
 
 use crate::error::{Error, Result, TaskError};
@@ -122,9 +123,17 @@ pub(crate) struct State {
     /// Answers to coordination requests, by request id, not yet taken.
     coordinated: FxHashMap<u64, crate::protocol::CoordReply>,
     /// Tasks sleeping until a message about a key arrives (`Shared::wait_on_key_until`).
-    pub(crate) sleepers: FxHashMap<Key, Vec<std::thread::Thread>>,
+    pub(crate) sleepers: FxHashMap<Key, Vec<Sleeper>>,
     /// The live futures of pure calls.
     pure: pure::PureTable,
+}
+
+/// A task asleep in [`Shared::wait_on_key_until`] until a message about a key arrives.
+pub(crate) struct Sleeper {
+    pub(crate) thread: std::thread::Thread,
+    /// It waits for the key's value, not only for its outcome: the key's `KeyDone` (on
+    /// which the client asks for the value) does not wake it; the value, or a failure, does.
+    pub(crate) for_value: bool,
 }
 
 impl State {
@@ -672,7 +681,9 @@ impl Client {
             .wait_on_key_until(None, |state| {
                 while let Some(future) = futures.get(cursor) {
                     match state.keys.get(&future.key()) {
-                        Some(entry) if !entry.status.is_final() => return Err(future.key()),
+                        Some(entry) if !entry.status.is_final() => {
+                            return Err(Awaiting::Outcome(future.key()));
+                        }
                         _ => cursor += 1,
                     }
                 }
@@ -955,7 +966,7 @@ impl Client {
                         return Ok(Err(Error::Cancelled { key: cause.clone() }));
                     }
                     (_, Some(data)) => values.push(Some(data.clone())),
-                    _ => return Err(*key),
+                    _ => return Err(Awaiting::Value(*key)),
                 }
             }
             Ok(Ok(()))

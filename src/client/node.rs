@@ -1,7 +1,7 @@
 //! The client rank's communication node: forwards the user's commands and records the
 //! answers of the scheduler and the workers in the shared table.
 
-use super::{Shared, Status};
+use super::{Shared, State, Status};
 use crate::error::TaskError;
 use crate::exit::ExitCode;
 use crate::node::{Node, NodeStatus};
@@ -103,7 +103,12 @@ impl ClientNode {
         let sleepers: Vec<_> = {
             let mut state = self.shared.lock();
             state.stopped = true;
-            state.sleepers.drain().flat_map(|(_, s)| s).collect()
+            state
+                .sleepers
+                .drain()
+                .flat_map(|(_, s)| s)
+                .map(|s| s.thread)
+                .collect()
         };
         self.status = NodeStatus::Quiescing;
         self.shared.notify();
@@ -144,6 +149,35 @@ impl ClientNode {
     }
 }
 
+/// Moves to `to_unpark` (woken at the end of the round) the tasks asleep until a message
+/// about `key`; with `value_coming` (its value is on its way) not those that wait for the
+/// value.
+fn wake_sleepers(
+    state: &mut State,
+    to_unpark: &mut Vec<std::thread::Thread>,
+    key: Key,
+    value_coming: bool,
+) {
+    if !value_coming {
+        if let Some(sleepers) = state.sleepers.remove(&key) {
+            to_unpark.extend(sleepers.into_iter().map(|s| s.thread));
+        }
+        return;
+    }
+    let Some(sleepers) = state.sleepers.get_mut(&key) else {
+        return;
+    };
+    sleepers.retain(|s| {
+        if !s.for_value {
+            to_unpark.push(s.thread.clone());
+        }
+        s.for_value
+    });
+    if sleepers.is_empty() {
+        state.sleepers.remove(&key);
+    }
+}
+
 impl Node for ClientNode {
     type Message = ToClient;
     type Event = Command;
@@ -158,21 +192,32 @@ impl Node for ClientNode {
             | ToClient::DataMissing(key) => Some(*key),
             _ => None,
         };
-        if let Some(sleepers) = about.and_then(|key| state.sleepers.remove(&key)) {
-            self.to_unpark.extend(sleepers);
-        }
-        match message {
+        let value_coming = match &message {
             ToClient::KeyDone { key, worker } => {
+                let (key, worker) = (*key, *worker);
                 state.set_status(key, Status::Done(worker));
-                if let Some(entry) = state.keys.get_mut(&key)
+                let entry = state.keys.get_mut(&key);
+                if let Some(entry) = entry
                     && entry.wanted
                     && entry.data.is_none()
-                    && !entry.requested
                 {
-                    entry.requested = true;
-                    self.fetches.entry(worker).or_default().push(key);
+                    if !entry.requested {
+                        entry.requested = true;
+                        self.fetches.entry(worker).or_default().push(key);
+                    }
+                    true
+                } else {
+                    false
                 }
             }
+            _ => false,
+        };
+        if let Some(key) = about {
+            wake_sleepers(&mut state, &mut self.to_unpark, key, value_coming);
+        }
+        match message {
+            // Handled above.
+            ToClient::KeyDone { .. } => {}
             ToClient::KeyErred {
                 key,
                 cause,
@@ -212,8 +257,13 @@ impl Node for ClientNode {
             }
             ToClient::Stop => {
                 state.stopped = true;
-                self.to_unpark
-                    .extend(state.sleepers.drain().flat_map(|(_, sleepers)| sleepers));
+                self.to_unpark.extend(
+                    state
+                        .sleepers
+                        .drain()
+                        .flat_map(|(_, s)| s)
+                        .map(|s| s.thread),
+                );
                 self.status = NodeStatus::Quiescing;
                 // The last entries go before `Quiesced`, which the loop sends next.
                 drop(state);

@@ -2,7 +2,7 @@
 //! timeout and a first-completed mode, a future's result within a time limit, its error
 //! without its value, a gather that skips failed futures, and `fire_and_forget`.
 
-use super::{Client, Future, Shared, State, Status};
+use super::{Client, Future, Shared, Sleeper, State, Status};
 use crate::error::{Error, Result};
 use crate::protocol::Key;
 use serde::de::DeserializeOwned;
@@ -63,6 +63,15 @@ pub(super) fn timed_out(timeout: Option<Duration>, what: String) -> Error {
     }
 }
 
+/// What a wait on one key at a time ([`Shared::wait_on_key_until`]) still waits for.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Awaiting {
+    /// The key's outcome: a value computed, a failure or a cancellation.
+    Outcome(Key),
+    /// The key's value itself (or its failure): its outcome alone does not wake the wait.
+    Value(Key),
+}
+
 /// `true` once `key` has finished (or is no longer known to the client, as a released key).
 fn finished(state: &State, key: Key) -> bool {
     state.keys.get(&key).is_none_or(|e| e.status.is_final())
@@ -109,13 +118,15 @@ impl Shared {
     }
 
     /// [`Shared::wait_for_until`] for a condition that waits on one key at a time: `ready`
-    /// returns the value, or the key it waits on. In a task, the thread sleeps until a
+    /// returns the value, or what it waits for. In a task, the thread sleeps until a
     /// message about that key arrives (not on every change of the table, which would wake
-    /// every waiting task each round); elsewhere it waits as `wait_for_until` does.
+    /// every waiting task each round), and a wait for a value until the value arrives (its
+    /// `KeyDone` would wake it for nothing: the value is only asked for then); elsewhere
+    /// it waits as `wait_for_until` does.
     pub(super) fn wait_on_key_until<T>(
         &self,
         deadline: Option<Instant>,
-        mut ready: impl FnMut(&mut State) -> std::result::Result<T, Key>,
+        mut ready: impl FnMut(&mut State) -> std::result::Result<T, Awaiting>,
     ) -> Result<Option<T>> {
         if crate::worker::executor::current_priority().is_none() {
             return self.wait_for_until(deadline, |state| ready(state).ok());
@@ -127,9 +138,10 @@ impl Shared {
         crate::worker::executor::seceded(|| {
             loop {
                 let mut state = self.lock();
-                let key = match ready(&mut state) {
+                let (key, for_value) = match ready(&mut state) {
                     Ok(value) => return Ok(Some(value)),
-                    Err(key) => key,
+                    Err(Awaiting::Outcome(key)) => (key, false),
+                    Err(Awaiting::Value(key)) => (key, true),
                 };
                 if state.stopped {
                     return Err(Error::ShuttingDown);
@@ -138,7 +150,10 @@ impl Shared {
                 if deadline.is_some_and(|d| now >= d) {
                     return Ok(None);
                 }
-                state.sleepers.entry(key).or_default().push(me.clone());
+                state.sleepers.entry(key).or_default().push(Sleeper {
+                    thread: me.clone(),
+                    for_value,
+                });
                 drop(state);
                 match deadline {
                     None => std::thread::park(),
@@ -146,7 +161,7 @@ impl Shared {
                 }
                 let mut state = self.lock();
                 if let Some(sleepers) = state.sleepers.get_mut(&key) {
-                    sleepers.retain(|t| t.id() != me.id());
+                    sleepers.retain(|s| s.thread.id() != me.id());
                     if sleepers.is_empty() {
                         state.sleepers.remove(&key);
                     }

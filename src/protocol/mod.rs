@@ -663,7 +663,8 @@ pub enum ToScheduler {
         stolen: bool,
     },
     /// A task running on the sender waits for other tasks (`waiting`), having given its
-    /// thread back to the worker, or goes on (`!waiting`).
+    /// thread back to the worker, or goes on (`!waiting`). Going on is told at the
+    /// worker's next tick, and not at all if the task finished first (its result says it).
     Seceded {
         /// Task key.
         key: Key,

@@ -147,9 +147,38 @@ pub struct WorkerNode {
     mpi_report: Option<Arc<dyn Fn(TaskOutcome) + Send + Sync>>,
     /// MPI tasks holding their inputs, waiting for `MpiGo`.
     mpi_prepared: FxHashMap<Key, mpi_task::MpiJob>,
+    /// Tasks that went on after waiting for others, not told to the scheduler yet: told at
+    /// the next tick if they still run (most finish first, and their result says it).
+    rejoined: FxHashSet<(Key, Attempt)>,
 }
 
 impl WorkerNode {
+    /// Sends what the task client was asked since the last call.
+    fn take_client_commands(&mut self, out: &mut Outbox, now: Instant) {
+        if let Some(client) = &mut self.task_client {
+            client.on_commands(out, now);
+        }
+    }
+
+    /// Tells the scheduler which tasks went on after waiting for others and still run: a
+    /// tick after it, since most such tasks finish first (the scheduler then learns it
+    /// from their result, with one message fewer each); meanwhile it counts one thread
+    /// more here than there is.
+    fn tell_rejoined(&mut self, out: &mut Outbox) {
+        for (key, attempt) in std::mem::take(&mut self.rejoined) {
+            if self.tasks.get(&key).is_some_and(|t| t.attempt == attempt) {
+                out.push(
+                    Rank::SCHEDULER,
+                    &ToScheduler::Seceded {
+                        key,
+                        attempt,
+                        waiting: false,
+                    },
+                );
+            }
+        }
+    }
+
     /// A worker that introduces itself to the scheduler with `hello` when it starts, in the
     /// job with `job_key`.
     pub fn new(rank: Rank, hello: WorkerHello, executor: Executor, job_key: u64) -> Self {
@@ -191,6 +220,7 @@ impl WorkerNode {
             functions: Arc::new(FunctionTable::new(job_key)),
             task_client: None,
             own_client_mail: Vec::new(),
+            rejoined: FxHashSet::default(),
             mpi_report: None,
             mpi_prepared: FxHashMap::default(),
         }
@@ -674,6 +704,12 @@ impl Node for WorkerNode {
         if self.status != NodeStatus::Running {
             return;
         }
+        if matches!(event, WorkerEvent::Task(_) | WorkerEvent::Seceded { .. }) {
+            // What a task asked of its task client before it waited or ended goes first
+            // (from a task's own thread, asking does not wake this thread: see
+            // `crate::client::host_task_client`).
+            self.take_client_commands(out, now);
+        }
         match event {
             WorkerEvent::Task(outcome) => self.on_outcome(outcome, out),
             WorkerEvent::Disk(done) => self.on_disk_done(done, out),
@@ -682,7 +718,16 @@ impl Node for WorkerNode {
                 attempt,
                 waiting,
             } => {
-                if self.tasks.get(&key).is_some_and(|t| t.attempt == attempt) {
+                if self.tasks.get(&key).is_none_or(|t| t.attempt != attempt) {
+                    return;
+                }
+                if !waiting {
+                    self.rejoined.insert((key, attempt));
+                    return;
+                }
+                // Waiting again before its going on was told: the scheduler still counts
+                // it as waiting.
+                if !self.rejoined.remove(&(key, attempt)) {
                     out.push(
                         Rank::SCHEDULER,
                         &ToScheduler::Seceded {
@@ -693,11 +738,7 @@ impl Node for WorkerNode {
                     );
                 }
             }
-            WorkerEvent::Client => {
-                if let Some(client) = &mut self.task_client {
-                    client.on_commands(out, now);
-                }
-            }
+            WorkerEvent::Client => self.take_client_commands(out, now),
         }
     }
 
@@ -721,6 +762,8 @@ impl Node for WorkerNode {
             self.collect_spill_records();
         }
         if self.status == NodeStatus::Running {
+            self.take_client_commands(out, now);
+            self.tell_rejoined(out);
             self.store.rebalance();
             self.update_pause(out);
             if let Some(client) = &mut self.task_client {

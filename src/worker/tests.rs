@@ -432,6 +432,65 @@ fn only_queued_tasks_can_be_stolen() {
 }
 
 #[test]
+fn a_task_going_on_after_a_wait_is_told_at_the_next_tick_unless_it_finished() {
+    let mut env = WorkerEnv::new(1);
+    env.send(
+        Rank::SCHEDULER,
+        compute(1, func_of(nap), vec![value(200u64)], vec![]),
+    );
+    env.send(
+        Rank::SCHEDULER,
+        compute(2, func_of(nap), vec![value(200u64)], vec![]),
+    );
+    let mut seceded = |key: u64, waiting: bool| {
+        let event = WorkerEvent::Seceded {
+            key: Key(key),
+            attempt: 1,
+            waiting,
+        };
+        env.node.on_event(event, &mut env.out, Instant::now());
+    };
+    let told = |key: u64, waiting: bool| ToScheduler::Seceded {
+        key: Key(key),
+        attempt: 1,
+        waiting,
+    };
+    // Waiting is told at once, going on is not; waiting again before the tick is not told
+    // either (the scheduler still counts the task as waiting).
+    seceded(1, true);
+    seceded(2, true);
+    seceded(1, false);
+    seceded(2, false);
+    seceded(2, true);
+    seceded(2, false);
+    assert_eq!(env.sent_to_scheduler(), vec![told(1, true), told(2, true)]);
+    // Task 1 finishes before the tick: its result says it all. Task 2 still runs (or
+    // waits for the thread): told at the tick.
+    env.next_outcome();
+    env.node.on_tick(&mut env.out, Instant::now());
+    let sent: Vec<ToScheduler> = env
+        .sent_to_scheduler()
+        .into_iter()
+        .filter(|m| {
+            matches!(
+                m,
+                ToScheduler::Seceded { .. } | ToScheduler::TaskFinished { .. }
+            )
+        })
+        .collect();
+    assert!(
+        matches!(
+            sent.as_slice(),
+            [ToScheduler::TaskFinished { key: Key(1), .. }, last] if *last == told(2, false)
+        ),
+        "{sent:?}"
+    );
+    env.next_outcome();
+    env.node.on_tick(&mut env.out, Instant::now());
+    assert_eq!(env.finished(), vec![2]);
+}
+
+#[test]
 fn a_cancelled_running_task_reports_nothing() {
     let mut env = WorkerEnv::new(1);
     env.send(
