@@ -135,3 +135,36 @@ impl TaskClientNode for TaskClientHost {
         self.node.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The thread a task runs on, as text (thread ids do not encode).
+    fn thread() -> String {
+        format!("{:?}", std::thread::current().id())
+    }
+
+    /// Submits `thread` from a task and waits for it: (the task's thread, the call's).
+    fn parent() -> (String, String) {
+        let client = crate::task_client().expect("in a task");
+        let mine = thread();
+        let call = client.submit(thread, ()).result().expect("its value");
+        (mine, call)
+    }
+
+    #[test]
+    fn a_task_runs_the_call_it_waits_for_on_its_own_thread() {
+        let args = crate::RuntimeArgs {
+            local_workers: 1,
+            nthreads: Some(1),
+            ..crate::RuntimeArgs::default()
+        };
+        crate::run_local(args, |client| {
+            for _ in 0..5 {
+                let (mine, call) = client.submit(parent, ()).result().expect("a value");
+                // The call came to the worker while the task waited for it: no other
+                // thread was woken to run it, and no message told the task it was done.
+                assert_eq!(mine, call);
+            }
+        });
+    }
+}

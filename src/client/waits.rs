@@ -155,15 +155,24 @@ impl Shared {
                     for_value,
                 });
                 drop(state);
-                match deadline {
-                    None => std::thread::park(),
-                    Some(deadline) => std::thread::park_timeout(deadline - now),
-                }
+                // The task of `key` may come to this very worker: this thread runs it then.
+                let value = crate::worker::executor::wait_for_task(key, deadline);
                 let mut state = self.lock();
                 if let Some(sleepers) = state.sleepers.get_mut(&key) {
                     sleepers.retain(|s| s.thread.id() != me.id());
                     if sleepers.is_empty() {
                         state.sleepers.remove(&key);
+                    }
+                }
+                if let (Some(value), Some(rank)) = (value, self.hosted) {
+                    // Its value is here now, before the scheduler says it is done (which
+                    // then asks for nothing).
+                    if let Some(entry) = state.keys.get_mut(&key)
+                        && entry.data.is_none()
+                        && matches!(entry.status, Status::Pending | Status::Done(_))
+                    {
+                        entry.data = Some(value);
+                        state.set_status(key, Status::Done(rank));
                     }
                 }
             }

@@ -33,6 +33,11 @@ pub const MAX_QUEUE_DEPTH: usize = 1000;
 /// Task duration assumed before any task has finished, seconds.
 pub const DEFAULT_TASK_SECONDS: f64 = 0.005;
 
+/// What running a task's own call (submitted from a task) on another worker than that
+/// task's costs more, in seconds: its value goes back to the waiting task, one message
+/// round trip more, and the waiting task cannot run it itself.
+pub const RESULT_RETURN_SECONDS: f64 = 1e-4;
+
 /// Tasks a worker thread may have queued beyond the one it runs, for tasks that take
 /// `mean_task_seconds` on average.
 pub fn queue_depth(mean_task_seconds: Option<f64>) -> usize {

@@ -1369,6 +1369,33 @@ fn task_clients_submit_under_their_own_keys_and_hear_back_on_their_worker() {
     assert!(message.contains("which it did not make"), "{message}");
 }
 
+#[test]
+fn a_task_s_own_calls_go_to_its_worker_unless_that_one_is_busier_by_more_than_their_way_back() {
+    let mut env = TestEnv::new(&[(2, 1), (3, 1)]);
+    env.submit(vec![task(1, &[])]);
+    assert_eq!(env.placements(), vec![(1, 2)]);
+    let (_, attempt) = env.processing(1);
+    env.send(
+        Rank(2),
+        ToScheduler::Seceded {
+            key: Key(1),
+            attempt,
+            waiting: true,
+        },
+    );
+    let base = Key::task_client_base(Rank(2)).expect("a small rank");
+    // Rank 3 holds nothing and rank 2 a task that waits: both would start a task as soon
+    // (the waiting task holds no thread), and the call goes where it is awaited.
+    env.send(Rank(2), ToScheduler::Submit(vec![task(base + 1, &[])]));
+    assert_eq!(env.placements(), vec![(base + 1, 2)]);
+    // Now rank 2 has a task queued that rank 3 has not: the next call goes there.
+    env.send(Rank(2), ToScheduler::Submit(vec![task(base + 2, &[])]));
+    assert_eq!(env.placements(), vec![(base + 2, 3)]);
+    // A call from the program's client has no such worker: the least loaded.
+    env.submit(vec![task(2, &[])]);
+    assert_eq!(env.placements().len(), 1);
+}
+
 mod mpi_tasks;
 mod replicas;
 mod simulation;

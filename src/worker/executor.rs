@@ -10,11 +10,15 @@
 //! it waits, as Dask's `secede`/`rejoin` do ([`seceded`]): one more drain loop may run, on a
 //! thread started for it, so a recursion deeper than the thread count cannot deadlock. When
 //! the wait ends the task goes on at once, and the first loop to finish a task while more
-//! loops run than threads were given ends, so the excess lasts one task at most.
+//! loops run than threads were given ends, so the excess lasts one task at most. The task
+//! it waits for, when it comes to this worker (or is queued here), runs on the waiting
+//! task's own thread ([`wait_for_task`]): it is handed over, not queued, and its value
+//! goes straight to the waiting task.
 
 use crate::protocol::Bytes;
 use crate::protocol::{Attempt, Key, Payload, Rank, Resource, TaskCode};
 use crate::task::{self, CallError, FunctionTable, TaskInput};
+use rustc_hash::FxHashMap;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -42,22 +46,28 @@ pub struct ReadyTask {
     pub seq: u64,
 }
 
-impl PartialEq for ReadyTask {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
+/// A queued task's place in the queue: the task itself is in [`Queue::tasks`] (an entry
+/// whose task was taken or removed is skipped when it comes up).
+#[derive(PartialEq, Eq)]
+struct Order {
+    priority: i32,
+    seq: u64,
+    key: Key,
+    attempt: Attempt,
 }
-impl Eq for ReadyTask {}
-impl PartialOrd for ReadyTask {
+
+impl PartialOrd for Order {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for ReadyTask {
+impl Ord for Order {
     fn cmp(&self, other: &Self) -> Ordering {
         self.priority
             .cmp(&other.priority)
             .then(other.seq.cmp(&self.seq))
+            .then(self.key.0.cmp(&other.key.0))
+            .then(self.attempt.cmp(&other.attempt))
     }
 }
 
@@ -68,7 +78,7 @@ pub struct TaskOutcome {
     /// Placement number it ran under.
     pub attempt: Attempt,
     /// The encoded value, or what went wrong.
-    pub result: Result<Bytes, CallError>,
+    pub result: Result<Payload, CallError>,
     /// Time the function ran.
     pub duration: Duration,
     /// When it started, microseconds since the Unix epoch (for the task stream).
@@ -82,17 +92,52 @@ pub struct TaskOutcome {
 }
 
 struct Queue {
-    ready: BinaryHeap<ReadyTask>,
+    /// The order of the queued tasks.
+    ready: BinaryHeap<Order>,
+    /// The queued tasks.
+    tasks: FxHashMap<Key, ReadyTask>,
     active_loops: usize,
     /// Loops whose task waits for other tasks, having given its thread back.
     seceded: usize,
     free: Vec<Resource>,
+    /// Keys a waiting task of this worker waits for, with its thread: when such a task
+    /// comes, that thread runs it ([`wait_for_task`]).
+    awaited: FxHashMap<Key, std::thread::Thread>,
+    /// Tasks handed to the thread that waits for them, not taken yet.
+    handed: FxHashMap<Key, ReadyTask>,
 }
 
 impl Queue {
     /// Loops that run tasks now.
     fn running_loops(&self) -> usize {
         self.active_loops.saturating_sub(self.seceded)
+    }
+
+    /// Queues `task`.
+    fn insert(&mut self, task: ReadyTask) {
+        self.ready.push(Order {
+            priority: task.priority,
+            seq: task.seq,
+            key: task.key,
+            attempt: task.attempt,
+        });
+        // A newer placement of a key replaces the one queued (whose outcome would be stale).
+        self.tasks.insert(task.key, task);
+    }
+
+    /// Takes the queued task `key` out of the queue (its entry in the order is skipped).
+    fn take(&mut self, key: Key) -> Option<ReadyTask> {
+        let task = self.tasks.remove(&key);
+        if self.tasks.is_empty() {
+            // Only skipped entries are left.
+            self.ready.clear();
+        }
+        task
+    }
+
+    /// Whether a task waits in the queue (its order may still hold skipped entries).
+    fn has_tasks(&self) -> bool {
+        !self.tasks.is_empty()
     }
 }
 
@@ -133,11 +178,13 @@ pub struct Executor {
 
 thread_local! {
     static WORKER_RANK: std::cell::Cell<Option<Rank>> = const { std::cell::Cell::new(None) };
-    /// The executor whose tasks this thread runs.
     /// The task running on this thread.
     static CURRENT: std::cell::Cell<Option<(Key, Attempt, i32)>> =
         const { std::cell::Cell::new(None) };
-    /// (Weak: the pool's own threads must not keep it alive.)
+    /// Tasks this thread runs inside the waits of others ([`wait_for_task`]).
+    static INLINE_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// The executor whose tasks this thread runs (weak: the pool's own threads must not
+    /// keep it alive).
     static EXECUTOR: std::cell::RefCell<Option<(Arc<Shared>, Weak<rayon::ThreadPool>)>> =
         const { std::cell::RefCell::new(None) };
 }
@@ -180,6 +227,99 @@ pub fn seceded<R>(wait: impl FnOnce() -> R) -> R {
     value
 }
 
+/// Tasks run by a waiting task on its own thread, one inside the other, at most: each
+/// holds the stack of the ones below it.
+const MAX_INLINE_DEPTH: u32 = 8;
+
+/// The stack of a thread that runs tasks: four times Rust's default for a thread, as the
+/// tasks a waiting task runs itself ([`MAX_INLINE_DEPTH`]) share it (address space only:
+/// pages are used as the stack grows).
+const TASK_STACK_BYTES: usize = 8 << 20;
+
+/// Parks the calling task, waiting for task `key` inside [`seceded`], until it is
+/// unparked or `deadline` passes. When the task of `key` comes to this worker meanwhile
+/// (or is queued here already), this thread runs it, as rayon's `join` runs the half it
+/// waits for: no other thread is woken for it and this one does not sleep. Its value is
+/// returned when it ran and succeeded (its outcome goes to the worker as any task's does).
+///
+/// Only the task waited for runs here, never another: a task below another on one stack
+/// goes on only when the one above has finished, and the one above is what it waits for.
+/// A wait with a deadline only parks (a task run here could not be stopped at the
+/// deadline), and so does one outside a task's wait or this many tasks deep
+/// ([`MAX_INLINE_DEPTH`]).
+pub(crate) fn wait_for_task(key: Key, deadline: Option<Instant>) -> Option<Payload> {
+    if let Some(deadline) = deadline {
+        std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
+        return None;
+    }
+    let executor = EXECUTOR
+        .with(|e| e.borrow().clone())
+        .and_then(|(shared, pool)| Some((shared, pool.upgrade()?)));
+    let Some((shared, pool)) =
+        executor.filter(|_| INLINE_DEPTH.with(|d| d.get()) < MAX_INLINE_DEPTH)
+    else {
+        std::thread::park();
+        return None;
+    };
+    let queued = {
+        let mut queue = shared.lock();
+        match queue.tasks.get(&key) {
+            Some(task) if task.resources.is_empty() => queue.take(key),
+            _ => {
+                // Another task of this worker that waits for it is its runner.
+                queue
+                    .awaited
+                    .entry(key)
+                    .or_insert_with(std::thread::current);
+                None
+            }
+        }
+    };
+    let task = match queued {
+        Some(task) => task,
+        None => {
+            std::thread::park();
+            let mut queue = shared.lock();
+            if queue
+                .awaited
+                .get(&key)
+                .is_some_and(|t| t.id() == std::thread::current().id())
+            {
+                queue.awaited.remove(&key);
+            }
+            queue.handed.remove(&key)?
+        }
+    };
+    run_inline(&shared, &pool, task)
+}
+
+/// Runs `task` on this thread, inside the wait (in [`seceded`]) of the task running here,
+/// which counts as running again meanwhile; returns its value if it succeeded.
+fn run_inline(
+    shared: &Arc<Shared>,
+    pool: &Arc<rayon::ThreadPool>,
+    task: ReadyTask,
+) -> Option<Payload> {
+    shared.lock().seceded -= 1;
+    let waiting = CURRENT.with(|c| c.replace(Some((task.key, task.attempt, task.priority))));
+    INLINE_DEPTH.with(|d| d.set(d.get() + 1));
+    let outcome = run_or_restore(shared, &task);
+    INLINE_DEPTH.with(|d| d.set(d.get() - 1));
+    CURRENT.with(|c| c.set(waiting));
+    let start_loop = {
+        let mut queue = shared.lock();
+        queue.seceded += 1;
+        // What came while it ran and found every loop busy.
+        claim_loop(&mut queue, shared.max_loops)
+    };
+    if start_loop {
+        start_drain(shared, pool, true);
+    }
+    let value = outcome.result.as_ref().ok().cloned();
+    (shared.report)(outcome);
+    value
+}
+
 /// The priority of the task running on this thread (`None` outside tasks).
 pub fn current_priority() -> Option<i32> {
     CURRENT.with(|c| c.get()).map(|(_, _, priority)| priority)
@@ -187,7 +327,7 @@ pub fn current_priority() -> Option<i32> {
 
 /// Counts one more drain loop if fewer than `max_loops` run tasks and a task waits.
 fn claim_loop(queue: &mut Queue, max_loops: usize) -> bool {
-    let start = queue.running_loops() < max_loops && !queue.ready.is_empty();
+    let start = queue.running_loops() < max_loops && queue.has_tasks();
     if start {
         queue.active_loops += 1;
     }
@@ -216,23 +356,26 @@ fn start_drain(shared: &Arc<Shared>, pool: &Arc<rayon::ThreadPool>, own_thread: 
     }
     let name = format!("mpidask-r{}-s", shared.rank.0);
     let weak_pool = Arc::downgrade(&pool);
-    let spawned = std::thread::Builder::new().name(name).spawn({
-        let shared = shared.clone();
-        move || {
-            enter_thread(&shared, &pool);
-            drop(pool);
-            loop {
-                let Some(pool) = weak_pool.upgrade() else {
-                    return;
-                };
-                drain(&shared, &pool);
+    let spawned = std::thread::Builder::new()
+        .name(name)
+        .stack_size(TASK_STACK_BYTES)
+        .spawn({
+            let shared = shared.clone();
+            move || {
+                enter_thread(&shared, &pool);
                 drop(pool);
-                if !shared.spares.wait_for_loop() {
-                    return;
+                loop {
+                    let Some(pool) = weak_pool.upgrade() else {
+                        return;
+                    };
+                    drain(&shared, &pool);
+                    drop(pool);
+                    if !shared.spares.wait_for_loop() {
+                        return;
+                    }
                 }
             }
-        }
-    });
+        });
     if let Err(e) = spawned {
         // Without a new thread the queued tasks wait for a running one to finish.
         log::warn!("cannot start a thread for the tasks of a seceded one: {e}");
@@ -336,7 +479,7 @@ pub fn run_task(task: &ReadyTask) -> TaskOutcome {
     TaskOutcome {
         key: task.key,
         attempt: task.attempt,
-        result,
+        result: result.map(Arc::new),
         duration: started.elapsed(),
         started_us,
         thread: rayon::current_thread_index().unwrap_or(0) as u32,
@@ -366,7 +509,7 @@ fn run_or_restore(shared: &Shared, task: &ReadyTask) -> TaskOutcome {
             return TaskOutcome {
                 key: task.key,
                 attempt: task.attempt,
-                result: Ok(Bytes::from(value)),
+                result: Ok(Arc::new(Bytes::from(value))),
                 duration: started.elapsed(),
                 started_us,
                 thread: rayon::current_thread_index().unwrap_or(0) as u32,
@@ -431,9 +574,12 @@ impl Executor {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 ready: BinaryHeap::new(),
+                tasks: FxHashMap::default(),
                 active_loops: 0,
                 seceded: 0,
                 free: resources,
+                awaited: FxHashMap::default(),
+                handed: FxHashMap::default(),
             }),
             max_loops: nthreads,
             report: Box::new(report),
@@ -446,6 +592,7 @@ impl Executor {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(nthreads)
             .thread_name(move |i| format!("mpidask-r{}-t{i}", rank.0))
+            .stack_size(TASK_STACK_BYTES)
             .start_handler({
                 let shared = shared.clone();
                 move |_| {
@@ -486,11 +633,19 @@ impl Executor {
         self
     }
 
-    /// Queues a ready task.
+    /// Queues a ready task, or hands it to the waiting task that waits for it.
     pub fn push(&self, task: ReadyTask) {
         let (start_loop, own_thread) = {
             let mut queue = self.shared.lock();
-            queue.ready.push(task);
+            if task.resources.is_empty()
+                && let Some(thread) = queue.awaited.remove(&task.key)
+            {
+                queue.handed.insert(task.key, task);
+                drop(queue);
+                thread.unpark();
+                return;
+            }
+            queue.insert(task);
             (
                 claim_loop(&mut queue, self.shared.max_loops),
                 queue.seceded > 0,
@@ -504,21 +659,28 @@ impl Executor {
     /// Removes a queued (not started) task; `true` if it was queued.
     pub fn remove(&self, key: Key, attempt: Attempt) -> bool {
         let mut queue = self.shared.lock();
-        let before = queue.ready.len();
-        queue
-            .ready
-            .retain(|t| !(t.key == key && t.attempt == attempt));
-        queue.ready.len() != before
+        let queue = &mut *queue;
+        for tasks in [&mut queue.tasks, &mut queue.handed] {
+            if tasks.get(&key).is_some_and(|t| t.attempt == attempt) {
+                tasks.remove(&key);
+                return true;
+            }
+        }
+        false
     }
 
     /// Drops every queued task (at shutdown).
     pub fn clear(&self) {
-        self.shared.lock().ready.clear();
+        let mut queue = self.shared.lock();
+        queue.ready.clear();
+        queue.tasks.clear();
+        queue.handed.clear();
     }
 
     /// Tasks queued and not started.
     pub fn queued(&self) -> usize {
-        self.shared.lock().ready.len()
+        let queue = self.shared.lock();
+        queue.tasks.len() + queue.handed.len()
     }
 }
 
@@ -526,14 +688,25 @@ impl Executor {
 fn pop_runnable(queue: &mut Queue) -> Option<ReadyTask> {
     let mut blocked = Vec::new();
     let mut found = None;
-    while let Some(task) = queue.ready.pop() {
+    while let Some(order) = queue.ready.pop() {
+        let Some(task) = queue
+            .tasks
+            .get(&order.key)
+            .filter(|t| t.attempt == order.attempt)
+        else {
+            continue; // taken or removed
+        };
         if task.resources.is_empty() || take_resources(&mut queue.free, &task.resources) {
-            found = Some(task);
+            found = queue.tasks.remove(&order.key);
             break;
         }
-        blocked.push(task);
+        blocked.push(order);
     }
     queue.ready.extend(blocked);
+    if queue.tasks.is_empty() {
+        // Only entries of tasks taken or removed are left.
+        queue.ready.clear();
+    }
     found
 }
 
@@ -595,7 +768,7 @@ mod tests {
     }
 
     #[test]
-    fn higher_priority_pops_first_then_fifo() {
+    fn higher_priority_pops_first_then_fifo_skipping_tasks_taken_or_placed_again() {
         let task = |key: u64, priority: i32, seq: u64| ReadyTask {
             key: Key(key),
             attempt: 1,
@@ -613,16 +786,25 @@ mod tests {
         };
         let mut queue = Queue {
             ready: BinaryHeap::new(),
+            tasks: FxHashMap::default(),
             active_loops: 0,
             seceded: 0,
             free: vec![],
+            awaited: FxHashMap::default(),
+            handed: FxHashMap::default(),
         };
-        queue
-            .ready
-            .extend([task(1, 0, 0), task(2, 5, 1), task(3, 0, 2)]);
-        let order: Vec<u64> = std::iter::from_fn(|| pop_runnable(&mut queue))
-            .map(|t| t.key.0)
+        for t in [task(1, 0, 0), task(2, 5, 1), task(3, 0, 2), task(4, 9, 3)] {
+            queue.insert(t);
+        }
+        // One taken by a task waiting for it, one placed again (a later attempt).
+        assert_eq!(queue.take(Key(4)).map(|t| t.key), Some(Key(4)));
+        let mut again = task(3, 0, 4);
+        again.attempt = 2;
+        queue.insert(again);
+        let order: Vec<(u64, Attempt)> = std::iter::from_fn(|| pop_runnable(&mut queue))
+            .map(|t| (t.key.0, t.attempt))
             .collect();
-        assert_eq!(order, vec![2, 1, 3]);
+        assert_eq!(order, vec![(2, 1), (1, 1), (3, 2)]);
+        assert!(queue.ready.is_empty() && queue.tasks.is_empty());
     }
 }

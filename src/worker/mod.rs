@@ -590,7 +590,7 @@ impl WorkerNode {
         match result {
             Ok(bytes) => {
                 let nbytes = bytes.len() as u64;
-                self.store_value(outcome.key, Arc::new(bytes), out);
+                self.store_value(outcome.key, bytes, out);
                 out.push(
                     Rank::SCHEDULER,
                     &ToScheduler::TaskFinished {

@@ -118,7 +118,7 @@ impl MpiJob {
         TaskOutcome {
             key: self.key,
             attempt: self.attempt,
-            result,
+            result: result.map(std::sync::Arc::new),
             duration: started.elapsed(),
             started_us,
             thread: 0,

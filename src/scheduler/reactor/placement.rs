@@ -242,7 +242,7 @@ impl Scheduler {
         let mut unschedulable = Vec::new();
         while let Some(key) = self.ready.pop(&self.tasks) {
             let task = &self.tasks[&key];
-            let choice = self.choice_for(task);
+            let choice = self.choice_for(key, task);
             match choice {
                 Some(worker)
                     if deferred.len() < MAX_SKIPPED
@@ -280,7 +280,7 @@ impl Scheduler {
         }
         for key in deferred {
             let task = &self.tasks[&key];
-            let choice = self.choice_for(task).map(|w| w.rank);
+            let choice = self.choice_for(key, task).map(|w| w.rank);
             match choice {
                 Some(rank) => self.assign(key, rank),
                 None => skipped.push(key),
@@ -301,17 +301,32 @@ impl Scheduler {
         }
     }
 
-    /// The worker `task` should go to now, if one has room: the least loaded for a task
-    /// with nothing to be near, else the policy's choice among its candidates.
-    fn choice_for(&self, task: &Task) -> Option<&Worker> {
+    /// The worker task `key` should go to now, if one has room: for a task with nothing to
+    /// be near, the least loaded, or the worker whose task submitted it (where its value
+    /// is awaited) unless that one would start it later by more than the value's way back
+    /// ([`policy::RESULT_RETURN_SECONDS`]); else the policy's choice among its candidates.
+    fn choice_for(&self, key: Key, task: &Task) -> Option<&Worker> {
         if task.deps.is_empty() && !task.is_restricted() {
-            self.by_load
+            let depth = policy::queue_depth(self.mean_task_seconds);
+            let has_room = |w: &&Worker| w.processing.len() < policy::slots(w, depth);
+            let least = self
+                .by_load
                 .least()
                 .map(|(_, i)| &self.workers[i])
-                .filter(|w| {
-                    w.processing.len()
-                        < policy::slots(w, policy::queue_depth(self.mean_task_seconds))
-                })
+                .filter(has_room)?;
+            let home = Some(key.owner())
+                .filter(|rank| *rank != Rank::CLIENT && *rank != least.rank)
+                .and_then(|rank| self.worker_index(rank))
+                .map(|i| &self.workers[i])
+                .filter(|w| policy::is_eligible(task, w) && w.mpi.is_none())
+                .filter(has_room);
+            let Some(home) = home else {
+                return Some(least);
+            };
+            let seconds = self.task_seconds(task);
+            let stay = policy::start_time_estimate(home, 0.0, seconds)
+                <= policy::start_time_estimate(least, 0.0, seconds) + policy::RESULT_RETURN_SECONDS;
+            Some(if stay { home } else { least })
         } else {
             let candidates = self.candidates(task);
             policy::choose_worker(
