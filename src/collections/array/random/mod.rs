@@ -93,19 +93,20 @@ impl Lanes {
         out
     }
 
-    /// Fills `out` (a multiple of [`LANES`] values) with `low + scale * unit(value)`.
-    fn fill(&mut self, out: &mut [MaybeUninit<f64>], low: f64, scale: f64) {
+    /// Fills `out` (a multiple of [`LANES`] words) with the generators' outputs (`RAW`) or
+    /// with the bits of `low + scale * unit(output)`.
+    fn fill<const RAW: bool>(&mut self, out: &mut [MaybeUninit<u64>], low: f64, scale: f64) {
         debug_assert!(out.len().is_multiple_of(LANES));
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU has AVX-512F (checked just above).
-                unsafe { self.fill_avx512(out, low, scale) };
+                unsafe { self.fill_avx512::<RAW>(out, low, scale) };
                 return;
             }
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU has AVX2 (checked just above).
-                unsafe { self.fill_avx2(out, low, scale) };
+                unsafe { self.fill_avx2::<RAW>(out, low, scale) };
                 return;
             }
         }
@@ -113,10 +114,12 @@ impl Lanes {
         for group in out.chunks_exact_mut(LANES) {
             let values = self.step();
             for (o, v) in group.iter_mut().zip(values) {
-                o.write(if plain {
-                    unit(v)
+                o.write(if RAW {
+                    v
+                } else if plain {
+                    unit(v).to_bits()
                 } else {
-                    low + scale * unit(v)
+                    (low + scale * unit(v)).to_bits()
                 });
             }
         }
@@ -127,7 +130,12 @@ impl Lanes {
     /// bits.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn fill_avx512(&mut self, out: &mut [MaybeUninit<f64>], low: f64, scale: f64) {
+    unsafe fn fill_avx512<const RAW: bool>(
+        &mut self,
+        out: &mut [MaybeUninit<u64>],
+        low: f64,
+        scale: f64,
+    ) {
         use std::arch::x86_64::*;
         // SAFETY: each word holds exactly eight u64 (unaligned loads and stores).
         let load = |w: &[u64; LANES]| unsafe { _mm512_loadu_si512(w.as_ptr().cast()) };
@@ -158,8 +166,9 @@ impl Lanes {
             } else {
                 _mm512_add_pd(lows, _mm512_mul_pd(scales, unit))
             };
-            // SAFETY: `group` holds exactly eight f64 slots.
-            unsafe { _mm512_storeu_pd(group.as_mut_ptr().cast(), value) };
+            let word = if RAW { r } else { _mm512_castpd_si512(value) };
+            // SAFETY: `group` holds exactly eight u64 slots.
+            unsafe { _mm512_storeu_si512(group.as_mut_ptr().cast(), word) };
         }
         let store = |v: __m512i, w: &mut [u64; LANES]| {
             // SAFETY: `w` holds exactly eight u64.
@@ -174,7 +183,12 @@ impl Lanes {
     /// [`Lanes::fill`] with AVX2: lanes 0-3 in one register, 4-7 in another.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn fill_avx2(&mut self, out: &mut [MaybeUninit<f64>], low: f64, scale: f64) {
+    unsafe fn fill_avx2<const RAW: bool>(
+        &mut self,
+        out: &mut [MaybeUninit<u64>],
+        low: f64,
+        scale: f64,
+    ) {
         use std::arch::x86_64::*;
         // SAFETY: each half holds exactly four u64 (unaligned loads and stores).
         let load = |w: &[u64]| unsafe { _mm256_loadu_si256(w.as_ptr().cast()) };
@@ -209,8 +223,9 @@ impl Lanes {
                 } else {
                     _mm256_add_pd(lows, _mm256_mul_pd(scales, unit))
                 };
-                // SAFETY: `group` holds eight f64 slots; this half writes four of them.
-                unsafe { _mm256_storeu_pd(group.as_mut_ptr().add(4 * h).cast(), value) };
+                let word = if RAW { r } else { _mm256_castpd_si256(value) };
+                // SAFETY: `group` holds eight u64 slots; this half writes four of them.
+                unsafe { _mm256_storeu_si256(group.as_mut_ptr().add(4 * h).cast(), word) };
             }
         }
         for (word, halves) in s.iter().enumerate() {
@@ -248,6 +263,27 @@ impl Stream {
     /// Values `first .. first + out.len()`, uniform on `[low, low + scale)`, written into
     /// possibly uninitialised slots (every slot is written).
     pub fn fill(&mut self, out: &mut [MaybeUninit<f64>], first: u64, low: f64, scale: f64) {
+        // SAFETY: `MaybeUninit<f64>` and `MaybeUninit<u64>` have the same layout; the bits of
+        // doubles are written.
+        let words = unsafe { &mut *(out as *mut [MaybeUninit<f64>] as *mut [MaybeUninit<u64>]) };
+        self.fill_words::<false>(words, first, low, scale);
+    }
+
+    /// The generators' raw outputs `first .. first + out.len()` (value `j` is the raw
+    /// output whose top 52 bits make uniform value `j`), written into possibly
+    /// uninitialised slots (every slot is written).
+    pub fn fill_bits(&mut self, out: &mut [MaybeUninit<u64>], first: u64) {
+        self.fill_words::<true>(out, first, 0.0, 1.0);
+    }
+
+    /// [`Stream::fill`] (`RAW` false) or [`Stream::fill_bits`] (`RAW` true).
+    fn fill_words<const RAW: bool>(
+        &mut self,
+        out: &mut [MaybeUninit<u64>],
+        first: u64,
+        low: f64,
+        scale: f64,
+    ) {
         let mut pos = first;
         let mut done = 0;
         while done < out.len() {
@@ -267,12 +303,12 @@ impl Stream {
             let target = &mut out[done..done + take];
             let whole = take - take % LANES;
             let used = if pos == self.at && whole > 0 {
-                self.lanes.fill(&mut target[..whole], low, scale);
+                self.lanes.fill::<RAW>(&mut target[..whole], low, scale);
                 self.at += whole as u64;
                 whole
             } else {
-                let mut group = [MaybeUninit::<f64>::uninit(); LANES];
-                self.lanes.fill(&mut group, low, scale);
+                let mut group = [MaybeUninit::<u64>::uninit(); LANES];
+                self.lanes.fill::<RAW>(&mut group, low, scale);
                 let skip = (pos - self.at) as usize;
                 self.at += LANES as u64;
                 let n = (LANES - skip).min(take);
@@ -321,7 +357,8 @@ pub fn uniform_values(count: usize, key: u64, first: u64, low: f64, high: f64) -
 
 /// Normal values `first .. first + out.len()` of `stream` with `mean` and `std`, written
 /// into possibly uninitialised slots (every slot is written): value `j` comes from the
-/// stream's uniform value `j` by inversion ([`normal`]), so it depends on `(key, j)`
+/// stream's raw value `j` by the ziggurat method ([`normal`]), and in the rare cases that
+/// value does not settle, from a retry stream of `(key, j)`; so it depends on `(key, j)`
 /// alone, like a uniform value.
 pub fn fill_normal_uninit(
     stream: &mut Stream,
@@ -330,10 +367,7 @@ pub fn fill_normal_uninit(
     mean: f64,
     std: f64,
 ) {
-    stream.fill(out, first, 0.0, 1.0);
-    // SAFETY: `Stream::fill` wrote every slot; `MaybeUninit<f64>` has the layout of `f64`.
-    let values = unsafe { &mut *(out as *mut [MaybeUninit<f64>] as *mut [f64]) };
-    normal::from_uniform(values, mean, std);
+    normal::fill(stream, out, first, mean, std);
 }
 
 /// Normal values `first .. first + out.len()` of key `key` with `mean` and `std`.
@@ -420,36 +454,39 @@ mod tests {
 
     #[test]
     fn the_vector_and_scalar_paths_agree() {
-        let mut a = Lanes::seeded(5, 9);
-        let mut b = a;
-        let mut scalar = vec![0.0; 64];
-        for group in scalar.chunks_exact_mut(LANES) {
-            for (o, v) in group.iter_mut().zip(b.step()) {
-                *o = 1.0 + 2.0 * unit(v);
-            }
+        let mut b = Lanes::seeded(5, 9);
+        let mut raw = vec![0u64; 64];
+        for group in raw.chunks_exact_mut(LANES) {
+            group.copy_from_slice(&b.step());
         }
-        let mut auto = vec![MaybeUninit::uninit(); 64];
-        a.fill(&mut auto, 1.0, 2.0);
-        // SAFETY: `fill` wrote every slot.
-        let auto: Vec<f64> = auto
-            .into_iter()
-            .map(|v| unsafe { v.assume_init() })
+        let scalar: Vec<u64> = raw
+            .iter()
+            .map(|&v| (1.0 + 2.0 * unit(v)).to_bits())
             .collect();
-        assert_eq!(scalar, auto);
-        assert_eq!(a.s, b.s);
+        let words = |fill: &dyn Fn(&mut Lanes, &mut [MaybeUninit<u64>])| {
+            let mut lanes = Lanes::seeded(5, 9);
+            let mut out = vec![MaybeUninit::uninit(); 64];
+            fill(&mut lanes, &mut out);
+            assert_eq!(lanes.s, b.s);
+            // SAFETY: every fill writes every slot.
+            out.into_iter()
+                .map(|v| unsafe { v.assume_init() })
+                .collect::<Vec<u64>>()
+        };
+        assert_eq!(scalar, words(&|l, o| l.fill::<false>(o, 1.0, 2.0)));
+        assert_eq!(raw, words(&|l, o| l.fill::<true>(o, 0.0, 1.0)));
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
-            let mut c = Lanes::seeded(5, 9);
-            let mut avx2 = vec![MaybeUninit::uninit(); 64];
             // SAFETY: the CPU has AVX2.
-            unsafe { c.fill_avx2(&mut avx2, 1.0, 2.0) };
-            // SAFETY: `fill_avx2` wrote every slot.
-            let avx2: Vec<f64> = avx2
-                .into_iter()
-                .map(|v| unsafe { v.assume_init() })
-                .collect();
-            assert_eq!(scalar, avx2);
-            assert_eq!(c.s, b.s);
+            let avx2 = |l: &mut Lanes, o: &mut [MaybeUninit<u64>]| unsafe {
+                l.fill_avx2::<false>(o, 1.0, 2.0)
+            };
+            assert_eq!(scalar, words(&avx2));
+            // SAFETY: the CPU has AVX2.
+            let avx2 = |l: &mut Lanes, o: &mut [MaybeUninit<u64>]| unsafe {
+                l.fill_avx2::<true>(o, 0.0, 1.0)
+            };
+            assert_eq!(raw, words(&avx2));
         }
     }
 

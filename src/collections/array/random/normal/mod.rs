@@ -1,111 +1,124 @@
-//! Normal values by inversion: value `j` of a key is `Φ⁻¹(p)` of the key's uniform value
-//! `j`, so it depends on `(key, j)` alone, like a uniform value, and costs no table and no
-//! further random numbers.
+//! Normal values by the ziggurat method (Marsaglia and Tsang, 2000), counter-based: value
+//! `j` of a key is drawn from the key's raw 64-bit value `j` and, in the few cases that
+//! one value does not settle, from further values of a SplitMix64 stream seeded by
+//! `(key, j)` alone. So a value depends on `(key, j)` only, as a uniform value does, and
+//! an array is the same at any rank count and chunk order.
 //!
-//! `p` is the uniform value `v` (52 random bits) plus `2⁻⁵³`: an odd multiple of `2⁻⁵³`,
-//! never 0 or 1, the set symmetric about 1/2. `Φ⁻¹` is Wichura's AS241 (`PPND16`,
-//! Applied Statistics 37, 1988): with `q = p - 1/2` (exact), a ratio of two polynomials
-//! of degree 7 in `0.180625 - q²` where `|q| <= 0.425` (85 % of values), and in the tails
-//! a ratio in `sqrt(-ln(1/2 - |q|))`; relative error about `1e-16`, within `1.3e-15` of
-//! SciPy's `ndtri`.
+//! The standard normal density (unscaled, `f(x) = exp(-x²/2)`) is covered by 256 layers
+//! of equal area: layer `i >= 1` is the rectangle `[0, X[i]] x [f(X[i]), f(X[i+1])]`,
+//! layer 0 the base rectangle `[0, r] x [0, f(r)]` with the tail beyond `r` (its width
+//! `X[0]` is the layer's area over `f(r)`). A value's bits 4 to 11 choose the layer `i`,
+//! its top 52 bits a point `u` of `[-1, 1)`; `x = u X[i]` is the value when
+//! `|u| < X[i+1] / X[i]` (the part of the layer under the curve whatever the height),
+//! which holds for 98.5 % of values. Otherwise ([`slow`]) the layer's wedge is tried with
+//! a height drawn from the retry stream, the base layer goes to Marsaglia's tail method,
+//! and a rejected point draws a new value from the retry stream.
 //!
-//! Every path takes the same steps in the same order, with fused multiply-adds, so the same
-//! bits come out of the scalar loop and of the vector ones (AVX-512, eight values a
-//! register, or AVX2 and FMA, four; the values in the tails listed and done together after
-//! each block of 1024), on any machine.
+//! The tables ([`tables`]) are constants, so every machine uses the same ones. Every path
+//! does the same exact steps in the same order (the logarithm is [`ln_unit_interval`],
+//! not the platform's): the scalar loop, AVX2 (four lanes, the rare cases scalar) and
+//! AVX-512 (eight lanes, the rare cases 64 at a time) give the same bits.
+//!
+//! (Until December 2026 normal values came from inverting the distribution function,
+//! Wichura's AS241: two polynomials of degree 7 and a division for every value, which
+//! cost five times the uniform value itself.)
 
-use super::{MANTISSA, ONE};
+use super::{MANTISSA, ONE, SPLITMIX_GAMMA, Stream, mix, unit};
+use std::mem::MaybeUninit;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod tables;
 
-/// `1/2 - 2⁻⁵³`: `q = v - HALF_LESS` is `p - 1/2` for `p = v + 2⁻⁵³`, in one exact step.
-const HALF_LESS: f64 = 0.5 - 1.0 / (1u64 << 53) as f64;
-/// Where the tails start: `|q|` above this.
-const SPLIT: f64 = 0.425;
-/// `0.425²`.
-const SPLIT_SQUARED: f64 = 0.180_625;
+use tables::{F, R, TAIL_START, X};
 
-/// The central ratio `q A(r) / B(r)`, `r = 0.180625 - q²` (coefficients of degree 0 up).
-#[allow(clippy::excessive_precision)] // as published
-const A: [f64; 8] = [
-    3.387_132_872_796_366_608,
-    1.331_416_678_917_843_774_5e2,
-    1.971_590_950_306_551_442_7e3,
-    1.373_169_376_550_946_112_5e4,
-    4.592_195_393_154_987_145_7e4,
-    6.726_577_092_700_870_085_3e4,
-    3.343_057_558_358_812_810_5e4,
-    2.509_080_928_730_122_672_7e3,
-];
-#[allow(clippy::excessive_precision)] // as published
-const B: [f64; 8] = [
-    1.0,
-    4.231_333_070_160_091_125_2e1,
-    6.871_870_074_920_579_083e2,
-    5.394_196_021_424_751_107_7e3,
-    2.121_379_430_158_659_586_7e4,
-    3.930_789_580_009_271_061e4,
-    2.872_908_573_572_194_267_4e4,
-    5.226_495_278_852_854_561e3,
-];
-/// The tail ratio `C(t) / D(t)`, `t = r - 1.6`, `r = sqrt(-ln(1/2 - |q|)) <= 5`.
-#[allow(clippy::excessive_precision)] // as published
-const C: [f64; 8] = [
-    1.423_437_110_749_683_577_34,
-    4.630_337_846_156_545_295_9,
-    5.769_497_221_460_691_405_5,
-    3.647_848_324_763_204_605_04,
-    1.270_458_252_452_368_382_58,
-    2.417_807_251_774_506_117_7e-1,
-    2.272_384_498_926_918_458_33e-2,
-    7.745_450_142_783_414_076_4e-4,
-];
-#[allow(clippy::excessive_precision)] // as published
-const D: [f64; 8] = [
-    1.0,
-    2.053_191_626_637_758_821_87,
-    1.676_384_830_183_803_849_4,
-    6.897_673_349_851_000_045_5e-1,
-    1.481_039_764_274_800_745_9e-1,
-    1.519_866_656_361_645_719_66e-2,
-    5.475_938_084_995_344_946e-4,
-    1.050_750_071_644_416_843_24e-9,
-];
-/// The far tail ratio `E(t) / F(t)`, `t = r - 5`, `r > 5` (`p` below `1.4e-11`).
-#[allow(clippy::excessive_precision)] // as published
-const E: [f64; 8] = [
-    6.657_904_643_501_103_777_2,
-    5.463_784_911_164_114_369_9,
-    1.784_826_539_917_291_335_8,
-    2.965_605_718_285_048_912_3e-1,
-    2.653_218_952_657_612_309_3e-2,
-    1.242_660_947_388_078_438_6e-3,
-    2.711_555_568_743_487_578_15e-5,
-    2.010_334_399_292_288_132_65e-7,
-];
-#[allow(clippy::excessive_precision)] // as published
-const F: [f64; 8] = [
-    1.0,
-    5.998_322_065_558_879_376_9e-1,
-    1.369_298_809_227_358_053_1e-1,
-    1.487_536_129_085_061_485_25e-2,
-    7.868_691_311_456_132_591e-4,
-    1.846_318_317_510_054_681_8e-5,
-    1.421_511_758_316_445_888_7e-7,
-    2.044_263_103_389_939_785_64e-15,
-];
+/// Values turned at a time: the raw values are written into the output, then turned into
+/// normal values there while they are in the first-level cache (32 KiB).
+const PIECE: usize = 4096;
 
-/// `c[0] + c[1] x + ... + c[7] x⁷` by Horner's rule with fused multiply-adds.
+/// The exponent bits of 2.0: `(bits >> 12) | TWO` is a double in `[2, 4)`.
+const TWO: u64 = 0x4000_0000_0000_0000;
+
+/// Mixed into the key to seed the retry streams.
+const RETRY_SALT: u64 = 0x7A69_6767_7572_6174;
+/// Multiplies the value's position into its retry stream's seed.
+const RETRY_STEP: u64 = 0x9E6C_63D0_676A_9A99;
+
+/// The layer chosen by a raw value (bits 4 to 11; the lowest bits of xoshiro256+ are its
+/// weakest).
 #[inline(always)]
-fn horner(c: &[f64; 8], x: f64) -> f64 {
-    let mut y = c[7];
-    for k in (0..7).rev() {
-        y = y.mul_add(x, c[k]);
+fn layer(bits: u64) -> usize {
+    ((bits >> 4) & 0xff) as usize
+}
+
+/// The point in `[-1, 1)` chosen by a raw value's top 52 bits: a double in `[2, 4)` minus
+/// 3, exact.
+#[inline(always)]
+fn signed_unit(bits: u64) -> f64 {
+    f64::from_bits((bits >> 12) | TWO) - 3.0
+}
+
+/// The seed of value `j`'s retry stream, given `mix(key ^ RETRY_SALT)`.
+#[inline(always)]
+fn retry_seed(salted: u64, j: u64) -> u64 {
+    salted ^ j.wrapping_mul(RETRY_STEP)
+}
+
+/// The next value of a retry stream (SplitMix64).
+#[inline(always)]
+fn next(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(SPLITMIX_GAMMA);
+    mix(*state)
+}
+
+/// The standard normal value `j` of a key whose `mix(key ^ RETRY_SALT)` is `salted`, whose
+/// raw value `j` is `bits`.
+#[inline(always)]
+fn standard(salted: u64, j: u64, bits: u64) -> f64 {
+    let i = layer(bits);
+    let u = signed_unit(bits);
+    if u.abs() < R[i] {
+        u * X[i]
+    } else {
+        slow(retry_seed(salted, j), bits)
     }
-    y
+}
+
+/// The cases the first test does not settle, from raw value `bits` and the retry stream
+/// `state` (value `j`'s, not yet read).
+#[inline(always)]
+fn slow(mut state: u64, mut bits: u64) -> f64 {
+    loop {
+        let i = layer(bits);
+        let u = signed_unit(bits);
+        if u.abs() < R[i] {
+            return u * X[i];
+        }
+        if i == 0 {
+            return tail(state, u);
+        }
+        let x = u * X[i];
+        // A height in the layer: under the curve when `ln(y) < -x²/2`.
+        let y = (F[i + 1] - F[i]).mul_add(unit(next(&mut state)), F[i]);
+        if ln_unit_interval(y) < (-0.5 * x) * x {
+            return x;
+        }
+        bits = next(&mut state);
+    }
+}
+
+/// A value beyond `r` with the sign of `u` (Marsaglia 1964), from the retry stream `state`.
+#[inline(always)]
+fn tail(mut state: u64, u: f64) -> f64 {
+    loop {
+        let a = -ln_unit_interval(1.0 - unit(next(&mut state))) / TAIL_START;
+        let b = -ln_unit_interval(1.0 - unit(next(&mut state)));
+        if b + b > a * a {
+            return (TAIL_START + a).copysign(u);
+        }
+    }
 }
 
 /// The terms `1 / (2k + 1)`, `k = 10` down to 0, of the series of [`ln_unit_interval`].
@@ -140,108 +153,124 @@ fn ln_unit_interval(y: f64) -> f64 {
     exponent.mul_add(std::f64::consts::LN_2, (2.0 * s) * series)
 }
 
-/// `Φ⁻¹` where `|q| <= 0.425`.
-#[inline(always)]
-fn central(q: f64) -> f64 {
-    let r = (-q).mul_add(q, SPLIT_SQUARED);
-    (q * horner(&A, r)) / horner(&B, r)
+/// Normal values `first .. first + out.len()` of `stream` with `mean` and `std`, written
+/// into possibly uninitialised slots (every slot is written).
+pub(super) fn fill(
+    stream: &mut Stream,
+    out: &mut [MaybeUninit<f64>],
+    first: u64,
+    mean: f64,
+    std: f64,
+) {
+    fill_with(stream, out, first, mean, std, Path::detect());
 }
 
-/// `Φ⁻¹` where `|q| > 0.425`.
-#[inline(always)]
-fn tail(q: f64) -> f64 {
-    let r = (-ln_unit_interval(0.5 - q.abs())).sqrt();
-    let z = if r > 5.0 {
-        let t = r - 5.0;
-        horner(&E, t) / horner(&F, t)
-    } else {
-        let t = r - 1.6;
-        horner(&C, t) / horner(&D, t)
-    };
-    z.copysign(q)
-}
-
-/// The standard normal value of uniform value `v` (in `[0, 1)`, 52 random bits).
-#[inline(always)]
-fn standard(v: f64) -> f64 {
-    let q = v - HALF_LESS;
-    if q.abs() <= SPLIT {
-        central(q)
-    } else {
-        tail(q)
-    }
-}
-
-/// Turns `values`, uniform values on `[0, 1)` (as a key's stream gives them), into normal
-/// values with `mean` and `std`, in place.
-pub(super) fn from_uniform(values: &mut [f64], mean: f64, std: f64) {
+/// The instruction sets a fill can use.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Path {
+    Scalar,
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512dq")
-        {
-            // SAFETY: the CPU has AVX-512F and DQ (checked just above).
-            unsafe { avx512::from_uniform(values, mean, std) };
-            return;
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            unsafe { avx2::from_uniform(values, mean, std) };
-            return;
-        }
-    }
-    from_uniform_scalar(values, mean, std);
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
-/// [`from_uniform`] one value at a time.
-fn from_uniform_scalar(values: &mut [f64], mean: f64, std: f64) {
-    for value in values {
-        *value = std.mul_add(standard(*value), mean);
+impl Path {
+    /// The widest this CPU has.
+    fn detect() -> Path {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+            {
+                return Path::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Path::Avx2;
+            }
+        }
+        Path::Scalar
+    }
+}
+
+/// [`fill`] on a given path (which the CPU must have).
+fn fill_with(
+    stream: &mut Stream,
+    out: &mut [MaybeUninit<f64>],
+    first: u64,
+    mean: f64,
+    std: f64,
+    path: Path,
+) {
+    let salted = mix(stream.key ^ RETRY_SALT);
+    let mut at = first;
+    for piece in out.chunks_mut(PIECE) {
+        // SAFETY: `MaybeUninit<f64>` and `MaybeUninit<u64>` have the same layout.
+        let slots = unsafe { &mut *(piece as *mut [MaybeUninit<f64>] as *mut [MaybeUninit<u64>]) };
+        stream.fill_bits(slots, at);
+        // SAFETY: `fill_bits` wrote every slot.
+        let bits = unsafe { &mut *(slots as *mut [MaybeUninit<u64>] as *mut [u64]) };
+        match path {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the caller checked that the CPU has AVX-512F and DQ.
+            Path::Avx512 => unsafe { avx512::turn(bits, salted, at, mean, std) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the caller checked that the CPU has AVX2 and FMA.
+            Path::Avx2 => unsafe { avx2::turn(bits, salted, at, mean, std) },
+            Path::Scalar => turn_scalar(bits, salted, at, mean, std),
+        }
+        at += piece.len() as u64;
+    }
+}
+
+/// Turns raw values `first ..` (in place) into normal values with `mean` and `std`.
+#[inline(always)]
+fn turn_scalar(values: &mut [u64], salted: u64, first: u64, mean: f64, std: f64) {
+    for (k, v) in values.iter_mut().enumerate() {
+        *v = std
+            .mul_add(standard(salted, first + k as u64, *v), mean)
+            .to_bits();
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::tables::AREA;
     use super::*;
 
-    /// The uniform value whose `p` is `p` (rounded down to a multiple of `2⁻⁵²`).
-    fn uniform_at(p: f64) -> f64 {
-        (p * (1u64 << 52) as f64).floor() / (1u64 << 52) as f64
+    /// Values `first ..` (`count` of them) of `key` with `mean` and `std` on `path`.
+    fn values(key: u64, first: u64, count: usize, mean: f64, std: f64, path: Path) -> Vec<f64> {
+        let mut out = vec![MaybeUninit::<f64>::uninit(); count];
+        fill_with(&mut Stream::new(key), &mut out, first, mean, std, path);
+        // SAFETY: `fill_with` wrote every slot.
+        out.into_iter()
+            .map(|v| unsafe { v.assume_init() })
+            .collect()
     }
 
     #[test]
-    fn the_quantiles_are_scipys() {
-        // scipy.special.ndtri at p = v + 2^-53 for these v (SciPy 1.17).
-        for (v, expected) in [
-            (0.975, 1.959_963_984_540_054),
-            (0.5, 2.782_916_424_671_767e-16),
-            (0.841_344_746_068_542_9, 1.0),
-            (0.025, -1.959_963_984_540_054),
-            (0.001, -3.090_232_306_167_813),
-            (1e-10, -6.361_341_060_197_081_5),
-            (0.0, -8.209_536_151_601_387),
-        ] {
-            let v = uniform_at(v);
-            let z = standard(v);
+    fn the_layers_have_equal_areas() {
+        assert_eq!(X[1], TAIL_START);
+        assert_eq!(X[256], 0.0);
+        assert!((X[0] * (-0.5 * TAIL_START * TAIL_START).exp() - AREA).abs() < 1e-15 * AREA);
+        for i in 1..256 {
+            assert!(X[i + 1] < X[i], "{i}");
+            // `-x²/2` is rounded before `exp`: a relative error of `x²/2` units.
             assert!(
-                (z - expected).abs() <= 2e-15 * expected.abs(),
-                "{v}: {z} against {expected}"
+                (F[i] - (-0.5 * X[i] * X[i]).exp()).abs() <= 1e-14 * F[i],
+                "{i}"
+            );
+            let area = X[i] * (F[i + 1] - F[i]);
+            assert!(
+                (area - AREA).abs() < 1e-12 * AREA,
+                "layer {i}: {area} against {AREA}"
             );
         }
-    }
-
-    #[test]
-    fn values_are_antisymmetric_and_increasing() {
-        let step = 1.0 / (1u64 << 52) as f64;
-        let mut last = f64::NEG_INFINITY;
-        for i in 0..200_000u64 {
-            let v = uniform_at(i as f64 / 200_000.0);
-            let z = standard(v);
-            // p and 1 - p: v and 1 - 2^-52 - v.
-            assert_eq!(standard(1.0 - step - v), -z, "{v}");
-            assert!(z > last, "{v}");
-            last = z;
+        for i in 0..256 {
+            let ratio = X[i + 1] / X[i];
+            assert!((R[i] - ratio).abs() <= 2.0 * f64::EPSILON * ratio, "{i}");
         }
     }
 
@@ -249,7 +278,7 @@ mod tests {
     fn the_logarithm_matches_the_library() {
         let mut worst: f64 = 0.0;
         for i in 0..200_000u64 {
-            let y = 1.0 - super::super::unit(super::super::mix(i));
+            let y = 1.0 - unit(mix(i));
             worst = worst.max((ln_unit_interval(y) - y.ln()).abs() / y.ln().abs().max(1e-300));
         }
         assert_eq!(ln_unit_interval(1.0), 0.0);
@@ -259,30 +288,29 @@ mod tests {
     }
 
     #[test]
-    fn both_paths_give_the_same_bits() {
-        let n = 100_003;
-        let mut uniform = vec![0.0; n];
-        super::super::fill_uniform(&mut uniform, 99, 5, 0.0, 1.0);
-        // The extremes and the far tail, where r > 5.
-        let step = 1.0 / (1u64 << 52) as f64;
-        uniform[10] = 0.0;
-        uniform[11] = 1.0 - step;
-        uniform[12] = 1e-13;
-        uniform[13] = uniform_at(0.5 - SPLIT);
-        let mut plain = uniform.clone();
-        from_uniform_scalar(&mut plain, 1.5, 2.0);
-        let bits = |v: &[f64]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-        let mut fast = uniform.clone();
-        from_uniform(&mut fast, 1.5, 2.0);
-        assert_eq!(bits(&plain), bits(&fast));
+    fn every_path_gives_the_same_bits() {
+        // 300,007 values from an odd start: about 4,500 go past the first test and 75 to
+        // the tail; the length is no multiple of a register or of a piece.
+        let key = super::super::chunk_key(99, 5);
+        let bits = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect::<Vec<_>>();
+        let plain = bits(values(key, 13, 300_007, 1.5, 2.0, Path::Scalar));
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            let mut four = uniform;
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            unsafe { avx2::from_uniform(&mut four, 1.5, 2.0) };
-            assert_eq!(bits(&plain), bits(&four));
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                assert!(plain == bits(values(key, 13, 300_007, 1.5, 2.0, Path::Avx2)));
+            }
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+            {
+                assert!(plain == bits(values(key, 13, 300_007, 1.5, 2.0, Path::Avx512)));
+            }
         }
+        assert!(plain == bits(values(key, 13, 300_007, 1.5, 2.0, Path::detect())));
+        // A value is the same whatever range it is read in.
+        let part = bits(values(key, 5_000, 777, 1.5, 2.0, Path::detect()));
+        assert!(part[..] == plain[5_000 - 13..5_000 - 13 + 777]);
     }
 
     /// The standard normal distribution function.
@@ -329,5 +357,34 @@ mod tests {
         // Beyond 3.5 standard deviations: 4.65e-4 of the values.
         let tail = z.iter().filter(|v| v.abs() > 3.5).count() as f64 / n as f64;
         assert!((tail - 4.65e-4).abs() < 0.6e-4, "tail {tail}");
+        // Symmetric: as many positive as negative (within 3.5 standard errors).
+        let positive = z.iter().filter(|v| **v > 0.0).count() as f64;
+        assert!((positive / n as f64 - 0.5).abs() < 3.5 * 0.5 / (n as f64).sqrt());
+    }
+
+    #[test]
+    fn the_tail_follows_the_normal_tail() {
+        // 200,000 values beyond r: their mean and how many pass r + d, against mpmath's
+        // integrals of the density past r (`E[Z | Z > r]` and `P(Z > r + d | Z > r)`).
+        let n = 200_000;
+        let beyond: Vec<f64> = (0..n).map(|j| tail(retry_seed(mix(17), j), 1.0)).collect();
+        assert!(beyond.iter().all(|&v| v > TAIL_START));
+        assert!(tail(retry_seed(mix(17), 3), -0.5) < -TAIL_START);
+        let mean = beyond.iter().sum::<f64>() / n as f64;
+        // The conditional standard deviation is 0.2453; 4 standard errors.
+        assert!((mean - 3.897_039_071_648_473).abs() < 4.0 * 0.2453 / (n as f64).sqrt());
+        for (d, p) in [
+            (0.1, 0.674_057_314_791_755_8),
+            (0.25, 0.366_449_964_259_147),
+            (0.5, 0.126_532_451_202_125_6),
+            (1.0, 0.012_607_535_094_288_356),
+        ] {
+            let seen = beyond.iter().filter(|&&v| v > TAIL_START + d).count() as f64 / n as f64;
+            let error = (p * (1.0 - p) / n as f64).sqrt();
+            assert!(
+                (seen - p).abs() < 4.0 * error,
+                "past r + {d}: {seen} against {p}"
+            );
+        }
     }
 }
