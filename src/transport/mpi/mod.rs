@@ -36,6 +36,7 @@ mod buffers;
 pub mod reassembly;
 #[cfg(not(feature = "internals"))]
 mod reassembly;
+pub mod task_comm;
 
 pub use broadcast::MpiCollectives;
 

@@ -1,7 +1,8 @@
 //! Stencils, as Dask's `dask.array.overlap`: every chunk with a halo of its neighbours'
 //! cells (`overlap`), a function run on the padded chunks and the halo cut off again
 //! (`map_overlap`), and a stencil repeated on chunks kept on the workers
-//! (`iterate_overlap`).
+//! (`iterate_overlap`, under MPI by one MPI task whose members exchange only halos:
+//! [`resident`]).
 //!
 //! Only halos travel: a halo is cut from the neighbouring chunk by a task where that chunk
 //! lies, and the padded chunk is assembled where the chunk itself lies. The array's own
@@ -18,8 +19,10 @@ use crate::error::Result;
 use crate::task::TaskFn;
 use ndarray::ArrayD;
 
+mod resident;
+
 /// The cells beyond the array's edges that a halo takes.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Boundary {
     /// The array mirrored at its edge, the edge cell included (Dask's `reflect`, NumPy's
     /// `pad` mode `symmetric`).
@@ -288,10 +291,18 @@ impl Array {
         )
     }
 
-    /// [`map_overlap`](Self::map_overlap) `steps` times, each step's chunks kept on the
-    /// workers where they were made: after the first step, only halos move between
-    /// workers. Returns the array of the last step, kept on the workers (the steps are
-    /// submitted without waiting; computing the result waits for them).
+    /// [`map_overlap`](Self::map_overlap) `steps` times, the chunks kept on the workers
+    /// where they are: only halos move between workers. Returns the array of the last
+    /// step, kept on the workers.
+    ///
+    /// Under MPI, one MPI task on every worker runs all the steps on the chunks in the
+    /// workers' memory, sending each step's halos worker to worker; nothing is trimmed,
+    /// stored or scheduled between steps, and this call returns when the steps are done
+    /// (an error if the function panicked or changed a block's shape). That needs every
+    /// chunk along an axis with a halo to be at least as long as the halo, and workers
+    /// that are MPI processes. Otherwise (local mode, a task client, deeper halos) each
+    /// step is a `map_overlap` kept on the workers, submitted without waiting, and
+    /// computing the result waits for them. The values are the same either way.
     pub fn iterate_overlap<F, T>(
         &self,
         client: &Client,
@@ -305,6 +316,9 @@ impl Array {
         T: Element,
     {
         let mut x = self.persist(client)?;
+        if let Some(done) = resident::iterate::<F, T>(&x, client, depth, boundary, steps)? {
+            return Ok(done);
+        }
         for _ in 0..steps {
             x = x.map_overlap(f, depth, boundary).persist(client)?;
         }
