@@ -71,6 +71,9 @@ where
                 .map_err(|_| format!("chunk {chunk} was deposited on no worker of the MPI task"))
         })
         .collect::<std::result::Result<_, _>>()?;
+    // A chunk two members hold is the higher one's: the other's copy would send halos no
+    // one receives.
+    blocks.retain(|&chunk, _| owners[chunk] == me);
     let constant = match plan.boundary {
         Boundary::Constant(value) => Some(
             element_of::<T>(Scalar::F64(value).cast(T::DTYPE))
@@ -101,7 +104,6 @@ where
         }
         agree(comm, failure)?;
     }
-    let mut table = held();
     for (chunk, block) in blocks {
         let pads = plan.pads_of(chunk);
         let index = plan.index(chunk);
@@ -112,7 +114,9 @@ where
                 Slice::from(lo..lo + plan.sizes[axis][index[axis]])
             })
             .to_owned();
-        table.insert((plan.run, Stage::Output, chunk), Box::new(inner));
+        // Each block dropped before the next is cut: its memory serves the next one.
+        drop(block);
+        held().insert((plan.run, Stage::Output, chunk), Box::new(inner));
     }
     Ok(())
 }
