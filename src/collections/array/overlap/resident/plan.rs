@@ -3,7 +3,8 @@
 //! a neighbour's halo are.
 
 use super::super::Boundary;
-use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Slice};
+use crate::collections::array::grid;
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Axis, Slice};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
@@ -61,26 +62,17 @@ impl Plan {
     }
 
     pub(super) fn count(&self) -> usize {
-        self.sizes.iter().map(Vec::len).product()
+        grid::count(&self.sizes)
     }
 
     /// The grid index of chunk `chunk` (C order).
     pub(super) fn index(&self, chunk: usize) -> Vec<usize> {
-        let mut index = vec![0; self.sizes.len()];
-        let mut rest = chunk;
-        for (axis, sizes) in self.sizes.iter().enumerate().rev() {
-            index[axis] = rest % sizes.len();
-            rest /= sizes.len();
-        }
-        index
+        grid::unravel(chunk, &grid::grid(&self.sizes))
     }
 
     /// The chunk at grid index `index`.
     pub(super) fn chunk(&self, index: &[usize]) -> usize {
-        index
-            .iter()
-            .zip(&self.sizes)
-            .fold(0, |at, (&k, sizes)| at * sizes.len() + k)
+        grid::ravel(index, &grid::grid(&self.sizes))
     }
 
     /// The halo cells before and after chunk `k` along `axis`.
@@ -153,13 +145,7 @@ impl Plan {
 }
 
 pub(super) fn along<T>(block: &ArrayD<T>, axis: usize, range: Range<usize>) -> ArrayViewD<'_, T> {
-    block.slice_each_axis(|a| {
-        if a.axis.index() == axis {
-            Slice::from(range.clone())
-        } else {
-            Slice::from(..)
-        }
-    })
+    block.slice_axis(Axis(axis), Slice::from(range))
 }
 
 pub(super) fn along_mut<T>(
@@ -167,13 +153,7 @@ pub(super) fn along_mut<T>(
     axis: usize,
     range: Range<usize>,
 ) -> ArrayViewMutD<'_, T> {
-    block.slice_each_axis_mut(|a| {
-        if a.axis.index() == axis {
-            Slice::from(range.clone())
-        } else {
-            Slice::from(..)
-        }
-    })
+    block.slice_axis_mut(Axis(axis), Slice::from(range))
 }
 
 #[cfg(test)]
