@@ -367,7 +367,13 @@ fn a_requeued_job_resumes_from_its_checkpoint() {
     let dir = workdir("requeue");
     let checkpoint = dir.join("checkpoint");
     let pi = example("pi_futures").display().to_string();
-    let program = [pi.as_str(), "--samples", "1000000000", "--tasks", "200"];
+    // About 15 s of points on this machine's two workers, so that the signal sent once 40
+    // results are kept arrives while the job runs (on a busy machine Slurm can take
+    // seconds to deliver it: 4 s of points were once all done before it came).
+    let calibration = 1_000_000_000u64;
+    let rate = calibration as f64 / pi_futures_seconds(&pi, calibration);
+    let samples = ((15.0 * rate) as u64).to_string();
+    let program = [pi.as_str(), "--samples", &samples, "--tasks", "200"];
     let script = jobscript(
         &dir,
         "resume",
