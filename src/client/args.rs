@@ -2,15 +2,21 @@
 //! task then waits for that result and reads it on the worker), or a list of futures (read
 //! as one `Vec`). The tuple machinery is [`crate::task::IntoArgs`], shared with `delayed`.
 
-use super::Future;
-use crate::protocol::{ArgSlot, Key};
+use super::{DIRECT_ARG_BYTES, Future};
+use crate::protocol::{ArgSlot, Key, Payload, encode_given};
 use crate::task::{Arg, ValueSlot};
+use serde::Serialize;
+use std::sync::Arc;
 
 /// One argument of a task as the client submits it.
 #[derive(Debug, Clone)]
 pub enum CallArg {
     /// An encoded value.
     Value(Vec<u8>),
+    /// An encoded value of 64 KiB or more (`DIRECT_ARG_BYTES`), given away by the caller:
+    /// a plain vector or contiguous array keeps its elements where they lie until they are
+    /// sent (a split value: `protocol::Bytes::split`).
+    Large(Payload),
     /// The result of another task.
     Future(Future<()>),
     /// The results of several tasks, read as one `Vec`.
@@ -21,6 +27,15 @@ impl ValueSlot for CallArg {
     fn value(bytes: Vec<u8>) -> Self {
         CallArg::Value(bytes)
     }
+
+    fn owned<T: Serialize + 'static>(value: T) -> bincode::Result<Self> {
+        let bytes = encode_given(value)?;
+        Ok(if bytes.len() >= DIRECT_ARG_BYTES {
+            CallArg::Large(Arc::new(bytes))
+        } else {
+            CallArg::Value(bytes.into_vec())
+        })
+    }
 }
 
 impl CallArg {
@@ -29,6 +44,9 @@ impl CallArg {
     pub(crate) fn into_wire(self, keep: &mut Vec<Future<()>>) -> ArgSlot {
         match self {
             CallArg::Value(bytes) => ArgSlot::Value(bytes),
+            CallArg::Large(bytes) => {
+                ArgSlot::Value(Arc::try_unwrap(bytes).map_or_else(|b| b.to_vec(), |b| b.into_vec()))
+            }
             CallArg::Future(future) => {
                 let slot = ArgSlot::Future(future.key());
                 keep.push(future);

@@ -34,7 +34,7 @@ use crate::keymap::KeyMap;
 use crate::node::EventSender;
 use crate::protocol::{
     FnId, FunctionMsg, JobProgress, Key, Payload, Rank, SchedulerInfo, TaskOptions, TaskSpec,
-    ToScheduler, ToWorker, decode_owned, encode_owned,
+    ToScheduler, ToWorker, decode_owned, encode_given,
 };
 use crate::task::{FnPointer, IntoArgs, Registry, TaskFn, Trampoline};
 use crate::worker::MpiTaskFn;
@@ -588,25 +588,22 @@ impl Client {
         // One worker's collectives at a time: broadcasts start from the program only.
         self.shared.program_only("scatter_broadcast")?;
         let root = self.shared.workers[0];
-        self.send_scattered(&value, root, |key, bytes| ToWorker::BroadcastScatter {
+        self.send_scattered(value, root, |key, bytes| ToWorker::BroadcastScatter {
             key,
             bytes,
         })
     }
 
     /// Encodes `value` under a new key, tells the scheduler it is on `worker`, and sends it
-    /// there in the message `carry` makes.
+    /// there in the message `carry` makes (a plain vector or array from where it lies).
     fn send_scattered<T: Serialize + 'static>(
         &self,
-        value: &T,
+        value: T,
         worker: Rank,
         carry: impl FnOnce(Key, Payload) -> ToWorker,
     ) -> Result<Future<T>> {
-        let bytes: Payload = Arc::new(
-            encode_owned(value)
-                .map_err(|e| Error::encode("a scattered value", e))?
-                .into(),
-        );
+        let bytes: Payload =
+            Arc::new(encode_given(value).map_err(|e| Error::encode("a scattered value", e))?);
         let key = self.send_bytes(bytes, worker, carry);
         Ok(Future::new(key, self.shared.clone()))
     }
@@ -643,7 +640,7 @@ impl Client {
                 describe_ranks(&self.shared.workers)
             )));
         }
-        self.send_scattered(&value, worker, |key, bytes| ToWorker::ScatterData {
+        self.send_scattered(value, worker, |key, bytes| ToWorker::ScatterData {
             key,
             bytes,
         })
@@ -869,6 +866,13 @@ impl Client {
                     });
                     CallArg::Future(Future::new(key, self.shared.clone()))
                 }
+                CallArg::Large(bytes) => {
+                    let key = self.send_bytes(bytes, worker, |key, bytes| ToWorker::ScatterData {
+                        key,
+                        bytes,
+                    });
+                    CallArg::Future(Future::new(key, self.shared.clone()))
+                }
                 other => other,
             })
             .collect()
@@ -986,8 +990,11 @@ impl Client {
 
 /// Whether a value among `args` is large enough to be sent ahead to a worker.
 fn has_large_value(args: &[CallArg]) -> bool {
-    args.iter()
-        .any(|a| matches!(a, CallArg::Value(bytes) if bytes.len() >= DIRECT_ARG_BYTES))
+    args.iter().any(|a| match a {
+        CallArg::Value(bytes) => bytes.len() >= DIRECT_ARG_BYTES,
+        CallArg::Large(_) => true,
+        CallArg::Future(_) | CallArg::Futures(_) => false,
+    })
 }
 
 fn describe_ranks(ranks: &[Rank]) -> String {

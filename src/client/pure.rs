@@ -14,7 +14,7 @@
 
 use super::args::CallArg;
 use super::future::{Future, WeakKey};
-use crate::protocol::{FnId, Key, TaskOptions};
+use crate::protocol::{Bytes, FnId, Key, TaskOptions};
 use rustc_hash::FxHashMap;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -48,11 +48,22 @@ pub(super) fn stable_content(
 }
 
 /// The stable name of a scattered value: its bytes.
-pub(super) fn scattered_content(bytes: &[u8]) -> Content {
+pub(super) fn scattered_content(bytes: &Bytes) -> Content {
     let mut hasher = Xxh3::new();
     hasher.update(b"scatter");
-    hasher.update(bytes);
+    update_with(&mut hasher, bytes);
     hasher.digest128()
+}
+
+/// Hashes `bytes` (a split value piece by piece, never joined).
+fn update_with(hasher: &mut Xxh3, bytes: &Bytes) {
+    match bytes.pieces() {
+        Some((head, body)) => {
+            hasher.update(head);
+            hasher.update(body);
+        }
+        None => hasher.update(bytes),
+    }
 }
 
 fn hash_call(
@@ -82,6 +93,12 @@ fn hash_call(
                 hasher.update(&[0]);
                 hasher.update(&(bytes.len() as u64).to_le_bytes());
                 hasher.update(bytes);
+            }
+            // The same name as the value encoded in one piece.
+            CallArg::Large(bytes) => {
+                hasher.update(&[0]);
+                hasher.update(&(bytes.len() as u64).to_le_bytes());
+                update_with(&mut hasher, bytes);
             }
             CallArg::Future(future) => {
                 hasher.update(&[1]);

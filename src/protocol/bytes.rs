@@ -88,13 +88,47 @@ pub fn clear_spares() {
 
 /// A value's bytes: `buf[start..]`, where the first `start` (< [`ALIGN`]) bytes only place
 /// the rest in memory; or, for a [`view`](Bytes::view), a range of another value's bytes,
-/// shared with it.
+/// shared with it; or, for a [`split`](Bytes::split) value, a head and a body in two places
+/// (the body still in the caller's value, which the split value owns).
 #[derive(Clone, Default)]
 pub struct Bytes {
     buf: Vec<u8>,
     start: usize,
     /// The value this one is a range of (then `buf` is empty).
     of: Option<(std::sync::Arc<Bytes>, std::ops::Range<usize>)>,
+    /// The head and body of a split value (then `buf` is empty).
+    split: Option<std::sync::Arc<Split>>,
+}
+
+/// A split value's head is at most this long (the length or shape before an array's
+/// elements); a receiver takes no longer first message of an attachment for one.
+pub const MAX_HEAD_BYTES: usize = 256;
+
+/// Memory holding a split value's body: the value it was encoded from, kept whole.
+pub trait Body: Send + Sync {
+    /// The body's bytes.
+    fn bytes(&self) -> &[u8];
+}
+
+/// A value encoded in two pieces: the few bytes before its elements, and the elements where
+/// they already lie. Joined into one buffer only when something reads the value whole.
+struct Split {
+    head: Vec<u8>,
+    body: Box<dyn Body>,
+    joined: std::sync::OnceLock<Bytes>,
+}
+
+impl Split {
+    /// The value in one buffer, its body on a cache line (made on the first call).
+    fn joined(&self) -> &Bytes {
+        self.joined.get_or_init(|| {
+            let body = self.body.bytes();
+            let mut whole = Bytes::aligned_after(self.head.len(), self.head.len() + body.len());
+            whole.buf.extend_from_slice(&self.head);
+            whole.buf.extend_from_slice(body);
+            whole
+        })
+    }
 }
 
 impl Bytes {
@@ -127,7 +161,51 @@ impl Bytes {
             buf,
             start,
             of: None,
+            split: None,
         })
+    }
+
+    /// The value whose bytes are `head` and then `body`'s, without copying the body: it
+    /// stays where it is, owned by the value. (Sent to another rank, the two pieces travel
+    /// from where they are; read whole here, they are joined into one buffer once.)
+    ///
+    /// # Panics
+    /// If `head` is longer than [`MAX_HEAD_BYTES`].
+    pub fn split(head: Vec<u8>, body: Box<dyn Body>) -> Bytes {
+        assert!(
+            head.len() <= MAX_HEAD_BYTES,
+            "a split value's head is short"
+        );
+        Bytes {
+            buf: Vec::new(),
+            start: 0,
+            of: None,
+            split: Some(std::sync::Arc::new(Split {
+                head,
+                body,
+                joined: std::sync::OnceLock::new(),
+            })),
+        }
+    }
+
+    /// A split value's head and body (see [`split`](Self::split)); `None` for any other.
+    pub fn pieces(&self) -> Option<(&[u8], &[u8])> {
+        self.split
+            .as_deref()
+            .map(|split| (split.head.as_slice(), split.body.bytes()))
+    }
+
+    /// The value's length in bytes (without joining a split value).
+    pub fn len(&self) -> usize {
+        match self.pieces() {
+            Some((head, body)) => head.len() + body.len(),
+            None => self.as_slice().len(),
+        }
+    }
+
+    /// Whether the value has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The bytes `range` of `whole`, sharing its memory (`None` if `range` is not inside
@@ -139,13 +217,16 @@ impl Bytes {
             buf: Vec::new(),
             start: 0,
             of: Some((std::sync::Arc::clone(whole), range)),
+            split: None,
         })
     }
 
-    /// A view made a value of its own (a copy, placed as the view was); nothing for
-    /// other values.
+    /// A view or a split value made a value of its own (a copy, placed as the view was, or
+    /// as a split value is joined); nothing for other values.
     fn own(&mut self) {
-        if self.of.is_some() {
+        if let Some(split) = self.split.take() {
+            *self = split.joined().clone();
+        } else if self.of.is_some() {
             let mut owned = Self::placed_at(usize::from(self.placement()), self.len())
                 .unwrap_or_else(|e| {
                     panic!("cannot allocate {} bytes for a value: {e}", self.len())
@@ -156,9 +237,14 @@ impl Bytes {
     }
 
     /// The value's address mod [`ALIGN`]: what a copy of it made elsewhere should have.
+    /// (For a split value, the address that puts its body on a cache line.)
     pub fn placement(&self) -> u8 {
+        let address = match self.pieces() {
+            Some((head, _)) => ALIGN - head.len() % ALIGN,
+            None => self.as_ptr() as usize,
+        };
         // The remainder is below 64.
-        (self.as_ptr() as usize % ALIGN) as u8
+        (address % ALIGN) as u8
     }
 
     /// Appends `bytes` to the value.
@@ -175,9 +261,10 @@ impl Bytes {
 
     /// The value's bytes.
     pub fn as_slice(&self) -> &[u8] {
-        match &self.of {
-            Some((whole, range)) => &whole.as_slice()[range.clone()],
-            None => &self.buf[self.start..],
+        match (&self.of, &self.split) {
+            (Some((whole, range)), _) => &whole.as_slice()[range.clone()],
+            (None, Some(split)) => split.joined().as_slice(),
+            (None, None) => &self.buf[self.start..],
         }
     }
 
@@ -211,6 +298,12 @@ impl Bytes {
     /// The value's bytes as a `Vec` of their own (moved when the value skips no byte,
     /// copied otherwise).
     pub fn into_vec(self) -> Vec<u8> {
+        if let Some((head, body)) = self.pieces() {
+            let mut whole = Vec::with_capacity(head.len() + body.len());
+            whole.extend_from_slice(head);
+            whole.extend_from_slice(body);
+            return whole;
+        }
         if self.start == 0 && self.of.is_none() {
             self.buf
         } else {
@@ -220,7 +313,7 @@ impl Bytes {
 
     /// The whole allocation holding the value, skipped bytes included: memory to reuse. For
     /// a view, the allocation of the value it is a range of when it was the last view of it
-    /// (and that value is gone), else nothing.
+    /// (and that value is gone), else nothing; nothing for a split value.
     pub fn into_allocation(self) -> Vec<u8> {
         match self.of {
             Some((whole, _)) => std::sync::Arc::try_unwrap(whole)
@@ -243,6 +336,7 @@ impl Bytes {
             buf,
             start,
             of: None,
+            split: None,
         }
     }
 }
@@ -253,6 +347,7 @@ impl From<Vec<u8>> for Bytes {
             buf,
             start: 0,
             of: None,
+            split: None,
         }
     }
 }
@@ -378,6 +473,42 @@ mod tests {
             c.into_allocation().capacity() >= 3 << 20,
             "the last one gives it back"
         );
+    }
+
+    struct Floats(Vec<f64>);
+
+    impl Body for Floats {
+        fn bytes(&self) -> &[u8] {
+            bytemuck::cast_slice(&self.0)
+        }
+    }
+
+    #[test]
+    fn split_values_read_as_their_head_and_body_joined() {
+        let floats = vec![1.5f64, -2.0, 3.25];
+        let mut whole = vec![3u8, 9];
+        whole.extend_from_slice(bytemuck::cast_slice(&floats));
+        let body_at = floats.as_ptr();
+        let value = Bytes::split(vec![3, 9], Box::new(Floats(floats)));
+        let (head, body) = value.pieces().expect("split");
+        assert_eq!((head, body.len()), (&[3u8, 9][..], 24));
+        assert_eq!(body.as_ptr(), body_at.cast(), "the body is not copied");
+        assert_eq!((value.len(), value.is_empty()), (26, false));
+        // A copy received elsewhere puts the body on a cache line.
+        assert_eq!(usize::from(value.placement()), ALIGN - 2);
+        let copy = value.clone();
+        assert_eq!(value.as_slice(), &whole[..]);
+        assert_eq!(
+            (value.as_ptr() as usize + 2) % ALIGN,
+            0,
+            "joined on a cache line"
+        );
+        assert_eq!(copy.as_ptr(), value.as_ptr(), "joined once for every clone");
+        assert_eq!(copy.clone().into_vec(), whole);
+        let mut written = copy;
+        written.as_mut_slice()[0] = 4;
+        assert!(written.pieces().is_none(), "written values own their bytes");
+        assert_eq!((written[0], value[0]), (4, 3));
     }
 
     #[test]

@@ -129,6 +129,19 @@ pub fn encode_owned<T: Serialize + std::any::Any>(value: &T) -> bincode::Result<
     }
 }
 
+/// [`encode_owned`] of a value given away: a plain vector, or an array whose elements are
+/// contiguous, of [`ATTACH_BYTES`] or more keeps its elements where they lie (a
+/// [`split`](super::Bytes::split) value, sent from there as an attachment); anything else
+/// is encoded.
+pub fn encode_given<T: Serialize + std::any::Any>(value: T) -> bincode::Result<super::Bytes> {
+    match super::plain::into_split(value) {
+        // Small values travel inside a frame: one piece at once.
+        Ok(bytes) if bytes.len() < ATTACH_BYTES => Ok(bytes.into_vec().into()),
+        Ok(bytes) => Ok(bytes),
+        Err(value) => encode_owned(&value).map(super::Bytes::from),
+    }
+}
+
 /// [`encode_owned`] into a value buffer whose plain elements start on a cache line (where
 /// the array kernels read them in place).
 pub fn encode_owned_aligned<T: Serialize + std::any::Any>(

@@ -21,13 +21,14 @@ mod bytes;
 mod plain;
 #[cfg(feature = "dataframe")]
 mod polars_ipc;
-pub use bytes::{ALIGN, Bytes, clear_spares, give_spare, skip_to, take_spare};
+pub use bytes::{ALIGN, Bytes, MAX_HEAD_BYTES, clear_spares, give_spare, skip_to, take_spare};
 #[cfg(feature = "dataframe")]
 pub(crate) use polars_ipc::{append_frame, encoded_estimate, frame_buffer};
 
 pub use frame::{
     ATTACH_BYTES, Announced, Frame, FrameWriter, attachments_announced, codec, decode_frame_with,
-    decode_owned, decode_value, encode_owned, encode_owned_aligned, encode_value, recycle_owned,
+    decode_owned, decode_value, encode_given, encode_owned, encode_owned_aligned, encode_value,
+    recycle_owned,
 };
 
 /// An encoded value (task argument or result) held by a worker or the client. Shared, so a
@@ -35,7 +36,7 @@ pub use frame::{
 pub type Payload = Arc<Bytes>;
 
 /// Version of the message set below. Every rank checks at start-up that all ranks agree.
-pub const PROTOCOL_VERSION: u32 = 17;
+pub const PROTOCOL_VERSION: u32 = 18;
 
 /// Identity of a task or of a scattered value, unique within one job.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -10,6 +10,7 @@
 //! costs a page fault and the zeroing of every page (on some virtual machines most of a
 //! `map_blocks` task's time).
 
+use super::bytes::{Body, Bytes, MAX_HEAD_BYTES};
 use super::frame::codec;
 use bincode::Options;
 use ndarray::{Array, Dimension, Ix1, Ix2, Ix3, IxDyn};
@@ -87,6 +88,73 @@ fn array_parts<E: Plain, D: Dimension + Serialize + 'static>(
 
 fn head<H: Serialize + ?Sized>(value: &H) -> bincode::Result<Vec<u8>> {
     codec().serialize(value)
+}
+
+/// `value`, given away, as a split value ([`Bytes::split`]) that keeps its elements where
+/// they lie: for a plain vector or an array whose elements are contiguous; `value` back
+/// otherwise.
+pub(super) fn into_split<T: Any>(value: T) -> Result<Bytes, T> {
+    if !cfg!(target_endian = "little") {
+        return Err(value);
+    }
+    let mut slot = Some(value);
+    let any = &mut slot as &mut dyn Any;
+    let split = split_vec::<f64>(any)
+        .or_else(|| split_vec::<f32>(any))
+        .or_else(|| split_vec::<u8>(any))
+        .or_else(|| split_array::<f64, IxDyn>(any))
+        .or_else(|| split_array::<f64, Ix1>(any))
+        .or_else(|| split_array::<f64, Ix2>(any))
+        .or_else(|| split_array::<f64, Ix3>(any))
+        .or_else(|| split_array::<f32, IxDyn>(any))
+        .or_else(|| split_array::<f32, Ix1>(any))
+        .or_else(|| split_array::<f32, Ix2>(any))
+        .or_else(|| split_array::<f32, Ix3>(any));
+    match split {
+        Some(bytes) => Ok(bytes),
+        None => Err(slot.expect("taken only when split")),
+    }
+}
+
+/// A plain value kept whole as the body of its split encoding.
+struct Whole<V>(V);
+
+impl<E: Plain + Send + Sync> Body for Whole<Vec<E>> {
+    fn bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0)
+    }
+}
+
+impl<E: Plain + Send + Sync, D: Dimension> Body for Whole<Array<E, D>> {
+    fn bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(self.0.as_slice().expect("split only when contiguous"))
+    }
+}
+
+fn split_vec<E: Plain + Send + Sync>(slot: &mut dyn Any) -> Option<Bytes> {
+    let values = slot.downcast_mut::<Option<Vec<E>>>()?.take()?;
+    let head = head(&(values.len() as u64)).expect("a length encodes");
+    Some(Bytes::split(head, Box::new(Whole(values))))
+}
+
+/// A head short enough for a split value's.
+fn short(head: bincode::Result<Vec<u8>>) -> Option<Vec<u8>> {
+    head.ok().filter(|head| head.len() <= MAX_HEAD_BYTES)
+}
+
+fn split_array<E: Plain + Send + Sync, D: Dimension + Serialize + 'static>(
+    slot: &mut dyn Any,
+) -> Option<Bytes> {
+    let slot = slot.downcast_mut::<Option<Array<E, D>>>()?;
+    let array = slot.as_ref()?;
+    array.as_slice()?;
+    let head = short(head(&(
+        NDARRAY_FORMAT_VERSION,
+        array.raw_dim(),
+        array.len() as u64,
+    )))?;
+    let array = slot.take()?;
+    Some(Bytes::split(head, Box::new(Whole(array))))
 }
 
 /// `bytes` decoded as `T`, if `T` is a plain value.
@@ -304,6 +372,54 @@ mod tests {
             let slow = codec().serialize(&value).unwrap();
             assert_eq!(joined(parts(&value).unwrap().unwrap()), slow);
         }
+    }
+
+    /// `value` given away: split (its elements not copied) if `split`, with bincode's
+    /// encoding.
+    fn given<T: Serialize + Any>(value: T, split: bool) {
+        let want = codec().serialize(&value).unwrap();
+        match into_split(value) {
+            Ok(bytes) => {
+                assert!(split, "{} bytes split", want.len());
+                assert!(bytes.pieces().is_some());
+                assert_eq!(bytes.len(), want.len());
+                assert_eq!(bytes.as_slice(), &want[..]);
+            }
+            Err(_) => assert!(!split, "{} bytes not split", want.len()),
+        }
+    }
+
+    #[test]
+    fn values_given_away_keep_their_elements_where_they_lie() {
+        let values: Vec<f64> = (0..1000).map(f64::from).collect();
+        let at = values.as_ptr();
+        let Ok(bytes) = into_split(values) else {
+            panic!("a vector of floats is split")
+        };
+        let (head, body) = bytes.pieces().unwrap();
+        assert_eq!((head.len(), body.len()), (3, 8000));
+        assert_eq!(body.as_ptr(), at.cast(), "not copied");
+        given(vec![1.5f32, 2.5], true);
+        given(vec![7u8; 300], true);
+        given(Array1::from(vec![1.0f64, 2.0, 3.0]), true);
+        given(Array2::from_elem((3, 4), 2.0f32), true);
+        given(ArrayD::from_elem(vec![2, 3, 4], 0.5f64), true);
+        // Out of order in memory: encoded, in logical order.
+        let a = Array2::from_shape_vec((3, 2).f(), vec![1.0f64, 2., 3., 4., 5., 6.]).unwrap();
+        given(a, false);
+        given(vec![1i64, 2], false);
+        given((vec![1.0f64],), false);
+        // An array of many axes has a head too long to split.
+        given(ArrayD::from_elem(vec![1; 300], 1.0f64), false);
+        // Values that travel inside a frame are joined at once.
+        let small = super::super::encode_given(vec![1.0f64; 100]).unwrap();
+        assert!(small.pieces().is_none());
+        assert_eq!(
+            small.as_slice(),
+            &codec().serialize(&vec![1.0f64; 100]).unwrap()[..]
+        );
+        let large = super::super::encode_given(vec![1.0f64; 10_000]).unwrap();
+        assert!(large.pieces().is_some());
     }
 
     #[test]

@@ -11,6 +11,15 @@ use serde::Serialize;
 pub trait ValueSlot {
     /// The slot of an encoded value.
     fn value(bytes: Vec<u8>) -> Self;
+
+    /// The slot of `value`, given away (by default, of its encoding: a slot type that can
+    /// keep a large value's elements where they lie does so).
+    fn owned<T: Serialize + 'static>(value: T) -> bincode::Result<Self>
+    where
+        Self: Sized,
+    {
+        Ok(Self::value(encode_owned(&value)?))
+    }
 }
 
 /// One argument of type `T`, as a slot of type `S`: a value of type `T` (or a reference to
@@ -22,7 +31,7 @@ pub trait Arg<T, S> {
 
 impl<T: Serialize + 'static, S: ValueSlot> Arg<T, S> for T {
     fn into_slot(self) -> bincode::Result<S> {
-        Ok(S::value(encode_owned(&self)?))
+        S::owned(self)
     }
 }
 

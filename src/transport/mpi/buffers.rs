@@ -172,10 +172,14 @@ pub(crate) enum SendBuffer {
 
 impl SendBuffer {
     /// The bytes to send.
+    /// (For a split value, its body: the head is sent first, on its own.)
     pub(crate) fn as_slice(&self) -> &[u8] {
         match self {
             SendBuffer::Owned(bytes) => bytes,
-            SendBuffer::Shared(payload) => payload,
+            SendBuffer::Shared(payload) => match payload.pieces() {
+                Some((_, body)) => body,
+                None => payload,
+            },
         }
     }
 

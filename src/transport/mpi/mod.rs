@@ -362,6 +362,14 @@ impl MpiTransport {
         }
         self.send_in_parts(process, tag, Rc::new(SendBuffer::Owned(frame.bytes)));
         for attachment in frame.attachments {
+            // A split value: its head, then its body from where it lies.
+            if let Some((head, _)) = attachment.pieces()
+                && !head.is_empty()
+            {
+                let head = Rc::new(SendBuffer::Owned(head.to_vec()));
+                let len = head.as_slice().len();
+                self.start_send(process, tag, head, 0..len);
+            }
             self.send_in_parts(process, tag, Rc::new(SendBuffer::Shared(attachment)));
         }
     }

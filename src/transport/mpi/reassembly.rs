@@ -8,14 +8,16 @@
 //!   ([`PARTS_MAGIC`] and its length) followed by its parts, each `part_bytes` long but the
 //!   last;
 //! * then, if the frame ends with an attachment table, each attachment as one message, or
-//!   in parts above `part_bytes`.
+//!   in parts above `part_bytes`; an attachment's first message may instead be its head
+//!   alone (at most `MAX_HEAD_BYTES`: a value sent from two places,
+//!   `protocol::Bytes::split`), the rest of it then following in parts.
 //!
 //! Any message whose size does not fit that order (a part or an attachment of the wrong
 //! size, a length that cannot be allocated) is [`Malformed`]: from then on nothing from that
 //! sender can be trusted, and the job ends.
 
 use super::buffers::{ReceiveBuffer, UninitByte};
-use crate::protocol::{Announced, Payload, Rank, attachments_announced};
+use crate::protocol::{Announced, MAX_HEAD_BYTES, Payload, Rank, attachments_announced};
 use crate::transport::{Incoming, Malformed};
 use std::sync::Arc;
 
@@ -139,6 +141,8 @@ impl Reassembler {
                 "a message from a rank outside the job".into(),
             ));
         };
+        // The first message of an attachment may be its head alone.
+        let head_allowed = attachment.is_some();
         let expected = match state {
             SourceState::Idle => {
                 if count > part_bytes.max(PARTS_HEADER_LEN) {
@@ -170,7 +174,8 @@ impl Reassembler {
                     .map_or(0, |buffer| buffer.remaining().min(part_bytes))
             }
         };
-        if count != expected {
+        let head = head_allowed && 0 < count && count < expected && count <= MAX_HEAD_BYTES;
+        if count != expected && !head {
             let what = match &self.sources[source] {
                 SourceState::FrameParts(_) => "a part of a large frame",
                 _ => "an attachment",
@@ -347,7 +352,7 @@ mod tests {
             // The header always travels as one message.
             out.push(parts_header(frame_bytes.len()));
         }
-        let mut split = |bytes: &[u8]| {
+        let split = |out: &mut Vec<Vec<u8>>, bytes: &[u8]| {
             if bytes.is_empty() {
                 out.push(Vec::new());
             }
@@ -355,11 +360,70 @@ mod tests {
                 out.push(chunk.to_vec());
             }
         };
-        split(frame_bytes);
+        split(&mut out, frame_bytes);
         for attachment in attachments {
-            split(attachment);
+            match attachment.pieces() {
+                Some((head, body)) => {
+                    out.push(head.to_vec());
+                    split(&mut out, body);
+                }
+                None => split(&mut out, attachment),
+            }
         }
         out
+    }
+
+    #[test]
+    fn split_values_arrive_as_their_head_then_their_body_in_parts() {
+        let floats: Vec<f64> = (0..20_000).map(f64::from).collect();
+        let split: Payload = Arc::new(crate::protocol::encode_given(floats.clone()).unwrap());
+        let head_len = split.pieces().expect("a plain vector is split").0.len();
+        let mut writer = FrameWriter::new();
+        for (key, bytes) in [(1, split), (2, Arc::new(vec![4u8; 70_000].into()))] {
+            writer
+                .push(&ToWorker::ScatterData {
+                    key: Key(key),
+                    bytes,
+                })
+                .unwrap();
+        }
+        let frame = writer.finish();
+        for part in [1000, 1 << 20] {
+            let messages = messages_of(&frame.bytes, &frame.attachments, part);
+            let mut r = Reassembler::new(3, part, 1 << 30);
+            let out: Vec<Incoming> = messages
+                .iter()
+                .filter_map(|m| feed(&mut r, 1, m).unwrap())
+                .collect();
+            assert_eq!(out.len(), 1, "part size {part}");
+            assert_eq!(out[0].attachments, frame.attachments);
+            let received = &out[0].attachments[0];
+            assert!(received.pieces().is_none(), "received in one buffer");
+            assert_eq!(
+                (received.as_ptr() as usize + head_len) % crate::protocol::ALIGN,
+                0,
+                "the elements land on a cache line"
+            );
+            let back: Vec<f64> = crate::protocol::decode_owned(received).unwrap();
+            assert_eq!(back, floats);
+        }
+        // Only an attachment's first message may fall short of a part.
+        let part = 1000;
+        let whole = frame_with(&[200_000]);
+        let messages = messages_of(&whole.bytes, &whole.attachments, part);
+        let mut r = Reassembler::new(3, part, 1 << 30);
+        assert!(feed(&mut r, 1, &messages[0]).unwrap().is_none());
+        assert!(feed(&mut r, 1, &messages[1]).unwrap().is_none());
+        let short = feed(&mut r, 1, &[0u8; 10]).expect_err("a short part is malformed");
+        assert!(
+            short.reason.contains("10 bytes where 1000"),
+            "{}",
+            short.reason
+        );
+        let mut r = Reassembler::new(3, part, 1 << 30);
+        assert!(feed(&mut r, 1, &messages[0]).unwrap().is_none());
+        let long = feed(&mut r, 1, &[0u8; 1001]).expect_err("a long part is malformed");
+        assert!(long.reason.contains("1001 bytes"), "{}", long.reason);
     }
 
     fn frame_with(payloads: &[usize]) -> crate::protocol::Frame {
