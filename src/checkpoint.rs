@@ -12,13 +12,14 @@
 //! reads the directory listing and the manifest, before any task runs; the workers write
 //! and read result files.
 
+use crate::protocol::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
 
 /// The name of a result: a hash of what defines its task across runs.
 pub type ContentName = u128;
@@ -266,12 +267,18 @@ fn parse_file_name(name: &str) -> Option<ContentName> {
 }
 
 /// Writes the result `value` named `content` into `dir`: whole or not at all.
-pub fn write_result(dir: &Path, content: ContentName, value: &[u8]) -> std::io::Result<()> {
+pub fn write_result(dir: &Path, content: ContentName, value: &Bytes) -> std::io::Result<()> {
+    // A split value's pieces in turn: the same file as the value in one piece.
+    let (head, body) = value.as_pieces();
+    let mut sum = Xxh3Default::new();
+    sum.update(head);
+    sum.update(body);
     let mut bytes = Vec::with_capacity(value.len() + 24);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&(value.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&xxh3_64(value).to_le_bytes());
-    bytes.extend_from_slice(value);
+    bytes.extend_from_slice(&sum.digest().to_le_bytes());
+    bytes.extend_from_slice(head);
+    bytes.extend_from_slice(body);
     write_atomically(dir, &file_name(content), &bytes)
 }
 
@@ -347,7 +354,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let opened = open(dir.path(), &manifest("a")).unwrap();
         assert!(opened.results.is_empty() && opened.stale.is_none());
-        write_result(dir.path(), 0xabc, b"value").unwrap();
+        write_result(dir.path(), 0xabc, &b"value".to_vec().into()).unwrap();
         assert_eq!(read_result(dir.path(), 0xabc).unwrap(), b"value");
         let path = dir.path().join(file_name(0xabc));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
@@ -355,13 +362,22 @@ mod tests {
         let reopened = open(dir.path(), &manifest("a")).unwrap();
         assert_eq!(reopened.results, BTreeSet::from([0xabc]));
         assert!(reopened.stale.is_none());
+        // A vector kept as it was made (split) writes the file its encoding would.
+        let values: Vec<f64> = (0..20_000).map(f64::from).collect();
+        let whole = crate::protocol::encode_value(&values).unwrap();
+        let split = crate::protocol::split_large(values).ok().unwrap();
+        write_result(dir.path(), 0xdef, &split).unwrap();
+        write_result(dir.path(), 0x123, &whole.clone().into()).unwrap();
+        let files = [0xdef, 0x123].map(|c| std::fs::read(dir.path().join(file_name(c))).unwrap());
+        assert_eq!(files[0], files[1]);
+        assert_eq!(read_result(dir.path(), 0xdef).unwrap(), whole);
     }
 
     #[test]
     fn a_damaged_result_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         open(dir.path(), &manifest("a")).unwrap();
-        write_result(dir.path(), 7, b"twelve bytes").unwrap();
+        write_result(dir.path(), 7, &b"twelve bytes".to_vec().into()).unwrap();
         let path = dir.path().join(file_name(7));
         let mut bytes = std::fs::read(&path).unwrap();
         *bytes.last_mut().unwrap() ^= 1;
@@ -381,7 +397,7 @@ mod tests {
     fn another_executables_results_are_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
         open(dir.path(), &manifest("a")).unwrap();
-        write_result(dir.path(), 1, b"x").unwrap();
+        write_result(dir.path(), 1, &b"x".to_vec().into()).unwrap();
         let opened = open(dir.path(), &manifest("b")).unwrap();
         assert!(opened.results.is_empty());
         let why = opened.stale.expect("said");
@@ -390,7 +406,7 @@ mod tests {
         // The new manifest is in place: a third start reuses (nothing yet), silently.
         let again = open(dir.path(), &manifest("b")).unwrap();
         assert!(again.stale.is_none());
-        write_result(dir.path(), 2, b"y").unwrap();
+        write_result(dir.path(), 2, &b"y".to_vec().into()).unwrap();
         let other_arguments = Manifest {
             arguments: vec!["--n".into(), "300".into()],
             ..manifest("b")

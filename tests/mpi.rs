@@ -276,6 +276,15 @@ fn ramp(len: usize, seed: f64) -> Vec<f64> {
     (0..len).map(|i| seed + i as f64 * 1e-3).collect()
 }
 
+/// A vector of 8 MB.
+fn ramp_of(seed: u64) -> Vec<f64> {
+    ramp(1_000_000, seed as f64)
+}
+
+fn twice(values: Vec<f64>) -> Vec<f64> {
+    values.into_iter().map(|v| 2.0 * v).collect()
+}
+
 fn sum_grid(grid: ndarray::Array2<f64>) -> f64 {
     grid.sum()
 }
@@ -308,6 +317,14 @@ fn scenario_large_args(client: &Client) -> anyhow::Result<()> {
     let grid = ndarray::Array2::from_shape_fn((256, 512), |(i, j)| (i * 512 + j) as f64);
     let grid_sums = client.gather(&client.map(sum_grid, [grid.clone(), grid.t().to_owned()]))?;
     ensure!(grid_sums == [grid.sum(), grid.sum()], "sums of the arrays");
+    // Large results stay as they were made, read there by the next task, by another
+    // worker and by the client.
+    let doubled = client.map(twice, large[..4].to_vec());
+    let on_two = client.with_options(TaskOptions::default().workers([2]));
+    let sums_on_two = client.gather(&on_two.map(sum_f64, &doubled))?;
+    let want: Vec<Vec<f64>> = large[..4].iter().cloned().map(twice).collect();
+    ensure!(sums_on_two == want.iter().map(|v| v.iter().sum()).collect::<Vec<f64>>());
+    ensure!(client.gather(&doubled)? == want, "large results gathered");
     let direct = received()? - before;
     // 64 arguments of 32 KiB: below the threshold, they travel inline through rank 0.
     let small: Vec<Vec<f64>> = (0..64).map(|i| ramp(4096, i as f64)).collect();
@@ -705,6 +722,13 @@ fn run_scenario(name: &str) -> ! {
             ensure!((mean - 0.5).abs() < 1e-3, "mean {mean}");
             // Every chunk is read once more: values come back from disk.
             ensure!(kept.max().compute_scalar::<f64>(client)? < 1.0);
+            // Vectors of 8 MB made by the program's tasks (kept as they were made, not
+            // encoded) spill too and come back whole, to tasks and to the client.
+            let made = client.map(ramp_of, 0..12u64);
+            let sums = client.gather(&client.map(sum_f64, &made))?;
+            let want: Vec<f64> = (0..12).map(|i| ramp_of(i).iter().sum()).collect();
+            ensure!(sums == want, "sums of spilled vectors");
+            ensure!(client.gather(&made[..2])? == [ramp_of(0), ramp_of(1)]);
             println!("SCENARIO spill OK");
             Ok(())
         }),

@@ -34,7 +34,7 @@ use crate::keymap::KeyMap;
 use crate::node::EventSender;
 use crate::protocol::{
     FnId, FunctionMsg, JobProgress, Key, Payload, Rank, SchedulerInfo, TaskOptions, TaskSpec,
-    ToScheduler, ToWorker, decode_owned, encode_given,
+    ToScheduler, ToWorker, decode_bytes, encode_given,
 };
 use crate::task::{FnPointer, IntoArgs, Registry, TaskFn, Trampoline};
 use crate::worker::MpiTaskFn;
@@ -667,7 +667,7 @@ impl Client {
 
     /// The value of `key` from its encoding.
     fn decode_value<T: DeserializeOwned + 'static>(&self, key: Key, bytes: &Payload) -> Result<T> {
-        decode_owned(bytes).map_err(|e| Error::decode(self.shared.lock().key_name(key), e))
+        decode_bytes(bytes).map_err(|e| Error::decode(self.shared.lock().key_name(key), e))
     }
 
     /// Waits until every future has finished (with a value, an error or a cancellation),

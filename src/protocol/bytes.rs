@@ -195,6 +195,12 @@ impl Bytes {
             .map(|split| (split.head.as_slice(), split.body.bytes()))
     }
 
+    /// The value's bytes in two pieces read in turn, without joining a split value: its
+    /// head and body, or all of any other value and nothing.
+    pub fn as_pieces(&self) -> (&[u8], &[u8]) {
+        self.pieces().unwrap_or((self.as_slice(), &[]))
+    }
+
     /// The value's length in bytes (without joining a split value).
     pub fn len(&self) -> usize {
         match self.pieces() {
@@ -492,6 +498,11 @@ mod tests {
         let value = Bytes::split(vec![3, 9], Box::new(Floats(floats)));
         let (head, body) = value.pieces().expect("split");
         assert_eq!((head, body.len()), (&[3u8, 9][..], 24));
+        assert_eq!(value.as_pieces(), (head, body));
+        assert_eq!(
+            Bytes::from(vec![1, 2]).as_pieces(),
+            (&[1u8, 2][..], &[][..])
+        );
         assert_eq!(body.as_ptr(), body_at.cast(), "the body is not copied");
         assert_eq!((value.len(), value.is_empty()), (26, false));
         // A copy received elsewhere puts the body on a cache line.

@@ -134,11 +134,27 @@ pub fn encode_owned<T: Serialize + std::any::Any>(value: &T) -> bincode::Result<
 /// [`split`](super::Bytes::split) value, sent from there as an attachment); anything else
 /// is encoded.
 pub fn encode_given<T: Serialize + std::any::Any>(value: T) -> bincode::Result<super::Bytes> {
-    match super::plain::into_split(value) {
-        // Small values travel inside a frame: one piece at once.
-        Ok(bytes) if bytes.len() < ATTACH_BYTES => Ok(bytes.into_vec().into()),
+    match split_large(value) {
         Ok(bytes) => Ok(bytes),
         Err(value) => encode_owned(&value).map(super::Bytes::from),
+    }
+}
+
+/// `value` as a [`split`](super::Bytes::split) value if it is a plain vector, or an array
+/// whose elements are contiguous, of [`ATTACH_BYTES`] or more; `value` back otherwise.
+pub fn split_large<T: std::any::Any>(value: T) -> Result<super::Bytes, T> {
+    super::plain::into_split(value, ATTACH_BYTES)
+}
+
+/// [`decode_owned`] of a value's bytes: a split value's pieces are read where they lie,
+/// never joined, when `T` is a plain value.
+pub fn decode_bytes<T: DeserializeOwned + std::any::Any>(
+    bytes: &super::Bytes,
+) -> bincode::Result<T> {
+    match bytes.pieces() {
+        Some((head, body)) => super::plain::decode_pieces(head, body)
+            .unwrap_or_else(|| decode_value(bytes.as_slice())),
+        None => decode_owned(bytes),
     }
 }
 

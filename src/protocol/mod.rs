@@ -26,9 +26,9 @@ pub use bytes::{ALIGN, Bytes, MAX_HEAD_BYTES, clear_spares, give_spare, skip_to,
 pub(crate) use polars_ipc::{append_frame, encoded_estimate, frame_buffer};
 
 pub use frame::{
-    ATTACH_BYTES, Announced, Frame, FrameWriter, attachments_announced, codec, decode_frame_with,
-    decode_owned, decode_value, encode_given, encode_owned, encode_owned_aligned, encode_value,
-    recycle_owned,
+    ATTACH_BYTES, Announced, Frame, FrameWriter, attachments_announced, codec, decode_bytes,
+    decode_frame_with, decode_owned, decode_value, encode_given, encode_owned,
+    encode_owned_aligned, encode_value, recycle_owned, split_large,
 };
 
 /// An encoded value (task argument or result) held by a worker or the client. Shared, so a

@@ -5,8 +5,9 @@
 //! `ndarray`'s version byte, shape and element count, then the elements, little endian), so
 //! a value written by either path is read by either.
 //!
-//! A task's plain result, once encoded, leaves its memory to the next plain value its
-//! thread decodes ([`recycle`]): memory the process already touched, where fresh memory
+//! A task's plain result, once encoded (or a split value's elements, once it is dropped),
+//! leaves its memory to the next plain value the process decodes ([`recycle`]): memory the
+//! process already touched, where fresh memory
 //! costs a page fault and the zeroing of every page (on some virtual machines most of a
 //! `map_blocks` task's time).
 
@@ -18,14 +19,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::any::Any;
 use std::borrow::Cow;
-use std::cell::RefCell;
 
 /// The version byte `ndarray` writes first when it serialises an array.
 const NDARRAY_FORMAT_VERSION: u8 = 1;
 
 /// A number whose bincode encoding (under [`codec`]) is its little-endian bytes: floats and
 /// bytes. Wider integers are variable-length in bincode and are not plain.
-trait Plain: bytemuck::Pod {}
+trait Plain: bytemuck::Pod + Send + Sync {}
 impl Plain for f64 {}
 impl Plain for f32 {}
 impl Plain for u8 {}
@@ -93,48 +93,68 @@ fn head<H: Serialize + ?Sized>(value: &H) -> bincode::Result<Vec<u8>> {
 /// `value`, given away, as a split value ([`Bytes::split`]) that keeps its elements where
 /// they lie: for a plain vector or an array whose elements are contiguous; `value` back
 /// otherwise.
-pub(super) fn into_split<T: Any>(value: T) -> Result<Bytes, T> {
+/// (Only a value of at least `min_bytes` of elements is split.)
+pub(super) fn into_split<T: Any>(value: T, min_bytes: usize) -> Result<Bytes, T> {
     if !cfg!(target_endian = "little") {
         return Err(value);
     }
     let mut slot = Some(value);
     let any = &mut slot as &mut dyn Any;
-    let split = split_vec::<f64>(any)
-        .or_else(|| split_vec::<f32>(any))
-        .or_else(|| split_vec::<u8>(any))
-        .or_else(|| split_array::<f64, IxDyn>(any))
-        .or_else(|| split_array::<f64, Ix1>(any))
-        .or_else(|| split_array::<f64, Ix2>(any))
-        .or_else(|| split_array::<f64, Ix3>(any))
-        .or_else(|| split_array::<f32, IxDyn>(any))
-        .or_else(|| split_array::<f32, Ix1>(any))
-        .or_else(|| split_array::<f32, Ix2>(any))
-        .or_else(|| split_array::<f32, Ix3>(any));
+    let split = split_vec::<f64>(any, min_bytes)
+        .or_else(|| split_vec::<f32>(any, min_bytes))
+        .or_else(|| split_vec::<u8>(any, min_bytes))
+        .or_else(|| split_array::<f64, IxDyn>(any, min_bytes))
+        .or_else(|| split_array::<f64, Ix1>(any, min_bytes))
+        .or_else(|| split_array::<f64, Ix2>(any, min_bytes))
+        .or_else(|| split_array::<f64, Ix3>(any, min_bytes))
+        .or_else(|| split_array::<f32, IxDyn>(any, min_bytes))
+        .or_else(|| split_array::<f32, Ix1>(any, min_bytes))
+        .or_else(|| split_array::<f32, Ix2>(any, min_bytes))
+        .or_else(|| split_array::<f32, Ix3>(any, min_bytes));
     match split {
         Some(bytes) => Ok(bytes),
         None => Err(slot.expect("taken only when split")),
     }
 }
 
-/// A plain value kept whole as the body of its split encoding.
-struct Whole<V>(V);
+/// A plain value kept whole as the body of its split encoding; once the split value is
+/// dropped, its memory goes to the next plain value decoded here ([`recycle`]).
+struct Whole<V: Any>(Option<V>);
+
+impl<V: Any> Whole<V> {
+    fn value(&self) -> &V {
+        self.0.as_ref().expect("held until dropped")
+    }
+}
+
+impl<V: Any> Drop for Whole<V> {
+    fn drop(&mut self) {
+        if let Some(value) = self.0.take() {
+            recycle(value);
+        }
+    }
+}
 
 impl<E: Plain + Send + Sync> Body for Whole<Vec<E>> {
     fn bytes(&self) -> &[u8] {
-        bytemuck::cast_slice(&self.0)
+        bytemuck::cast_slice(self.value())
     }
 }
 
-impl<E: Plain + Send + Sync, D: Dimension> Body for Whole<Array<E, D>> {
+impl<E: Plain + Send + Sync, D: Dimension + 'static> Body for Whole<Array<E, D>> {
     fn bytes(&self) -> &[u8] {
-        bytemuck::cast_slice(self.0.as_slice().expect("split only when contiguous"))
+        bytemuck::cast_slice(self.value().as_slice().expect("split only when contiguous"))
     }
 }
 
-fn split_vec<E: Plain + Send + Sync>(slot: &mut dyn Any) -> Option<Bytes> {
-    let values = slot.downcast_mut::<Option<Vec<E>>>()?.take()?;
+fn split_vec<E: Plain + Send + Sync>(slot: &mut dyn Any, min_bytes: usize) -> Option<Bytes> {
+    let slot = slot.downcast_mut::<Option<Vec<E>>>()?;
+    if std::mem::size_of_val(slot.as_ref()?.as_slice()) < min_bytes {
+        return None;
+    }
+    let values = slot.take()?;
     let head = head(&(values.len() as u64)).expect("a length encodes");
-    Some(Bytes::split(head, Box::new(Whole(values))))
+    Some(Bytes::split(head, Box::new(Whole(Some(values)))))
 }
 
 /// A head short enough for a split value's.
@@ -144,24 +164,35 @@ fn short(head: bincode::Result<Vec<u8>>) -> Option<Vec<u8>> {
 
 fn split_array<E: Plain + Send + Sync, D: Dimension + Serialize + 'static>(
     slot: &mut dyn Any,
+    min_bytes: usize,
 ) -> Option<Bytes> {
     let slot = slot.downcast_mut::<Option<Array<E, D>>>()?;
     let array = slot.as_ref()?;
-    array.as_slice()?;
+    if std::mem::size_of_val(array.as_slice()?) < min_bytes {
+        return None;
+    }
     let head = short(head(&(
         NDARRAY_FORMAT_VERSION,
         array.raw_dim(),
         array.len() as u64,
     )))?;
     let array = slot.take()?;
-    Some(Bytes::split(head, Box::new(Whole(array))))
+    Some(Bytes::split(head, Box::new(Whole(Some(array)))))
 }
 
 /// `bytes` decoded as `T`, if `T` is a plain value.
 pub(super) fn decode<T: Any>(bytes: &[u8]) -> Option<bincode::Result<T>> {
+    decode_pieces(bytes, &[])
+}
+
+/// The value whose encoding is `head` and then `body` (the two pieces of a split value, or
+/// a whole encoding and nothing) decoded as `T`, if `T` is a plain value: the elements are
+/// copied once, from where they lie.
+pub(super) fn decode_pieces<T: Any>(head: &[u8], body: &[u8]) -> Option<bincode::Result<T>> {
     if !cfg!(target_endian = "little") {
         return None;
     }
+    let bytes = (head, body);
     let mut out: Option<T> = None;
     let slot = &mut out as &mut dyn Any;
     let found = decode_vec_into::<f64>(bytes, slot)
@@ -176,6 +207,19 @@ pub(super) fn decode<T: Any>(bytes: &[u8]) -> Option<bincode::Result<T>> {
         .or_else(|| decode_array_into::<f32, Ix2>(bytes, slot))
         .or_else(|| decode_array_into::<f32, Ix3>(bytes, slot))?;
     Some(found.map(|()| out.expect("the decoded value was stored")))
+}
+
+/// What follows a header read from the first piece: the rest of it, or (when the header
+/// took all of it) the second piece.
+fn after_header<'a>(first: &'a [u8], second: &'a [u8]) -> bincode::Result<&'a [u8]> {
+    match (first.is_empty(), second.is_empty()) {
+        (true, _) => Ok(second),
+        (false, true) => Ok(first),
+        (false, false) => Err(malformed(format!(
+            "{} bytes between a value's head and its elements",
+            first.len()
+        ))),
+    }
 }
 
 /// Stores `decode()` in `slot` if `slot` is an `Option<V>` or an `Option<(V,)>`.
@@ -196,21 +240,25 @@ fn store<V: Any>(
     None
 }
 
-fn decode_vec_into<E: Plain>(bytes: &[u8], slot: &mut dyn Any) -> Option<bincode::Result<()>> {
+fn decode_vec_into<E: Plain>(
+    (head, body): (&[u8], &[u8]),
+    slot: &mut dyn Any,
+) -> Option<bincode::Result<()>> {
     store::<Vec<E>>(slot, || {
-        let mut rest = bytes;
+        let mut rest = head;
         let len: u64 = codec().deserialize_from(&mut rest)?;
-        elements(len, rest)
+        elements(len, after_header(rest, body)?)
     })
 }
 
 fn decode_array_into<E: Plain, D: Dimension + DeserializeOwned + 'static>(
-    bytes: &[u8],
+    (head, body): (&[u8], &[u8]),
     slot: &mut dyn Any,
 ) -> Option<bincode::Result<()>> {
     store::<Array<E, D>>(slot, || {
-        let mut rest = bytes;
+        let mut rest = head;
         let (version, dim, count): (u8, D, u64) = codec().deserialize_from(&mut rest)?;
+        let rest = after_header(rest, body)?;
         if version != NDARRAY_FORMAT_VERSION {
             return Err(malformed(format!(
                 "unknown ndarray format version {version}"
@@ -229,46 +277,40 @@ fn decode_array_into<E: Plain, D: Dimension + DeserializeOwned + 'static>(
 
 /// Spare vectors are kept from this size on (smaller ones cost little to allocate).
 const SPARE_MIN_BYTES: usize = 1 << 20;
-/// At most this many spare vectors per thread, of at most [`SPARE_MAX_BYTES`] in all.
-const SPARE_MAX: usize = 2;
+/// At most this many spare vectors, of at most [`SPARE_MAX_BYTES`] in all.
+const SPARE_MAX: usize = 4;
 const SPARE_MAX_BYTES: usize = 512 << 20;
 
-thread_local! {
-    /// Allocations of encoded results (each an empty `Vec<E>`, with its size in bytes), for
-    /// the next plain values this thread decodes.
-    static SPARE: RefCell<Vec<(usize, Box<dyn Any>)>> = const { RefCell::new(Vec::new()) };
+/// Allocations of encoded results and of dropped split values (each an empty `Vec<E>`,
+/// with its size in bytes), for the next plain values this process decodes.
+static SPARE: std::sync::Mutex<Vec<(usize, Box<dyn Any + Send>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn spare() -> std::sync::MutexGuard<'static, Vec<(usize, Box<dyn Any + Send>)>> {
+    SPARE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Keeps the allocation of `value` (a task's result, already encoded) if it is a plain
 /// vector or array of floats large enough to be worth keeping; drops it otherwise.
 pub fn recycle<T: Any>(value: T) {
-    let any = &value as &dyn Any;
-    if !(any.is::<Vec<f64>>()
-        || any.is::<ndarray::ArrayD<f64>>()
-        || any.is::<Vec<f32>>()
-        || any.is::<ndarray::ArrayD<f32>>())
-    {
-        return;
-    }
-    let boxed: Box<dyn Any> = Box::new(value);
-    match elements_of::<f64>(boxed) {
-        Ok(values) => keep(values),
-        Err(boxed) => {
-            if let Ok(values) = elements_of::<f32>(boxed) {
-                keep(values);
-            }
-        }
+    let mut slot = Some(value);
+    let any = &mut slot as &mut dyn Any;
+    if let Some(values) = elements_of::<f64>(any) {
+        keep(values);
+    } else if let Some(values) = elements_of::<f32>(any) {
+        keep(values);
     }
 }
 
-/// The elements' vector of a boxed `Vec<E>` or `ArrayD<E>`.
-fn elements_of<E: Plain>(boxed: Box<dyn Any>) -> Result<Vec<E>, Box<dyn Any>> {
-    match boxed.downcast::<Vec<E>>() {
-        Ok(values) => Ok(*values),
-        Err(boxed) => boxed
-            .downcast::<ndarray::ArrayD<E>>()
-            .map(|array| array.into_raw_vec_and_offset().0),
+/// The elements' vector of the `Vec<E>` or `ArrayD<E>` in `slot` (an `Option` of it),
+/// taken out.
+fn elements_of<E: Plain>(slot: &mut dyn Any) -> Option<Vec<E>> {
+    if let Some(values) = slot.downcast_mut::<Option<Vec<E>>>() {
+        return values.take();
     }
+    slot.downcast_mut::<Option<ndarray::ArrayD<E>>>()?
+        .take()
+        .map(|array| array.into_raw_vec_and_offset().0)
 }
 
 fn keep<E: Plain>(mut values: Vec<E>) {
@@ -277,16 +319,14 @@ fn keep<E: Plain>(mut values: Vec<E>) {
         return;
     }
     values.clear();
-    SPARE.with(|kept| {
-        let mut kept = kept.borrow_mut();
-        if kept.len() == SPARE_MAX {
-            kept.remove(0);
-        }
-        let total: usize = kept.iter().map(|(bytes, _)| bytes).sum();
-        if total + bytes <= SPARE_MAX_BYTES {
-            kept.push((bytes, Box::new(values)));
-        }
-    });
+    let mut kept = spare();
+    if kept.len() == SPARE_MAX {
+        kept.remove(0);
+    }
+    let total: usize = kept.iter().map(|(bytes, _)| bytes).sum();
+    if total + bytes <= SPARE_MAX_BYTES {
+        kept.push((bytes, Box::new(values)));
+    }
 }
 
 /// A kept allocation for `len` elements of `E` (at most twice that), empty.
@@ -294,14 +334,12 @@ fn take_spare<E: Plain>(len: usize) -> Option<Vec<E>> {
     if len * std::mem::size_of::<E>() < SPARE_MIN_BYTES {
         return None;
     }
-    SPARE.with(|kept| {
-        let mut kept = kept.borrow_mut();
-        let fits = |v: &Vec<E>| v.capacity() >= len && v.capacity() <= 2 * len;
-        let index = kept
-            .iter()
-            .position(|(_, spare)| spare.downcast_ref::<Vec<E>>().is_some_and(fits))?;
-        kept.remove(index).1.downcast::<Vec<E>>().ok().map(|v| *v)
-    })
+    let mut kept = spare();
+    let fits = |v: &Vec<E>| v.capacity() >= len && v.capacity() <= 2 * len;
+    let index = kept
+        .iter()
+        .position(|(_, spare)| spare.downcast_ref::<Vec<E>>().is_some_and(fits))?;
+    kept.remove(index).1.downcast::<Vec<E>>().ok().map(|v| *v)
 }
 
 /// `len` elements read from `rest`, which must hold exactly that many.
@@ -378,7 +416,7 @@ mod tests {
     /// encoding.
     fn given<T: Serialize + Any>(value: T, split: bool) {
         let want = codec().serialize(&value).unwrap();
-        match into_split(value) {
+        match into_split(value, 0) {
             Ok(bytes) => {
                 assert!(split, "{} bytes split", want.len());
                 assert!(bytes.pieces().is_some());
@@ -393,7 +431,7 @@ mod tests {
     fn values_given_away_keep_their_elements_where_they_lie() {
         let values: Vec<f64> = (0..1000).map(f64::from).collect();
         let at = values.as_ptr();
-        let Ok(bytes) = into_split(values) else {
+        let Ok(bytes) = into_split(values, 0) else {
             panic!("a vector of floats is split")
         };
         let (head, body) = bytes.pieces().unwrap();

@@ -4,7 +4,8 @@
 use super::TaskFn;
 use super::functions::{FnPointer, FunctionTable};
 use crate::protocol::{
-    ArgSlot, Bytes, FnId, Payload, codec, decode_owned, encode_owned_aligned, recycle_owned,
+    ArgSlot, Bytes, FnId, Payload, codec, decode_bytes, decode_owned, encode_owned_aligned,
+    recycle_owned, split_large,
 };
 use bincode::Options;
 use serde::Serialize;
@@ -85,7 +86,7 @@ pub fn decode_args<Args: DeserializeOwned + 'static>(
 ) -> bincode::Result<Args> {
     let mut deps = input.deps.iter();
     let mut next_dep = || {
-        deps.next().map(|p| p.as_slice()).ok_or_else(|| {
+        deps.next().ok_or_else(|| {
             Box::new(bincode::ErrorKind::Custom(
                 "fewer dependency values than the arguments name".into(),
             ))
@@ -95,19 +96,27 @@ pub fn decode_args<Args: DeserializeOwned + 'static>(
     if let [slot] = input.args {
         match slot {
             ArgSlot::Value(bytes) => return decode_owned(bytes),
-            ArgSlot::Future(_) => return decode_owned(next_dep()?),
+            ArgSlot::Future(_) => return decode_bytes(next_dep()?),
             ArgSlot::Futures(_) => {}
         }
     }
+    // A split value's pieces in turn (see `Bytes::split`), never joined on their own.
+    let append = |joined: &mut Vec<u8>, value: &Bytes| match value.pieces() {
+        Some((head, body)) => {
+            joined.extend_from_slice(head);
+            joined.extend_from_slice(body);
+        }
+        None => joined.extend_from_slice(value),
+    };
     let mut joined = Vec::new();
     for slot in input.args {
         match slot {
             ArgSlot::Value(bytes) => joined.extend_from_slice(bytes),
-            ArgSlot::Future(_) => joined.extend_from_slice(next_dep()?),
+            ArgSlot::Future(_) => append(&mut joined, next_dep()?),
             ArgSlot::Futures(keys) => {
                 codec().serialize_into(&mut joined, &(keys.len() as u64))?;
                 for _ in keys {
-                    joined.extend_from_slice(next_dep()?);
+                    append(&mut joined, next_dep()?);
                 }
             }
         }
@@ -129,6 +138,17 @@ pub fn encode_result<T: Serialize + 'static>(value: &T) -> Result<Bytes, CallErr
         .map_err(|e| CallError::Failed(format!("could not encode the result: {e}")))
 }
 
+/// Encodes the result of a task of the program's: a large plain vector or array stays where
+/// it is, as a split value (`Bytes::split`), read from there by the tasks and ranks that
+/// need it; anything else is encoded and its memory recycled.
+fn encode_given_result<T: Serialize + 'static>(value: T) -> Result<Bytes, CallError> {
+    split_large(value).or_else(|value| {
+        let encoded = encode_result(&value);
+        recycle_owned(value);
+        encoded
+    })
+}
+
 /// The trampoline of a function whose result is the task's value.
 pub fn trampoline<F, Args>(input: &TaskInput<'_>) -> Result<Bytes, CallError>
 where
@@ -137,10 +157,7 @@ where
     F::Output: Serialize + 'static,
 {
     let args: Args = decode_args(input).map_err(describe_decode_error::<F>)?;
-    let output = super::conjure::<F>().call(args);
-    let encoded = encode_result(&output);
-    recycle_owned(output);
-    encoded
+    encode_given_result(super::conjure::<F>().call(args))
 }
 
 /// The trampoline of a function returning `Result<T, E>`: `Err` fails the task.
@@ -155,9 +172,7 @@ where
     let value = super::conjure::<F>()
         .call(args)
         .map_err(|e| CallError::Failed(e.to_string()))?;
-    let encoded = encode_result(&value);
-    recycle_owned(value);
-    encoded
+    encode_given_result(value)
 }
 
 /// The trampoline of `F` with argument tuple `Args`.

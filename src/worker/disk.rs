@@ -301,7 +301,7 @@ fn write(
     place: &SpillPlace,
     key: Key,
     file: u64,
-    value: &[u8],
+    value: &Bytes,
 ) -> Result<SpillRecord, String> {
     if dir.is_none() {
         *dir = Some(PrivateDir::create(&place.parent, place.rank).map_err(|e| e.to_string())?);
@@ -310,7 +310,12 @@ fn write(
     let start_us = now_us();
     let name = file_name(file);
     let mut out = dir.create_file(&name).map_err(|e| e.to_string())?;
-    let written = out.write_all(value).and_then(|()| out.flush());
+    // A split value's pieces in turn (never joined in memory to be written).
+    let (head, body) = value.as_pieces();
+    let written = out
+        .write_all(head)
+        .and_then(|()| out.write_all(body))
+        .and_then(|()| out.flush());
     if let Err(e) = written {
         let _ = std::fs::remove_file(dir.path().join(&name));
         return Err(e.to_string());
