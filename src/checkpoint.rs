@@ -12,7 +12,6 @@
 //! reads the directory listing and the manifest, before any task runs; the workers write
 //! and read result files.
 
-use crate::protocol::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -266,16 +265,21 @@ fn parse_file_name(name: &str) -> Option<ContentName> {
         .flatten()
 }
 
-/// Writes the result `value` named `content` into `dir`: whole or not at all.
-pub fn write_result(dir: &Path, content: ContentName, value: &Bytes) -> std::io::Result<()> {
-    // A split value's pieces in turn: the same file as the value in one piece.
-    let (head, body) = value.as_pieces();
+/// Writes the result whose bytes are `head` and then `body` (a value in two pieces, or in
+/// one and nothing) named `content` into `dir`: whole or not at all. The file is the same
+/// however the bytes are cut.
+pub fn write_result(
+    dir: &Path,
+    content: ContentName,
+    (head, body): (&[u8], &[u8]),
+) -> std::io::Result<()> {
+    let len = head.len() + body.len();
     let mut sum = Xxh3Default::new();
     sum.update(head);
     sum.update(body);
-    let mut bytes = Vec::with_capacity(value.len() + 24);
+    let mut bytes = Vec::with_capacity(len + 24);
     bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&(len as u64).to_le_bytes());
     bytes.extend_from_slice(&sum.digest().to_le_bytes());
     bytes.extend_from_slice(head);
     bytes.extend_from_slice(body);
@@ -354,7 +358,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let opened = open(dir.path(), &manifest("a")).unwrap();
         assert!(opened.results.is_empty() && opened.stale.is_none());
-        write_result(dir.path(), 0xabc, &b"value".to_vec().into()).unwrap();
+        write_result(dir.path(), 0xabc, (b"value", &[])).unwrap();
         assert_eq!(read_result(dir.path(), 0xabc).unwrap(), b"value");
         let path = dir.path().join(file_name(0xabc));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
@@ -362,12 +366,11 @@ mod tests {
         let reopened = open(dir.path(), &manifest("a")).unwrap();
         assert_eq!(reopened.results, BTreeSet::from([0xabc]));
         assert!(reopened.stale.is_none());
-        // A vector kept as it was made (split) writes the file its encoding would.
-        let values: Vec<f64> = (0..20_000).map(f64::from).collect();
-        let whole = crate::protocol::encode_value(&values).unwrap();
-        let split = crate::protocol::split_large(values).ok().unwrap();
-        write_result(dir.path(), 0xdef, &split).unwrap();
-        write_result(dir.path(), 0x123, &whole.clone().into()).unwrap();
+        // A value in two pieces (a split value's head and elements) writes the file it
+        // does in one.
+        let whole: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        write_result(dir.path(), 0xdef, (&whole[..3], &whole[3..])).unwrap();
+        write_result(dir.path(), 0x123, (&whole, &[])).unwrap();
         let files = [0xdef, 0x123].map(|c| std::fs::read(dir.path().join(file_name(c))).unwrap());
         assert_eq!(files[0], files[1]);
         assert_eq!(read_result(dir.path(), 0xdef).unwrap(), whole);
@@ -377,7 +380,7 @@ mod tests {
     fn a_damaged_result_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         open(dir.path(), &manifest("a")).unwrap();
-        write_result(dir.path(), 7, &b"twelve bytes".to_vec().into()).unwrap();
+        write_result(dir.path(), 7, (b"twelve bytes", &[])).unwrap();
         let path = dir.path().join(file_name(7));
         let mut bytes = std::fs::read(&path).unwrap();
         *bytes.last_mut().unwrap() ^= 1;
@@ -397,7 +400,7 @@ mod tests {
     fn another_executables_results_are_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
         open(dir.path(), &manifest("a")).unwrap();
-        write_result(dir.path(), 1, &b"x".to_vec().into()).unwrap();
+        write_result(dir.path(), 1, (b"x", &[])).unwrap();
         let opened = open(dir.path(), &manifest("b")).unwrap();
         assert!(opened.results.is_empty());
         let why = opened.stale.expect("said");
@@ -406,7 +409,7 @@ mod tests {
         // The new manifest is in place: a third start reuses (nothing yet), silently.
         let again = open(dir.path(), &manifest("b")).unwrap();
         assert!(again.stale.is_none());
-        write_result(dir.path(), 2, &b"y".to_vec().into()).unwrap();
+        write_result(dir.path(), 2, (b"y", &[])).unwrap();
         let other_arguments = Manifest {
             arguments: vec!["--n".into(), "300".into()],
             ..manifest("b")

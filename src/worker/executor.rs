@@ -525,7 +525,7 @@ fn run_or_restore(shared: &Shared, task: &ReadyTask) -> TaskOutcome {
     }
     let outcome = run_task(task);
     if let Ok(value) = &outcome.result
-        && let Err(e) = crate::checkpoint::write_result(&dir.path, *name, value)
+        && let Err(e) = crate::checkpoint::write_result(&dir.path, *name, value.as_pieces())
         && !dir.warned.swap(true, AtomicOrdering::Relaxed)
     {
         log::warn!(
