@@ -137,28 +137,14 @@ impl Lanes {
         scale: f64,
     ) {
         use std::arch::x86_64::*;
-        // SAFETY: each word holds exactly eight u64 (unaligned loads and stores).
-        let load = |w: &[u64; LANES]| unsafe { _mm512_loadu_si512(w.as_ptr().cast()) };
-        let (mut s0, mut s1, mut s2, mut s3) = (
-            load(&self.s[0]),
-            load(&self.s[1]),
-            load(&self.s[2]),
-            load(&self.s[3]),
-        );
+        let mut s = load_avx512(&self.s);
         let exponent = _mm512_set1_epi64(ONE as i64);
         let one = _mm512_set1_pd(1.0);
         let lows = _mm512_set1_pd(low);
         let scales = _mm512_set1_pd(scale);
         let plain = low == 0.0 && scale == 1.0;
         for group in out.chunks_exact_mut(LANES) {
-            let r = _mm512_add_epi64(s0, s3);
-            let t = _mm512_slli_epi64::<17>(s1);
-            s2 = _mm512_xor_si512(s2, s0);
-            s3 = _mm512_xor_si512(s3, s1);
-            s1 = _mm512_xor_si512(s1, s2);
-            s0 = _mm512_xor_si512(s0, s3);
-            s2 = _mm512_xor_si512(s2, t);
-            s3 = _mm512_rol_epi64::<45>(s3);
+            let r = step_avx512(&mut s);
             let bits = _mm512_or_si512(_mm512_srli_epi64::<12>(r), exponent);
             let unit = _mm512_sub_pd(_mm512_castsi512_pd(bits), one);
             let value = if plain {
@@ -170,14 +156,7 @@ impl Lanes {
             // SAFETY: `group` holds exactly eight u64 slots.
             unsafe { _mm512_storeu_si512(group.as_mut_ptr().cast(), word) };
         }
-        let store = |v: __m512i, w: &mut [u64; LANES]| {
-            // SAFETY: `w` holds exactly eight u64.
-            unsafe { _mm512_storeu_si512(w.as_mut_ptr().cast(), v) }
-        };
-        store(s0, &mut self.s[0]);
-        store(s1, &mut self.s[1]);
-        store(s2, &mut self.s[2]);
-        store(s3, &mut self.s[3]);
+        store_avx512(s, &mut self.s);
     }
 
     /// [`Lanes::fill`] with AVX2: lanes 0-3 in one register, 4-7 in another.
@@ -238,6 +217,47 @@ impl Lanes {
     }
 }
 
+/// The eight generators' words in four registers (word `w`, lane `l` in lane `l` of
+/// register `w`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn load_avx512(s: &[[u64; LANES]; 4]) -> [std::arch::x86_64::__m512i; 4] {
+    use std::arch::x86_64::*;
+    // SAFETY: each word holds exactly eight u64 (unaligned loads).
+    s.map(|w| unsafe { _mm512_loadu_si512(w.as_ptr().cast()) })
+}
+
+/// Writes back what [`load_avx512`] loaded.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn store_avx512(v: [std::arch::x86_64::__m512i; 4], s: &mut [[u64; LANES]; 4]) {
+    use std::arch::x86_64::*;
+    for (w, v) in s.iter_mut().zip(v) {
+        // SAFETY: `w` holds exactly eight u64 (unaligned store).
+        unsafe { _mm512_storeu_si512(w.as_mut_ptr().cast(), v) };
+    }
+}
+
+/// One step of the eight generators of [`load_avx512`] (xoshiro256+): their outputs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn step_avx512(s: &mut [std::arch::x86_64::__m512i; 4]) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    let [s0, s1, s2, s3] = s;
+    let r = _mm512_add_epi64(*s0, *s3);
+    let t = _mm512_slli_epi64::<17>(*s1);
+    *s2 = _mm512_xor_si512(*s2, *s0);
+    *s3 = _mm512_xor_si512(*s3, *s1);
+    *s1 = _mm512_xor_si512(*s1, *s2);
+    *s0 = _mm512_xor_si512(*s0, *s3);
+    *s2 = _mm512_xor_si512(*s2, t);
+    *s3 = _mm512_rol_epi64::<45>(*s3);
+    r
+}
+
 /// A reader of one key's values that keeps its generators between calls: consecutive
 /// ranges (as a fused program reads them, tile after tile) cost no reseeding.
 pub struct Stream {
@@ -274,6 +294,44 @@ impl Stream {
     /// uninitialised slots (every slot is written).
     pub fn fill_bits(&mut self, out: &mut [MaybeUninit<u64>], first: u64) {
         self.fill_words::<true>(out, first, 0.0, 1.0);
+    }
+
+    /// For a consumer that takes the raw values straight from the generators (the normal
+    /// values' first pass): calls `run(generators, part, offset)` on each stretch of whole
+    /// groups of `out` (values `first ..`, `first` a multiple of [`LANES`]) that lies in one
+    /// block, the generators at the stretch's first value; `run` steps them once for each
+    /// group of `part` (`out[offset..]`). Returns how many values the stretches cover: all
+    /// but the last `out.len() % LANES`.
+    fn run_groups(
+        &mut self,
+        out: &mut [MaybeUninit<u64>],
+        first: u64,
+        mut run: impl FnMut(&mut [[u64; LANES]; 4], &mut [MaybeUninit<u64>], usize),
+    ) -> usize {
+        assert!(first.is_multiple_of(LANES as u64));
+        let whole = out.len() - out.len() % LANES;
+        let mut pos = first;
+        let mut done = 0;
+        while done < whole {
+            let block = pos / BLOCK as u64;
+            let block_start = block * BLOCK as u64;
+            if self.block != block || self.at > pos {
+                self.lanes = Lanes::seeded(self.key, block);
+                self.block = block;
+                self.at = block_start;
+            }
+            while self.at < pos {
+                self.lanes.step();
+                self.at += LANES as u64;
+            }
+            // Block boundaries are multiples of `LANES`, so this is too.
+            let take = (whole - done).min((block_start + BLOCK as u64 - pos) as usize);
+            run(&mut self.lanes.s, &mut out[done..done + take], done);
+            self.at += take as u64;
+            done += take;
+            pos += take as u64;
+        }
+        done
     }
 
     /// [`Stream::fill`] (`RAW` false) or [`Stream::fill_bits`] (`RAW` true).
