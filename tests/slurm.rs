@@ -252,11 +252,15 @@ fn scontrol(args: &[&str]) -> String {
     }
 }
 
-/// One field of `scontrol show job` (the cluster keeps a finished job for `MinJobAge`, 300 s).
-fn job_field(id: &str, field: &str) -> Option<String> {
-    scontrol(&["show", "job", "-o", id])
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix(&format!("{field}=")).map(String::from))
+/// Fields of one `scontrol show job` (the cluster keeps a finished job for `MinJobAge`,
+/// 300 s): one snapshot of the job, so the fields agree with each other.
+fn job_fields<const N: usize>(id: &str, fields: [&str; N]) -> [Option<String>; N] {
+    let shown = scontrol(&["show", "job", "-o", id]);
+    fields.map(|field| {
+        shown
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix(&format!("{field}=")).map(String::from))
+    })
 }
 
 /// Waits (polling) until `ready` holds, failing with `what` after `limit`.
@@ -316,8 +320,9 @@ fn follow_job(id: &str, limit: Duration) -> Ended {
     let mut seen: Vec<String> = Vec::new();
     let mut restarts_started = 0;
     loop {
-        let state = job_field(id, "JobState").unwrap_or_default();
-        let restarts: u32 = job_field(id, "Restarts").map_or(0, |r| r.parse().unwrap_or(0));
+        let [state, restarts] = job_fields(id, ["JobState", "Restarts"]);
+        let state = state.unwrap_or_default();
+        let restarts: u32 = restarts.map_or(0, |r| r.parse().unwrap_or(0));
         let now = format!("{state} (restarts {restarts})");
         if seen.last().is_none_or(|last| !last.ends_with(&now)) {
             seen.push(format!("{:.1}s {now}", started.elapsed().as_secs_f64()));

@@ -184,20 +184,14 @@ impl Node for ClientNode {
 
     fn on_message(&mut self, from: Rank, message: ToClient, out: &mut Outbox, _now: Instant) {
         let mut state = self.shared.lock();
-        let about = match &message {
-            ToClient::KeyDone { key, .. }
-            | ToClient::KeyErred { key, .. }
-            | ToClient::KeyCancelled { key, .. }
-            | ToClient::Data { key, .. }
-            | ToClient::DataMissing(key) => Some(*key),
-            _ => None,
-        };
-        let value_coming = match &message {
+        // The key the message is about, whose sleepers wake; whether its value is coming.
+        let mut about = None;
+        let mut value_coming = false;
+        match message {
             ToClient::KeyDone { key, worker } => {
-                let (key, worker) = (*key, *worker);
+                about = Some(key);
                 state.set_status(key, Status::Done(worker));
-                let entry = state.keys.get_mut(&key);
-                if let Some(entry) = entry
+                if let Some(entry) = state.keys.get_mut(&key)
                     && entry.wanted
                     && entry.data.is_none()
                 {
@@ -205,34 +199,29 @@ impl Node for ClientNode {
                         entry.requested = true;
                         self.fetches.entry(worker).or_default().push(key);
                     }
-                    true
-                } else {
-                    false
+                    value_coming = true;
                 }
             }
-            _ => false,
-        };
-        if let Some(key) = about {
-            wake_sleepers(&mut state, &mut self.to_unpark, key, value_coming);
-        }
-        match message {
-            // Handled above.
-            ToClient::KeyDone { .. } => {}
             ToClient::KeyErred {
                 key,
                 cause,
                 message,
-            } => state.set_status(
-                key,
-                Status::Failed(TaskError {
-                    key: cause,
-                    message,
-                }),
-            ),
+            } => {
+                about = Some(key);
+                state.set_status(
+                    key,
+                    Status::Failed(TaskError {
+                        key: cause,
+                        message,
+                    }),
+                );
+            }
             ToClient::KeyCancelled { key, cause } => {
-                state.set_status(key, Status::Cancelled(cause))
+                about = Some(key);
+                state.set_status(key, Status::Cancelled(cause));
             }
             ToClient::Data { key, bytes } => {
+                about = Some(key);
                 if let Some(trace) = &mut self.trace {
                     trace.arrived(key, from, bytes.len() as u64);
                 }
@@ -241,6 +230,7 @@ impl Node for ClientNode {
                 }
             }
             ToClient::DataMissing(key) => {
+                about = Some(key);
                 let name = state.key_name(key);
                 state.set_status(
                     key,
@@ -276,6 +266,9 @@ impl Node for ClientNode {
                 state.coordinated.insert(id, reply);
             }
             ToClient::Heartbeat => {}
+        }
+        if let Some(key) = about {
+            wake_sleepers(&mut state, &mut self.to_unpark, key, value_coming);
         }
         self.releases.append(&mut state.finished_releases);
         drop(state);

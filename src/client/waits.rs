@@ -131,11 +131,12 @@ impl Shared {
         if crate::worker::executor::current_priority().is_none() {
             return self.wait_for_until(deadline, |state| ready(state).ok());
         }
-        if let Ok(value) = ready(&mut self.lock()) {
-            return Ok(Some(value));
-        }
+        let awaited = match ready(&mut self.lock()) {
+            Ok(value) => return Ok(Some(value)),
+            Err(Awaiting::Outcome(key) | Awaiting::Value(key)) => key,
+        };
         let me = std::thread::current();
-        crate::worker::executor::seceded(|| {
+        crate::worker::executor::seceded_awaiting(Some(awaited), || {
             loop {
                 let mut state = self.lock();
                 let (key, for_value) = match ready(&mut state) {

@@ -7,9 +7,8 @@
 //!
 //! A task's plain result, once encoded (or a split value's elements, once it is dropped),
 //! leaves its memory to the next plain value the process decodes ([`recycle`]): memory the
-//! process already touched, where fresh memory
-//! costs a page fault and the zeroing of every page (on some virtual machines most of a
-//! `map_blocks` task's time).
+//! process already touched, where fresh memory costs a page fault and the zeroing of every
+//! page (on some virtual machines most of a `map_blocks` task's time).
 
 use super::bytes::{Body, Bytes, MAX_HEAD_BYTES};
 use super::frame::codec;
@@ -39,23 +38,32 @@ pub(super) struct Parts<'a> {
     pub elements: Cow<'a, [u8]>,
 }
 
+/// `$vec::<E>(args)` for each plain element type `E`, then `$array::<E, D>(args)` for each
+/// plain element type and dimension `D`: the first answer (`Some`), in that order. The one
+/// list of the plain types, for encoding, splitting and decoding alike.
+macro_rules! each_plain {
+    ($vec:ident, $array:ident, $($arg:expr),+) => {
+        $vec::<f64>($($arg),+)
+            .or_else(|| $vec::<f32>($($arg),+))
+            .or_else(|| $vec::<u8>($($arg),+))
+            .or_else(|| $array::<f64, IxDyn>($($arg),+))
+            .or_else(|| $array::<f64, Ix1>($($arg),+))
+            .or_else(|| $array::<f64, Ix2>($($arg),+))
+            .or_else(|| $array::<f64, Ix3>($($arg),+))
+            .or_else(|| $array::<f32, IxDyn>($($arg),+))
+            .or_else(|| $array::<f32, Ix1>($($arg),+))
+            .or_else(|| $array::<f32, Ix2>($($arg),+))
+            .or_else(|| $array::<f32, Ix3>($($arg),+))
+    };
+}
+
 /// `value`'s encoding in parts, if it is a plain value.
 pub(super) fn parts<T: Any>(value: &T) -> Option<bincode::Result<Parts<'_>>> {
     if !cfg!(target_endian = "little") {
         return None;
     }
     let any = value as &dyn Any;
-    vec_parts::<f64>(any)
-        .or_else(|| vec_parts::<f32>(any))
-        .or_else(|| vec_parts::<u8>(any))
-        .or_else(|| array_parts::<f64, IxDyn>(any))
-        .or_else(|| array_parts::<f64, Ix1>(any))
-        .or_else(|| array_parts::<f64, Ix2>(any))
-        .or_else(|| array_parts::<f64, Ix3>(any))
-        .or_else(|| array_parts::<f32, IxDyn>(any))
-        .or_else(|| array_parts::<f32, Ix1>(any))
-        .or_else(|| array_parts::<f32, Ix2>(any))
-        .or_else(|| array_parts::<f32, Ix3>(any))
+    each_plain!(vec_parts, array_parts, any)
 }
 
 /// The value `any` refers to as a `V`, alone or as the field of a one-field tuple.
@@ -100,17 +108,7 @@ pub(super) fn into_split<T: Any>(value: T, min_bytes: usize) -> Result<Bytes, T>
     }
     let mut slot = Some(value);
     let any = &mut slot as &mut dyn Any;
-    let split = split_vec::<f64>(any, min_bytes)
-        .or_else(|| split_vec::<f32>(any, min_bytes))
-        .or_else(|| split_vec::<u8>(any, min_bytes))
-        .or_else(|| split_array::<f64, IxDyn>(any, min_bytes))
-        .or_else(|| split_array::<f64, Ix1>(any, min_bytes))
-        .or_else(|| split_array::<f64, Ix2>(any, min_bytes))
-        .or_else(|| split_array::<f64, Ix3>(any, min_bytes))
-        .or_else(|| split_array::<f32, IxDyn>(any, min_bytes))
-        .or_else(|| split_array::<f32, Ix1>(any, min_bytes))
-        .or_else(|| split_array::<f32, Ix2>(any, min_bytes))
-        .or_else(|| split_array::<f32, Ix3>(any, min_bytes));
+    let split = each_plain!(split_vec, split_array, any, min_bytes);
     match split {
         Some(bytes) => Ok(bytes),
         None => Err(slot.expect("taken only when split")),
@@ -195,17 +193,7 @@ pub(super) fn decode_pieces<T: Any>(head: &[u8], body: &[u8]) -> Option<bincode:
     let bytes = (head, body);
     let mut out: Option<T> = None;
     let slot = &mut out as &mut dyn Any;
-    let found = decode_vec_into::<f64>(bytes, slot)
-        .or_else(|| decode_vec_into::<f32>(bytes, slot))
-        .or_else(|| decode_vec_into::<u8>(bytes, slot))
-        .or_else(|| decode_array_into::<f64, IxDyn>(bytes, slot))
-        .or_else(|| decode_array_into::<f64, Ix1>(bytes, slot))
-        .or_else(|| decode_array_into::<f64, Ix2>(bytes, slot))
-        .or_else(|| decode_array_into::<f64, Ix3>(bytes, slot))
-        .or_else(|| decode_array_into::<f32, IxDyn>(bytes, slot))
-        .or_else(|| decode_array_into::<f32, Ix1>(bytes, slot))
-        .or_else(|| decode_array_into::<f32, Ix2>(bytes, slot))
-        .or_else(|| decode_array_into::<f32, Ix3>(bytes, slot))?;
+    let found = each_plain!(decode_vec_into, decode_array_into, bytes, slot)?;
     Some(found.map(|()| out.expect("the decoded value was stored")))
 }
 

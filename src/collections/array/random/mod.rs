@@ -169,13 +169,7 @@ impl Lanes {
         scale: f64,
     ) {
         use std::arch::x86_64::*;
-        // SAFETY: each half holds exactly four u64 (unaligned loads and stores).
-        let load = |w: &[u64]| unsafe { _mm256_loadu_si256(w.as_ptr().cast()) };
-        let mut s = [[_mm256_setzero_si256(); 2]; 4];
-        for (word, halves) in s.iter_mut().enumerate() {
-            halves[0] = load(&self.s[word][..4]);
-            halves[1] = load(&self.s[word][4..]);
-        }
+        let mut s = load_avx2(&self.s);
         let exponent = _mm256_set1_epi64x(ONE as i64);
         let one = _mm256_set1_pd(1.0);
         let lows = _mm256_set1_pd(low);
@@ -183,18 +177,7 @@ impl Lanes {
         let plain = low == 0.0 && scale == 1.0;
         for group in out.chunks_exact_mut(LANES) {
             for h in 0..2 {
-                let [s0, s1, s2, s3] = &mut s;
-                let r = _mm256_add_epi64(s0[h], s3[h]);
-                let t = _mm256_slli_epi64::<17>(s1[h]);
-                s2[h] = _mm256_xor_si256(s2[h], s0[h]);
-                s3[h] = _mm256_xor_si256(s3[h], s1[h]);
-                s1[h] = _mm256_xor_si256(s1[h], s2[h]);
-                s0[h] = _mm256_xor_si256(s0[h], s3[h]);
-                s2[h] = _mm256_xor_si256(s2[h], t);
-                s3[h] = _mm256_or_si256(
-                    _mm256_slli_epi64::<45>(s3[h]),
-                    _mm256_srli_epi64::<19>(s3[h]),
-                );
+                let r = step_avx2(&mut s, h);
                 let bits = _mm256_or_si256(_mm256_srli_epi64::<12>(r), exponent);
                 let unit = _mm256_sub_pd(_mm256_castsi256_pd(bits), one);
                 let value = if plain {
@@ -207,14 +190,61 @@ impl Lanes {
                 unsafe { _mm256_storeu_si256(group.as_mut_ptr().add(4 * h).cast(), word) };
             }
         }
-        for (word, halves) in s.iter().enumerate() {
-            // SAFETY: each half of the word holds exactly four u64.
-            unsafe {
-                _mm256_storeu_si256(self.s[word].as_mut_ptr().cast(), halves[0]);
-                _mm256_storeu_si256(self.s[word][4..].as_mut_ptr().cast(), halves[1]);
-            }
+        store_avx2(s, &mut self.s);
+    }
+}
+
+/// The eight generators' words in eight registers: `[word][half]`, lanes 0-3 in half 0,
+/// 4-7 in half 1.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn load_avx2(s: &[[u64; LANES]; 4]) -> [[std::arch::x86_64::__m256i; 2]; 4] {
+    use std::arch::x86_64::*;
+    // SAFETY: each half of a word holds exactly four u64 (unaligned loads).
+    s.map(|w| unsafe {
+        [
+            _mm256_loadu_si256(w.as_ptr().cast()),
+            _mm256_loadu_si256(w[4..].as_ptr().cast()),
+        ]
+    })
+}
+
+/// Writes back what [`load_avx2`] loaded.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn store_avx2(v: [[std::arch::x86_64::__m256i; 2]; 4], s: &mut [[u64; LANES]; 4]) {
+    use std::arch::x86_64::*;
+    for (w, [low, high]) in s.iter_mut().zip(v) {
+        // SAFETY: each half of `w` holds exactly four u64 (unaligned stores).
+        unsafe {
+            _mm256_storeu_si256(w.as_mut_ptr().cast(), low);
+            _mm256_storeu_si256(w[4..].as_mut_ptr().cast(), high);
         }
     }
+}
+
+/// One step of half `h` (lanes `4 h .. 4 h + 4`) of the generators of [`load_avx2`]
+/// (xoshiro256+): their outputs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn step_avx2(s: &mut [[std::arch::x86_64::__m256i; 2]; 4], h: usize) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    let [s0, s1, s2, s3] = s;
+    let r = _mm256_add_epi64(s0[h], s3[h]);
+    let t = _mm256_slli_epi64::<17>(s1[h]);
+    s2[h] = _mm256_xor_si256(s2[h], s0[h]);
+    s3[h] = _mm256_xor_si256(s3[h], s1[h]);
+    s1[h] = _mm256_xor_si256(s1[h], s2[h]);
+    s0[h] = _mm256_xor_si256(s0[h], s3[h]);
+    s2[h] = _mm256_xor_si256(s2[h], t);
+    s3[h] = _mm256_or_si256(
+        _mm256_slli_epi64::<45>(s3[h]),
+        _mm256_srli_epi64::<19>(s3[h]),
+    );
+    r
 }
 
 /// The eight generators' words in four registers (word `w`, lane `l` in lane `l` of
@@ -296,12 +326,31 @@ impl Stream {
         self.fill_words::<true>(out, first, 0.0, 1.0);
     }
 
+    /// Puts the generators at value `pos` (a multiple of [`LANES`]): reseeded when they
+    /// belong to another block or are past it, then stepped. Returns where `pos`'s block
+    /// starts.
+    fn seek(&mut self, pos: u64) -> u64 {
+        let block = pos / BLOCK as u64;
+        let block_start = block * BLOCK as u64;
+        if self.block != block || self.at > pos {
+            self.lanes = Lanes::seeded(self.key, block);
+            self.block = block;
+            self.at = block_start;
+        }
+        while self.at < pos {
+            self.lanes.step();
+            self.at += LANES as u64;
+        }
+        block_start
+    }
+
     /// For a consumer that takes the raw values straight from the generators (the normal
     /// values' first pass): calls `run(generators, part, offset)` on each stretch of whole
     /// groups of `out` (values `first ..`, `first` a multiple of [`LANES`]) that lies in one
     /// block, the generators at the stretch's first value; `run` steps them once for each
     /// group of `part` (`out[offset..]`). Returns how many values the stretches cover: all
     /// but the last `out.len() % LANES`.
+    #[cfg(target_arch = "x86_64")]
     fn run_groups(
         &mut self,
         out: &mut [MaybeUninit<u64>],
@@ -313,17 +362,7 @@ impl Stream {
         let mut pos = first;
         let mut done = 0;
         while done < whole {
-            let block = pos / BLOCK as u64;
-            let block_start = block * BLOCK as u64;
-            if self.block != block || self.at > pos {
-                self.lanes = Lanes::seeded(self.key, block);
-                self.block = block;
-                self.at = block_start;
-            }
-            while self.at < pos {
-                self.lanes.step();
-                self.at += LANES as u64;
-            }
+            let block_start = self.seek(pos);
             // Block boundaries are multiples of `LANES`, so this is too.
             let take = (whole - done).min((block_start + BLOCK as u64 - pos) as usize);
             run(&mut self.lanes.s, &mut out[done..done + take], done);
@@ -345,18 +384,7 @@ impl Stream {
         let mut pos = first;
         let mut done = 0;
         while done < out.len() {
-            let block = pos / BLOCK as u64;
-            let block_start = block * BLOCK as u64;
-            let aligned = pos - pos % LANES as u64;
-            if self.block != block || self.at > aligned {
-                self.lanes = Lanes::seeded(self.key, block);
-                self.block = block;
-                self.at = block_start;
-            }
-            while self.at < aligned {
-                self.lanes.step();
-                self.at += LANES as u64;
-            }
+            let block_start = self.seek(pos - pos % LANES as u64);
             let take = (out.len() - done).min((block_start + BLOCK as u64 - pos) as usize);
             let target = &mut out[done..done + take];
             let whole = take - take % LANES;

@@ -1,63 +1,131 @@
-//! The ziggurat's first test with AVX2: four lanes a register; the values it does not
-//! settle are left raw and finished one at a time.
+//! The ziggurat's first test with AVX2, four lanes a register and two registers a group of
+//! eight values, with one table lookup ([`PACKED`]): [`first_pass`] takes the raw values
+//! straight from the generators' registers (a read that starts at a multiple of 8, as the
+//! fused programs' are), [`turn`] from memory (any other). The values it leaves (about
+//! 0.3 %) are finished one at a time ([`finish`]).
 
-use super::{
-    LAYER_SHIFT, LAYERS, MANTISSA, ONE, R, SIGN, X, retry_seed, scaled, slow, turn_scalar,
-};
+use super::super::{load_avx2, step_avx2, store_avx2};
+use super::{EIGHT, LAYER_SHIFT, LAYERS, MANTISSA, ONE, PACKED, PIECE, SIGN, finish, turn_scalar};
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
-/// [`turn_scalar`] four values at a time (the same bits).
+/// [`turn_scalar`] eight values at a time (the same bits).
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn turn(values: &mut [u64], salted: u64, first: u64, mean: f64, std: f64) {
-    let plain = mean == 0.0 && std == 1.0;
-    let means = _mm256_set1_pd(mean);
-    let stds = _mm256_set1_pd(std);
-    let layers = _mm256_set1_epi64x(LAYERS as i64 - 1);
-    let mantissa = _mm256_set1_epi64x(MANTISSA as i64);
-    let one_bits = _mm256_set1_epi64x(ONE as i64);
-    let one = _mm256_set1_pd(1.0);
-    let sign = _mm256_set1_epi64x(SIGN as i64);
-    let whole = values.len() - values.len() % 4;
+    // The masks below have room for a piece.
+    assert!(values.len() <= PIECE);
+    let scale = Scale::new(mean, std);
+    let whole = values.len() - values.len() % 8;
     let (body, rest) = values.split_at_mut(whole);
-    // Which lanes of each register the first test left: bit k of group g.
-    let mut left = [0u8; super::PIECE / 4];
-    for (g, group) in body.chunks_exact_mut(4).enumerate() {
-        // SAFETY: `group` holds exactly four u64 (unaligned load and store); the table
-        // indices are below `LAYERS` and both tables have more entries.
-        unsafe {
-            let p = group.as_mut_ptr();
-            let b = _mm256_loadu_si256(p.cast());
-            let i = _mm256_and_si256(_mm256_srli_epi64::<LAYER_SHIFT>(b), layers);
-            let u = _mm256_sub_pd(
-                _mm256_castsi256_pd(_mm256_or_si256(_mm256_and_si256(b, mantissa), one_bits)),
-                one,
-            );
-            let width = _mm256_i64gather_pd::<8>(X.as_ptr(), i);
-            let ratio = _mm256_i64gather_pd::<8>(R.as_ptr(), i);
-            let inside = _mm256_cmp_pd::<_CMP_LT_OQ>(u, ratio);
-            let z = _mm256_xor_pd(
-                _mm256_mul_pd(u, width),
-                _mm256_castsi256_pd(_mm256_and_si256(b, sign)),
-            );
-            let value = if plain {
-                z
-            } else {
-                _mm256_fmadd_pd(stds, z, means)
-            };
-            // Lanes left keep their raw value.
-            let kept = _mm256_blendv_pd(_mm256_castsi256_pd(b), value, inside);
-            _mm256_storeu_pd(p.cast(), kept);
-            left[g] = (!_mm256_movemask_pd(inside) & 0xf) as u8;
+    // Bit `k` of `settled[g]`: whether the first test settled value `8 g + k`.
+    let mut settled = [0u8; PIECE / 8];
+    for (group, mask) in body.chunks_exact_mut(8).zip(settled.iter_mut()) {
+        *mask = 0;
+        for h in 0..2 {
+            // SAFETY: `group` holds exactly eight u64; this half reads and writes four of
+            // them (unaligned).
+            unsafe {
+                let p = group.as_mut_ptr().add(4 * h);
+                let (word, inside) = scale.settle(_mm256_loadu_si256(p.cast()));
+                _mm256_storeu_si256(p.cast(), word);
+                *mask |= inside << (4 * h);
+            }
         }
     }
-    for (g, &lanes) in left.iter().enumerate().take(whole / 4) {
-        let mut lanes = lanes;
-        while lanes != 0 {
-            let at = 4 * g + lanes.trailing_zeros() as usize;
-            lanes &= lanes - 1;
-            let z = slow(retry_seed(salted, first + at as u64), body[at]);
-            body[at] = scaled(z, mean, std, plain).to_bits();
-        }
-    }
+    finish(body, &settled[..whole / 8], salted, first, mean, std);
     turn_scalar(rest, salted, first + whole as u64, mean, std);
+}
+
+/// The first test straight from the generators (`generators`, at `out`'s first value;
+/// stepped once for each group of eight values of `out`): each value the first test
+/// settles is written with `mean` and `std`, the others raw; bit `k` of `settled[g]` says
+/// whether value `8 g + k` was settled.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `out.len()` is a multiple of 8, `settled` has room for
+/// `out.len() / 8` masks.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn first_pass(
+    generators: &mut [[u64; 8]; 4],
+    out: &mut [MaybeUninit<u64>],
+    settled: &mut [u8],
+    mean: f64,
+    std: f64,
+) {
+    debug_assert!(out.len().is_multiple_of(8) && settled.len() >= out.len() / 8);
+    let scale = Scale::new(mean, std);
+    let mut s = load_avx2(generators);
+    for (values, mask) in out.chunks_exact_mut(8).zip(settled.iter_mut()) {
+        let (low, low_inside) = scale.settle(step_avx2(&mut s, 0));
+        let (high, high_inside) = scale.settle(step_avx2(&mut s, 1));
+        // SAFETY: `values` holds exactly eight u64 slots (unaligned stores of four).
+        unsafe {
+            _mm256_storeu_si256(values.as_mut_ptr().cast(), low);
+            _mm256_storeu_si256(values.as_mut_ptr().add(4).cast(), high);
+        }
+        *mask = low_inside | (high_inside << 4);
+    }
+    store_avx2(s, generators);
+}
+
+/// The mean and standard deviation of the values, in registers.
+#[derive(Clone, Copy)]
+struct Scale {
+    plain: bool,
+    means: __m256d,
+    stds: __m256d,
+}
+
+impl Scale {
+    #[target_feature(enable = "avx2,fma")]
+    fn new(mean: f64, std: f64) -> Scale {
+        Scale {
+            plain: mean == 0.0 && std == 1.0,
+            means: _mm256_set1_pd(mean),
+            stds: _mm256_set1_pd(std),
+        }
+    }
+
+    /// The first test on four raw values, one lookup of [`PACKED`]: the words to write (the
+    /// value with mean and std where the test settled it, the raw value where it did not)
+    /// and the settled lanes (bit `k` for lane `k`). A value passes when the top 12 bits
+    /// of its point `u` are below the layer's threshold; its standard value is `8u (X[i]
+    /// + 8) / 8 - 8u` in one rounding, which is `u X[i]` rounded.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn settle(self, b: __m256i) -> (__m256i, u8) {
+        let mantissa = _mm256_set1_epi64x(MANTISSA as i64);
+        let i = _mm256_and_si256(
+            _mm256_srli_epi64::<LAYER_SHIFT>(b),
+            _mm256_set1_epi64x(LAYERS as i64 - 1),
+        );
+        // SAFETY: the indices are below `LAYERS`, the table's length.
+        let packed = unsafe { _mm256_i64gather_epi64::<8>(PACKED.as_ptr().cast(), i) };
+        // Both below 2^12, so the signed comparison is the unsigned one.
+        let top = _mm256_and_si256(_mm256_srli_epi64::<40>(b), _mm256_set1_epi64x(0xFFF));
+        let inside = _mm256_cmpgt_epi64(_mm256_srli_epi64::<52>(packed), top);
+        let eights = _mm256_or_si256(
+            _mm256_and_si256(b, mantissa),
+            _mm256_set1_epi64x(EIGHT as i64),
+        );
+        let u8 = _mm256_sub_pd(_mm256_castsi256_pd(eights), _mm256_set1_pd(8.0));
+        let width = _mm256_castsi256_pd(_mm256_or_si256(
+            _mm256_and_si256(packed, mantissa),
+            _mm256_set1_epi64x(ONE as i64),
+        ));
+        let x = _mm256_fmsub_pd(u8, width, u8);
+        let z = _mm256_xor_pd(
+            x,
+            _mm256_castsi256_pd(_mm256_and_si256(b, _mm256_set1_epi64x(SIGN as i64))),
+        );
+        let value = if self.plain {
+            z
+        } else {
+            _mm256_fmadd_pd(self.stds, z, self.means)
+        };
+        // Lanes left keep their raw value.
+        let word = _mm256_blendv_pd(_mm256_castsi256_pd(b), value, _mm256_castsi256_pd(inside));
+        let lanes = _mm256_movemask_pd(_mm256_castsi256_pd(inside)) as u8;
+        (_mm256_castpd_si256(word), lanes)
+    }
 }

@@ -17,10 +17,10 @@
 //!
 //! The tables ([`tables`]) are constants, so every machine uses the same ones. Every path
 //! does the same exact steps in the same order (the logarithm is [`ln_unit_interval`],
-//! not the platform's): the scalar loop, AVX2 (four lanes, the rare cases scalar) and
-//! AVX-512 (eight lanes straight from the generators' registers, a first test with one
-//! table lookup, the rare cases scalar) give the same bits. Values with mean 0 and standard deviation 1 are
-//! the standard values themselves on every path.
+//! not the platform's): the scalar loop, AVX2 (four lanes) and AVX-512 (eight lanes), both
+//! straight from the generators' registers with a first test of one table lookup
+//! ([`PACKED`]) and the rare cases scalar, give the same bits. Values with mean 0 and
+//! standard deviation 1 are the standard values themselves on every path.
 //!
 //! (Until December 2026 normal values came from inverting the distribution function,
 //! Wichura's AS241: two polynomials of degree 7 and a division for every value, which
@@ -59,6 +59,39 @@ static SPAN: [f64; LAYERS] = {
         i += 1;
     }
     span
+};
+
+/// The bits of 8.0: `(bits & MANTISSA) | EIGHT` is `8 (1 + u)`, a double in `[8, 16)`.
+#[cfg(target_arch = "x86_64")]
+const EIGHT: u64 = 0x4020_0000_0000_0000;
+
+/// Layer `i`'s width and a first-test threshold in one word, for the vector paths' one
+/// table lookup (gathers are dear): the low 52 bits are the mantissa of `(X[i] + 8) / 8` (a
+/// double in `[1, 2)`, exact: every width lies on the grid of 2^-49 and below 8), the top
+/// 12 bits (where that double's sign and exponent were, the same for every layer) hold
+/// `t - 1` with `t = floor(4096 R[i])`. A value passes when the top 12 bits of its point
+/// `u` are below `t - 1` (AVX2), or when a whole word with those bits on top is below this
+/// one (AVX-512, which passes some that equal `t - 1`): so `u < t / 4096 <= R[i]` whenever
+/// it passes. The others go through the exact test ([`slow`]), which settles those the
+/// threshold missed (0.03 % of values with AVX-512). The top layer (`R = 0`, `t = 0`) is the word 0, which nothing passes.
+#[cfg(target_arch = "x86_64")]
+static PACKED: [u64; LAYERS] = {
+    let mut packed = [0u64; LAYERS];
+    let mut i = 0;
+    while i < LAYERS {
+        let shifted = (X[i] + 8.0) * 0.125;
+        assert!(shifted * 8.0 - 8.0 == X[i] && (shifted.to_bits() & !MANTISSA) == ONE);
+        // `4096 R[i]` is exact; the cast rounds it down.
+        let threshold = (R[i] * 4096.0) as u64;
+        assert!(threshold < 4096);
+        packed[i] = if threshold == 0 {
+            0
+        } else {
+            ((threshold - 1) << 52) | (shifted.to_bits() & MANTISSA)
+        };
+        i += 1;
+    }
+    packed
 };
 
 /// Mixed into the key to seed the retry streams.
@@ -264,15 +297,20 @@ fn fill_with(
         // SAFETY: `MaybeUninit<f64>` and `MaybeUninit<u64>` have the same layout.
         let slots = unsafe { &mut *(piece as *mut [MaybeUninit<f64>] as *mut [MaybeUninit<u64>]) };
         #[cfg(target_arch = "x86_64")]
-        if path == Path::Avx512 && at.is_multiple_of(super::LANES as u64) {
+        if path != Path::Scalar && at.is_multiple_of(super::LANES as u64) {
             // The first test straight from the generators' registers.
             // Bit `k` of `settled[g]`: whether the first test settled value `8 g + k`.
             let mut settled = [0u8; PIECE / 8];
             let covered = stream.run_groups(slots, at, |generators, part, offset| {
-                // SAFETY: the caller checked that the CPU has AVX-512F and DQ; `part` is
-                // whole groups, `offset` a multiple of 8 within the piece.
+                let settled = &mut settled[offset / 8..];
+                // SAFETY: the caller checked that the CPU has the path's features; `part`
+                // is whole groups, `offset` a multiple of 8 within the piece.
                 unsafe {
-                    avx512::first_pass(generators, part, &mut settled[offset / 8..], mean, std)
+                    if path == Path::Avx512 {
+                        avx512::first_pass(generators, part, settled, mean, std)
+                    } else {
+                        avx2::first_pass(generators, part, settled, mean, std)
+                    }
                 }
             });
             stream.fill_bits(&mut slots[covered..], at + covered as u64);
@@ -417,8 +455,8 @@ mod tests {
 
     #[test]
     fn every_path_gives_the_same_bits() {
-        // 1,000,003 values from an odd start (AVX-512 turns raw values in a second pass) and
-        // from a multiple of 8 (it turns them straight from the generators): about 2,600 go
+        // 1,000,003 values from an odd start (the vector paths turn raw values in a second
+        // pass) and from a multiple of 8 (straight from the generators): about 2,600 go
         // past the first test and 25 to the tail; the length is no multiple of a register
         // or of a piece.
         let key = super::super::chunk_key(99, 5);
