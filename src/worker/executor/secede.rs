@@ -18,8 +18,9 @@ pub fn seceded<R>(wait: impl FnOnce() -> R) -> R {
     seceded_awaiting(None, wait)
 }
 
-/// [`seceded`] for a wait that is for task `awaited` first: when that task is queued here,
-/// no other drain loop starts for it, as this thread runs it ([`wait_for_task`]).
+/// [`seceded`] for a wait that is for task `awaited` first, with no deadline: when that
+/// task is queued here and this thread can run it ([`wait_for_task`] runs it unless
+/// [`MAX_INLINE_DEPTH`] tasks deep), no other drain loop starts for it.
 pub(crate) fn seceded_awaiting<R>(awaited: Option<Key>, wait: impl FnOnce() -> R) -> R {
     let Some((shared, pool)) = EXECUTOR
         .with(|e| e.borrow().clone())
@@ -38,10 +39,11 @@ pub(crate) fn seceded_awaiting<R>(awaited: Option<Key>, wait: impl FnOnce() -> R
         let mut queue = shared.lock();
         queue.seceded += 1;
         let inline = awaited.is_some_and(|key| {
-            queue
-                .tasks
-                .get(&key)
-                .is_some_and(|task| task.resources.is_empty())
+            INLINE_DEPTH.with(|d| d.get()) < MAX_INLINE_DEPTH
+                && queue
+                    .tasks
+                    .get(&key)
+                    .is_some_and(|task| task.resources.is_empty())
         });
         // The awaited task is this thread's: a loop is for the others, if any.
         (!inline || queue.tasks.len() > 1) && claim_loop(&mut queue, shared.max_loops)
