@@ -190,13 +190,14 @@ bench: deps peers nodes
 	@echo "figures: $(BENCH_RESULTS)"
 
 # Each benchmark once at tiny sizes (seconds): the bench code and its answer checks run, so
-# they cannot rot; no speed is asserted. The peers are not needed.
+# they cannot rot; no speed is asserted. The peers are not needed. Built with the release
+# profile the tests use (not the bench profile's one codegen unit), so nothing is built twice.
 SMOKE_RESULTS := $(CURDIR)/target/bench/smoke.json
 bench-smoke: deps nodes
 	@mkdir -p target/bench && rm -f $(SMOKE_RESULTS)
 	$(CARGO) build --release --example taxi_polars
 	for b in runtime scheduler pi bags arrays numerics ml futures multinode stores dataframes; do \
-	  MPIDASK_BENCH_SMOKE=1 MPIDASK_BENCH_RESULTS=$(SMOKE_RESULTS) $(CARGO) bench --bench $$b || exit 1; \
+	  MPIDASK_BENCH_SMOKE=1 MPIDASK_BENCH_RESULTS=$(SMOKE_RESULTS) $(CARGO) bench --profile release --bench $$b || exit 1; \
 	done
 
 # cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable toolchain provide them.
