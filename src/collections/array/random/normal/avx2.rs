@@ -2,43 +2,34 @@
 //! eight values, with one table lookup ([`PACKED`]): [`first_pass`] takes the raw values
 //! straight from the generators' registers (a read that starts at a multiple of 8, as the
 //! fused programs' are), [`turn`] from memory (any other). The values it leaves (about
-//! 0.3 %) are finished one at a time ([`finish`]).
+//! 0.3 %) are finished one at a time ([`finish`](super::finish)).
 
 use super::super::{load_avx2, step_avx2, store_avx2};
-use super::{EIGHT, LAYER_SHIFT, LAYERS, MANTISSA, ONE, PACKED, PIECE, SIGN, finish, turn_scalar};
+use super::{EIGHT, LAYER_SHIFT, LAYERS, MANTISSA, ONE, PACKED, Params, SIGN, turn_groups};
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-/// [`turn_scalar`] eight values at a time (the same bits).
+/// [`turn_scalar`](super::turn_scalar) eight values at a time (the same bits).
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn turn(values: &mut [u64], salted: u64, first: u64, mean: f64, std: f64) {
-    // The masks below have room for a piece.
-    assert!(values.len() <= PIECE);
-    let scale = Scale::new(mean, std);
-    let whole = values.len() - values.len() % 8;
-    let (body, rest) = values.split_at_mut(whole);
-    // Bit `k` of `settled[g]`: whether the first test settled value `8 g + k`.
-    let mut settled = [0u8; PIECE / 8];
-    for (group, mask) in body.chunks_exact_mut(8).zip(settled.iter_mut()) {
-        *mask = 0;
-        for h in 0..2 {
-            // SAFETY: `group` holds exactly eight u64; this half reads and writes four of
-            // them (unaligned).
+pub(super) unsafe fn turn(values: &mut [u64], p: Params, first: u64) {
+    let scale = Scale::new(p);
+    turn_groups(values, p, first, |group| {
+        let mut mask = 0;
+        for (h, half) in group.as_chunks_mut::<4>().0.iter_mut().enumerate() {
+            // SAFETY: `half` holds exactly four u64 (unaligned load and store).
             unsafe {
-                let p = group.as_mut_ptr().add(4 * h);
-                let (word, inside) = scale.settle(_mm256_loadu_si256(p.cast()));
-                _mm256_storeu_si256(p.cast(), word);
-                *mask |= inside << (4 * h);
+                let (word, inside) = scale.settle(_mm256_loadu_si256(half.as_ptr().cast()));
+                _mm256_storeu_si256(half.as_mut_ptr().cast(), word);
+                mask |= inside << (4 * h);
             }
         }
-    }
-    finish(body, &settled[..whole / 8], salted, first, mean, std);
-    turn_scalar(rest, salted, first + whole as u64, mean, std);
+        mask
+    });
 }
 
 /// The first test straight from the generators (`generators`, at `out`'s first value;
 /// stepped once for each group of eight values of `out`): each value the first test
-/// settles is written with `mean` and `std`, the others raw; bit `k` of `settled[g]` says
+/// settles is written with `p`'s mean and std, the others raw; bit `k` of `settled[g]` says
 /// whether value `8 g + k` was settled.
 ///
 /// # Safety
@@ -49,11 +40,10 @@ pub(super) unsafe fn first_pass(
     generators: &mut [[u64; 8]; 4],
     out: &mut [MaybeUninit<u64>],
     settled: &mut [u8],
-    mean: f64,
-    std: f64,
+    p: Params,
 ) {
     debug_assert!(out.len().is_multiple_of(8) && settled.len() >= out.len() / 8);
-    let scale = Scale::new(mean, std);
+    let scale = Scale::new(p);
     let mut s = load_avx2(generators);
     for (values, mask) in out.chunks_exact_mut(8).zip(settled.iter_mut()) {
         let (low, low_inside) = scale.settle(step_avx2(&mut s, 0));
@@ -78,11 +68,11 @@ struct Scale {
 
 impl Scale {
     #[target_feature(enable = "avx2,fma")]
-    fn new(mean: f64, std: f64) -> Scale {
+    fn new(p: Params) -> Scale {
         Scale {
-            plain: mean == 0.0 && std == 1.0,
-            means: _mm256_set1_pd(mean),
-            stds: _mm256_set1_pd(std),
+            plain: p.plain,
+            means: _mm256_set1_pd(p.mean),
+            stds: _mm256_set1_pd(p.std),
         }
     }
 

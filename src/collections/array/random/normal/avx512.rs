@@ -3,39 +3,30 @@
 //! raw values straight from the generators' registers (a read that starts at a multiple
 //! of 8, as the fused programs' are), [`turn`] from memory (any other). Each notes, per
 //! register, the lanes it leaves (0.26 % of values), which are then finished one at a time
-//! ([`finish`]).
+//! ([`finish`](super::finish)).
 
 use super::super::{load_avx512, step_avx512, store_avx512};
-use super::{EIGHT, LAYER_SHIFT, LAYERS, MANTISSA, ONE, PACKED, PIECE, SIGN, finish, turn_scalar};
+use super::{EIGHT, LAYER_SHIFT, LAYERS, MANTISSA, ONE, PACKED, Params, SIGN, turn_groups};
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-/// [`turn_scalar`] eight values at a time (the same bits).
+/// [`turn_scalar`](super::turn_scalar) eight values at a time (the same bits).
 #[target_feature(enable = "avx512f,avx512dq")]
-pub(super) unsafe fn turn(values: &mut [u64], salted: u64, first: u64, mean: f64, std: f64) {
-    // The masks below have room for a piece.
-    assert!(values.len() <= PIECE);
-    let scale = Scale::new(mean, std);
-    let whole = values.len() - values.len() % 8;
-    let (body, rest) = values.split_at_mut(whole);
-    // Bit `k` of `settled[g]`: whether the first test settled value `8 g + k`.
-    let mut settled = [0u8; PIECE / 8];
-    for (group, mask) in body.chunks_exact_mut(8).zip(settled.iter_mut()) {
+pub(super) unsafe fn turn(values: &mut [u64], p: Params, first: u64) {
+    let scale = Scale::new(p);
+    turn_groups(values, p, first, |group| {
         // SAFETY: `group` holds exactly eight u64 (unaligned load and store).
         unsafe {
-            let p = group.as_mut_ptr();
-            let (word, inside) = scale.settle(_mm512_loadu_si512(p.cast()));
-            _mm512_storeu_si512(p.cast(), word);
-            *mask = inside;
+            let (word, inside) = scale.settle(_mm512_loadu_si512(group.as_ptr().cast()));
+            _mm512_storeu_si512(group.as_mut_ptr().cast(), word);
+            inside
         }
-    }
-    finish(body, &settled[..whole / 8], salted, first, mean, std);
-    turn_scalar(rest, salted, first + whole as u64, mean, std);
+    });
 }
 
 /// The first test straight from the generators (`generators`, at `out`'s first value;
 /// stepped once for each group of eight values of `out`): each value the first test
-/// settles is written with `mean` and `std`, the others raw; bit `k` of `settled[g]` says
+/// settles is written with `p`'s mean and std, the others raw; bit `k` of `settled[g]` says
 /// whether value `8 g + k` was settled.
 ///
 /// # Safety
@@ -46,11 +37,10 @@ pub(super) unsafe fn first_pass(
     generators: &mut [[u64; 8]; 4],
     out: &mut [MaybeUninit<u64>],
     settled: &mut [u8],
-    mean: f64,
-    std: f64,
+    p: Params,
 ) {
     debug_assert!(out.len().is_multiple_of(8) && settled.len() >= out.len() / 8);
-    let scale = Scale::new(mean, std);
+    let scale = Scale::new(p);
     let mut s = load_avx512(generators);
     for (values, mask) in out.chunks_exact_mut(8).zip(settled.iter_mut()) {
         let (word, inside) = scale.settle(step_avx512(&mut s));
@@ -71,11 +61,11 @@ struct Scale {
 
 impl Scale {
     #[target_feature(enable = "avx512f")]
-    fn new(mean: f64, std: f64) -> Scale {
+    fn new(p: Params) -> Scale {
         Scale {
-            plain: mean == 0.0 && std == 1.0,
-            means: _mm512_set1_pd(mean),
-            stds: _mm512_set1_pd(std),
+            plain: p.plain,
+            means: _mm512_set1_pd(p.mean),
+            stds: _mm512_set1_pd(p.std),
         }
     }
 

@@ -73,7 +73,8 @@ const EIGHT: u64 = 0x4020_0000_0000_0000;
 /// `u` are below `t - 1` (AVX2), or when a whole word with those bits on top is below this
 /// one (AVX-512, which passes some that equal `t - 1`): so `u < t / 4096 <= R[i]` whenever
 /// it passes. The others go through the exact test ([`slow`]), which settles those the
-/// threshold missed (0.03 % of values with AVX-512). The top layer (`R = 0`, `t = 0`) is the word 0, which nothing passes.
+/// threshold missed (0.03 % of values with AVX-512). The top layer (`R = 0`, `t = 0`) is
+/// the word 0, which nothing passes.
 #[cfg(target_arch = "x86_64")]
 static PACKED: [u64; LAYERS] = {
     let mut packed = [0u64; LAYERS];
@@ -232,11 +233,37 @@ fn ln_unit_interval(y: f64) -> f64 {
     exponent.mul_add(std::f64::consts::LN_2, (2.0 * s) * series)
 }
 
-/// A standard value `z` with `mean` and `std`: `z` itself when they are 0 and 1 (`plain`),
-/// which every path does alike.
-#[inline(always)]
-fn scaled(z: f64, mean: f64, std: f64, plain: bool) -> f64 {
-    if plain { z } else { std.mul_add(z, mean) }
+/// What a fill's values are drawn with: the key's retry salt, the mean and the standard
+/// deviation.
+#[derive(Clone, Copy)]
+struct Params {
+    /// The key mixed with [`RETRY_SALT`]: seeds the retry streams ([`retry_seed`]).
+    salted: u64,
+    mean: f64,
+    std: f64,
+    /// Mean 0 and std 1: every path skips the scaling alike.
+    plain: bool,
+}
+
+impl Params {
+    fn new(key: u64, mean: f64, std: f64) -> Params {
+        Params {
+            salted: mix(key ^ RETRY_SALT),
+            mean,
+            std,
+            plain: mean == 0.0 && std == 1.0,
+        }
+    }
+
+    /// A standard value `z` with the mean and std (`z` itself when plain).
+    #[inline(always)]
+    fn scaled(self, z: f64) -> f64 {
+        if self.plain {
+            z
+        } else {
+            self.std.mul_add(z, self.mean)
+        }
+    }
 }
 
 /// Normal values `first .. first + out.len()` of `stream` with `mean` and `std`, written
@@ -291,7 +318,7 @@ fn fill_with(
     std: f64,
     path: Path,
 ) {
-    let salted = mix(stream.key ^ RETRY_SALT);
+    let p = Params::new(stream.key, mean, std);
     let mut at = first;
     for piece in out.chunks_mut(PIECE) {
         // SAFETY: `MaybeUninit<f64>` and `MaybeUninit<u64>` have the same layout.
@@ -307,9 +334,9 @@ fn fill_with(
                 // is whole groups, `offset` a multiple of 8 within the piece.
                 unsafe {
                     if path == Path::Avx512 {
-                        avx512::first_pass(generators, part, settled, mean, std)
+                        avx512::first_pass(generators, part, settled, p)
                     } else {
-                        avx2::first_pass(generators, part, settled, mean, std)
+                        avx2::first_pass(generators, part, settled, p)
                     }
                 }
             });
@@ -317,8 +344,8 @@ fn fill_with(
             // SAFETY: `first_pass` and `fill_bits` wrote every slot.
             let values = unsafe { &mut *(slots as *mut [MaybeUninit<u64>] as *mut [u64]) };
             let (body, rest) = values.split_at_mut(covered);
-            finish(body, &settled[..covered / 8], salted, at, mean, std);
-            turn_scalar(rest, salted, at + covered as u64, mean, std);
+            finish(body, &settled[..covered / 8], p, at);
+            turn_scalar(rest, p, at + covered as u64);
             at += piece.len() as u64;
             continue;
         }
@@ -328,11 +355,11 @@ fn fill_with(
         match path {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the caller checked that the CPU has AVX-512F and DQ.
-            Path::Avx512 => unsafe { avx512::turn(bits, salted, at, mean, std) },
+            Path::Avx512 => unsafe { avx512::turn(bits, p, at) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the caller checked that the CPU has AVX2 and FMA.
-            Path::Avx2 => unsafe { avx2::turn(bits, salted, at, mean, std) },
-            Path::Scalar => turn_scalar(bits, salted, at, mean, std),
+            Path::Avx2 => unsafe { avx2::turn(bits, p, at) },
+            Path::Scalar => turn_scalar(bits, p, at),
         }
         at += piece.len() as u64;
     }
@@ -341,8 +368,7 @@ fn fill_with(
 /// Finishes the values a vector path's first test left: bit `k` clear in `settled[g]`
 /// says value `8 g + k` of `values` (value `first + 8 g + k` of its key) is still raw.
 #[cfg(target_arch = "x86_64")]
-fn finish(values: &mut [u64], settled: &[u8], salted: u64, first: u64, mean: f64, std: f64) {
-    let plain = mean == 0.0 && std == 1.0;
+fn finish(values: &mut [u64], settled: &[u8], p: Params, first: u64) {
     // Eight masks a word: nearly every word says all were settled.
     for (word, masks) in settled.chunks(8).enumerate() {
         let mut all = [0xffu8; 8];
@@ -351,19 +377,44 @@ fn finish(values: &mut [u64], settled: &[u8], salted: u64, first: u64, mean: f64
         while left != 0 {
             let at = 64 * word + left.trailing_zeros() as usize;
             left &= left - 1;
-            let z = slow(retry_seed(salted, first + at as u64), values[at]);
-            values[at] = scaled(z, mean, std, plain).to_bits();
+            let z = slow(retry_seed(p.salted, first + at as u64), values[at]);
+            values[at] = p.scaled(z).to_bits();
         }
     }
 }
 
 /// Turns raw values `first ..` (in place) into normal values with `mean` and `std`.
 #[inline(always)]
-fn turn_scalar(values: &mut [u64], salted: u64, first: u64, mean: f64, std: f64) {
-    let plain = mean == 0.0 && std == 1.0;
+fn turn_scalar(values: &mut [u64], p: Params, first: u64) {
     for (k, v) in values.iter_mut().enumerate() {
-        *v = scaled(standard(salted, first + k as u64, *v), mean, std, plain).to_bits();
+        *v = p.scaled(standard(p.salted, first + k as u64, *v)).to_bits();
     }
+}
+
+/// A vector path's [`turn_scalar`] (the same bits): `settle` runs the first test on a
+/// group of eight raw values in place (settled ones written with the mean and std) and
+/// says which it settled (bit `k` for value `k`); [`finish`] does those it left, and
+/// [`turn_scalar`] the values after the last whole group. Inlined into each path's
+/// `turn`, so `settle` is compiled with the path's instructions.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn turn_groups(
+    values: &mut [u64],
+    p: Params,
+    first: u64,
+    mut settle: impl FnMut(&mut [u64; 8]) -> u8,
+) {
+    // The masks below have room for a piece.
+    assert!(values.len() <= PIECE);
+    let (groups, rest) = values.as_chunks_mut::<8>();
+    // Bit `k` of `settled[g]`: whether the first test settled value `8 g + k`.
+    let mut settled = [0u8; PIECE / 8];
+    for (group, mask) in groups.iter_mut().zip(settled.iter_mut()) {
+        *mask = settle(group);
+    }
+    let whole = 8 * groups.len();
+    finish(groups.as_flattened_mut(), &settled[..whole / 8], p, first);
+    turn_scalar(rest, p, first + whole as u64);
 }
 
 #[cfg(test)]
