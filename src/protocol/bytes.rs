@@ -121,13 +121,31 @@ struct Split {
 impl Split {
     /// The value in one buffer, its body on a cache line (made on the first call).
     fn joined(&self) -> &Bytes {
-        self.joined.get_or_init(|| {
-            let body = self.body.bytes();
-            let mut whole = Bytes::aligned_after(self.head.len(), self.head.len() + body.len());
-            whole.buf.extend_from_slice(&self.head);
-            whole.buf.extend_from_slice(body);
-            whole
-        })
+        self.joined.get_or_init(|| self.join())
+    }
+
+    /// A new buffer holding the value, its body on a cache line.
+    fn join(&self) -> Bytes {
+        let body = self.body.bytes();
+        let mut whole = Bytes::aligned_after(self.head.len(), self.head.len() + body.len());
+        whole.buf.extend_from_slice(&self.head);
+        whole.buf.extend_from_slice(body);
+        whole
+    }
+
+    /// The value in one buffer of its own, with one copy at most: the joined buffer itself
+    /// when this was its last holder, else a copy of it, else a new join.
+    fn into_owned(split: std::sync::Arc<Split>) -> Bytes {
+        match std::sync::Arc::try_unwrap(split) {
+            Ok(mut split) => match split.joined.take() {
+                Some(joined) => joined,
+                None => split.join(),
+            },
+            Err(shared) => match shared.joined.get() {
+                Some(joined) => joined.clone(),
+                None => shared.join(),
+            },
+        }
     }
 }
 
@@ -231,7 +249,7 @@ impl Bytes {
     /// as a split value is joined); nothing for other values.
     fn own(&mut self) {
         if let Some(split) = self.split.take() {
-            *self = split.joined().clone();
+            *self = Split::into_owned(split);
         } else if self.of.is_some() {
             let mut owned = Self::placed_at(usize::from(self.placement()), self.len())
                 .unwrap_or_else(|e| {
@@ -520,6 +538,16 @@ mod tests {
         written.as_mut_slice()[0] = 4;
         assert!(written.pieces().is_none(), "written values own their bytes");
         assert_eq!((written[0], value[0]), (4, 3));
+        // Its last holder takes the joined buffer to write it, without a copy.
+        let joined_at = value.as_ptr();
+        let mut last = value;
+        last.as_mut_slice()[1] = 7;
+        assert_eq!((last.as_ptr(), &last[..2]), (joined_at, &[3u8, 7][..]));
+        // A split value never read whole is joined straight into the buffer it writes.
+        let mut fresh = Bytes::split(vec![3, 9], Box::new(Floats(vec![1.5, -2.0, 3.25])));
+        fresh.extend_from_slice(&[1]);
+        assert_eq!(fresh.as_slice()[..26], whole[..]);
+        assert_eq!((fresh.len(), fresh[26]), (27, 1));
     }
 
     #[test]
