@@ -106,8 +106,23 @@ pub const MAX_HEAD_BYTES: usize = 256;
 
 /// Memory holding a split value's body: the value it was encoded from, kept whole.
 pub trait Body: Send + Sync {
-    /// The body's bytes.
+    /// The body's bytes (none once [`take`](Self::take)n).
     fn bytes(&self) -> &[u8];
+
+    /// The type of the value the body is, if it can be [`take`](Self::take)n.
+    fn value_type(&self) -> Option<std::any::TypeId> {
+        None
+    }
+
+    /// The value the body is, given away (`None` if it cannot be, or was already); the
+    /// body has no bytes from then on.
+    ///
+    /// # Safety
+    /// Nothing else uses the body while this runs: no other thread, and no slice of its
+    /// [`bytes`](Self::bytes) is alive.
+    unsafe fn take(&self) -> Option<Box<dyn std::any::Any>> {
+        None
+    }
 }
 
 /// A value encoded in two pieces: the few bytes before its elements, and the elements where
@@ -211,6 +226,33 @@ impl Bytes {
         self.split
             .as_deref()
             .map(|split| (split.head.as_slice(), split.body.bytes()))
+    }
+
+    /// The type of the value a split value's body is, when it can be taken
+    /// ([`take_body`](Self::take_body)).
+    pub(super) fn body_type(&self) -> Option<std::any::TypeId> {
+        match (&self.of, &self.split) {
+            (None, Some(split)) => split.body.value_type(),
+            _ => None,
+        }
+    }
+
+    /// The value a split value's body is, given away when this is its only holder (the
+    /// value has no body from then on: only its head).
+    ///
+    /// # Safety
+    /// Nothing else uses this value while this runs, and nothing reads its body after: no
+    /// other thread, and no slice of its bytes is alive.
+    pub(super) unsafe fn take_body(&self) -> Option<Box<dyn std::any::Any>> {
+        let split = self.split.as_ref().filter(|_| self.of.is_none())?;
+        if std::sync::Arc::strong_count(split) != 1 || std::sync::Arc::weak_count(split) != 0 {
+            return None;
+        }
+        // After the last other holder's drop: what it did with the body happened before.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        // SAFETY: this value holds the only reference to its split, and the caller
+        // guarantees nothing else uses this value.
+        unsafe { split.body.take() }
     }
 
     /// The value's bytes in two pieces read in turn, without joining a split value: its

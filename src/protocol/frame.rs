@@ -158,6 +158,25 @@ pub fn decode_bytes<T: DeserializeOwned + std::any::Any>(
     }
 }
 
+/// [`decode_bytes`] of a value this is the only holder of: a split value whose body is a
+/// plain value of `T`'s type (a task's result kept as it was made) is given away whole,
+/// with no copy; any other value is decoded from its bytes. The value has no body after.
+pub fn decode_payload<T: DeserializeOwned + std::any::Any>(
+    value: &super::Payload,
+) -> bincode::Result<T> {
+    if std::sync::Arc::strong_count(value) == 1 && std::sync::Arc::weak_count(value) == 0 {
+        // After the last other holder's drop (on another thread, maybe): everything it did
+        // with the value happened before what follows.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        // SAFETY: `value` is its only reference, borrowed here alone (no other thread has
+        // it, and no slice of it is alive in this call); its holder reads no body after.
+        if let Some(taken) = unsafe { super::plain::take_whole::<T>(value) } {
+            return Ok(taken);
+        }
+    }
+    decode_bytes(value)
+}
+
 /// [`encode_owned`] into a value buffer whose plain elements start on a cache line (where
 /// the array kernels read them in place).
 pub fn encode_owned_aligned<T: Serialize + std::any::Any>(

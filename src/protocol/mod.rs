@@ -22,12 +22,13 @@ mod plain;
 #[cfg(feature = "dataframe")]
 mod polars_ipc;
 pub use bytes::{ALIGN, Bytes, MAX_HEAD_BYTES, clear_spares, give_spare, skip_to, take_spare};
+pub(crate) use plain::{receive_elements, received_split};
 #[cfg(feature = "dataframe")]
 pub(crate) use polars_ipc::{append_frame, encoded_estimate, frame_buffer};
 
 pub use frame::{
     ATTACH_BYTES, Announced, Frame, FrameWriter, attachments_announced, codec, decode_bytes,
-    decode_frame_with, decode_owned, decode_value, encode_given, encode_owned,
+    decode_frame_with, decode_owned, decode_payload, decode_value, encode_given, encode_owned,
     encode_owned_aligned, encode_value, recycle_owned, split_large,
 };
 
@@ -36,7 +37,7 @@ pub use frame::{
 pub type Payload = Arc<Bytes>;
 
 /// Version of the message set below. Every rank checks at start-up that all ranks agree.
-pub const PROTOCOL_VERSION: u32 = 18;
+pub const PROTOCOL_VERSION: u32 = 19;
 
 /// Identity of a task or of a scattered value, unique within one job.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -320,6 +321,10 @@ pub struct ComputeMsg {
     /// For every distinct dependency, the rank to fetch it from (this worker's own rank when
     /// it holds the value or is computing it).
     pub deps: Vec<(Key, Rank)>,
+    /// The dependencies (among `deps`) this task is the last reader of: no other task, no
+    /// client and no retry will read them, so the worker hands its copy to the task (whose
+    /// function may then take the value's memory as its argument) instead of keeping it.
+    pub consume: Vec<Key>,
     /// Priority among this worker's ready tasks.
     pub priority: i32,
     /// Resources held while the task runs.
@@ -749,6 +754,17 @@ pub enum ToWorker {
     },
     /// Free these values (from the scheduler).
     ReleaseKeys(Vec<Key>),
+    /// Task `key`, placed here as `attempt`, has become the last reader of its input
+    /// `input` (see `ComputeMsg::consume`; from the scheduler, when the client let go of
+    /// the input or its other readers finished after the task was placed).
+    LastRead {
+        /// Task key.
+        key: Key,
+        /// Its placement.
+        attempt: Attempt,
+        /// The input it may take.
+        input: Key,
+    },
     /// Give up this task if it has not started (from the scheduler); answer `StealReply`.
     Steal {
         /// Task key.

@@ -16,7 +16,7 @@ use bincode::Options;
 use ndarray::{Array, Dimension, Ix1, Ix2, Ix3, IxDyn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::borrow::Cow;
 
 /// The version byte `ndarray` writes first when it serialises an array.
@@ -116,18 +116,37 @@ pub(super) fn into_split<T: Any>(value: T, min_bytes: usize) -> Result<Bytes, T>
 }
 
 /// A plain value kept whole as the body of its split encoding; once the split value is
-/// dropped, its memory goes to the next plain value decoded here ([`recycle`]).
-struct Whole<V: Any>(Option<V>);
+/// dropped, its memory goes to the next plain value decoded here ([`recycle`]). The task
+/// that is its last reader takes it instead ([`take_whole`]).
+struct Whole<V: Any>(std::cell::UnsafeCell<Option<V>>);
+
+// SAFETY: the value is read through `&self` (`bytes`, from any thread: `V` is `Sync`) and
+// written only by `take`, whose caller guarantees that nothing else uses it meanwhile.
+unsafe impl<V: Any + Send + Sync> Sync for Whole<V> {}
 
 impl<V: Any> Whole<V> {
-    fn value(&self) -> &V {
-        self.0.as_ref().expect("held until dropped")
+    fn new(value: V) -> Self {
+        Whole(std::cell::UnsafeCell::new(Some(value)))
+    }
+
+    /// The value, or `None` once taken.
+    fn value(&self) -> Option<&V> {
+        // SAFETY: only `take` writes, and never while this reference lives (its contract).
+        unsafe { &*self.0.get() }.as_ref()
+    }
+
+    /// # Safety
+    /// As [`Body::take`].
+    unsafe fn take_value(&self) -> Option<Box<dyn Any>> {
+        // SAFETY: nothing else reads or writes the value meanwhile (the caller's contract).
+        let value = unsafe { &mut *self.0.get() }.take()?;
+        Some(Box::new(value))
     }
 }
 
 impl<V: Any> Drop for Whole<V> {
     fn drop(&mut self) {
-        if let Some(value) = self.0.take() {
+        if let Some(value) = self.0.get_mut().take() {
             recycle(value);
         }
     }
@@ -135,13 +154,33 @@ impl<V: Any> Drop for Whole<V> {
 
 impl<E: Plain + Send + Sync> Body for Whole<Vec<E>> {
     fn bytes(&self) -> &[u8] {
-        bytemuck::cast_slice(self.value())
+        self.value().map_or(&[], |v| bytemuck::cast_slice(v))
+    }
+
+    fn value_type(&self) -> Option<TypeId> {
+        Some(TypeId::of::<Vec<E>>())
+    }
+
+    unsafe fn take(&self) -> Option<Box<dyn Any>> {
+        // SAFETY: the caller's contract is this one's.
+        unsafe { self.take_value() }
     }
 }
 
 impl<E: Plain + Send + Sync, D: Dimension + 'static> Body for Whole<Array<E, D>> {
     fn bytes(&self) -> &[u8] {
-        bytemuck::cast_slice(self.value().as_slice().expect("split only when contiguous"))
+        self.value().map_or(&[], |v| {
+            bytemuck::cast_slice(v.as_slice().expect("split only when contiguous"))
+        })
+    }
+
+    fn value_type(&self) -> Option<TypeId> {
+        Some(TypeId::of::<Array<E, D>>())
+    }
+
+    unsafe fn take(&self) -> Option<Box<dyn Any>> {
+        // SAFETY: the caller's contract is this one's.
+        unsafe { self.take_value() }
     }
 }
 
@@ -152,7 +191,7 @@ fn split_vec<E: Plain + Send + Sync>(slot: &mut dyn Any, min_bytes: usize) -> Op
     }
     let values = slot.take()?;
     let head = head(&(values.len() as u64)).expect("a length encodes");
-    Some(Bytes::split(head, Box::new(Whole(Some(values)))))
+    Some(Bytes::split(head, Box::new(Whole::new(values))))
 }
 
 /// A head short enough for a split value's.
@@ -175,7 +214,7 @@ fn split_array<E: Plain + Send + Sync, D: Dimension + Serialize + 'static>(
         array.len() as u64,
     )))?;
     let array = slot.take()?;
-    Some(Bytes::split(head, Box::new(Whole(Some(array)))))
+    Some(Bytes::split(head, Box::new(Whole::new(array))))
 }
 
 /// `bytes` decoded as `T`, if `T` is a plain value.
@@ -195,6 +234,120 @@ pub(super) fn decode_pieces<T: Any>(head: &[u8], body: &[u8]) -> Option<bincode:
     let slot = &mut out as &mut dyn Any;
     let found = each_plain!(decode_vec_into, decode_array_into, bytes, slot)?;
     Some(found.map(|()| out.expect("the decoded value was stored")))
+}
+
+/// The value `bytes` holds, given away as a `T` when it is a split value whose body is a
+/// plain value `T` can be made of without a copy (alone or as a one-field tuple: the same
+/// type, or an array of a vector's elements) and `bytes` its only holder. `None` (and
+/// `bytes` unchanged) otherwise. The head is checked against the body first, as
+/// [`decode_pieces`] checks it.
+///
+/// # Safety
+/// Nothing else uses `bytes` while this runs, and nothing reads its body after: no other
+/// thread, and no slice of its bytes is alive.
+pub(super) unsafe fn take_whole<T: Any>(bytes: &Bytes) -> Option<T> {
+    let held = bytes.body_type()?;
+    let (head, body) = bytes.pieces()?;
+    let found = Found {
+        held,
+        head: head.to_vec(),
+        body_bytes: body.len(),
+    };
+    let mut out: Option<T> = None;
+    let slot = &mut out as &mut dyn Any;
+    let taken = || {
+        // SAFETY: the caller's contract is this one's (the slices above are gone).
+        unsafe { bytes.take_body() }
+    };
+    each_plain!(take_vec_into, take_array_into, &found, slot, &taken)?;
+    out
+}
+
+/// What [`take_whole`] found in a split value before taking its body.
+struct Found {
+    /// The type of the body's value.
+    held: TypeId,
+    head: Vec<u8>,
+    body_bytes: usize,
+}
+
+/// Takes the body into `slot` if `slot` wants a `Vec<E>` and the body is one, of the
+/// length its head says.
+fn take_vec_into<E: Plain>(
+    found: &Found,
+    slot: &mut dyn Any,
+    taken: &dyn Fn() -> Option<Box<dyn Any>>,
+) -> Option<()> {
+    if found.held != TypeId::of::<Vec<E>>() || !wants::<Vec<E>>(slot) {
+        return None;
+    }
+    let mut rest = found.head.as_slice();
+    let len: u64 = codec().deserialize_from(&mut rest).ok()?;
+    let fits = rest.is_empty()
+        && len.checked_mul(std::mem::size_of::<E>() as u64) == Some(found.body_bytes as u64);
+    if !fits {
+        return None;
+    }
+    let values = *taken()?.downcast::<Vec<E>>().ok()?;
+    store::<Vec<E>>(slot, || Ok(values)).map(|_| ())
+}
+
+/// Takes the body into `slot` if `slot` wants an `Array<E, D>` and the body is one, or is
+/// a `Vec<E>` of as many elements as the shape its head says.
+fn take_array_into<E: Plain, D: Dimension + DeserializeOwned + 'static>(
+    found: &Found,
+    slot: &mut dyn Any,
+    taken: &dyn Fn() -> Option<Box<dyn Any>>,
+) -> Option<()> {
+    if !wants::<Array<E, D>>(slot) {
+        return None;
+    }
+    if found.held == TypeId::of::<Array<E, D>>() {
+        // Made here from this very array: its head is the array's.
+        let array = *taken()?.downcast::<Array<E, D>>().ok()?;
+        return store::<Array<E, D>>(slot, || Ok(array)).map(|_| ());
+    }
+    if found.held != TypeId::of::<Vec<E>>() {
+        return None;
+    }
+    let mut rest = found.head.as_slice();
+    let (version, dim, count): (u8, D, u64) = codec().deserialize_from(&mut rest).ok()?;
+    let fits = rest.is_empty()
+        && version == NDARRAY_FORMAT_VERSION
+        && dim.size_checked() == Some(count as usize)
+        && count.checked_mul(std::mem::size_of::<E>() as u64) == Some(found.body_bytes as u64);
+    if !fits {
+        return None;
+    }
+    let values = *taken()?.downcast::<Vec<E>>().ok()?;
+    let array = Array::from_shape_vec(dim, values).ok()?;
+    store::<Array<E, D>>(slot, || Ok(array)).map(|_| ())
+}
+
+/// Whether `slot` is an `Option<V>` or an `Option<(V,)>`.
+fn wants<V: Any>(slot: &dyn Any) -> bool {
+    slot.is::<Option<V>>() || slot.is::<Option<(V,)>>()
+}
+
+/// A value received from another rank as a split value's head and its elements, received
+/// straight into `values` (8-byte elements, whatever their type): read as the value
+/// whose encoding is the head and then the elements' bytes, and taken whole by its last
+/// reader when it is a vector or array of `f64` ([`take_whole`]).
+pub fn received_split(head: Vec<u8>, values: Vec<f64>) -> Bytes {
+    Bytes::split(head, Box::new(Whole::new(values)))
+}
+
+/// An empty vector with room for `len` elements of 8 bytes to receive into: a kept one
+/// ([`recycle`]) or a new one.
+pub fn receive_elements(len: usize) -> Result<Vec<f64>, std::collections::TryReserveError> {
+    match take_spare::<f64>(len) {
+        Some(values) => Ok(values),
+        None => {
+            let mut values = Vec::new();
+            values.try_reserve_exact(len)?;
+            Ok(values)
+        }
+    }
 }
 
 /// What follows a header read from the first piece: the rest of it, or (when the header
@@ -472,6 +625,57 @@ mod tests {
         recycle(vec![1i64; len]);
         let again: Vec<f64> = decode(&bytes).unwrap().unwrap();
         assert_ne!(again.as_ptr() as usize, address);
+    }
+
+    #[test]
+    fn the_only_holder_of_a_split_value_takes_its_elements() {
+        use super::super::frame::{decode_bytes, decode_payload};
+        use std::sync::Arc;
+        // Small values: no kept allocation is taken from other tests.
+        let values: Vec<f64> = (0..1000).map(f64::from).collect();
+        let split = |v: Vec<f64>| Arc::new(into_split(v, 0).unwrap_or_else(|_| panic!("split")));
+        let mine = values.clone();
+        let at = mine.as_ptr();
+        let (taken,): (Vec<f64>,) = decode_payload(&split(mine)).unwrap();
+        assert_eq!(
+            (taken.as_slice(), taken.as_ptr()),
+            (&values[..], at),
+            "not copied"
+        );
+        // Shared, it is copied: the other holder still reads it.
+        let shared = split(values.clone());
+        let other = Arc::clone(&shared);
+        let copy: Vec<f64> = decode_payload(&shared).unwrap();
+        let (_, body) = other.pieces().unwrap();
+        assert_ne!(copy.as_ptr().cast::<u8>(), body.as_ptr());
+        assert_eq!(decode_bytes::<Vec<f64>>(&other).unwrap(), values);
+        // Elements received from another rank become the array its head describes.
+        let shape = Array2::<f64>::zeros((40, 25)).raw_dim();
+        let head = codec()
+            .serialize(&(NDARRAY_FORMAT_VERSION, shape, 1000u64))
+            .unwrap();
+        let mine = values.clone();
+        let at = mine.as_ptr();
+        let array: Array2<f64> = decode_payload(&Arc::new(received_split(head, mine))).unwrap();
+        assert_eq!((array.dim(), array.as_ptr()), ((40, 25), at));
+        assert_eq!(array.as_slice().unwrap(), &values[..]);
+        // A head that does not fit the elements is decoded, and refused, as bytes are.
+        let wrong = Arc::new(received_split(
+            codec().serialize(&999u64).unwrap(),
+            values.clone(),
+        ));
+        assert!(decode_payload::<Vec<f64>>(&wrong).is_err());
+        assert!(
+            wrong.pieces().is_some_and(|(_, body)| body.len() == 8000),
+            "kept"
+        );
+        // Another element type is decoded from the bytes.
+        let halves = Arc::new(received_split(
+            codec().serialize(&2000u64).unwrap(),
+            values.clone(),
+        ));
+        let floats: Vec<f32> = decode_payload(&halves).unwrap();
+        assert_eq!(floats.len(), 2000);
     }
 
     #[test]

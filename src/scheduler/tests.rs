@@ -1626,3 +1626,58 @@ fn a_stall_is_reported_naming_what_the_tasks_wait_for() {
     assert_eq!(pass(&mut env, 200), None, "nothing pending, nothing to say");
     assert!(env.aborted.is_none());
 }
+
+#[test]
+fn a_task_takes_an_input_only_it_will_ever_read() {
+    // Whether task `reader` was told it may take `input`: placed with it in `consume`, or
+    // told after (`LastRead`).
+    fn may_take(messages: &[(Rank, ToWorker)], reader: u64, input: u64) -> bool {
+        messages.iter().any(|(_, m)| match m {
+            ToWorker::Compute(c) => c.key == Key(reader) && c.consume.contains(&Key(input)),
+            ToWorker::LastRead { key, input: i, .. } => *key == Key(reader) && *i == Key(input),
+            _ => false,
+        })
+    }
+    let mut env = TestEnv::new(&[(2, 1)]);
+    // 2 reads 1, which the client lets go of once 2 is submitted (as `map` over futures
+    // does): 2 may take it, whether placed before 1 finished or after.
+    env.submit(vec![task(1, &[])]);
+    env.submit(vec![task(2, &[1])]);
+    env.release(&[1]);
+    env.finish(1, 100);
+    let messages = env.take_worker_messages();
+    assert!(may_take(&messages, 2, 1), "{messages:?}");
+    // 3 and 4 both read 2: neither takes it until the other is done.
+    env.submit(vec![task(3, &[2]), task(4, &[2])]);
+    env.release(&[2]);
+    env.finish(2, 100);
+    let messages = env.take_worker_messages();
+    assert!(
+        !may_take(&messages, 3, 2) && !may_take(&messages, 4, 2),
+        "{messages:?}"
+    );
+    let (first, second) = match env.state(3) {
+        Some(TaskState::Processing { .. }) => (3, 4),
+        _ => (4, 3),
+    };
+    env.finish(first, 100);
+    let messages = env.take_worker_messages();
+    assert!(may_take(&messages, second, 2), "{messages:?}");
+    env.finish(second, 100);
+    // A reader that may be retried leaves its input where it is.
+    let retried = TaskOptions {
+        retries: 1,
+        ..Default::default()
+    };
+    env.submit(vec![task(5, &[]), task_with(6, &[5], retried)]);
+    env.release(&[5]);
+    env.finish(5, 100);
+    let messages = env.take_worker_messages();
+    assert!(!may_take(&messages, 6, 5), "{messages:?}");
+    // Nor does one whose input the client still holds.
+    env.finish(6, 100);
+    env.submit(vec![task(7, &[]), task(8, &[7])]);
+    env.finish(7, 100);
+    let messages = env.take_worker_messages();
+    assert!(!may_take(&messages, 8, 7), "{messages:?}");
+}

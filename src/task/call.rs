@@ -4,7 +4,7 @@
 use super::TaskFn;
 use super::functions::{FnPointer, FunctionTable};
 use crate::protocol::{
-    ArgSlot, Bytes, FnId, Payload, codec, decode_bytes, decode_owned, encode_owned_aligned,
+    ArgSlot, Bytes, FnId, Payload, codec, decode_owned, decode_payload, encode_owned_aligned,
     recycle_owned, split_large,
 };
 use bincode::Options;
@@ -92,11 +92,12 @@ pub fn decode_args<Args: DeserializeOwned + 'static>(
             ))
         })
     };
-    // The common case, one argument holding one value: decode in place.
+    // The common case, one argument holding one value: decode in place, or take the value
+    // whole when this task is its only holder (its last reader).
     if let [slot] = input.args {
         match slot {
             ArgSlot::Value(bytes) => return decode_owned(bytes),
-            ArgSlot::Future(_) => return decode_bytes(next_dep()?),
+            ArgSlot::Future(_) => return decode_payload(next_dep()?),
             ArgSlot::Futures(_) => {}
         }
     }

@@ -53,6 +53,17 @@ impl WorkerNode {
             self.protocol_error(from, format!("MPI task {key} {problem}"));
             return;
         }
+        if let Some(stranger) = msg
+            .consume
+            .iter()
+            .find(|k| !msg.deps.iter().any(|(d, _)| d == *k))
+        {
+            self.protocol_error(
+                from,
+                format!("task {key} would take {stranger}, which is not among its inputs"),
+            );
+            return;
+        }
         let mut missing = 0;
         for (dep, source) in &msg.deps {
             if self.store.contains_key(dep) {
@@ -78,6 +89,7 @@ impl WorkerNode {
                 missing,
                 phase: Phase::Waiting,
                 group: msg.group,
+                consume: msg.consume,
             },
         );
         if missing == 0 {
@@ -158,6 +170,10 @@ impl WorkerNode {
         }
         if pending.is_empty() {
             let deps = inputs.into_iter().flatten().collect();
+            // Its last reads: the task holds the only copies (see `WorkerTask::consume`).
+            for dep in &task.consume {
+                self.store.remove(dep);
+            }
             Self::dispatch(
                 &self.executor,
                 &self.functions,
@@ -183,6 +199,46 @@ impl WorkerNode {
                 .or_default()
                 .tasks
                 .push((key, attempt));
+        }
+    }
+
+    /// Task `key` (placed here as `attempt`) is now the last reader of `input`: it takes it
+    /// out of the store when it is queued, or now if it is queued already (then the task,
+    /// unless it has already read it, holds the only copy). An input the task does not read
+    /// is ignored: the scheduler names only inputs.
+    pub(super) fn on_last_read(&mut self, key: Key, attempt: Attempt, input: Key) {
+        let Some(task) = self.tasks.get_mut(&key) else {
+            return;
+        };
+        let mut inputs = task.code.args.iter().flat_map(ArgSlot::dependencies);
+        if task.attempt != attempt || !inputs.any(|d| *d == input) || task.consume.contains(&input)
+        {
+            return;
+        }
+        match task.phase {
+            Phase::Waiting => task.consume.push(input),
+            Phase::Queued => {
+                task.consume.push(input);
+                self.store.remove(&input);
+            }
+            Phase::Reading | Phase::Prepared => {}
+        }
+    }
+
+    /// Puts back into the store the inputs a queued task taken back before it started had
+    /// taken out of it (`WorkerTask::consume`): another placement may read them here.
+    pub(super) fn give_back_consumed(&mut self, queued: ReadyTask) {
+        let Some(task) = self.tasks.get(&queued.key) else {
+            return;
+        };
+        if task.consume.is_empty() {
+            return;
+        }
+        let keys = task.code.args.iter().flat_map(ArgSlot::dependencies);
+        for (key, value) in keys.zip(queued.deps) {
+            if task.consume.contains(key) && !self.store.contains_key(key) {
+                self.store.insert(*key, value);
+            }
         }
     }
 

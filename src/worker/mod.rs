@@ -66,6 +66,9 @@ struct WorkerTask {
     phase: Phase,
     /// An MPI task's workers, in the order of their communicator (empty for a plain task).
     group: Vec<Rank>,
+    /// Inputs this task is the last reader of (`ComputeMsg::consume`): taken out of the
+    /// store when it is queued, given back if it is taken away before it starts.
+    consume: Vec<Key>,
 }
 
 impl WorkerTask {
@@ -257,6 +260,7 @@ impl WorkerNode {
             | ToWorker::MpiGo { .. }
             | ToWorker::CancelTask { .. }
             | ToWorker::ReleaseKeys(_)
+            | ToWorker::LastRead { .. }
             | ToWorker::Steal { .. }
             | ToWorker::CopyFrom(_)
             | ToWorker::Stop
@@ -493,7 +497,9 @@ impl WorkerNode {
         }
         if task.phase == Phase::Queued {
             // If it already runs, its outcome finds no task below and is dropped.
-            self.executor.remove(key, attempt);
+            if let Some(queued) = self.executor.remove(key, attempt) {
+                self.give_back_consumed(queued);
+            }
         }
         self.tasks.remove(&key);
         self.reading.remove(&key);
@@ -505,7 +511,13 @@ impl WorkerNode {
                 Phase::Waiting | Phase::Reading => true,
                 Phase::Prepared => false,
                 // Only a task that has not started can be taken back.
-                Phase::Queued => self.executor.remove(key, attempt),
+                Phase::Queued => match self.executor.remove(key, attempt) {
+                    Some(queued) => {
+                        self.give_back_consumed(queued);
+                        true
+                    }
+                    None => false,
+                },
             },
             _ => false,
         };
@@ -658,6 +670,11 @@ impl Node for WorkerNode {
                     self.store.remove(&key);
                 }
             }
+            ToWorker::LastRead {
+                key,
+                attempt,
+                input,
+            } => self.on_last_read(key, attempt, input),
             ToWorker::Steal { key, attempt } => self.on_steal(key, attempt, out),
             ToWorker::GetData(keys) => self.on_get_data(from, keys, false, out),
             ToWorker::CopyFrom(copies) => self.on_copy_from(from, copies, out),

@@ -96,6 +96,8 @@ impl MpiJob {
     }
 
     fn run(&self, comm: &MpiComm) -> TaskOutcome {
+        // Counted before the call, which may take a value it holds alone.
+        let read: usize = self.deps.iter().map(|value| value.len()).sum();
         let started_us = crate::trace::now_us();
         let started = Instant::now();
         let input = TaskInput {
@@ -114,7 +116,6 @@ impl MpiJob {
             }))
             .unwrap_or_else(|payload| Err(CallError::Failed(crate::task::panic_message(&*payload))))
         });
-        let read: usize = self.deps.iter().map(|value| value.len()).sum();
         TaskOutcome {
             key: self.key,
             attempt: self.attempt,

@@ -115,6 +115,7 @@ fn placement(
             checkpoint: None,
         }),
         deps,
+        consume: Vec::new(),
         priority: 0,
         resources: vec![],
         group: vec![],
@@ -603,6 +604,7 @@ fn a_function_resolved_as_another_kind_ends_the_job_with_exit_8() {
                 checkpoint: None,
             }),
             deps: vec![],
+            consume: Vec::new(),
             priority: 0,
             resources: vec![],
             group: vec![],
@@ -939,4 +941,72 @@ fn copies_for_replicate_are_fetched_reported_and_their_failures_too() {
     // A copy from this worker itself (or from no worker) is a broken protocol.
     env.send(Rank::SCHEDULER, ToWorker::CopyFrom(vec![(Key(7), ME)]));
     assert!(matches!(env.node.status(), NodeStatus::Abort(..)));
+}
+
+#[test]
+fn a_last_reader_takes_its_input_out_of_the_store_and_gives_it_back_if_stolen() {
+    let mut env = WorkerEnv::new(1);
+    let held = |env: &WorkerEnv| env.node.store.contains_key(&Key(10));
+    env.send(
+        Rank::CLIENT,
+        ToWorker::ScatterData {
+            key: Key(10),
+            bytes: Arc::new(encode_value(&vec![1u64, 2, 3]).unwrap().into()),
+        },
+    );
+    env.send(
+        Rank::SCHEDULER,
+        compute(1, func_of(nap), vec![value(300u64)], vec![]),
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    // Task 1 holds the only thread; 2, the last reader of 10, is queued holding 10.
+    let last_reader = |key: u64, consume: Vec<Key>| match compute(
+        key,
+        func_of(total),
+        vec![ArgSlot::Future(Key(10))],
+        vec![(Key(10), ME)],
+    ) {
+        ToWorker::Compute(msg) => ToWorker::Compute(ComputeMsg { consume, ..msg }),
+        _ => unreachable!("a placement"),
+    };
+    env.send(Rank::SCHEDULER, last_reader(2, vec![Key(10)]));
+    assert!(!held(&env), "taken out of the store by its last reader");
+    let steal = ToWorker::Steal {
+        key: Key(2),
+        attempt: 1,
+    };
+    env.send(Rank::SCHEDULER, steal);
+    assert!(held(&env), "given back when the task was taken away");
+    // Told once queued: the store lets go of it at once.
+    env.send(Rank::SCHEDULER, last_reader(3, vec![]));
+    assert!(held(&env));
+    env.send(
+        Rank::SCHEDULER,
+        ToWorker::LastRead {
+            key: Key(3),
+            attempt: 1,
+            input: Key(10),
+        },
+    );
+    assert!(!held(&env));
+    env.next_outcome();
+    env.next_outcome();
+    // (10 was reported stored when it came.)
+    assert_eq!(env.finished(), vec![10, 1, 3]);
+    assert_eq!(env.value_of::<u64>(3), 6);
+    // An input the task does not read is not taken.
+    env.send(
+        Rank::SCHEDULER,
+        ToWorker::LastRead {
+            key: Key(3),
+            attempt: 1,
+            input: Key(99),
+        },
+    );
+    // Naming one it does not read in a placement ends the job.
+    env.send(Rank::SCHEDULER, last_reader(4, vec![Key(98)]));
+    match env.node.status() {
+        NodeStatus::Abort(8, message) => assert!(message.contains("98"), "{message}"),
+        other => panic!("expected exit 8, got {other:?}"),
+    }
 }

@@ -197,6 +197,7 @@ impl Scheduler {
                     attempt,
                     code: code.clone(),
                     deps,
+                    consume: Vec::new(),
                     priority,
                     resources: resources.clone(),
                     group: members.clone(),

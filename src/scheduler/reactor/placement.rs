@@ -409,7 +409,17 @@ impl Scheduler {
             .clone()
             .expect("an unfinished task keeps its code");
         let (attempt, priority, resources) = (task.attempt, task.priority, task.resources.clone());
+        let last_try = task.retries_left == 0;
         let dep_keys = task.deps.clone();
+        let consume = if last_try {
+            dep_keys
+                .iter()
+                .copied()
+                .filter(|dep| self.last_read_by_one_task(*dep, rank))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let deps = dep_keys
             .into_iter()
             .map(|dep| (dep, self.source_of(dep, rank)))
@@ -423,10 +433,68 @@ impl Scheduler {
                 attempt,
                 code,
                 deps,
+                consume,
                 priority,
                 resources,
                 group: Vec::new(),
             }),
+        ));
+    }
+
+    /// Whether the one task placed on `rank` that still reads `dep` may take the worker's
+    /// copy of it: the client holds no future of it, it is kept for no later task
+    /// (broadcast, replicated), and it is or will be in memory there. (The reader must be
+    /// on its last try, so no retry reads `dep` again; the worker gives it back if the
+    /// reader is taken away before it starts.)
+    fn last_read_by_one_task(&self, dep: Key, rank: Rank) -> bool {
+        let Some(task) = self.tasks.get(&dep) else {
+            return false;
+        };
+        let here = match &task.state {
+            TaskState::Memory { who_has } => who_has.contains(&rank),
+            TaskState::Processing { worker, .. } => *worker == rank && !task.is_mpi(),
+            _ => false,
+        };
+        here && !task.client_wants && !task.broadcast && task.unfinished_dependents == 1
+    }
+
+    /// Tells the worker of the one unfinished task that reads `dep` that it may take its copy
+    /// of it, when that has become true since the task was placed there (the client let go
+    /// of `dep`, or its other readers finished).
+    pub(super) fn offer_last_read(&mut self, dep: Key) {
+        let Some(task) = self.tasks.get(&dep) else {
+            return;
+        };
+        if task.unfinished_dependents != 1 {
+            return;
+        }
+        let reader = task
+            .dependents
+            .iter()
+            .copied()
+            .find(|d| self.tasks.get(d).is_some_and(|t| !t.state.is_final()));
+        let Some(reader) = reader else {
+            return;
+        };
+        let task = &self.tasks[&reader];
+        let TaskState::Processing {
+            worker,
+            stealing: false,
+        } = task.state
+        else {
+            return;
+        };
+        if task.is_mpi() || task.retries_left > 0 || !self.last_read_by_one_task(dep, worker) {
+            return;
+        }
+        let attempt = task.attempt;
+        self.outbox.push(Output::Worker(
+            worker,
+            ToWorker::LastRead {
+                key: reader,
+                attempt,
+                input: dep,
+            },
         ));
     }
 

@@ -245,6 +245,7 @@ impl Scheduler {
             task.unfinished_dependents -= 1;
             self.maybe_forget(key);
             self.reduce_replicas(key);
+            self.offer_last_read(key);
         }
     }
 
@@ -371,6 +372,7 @@ impl Scheduler {
             if let Some(task) = self.tasks.get_mut(key) {
                 task.client_wants = false;
                 self.maybe_forget(*key);
+                self.offer_last_read(*key);
             }
         }
         self.needs_schedule = true;

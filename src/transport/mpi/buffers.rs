@@ -18,6 +18,29 @@ pub(crate) struct ReceiveBuffer {
     /// Where the received bytes start (skipped to place them).
     start: usize,
     filled: usize,
+    /// For a split value's elements, received once `bytes` (its head) is full.
+    elements: Option<Elements>,
+}
+
+/// The elements of a split value, received into memory of 8-byte elements: the value a
+/// task takes as its argument when it is a vector or array of `f64`.
+struct Elements {
+    values: Vec<f64>,
+    /// Bytes to receive.
+    len: usize,
+    filled: usize,
+}
+
+impl Elements {
+    /// The allocation's bytes, for MPI to write into.
+    fn room(&mut self) -> &mut [UninitByte] {
+        let spare = self.values.spare_capacity_mut();
+        let len = std::mem::size_of_val(spare);
+        // SAFETY: the spare capacity is `len` bytes of memory this vector owns, borrowed
+        // mutably here; `UninitByte` has the layout of `u8` and may hold any bit pattern,
+        // including none.
+        unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<UninitByte>(), len) }
+    }
 }
 
 impl ReceiveBuffer {
@@ -38,6 +61,23 @@ impl ReceiveBuffer {
         Self::allocate(len, capacity, |address| {
             skip_to(address, usize::from(placement))
         })
+    }
+
+    /// A buffer for a split value sent as its head of `head` bytes and then `body` bytes
+    /// of elements (a multiple of 8), received into memory of 8-byte elements: a task
+    /// reading the value as a `Vec<f64>` or an array of `f64` may then take that memory as
+    /// it is (see `protocol::received_split`).
+    pub(crate) fn split(head: usize, body: usize) -> Result<Self, String> {
+        debug_assert_eq!(body % 8, 0, "whole elements of 8 bytes");
+        let mut buffer = Self::new(head)?;
+        let values = crate::protocol::receive_elements(body / 8)
+            .map_err(|e| format!("cannot allocate {body} bytes to receive into: {e}"))?;
+        buffer.elements = Some(Elements {
+            values,
+            len: body,
+            filled: 0,
+        });
+        Ok(buffer)
     }
 
     /// An allocation of `capacity` bytes (a spare one, or new), the `len` received bytes
@@ -71,16 +111,29 @@ impl ReceiveBuffer {
             bytes,
             start,
             filled: 0,
+            elements: None,
         })
     }
 
     /// Bytes still to be received.
     pub(crate) fn remaining(&self) -> usize {
+        self.head_remaining() + self.elements.as_ref().map_or(0, |e| e.len - e.filled)
+    }
+
+    /// Bytes still to be received into `bytes`.
+    fn head_remaining(&self) -> usize {
         self.bytes.len() - self.start - self.filled
     }
 
     /// The next `count` unfilled bytes (at most what remains), for MPI to write into.
     pub(crate) fn next_part(&mut self, count: usize) -> &mut [UninitByte] {
+        if self.head_remaining() == 0
+            && let Some(elements) = &mut self.elements
+        {
+            let (from, len) = (elements.filled, elements.len);
+            let end = from.saturating_add(count).min(len);
+            return &mut elements.room()[from..end];
+        }
         let from = self.start + self.filled;
         let end = from.saturating_add(count).min(self.bytes.len());
         &mut self.bytes[from..end]
@@ -88,6 +141,12 @@ impl ReceiveBuffer {
 
     /// Records that MPI wrote the `count` bytes [`next_part`](Self::next_part) gave.
     pub(crate) fn filled(&mut self, count: usize) {
+        if self.head_remaining() == 0
+            && let Some(elements) = &mut self.elements
+        {
+            elements.filled = (elements.filled + count).min(elements.len);
+            return;
+        }
         self.filled = (self.filled + count).min(self.bytes.len() - self.start);
     }
 
@@ -120,6 +179,9 @@ impl ReceiveBuffer {
     /// # Panics
     /// If some bytes were never written (the caller checks [`is_full`](Self::is_full)).
     pub(crate) fn into_vec(self) -> Vec<u8> {
+        if self.elements.is_some() {
+            return self.into_bytes().into_vec();
+        }
         let start = self.start;
         let mut bytes = self.into_written();
         if start > 0 {
@@ -132,7 +194,17 @@ impl ReceiveBuffer {
     ///
     /// # Panics
     /// If some bytes were never written (the caller checks [`is_full`](Self::is_full)).
-    pub(crate) fn into_bytes(self) -> Bytes {
+    pub(crate) fn into_bytes(mut self) -> Bytes {
+        if let Some(mut elements) = self.elements.take() {
+            assert!(
+                self.is_full() && elements.filled == elements.len,
+                "every byte was received"
+            );
+            // SAFETY: MPI wrote all `len` bytes of the spare capacity (checked above), which
+            // make `len / 8` whole elements; any bit pattern is an `f64`.
+            unsafe { elements.values.set_len(elements.len / 8) };
+            return crate::protocol::received_split(self.into_vec(), elements.values);
+        }
         let start = self.start;
         Bytes::from_parts(self.into_written(), start)
     }

@@ -131,7 +131,21 @@ impl Reassembler {
                 ..
             } => {
                 let Announced { len, placement } = announced[received.len()];
-                Some(self.buffer(source, "an attachment", len, Some(placement))?)
+                // A split value's head, alone: its elements follow, received into memory
+                // of 8-byte elements when they are whole ones.
+                let head = 0 < count && (count as u64) < len && count <= MAX_HEAD_BYTES;
+                let body = usize::try_from(len)
+                    .ok()
+                    .filter(|len| head && *len <= self.max_bytes)
+                    .map(|len| len - count)
+                    .filter(|body| body % 8 == 0);
+                match body {
+                    Some(body) => Some(
+                        ReceiveBuffer::split(count, body)
+                            .map_err(|e| Self::malformed(source, e))?,
+                    ),
+                    None => Some(self.buffer(source, "an attachment", len, Some(placement))?),
+                }
             }
             _ => None,
         };
@@ -391,21 +405,27 @@ mod tests {
         for part in [1000, 1 << 20] {
             let messages = messages_of(&frame.bytes, &frame.attachments, part);
             let mut r = Reassembler::new(3, part, 1 << 30);
-            let out: Vec<Incoming> = messages
+            let mut out: Vec<Incoming> = messages
                 .iter()
                 .filter_map(|m| feed(&mut r, 1, m).unwrap())
                 .collect();
             assert_eq!(out.len(), 1, "part size {part}");
             assert_eq!(out[0].attachments, frame.attachments);
-            let received = &out[0].attachments[0];
-            assert!(received.pieces().is_none(), "received in one buffer");
+            let received = out[0].attachments.remove(0);
+            let (head, body) = received.pieces().expect("received as a split value");
+            assert_eq!((head.len(), body.len()), (head_len, 8 * floats.len()));
+            let body_at = body.as_ptr();
             assert_eq!(
-                (received.as_ptr() as usize + head_len) % crate::protocol::ALIGN,
+                body_at as usize % 8,
                 0,
-                "the elements land on a cache line"
+                "the elements are whole f64s in memory"
             );
-            let back: Vec<f64> = crate::protocol::decode_owned(received).unwrap();
+            let back: Vec<f64> = crate::protocol::decode_bytes(&received).unwrap();
             assert_eq!(back, floats);
+            // Its only holder (a task, its last reader) takes the elements where they are.
+            let taken: Vec<f64> = crate::protocol::decode_payload(&received).unwrap();
+            assert_eq!(taken, floats);
+            assert_eq!(taken.as_ptr().cast::<u8>(), body_at, "not copied");
         }
         // Only an attachment's first message may fall short of a part.
         let part = 1000;

@@ -292,6 +292,18 @@ pub(crate) fn as_task_of<R>(rank: Rank, f: impl FnOnce() -> R) -> R {
 
 /// Runs one task now, on this thread, turning a panic into an error.
 pub fn run_task(task: &ReadyTask) -> TaskOutcome {
+    let inline: usize = task
+        .code
+        .args
+        .iter()
+        .map(|slot| match slot {
+            crate::protocol::ArgSlot::Value(bytes) => bytes.len(),
+            _ => 0,
+        })
+        .sum();
+    // Counted before the call: a value the task held alone is given to it (its memory
+    // becomes the function's argument), and has no bytes after.
+    let read: usize = task.deps.iter().map(|value| value.len()).sum();
     let started_us = crate::trace::now_us();
     let started = Instant::now();
     let input = TaskInput {
@@ -302,16 +314,6 @@ pub fn run_task(task: &ReadyTask) -> TaskOutcome {
     };
     let result = catch_unwind(AssertUnwindSafe(|| task::call(task.code.func, &input)))
         .unwrap_or_else(|payload| Err(CallError::Failed(crate::task::panic_message(&*payload))));
-    let inline: usize = task
-        .code
-        .args
-        .iter()
-        .map(|slot| match slot {
-            crate::protocol::ArgSlot::Value(bytes) => bytes.len(),
-            _ => 0,
-        })
-        .sum();
-    let read: usize = task.deps.iter().map(|value| value.len()).sum();
     TaskOutcome {
         key: task.key,
         attempt: task.attempt,
@@ -492,17 +494,16 @@ impl Executor {
         }
     }
 
-    /// Removes a queued (not started) task; `true` if it was queued.
-    pub fn remove(&self, key: Key, attempt: Attempt) -> bool {
+    /// Removes a queued (not started) task, handing it back (`None` if it was not queued).
+    pub fn remove(&self, key: Key, attempt: Attempt) -> Option<ReadyTask> {
         let mut queue = self.shared.lock();
         let queue = &mut *queue;
         for tasks in [&mut queue.tasks, &mut queue.handed] {
             if tasks.get(&key).is_some_and(|t| t.attempt == attempt) {
-                tasks.remove(&key);
-                return true;
+                return tasks.remove(&key);
             }
         }
-        false
+        None
     }
 
     /// Drops every queued task (at shutdown).
