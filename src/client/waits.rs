@@ -136,9 +136,7 @@ impl Shared {
             Err(Awaiting::Outcome(key) | Awaiting::Value(key)) => key,
         };
         let me = std::thread::current();
-        // A wait with a deadline only parks: the awaited task needs a loop of its own.
-        let awaited = deadline.is_none().then_some(awaited);
-        crate::worker::executor::seceded_awaiting(awaited, || {
+        crate::worker::executor::seceded_awaiting(Some(awaited), deadline, || {
             loop {
                 let mut state = self.lock();
                 let (key, for_value) = match ready(&mut state) {

@@ -15,13 +15,17 @@ use std::time::{Duration, Instant};
 /// called from a task: another drain loop may run meanwhile (Dask's `secede`), and the task
 /// goes on when `wait` returns (`rejoin`). Elsewhere it just runs `wait`.
 pub fn seceded<R>(wait: impl FnOnce() -> R) -> R {
-    seceded_awaiting(None, wait)
+    seceded_awaiting(None, None, wait)
 }
 
-/// [`seceded`] for a wait that is for task `awaited` first, with no deadline: when that
-/// task is queued here and this thread can run it ([`wait_for_task`] runs it unless
-/// [`MAX_INLINE_DEPTH`] tasks deep), no other drain loop starts for it.
-pub(crate) fn seceded_awaiting<R>(awaited: Option<Key>, wait: impl FnOnce() -> R) -> R {
+/// [`seceded`] for a wait that is for task `awaited` first, until `deadline`: when that
+/// task is queued here and this thread will run it ([`wait_for_task`], when
+/// [`may_run_inline`]), no other drain loop starts for it.
+pub(crate) fn seceded_awaiting<R>(
+    awaited: Option<Key>,
+    deadline: Option<Instant>,
+    wait: impl FnOnce() -> R,
+) -> R {
     let Some((shared, pool)) = EXECUTOR
         .with(|e| e.borrow().clone())
         .and_then(|(shared, pool)| Some((shared, pool.upgrade()?)))
@@ -39,7 +43,7 @@ pub(crate) fn seceded_awaiting<R>(awaited: Option<Key>, wait: impl FnOnce() -> R
         let mut queue = shared.lock();
         queue.seceded += 1;
         let inline = awaited.is_some_and(|key| {
-            INLINE_DEPTH.with(|d| d.get()) < MAX_INLINE_DEPTH
+            may_run_inline(deadline)
                 && queue
                     .tasks
                     .get(&key)
@@ -68,6 +72,13 @@ pub(crate) fn seceded_awaiting<R>(awaited: Option<Key>, wait: impl FnOnce() -> R
 /// holds the stack of the ones below it.
 const MAX_INLINE_DEPTH: u32 = 8;
 
+/// Whether a wait of this thread until `deadline` runs the awaited task itself when it is
+/// queued here ([`wait_for_task`]): only without a deadline (a task run here could not be
+/// stopped at the deadline), and fewer than [`MAX_INLINE_DEPTH`] tasks deep.
+fn may_run_inline(deadline: Option<Instant>) -> bool {
+    deadline.is_none() && INLINE_DEPTH.with(|d| d.get()) < MAX_INLINE_DEPTH
+}
+
 /// Parks the calling task, waiting for task `key` inside [`seceded`], until it is
 /// unparked or `deadline` passes. When the task of `key` comes to this worker meanwhile
 /// (or is queued here already), this thread runs it, as rayon's `join` runs the half it
@@ -76,21 +87,18 @@ const MAX_INLINE_DEPTH: u32 = 8;
 ///
 /// Only the task waited for runs here, never another: a task below another on one stack
 /// goes on only when the one above has finished, and the one above is what it waits for.
-/// A wait with a deadline only parks (a task run here could not be stopped at the
-/// deadline), and so does one outside a task's wait or this many tasks deep
-/// ([`MAX_INLINE_DEPTH`]).
+/// Outside a task's wait, or when not [`may_run_inline`], it only parks.
 pub(crate) fn wait_for_task(key: Key, deadline: Option<Instant>) -> Option<Payload> {
-    if let Some(deadline) = deadline {
-        std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
-        return None;
-    }
     let executor = EXECUTOR
         .with(|e| e.borrow().clone())
         .and_then(|(shared, pool)| Some((shared, pool.upgrade()?)));
-    let Some((shared, pool)) =
-        executor.filter(|_| INLINE_DEPTH.with(|d| d.get()) < MAX_INLINE_DEPTH)
-    else {
-        std::thread::park();
+    let Some((shared, pool)) = executor.filter(|_| may_run_inline(deadline)) else {
+        match deadline {
+            Some(deadline) => {
+                std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()))
+            }
+            None => std::thread::park(),
+        }
         return None;
     };
     let queued = {
