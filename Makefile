@@ -161,10 +161,12 @@ test-tcp: test-deps
 	OMPI_MCA_btl=self,tcp $(CARGO) test --release --test mpi --test bad_input
 
 # The integration tests with the project built against MPICH (its own target directory)
-# and launched by MPICH's mpiexec, without the `zarr` feature (no test it runs reads a store, and
-# the crate is not built twice).
+# and launched by MPICH's mpiexec, without the default features (no test it runs reads a
+# store or a frame, so Polars, zarrs and HDF5 are not built twice). Only the examples those
+# tests launch are built.
 test-mpich: test-deps
-	MPICC=mpicc.mpich $(CARGO) build --release --target-dir target-mpich --no-default-features --examples
+	MPICC=mpicc.mpich $(CARGO) build --release --target-dir target-mpich --no-default-features \
+	  --example pi --example pi_futures --example wordcount
 	MPICC=mpicc.mpich MPIDASK_TEST_MPI=mpich $(CARGO) test --release --target-dir target-mpich --no-default-features --test mpi --test bad_input
 	@# Not the lost node: Hydra's mpiexec fails at once (exit 255) and kills every rank
 	@# (docs/multinode.md).
@@ -175,7 +177,7 @@ BENCH_RESULTS := $(CURDIR)/target/bench/results.json
 bench: deps peers nodes
 	@mkdir -p target/bench && rm -f $(BENCH_RESULTS)
 	@# The dataframe bench's Polars baseline is a program of its own.
-	$(CARGO) build --release --example taxi_polars
+	$(CARGO) build --profile bench --example taxi_polars
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench runtime -- $(BENCH)
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench scheduler -- $(BENCH)
 	MPIDASK_BENCH_RESULTS=$(BENCH_RESULTS) $(CARGO) bench --bench pi -- $(BENCH)

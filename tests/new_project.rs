@@ -53,6 +53,32 @@ fn seed_target(project: &Path) {
     );
 }
 
+/// The checkout's release profile settings for its dependencies' opt-level (Polars at 1,
+/// for the tests: Cargo.toml), as `--config` values: the project's build is given them so
+/// that it reuses the seeded builds of those crates instead of compiling them again.
+fn dependency_opt_levels() -> Vec<String> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).expect("the checkout's Cargo.toml");
+    let mut package = None;
+    let mut settings = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            package = line
+                .strip_prefix("[profile.release.package.")
+                .and_then(|rest| rest.strip_suffix(']'))
+                .filter(|name| *name != "mpidask");
+        } else if let (Some(name), Some(level)) = (package, line.strip_prefix("opt-level = ")) {
+            settings.push(format!("profile.release.package.{name}.opt-level={level}"));
+        }
+    }
+    assert!(
+        settings.iter().any(|s| s.contains("polars-core")),
+        "no release opt-level for Polars in {}: {settings:?}",
+        manifest.display()
+    );
+    settings
+}
+
 /// The program's mean line is there and near 1/2 (the program checks it more tightly).
 fn assert_mean(output: &str) {
     let mean: f64 = output
@@ -103,7 +129,8 @@ fn a_new_project_builds_runs_alone_and_under_mpirun_and_is_submitted() {
     // cannot be reused (it is another package of another workspace to Cargo), and compiling
     // it as the project's profile asks (optimized, in one unit) takes minutes of CI. What
     // the test checks (the project builds, runs, and is submitted) does not depend on how
-    // well mpidask is optimized; its dependencies keep their seeded, optimized builds.
+    // well mpidask is optimized; its dependencies keep their seeded, optimized builds
+    // (Polars at the opt-level the checkout's tests build it with: `dependency_opt_levels`).
     build
         .args(["build", "--release", "--offline"])
         .args([
@@ -112,6 +139,11 @@ fn a_new_project_builds_runs_alone_and_under_mpirun_and_is_submitted() {
             "--config",
             "profile.release.package.mpidask.codegen-units=16",
         ])
+        .args(
+            dependency_opt_levels()
+                .iter()
+                .flat_map(|setting| ["--config", setting.as_str()]),
+        )
         .current_dir(&project);
     // As from the user's shell: without the variables `cargo test` gives this test. (With
     // CARGO_MANIFEST_DIR set, `ring`'s build script counts as changed, and the whole
