@@ -159,8 +159,9 @@ pub fn decode_bytes<T: DeserializeOwned + std::any::Any>(
 }
 
 /// [`decode_bytes`] of a value this is the only holder of: a split value whose body is a
-/// plain value of `T`'s type (a task's result kept as it was made) is given away whole,
-/// with no copy; any other value is decoded from its bytes. The value has no body after.
+/// plain value of `T`'s type (a task's result kept as it was made, or elements received
+/// straight into 8-byte memory) is given away whole, with no copy; any other value is
+/// decoded from its bytes. The value has no body after.
 pub fn decode_payload<T: DeserializeOwned + std::any::Any>(
     value: &super::Payload,
 ) -> bincode::Result<T> {

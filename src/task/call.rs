@@ -4,8 +4,8 @@
 use super::TaskFn;
 use super::functions::{FnPointer, FunctionTable};
 use crate::protocol::{
-    ArgSlot, Bytes, FnId, Payload, codec, decode_owned, decode_payload, encode_owned_aligned,
-    recycle_owned, split_large,
+    ArgSlot, Bytes, FnId, Payload, TaskCode, codec, decode_owned, decode_payload,
+    encode_owned_aligned, recycle_owned, split_large,
 };
 use bincode::Options;
 use serde::Serialize;
@@ -48,6 +48,32 @@ pub struct TaskInput<'a> {
 }
 
 impl<'a> TaskInput<'a> {
+    /// The input of a task with this code and these inputs' values.
+    pub fn of(code: &'a TaskCode, deps: &'a [Payload], functions: &'a FunctionTable) -> Self {
+        TaskInput {
+            args: &code.args,
+            deps,
+            uses: &code.uses,
+            functions,
+        }
+    }
+
+    /// The bytes the task reads: its arguments sent with it and its inputs' values. Asked
+    /// before the call, which may take a value the task holds alone (its memory becomes the
+    /// function's argument, and the value has no bytes after).
+    pub fn bytes_read(&self) -> u64 {
+        let inline: usize = self
+            .args
+            .iter()
+            .map(|slot| match slot {
+                ArgSlot::Value(bytes) => bytes.len(),
+                _ => 0,
+            })
+            .sum();
+        let deps: usize = self.deps.iter().map(|value| value.len()).sum();
+        (inline + deps) as u64
+    }
+
     /// The `index`-th function the task uses, as the function-pointer type `F`; a
     /// malformed task if there is none or it was registered as another type.
     pub fn used<F: FnPointer>(&self, index: usize) -> Result<F, CallError> {

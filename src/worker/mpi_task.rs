@@ -96,16 +96,10 @@ impl MpiJob {
     }
 
     fn run(&self, comm: &MpiComm) -> TaskOutcome {
-        // Counted before the call, which may take a value it holds alone.
-        let read: usize = self.deps.iter().map(|value| value.len()).sum();
+        let input = TaskInput::of(&self.code, &self.deps, &self.functions);
+        let bytes_in = input.bytes_read();
         let started_us = crate::trace::now_us();
         let started = Instant::now();
-        let input = TaskInput {
-            args: &self.code.args,
-            deps: &self.deps,
-            uses: &self.code.uses,
-            functions: &self.functions,
-        };
         let result = as_task_of(self.rank, || {
             catch_unwind(AssertUnwindSafe(|| {
                 let trampoline: MpiTrampoline = self
@@ -123,7 +117,7 @@ impl MpiJob {
             duration: started.elapsed(),
             started_us,
             thread: 0,
-            bytes_in: read as u64,
+            bytes_in,
             restored: false,
         }
     }

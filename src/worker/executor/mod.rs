@@ -292,26 +292,10 @@ pub(crate) fn as_task_of<R>(rank: Rank, f: impl FnOnce() -> R) -> R {
 
 /// Runs one task now, on this thread, turning a panic into an error.
 pub fn run_task(task: &ReadyTask) -> TaskOutcome {
-    let inline: usize = task
-        .code
-        .args
-        .iter()
-        .map(|slot| match slot {
-            crate::protocol::ArgSlot::Value(bytes) => bytes.len(),
-            _ => 0,
-        })
-        .sum();
-    // Counted before the call: a value the task held alone is given to it (its memory
-    // becomes the function's argument), and has no bytes after.
-    let read: usize = task.deps.iter().map(|value| value.len()).sum();
+    let input = TaskInput::of(&task.code, &task.deps, &task.functions);
+    let bytes_in = input.bytes_read();
     let started_us = crate::trace::now_us();
     let started = Instant::now();
-    let input = TaskInput {
-        args: &task.code.args,
-        deps: &task.deps,
-        uses: &task.code.uses,
-        functions: &task.functions,
-    };
     let result = catch_unwind(AssertUnwindSafe(|| task::call(task.code.func, &input)))
         .unwrap_or_else(|payload| Err(CallError::Failed(crate::task::panic_message(&*payload))));
     TaskOutcome {
@@ -321,7 +305,7 @@ pub fn run_task(task: &ReadyTask) -> TaskOutcome {
         duration: started.elapsed(),
         started_us,
         thread: rayon::current_thread_index().unwrap_or(0) as u32,
-        bytes_in: (inline + read) as u64,
+        bytes_in,
         restored: false,
     }
 }
