@@ -320,8 +320,8 @@ fn test_placement_moves_what_graph_needs() -> Result<(), Failed> {
         // (Dask's decide_worker does the same), and how busy a worker is depends on how
         // the 2 cores go round the 9 ranks. CI runs moved one chunk so (MPICH), two (Open
         // MPI: 3,112,756 bytes against 1,248,560 for the graphs) and three (MPICH:
-        // 4,386,465). Placement that ignored where chunks lie would move about two thirds
-        // of the array (23 of 36 chunks) between nodes.
+        // 4,386,465). Placement that ignored where chunks lie would move most of the
+        // array's 36 chunks between nodes.
         assert!(
             between_nodes <= graph_moved + 4 * chunk_bytes,
             "{between_nodes} bytes crossed between nodes, more than the {graph_moved} the \
