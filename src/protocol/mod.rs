@@ -24,7 +24,7 @@ mod polars_ipc;
 pub use bytes::{ALIGN, Bytes, MAX_HEAD_BYTES, clear_spares, give_spare, skip_to, take_spare};
 pub(crate) use plain::{receive_elements, received_split};
 #[cfg(feature = "dataframe")]
-pub(crate) use polars_ipc::{append_frame, encoded_estimate, frame_buffer};
+pub(crate) use polars_ipc::{append_frame, encoded_estimate, frame_buffer, join_frames};
 
 pub use frame::{
     ATTACH_BYTES, Announced, Frame, FrameWriter, attachments_announced, codec, decode_bytes,

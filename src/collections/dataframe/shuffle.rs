@@ -6,10 +6,12 @@
 //! partition (by a hash of key columns, or by where a column's value falls among sorted
 //! boundaries), all buckets packed in one value. A bucket task per (input, output) runs
 //! where that value lies and takes its bucket out as a view of those bytes (no copy, no
-//! decoding), so only buckets travel; each output partition's task fetches exactly its buckets from the
-//! workers that hold them (point-to-point MPI messages of the data plane, spilled to disk
-//! under the workers' memory limits like any value) and stacks them in input order. A
-//! shuffle of `m` partitions into `n` is `m + m * n + n` tasks.
+//! decoding), so only buckets travel; each output partition's task fetches exactly its
+//! buckets from the workers that hold them (point-to-point MPI messages of the data plane,
+//! spilled to disk under the workers' memory limits like any value) and stacks them in
+//! input order: a plain shuffle as bytes (their record batches under one schema), the
+//! others decoded, to compute on. A shuffle of `m` partitions into `n` is `m + m * n + n`
+//! tasks.
 
 use super::{DataFrame, polars_message, value_arg};
 use crate::client::{CallArg, Future};
@@ -166,8 +168,15 @@ fn range_targets<V>(
 fn split(frame: &Frame, route: &Route) -> PolarsResult<Bytes> {
     let n = route.n();
     let targets = route.targets(frame)?;
-    let (ordered, starts) = bucket_order(frame, &targets, n)?;
+    let (mut ordered, starts) = bucket_order(frame, &targets, n)?;
     drop(targets);
+    // No statistics flags: a flag true of every bucket (sorted) need not be true of
+    // buckets joined, and buckets of one schema encode one schema message, so a plain
+    // shuffle's outputs are joined as bytes ([`stack_task`]).
+    // SAFETY: the flags are not part of the schema.
+    for column in unsafe { ordered.columns_mut_retain_schema() } {
+        column.set_flags(polars::chunked_array::flags::StatisticsFlags::empty());
+    }
     let header = 8 * (1 + 2 * n);
     let mut packed =
         crate::protocol::frame_buffer(header + crate::protocol::encoded_estimate(frame) + n * 4096);
@@ -333,6 +342,36 @@ where
     encode_result(&vec![frame])
 }
 
+/// One output partition of a plain shuffle: its buckets' record batches joined as bytes
+/// under one schema, nothing decoded or copied but once ([`join_frames`]); stacked as
+/// [`gather_task`] does when they cannot be (no buckets, schemas that differ).
+///
+/// [`join_frames`]: crate::protocol::join_frames
+fn stack_task(input: &TaskInput<'_>) -> TaskResult<Bytes> {
+    let Some(crate::protocol::ArgSlot::Futures(keys)) = input.args.first() else {
+        return Err(CallError::Corrupt(
+            "shuffle: an output partition's task has no buckets".into(),
+        ));
+    };
+    let buckets = input.deps.get(..keys.len()).ok_or_else(|| {
+        CallError::Corrupt("shuffle: an output partition's task lacks buckets".into())
+    })?;
+    let parts: Vec<&[u8]> = buckets.iter().map(|bucket| bucket.as_slice()).collect();
+    match crate::protocol::join_frames(&parts) {
+        Some(joined) => Ok(joined),
+        None => gather_of::<_, ()>(unchanged)(input),
+    }
+}
+
+/// The [`gather_task`] of `F`, named by a value of `F` (a function item's type has no name).
+fn gather_of<F, P>(_f: F) -> fn(&TaskInput<'_>) -> TaskResult<Bytes>
+where
+    F: Fn(Frame, &P) -> PolarsResult<Frame> + Copy + 'static,
+    P: serde::de::DeserializeOwned + 'static,
+{
+    gather_task::<F, P>
+}
+
 /// The buckets of a shuffle: `buckets[i][j]`, bucket `j` of input partition `i`.
 pub(super) fn buckets(
     frame: &DataFrame,
@@ -381,7 +420,7 @@ impl DataFrame {
         &self,
         route: &Route,
         name: &str,
-        _f: F,
+        f: F,
         parameter: &P,
         schema: polars::prelude::SchemaRef,
     ) -> Result<DataFrame>
@@ -389,6 +428,20 @@ impl DataFrame {
         F: Fn(Frame, &P) -> PolarsResult<Frame> + Copy + 'static,
         P: Serialize + serde::de::DeserializeOwned + 'static,
     {
+        self.gathered(route, name, gather_of(f), parameter, schema)
+    }
+
+    /// A shuffle of this dataframe's rows by `route`, each output partition made by
+    /// `task` from its buckets, the empty frame and `parameter` (the arguments of
+    /// [`gather_task`]).
+    fn gathered<P: Serialize>(
+        &self,
+        route: &Route,
+        name: &str,
+        task: fn(&TaskInput<'_>) -> TaskResult<Bytes>,
+        parameter: &P,
+        schema: polars::prelude::SchemaRef,
+    ) -> Result<DataFrame> {
         let buckets = buckets(self, route, name)?;
         let client = self.parts.client().clone();
         let empty = self.empty_arg()?;
@@ -397,7 +450,7 @@ impl DataFrame {
             .map(|j| {
                 client
                     .submit_raw(
-                        gather_task::<F, P>,
+                        task,
                         name,
                         &[],
                         vec![
@@ -425,7 +478,7 @@ impl DataFrame {
             on,
             n: npartitions.max(1) as u64,
         };
-        self.shuffled(&route, "shuffle", unchanged, &(), self.schema.clone())
+        self.gathered(&route, "shuffle", stack_task, &(), self.schema.clone())
     }
 
     /// The rows without repeats of the values of `subset` (every column when `None`),
@@ -555,6 +608,47 @@ mod tests {
             lying[8 * word..8 * word + 8].copy_from_slice(&value.to_le_bytes());
             assert!(bucket_of(&lying, 1).is_err(), "word {word} = {value}");
         }
+    }
+
+    #[test]
+    fn buckets_of_any_partitions_join_as_bytes_into_their_rows() {
+        use polars::prelude::IntoColumn;
+        // One input sorted (flagged so), one not: their buckets still share one schema
+        // message, so every output is joined as bytes, and holds its rows in input order.
+        let mut k = Series::new("k".into(), (0..40i64).collect::<Vec<_>>());
+        k.set_sorted_flag(polars::series::IsSorted::Ascending);
+        let s = Series::new("s".into(), vec!["x"; 40]);
+        let sorted = Frame::new(40, vec![k.into_column(), s.into_column()]).unwrap();
+        assert!(sorted.column("k").unwrap().get_flags().bits() != 0);
+        let shuffled =
+            df!("k" => (0..30i64).rev().collect::<Vec<_>>(), "s" => vec!["y"; 30]).unwrap();
+        let route = Route::Hash {
+            on: vec!["k".into()],
+            n: 3,
+        };
+        let splits = [&sorted, &shuffled]
+            .map(|frame| split_sink(vec![frame.clone()], route.clone()).unwrap());
+        let mut rows = 0;
+        for j in 0..3 {
+            let buckets: Vec<Bytes> = splits.iter().map(|s| bucket_of(s, j).unwrap()).collect();
+            let slices: Vec<&[u8]> = buckets.iter().map(|b| b.as_slice()).collect();
+            let joined = crate::protocol::join_frames(&slices).expect("one schema");
+            let out: Vec<Frame> = crate::protocol::decode_value(&joined).unwrap();
+            let mut want = Frame::empty();
+            for frame in [&sorted, &shuffled] {
+                let targets = route.targets(frame).unwrap();
+                let mask: polars::prelude::BooleanChunked =
+                    targets.iter().map(|&t| t as u64 == j).collect();
+                want.vstack_mut(&frame.filter(&mask).unwrap()).unwrap();
+            }
+            assert!(
+                out[0].equals_missing(&want),
+                "output {j}: {} against {want}",
+                out[0]
+            );
+            rows += out[0].height();
+        }
+        assert_eq!(rows, 70);
     }
 
     #[test]
