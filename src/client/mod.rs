@@ -9,6 +9,7 @@
 mod args;
 mod coordination;
 mod everywhere;
+mod flow;
 mod future;
 mod hosted;
 mod node;

@@ -1,6 +1,7 @@
 //! The client rank's communication node: forwards the user's commands and records the
 //! answers of the scheduler and the workers in the shared table.
 
+use super::flow::Flow;
 use super::{Shared, State, Status};
 use crate::error::TaskError;
 use crate::exit::ExitCode;
@@ -50,6 +51,8 @@ pub struct ClientNode {
     pub(super) local: Vec<ToWorker>,
     /// Tasks to wake at the end of the round: a message about their key came.
     to_unpark: Vec<std::thread::Thread>,
+    /// The program's large scatters held back until their workers are ready for them.
+    flow: Flow,
 }
 
 impl ClientNode {
@@ -68,6 +71,7 @@ impl ClientNode {
             hosted: None,
             local: Vec::new(),
             to_unpark: Vec::new(),
+            flow: Flow::default(),
         }
     }
 
@@ -79,14 +83,18 @@ impl ClientNode {
         }
     }
 
-    /// Sends `message` to `worker`. A task client asks for values for itself (not for its
+    /// Sends `message` to `worker`. The program's large scatters go when the worker is
+    /// ready for them ([`Flow`]). A task client asks for values for itself (not for its
     /// worker's tasks), and its messages to its own worker stay local.
     fn send_to_worker(&mut self, worker: Rank, message: ToWorker, out: &mut Outbox) {
-        self.trace_outgoing(worker, &message);
         let Some(rank) = self.hosted else {
-            out.push(worker, &message);
+            if let Some(message) = self.flow.offer(worker, message) {
+                self.trace_outgoing(worker, &message);
+                out.push(worker, &message);
+            }
             return;
         };
+        self.trace_outgoing(worker, &message);
         let message = match message {
             ToWorker::GetData(keys) => ToWorker::GetClientData(keys),
             other => other,
@@ -183,6 +191,16 @@ impl Node for ClientNode {
     type Event = Command;
 
     fn on_message(&mut self, from: Rank, message: ToClient, out: &mut Outbox, _now: Instant) {
+        if let ToClient::Received(keys) = &message {
+            let go = self.flow.received(from, keys);
+            for message in go {
+                if self.status == NodeStatus::Running {
+                    self.trace_outgoing(from, &message);
+                    out.push(from, &message);
+                }
+            }
+            return;
+        }
         let mut state = self.shared.lock();
         // The key the message is about, whose sleepers wake; whether its value is coming.
         let mut about = None;
@@ -265,7 +283,7 @@ impl Node for ClientNode {
             ToClient::Coordinated { id, reply } => {
                 state.coordinated.insert(id, reply);
             }
-            ToClient::Heartbeat => {}
+            ToClient::Heartbeat | ToClient::Received(_) => {}
         }
         if let Some(key) = about {
             wake_sleepers(&mut state, &mut self.to_unpark, key, value_coming);

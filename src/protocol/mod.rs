@@ -37,7 +37,7 @@ pub use frame::{
 pub type Payload = Arc<Bytes>;
 
 /// Version of the message set below. Every rank checks at start-up that all ranks agree.
-pub const PROTOCOL_VERSION: u32 = 19;
+pub const PROTOCOL_VERSION: u32 = 20;
 
 /// Identity of a task or of a scattered value, unique within one job.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -875,6 +875,9 @@ pub enum ToClient {
     },
     /// A value the client asked for is not on that worker.
     DataMissing(Key),
+    /// Values the client scattered to this worker (`ScatterData`) have arrived and the
+    /// worker is ready for more (from a worker; see `client::flow`).
+    Received(Vec<Key>),
     /// Answer to `InfoRequest`.
     Info(SchedulerInfo),
     /// Answer to `ProgressRequest`.

@@ -75,6 +75,9 @@ pub struct Task {
     pub priority: i32,
     /// Submission order.
     pub seq: u64,
+    /// Place among ready tasks of the same priority (lowest first, then by `seq`): its
+    /// `seq`, or for the next link of a chain that of the task it reads.
+    pub order: u64,
     /// Runs left after a failure.
     pub retries_left: u32,
     /// Worker ranks allowed (empty: any).
@@ -109,6 +112,7 @@ impl Task {
             client_wants: true,
             priority: options.priority,
             seq,
+            order: seq,
             retries_left: options.retries,
             allowed_workers: options.workers,
             resources: options.resources,
@@ -133,6 +137,7 @@ impl Task {
             client_wants: true,
             priority: 0,
             seq,
+            order: seq,
             retries_left: 0,
             allowed_workers: Vec::new(),
             resources: Vec::new(),
@@ -232,20 +237,21 @@ impl Worker {
     }
 }
 
-/// Ready tasks, highest priority first, then in submission order.
+/// Ready tasks, highest priority first, then by `order`, then in submission order.
 ///
 /// A task that leaves the ready state other than by [`ReadyQueue::pop`] (it failed or was
 /// released) is only counted out; its entry is dropped when it surfaces.
 #[derive(Debug, Default)]
 pub struct ReadyQueue {
-    heap: BinaryHeap<(i32, Reverse<u64>, Key)>,
+    heap: BinaryHeap<(i32, Reverse<u64>, Reverse<u64>, Key)>,
     len: usize,
 }
 
 impl ReadyQueue {
     /// Adds a task that just became ready.
     pub fn push(&mut self, task: &Task, key: Key) {
-        self.heap.push((task.priority, Reverse(task.seq), key));
+        self.heap
+            .push((task.priority, Reverse(task.order), Reverse(task.seq), key));
         self.len += 1;
     }
 
@@ -256,7 +262,7 @@ impl ReadyQueue {
 
     /// The most urgent ready task.
     pub fn pop(&mut self, tasks: &KeyMap<Task>) -> Option<Key> {
-        while let Some((_, Reverse(seq), key)) = self.heap.pop() {
+        while let Some((_, _, Reverse(seq), key)) = self.heap.pop() {
             let current = tasks
                 .get(&key)
                 .is_some_and(|t| matches!(t.state, TaskState::Ready) && t.seq == seq);
@@ -283,7 +289,7 @@ impl ReadyQueue {
     #[cfg(test)]
     /// `true` if `key` has an entry (for invariant checks; linear time).
     pub fn contains(&self, key: Key) -> bool {
-        self.heap.iter().any(|e| e.2 == key)
+        self.heap.iter().any(|e| e.3 == key)
     }
 }
 

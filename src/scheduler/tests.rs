@@ -1681,3 +1681,35 @@ fn a_task_takes_an_input_only_it_will_ever_read() {
     let messages = env.take_worker_messages();
     assert!(!may_take(&messages, 8, 7), "{messages:?}");
 }
+
+#[test]
+fn the_next_link_of_a_chain_runs_before_tasks_submitted_after_its_first() {
+    // `map(g, map(f, items))` on one worker of one thread: each `g` runs as soon as its
+    // `f` is done (and frees its value), not after every `f`.
+    let mut env = TestEnv::new(&[(2, 1)]);
+    env.submit((1..=6).map(|k| task(k, &[])).collect());
+    env.submit((11..=16).map(|k| task(k, &[k - 10])).collect());
+    // A task reading a value already computed keeps its own place: after the others.
+    let mut order = Vec::new();
+    let mut placed = env.placements();
+    while !placed.is_empty() {
+        for (key, _) in placed {
+            order.push(key);
+            env.finish(key, 8);
+            if key == 1 {
+                env.submit(vec![task(21, &[1])]);
+            }
+        }
+        placed = env.placements();
+    }
+    // The worker takes five tasks at a time (f1 to f5); then the `g`s of those, ready as
+    // each `f` ends, go before f6, which was ready all along; the task reading f1's value
+    // after it was done goes after f6.
+    let at = |key: u64| order.iter().position(|k| *k == key).expect("placed");
+    assert_eq!(&order[..5], &[1, 2, 3, 4, 5], "{order:?}");
+    for k in 11..=15 {
+        assert!(at(k) < at(6), "{k} before 6: {order:?}");
+    }
+    assert!(at(6) < at(21), "{order:?}");
+    assert_eq!(order.len(), 13);
+}

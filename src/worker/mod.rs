@@ -153,6 +153,10 @@ pub struct WorkerNode {
     /// Tasks that went on after waiting for others, not told to the scheduler yet: told at
     /// the next tick if they still run (most finish first, and their result says it).
     rejoined: FxHashSet<(Key, Attempt)>,
+    /// Values the client scattered here whose arrival it has not been told of: told once
+    /// the threads have no backlog ([`Self::tell_received`]), which paces the client's
+    /// large sends to what this worker gets through.
+    received_from_client: Vec<Key>,
 }
 
 impl WorkerNode {
@@ -180,6 +184,18 @@ impl WorkerNode {
                 );
             }
         }
+    }
+
+    /// Tells the client which of the values it scattered here have arrived, unless the
+    /// threads have a backlog: the client sends its next large values when told (see
+    /// `client::flow`), so while the tasks here are behind, nothing more comes to wait in
+    /// new memory. A backlog always drains, so the client is told in the end.
+    fn tell_received(&mut self, out: &mut Outbox) {
+        if self.received_from_client.is_empty() || self.executor.backlogged() {
+            return;
+        }
+        let keys = std::mem::take(&mut self.received_from_client);
+        out.push(Rank::CLIENT, &ToClient::Received(keys));
     }
 
     /// A worker that introduces itself to the scheduler with `hello` when it starts, in the
@@ -224,6 +240,7 @@ impl WorkerNode {
             task_client: None,
             own_client_mail: Vec::new(),
             rejoined: FxHashSet::default(),
+            received_from_client: Vec::new(),
             mpi_report: None,
             mpi_prepared: FxHashMap::default(),
         }
@@ -682,7 +699,12 @@ impl Node for WorkerNode {
             ToWorker::ForClient(message) => self.on_for_client(from, message, out),
             ToWorker::Data { key, bytes } => self.on_data(from, key, bytes, out),
             ToWorker::DataMissing(key) => self.on_data_missing(from, key, out),
-            ToWorker::ScatterData { key, bytes } => self.on_scatter_data(key, bytes, out),
+            ToWorker::ScatterData { key, bytes } => {
+                self.on_scatter_data(key, bytes, out);
+                if from == Rank::CLIENT {
+                    self.received_from_client.push(key);
+                }
+            }
             ToWorker::BroadcastScatter { key, bytes } => self.on_broadcast_scatter(key, bytes, out),
             ToWorker::BroadcastStart { key, len } => self.on_broadcast_start(from, key, len, out),
             ToWorker::BroadcastValue { key, bytes } => {
@@ -762,6 +784,7 @@ impl Node for WorkerNode {
     fn on_batch_end(&mut self, out: &mut Outbox, now: Instant) {
         if self.status == NodeStatus::Running {
             self.pump_task_client(out, now);
+            self.tell_received(out);
         }
         self.store.hand_back_buffers();
     }
@@ -781,6 +804,7 @@ impl Node for WorkerNode {
         if self.status == NodeStatus::Running {
             self.take_client_commands(out, now);
             self.tell_rejoined(out);
+            self.tell_received(out);
             self.store.rebalance();
             self.update_pause(out);
             if let Some(client) = &mut self.task_client {

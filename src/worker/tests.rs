@@ -266,6 +266,46 @@ fn a_worker_over_its_pause_threshold_holds_tasks_until_memory_frees() {
 }
 
 #[test]
+fn the_client_is_told_its_scattered_values_arrived_once_the_threads_have_no_backlog() {
+    let mut env = WorkerEnv::new(1);
+    let scatter = |key: u64| ToWorker::ScatterData {
+        key: Key(key),
+        bytes: Arc::new(vec![7; 100].into()),
+    };
+    // Idle: told at the end of the round, for every value of the round.
+    env.send(Rank::CLIENT, scatter(1));
+    env.send(Rank::CLIENT, scatter(2));
+    assert!(env.received::<ToClient>(Rank::CLIENT).is_empty());
+    env.node.on_batch_end(&mut env.out, Instant::now());
+    assert_eq!(
+        env.received::<ToClient>(Rank::CLIENT),
+        vec![ToClient::Received(vec![Key(1), Key(2)])]
+    );
+    // One task runs and two wait for the thread: a backlog, so the client is not told.
+    for key in 10..13 {
+        env.send(
+            Rank::SCHEDULER,
+            compute(key, func_of(nap), vec![value(200u64)], vec![]),
+        );
+    }
+    env.send(Rank::CLIENT, scatter(3));
+    env.node.on_batch_end(&mut env.out, Instant::now());
+    env.node.on_tick(&mut env.out, Instant::now());
+    assert!(env.received::<ToClient>(Rank::CLIENT).is_empty());
+    // A value scattered by another worker (a task client's) is not the client's to pace.
+    env.send(PEER, scatter(4));
+    // The first task ends: one waits, no backlog any more.
+    env.next_outcome();
+    env.node.on_batch_end(&mut env.out, Instant::now());
+    assert_eq!(
+        env.received::<ToClient>(Rank::CLIENT),
+        vec![ToClient::Received(vec![Key(3)])]
+    );
+    env.next_outcome();
+    env.next_outcome();
+}
+
+#[test]
 fn a_task_runs_and_its_value_is_served() {
     let mut env = WorkerEnv::new(1);
     env.send(

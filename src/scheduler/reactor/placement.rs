@@ -79,6 +79,19 @@ impl Scheduler {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.submitted += 1;
+        // The next link of a chain (a task reading one value a task is still computing)
+        // takes that task's place among the ready tasks, ahead of the tasks submitted after
+        // it: `map(g, map(f, items))` runs each `g` as soon as its `f` is done, and frees
+        // that value, instead of after every `f` (depth first, as Dask's ordering does
+        // within a graph).
+        let order = match deps.as_slice() {
+            [dep] => self
+                .tasks
+                .get(dep)
+                .filter(|dep| !dep.scattered && !dep.state.is_final())
+                .map_or(seq, |dep| dep.order.min(seq)),
+            _ => seq,
+        };
         let code = TaskCode {
             func: spec.func,
             uses: spec.uses.into(),
@@ -87,6 +100,7 @@ impl Scheduler {
         };
         let loose = spec.options.allow_other_workers;
         let mut task = Task::new(code, spec.options, deps, seq);
+        task.order = order;
         if loose
             && !task.allowed_workers.is_empty()
             && task

@@ -503,6 +503,15 @@ impl Executor {
         let queue = self.shared.lock();
         queue.tasks.len() + queue.handed.len()
     }
+
+    /// Whether the threads have work ahead of them: a task runs (not waiting for others)
+    /// and at least as many tasks as there are threads (two at the least) wait for one.
+    /// Each running task ends by itself, so a backlog always drains.
+    pub fn backlogged(&self) -> bool {
+        let queue = self.shared.lock();
+        queue.running_loops() > 0
+            && queue.tasks.len() + queue.handed.len() >= self.shared.max_loops.max(2)
+    }
 }
 
 /// Pops the best task whose resources are free, reserving them.
