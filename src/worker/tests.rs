@@ -294,8 +294,14 @@ fn the_client_is_told_its_scattered_values_arrived_once_the_threads_have_no_back
     assert!(env.received::<ToClient>(Rank::CLIENT).is_empty());
     // A value scattered by another worker (a task client's) is not the client's to pace.
     env.send(PEER, scatter(4));
-    // The first task ends: one waits, no backlog any more.
+    // The first task ends: one waits, no backlog any more (once its thread has taken the
+    // next, which it does after reporting the first).
     env.next_outcome();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.node.executor.queued() > 1 {
+        assert!(Instant::now() < deadline, "the thread takes the next task");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     env.node.on_batch_end(&mut env.out, Instant::now());
     assert_eq!(
         env.received::<ToClient>(Rank::CLIENT),
