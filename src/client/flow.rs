@@ -1,18 +1,21 @@
-//! Pacing the client's large scatters to each worker: at most [`WINDOW_BYTES`] of them
-//! on their way to (or waiting unread on) one worker at a time.
+//! Pacing the large arguments the client sends ahead of their tasks to each worker: at
+//! most [`WINDOW_BYTES`] of them on their way to (or waiting unread on) one worker at a
+//! time.
 //!
-//! `client.map(f, items)` over large items sends every item ahead to its worker at once
+//! `client.map(f, items)` over large items sends every item ahead to its worker
 //! ([`super::Client::send_large_args_direct`]). Sent all at once, they would all wait on
 //! the workers in memory new to those processes, each page of it zeroed by the kernel on
 //! first touch: on a virtual machine that hands freed memory back to its host, the workers'
-//! time went into that more than into the tasks. Paced, a worker gets its next items as it
-//! works through the last ones, into the memory they leave (see `crate::allocator`).
+//! time went into that more than into the tasks. Paced, a worker gets its next items as its
+//! tasks take up the last ones, into the memory they leave (see `crate::allocator`).
 //!
-//! The worker says which scattered values have arrived ([`ToClient::Received`]) when its
-//! threads have no backlog (`WorkerNode::tell_received`); a backlog always drains, so
-//! every value is sent in the end, whatever the tasks reading it wait for. A value alone
-//! larger than the window goes when nothing else is on its way to that worker. Messages
-//! other than large `ScatterData` are never held.
+//! The worker says which of these values were read ([`ToClient::Received`]): taken up by a
+//! task, fetched by another rank, released, or unread for a while (`UNREAD_GRACE`, so a
+//! value whose task waits on work held behind it, or that no task reads, never stalls the
+//! flow), and not while its threads have a backlog (`WorkerNode::tell_received`); a
+//! backlog always drains, so every value is sent in the end. A value alone larger than the
+//! window goes when nothing else is on its way to that worker. Other messages, and the
+//! values of `client.scatter` (which stay on the worker anyway), are never held.
 //!
 //! [`ToClient::Received`]: crate::protocol::ToClient::Received
 
@@ -21,10 +24,9 @@ use crate::protocol::{Key, Rank, ToWorker};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 
-/// Bytes of large scattered values on their way to one worker, or arrived there while its
-/// threads had a backlog, at most: the transport's part size
-/// ([`crate::config::DEFAULT_PART_BYTES`]), one 8 MB item of the benchmark
-/// `futures_large_args` (which ran faster with it than with 16 or 32 MiB; see
+/// Bytes of large arguments on their way to one worker, or arrived there and not said to
+/// be read, at most: the transport's part size ([`crate::config::DEFAULT_PART_BYTES`]),
+/// one 8 MB item of the benchmark `futures_large_args` (16 MiB was no faster; see
 /// BENCHMARKS.md).
 pub(crate) const WINDOW_BYTES: u64 = 8 << 20;
 
@@ -49,8 +51,8 @@ struct Lane {
 }
 
 impl Lane {
-    /// Whether a value of `bytes` may go now: nothing is waiting before it, and it fits
-    /// in the window (or nothing else is in flight).
+    /// Whether a value of `bytes` fits in the window (or nothing else is in flight); the
+    /// caller checks that nothing waits before it.
     fn fits(&self, bytes: u64) -> bool {
         self.bytes == 0 || self.bytes + bytes <= WINDOW_BYTES
     }

@@ -605,16 +605,18 @@ impl Client {
     ) -> Result<Future<T>> {
         let bytes: Payload =
             Arc::new(encode_given(value).map_err(|e| Error::encode("a scattered value", e))?);
-        let key = self.send_bytes(bytes, worker, carry);
+        let key = self.send_bytes(bytes, worker, false, carry);
         Ok(Future::new(key, self.shared.clone()))
     }
 
-    /// Sends encoded `bytes` to `worker` under a new key (in the message `carry` makes) and
-    /// tells the scheduler the key is there and how large it is; returns the key.
+    /// Sends encoded `bytes` to `worker` under a new key (in the message `carry` makes;
+    /// paced if the value is a task's argument sent `ahead`, see `flow`) and tells the
+    /// scheduler the key is there and how large it is; returns the key.
     fn send_bytes(
         &self,
         bytes: Payload,
         worker: Rank,
+        ahead: bool,
         carry: impl FnOnce(Key, Payload) -> ToWorker,
     ) -> Key {
         let key = self.next_key();
@@ -629,7 +631,12 @@ impl Client {
             worker,
             nbytes,
         }));
-        self.shared.send(Command::Worker(worker, carry(key, bytes)));
+        let message = carry(key, bytes);
+        self.shared.send(if ahead {
+            Command::Ahead(worker, message)
+        } else {
+            Command::Worker(worker, message)
+        });
         key
     }
 
@@ -862,15 +869,15 @@ impl Client {
         args.into_iter()
             .map(|arg| match arg {
                 CallArg::Value(bytes) if bytes.len() >= DIRECT_ARG_BYTES => {
-                    let key = self.send_bytes(Arc::new(bytes.into()), worker, |key, bytes| {
-                        ToWorker::ScatterData { key, bytes }
-                    });
+                    let key =
+                        self.send_bytes(Arc::new(bytes.into()), worker, true, |key, bytes| {
+                            ToWorker::ScatterData { key, bytes }
+                        });
                     CallArg::Future(Future::new(key, self.shared.clone()))
                 }
                 CallArg::Large(bytes) => {
-                    let key = self.send_bytes(bytes, worker, |key, bytes| ToWorker::ScatterData {
-                        key,
-                        bytes,
+                    let key = self.send_bytes(bytes, worker, true, |key, bytes| {
+                        ToWorker::ScatterData { key, bytes }
                     });
                     CallArg::Future(Future::new(key, self.shared.clone()))
                 }

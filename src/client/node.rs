@@ -22,6 +22,8 @@ pub enum Command {
     Scheduler(ToScheduler),
     /// Send to a worker.
     Worker(Rank, ToWorker),
+    /// Send to a worker a task's large argument, ahead of the task: paced ([`Flow`]).
+    Ahead(Rank, ToWorker),
     /// The last future of a key was dropped.
     Release(Key),
     /// The user's program ended with this exit code.
@@ -83,12 +85,18 @@ impl ClientNode {
         }
     }
 
-    /// Sends `message` to `worker`. The program's large scatters go when the worker is
-    /// ready for them ([`Flow`]). A task client asks for values for itself (not for its
-    /// worker's tasks), and its messages to its own worker stay local.
-    fn send_to_worker(&mut self, worker: Rank, message: ToWorker, out: &mut Outbox) {
+    /// Sends `message` to `worker`. The program's large arguments sent ahead of their
+    /// tasks (`ahead`) go when the worker is ready for them ([`Flow`]). A task client asks
+    /// for values for itself (not for its worker's tasks), and its messages to its own
+    /// worker stay local.
+    fn send_to_worker(&mut self, worker: Rank, message: ToWorker, ahead: bool, out: &mut Outbox) {
         let Some(rank) = self.hosted else {
-            if let Some(message) = self.flow.offer(worker, message) {
+            let message = if ahead {
+                self.flow.offer(worker, message)
+            } else {
+                Some(message)
+            };
+            if let Some(message) = message {
                 self.trace_outgoing(worker, &message);
                 out.push(worker, &message);
             }
@@ -310,7 +318,8 @@ impl Node for ClientNode {
                 self.flush_releases(out);
                 out.push(Rank::SCHEDULER, &message);
             }
-            Command::Worker(rank, message) => self.send_to_worker(rank, message, out),
+            Command::Worker(rank, message) => self.send_to_worker(rank, message, false, out),
+            Command::Ahead(rank, message) => self.send_to_worker(rank, message, true, out),
             #[cfg(feature = "internals")]
             Command::Raw(to, frame) => out.push_frame(to, frame),
             Command::Done(code) => {
@@ -334,7 +343,7 @@ impl Node for ClientNode {
             return;
         }
         for (worker, keys) in std::mem::take(&mut self.fetches) {
-            self.send_to_worker(worker, ToWorker::GetData(keys), out);
+            self.send_to_worker(worker, ToWorker::GetData(keys), false, out);
         }
     }
 

@@ -875,8 +875,9 @@ pub enum ToClient {
     },
     /// A value the client asked for is not on that worker.
     DataMissing(Key),
-    /// Values the client scattered to this worker (`ScatterData`) have arrived and the
-    /// worker is ready for more (from a worker; see `client::flow`).
+    /// Large values the client scattered to this worker (`ScatterData`) have arrived and
+    /// were read (or waited unread for a while), and the worker is ready for more (from a
+    /// worker; see `client::flow`).
     Received(Vec<Key>),
     /// Answer to `InfoRequest`.
     Info(SchedulerInfo),

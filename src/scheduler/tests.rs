@@ -1683,6 +1683,36 @@ fn a_task_takes_an_input_only_it_will_ever_read() {
 }
 
 #[test]
+fn the_first_reader_of_a_computed_value_runs_before_tasks_submitted_before_it() {
+    // `map(g, map(f, items))` where the first `f`s end before the `g`s are submitted:
+    // their `g`s still run before the `f`s still to come, and free their values.
+    let mut env = TestEnv::new(&[(2, 1)]);
+    env.submit((1..=12).map(|k| task(k, &[])).collect());
+    let mut order = Vec::new();
+    for (key, _) in env.placements() {
+        order.push(key);
+        env.finish(key, 8);
+    }
+    assert_eq!(order, vec![1, 2, 3, 4, 5]);
+    // 21 and 22 are the first readers of values done; 23 reads a value 22 reads too.
+    env.submit(vec![task(21, &[1]), task(22, &[2]), task(23, &[2])]);
+    let mut placed = env.placements();
+    while !placed.is_empty() {
+        for (key, _) in placed {
+            order.push(key);
+            env.finish(key, 8);
+        }
+        placed = env.placements();
+    }
+    let at = |key: u64| order.iter().position(|k| *k == key).expect("placed");
+    for first in [21, 22] {
+        assert!(at(first) < at(11), "{first} before 11: {order:?}");
+    }
+    assert!(at(12) < at(23), "{order:?}");
+    assert_eq!(order.len(), 15);
+}
+
+#[test]
 fn the_next_link_of_a_chain_runs_before_tasks_submitted_after_its_first() {
     // `map(g, map(f, items))` on one worker of one thread: each `g` runs as soon as its
     // `f` is done (and frees its value), not after every `f`.

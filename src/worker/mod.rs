@@ -153,11 +153,19 @@ pub struct WorkerNode {
     /// Tasks that went on after waiting for others, not told to the scheduler yet: told at
     /// the next tick if they still run (most finish first, and their result says it).
     rejoined: FxHashSet<(Key, Attempt)>,
-    /// Values the client scattered here whose arrival it has not been told of: told once
-    /// the threads have no backlog ([`Self::tell_received`]), which paces the client's
-    /// large sends to what this worker gets through.
-    received_from_client: Vec<Key>,
+    /// The program's large scattered values that arrived here and no task has read yet,
+    /// with when each arrived.
+    unread_from_client: FxHashMap<Key, Instant>,
+    /// Those read since (or gone, or unread for [`UNREAD_GRACE`]), not told to the client
+    /// yet: told once the threads have no backlog ([`Self::tell_received`]), which paces
+    /// the client's large arguments to what this worker gets through.
+    read_from_client: Vec<Key>,
 }
+
+/// How long a large value the program scattered here may wait for a task to read it
+/// before the client is told it arrived anyway: a task placed here may wait on work that
+/// the client's pacing would hold back behind the value, or no task may read it.
+const UNREAD_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl WorkerNode {
     /// Sends what the task client was asked since the last call.
@@ -186,16 +194,36 @@ impl WorkerNode {
         }
     }
 
-    /// Tells the client which of the values it scattered here have arrived, unless the
-    /// threads have a backlog: the client sends its next large values when told (see
-    /// `client::flow`), so while the tasks here are behind, nothing more comes to wait in
-    /// new memory. A backlog always drains, so the client is told in the end.
-    fn tell_received(&mut self, out: &mut Outbox) {
-        if self.received_from_client.is_empty() || self.executor.backlogged() {
+    /// A large value the program scattered here is read (by a task, or by another rank),
+    /// or gone: the client may be told it arrived.
+    fn client_value_read(&mut self, key: &Key) {
+        if self.unread_from_client.remove(key).is_some() {
+            self.read_from_client.push(*key);
+        }
+    }
+
+    /// Tells the client which of the large values it scattered here were read (or gone,
+    /// or unread for [`UNREAD_GRACE`]), unless the threads have a backlog: the client sends
+    /// its next large arguments when told (see `client::flow`), so values come as fast as
+    /// the tasks here take them, and none waits long in memory new to this process. A
+    /// backlog always drains, so the client is told in the end.
+    fn tell_received(&mut self, out: &mut Outbox, now: Instant) {
+        let nothing = self.unread_from_client.is_empty() && self.read_from_client.is_empty();
+        if nothing || self.executor.backlogged() {
             return;
         }
-        let keys = std::mem::take(&mut self.received_from_client);
-        out.push(Rank::CLIENT, &ToClient::Received(keys));
+        let read = &mut self.read_from_client;
+        self.unread_from_client.retain(|key, arrived| {
+            let waiting = now.saturating_duration_since(*arrived) < UNREAD_GRACE;
+            if !waiting {
+                read.push(*key);
+            }
+            waiting
+        });
+        if !self.read_from_client.is_empty() {
+            let keys = std::mem::take(&mut self.read_from_client);
+            out.push(Rank::CLIENT, &ToClient::Received(keys));
+        }
     }
 
     /// A worker that introduces itself to the scheduler with `hello` when it starts, in the
@@ -240,7 +268,8 @@ impl WorkerNode {
             task_client: None,
             own_client_mail: Vec::new(),
             rejoined: FxHashSet::default(),
-            received_from_client: Vec::new(),
+            unread_from_client: FxHashMap::default(),
+            read_from_client: Vec::new(),
             mpi_report: None,
             mpi_prepared: FxHashMap::default(),
         }
@@ -656,7 +685,7 @@ impl Node for WorkerNode {
         }
     }
 
-    fn on_message(&mut self, from: Rank, message: ToWorker, out: &mut Outbox, _now: Instant) {
+    fn on_message(&mut self, from: Rank, message: ToWorker, out: &mut Outbox, now: Instant) {
         if !self.sender_allowed(from, &message) {
             let what = format!("{message:?}");
             let what: String = what.chars().take(120).collect();
@@ -685,6 +714,7 @@ impl Node for WorkerNode {
             ToWorker::ReleaseKeys(keys) => {
                 for key in keys {
                     self.store.remove(&key);
+                    self.client_value_read(&key);
                 }
             }
             ToWorker::LastRead {
@@ -700,10 +730,10 @@ impl Node for WorkerNode {
             ToWorker::Data { key, bytes } => self.on_data(from, key, bytes, out),
             ToWorker::DataMissing(key) => self.on_data_missing(from, key, out),
             ToWorker::ScatterData { key, bytes } => {
-                self.on_scatter_data(key, bytes, out);
-                if from == Rank::CLIENT {
-                    self.received_from_client.push(key);
+                if from == Rank::CLIENT && bytes.len() >= crate::protocol::ATTACH_BYTES {
+                    self.unread_from_client.insert(key, now);
                 }
+                self.on_scatter_data(key, bytes, out);
             }
             ToWorker::BroadcastScatter { key, bytes } => self.on_broadcast_scatter(key, bytes, out),
             ToWorker::BroadcastStart { key, len } => self.on_broadcast_start(from, key, len, out),
@@ -784,7 +814,7 @@ impl Node for WorkerNode {
     fn on_batch_end(&mut self, out: &mut Outbox, now: Instant) {
         if self.status == NodeStatus::Running {
             self.pump_task_client(out, now);
-            self.tell_received(out);
+            self.tell_received(out, now);
         }
         self.store.hand_back_buffers();
     }
@@ -804,7 +834,7 @@ impl Node for WorkerNode {
         if self.status == NodeStatus::Running {
             self.take_client_commands(out, now);
             self.tell_rejoined(out);
-            self.tell_received(out);
+            self.tell_received(out, now);
             self.store.rebalance();
             self.update_pause(out);
             if let Some(client) = &mut self.task_client {

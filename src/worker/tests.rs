@@ -2,7 +2,7 @@
 //! round-tripped through the local transport and the wire encoding.
 
 use super::executor::{Executor, TaskOutcome};
-use super::{WorkerEvent, WorkerNode};
+use super::{UNREAD_GRACE, WorkerEvent, WorkerNode};
 use crate::node::{Node, NodeStatus, event_channel};
 use crate::protocol::{
     ArgSlot, Attempt, Bytes, ComputeMsg, FnId, Key, Payload, Rank, TaskCode, ToClient, ToScheduler,
@@ -266,34 +266,61 @@ fn a_worker_over_its_pause_threshold_holds_tasks_until_memory_frees() {
 }
 
 #[test]
-fn the_client_is_told_its_scattered_values_arrived_once_the_threads_have_no_backlog() {
+fn the_client_is_told_its_large_values_arrived_once_read_or_unread_for_a_while() {
     let mut env = WorkerEnv::new(1);
+    // 10 000 values of 9 bytes each, encoded: above `ATTACH_BYTES`.
+    let large = || Arc::new(encode_value(&vec![1u64 << 40; 10_000]).unwrap().into());
     let scatter = |key: u64| ToWorker::ScatterData {
         key: Key(key),
-        bytes: Arc::new(vec![7; 100].into()),
+        bytes: large(),
     };
-    // Idle: told at the end of the round, for every value of the round.
     env.send(Rank::CLIENT, scatter(1));
     env.send(Rank::CLIENT, scatter(2));
+    // A small value is not paced, and one from another worker (a task client's) is not
+    // the program's to pace.
+    env.send(
+        Rank::CLIENT,
+        ToWorker::ScatterData {
+            key: Key(3),
+            bytes: Arc::new(vec![7; 100].into()),
+        },
+    );
+    env.send(PEER, scatter(4));
+    // Unread and just arrived: not told.
+    env.node.on_batch_end(&mut env.out, Instant::now());
     assert!(env.received::<ToClient>(Rank::CLIENT).is_empty());
+    // A task reads one: told at the end of the round.
+    env.send(
+        Rank::SCHEDULER,
+        compute(10, func_of(total), vec![ArgSlot::Future(Key(1))], vec![]),
+    );
     env.node.on_batch_end(&mut env.out, Instant::now());
     assert_eq!(
         env.received::<ToClient>(Rank::CLIENT),
-        vec![ToClient::Received(vec![Key(1), Key(2)])]
+        vec![ToClient::Received(vec![Key(1)])]
     );
-    // One task runs and two wait for the thread: a backlog, so the client is not told.
-    for key in 10..13 {
+    env.next_outcome();
+    assert_eq!(env.value_of::<u64>(10), 10_000 << 40);
+    // The other, unread for the grace period: told too.
+    let later = Instant::now() + UNREAD_GRACE;
+    env.node.on_tick(&mut env.out, later);
+    assert_eq!(
+        env.received::<ToClient>(Rank::CLIENT),
+        vec![ToClient::Received(vec![Key(2)])]
+    );
+    // One task runs and two wait for the thread: a backlog, so the client is not told,
+    // however long the value waits.
+    for key in 11..14 {
         env.send(
             Rank::SCHEDULER,
             compute(key, func_of(nap), vec![value(200u64)], vec![]),
         );
     }
-    env.send(Rank::CLIENT, scatter(3));
+    env.send(Rank::CLIENT, scatter(5));
     env.node.on_batch_end(&mut env.out, Instant::now());
-    env.node.on_tick(&mut env.out, Instant::now());
+    env.node
+        .on_tick(&mut env.out, Instant::now() + UNREAD_GRACE);
     assert!(env.received::<ToClient>(Rank::CLIENT).is_empty());
-    // A value scattered by another worker (a task client's) is not the client's to pace.
-    env.send(PEER, scatter(4));
     // The first task ends: one waits, no backlog any more (once its thread has taken the
     // next, which it does after reporting the first).
     env.next_outcome();
@@ -302,10 +329,19 @@ fn the_client_is_told_its_scattered_values_arrived_once_the_threads_have_no_back
         assert!(Instant::now() < deadline, "the thread takes the next task");
         std::thread::sleep(Duration::from_millis(1));
     }
+    env.node
+        .on_tick(&mut env.out, Instant::now() + UNREAD_GRACE);
+    assert_eq!(
+        env.received::<ToClient>(Rank::CLIENT),
+        vec![ToClient::Received(vec![Key(5)])]
+    );
+    // A value released unread is gone: told at once.
+    env.send(Rank::CLIENT, scatter(6));
+    env.send(Rank::SCHEDULER, ToWorker::ReleaseKeys(vec![Key(6)]));
     env.node.on_batch_end(&mut env.out, Instant::now());
     assert_eq!(
         env.received::<ToClient>(Rank::CLIENT),
-        vec![ToClient::Received(vec![Key(3)])]
+        vec![ToClient::Received(vec![Key(6)])]
     );
     env.next_outcome();
     env.next_outcome();

@@ -79,16 +79,23 @@ impl Scheduler {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.submitted += 1;
-        // The next link of a chain (a task reading one value a task is still computing)
-        // takes that task's place among the ready tasks, ahead of the tasks submitted after
-        // it: `map(g, map(f, items))` runs each `g` as soon as its `f` is done, and frees
-        // that value, instead of after every `f` (depth first, as Dask's ordering does
-        // within a graph).
+        // The next link of a chain (a task reading one value a task is still computing, or
+        // computed and read by no other task yet) takes that task's place among the ready
+        // tasks, ahead of the tasks submitted after it: `map(g, map(f, items))` runs each
+        // `g` as soon as its `f` is done, and frees that value, instead of after every `f`
+        // (depth first, as Dask's ordering does within a graph), also for the `f`s done
+        // before the `g`s were submitted.
         let order = match deps.as_slice() {
             [dep] => self
                 .tasks
                 .get(dep)
-                .filter(|dep| !dep.scattered && !dep.state.is_final())
+                .filter(|dep| {
+                    !dep.scattered
+                        && match dep.state {
+                            TaskState::Memory { .. } => dep.dependents.is_empty(),
+                            ref state => !state.is_final(),
+                        }
+                })
                 .map_or(seq, |dep| dep.order.min(seq)),
             _ => seq,
         };
