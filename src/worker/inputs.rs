@@ -133,18 +133,6 @@ impl WorkerNode {
 
     /// Takes the inputs of `key` from the store; those on disk are read back first.
     pub(super) fn gather(&mut self, key: Key, out: &mut Outbox) {
-        if !self.unread_from_client.is_empty()
-            && let Some(task) = self.tasks.get(&key)
-        {
-            let deps: Vec<Key> = task
-                .code
-                .args
-                .iter()
-                .flat_map(ArgSlot::dependencies)
-                .copied()
-                .collect();
-            deps.iter().for_each(|dep| self.client_value_read(dep));
-        }
         // One lookup of the task on the common path (every input in memory): the task, the
         // store and the executor are separate fields, borrowed side by side.
         let Some(task) = self.tasks.get_mut(&key) else {
@@ -154,6 +142,7 @@ impl WorkerNode {
         let mut pending: Vec<Key> = Vec::new();
         let mut released = false;
         for &dep in task.code.args.iter().flat_map(ArgSlot::dependencies) {
+            self.client_reads.read(&dep);
             match self.store.get(&dep, task.priority) {
                 Lookup::Ready(value) => inputs.push(Some(value)),
                 Lookup::Pending => {
@@ -418,7 +407,7 @@ impl WorkerNode {
             for_client,
         };
         for key in keys {
-            self.client_value_read(&key);
+            self.client_reads.read(&key);
             match self.store.get(&key, Urgency::PEER) {
                 Lookup::Ready(value) => self.serve(from, key, Some(value), out),
                 Lookup::Pending => self.disk_waiters.entry(key).or_default().ranks.push(from),

@@ -4,6 +4,7 @@
 //! The [`WorkerNode`] runs on the rank's communication thread (the only one that calls MPI);
 //! tasks run on the executor's threads and come back as [`executor::TaskOutcome`] events.
 
+mod client_reads;
 pub mod disk;
 pub mod executor;
 mod inputs;
@@ -153,19 +154,11 @@ pub struct WorkerNode {
     /// Tasks that went on after waiting for others, not told to the scheduler yet: told at
     /// the next tick if they still run (most finish first, and their result says it).
     rejoined: FxHashSet<(Key, Attempt)>,
-    /// The program's large scattered values that arrived here and no task has read yet,
-    /// with when each arrived.
-    unread_from_client: FxHashMap<Key, Instant>,
-    /// Those read since (or gone, or unread for [`UNREAD_GRACE`]), not told to the client
-    /// yet: told once the threads have no backlog ([`Self::tell_received`]), which paces
-    /// the client's large arguments to what this worker gets through.
-    read_from_client: Vec<Key>,
+    /// The program's large scattered values that arrived here, until the client is told
+    /// they were read ([`Self::tell_received`]), which paces the client's large arguments to
+    /// what this worker gets through.
+    client_reads: client_reads::ClientReads,
 }
-
-/// How long a large value the program scattered here may wait for a task to read it
-/// before the client is told it arrived anyway: a task placed here may wait on work that
-/// the client's pacing would hold back behind the value, or no task may read it.
-const UNREAD_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl WorkerNode {
     /// Sends what the task client was asked since the last call.
@@ -194,34 +187,18 @@ impl WorkerNode {
         }
     }
 
-    /// A large value the program scattered here is read (by a task, or by another rank),
-    /// or gone: the client may be told it arrived.
-    fn client_value_read(&mut self, key: &Key) {
-        if self.unread_from_client.remove(key).is_some() {
-            self.read_from_client.push(*key);
-        }
-    }
-
     /// Tells the client which of the large values it scattered here were read (or gone,
-    /// or unread for [`UNREAD_GRACE`]), unless the threads have a backlog: the client sends
+    /// or unread for `UNREAD_GRACE`), unless the threads have a backlog: the client sends
     /// its next large arguments when told (see `client::flow`), so values come as fast as
     /// the tasks here take them, and none waits long in memory new to this process. A
     /// backlog always drains, so the client is told in the end.
     fn tell_received(&mut self, out: &mut Outbox, now: Instant) {
-        let nothing = self.unread_from_client.is_empty() && self.read_from_client.is_empty();
-        if nothing || self.executor.backlogged() {
+        if self.client_reads.is_empty() {
             return;
         }
-        let read = &mut self.read_from_client;
-        self.unread_from_client.retain(|key, arrived| {
-            let waiting = now.saturating_duration_since(*arrived) < UNREAD_GRACE;
-            if !waiting {
-                read.push(*key);
-            }
-            waiting
-        });
-        if !self.read_from_client.is_empty() {
-            let keys = std::mem::take(&mut self.read_from_client);
+        let executor = &self.executor;
+        let keys = self.client_reads.due(now, || !executor.backlogged());
+        if !keys.is_empty() {
             out.push(Rank::CLIENT, &ToClient::Received(keys));
         }
     }
@@ -268,8 +245,7 @@ impl WorkerNode {
             task_client: None,
             own_client_mail: Vec::new(),
             rejoined: FxHashSet::default(),
-            unread_from_client: FxHashMap::default(),
-            read_from_client: Vec::new(),
+            client_reads: Default::default(),
             mpi_report: None,
             mpi_prepared: FxHashMap::default(),
         }
@@ -714,7 +690,7 @@ impl Node for WorkerNode {
             ToWorker::ReleaseKeys(keys) => {
                 for key in keys {
                     self.store.remove(&key);
-                    self.client_value_read(&key);
+                    self.client_reads.read(&key);
                 }
             }
             ToWorker::LastRead {
@@ -731,7 +707,7 @@ impl Node for WorkerNode {
             ToWorker::DataMissing(key) => self.on_data_missing(from, key, out),
             ToWorker::ScatterData { key, bytes } => {
                 if from == Rank::CLIENT && bytes.len() >= crate::protocol::ATTACH_BYTES {
-                    self.unread_from_client.insert(key, now);
+                    self.client_reads.arrived(key, now);
                 }
                 self.on_scatter_data(key, bytes, out);
             }

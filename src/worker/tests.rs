@@ -1,8 +1,9 @@
 //! Tests of the worker node with a real executor: messages in, and everything it sends
 //! round-tripped through the local transport and the wire encoding.
 
+use super::client_reads::UNREAD_GRACE;
 use super::executor::{Executor, TaskOutcome};
-use super::{UNREAD_GRACE, WorkerEvent, WorkerNode};
+use super::{WorkerEvent, WorkerNode};
 use crate::node::{Node, NodeStatus, event_channel};
 use crate::protocol::{
     ArgSlot, Attempt, Bytes, ComputeMsg, FnId, Key, Payload, Rank, TaskCode, ToClient, ToScheduler,
